@@ -1,0 +1,67 @@
+"""Spatio-temporal attention rows (METHOD.md 2.3-2.4), produced window by window in bounded memory.
+
+Queries come from every processed frame, keys from the sparse key frames only. For each query token the logits
+against all key tokens of all key frames share one softmax; probabilities are averaged over heads. The full
+``(T*N, K*N)`` matrix is never built: a window of frames gives ``(w, N, K*N)`` rows, computed head by head and
+in row chunks that fit ``budget_bytes``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+from einops import rearrange
+from torch import Tensor
+
+DEFAULT_BUDGET_BYTES = 256 * 2**20
+
+
+def key_frame_indices(num_frames: int, ratio: int) -> list[int]:
+    """Indices of the key frames among ``num_frames`` processed frames.
+
+    ``0, r, 2r, ..., (floor(T/r) - 1) * r`` as in the release, but never empty: a video shorter than the ratio
+    gets frame 0 as its one key frame (decision 7.4).
+    """
+    if num_frames < 1 or ratio < 1:
+        raise ValueError(f"need at least one frame and a ratio >= 1, got {num_frames} and {ratio}")
+    return [i * ratio for i in range(max(1, num_frames // ratio))]
+
+
+def window_attention(q: Tensor, k: Tensor, scale: float, budget_bytes: int = DEFAULT_BUDGET_BYTES) -> Tensor:
+    """Head-averaged attention of a window of query frames over all key frames.
+
+    Args:
+        q: (w, heads, N, d) queries of the window's frames.
+        k: (K, heads, N, d) keys of the key frames.
+        scale: logit scale (head_dim ** -0.5).
+        budget_bytes: largest logit block computed at once.
+
+    Returns:
+        (w, N, K*N) rows, each a probability distribution over the K*N key tokens (float32 or q's dtype if wider).
+    """
+    dtype = torch.promote_types(q.dtype, torch.float32)
+    w, heads, n, _ = q.shape
+    queries = rearrange(q.to(dtype), "w h n d -> h (w n) d")  # (heads, w*N, d)
+    keys = rearrange(k.to(dtype), "k h n d -> h (k n) d")  # (heads, K*N, d)
+    m = keys.shape[1]
+    out = torch.zeros(w * n, m, dtype=dtype, device=q.device)  # (w*N, K*N)
+    rows = max(1, budget_bytes // (m * out.element_size()))
+    for start in range(0, w * n, rows):
+        block = out[start : start + rows]
+        for h in range(heads):
+            block += torch.softmax(queries[h, start : start + rows] @ keys[h].T * scale, dim=-1)
+        block /= heads
+    return out.reshape(w, n, m)  # (w, N, K*N)
+
+
+def iter_windows(q: Tensor, k: Tensor, scale: float, window: int,
+                 budget_bytes: int = DEFAULT_BUDGET_BYTES) -> Iterator[Tensor]:
+    """Yield the attention rows of consecutive windows of ``window`` frames (the last may be shorter).
+
+    Args:
+        q: (T, heads, N, d) queries of every processed frame (any device; moved to ``k``'s device per window).
+        k: (K, heads, N, d) keys of the key frames.
+    """
+    for start in range(0, q.shape[0], window):
+        yield window_attention(q[start : start + window].to(k.device), k, scale, budget_bytes)

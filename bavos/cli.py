@@ -1,0 +1,179 @@
+"""The `bavos` command line: parse options, build a config, call one function, show the result.
+
+Importing this module does not import torch (``bavos --help`` stays fast); commands import the pipeline.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from bavos.config import DEFAULT_BACKBONE, ModelConfig, SegmentConfig
+from bavos.errors import BavosError
+
+app = typer.Typer(name="bavos", add_completion=False, no_args_is_help=True,
+                  help="Segment every object in a video with no labels and no prompts.")
+
+
+def _error(message: str) -> None:
+    sys.stderr.write(f"bavos: error: {message}\n")
+
+
+def _warn(message: str) -> None:
+    sys.stderr.write(f"bavos: warning: {message}\n")
+
+
+class _Bars:
+    """Rich progress bars on stderr, one per pipeline stage, reset for every input."""
+
+    def __init__(self, enabled: bool) -> None:
+        self._progress: Any = None
+        self._tasks: dict[str, Any] = {}
+        if enabled:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self._progress = Progress(TextColumn("{task.description:<11}"), BarColumn(), MofNCompleteColumn(),
+                                      TimeElapsedColumn(), console=Console(stderr=True), transient=True)
+
+    def __enter__(self) -> _Bars:
+        if self._progress is not None:
+            self._progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+    def reset(self) -> None:
+        for task in self._tasks.values():
+            self._progress.remove_task(task)
+        self._tasks.clear()
+
+    def __call__(self, stage: str, done: int, total: int | None) -> None:
+        if self._progress is None:
+            return
+        if stage not in self._tasks:
+            self._tasks[stage] = self._progress.add_task(stage, total=total)
+        self._progress.update(self._tasks[stage], completed=done, total=total)
+
+
+def _debug() -> bool:
+    return os.environ.get("BAVOS_DEBUG", "") not in ("", "0")
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from bavos import __version__
+
+        typer.echo(__version__)
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                                help="Print the version and exit.")] = False) -> None:
+    """Segment every object in a video with no labels and no prompts."""
+
+
+def _usage_errors() -> tuple[type[Exception], ...]:
+    """Usage-error classes: Typer >= 0.20 vendors click as typer._click, older ones use click itself."""
+    found = []
+    for module in ("typer._click.exceptions", "click.exceptions"):
+        try:
+            found.append(importlib.import_module(module).UsageError)
+        except (ImportError, AttributeError):
+            continue
+    return tuple(found)
+
+
+@app.command()
+def segment(
+    inputs: Annotated[list[Path], typer.Argument(help="Video files (any format FFmpeg reads) or folders of frames.",
+                                                  show_default=False)],
+    output: Annotated[Path, typer.Option("--output", "-o",
+                                         help="Folder that receives one sub-folder per input.")] = Path("out"),
+    backbone: Annotated[str, typer.Option(help="timm ViT name of the frozen backbone.")] = DEFAULT_BACKBONE,
+    backbone_weights: Annotated[str, typer.Option(
+        help="'hub' (timm download/cache), a local weights file, or 'none' (random weights: tests only).")] = "hub",
+    checkpoint: Annotated[Path | None, typer.Option(
+        help="Correlator checkpoint (bavos or the paper's release). Without one: training-free mode.")] = None,
+    resolution: Annotated[tuple[int, int], typer.Option(help="Model input height and width.")] = (320, 480),
+    key_ratio: Annotated[int, typer.Option(help="Every r-th processed frame is a key frame.")] = 10,
+    tau: Annotated[float, typer.Option(help="Symmetric-KL merge threshold.")] = 1.0,
+    window: Annotated[int, typer.Option(help="Frames per level-1 clustering window.")] = 3,
+    level: Annotated[int | None, typer.Option(
+        help="Hierarchy level to cut (0 = per-window clusters). Default: the converged level.")] = None,
+    max_objects: Annotated[int, typer.Option(
+        help="Merge the closest clusters until at most this many remain, background included (0 = no limit).")] = 20,
+    upsample: Annotated[str, typer.Option(help="'bilinear' (smooth) or 'nearest' mask upsampling.")] = "bilinear",
+    stride: Annotated[int, typer.Option(
+        help="Feed every k-th frame to the model; other frames take the nearest processed frame's labels.")] = 1,
+    device: Annotated[str, typer.Option(help="'auto', 'cpu' or 'cuda' (bf16/fp16 autocast on CUDA).")] = "auto",
+    normalization: Annotated[str, typer.Option(
+        help="'kinetics' (as released for inference) or 'imagenet'.")] = "kinetics",
+    batch_size: Annotated[int, typer.Option(help="Frames per backbone batch.")] = 8,
+    fps: Annotated[float, typer.Option(help="Overlay frame rate for frame folders.")] = 24.0,
+    overlay: Annotated[bool, typer.Option("--overlay/--no-overlay", help="Write overlay.mp4.")] = True,
+    hierarchy: Annotated[bool, typer.Option("--hierarchy/--no-hierarchy",
+                                            help="Write hierarchy.npz (labels of every level).")] = True,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars and no result lines.")] = False,
+) -> int:
+    """Segment every object of each input into OUTPUT/<name>/: masks/*.png, overlay.mp4, summary.json."""
+    model_cfg = ModelConfig(backbone=backbone, backbone_weights=backbone_weights,
+                            checkpoint=str(checkpoint) if checkpoint else None)
+    cfg = SegmentConfig(resolution=tuple(resolution), key_ratio=key_ratio, tau=tau, window=window, level=level,
+                        max_objects=max_objects, upsample=upsample, stride=stride, device=device,
+                        normalization=normalization, batch_size=batch_size, fps=fps, overlay=overlay,
+                        save_hierarchy=hierarchy)
+    if backbone_weights == "none":
+        _warn("--backbone-weights none: the backbone has random weights; masks are meaningless (tests, benchmarks)")
+    from bavos.segment import load_models, segment_video
+
+    models = load_models(model_cfg, cfg.device)
+    failed = 0
+    with _Bars(enabled=not quiet and sys.stderr.isatty()) as bars:
+        for path in inputs:
+            bars.reset()
+            start = time.perf_counter()
+            try:
+                summary = segment_video(path, output, cfg, models=models, progress=bars)
+            except BavosError as e:
+                failed += 1
+                _error(str(e))
+                continue
+            if not quiet:
+                typer.echo(f"{summary['output']}: {summary['frames']} frames, {summary['objects']} objects "
+                           f"({time.perf_counter() - start:.1f} s)")
+    return 1 if failed else 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: exit 0 on success, 1 when an input or the run failed, 2 on usage errors, 130 on Ctrl-C."""
+    try:
+        code = app(args=argv, prog_name="bavos", standalone_mode=False)
+    except _usage_errors() as e:
+        ctx = getattr(e, "ctx", None)
+        command = f"bavos {ctx.info_name} --help" if ctx is not None and ctx.parent is not None else "bavos --help"
+        _error(f"{e.format_message()} (see '{command}')")
+        sys.exit(2)
+    except (KeyboardInterrupt, typer.Abort):
+        _error("interrupted")
+        sys.exit(130)
+    except BavosError as e:
+        if _debug():
+            raise
+        _error(str(e))
+        sys.exit(1)
+    except Exception as e:  # noqa: BLE001 - the one place that turns any failure into one line
+        if _debug():
+            raise
+        _error(f"internal error: {type(e).__name__}: {e} (run with BAVOS_DEBUG=1 for the traceback)")
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -1,0 +1,404 @@
+"""The segmentation pipeline: video -> backbone tokens -> attention -> clusters -> full-size masks.
+
+Three streaming passes over the video: (1) decode and run the backbone, keeping only per-frame queries and the
+key frames' keys; (2) cluster the attention window by window; (3) decode again and write each frame's mask and
+overlay frame. Full-size frames are never all held in memory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from contextlib import nullcontext
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from bavos.attention import iter_windows, key_frame_indices
+from bavos.backbone import Backbone, build_backbone
+from bavos.cluster import ClusterResult, cluster_video
+from bavos.config import NORMALIZATION, ModelConfig, SegmentConfig, to_dict
+from bavos.correlator import Correlator, load_correlator
+from bavos.errors import ConfigError, InputError, OutputError
+from bavos.render import overlay, write_mask
+from bavos.video import Frame, OverlayWriter, VideoInfo, VideoSource
+
+Progress = Callable[[str, int, int | None], None]
+"""progress(stage, done, total): stages "decode", "backbone", "clustering", "writing"; total may be None."""
+
+MAX_IDS = 255  # ids 0..254 fit an 8-bit indexed PNG, 255 is DAVIS's void label
+
+
+def _no_progress(stage: str, done: int, total: int | None) -> None:
+    return None
+
+
+def resolve_device(name: str) -> torch.device:
+    """"auto" -> CUDA when available, else CPU; "cuda" without CUDA is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda was asked for but no CUDA device is available; use --device cpu")
+    return torch.device(name)
+
+
+@dataclass
+class Models:
+    """The networks of a run, loaded once and reused for every input."""
+
+    backbone: Backbone
+    correlator: Correlator | None
+    device: torch.device
+    config: ModelConfig
+
+    @property
+    def scale(self) -> float:
+        """Logit scale of the attention that is clustered."""
+        return self.correlator.scale if self.correlator is not None else self.backbone.scale
+
+
+def load_models(config: ModelConfig, device: str = "auto") -> Models:
+    """Build the frozen backbone and, when a checkpoint is given, the correlator."""
+    dev = resolve_device(device)
+    backbone = build_backbone(config.backbone, config.backbone_weights).to(dev)
+    correlator = None
+    if config.checkpoint:
+        correlator = load_correlator(config.checkpoint, backbone.embed_dim, config.correlator_heads).to(dev)
+    return Models(backbone, correlator, dev, config)
+
+
+@dataclass
+class Tokens:
+    """Per-frame attention inputs of a video.
+
+    Attributes:
+        q: (T, heads, N, d) float32 queries of every processed frame.
+        k: (K, heads, N, d) float32 keys of the key frames.
+        grid: patch grid (h, w), N = h * w.
+        processed: decoded index of each processed frame.
+        decoded: number of decoded frames.
+    """
+
+    q: Tensor
+    k: Tensor
+    grid: tuple[int, int]
+    processed: list[int]
+    decoded: int
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def _preprocess(images: list[np.ndarray], cfg: SegmentConfig, device: torch.device) -> Tensor:
+    """(H, W, 3) uint8 frames -> (B, 3, h, w) normalised, resized bilinearly (no antialiasing, as released)."""
+    x = torch.from_numpy(np.stack(images)).to(device).permute(0, 3, 1, 2).float() / 255  # (B, 3, H, W)
+    x = F.interpolate(x, size=cfg.resolution, mode="bilinear", align_corners=False, antialias=False)
+    mean, std = (torch.tensor(v, device=device).view(1, 3, 1, 1) for v in NORMALIZATION[cfg.normalization])
+    return (x - mean) / std
+
+
+def _autocast(device: torch.device) -> Any:
+    if device.type != "cuda":
+        return nullcontext()
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.autocast("cuda", dtype=dtype)
+
+
+class _TokenCollector:
+    """Runs batches of frames through the backbone (and correlator) and keeps queries and key-frame keys."""
+
+    def __init__(self, models: Models, cfg: SegmentConfig) -> None:
+        self.models, self.cfg = models, cfg
+        self.q: list[Tensor] = []
+        self.k: list[Tensor] = []
+        self.count = 0
+        self.seconds = 0.0
+
+    @torch.no_grad()
+    def add(self, images: list[np.ndarray]) -> None:
+        start = time.perf_counter()
+        models = self.models
+        x = _preprocess(images, self.cfg, models.device)
+        with _autocast(models.device):
+            out = models.backbone(x)
+        if models.correlator is not None:
+            q, k = models.correlator.query_key(out.keys.float())  # (B, heads, N, d) each
+        else:
+            q, k = out.q, out.k
+        self.q.append(q.float())
+        for i in range(len(images)):
+            if (self.count + i) % self.cfg.key_ratio == 0:
+                self.k.append(k[i].float())
+        self.count += len(images)
+        if models.device.type == "cuda":
+            torch.cuda.synchronize(models.device)
+        self.seconds += time.perf_counter() - start
+
+
+def extract_tokens(source: VideoSource, models: Models, cfg: SegmentConfig, progress: Progress) -> Tokens:
+    """Pass 1: decode every frame, feed every ``stride``-th frame to the backbone in batches."""
+    cfg.check_patch(models.backbone.patch_size)
+    collector = _TokenCollector(models, cfg)
+    batch: list[np.ndarray] = []
+    processed: list[int] = []
+    decoded = 0
+    total = source.info.frame_count
+    start = time.perf_counter()
+    for frame in source.frames():
+        decoded += 1
+        progress("decode", decoded, total)
+        if frame.index % cfg.stride:
+            continue
+        batch.append(frame.image)
+        processed.append(frame.index)
+        if len(batch) == cfg.batch_size:
+            collector.add(batch)
+            batch = []
+            progress("backbone", collector.count, None if total is None else -(-total // cfg.stride))
+    if batch:
+        collector.add(batch)
+    if not processed:
+        raise InputError(f"{source.path}: no frames were decoded")
+    progress("backbone", collector.count, collector.count)
+    n_keys = len(key_frame_indices(len(processed), cfg.key_ratio))
+    patch = models.backbone.patch_size
+    grid = (cfg.resolution[0] // patch, cfg.resolution[1] // patch)
+    timings = {"backbone": collector.seconds, "decode": time.perf_counter() - start - collector.seconds}
+    return Tokens(torch.cat(collector.q), torch.stack(collector.k[:n_keys]), grid, processed, decoded, timings)
+
+
+def cluster_tokens(tokens: Tokens, models: Models, cfg: SegmentConfig, progress: Progress) -> ClusterResult:
+    """Pass 2: attention window by window, hierarchical clustering, assignment of every token."""
+    n_windows = -(-tokens.q.shape[0] // cfg.window)
+    done = 0
+
+    def windows() -> Iterator[Tensor]:
+        nonlocal done
+        for rows in iter_windows(tokens.q, tokens.k, models.scale, cfg.window):
+            yield rows.float()
+            done += 1
+            progress("clustering", done, 2 * n_windows)
+
+    return cluster_video(windows, cfg.tau, cfg.level, cfg.max_objects)
+
+
+def relabel_by_area(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Renumber clusters by patch count, largest first (id 0 = background); absent clusters get -1.
+
+    Args:
+        labels: (T, N) cluster indices.
+
+    Returns:
+        (T, N) uint8 ids and the (clusters,) map from cluster index to id.
+    """
+    counts = np.bincount(labels.ravel())
+    present = np.flatnonzero(counts)
+    if len(present) > MAX_IDS:
+        raise ConfigError(f"{len(present)} clusters do not fit an 8-bit mask ({MAX_IDS} at most); "
+                          "lower the count with --max-objects")
+    order = present[np.argsort(-counts[present], kind="stable")]
+    mapping = np.full(len(counts), -1, dtype=np.int64)
+    mapping[order] = np.arange(len(order))
+    return mapping[labels].astype(np.uint8), mapping
+
+
+def _interp_matrix(out_size: int, in_size: int) -> Tensor:
+    """(out, in) bilinear interpolation weights, as F.interpolate(mode="bilinear", align_corners=False)."""
+    src = ((torch.arange(out_size, dtype=torch.float64) + 0.5) * (in_size / out_size) - 0.5).clamp_min(0)
+    lo = src.floor().long().clamp_max(in_size - 1)
+    hi = (lo + 1).clamp_max(in_size - 1)
+    frac = (src - lo).to(torch.float32)
+    m = torch.zeros(out_size, in_size)
+    m[torch.arange(out_size), lo] += 1 - frac
+    m[torch.arange(out_size), hi] += frac
+    return m
+
+
+def upsample_ids(ids: np.ndarray, size: tuple[int, int], mode: str, band: int = 256) -> np.ndarray:
+    """Patch-grid ids (h, w) -> (H, W) uint8 at frame size.
+
+    "bilinear": each present id's mask is upsampled bilinearly and every pixel takes the id of the largest value
+    (computed in bands of rows, so 4000x3000 frames stay in bounded memory); "nearest": nearest neighbour.
+    """
+    height, width = size
+    grid = torch.from_numpy(ids.astype(np.int64))
+    if mode == "nearest":
+        up = F.interpolate(grid[None, None].float(), size=size, mode="nearest")[0, 0]
+        return up.to(torch.uint8).numpy()
+    present = torch.unique(grid)
+    if len(present) == 1:
+        return np.full(size, int(present[0]), dtype=np.uint8)
+    masks = (grid[None] == present[:, None, None]).float()  # (k, h, w)
+    rows, cols = _interp_matrix(height, grid.shape[0]), _interp_matrix(width, grid.shape[1])
+    right = masks @ cols.T  # (k, h, W)
+    out = np.empty(size, dtype=np.uint8)
+    for start in range(0, height, band):
+        scores = torch.einsum("yh,khx->kyx", rows[start : start + band], right)  # (k, band, W)
+        out[start : start + band] = present[scores.argmax(0)].to(torch.uint8).numpy()
+    return out
+
+
+def nearest_processed(index: int, stride: int, count: int) -> int:
+    """Position in the processed frames of the one nearest to decoded frame ``index`` (ties: the earlier)."""
+    return min((2 * index + stride - 1) // (2 * stride), count - 1)
+
+
+@dataclass
+class Analysis:
+    """Everything known about a video after clustering (passes 1 and 2)."""
+
+    info: VideoInfo
+    tokens: Tokens
+    result: ClusterResult
+    ids: np.ndarray  # (T, N) uint8 output ids, 0 = background
+    mapping: np.ndarray  # cluster index -> output id (-1 = absent)
+    timings: dict[str, float]
+
+
+def analyse(source: VideoSource, models: Models, cfg: SegmentConfig, progress: Progress = _no_progress) -> Analysis:
+    """Passes 1 and 2: tokens, clustering, and area-ordered ids."""
+    tokens = extract_tokens(source, models, cfg, progress)
+    start = time.perf_counter()
+    result = cluster_tokens(tokens, models, cfg, progress)
+    ids, mapping = relabel_by_area(result.labels)
+    timings = {**tokens.timings, "clustering": time.perf_counter() - start}
+    info = replace(source.info, fps=cfg.fps) if source.info.is_folder else source.info
+    return Analysis(info, tokens, result, ids, mapping, timings)
+
+
+def iter_masks(source: VideoSource, analysis: Analysis, cfg: SegmentConfig) -> Iterator[tuple[Frame, np.ndarray]]:
+    """Pass 3: every decoded frame with its (H, W) uint8 ids at frame size."""
+    h, w = analysis.tokens.grid
+    count = len(analysis.tokens.processed)
+    seen = 0
+    for frame in source.frames():
+        seen += 1
+        if seen > analysis.tokens.decoded:
+            break
+        grid = analysis.ids[nearest_processed(frame.index, cfg.stride, count)].reshape(h, w)
+        yield frame, upsample_ids(grid, frame.image.shape[:2], cfg.upsample)
+    if seen < analysis.tokens.decoded:
+        raise InputError(f"{source.path}: the second decode gave {seen} frames, the first {analysis.tokens.decoded}")
+
+
+def output_name(path: Path) -> str:
+    """Output folder name of an input: the file stem, or the folder name of a frame folder."""
+    return path.name if path.is_dir() else path.stem
+
+
+def _write_outputs(source: VideoSource, analysis: Analysis, cfg: SegmentConfig, folder: Path,
+                   progress: Progress) -> dict[str, Any]:
+    """Write masks/, overlay.mp4 and hierarchy.npz into ``folder``; return per-id statistics."""
+    info = analysis.info
+    masks = folder / "masks"
+    masks.mkdir()
+    n_ids = int(analysis.ids.max()) + 1
+    area = np.zeros(n_ids, dtype=np.int64)
+    first = np.full(n_ids, -1, dtype=np.int64)
+    last = np.full(n_ids, -1, dtype=np.int64)
+    writer = OverlayWriter(folder / "overlay.mp4", info.width, info.height, info.fps, info.time_base) \
+        if cfg.overlay else None
+    try:
+        for frame, ids in iter_masks(source, analysis, cfg):
+            write_mask(masks / f"{frame.name}.png", ids)
+            if writer is not None:
+                writer.write(overlay(frame.image, ids, cfg.overlay_alpha), frame.pts)
+            counts = np.bincount(ids.ravel(), minlength=n_ids)[:n_ids]
+            area += counts
+            seen = counts > 0
+            first[seen & (first < 0)] = frame.index
+            last[seen] = frame.index
+            progress("writing", frame.index + 1, analysis.tokens.decoded)
+    finally:
+        if writer is not None:
+            writer.close()
+    if cfg.save_hierarchy:
+        _save_hierarchy(folder / "hierarchy.npz", analysis)
+    return {"area": area, "first": first, "last": last}
+
+
+def _save_hierarchy(path: Path, analysis: Analysis) -> None:
+    result = analysis.result
+    with path.open("wb") as f:
+        np.savez_compressed(
+            f, labels=result.level_labels, sizes=np.array(result.sizes), level=result.level,
+            converged=result.converged, grid=np.array(analysis.tokens.grid),
+            processed=np.array(analysis.tokens.processed), output_ids=analysis.mapping,
+            capped_from=-1 if result.hierarchy.capped_from is None else result.hierarchy.capped_from)
+
+
+def _summary(source: VideoSource, analysis: Analysis, stats: dict[str, Any], cfg: SegmentConfig, models: Models,
+             output: Path, timings: dict[str, float]) -> dict[str, Any]:
+    from bavos import __version__
+
+    info, result = analysis.info, analysis.result
+    objects = [{"id": i, "area": int(stats["area"][i]), "first_frame": int(stats["first"][i]),
+                "last_frame": int(stats["last"][i])} for i in range(len(stats["area"])) if stats["area"][i] > 0]
+    return {
+        "input": str(source.path), "output": str(output), "frames": analysis.tokens.decoded,
+        "processed_frames": len(analysis.tokens.processed), "fps": info.fps, "width": info.width,
+        "height": info.height, "rotation": info.rotation,
+        "objects": sum(1 for o in objects if o["id"] > 0), "background": objects[0] if objects else None,
+        "object_stats": [o for o in objects if o["id"] > 0],
+        "key_frames": int(analysis.tokens.k.shape[0]), "patch_grid": list(analysis.tokens.grid),
+        "level": result.level, "converged_level": result.converged, "level_sizes": result.sizes,
+        "capped_from": result.hierarchy.capped_from,
+        "mode": "correlator" if models.correlator is not None else "training-free",
+        "device": str(models.device), "config": to_dict(models.config, cfg),
+        "timings": {k: round(v, 4) for k, v in timings.items()}, "version": __version__,
+    }
+
+
+def _publish(tmp: Path, final: Path) -> None:
+    """Move a finished temporary folder into place, replacing an older result."""
+    old = final.with_name(f".{final.name}.bavos-old-{os.getpid()}")
+    if final.exists():
+        final.rename(old)
+    tmp.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def segment_video(video: str | Path, output: str | Path = "out", config: SegmentConfig | None = None,
+                  models: Models | None = None, model_config: ModelConfig | None = None,
+                  progress: Progress = _no_progress) -> dict[str, Any]:
+    """Segment one video (file or frame folder) into ``output/<name>/``.
+
+    Writes ``masks/*.png`` (one indexed PNG per decoded frame), ``overlay.mp4``, ``hierarchy.npz`` and, last,
+    ``summary.json``, all in a temporary folder renamed into place at the end: an interrupted run leaves nothing
+    that looks finished.
+
+    Returns:
+        The summary (also written to summary.json).
+    """
+    cfg = config or SegmentConfig()
+    models = models or load_models(model_config or ModelConfig(), cfg.device)
+    started = time.perf_counter()
+    source = VideoSource(video)
+    final = Path(output) / output_name(source.path)
+    analysis = analyse(source, models, cfg, progress)
+    tmp = final.with_name(f".{final.name}.bavos-tmp-{os.getpid()}")
+    try:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    except OSError as e:
+        raise OutputError(f"{final.parent}: cannot create the output folder ({e.strerror or e})") from e
+    try:
+        start = time.perf_counter()
+        stats = _write_outputs(source, analysis, cfg, tmp, progress)
+        timings = {**analysis.timings, "writing": time.perf_counter() - start, "total": time.perf_counter() - started}
+        summary = _summary(source, analysis, stats, cfg, models, final, timings)
+        (tmp / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        _publish(tmp, final)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise OutputError(f"{final}: cannot write outputs ({e.strerror or e})") from e
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return summary

@@ -1,0 +1,92 @@
+"""Shared fixtures: clips written with PyAV, tiny random ViT weights, an in-process CLI runner."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+TINY = ["--backbone", "bavos_test_vit", "--resolution", "64", "96", "--device", "cpu"]
+
+
+def clip_frames(n: int, height: int, width: int) -> list[np.ndarray]:
+    """A red square moving right and a static green block on a grey background."""
+    frames = []
+    for i in range(n):
+        img = np.full((height, width, 3), 90, dtype=np.uint8)
+        top, side = height // 5, max(4, height // 3)
+        left = min(width - side, 2 + 2 * i)
+        img[top : top + side, left : left + side] = (230, 20, 20)
+        img[height - side :, width - side :] = (20, 200, 40)
+        frames.append(img)
+    return frames
+
+
+def write_clip(path: Path, n: int = 12, height: int = 53, width: int = 75, fps: int = 12,
+               rotation: int | None = None, pix_fmt: str | None = None) -> Path:
+    """Write an H.264 clip with PyAV; odd sizes use 4:4:4."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height = width, height
+        stream.pix_fmt = pix_fmt or ("yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p")
+        if rotation is not None:
+            stream.set_display_rotation(rotation)
+        for img in clip_frames(n, height, width):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+@pytest.fixture
+def clip(tmp_path: Path) -> Path:
+    return write_clip(tmp_path / "clip.mp4")
+
+
+@pytest.fixture(scope="session")
+def sharp_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Random bavos_test_vit weights with scaled qkv and patch embedding, so attention is peaked, not uniform."""
+    import timm
+
+    import bavos.backbone  # noqa: F401 - registers bavos_test_vit
+
+    torch.manual_seed(0)
+    state = timm.create_model("bavos_test_vit", num_classes=0).state_dict()
+    for key in state:
+        if key.endswith("qkv.weight") or key == "patch_embed.proj.weight":
+            state[key] = state[key] * 24
+    path = tmp_path_factory.mktemp("weights") / "sharp.pth"
+    torch.save(state, path)
+    return path
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def run_cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., Result]:
+    """Run `bavos ARGS` in-process; returns exit code, stdout and stderr."""
+    from bavos.cli import main
+
+    def run(*args: str | Path) -> Result:
+        capsys.readouterr()
+        try:
+            main([str(a) for a in args])
+            code = 0
+        except SystemExit as e:
+            code = int(e.code or 0)
+        captured = capsys.readouterr()
+        return Result(code, captured.out, captured.err)
+
+    return run

@@ -1,0 +1,110 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import TINY, write_clip
+
+
+def test_help_does_not_import_torch() -> None:
+    code = "import sys; from bavos.cli import app; print('torch' in sys.modules)"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.stdout.strip() == "False"
+
+
+def test_python_dash_m_and_version() -> None:
+    proc = subprocess.run([sys.executable, "-m", "bavos", "--version"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stdout.strip() == __import__("bavos").__version__
+    proc = subprocess.run([sys.executable, "-m", "bavos", "segment", "--help"], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0
+    for flag in ("--resolution", "--key-ratio", "--tau", "--level", "--max-objects", "--upsample", "--stride",
+                 "--device", "--backbone-weights", "--checkpoint", "--quiet"):
+        assert flag in proc.stdout
+
+
+def test_segment_via_cli(tmp_path: Path, run_cli, sharp_weights: Path) -> None:  # noqa: ANN001
+    video = write_clip(tmp_path / "v.mp4", n=6)
+    result = run_cli("segment", video, "-o", tmp_path / "out", *TINY, "--backbone-weights", sharp_weights)
+    assert result.code == 0, result.err
+    assert result.out.startswith(f"{tmp_path / 'out' / 'v'}: 6 frames")
+    assert json.loads((tmp_path / "out" / "v" / "summary.json").read_text())["frames"] == 6
+    assert "warning" not in result.err
+
+
+def test_random_weights_are_announced(tmp_path: Path, run_cli) -> None:  # noqa: ANN001
+    video = write_clip(tmp_path / "v.mp4", n=2)
+    result = run_cli("segment", video, "-o", tmp_path / "out", *TINY, "--backbone-weights", "none", "-q")
+    assert result.code == 0 and result.out == ""
+    assert result.err.strip().splitlines() == [
+        "bavos: warning: --backbone-weights none: the backbone has random weights; masks are meaningless "
+        "(tests, benchmarks)"]
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda p: p / "missing.mp4", "no such file or folder"),
+        (lambda p: (p / "empty.mp4").write_bytes(b"") and p / "empty.mp4" or p / "empty.mp4", "file is empty"),
+        (lambda p: (p / "t.mp4").write_text("not a video") and p / "t.mp4", "not a video FFmpeg can read"),
+        (lambda p: ((p / "d").mkdir(), p / "d")[1], "folder holds no frames"),
+    ],
+    ids=["missing", "zero-bytes", "text", "no-frames"],
+)
+def test_input_errors_are_one_line_and_exit_1(tmp_path: Path, run_cli, make, message: str) -> None:  # noqa: ANN001
+    path = make(tmp_path)
+    result = run_cli("segment", path, "-o", tmp_path / "out", *TINY, "--backbone-weights", "none", "-q")
+    assert result.code == 1
+    lines = [line for line in result.err.splitlines() if "warning" not in line]
+    assert len(lines) == 1 and lines[0].startswith("bavos: error: ") and message in lines[0]
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_one_failing_input_does_not_stop_the_others(tmp_path: Path, run_cli) -> None:  # noqa: ANN001
+    good = write_clip(tmp_path / "good.mp4", n=2)
+    result = run_cli("segment", tmp_path / "bad.mp4", good, "-o", tmp_path / "out", *TINY,
+                     "--backbone-weights", "none")
+    assert result.code == 1
+    assert (tmp_path / "out" / "good" / "summary.json").is_file()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["segment", "x.mp4", "--no-such-flag"], "No such option: --no-such-flag"),
+        (["segment", "x.mp4", "--tau", "abc"], "Invalid value for '--tau'"),
+        (["segment", "x.mp4", "--tau", "-1", *TINY], "--tau must be positive"),
+        (["segment", "x.mp4", "--max-objects", "300", *TINY], "--max-objects must be in 0..255"),
+        (["segment", "x.mp4", "--upsample", "cubic", *TINY], "--upsample must be bilinear or nearest"),
+    ],
+)
+def test_usage_errors_are_one_line(run_cli, args: list[str], message: str) -> None:  # noqa: ANN001
+    result = run_cli(*args)
+    assert result.code in (1, 2)
+    lines = result.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("bavos: error: ") and message in lines[0]
+    assert "Traceback" not in result.err
+
+
+def test_usage_error_exit_code_is_2(run_cli) -> None:  # noqa: ANN001
+    assert run_cli("segment", "x.mp4", "--nope").code == 2
+    assert run_cli("segment").code == 2
+
+
+def test_bad_weights_and_checkpoint_are_one_line(tmp_path: Path, run_cli) -> None:  # noqa: ANN001
+    video = write_clip(tmp_path / "v.mp4", n=2)
+    (tmp_path / "w.pth").write_text("junk")
+    result = run_cli("segment", video, *TINY, "--backbone-weights", tmp_path / "w.pth")
+    assert result.code == 1 and result.err.count("\n") == 1 and "not a weights file" in result.err
+    result = run_cli("segment", video, *TINY, "--backbone-weights", "none", "--checkpoint", tmp_path / "nope.pt")
+    assert result.code == 1 and "checkpoint not found" in result.err
+
+
+def test_debug_shows_the_traceback(tmp_path: Path) -> None:
+    env = {**os.environ, "BAVOS_DEBUG": "1"}
+    proc = subprocess.run([sys.executable, "-m", "bavos", "segment", str(tmp_path / "none.mp4"), *TINY,
+                           "--backbone-weights", "none", "--checkpoint", str(tmp_path / "c.pt")],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 1 and "Traceback" in proc.stderr

@@ -1,0 +1,94 @@
+from pathlib import Path
+
+import pytest
+import torch
+
+from bavos.correlator import Correlator, load_correlator, save_checkpoint
+from bavos.errors import CheckpointError
+
+
+def test_exact_size_and_scale() -> None:
+    model = Correlator(384, 8)
+    assert sum(p.numel() for p in model.parameters()) == 1_773_312
+    assert model.scale == pytest.approx(48**-0.5)
+    assert model.attn.qkv.bias is None
+
+
+def test_forward_shapes_and_query_key_match_the_block() -> None:
+    torch.manual_seed(0)
+    model = Correlator(32, 8).eval()
+    x = torch.randn(2, 10, 32)
+    y, attn = model(x)
+    assert y.shape == (2, 10, 32) and attn.shape == (2, 8, 10, 10)
+    torch.testing.assert_close(attn.sum(-1), torch.ones(2, 8, 10))
+    q, k = model.query_key(x)
+    assert q.shape == (2, 8, 10, 4)
+    torch.testing.assert_close(torch.softmax(q @ k.transpose(-2, -1) * model.scale, -1), attn)
+
+
+def test_attention_dropout_is_active_in_training_only() -> None:
+    model = Correlator(32, 8)
+    x = torch.randn(1, 12, 32)
+    model.train()
+    _, attn = model(x)
+    assert (attn == 0).any()
+    model.eval()
+    _, attn = model(x)
+    assert not (attn == 0).any()
+
+
+def test_bavos_checkpoint_roundtrip(tmp_path: Path) -> None:
+    model = Correlator(32, 8)
+    save_checkpoint(tmp_path / "c.pt", model, {"correlator_heads": 8, "backbone": "bavos_test_vit"}, step=3)
+    loaded = load_correlator(tmp_path / "c.pt", dim=32)
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(loaded.state_dict()[key], value)
+    assert not list(tmp_path.glob(".*tmp"))
+
+
+def test_release_layout_loads(tmp_path: Path) -> None:
+    model = Correlator(32, 8)
+    state = {f"temporal_transformer.0.{k}": v for k, v in model.state_dict().items()}
+    state["encoder.cls_token"] = torch.zeros(1, 1, 32)
+    torch.save({"iteration": 1000, "model_state_dict": state, "optimizer_state_dict": {}, "loss": 1.0},
+               tmp_path / "release.pth")
+    loaded = load_correlator(tmp_path / "release.pth", dim=32)
+    torch.testing.assert_close(loaded.attn.qkv.weight, model.attn.qkv.weight)
+    ddp = {f"module.{k}": v for k, v in state.items()}
+    torch.save({"model_state_dict": ddp}, tmp_path / "ddp.pth")
+    load_correlator(tmp_path / "ddp.pth", dim=32)
+
+
+def test_release_with_more_blocks_or_unknown_keys_is_an_error(tmp_path: Path) -> None:
+    model = Correlator(32, 8)
+    state = {f"temporal_transformer.0.{k}": v for k, v in model.state_dict().items()}
+    state["temporal_transformer.1.norm1.weight"] = torch.ones(32)
+    torch.save({"model_state_dict": state}, tmp_path / "two.pth")
+    with pytest.raises(CheckpointError, match="temporal_transformer.1.norm1.weight"):
+        load_correlator(tmp_path / "two.pth", dim=32)
+
+
+def test_mismatch_and_bad_files(tmp_path: Path) -> None:
+    save_checkpoint(tmp_path / "c.pt", Correlator(32, 8), {"correlator_heads": 8})
+    with pytest.raises(CheckpointError, match="wrong shape: attn.proj.bias"):
+        load_correlator(tmp_path / "c.pt", dim=64)
+    torch.save({"model": {"norm1.weight": torch.ones(32)}, "config": {}}, tmp_path / "partial.pt")
+    with pytest.raises(CheckpointError, match="missing: attn.proj.bias"):
+        load_correlator(tmp_path / "partial.pt", dim=32)
+    with pytest.raises(CheckpointError, match="not found"):
+        load_correlator(tmp_path / "nope.pt", dim=32)
+    torch.save({"something": 1}, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="not a bavos checkpoint"):
+        load_correlator(tmp_path / "other.pt", dim=32)
+
+
+class Payload:
+    def __reduce__(self):  # noqa: ANN204
+        return (print, ("code ran",))
+
+
+def test_pickle_with_code_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    torch.save({"model": Payload(), "config": {}}, tmp_path / "evil.pt")
+    with pytest.raises(CheckpointError, match="weights_only"):
+        load_correlator(tmp_path / "evil.pt", dim=32)
+    assert "code ran" not in capsys.readouterr().out

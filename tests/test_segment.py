@@ -1,0 +1,202 @@
+import json
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import write_clip
+from PIL import Image
+
+from bavos.config import ModelConfig, SegmentConfig
+from bavos.errors import ConfigError, OutputError
+from bavos.segment import load_models, nearest_processed, relabel_by_area, segment_video, upsample_ids
+
+
+def read_masks(folder: Path) -> list[np.ndarray]:
+    out = []
+    for png in sorted((folder / "masks").glob("*.png")):
+        with Image.open(png) as im:
+            assert im.mode == "P"
+            out.append(np.asarray(im))
+    return out
+
+
+def test_bilinear_upsampling_is_argmax_of_interpolated_masks() -> None:
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, 4, size=(5, 7)).astype(np.uint8)
+    got = upsample_ids(ids, (37, 51), "bilinear", band=8)
+    masks = torch.from_numpy((ids[None] == np.arange(4)[:, None, None]).astype(np.float32))
+    ref = F.interpolate(masks[None], size=(37, 51), mode="bilinear", align_corners=False)[0]
+    expected = ref.argmax(0).numpy()
+    # equal wherever the best score is not tied to float precision
+    top2 = torch.topk(ref, 2, dim=0).values
+    clear = (top2[0] - top2[1]).numpy() > 1e-5
+    np.testing.assert_array_equal(got[clear], expected[clear])
+    assert clear.mean() > 0.8
+    assert upsample_ids(np.full((2, 2), 3, np.uint8), (9, 9), "bilinear").tolist() == [[3] * 9] * 9
+
+
+def test_nearest_upsampling() -> None:
+    ids = np.array([[0, 1], [2, 3]], dtype=np.uint8)
+    up = upsample_ids(ids, (4, 6), "nearest")
+    assert up.tolist() == [[0, 0, 0, 1, 1, 1]] * 2 + [[2, 2, 2, 3, 3, 3]] * 2
+
+
+def test_nearest_processed_frame() -> None:
+    assert [nearest_processed(i, 1, 5) for i in range(5)] == [0, 1, 2, 3, 4]
+    assert [nearest_processed(i, 2, 3) for i in range(6)] == [0, 0, 1, 1, 2, 2]
+    assert [nearest_processed(i, 3, 3) for i in range(8)] == [0, 0, 1, 1, 1, 2, 2, 2]
+
+
+def test_relabel_by_area_puts_the_largest_first() -> None:
+    labels = np.array([[4, 4, 1], [4, 2, 2]])
+    ids, mapping = relabel_by_area(labels)
+    assert ids.tolist() == [[0, 0, 2], [0, 1, 1]]
+    assert mapping.tolist() == [-1, 2, 1, -1, 0]
+    with pytest.raises(ConfigError, match="--max-objects"):
+        relabel_by_area(np.arange(300)[None])
+
+
+@pytest.fixture(scope="module")
+def tiny_models(sharp_weights: Path):  # noqa: ANN201
+    return load_models(ModelConfig(backbone="bavos_test_vit", backbone_weights=str(sharp_weights)), "cpu")
+
+
+def tiny_config(**kw: object) -> SegmentConfig:
+    return SegmentConfig(**{"resolution": (64, 96), "key_ratio": 4, "device": "cpu", **kw})
+
+
+def test_outputs_of_an_odd_sized_clip(tmp_path: Path, tiny_models) -> None:  # noqa: ANN001
+    video = write_clip(tmp_path / "walk.mp4", n=13, height=53, width=75, fps=12)
+    summary = segment_video(video, tmp_path / "out", tiny_config(), tiny_models)
+    folder = tmp_path / "out" / "walk"
+    assert sorted(p.name for p in folder.iterdir()) == ["hierarchy.npz", "masks", "overlay.mp4", "summary.json"]
+    masks = read_masks(folder)
+    assert len(masks) == 13 and all(m.shape == (53, 75) for m in masks)
+    assert [p.name for p in sorted((folder / "masks").glob("*.png"))][:2] == ["00000.png", "00001.png"]
+    with av.open(str(folder / "overlay.mp4")) as c:
+        stream = c.streams.video[0]
+        assert sum(1 for _ in c.decode(stream)) == 13
+        assert (stream.width, stream.height, float(stream.average_rate)) == (75, 53, 12.0)
+    assert json.loads((folder / "summary.json").read_text()) == summary
+    assert summary["frames"] == 13 and summary["objects"] >= 1
+    assert (summary["width"], summary["height"], summary["fps"]) == (75, 53, 12.0)
+    area = np.bincount(np.concatenate([m.ravel() for m in masks]))
+    stats = {o["id"]: o for o in summary["object_stats"]}
+    assert set(np.flatnonzero(area)) == {0, *stats}
+    assert summary["background"]["area"] == area[0] == area.max()  # id 0 is the largest cluster
+    for i, o in stats.items():
+        assert o["area"] == area[i]
+        present = [t for t, m in enumerate(masks) if (m == i).any()]
+        assert (o["first_frame"], o["last_frame"]) == (present[0], present[-1])
+    assert set(summary["timings"]) >= {"decode", "backbone", "clustering", "writing", "total"}
+    assert summary["config"]["SegmentConfig"]["key_ratio"] == 4 and summary["version"]
+    hierarchy = np.load(folder / "hierarchy.npz")
+    assert hierarchy["labels"].shape == (len(summary["level_sizes"]), 13, 8 * 12)
+
+
+def test_ids_are_consistent_over_time(tmp_path: Path, tiny_models) -> None:  # noqa: ANN001
+    video = write_clip(tmp_path / "c.mp4", n=12, height=64, width=96)
+    segment_video(video, tmp_path / "out", tiny_config(upsample="nearest"), tiny_models)
+    masks = read_masks(tmp_path / "out" / "c")
+    hierarchy = np.load(tmp_path / "out" / "c" / "hierarchy.npz")
+    labels = hierarchy["labels"][int(hierarchy["level"])]  # (T, N) cluster index of every patch
+    ids = hierarchy["output_ids"][labels]
+    # at the model's own size, nearest upsampling is one id per 8x8 patch: the PNGs are the clustering itself
+    for t, mask in enumerate(masks):
+        np.testing.assert_array_equal(mask[::8, ::8], ids[t].reshape(8, 12))
+    # the static green block keeps one id in every frame
+    assert len({int(m[60, 92]) for m in masks}) == 1
+
+
+@pytest.mark.parametrize("frames", [1, 3])
+def test_clips_shorter_than_the_key_ratio(tmp_path: Path, tiny_models, frames: int) -> None:  # noqa: ANN001
+    video = write_clip(tmp_path / "s.mp4", n=frames, height=40, width=56)
+    summary = segment_video(video, tmp_path / "out", tiny_config(key_ratio=10), tiny_models)
+    assert summary["frames"] == frames and summary["key_frames"] == 1
+    assert len(read_masks(tmp_path / "out" / "s")) == frames
+
+
+def test_stride_still_writes_every_frame(tmp_path: Path, tiny_models) -> None:  # noqa: ANN001
+    video = write_clip(tmp_path / "s.mp4", n=10, height=48, width=64)
+    summary = segment_video(video, tmp_path / "out", tiny_config(stride=3), tiny_models)
+    assert summary["frames"] == 10 and summary["processed_frames"] == 4
+    masks = read_masks(tmp_path / "out" / "s")
+    assert len(masks) == 10
+    np.testing.assert_array_equal(masks[1], masks[0])  # frame 1 takes processed frame 0's labels
+
+
+def test_max_objects_and_levels(tmp_path: Path, tiny_models) -> None:  # noqa: ANN001
+    video = write_clip(tmp_path / "m.mp4", n=8, height=64, width=96)
+    one = segment_video(video, tmp_path / "a", tiny_config(max_objects=1), tiny_models)
+    assert one["objects"] == 0 and one["capped_from"] == one["converged_level"]
+    assert all((m == 0).all() for m in read_masks(tmp_path / "a" / "m"))
+    zero = segment_video(video, tmp_path / "b", tiny_config(level=0, max_objects=0), tiny_models)
+    assert zero["level"] == 0 and zero["capped_from"] is None
+    with pytest.raises(ConfigError, match="does not exist"):
+        segment_video(video, tmp_path / "c", tiny_config(level=99), tiny_models)
+    assert not (tmp_path / "c").exists() or not any((tmp_path / "c").iterdir())
+
+
+def test_frame_folder_masks_take_the_frame_names(tmp_path: Path, tiny_models) -> None:  # noqa: ANN001
+    folder = tmp_path / "bear"
+    folder.mkdir()
+    for i in range(5):
+        Image.fromarray(np.full((45, 70, 3), 40 * i, np.uint8)).save(folder / f"{i * 5:05d}.jpg")
+    summary = segment_video(folder, tmp_path / "out", tiny_config(fps=10), tiny_models)
+    names = sorted(p.name for p in (tmp_path / "out" / "bear" / "masks").iterdir())
+    assert names == ["00000.png", "00005.png", "00010.png", "00015.png", "00020.png"]
+    assert summary["fps"] == 10.0
+    with av.open(str(tmp_path / "out" / "bear" / "overlay.mp4")) as c:
+        assert float(c.streams.video[0].average_rate) == 10.0
+
+
+def test_failure_while_writing_leaves_nothing_finished(tmp_path: Path, tiny_models,  # noqa: ANN001
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    video = write_clip(tmp_path / "f.mp4", n=6, height=48, width=64)
+    segment_video(video, tmp_path / "out", tiny_config(), tiny_models)
+    before = (tmp_path / "out" / "f" / "summary.json").read_text()
+    calls = {"n": 0}
+
+    def failing(path: Path, labels: np.ndarray) -> None:
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise OutputError(f"{path}: cannot write mask (No space left on device)")
+        Image.fromarray(labels).save(path)
+
+    monkeypatch.setattr("bavos.segment.write_mask", failing)
+    with pytest.raises(OutputError, match="No space left"):
+        segment_video(video, tmp_path / "out", tiny_config(), tiny_models)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["f"]  # no temporary folder left
+    assert (tmp_path / "out" / "f" / "summary.json").read_text() == before  # the old result is untouched
+
+
+def test_a_new_run_replaces_an_older_result(tmp_path: Path, tiny_models) -> None:  # noqa: ANN001
+    video = write_clip(tmp_path / "r.mp4", n=4, height=48, width=64)
+    segment_video(video, tmp_path / "out", tiny_config(), tiny_models)
+    (tmp_path / "out" / "r" / "masks" / "99999.png").write_bytes(b"stale")
+    segment_video(video, tmp_path / "out", tiny_config(), tiny_models)
+    assert len(list((tmp_path / "out" / "r" / "masks").iterdir())) == 4
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["r"]
+
+
+def test_resolution_must_fit_the_patch(tmp_path: Path, tiny_models) -> None:  # noqa: ANN001
+    video = write_clip(tmp_path / "p.mp4", n=2, height=48, width=64)
+    with pytest.raises(ConfigError, match="multiple of the patch size 8"):
+        segment_video(video, tmp_path / "out", tiny_config(resolution=(60, 96)), tiny_models)
+
+
+def test_correlator_checkpoint_mode(tmp_path: Path, sharp_weights: Path) -> None:
+    from bavos.correlator import Correlator, save_checkpoint
+
+    torch.manual_seed(0)
+    save_checkpoint(tmp_path / "c.pt", Correlator(32, 8), {"correlator_heads": 8})
+    models = load_models(ModelConfig(backbone="bavos_test_vit", backbone_weights=str(sharp_weights),
+                                     checkpoint=str(tmp_path / "c.pt")), "cpu")
+    video = write_clip(tmp_path / "k.mp4", n=5, height=48, width=64)
+    summary = segment_video(video, tmp_path / "out", tiny_config(), models)
+    assert summary["mode"] == "correlator" and summary["frames"] == 5
+
+

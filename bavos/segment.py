@@ -188,16 +188,17 @@ def cluster_tokens(tokens: Tokens, models: Models, cfg: SegmentConfig, progress:
     return cluster_video(windows, cfg.tau, cfg.level, cfg.max_objects)
 
 
-def relabel_by_area(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def relabel_by_area(labels: np.ndarray, clusters: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Renumber clusters by patch count, largest first (id 0 = background); absent clusters get -1.
 
     Args:
         labels: (T, N) cluster indices.
+        clusters: number of clusters at that level (clusters no token chose still get a -1 entry).
 
     Returns:
         (T, N) uint8 ids and the (clusters,) map from cluster index to id.
     """
-    counts = np.bincount(labels.ravel())
+    counts = np.bincount(labels.ravel(), minlength=clusters)
     present = np.flatnonzero(counts)
     if len(present) > MAX_IDS:
         raise ConfigError(f"{len(present)} clusters do not fit an 8-bit mask ({MAX_IDS} at most); "
@@ -266,7 +267,7 @@ def analyse(source: VideoSource, models: Models, cfg: SegmentConfig, progress: P
     tokens = extract_tokens(source, models, cfg, progress)
     start = time.perf_counter()
     result = cluster_tokens(tokens, models, cfg, progress)
-    ids, mapping = relabel_by_area(result.labels)
+    ids, mapping = relabel_by_area(result.labels, result.sizes[result.level])
     timings = {**tokens.timings, "clustering": time.perf_counter() - start}
     info = replace(source.info, fps=cfg.fps) if source.info.is_folder else source.info
     return Analysis(info, tokens, result, ids, mapping, timings)

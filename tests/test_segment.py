@@ -55,6 +55,7 @@ def test_relabel_by_area_puts_the_largest_first() -> None:
     ids, mapping = relabel_by_area(labels)
     assert ids.tolist() == [[0, 0, 2], [0, 1, 1]]
     assert mapping.tolist() == [-1, 2, 1, -1, 0]
+    assert relabel_by_area(labels, 7)[1].tolist() == [-1, 2, 1, -1, 0, -1, -1]
     with pytest.raises(ConfigError, match="--max-objects"):
         relabel_by_area(np.arange(300)[None])
 

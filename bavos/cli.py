@@ -176,4 +176,7 @@ def main(argv: list[str] | None = None) -> None:
             raise
         _error(f"internal error: {type(e).__name__}: {e} (run with BAVOS_DEBUG=1 for the traceback)")
         sys.exit(1)
-    sys.exit(code if isinstance(code, int) else 0)
+    code = code if isinstance(code, int) else 0
+    if code == 130:  # Typer turns Ctrl-C inside a command into exit code 130
+        _error("interrupted")
+    sys.exit(code)

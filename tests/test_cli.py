@@ -108,3 +108,13 @@ def test_debug_shows_the_traceback(tmp_path: Path) -> None:
                            "--backbone-weights", "none", "--checkpoint", str(tmp_path / "c.pt")],
                           capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 1 and "Traceback" in proc.stderr
+
+
+def test_ctrl_c_exits_130_with_one_line(tmp_path: Path, run_cli, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("bavos.segment.segment_video", interrupted)
+    result = run_cli("segment", write_clip(tmp_path / "v.mp4", n=2), *TINY, "--backbone-weights", "none", "-q")
+    assert result.code == 130
+    assert result.err.strip().splitlines()[-1] == "bavos: error: interrupted"

@@ -103,8 +103,6 @@ def _weights_only_load(path: Path) -> object:
         # argparse.Namespace: the full DINO training checkpoint stores its arguments as one.
         with torch.serialization.safe_globals([argparse.Namespace]):
             return torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError as e:
-        raise WeightsError(f"{path}: weights file not found") from e
     except Exception as e:  # noqa: BLE001 - pickle and zip errors have no common base
         raise WeightsError(f"{path}: not a weights file bavos can load safely (weights_only=True refused it or it "
                            f"is not a torch file): {str(e).splitlines()[0] if str(e) else type(e).__name__}") from e

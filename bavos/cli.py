@@ -164,8 +164,7 @@ def main(argv: list[str] | None = None) -> None:
         _error(f"{e.format_message()} (see '{command}')")
         sys.exit(2)
     except (KeyboardInterrupt, typer.Abort):
-        _error("interrupted")
-        sys.exit(130)
+        code = 130
     except BavosError as e:
         if _debug():
             raise
@@ -177,6 +176,6 @@ def main(argv: list[str] | None = None) -> None:
         _error(f"internal error: {type(e).__name__}: {e} (run with BAVOS_DEBUG=1 for the traceback)")
         sys.exit(1)
     code = code if isinstance(code, int) else 0
-    if code == 130:  # Typer turns Ctrl-C inside a command into exit code 130
+    if code == 130:  # Ctrl-C: caught here, or turned into exit code 130 by Typer inside a command
         _error("interrupted")
     sys.exit(code)

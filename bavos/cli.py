@@ -9,6 +9,8 @@ import importlib
 import os
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -152,6 +154,121 @@ def segment(
                 typer.echo(f"{summary['output']}: {summary['frames']} frames, {summary['objects']} objects "
                            f"({time.perf_counter() - start:.1f} s)")
     return 1 if failed else 0
+
+
+def _print_table(title: str, columns: list[str], rows: list[list[str]], to_stderr: bool) -> None:
+    """A rich table on stdout (or stderr, when stdout carries JSON); the last row is the overall one."""
+    from rich.console import Console
+    from rich.table import Table
+
+    stream = sys.stderr if to_stderr else sys.stdout
+    console = Console(file=stream, width=None if stream.isatty() else 160)
+    table = Table(title=title, title_justify="left")
+    for i, col in enumerate(columns):
+        table.add_column(col, justify="left" if i == 0 else "right")
+    for i, row in enumerate(rows):
+        table.add_row(*row, end_section=i == len(rows) - 2)
+    console.print(table)
+
+
+def _split(names: str | None) -> list[str] | None:
+    return [n.strip() for n in names.split(",") if n.strip()] if names else None
+
+
+@app.command(name="eval")
+def eval_(
+    preds: Annotated[Path, typer.Argument(help="Folder with one sub-folder of indexed PNGs per sequence "
+                                               "(<seq>/*.png or bavos's <seq>/masks/*.png).", show_default=False)],
+    davis: Annotated[Path | None, typer.Option(help="DAVIS-2017 root (Annotations_unsupervised/480p, "
+                                                    "ImageSets/2017/val.txt).")] = None,
+    protocol: Annotated[str, typer.Option(
+        help="'official': one Hungarian match per sequence, <= 20 proposals; 'per-frame': the release's lenient "
+             "match in every frame, <= 300 proposals.")] = "official",
+    sequences: Annotated[str | None, typer.Option(help="Comma-separated sequence names (default: val.txt).")] = None,
+    max_proposals: Annotated[int | None, typer.Option(
+        help="Proposal limit; any value other than the protocol's is reported as non-standard.")] = None,
+    fg_ari: Annotated[bool, typer.Option("--fg-ari", help="FG-ARI and video mIoU on instance masks instead of "
+                                                          "DAVIS J/F (ground truth: --gt, or --davis).")] = False,
+    gt: Annotated[Path | None, typer.Option(help="With --fg-ari: folder of ground-truth instance-mask "
+                                                 "sequence folders.")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="One JSON object on stdout (the table goes to "
+                                                          "stderr).")] = False,
+    csv: Annotated[Path | None, typer.Option(help="Write the per-sequence table to this CSV file.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No table, no progress.")] = False,
+) -> int:
+    """Score predictions: DAVIS-2017 unsupervised J and F (protocol named), or FG-ARI and mIoU."""
+    import json
+
+
+    names = _split(sequences)
+    with _Bars(enabled=not quiet and sys.stderr.isatty()) as bars:
+        progress = _eval_progress(bars)
+        if fg_ari:
+            report = _instance_report(preds, gt, davis, names, progress)
+        else:
+            if davis is None:
+                raise typer.BadParameter("give the DAVIS-2017 root with --davis", param_hint="--davis")
+            report = _davis_report(preds, davis, protocol, names, max_proposals, progress)
+    if csv is not None:
+        from bavos.evaluate import write_csv
+
+        write_csv(csv, report.header, report.rows)
+    if not quiet:
+        _print_table(report.title, report.shown_header, report.shown, to_stderr=json_out)
+    if json_out:
+        typer.echo(json.dumps(report.payload))
+    return 0
+
+
+@dataclass
+class _Report:
+    title: str
+    header: list[str]  # CSV
+    rows: list[list[object]]  # CSV
+    shown_header: list[str]  # table
+    shown: list[list[str]]  # table
+    payload: dict[str, object]  # JSON
+
+
+def _instance_report(preds: Path, gt: Path | None, davis: Path | None, names: list[str] | None,
+                     progress: Callable[[str, int, int], None]) -> _Report:
+    from bavos.evaluate import DavisLayout, evaluate_instances
+
+    root = gt if gt is not None else (DavisLayout(davis).annotations if davis is not None else None)
+    if root is None:
+        raise typer.BadParameter("--fg-ari needs the ground truth: --gt (or --davis)", param_hint="--gt")
+    res = evaluate_instances(preds, root, names, progress=progress)
+    overall = res.overall()
+    header = ["Sequence", "FG-ARI", "mIoU"]
+    rows: list[list[object]] = [[s, f"{res.fg_ari[s]:.6f}", f"{res.miou[s]:.6f}"] for s in res.fg_ari]
+    shown = [[s, f"{res.fg_ari[s]:.3f}", f"{res.miou[s]:.3f}"] for s in res.fg_ari]
+    shown.append(["overall", *(f"{v:.3f}" for v in overall.values())])
+    payload: dict[str, object] = {**{k: round(v, 6) for k, v in overall.items()}, "sequences": list(res.fg_ari)}
+    return _Report("FG-ARI / video mIoU", header, rows, header, shown, payload)
+
+
+def _davis_report(preds: Path, davis: Path, protocol: str, names: list[str] | None, max_proposals: int | None,
+                  progress: Callable[[str, int, int], None]) -> _Report:
+    from bavos.evaluate import MEASURES, davis_rows, evaluate_davis
+
+    res = evaluate_davis(preds, davis, protocol, names, max_proposals, progress=progress)
+    for note in res.notes:
+        _warn(note)
+    header, rows = davis_rows(res)
+    shown = [[str(r[0]), str(r[1]), *(f"{float(str(v)):.3f}" for v in r[3:])] for r in rows]
+    overall = res.overall()
+    shown.append(["overall", str(len(res.objects)), *(f"{overall[m]:.3f}" for m in MEASURES)])
+    return _Report(f"DAVIS-2017 unsupervised, protocol: {res.protocol}", header, rows,
+                   ["Sequence", "Objects", *MEASURES], shown, res.to_json())
+
+
+def _eval_progress(bars: _Bars) -> Callable[[str, int, int], None]:
+    def progress(sequence: str, done: int, total: int) -> None:
+        if done == 1:
+            bars.reset()
+        bars(sequence, done, total)
+
+    return progress
 
 
 def main(argv: list[str] | None = None) -> None:

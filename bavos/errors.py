@@ -23,3 +23,7 @@ class ConfigError(BavosError):
 
 class OutputError(BavosError):
     """Outputs that cannot be written."""
+
+
+class EvalError(BavosError):
+    """Predictions or ground truth that cannot be evaluated."""

@@ -33,3 +33,54 @@ def test_davis_frame_folder(tmp_path: Path, run_cli, sharp_weights: Path) -> Non
     assert masks == sorted(p.name for p in gt.iterdir())  # named like the ground truth, one per frame
     with Image.open(tmp_path / "blackswan" / "masks" / masks[0]) as im:
         assert im.size == (854, 480) and np.asarray(im).dtype == np.uint8
+    result = run_cli("eval", tmp_path, "--davis", SHARED / "data/davis-mini", "--sequences", "blackswan", "--json")
+    assert result.code == 0, result.err  # bavos segment's output is what bavos eval reads
+    scores = json.loads(result.out.splitlines()[-1])
+    assert scores["protocol"] == "official" and 0 <= scores["J&F-Mean"] <= 1
+
+
+def davis_mini_proposals(out: Path) -> None:
+    """Five proposals per davis-mini frame: two background halves (1, 2), the object shifted right (3; id 2 in
+    the second half), its eroded core (4, first half only) and a random disc (5)."""
+    from scipy import ndimage
+
+    from bavos.render import write_mask
+
+    rng = np.random.default_rng(0)
+    for seq in sorted((SHARED / "data/davis-mini/Annotations_unsupervised/480p").iterdir()):
+        files = sorted(seq.glob("*.png"))
+        (out / seq.name).mkdir(parents=True)
+        for t, f in enumerate(files):
+            fg = np.asarray(Image.open(f)) == 1
+            h, w = fg.shape
+            pred = np.zeros((h, w), np.uint8)
+            pred[:, : w // 2], pred[:, w // 2 :] = 1, 2
+            pred[np.roll(fg, 6 + t % 5, axis=1)] = 3 if t <= len(files) // 2 else 2
+            if t < len(files) // 2:
+                pred[ndimage.binary_erosion(fg, iterations=4)] = 4
+            cy, cx = rng.integers(0, h), rng.integers(0, w)
+            yy, xx = np.mgrid[:h, :w]
+            pred[(yy - cy) ** 2 + (xx - cx) ** 2 < 40**2] = 5
+            write_mask(out / seq.name / f.name, pred)
+
+
+# What the official davis2017-evaluation code (davisvideochallenge/davis2017-evaluation @30b698a, run outside
+# this project) gives for these proposals; "per-frame" is that code with a Hungarian match in every frame.
+OFFICIAL = {
+    "official": {"J&F-Mean": 0.4452104, "J-Mean": 0.4144446, "J-Recall": 0.4974490, "J-Decay": 0.8331564,
+                 "F-Mean": 0.4759763, "F-Recall": 0.4974490, "F-Decay": 0.9721102},
+    "per-frame": {"J&F-Mean": 0.6114203, "J-Mean": 0.4951358, "J-Recall": 0.5513010, "J-Decay": 0.7474945,
+                  "F-Mean": 0.7277047, "F-Recall": 0.8631378, "F-Decay": 0.5353990},
+}
+
+
+@pytest.mark.parametrize("protocol", ["official", "per-frame"])
+def test_davis_mini_agrees_with_official_evaluator(tmp_path: Path, run_cli, protocol: str) -> None:  # noqa: ANN001
+    davis_mini_proposals(tmp_path / "preds")
+    result = run_cli("eval", tmp_path / "preds", "--davis", SHARED / "data/davis-mini", "--protocol", protocol,
+                     "--json")
+    assert result.code == 0, result.err
+    scores = json.loads(result.out)
+    assert scores["protocol"] == protocol
+    for key, value in OFFICIAL[protocol].items():
+        assert scores[key] == pytest.approx(value, abs=1e-6), key

@@ -126,6 +126,12 @@ def segment(
     hierarchy: Annotated[bool, typer.Option("--hierarchy/--no-hierarchy",
                                             help="Write hierarchy.npz (labels of every level).")] = True,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars and no result lines.")] = False,
+    json_out: Annotated[bool, typer.Option(
+        "--json", help="One JSON line per input on stdout (input, status, output, frames, objects, seconds, error) "
+                       "and nothing else.")] = False,
+    skip_existing: Annotated[bool, typer.Option("--skip-existing", help="Skip inputs whose finished output "
+                                                                        "(summary.json) is already there.")] = False,
+    fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Stop at the first input that fails.")] = False,
 ) -> int:
     """Segment every object of each input into OUTPUT/<name>/: masks/*.png, overlay.mp4, summary.json."""
     model_cfg = ModelConfig(backbone=backbone, backbone_weights=backbone_weights,
@@ -136,24 +142,96 @@ def segment(
                         save_hierarchy=hierarchy)
     if backbone_weights == "none":
         _warn("--backbone-weights none: the backbone has random weights; masks are meaningless (tests, benchmarks)")
-    from bavos.segment import load_models, segment_video
+    from bavos.batch import plan_outputs, prepare_output, shard_from_env
 
-    models = load_models(model_cfg, cfg.device)
+    shard = shard_from_env()
+    jobs = shard.take(plan_outputs(list(inputs), output))
+    report = _Results(json_out, quiet or json_out)
+    try:
+        prepare_output(output)
+        models = _load_models(model_cfg, cfg, shard.local_rank, jobs, skip_existing, output)
+    except BavosError as e:
+        if _debug():
+            raise
+        _error(str(e))
+        for path, name in jobs:
+            report.failed(path, output / name, str(e), 0.0)
+        return 1
     failed = 0
     with _Bars(enabled=not quiet and sys.stderr.isatty()) as bars:
-        for path in inputs:
-            bars.reset()
-            start = time.perf_counter()
-            try:
-                summary = segment_video(path, output, cfg, models=models, progress=bars)
-            except BavosError as e:
-                failed += 1
-                _error(str(e))
-                continue
-            if not quiet:
-                typer.echo(f"{summary['output']}: {summary['frames']} frames, {summary['objects']} objects "
-                           f"({time.perf_counter() - start:.1f} s)")
+        for path, name in jobs:
+            failed += _segment_one(path, name, output, cfg, models, bars, report, skip_existing)
+            if failed and fail_fast:
+                break
     return 1 if failed else 0
+
+
+def _load_models(model_cfg: ModelConfig, cfg: SegmentConfig, local_rank: int | None, jobs: list[tuple[Path, str]],
+                 skip_existing: bool, output: Path) -> Any:
+    """The models, or None when every input of this process is already finished (nothing to load)."""
+    from bavos.batch import is_finished
+    from bavos.segment import load_models
+
+    if skip_existing and all(is_finished(output / name) for _, name in jobs):
+        return None
+    return load_models(model_cfg, cfg.device, local_rank)
+
+
+def _segment_one(path: Path, name: str, output: Path, cfg: SegmentConfig, models: Any, bars: _Bars,
+                 report: _Results, skip_existing: bool) -> int:
+    """Segment one input (or skip it); 1 when it failed."""
+    from bavos.batch import is_finished
+    from bavos.segment import segment_video
+
+    folder = output / name
+    if skip_existing and is_finished(folder):
+        report.skipped(path, folder)
+        return 0
+    bars.reset()
+    start = time.perf_counter()
+    try:
+        summary = segment_video(path, output, cfg, models=models, progress=bars, name=name)
+    except BavosError as e:
+        _error(str(e))
+        report.failed(path, folder, str(e), time.perf_counter() - start)
+        return 1
+    report.ok(path, summary, time.perf_counter() - start)
+    return 0
+
+
+class _Results:
+    """Per-input results: a line of text, or with --json exactly one JSON line per input on stdout."""
+
+    def __init__(self, as_json: bool, quiet: bool) -> None:
+        self.as_json, self.quiet = as_json, quiet
+
+    def _emit(self, path: Path, status: str, output: Path | str, frames: int | None, objects: int | None,
+              seconds: float, error: str | None) -> None:
+        if self.as_json:
+            import json
+
+            line = json.dumps({"input": str(path), "status": status, "output": str(output), "frames": frames,
+                               "objects": objects, "seconds": round(seconds, 3), "error": error})
+            typer.echo(line)
+            sys.stdout.flush()  # one write per line: lines of torchrun processes sharing stdout stay whole
+        elif not self.quiet and status != "failed":
+            what = "skipped, finished output exists" if status == "skipped" else f"{frames} frames, {objects} objects"
+            typer.echo(f"{output}: {what} ({seconds:.1f} s)")
+
+    def ok(self, path: Path, summary: dict[str, Any], seconds: float) -> None:
+        self._emit(path, "ok", summary["output"], summary["frames"], summary["objects"], seconds, None)
+
+    def failed(self, path: Path, folder: Path, error: str, seconds: float) -> None:
+        self._emit(path, "failed", folder, None, None, seconds, error)
+
+    def skipped(self, path: Path, folder: Path) -> None:
+        import json
+
+        try:
+            summary = json.loads((folder / "summary.json").read_text())
+        except (OSError, ValueError):
+            summary = {}
+        self._emit(path, "skipped", folder, summary.get("frames"), summary.get("objects"), 0.0, None)
 
 
 def _print_table(title: str, columns: list[str], rows: list[list[str]], to_stderr: bool) -> None:

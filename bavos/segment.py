@@ -41,12 +41,19 @@ def _no_progress(stage: str, done: int, total: int | None) -> None:
     return None
 
 
-def resolve_device(name: str) -> torch.device:
-    """"auto" -> CUDA when available, else CPU; "cuda" without CUDA is an error."""
+def resolve_device(name: str, index: int | None = None) -> torch.device:
+    """"auto" -> CUDA when available, else CPU; "cuda" without CUDA is an error.
+
+    Args:
+        name: "auto", "cpu" or "cuda".
+        index: CUDA device for this process (e.g. torchrun's LOCAL_RANK), taken modulo the device count.
+    """
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
         raise ConfigError("--device cuda was asked for but no CUDA device is available; use --device cpu")
+    if name == "cuda" and index is not None:
+        return torch.device("cuda", index % torch.cuda.device_count())
     return torch.device(name)
 
 
@@ -65,9 +72,9 @@ class Models:
         return self.correlator.scale if self.correlator is not None else self.backbone.scale
 
 
-def load_models(config: ModelConfig, device: str = "auto") -> Models:
-    """Build the frozen backbone and, when a checkpoint is given, the correlator."""
-    dev = resolve_device(device)
+def load_models(config: ModelConfig, device: str = "auto", index: int | None = None) -> Models:
+    """Build the frozen backbone and, when a checkpoint is given, the correlator (on CUDA device ``index``)."""
+    dev = resolve_device(device, index)
     backbone = build_backbone(config.backbone, config.backbone_weights).to(dev)
     correlator = None
     if config.checkpoint:
@@ -288,8 +295,14 @@ def iter_masks(source: VideoSource, analysis: Analysis, cfg: SegmentConfig) -> I
         raise InputError(f"{source.path}: the second decode gave {seen} frames, the first {analysis.tokens.decoded}")
 
 
+def source_id(path: str | Path) -> str:
+    """The absolute path that identifies an input (recorded as ``source`` in summary.json)."""
+    return str(Path(path).absolute().resolve())
+
+
 def output_name(path: Path) -> str:
     """Output folder name of an input: the file stem, or the folder name of a frame folder."""
+    path = Path(path)
     return path.name if path.is_dir() else path.stem
 
 
@@ -342,7 +355,8 @@ def _summary(source: VideoSource, analysis: Analysis, stats: dict[str, Any], cfg
     objects = [{"id": i, "area": int(stats["area"][i]), "first_frame": int(stats["first"][i]),
                 "last_frame": int(stats["last"][i])} for i in range(len(stats["area"])) if stats["area"][i] > 0]
     return {
-        "input": str(source.path), "output": str(output), "frames": analysis.tokens.decoded,
+        "input": str(source.path), "source": source_id(source.path), "output": str(output),
+        "frames": analysis.tokens.decoded,
         "processed_frames": len(analysis.tokens.processed), "fps": info.fps, "width": info.width,
         "height": info.height, "rotation": info.rotation,
         "objects": sum(1 for o in objects if o["id"] > 0), "background": objects[0] if objects else None,
@@ -367,8 +381,8 @@ def _publish(tmp: Path, final: Path) -> None:
 
 def segment_video(video: str | Path, output: str | Path = "out", config: SegmentConfig | None = None,
                   models: Models | None = None, model_config: ModelConfig | None = None,
-                  progress: Progress = _no_progress) -> dict[str, Any]:
-    """Segment one video (file or frame folder) into ``output/<name>/``.
+                  progress: Progress = _no_progress, name: str | None = None) -> dict[str, Any]:
+    """Segment one video (file or frame folder) into ``output/<name>/`` (default name: ``output_name``).
 
     Writes ``masks/*.png`` (one indexed PNG per decoded frame), ``overlay.mp4``, ``hierarchy.npz`` and, last,
     ``summary.json``, all in a temporary folder renamed into place at the end: an interrupted run leaves nothing
@@ -381,7 +395,7 @@ def segment_video(video: str | Path, output: str | Path = "out", config: Segment
     models = models or load_models(model_config or ModelConfig(), cfg.device)
     started = time.perf_counter()
     source = VideoSource(video)
-    final = Path(output) / output_name(source.path)
+    final = Path(output) / (name or output_name(source.path))
     analysis = analyse(source, models, cfg, progress)
     tmp = final.with_name(f".{final.name}.bavos-tmp-{os.getpid()}")
     try:

@@ -1,0 +1,93 @@
+"""Many inputs per call: output folder names, finished outputs, and sharding across torchrun processes.
+
+Used by ``bavos segment``; nothing here touches a model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from bavos.errors import ConfigError, OutputError
+from bavos.segment import output_name, source_id
+
+
+def finished_source(folder: Path) -> str | None:
+    """The ``source`` of a finished output folder (one with summary.json), else None."""
+    try:
+        summary = json.loads((folder / "summary.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return str(summary.get("source", "")) if isinstance(summary, dict) else None
+
+
+def plan_outputs(inputs: list[Path], output: Path) -> list[tuple[Path, str]]:
+    """(input, output folder name) for each distinct input, in order.
+
+    The name is the stem (``output_name``) unless another input already holds it, earlier in this list or as a
+    finished output of a different source in ``output``; then it is ``<stem>-<first 8 hex digits of the SHA-1
+    of the input's absolute path>``. The rule is deterministic, so a re-run finds the same folders. An input
+    given twice is planned once.
+    """
+    owners: dict[str, str] = {}
+    plan = []
+    seen = set()
+    for path in inputs:
+        src = source_id(path)
+        if src in seen:
+            continue
+        seen.add(src)
+        name = output_name(path)
+        owner = owners.get(name) or finished_source(Path(output) / name)
+        if owner and owner != src:
+            name = f"{name}-{hashlib.sha1(src.encode()).hexdigest()[:8]}"
+        owners.setdefault(name, src)
+        plan.append((path, name))
+    return plan
+
+
+def is_finished(folder: Path) -> bool:
+    """An output folder is finished when its summary.json, written last before the atomic rename, is there."""
+    return (Path(folder) / "summary.json").is_file()
+
+
+def prepare_output(output: Path) -> None:
+    """Create the output folder and check that files can be created in it (before any long computation)."""
+    output = Path(output)
+    probe = output / f".bavos-write-test-{os.getpid()}"
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+        probe.mkdir()
+        probe.rmdir()
+    except OSError as e:
+        raise OutputError(f"{output}: the output folder is not writable ({e.strerror or e})") from e
+
+
+@dataclass(frozen=True)
+class Shard:
+    """This process's place among torchrun's processes (rank 0 of 1 without torchrun)."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int | None = None  # CUDA device index on this node
+
+    def take(self, items: list) -> list:
+        """Every world-th item from this rank on: each item goes to exactly one process."""
+        return items[self.rank :: self.world]
+
+
+def shard_from_env(env: dict[str, str] | None = None) -> Shard:
+    """Read RANK, WORLD_SIZE and LOCAL_RANK as set by torchrun; inconsistent values are an error."""
+    env = dict(os.environ) if env is None else env
+    try:
+        world = int(env.get("WORLD_SIZE", "1"))
+        rank = int(env.get("RANK", "0"))
+        local = int(env["LOCAL_RANK"]) if "LOCAL_RANK" in env else None
+    except ValueError as e:
+        raise ConfigError(f"RANK, WORLD_SIZE and LOCAL_RANK must be integers ({e})") from e
+    if world < 1 or not 0 <= rank < world:
+        raise ConfigError(f"RANK={rank} does not fit WORLD_SIZE={world}")
+    return Shard(rank, world, local)

@@ -17,15 +17,22 @@ from torch import Tensor
 DEFAULT_BUDGET_BYTES = 256 * 2**20
 
 
-def key_frame_indices(num_frames: int, ratio: int) -> list[int]:
+def key_frame_indices(num_frames: int, ratio: int, max_keys: int = 0) -> list[int]:
     """Indices of the key frames among ``num_frames`` processed frames.
 
     ``0, r, 2r, ..., (floor(T/r) - 1) * r`` as in the release, but never empty: a video shorter than the ratio
-    gets frame 0 as its one key frame (decision 7.4).
+    gets frame 0 as its one key frame (decision 7.4). With ``max_keys > 0`` and more candidates than that,
+    ``max_keys`` of those candidates evenly spread over the video are kept (first and last included), so the
+    attention's cost per frame stops growing with the video's length.
     """
-    if num_frames < 1 or ratio < 1:
-        raise ValueError(f"need at least one frame and a ratio >= 1, got {num_frames} and {ratio}")
-    return [i * ratio for i in range(max(1, num_frames // ratio))]
+    if num_frames < 1 or ratio < 1 or max_keys < 0:
+        raise ValueError(f"need at least one frame, a ratio >= 1 and max_keys >= 0, got {num_frames}, {ratio}, "
+                         f"{max_keys}")
+    keys = [i * ratio for i in range(max(1, num_frames // ratio))]
+    if max_keys and len(keys) > max_keys:
+        picks = [round(j * (len(keys) - 1) / (max_keys - 1)) for j in range(max_keys)] if max_keys > 1 else [0]
+        keys = [keys[j] for j in picks]
+    return keys
 
 
 def window_attention(q: Tensor, k: Tensor, scale: float, budget_bytes: int = DEFAULT_BUDGET_BYTES) -> Tensor:

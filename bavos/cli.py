@@ -108,6 +108,8 @@ def segment(
         help="Correlator checkpoint (bavos or the paper's release). Without one: training-free mode.")] = None,
     resolution: Annotated[tuple[int, int], typer.Option(help="Model input height and width.")] = (320, 480),
     key_ratio: Annotated[int, typer.Option(help="Every r-th processed frame is a key frame.")] = 10,
+    max_key_frames: Annotated[int, typer.Option(
+        help="At most this many key frames, spread over the video (0 = no limit); for long videos.")] = 0,
     tau: Annotated[float, typer.Option(help="Symmetric-KL merge threshold.")] = 1.0,
     window: Annotated[int, typer.Option(help="Frames per level-1 clustering window.")] = 3,
     level: Annotated[int | None, typer.Option(
@@ -136,9 +138,9 @@ def segment(
     """Segment every object of each input into OUTPUT/<name>/: masks/*.png, overlay.mp4, summary.json."""
     model_cfg = ModelConfig(backbone=backbone, backbone_weights=backbone_weights,
                             checkpoint=str(checkpoint) if checkpoint else None)
-    cfg = SegmentConfig(resolution=tuple(resolution), key_ratio=key_ratio, tau=tau, window=window, level=level,
-                        max_objects=max_objects, upsample=upsample, stride=stride, device=device,
-                        normalization=normalization, batch_size=batch_size, fps=fps, overlay=overlay,
+    cfg = SegmentConfig(resolution=tuple(resolution), key_ratio=key_ratio, max_key_frames=max_key_frames, tau=tau,
+                        window=window, level=level, max_objects=max_objects, upsample=upsample, stride=stride,
+                        device=device, normalization=normalization, batch_size=batch_size, fps=fps, overlay=overlay,
                         save_hierarchy=hierarchy)
     if backbone_weights == "none":
         _warn("--backbone-weights none: the backbone has random weights; masks are meaningless (tests, benchmarks)")

@@ -41,6 +41,8 @@ class SegmentConfig:
     resolution: tuple[int, int] = (320, 480)
     # Every key_ratio-th processed frame is a key frame; at least one key frame always (METHOD.md 2.3, 7.4).
     key_ratio: int = 10
+    # At most this many key frames, spread evenly over the video (0 = no limit): bounds time and memory per frame.
+    max_key_frames: int = 0
     # Symmetric-KL merge threshold of the hierarchical clustering (METHOD.md 2.6).
     tau: float = 1.0
     # Frames per level-1 clustering window (METHOD.md 2.6, ts = 3).
@@ -73,6 +75,7 @@ class SegmentConfig:
         checks = [
             (h > 0 and w > 0, f"--resolution must be positive, got {h} {w}"),
             (self.key_ratio >= 1, f"--key-ratio must be at least 1, got {self.key_ratio}"),
+            (self.max_key_frames >= 0, f"--max-key-frames must be 0 (no limit) or more, got {self.max_key_frames}"),
             (self.tau > 0, f"--tau must be positive, got {self.tau}"),
             (self.window >= 1, f"--window must be at least 1, got {self.window}"),
             (self.level is None or self.level >= 0, f"--level must be 0 or more, got {self.level}"),

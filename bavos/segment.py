@@ -173,11 +173,12 @@ def extract_tokens(source: VideoSource, models: Models, cfg: SegmentConfig, prog
     if not processed:
         raise InputError(f"{source.path}: no frames were decoded")
     progress("backbone", collector.count, collector.count)
-    n_keys = len(key_frame_indices(len(processed), cfg.key_ratio))
+    keys = key_frame_indices(len(processed), cfg.key_ratio, cfg.max_key_frames)
     patch = models.backbone.patch_size
     grid = (cfg.resolution[0] // patch, cfg.resolution[1] // patch)
     timings = {"backbone": collector.seconds, "decode": time.perf_counter() - start - collector.seconds}
-    return Tokens(torch.cat(collector.q), torch.stack(collector.k[:n_keys]), grid, processed, decoded, timings)
+    k = torch.stack([collector.k[i // cfg.key_ratio] for i in keys])  # collector.k[j] is frame j * key_ratio
+    return Tokens(torch.cat(collector.q), k, grid, processed, decoded, timings)
 
 
 def cluster_tokens(tokens: Tokens, models: Models, cfg: SegmentConfig, progress: Progress) -> ClusterResult:

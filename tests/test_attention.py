@@ -14,6 +14,15 @@ def test_key_frames_as_released_and_never_empty() -> None:
         key_frame_indices(0, 10)
 
 
+def test_bounded_key_set_spreads_keys_over_the_video() -> None:
+    assert key_frame_indices(1000, 10, max_keys=5) == [0, 250, 500, 740, 990]
+    assert key_frame_indices(1000, 10, max_keys=1) == [0]
+    assert key_frame_indices(50, 10, max_keys=8) == [0, 10, 20, 30, 40]  # under the limit: unchanged
+    assert len(key_frame_indices(100_000, 10, max_keys=12)) == 12  # cost per frame no longer grows with T
+    with pytest.raises(ValueError):
+        key_frame_indices(10, 2, max_keys=-1)
+
+
 def naive(q: torch.Tensor, k: torch.Tensor, scale: float) -> torch.Tensor:
     """Joint softmax over every key token of every key frame, then mean over heads, token by token."""
     t, heads, n, _ = q.shape

@@ -201,3 +201,12 @@ def test_correlator_checkpoint_mode(tmp_path: Path, sharp_weights: Path) -> None
     assert summary["mode"] == "correlator" and summary["frames"] == 5
 
 
+
+
+def test_max_key_frames_bounds_the_key_set(tmp_path: Path, tiny_models) -> None:  # noqa: ANN001
+    video = write_clip(tmp_path / "long.mp4", n=20, height=48, width=64)
+    full = segment_video(video, tmp_path / "a", tiny_config(key_ratio=2, overlay=False), tiny_models)
+    bounded = segment_video(video, tmp_path / "b", tiny_config(key_ratio=2, max_key_frames=3, overlay=False),
+                            tiny_models)
+    assert full["key_frames"] == 10 and bounded["key_frames"] == 3
+    assert bounded["config"]["SegmentConfig"]["max_key_frames"] == 3 and bounded["frames"] == 20

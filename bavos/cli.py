@@ -279,7 +279,6 @@ def eval_(
     """Score predictions: DAVIS-2017 unsupervised J and F (protocol named), or FG-ARI and mIoU."""
     import json
 
-
     names = _split(sequences)
     with _Bars(enabled=not quiet and sys.stderr.isatty()) as bars:
         progress = _eval_progress(bars)
@@ -335,7 +334,8 @@ def _davis_report(preds: Path, davis: Path, protocol: str, names: list[str] | No
     for note in res.notes:
         _warn(note)
     header, rows = davis_rows(res)
-    shown = [[str(r[0]), str(r[1]), *(f"{float(str(v)):.3f}" for v in r[3:])] for r in rows]
+    shown = [[str(r[0]), str(r[1]), *(f"{m[k]:.3f}" for k in MEASURES)]
+             for r, m in zip(rows, res.per_sequence().values(), strict=True)]
     overall = res.overall()
     shown.append(["overall", str(len(res.objects)), *(f"{overall[m]:.3f}" for m in MEASURES)])
     return _Report(f"DAVIS-2017 unsupervised, protocol: {res.protocol}", header, rows,

@@ -15,13 +15,19 @@ from bavos.errors import ConfigError, OutputError
 from bavos.segment import output_name, source_id
 
 
-def finished_source(folder: Path) -> str | None:
-    """The ``source`` of a finished output folder (one with summary.json), else None."""
+def read_summary(folder: Path) -> dict | None:
+    """The summary.json of a finished output folder, or None (not finished, or unreadable)."""
     try:
-        summary = json.loads((folder / "summary.json").read_text())
+        summary = json.loads((Path(folder) / "summary.json").read_text())
     except (OSError, ValueError):
         return None
-    return str(summary.get("source", "")) if isinstance(summary, dict) else None
+    return summary if isinstance(summary, dict) else None
+
+
+def finished_source(folder: Path) -> str | None:
+    """The ``source`` of a finished output folder (one with summary.json), else None."""
+    summary = read_summary(folder)
+    return None if summary is None else str(summary.get("source", ""))
 
 
 def plan_outputs(inputs: list[Path], output: Path) -> list[tuple[Path, str]]:

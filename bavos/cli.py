@@ -148,7 +148,7 @@ def segment(
 
     shard = shard_from_env()
     jobs = shard.take(plan_outputs(list(inputs), output))
-    report = _Results(json_out, quiet or json_out)
+    report = _Results(json_out, quiet)
     try:
         prepare_output(output)
         models = _load_models(model_cfg, cfg, shard.local_rank, jobs, skip_existing, output)
@@ -227,12 +227,9 @@ class _Results:
         self._emit(path, "failed", folder, None, None, seconds, error)
 
     def skipped(self, path: Path, folder: Path) -> None:
-        import json
+        from bavos.batch import read_summary
 
-        try:
-            summary = json.loads((folder / "summary.json").read_text())
-        except (OSError, ValueError):
-            summary = {}
+        summary = read_summary(folder) or {}
         self._emit(path, "skipped", folder, summary.get("frames"), summary.get("objects"), 0.0, None)
 
 

@@ -313,10 +313,7 @@ def video_miou(table: np.ndarray) -> VideoIoU:
     preds = list(range(1, table.shape[0]))
     if not objs:
         return VideoIoU(float("nan"), {}, {})
-    inter = table[np.ix_(preds, objs)].astype(np.float64)  # (P, G)
-    pred_area = table[preds, :].sum(1)[:, None]
-    gt_area = table[:, objs].sum(0)[None, :]
-    iou = inter / np.maximum(pred_area + gt_area - inter, 1)
+    iou = _jaccard(table)[:, [g - 1 for g in objs]]  # (P, G): objects with pixels, so no union is empty
     per_object = dict.fromkeys(objs, 0.0)
     match: dict[int, int] = {}
     if preds:

@@ -172,7 +172,8 @@ def build_backbone(name: str, weights: str) -> Backbone:
 
     Args:
         name: timm model name, e.g. ``vit_small_patch8_224.dino``.
-        weights: ``hub``, ``none`` or a path to a local weights file.
+        weights: ``hub``, ``none`` (random weights drawn from seed 0, the same in every run) or a path to a local
+            weights file.
     """
     kwargs = {"num_classes": 0, "dynamic_img_size": True}
     if weights == "hub":
@@ -188,7 +189,9 @@ def build_backbone(name: str, weights: str) -> Backbone:
             raise WeightsError(_hub_message(name, e)) from e
     else:
         try:
-            vit = timm.create_model(name, pretrained=False, **kwargs)
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(0)  # "none": the same random weights in every run (resumable, reproducible)
+                vit = timm.create_model(name, pretrained=False, **kwargs)
         except RuntimeError as e:
             raise WeightsError(f"unknown backbone {name!r}: give a timm ViT name") from e
         if weights != "none":

@@ -10,7 +10,6 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -42,7 +41,8 @@ class _Bars:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
             self._progress = Progress(TextColumn("{task.description:<11}"), BarColumn(), MofNCompleteColumn(),
-                                      TimeElapsedColumn(), console=Console(stderr=True), transient=True)
+                                      TimeElapsedColumn(), TextColumn("{task.fields[info]}"),
+                                      console=Console(stderr=True), transient=True)
 
     def __enter__(self) -> _Bars:
         if self._progress is not None:
@@ -62,8 +62,60 @@ class _Bars:
         if self._progress is None:
             return
         if stage not in self._tasks:
-            self._tasks[stage] = self._progress.add_task(stage, total=total)
+            self._tasks[stage] = self._progress.add_task(stage, total=total, info="")
         self._progress.update(self._tasks[stage], completed=done, total=total)
+
+    def describe(self, stage: str, text: str) -> None:
+        """Show ``text`` under a stage's bar."""
+        if self._progress is not None and stage in self._tasks:
+            self._progress.update(self._tasks[stage], info=text)
+
+
+class _TrainView:
+    """Training progress on stderr: a rich bar with the loss terms and steps/s on a terminal, else a line per log."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.enabled = enabled and self.rank == 0
+        self.tty = sys.stderr.isatty()
+        self._bars = _Bars(self.enabled and self.tty)
+        self._progress: Any = None
+        self._task: Any = None
+        self._stop = 0
+
+    def __enter__(self) -> _TrainView:
+        self._bars.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._bars.__exit__(*exc)
+
+    def warn(self, message: str) -> None:
+        _warn(message)
+
+    def stage(self, name: str, done: int, total: int | None) -> None:
+        self._bars(name, done, total)
+
+    def start(self, step: int, stop: int, clips: int, skipped: int) -> None:
+        self._stop = stop
+        if self.enabled:
+            sys.stderr.write(f"bavos: training on {clips} clips ({skipped} skipped), steps {step + 1}..{stop}\n")
+        self._bars.reset()
+        self._bars("train", step, stop)
+
+    def step(self, step: int, record: dict[str, Any] | None) -> None:
+        self._bars("train", step, self._stop)
+        if record is None or not self.enabled:
+            return
+        line = (f"step {step}/{self._stop} loss {record['loss']:.4f} (semantic {record['semantic_pos']:.4f} + "
+                f"{record['semantic_neg']:.4f}, motion {record['motion']:.4f}) {record['steps_per_s']:.2f} steps/s")
+        if self.tty:
+            self._bars.describe("train", line)
+        else:
+            sys.stderr.write(line + "\n")
+
+    def checkpoint(self, path: Path, step: int) -> None:
+        return None
 
 
 def _debug() -> bool:
@@ -296,47 +348,24 @@ def eval_(
     return 0
 
 
-@dataclass
-class _Report:
-    title: str
-    header: list[str]  # CSV
-    rows: list[list[object]]  # CSV
-    shown_header: list[str]  # table
-    shown: list[list[str]]  # table
-    payload: dict[str, object]  # JSON
-
-
 def _instance_report(preds: Path, gt: Path | None, davis: Path | None, names: list[str] | None,
-                     progress: Callable[[str, int, int], None]) -> _Report:
-    from bavos.evaluate import DavisLayout, evaluate_instances
+                     progress: Callable[[str, int, int], None]) -> Any:
+    from bavos.evaluate import DavisLayout, evaluate_instances, instance_report
 
     root = gt if gt is not None else (DavisLayout(davis).annotations if davis is not None else None)
     if root is None:
         raise typer.BadParameter("--fg-ari needs the ground truth: --gt (or --davis)", param_hint="--gt")
-    res = evaluate_instances(preds, root, names, progress=progress)
-    overall = res.overall()
-    header = ["Sequence", "FG-ARI", "mIoU"]
-    rows: list[list[object]] = [[s, f"{res.fg_ari[s]:.6f}", f"{res.miou[s]:.6f}"] for s in res.fg_ari]
-    shown = [[s, f"{res.fg_ari[s]:.3f}", f"{res.miou[s]:.3f}"] for s in res.fg_ari]
-    shown.append(["overall", *(f"{v:.3f}" for v in overall.values())])
-    payload: dict[str, object] = {**{k: round(v, 6) for k, v in overall.items()}, "sequences": list(res.fg_ari)}
-    return _Report("FG-ARI / video mIoU", header, rows, header, shown, payload)
+    return instance_report(evaluate_instances(preds, root, names, progress=progress))
 
 
 def _davis_report(preds: Path, davis: Path, protocol: str, names: list[str] | None, max_proposals: int | None,
-                  progress: Callable[[str, int, int], None]) -> _Report:
-    from bavos.evaluate import MEASURES, davis_rows, evaluate_davis
+                  progress: Callable[[str, int, int], None]) -> Any:
+    from bavos.evaluate import davis_report, evaluate_davis
 
     res = evaluate_davis(preds, davis, protocol, names, max_proposals, progress=progress)
     for note in res.notes:
         _warn(note)
-    header, rows = davis_rows(res)
-    shown = [[str(r[0]), str(r[1]), *(f"{m[k]:.3f}" for k in MEASURES)]
-             for r, m in zip(rows, res.per_sequence().values(), strict=True)]
-    overall = res.overall()
-    shown.append(["overall", str(len(res.objects)), *(f"{overall[m]:.3f}" for m in MEASURES)])
-    return _Report(f"DAVIS-2017 unsupervised, protocol: {res.protocol}", header, rows,
-                   ["Sequence", "Objects", *MEASURES], shown, res.to_json())
+    return davis_report(res)
 
 
 def _eval_progress(bars: _Bars) -> Callable[[str, int, int], None]:
@@ -346,6 +375,77 @@ def _eval_progress(bars: _Bars) -> Callable[[str, int, int], None]:
         bars(sequence, done, total)
 
     return progress
+
+
+@app.command()
+def train(
+    clips: Annotated[Path, typer.Argument(help="Folder of video files and/or frame folders, searched recursively.",
+                                          show_default=False)],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Run folder: checkpoints, metrics.jsonl, cache.",
+                                         show_default=False)],
+    preset: Annotated[str | None, typer.Option(help="'release' (batch 8, lr 1e-5, 60k steps; default) or 'paper' "
+                                                    "(batch 16, lr 1e-4, 30k steps).")] = None,
+    steps: Annotated[int | None, typer.Option(help="Optimizer steps (the cosine schedule spans them).")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Clips per step, over all processes.")] = None,
+    lr: Annotated[float | None, typer.Option(help="Peak learning rate (cosine decay to 1e-6).")] = None,
+    resolution: Annotated[tuple[int, int] | None, typer.Option(help="Training height and width [192 384].")] = None,
+    gap: Annotated[int | None, typer.Option(help="Frames between the 3 sampled frames [4].")] = None,
+    backbone: Annotated[str | None, typer.Option(help=f"timm ViT name [{DEFAULT_BACKBONE}].")] = None,
+    backbone_weights: Annotated[str | None, typer.Option(
+        help="'hub', a local weights file, or 'none' (random weights: tests only) [hub].")] = None,
+    loss_attention: Annotated[str | None, typer.Option(
+        help="Attention the losses read: 'dropped' (after attention dropout, as released) or 'clean'.")] = None,
+    motion_centre: Annotated[bool | None, typer.Option(
+        "--motion-centre/--no-motion-centre", help="Add the weighted centre as a motion positive (the release "
+                                                    "leaves it out).")] = None,
+    augment: Annotated[bool | None, typer.Option("--augment/--no-augment", help="Colour/blur augmentation.")] = None,
+    normalization: Annotated[str | None, typer.Option(help="'imagenet' (as released) or 'kinetics'.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Base seed [0].")] = None,
+    checkpoint_every: Annotated[int | None, typer.Option(help="Steps between checkpoints [1000].")] = None,
+    log_every: Annotated[int | None, typer.Option(help="Steps between metrics.jsonl lines [10].")] = None,
+    workers: Annotated[int | None, typer.Option(help="Decoding and loading workers [4].")] = None,
+    cache: Annotated[Path | None, typer.Option(help="Frame cache folder (shareable between runs) "
+                                                     "[OUTPUT/cache].")] = None,
+    device: Annotated[str | None, typer.Option(help="'auto', 'cpu' or 'cuda' (bf16 autocast on CUDA).")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in OUTPUT from last.pt.")] = False,
+    until: Annotated[int | None, typer.Option(help="Stop after this step (checkpointed); resume later.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress and no result line.")] = False,
+) -> int:
+    """Train the temporal correlator on your own clips (self-supervised; torchrun for several GPUs)."""
+    from bavos.config import train_config
+    from bavos.train import train as run_training
+
+    given = {"steps": steps, "batch_size": batch_size, "lr": lr, "resolution": resolution, "gap": gap,
+             "loss_attention": loss_attention, "motion_centre": motion_centre, "augment": augment,
+             "normalization": normalization, "seed": seed, "checkpoint_every": checkpoint_every,
+             "log_every": log_every, "workers": workers, "cache": str(cache) if cache else None, "device": device}
+    models = {"backbone": backbone, "backbone_weights": backbone_weights}
+    if resume:
+        from bavos.runs import read_run_config
+
+        saved = read_run_config(output)
+        cfg = train_config(preset, saved=saved["TrainConfig"], **given)
+        model_cfg = _resumed_model_config(saved["ModelConfig"], models)
+    else:
+        cfg = train_config(preset, **given)
+        model_cfg = ModelConfig(**{k: v for k, v in models.items() if v is not None})
+    if model_cfg.backbone_weights == "none":
+        _warn("--backbone-weights none: the backbone has random weights; the correlator learns nothing useful")
+    with _TrainView(enabled=not quiet) as view:
+        result = run_training(clips, output, model_cfg, cfg, resume=resume, until=until, events=view)
+    if not quiet and view.rank == 0:
+        last = result["last"] or {}
+        loss = f", loss {last['loss']:.4f}" if "loss" in last else ""
+        typer.echo(f"{result['checkpoint']}: step {result['step']} of {cfg.steps}{loss} ({result['seconds']:.1f} s)")
+    return 0
+
+
+def _resumed_model_config(saved: dict[str, Any], given: dict[str, str | None]) -> ModelConfig:
+    for key, value in given.items():
+        if value is not None and value != saved.get(key):
+            raise typer.BadParameter(f"the run was trained with {saved.get(key)}; resume with the same value",
+                                     param_hint=f"--{key.replace('_', '-')}")
+    return ModelConfig(**saved)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -100,7 +100,138 @@ class SegmentConfig:
             raise ConfigError(f"--resolution {h} {w} must be a multiple of the patch size {patch} in both sides")
 
 
-def to_dict(*configs: ModelConfig | SegmentConfig) -> dict[str, Any]:
+# The two known training settings (METHOD.md 3.7): the released script, and the paper's as reported in issue #1.
+PRESETS: dict[str, dict[str, Any]] = {
+    "release": {"batch_size": 8, "lr": 1e-5, "steps": 60_000},
+    "paper": {"batch_size": 16, "lr": 1e-4, "steps": 30_000},
+}
+
+# Fields that may change when a run is resumed: they do not change what is learned.
+RUNTIME_FIELDS = frozenset({"workers", "log_every", "checkpoint_every", "device", "cache"})
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How the temporal correlator is trained (METHOD.md 3); defaults are the release's."""
+
+    # "release" (batch 8, lr 1e-5, 60k steps) or "paper" (batch 16, lr 1e-4, 30k steps); sets the next three.
+    preset: Literal["release", "paper"] = "release"
+    # Optimizer steps in the whole run (the cosine schedule spans them).
+    steps: int = 60_000
+    # Clips per step over all processes (split evenly across torchrun processes).
+    batch_size: int = 8
+    # Peak learning rate, decayed by a cosine without warm-up to min_lr.
+    lr: float = 1e-5
+    # Learning rate at the end of the schedule.
+    min_lr: float = 1e-6
+    # AdamW weight decay of the weight matrices (biases and LayerNorms get none).
+    weight_decay: float = 0.1
+    # Training frame size (height, width), multiples of the patch size.
+    resolution: tuple[int, int] = (192, 384)
+    # Frames per clip sample.
+    frames: int = 3
+    # Distance in frames between the sampled frames (shrunk for short clips).
+    gap: int = 4
+    # Query positions per frame, drawn at every step and shared over the batch.
+    points: int = 8
+    # Semantic consistency: positives (most attended) and negatives (least attended) per query and frame.
+    semantic_pos: int = 30
+    semantic_neg: int = 200
+    # Hinge thresholds: positives pushed above this cosine, negatives below the next one.
+    semantic_pos_threshold: float = 0.9
+    semantic_neg_threshold: float = 0.1
+    # Motion consistency: positives and negatives in the query's own frame, and the hinge margin.
+    motion_pos: int = 10
+    motion_neg: int = 50
+    motion_margin: float = 1.0
+    # Use the query's weighted centre as an extra motion positive (the release computes it but leaves it out).
+    motion_centre: bool = False
+    # Attention the losses see: "dropped" (after attention dropout, the release's) or "clean" (before it).
+    loss_attention: Literal["dropped", "clean"] = "dropped"
+    # Prepend each frame's last-block CLS token to its keys (the release's training input).
+    with_cls: bool = True
+    # Correlator dropout on the attention, and after the projection and inside the MLP.
+    attn_drop: float = 0.4
+    drop: float = 0.1
+    # Colour, grayscale and blur augmentation with the same parameters on the frames of a clip.
+    augment: bool = True
+    # Input normalisation: "imagenet" (the release's training) or "kinetics".
+    normalization: Literal["kinetics", "imagenet"] = "imagenet"
+    # Base seed; the randomness of step s on process r is derived from (seed, s, r).
+    seed: int = 0
+    # Write last.pt and step-<n>.pt every this many steps (and at the end).
+    checkpoint_every: int = 1_000
+    # Add a line to metrics.jsonl every this many steps.
+    log_every: int = 10
+    # Decoding / loading worker processes.
+    workers: int = 4
+    # Frame cache folder (None: <run>/cache); frames are decoded once at training size.
+    cache: str | None = None
+    # "auto" (CUDA when available), "cpu" or "cuda"; bf16 autocast on CUDA.
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    def __post_init__(self) -> None:
+        h, w = self.resolution
+        positive = ("steps", "batch_size", "frames", "points", "semantic_pos", "semantic_neg", "motion_pos",
+                    "motion_neg", "checkpoint_every", "log_every")
+        checks = [(getattr(self, f) >= 1, f"--{f.replace('_', '-')} must be at least 1, got {getattr(self, f)}")
+                  for f in positive]
+        checks += [
+            (self.preset in PRESETS, f"--preset must be release or paper, got {self.preset}"),
+            (h > 0 and w > 0, f"--resolution must be positive, got {h} {w}"),
+            (self.lr > 0 and 0 <= self.min_lr <= self.lr, f"need 0 <= min lr <= --lr and --lr > 0, got {self.lr}"),
+            (self.weight_decay >= 0, f"--weight-decay must be 0 or more, got {self.weight_decay}"),
+            (self.gap >= 1, f"--gap must be at least 1, got {self.gap}"),
+            (0 <= self.attn_drop < 1 and 0 <= self.drop < 1, "dropout rates must be in [0, 1)"),
+            (self.workers >= 0, f"--workers must be 0 or more, got {self.workers}"),
+            (self.loss_attention in ("dropped", "clean"), f"--loss-attention must be dropped or clean, "
+                                                          f"got {self.loss_attention}"),
+            (self.device in ("auto", "cpu", "cuda"), f"--device must be auto, cpu or cuda, got {self.device}"),
+            (self.normalization in NORMALIZATION,
+             f"--normalization must be kinetics or imagenet, got {self.normalization}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+
+    def check_tokens(self, patch: int) -> None:
+        """Raise ConfigError unless the resolution fits the patch size and each frame has enough patches."""
+        h, w = self.resolution
+        if h % patch or w % patch:
+            raise ConfigError(f"--resolution {h} {w} must be a multiple of the patch size {patch} in both sides")
+        n = (h // patch) * (w // patch)
+        need = max(self.semantic_pos, self.semantic_neg, self.motion_pos, self.motion_neg, self.points)
+        if n < need:
+            raise ConfigError(f"--resolution {h} {w} gives {n} patches per frame; the losses need at least {need} "
+                              "(raise the resolution or lower the positive/negative counts)")
+
+
+def train_config(preset: str | None = None, saved: dict[str, Any] | None = None, **given: Any) -> TrainConfig:
+    """Resolve a TrainConfig: defaults, then the preset (or a resumed run's saved values), then given options.
+
+    Options given as None are not given. With ``saved`` (the config of a run being resumed), every option that
+    changes what is learned must equal the saved value.
+
+    Raises:
+        ConfigError: an unknown preset, or a given option that differs from the resumed run's.
+    """
+    given = {k: tuple(v) if isinstance(v, list) else v for k, v in given.items() if v is not None}
+    if saved is None:
+        preset = preset or "release"
+        if preset not in PRESETS:
+            raise ConfigError(f"--preset must be release or paper, got {preset}")
+        return TrainConfig(**{"preset": preset, **PRESETS[preset], **given})
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()}
+    if preset is not None and preset != values["preset"]:
+        raise ConfigError(f"--resume: the run was trained with --preset {values['preset']}, not {preset}")
+    for key, value in given.items():
+        if key not in RUNTIME_FIELDS and value != values.get(key):
+            raise ConfigError(f"--resume: --{key.replace('_', '-')} {value} differs from the run's "
+                              f"{values.get(key)}; resume with the run's settings or start a new run")
+    return TrainConfig(**{**values, **given})
+
+
+def to_dict(*configs: ModelConfig | SegmentConfig | TrainConfig) -> dict[str, Any]:
     """Flatten configs into one JSON-ready dict keyed by config class name."""
     out: dict[str, Any] = {}
     for cfg in configs:

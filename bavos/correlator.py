@@ -34,14 +34,15 @@ class _Attention(nn.Module):
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """x: (B, L, D) -> (out (B, L, D), attention (B, heads, L, L) after dropout)."""
+    def forward(self, x: Tensor, clean: bool = False) -> tuple[Tensor, Tensor]:
+        """x: (B, L, D) -> (out (B, L, D), attention (B, heads, L, L) after dropout, or before it if ``clean``)."""
         b, length, dim = x.shape
         qkv = self.qkv(x).reshape(b, length, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv[0], qkv[1], qkv[2]  # (B, heads, L, d)
-        attn = self.attn_drop((q @ k.transpose(-2, -1) * self.scale).softmax(dim=-1))  # (B, heads, L, L)
+        probs = (q @ k.transpose(-2, -1) * self.scale).softmax(dim=-1)  # (B, heads, L, L)
+        attn = self.attn_drop(probs)
         out = (attn @ v).transpose(1, 2).reshape(b, length, dim)  # (B, L, D)
-        return self.proj_drop(self.proj(out)), attn
+        return self.proj_drop(self.proj(out)), probs if clean else attn
 
 
 class _Mlp(nn.Module):
@@ -55,6 +56,17 @@ class _Mlp(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.drop2(self.fc2(self.drop1(self.act(self.fc1(x)))))
+
+
+def _init_weights(module: nn.Module) -> None:
+    """timm's ViT initialisation: truncated normal (std 0.02) weights, zero biases, unit LayerNorms."""
+    if isinstance(module, nn.Linear):
+        nn.init.trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
 
 
 class Correlator(nn.Module):
@@ -78,15 +90,20 @@ class Correlator(nn.Module):
         self.attn = _Attention(dim, heads, attn_drop, drop)
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = _Mlp(dim, int(dim * mlp_ratio), drop)
+        self.apply(_init_weights)
 
     @property
     def scale(self) -> float:
         """Softmax temperature ``head_dim ** -0.5`` (48 ** -0.5 for ViT-S with 8 heads)."""
         return self.attn.scale
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """x: (B, L, D) tokens -> (y (B, L, D), attention (B, heads, L, L) after attention dropout)."""
-        out, attn = self.attn(self.norm1(x))
+    def forward(self, x: Tensor, clean_attention: bool = False) -> tuple[Tensor, Tensor]:
+        """x: (B, L, D) tokens -> (y (B, L, D), attention (B, heads, L, L)).
+
+        The attention returned is the one after attention dropout (what the release's losses see), or the one
+        before it with ``clean_attention``; the output y always uses the dropped-out attention.
+        """
+        out, attn = self.attn(self.norm1(x), clean=clean_attention)
         x = x + out
         return x + self.mlp(self.norm2(x)), attn
 
@@ -118,7 +135,8 @@ def save_checkpoint(path: Path, model: Correlator, config: dict[str, Any], **ext
     tmp.replace(path)
 
 
-def _load(path: Path) -> dict[str, Any]:
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    """A checkpoint file as a dict, loaded with weights_only=True (CheckpointError if missing or unsafe)."""
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
     try:
@@ -158,11 +176,13 @@ def load_correlator(path: str | Path, dim: int, heads: int = 8) -> Correlator:
         CheckpointError: unreadable file, unsafe pickle, or keys/shapes that do not match (named in the message).
     """
     path = Path(path)
-    obj = _load(path)
+    obj = read_checkpoint(path)
     state = correlator_state(obj, path)
     config = obj.get("config")
     if isinstance(config, dict):
-        heads = int(config.get("correlator_heads", heads))
+        model_config = config.get("ModelConfig", config)  # bavos train nests it; older files are flat
+        if isinstance(model_config, dict):
+            heads = int(model_config.get("correlator_heads", heads))
     model = Correlator(dim=dim, heads=heads)
     check_state_keys(model, state, f"{path} (correlator for a backbone of width {dim})", CheckpointError)
     model.load_state_dict(state, strict=True)

@@ -27,3 +27,7 @@ class OutputError(BavosError):
 
 class EvalError(BavosError):
     """Predictions or ground truth that cannot be evaluated."""
+
+
+class TrainError(BavosError):
+    """A training run that cannot go on (e.g. the loss became NaN)."""

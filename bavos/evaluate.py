@@ -308,3 +308,37 @@ def davis_rows(result: DavisResult) -> tuple[list[str], list[list[object]]]:
         count = sum(o.sequence == seq for o in result.objects)
         rows.append([seq, count, result.protocol, *(f"{measures[m]:.6f}" for m in MEASURES)])
     return header, rows
+
+
+@dataclass
+class Report:
+    """A result as the CLI shows it: a CSV table, a shorter printed table, and a JSON payload."""
+
+    title: str
+    header: list[str]  # CSV
+    rows: list[list[object]]  # CSV
+    shown_header: list[str]  # printed table
+    shown: list[list[str]]  # printed table, the last row the overall one
+    payload: dict[str, object]  # JSON
+
+
+def instance_report(res: InstanceResult) -> Report:
+    """FG-ARI / mIoU per sequence and overall."""
+    overall = res.overall()
+    header = ["Sequence", "FG-ARI", "mIoU"]
+    rows: list[list[object]] = [[s, f"{res.fg_ari[s]:.6f}", f"{res.miou[s]:.6f}"] for s in res.fg_ari]
+    shown = [[s, f"{res.fg_ari[s]:.3f}", f"{res.miou[s]:.3f}"] for s in res.fg_ari]
+    shown.append(["overall", *(f"{v:.3f}" for v in overall.values())])
+    payload: dict[str, object] = {**{k: round(v, 6) for k, v in overall.items()}, "sequences": list(res.fg_ari)}
+    return Report("FG-ARI / video mIoU", header, rows, header, shown, payload)
+
+
+def davis_report(res: DavisResult) -> Report:
+    """DAVIS J/F per sequence and overall, with the protocol in the title."""
+    header, rows = davis_rows(res)
+    shown = [[str(r[0]), str(r[1]), *(f"{m[k]:.3f}" for k in MEASURES)]
+             for r, m in zip(rows, res.per_sequence().values(), strict=True)]
+    overall = res.overall()
+    shown.append(["overall", str(len(res.objects)), *(f"{overall[m]:.3f}" for m in MEASURES)])
+    return Report(f"DAVIS-2017 unsupervised, protocol: {res.protocol}", header, rows,
+                  ["Sequence", "Objects", *MEASURES], shown, res.to_json())

@@ -1,0 +1,127 @@
+"""A training run's folder: checkpoints, metrics.jsonl, config.json and data.json.
+
+Only the writer (process 0) writes; every process reads. Checkpoints are bavos checkpoints (what
+``bavos segment --checkpoint`` loads) with the training state added::
+
+    {"model", "config": {"ModelConfig", "TrainConfig"}, "version", "optimizer", "scheduler", "step", "seed"}
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from bavos.backbone import check_state_keys
+from bavos.batch import prepare_output
+from bavos.clips import CachedClip, Skipped
+from bavos.config import RUNTIME_FIELDS
+from bavos.correlator import read_checkpoint, save_checkpoint
+from bavos.errors import CheckpointError, ConfigError, OutputError
+
+LAST = "last.pt"
+METRICS = "metrics.jsonl"
+
+
+def read_run_config(path: Path) -> dict[str, Any]:
+    """The resolved configs saved in ``path/last.pt`` ({"ModelConfig": ..., "TrainConfig": ...})."""
+    last = Path(path) / LAST
+    if not last.is_file():
+        raise ConfigError(f"{path}: nothing to resume ({LAST} not found); start the run without --resume")
+    config = read_checkpoint(last).get("config")
+    if not isinstance(config, dict) or "TrainConfig" not in config:
+        raise CheckpointError(f"{last}: not a bavos training checkpoint (no TrainConfig in it)")
+    return config
+
+
+def _learned(configs: dict[str, Any]) -> dict[str, Any]:
+    """The settings that change what is learned (runtime fields left out)."""
+    train = {k: v for k, v in configs["TrainConfig"].items() if k not in RUNTIME_FIELDS}
+    return {"ModelConfig": configs["ModelConfig"], "TrainConfig": train}
+
+
+class RunFolder:
+    """Checkpoints and logs of one training run."""
+
+    def __init__(self, path: Path, writer: bool) -> None:
+        self.path, self.writer = Path(path), writer
+        self.last = self.path / LAST
+        self.metrics = self.path / METRICS
+        self.saved_step = 0
+
+    def check(self, resume: bool) -> None:
+        """Refuse to overwrite a run, or to resume one that is not there; check the folder is writable."""
+        if resume and not self.last.is_file():
+            raise ConfigError(f"{self.path}: nothing to resume ({LAST} not found); start the run without --resume")
+        if not resume and (self.last.is_file() or self.metrics.is_file()):
+            raise OutputError(f"{self.path}: already holds a training run; continue it with --resume or choose "
+                              "another -o")
+        if self.writer:
+            prepare_output(self.path)
+
+    def restore(self, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
+                configs: dict[str, Any]) -> int:
+        """Load ``last.pt`` into the model, optimizer and schedule; returns the step it was written at."""
+        obj = read_checkpoint(self.last)
+        missing = [k for k in ("model", "config", "optimizer", "scheduler", "step") if k not in obj]
+        if missing:
+            raise CheckpointError(f"{self.last}: not a resumable bavos training checkpoint (no {', '.join(missing)})")
+        if _learned(obj["config"]) != _learned(json.loads(json.dumps(configs))):
+            raise ConfigError(f"{self.last}: the run was trained with other settings; resume with the run's "
+                              "settings (see config.json) or start a new run")
+        check_state_keys(model, obj["model"], str(self.last), CheckpointError)
+        model.load_state_dict(obj["model"], strict=True)
+        optimizer.load_state_dict(obj["optimizer"])
+        scheduler.load_state_dict(obj["scheduler"])
+        self.saved_step = int(obj["step"])
+        return self.saved_step
+
+    def begin(self, configs: dict[str, Any], data: list[CachedClip], skipped: list[Skipped], start: int) -> None:
+        """Write config.json and data.json; keep only the metrics lines of steps up to ``start``."""
+        if not self.writer:
+            return
+        _write_json(self.path / "config.json", configs)
+        _write_json(self.path / "data.json", {
+            "clips": len(data), "frames": sum(c.frames for c in data), "skipped": len(skipped),
+            "used": [{"source": c.source, "frames": c.frames} for c in data],
+            "skipped_clips": [{"source": s.source, "reason": s.reason} for s in skipped]})
+        kept = []
+        if start and self.metrics.is_file():
+            kept = [line for line in self.metrics.read_text().splitlines()
+                    if line.strip() and json.loads(line)["step"] <= start]
+        tmp = self.metrics.with_name(f".{METRICS}.tmp")
+        tmp.write_text("".join(line + "\n" for line in kept))
+        tmp.replace(self.metrics)
+
+    def log(self, record: dict[str, Any]) -> None:
+        """Append one line to metrics.jsonl."""
+        if self.writer:
+            with open(self.metrics, "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+    def save(self, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, configs: dict[str, Any],
+             step: int, numbered: bool) -> Path | None:
+        """Write ``step-<n>.pt`` (when ``numbered``) and ``last.pt`` atomically; returns ``last.pt``."""
+        if not self.writer:
+            self.saved_step = step
+            return None
+        extra = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "step": step,
+                 "seed": configs["TrainConfig"]["seed"]}
+        try:
+            if numbered:
+                save_checkpoint(self.path / f"step-{step:07d}.pt", model, configs, **extra)
+            save_checkpoint(self.last, model, configs, **extra)
+        except OSError as e:
+            raise OutputError(f"{self.path}: cannot write the checkpoint ({e.strerror or e})") from e
+        self.saved_step = step
+        return self.last
+
+
+def _write_json(path: Path, payload: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(payload, indent=2) + "\n")
+    tmp.replace(path)

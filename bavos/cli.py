@@ -15,107 +15,12 @@ from typing import Annotated, Any
 
 import typer
 
+from bavos.cli_output import Bars, Results, TrainView, error, print_table, warn
 from bavos.config import DEFAULT_BACKBONE, ModelConfig, SegmentConfig
 from bavos.errors import BavosError
 
 app = typer.Typer(name="bavos", add_completion=False, no_args_is_help=True,
                   help="Segment every object in a video with no labels and no prompts.")
-
-
-def _error(message: str) -> None:
-    sys.stderr.write(f"bavos: error: {message}\n")
-
-
-def _warn(message: str) -> None:
-    sys.stderr.write(f"bavos: warning: {message}\n")
-
-
-class _Bars:
-    """Rich progress bars on stderr, one per pipeline stage, reset for every input."""
-
-    def __init__(self, enabled: bool) -> None:
-        self._progress: Any = None
-        self._tasks: dict[str, Any] = {}
-        if enabled:
-            from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-            self._progress = Progress(TextColumn("{task.description:<11}"), BarColumn(), MofNCompleteColumn(),
-                                      TimeElapsedColumn(), TextColumn("{task.fields[info]}"),
-                                      console=Console(stderr=True), transient=True)
-
-    def __enter__(self) -> _Bars:
-        if self._progress is not None:
-            self._progress.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._progress is not None:
-            self._progress.stop()
-
-    def reset(self) -> None:
-        for task in self._tasks.values():
-            self._progress.remove_task(task)
-        self._tasks.clear()
-
-    def __call__(self, stage: str, done: int, total: int | None) -> None:
-        if self._progress is None:
-            return
-        if stage not in self._tasks:
-            self._tasks[stage] = self._progress.add_task(stage, total=total, info="")
-        self._progress.update(self._tasks[stage], completed=done, total=total)
-
-    def describe(self, stage: str, text: str) -> None:
-        """Show ``text`` under a stage's bar."""
-        if self._progress is not None and stage in self._tasks:
-            self._progress.update(self._tasks[stage], info=text)
-
-
-class _TrainView:
-    """Training progress on stderr: a rich bar with the loss terms and steps/s on a terminal, else a line per log."""
-
-    def __init__(self, enabled: bool) -> None:
-        self.rank = int(os.environ.get("RANK", "0"))
-        self.enabled = enabled and self.rank == 0
-        self.tty = sys.stderr.isatty()
-        self._bars = _Bars(self.enabled and self.tty)
-        self._progress: Any = None
-        self._task: Any = None
-        self._stop = 0
-
-    def __enter__(self) -> _TrainView:
-        self._bars.__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._bars.__exit__(*exc)
-
-    def warn(self, message: str) -> None:
-        _warn(message)
-
-    def stage(self, name: str, done: int, total: int | None) -> None:
-        self._bars(name, done, total)
-
-    def start(self, step: int, stop: int, clips: int, skipped: int) -> None:
-        self._stop = stop
-        if self.enabled:
-            sys.stderr.write(f"bavos: training on {clips} clips ({skipped} skipped), steps {step + 1}..{stop}\n")
-        self._bars.reset()
-        self._bars("train", step, stop)
-
-    def step(self, step: int, record: dict[str, Any] | None) -> None:
-        self._bars("train", step, self._stop)
-        if record is None or not self.enabled:
-            return
-        line = (f"step {step}/{self._stop} loss {record['loss']:.4f} (semantic {record['semantic_pos']:.4f} + "
-                f"{record['semantic_neg']:.4f}, motion {record['motion']:.4f}) {record['steps_per_s']:.2f} steps/s")
-        if self.tty:
-            self._bars.describe("train", line)
-        else:
-            sys.stderr.write(line + "\n")
-
-    def checkpoint(self, path: Path, step: int) -> None:
-        return None
 
 
 def _debug() -> bool:
@@ -195,24 +100,24 @@ def segment(
                         device=device, normalization=normalization, batch_size=batch_size, fps=fps, overlay=overlay,
                         save_hierarchy=hierarchy)
     if backbone_weights == "none":
-        _warn("--backbone-weights none: the backbone has random weights; masks are meaningless (tests, benchmarks)")
+        warn("--backbone-weights none: the backbone has random weights; masks are meaningless (tests, benchmarks)")
     from bavos.batch import plan_outputs, prepare_output, shard_from_env
 
     shard = shard_from_env()
     jobs = shard.take(plan_outputs(list(inputs), output))
-    report = _Results(json_out, quiet)
+    report = Results(json_out, quiet)
     try:
         prepare_output(output)
         models = _load_models(model_cfg, cfg, shard.local_rank, jobs, skip_existing, output)
     except BavosError as e:
         if _debug():
             raise
-        _error(str(e))
+        error(str(e))
         for path, name in jobs:
             report.failed(path, output / name, str(e), 0.0)
         return 1
     failed = 0
-    with _Bars(enabled=not quiet and sys.stderr.isatty()) as bars:
+    with Bars(enabled=not quiet and sys.stderr.isatty()) as bars:
         for path, name in jobs:
             failed += _segment_one(path, name, output, cfg, models, bars, report, skip_existing)
             if failed and fail_fast:
@@ -231,8 +136,8 @@ def _load_models(model_cfg: ModelConfig, cfg: SegmentConfig, local_rank: int | N
     return load_models(model_cfg, cfg.device, local_rank)
 
 
-def _segment_one(path: Path, name: str, output: Path, cfg: SegmentConfig, models: Any, bars: _Bars,
-                 report: _Results, skip_existing: bool) -> int:
+def _segment_one(path: Path, name: str, output: Path, cfg: SegmentConfig, models: Any, bars: Bars,
+                 report: Results, skip_existing: bool) -> int:
     """Segment one input (or skip it); 1 when it failed."""
     from bavos.batch import is_finished
     from bavos.segment import segment_video
@@ -246,58 +151,11 @@ def _segment_one(path: Path, name: str, output: Path, cfg: SegmentConfig, models
     try:
         summary = segment_video(path, output, cfg, models=models, progress=bars, name=name)
     except BavosError as e:
-        _error(str(e))
+        error(str(e))
         report.failed(path, folder, str(e), time.perf_counter() - start)
         return 1
     report.ok(path, summary, time.perf_counter() - start)
     return 0
-
-
-class _Results:
-    """Per-input results: a line of text, or with --json exactly one JSON line per input on stdout."""
-
-    def __init__(self, as_json: bool, quiet: bool) -> None:
-        self.as_json, self.quiet = as_json, quiet
-
-    def _emit(self, path: Path, status: str, output: Path | str, frames: int | None, objects: int | None,
-              seconds: float, error: str | None) -> None:
-        if self.as_json:
-            import json
-
-            line = json.dumps({"input": str(path), "status": status, "output": str(output), "frames": frames,
-                               "objects": objects, "seconds": round(seconds, 3), "error": error})
-            typer.echo(line)
-            sys.stdout.flush()  # one write per line: lines of torchrun processes sharing stdout stay whole
-        elif not self.quiet and status != "failed":
-            what = "skipped, finished output exists" if status == "skipped" else f"{frames} frames, {objects} objects"
-            typer.echo(f"{output}: {what} ({seconds:.1f} s)")
-
-    def ok(self, path: Path, summary: dict[str, Any], seconds: float) -> None:
-        self._emit(path, "ok", summary["output"], summary["frames"], summary["objects"], seconds, None)
-
-    def failed(self, path: Path, folder: Path, error: str, seconds: float) -> None:
-        self._emit(path, "failed", folder, None, None, seconds, error)
-
-    def skipped(self, path: Path, folder: Path) -> None:
-        from bavos.batch import read_summary
-
-        summary = read_summary(folder) or {}
-        self._emit(path, "skipped", folder, summary.get("frames"), summary.get("objects"), 0.0, None)
-
-
-def _print_table(title: str, columns: list[str], rows: list[list[str]], to_stderr: bool) -> None:
-    """A rich table on stdout (or stderr, when stdout carries JSON); the last row is the overall one."""
-    from rich.console import Console
-    from rich.table import Table
-
-    stream = sys.stderr if to_stderr else sys.stdout
-    console = Console(file=stream, width=None if stream.isatty() else 160)
-    table = Table(title=title, title_justify="left")
-    for i, col in enumerate(columns):
-        table.add_column(col, justify="left" if i == 0 else "right")
-    for i, row in enumerate(rows):
-        table.add_row(*row, end_section=i == len(rows) - 2)
-    console.print(table)
 
 
 def _split(names: str | None) -> list[str] | None:
@@ -329,7 +187,7 @@ def eval_(
     import json
 
     names = _split(sequences)
-    with _Bars(enabled=not quiet and sys.stderr.isatty()) as bars:
+    with Bars(enabled=not quiet and sys.stderr.isatty()) as bars:
         progress = _eval_progress(bars)
         if fg_ari:
             report = _instance_report(preds, gt, davis, names, progress)
@@ -342,7 +200,7 @@ def eval_(
 
         write_csv(csv, report.header, report.rows)
     if not quiet:
-        _print_table(report.title, report.shown_header, report.shown, to_stderr=json_out)
+        print_table(report.title, report.shown_header, report.shown, to_stderr=json_out)
     if json_out:
         typer.echo(json.dumps(report.payload))
     return 0
@@ -364,11 +222,11 @@ def _davis_report(preds: Path, davis: Path, protocol: str, names: list[str] | No
 
     res = evaluate_davis(preds, davis, protocol, names, max_proposals, progress=progress)
     for note in res.notes:
-        _warn(note)
+        warn(note)
     return davis_report(res)
 
 
-def _eval_progress(bars: _Bars) -> Callable[[str, int, int], None]:
+def _eval_progress(bars: Bars) -> Callable[[str, int, int], None]:
     def progress(sequence: str, done: int, total: int) -> None:
         if done == 1:
             bars.reset()
@@ -430,8 +288,8 @@ def train(
         cfg = train_config(preset, **given)
         model_cfg = ModelConfig(**{k: v for k, v in models.items() if v is not None})
     if model_cfg.backbone_weights == "none":
-        _warn("--backbone-weights none: the backbone has random weights; the correlator learns nothing useful")
-    with _TrainView(enabled=not quiet) as view:
+        warn("--backbone-weights none: the backbone has random weights; the correlator learns nothing useful")
+    with TrainView(enabled=not quiet) as view:
         result = run_training(clips, output, model_cfg, cfg, resume=resume, until=until, events=view)
     if not quiet and view.rank == 0:
         last = result["last"] or {}
@@ -455,21 +313,21 @@ def main(argv: list[str] | None = None) -> None:
     except _usage_errors() as e:
         ctx = getattr(e, "ctx", None)
         command = f"bavos {ctx.info_name} --help" if ctx is not None and ctx.parent is not None else "bavos --help"
-        _error(f"{e.format_message()} (see '{command}')")
+        error(f"{e.format_message()} (see '{command}')")
         sys.exit(2)
     except (KeyboardInterrupt, typer.Abort):
         code = 130
     except BavosError as e:
         if _debug():
             raise
-        _error(str(e))
+        error(str(e))
         sys.exit(1)
     except Exception as e:  # noqa: BLE001 - the one place that turns any failure into one line
         if _debug():
             raise
-        _error(f"internal error: {type(e).__name__}: {e} (run with BAVOS_DEBUG=1 for the traceback)")
+        error(f"internal error: {type(e).__name__}: {e} (run with BAVOS_DEBUG=1 for the traceback)")
         sys.exit(1)
     code = code if isinstance(code, int) else 0
     if code == 130:  # Ctrl-C: caught here, or turned into exit code 130 by Typer inside a command
-        _error("interrupted")
+        error("interrupted")
     sys.exit(code)

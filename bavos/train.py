@@ -221,7 +221,6 @@ def train(clips_root: str | Path, output: str | Path, model_cfg: ModelConfig, cf
         TrainError: the loss became NaN or infinite (the last good checkpoint is kept).
         BavosError: unreadable clips folder, weights, run folder conflicts, bad options.
     """
-    events = events or TrainEvents()
     shard = shard_from_env()
     if cfg.batch_size % shard.world:
         raise ConfigError(f"--batch-size {cfg.batch_size} must be divisible by the {shard.world} processes")
@@ -230,73 +229,82 @@ def train(clips_root: str | Path, output: str | Path, model_cfg: ModelConfig, cf
         torch.cuda.set_device(device)
     run = RunFolder(Path(output), writer=shard.rank == 0)
     run.check(resume)
-    configs = to_dict(model_cfg, cfg)
-    backbone = build_backbone(model_cfg.backbone, model_cfg.backbone_weights).to(device)
-    cfg.check_tokens(backbone.patch_size)
-    correlator = new_correlator(backbone.embed_dim, model_cfg, cfg).to(device)
-    optimizer, scheduler = make_optimizer(correlator, cfg)
-    start = run.restore(correlator, optimizer, scheduler, configs) if resume else 0
+    session = _Session(model_cfg, cfg, run, shard, device, events or TrainEvents())
+    start = run.restore(session.correlator, session.optimizer, session.scheduler, session.configs) if resume else 0
     stop = min(cfg.steps, until) if until is not None else cfg.steps
-    if shard.world > 1 and not dist.is_initialized():
+    owns_group = shard.world > 1 and not dist.is_initialized()
+    if owns_group:
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    cache = Path(cfg.cache) if cfg.cache else run.path / "cache"
-    data, skipped = _prepare_data(Path(clips_root), cache, cfg, shard, events)
-    run.begin(configs, data, skipped, start)
-    model: nn.Module = correlator
-    if shard.world > 1:
-        model = nn.parallel.DistributedDataParallel(correlator, device_ids=[device.index] if device.type == "cuda"
-                                                    else None)
-    events.start(start, stop, len(data), len(skipped))
-    began = time.perf_counter()
-    step, record = _loop(model, correlator, backbone, optimizer, scheduler, data, cfg, configs, run, shard, device,
-                         start, stop, events)
-    if shard.world > 1:
-        dist.barrier()
+    try:
+        cache = Path(cfg.cache) if cfg.cache else run.path / "cache"
+        data, skipped = _prepare_data(Path(clips_root), cache, cfg, shard, session.events)
+        run.begin(session.configs, data, skipped, start)
+        session.events.start(start, stop, len(data), len(skipped))
+        began = time.perf_counter()
+        step, record = session.loop(data, start, stop)
+        if shard.world > 1:
+            dist.barrier()
+    finally:
+        if owns_group:
+            dist.destroy_process_group()
     return {"step": step, "checkpoint": str(run.last), "seconds": time.perf_counter() - began, "last": record}
 
 
-def _loop(model: nn.Module, correlator: Correlator, backbone: Backbone, optimizer: torch.optim.Optimizer,
-          scheduler: torch.optim.lr_scheduler.LambdaLR, data: list[CachedClip], cfg: TrainConfig,
-          configs: dict[str, Any], run: RunFolder, shard: Shard, device: torch.device, start: int, stop: int,
-          events: TrainEvents) -> tuple[int, dict[str, Any] | None]:
-    """Steps ``start`` .. ``stop - 1``; returns (steps done, the last metrics record)."""
-    model.train()
-    batches = _loader(data, cfg, start, stop, shard, device)
-    meter, record, done = _Meter(), None, start
+class _Session:
+    """The models, optimizer and run folder of one training process."""
 
-    def save(numbered: bool) -> None:
-        path = run.save(correlator, optimizer, scheduler, configs, done, numbered)
+    def __init__(self, model_cfg: ModelConfig, cfg: TrainConfig, run: RunFolder, shard: Shard, device: torch.device,
+                 events: TrainEvents) -> None:
+        self.cfg, self.run, self.shard, self.device, self.events = cfg, run, shard, device, events
+        self.configs = to_dict(model_cfg, cfg)
+        self.backbone = build_backbone(model_cfg.backbone, model_cfg.backbone_weights).to(device)
+        cfg.check_tokens(self.backbone.patch_size)
+        self.correlator = new_correlator(self.backbone.embed_dim, model_cfg, cfg).to(device)
+        self.optimizer, self.scheduler = make_optimizer(self.correlator, cfg)
+
+    def save(self, step: int, numbered: bool) -> None:
+        path = self.run.save(self.correlator, self.optimizer, self.scheduler, self.configs, step, numbered)
         if path is not None:
-            events.checkpoint(path, done)
+            self.events.checkpoint(path, step)
 
-    try:
-        for step in range(start, stop):
-            waited = time.perf_counter()
-            frames = next(batches).to(device, non_blocking=True)
-            waited = time.perf_counter() - waited
-            seed = step_seed(cfg.seed, step, shard.rank)
-            torch.manual_seed(seed)  # dropout
-            losses = batch_losses(backbone, model, frames, cfg, torch.Generator().manual_seed(seed + 1))
-            _check_finite(losses, step, shard, run)
-            optimizer.zero_grad(set_to_none=True)
-            losses.total.backward()
-            lr = optimizer.param_groups[0]["lr"]
-            optimizer.step()
-            scheduler.step()
-            done = step + 1
-            meter.add(losses, waited)
-            record = None
-            if done % cfg.log_every == 0 or done == stop:
-                record = meter.record(done, lr, cfg.batch_size, shard, device)
-                run.log(record)
-            if done % cfg.checkpoint_every == 0 or done == stop:
-                save(numbered=done % cfg.checkpoint_every == 0 or done == cfg.steps)
-            events.step(done, record)
-    except KeyboardInterrupt:
-        if done > run.saved_step:
-            save(numbered=False)
-        raise
-    return done, record
+    def loop(self, data: list[CachedClip], start: int, stop: int) -> tuple[int, dict[str, Any] | None]:
+        """Steps ``start`` .. ``stop - 1``; returns (steps done, the last metrics record)."""
+        cfg, shard, device = self.cfg, self.shard, self.device
+        model: nn.Module = self.correlator
+        if shard.world > 1:  # only the correlator is synchronised
+            model = nn.parallel.DistributedDataParallel(self.correlator, device_ids=[device.index]
+                                                        if device.type == "cuda" else None)
+        model.train()
+        batches = _loader(data, cfg, start, stop, shard, device)
+        meter, record, done = _Meter(), None, start
+        try:
+            for step in range(start, stop):
+                waited = time.perf_counter()
+                frames = next(batches).to(device, non_blocking=True)
+                waited = time.perf_counter() - waited
+                seed = step_seed(cfg.seed, step, shard.rank)
+                torch.manual_seed(seed)  # dropout
+                losses = batch_losses(self.backbone, model, frames, cfg, torch.Generator().manual_seed(seed + 1))
+                _check_finite(losses, step, shard, self.run)
+                self.optimizer.zero_grad(set_to_none=True)
+                losses.total.backward()
+                lr = self.optimizer.param_groups[0]["lr"]
+                self.optimizer.step()
+                self.scheduler.step()
+                done = step + 1
+                meter.add(losses, waited)
+                record = None
+                if done % cfg.log_every == 0 or done == stop:
+                    record = meter.record(done, lr, cfg.batch_size, shard, device)
+                    self.run.log(record)
+                if done % cfg.checkpoint_every == 0 or done == stop:
+                    self.save(done, numbered=done % cfg.checkpoint_every == 0 or done == cfg.steps)
+                self.events.step(done, record)
+        except KeyboardInterrupt:
+            if done > self.run.saved_step:
+                self.save(done, numbered=False)
+            raise
+        return done, record
 
 
 def _check_finite(losses: Losses, step: int, shard: Shard, run: RunFolder) -> None:

@@ -185,6 +185,15 @@ def test_cli_train_then_segment_with_the_checkpoint(clips: Path, cache: Path, tm
     assert seg.code == 0, seg.err
     summary = json.loads((tmp_path / "out" / "clip0" / "summary.json").read_text())
     assert summary["config"]["ModelConfig"]["checkpoint"] == str(run / "last.pt")
+    trained = torch.load(run / "last.pt", weights_only=True)["model"]  # the same block in the release's layout
+    release = {f"temporal_transformer.0.{k}": v for k, v in trained.items()}
+    torch.save({"iteration": 2, "model_state_dict": release}, tmp_path / "release.pth")
+    seg = run_cli("segment", clips / "clip0.mp4", "-o", tmp_path / "out2", *TINY, "--backbone-weights", "none",
+                  "--checkpoint", tmp_path / "release.pth", "-q", "--no-overlay")
+    assert seg.code == 0, seg.err
+    masks = sorted((tmp_path / "out" / "clip0" / "masks").iterdir())
+    assert [m.read_bytes() for m in masks] == [m.read_bytes() for m in sorted((tmp_path / "out2" / "clip0" /
+                                                                               "masks").iterdir())]
     again = run_cli("train", clips, "-o", run, *TRAIN_ARGS)
     assert again.code == 1 and "already holds a training run; continue it with --resume" in again.err
     resumed = run_cli("train", clips, "-o", run, "--resume", "--steps", "3")
@@ -234,3 +243,15 @@ def test_two_process_torchrun_on_cpu(clips: Path, cache: Path, tmp_path: Path) -
     state = torch.load(run / "last.pt", weights_only=True)
     assert state["step"] == 3 and not any(k.startswith("module.") for k in state["model"])
     load_correlator(run / "last.pt", dim=32)
+
+
+def test_a_step_under_bf16_autocast(clips: Path, cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What CUDA runs (bf16 autocast), emulated with CPU autocast: dtypes mix, losses stay finite, grads float32."""
+    monkeypatch.setattr(train_mod, "_autocast", lambda device: torch.autocast("cpu", dtype=torch.bfloat16))
+    cfg = _cfg(cache)
+    backbone = build_backbone("bavos_test_vit", "none")
+    model = new_correlator(32, MODEL, cfg).train()
+    losses = batch_losses(backbone, model, _fixed_batch(clips, cache, cfg), cfg, torch.Generator().manual_seed(1))
+    losses.total.backward()
+    assert torch.isfinite(losses.total) and losses.total.dtype == torch.float32
+    assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in model.parameters())

@@ -39,11 +39,14 @@ def sym_kl(p: Tensor, q: Tensor, log_p: Tensor | None = None, log_q: Tensor | No
         log_p, log_q: their ``safe_log`` if already computed.
 
     Returns:
-        (n, m) with ``D[i, j] = sum_c (p_ic - q_jc) (log p_ic - log q_jc)``.
+        (n, m) with ``D[i, j] = sum_c (p_ic - q_jc) (log p_ic - log q_jc)``; exactly symmetric when ``q is p``.
     """
     log_p = safe_log(p) if log_p is None else log_p
-    log_q = safe_log(q) if log_q is None else log_q
     self_p = (p * log_p).sum(-1)  # (n,)
+    if q is p:  # distances within one set: log_p @ p.T is the transpose of p @ log_p.T, one product suffices
+        cross = p @ log_p.T  # (n, n)
+        return self_p[:, None] + self_p[None, :] - cross - cross.T
+    log_q = safe_log(q) if log_q is None else log_q
     self_q = (q * log_q).sum(-1)  # (m,)
     return self_p[:, None] + self_q[None, :] - p @ log_q.T - log_p @ q.T
 

@@ -2,7 +2,9 @@
 
 Three streaming passes over the video: (1) decode and run the backbone, keeping only per-frame queries and the
 key frames' keys; (2) cluster the attention window by window; (3) decode again and write each frame's mask and
-overlay frame. Full-size frames are never all held in memory.
+overlay frame. Full-size frames are never all held in memory. Per-frame queries and the key-frame candidates'
+keys wait in host memory; on a GPU the device holds the chosen key set and one window's queries at a time, so
+its memory does not grow with the video's length beyond the key set.
 """
 
 from __future__ import annotations
@@ -87,8 +89,8 @@ class Tokens:
     """Per-frame attention inputs of a video.
 
     Attributes:
-        q: (T, heads, N, d) float32 queries of every processed frame.
-        k: (K, heads, N, d) float32 keys of the key frames.
+        q: (T, heads, N, d) float32 queries of every processed frame, in host memory (moved per window).
+        k: (K, heads, N, d) float32 keys of the key frames, on the models' device.
         grid: patch grid (h, w), N = h * w.
         processed: decoded index of each processed frame.
         decoded: number of decoded frames.
@@ -138,10 +140,10 @@ class _TokenCollector:
             q, k = models.correlator.query_key(out.keys.float())  # (B, heads, N, d) each
         else:
             q, k = out.q, out.k
-        self.q.append(q.float())
+        self.q.append(q.float().cpu())  # host memory: the device holds only a window's queries at a time
         for i in range(len(images)):
             if (self.count + i) % self.cfg.key_ratio == 0:
-                self.k.append(k[i].float())
+                self.k.append(k[i].float().cpu())
         self.count += len(images)
         if models.device.type == "cuda":
             torch.cuda.synchronize(models.device)
@@ -177,7 +179,7 @@ def extract_tokens(source: VideoSource, models: Models, cfg: SegmentConfig, prog
     patch = models.backbone.patch_size
     grid = (cfg.resolution[0] // patch, cfg.resolution[1] // patch)
     timings = {"backbone": collector.seconds, "decode": time.perf_counter() - start - collector.seconds}
-    k = torch.stack([collector.k[i // cfg.key_ratio] for i in keys])  # collector.k[j] is frame j * key_ratio
+    k = torch.stack([collector.k[i // cfg.key_ratio] for i in keys]).to(models.device)  # k[j]: frame j * ratio
     return Tokens(torch.cat(collector.q), k, grid, processed, decoded, timings)
 
 

@@ -122,3 +122,10 @@ def test_float32_matches_float64_on_separated_data() -> None:
     a64 = cluster_attention(torch.from_numpy(attn)).labels
     a32 = cluster_attention(torch.from_numpy(attn).float()).labels
     assert same_partition(a64, a32)
+
+
+def test_self_distances_use_one_product_and_are_symmetric() -> None:
+    p = torch.rand(50, 30, dtype=torch.float64, generator=torch.Generator().manual_seed(4)).softmax(-1)
+    d = sym_kl(p, p)
+    assert torch.equal(d, d.T)
+    torch.testing.assert_close(d, sym_kl(p, p.clone()), rtol=0, atol=1e-12)

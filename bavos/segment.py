@@ -140,10 +140,12 @@ class _TokenCollector:
             q, k = models.correlator.query_key(out.keys.float())  # (B, heads, N, d) each
         else:
             q, k = out.q, out.k
-        self.q.append(q.float().cpu())  # host memory: the device holds only a window's queries at a time
+        # Compact copies in host memory: views would keep the whole batch's q, k and v alive, and the device holds
+        # only the key set and one window's queries at a time.
+        self.q.append(q.to("cpu", torch.float32, copy=True))
         for i in range(len(images)):
             if (self.count + i) % self.cfg.key_ratio == 0:
-                self.k.append(k[i].float().cpu())
+                self.k.append(k[i].to("cpu", torch.float32, copy=True))
         self.count += len(images)
         if models.device.type == "cuda":
             torch.cuda.synchronize(models.device)

@@ -19,6 +19,24 @@ NORMALIZATION: dict[str, tuple[tuple[float, float, float], tuple[float, float, f
 }
 
 
+def _raise_first(checks: list[tuple[bool, str]]) -> None:
+    """Raise ConfigError with the message of the first failed (ok, message) check."""
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
+
+
+def _device_checks(device: str, normalization: str) -> list[tuple[bool, str]]:
+    return [(device in ("auto", "cpu", "cuda"), f"--device must be auto, cpu or cuda, got {device}"),
+            (normalization in NORMALIZATION, f"--normalization must be kinetics or imagenet, got {normalization}")]
+
+
+def _check_resolution(resolution: tuple[int, int], patch: int) -> None:
+    h, w = resolution
+    if h % patch or w % patch:
+        raise ConfigError(f"--resolution {h} {w} must be a multiple of the patch size {patch} in both sides")
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Which networks to build and where their weights come from."""
@@ -85,19 +103,12 @@ class SegmentConfig:
             (self.fps > 0, f"--fps must be positive, got {self.fps}"),
             (0.0 <= self.overlay_alpha <= 1.0, f"overlay alpha must be in [0, 1], got {self.overlay_alpha}"),
             (self.upsample in ("bilinear", "nearest"), f"--upsample must be bilinear or nearest, got {self.upsample}"),
-            (self.device in ("auto", "cpu", "cuda"), f"--device must be auto, cpu or cuda, got {self.device}"),
-            (self.normalization in NORMALIZATION,
-             f"--normalization must be kinetics or imagenet, got {self.normalization}"),
         ]
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(message)
+        _raise_first(checks + _device_checks(self.device, self.normalization))
 
     def check_patch(self, patch: int) -> None:
         """Raise ConfigError unless the resolution is a multiple of the backbone's patch size."""
-        h, w = self.resolution
-        if h % patch or w % patch:
-            raise ConfigError(f"--resolution {h} {w} must be a multiple of the patch size {patch} in both sides")
+        _check_resolution(self.resolution, patch)
 
 
 # The two known training settings (METHOD.md 3.7): the released script, and the paper's as reported in issue #1.
@@ -186,19 +197,13 @@ class TrainConfig:
             (self.workers >= 0, f"--workers must be 0 or more, got {self.workers}"),
             (self.loss_attention in ("dropped", "clean"), f"--loss-attention must be dropped or clean, "
                                                           f"got {self.loss_attention}"),
-            (self.device in ("auto", "cpu", "cuda"), f"--device must be auto, cpu or cuda, got {self.device}"),
-            (self.normalization in NORMALIZATION,
-             f"--normalization must be kinetics or imagenet, got {self.normalization}"),
         ]
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(message)
+        _raise_first(checks + _device_checks(self.device, self.normalization))
 
     def check_tokens(self, patch: int) -> None:
         """Raise ConfigError unless the resolution fits the patch size and each frame has enough patches."""
+        _check_resolution(self.resolution, patch)
         h, w = self.resolution
-        if h % patch or w % patch:
-            raise ConfigError(f"--resolution {h} {w} must be a multiple of the patch size {patch} in both sides")
         n = (h // patch) * (w // patch)
         need = max(self.semantic_pos, self.semantic_neg, self.motion_pos, self.motion_neg, self.points)
         if n < need:

@@ -30,6 +30,7 @@ from torch import Tensor
 from torch.utils.data import Dataset, Sampler
 
 from bavos.errors import InputError
+from bavos.files import atomic_path, write_json
 from bavos.video import FRAME_EXTENSIONS, VideoSource
 
 VIDEO_EXTENSIONS = {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".mts", ".m2ts",
@@ -105,32 +106,23 @@ def _resize(image: np.ndarray, resolution: tuple[int, int]) -> np.ndarray:
     return x[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()  # (h, w, 3)
 
 
-def _write_json(path: Path, payload: dict[str, object]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(payload))
-    tmp.replace(path)
-
-
 def _decode(clip: Path, base: Path, resolution: tuple[int, int], min_frames: int) -> CachedClip | Skipped:
     """Decode ``clip`` into ``base``.u8 + ``base``.json, or record why it is skipped in ``base``.skip.json."""
-    tmp = base.with_name(f".{base.name}.{os.getpid()}.u8.tmp")
+    data = base.with_name(base.name + ".u8")
     count = 0
     try:
-        with open(tmp, "wb") as out:
+        with atomic_path(data) as tmp, open(tmp, "wb") as out:
             for frame in VideoSource(clip).frames():
                 out.write(_resize(frame.image, resolution).tobytes())
                 count += 1
-        if count < min_frames:
-            raise InputError(f"too short ({count} frame{'s' if count != 1 else ''}, training needs {min_frames})")
+            if count < min_frames:
+                raise InputError(f"too short ({count} frame{'s' if count != 1 else ''}, training needs {min_frames})")
     except InputError as e:
-        tmp.unlink(missing_ok=True)
         reason = str(e).removeprefix(f"{clip}: ")
-        _write_json(base.with_name(base.name + ".skip.json"), {"source": str(clip), "reason": reason})
+        write_json(base.with_name(base.name + ".skip.json"), {"source": str(clip), "reason": reason})
         return Skipped(str(clip), reason)
-    data = base.with_name(base.name + ".u8")
-    tmp.replace(data)
     h, w = resolution
-    _write_json(base.with_name(base.name + ".json"), {"source": str(clip), "frames": count, "height": h, "width": w})
+    write_json(base.with_name(base.name + ".json"), {"source": str(clip), "frames": count, "height": h, "width": w})
     return CachedClip(str(clip), data, count, h, w)
 
 

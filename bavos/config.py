@@ -211,6 +211,11 @@ class TrainConfig:
                               "(raise the resolution or lower the positive/negative counts)")
 
 
+def _tuples(values: dict[str, Any]) -> dict[str, Any]:
+    """Lists (from JSON or a checkpoint) back to the tuples the dataclasses hold."""
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+
+
 def train_config(preset: str | None = None, saved: dict[str, Any] | None = None, **given: Any) -> TrainConfig:
     """Resolve a TrainConfig: defaults, then the preset (or a resumed run's saved values), then given options.
 
@@ -220,13 +225,13 @@ def train_config(preset: str | None = None, saved: dict[str, Any] | None = None,
     Raises:
         ConfigError: an unknown preset, or a given option that differs from the resumed run's.
     """
-    given = {k: tuple(v) if isinstance(v, list) else v for k, v in given.items() if v is not None}
+    given = _tuples({k: v for k, v in given.items() if v is not None})
     if saved is None:
         preset = preset or "release"
         if preset not in PRESETS:
             raise ConfigError(f"--preset must be release or paper, got {preset}")
         return TrainConfig(**{"preset": preset, **PRESETS[preset], **given})
-    values = {k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()}
+    values = _tuples(saved)
     if preset is not None and preset != values["preset"]:
         raise ConfigError(f"--resume: the run was trained with --preset {values['preset']}, not {preset}")
     for key, value in given.items():

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from bavos.backbone import check_state_keys
 from bavos.errors import CheckpointError
+from bavos.files import atomic_path
 
 RELEASE_PREFIX = "temporal_transformer.0."
 
@@ -126,13 +127,12 @@ class Correlator(nn.Module):
 
 
 def save_checkpoint(path: Path, model: Correlator, config: dict[str, Any], **extra: Any) -> None:
-    """Write a bavos checkpoint atomically (temporary name, then rename)."""
+    """Write a bavos checkpoint atomically (temporary name, then rename); OutputError if it cannot be written."""
     from bavos import __version__
 
     payload = {"model": model.state_dict(), "config": config, "version": __version__, **extra}
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
 
 
 def read_checkpoint(path: Path) -> dict[str, Any]:

@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image
 
 from bavos.errors import EvalError
+from bavos.files import atomic_path
 from bavos.metrics import (
     VOID,
     fg_ari,
@@ -283,21 +284,14 @@ def evaluate_instances(preds: Path, gt: Path, sequences: Sequence[str] | None = 
 def write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
     """Write a CSV file atomically (a temporary name in the same folder, then a rename)."""
     import csv
-    import os
 
     path = Path(path)
     if not path.parent.is_dir():
         raise EvalError(f"cannot write {path}: folder {path.parent} does not exist")
-    tmp = path.with_name(f".{path.name}.bavos-tmp-{os.getpid()}")
-    try:
-        with open(tmp, "w", newline="") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(header)
-            writer.writerows(rows)
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise EvalError(f"cannot write {path}: {exc.strerror or exc}") from exc
+    with atomic_path(path, EvalError) as tmp, open(tmp, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(header)
+        writer.writerows(rows)
 
 
 def davis_rows(result: DavisResult) -> tuple[list[str], list[list[object]]]:

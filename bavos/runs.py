@@ -9,7 +9,6 @@ Only the writer (process 0) writes; every process reads. Checkpoints are bavos c
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ from bavos.clips import CachedClip, Skipped
 from bavos.config import RUNTIME_FIELDS
 from bavos.correlator import read_checkpoint, save_checkpoint
 from bavos.errors import CheckpointError, ConfigError, OutputError
+from bavos.files import atomic_path, write_json
 
 LAST = "last.pt"
 METRICS = "metrics.jsonl"
@@ -84,24 +84,26 @@ class RunFolder:
         """Write config.json and data.json; keep only the metrics lines of steps up to ``start``."""
         if not self.writer:
             return
-        _write_json(self.path / "config.json", configs)
-        _write_json(self.path / "data.json", {
+        write_json(self.path / "config.json", configs, indent=2)
+        write_json(self.path / "data.json", {
             "clips": len(data), "frames": sum(c.frames for c in data), "skipped": len(skipped),
             "used": [{"source": c.source, "frames": c.frames} for c in data],
-            "skipped_clips": [{"source": s.source, "reason": s.reason} for s in skipped]})
+            "skipped_clips": [{"source": s.source, "reason": s.reason} for s in skipped]}, indent=2)
         kept = []
         if start and self.metrics.is_file():
             kept = [line for line in self.metrics.read_text().splitlines()
                     if line.strip() and json.loads(line)["step"] <= start]
-        tmp = self.metrics.with_name(f".{METRICS}.tmp")
-        tmp.write_text("".join(line + "\n" for line in kept))
-        tmp.replace(self.metrics)
+        with atomic_path(self.metrics) as tmp:
+            tmp.write_text("".join(line + "\n" for line in kept))
 
     def log(self, record: dict[str, Any]) -> None:
         """Append one line to metrics.jsonl."""
         if self.writer:
-            with open(self.metrics, "a") as f:
-                f.write(json.dumps(record) + "\n")
+            try:
+                with open(self.metrics, "a") as f:
+                    f.write(json.dumps(record) + "\n")
+            except OSError as e:
+                raise OutputError(f"cannot write {self.metrics}: {e.strerror or e}") from e
 
     def save(self, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, configs: dict[str, Any],
              step: int, numbered: bool) -> Path | None:
@@ -111,17 +113,8 @@ class RunFolder:
             return None
         extra = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "step": step,
                  "seed": configs["TrainConfig"]["seed"]}
-        try:
-            if numbered:
-                save_checkpoint(self.path / f"step-{step:07d}.pt", model, configs, **extra)
-            save_checkpoint(self.last, model, configs, **extra)
-        except OSError as e:
-            raise OutputError(f"{self.path}: cannot write the checkpoint ({e.strerror or e})") from e
+        if numbered:
+            save_checkpoint(self.path / f"step-{step:07d}.pt", model, configs, **extra)
+        save_checkpoint(self.last, model, configs, **extra)
         self.saved_step = step
         return self.last
-
-
-def _write_json(path: Path, payload: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n")
-    tmp.replace(path)

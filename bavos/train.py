@@ -87,6 +87,7 @@ class _Cosine:
 
 
 def _autocast(device: torch.device) -> Any:
+    # bf16 only (unlike segment's inference autocast): fp16 gradients would need loss scaling.
     return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
 
 
@@ -197,8 +198,9 @@ def _prepare_data(clips_root: Path, cache: Path, cfg: TrainConfig, shard: Shard,
     return usable, skipped
 
 
-def _loader(data: list[CachedClip], cfg: TrainConfig, start: int, stop: int, shard: Shard,
-            device: torch.device) -> Iterator[Tensor]:
+def make_loader(data: list[CachedClip], cfg: TrainConfig, start: int, stop: int, shard: Shard,
+                device: torch.device) -> Iterator[Tensor]:
+    """Batches of (clips per process, T, H, W, 3) uint8 frames for steps ``start`` .. ``stop - 1``."""
     samples = ClipSamples(data, cfg.frames, cfg.gap, cfg.seed)
     batches = StepBatches(start, stop, cfg.batch_size, shard.rank, shard.world)
     loader = DataLoader(samples, batch_sampler=batches, num_workers=cfg.workers, pin_memory=device.type == "cuda",
@@ -275,7 +277,7 @@ class _Session:
             model = nn.parallel.DistributedDataParallel(self.correlator, device_ids=[device.index]
                                                         if device.type == "cuda" else None)
         model.train()
-        batches = _loader(data, cfg, start, stop, shard, device)
+        batches = make_loader(data, cfg, start, stop, shard, device)
         meter, record, done = _Meter(), None, start
         try:
             for step in range(start, stop):

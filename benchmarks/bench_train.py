@@ -40,10 +40,11 @@ def main() -> None:
     import torch
 
     from bavos.backbone import build_backbone
-    from bavos.clips import ClipSamples, cache_clips
+    from bavos.batch import Shard
+    from bavos.clips import cache_clips
     from bavos.config import ModelConfig, train_config
     from bavos.segment import resolve_device
-    from bavos.train import _loader, batch_losses, make_optimizer, new_correlator, step_seed
+    from bavos.train import batch_losses, make_loader, make_optimizer, new_correlator, step_seed
 
     device = resolve_device(args.device)
     cfg = train_config(resolution=tuple(args.resolution), batch_size=args.batch_size, workers=args.workers,
@@ -59,7 +60,7 @@ def main() -> None:
             clips.append(Path(tmp) / f"c{i}.mp4")
             write_clip(clips[-1], 24 + 4 * i)
         data = cache_clips(clips, Path(tmp) / "cache", cfg.resolution, cfg.frames, cfg.workers)
-        loader = _loader(data, cfg, 0, 10 * (args.steps + 1), _Shard(), device)
+        loader = make_loader(data, cfg, 0, 10 * (args.steps + 1), Shard(), device)
         batch = next(loader).to(device)
         sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
@@ -96,7 +97,6 @@ def main() -> None:
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         t = {"data": timed(load), "backbone": timed(backbone_only), "forward": timed(forward), "step": timed(step)}
-        _ = ClipSamples  # the loader's dataset
 
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"device {device}, {args.backbone} (random weights), {args.resolution[0]}x{args.resolution[1]}, "
@@ -109,10 +109,6 @@ def main() -> None:
     if device.type == "cuda":
         print(f"; peak CUDA memory allocated: {torch.cuda.max_memory_allocated(device) / 2**20:.0f} MB", end="")
     print()
-
-
-class _Shard:
-    rank, world, local_rank = 0, 1, None
 
 
 if __name__ == "__main__":

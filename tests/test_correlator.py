@@ -43,7 +43,7 @@ def test_bavos_checkpoint_roundtrip(tmp_path: Path) -> None:
     loaded = load_correlator(tmp_path / "c.pt", dim=32)
     for key, value in model.state_dict().items():
         torch.testing.assert_close(loaded.state_dict()[key], value)
-    assert not list(tmp_path.glob(".*tmp"))
+    assert not list(tmp_path.glob(".*"))  # no temporary file left
 
 
 def test_release_layout_loads(tmp_path: Path) -> None:

@@ -1,0 +1,41 @@
+"""Atomic file writes: a temporary name beside the target, renamed over it only when complete.
+
+A reader never sees a half-written file; on any failure the temporary file is removed and an OSError becomes
+one clear BavosError naming the file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from bavos.errors import BavosError, OutputError
+
+
+@contextmanager
+def atomic_path(path: Path, error: type[BavosError] = OutputError) -> Iterator[Path]:
+    """Yield a temporary path to write; on success it replaces ``path``, on failure it is removed.
+
+    Raises:
+        error: an OSError while writing or renaming, as "cannot write PATH: reason".
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.bavos-tmp-{os.getpid()}-{threading.get_ident()}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except OSError as e:
+        raise error(f"cannot write {path}: {e.strerror or e}") from e
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_json(path: Path, payload: Any, indent: int | None = None) -> None:
+    """Write ``payload`` as JSON atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(payload, indent=indent) + "\n")

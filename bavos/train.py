@@ -176,10 +176,9 @@ class _Meter:
         return rec
 
 
-def _prepare_data(clips_root: Path, cache: Path, cfg: TrainConfig, shard: Shard,
+def _prepare_data(clips_root: Path, clips: list[Path], cache: Path, cfg: TrainConfig, shard: Shard,
                   events: TrainEvents) -> tuple[list[CachedClip], list[Skipped]]:
     """Decode every clip once into the cache (each process its share first), then list the usable ones."""
-    clips = find_clips(clips_root)
 
     def progress(done: int, total: int) -> None:
         events.stage("decode", done, total)
@@ -230,16 +229,23 @@ def train(clips_root: str | Path, output: str | Path, model_cfg: ModelConfig, cf
     if device.type == "cuda":
         torch.cuda.set_device(device)
     run = RunFolder(Path(output), writer=shard.rank == 0)
+    created = not run.path.exists()
     run.check(resume)
-    session = _Session(model_cfg, cfg, run, shard, device, events or TrainEvents())
-    start = run.restore(session.correlator, session.optimizer, session.scheduler, session.configs) if resume else 0
+    try:
+        clips = find_clips(Path(clips_root))
+        session = _Session(model_cfg, cfg, run, shard, device, events or TrainEvents())
+        start = run.restore(session.correlator, session.optimizer, session.scheduler, session.configs) if resume else 0
+    except BaseException:
+        if created and run.writer and not any(run.path.iterdir()):
+            run.path.rmdir()  # a run that could not start leaves no empty folder behind
+        raise
     stop = min(cfg.steps, until) if until is not None else cfg.steps
     owns_group = shard.world > 1 and not dist.is_initialized()
     if owns_group:
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     try:
         cache = Path(cfg.cache) if cfg.cache else run.path / "cache"
-        data, skipped = _prepare_data(Path(clips_root), cache, cfg, shard, session.events)
+        data, skipped = _prepare_data(Path(clips_root), clips, cache, cfg, shard, session.events)
         run.begin(session.configs, data, skipped, start)
         session.events.start(start, stop, len(data), len(skipped))
         began = time.perf_counter()

@@ -215,6 +215,7 @@ def test_cli_errors_are_one_line(tmp_path: Path, run_cli, monkeypatch: pytest.Mo
     assert res.code == 1 and res.err.strip().splitlines()[-1] == (
         f"bavos: error: {empty}: holds no videos (.3gp, .avi, .flv, .gif, .m2ts, .m4v, .mkv, .mov, .mp4, .mpeg, "
         ".mpg, .mts, .ogv, .ts, .webm, .wmv) and no folders of frames")
+    assert not (tmp_path / "run").exists()  # a run that could not start leaves no folder
     res = run_cli("train", empty, "-o", tmp_path / "none", "--resume")
     assert res.code == 1 and "nothing to resume (last.pt not found)" in res.err
     bad = tmp_path / "bad"

@@ -49,16 +49,20 @@ def window_attention(q: Tensor, k: Tensor, scale: float, budget_bytes: int = DEF
     """
     dtype = torch.promote_types(q.dtype, torch.float32)
     w, heads, n, _ = q.shape
-    queries = rearrange(q.to(dtype), "w h n d -> h (w n) d")  # (heads, w*N, d)
+    queries = rearrange(q.to(dtype) * scale, "w h n d -> h (w n) d")  # (heads, w*N, d), scale folded in
     keys = rearrange(k.to(dtype), "k h n d -> h (k n) d")  # (heads, K*N, d)
     m = keys.shape[1]
     out = torch.zeros(w * n, m, dtype=dtype, device=q.device)  # (w*N, K*N)
     rows = max(1, budget_bytes // (m * out.element_size()))
+    logits = out.new_empty(min(rows, w * n), m)  # one buffer for every head and block: no allocation per head
     for start in range(0, w * n, rows):
         block = out[start : start + rows]
-        for h in range(heads):
-            block += torch.softmax(queries[h, start : start + rows] @ keys[h].T * scale, dim=-1)
-        block /= heads
+        buf = logits[: block.shape[0]]
+        for h in range(heads):  # softmax in place, each head's probabilities added with weight 1 / heads
+            torch.mm(queries[h, start : start + rows], keys[h].T, out=buf)
+            buf -= buf.amax(1, keepdim=True)
+            buf.exp_()
+            block.addcdiv_(buf, buf.sum(1, keepdim=True), value=1 / heads)
     return out.reshape(w, n, m)  # (w, N, K*N)
 
 

@@ -27,7 +27,12 @@ PROB_FLOOR = 1e-30
 
 def safe_log(p: Tensor) -> Tensor:
     """log of probabilities clamped at PROB_FLOOR (no -inf, so no NaN distances)."""
-    return p.clamp_min(PROB_FLOOR).log()
+    return p.clamp_min(PROB_FLOOR).log_()
+
+
+def _row_dot(a: Tensor, b: Tensor) -> Tensor:
+    """(n,) dot products of matching rows of two (n, M) tensors, without an (n, M) temporary."""
+    return torch.einsum("nm,nm->n", a, b)
 
 
 def sym_kl(p: Tensor, q: Tensor, log_p: Tensor | None = None, log_q: Tensor | None = None) -> Tensor:
@@ -42,40 +47,50 @@ def sym_kl(p: Tensor, q: Tensor, log_p: Tensor | None = None, log_q: Tensor | No
         (n, m) with ``D[i, j] = sum_c (p_ic - q_jc) (log p_ic - log q_jc)``; exactly symmetric when ``q is p``.
     """
     log_p = safe_log(p) if log_p is None else log_p
-    self_p = (p * log_p).sum(-1)  # (n,)
+    self_p = _row_dot(p, log_p)  # (n,)
     if q is p:  # distances within one set: log_p @ p.T is the transpose of p @ log_p.T, one product suffices
         cross = p @ log_p.T  # (n, n)
         return self_p[:, None] + self_p[None, :] - cross - cross.T
     log_q = safe_log(q) if log_q is None else log_q
-    self_q = (q * log_q).sum(-1)  # (m,)
+    self_q = _row_dot(q, log_q)  # (m,)
     return self_p[:, None] + self_q[None, :] - p @ log_q.T - log_p @ q.T
 
 
-def greedy_leaders(close: np.ndarray) -> np.ndarray:
+LEADER_BLOCK = 64
+
+
+def greedy_leaders(close_rows: Callable[[np.ndarray], np.ndarray], n: int, block: int = LEADER_BLOCK) -> np.ndarray:
     """Greedy leader grouping in index order.
 
     Each still-unassigned row ``i`` (in order) leads a group made of itself and every unassigned ``j`` with
-    ``close[i, j]``; the group is then assigned.
+    ``close[i, j]``; the group is then assigned. Only the rows of candidate leaders are asked for, ``block`` at a
+    time (the next unassigned indices): usually a few groups take most rows, so far fewer than ``n`` rows are
+    computed, and a device that computes them is synchronised once per block, not once per row.
 
     Args:
-        close: (n, n) bool, ``close[i, j]`` when ``D[i, j] <= tau``.
+        close_rows: maps (b,) row indices to their (b, n) bool rows of ``close`` (``close[i, j]``: D[i, j] <= tau).
+        n: number of rows.
+        block: candidate rows asked for at once.
 
     Returns:
         (n,) int64 group ids, numbered in order of their leaders.
     """
-    n = close.shape[0]
     labels = np.full(n, -1, dtype=np.int64)
     unassigned = np.ones(n, dtype=bool)
     group_id = 0
-    for i in range(n):
-        if not unassigned[i]:
-            continue
-        group = close[i] & unassigned
-        group[i] = True
-        labels[group] = group_id
-        unassigned &= ~group
-        group_id += 1
-    return labels
+    while True:
+        candidates = np.flatnonzero(unassigned)[:block]
+        if not len(candidates):
+            return labels
+        close = close_rows(candidates)
+        for row, i in zip(close, candidates, strict=True):
+            if not unassigned[i]:  # taken by a leader earlier in this block
+                continue
+            group = row & unassigned
+            group[i] = True
+            labels[group] = group_id
+            unassigned &= ~group
+            group_id += 1
 
 
 def group_means(x: Tensor, labels: np.ndarray) -> Tensor:
@@ -90,8 +105,12 @@ def group_means(x: Tensor, labels: np.ndarray) -> Tensor:
 def _leader_merge(x: Tensor, tau: float) -> tuple[Tensor, np.ndarray]:
     """One greedy leader pass over the rows of ``x`` (n, M): (centroids (k, M), labels (n,))."""
     log_x = safe_log(x)
-    close = (sym_kl(x, x, log_x, log_x) <= tau).cpu().numpy()
-    labels = greedy_leaders(close)
+
+    def close_rows(index: np.ndarray) -> np.ndarray:
+        rows = torch.as_tensor(index, device=x.device)
+        return (sym_kl(x[rows], x, log_x[rows], log_x) <= tau).cpu().numpy()
+
+    labels = greedy_leaders(close_rows, x.shape[0])
     return group_means(x, labels), labels
 
 
@@ -108,7 +127,9 @@ def cluster_window(rows: Tensor, tau: float) -> Tensor:
     close = sym_kl(rows, rows, log_rows, log_rows) <= tau  # (n, n)
     close.fill_diagonal_(True)
     adjacency = close.to(rows.dtype)
-    smooth = (adjacency @ rows) / adjacency.sum(1, keepdim=True)  # (n, M) mean of each row's neighbours
+    del close, log_rows
+    smooth = (adjacency @ rows).div_(adjacency.sum(1, keepdim=True))  # (n, M) mean of each row's neighbours
+    del adjacency
     centroids, _ = _leader_merge(smooth, tau)
     return centroids
 

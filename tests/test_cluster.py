@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 import torch
-from reference_cluster import jeffreys, reference_partition, same_partition
+from reference_cluster import jeffreys, leader_groups, reference_partition, same_partition
 
 from bavos.cluster import (
     PROB_FLOOR,
@@ -74,7 +74,27 @@ def test_greedy_leaders_follow_index_order() -> None:
         [1, 0, 1, 1],
     ], dtype=bool)
     # leader 0 takes {0, 1, 3}; 2 is left and leads its own group (radius around the leader, not a chain)
-    assert greedy_leaders(close).tolist() == [0, 0, 1, 0]
+    for block in (1, 2, 64):
+        assert greedy_leaders(lambda i: close[i], 4, block).tolist() == [0, 0, 1, 0]
+
+
+@pytest.mark.parametrize("block", [1, 3, 64])
+@pytest.mark.parametrize("tau", [0.05, 1.0, 4.0])
+def test_leader_pass_asks_only_for_candidate_rows(block: int, tau: float) -> None:
+    rows = structured_attention(1, 60, 12, 5, seed=9)[0]  # (60, 12)
+    asked: list[int] = []
+
+    def close_rows(index: np.ndarray) -> np.ndarray:
+        asked.extend(index.tolist())
+        return np.array([[jeffreys(rows[i], r) <= tau for r in rows] for i in index])
+
+    labels = greedy_leaders(close_rows, len(rows), block)
+    groups = leader_groups(list(rows), tau)
+    assert [np.flatnonzero(labels == g).tolist() for g in range(labels.max() + 1)] == groups
+    leaders = [g[0] for g in groups]
+    assert len(asked) == len(set(asked)) and set(leaders) <= set(asked)  # no row twice, every leader's row
+    if block == 1:
+        assert asked == leaders  # one at a time: the leaders' rows only
 
 
 def test_merge_closest_merges_nearest_pairs_first() -> None:

@@ -67,6 +67,9 @@ def segment(
     key_ratio: Annotated[int, typer.Option(help="Every r-th processed frame is a key frame.")] = 10,
     max_key_frames: Annotated[int, typer.Option(
         help="At most this many key frames, spread over the video (0 = no limit); for long videos.")] = 0,
+    attention_cache: Annotated[int, typer.Option(
+        help="MB of attention rows kept from the clustering's first pass for its second (0 = compute again).",
+        metavar="MB")] = 0,
     tau: Annotated[float, typer.Option(help="Symmetric-KL merge threshold.")] = 1.0,
     window: Annotated[int, typer.Option(help="Frames per level-1 clustering window.")] = 3,
     level: Annotated[int | None, typer.Option(
@@ -77,6 +80,8 @@ def segment(
     stride: Annotated[int, typer.Option(
         help="Feed every k-th frame to the model; other frames take the nearest processed frame's labels.")] = 1,
     device: Annotated[str, typer.Option(help="'auto', 'cpu' or 'cuda' (bf16/fp16 autocast on CUDA).")] = "auto",
+    precision: Annotated[str, typer.Option(
+        help="Backbone precision: 'auto' (bf16/fp16 autocast on CUDA) or 'float32'.")] = "auto",
     normalization: Annotated[str, typer.Option(
         help="'kinetics' (as released for inference) or 'imagenet'.")] = "kinetics",
     batch_size: Annotated[int, typer.Option(help="Frames per backbone batch.")] = 8,
@@ -95,10 +100,11 @@ def segment(
     """Segment every object of each input into OUTPUT/<name>/: masks/*.png, overlay.mp4, summary.json."""
     model_cfg = ModelConfig(backbone=backbone, backbone_weights=backbone_weights,
                             checkpoint=str(checkpoint) if checkpoint else None)
-    cfg = SegmentConfig(resolution=tuple(resolution), key_ratio=key_ratio, max_key_frames=max_key_frames, tau=tau,
-                        window=window, level=level, max_objects=max_objects, upsample=upsample, stride=stride,
-                        device=device, normalization=normalization, batch_size=batch_size, fps=fps, overlay=overlay,
-                        save_hierarchy=hierarchy)
+    cfg = SegmentConfig(resolution=tuple(resolution), key_ratio=key_ratio, max_key_frames=max_key_frames,
+                        attention_cache_mb=attention_cache, tau=tau, window=window, level=level,
+                        max_objects=max_objects, upsample=upsample, stride=stride, device=device,
+                        precision=precision, normalization=normalization, batch_size=batch_size, fps=fps,
+                        overlay=overlay, save_hierarchy=hierarchy)
     if backbone_weights == "none":
         warn("--backbone-weights none: the backbone has random weights; masks are meaningless (tests, benchmarks)")
     from bavos.batch import plan_outputs, prepare_output, shard_from_env

@@ -61,6 +61,9 @@ class SegmentConfig:
     key_ratio: int = 10
     # At most this many key frames, spread evenly over the video (0 = no limit): bounds time and memory per frame.
     max_key_frames: int = 0
+    # MB of attention rows kept from the clustering's first pass for its second (0: computed again); GPU memory on
+    # CUDA, host memory on CPU. Trades memory for time; the results are the same.
+    attention_cache_mb: int = 0
     # Symmetric-KL merge threshold of the hierarchical clustering (METHOD.md 2.6).
     tau: float = 1.0
     # Frames per level-1 clustering window (METHOD.md 2.6, ts = 3).
@@ -77,6 +80,9 @@ class SegmentConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     # Input normalisation statistics: "kinetics" (the release's inference) or "imagenet" (its training).
     normalization: Literal["kinetics", "imagenet"] = "kinetics"
+    # Backbone precision: "auto" (bf16, else fp16, autocast on CUDA; float32 on a CPU) or "float32" everywhere.
+    # Attention and clustering are float32 either way.
+    precision: Literal["auto", "float32"] = "auto"
     # Frames per backbone batch.
     batch_size: int = 8
     # Frame rate given to the overlay of a frame folder (video files keep their own timing).
@@ -94,6 +100,8 @@ class SegmentConfig:
             (h > 0 and w > 0, f"--resolution must be positive, got {h} {w}"),
             (self.key_ratio >= 1, f"--key-ratio must be at least 1, got {self.key_ratio}"),
             (self.max_key_frames >= 0, f"--max-key-frames must be 0 (no limit) or more, got {self.max_key_frames}"),
+            (self.attention_cache_mb >= 0,
+             f"--attention-cache must be 0 (none) or more MB, got {self.attention_cache_mb}"),
             (self.tau > 0, f"--tau must be positive, got {self.tau}"),
             (self.window >= 1, f"--window must be at least 1, got {self.window}"),
             (self.level is None or self.level >= 0, f"--level must be 0 or more, got {self.level}"),
@@ -103,6 +111,7 @@ class SegmentConfig:
             (self.fps > 0, f"--fps must be positive, got {self.fps}"),
             (0.0 <= self.overlay_alpha <= 1.0, f"overlay alpha must be in [0, 1], got {self.overlay_alpha}"),
             (self.upsample in ("bilinear", "nearest"), f"--upsample must be bilinear or nearest, got {self.upsample}"),
+            (self.precision in ("auto", "float32"), f"--precision must be auto or float32, got {self.precision}"),
         ]
         _raise_first(checks + _device_checks(self.device, self.normalization))
 

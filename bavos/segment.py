@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from bavos.attention import iter_windows, key_frame_indices
+from bavos.attention import AttentionWindows, key_frame_indices
 from bavos.backbone import Backbone, build_backbone
 from bavos.cluster import ClusterResult, cluster_video
 from bavos.config import NORMALIZATION, ModelConfig, SegmentConfig, to_dict
@@ -112,8 +112,9 @@ def _preprocess(images: list[np.ndarray], cfg: SegmentConfig, device: torch.devi
     return (x - mean) / std
 
 
-def _autocast(device: torch.device) -> Any:
-    if device.type != "cuda":
+def _autocast(device: torch.device, precision: str = "auto") -> Any:
+    """The backbone's precision: bf16 (else fp16) autocast on CUDA with "auto", float32 otherwise."""
+    if device.type != "cuda" or precision == "float32":
         return nullcontext()
     dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return torch.autocast("cuda", dtype=dtype)
@@ -134,7 +135,7 @@ class _TokenCollector:
         start = time.perf_counter()
         models = self.models
         x = _preprocess(images, self.cfg, models.device)
-        with _autocast(models.device):
+        with _autocast(models.device, self.cfg.precision):
             out = models.backbone(x)
         if models.correlator is not None:
             q, k = models.correlator.query_key(out.keys.float())  # (B, heads, N, d) each
@@ -186,16 +187,20 @@ def extract_tokens(source: VideoSource, models: Models, cfg: SegmentConfig, prog
 
 
 def cluster_tokens(tokens: Tokens, models: Models, cfg: SegmentConfig, progress: Progress) -> ClusterResult:
-    """Pass 2: attention window by window, hierarchical clustering, assignment of every token."""
-    n_windows = -(-tokens.q.shape[0] // cfg.window)
+    """Pass 2: attention window by window, hierarchical clustering, assignment of every token.
+
+    The hierarchy and the assignment each go over every window's attention; up to ``cfg.attention_cache_mb`` of
+    the first pass's rows are kept for the second instead of being computed again.
+    """
+    rows = AttentionWindows(tokens.q, tokens.k, models.scale, cfg.window, cache_bytes=cfg.attention_cache_mb * 2**20)
     done = 0
 
     def windows() -> Iterator[Tensor]:
         nonlocal done
-        for rows in iter_windows(tokens.q, tokens.k, models.scale, cfg.window):
-            yield rows.float()
+        for window in rows:
+            yield window.float()
             done += 1
-            progress("clustering", done, 2 * n_windows)
+            progress("clustering", done, 2 * len(rows))
 
     return cluster_video(windows, cfg.tau, cfg.level, cfg.max_objects)
 

@@ -3,6 +3,7 @@
     python benchmarks/bench_segment.py                                  # CPU/GPU auto, 24 and 96 frames
     python benchmarks/bench_segment.py --resolution 320 480 --key-ratio 10 --frames 70 --device cuda
     python benchmarks/bench_segment.py --frames 250 --factor 4 --max-key-frames 8
+    python benchmarks/bench_segment.py --attention-cache 2048                # attention kept between passes
 
 For a short clip of ``--frames`` frames and one ``--factor`` times longer (synthetic moving shapes, written
 with PyAV), each in its own process so peak memory is its own, with a random-weight backbone
@@ -10,7 +11,7 @@ with PyAV), each in its own process so peak memory is its own, with a random-wei
 
 - backbone: pass 1 alone (decode, resize, backbone over every frame);
 - attention: every window's attention rows computed once, nothing else;
-- clustering: pass 2 as `bavos segment` runs it (attention included);
+- clustering: pass 2 as `bavos segment` runs it (attention included, computed twice unless cached);
 - end to end: ``segment_video`` (all passes, masks and overlay written);
 - peak memory: the process's peak RSS (and peak CUDA memory allocated on a GPU); frames/s end to end.
 """
@@ -49,7 +50,7 @@ def measure(args: argparse.Namespace, frames: int) -> dict[str, float]:
     """One clip length, in this process."""
     import torch
 
-    from bavos.attention import iter_windows
+    from bavos.attention import AttentionWindows
     from bavos.config import ModelConfig, SegmentConfig
     from bavos.segment import cluster_tokens, extract_tokens, load_models, segment_video
     from bavos.video import VideoSource
@@ -62,7 +63,8 @@ def measure(args: argparse.Namespace, frames: int) -> dict[str, float]:
             torch.cuda.synchronize(models.device)
 
     cfg = SegmentConfig(resolution=tuple(args.resolution), key_ratio=args.key_ratio,
-                        max_key_frames=args.max_key_frames, device=args.device)
+                        max_key_frames=args.max_key_frames, attention_cache_mb=args.attention_cache,
+                        device=args.device)
     models = load_models(ModelConfig(backbone=args.backbone, backbone_weights="none"), cfg.device)
     with tempfile.TemporaryDirectory() as tmp:
         clip = Path(tmp) / "clip.mp4"
@@ -75,7 +77,7 @@ def measure(args: argparse.Namespace, frames: int) -> dict[str, float]:
         sync()
         backbone = time.perf_counter() - start
         start = time.perf_counter()
-        for rows in iter_windows(tokens.q, tokens.k, models.scale, cfg.window):
+        for rows in AttentionWindows(tokens.q, tokens.k, models.scale, cfg.window):
             del rows
         sync()
         attention = time.perf_counter() - start
@@ -103,6 +105,8 @@ def main() -> None:
     parser.add_argument("--resolution", type=int, nargs=2, default=(160, 224))
     parser.add_argument("--key-ratio", type=int, default=8)
     parser.add_argument("--max-key-frames", type=int, default=0)
+    parser.add_argument("--attention-cache", type=int, default=0, metavar="MB",
+                        help="as bavos segment --attention-cache (clustering and end to end)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--backbone", default="vit_small_patch8_224.dino")
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
@@ -118,7 +122,8 @@ def main() -> None:
             sys.exit(f"benchmark failed for {frames} frames:\n{proc.stderr[-3000:]}")
         rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
     print(f"device {rows[0]['device']}, {args.backbone} (random weights), resolution {args.resolution[0]}x"
-          f"{args.resolution[1]}, key ratio {args.key_ratio}, max key frames {args.max_key_frames or 'no limit'}")
+          f"{args.resolution[1]}, key ratio {args.key_ratio}, max key frames {args.max_key_frames or 'no limit'}, "
+          f"attention cache {args.attention_cache} MB")
     cuda = "peak_cuda_mb" in rows[0]
     print("| frames | backbone s | attention | clustering | end to end | frames/s | peak RSS MB |"
           + (" peak CUDA MB |" if cuda else ""))

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from bavos.attention import iter_windows, key_frame_indices, window_attention
+from bavos.attention import AttentionWindows, key_frame_indices, window_attention
 
 
 def test_key_frames_as_released_and_never_empty() -> None:
@@ -50,7 +50,36 @@ def test_row_chunking_does_not_change_results() -> None:
     torch.testing.assert_close(window_attention(q, k, 0.5, budget_bytes=64), window_attention(q, k, 0.5))
 
 
-def test_iter_windows_covers_every_frame_once() -> None:
+def test_windows_cover_every_frame_once() -> None:
     q, k = torch.randn(7, 2, 3, 4), torch.randn(1, 2, 3, 4)
-    shapes = [w.shape[0] for w in iter_windows(q, k, 1.0, 3)]
-    assert shapes == [3, 3, 1]
+    windows = AttentionWindows(q, k, 1.0, 3)
+    assert len(windows) == 3
+    assert [w.shape[0] for w in windows] == [3, 3, 1]
+
+
+@pytest.mark.parametrize(("cache_bytes", "kept"), [(0, 0), (216, 1), (324, 2), (432, 2), (504, 3)])
+def test_second_pass_reuses_the_windows_that_fit_the_cache(monkeypatch: pytest.MonkeyPatch, cache_bytes: int,
+                                                            kept: int) -> None:
+    import bavos.attention as attention
+
+    q, k = torch.randn(7, 2, 3, 4), torch.randn(2, 2, 3, 4)
+    computed: list[int] = []
+    original = attention.window_attention
+
+    def counting(q: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
+        computed.append(q.shape[0])
+        return original(q, *args, **kwargs)
+
+    monkeypatch.setattr(attention, "window_attention", counting)
+    # windows of 3, 3 and 1 frames: 216, 216 and 72 bytes (frames x 3 tokens x 6 key tokens, float32); each is
+    # kept when it fits what is left of the cache (324 bytes: the first and the last)
+    windows = AttentionWindows(q, k, 1.0, 3, cache_bytes=cache_bytes)
+    first = [w.clone() for w in windows]
+    assert len(computed) == 3
+    second = list(windows)
+    assert len(computed) == 3 + 3 - kept
+    for a, b in zip(first, second, strict=True):
+        assert torch.equal(a, b)
+    assert windows.kept_bytes == 0  # the second pass hands the kept rows over and keeps nothing
+    list(windows)
+    assert len(computed) == 3 + 3 - kept + 3  # later passes compute again

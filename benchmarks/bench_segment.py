@@ -64,7 +64,7 @@ def measure(args: argparse.Namespace, frames: int) -> dict[str, float]:
 
     cfg = SegmentConfig(resolution=tuple(args.resolution), key_ratio=args.key_ratio,
                         max_key_frames=args.max_key_frames, attention_cache_mb=args.attention_cache,
-                        device=args.device)
+                        device=args.device, precision=args.precision)
     models = load_models(ModelConfig(backbone=args.backbone, backbone_weights="none"), cfg.device)
     with tempfile.TemporaryDirectory() as tmp:
         clip = Path(tmp) / "clip.mp4"
@@ -108,6 +108,7 @@ def main() -> None:
     parser.add_argument("--attention-cache", type=int, default=0, metavar="MB",
                         help="as bavos segment --attention-cache (clustering and end to end)")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--precision", default="auto", help="as bavos segment --precision (auto: bf16 on CUDA)")
     parser.add_argument("--backbone", default="vit_small_patch8_224.dino")
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -123,7 +124,7 @@ def main() -> None:
         rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
     print(f"device {rows[0]['device']}, {args.backbone} (random weights), resolution {args.resolution[0]}x"
           f"{args.resolution[1]}, key ratio {args.key_ratio}, max key frames {args.max_key_frames or 'no limit'}, "
-          f"attention cache {args.attention_cache} MB")
+          f"attention cache {args.attention_cache} MB, precision {args.precision}")
     cuda = "peak_cuda_mb" in rows[0]
     print("| frames | backbone s | attention | clustering | end to end | frames/s | peak RSS MB |"
           + (" peak CUDA MB |" if cuda else ""))

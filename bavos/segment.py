@@ -120,13 +120,52 @@ def _autocast(device: torch.device, precision: str = "auto") -> Any:
     return torch.autocast("cuda", dtype=dtype)
 
 
-class _TokenCollector:
-    """Runs batches of frames through the backbone (and correlator) and keeps queries and key-frame keys."""
+class _HostRows:
+    """Tensors appended along their first dimension into one float32 host buffer.
 
-    def __init__(self, models: Models, cfg: SegmentConfig) -> None:
+    The buffer is sized from an expected count and grown by half when more rows come, so rows are never held
+    twice (as concatenating per-batch copies at the end would) and no long-lived small copies are scattered over
+    the heap between the backbone's transient tensors (which, at 0.8 MB per key frame, had fragmented it into
+    about 10 MB of resident memory per key frame).
+    """
+
+    def __init__(self, expected: int) -> None:
+        self.expected = max(1, expected)
+        self.buffer: Tensor | None = None
+        self.count = 0
+
+    @property
+    def rows(self) -> Tensor:
+        """(count, ...) the rows appended so far."""
+        assert self.buffer is not None, "no rows were appended"
+        return self.buffer[: self.count]
+
+    def append(self, x: Tensor) -> None:
+        """Copy ``x`` (n, ...) from any device and dtype after the rows already there."""
+        needed = self.count + x.shape[0]
+        if self.buffer is None or needed > self.buffer.shape[0]:
+            capacity = max(needed, self.expected if self.buffer is None else self.buffer.shape[0] * 3 // 2)
+            grown = torch.empty(capacity, *x.shape[1:], dtype=torch.float32)
+            if self.buffer is not None:
+                grown[: self.count] = self.buffer[: self.count]
+            self.buffer = grown
+        self.buffer[self.count : needed].copy_(x)
+        self.count = needed
+
+
+class _TokenCollector:
+    """Runs batches of frames through the backbone (and correlator) and keeps queries and key-frame keys.
+
+    Queries of every frame and keys of every key-frame candidate (every ``key_ratio``-th frame) are host copies:
+    views would keep the whole batch's q, k and v alive, and the device holds only the key set and one window's
+    queries at a time.
+    """
+
+    def __init__(self, models: Models, cfg: SegmentConfig, expected: int | None) -> None:
         self.models, self.cfg = models, cfg
-        self.q: list[Tensor] = []
-        self.k: list[Tensor] = []
+        expected = expected or 64
+        self.q = _HostRows(expected)
+        self.k = _HostRows(-(-expected // cfg.key_ratio))
         self.count = 0
         self.seconds = 0.0
 
@@ -141,12 +180,10 @@ class _TokenCollector:
             q, k = models.correlator.query_key(out.keys.float())  # (B, heads, N, d) each
         else:
             q, k = out.q, out.k
-        # Compact copies in host memory: views would keep the whole batch's q, k and v alive, and the device holds
-        # only the key set and one window's queries at a time.
-        self.q.append(q.to("cpu", torch.float32, copy=True))
-        for i in range(len(images)):
-            if (self.count + i) % self.cfg.key_ratio == 0:
-                self.k.append(k[i].to("cpu", torch.float32, copy=True))
+        self.q.append(q)
+        candidates = [i for i in range(len(images)) if (self.count + i) % self.cfg.key_ratio == 0]
+        if candidates:
+            self.k.append(k[candidates])
         self.count += len(images)
         if models.device.type == "cuda":
             torch.cuda.synchronize(models.device)
@@ -156,11 +193,12 @@ class _TokenCollector:
 def extract_tokens(source: VideoSource, models: Models, cfg: SegmentConfig, progress: Progress) -> Tokens:
     """Pass 1: decode every frame, feed every ``stride``-th frame to the backbone in batches."""
     cfg.check_patch(models.backbone.patch_size)
-    collector = _TokenCollector(models, cfg)
+    total = source.info.frame_count
+    expected = None if total is None else -(-total // cfg.stride)
+    collector = _TokenCollector(models, cfg, expected)
     batch: list[np.ndarray] = []
     processed: list[int] = []
     decoded = 0
-    total = source.info.frame_count
     start = time.perf_counter()
     for frame in source.frames():
         decoded += 1
@@ -172,7 +210,7 @@ def extract_tokens(source: VideoSource, models: Models, cfg: SegmentConfig, prog
         if len(batch) == cfg.batch_size:
             collector.add(batch)
             batch = []
-            progress("backbone", collector.count, None if total is None else -(-total // cfg.stride))
+            progress("backbone", collector.count, expected)
     if batch:
         collector.add(batch)
     if not processed:
@@ -182,8 +220,9 @@ def extract_tokens(source: VideoSource, models: Models, cfg: SegmentConfig, prog
     patch = models.backbone.patch_size
     grid = (cfg.resolution[0] // patch, cfg.resolution[1] // patch)
     timings = {"backbone": collector.seconds, "decode": time.perf_counter() - start - collector.seconds}
-    k = torch.stack([collector.k[i // cfg.key_ratio] for i in keys]).to(models.device)  # k[j]: frame j * ratio
-    return Tokens(torch.cat(collector.q), k, grid, processed, decoded, timings)
+    # candidate j is frame j * ratio
+    k = collector.k.rows[torch.tensor([i // cfg.key_ratio for i in keys])].to(models.device)
+    return Tokens(collector.q.rows, k, grid, processed, decoded, timings)
 
 
 def cluster_tokens(tokens: Tokens, models: Models, cfg: SegmentConfig, progress: Progress) -> ClusterResult:

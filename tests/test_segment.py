@@ -277,3 +277,24 @@ def test_low_precision_backbone_stays_close(tmp_path: Path, tiny_models,  # noqa
         assert float((a - b).norm() / b.norm()) < 0.02, name
     a, b = r32.labels, r16.labels
     assert adjusted_rand_index(pair_counts(a, b, a.max() + 1, b.max() + 1)) > 0.99
+
+
+@pytest.mark.parametrize("frame_count", [None, 1, 5, 400])
+def test_queries_do_not_depend_on_the_announced_frame_count(tmp_path: Path, tiny_models,  # noqa: ANN001
+                                                             frame_count: int | None) -> None:
+    """Queries go into one buffer sized from the container's frame count, grown when the count was too low."""
+    from dataclasses import replace
+
+    from bavos.segment import extract_tokens
+    from bavos.video import VideoSource
+
+    def noop(*args: object) -> None:
+        return None
+
+    video = write_clip(tmp_path / "clip.mp4", n=11, height=48, width=64)
+    cfg = tiny_config(batch_size=2)
+    expected = extract_tokens(VideoSource(video), tiny_models, cfg, noop)
+    source = VideoSource(video)
+    source.info = replace(source.info, frame_count=frame_count)
+    got = extract_tokens(source, tiny_models, cfg, noop)
+    assert got.q.shape[0] == 11 and torch.equal(got.q, expected.q) and torch.equal(got.k, expected.k)

@@ -9,9 +9,12 @@ its memory does not grow with the video's length beyond the key set.
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import json
 import os
 import shutil
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
@@ -102,6 +105,29 @@ class Tokens:
     processed: list[int]
     decoded: int
     timings: dict[str, float] = field(default_factory=dict)
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc (e.g. musl)
+        return None
+
+
+def release_free_heap() -> None:
+    """Hand the C heap's free pages back to the OS (glibc's malloc_trim; nothing elsewhere).
+
+    Each clustering window allocates and frees blocks of a few to tens of MB; glibc keeps freed heap pages
+    resident, and long-lived small allocations between them stop it from reusing or returning them, so without
+    this the resident memory grows window after window (330 MB over 128 windows at 160x224) although the live
+    data does not.
+    """
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
 
 
 def _preprocess(images: list[np.ndarray], cfg: SegmentConfig, device: torch.device) -> Tensor:
@@ -213,6 +239,7 @@ def extract_tokens(source: VideoSource, models: Models, cfg: SegmentConfig, prog
             progress("backbone", collector.count, expected)
     if batch:
         collector.add(batch)
+    release_free_heap()
     if not processed:
         raise InputError(f"{source.path}: no frames were decoded")
     progress("backbone", collector.count, collector.count)
@@ -238,6 +265,8 @@ def cluster_tokens(tokens: Tokens, models: Models, cfg: SegmentConfig, progress:
         nonlocal done
         for window in rows:
             yield window.float()
+            del window
+            release_free_heap()
             done += 1
             progress("clustering", done, 2 * len(rows))
 

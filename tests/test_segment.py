@@ -298,3 +298,19 @@ def test_queries_do_not_depend_on_the_announced_frame_count(tmp_path: Path, tiny
     source.info = replace(source.info, frame_count=frame_count)
     got = extract_tokens(source, tiny_models, cfg, noop)
     assert got.q.shape[0] == 11 and torch.equal(got.q, expected.q) and torch.equal(got.k, expected.k)
+
+
+def test_free_heap_is_released_after_every_clustering_window(tmp_path: Path, tiny_models,  # noqa: ANN001
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    import bavos.segment as seg
+    from bavos.video import VideoSource
+
+    seg.release_free_heap()  # glibc's malloc_trim where there is one, nothing elsewhere
+    calls: list[int] = []
+    monkeypatch.setattr(seg, "release_free_heap", lambda: calls.append(1))
+    video = write_clip(tmp_path / "clip.mp4", n=7, height=48, width=64)
+    cfg = tiny_config()
+    tokens = seg.extract_tokens(VideoSource(video), tiny_models, cfg, lambda *a: None)
+    assert len(calls) == 1  # after pass 1
+    seg.cluster_tokens(tokens, tiny_models, cfg, lambda *a: None)
+    assert len(calls) == 1 + 2 * 3  # 7 frames: 3 windows, each seen by the hierarchy and by the assignment

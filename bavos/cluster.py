@@ -35,13 +35,15 @@ def _row_dot(a: Tensor, b: Tensor) -> Tensor:
     return torch.einsum("nm,nm->n", a, b)
 
 
-def sym_kl(p: Tensor, q: Tensor, log_p: Tensor | None = None, log_q: Tensor | None = None) -> Tensor:
+def sym_kl(p: Tensor, q: Tensor, log_p: Tensor | None = None, log_q: Tensor | None = None,
+           self_q: Tensor | None = None) -> Tensor:
     """Pairwise symmetric KL divergences.
 
     Args:
         p: (n, M) rows that are distributions.
         q: (m, M) rows that are distributions.
         log_p, log_q: their ``safe_log`` if already computed.
+        self_q: (m,) ``sum_c q_jc log q_jc`` if already computed (when the same ``q`` meets many ``p``).
 
     Returns:
         (n, m) with ``D[i, j] = sum_c (p_ic - q_jc) (log p_ic - log q_jc)``; exactly symmetric when ``q is p``.
@@ -52,7 +54,7 @@ def sym_kl(p: Tensor, q: Tensor, log_p: Tensor | None = None, log_q: Tensor | No
         cross = p @ log_p.T  # (n, n)
         return self_p[:, None] + self_p[None, :] - cross - cross.T
     log_q = safe_log(q) if log_q is None else log_q
-    self_q = _row_dot(q, log_q)  # (m,)
+    self_q = _row_dot(q, log_q) if self_q is None else self_q  # (m,)
     return self_p[:, None] + self_q[None, :] - p @ log_q.T - log_p @ q.T
 
 
@@ -105,10 +107,11 @@ def group_means(x: Tensor, labels: np.ndarray) -> Tensor:
 def _leader_merge(x: Tensor, tau: float) -> tuple[Tensor, np.ndarray]:
     """One greedy leader pass over the rows of ``x`` (n, M): (centroids (k, M), labels (n,))."""
     log_x = safe_log(x)
+    self_x = _row_dot(x, log_x)  # once, not once per block of candidate rows
 
     def close_rows(index: np.ndarray) -> np.ndarray:
         rows = torch.as_tensor(index, device=x.device)
-        return (sym_kl(x[rows], x, log_x[rows], log_x) <= tau).cpu().numpy()
+        return (sym_kl(x[rows], x, log_x[rows], log_x, self_x) <= tau).cpu().numpy()
 
     labels = greedy_leaders(close_rows, x.shape[0])
     return group_means(x, labels), labels

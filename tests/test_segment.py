@@ -65,6 +65,11 @@ def tiny_models(sharp_weights: Path):  # noqa: ANN201
     return load_models(ModelConfig(backbone="bavos_test_vit", backbone_weights=str(sharp_weights)), "cpu")
 
 
+def noop(*args: object) -> None:
+    """A progress callback that ignores its reports."""
+    return None
+
+
 def tiny_config(**kw: object) -> SegmentConfig:
     return SegmentConfig(**{"resolution": (64, 96), "key_ratio": 4, "device": "cpu", **kw})
 
@@ -232,9 +237,6 @@ def test_clustering_pass_matches_the_float64_reference(tmp_path: Path, tiny_mode
     from bavos.segment import cluster_tokens, extract_tokens
     from bavos.video import VideoSource
 
-    def noop(*args: object) -> None:
-        return None
-
     video = write_clip(tmp_path / "clip.mp4", n=10, height=48, width=64)
     cfg = tiny_config(key_ratio=3, attention_cache_mb=cache_mb, max_objects=0)
     tokens = extract_tokens(VideoSource(video), tiny_models, cfg, noop)
@@ -258,9 +260,6 @@ def test_low_precision_backbone_stays_close(tmp_path: Path, tiny_models,  # noqa
 
     assert isinstance(seg._autocast(torch.device("cuda"), "float32"), contextlib.nullcontext)
     assert isinstance(seg._autocast(torch.device("cpu"), "auto"), contextlib.nullcontext)
-
-    def noop(*args: object) -> None:
-        return None
 
     video = write_clip(tmp_path / "clip.mp4", n=9, height=48, width=64)
     cfg = tiny_config(key_ratio=3, max_objects=0)
@@ -288,9 +287,6 @@ def test_queries_do_not_depend_on_the_announced_frame_count(tmp_path: Path, tiny
     from bavos.segment import extract_tokens
     from bavos.video import VideoSource
 
-    def noop(*args: object) -> None:
-        return None
-
     video = write_clip(tmp_path / "clip.mp4", n=11, height=48, width=64)
     cfg = tiny_config(batch_size=2)
     expected = extract_tokens(VideoSource(video), tiny_models, cfg, noop)
@@ -310,7 +306,7 @@ def test_free_heap_is_released_after_every_clustering_window(tmp_path: Path, tin
     monkeypatch.setattr(seg, "release_free_heap", lambda: calls.append(1))
     video = write_clip(tmp_path / "clip.mp4", n=7, height=48, width=64)
     cfg = tiny_config()
-    tokens = seg.extract_tokens(VideoSource(video), tiny_models, cfg, lambda *a: None)
+    tokens = seg.extract_tokens(VideoSource(video), tiny_models, cfg, noop)
     assert len(calls) == 1  # after pass 1
-    seg.cluster_tokens(tokens, tiny_models, cfg, lambda *a: None)
+    seg.cluster_tokens(tokens, tiny_models, cfg, noop)
     assert len(calls) == 1 + 2 * 3  # 7 frames: 3 windows, each seen by the hierarchy and by the assignment

@@ -4,16 +4,23 @@ Weight sources are explicit: ``hub`` (timm downloads and caches), a local file, 
 Local files may be the backbone-only DINO ``.pth``, the full DINO training checkpoint (teacher weights, the
 ``backbone.`` prefix stripped), the paper's released checkpoint (its ``encoder.*`` weights), or timm
 safetensors. Every key must match: a mismatch is an error that names the keys.
+
+The positional embedding is resized to the input's patch grid as DINO (and so the paper's release) does it, not
+as timm does: bicubic by a scale factor of ``(grid + 0.1) / base grid``, without antialiasing, and not at all when
+the grid is the embedding's own (28 x 28 for ViT-S/8 at 224 x 224). timm's own resize (bicubic to the exact size,
+with antialiasing) moves the features enough to change the clustering (METHOD.md 7.11).
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import timm
 import torch
+import torch.nn.functional as F
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor, nn
@@ -34,6 +41,34 @@ def bavos_test_vit(pretrained: bool = False, **kwargs: object) -> VisionTransfor
     args = {"patch_size": 8, "embed_dim": 32, "depth": 2, "num_heads": 2, "mlp_ratio": 2.0, "qkv_bias": True,
             "img_size": 64, **kwargs}
     return build_model_with_cfg(VisionTransformer, TEST_BACKBONE, pretrained=False, **args)
+
+
+def dino_pos_embed(pos_embed: Tensor, base_grid: tuple[int, int], grid: tuple[int, int], prefix: int) -> Tensor:
+    """The positional embedding for a patch grid, resized as DINO's ``interpolate_pos_encoding`` does.
+
+    The patch part is laid out on its base grid and resized with ``F.interpolate(mode="bicubic")`` by a scale
+    factor of ``((h + 0.1) / h0, (w + 0.1) / w0)`` (no ``size=``, no antialiasing, ``align_corners=False``); the
+    prefix (CLS) part is kept. At the base grid itself nothing is resized.
+
+    Args:
+        pos_embed: (1, prefix + h0 * w0, D) learned embedding.
+        base_grid: (h0, w0) grid the embedding was learned for (28 x 28 for DINO ViT-S/8).
+        grid: (h, w) patch grid of the input.
+        prefix: leading positions that are not patches (1: the CLS token; 0 when the embedding has none).
+
+    Returns:
+        (1, prefix + h * w, D).
+    """
+    if tuple(grid) == tuple(base_grid):
+        return pos_embed
+    (h0, w0), (h, w) = base_grid, grid
+    dim = pos_embed.shape[-1]
+    patches = pos_embed[:, prefix:].float().reshape(1, h0, w0, dim).permute(0, 3, 1, 2)  # (1, D, h0, w0)
+    resized = F.interpolate(patches, scale_factor=((h + 0.1) / h0, (w + 0.1) / w0), mode="bicubic")
+    if tuple(resized.shape[-2:]) != (h, w):  # cannot happen for integer grids: floor(h0 * (h + 0.1) / h0) == h
+        raise WeightsError(f"positional embedding resized to {tuple(resized.shape[-2:])}, expected {(h, w)}")
+    resized = resized.permute(0, 2, 3, 1).reshape(1, h * w, dim).to(pos_embed.dtype)  # (1, h*w, D)
+    return torch.cat([pos_embed[:, :prefix], resized], dim=1)
 
 
 @dataclass
@@ -66,11 +101,42 @@ class Backbone(nn.Module):
         self.scale: float = float(last.scale)
         patch = vit.patch_embed.patch_size
         self.patch_size: int = patch[0] if isinstance(patch, tuple) else int(patch)
+        if vit.pos_embed is None:
+            raise WeightsError("the backbone has no learned positional embedding; bavos needs a plain ViT")
+        base = getattr(vit.patch_embed, "grid_size", None)
+        if base is None:  # a square grid is all the embedding can tell
+            side = math.isqrt(vit.pos_embed.shape[1] - (0 if vit.no_embed_class else vit.num_prefix_tokens))
+            base = (side, side)
+        self.base_grid: tuple[int, int] = (int(base[0]), int(base[1]))
+        self._pos_cache: dict[tuple[object, ...], Tensor] = {}
 
     def train(self, mode: bool = True) -> Backbone:
         """The backbone always stays in eval mode (METHOD.md 1.2)."""
         super().train(False)
         return self
+
+    def pos_embed(self, grid: tuple[int, int]) -> Tensor:
+        """(1, prefix + h * w, D) positional embedding for a patch grid (DINO's resize, computed once per grid)."""
+        pos = self.vit.pos_embed
+        key = (tuple(grid), pos.device, pos.dtype)
+        if key not in self._pos_cache:
+            prefix = 0 if self.vit.no_embed_class else self.vit.num_prefix_tokens
+            self._pos_cache[key] = dino_pos_embed(pos.detach(), self.base_grid, grid, prefix)
+        return self._pos_cache[key]
+
+    def embed(self, x: Tensor) -> Tensor:
+        """Patch tokens with the prefix tokens and DINO's positional embedding: (B, 3, H, W) -> (B, prefix + N, D)."""
+        vit = self.vit
+        z = vit.patch_embed(x)  # (B, h, w, D): dynamic_img_size gives the grid
+        b, h, w, dim = z.shape
+        z = z.reshape(b, h * w, dim)  # (B, N, D)
+        prefix = [t.expand(b, -1, -1) for t in (vit.cls_token, vit.reg_token) if t is not None]
+        pos = self.pos_embed((h, w))
+        if vit.no_embed_class:  # the embedding covers the patches only
+            z = torch.cat([*prefix, z + pos], dim=1)
+        else:
+            z = torch.cat([*prefix, z], dim=1) + pos
+        return vit.pos_drop(z)
 
     @torch.no_grad()
     def forward(self, x: Tensor, with_cls: bool = False) -> BackboneOutput:
@@ -81,9 +147,7 @@ class Backbone(nn.Module):
             with_cls: also run the last block to return its output CLS token.
         """
         vit = self.vit
-        z = vit.patch_embed(x)
-        z = vit._pos_embed(z)
-        z = vit.norm_pre(vit.patch_drop(z))
+        z = vit.norm_pre(vit.patch_drop(self.embed(x)))
         for block in vit.blocks[:-1]:
             z = block(z)
         last = vit.blocks[-1]

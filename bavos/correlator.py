@@ -59,19 +59,11 @@ class _Mlp(nn.Module):
         return self.drop2(self.fc2(self.drop1(self.act(self.fc1(x)))))
 
 
-def _init_weights(module: nn.Module) -> None:
-    """timm's ViT initialisation: truncated normal (std 0.02) weights, zero biases, unit LayerNorms."""
-    if isinstance(module, nn.Linear):
-        nn.init.trunc_normal_(module.weight, std=0.02)
-        if module.bias is not None:
-            nn.init.zeros_(module.bias)
-    elif isinstance(module, nn.LayerNorm):
-        nn.init.ones_(module.weight)
-        nn.init.zeros_(module.bias)
-
-
 class Correlator(nn.Module):
     """One pre-norm spatio-temporal transformer block without positional embeddings.
+
+    Parameters start from PyTorch's own defaults for ``nn.Linear`` (weights and biases uniform in
+    ``+-1/sqrt(fan_in)``) and ``nn.LayerNorm`` (ones and zeros), as in the release, which sets no initialisation.
 
     Args:
         dim: token width (the backbone's width, 384 for ViT-S).
@@ -91,7 +83,6 @@ class Correlator(nn.Module):
         self.attn = _Attention(dim, heads, attn_drop, drop)
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = _Mlp(dim, int(dim * mlp_ratio), drop)
-        self.apply(_init_weights)
 
     @property
     def scale(self) -> float:

@@ -1,14 +1,16 @@
 import argparse
+import math
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import timm
 import torch
 
-from bavos.backbone import TEST_BACKBONE, build_backbone, extract_backbone_state
+from bavos.backbone import TEST_BACKBONE, build_backbone, dino_pos_embed, extract_backbone_state
 from bavos.errors import WeightsError
 
 
@@ -31,7 +33,7 @@ def test_keys_are_last_block_qkv_of_norm1_patch_tokens() -> None:
     assert out.q.shape == (2, backbone.num_heads, 48, d // backbone.num_heads)
     torch.testing.assert_close(out.q.transpose(1, 2).reshape(2, 48, d), qkv[:, 1:, :d])
     # the output CLS token is the last block's output, before the final norm
-    z = vit.norm_pre(vit._pos_embed(vit.patch_embed(x)))
+    z = backbone.embed(x)
     for block in vit.blocks:
         z = block(z)
     torch.testing.assert_close(out.cls, z[:, 0])
@@ -143,3 +145,76 @@ def test_real_dino_weights_load() -> None:
     backbone = build_backbone("vit_small_patch8_224.dino", os.environ["BAVOS_DINO_WEIGHTS"])
     out = backbone(torch.zeros(1, 3, 64, 96))
     assert out.keys.shape == (1, 96, 384)
+
+
+def _cubic(t: float, a: float = -0.75) -> list[float]:
+    """Keys' cubic convolution weights of the 4 neighbours at offsets -1, 0, 1, 2 from floor(src)."""
+
+    def near(x: float) -> float:  # |x| <= 1
+        return ((a + 2) * x - (a + 3)) * x * x + 1
+
+    def far(x: float) -> float:  # 1 < |x| < 2
+        return ((a * x - 5 * a) * x + 8 * a) * x - 4 * a
+
+    return [far(t + 1), near(t), near(1 - t), far(2 - t)]
+
+
+def _resize_axis(arr: np.ndarray, axis: int, scale: float) -> np.ndarray:
+    """Bicubic resize of one axis by a scale factor, the source coordinate being (dst + 0.5) / scale - 0.5."""
+    size = arr.shape[axis]
+    rows = []
+    for dst in range(math.floor(size * scale)):
+        src = (dst + 0.5) / scale - 0.5
+        base = math.floor(src)
+        weights = _cubic(src - base)
+        rows.append(sum(w * np.take(arr, min(max(base - 1 + k, 0), size - 1), axis=axis)
+                        for k, w in enumerate(weights)))
+    return np.stack(rows, axis=axis)
+
+
+def reference_pos_embed(pos: np.ndarray, base: int, grid: tuple[int, int]) -> np.ndarray:
+    """DINO's positional-embedding resize, written from its description: (1 + base**2, D) -> (1 + h * w, D)."""
+    h, w = grid
+    if (h, w) == (base, base):
+        return pos
+    patches = pos[1:].reshape(base, base, -1).astype(np.float64)
+    patches = _resize_axis(_resize_axis(patches, 0, (h + 0.1) / base), 1, (w + 0.1) / base)
+    assert patches.shape[:2] == (h, w)
+    return np.concatenate([pos[:1], patches.reshape(h * w, -1)])
+
+
+@pytest.fixture(scope="module")
+def vit_s8():  # noqa: ANN201
+    return build_backbone("vit_small_patch8_224.dino", "none")
+
+
+@pytest.mark.parametrize("size", [(224, 224), (320, 480), (192, 384), (64, 96), (200, 136)])
+def test_positional_embedding_is_resized_as_dino_does(vit_s8, size: tuple[int, int]) -> None:  # noqa: ANN001
+    grid = (size[0] // 8, size[1] // 8)
+    pos = vit_s8.vit.pos_embed.detach()
+    expected = reference_pos_embed(pos[0].numpy(), 28, grid)
+    got = vit_s8.pos_embed(grid)
+    assert got.shape == (1, 1 + grid[0] * grid[1], 384)
+    np.testing.assert_allclose(got[0].numpy(), expected, rtol=0, atol=1e-6)
+    if grid == (28, 28):
+        assert got is vit_s8.vit.pos_embed or torch.equal(got, pos)  # nothing is resized at the base grid
+    # the tokens that enter the first block: [CLS, patches] + that embedding
+    x = torch.randn(1, 3, *size)
+    patches = vit_s8.vit.patch_embed.proj(x).flatten(2).transpose(1, 2)  # (1, N, D)
+    tokens = torch.cat([vit_s8.vit.cls_token, patches], dim=1) + torch.from_numpy(expected).float()
+    torch.testing.assert_close(vit_s8.embed(x), tokens, rtol=1e-5, atol=1e-5)
+
+
+def test_dino_resize_differs_from_timms_antialiased_resize(vit_s8) -> None:  # noqa: ANN001
+    from timm.layers import resample_abs_pos_embed
+
+    pos = vit_s8.vit.pos_embed.detach()
+    timm_pos = resample_abs_pos_embed(pos, new_size=(40, 60), old_size=(28, 28), num_prefix_tokens=1)
+    dino = vit_s8.pos_embed((40, 60))
+    assert (dino - timm_pos).abs().max() > 1e-3  # a real difference, the one that changed the clustering
+    # and a plain exact-size bicubic (size=, no +0.1) is not DINO's either
+    plain = dino_pos_embed(pos, (28, 28), (40, 60), 1)
+    torch.testing.assert_close(plain, dino)
+    sized = torch.nn.functional.interpolate(pos[:, 1:].reshape(1, 28, 28, 384).permute(0, 3, 1, 2), size=(40, 60),
+                                            mode="bicubic").permute(0, 2, 3, 1).reshape(1, -1, 384)
+    assert (sized - dino[:, 1:]).abs().max() > 1e-4

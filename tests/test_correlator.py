@@ -14,6 +14,25 @@ def test_exact_size_and_scale() -> None:
     assert model.attn.qkv.bias is None
 
 
+def test_initialisation_is_pytorchs_default_as_in_the_release() -> None:
+    torch.manual_seed(0)
+    model = Correlator(384, 8)
+    for name, fan_in in (("attn.qkv", 384), ("attn.proj", 384), ("mlp.fc1", 384), ("mlp.fc2", 1536)):
+        layer = model.get_submodule(name)
+        bound = fan_in**-0.5  # kaiming_uniform(a=sqrt(5)) = U(-1/sqrt(fan_in), 1/sqrt(fan_in)), biases the same
+        for tensor in (layer.weight, layer.bias):
+            if tensor is None:
+                continue
+            values = tensor.detach().flatten()
+            assert values.abs().max() <= bound
+            assert values.abs().max() > 0.95 * bound  # uniform over the whole range, not a narrow normal
+            assert float(values.std()) == pytest.approx(bound / 3**0.5, rel=0.05 if values.numel() > 10_000 else 0.2)
+            assert abs(float(values.mean())) < 0.1 * bound
+    for norm in (model.norm1, model.norm2):
+        assert torch.equal(norm.weight, torch.ones(384)) and torch.equal(norm.bias, torch.zeros(384))
+    assert model.norm1.eps == 1e-5
+
+
 def test_forward_shapes_and_query_key_match_the_block() -> None:
     torch.manual_seed(0)
     model = Correlator(32, 8).eval()

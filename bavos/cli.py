@@ -79,9 +79,10 @@ def segment(
     upsample: Annotated[str, typer.Option(help="'bilinear' (smooth) or 'nearest' mask upsampling.")] = "bilinear",
     stride: Annotated[int, typer.Option(
         help="Feed every k-th frame to the model; other frames take the nearest processed frame's labels.")] = 1,
-    device: Annotated[str, typer.Option(help="'auto', 'cpu' or 'cuda' (bf16/fp16 autocast on CUDA).")] = "auto",
+    device: Annotated[str, typer.Option(help="'auto' (CUDA when available), 'cpu' or 'cuda'.")] = "auto",
     precision: Annotated[str, typer.Option(
-        help="Backbone precision: 'auto' (bf16/fp16 autocast on CUDA) or 'float32'.")] = "auto",
+        help="Backbone and correlator precision: 'float32' (as released), or 'bf16' / 'fp16' autocast (faster on a "
+             "GPU, slightly different masks).")] = "float32",
     normalization: Annotated[str, typer.Option(
         help="'kinetics' (as released for inference) or 'imagenet'.")] = "kinetics",
     batch_size: Annotated[int, typer.Option(help="Frames per backbone batch.")] = 8,
@@ -270,7 +271,9 @@ def train(
     workers: Annotated[int | None, typer.Option(help="Decoding and loading workers [4].")] = None,
     cache: Annotated[Path | None, typer.Option(help="Frame cache folder (shareable between runs) "
                                                      "[OUTPUT/cache].")] = None,
-    device: Annotated[str | None, typer.Option(help="'auto', 'cpu' or 'cuda' (bf16 autocast on CUDA).")] = None,
+    device: Annotated[str | None, typer.Option(help="'auto' (CUDA when available), 'cpu' or 'cuda' [auto].")] = None,
+    precision: Annotated[str | None, typer.Option(
+        help="'float32' (as released), or 'bf16' / 'fp16' autocast (fp16 with loss scaling) [float32].")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in OUTPUT from last.pt.")] = False,
     until: Annotated[int | None, typer.Option(help="Stop after this step (checkpointed); resume later.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress and no result line.")] = False,
@@ -282,7 +285,8 @@ def train(
     given = {"steps": steps, "batch_size": batch_size, "lr": lr, "resolution": resolution, "gap": gap,
              "loss_attention": loss_attention, "motion_centre": motion_centre, "augment": augment,
              "normalization": normalization, "seed": seed, "checkpoint_every": checkpoint_every,
-             "log_every": log_every, "workers": workers, "cache": str(cache) if cache else None, "device": device}
+             "log_every": log_every, "workers": workers, "cache": str(cache) if cache else None, "device": device,
+             "precision": precision}
     models = {"backbone": backbone, "backbone_weights": backbone_weights}
     if resume:
         from bavos.runs import read_run_config

@@ -11,6 +11,7 @@ from typing import Any, Literal
 from bavos.errors import ConfigError
 
 DEFAULT_BACKBONE = "vit_small_patch8_224.dino"
+PRECISIONS = ("float32", "bf16", "fp16")  # of the backbone and correlator (bavos.devices applies them)
 
 # Per-channel statistics used to normalise frames (METHOD.md 1.4, decision 7.5).
 NORMALIZATION: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]] = {
@@ -29,6 +30,10 @@ def _raise_first(checks: list[tuple[bool, str]]) -> None:
 def _device_checks(device: str, normalization: str) -> list[tuple[bool, str]]:
     return [(device in ("auto", "cpu", "cuda"), f"--device must be auto, cpu or cuda, got {device}"),
             (normalization in NORMALIZATION, f"--normalization must be kinetics or imagenet, got {normalization}")]
+
+
+def _precision_check(precision: str) -> tuple[bool, str]:
+    return (precision in PRECISIONS, f"--precision must be one of {', '.join(PRECISIONS)}, got {precision}")
 
 
 def _check_resolution(resolution: tuple[int, int], patch: int) -> None:
@@ -80,9 +85,9 @@ class SegmentConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     # Input normalisation statistics: "kinetics" (the release's inference) or "imagenet" (its training).
     normalization: Literal["kinetics", "imagenet"] = "kinetics"
-    # Backbone precision: "auto" (bf16, else fp16, autocast on CUDA; float32 on a CPU) or "float32" everywhere.
-    # Attention and clustering are float32 either way.
-    precision: Literal["auto", "float32"] = "auto"
+    # Precision of the backbone and the correlator: "float32" (as released; strict, no TF32, on CUDA), or "bf16" /
+    # "fp16" autocast. Attention and clustering are float32 either way.
+    precision: Literal["float32", "bf16", "fp16"] = "float32"
     # Frames per backbone batch.
     batch_size: int = 8
     # Frame rate given to the overlay of a frame folder (video files keep their own timing).
@@ -111,8 +116,7 @@ class SegmentConfig:
             (self.fps > 0, f"--fps must be positive, got {self.fps}"),
             (0.0 <= self.overlay_alpha <= 1.0, f"overlay alpha must be in [0, 1], got {self.overlay_alpha}"),
             (self.upsample in ("bilinear", "nearest"), f"--upsample must be bilinear or nearest, got {self.upsample}"),
-            (self.precision in ("auto", "float32"), f"--precision must be auto or float32, got {self.precision}"),
-        ]
+        ] + [_precision_check(self.precision)]
         _raise_first(checks + _device_checks(self.device, self.normalization))
 
     def check_patch(self, patch: int) -> None:
@@ -187,8 +191,11 @@ class TrainConfig:
     workers: int = 4
     # Frame cache folder (None: <run>/cache); frames are decoded once at training size.
     cache: str | None = None
-    # "auto" (CUDA when available), "cpu" or "cuda"; bf16 autocast on CUDA.
+    # "auto" (CUDA when available), "cpu" or "cuda".
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # Precision of the backbone and the correlator: "float32" (as released), or "bf16" / "fp16" autocast (fp16 with
+    # loss scaling).
+    precision: Literal["float32", "bf16", "fp16"] = "float32"
 
     def __post_init__(self) -> None:
         h, w = self.resolution
@@ -206,6 +213,7 @@ class TrainConfig:
             (self.workers >= 0, f"--workers must be 0 or more, got {self.workers}"),
             (self.loss_attention in ("dropped", "clean"), f"--loss-attention must be dropped or clean, "
                                                           f"got {self.loss_attention}"),
+            _precision_check(self.precision),
         ]
         _raise_first(checks + _device_checks(self.device, self.normalization))
 

@@ -322,3 +322,22 @@ def video_miou(table: np.ndarray) -> VideoIoU:
             per_object[objs[c]] = float(iou[r, c])
             match[objs[c]] = preds[r]
     return VideoIoU(float(np.mean(list(per_object.values()))), per_object, match)
+
+
+def matched_share(a: np.ndarray, b: np.ndarray) -> float:
+    """Share of items that fall in matching clusters of two partitions.
+
+    The clusters of ``a`` and ``b`` are matched one to one by a Hungarian assignment on their contingency table
+    (maximising the items they share); the result is the matched items over all items: 1.0 for the same partition
+    up to renaming, lower as the partitions differ.
+
+    Args:
+        a, b: integer labels of the same items, any shape (flattened).
+    """
+    _, ia = np.unique(np.asarray(a).ravel(), return_inverse=True)
+    _, ib = np.unique(np.asarray(b).ravel(), return_inverse=True)
+    if ia.size != ib.size:
+        raise ValueError(f"the partitions label {ia.size} and {ib.size} items")
+    table = pair_counts(ia, ib, int(ia.max()) + 1, int(ib.max()) + 1)
+    rows, cols = linear_sum_assignment(-table)
+    return float(table[rows, cols].sum() / table.sum())

@@ -4,6 +4,8 @@ Only the writer (process 0) writes; every process reads. Checkpoints are bavos c
 ``bavos segment --checkpoint`` loads) with the training state added::
 
     {"model", "config": {"ModelConfig", "TrainConfig"}, "version", "optimizer", "scheduler", "step", "seed"}
+
+plus ``"scaler"`` (the loss scale) for fp16 runs.
 """
 
 from __future__ import annotations
@@ -64,7 +66,7 @@ class RunFolder:
             prepare_output(self.path)
 
     def restore(self, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
-                configs: dict[str, Any]) -> int:
+                configs: dict[str, Any], scaler: torch.amp.GradScaler | None = None) -> int:
         """Load ``last.pt`` into the model, optimizer and schedule; returns the step it was written at."""
         obj = read_checkpoint(self.last)
         missing = [k for k in ("model", "config", "optimizer", "scheduler", "step") if k not in obj]
@@ -77,6 +79,8 @@ class RunFolder:
         model.load_state_dict(obj["model"], strict=True)
         optimizer.load_state_dict(obj["optimizer"])
         scheduler.load_state_dict(obj["scheduler"])
+        if scaler is not None and obj.get("scaler"):
+            scaler.load_state_dict(obj["scaler"])
         self.saved_step = int(obj["step"])
         return self.saved_step
 
@@ -106,13 +110,15 @@ class RunFolder:
                 raise OutputError(f"cannot write {self.metrics}: {e.strerror or e}") from e
 
     def save(self, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, configs: dict[str, Any],
-             step: int, numbered: bool) -> Path | None:
+             step: int, numbered: bool, scaler: torch.amp.GradScaler | None = None) -> Path | None:
         """Write ``step-<n>.pt`` (when ``numbered``) and ``last.pt`` atomically; returns ``last.pt``."""
         if not self.writer:
             self.saved_step = step
             return None
         extra = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "step": step,
                  "seed": configs["TrainConfig"]["seed"]}
+        if scaler is not None and scaler.is_enabled():
+            extra["scaler"] = scaler.state_dict()
         if numbered:
             save_checkpoint(self.path / f"step-{step:07d}.pt", model, configs, **extra)
         save_checkpoint(self.last, model, configs, **extra)

@@ -17,7 +17,6 @@ import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ from bavos.backbone import Backbone, build_backbone
 from bavos.cluster import ClusterResult, cluster_video
 from bavos.config import NORMALIZATION, ModelConfig, SegmentConfig, to_dict
 from bavos.correlator import Correlator, load_correlator
+from bavos.devices import precision_context, resolve_device
 from bavos.errors import ConfigError, InputError, OutputError
 from bavos.render import overlay, write_mask
 from bavos.video import Frame, OverlayWriter, VideoInfo, VideoSource
@@ -44,22 +44,6 @@ MAX_IDS = 255  # ids 0..254 fit an 8-bit indexed PNG, 255 is DAVIS's void label
 
 def _no_progress(stage: str, done: int, total: int | None) -> None:
     return None
-
-
-def resolve_device(name: str, index: int | None = None) -> torch.device:
-    """"auto" -> CUDA when available, else CPU; "cuda" without CUDA is an error.
-
-    Args:
-        name: "auto", "cpu" or "cuda".
-        index: CUDA device for this process (e.g. torchrun's LOCAL_RANK), taken modulo the device count.
-    """
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda was asked for but no CUDA device is available; use --device cpu")
-    if name == "cuda" and index is not None:
-        return torch.device("cuda", index % torch.cuda.device_count())
-    return torch.device(name)
 
 
 @dataclass
@@ -138,14 +122,6 @@ def _preprocess(images: list[np.ndarray], cfg: SegmentConfig, device: torch.devi
     return (x - mean) / std
 
 
-def _autocast(device: torch.device, precision: str = "auto") -> Any:
-    """The backbone's precision: bf16 (else fp16) autocast on CUDA with "auto", float32 otherwise."""
-    if device.type != "cuda" or precision == "float32":
-        return nullcontext()
-    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.autocast("cuda", dtype=dtype)
-
-
 class _HostRows:
     """Tensors appended along their first dimension into one float32 host buffer.
 
@@ -200,12 +176,12 @@ class _TokenCollector:
         start = time.perf_counter()
         models = self.models
         x = _preprocess(images, self.cfg, models.device)
-        with _autocast(models.device, self.cfg.precision):
+        with precision_context(models.device, self.cfg.precision):  # float32 unless bf16 / fp16 was asked for
             out = models.backbone(x)
-        if models.correlator is not None:
-            q, k = models.correlator.query_key(out.keys.float())  # (B, heads, N, d) each
-        else:
-            q, k = out.q, out.k
+            if models.correlator is not None:
+                q, k = models.correlator.query_key(out.keys)  # (B, heads, N, d) each
+            else:
+                q, k = out.q, out.k
         self.q.append(q)
         candidates = [i for i in range(len(images)) if (self.count + i) % self.cfg.key_ratio == 0]
         if candidates:

@@ -14,8 +14,8 @@ from __future__ import annotations
 import hashlib
 import math
 import time
+import warnings
 from collections.abc import Iterator
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -30,10 +30,10 @@ from bavos.batch import Shard, shard_from_env
 from bavos.clips import CachedClip, ClipSamples, Skipped, StepBatches, cache_clips, find_clips
 from bavos.config import ModelConfig, TrainConfig, to_dict
 from bavos.correlator import Correlator
+from bavos.devices import precision_context, resolve_device
 from bavos.errors import ConfigError, InputError, TrainError
 from bavos.losses import Losses, clip_losses
 from bavos.runs import RunFolder
-from bavos.segment import resolve_device
 
 
 class TrainEvents:
@@ -86,11 +86,6 @@ class _Cosine:
         return (self.min_lr + 0.5 * (self.lr - self.min_lr) * (1 + math.cos(math.pi * i / self.steps))) / self.lr
 
 
-def _autocast(device: torch.device) -> Any:
-    # bf16 only (unlike segment's inference autocast): fp16 gradients would need loss scaling.
-    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
-
-
 def clip_forward(backbone: Backbone, correlator: nn.Module, x: Tensor, with_cls: bool,
                  clean_attention: bool) -> tuple[Tensor, Tensor]:
     """Backbone keys (plus each frame's CLS) through the correlator.
@@ -135,7 +130,7 @@ def batch_losses(backbone: Backbone, correlator: nn.Module, frames: Tensor, cfg:
     n = (x.shape[-2] // backbone.patch_size) * (x.shape[-1] // backbone.patch_size)
     g = generator if generator is not None else torch.Generator().manual_seed(0)
     points = torch.randperm(n, generator=g)[: cfg.points].to(device)
-    with _autocast(device):
+    with precision_context(device, cfg.precision):
         attn, feats = clip_forward(backbone, correlator, x, cfg.with_cls, cfg.loss_attention == "clean")
     return clip_losses(attn, feats, points, cfg)
 
@@ -234,7 +229,8 @@ def train(clips_root: str | Path, output: str | Path, model_cfg: ModelConfig, cf
     try:
         clips = find_clips(Path(clips_root))
         session = _Session(model_cfg, cfg, run, shard, device, events or TrainEvents())
-        start = run.restore(session.correlator, session.optimizer, session.scheduler, session.configs) if resume else 0
+        start = run.restore(session.correlator, session.optimizer, session.scheduler, session.configs,
+                            session.scaler) if resume else 0
     except BaseException:
         if created and run.writer and not any(run.path.iterdir()):
             run.path.rmdir()  # a run that could not start leaves no empty folder behind
@@ -269,9 +265,12 @@ class _Session:
         cfg.check_tokens(self.backbone.patch_size)
         self.correlator = new_correlator(self.backbone.embed_dim, model_cfg, cfg).to(device)
         self.optimizer, self.scheduler = make_optimizer(self.correlator, cfg)
+        # fp16 gradients need loss scaling; with float32 or bf16 the scaler does nothing
+        self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
 
     def save(self, step: int, numbered: bool) -> None:
-        path = self.run.save(self.correlator, self.optimizer, self.scheduler, self.configs, step, numbered)
+        path = self.run.save(self.correlator, self.optimizer, self.scheduler, self.configs, step, numbered,
+                             self.scaler)
         if path is not None:
             self.events.checkpoint(path, step)
 
@@ -295,10 +294,13 @@ class _Session:
                 losses = batch_losses(self.backbone, model, frames, cfg, torch.Generator().manual_seed(seed + 1))
                 _check_finite(losses, step, shard, self.run)
                 self.optimizer.zero_grad(set_to_none=True)
-                losses.total.backward()
+                self.scaler.scale(losses.total).backward()
                 lr = self.optimizer.param_groups[0]["lr"]
-                self.optimizer.step()
-                self.scheduler.step()
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+                with warnings.catch_warnings():  # fp16: a step the scaler skipped (inf gradients) is not a misuse
+                    warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)`")
+                    self.scheduler.step()
                 done = step + 1
                 meter.add(losses, waited)
                 record = None

@@ -108,7 +108,8 @@ def main() -> None:
     parser.add_argument("--attention-cache", type=int, default=0, metavar="MB",
                         help="as bavos segment --attention-cache (clustering and end to end)")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--precision", default="auto", help="as bavos segment --precision (auto: bf16 on CUDA)")
+    parser.add_argument("--precision", default="float32", choices=["float32", "bf16", "fp16"],
+                        help="as bavos segment --precision")
     parser.add_argument("--backbone", default="vit_small_patch8_224.dino")
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -35,6 +35,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5, help="timed repetitions of each part (after one warm-up)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--backbone", default="vit_small_patch8_224.dino")
+    parser.add_argument("--precision", default="float32", choices=["float32", "bf16", "fp16"],
+                        help="as bavos train --precision")
     args = parser.parse_args()
 
     import torch
@@ -43,16 +45,17 @@ def main() -> None:
     from bavos.batch import Shard
     from bavos.clips import cache_clips
     from bavos.config import ModelConfig, train_config
-    from bavos.segment import resolve_device
+    from bavos.devices import precision_context, resolve_device
     from bavos.train import batch_losses, make_loader, make_optimizer, new_correlator, step_seed
 
     device = resolve_device(args.device)
     cfg = train_config(resolution=tuple(args.resolution), batch_size=args.batch_size, workers=args.workers,
-                       steps=1000, device=device.type)
+                       steps=1000, device=device.type, precision=args.precision)
     backbone = build_backbone(args.backbone, "none").to(device)
     cfg.check_tokens(backbone.patch_size)
     correlator = new_correlator(backbone.embed_dim, ModelConfig(backbone=args.backbone), cfg).to(device).train()
     optimizer, scheduler = make_optimizer(correlator, cfg)
+    scaler = torch.amp.GradScaler(device.type, enabled=args.precision == "fp16")
 
     with tempfile.TemporaryDirectory() as tmp:
         clips = []
@@ -79,7 +82,7 @@ def main() -> None:
 
         def backbone_only(i: int) -> None:
             x = batch.permute(0, 1, 4, 2, 3).flatten(0, 1).float() / 255
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            with precision_context(device, args.precision):
                 backbone(x, with_cls=True)
 
         def forward(i: int) -> None:
@@ -90,8 +93,9 @@ def main() -> None:
             torch.manual_seed(step_seed(cfg.seed, i, 0))
             losses = batch_losses(backbone, correlator, batch, cfg, torch.Generator().manual_seed(i))
             optimizer.zero_grad(set_to_none=True)
-            losses.total.backward()
-            optimizer.step()
+            scaler.scale(losses.total).backward()
+            scaler.step(optimizer)
+            scaler.update()
             scheduler.step()
 
         if device.type == "cuda":
@@ -99,7 +103,8 @@ def main() -> None:
         t = {"data": timed(load), "backbone": timed(backbone_only), "forward": timed(forward), "step": timed(step)}
 
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"device {device}, {args.backbone} (random weights), {args.resolution[0]}x{args.resolution[1]}, "
+    print(f"device {device}, {args.precision}, {args.backbone} (random weights), "
+          f"{args.resolution[0]}x{args.resolution[1]}, "
           f"batch {args.batch_size} clips x {cfg.frames} frames, median of {args.steps} after one warm-up")
     print(f"backbone alone: {t['backbone']:.3f} s")
     for name in ("data", "forward", "step"):

@@ -248,34 +248,25 @@ def test_clustering_pass_matches_the_float64_reference(tmp_path: Path, tiny_mode
         assert same_partition(got.level_labels[level], expected.level_labels[level])
 
 
-def test_low_precision_backbone_stays_close(tmp_path: Path, tiny_models,  # noqa: ANN001
-                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    """bf16 autocast of the backbone (as on CUDA, emulated on the CPU): q and k within 2% (relative L2; 0.4-0.5%
-    measured), the converged partition's adjusted Rand index against float32 above 0.99 (0.9995 measured)."""
-    import contextlib
-
+def test_bf16_backbone_and_correlator_stay_close(tmp_path: Path, tiny_models) -> None:  # noqa: ANN001
+    """--precision bf16 (CPU autocast here, as on CUDA): q and k within 2% of float32 (relative L2), the converged
+    partitions share at least 99% of their tokens."""
     import bavos.segment as seg
-    from bavos.metrics import adjusted_rand_index, pair_counts
+    from bavos.metrics import matched_share
     from bavos.video import VideoSource
 
-    assert isinstance(seg._autocast(torch.device("cuda"), "float32"), contextlib.nullcontext)
-    assert isinstance(seg._autocast(torch.device("cpu"), "auto"), contextlib.nullcontext)
-
     video = write_clip(tmp_path / "clip.mp4", n=9, height=48, width=64)
-    cfg = tiny_config(key_ratio=3, max_objects=0)
     runs = []
-    for bf16 in (False, True):
-        if bf16:
-            monkeypatch.setattr(seg, "_autocast", lambda device, precision: torch.autocast("cpu", torch.bfloat16))
+    for precision in ("float32", "bf16"):
+        cfg = tiny_config(key_ratio=3, max_objects=0, precision=precision)
         tokens = seg.extract_tokens(VideoSource(video), tiny_models, cfg, noop)
         assert tokens.q.dtype == torch.float32 and tokens.k.dtype == torch.float32
         runs.append((tokens, seg.cluster_tokens(tokens, tiny_models, cfg, noop)))
     (t32, r32), (t16, r16) = runs
     for name in ("q", "k"):
         a, b = getattr(t16, name), getattr(t32, name)
-        assert float((a - b).norm() / b.norm()) < 0.02, name
-    a, b = r32.labels, r16.labels
-    assert adjusted_rand_index(pair_counts(a, b, a.max() + 1, b.max() + 1)) > 0.99
+        assert 0 < float((a - b).norm() / b.norm()) < 0.02, name  # bf16 did run, and stayed close
+    assert matched_share(r32.labels, r16.labels) >= 0.99
 
 
 @pytest.mark.parametrize("frame_count", [None, 1, 5, 400])

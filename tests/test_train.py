@@ -103,8 +103,9 @@ def replace_clean(cfg: TrainConfig) -> TrainConfig:
     return replace(cfg, loss_attention="clean")
 
 
-def test_resume_repeats_an_uninterrupted_run(clips: Path, cache: Path, tmp_path: Path) -> None:
-    cfg = _cfg(cache, steps=5)
+@pytest.mark.parametrize("precision", ["float32", "fp16"])
+def test_resume_repeats_an_uninterrupted_run(clips: Path, cache: Path, tmp_path: Path, precision: str) -> None:
+    cfg = _cfg(cache, steps=5, precision=precision)
     train(clips, tmp_path / "straight", MODEL, cfg)
     first = train(clips, tmp_path / "split", MODEL, cfg, until=3)
     assert first["step"] == 3
@@ -114,6 +115,9 @@ def test_resume_repeats_an_uninterrupted_run(clips: Path, cache: Path, tmp_path:
     a = torch.load(tmp_path / "straight" / "last.pt", weights_only=True)
     b = torch.load(tmp_path / "split" / "last.pt", weights_only=True)
     assert a["step"] == b["step"] == 5
+    assert ("scaler" in a) == ("scaler" in b) == (precision == "fp16")  # fp16's loss scale is saved and restored
+    if precision == "fp16":
+        assert a["scaler"] == b["scaler"]
     for key in a["model"]:
         assert torch.equal(a["model"][key], b["model"][key]), key
     for key, state in a["optimizer"]["state"].items():
@@ -246,10 +250,9 @@ def test_two_process_torchrun_on_cpu(clips: Path, cache: Path, tmp_path: Path) -
     load_correlator(run / "last.pt", dim=32)
 
 
-def test_a_step_under_bf16_autocast(clips: Path, cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """What CUDA runs (bf16 autocast), emulated with CPU autocast: dtypes mix, losses stay finite, grads float32."""
-    monkeypatch.setattr(train_mod, "_autocast", lambda device: torch.autocast("cpu", dtype=torch.bfloat16))
-    cfg = _cfg(cache)
+def test_a_step_under_bf16_autocast(clips: Path, cache: Path) -> None:
+    """--precision bf16 (CPU autocast here, as on CUDA): losses stay finite, gradients are float32."""
+    cfg = _cfg(cache, precision="bf16")
     backbone = build_backbone("bavos_test_vit", "none")
     model = new_correlator(32, MODEL, cfg).train()
     losses = batch_losses(backbone, model, _fixed_batch(clips, cache, cfg), cfg, torch.Generator().manual_seed(1))

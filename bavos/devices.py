@@ -1,0 +1,66 @@
+"""Which device a run uses, and the precision its networks run in.
+
+float32 is the default everywhere, as in the paper's release; on CUDA it is strict float32 (TensorFloat-32 off for
+matrix products and convolutions while the networks run). ``bf16`` and ``fp16`` are autocast, asked for by name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+
+from bavos.config import PRECISIONS
+from bavos.errors import ConfigError
+
+_AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def resolve_device(name: str, index: int | None = None) -> torch.device:
+    """"auto" -> CUDA when available, else CPU; "cuda" without CUDA is an error.
+
+    Args:
+        name: "auto", "cpu" or "cuda".
+        index: CUDA device for this process (e.g. torchrun's LOCAL_RANK), taken modulo the device count.
+    """
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda was asked for but no CUDA device is available; use --device cpu")
+    if name == "cuda" and index is not None:
+        return torch.device("cuda", index % torch.cuda.device_count())
+    return torch.device(name)
+
+
+def check_precision(device: torch.device, precision: str) -> None:
+    """Raise ConfigError for an unknown precision, or bf16 on a GPU that has none."""
+    if precision not in PRECISIONS:
+        raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision}")
+    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ConfigError("--precision bf16: this GPU has no bfloat16; use --precision fp16 or float32")
+
+
+@contextmanager
+def _strict_float32(device: torch.device) -> Iterator[None]:
+    if device.type != "cuda":
+        yield
+        return
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+@contextmanager
+def precision_context(device: torch.device, precision: str) -> Iterator[None]:
+    """Run the networks in ``precision``: "float32" (strict), or "bf16" / "fp16" autocast on ``device``'s type."""
+    check_precision(device, precision)
+    if precision == "float32":
+        with _strict_float32(device):
+            yield
+    else:
+        with torch.autocast(device.type, dtype=_AUTOCAST[precision]):
+            yield

@@ -198,11 +198,17 @@ def extract_backbone_state(obj: object, path: Path) -> dict[str, Tensor]:
     return obj  # a plain state dict (backbone-only DINO file, timm weights)
 
 
-def load_backbone_file(vit: nn.Module, path: Path) -> None:
-    """Load a local weights file into ``vit``; any missing, unexpected or misshapen key is an error."""
-    if not path.is_file():
+def load_backbone_file(vit: nn.Module, path: Path, loaded: dict | None = None) -> None:
+    """Load a local weights file into ``vit``; any missing, unexpected or misshapen key is an error.
+
+    Args:
+        loaded: the file's contents when they were already read (the release checkpoint holds both networks).
+    """
+    if loaded is not None:
+        state = extract_backbone_state(loaded, path)
+    elif not path.is_file():
         raise WeightsError(f"{path}: weights file not found")
-    if path.suffix == ".safetensors":
+    elif path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
         try:
@@ -231,13 +237,14 @@ def check_state_keys(module: nn.Module, state: dict[str, Tensor], source: str,
         raise error(f"{source}: weights do not fit the model ({'; '.join(problems)})")
 
 
-def build_backbone(name: str, weights: str) -> Backbone:
+def build_backbone(name: str, weights: str, loaded: dict | None = None) -> Backbone:
     """Create the frozen backbone.
 
     Args:
         name: timm model name, e.g. ``vit_small_patch8_224.dino``.
         weights: ``hub``, ``none`` (random weights drawn from seed 0, the same in every run) or a path to a local
             weights file.
+        loaded: the contents of that file when they were already read.
     """
     kwargs = {"num_classes": 0, "dynamic_img_size": True}
     if weights == "hub":
@@ -259,7 +266,7 @@ def build_backbone(name: str, weights: str) -> Backbone:
         except RuntimeError as e:
             raise WeightsError(f"unknown backbone {name!r}: give a timm ViT name") from e
         if weights != "none":
-            load_backbone_file(vit, Path(weights))
+            load_backbone_file(vit, Path(weights), loaded)
     if not isinstance(vit, VisionTransformer):
         raise WeightsError(f"backbone {name!r} is not a plain timm VisionTransformer")
     return Backbone(vit)

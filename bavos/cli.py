@@ -58,11 +58,15 @@ def segment(
                                                   show_default=False)],
     output: Annotated[Path, typer.Option("--output", "-o",
                                          help="Folder that receives one sub-folder per input.")] = Path("out"),
-    backbone: Annotated[str, typer.Option(help="timm ViT name of the frozen backbone.")] = DEFAULT_BACKBONE,
-    backbone_weights: Annotated[str, typer.Option(
-        help="'hub' (timm download/cache), a local weights file, or 'none' (random weights: tests only).")] = "hub",
-    checkpoint: Annotated[Path | None, typer.Option(
-        help="Correlator checkpoint (bavos or the paper's release). Without one: training-free mode.")] = None,
+    backbone: Annotated[str | None, typer.Option(
+        help=f"timm ViT name of the frozen backbone [default: a bavos checkpoint's own, else {DEFAULT_BACKBONE}]",
+        show_default=False)] = None,
+    backbone_weights: Annotated[str | None, typer.Option(
+        help="'hub' (timm download/cache), a local weights file, or 'none' (random weights: tests only) [default: "
+             "the checkpoint's own backbone, else hub]", show_default=False)] = None,
+    checkpoint: Annotated[str, typer.Option(
+        help="The correlator: 'release' (the paper's trained checkpoint, downloaded once into the cache), 'none' "
+             "(training-free mode: DINO's own attention), or a checkpoint file (bavos or the paper's).")] = "release",
     resolution: Annotated[tuple[int, int], typer.Option(help="Model input height and width.")] = (320, 480),
     key_ratio: Annotated[int, typer.Option(help="Every r-th processed frame is a key frame.")] = 10,
     max_key_frames: Annotated[int, typer.Option(
@@ -99,32 +103,31 @@ def segment(
     fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Stop at the first input that fails.")] = False,
 ) -> int:
     """Segment every object of each input into OUTPUT/<name>/: masks/*.png, overlay.mp4, summary.json."""
-    model_cfg = ModelConfig(backbone=backbone, backbone_weights=backbone_weights,
-                            checkpoint=str(checkpoint) if checkpoint else None)
+    model_cfg = ModelConfig(backbone=backbone, backbone_weights=backbone_weights, checkpoint=checkpoint)
     cfg = SegmentConfig(resolution=tuple(resolution), key_ratio=key_ratio, max_key_frames=max_key_frames,
                         attention_cache_mb=attention_cache, tau=tau, window=window, level=level,
                         max_objects=max_objects, upsample=upsample, stride=stride, device=device,
                         precision=precision, normalization=normalization, batch_size=batch_size, fps=fps,
                         overlay=overlay, save_hierarchy=hierarchy)
-    if backbone_weights == "none":
-        warn("--backbone-weights none: the backbone has random weights; masks are meaningless (tests, benchmarks)")
     from bavos.batch import plan_outputs, prepare_output, shard_from_env
 
     shard = shard_from_env()
     jobs = shard.take(plan_outputs(list(inputs), output))
     report = Results(json_out, quiet)
-    try:
-        prepare_output(output)
-        models = _load_models(model_cfg, cfg, shard.local_rank, jobs, skip_existing, output)
-    except BavosError as e:
-        if _debug():
-            raise
-        error(str(e))
-        for path, name in jobs:
-            report.failed(path, output / name, str(e), 0.0)
-        return 1
     failed = 0
     with Bars(enabled=not quiet and sys.stderr.isatty()) as bars:
+        try:
+            prepare_output(output)
+            models = _load_models(model_cfg, cfg, shard.local_rank, jobs, skip_existing, output, bars)
+        except BavosError as e:
+            if _debug():
+                raise
+            error(str(e))
+            for path, name in jobs:
+                report.failed(path, output / name, str(e), 0.0)
+            return 1
+        if models is not None and models.config.backbone_weights == "none":
+            warn("--backbone-weights none: the backbone has random weights; masks are meaningless (tests, benchmarks)")
         for path, name in jobs:
             failed += _segment_one(path, name, output, cfg, models, bars, report, skip_existing)
             if failed and fail_fast:
@@ -133,14 +136,20 @@ def segment(
 
 
 def _load_models(model_cfg: ModelConfig, cfg: SegmentConfig, local_rank: int | None, jobs: list[tuple[Path, str]],
-                 skip_existing: bool, output: Path) -> Any:
+                 skip_existing: bool, output: Path, bars: Bars) -> Any:
     """The models, or None when every input of this process is already finished (nothing to load)."""
     from bavos.batch import is_finished
     from bavos.segment import load_models
 
     if skip_existing and all(is_finished(output / name) for _, name in jobs):
         return None
-    return load_models(model_cfg, cfg.device, local_rank)
+
+    def download(done: int, total: int | None) -> None:
+        bars("download", done, total)
+
+    models = load_models(model_cfg, cfg.device, local_rank, download)
+    bars.reset()
+    return models
 
 
 def _segment_one(path: Path, name: str, output: Path, cfg: SegmentConfig, models: Any, bars: Bars,
@@ -257,7 +266,11 @@ def train(
     gap: Annotated[int | None, typer.Option(help="Frames between the 3 sampled frames [4].")] = None,
     backbone: Annotated[str | None, typer.Option(help=f"timm ViT name [{DEFAULT_BACKBONE}].")] = None,
     backbone_weights: Annotated[str | None, typer.Option(
-        help="'hub', a local weights file, or 'none' (random weights: tests only) [hub].")] = None,
+        help="'hub', a local weights file, or 'none' (random weights: tests only) [hub; with --init-from: that "
+             "checkpoint's backbone].")] = None,
+    init_from: Annotated[str | None, typer.Option(
+        help="Start a new run from a trained correlator (fine-tuning): 'release' (the paper's) or a checkpoint "
+             "file [a new correlator, as released].")] = None,
     loss_attention: Annotated[str | None, typer.Option(
         help="Attention the losses read: 'dropped' (after attention dropout, as released) or 'clean'.")] = None,
     motion_centre: Annotated[bool | None, typer.Option(
@@ -287,7 +300,7 @@ def train(
              "normalization": normalization, "seed": seed, "checkpoint_every": checkpoint_every,
              "log_every": log_every, "workers": workers, "cache": str(cache) if cache else None, "device": device,
              "precision": precision}
-    models = {"backbone": backbone, "backbone_weights": backbone_weights}
+    models = {"backbone": backbone, "backbone_weights": backbone_weights, "checkpoint": init_from}
     if resume:
         from bavos.runs import read_run_config
 
@@ -296,7 +309,7 @@ def train(
         model_cfg = _resumed_model_config(saved["ModelConfig"], models)
     else:
         cfg = train_config(preset, **given)
-        model_cfg = ModelConfig(**{k: v for k, v in models.items() if v is not None})
+        model_cfg = ModelConfig(**{"checkpoint": "none", **{k: v for k, v in models.items() if v is not None}})
     if model_cfg.backbone_weights == "none":
         warn("--backbone-weights none: the backbone has random weights; the correlator learns nothing useful")
     with TrainView(enabled=not quiet) as view:
@@ -309,10 +322,12 @@ def train(
 
 
 def _resumed_model_config(saved: dict[str, Any], given: dict[str, str | None]) -> ModelConfig:
+    saved = {**saved, "checkpoint": saved.get("checkpoint") or "none"}  # runs before --init-from saved null
     for key, value in given.items():
         if value is not None and value != saved.get(key):
+            option = "--init-from" if key == "checkpoint" else f"--{key.replace('_', '-')}"
             raise typer.BadParameter(f"the run was trained with {saved.get(key)}; resume with the same value",
-                                     param_hint=f"--{key.replace('_', '-')}")
+                                     param_hint=option)
     return ModelConfig(**saved)
 
 

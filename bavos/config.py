@@ -44,16 +44,28 @@ def _check_resolution(resolution: tuple[int, int], patch: int) -> None:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Which networks to build and where their weights come from."""
+    """Which networks to build and where their weights come from (None: decided by the checkpoint, see
+    ``bavos.weights.plan_weights``)."""
 
-    # timm model name of the frozen ViT backbone (DINO ViT-S/8 by default; tests use "bavos_test_vit").
-    backbone: str = DEFAULT_BACKBONE
-    # "hub" (timm download/cache), "none" (random weights, explicit), or a path to a local weights file.
-    backbone_weights: str = "hub"
-    # Path to a correlator checkpoint (bavos or the paper's release); None = training-free mode (METHOD.md 7.9).
-    checkpoint: str | None = None
+    # timm model name of the frozen ViT backbone; None = the one a bavos checkpoint was trained with, else DINO
+    # ViT-S/8 (tests use "bavos_test_vit").
+    backbone: str | None = None
+    # "hub" (timm download/cache), "none" (random weights, explicit), or a path to a local weights file; None = the
+    # release checkpoint's own encoder, or what a bavos checkpoint was trained with, else "hub".
+    backbone_weights: str | None = None
+    # The correlator: "release" (the paper's checkpoint, downloaded once into the cache), "none" (training-free
+    # mode, METHOD.md 7.9), or a path to a bavos or release checkpoint.
+    checkpoint: str = "release"
     # Number of heads of the temporal correlator (8 in the paper; head width = backbone width / heads).
     correlator_heads: int = 8
+
+    def __post_init__(self) -> None:
+        if self.checkpoint == "release" and self.backbone not in (None, DEFAULT_BACKBONE):
+            raise ConfigError(f"--checkpoint release is the paper's correlator for {DEFAULT_BACKBONE}; with "
+                              f"--backbone {self.backbone} pass --checkpoint none (training-free) or a checkpoint "
+                              "trained for it")
+        if not self.checkpoint:
+            raise ConfigError("--checkpoint must be release, none or a checkpoint file")
 
 
 @dataclass(frozen=True)

@@ -160,14 +160,17 @@ def correlator_state(obj: dict[str, Any], path: Path) -> dict[str, Tensor]:
     raise CheckpointError(f"{path}: not a bavos checkpoint (no 'model') nor the paper's (no 'model_state_dict')")
 
 
-def load_correlator(path: str | Path, dim: int, heads: int = 8) -> Correlator:
+def load_correlator(path: str | Path, dim: int, heads: int = 8, loaded: dict[str, Any] | None = None) -> Correlator:
     """Build a correlator for a backbone of width ``dim`` and load a bavos or release checkpoint into it.
+
+    Args:
+        loaded: the checkpoint's contents when they were already read.
 
     Raises:
         CheckpointError: unreadable file, unsafe pickle, or keys/shapes that do not match (named in the message).
     """
     path = Path(path)
-    obj = read_checkpoint(path)
+    obj = read_checkpoint(path) if loaded is None else loaded
     state = correlator_state(obj, path)
     config = obj.get("config")
     if isinstance(config, dict):

@@ -32,9 +32,11 @@ from bavos.cluster import ClusterResult, cluster_video
 from bavos.config import NORMALIZATION, ModelConfig, SegmentConfig, to_dict
 from bavos.correlator import Correlator, load_correlator
 from bavos.devices import precision_context, resolve_device
-from bavos.errors import ConfigError, InputError, OutputError
+from bavos.errors import ConfigError, InputError, OutputError, WeightsError
 from bavos.render import overlay, write_mask
 from bavos.video import Frame, OverlayWriter, VideoInfo, VideoSource
+from bavos.weights import Progress as DownloadProgress
+from bavos.weights import WeightsPlan, plan_weights
 
 Progress = Callable[[str, int, int | None], None]
 """progress(stage, done, total): stages "decode", "backbone", "clustering", "writing"; total may be None."""
@@ -48,12 +50,18 @@ def _no_progress(stage: str, done: int, total: int | None) -> None:
 
 @dataclass
 class Models:
-    """The networks of a run, loaded once and reused for every input."""
+    """The networks of a run, loaded once and reused for every input.
+
+    Attributes:
+        config: the model config as resolved (backbone name and weights filled in).
+        weights: which weights were used and where each came from.
+    """
 
     backbone: Backbone
     correlator: Correlator | None
     device: torch.device
     config: ModelConfig
+    weights: WeightsPlan
 
     @property
     def scale(self) -> float:
@@ -61,14 +69,27 @@ class Models:
         return self.correlator.scale if self.correlator is not None else self.backbone.scale
 
 
-def load_models(config: ModelConfig, device: str = "auto", index: int | None = None) -> Models:
-    """Build the frozen backbone and, when a checkpoint is given, the correlator (on CUDA device ``index``)."""
+def load_models(config: ModelConfig, device: str = "auto", index: int | None = None,
+                progress: DownloadProgress | None = None) -> Models:
+    """Build the frozen backbone and the correlator (on CUDA device ``index``) as ``plan_weights`` resolves them.
+
+    Args:
+        progress: reports the download of the paper's checkpoint, when it is not cached yet.
+    """
     dev = resolve_device(device, index)
-    backbone = build_backbone(config.backbone, config.backbone_weights).to(dev)
+    plan = plan_weights(config, progress)
+    try:
+        backbone = build_backbone(plan.backbone, plan.backbone_weights, plan.backbone_loaded).to(dev)
+    except WeightsError as e:
+        if plan.backbone_weights_from != "checkpoint":
+            raise
+        raise WeightsError(f"{e} (the backbone weights recorded in {plan.checkpoint_file}; pass --backbone-weights "
+                           "to use others)") from e
     correlator = None
-    if config.checkpoint:
-        correlator = load_correlator(config.checkpoint, backbone.embed_dim, config.correlator_heads).to(dev)
-    return Models(backbone, correlator, dev, config)
+    if plan.checkpoint_file is not None:
+        correlator = load_correlator(plan.checkpoint_file, backbone.embed_dim, config.correlator_heads,
+                                     plan.loaded).to(dev)
+    return Models(backbone, correlator, dev, plan.model_config(config), replace(plan, loaded=None))
 
 
 @dataclass
@@ -419,6 +440,7 @@ def _summary(source: VideoSource, analysis: Analysis, stats: dict[str, Any], cfg
         "level": result.level, "converged_level": result.converged, "level_sizes": result.sizes,
         "capped_from": result.hierarchy.capped_from,
         "mode": "correlator" if models.correlator is not None else "training-free",
+        "weights": models.weights.describe(),
         "device": str(models.device), "config": to_dict(models.config, cfg),
         "timings": {k: round(v, 4) for k, v in timings.items()}, "version": __version__,
     }

@@ -16,6 +16,7 @@ import math
 import time
 import warnings
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +29,13 @@ from bavos.augment import augment, normalize, sample_params
 from bavos.backbone import Backbone, build_backbone
 from bavos.batch import Shard, shard_from_env
 from bavos.clips import CachedClip, ClipSamples, Skipped, StepBatches, cache_clips, find_clips
-from bavos.config import ModelConfig, TrainConfig, to_dict
-from bavos.correlator import Correlator
+from bavos.config import DEFAULT_BACKBONE, ModelConfig, TrainConfig, to_dict
+from bavos.correlator import Correlator, load_correlator
 from bavos.devices import precision_context, resolve_device
 from bavos.errors import ConfigError, InputError, TrainError
 from bavos.losses import Losses, clip_losses
 from bavos.runs import RunFolder
+from bavos.weights import plan_weights
 
 
 class TrainEvents:
@@ -228,7 +230,7 @@ def train(clips_root: str | Path, output: str | Path, model_cfg: ModelConfig, cf
     run.check(resume)
     try:
         clips = find_clips(Path(clips_root))
-        session = _Session(model_cfg, cfg, run, shard, device, events or TrainEvents())
+        session = _Session(model_cfg, cfg, run, shard, device, events or TrainEvents(), resume)
         start = run.restore(session.correlator, session.optimizer, session.scheduler, session.configs,
                             session.scaler) if resume else 0
     except BaseException:
@@ -258,12 +260,24 @@ class _Session:
     """The models, optimizer and run folder of one training process."""
 
     def __init__(self, model_cfg: ModelConfig, cfg: TrainConfig, run: RunFolder, shard: Shard, device: torch.device,
-                 events: TrainEvents) -> None:
+                 events: TrainEvents, resume: bool) -> None:
         self.cfg, self.run, self.shard, self.device, self.events = cfg, run, shard, device, events
+        plan = None
+        if model_cfg.checkpoint != "none" and not resume:  # fine-tuning: start from that correlator and its backbone
+            plan = plan_weights(model_cfg)
+            model_cfg = plan.model_config(model_cfg)
+        else:  # a new correlator, or a resumed run (its state comes from last.pt)
+            model_cfg = replace(model_cfg, backbone=model_cfg.backbone or DEFAULT_BACKBONE,
+                                backbone_weights=model_cfg.backbone_weights or "hub")
         self.configs = to_dict(model_cfg, cfg)
-        self.backbone = build_backbone(model_cfg.backbone, model_cfg.backbone_weights).to(device)
+        loaded = plan.backbone_loaded if plan is not None else None
+        self.backbone = build_backbone(model_cfg.backbone, model_cfg.backbone_weights, loaded).to(device)
         cfg.check_tokens(self.backbone.patch_size)
         self.correlator = new_correlator(self.backbone.embed_dim, model_cfg, cfg).to(device)
+        if plan is not None and plan.checkpoint_file is not None:
+            start = load_correlator(plan.checkpoint_file, self.backbone.embed_dim, model_cfg.correlator_heads,
+                                    plan.loaded)
+            self.correlator.load_state_dict(start.state_dict())
         self.optimizer, self.scheduler = make_optimizer(self.correlator, cfg)
         # fp16 gradients need loss scaling; with float32 or bf16 the scaler does nothing
         self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")

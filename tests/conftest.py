@@ -12,7 +12,7 @@ import pytest
 import torch
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-TINY = ["--backbone", "bavos_test_vit", "--resolution", "64", "96", "--device", "cpu"]
+TINY = ["--backbone", "bavos_test_vit", "--checkpoint", "none", "--resolution", "64", "96", "--device", "cpu"]
 
 
 def clip_frames(n: int, height: int, width: int) -> list[np.ndarray]:
@@ -90,3 +90,30 @@ def run_cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., Result]:
         return Result(code, captured.out, captured.err)
 
     return run
+
+
+def make_release_checkpoint(path: Path, seed: int = 0, sharpness: float = 1.0) -> Path:
+    """A file in the paper's release layout with random weights: a ViT-S/8 encoder and one correlator block.
+
+    ``model_state_dict`` holds ``encoder.*`` (DINO's backbone keys) and ``temporal_transformer.0.*`` (the block);
+    ``sharpness`` scales the correlator's q/k weights (sharper attention, more clusters).
+    """
+    import timm
+
+    from bavos.correlator import Correlator
+
+    torch.manual_seed(seed)
+    encoder = timm.create_model("vit_small_patch8_224.dino", pretrained=False, num_classes=0).state_dict()
+    block = Correlator(384, 8).state_dict()
+    block["attn.qkv.weight"][:768] *= sharpness
+    state = {**{f"encoder.{k}": v for k, v in encoder.items()},
+             **{f"temporal_transformer.0.{k}": v for k, v in block.items()}}
+    torch.save({"iteration": 60000, "model_state_dict": state, "optimizer_state_dict": {"state": {}},
+                "loss": 0.5}, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def release_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random-weight checkpoint in the release's layout (about 95 MB)."""
+    return make_release_checkpoint(tmp_path_factory.mktemp("release") / "checkpoint_dino-s-8.pth")

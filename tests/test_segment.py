@@ -62,7 +62,8 @@ def test_relabel_by_area_puts_the_largest_first() -> None:
 
 @pytest.fixture(scope="module")
 def tiny_models(sharp_weights: Path):  # noqa: ANN201
-    return load_models(ModelConfig(backbone="bavos_test_vit", backbone_weights=str(sharp_weights)), "cpu")
+    return load_models(ModelConfig(backbone="bavos_test_vit", backbone_weights=str(sharp_weights), checkpoint="none"),
+                       "cpu")
 
 
 def noop(*args: object) -> None:

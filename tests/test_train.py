@@ -17,7 +17,7 @@ from bavos.correlator import Correlator, load_correlator
 from bavos.errors import ConfigError
 from bavos.train import batch_losses, make_optimizer, new_correlator, train
 
-MODEL = ModelConfig(backbone="bavos_test_vit", backbone_weights="none", correlator_heads=4)
+MODEL = ModelConfig(backbone="bavos_test_vit", backbone_weights="none", checkpoint="none", correlator_heads=4)
 TRAIN_ARGS = ["--backbone", "bavos_test_vit", "--backbone-weights", "none", "--resolution", "128", "160",
               "--device", "cpu", "--workers", "0"]
 

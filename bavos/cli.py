@@ -185,8 +185,9 @@ def eval_(
     davis: Annotated[Path | None, typer.Option(help="DAVIS-2017 root (Annotations_unsupervised/480p, "
                                                     "ImageSets/2017/val.txt).")] = None,
     protocol: Annotated[str, typer.Option(
-        help="'official': one Hungarian match per sequence, <= 20 proposals; 'per-frame': the release's lenient "
-             "match in every frame, <= 300 proposals.")] = "official",
+        help="'official': one Hungarian match per sequence, ids 1..20 (id 0 is background); 'per-frame': a match in "
+             "every frame, ids 1..300; 'release': the paper's evaluator, a match in every frame with every cluster "
+             "(id 0 too) a proposal, at most 300.")] = "official",
     sequences: Annotated[str | None, typer.Option(help="Comma-separated sequence names (default: val.txt).")] = None,
     max_proposals: Annotated[int | None, typer.Option(
         help="Proposal limit; any value other than the protocol's is reported as non-standard.")] = None,

@@ -26,26 +26,24 @@ from bavos.metrics import (
     video_miou,
 )
 
-PROTOCOLS = ("official", "per-frame")
-MAX_PROPOSALS = {"official": 20, "per-frame": 300}
+PROTOCOLS = ("official", "per-frame", "release")
+MAX_PROPOSALS = {"official": 20, "per-frame": 300, "release": 300}
 MEASURES = ("J&F-Mean", "J-Mean", "J-Recall", "J-Decay", "F-Mean", "F-Recall", "F-Decay")
-ID_MODES = ("P", "L")
+ID_MODES = ("P", "L", "I;16", "I")  # indexed or 8-bit grey; 16-bit grey (bavos's masks above 255 clusters)
 
 Progress = Callable[[str, int, int], None]
 
 
 def protocol_name(protocol: str, max_proposals: int | None = None) -> str:
-    """The name every reported number carries: 'official', 'official (non-standard: ...)' or 'per-frame'."""
+    """The name every reported number carries: the protocol's, with its proposal limit when it is not the usual."""
     if protocol not in PROTOCOLS:
         raise EvalError(f"unknown protocol {protocol!r}: choose one of {', '.join(PROTOCOLS)}")
     limit = MAX_PROPOSALS[protocol] if max_proposals is None else max_proposals
+    if limit == MAX_PROPOSALS[protocol]:
+        return protocol
     if protocol == "official":
-        if limit == MAX_PROPOSALS["official"]:
-            return "official"
         return f"official (non-standard: up to {limit} proposals)"
-    if limit == MAX_PROPOSALS["per-frame"]:
-        return "per-frame"
-    return f"per-frame (up to {limit} proposals)"
+    return f"{protocol} (up to {limit} proposals)"
 
 
 @dataclass(frozen=True)
@@ -97,14 +95,23 @@ class DavisResult:
 
 
 def read_ids(path: Path, what: str) -> np.ndarray:
-    """(H, W) uint8 ids of an indexed (mode P) or 8-bit grey (mode L) PNG; anything else is an error."""
+    """(H, W) ids of an indexed (mode P) or 8-bit grey (mode L) PNG (uint8), or a 16-bit grey PNG (uint16).
+
+    Anything else (RGB, RGBA, ...) is an error.
+    """
     try:
         with Image.open(path) as img:
             if img.mode not in ID_MODES:
-                raise EvalError(f"{path}: {what} must be indexed (palette) PNGs of ids, this one is mode {img.mode}")
-            return np.asarray(img, dtype=np.uint8)
+                raise EvalError(f"{path}: {what} must be indexed (palette) or 16-bit grey PNGs of ids, this one is "
+                                f"mode {img.mode}")
+            ids = np.asarray(img)
     except OSError as exc:
         raise EvalError(f"{path}: cannot read {what} PNG ({exc})") from exc
+    if ids.dtype.itemsize > 1:  # 16-bit: mode I;16 reads as uint16, mode I as int32
+        if ids.min() < 0 or ids.max() > 65535:
+            raise EvalError(f"{path}: {what} ids must be in 0..65535")
+        return ids.astype(np.uint16, copy=False)
+    return ids.astype(np.uint8, copy=False)
 
 
 def prediction_dir(preds: Path, sequence: str) -> Path:
@@ -179,9 +186,11 @@ def _sequence_scores(sequence: str, pred: np.ndarray, gt: np.ndarray, protocol: 
     if n_objs == 0:
         notes.append(f"{sequence}: no object in the first annotated frame, nothing to score")
         return []
-    n_props = int(pred.max())
+    shift = 1 if protocol == "release" else 0  # the release's evaluator: every cluster, id 0 too, is a proposal
+    n_props = int(pred.max()) + shift
     if n_props > limit:
-        raise EvalError(f"{sequence}: the predictions hold id {n_props}, more than the {limit} proposals this "
+        held = f"{n_props} clusters (ids 0..{n_props - 1})" if shift else f"id {n_props}"
+        raise EvalError(f"{sequence}: the predictions hold {held}, more than the {limit} proposals this "
                         f"protocol allows (--max-proposals raises the limit; the official limit is "
                         f"{MAX_PROPOSALS['official']})")
     n_slots = max(n_props, n_objs)  # fewer proposals than objects: pad with empty ones
@@ -189,7 +198,8 @@ def _sequence_scores(sequence: str, pred: np.ndarray, gt: np.ndarray, protocol: 
     j = np.zeros((n_slots, n_objs, n_frames))
     f = np.zeros((n_slots, n_objs, n_frames))
     for t in range(n_frames):
-        j[:, :, t], f[:, :, t] = frame_scores(pred[t], gt[t], n_slots, n_objs)
+        frame = pred[t].astype(np.int32) + shift if shift else pred[t]
+        j[:, :, t], f[:, :, t] = frame_scores(frame, gt[t], n_slots, n_objs)
         if progress is not None:
             progress(sequence, t + 1, n_frames)
     if protocol == "official":
@@ -208,8 +218,9 @@ def evaluate_davis(preds: Path, davis: Path, protocol: str = "official", sequenc
     Args:
         preds: folder with one sub-folder of indexed PNGs per sequence.
         davis: DAVIS-2017 root.
-        protocol: ``official`` (one Hungarian match per sequence, at most 20 proposals) or ``per-frame``
-            (the release's: a match in every frame, at most 300 proposals).
+        protocol: ``official`` (one Hungarian match per sequence on the mean (J+F)/2, ids 1..20; id 0 is
+            background), ``per-frame`` (a Hungarian match on J+F in every frame, ids 1..300) or ``release`` (the
+            paper's released evaluator: as ``per-frame``, but every id, 0 included, is a proposal; at most 300).
         sequences: names to score; default: ImageSets/2017/val.txt.
         max_proposals: proposal limit; a value other than the protocol's makes it non-standard (named so).
         progress: called with (sequence, frames done, frames).
@@ -267,12 +278,12 @@ def evaluate_instances(preds: Path, gt: Path, sequences: Sequence[str] | None = 
         if not (gt / seq).is_dir():
             raise EvalError(f"sequence {seq!r} has no ground truth in {gt}")
         pred, ann = _load_pairs(prediction_dir(Path(preds), seq), gt / seq, exact=False)
-        table = np.zeros((256, 256), dtype=np.int64)
+        table = np.zeros((int(pred.max()) + 1, 256), dtype=np.int64)  # predicted ids may be 16-bit
         frame_aris = []
         for t in range(len(ann)):
             frame_aris.append(fg_ari(pred[t], ann[t]))
             keep = ann[t] != VOID
-            table += pair_counts(pred[t][keep], ann[t][keep], 256, 256)
+            table += pair_counts(pred[t][keep], ann[t][keep], *table.shape)
             if progress is not None:
                 progress(seq, t + 1, len(ann))
         scored = [a for a in frame_aris if not np.isnan(a)]

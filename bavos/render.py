@@ -1,4 +1,9 @@
-"""Palettes, overlays and indexed-PNG writing."""
+"""Palettes, overlays and mask PNG writing.
+
+Masks are indexed (mode "P") 8-bit PNGs with the DAVIS palette when a video's ids fit (up to 255 clusters), else
+16-bit greyscale PNGs (mode "I;16", the id as the pixel value), which PIL, OpenCV (``IMREAD_UNCHANGED``) and
+``bavos eval`` read.
+"""
 
 from __future__ import annotations
 
@@ -30,12 +35,32 @@ def davis_palette() -> np.ndarray:
 
 PALETTE = davis_palette()
 _PALETTE_BYTES = PALETTE.tobytes()
+_GOLDEN = 0.618033988749895
+
+
+def palette(count: int) -> np.ndarray:
+    """(max(count, 256), 3) uint8 colours: the DAVIS palette, then (ids 256 and up) hues spread by the golden ratio."""
+    if count <= len(PALETTE):
+        return PALETTE
+    ids = np.arange(len(PALETTE), count)
+    hue = (ids * _GOLDEN) % 1.0
+    sat = 0.55 + 0.35 * ((ids // 7) % 2)
+    val = 0.65 + 0.3 * ((ids // 3) % 2)
+    sector = np.floor(hue * 6).astype(int) % 6  # HSV to RGB, one sector of the hue circle at a time
+    f = hue * 6 - np.floor(hue * 6)
+    p, q, t = val * (1 - sat), val * (1 - f * sat), val * (1 - (1 - f) * sat)
+    rgb = np.choose(sector[None], [[val, t, p], [q, val, p], [p, val, t], [p, q, val], [t, p, val], [val, p, q]])
+    extra = np.round(rgb.T * 255).astype(np.uint8)  # (count - 256, 3)
+    return np.concatenate([PALETTE, extra])
 
 
 def write_mask(path: Path, labels: np.ndarray) -> None:
-    """Write (H, W) labels in 0..255 as an indexed (mode "P") PNG with the DAVIS palette."""
-    image = Image.fromarray(labels.astype(np.uint8, copy=False), mode="P")
-    image.putpalette(_PALETTE_BYTES)
+    """Write (H, W) ids: uint8 as an indexed (mode "P") PNG with the DAVIS palette, uint16 as a 16-bit PNG."""
+    if labels.dtype == np.uint16:
+        image = Image.fromarray(np.ascontiguousarray(labels))  # mode "I;16"
+    else:
+        image = Image.fromarray(labels.astype(np.uint8, copy=False), mode="P")
+        image.putpalette(_PALETTE_BYTES)
     try:
         image.save(path, format="PNG", compress_level=1)
     except OSError as e:
@@ -53,7 +78,7 @@ def overlay(image: np.ndarray, labels: np.ndarray, alpha: float = 0.5) -> np.nda
     Returns:
         (H, W, 3) uint8.
     """
-    colours = PALETTE[labels].astype(np.float32)
+    colours = palette(int(labels.max()) + 1)[labels].astype(np.float32)
     blended = image.astype(np.float32) * (1 - alpha) + colours * alpha
     out = np.where((labels > 0)[..., None], blended, image.astype(np.float32))
     return np.clip(out + 0.5, 0, 255).astype(np.uint8)

@@ -41,7 +41,8 @@ from bavos.weights import WeightsPlan, plan_weights
 Progress = Callable[[str, int, int | None], None]
 """progress(stage, done, total): stages "decode", "backbone", "clustering", "writing"; total may be None."""
 
-MAX_IDS = 255  # ids 0..254 fit an 8-bit indexed PNG, 255 is DAVIS's void label
+MAX_IDS_8BIT = 255  # ids 0..254 fit an 8-bit indexed PNG, 255 is DAVIS's void label
+MAX_IDS = 65536  # more clusters than MAX_IDS_8BIT are written as 16-bit PNGs, ids 0..65535
 
 
 def _no_progress(stage: str, done: int, total: int | None) -> None:
@@ -278,17 +279,18 @@ def relabel_by_area(labels: np.ndarray, clusters: int = 0) -> tuple[np.ndarray, 
         clusters: number of clusters at that level (clusters no token chose still get a -1 entry).
 
     Returns:
-        (T, N) uint8 ids and the (clusters,) map from cluster index to id.
+        (T, N) ids, uint8 for up to 255 clusters (8-bit masks), else uint16 (16-bit masks), and the (clusters,) map
+        from cluster index to id.
     """
     counts = np.bincount(labels.ravel(), minlength=clusters)
     present = np.flatnonzero(counts)
     if len(present) > MAX_IDS:
-        raise ConfigError(f"{len(present)} clusters do not fit an 8-bit mask ({MAX_IDS} at most); "
+        raise ConfigError(f"{len(present)} clusters do not fit a 16-bit mask ({MAX_IDS} at most); "
                           "lower the count with --max-objects")
     order = present[np.argsort(-counts[present], kind="stable")]
     mapping = np.full(len(counts), -1, dtype=np.int64)
     mapping[order] = np.arange(len(order))
-    return mapping[labels].astype(np.uint8), mapping
+    return mapping[labels].astype(np.uint8 if len(present) <= MAX_IDS_8BIT else np.uint16), mapping
 
 
 def _interp_matrix(out_size: int, in_size: int) -> Tensor:
@@ -304,7 +306,7 @@ def _interp_matrix(out_size: int, in_size: int) -> Tensor:
 
 
 def upsample_ids(ids: np.ndarray, size: tuple[int, int], mode: str, band: int = 256) -> np.ndarray:
-    """Patch-grid ids (h, w) -> (H, W) uint8 at frame size.
+    """Patch-grid ids (h, w) -> (H, W) ids at frame size, of the same dtype.
 
     "bilinear": each present id's mask is upsampled bilinearly and every pixel takes the id of the largest value
     (computed in bands of rows, so 4000x3000 frames stay in bounded memory); "nearest": nearest neighbour.
@@ -313,17 +315,17 @@ def upsample_ids(ids: np.ndarray, size: tuple[int, int], mode: str, band: int = 
     grid = torch.from_numpy(ids.astype(np.int64))
     if mode == "nearest":
         up = F.interpolate(grid[None, None].float(), size=size, mode="nearest")[0, 0]
-        return up.to(torch.uint8).numpy()
+        return up.numpy().astype(ids.dtype)
     present = torch.unique(grid)
     if len(present) == 1:
-        return np.full(size, int(present[0]), dtype=np.uint8)
+        return np.full(size, int(present[0]), dtype=ids.dtype)
     masks = (grid[None] == present[:, None, None]).float()  # (k, h, w)
     rows, cols = _interp_matrix(height, grid.shape[0]), _interp_matrix(width, grid.shape[1])
     right = masks @ cols.T  # (k, h, W)
-    out = np.empty(size, dtype=np.uint8)
+    out = np.empty(size, dtype=ids.dtype)
     for start in range(0, height, band):
         scores = torch.einsum("yh,khx->kyx", rows[start : start + band], right)  # (k, band, W)
-        out[start : start + band] = present[scores.argmax(0)].to(torch.uint8).numpy()
+        out[start : start + band] = present[scores.argmax(0)].numpy()
     return out
 
 
@@ -339,7 +341,7 @@ class Analysis:
     info: VideoInfo
     tokens: Tokens
     result: ClusterResult
-    ids: np.ndarray  # (T, N) uint8 output ids, 0 = background
+    ids: np.ndarray  # (T, N) output ids (uint8, or uint16 above 255 clusters), 0 = background
     mapping: np.ndarray  # cluster index -> output id (-1 = absent)
     timings: dict[str, float]
 
@@ -356,7 +358,7 @@ def analyse(source: VideoSource, models: Models, cfg: SegmentConfig, progress: P
 
 
 def iter_masks(source: VideoSource, analysis: Analysis, cfg: SegmentConfig) -> Iterator[tuple[Frame, np.ndarray]]:
-    """Pass 3: every decoded frame with its (H, W) uint8 ids at frame size."""
+    """Pass 3: every decoded frame with its (H, W) ids at frame size (the dtype of ``analysis.ids``)."""
     h, w = analysis.tokens.grid
     count = len(analysis.tokens.processed)
     seen = 0

@@ -76,7 +76,7 @@ def test_one_failing_input_does_not_stop_the_others(tmp_path: Path, run_cli) -> 
         (["segment", "x.mp4", "--no-such-flag"], "No such option: --no-such-flag"),
         (["segment", "x.mp4", "--tau", "abc"], "Invalid value for '--tau'"),
         (["segment", "x.mp4", "--tau", "-1", *TINY], "--tau must be positive"),
-        (["segment", "x.mp4", "--max-objects", "300", *TINY], "--max-objects must be in 0..255"),
+        (["segment", "x.mp4", "--max-objects", "70000", *TINY], "--max-objects must be in 0..65536"),
         (["segment", "x.mp4", "--upsample", "cubic", *TINY], "--upsample must be bilinear or nearest"),
         (["segment", "x.mp4", "--precision", "fp8", *TINY], "--precision must be one of float32, bf16, fp16"),
         (["segment", "x.mp4", "--attention-cache", "-1", *TINY], "--attention-cache must be 0 (none) or more MB"),

@@ -98,6 +98,54 @@ def test_per_frame_protocol_is_more_lenient_when_ids_swap(davis: Path, tmp_path:
     assert per_frame["J-Mean"] == 1.0
 
 
+def test_release_protocol_counts_id_0_as_a_proposal(davis: Path, tmp_path: Path) -> None:
+    """The release's evaluator takes every cluster as a proposal, the largest (bavos's id 0) too."""
+    gt = moving_objects(objects=1)
+    inverted = np.where(gt == 1, 0, 1).astype(np.uint8)  # the object is id 0, everything else id 1
+    write_ids(tmp_path / "preds" / "b", inverted)
+    scores = {p: evaluate.evaluate_davis(tmp_path / "preds", davis, p, ["b"]).overall()
+              for p in evaluate.PROTOCOLS}
+    assert scores["official"]["J-Mean"] == scores["per-frame"]["J-Mean"] == 0.0  # id 0 is background there
+    assert scores["release"]["J-Mean"] == scores["release"]["F-Mean"] == 1.0
+    # with the object under id 1, the protocols agree: the extra background proposal matches nothing better
+    write_ids(tmp_path / "preds" / "b", gt)
+    agree = [evaluate.evaluate_davis(tmp_path / "preds", davis, p, ["b"]).overall() for p in evaluate.PROTOCOLS]
+    assert agree[0] == agree[1] == agree[2]
+
+
+def test_release_and_per_frame_protocols_differ_per_frame_on_hand_made_frames(davis: Path, tmp_path: Path) -> None:
+    """Frames 0-2: the object is id 1; frames 3-5: it is id 0, the background id 2. Per-frame matching sees the
+    object in half the frames, the release's in all of them; the official protocol in half as well."""
+    gt = moving_objects(objects=1)
+    pred = np.where(gt == 1, 1, 0).astype(np.uint8)
+    pred[3:] = np.where(gt[3:] == 1, 0, 2)
+    write_ids(tmp_path / "preds" / "b", pred)
+    j = {p: evaluate.evaluate_davis(tmp_path / "preds", davis, p, ["b"]).overall()["J-Mean"]
+         for p in evaluate.PROTOCOLS}
+    assert j == {"official": pytest.approx(0.5), "per-frame": pytest.approx(0.5), "release": 1.0}
+
+
+def test_300_proposals_with_16_bit_masks(davis: Path, tmp_path: Path) -> None:
+    gt = moving_objects(objects=1)
+    many = np.zeros(gt.shape, dtype=np.uint16)
+    flat = many.reshape(len(gt), -1)
+    flat[:] = np.arange(flat.shape[1]) % 300  # ids 0..299 in every frame, id 1 only on the object
+    many[many == 1] = 0
+    many[gt == 1] = 1
+    write_ids(tmp_path / "preds" / "b", many)
+    with Image.open(tmp_path / "preds" / "b" / "00000.png") as im:
+        assert im.mode == "I;16"
+    for protocol in ("per-frame", "release"):  # 299 proposals, and 300 with id 0
+        assert evaluate.evaluate_davis(tmp_path / "preds", davis, protocol, ["b"]).overall()["J-Mean"] == 1.0
+    many[0, 0, 0] = 300  # ids 0..300: the release's evaluator would have 301 proposals
+    write_ids(tmp_path / "preds" / "b", many)
+    assert evaluate.evaluate_davis(tmp_path / "preds", davis, "per-frame", ["b"]).overall()["J-Mean"] == 1.0
+    with pytest.raises(EvalError, match=r"301 clusters \(ids 0..300\), more than the 300 proposals"):
+        evaluate.evaluate_davis(tmp_path / "preds", davis, "release", ["b"])
+    res = evaluate.evaluate_davis(tmp_path / "preds", davis, "release", ["b"], max_proposals=301)
+    assert res.protocol == "release (up to 301 proposals)" and res.overall()["J-Mean"] == 1.0
+
+
 def test_proposal_limit_and_non_standard_name(davis: Path, tmp_path: Path) -> None:
     preds = tmp_path / "preds"
     many = moving_objects(objects=1)
@@ -123,7 +171,7 @@ def test_objects_come_from_the_first_frame(tmp_path: Path) -> None:
 @pytest.mark.parametrize("problem, message", [
     ("missing", "no predictions for sequence 'b'"),
     ("size", "prediction is 50x36, the ground truth is 52x36"),
-    ("rgb", "must be indexed (palette) PNGs"),
+    ("rgb", "must be indexed (palette) or 16-bit grey PNGs"),
     ("count", "5 prediction frames, the ground truth has 6 (first missing: 00005.png)"),
     ("extra", "7 prediction frames, the ground truth has 6"),
     ("sequence", "sequence 'zz' has no annotations"),
@@ -168,6 +216,10 @@ def test_instances_fg_ari_and_miou(tmp_path: Path) -> None:
     res = evaluate.evaluate_instances(tmp_path / "preds", tmp_path / "gt")
     assert res.fg_ari == {"s": 1.0}
     assert res.miou["s"] == pytest.approx(1.0)
+    wide = np.where(gt == 1, 1000, np.where(gt == 2, 40000, 300)).astype(np.uint16)  # 16-bit ids, same partition
+    write_ids(tmp_path / "preds" / "s", wide)
+    res = evaluate.evaluate_instances(tmp_path / "preds", tmp_path / "gt")
+    assert res.fg_ari == {"s": 1.0} and res.miou["s"] == pytest.approx(1.0)
     merged = np.where(gt > 0, 3, 0).astype(np.uint8)  # both objects under one id
     write_ids(tmp_path / "preds" / "s", merged)
     res = evaluate.evaluate_instances(tmp_path / "preds", tmp_path / "gt")

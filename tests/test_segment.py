@@ -56,8 +56,11 @@ def test_relabel_by_area_puts_the_largest_first() -> None:
     assert ids.tolist() == [[0, 0, 2], [0, 1, 1]]
     assert mapping.tolist() == [-1, 2, 1, -1, 0]
     assert relabel_by_area(labels, 7)[1].tolist() == [-1, 2, 1, -1, 0, -1, -1]
+    assert ids.dtype == np.uint8
+    wide, _ = relabel_by_area(np.arange(300)[None])  # more than 255 clusters: 16-bit ids
+    assert wide.dtype == np.uint16 and sorted(wide.ravel().tolist()) == list(range(300))
     with pytest.raises(ConfigError, match="--max-objects"):
-        relabel_by_area(np.arange(300)[None])
+        relabel_by_area(np.arange(65537)[None])
 
 
 @pytest.fixture(scope="module")
@@ -302,3 +305,32 @@ def test_free_heap_is_released_after_every_clustering_window(tmp_path: Path, tin
     assert len(calls) == 1  # after pass 1
     seg.cluster_tokens(tokens, tiny_models, cfg, noop)
     assert len(calls) == 1 + 2 * 3  # 7 frames: 3 windows, each seen by the hierarchy and by the assignment
+
+
+def test_more_than_255_clusters_are_written_as_16_bit_masks(tmp_path: Path, tiny_models) -> None:  # noqa: ANN001
+    """A near-zero tau leaves most tokens alone: hundreds of clusters are a result, with masks, overlay and eval."""
+    from bavos.evaluate import evaluate_instances
+
+    video = write_clip(tmp_path / "c.mp4", n=4, height=64, width=96)
+    summary = segment_video(video, tmp_path / "out", tiny_config(tau=1e-9, max_objects=0, upsample="nearest"),
+                            tiny_models)
+    folder = tmp_path / "out" / "c"
+    assert summary["objects"] + 1 > 255
+    hierarchy = np.load(folder / "hierarchy.npz")
+    ids = hierarchy["output_ids"][hierarchy["labels"][int(hierarchy["level"])]]  # (T, N)
+    for t, png in enumerate(sorted((folder / "masks").glob("*.png"))):
+        with Image.open(png) as im:
+            assert im.mode == "I;16"
+            mask = np.asarray(im)
+        np.testing.assert_array_equal(mask[::8, ::8], ids[t].reshape(8, 12))
+    with av.open(str(folder / "overlay.mp4")) as c:
+        assert sum(1 for _ in c.decode(c.streams.video[0])) == 4
+    gt = tmp_path / "gt" / "c"
+    gt.mkdir(parents=True)
+    last = int(ids.max())
+    assert last > 255
+    for t in range(4):  # the ground-truth object is exactly the cluster of the highest id (a 16-bit value)
+        obj = (ids[t].reshape(8, 12) == last).repeat(8, 0).repeat(8, 1)
+        Image.fromarray(obj.astype(np.uint8), mode="L").save(gt / f"{t:05d}.png")
+    res = evaluate_instances(tmp_path / "out", tmp_path / "gt")
+    assert res.miou["c"] == 1.0  # found only if eval reads the id above 255 as it was written

@@ -8,8 +8,8 @@ size, modification time and the resolution, so a changed clip is decoded again. 
 is too short, gets a ``<key>.skip.json`` with the reason (looked up again on resume instead of decoding).
 
 Samples are a pure function of (seed, sample index): clip uniformly at random, centre uniformly at random,
-frames ``centre - gap, centre, centre + gap`` (the gap shrunk to fit short clips). So a resumed run, any number
-of worker processes and any number of torchrun processes see exactly the same samples.
+frames ``centre - gap, centre, centre + gap`` (the gap shrunk for short clips by the release's rule). So a resumed
+run, any number of worker processes and any number of torchrun processes see exactly the same samples.
 """
 
 from __future__ import annotations
@@ -157,18 +157,31 @@ def cache_clips(clips: list[Path], cache: Path, resolution: tuple[int, int], min
     return results
 
 
+def release_gap(length: int, frames: int, gap: int) -> int:
+    """The gap the release's data loader uses for a clip of ``length`` frames (METHOD.md 3.1, its ``data.py``).
+
+    It keeps the largest gap ``g <= gap`` with ``g * (frames // 2) < length - g * (frames // 2) - 1``. Where that
+    leaves 0 (3 frames of a 3-frame clip), the release would feed one frame three times; bavos takes 1 instead,
+    consecutive frames (the only difference, and only for such clips).
+    """
+    half = frames // 2
+    g = min(gap, (length - 2) // (2 * half)) if half else gap
+    return max(g, 1)
+
+
 def triplet(index: int, seed: int, lengths: list[int], frames: int, gap: int) -> tuple[int, list[int]]:
     """(clip, frame indices) of sample ``index``: a function of (seed, index) only.
 
-    The gap is shrunk to ``(length - 1) // (frames - 1)`` for short clips, so a clip of ``frames`` frames gives
-    consecutive frames (the release's shrinking rule stops one short and would repeat frames).
+    As the release samples: a clip uniformly, a centre ``c`` uniformly in ``[g * half, length - g * half - 1]``
+    and frames ``c + g * (i - half)``, with ``half = frames // 2`` and ``g = release_gap(...)``.
     """
     rng = np.random.default_rng((seed, index))
     clip = int(rng.integers(len(lengths)))
     n = lengths[clip]
-    g = min(gap, (n - 1) // max(1, frames - 1))
-    start = int(rng.integers(0, n - g * (frames - 1)))  # uniform first frame = uniform centre
-    return clip, [start + i * g for i in range(frames)]
+    g, half = release_gap(n, frames, gap), frames // 2
+    low, high = g * half, n - 1 - g * max(half, frames - 1 - half)  # the release's range, every frame inside
+    centre = int(rng.integers(low, max(low, high) + 1))
+    return clip, [centre + g * (i - half) for i in range(frames)]
 
 
 class ClipSamples(Dataset[Tensor]):

@@ -169,7 +169,7 @@ class TrainConfig:
     frames: int = 3
     # Distance in frames between the sampled frames (shrunk for short clips).
     gap: int = 4
-    # Query positions per frame, drawn at every step and shared over the batch.
+    # Query positions per clip (the same in its frames), drawn for each clip at every step.
     points: int = 8
     # Semantic consistency: positives (most attended) and negatives (least attended) per query and frame.
     semantic_pos: int = 30

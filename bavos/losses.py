@@ -1,8 +1,9 @@
 """The two self-supervised losses of the temporal correlator (METHOD.md 3.3-3.5).
 
 Both read the correlator's head-mean attention of a clip, ``attn: (B, T*N, T*N)`` (CLS rows and columns
-removed, so rows sum to about 1, not exactly), at ``P`` query positions shared by every frame of the clip and
-by the whole batch. Token ``t * N + n`` is patch ``n`` of frame ``t``. Rankings are taken without gradient
+removed, so rows sum to about 1, not exactly), at ``P`` query positions of each clip, shared by the frames of that
+clip (``points: (B, P)``, drawn per clip as the release does with one clip per GPU; ``(P,)`` shares them over the
+batch). Token ``t * N + n`` is patch ``n`` of frame ``t``. Rankings are taken without gradient
 (``topk`` on detached attention); the scores they select carry the gradient.
 """
 
@@ -37,8 +38,26 @@ class Losses:
 
 
 def query_tokens(points: Tensor, frames: int, n: int) -> Tensor:
-    """(T * P,) token indices of the query positions in every frame, frame-major: t * N + points[p]."""
-    return (torch.arange(frames, device=points.device)[:, None] * n + points[None]).reshape(-1)
+    """Token indices of the query positions in every frame, frame-major: ``t * N + points[..., p]``.
+
+    Args:
+        points: (P,) or (B, P) patch indices.
+
+    Returns:
+        (T * P,) or (B, T * P).
+    """
+    tokens = torch.arange(frames, device=points.device)[:, None] * n + points[..., None, :]  # (..., T, P)
+    return tokens.reshape(*points.shape[:-1], -1)
+
+
+def _per_clip(points: Tensor, b: int) -> Tensor:
+    """(B, P) points: per-clip points as they are, shared (P,) points repeated for each clip."""
+    return points if points.ndim == 2 else points.expand(b, -1)
+
+
+def _take(x: Tensor, rows: Tensor) -> Tensor:
+    """Rows ``rows`` (B, R) of each clip's x (B, L, C): (B, R, C)."""
+    return x.gather(1, rows[..., None].expand(-1, -1, x.shape[-1]))
 
 
 def semantic_loss(attn: Tensor, feats: Tensor, points: Tensor, pos: int = 30, neg: int = 200,
@@ -52,16 +71,17 @@ def semantic_loss(attn: Tensor, feats: Tensor, points: Tensor, pos: int = 30, ne
     Args:
         attn: (B, T*N, T*N) attention.
         feats: (B, T, N, D) output tokens of the correlator.
-        points: (P,) patch indices of the query positions.
+        points: (B, P) patch indices of each clip's query positions, or (P,) shared by the batch.
 
     Returns:
         (positive term, negative term), scalars.
     """
     b, t, n, d = feats.shape
     unit = F.normalize(feats, dim=-1).reshape(b, t * n, d)  # (B, T*N, D)
-    rows = query_tokens(points, t, n)
-    cos = (unit[:, rows] @ unit.transpose(1, 2)).reshape(b, len(rows), t, n)  # (B, T*P, T, N)
-    ranked = attn.detach()[:, rows].reshape(b, len(rows), t, n)
+    rows = query_tokens(_per_clip(points, b), t, n)  # (B, T*P)
+    q = rows.shape[1]
+    cos = (_take(unit, rows) @ unit.transpose(1, 2)).reshape(b, q, t, n)  # (B, T*P, T, N)
+    ranked = _take(attn.detach(), rows).reshape(b, q, t, n)
     top = ranked.topk(pos, dim=-1).indices  # (B, T*P, T, pos)
     bottom = ranked.topk(neg, dim=-1, largest=False).indices  # (B, T*P, T, neg)
     pos_term = (pos_threshold - cos.gather(-1, top)).clamp_min(0).mean()
@@ -89,7 +109,7 @@ def motion_loss(attn: Tensor, points: Tensor, frames: int, pos: int = 10, neg: i
 
     Args:
         attn: (B, T*N, T*N) attention.
-        points: (P,) patch indices of the query positions.
+        points: (B, P) patch indices of each clip's query positions, or (P,) shared by the batch.
         frames: T.
         centre: add the query's weighted centre ``sum_j A[q, j] * A[j, :]`` (j over the positives) as one more
             positive. The release computes it but leaves it out (METHOD.md D4), so the default is False.
@@ -98,17 +118,18 @@ def motion_loss(attn: Tensor, points: Tensor, frames: int, pos: int = 10, neg: i
         The loss, a scalar: mean over (B, T, negatives, positives) of the weighted sum over points.
     """
     b, length, _ = attn.shape
-    n, p = length // frames, len(points)
-    rows = query_tokens(points, frames, n)
-    p_q = _rows(attn, rows.expand(b, -1)).detach()  # (B, T*P, L)
-    own = attn.detach()[:, rows].reshape(b, frames, p, frames, n)
+    points = _per_clip(points, b)
+    n, p = length // frames, points.shape[1]
+    rows = query_tokens(points, frames, n)  # (B, T*P)
+    p_q = _rows(attn, rows).detach()  # (B, T*P, L)
+    own = _take(attn.detach(), rows).reshape(b, frames, p, frames, n)
     own = own[:, torch.arange(frames), :, torch.arange(frames)].transpose(0, 1)  # (B, T, P, N): own frame
     offset = (torch.arange(frames, device=attn.device) * n).view(1, frames, 1, 1)
     top = own.topk(pos, dim=-1).indices + offset  # (B, T, P, pos) token indices
     bottom = own.topk(neg, dim=-1, largest=False).indices + offset  # (B, T, P, neg)
     positives = _rows(attn, top)  # (B, T, P, pos, L)
     if centre:
-        weights = attn[:, rows].reshape(b, frames, p, length).gather(-1, top)  # (B, T, P, pos)
+        weights = _take(attn, rows).reshape(b, frames, p, length).gather(-1, top)  # (B, T, P, pos)
         middle = (weights[..., None] * attn.gather(1, top.reshape(b, -1, 1).expand(-1, -1, length))
                   .reshape(*top.shape, length)).sum(-2, keepdim=True)  # (B, T, P, 1, L)
         positives = torch.cat([positives, middle / middle.sum(-1, keepdim=True).clamp_min(1e-30)], dim=-2)
@@ -123,7 +144,7 @@ def motion_loss(attn: Tensor, points: Tensor, frames: int, pos: int = 10, neg: i
 
 
 def clip_losses(attn: Tensor, feats: Tensor, points: Tensor, cfg: TrainConfig) -> Losses:
-    """Both losses of a batch of clips. attn: (B, T*N, T*N); feats: (B, T, N, D); points: (P,)."""
+    """Both losses of a batch of clips. attn: (B, T*N, T*N); feats: (B, T, N, D); points: (B, P) or (P,)."""
     pos_term, neg_term = semantic_loss(attn, feats, points, cfg.semantic_pos, cfg.semantic_neg,
                                        cfg.semantic_pos_threshold, cfg.semantic_neg_threshold)
     motion = motion_loss(attn, points, feats.shape[1], cfg.motion_pos, cfg.motion_neg, cfg.motion_margin,

@@ -131,7 +131,8 @@ def batch_losses(backbone: Backbone, correlator: nn.Module, frames: Tensor, cfg:
     x = normalize(x, cfg.normalization)
     n = (x.shape[-2] // backbone.patch_size) * (x.shape[-1] // backbone.patch_size)
     g = generator if generator is not None else torch.Generator().manual_seed(0)
-    points = torch.randperm(n, generator=g)[: cfg.points].to(device)
+    # the query points of each clip (the release trains one clip per GPU, each drawing its own)
+    points = torch.stack([torch.randperm(n, generator=g)[: cfg.points] for _ in range(x.shape[0])]).to(device)
     with precision_context(device, cfg.precision):
         attn, feats = clip_forward(backbone, correlator, x, cfg.with_cls, cfg.loss_attention == "clean")
     return clip_losses(attn, feats, points, cfg)

@@ -7,7 +7,16 @@ from conftest import clip_frames, write_clip
 from PIL import Image
 
 from bavos import clips as clips_mod
-from bavos.clips import CachedClip, ClipSamples, Skipped, StepBatches, cache_clips, find_clips, triplet
+from bavos.clips import (
+    CachedClip,
+    ClipSamples,
+    Skipped,
+    StepBatches,
+    cache_clips,
+    find_clips,
+    release_gap,
+    triplet,
+)
 from bavos.errors import InputError
 
 
@@ -87,9 +96,26 @@ def test_triplets_are_a_function_of_seed_and_index() -> None:
         n = lengths[clip]
         gap = frames[1] - frames[0]
         assert frames[2] - frames[1] == gap and 0 <= frames[0] and frames[2] < n
-        assert gap == {0: 1, 1: 4, 2: 4}[clip]  # 3 frames: consecutive; 9 frames: 0, 4, 8 fits
+        assert gap == {0: 1, 1: 3, 2: 4}[clip]  # 3 frames: consecutive; 9 frames: 3, as the release shrinks it
     starts = {f[0] for c, f in draws if c == 2}
     assert len(starts) > 40  # about 100 draws spread over the 92 possible starts
+
+
+def _release_loop(length: int, gap: int) -> int:
+    """The release's data.py rule for 3 frames, transcribed: shrink while gap >= length - gap - 1."""
+    while gap >= length - gap - 1:
+        gap -= 1
+    return gap
+
+
+@pytest.mark.parametrize("length", range(3, 31))
+def test_gap_and_centres_follow_the_release(length: int) -> None:
+    expected = max(1, _release_loop(length, 4))  # the release's 0 (length 3: one frame thrice) becomes 1
+    assert release_gap(length, 3, 4) == expected
+    draws = [triplet(i, 0, [length], 3, 4)[1] for i in range(400)]
+    assert {f[1] - f[0] for f in draws} == {f[2] - f[1] for f in draws} == {expected}
+    centres = {f[1] for f in draws}
+    assert centres == set(range(expected, length - expected))  # the release's randint(gap, length - gap - 1)
 
 
 def test_samples_read_the_cached_frames(tmp_path: Path) -> None:

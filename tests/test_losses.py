@@ -13,7 +13,7 @@ def _reference_semantic(attn, feats, points, pos, neg, hi, lo):
     pos_terms, neg_terms = [], []
     for bi in range(b):
         for s in range(t):
-            for p in points.tolist():
+            for p in (points[bi] if points.ndim == 2 else points).tolist():
                 for tt in range(t):
                     row = attn[bi, s * n + p, tt * n : (tt + 1) * n]
                     order = torch.argsort(row, descending=True)
@@ -32,7 +32,7 @@ def _reference_motion(attn, points, t, pos, neg, margin):
     for bi in range(b):
         for tt in range(t):
             weights, losses = [], []
-            for p in points.tolist():
+            for p in (points[bi] if points.ndim == 2 else points).tolist():
                 q = attn[bi, tt * n + p] / attn[bi, tt * n + p].sum()
                 order = torch.argsort(attn[bi, tt * n + p, tt * n : (tt + 1) * n], descending=True)
 
@@ -53,8 +53,31 @@ def random_case():
     t, n = 3, 24
     attn = (torch.randn(2, t * n, t * n, generator=g, dtype=torch.float64) * 3).softmax(-1)
     feats = torch.randn(2, t, n, 8, generator=g, dtype=torch.float64)
-    points = torch.randperm(n, generator=g)[:4]
+    points = torch.stack([torch.randperm(n, generator=g)[:4] for _ in range(2)])  # (B, P): drawn per clip
+    assert not torch.equal(points[0], points[1])
     return attn, feats, points
+
+
+def test_shared_points_are_the_per_clip_points_repeated(random_case) -> None:
+    attn, feats, points = random_case
+    shared = points[0]
+    sem = {"pos": 5, "neg": 9}
+    mot = {"frames": 3, "pos": 4, "neg": 7}
+    repeated = shared.expand(2, -1)
+    for got, want in ((semantic_loss(attn, feats, shared, **sem), semantic_loss(attn, feats, repeated, **sem)),
+                      ((motion_loss(attn, shared, **mot),), (motion_loss(attn, repeated, **mot),))):
+        for a, b in zip(got, want, strict=True):
+            torch.testing.assert_close(a, b)
+
+
+def test_per_clip_points_give_the_mean_of_each_clips_loss(random_case) -> None:
+    attn, feats, points = random_case
+    alone = [semantic_loss(attn[i : i + 1], feats[i : i + 1], points[i], pos=5, neg=9) for i in range(2)]
+    both = semantic_loss(attn, feats, points, pos=5, neg=9)
+    for k in range(2):
+        torch.testing.assert_close(both[k], (alone[0][k] + alone[1][k]) / 2)
+    motions = [motion_loss(attn[i : i + 1], points[i], 3, pos=4, neg=7, centre=True) for i in range(2)]
+    torch.testing.assert_close(motion_loss(attn, points, 3, pos=4, neg=7, centre=True), (motions[0] + motions[1]) / 2)
 
 
 def test_semantic_matches_the_loop_reference(random_case) -> None:

@@ -259,3 +259,23 @@ def test_a_step_under_bf16_autocast(clips: Path, cache: Path) -> None:
     losses.total.backward()
     assert torch.isfinite(losses.total) and losses.total.dtype == torch.float32
     assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in model.parameters())
+
+
+def test_query_points_are_drawn_per_clip(clips: Path, cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The release trains one clip per GPU, each drawing its own 8 points: a batch gets one set per clip."""
+    seen = []
+    real = train_mod.clip_losses
+
+    def spy(attn, feats, points, cfg):  # noqa: ANN001, ANN202
+        seen.append(points)
+        return real(attn, feats, points, cfg)
+
+    monkeypatch.setattr(train_mod, "clip_losses", spy)
+    cfg = _cfg(cache, batch_size=3)
+    backbone = build_backbone("bavos_test_vit", "none")
+    model = new_correlator(32, MODEL, cfg).train()
+    batch_losses(backbone, model, _fixed_batch(clips, cache, cfg), cfg, torch.Generator().manual_seed(5))
+    (points,) = seen
+    assert points.shape == (3, cfg.points)
+    assert len({tuple(p.tolist()) for p in points}) == 3  # three different draws
+    assert all(len(set(p.tolist())) == cfg.points for p in points)  # distinct positions within a clip

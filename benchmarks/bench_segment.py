@@ -7,7 +7,8 @@
 
 For a short clip of ``--frames`` frames and one ``--factor`` times longer (synthetic moving shapes, written
 with PyAV), each in its own process so peak memory is its own, with a random-weight backbone
-(``--backbone-weights none``; timing does not depend on the weights):
+(``--backbone-weights none``) and a random correlator (``--mode correlator``, the default; timing does not depend
+on the weights):
 
 - backbone: pass 1 alone (decode, resize, backbone over every frame);
 - attention: every window's attention rows computed once, nothing else;
@@ -65,7 +66,12 @@ def measure(args: argparse.Namespace, frames: int) -> dict[str, float]:
     cfg = SegmentConfig(resolution=tuple(args.resolution), key_ratio=args.key_ratio,
                         max_key_frames=args.max_key_frames, attention_cache_mb=args.attention_cache,
                         device=args.device, precision=args.precision)
-    models = load_models(ModelConfig(backbone=args.backbone, backbone_weights="none"), cfg.device)
+    models = load_models(ModelConfig(backbone=args.backbone, backbone_weights="none", checkpoint="none"), cfg.device)
+    if args.mode == "correlator":  # the paper's method; a random correlator costs what a trained one does
+        from bavos.correlator import Correlator
+
+        torch.manual_seed(0)
+        models.correlator = Correlator(models.backbone.embed_dim, 8).eval().to(models.device)
     with tempfile.TemporaryDirectory() as tmp:
         clip = Path(tmp) / "clip.mp4"
         write_clip(clip, frames)
@@ -111,6 +117,8 @@ def main() -> None:
     parser.add_argument("--precision", default="float32", choices=["float32", "bf16", "fp16"],
                         help="as bavos segment --precision")
     parser.add_argument("--backbone", default="vit_small_patch8_224.dino")
+    parser.add_argument("--mode", default="correlator", choices=["correlator", "training-free"],
+                        help="correlator (the paper's method, random weights) or the training-free mode")
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -123,7 +131,7 @@ def main() -> None:
         if proc.returncode:
             sys.exit(f"benchmark failed for {frames} frames:\n{proc.stderr[-3000:]}")
         rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-    print(f"device {rows[0]['device']}, {args.backbone} (random weights), resolution {args.resolution[0]}x"
+    print(f"device {rows[0]['device']}, {args.backbone} (random weights), {args.mode}, resolution {args.resolution[0]}x"
           f"{args.resolution[1]}, key ratio {args.key_ratio}, max key frames {args.max_key_frames or 'no limit'}, "
           f"attention cache {args.attention_cache} MB, precision {args.precision}")
     cuda = "peak_cuda_mb" in rows[0]

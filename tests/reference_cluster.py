@@ -68,3 +68,53 @@ def same_partition(a: np.ndarray, b: np.ndarray) -> bool:
     a, b = a.ravel(), b.ravel()
     pairs = set(zip(a.tolist(), b.tolist(), strict=True))
     return len(pairs) == len(set(a.tolist())) == len(set(b.tolist()))
+
+
+# The same algorithm on NumPy arrays, for inputs of thousands of rows (the pipeline parity tests at 320 x 480).
+# Distances use METHOD.md 2.5's four sums, two of them as matrix products; every other step follows the prose above.
+
+
+def jeffreys_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(n, m) symmetric KL of every row of a (n, M) with every row of b (m, M)."""
+    la = np.log(np.maximum(a, FLOOR))
+    if b is a:  # sum_c a_ic log a_jc is the transpose of sum_c log a_ic a_jc: one product
+        cross = a @ la.T
+        own = (a * la).sum(1)
+        return own[:, None] + own[None, :] - cross - cross.T
+    lb = np.log(np.maximum(b, FLOOR))
+    return (a * la).sum(1)[:, None] + (b * lb).sum(1)[None, :] - a @ lb.T - la @ b.T
+
+
+def vector_leaders(rows: np.ndarray, tau: float) -> list[np.ndarray]:
+    close = jeffreys_matrix(rows, rows) <= tau
+    assigned = np.zeros(len(rows), dtype=bool)
+    groups = []
+    for i in range(len(rows)):
+        if assigned[i]:
+            continue
+        members = ~assigned & close[i]
+        members[i] = True
+        assigned |= members
+        groups.append(np.flatnonzero(members))
+    return groups
+
+
+def vector_window_centroids(rows: np.ndarray, tau: float) -> np.ndarray:
+    near = jeffreys_matrix(rows, rows) <= tau
+    np.fill_diagonal(near, True)
+    total = near.astype(rows.dtype) @ rows  # sum of each row's neighbours
+    smoothed = total / total.sum(1, keepdims=True)
+    return np.stack([smoothed[g].mean(0) for g in vector_leaders(smoothed, tau)])
+
+
+def vector_partition(attn: np.ndarray, tau: float = 1.0, window: int = 3) -> np.ndarray:
+    """As ``reference_partition``, on arrays: (T, N, M) -> (T, N) labels of the converged level."""
+    t_count, n, m = attn.shape
+    centroids = np.concatenate([vector_window_centroids(attn[s : s + window].reshape(-1, m), tau)
+                                for s in range(0, t_count, window)])
+    while True:
+        groups = vector_leaders(centroids, tau)
+        if len(groups) == len(centroids):
+            break
+        centroids = np.stack([centroids[g].mean(0) for g in groups])
+    return np.stack([jeffreys_matrix(centroids, attn[t]).argmin(0) for t in range(t_count)])

@@ -1,5 +1,4 @@
 import argparse
-import math
 import os
 import subprocess
 import sys
@@ -9,6 +8,7 @@ import numpy as np
 import pytest
 import timm
 import torch
+from reference_pipeline import reference_pos_embed
 
 from bavos.backbone import TEST_BACKBONE, build_backbone, dino_pos_embed, extract_backbone_state
 from bavos.errors import WeightsError
@@ -145,42 +145,6 @@ def test_real_dino_weights_load() -> None:
     backbone = build_backbone("vit_small_patch8_224.dino", os.environ["BAVOS_DINO_WEIGHTS"])
     out = backbone(torch.zeros(1, 3, 64, 96))
     assert out.keys.shape == (1, 96, 384)
-
-
-def _cubic(t: float, a: float = -0.75) -> list[float]:
-    """Keys' cubic convolution weights of the 4 neighbours at offsets -1, 0, 1, 2 from floor(src)."""
-
-    def near(x: float) -> float:  # |x| <= 1
-        return ((a + 2) * x - (a + 3)) * x * x + 1
-
-    def far(x: float) -> float:  # 1 < |x| < 2
-        return ((a * x - 5 * a) * x + 8 * a) * x - 4 * a
-
-    return [far(t + 1), near(t), near(1 - t), far(2 - t)]
-
-
-def _resize_axis(arr: np.ndarray, axis: int, scale: float) -> np.ndarray:
-    """Bicubic resize of one axis by a scale factor, the source coordinate being (dst + 0.5) / scale - 0.5."""
-    size = arr.shape[axis]
-    rows = []
-    for dst in range(math.floor(size * scale)):
-        src = (dst + 0.5) / scale - 0.5
-        base = math.floor(src)
-        weights = _cubic(src - base)
-        rows.append(sum(w * np.take(arr, min(max(base - 1 + k, 0), size - 1), axis=axis)
-                        for k, w in enumerate(weights)))
-    return np.stack(rows, axis=axis)
-
-
-def reference_pos_embed(pos: np.ndarray, base: int, grid: tuple[int, int]) -> np.ndarray:
-    """DINO's positional-embedding resize, written from its description: (1 + base**2, D) -> (1 + h * w, D)."""
-    h, w = grid
-    if (h, w) == (base, base):
-        return pos
-    patches = pos[1:].reshape(base, base, -1).astype(np.float64)
-    patches = _resize_axis(_resize_axis(patches, 0, (h + 0.1) / base), 1, (w + 0.1) / base)
-    assert patches.shape[:2] == (h, w)
-    return np.concatenate([pos[:1], patches.reshape(h * w, -1)])
 
 
 @pytest.fixture(scope="module")

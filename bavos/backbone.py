@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -198,11 +199,13 @@ def extract_backbone_state(obj: object, path: Path) -> dict[str, Tensor]:
     return obj  # a plain state dict (backbone-only DINO file, timm weights)
 
 
-def load_backbone_file(vit: nn.Module, path: Path, loaded: dict | None = None) -> None:
+def load_backbone_file(vit: nn.Module, path: Path, loaded: dict | None = None, hub: bool = False) -> None:
     """Load a local weights file into ``vit``; any missing, unexpected or misshapen key is an error.
 
     Args:
         loaded: the file's contents when they were already read (the release checkpoint holds both networks).
+        hub: a file of timm's hub (or the model's original URL): passed through timm's checkpoint filter first, as
+            timm does when it loads pretrained weights.
     """
     if loaded is not None:
         state = extract_backbone_state(loaded, path)
@@ -217,6 +220,10 @@ def load_backbone_file(vit: nn.Module, path: Path, loaded: dict | None = None) -
             raise WeightsError(f"{path}: not a readable safetensors file ({e})") from e
     else:
         state = extract_backbone_state(_weights_only_load(path), path)
+    if hub:
+        from timm.models.vision_transformer import checkpoint_filter_fn
+
+        state = checkpoint_filter_fn(state, vit)
     check_state_keys(vit, state, str(path))
     vit.load_state_dict(state, strict=True)
 
@@ -237,7 +244,8 @@ def check_state_keys(module: nn.Module, state: dict[str, Tensor], source: str,
         raise error(f"{source}: weights do not fit the model ({'; '.join(problems)})")
 
 
-def build_backbone(name: str, weights: str, loaded: dict | None = None) -> Backbone:
+def build_backbone(name: str, weights: str, loaded: dict | None = None,
+                   progress: Callable[[int, int | None], None] | None = None) -> Backbone:
     """Create the frozen backbone.
 
     Args:
@@ -245,35 +253,32 @@ def build_backbone(name: str, weights: str, loaded: dict | None = None) -> Backb
         weights: ``hub``, ``none`` (random weights drawn from seed 0, the same in every run) or a path to a local
             weights file.
         loaded: the contents of that file when they were already read.
+        progress: reports a download of hub weights (bytes done, bytes in all).
     """
     kwargs = {"num_classes": 0, "dynamic_img_size": True}
-    if weights == "hub":
-        try:
-            vit = timm.create_model(name, pretrained=True, **kwargs)
-        except RuntimeError as e:
-            if "Unknown model" in str(e):
-                raise WeightsError(f"unknown backbone {name!r}: give a timm ViT name") from e
-            raise WeightsError(_hub_message(name, e)) from e
-        except WeightsError:
-            raise
-        except Exception as e:  # noqa: BLE001 - network, cache and hub errors have no common base
-            raise WeightsError(_hub_message(name, e)) from e
-    else:
-        try:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(0)  # "none": the same random weights in every run (resumable, reproducible)
-                vit = timm.create_model(name, pretrained=False, **kwargs)
-        except RuntimeError as e:
-            raise WeightsError(f"unknown backbone {name!r}: give a timm ViT name") from e
-        if weights != "none":
-            load_backbone_file(vit, Path(weights), loaded)
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)  # "none": the same random weights in every run (resumable, reproducible)
+            vit = timm.create_model(name, pretrained=False, **kwargs)
+    except RuntimeError as e:
+        raise WeightsError(f"unknown backbone {name!r}: give a timm ViT name") from e
+    if weights == "hub":  # cached (timm's Hugging Face cache or bavos's): no network; else downloaded once
+        from bavos.weights import hub_weights
+
+        load_backbone_file(vit, hub_weights(name, progress), hub=True)
+    elif weights != "none":
+        load_backbone_file(vit, Path(weights), loaded)
     if not isinstance(vit, VisionTransformer):
         raise WeightsError(f"backbone {name!r} is not a plain timm VisionTransformer")
     return Backbone(vit)
 
 
-def _hub_message(name: str, error: Exception) -> str:
-    reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-    return (f"could not get the weights of {name} from the hub ({reason}); offline, pass a local file with "
-            "--backbone-weights PATH (e.g. dino_deitsmall8_pretrain.pth) or random weights with "
-            "--backbone-weights none")
+def patch_size_of(name: str) -> int:
+    """The patch size of a timm ViT, read from the model built on the meta device (no memory, no weights)."""
+    try:
+        with torch.device("meta"):
+            vit = timm.create_model(name, pretrained=False, num_classes=0, dynamic_img_size=True)
+    except RuntimeError as e:
+        raise WeightsError(f"unknown backbone {name!r}: give a timm ViT name") from e
+    patch = vit.patch_embed.patch_size
+    return patch[0] if isinstance(patch, tuple) else int(patch)

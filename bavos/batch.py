@@ -55,6 +55,49 @@ def plan_outputs(inputs: list[Path], output: Path) -> list[tuple[Path, str]]:
     return plan
 
 
+_OPTIONS = {"save_hierarchy": "--hierarchy", "overlay_alpha": "overlay opacity"}
+
+
+def _shown(value: object) -> str:
+    if value is None:
+        return "default"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, list | tuple):
+        return " ".join(str(v) for v in value)
+    return str(value)
+
+
+def stale_reason(summary: dict, settings: dict) -> str | None:
+    """Why a finished output (its summary) does not hold the result asked for with ``settings``; None if it does.
+
+    ``settings`` is ``config.result_settings(...)``: options that do not change the result (``--batch-size``,
+    ``--attention-cache``, ``--device``, ``--quiet``, ``--json``, ...) are not in it.
+    """
+    old = summary.get("settings")
+    if not isinstance(old, dict):
+        return "it was made by an older bavos that did not record its settings"
+    changed = [key for key in settings if old.get(key) != settings[key]]
+    if not changed:
+        return None
+    parts = [f"{_OPTIONS.get(k, '--' + k.replace('_', '-'))} {_shown(old.get(k))} (now {_shown(settings[k])})"
+             for k in changed[:4]]
+    more = f" and {len(changed) - 4} more" if len(changed) > 4 else ""
+    return f"it was made with other settings: {', '.join(parts)}{more}"
+
+
+def check_input(path: Path) -> str | None:
+    """None when ``path`` is a video or frame folder bavos can read (its first frame decodes), else why not."""
+    from bavos.errors import InputError
+    from bavos.video import VideoSource
+
+    try:
+        VideoSource(path)
+    except InputError as e:
+        return str(e)
+    return None
+
+
 def is_finished(folder: Path) -> bool:
     """An output folder is finished when its summary.json, written last before the atomic rename, is there."""
     return (Path(folder) / "summary.json").is_file()

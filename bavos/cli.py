@@ -8,19 +8,19 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 
-from bavos.cli_output import Bars, Results, TrainView, error, print_table, warn
-from bavos.config import DEFAULT_BACKBONE, ModelConfig, SegmentConfig
-from bavos.errors import BavosError
+from bavos.cli_help import Command, Group
+from bavos.cli_output import error, print_table, progress_for, warn
+from bavos.config import DEFAULT_BACKBONE, KNOWN_PATCH_SIZES, ModelConfig, SegmentConfig
+from bavos.errors import BavosError, ConfigError
 
-app = typer.Typer(name="bavos", add_completion=False, no_args_is_help=True,
-                  help="Segment every object in a video with no labels and no prompts.")
+app = typer.Typer(name="bavos", cls=Group, add_completion=False, rich_markup_mode=None,
+                  help="Segment every object in a video with no labels and no prompts (Betrayed by Attention, "
+                       "ECCV 2024). Run 'bavos COMMAND --help' for a command's options.")
 
 
 def _debug() -> bool:
@@ -36,7 +36,7 @@ def _print_version(value: bool) -> None:
 
 
 @app.callback()
-def _root(version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+def _root(version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True, show_default=False,
                                                 help="Print the version and exit.")] = False) -> None:
     """Segment every object in a video with no labels and no prompts."""
 
@@ -52,166 +52,172 @@ def _usage_errors() -> tuple[type[Exception], ...]:
     return tuple(found)
 
 
-@app.command()
+def _usage(message: str, command: str) -> NoReturn:
+    """A usage error: one line, exit code 2."""
+    error(f"{message} (see 'bavos {command} --help')")
+    raise typer.Exit(2)
+
+
+@app.command(cls=Command)
 def segment(
-    inputs: Annotated[list[Path], typer.Argument(help="Video files (any format FFmpeg reads) or folders of frames.",
-                                                  show_default=False)],
-    output: Annotated[Path, typer.Option("--output", "-o",
-                                         help="Folder that receives one sub-folder per input.")] = Path("out"),
-    backbone: Annotated[str | None, typer.Option(
-        help=f"timm ViT name of the frozen backbone [default: a bavos checkpoint's own, else {DEFAULT_BACKBONE}]",
-        show_default=False)] = None,
-    backbone_weights: Annotated[str | None, typer.Option(
-        help="'hub' (timm download/cache), a local weights file, or 'none' (random weights: tests only) [default: "
-             "the checkpoint's own backbone, else hub]", show_default=False)] = None,
+    inputs: Annotated[list[Path], typer.Argument(
+        help="Video files (anything FFmpeg reads) or folders of frames.", metavar="INPUT", show_default=False)],
+    output: Annotated[Path, typer.Option(
+        "--output", "-o", metavar="DIR", help="Folder that receives one sub-folder per input.")] = Path("out"),
     checkpoint: Annotated[str, typer.Option(
-        help="The correlator: 'release' (the paper's trained checkpoint, downloaded once into the cache), 'none' "
-             "(training-free mode: DINO's own attention), or a checkpoint file (bavos or the paper's).")] = "release",
-    resolution: Annotated[tuple[int, int], typer.Option(help="Model input height and width.")] = (320, 480),
-    key_ratio: Annotated[int, typer.Option(help="Every r-th processed frame is a key frame.")] = 10,
+        metavar="release|none|PATH",
+        help="The correlator: 'release', the paper's trained model (downloaded once, about 95 MB); 'none', the "
+             "training-free mode (DINO's own attention, a weaker baseline); or a checkpoint file.")] = "release",
+    backbone: Annotated[str | None, typer.Option(
+        metavar="NAME", show_default=f"the checkpoint's, else {DEFAULT_BACKBONE}",
+        help="timm ViT name of the frozen backbone.")] = None,
+    backbone_weights: Annotated[str | None, typer.Option(
+        metavar="hub|none|PATH", show_default="the checkpoint's, else hub",
+        help="'hub' (timm's DINO weights, downloaded once), a weights file, or 'none' (random weights: masks are "
+             "meaningless; for tests).")] = None,
+    resolution: Annotated[tuple[int, int] | None, typer.Option(
+        metavar="H W", show_default="320 480 on a GPU (the paper's), 160 240 on a CPU",
+        help="Model input size, multiples of 8. Larger finds smaller objects and follows edges better; the "
+             "clustering's time grows with the cube of the pixel count.")] = None,
+    key_ratio: Annotated[int, typer.Option(
+        metavar="R", help="Every R-th frame is a key frame that every frame attends to. Lower: more key frames, "
+                          "better for objects seen briefly, more time and memory.")] = 10,
     max_key_frames: Annotated[int, typer.Option(
-        help="At most this many key frames, spread over the video (0 = no limit); for long videos.")] = 0,
-    attention_cache: Annotated[int, typer.Option(
-        help="MB of attention rows kept from the clustering's first pass for its second (0 = compute again).",
-        metavar="MB")] = 0,
-    tau: Annotated[float, typer.Option(help="Symmetric-KL merge threshold.")] = 1.0,
-    window: Annotated[int, typer.Option(help="Frames per level-1 clustering window.")] = 3,
+        metavar="N", help="At most N key frames, spread over the video (0: no limit). Bounds the cost of long "
+                          "videos; an object seen only between kept key frames may merge into another.")] = 0,
+    tau: Annotated[float, typer.Option(
+        metavar="TAU", help="Merge threshold (symmetric KL). Higher merges more: fewer, larger objects; lower "
+                            "splits: more, smaller ones.")] = 1.0,
+    window: Annotated[int, typer.Option(
+        metavar="N", help="Frames clustered together before the global merges (the paper's 3). Larger windows "
+                          "cost the square in time and memory.")] = 3,
     level: Annotated[int | None, typer.Option(
-        help="Hierarchy level to cut (0 = per-window clusters). Default: the converged level.")] = None,
+        metavar="L", show_default="the converged level",
+        help="Hierarchy level to cut: 0 = per-window clusters (most objects), each level above = one more global "
+             "merge round (fewer).")] = None,
     max_objects: Annotated[int, typer.Option(
-        help="Merge the closest clusters until at most this many remain, background included (0 = no limit).")] = 20,
-    upsample: Annotated[str, typer.Option(help="'bilinear' (smooth) or 'nearest' mask upsampling.")] = "bilinear",
+        metavar="N", help="Then merge the closest clusters until at most N remain, background included (0: no "
+                          "limit, the paper's partition).")] = 20,
+    upsample: Annotated[str, typer.Option(
+        metavar="bilinear|nearest",
+        help="How masks reach the frame size: smooth edges, or 8-pixel blocks (as released).")] = "bilinear",
     stride: Annotated[int, typer.Option(
-        help="Feed every k-th frame to the model; other frames take the nearest processed frame's labels.")] = 1,
-    device: Annotated[str, typer.Option(help="'auto' (CUDA when available), 'cpu' or 'cuda'.")] = "auto",
+        metavar="K", help="Feed every K-th frame to the model; the others take the nearest processed frame's masks. "
+                          "K times less work; masks follow fast motion less closely.")] = 1,
+    device: Annotated[str, typer.Option(
+        metavar="auto|cpu|cuda", help="Where to run: 'auto' takes CUDA when there is one.")] = "auto",
     precision: Annotated[str, typer.Option(
-        help="Backbone and correlator precision: 'float32' (as released), or 'bf16' / 'fp16' autocast (faster on a "
-             "GPU, slightly different masks).")] = "float32",
+        metavar="float32|bf16|fp16", help="Backbone and correlator precision: float32 as released; bf16 / fp16 are "
+                                          "faster on a GPU but move many tokens to other clusters.")] = "float32",
     normalization: Annotated[str, typer.Option(
-        help="'kinetics' (as released for inference) or 'imagenet'.")] = "kinetics",
-    batch_size: Annotated[int, typer.Option(help="Frames per backbone batch.")] = 8,
-    fps: Annotated[float, typer.Option(help="Overlay frame rate for frame folders.")] = 24.0,
+        metavar="kinetics|imagenet",
+        help="Input statistics: the paper's inference (kinetics) or its training (imagenet).")] = "kinetics",
+    batch_size: Annotated[int, typer.Option(
+        metavar="N", help="Frames per backbone batch (memory, not the result).")] = 8,
+    attention_cache: Annotated[int, typer.Option(
+        metavar="MB", help="Keep up to MB of attention from the clustering's first pass for its second: faster, "
+                           "more memory, the same result (0: compute it again).")] = 0,
+    fps: Annotated[float, typer.Option(metavar="FPS", help="Overlay frame rate for frame folders.")] = 24.0,
     overlay: Annotated[bool, typer.Option("--overlay/--no-overlay", help="Write overlay.mp4.")] = True,
-    hierarchy: Annotated[bool, typer.Option("--hierarchy/--no-hierarchy",
-                                            help="Write hierarchy.npz (labels of every level).")] = True,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars and no result lines.")] = False,
+    hierarchy: Annotated[bool, typer.Option(
+        "--hierarchy/--no-hierarchy", help="Write hierarchy.npz (every level, for other cuts later).")] = True,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress, notes or result lines.")] = False,
     json_out: Annotated[bool, typer.Option(
-        "--json", help="One JSON line per input on stdout (input, status, output, frames, objects, seconds, error) "
-                       "and nothing else.")] = False,
-    skip_existing: Annotated[bool, typer.Option("--skip-existing", help="Skip inputs whose finished output "
-                                                                        "(summary.json) is already there.")] = False,
+        "--json", help="One JSON line per input on stdout (input, status, output, frames, objects, seconds, "
+                       "error) and nothing else there.")] = False,
+    skip_existing: Annotated[bool, typer.Option(
+        "--skip-existing", help="Skip inputs whose finished output was made with the same settings.")] = False,
     fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Stop at the first input that fails.")] = False,
 ) -> int:
-    """Segment every object of each input into OUTPUT/<name>/: masks/*.png, overlay.mp4, summary.json."""
-    model_cfg = ModelConfig(backbone=backbone, backbone_weights=backbone_weights, checkpoint=checkpoint)
-    cfg = SegmentConfig(resolution=tuple(resolution), key_ratio=key_ratio, max_key_frames=max_key_frames,
-                        attention_cache_mb=attention_cache, tau=tau, window=window, level=level,
-                        max_objects=max_objects, upsample=upsample, stride=stride, device=device,
-                        precision=precision, normalization=normalization, batch_size=batch_size, fps=fps,
-                        overlay=overlay, save_hierarchy=hierarchy)
-    from bavos.batch import plan_outputs, prepare_output, shard_from_env
+    """Segment every object of each input into OUTPUT/<name>/: masks/*.png, overlay.mp4, hierarchy.npz and
+    summary.json. Everything is checked before a model loads."""
+    from bavos.cli_segment import RunOptions, run
 
-    shard = shard_from_env()
-    jobs = shard.take(plan_outputs(list(inputs), output))
-    report = Results(json_out, quiet)
-    failed = 0
-    with Bars(enabled=not quiet and sys.stderr.isatty()) as bars:
-        try:
-            prepare_output(output)
-            models = _load_models(model_cfg, cfg, shard.local_rank, jobs, skip_existing, output, bars)
-        except BavosError as e:
-            if _debug():
-                raise
-            error(str(e))
-            for path, name in jobs:
-                report.failed(path, output / name, str(e), 0.0)
-            return 1
-        if models is not None and models.config.backbone_weights == "none":
-            warn("--backbone-weights none: the backbone has random weights; masks are meaningless (tests, benchmarks)")
-        for path, name in jobs:
-            failed += _segment_one(path, name, output, cfg, models, bars, report, skip_existing)
-            if failed and fail_fast:
-                break
-    return 1 if failed else 0
-
-
-def _load_models(model_cfg: ModelConfig, cfg: SegmentConfig, local_rank: int | None, jobs: list[tuple[Path, str]],
-                 skip_existing: bool, output: Path, bars: Bars) -> Any:
-    """The models, or None when every input of this process is already finished (nothing to load)."""
-    from bavos.batch import is_finished
-    from bavos.segment import load_models
-
-    if skip_existing and all(is_finished(output / name) for _, name in jobs):
-        return None
-
-    def download(done: int, total: int | None) -> None:
-        bars("download", done, total)
-
-    models = load_models(model_cfg, cfg.device, local_rank, download)
-    bars.reset()
-    return models
-
-
-def _segment_one(path: Path, name: str, output: Path, cfg: SegmentConfig, models: Any, bars: Bars,
-                 report: Results, skip_existing: bool) -> int:
-    """Segment one input (or skip it); 1 when it failed."""
-    from bavos.batch import is_finished
-    from bavos.segment import segment_video
-
-    folder = output / name
-    if skip_existing and is_finished(folder):
-        report.skipped(path, folder)
-        return 0
-    bars.reset()
-    start = time.perf_counter()
     try:
-        summary = segment_video(path, output, cfg, models=models, progress=bars, name=name)
-    except BavosError as e:
-        error(str(e))
-        report.failed(path, folder, str(e), time.perf_counter() - start)
-        return 1
-    report.ok(path, summary, time.perf_counter() - start)
-    return 0
+        model_cfg = ModelConfig(backbone=backbone, backbone_weights=backbone_weights, checkpoint=checkpoint)
+        cfg = SegmentConfig(resolution=tuple(resolution) if resolution else None, key_ratio=key_ratio,
+                            max_key_frames=max_key_frames, attention_cache_mb=attention_cache, tau=tau, window=window,
+                            level=level, max_objects=max_objects, upsample=upsample, stride=stride, device=device,
+                            precision=precision, normalization=normalization, batch_size=batch_size, fps=fps,
+                            overlay=overlay, save_hierarchy=hierarchy)
+        _check_before_loading(model_cfg, cfg)
+    except ConfigError as e:
+        _usage(str(e), "segment")
+    return run(list(inputs), output, model_cfg, cfg, RunOptions(quiet, json_out, skip_existing, fail_fast))
+
+
+def _check_before_loading(model_cfg: ModelConfig, cfg: SegmentConfig) -> None:
+    """Option values that only the device or the backbone can judge (ConfigError, a usage error)."""
+    from bavos.backbone import patch_size_of
+    from bavos.devices import check_precision, resolve_device
+    from bavos.errors import WeightsError
+
+    device = resolve_device(cfg.device)
+    check_precision(device, cfg.precision)
+    name = model_cfg.backbone or (DEFAULT_BACKBONE if model_cfg.checkpoint in ("release", "none") else None)
+    if name is not None:  # else the checkpoint names it: checked once it is read
+        try:
+            cfg.for_device(device.type).check_patch(KNOWN_PATCH_SIZES.get(name) or patch_size_of(name))
+        except WeightsError as e:
+            raise ConfigError(str(e)) from e
 
 
 def _split(names: str | None) -> list[str] | None:
     return [n.strip() for n in names.split(",") if n.strip()] if names else None
 
 
-@app.command(name="eval")
+@app.command(name="eval", cls=Command)
 def eval_(
-    preds: Annotated[Path, typer.Argument(help="Folder with one sub-folder of indexed PNGs per sequence "
-                                               "(<seq>/*.png or bavos's <seq>/masks/*.png).", show_default=False)],
-    davis: Annotated[Path | None, typer.Option(help="DAVIS-2017 root (Annotations_unsupervised/480p, "
-                                                    "ImageSets/2017/val.txt).")] = None,
+    preds: Annotated[Path, typer.Argument(
+        metavar="PREDS", help="Folder with one sub-folder of mask PNGs per sequence (<seq>/*.png, or bavos's "
+                              "<seq>/masks/*.png).", show_default=False)],
+    davis: Annotated[Path | None, typer.Option(
+        metavar="DIR", show_default="none", help="DAVIS-2017 root (Annotations_unsupervised/480p, "
+                                                 "ImageSets/2017/val.txt).")] = None,
     protocol: Annotated[str, typer.Option(
-        help="'official': one Hungarian match per sequence, ids 1..20 (id 0 is background); 'per-frame': a match in "
-             "every frame, ids 1..300; 'release': the paper's evaluator, a match in every frame with every cluster "
-             "(id 0 too) a proposal, at most 300.")] = "official",
-    sequences: Annotated[str | None, typer.Option(help="Comma-separated sequence names (default: val.txt).")] = None,
+        metavar="official|per-frame|release",
+        help="'official': one Hungarian match per sequence, ids 1..20 (id 0 is background); 'per-frame': a match "
+             "in every frame, ids 1..300; 'release': the paper's evaluator, a match in every frame with every "
+             "cluster (id 0 too) a proposal, at most 300.")] = "official",
+    sequences: Annotated[str | None, typer.Option(
+        metavar="A,B,...", show_default="ImageSets/2017/val.txt", help="Sequences to score.")] = None,
     max_proposals: Annotated[int | None, typer.Option(
-        help="Proposal limit; any value other than the protocol's is reported as non-standard.")] = None,
+        metavar="N", show_default="the protocol's",
+        help="Proposal limit; any other value is reported as non-standard.")] = None,
     fg_ari: Annotated[bool, typer.Option("--fg-ari", help="FG-ARI and video mIoU on instance masks instead of "
                                                           "DAVIS J/F (ground truth: --gt, or --davis).")] = False,
-    gt: Annotated[Path | None, typer.Option(help="With --fg-ari: folder of ground-truth instance-mask "
-                                                 "sequence folders.")] = None,
+    gt: Annotated[Path | None, typer.Option(
+        metavar="DIR", show_default="none",
+        help="With --fg-ari: folder of ground-truth instance-mask sequence folders.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="One JSON object on stdout (the table goes to "
                                                           "stderr).")] = False,
-    csv: Annotated[Path | None, typer.Option(help="Write the per-sequence table to this CSV file.")] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No table, no progress.")] = False,
+    csv: Annotated[Path | None, typer.Option(
+        metavar="FILE", show_default="none", help="Write the per-sequence table to this CSV file.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No table and no progress (with --json or "
+                                                              "--csv).")] = False,
 ) -> int:
-    """Score predictions: DAVIS-2017 unsupervised J and F (protocol named), or FG-ARI and mIoU."""
+    """Score predictions: DAVIS-2017 unsupervised J and F (the protocol always named), or FG-ARI and mIoU."""
     import json
 
+    from bavos.evaluate import PROTOCOLS
+
+    if quiet and not json_out and csv is None:
+        _usage("--quiet alone would show nothing: add --json or --csv", "eval")
+    if protocol not in PROTOCOLS:
+        _usage(f"--protocol must be one of {', '.join(PROTOCOLS)}, got {protocol}", "eval")
+    if not fg_ari and davis is None:
+        _usage("give the DAVIS-2017 root with --davis", "eval")
+    if fg_ari and gt is None and davis is None:
+        _usage("--fg-ari needs the ground truth: --gt (or --davis)", "eval")
     names = _split(sequences)
-    with Bars(enabled=not quiet and sys.stderr.isatty()) as bars:
-        progress = _eval_progress(bars)
-        if fg_ari:
-            report = _instance_report(preds, gt, davis, names, progress)
-        else:
-            if davis is None:
-                raise typer.BadParameter("give the DAVIS-2017 root with --davis", param_hint="--davis")
-            report = _davis_report(preds, davis, protocol, names, max_proposals, progress)
+    with progress_for(quiet) as progress:
+        def scored(sequence: str, done: int, total: int) -> None:
+            if done == 1:
+                progress.start(sequence)
+            progress("scoring", done, total)
+
+        report = _instance_report(preds, gt, davis, names, scored) if fg_ari else \
+            _davis_report(preds, davis, protocol, names, max_proposals, scored)
     if csv is not None:
         from bavos.evaluate import write_csv
 
@@ -223,18 +229,15 @@ def eval_(
     return 0
 
 
-def _instance_report(preds: Path, gt: Path | None, davis: Path | None, names: list[str] | None,
-                     progress: Callable[[str, int, int], None]) -> Any:
+def _instance_report(preds: Path, gt: Path | None, davis: Path | None, names: list[str] | None, progress: Any) -> Any:
     from bavos.evaluate import DavisLayout, evaluate_instances, instance_report
 
-    root = gt if gt is not None else (DavisLayout(davis).annotations if davis is not None else None)
-    if root is None:
-        raise typer.BadParameter("--fg-ari needs the ground truth: --gt (or --davis)", param_hint="--gt")
+    root = gt if gt is not None else DavisLayout(davis).annotations
     return instance_report(evaluate_instances(preds, root, names, progress=progress))
 
 
 def _davis_report(preds: Path, davis: Path, protocol: str, names: list[str] | None, max_proposals: int | None,
-                  progress: Callable[[str, int, int], None]) -> Any:
+                  progress: Any) -> Any:
     from bavos.evaluate import davis_report, evaluate_davis
 
     res = evaluate_davis(preds, davis, protocol, names, max_proposals, progress=progress)
@@ -243,56 +246,100 @@ def _davis_report(preds: Path, davis: Path, protocol: str, names: list[str] | No
     return davis_report(res)
 
 
-def _eval_progress(bars: Bars) -> Callable[[str, int, int], None]:
-    def progress(sequence: str, done: int, total: int) -> None:
-        if done == 1:
-            bars.reset()
-        bars(sequence, done, total)
+@app.command(cls=Command)
+def weights(
+    check: Annotated[bool, typer.Option(
+        "--check", help="Only say what is cached; no network. Exit 1 when something is missing.")] = False,
+) -> int:
+    """Fetch the default weights into the cache and print where they are: the paper's checkpoint (the default
+    correlator, with its backbone) and DINO ViT-S/8 from timm's hub (--checkpoint none, bavos train). Run it where
+    there is a connection; later runs read the cache without any network call."""
+    from bavos.weights import cache_dir, hub_weights, release_checkpoint, release_path
 
-    return progress
+    def fetched(what: str, fetch: Any) -> bool:
+        try:
+            path = Path(fetch())
+        except BavosError as e:
+            error(f"{what}: {e}")
+            return False
+        typer.echo(f"{what}: {path} ({path.stat().st_size / 2**20:.1f} MB)")
+        return True
+
+    def release() -> Path:
+        if check and not release_path().is_file():
+            raise BavosError(f"not in the cache ({release_path()})")
+        return release_checkpoint()
+
+    typer.echo(f"cache: {cache_dir()} (set BAVOS_CACHE to move it)")
+    ok = fetched("paper's checkpoint (--checkpoint release)", release)
+    ok &= fetched(f"{DEFAULT_BACKBONE} from timm's hub (--backbone-weights hub)",
+                  lambda: hub_weights(DEFAULT_BACKBONE, download_missing=not check))
+    return 0 if ok else 1
 
 
-@app.command()
+@app.command(cls=Command)
 def train(
-    clips: Annotated[Path, typer.Argument(help="Folder of video files and/or frame folders, searched recursively.",
-                                          show_default=False)],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Run folder: checkpoints, metrics.jsonl, cache.",
-                                         show_default=False)],
-    preset: Annotated[str | None, typer.Option(help="'release' (batch 8, lr 1e-5, 60k steps; default) or 'paper' "
-                                                    "(batch 16, lr 1e-4, 30k steps).")] = None,
-    steps: Annotated[int | None, typer.Option(help="Optimizer steps (the cosine schedule spans them).")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Clips per step, over all processes.")] = None,
-    lr: Annotated[float | None, typer.Option(help="Peak learning rate (cosine decay to 1e-6).")] = None,
-    resolution: Annotated[tuple[int, int] | None, typer.Option(help="Training height and width [192 384].")] = None,
-    gap: Annotated[int | None, typer.Option(help="Frames between the 3 sampled frames [4].")] = None,
-    backbone: Annotated[str | None, typer.Option(help=f"timm ViT name [{DEFAULT_BACKBONE}].")] = None,
+    clips: Annotated[Path, typer.Argument(
+        metavar="CLIPS", help="Folder of video files and/or frame folders, searched recursively.",
+        show_default=False)],
+    output: Annotated[Path, typer.Option(
+        "--output", "-o", metavar="DIR", help="Run folder: checkpoints, metrics.jsonl, frame cache.",
+        show_default=False)],
+    preset: Annotated[str | None, typer.Option(
+        metavar="release|paper", show_default="release",
+        help="'release': batch 8, lr 1e-5, 60k steps (the released script); 'paper': batch 16, lr 1e-4, 30k steps "
+             "(as the paper reports).")] = None,
+    steps: Annotated[int | None, typer.Option(
+        metavar="N", show_default="the preset's", help="Optimizer steps (the cosine schedule spans them).")] = None,
+    batch_size: Annotated[int | None, typer.Option(
+        metavar="N", show_default="the preset's", help="Clips per step, over all processes.")] = None,
+    lr: Annotated[float | None, typer.Option(
+        metavar="LR", show_default="the preset's", help="Peak learning rate (cosine decay to 1e-6).")] = None,
+    resolution: Annotated[tuple[int, int] | None, typer.Option(
+        metavar="H W", show_default="192 384", help="Training frame size.")] = None,
+    gap: Annotated[int | None, typer.Option(
+        metavar="N", show_default="4", help="Frames between the 3 sampled frames (shrunk for short clips).")] = None,
+    backbone: Annotated[str | None, typer.Option(
+        metavar="NAME", show_default=DEFAULT_BACKBONE, help="timm ViT name.")] = None,
     backbone_weights: Annotated[str | None, typer.Option(
-        help="'hub', a local weights file, or 'none' (random weights: tests only) [hub; with --init-from: that "
-             "checkpoint's backbone].")] = None,
+        metavar="hub|none|PATH", show_default="hub; with --init-from, that checkpoint's",
+        help="'hub', a weights file, or 'none' (random weights: tests only).")] = None,
     init_from: Annotated[str | None, typer.Option(
-        help="Start a new run from a trained correlator (fine-tuning): 'release' (the paper's) or a checkpoint "
-             "file [a new correlator, as released].")] = None,
+        metavar="release|PATH", show_default="a new correlator, as released",
+        help="Start a new run from a trained correlator (fine-tuning); --resume continues a run.")] = None,
     loss_attention: Annotated[str | None, typer.Option(
-        help="Attention the losses read: 'dropped' (after attention dropout, as released) or 'clean'.")] = None,
+        metavar="dropped|clean", show_default="dropped",
+        help="Attention the losses read: after attention dropout (as released) or before it.")] = None,
     motion_centre: Annotated[bool | None, typer.Option(
-        "--motion-centre/--no-motion-centre", help="Add the weighted centre as a motion positive (the release "
-                                                    "leaves it out).")] = None,
-    augment: Annotated[bool | None, typer.Option("--augment/--no-augment", help="Colour/blur augmentation.")] = None,
-    normalization: Annotated[str | None, typer.Option(help="'imagenet' (as released) or 'kinetics'.")] = None,
-    seed: Annotated[int | None, typer.Option(help="Base seed [0].")] = None,
-    checkpoint_every: Annotated[int | None, typer.Option(help="Steps between checkpoints [1000].")] = None,
-    log_every: Annotated[int | None, typer.Option(help="Steps between metrics.jsonl lines [10].")] = None,
-    workers: Annotated[int | None, typer.Option(help="Decoding and loading workers [4].")] = None,
-    cache: Annotated[Path | None, typer.Option(help="Frame cache folder (shareable between runs) "
-                                                     "[OUTPUT/cache].")] = None,
-    device: Annotated[str | None, typer.Option(help="'auto' (CUDA when available), 'cpu' or 'cuda' [auto].")] = None,
+        "--motion-centre/--no-motion-centre", show_default="--no-motion-centre",
+        help="Add the weighted centre as a motion positive (the release computes it and leaves it out).")] = None,
+    augment: Annotated[bool | None, typer.Option(
+        "--augment/--no-augment", show_default="--augment", help="Colour, grayscale and blur augmentation.")] = None,
+    normalization: Annotated[str | None, typer.Option(
+        metavar="imagenet|kinetics", show_default="imagenet", help="Input statistics (imagenet as released).")] = None,
     precision: Annotated[str | None, typer.Option(
-        help="'float32' (as released), or 'bf16' / 'fp16' autocast (fp16 with loss scaling) [float32].")] = None,
+        metavar="float32|bf16|fp16", show_default="float32",
+        help="float32 as released; bf16 / fp16 autocast (fp16 with loss scaling).")] = None,
+    seed: Annotated[int | None, typer.Option(metavar="N", show_default="0", help="Base seed.")] = None,
+    checkpoint_every: Annotated[int | None, typer.Option(
+        metavar="N", show_default="1000", help="Steps between checkpoints.")] = None,
+    log_every: Annotated[int | None, typer.Option(
+        metavar="N", show_default="10", help="Steps between metrics.jsonl lines.")] = None,
+    workers: Annotated[int | None, typer.Option(
+        metavar="N", show_default="this machine's cores, at most 8", help="Decoding and loading workers.")] = None,
+    cache: Annotated[Path | None, typer.Option(
+        metavar="DIR", show_default="OUTPUT/cache", help="Frame cache folder (shareable between runs).")] = None,
+    device: Annotated[str | None, typer.Option(
+        metavar="auto|cpu|cuda", show_default="auto",
+        help="Where to run: 'auto' takes CUDA when there is one.")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in OUTPUT from last.pt.")] = False,
-    until: Annotated[int | None, typer.Option(help="Stop after this step (checkpointed); resume later.")] = None,
+    until: Annotated[int | None, typer.Option(
+        metavar="STEP", show_default="the last step",
+        help="Stop after this step (checkpointed); resume later.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress and no result line.")] = False,
 ) -> int:
     """Train the temporal correlator on your own clips (self-supervised; torchrun for several GPUs)."""
+    from bavos.cli_output import TrainView
     from bavos.config import train_config
     from bavos.train import train as run_training
 
@@ -302,15 +349,18 @@ def train(
              "log_every": log_every, "workers": workers, "cache": str(cache) if cache else None, "device": device,
              "precision": precision}
     models = {"backbone": backbone, "backbone_weights": backbone_weights, "checkpoint": init_from}
-    if resume:
-        from bavos.runs import read_run_config
+    try:
+        if resume:
+            from bavos.runs import read_run_config
 
-        saved = read_run_config(output)
-        cfg = train_config(preset, saved=saved["TrainConfig"], **given)
-        model_cfg = _resumed_model_config(saved["ModelConfig"], models)
-    else:
-        cfg = train_config(preset, **given)
-        model_cfg = ModelConfig(**{"checkpoint": "none", **{k: v for k, v in models.items() if v is not None}})
+            saved = read_run_config(output)
+            cfg = train_config(preset, saved=saved["TrainConfig"], **given)
+            model_cfg = _resumed_model_config(saved["ModelConfig"], models)
+        else:
+            cfg = train_config(preset, **given)
+            model_cfg = ModelConfig(**{"checkpoint": "none", **{k: v for k, v in models.items() if v is not None}})
+    except ConfigError as e:
+        _usage(str(e), "train")
     if model_cfg.backbone_weights == "none":
         warn("--backbone-weights none: the backbone has random weights; the correlator learns nothing useful")
     with TrainView(enabled=not quiet) as view:
@@ -327,15 +377,16 @@ def _resumed_model_config(saved: dict[str, Any], given: dict[str, str | None]) -
     for key, value in given.items():
         if value is not None and value != saved.get(key):
             option = "--init-from" if key == "checkpoint" else f"--{key.replace('_', '-')}"
-            raise typer.BadParameter(f"the run was trained with {saved.get(key)}; resume with the same value",
-                                     param_hint=option)
+            raise ConfigError(f"{option} {value}: the run was trained with {saved.get(key)}; resume with the same "
+                              "value")
     return ModelConfig(**saved)
 
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: exit 0 on success, 1 when an input or the run failed, 2 on usage errors, 130 on Ctrl-C."""
+    argv = sys.argv[1:] if argv is None else argv
     try:
-        code = app(args=argv, prog_name="bavos", standalone_mode=False)
+        code = app(args=argv or ["--help"], prog_name="bavos", standalone_mode=False)
     except _usage_errors() as e:
         ctx = getattr(e, "ctx", None)
         command = f"bavos {ctx.info_name} --help" if ctx is not None and ctx.parent is not None else "bavos --help"

@@ -1,123 +1,281 @@
-"""What the command line shows: one-line errors and warnings, progress bars, result lines and tables.
+"""What the command line shows: one-line errors and notes, progress, result lines and tables.
 
-CLI side only (library code never prints); rich is imported when a bar or a table is first needed.
+CLI side only (library code never prints); rich is imported when a bar or a table is first needed. Progress
+reports come as ``progress(stage, done, total)``; on a terminal they are rich bars on stderr with rate and ETA,
+and result lines are printed above the bars, where they stay. When stderr is not a terminal (a job's log, nohup),
+each stage gets a plain line every 30 s (or at a new 10 % step, 5 s after its last line) and one at its end.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import typer
 
+UNITS = {"download": "MB", "decode": "frames", "backbone": "frames", "clustering": "windows", "writing": "frames",
+         "train": "steps", "scoring": "frames"}
+NOTES = {"clustering": "2 passes over the windows: the hierarchy, then the labels"}
+
+
+_live: list[Any] = []  # the rich console of the bars on screen, if any: lines are printed above them
+
+
+def _stderr_line(text: str) -> None:
+    if _live:
+        _live[-1].print(text, markup=False, highlight=False, soft_wrap=True)
+    else:
+        sys.stderr.write(text + "\n")
+
 
 def error(message: str) -> None:
     """One error line on stderr."""
-    sys.stderr.write(f"bavos: error: {message}\n")
+    _stderr_line(f"bavos: error: {message}")
 
 
 def warn(message: str) -> None:
     """One warning line on stderr."""
-    sys.stderr.write(f"bavos: warning: {message}\n")
+    _stderr_line(f"bavos: warning: {message}")
 
 
-class Bars:
-    """Rich progress bars on stderr, one per pipeline stage, reset for every input."""
+def note(message: str) -> None:
+    """One information line on stderr (costs, defaults chosen for this machine)."""
+    _stderr_line(f"bavos: {message}")
 
-    def __init__(self, enabled: bool) -> None:
-        self._progress: Any = None
-        self._tasks: dict[str, Any] = {}
-        if enabled:
-            from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-            self._progress = Progress(TextColumn("{task.description:<11}"), BarColumn(), MofNCompleteColumn(),
-                                      TimeElapsedColumn(), TextColumn("{task.fields[info]}"),
-                                      console=Console(stderr=True), transient=True)
+def duration(seconds: float) -> str:
+    """'42 s', '3 min 05 s', '2 h 10 min'."""
+    seconds = max(0, round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
 
-    def __enter__(self) -> Bars:
-        if self._progress is not None:
-            self._progress.start()
+
+def rate_text(rate: float) -> str:
+    """'1234', '56.7', '8.91': three significant figures without an exponent."""
+    return f"{rate:.0f}" if rate >= 100 else f"{rate:.1f}" if rate >= 10 else f"{rate:.2f}"
+
+
+class Progress:
+    """Progress of one input at a time. This base class shows nothing (``--quiet``)."""
+
+    label = ""
+    silent = True  # nothing is shown: notes (costs, defaults) are not shown either
+
+    def __enter__(self) -> Progress:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._progress is not None:
-            self._progress.stop()
+        return None
 
-    def reset(self) -> None:
+    def start(self, label: str) -> None:
+        """A new input (or task) begins: earlier stages are cleared."""
+        self.label = label
+
+    def __call__(self, stage: str, done: int, total: int | None) -> None:
+        return None
+
+    def describe(self, stage: str, text: str) -> None:
+        """Extra text on a stage's bar (or its next line)."""
+
+    def line(self, text: str) -> None:
+        """A result line on stdout that stays (above the bars on a terminal)."""
+        typer.echo(text)
+
+
+class Bars(Progress):
+    """Rich progress bars on stderr (a terminal), one per stage, with rate and ETA."""
+
+    silent = False
+
+    def __init__(self) -> None:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            ProgressColumn,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+        from rich.progress import Progress as RichProgress
+        from rich.text import Text
+
+        class Rate(ProgressColumn):
+            def render(self, task: Any) -> Text:
+                return Text(f"{task.speed:.3g}/s" if task.speed else "")
+
+        self._rich = RichProgress(
+            TextColumn("{task.description:<10}"), BarColumn(bar_width=20), MofNCompleteColumn(),
+            TextColumn("{task.fields[unit]}"), Rate(), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+            TextColumn("{task.fields[info]}"), console=Console(stderr=True), transient=True, redirect_stdout=False,
+            redirect_stderr=False)
+        self._tasks: dict[str, Any] = {}
+        self._stdout_tty = sys.stdout.isatty()
+
+    def __enter__(self) -> Bars:
+        self._rich.start()
+        _live.append(self._rich.console)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._rich.stop()
+        _live.remove(self._rich.console)
+
+    def start(self, label: str) -> None:
+        super().start(label)
         for task in self._tasks.values():
-            self._progress.remove_task(task)
+            self._rich.remove_task(task)
         self._tasks.clear()
 
     def __call__(self, stage: str, done: int, total: int | None) -> None:
-        if self._progress is None:
-            return
-        if stage not in self._tasks:
-            self._tasks[stage] = self._progress.add_task(stage, total=total, info="")
-        self._progress.update(self._tasks[stage], completed=done, total=total)
+        if stage not in self._tasks:  # (the longer notes go to log lines only: a bar must fit 80 columns)
+            self._tasks[stage] = self._rich.add_task(stage, total=total, unit=UNITS.get(stage, ""), info="")
+        self._rich.update(self._tasks[stage], completed=done, total=total)
 
     def describe(self, stage: str, text: str) -> None:
-        """Show ``text`` under a stage's bar."""
-        if self._progress is not None and stage in self._tasks:
-            self._progress.update(self._tasks[stage], info=text)
+        if stage in self._tasks:
+            self._rich.update(self._tasks[stage], info=text)
+
+    def line(self, text: str) -> None:
+        if self._stdout_tty:  # the same terminal: print above the bars, where it stays
+            self._rich.console.print(text, markup=False, highlight=False, soft_wrap=True)
+        else:  # stdout is a file or a pipe: the bars are elsewhere
+            typer.echo(text)
+
+
+class LogLines(Progress):
+    """Plain progress lines on stderr for logs: per stage every 30 s, or at a new 10 % step when 5 s have passed
+    since its last line; and one at its end."""
+
+    silent = False
+
+    def __init__(self, every: float = 30.0) -> None:
+        self.every = every
+        self._state: dict[str, tuple[float, int, float]] = {}  # stage -> (start time, last tenth, last print)
+        self._info: dict[str, str] = dict(NOTES)
+
+    def start(self, label: str) -> None:
+        super().start(label)
+        self._state.clear()
+        self._info = dict(NOTES)
+        self._origin = time.monotonic()  # a stage's clock starts when the one before it ended
+
+    def __call__(self, stage: str, done: int, total: int | None) -> None:
+        if stage == "decode":  # decoding runs in the backbone's loop: its line says it all
+            return
+        now = time.monotonic()
+        origin = getattr(self, "_origin", now)
+        began, tenth, printed = self._state.setdefault(stage, (origin, 0, origin))
+        new_tenth = 10 * done // total if total else tenth
+        finished = total is not None and done >= total
+        due = now - printed >= self.every or (new_tenth > tenth and now - printed >= self.every / 6)
+        if not finished and not due:
+            return
+        self._state[stage] = (began, new_tenth, now)
+        elapsed = now - began
+        unit = UNITS.get(stage, "")
+        text = f"{self.label}: {stage} {done}" + (f"/{total}" if total else "") + f" {unit}"
+        if total:
+            text += f" ({100 * done / total:.0f} %)"
+        if done and elapsed > 0:
+            text += f", {rate_text(done / elapsed)} {unit}/s"
+        if finished:
+            text += f", done in {duration(elapsed)}"
+            self._origin = now
+        elif done and elapsed > 0 and total:
+            text += f", about {duration(elapsed * (total - done) / done)} left"
+        if self._info.get(stage):
+            text += f" ({self._info.pop(stage)})"  # a stage's note once, on its first line
+        note(text)
+
+    def describe(self, stage: str, text: str) -> None:
+        self._info[stage] = text
+
+
+def progress_for(quiet: bool) -> Progress:
+    """Bars on a terminal, plain lines otherwise, nothing with --quiet."""
+    if quiet:
+        return Progress()
+    return Bars() if sys.stderr.isatty() else LogLines()
 
 
 class TrainView:
-    """Training progress on stderr: a rich bar with the loss terms and steps/s on a terminal, else a line per log."""
+    """Training progress: a bar with loss, steps/s and ETA on a terminal, else a line per metrics record."""
 
     def __init__(self, enabled: bool) -> None:
         self.rank = int(os.environ.get("RANK", "0"))
         self.enabled = enabled and self.rank == 0
-        self.tty = sys.stderr.isatty()
-        self._bars = Bars(self.enabled and self.tty)
+        self._progress = progress_for(not self.enabled)
         self._stop = 0
+        self._began = 0.0
+        self._first = 0
 
     def __enter__(self) -> TrainView:
-        self._bars.__enter__()
+        self._progress.__enter__()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._bars.__exit__(*exc)
+        self._progress.__exit__(*exc)
 
     def warn(self, message: str) -> None:
-        warn(message)
+        if self.rank == 0:
+            warn(message)
+
+    def note(self, message: str) -> None:
+        if self.enabled:
+            note(message)
 
     def stage(self, name: str, done: int, total: int | None) -> None:
-        self._bars(name, done, total)
+        self._progress(name, done, total)
 
     def start(self, step: int, stop: int, clips: int, skipped: int) -> None:
-        self._stop = stop
+        self._stop, self._first, self._began = stop, step, time.monotonic()
         if self.enabled:
-            sys.stderr.write(f"bavos: training on {clips} clips ({skipped} skipped), steps {step + 1}..{stop}\n")
-        self._bars.reset()
-        self._bars("train", step, stop)
+            note(f"training on {clips} clips ({skipped} skipped), steps {step + 1}..{stop}")
+        self._progress.start("train")
+        if isinstance(self._progress, Bars):
+            self._progress("train", step, stop)
 
     def step(self, step: int, record: dict[str, Any] | None) -> None:
-        self._bars("train", step, self._stop)
+        if isinstance(self._progress, Bars):
+            self._progress("train", step, self._stop)
         if record is None or not self.enabled:
             return
-        line = (f"step {step}/{self._stop} loss {record['loss']:.4f} (semantic {record['semantic_pos']:.4f} + "
-                f"{record['semantic_neg']:.4f}, motion {record['motion']:.4f}) {record['steps_per_s']:.2f} steps/s")
-        if self.tty:
-            self._bars.describe("train", line)
+        done = step - self._first
+        left = (time.monotonic() - self._began) * (self._stop - step) / done if done else 0.0
+        text = (f"loss {record['loss']:.4f} (semantic {record['semantic_pos']:.4f} + {record['semantic_neg']:.4f}, "
+                f"motion {record['motion']:.4f})")
+        if isinstance(self._progress, Bars):
+            self._progress.describe("train", text)
         else:
-            sys.stderr.write(line + "\n")
+            note(f"step {step}/{self._stop} {text}, {record['steps_per_s']:.3g} steps/s, about {duration(left)} left")
 
     def checkpoint(self, path: Path, step: int) -> None:
         return None
 
+    def estimate(self, estimate: Any, start: int, stop: int) -> None:
+        if self.enabled:
+            from bavos.costs import gigabytes
+
+            note(f"estimated {duration(estimate.seconds['step'])} a step, {duration(estimate.seconds['run'])} for "
+                 f"steps {start + 1}..{stop}, peak memory {gigabytes(estimate.peak_bytes)}")
 
 
 class Results:
     """Per-input results: a line of text, or with --json exactly one JSON line per input on stdout."""
 
-    def __init__(self, as_json: bool, quiet: bool) -> None:
+    def __init__(self, as_json: bool, quiet: bool, progress: Progress | None = None) -> None:
         self.as_json, self.quiet = as_json, quiet
+        self.progress = progress or Progress()
 
     def _emit(self, path: Path, status: str, output: Path | str, frames: int | None, objects: int | None,
-              seconds: float, error: str | None) -> None:
+              seconds: float, error: str | None, why: str = "") -> None:
         if self.as_json:
             import json
 
@@ -125,9 +283,9 @@ class Results:
                                "objects": objects, "seconds": round(seconds, 3), "error": error})
             typer.echo(line)
             sys.stdout.flush()  # one write per line: lines of torchrun processes sharing stdout stay whole
-        elif not self.quiet and status != "failed":
-            what = "skipped, finished output exists" if status == "skipped" else f"{frames} frames, {objects} objects"
-            typer.echo(f"{output}: {what} ({seconds:.1f} s)")
+        elif not self.quiet and status not in ("failed", "interrupted"):
+            what = f"skipped, {why}" if status == "skipped" else f"{frames} frames, {objects} objects"
+            self.progress.line(f"{output}: {what} ({seconds:.1f} s)")
 
     def ok(self, path: Path, summary: dict[str, Any], seconds: float) -> None:
         self._emit(path, "ok", summary["output"], summary["frames"], summary["objects"], seconds, None)
@@ -135,12 +293,12 @@ class Results:
     def failed(self, path: Path, folder: Path, error: str, seconds: float) -> None:
         self._emit(path, "failed", folder, None, None, seconds, error)
 
-    def skipped(self, path: Path, folder: Path) -> None:
-        from bavos.batch import read_summary
+    def interrupted(self, path: Path, folder: Path, seconds: float) -> None:
+        self._emit(path, "interrupted", folder, None, None, seconds, "interrupted")
 
-        summary = read_summary(folder) or {}
-        self._emit(path, "skipped", folder, summary.get("frames"), summary.get("objects"), 0.0, None)
-
+    def skipped(self, path: Path, folder: Path, summary: dict[str, Any]) -> None:
+        self._emit(path, "skipped", folder, summary.get("frames"), summary.get("objects"), 0.0, None,
+                   "finished output with the same settings")
 
 
 def print_table(title: str, columns: list[str], rows: list[list[str]], to_stderr: bool) -> None:

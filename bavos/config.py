@@ -5,12 +5,18 @@ The resolved configuration is written into every output (``summary.json``) and e
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import os
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
 from bavos.errors import ConfigError
 
 DEFAULT_BACKBONE = "vit_small_patch8_224.dino"
+KNOWN_PATCH_SIZES = {DEFAULT_BACKBONE: 8, "bavos_test_vit": 8}  # checked without importing timm
+PAPER_RESOLUTION = (320, 480)  # the release's inference size (METHOD.md 1.5)
+# The default on a CPU: half the paper's size per side. On the 48-frame demo the backbone costs 6x less and the
+# clustering (which grows with the cube of the patches per frame) 45x less: 17 s instead of 5 min (2-core CPU).
+CPU_RESOLUTION = (160, 240)
 PRECISIONS = ("float32", "bf16", "fp16")  # of the backbone and correlator (bavos.devices applies them)
 
 # Per-channel statistics used to normalise frames (METHOD.md 1.4, decision 7.5).
@@ -72,8 +78,9 @@ class ModelConfig:
 class SegmentConfig:
     """How one video is segmented and what is written."""
 
-    # Model input size (height, width), multiples of the backbone's patch size (METHOD.md 1.5).
-    resolution: tuple[int, int] = (320, 480)
+    # Model input size (height, width), multiples of the backbone's patch size (METHOD.md 1.5); None = the paper's
+    # 320 x 480 on a GPU, CPU_RESOLUTION on a CPU (see ``for_device``).
+    resolution: tuple[int, int] | None = None
     # Every key_ratio-th processed frame is a key frame; at least one key frame always (METHOD.md 2.3, 7.4).
     key_ratio: int = 10
     # At most this many key frames, spread evenly over the video (0 = no limit): bounds time and memory per frame.
@@ -112,7 +119,7 @@ class SegmentConfig:
     overlay_alpha: float = 0.5
 
     def __post_init__(self) -> None:
-        h, w = self.resolution
+        h, w = self.resolution or PAPER_RESOLUTION
         checks = [
             (h > 0 and w > 0, f"--resolution must be positive, got {h} {w}"),
             (self.key_ratio >= 1, f"--key-ratio must be at least 1, got {self.key_ratio}"),
@@ -134,7 +141,13 @@ class SegmentConfig:
 
     def check_patch(self, patch: int) -> None:
         """Raise ConfigError unless the resolution is a multiple of the backbone's patch size."""
-        _check_resolution(self.resolution, patch)
+        _check_resolution(self.resolution or PAPER_RESOLUTION, patch)
+
+    def for_device(self, device_type: str) -> SegmentConfig:
+        """This config with the resolution decided: the paper's 320 x 480 on CUDA, CPU_RESOLUTION on a CPU."""
+        if self.resolution is not None:
+            return self
+        return replace(self, resolution=PAPER_RESOLUTION if device_type == "cuda" else CPU_RESOLUTION)
 
 
 # The two known training settings (METHOD.md 3.7): the released script, and the paper's as reported in issue #1.
@@ -200,8 +213,8 @@ class TrainConfig:
     checkpoint_every: int = 1_000
     # Add a line to metrics.jsonl every this many steps.
     log_every: int = 10
-    # Decoding / loading worker processes.
-    workers: int = 4
+    # Decoding / loading worker processes (default: this machine's cores, at most 8).
+    workers: int = field(default_factory=lambda: default_workers())
     # Frame cache folder (None: <run>/cache); frames are decoded once at training size.
     cache: str | None = None
     # "auto" (CUDA when available), "cpu" or "cuda".
@@ -241,6 +254,15 @@ class TrainConfig:
                               "(raise the resolution or lower the positive/negative counts)")
 
 
+def default_workers() -> int:
+    """Loader processes by default: the cores this process may use, at most 8."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    return min(8, cores)
+
+
 def _tuples(values: dict[str, Any]) -> dict[str, Any]:
     """Lists (from JSON or a checkpoint) back to the tuples the dataclasses hold."""
     return {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
@@ -276,4 +298,23 @@ def to_dict(*configs: ModelConfig | SegmentConfig | TrainConfig) -> dict[str, An
     out: dict[str, Any] = {}
     for cfg in configs:
         out[type(cfg).__name__] = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()}
+    return out
+
+
+# Fields that change how a result is computed, not what it is: an output made with other values is still current.
+RESULT_FREE = frozenset({"batch_size", "attention_cache_mb", "device"})
+
+
+def result_settings(model: ModelConfig, segment: SegmentConfig) -> dict[str, Any]:
+    """The settings a segmentation result depends on, as asked (flat, JSON-ready): what --skip-existing compares.
+
+    The model's are taken as given (``None``: decided by the checkpoint), with the default backbone filled in where
+    the checkpoint does not decide it.
+    """
+    backbone = model.backbone or (DEFAULT_BACKBONE if model.checkpoint in ("release", "none") else None)
+    out: dict[str, Any] = {"checkpoint": model.checkpoint, "backbone": backbone,
+                           "backbone_weights": model.backbone_weights, "correlator_heads": model.correlator_heads}
+    for key, value in asdict(segment).items():
+        if key not in RESULT_FREE:
+            out[key] = list(value) if isinstance(value, tuple) else value
     return out

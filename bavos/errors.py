@@ -31,3 +31,7 @@ class EvalError(BavosError):
 
 class TrainError(BavosError):
     """A training run that cannot go on (e.g. the loss became NaN)."""
+
+
+class ResourceError(BavosError):
+    """A run that would not fit this machine (memory), stopped before the work."""

@@ -315,6 +315,12 @@ def davis_rows(result: DavisResult) -> tuple[list[str], list[list[object]]]:
     return header, rows
 
 
+def shown3(value: float) -> str:
+    """Three decimals for a table, without the '-0.000' of tiny negative values (FG-ARI of chance agreement)."""
+    text = f"{value:.3f}"
+    return "0.000" if text == "-0.000" else text
+
+
 @dataclass
 class Report:
     """A result as the CLI shows it: a CSV table, a shorter printed table, and a JSON payload."""
@@ -332,8 +338,8 @@ def instance_report(res: InstanceResult) -> Report:
     overall = res.overall()
     header = ["Sequence", "FG-ARI", "mIoU"]
     rows: list[list[object]] = [[s, f"{res.fg_ari[s]:.6f}", f"{res.miou[s]:.6f}"] for s in res.fg_ari]
-    shown = [[s, f"{res.fg_ari[s]:.3f}", f"{res.miou[s]:.3f}"] for s in res.fg_ari]
-    shown.append(["overall", *(f"{v:.3f}" for v in overall.values())])
+    shown = [[s, shown3(res.fg_ari[s]), shown3(res.miou[s])] for s in res.fg_ari]
+    shown.append(["overall", *(shown3(v) for v in overall.values())])
     payload: dict[str, object] = {**{k: round(v, 6) for k, v in overall.items()}, "sequences": list(res.fg_ari)}
     return Report("FG-ARI / video mIoU", header, rows, header, shown, payload)
 
@@ -341,9 +347,9 @@ def instance_report(res: InstanceResult) -> Report:
 def davis_report(res: DavisResult) -> Report:
     """DAVIS J/F per sequence and overall, with the protocol in the title."""
     header, rows = davis_rows(res)
-    shown = [[str(r[0]), str(r[1]), *(f"{m[k]:.3f}" for k in MEASURES)]
+    shown = [[str(r[0]), str(r[1]), *(shown3(m[k]) for k in MEASURES)]
              for r, m in zip(rows, res.per_sequence().values(), strict=True)]
     overall = res.overall()
-    shown.append(["overall", str(len(res.objects)), *(f"{overall[m]:.3f}" for m in MEASURES)])
+    shown.append(["overall", str(len(res.objects)), *(shown3(overall[m]) for m in MEASURES)])
     return Report(f"DAVIS-2017 unsupervised, protocol: {res.protocol}", header, rows,
                   ["Sequence", "Objects", *MEASURES], shown, res.to_json())

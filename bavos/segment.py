@@ -29,8 +29,9 @@ from torch import Tensor
 from bavos.attention import AttentionWindows, key_frame_indices
 from bavos.backbone import Backbone, build_backbone
 from bavos.cluster import ClusterResult, cluster_video
-from bavos.config import NORMALIZATION, ModelConfig, SegmentConfig, to_dict
+from bavos.config import NORMALIZATION, ModelConfig, SegmentConfig, result_settings, to_dict
 from bavos.correlator import Correlator, load_correlator
+from bavos.costs import Estimate, segment_estimate
 from bavos.devices import precision_context, resolve_device
 from bavos.errors import ConfigError, InputError, OutputError, WeightsError
 from bavos.render import overlay, write_mask
@@ -63,6 +64,7 @@ class Models:
     device: torch.device
     config: ModelConfig
     weights: WeightsPlan
+    requested: ModelConfig  # the model config as asked (None: decided by the checkpoint)
 
     @property
     def scale(self) -> float:
@@ -71,16 +73,17 @@ class Models:
 
 
 def load_models(config: ModelConfig, device: str = "auto", index: int | None = None,
-                progress: DownloadProgress | None = None) -> Models:
+                progress: DownloadProgress | None = None, plan: WeightsPlan | None = None) -> Models:
     """Build the frozen backbone and the correlator (on CUDA device ``index``) as ``plan_weights`` resolves them.
 
     Args:
         progress: reports the download of the paper's checkpoint, when it is not cached yet.
+        plan: the weights, when already planned (``plan_weights(config)``).
     """
     dev = resolve_device(device, index)
-    plan = plan_weights(config, progress)
+    plan = plan or plan_weights(config, progress)
     try:
-        backbone = build_backbone(plan.backbone, plan.backbone_weights, plan.backbone_loaded).to(dev)
+        backbone = build_backbone(plan.backbone, plan.backbone_weights, plan.backbone_loaded, progress).to(dev)
     except WeightsError as e:
         if plan.backbone_weights_from != "checkpoint":
             raise
@@ -90,7 +93,7 @@ def load_models(config: ModelConfig, device: str = "auto", index: int | None = N
     if plan.checkpoint_file is not None:
         correlator = load_correlator(plan.checkpoint_file, backbone.embed_dim, config.correlator_heads,
                                      plan.loaded).to(dev)
-    return Models(backbone, correlator, dev, plan.model_config(config), replace(plan, loaded=None))
+    return Models(backbone, correlator, dev, plan.model_config(config), replace(plan, loaded=None), config)
 
 
 @dataclass
@@ -216,6 +219,7 @@ class _TokenCollector:
 
 def extract_tokens(source: VideoSource, models: Models, cfg: SegmentConfig, progress: Progress) -> Tokens:
     """Pass 1: decode every frame, feed every ``stride``-th frame to the backbone in batches."""
+    cfg = cfg.for_device(models.device.type)
     cfg.check_patch(models.backbone.patch_size)
     total = source.info.frame_count
     expected = None if total is None else -(-total // cfg.stride)
@@ -348,6 +352,7 @@ class Analysis:
 
 def analyse(source: VideoSource, models: Models, cfg: SegmentConfig, progress: Progress = _no_progress) -> Analysis:
     """Passes 1 and 2: tokens, clustering, and area-ordered ids."""
+    cfg = cfg.for_device(models.device.type)
     tokens = extract_tokens(source, models, cfg, progress)
     start = time.perf_counter()
     result = cluster_tokens(tokens, models, cfg, progress)
@@ -370,6 +375,20 @@ def iter_masks(source: VideoSource, analysis: Analysis, cfg: SegmentConfig) -> I
         yield frame, upsample_ids(grid, frame.image.shape[:2], cfg.upsample)
     if seen < analysis.tokens.decoded:
         raise InputError(f"{source.path}: the second decode gave {seen} frames, the first {analysis.tokens.decoded}")
+
+
+def estimate_cost(source: VideoSource, models: Models, cfg: SegmentConfig) -> Estimate | None:
+    """Time per stage and peak memory of segmenting ``source`` (``bavos.costs``), or None when its length is unknown."""
+    cfg = cfg.for_device(models.device.type)
+    if not source.info.frame_count:
+        return None
+    frames = -(-source.info.frame_count // cfg.stride)
+    patch = models.backbone.patch_size
+    keys = len(key_frame_indices(frames, cfg.key_ratio, cfg.max_key_frames))
+    heads = models.correlator.heads if models.correlator is not None else models.backbone.num_heads
+    return segment_estimate(frames, (cfg.resolution[0] // patch, cfg.resolution[1] // patch), keys, cfg.batch_size,
+                            cfg.window, models.device, models.backbone.embed_dim, heads,
+                            source.info.width * source.info.height, cfg.attention_cache_mb * 2**20)
 
 
 def source_id(path: str | Path) -> str:
@@ -442,7 +461,7 @@ def _summary(source: VideoSource, analysis: Analysis, stats: dict[str, Any], cfg
         "level": result.level, "converged_level": result.converged, "level_sizes": result.sizes,
         "capped_from": result.hierarchy.capped_from,
         "mode": "correlator" if models.correlator is not None else "training-free",
-        "weights": models.weights.describe(),
+        "weights": models.weights.describe(), "settings": result_settings(models.requested, cfg),
         "device": str(models.device), "config": to_dict(models.config, cfg),
         "timings": {k: round(v, 4) for k, v in timings.items()}, "version": __version__,
     }
@@ -471,6 +490,7 @@ def segment_video(video: str | Path, output: str | Path = "out", config: Segment
     """
     cfg = config or SegmentConfig()
     models = models or load_models(model_config or ModelConfig(), cfg.device)
+    cfg = cfg.for_device(models.device.type)
     started = time.perf_counter()
     source = VideoSource(video)
     final = Path(output) / (name or output_name(source.path))

@@ -29,10 +29,11 @@ from bavos.augment import augment, normalize, sample_params
 from bavos.backbone import Backbone, build_backbone
 from bavos.batch import Shard, shard_from_env
 from bavos.clips import CachedClip, ClipSamples, Skipped, StepBatches, cache_clips, find_clips
-from bavos.config import DEFAULT_BACKBONE, ModelConfig, TrainConfig, to_dict
+from bavos.config import DEFAULT_BACKBONE, ModelConfig, TrainConfig, default_workers, to_dict
 from bavos.correlator import Correlator, load_correlator
+from bavos.costs import TRAIN_OPTIONS, Estimate, over_budget, train_estimate
 from bavos.devices import precision_context, resolve_device
-from bavos.errors import ConfigError, InputError, TrainError
+from bavos.errors import ConfigError, InputError, ResourceError, TrainError
 from bavos.losses import Losses, clip_losses
 from bavos.runs import RunFolder
 from bavos.weights import plan_weights
@@ -55,6 +56,9 @@ class TrainEvents:
 
     def checkpoint(self, path: Path, step: int) -> None:
         """A checkpoint was written."""
+
+    def estimate(self, estimate: Estimate, start: int, stop: int) -> None:
+        """What steps ``start + 1`` .. ``stop`` will cost (said before the first of them)."""
 
 
 def step_seed(seed: int, step: int, rank: int) -> int:
@@ -200,9 +204,11 @@ def make_loader(data: list[CachedClip], cfg: TrainConfig, start: int, stop: int,
     """Batches of (clips per process, T, H, W, 3) uint8 frames for steps ``start`` .. ``stop - 1``."""
     samples = ClipSamples(data, cfg.frames, cfg.gap, cfg.seed)
     batches = StepBatches(start, stop, cfg.batch_size, shard.rank, shard.world)
-    loader = DataLoader(samples, batch_sampler=batches, num_workers=cfg.workers, pin_memory=device.type == "cuda",
-                        prefetch_factor=4 if cfg.workers else None)
-    return iter(loader)
+    with warnings.catch_warnings():  # torch's multi-line advice on --workers: said in one line by the caller
+        warnings.filterwarnings("ignore", message="This DataLoader will create")
+        loader = DataLoader(samples, batch_sampler=batches, num_workers=cfg.workers,
+                            pin_memory=device.type == "cuda", prefetch_factor=4 if cfg.workers else None)
+        return iter(loader)
 
 
 def train(clips_root: str | Path, output: str | Path, model_cfg: ModelConfig, cfg: TrainConfig,
@@ -246,6 +252,7 @@ def train(clips_root: str | Path, output: str | Path, model_cfg: ModelConfig, cf
         cache = Path(cfg.cache) if cfg.cache else run.path / "cache"
         data, skipped = _prepare_data(Path(clips_root), clips, cache, cfg, shard, session.events)
         run.begin(session.configs, data, skipped, start)
+        session.check_cost(start, stop)
         session.events.start(start, stop, len(data), len(skipped))
         began = time.perf_counter()
         step, record = session.loop(data, start, stop)
@@ -283,6 +290,17 @@ class _Session:
         # fp16 gradients need loss scaling; with float32 or bf16 the scaler does nothing
         self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
 
+    def check_cost(self, start: int, stop: int) -> None:
+        """Say what the steps will cost; stop before them when they cannot fit this machine's memory."""
+        patch = self.backbone.patch_size
+        grid = (self.cfg.resolution[0] // patch, self.cfg.resolution[1] // patch)
+        estimate = train_estimate(self.cfg.batch_size // self.shard.world, self.cfg.frames, grid, stop - start,
+                                  self.device, self.backbone.embed_dim, self.correlator.heads, self.cfg.with_cls)
+        self.events.estimate(estimate, start, stop)
+        too_big = over_budget(estimate, self.device, TRAIN_OPTIONS)
+        if too_big:
+            raise ResourceError(f"training {too_big}")
+
     def save(self, step: int, numbered: bool) -> None:
         path = self.run.save(self.correlator, self.optimizer, self.scheduler, self.configs, step, numbered,
                              self.scaler)
@@ -297,6 +315,9 @@ class _Session:
             model = nn.parallel.DistributedDataParallel(self.correlator, device_ids=[device.index]
                                                         if device.type == "cuda" else None)
         model.train()
+        if cfg.workers > default_workers() and shard.rank == 0:
+            self.events.warn(f"--workers {cfg.workers} on a machine with {default_workers()} cores: loading "
+                             "competes with training for the cores")
         batches = make_loader(data, cfg, start, stop, shard, device)
         meter, record, done = _Meter(), None, start
         try:

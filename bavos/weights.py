@@ -182,6 +182,85 @@ def release_checkpoint(progress: Progress | None = None) -> Path:
     return path
 
 
+def _hf_cache() -> Path:
+    """Hugging Face's hub cache, as its library finds it (read at each call, so the environment may change)."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"])
+    if os.environ.get("HF_HOME"):
+        return Path(os.environ["HF_HOME"]) / "hub"
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "huggingface" / "hub"
+
+
+def _hf_cached(repo: str, filename: str) -> Path | None:
+    """The file of a Hugging Face repo in the local hub cache (refs/main -> snapshots/<commit>/filename), or None."""
+    folder = _hf_cache() / f"models--{repo.replace('/', '--')}"
+    try:
+        commit = (folder / "refs" / "main").read_text().strip()
+    except OSError:
+        return None
+    path = folder / "snapshots" / commit / filename
+    return path if path.is_file() else None
+
+
+def hub_sources(name: str) -> list[tuple[str, Path, Path | None]]:
+    """(download URL, where bavos keeps it, where Hugging Face's cache already has it) for a timm model's weights.
+
+    The timm hub's safetensors file first, then the model's original URL (DINO's backbone-only file for
+    ``vit_small_patch8_224.dino``).
+    """
+    from timm.models import get_pretrained_cfg
+
+    from bavos.errors import WeightsError
+
+    try:
+        cfg = get_pretrained_cfg(name)
+    except (RuntimeError, ValueError):
+        cfg = None
+    if cfg is None or not (cfg.hf_hub_id or cfg.url):
+        raise WeightsError(f"{name} has no pretrained weights on timm's hub; pass --backbone-weights PATH")
+    sources = []
+    if cfg.hf_hub_id:
+        repo = cfg.hf_hub_id.split("@")[0]
+        endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
+        for filename in ("model.safetensors", "pytorch_model.bin"):
+            sources.append((f"{endpoint}/{repo}/resolve/main/{filename}", cache_dir() / "hub" / repo / filename,
+                            _hf_cached(repo, filename)))
+    if cfg.url:
+        sources.append((cfg.url, cache_dir() / "hub" / name / cfg.url.rsplit("/", 1)[-1], None))
+    return sources
+
+
+def hub_weights(name: str, progress: Progress | None = None, download_missing: bool = True) -> Path:
+    """The hub weights of a timm model: from Hugging Face's cache or bavos's (no network), else downloaded once.
+
+    Raises:
+        WeightsError: not cached and not downloadable (one line, with what to do).
+    """
+    from bavos.errors import WeightsError
+
+    sources = hub_sources(name)
+    for _, ours, theirs in sources:
+        for path in (theirs, ours):
+            if path is not None and path.is_file():
+                return path
+    if not download_missing:
+        raise WeightsError(f"the weights of {name} are not in the cache ({cache_dir() / 'hub'})")
+    reasons = []
+    for url, ours, _ in sources:
+        try:
+            ours.parent.mkdir(parents=True, exist_ok=True)
+            download(url, ours, progress, timeout=10.0)
+            return ours
+        except (DownloadError, OSError) as e:
+            reasons.append(str(e))
+            if "no connection" in str(e):
+                break  # the other sources are no nearer
+    raise WeightsError(f"the weights of {name} are not in the cache and could not be downloaded ({reasons[-1]}); "
+                       "run `bavos weights` where there is a connection, or pass --backbone-weights PATH "
+                       "(e.g. dino_deitsmall8_pretrain.pth)")
+
+
 @dataclass(frozen=True)
 class WeightsPlan:
     """The weights a run uses and where each came from.

@@ -56,6 +56,10 @@ def main() -> None:
     correlator = new_correlator(backbone.embed_dim, ModelConfig(backbone=args.backbone), cfg).to(device).train()
     optimizer, scheduler = make_optimizer(correlator, cfg)
     scaler = torch.amp.GradScaler(device.type, enabled=args.precision == "fp16")
+    from bavos.costs import train_estimate
+
+    grid = (args.resolution[0] // backbone.patch_size, args.resolution[1] // backbone.patch_size)
+    estimate = train_estimate(args.batch_size, cfg.frames, grid, 1, device, backbone.embed_dim)
 
     with tempfile.TemporaryDirectory() as tmp:
         clips = []
@@ -110,6 +114,9 @@ def main() -> None:
     for name in ("data", "forward", "step"):
         print(f"{name:>8}: {t[name]:.3f} s = {t[name] / t['backbone']:.2f}x backbone")
     print(f"steps/s: {1 / t['step']:.3f}; data wait if not overlapped: {t['data'] / t['step']:.1%} of a step")
+    print(f"bavos.costs estimate before the first step: step {estimate.seconds['step']:.3f} s (measured / estimated "
+          f"{t['step'] / estimate.seconds['step']:.2f}), peak {estimate.peak_bytes / 2**20:.0f} MB (measured / "
+          f"estimated {rss_mb * 2**20 / estimate.peak_bytes:.2f})")
     print(f"peak RSS: {rss_mb:.0f} MB", end="")
     if device.type == "cuda":
         print(f"; peak CUDA memory allocated: {torch.cuda.max_memory_allocated(device) / 2**20:.0f} MB", end="")

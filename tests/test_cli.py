@@ -84,7 +84,7 @@ def test_one_failing_input_does_not_stop_the_others(tmp_path: Path, run_cli) -> 
 )
 def test_usage_errors_are_one_line(run_cli, args: list[str], message: str) -> None:  # noqa: ANN001
     result = run_cli(*args)
-    assert result.code in (1, 2)
+    assert result.code == 2
     lines = result.err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("bavos: error: ") and message in lines[0]
     assert "Traceback" not in result.err
@@ -106,10 +106,10 @@ def test_bad_weights_and_checkpoint_are_one_line(tmp_path: Path, run_cli) -> Non
 
 def test_debug_shows_the_traceback(tmp_path: Path) -> None:
     env = {**os.environ, "BAVOS_DEBUG": "1"}
-    proc = subprocess.run([sys.executable, "-m", "bavos", "segment", str(tmp_path / "none.mp4"), *TINY,
+    proc = subprocess.run([sys.executable, "-m", "bavos", "segment", str(write_clip(tmp_path / "v.mp4", n=2)), *TINY,
                            "--backbone-weights", "none", "--checkpoint", str(tmp_path / "c.pt")],
                           capture_output=True, text=True, env=env, timeout=120)
-    assert proc.returncode == 1 and "Traceback" in proc.stderr
+    assert proc.returncode == 1 and "Traceback" in proc.stderr and "checkpoint not found" in proc.stderr
 
 
 def test_ctrl_c_exits_130_with_one_line(tmp_path: Path, run_cli, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
@@ -120,3 +120,109 @@ def test_ctrl_c_exits_130_with_one_line(tmp_path: Path, run_cli, monkeypatch: py
     result = run_cli("segment", write_clip(tmp_path / "v.mp4", n=2), *TINY, "--backbone-weights", "none", "-q")
     assert result.code == 130
     assert result.err.strip().splitlines()[-1] == "bavos: error: interrupted"
+
+
+def test_bavos_alone_shows_the_help_and_exits_0(run_cli) -> None:  # noqa: ANN001
+    result = run_cli()
+    assert result.code == 0 and result.err == ""
+    assert result.out.startswith("Usage: bavos [OPTIONS] COMMAND") and "segment" in result.out
+
+
+@pytest.mark.parametrize("command", ["segment", "eval", "train", "weights"])
+def test_help_at_80_columns_has_no_type_tags_and_every_default(command: str) -> None:
+    env = {**os.environ, "COLUMNS": "80"}
+    proc = subprocess.run([sys.executable, "-m", "bavos", command, "--help"], capture_output=True, text=True,
+                          timeout=60, env=env)
+    assert proc.returncode == 0
+    text = proc.stdout
+    assert max(len(line) for line in text.splitlines()) <= 80
+    for artefact in ("<bool>", "<int", "<str>", "<float>", "<path>", "<list", "{", "}"):
+        assert artefact not in text, artefact
+    rows = text.split("Options:")[1]
+    options = [line.split()[0].rstrip(",") for line in rows.splitlines() if line.startswith("  -")]
+    assert len(options) >= 2
+    # every option but --help and the required ones says its default
+    blocks = rows.split("\n  -")[1:]
+    for block in blocks:
+        if block.startswith("-help") or "-o, --output DIR" in "  -" + block and command == "train":
+            continue
+        assert "[default:" in block, block
+
+
+def test_bad_values_stop_before_any_model_loads(tmp_path: Path, run_cli,  # noqa: ANN001
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_model(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr("bavos.segment.load_models", no_model)
+    video = write_clip(tmp_path / "v.mp4", n=2)
+    for args, message in ((["--resolution", "100", "150"], "--resolution 100 150 must be a multiple of the patch"),
+                          (["--upsample", "cubic"], "--upsample must be bilinear or nearest"),
+                          (["--checkpoint", "release", "--backbone", "bavos_test_vit"], "--checkpoint release is")):
+        result = run_cli("segment", video, "-o", tmp_path / "out", "--device", "cpu", *args)
+        assert result.code == 2, result.err
+        assert result.err.startswith("bavos: error: ") and message in result.err
+        assert result.err.count("\n") == 1 and "(see 'bavos segment --help')" in result.err
+    result = run_cli("segment", tmp_path / "missing.mp4", "-o", tmp_path / "out", *TINY, "--backbone-weights", "none")
+    assert result.code == 1 and "no such file or folder" in result.err  # inputs too are checked first
+
+
+def test_progress_lines_in_a_log_and_nothing_when_quiet(tmp_path: Path, run_cli) -> None:  # noqa: ANN001
+    video = write_clip(tmp_path / "v.mp4", n=6)
+    result = run_cli("segment", video, "-o", tmp_path / "out", *TINY, "--backbone-weights", "none")
+    assert result.code == 0
+    lines = [line for line in result.err.splitlines() if line.startswith("bavos: v.mp4: ") and "estimated" not in line]
+    # stderr is not a terminal here: a fast run gives one line per stage, at its end
+    assert [line.split()[2] for line in lines] == ["backbone", "clustering", "writing"]
+    assert lines[0].startswith("bavos: v.mp4: backbone 6/6 frames (100 %), ") and ", done in " in lines[0]
+    assert "(2 passes over the windows: the hierarchy, then the labels)" in lines[1]
+    assert result.out.startswith(f"{tmp_path / 'out' / 'v'}: 6 frames")  # the result line, on stdout
+    quiet = run_cli("segment", video, "-o", tmp_path / "out2", *TINY, "--backbone-weights", "none", "-q")
+    assert quiet.out == "" and all(line.startswith("bavos: warning") for line in quiet.err.splitlines())
+
+
+def test_an_interrupted_input_gets_its_own_json_line(tmp_path: Path, run_cli,  # noqa: ANN001
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("bavos.segment.segment_video", interrupted)
+    video = write_clip(tmp_path / "v.mp4", n=2)
+    result = run_cli("segment", video, write_clip(tmp_path / "w.mp4", n=2), "-o", tmp_path / "out", *TINY,
+                     "--backbone-weights", "none", "--json")
+    assert result.code == 130
+    (line,) = [json.loads(x) for x in result.out.splitlines()]
+    assert line["input"] == str(video) and line["status"] == "interrupted" and line["error"] == "interrupted"
+
+
+def test_cpu_default_resolution_is_said_and_recorded(tmp_path: Path, run_cli) -> None:  # noqa: ANN001
+    video = write_clip(tmp_path / "v.mp4", n=2, height=64, width=96)
+    result = run_cli("segment", video, "-o", tmp_path / "out", "--backbone", "bavos_test_vit", "--checkpoint", "none",
+                     "--backbone-weights", "none", "--device", "cpu", "--no-overlay")
+    assert result.code == 0, result.err
+    assert "bavos: on a CPU the default resolution is 160x240" in result.err
+    assert "--resolution 320 480 restores it" in result.err
+    summary = json.loads((tmp_path / "out" / "v" / "summary.json").read_text())
+    assert summary["config"]["SegmentConfig"]["resolution"] == [160, 240] and summary["patch_grid"] == [20, 30]
+
+
+def test_the_cost_is_said_first_and_what_cannot_fit_stops_before_the_work(tmp_path: Path, run_cli,  # noqa: ANN001
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    video = write_clip(tmp_path / "v.mp4", n=6)
+    result = run_cli("segment", video, "-o", tmp_path / "out", *TINY, "--backbone-weights", "none", "--no-overlay")
+    assert result.code == 0
+    (line,) = [x for x in result.err.splitlines() if "estimated" in x]
+    assert line.startswith("bavos: v.mp4: estimated ") and "at 64x96 on cpu (backbone" in line and "peak memory" in line
+    assert result.err.index("estimated") < result.err.index(": backbone ")  # said before it is paid
+
+    def no_work(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the work started")
+
+    monkeypatch.setattr("bavos.costs.available_bytes", lambda device: 1024)
+    monkeypatch.setattr("bavos.segment.segment_video", no_work)
+    result = run_cli("segment", video, "-o", tmp_path / "out2", *TINY, "--backbone-weights", "none", "--json")
+    assert result.code == 1
+    (failed,) = [json.loads(x) for x in result.out.splitlines()]
+    assert failed["status"] == "failed" and "more memory, this machine has 0.0 GB free" in failed["error"]
+    for option in ("--resolution", "--max-key-frames", "--stride", "--batch-size"):
+        assert option in failed["error"]

@@ -254,7 +254,9 @@ def test_cli_errors_are_one_line(davis: Path, tmp_path: Path, run_cli) -> None:
     res = run_cli("eval", str(tmp_path))
     assert res.code == 2 and "--davis" in res.err
     res = run_cli("eval", str(tmp_path), "--davis", str(davis), "--protocol", "lenient")
-    assert res.code == 1 and "unknown protocol 'lenient'" in res.err
+    assert res.code == 2 and "--protocol must be one of official, per-frame, release, got lenient" in res.err
+    res = run_cli("eval", str(tmp_path), "--davis", str(davis), "-q")
+    assert res.code == 2 and "--quiet alone would show nothing" in res.err
     write_ids(tmp_path / "g" / "s", moving_objects())
     write_ids(tmp_path / "p" / "s", moving_objects())
     res = run_cli("eval", str(tmp_path / "p"), "--fg-ari", "--gt", str(tmp_path / "g"), "--json")

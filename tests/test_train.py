@@ -201,7 +201,7 @@ def test_cli_train_then_segment_with_the_checkpoint(clips: Path, cache: Path, tm
     again = run_cli("train", clips, "-o", run, *TRAIN_ARGS)
     assert again.code == 1 and "already holds a training run; continue it with --resume" in again.err
     resumed = run_cli("train", clips, "-o", run, "--resume", "--steps", "3")
-    assert resumed.code == 1 and "--steps 3 differs from the run's 2" in resumed.err
+    assert resumed.code == 2 and "--steps 3 differs from the run's 2" in resumed.err
 
 
 def _last_loss(run: Path) -> float:
@@ -221,7 +221,7 @@ def test_cli_errors_are_one_line(tmp_path: Path, run_cli, monkeypatch: pytest.Mo
         ".mpg, .mts, .ogv, .ts, .webm, .wmv) and no folders of frames")
     assert not (tmp_path / "run").exists()  # a run that could not start leaves no folder
     res = run_cli("train", empty, "-o", tmp_path / "none", "--resume")
-    assert res.code == 1 and "nothing to resume (last.pt not found)" in res.err
+    assert res.code == 2 and "nothing to resume (last.pt not found)" in res.err
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "x.mp4").write_text("not a video")
@@ -279,3 +279,24 @@ def test_query_points_are_drawn_per_clip(clips: Path, cache: Path, monkeypatch: 
     assert points.shape == (3, cfg.points)
     assert len({tuple(p.tolist()) for p in points}) == 3  # three different draws
     assert all(len(set(p.tolist())) == cfg.points for p in points)  # distinct positions within a clip
+
+
+def test_training_says_its_cost_and_one_line_for_too_many_workers(clips: Path, cache: Path, tmp_path: Path,
+                                                                 run_cli, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+    from bavos.config import default_workers
+
+    args = [a for a in TRAIN_ARGS if a not in ("--workers", "0")]
+    res = run_cli("train", clips, "-o", tmp_path / "run", *args, "--steps", "1", "--batch-size", "1", "--cache",
+                  cache, "--workers", str(default_workers() + 2))
+    assert res.code == 0, res.err
+    assert "This DataLoader will create" not in res.err  # torch's 6-line advice is not shown
+    assert f"bavos: warning: --workers {default_workers() + 2} on a machine with {default_workers()} cores" in res.err
+    (line,) = [x for x in res.err.splitlines() if "estimated" in x]
+    assert line.startswith("bavos: estimated ") and "a step" in line and "for steps 1..1, peak memory" in line
+    assert TrainConfig().workers == default_workers()
+    monkeypatch.setattr("bavos.costs.available_bytes", lambda device: 1024)
+    res = run_cli("train", clips, "-o", tmp_path / "big", *TRAIN_ARGS, "--steps", "1", "--cache", cache)
+    assert res.code == 1
+    assert res.err.strip().splitlines()[-1].startswith("bavos: error: training needs about ")
+    assert "lower --batch-size (clips per step) or --resolution" in res.err
+    assert not (tmp_path / "big" / "last.pt").exists()

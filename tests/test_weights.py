@@ -255,3 +255,115 @@ def test_segment_with_a_bavos_checkpoint_needs_no_backbone_options(tmp_path: Pat
     result = run_cli("segment", video, "-o", tmp_path / "out", "--checkpoint", missing, "--device", "cpu", "-q")
     assert result.code == 1
     assert f"gone.pth: weights file not found (the backbone weights recorded in {missing}" in result.err
+
+
+# ---- timm's hub weights (--checkpoint none, bavos train) -----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def vit_s8_safetensors(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    import timm
+    from safetensors.torch import save_file
+
+    torch.manual_seed(7)
+    path = tmp_path_factory.mktemp("hub") / "model.safetensors"
+    save_file(timm.create_model("vit_small_patch8_224.dino", num_classes=0).state_dict(), path)
+    return path
+
+
+def fake_hf_cache(root: Path, weights: Path) -> Path:
+    """Hugging Face's hub cache layout: models--timm--<name>/refs/main -> snapshots/<commit>/model.safetensors."""
+    repo = root / "models--timm--vit_small_patch8_224.dino"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("0123abcd")
+    (repo / "snapshots" / "0123abcd").mkdir(parents=True)
+    (repo / "snapshots" / "0123abcd" / "model.safetensors").symlink_to(weights)
+    return root
+
+
+def test_hub_weights_in_huggingfaces_cache_need_no_network(tmp_path: Path, vit_s8_safetensors: Path,  # noqa: ANN001
+                                                            monkeypatch: pytest.MonkeyPatch, no_network) -> None:
+    from safetensors.torch import load_file
+
+    from bavos.backbone import build_backbone
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(fake_hf_cache(tmp_path / "hf", vit_s8_safetensors)))
+    monkeypatch.setenv("BAVOS_CACHE", str(tmp_path / "bavos"))
+    backbone = build_backbone("vit_small_patch8_224.dino", "hub")
+    expected = load_file(vit_s8_safetensors)
+    torch.testing.assert_close(backbone.vit.pos_embed, expected["pos_embed"])
+    torch.testing.assert_close(backbone.vit.blocks[11].attn.qkv.weight, expected["blocks.11.attn.qkv.weight"])
+
+
+def test_hub_weights_are_downloaded_once_into_the_cache(tmp_path: Path, vit_s8_safetensors: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from bavos.weights import hub_weights
+
+    served = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            return None
+
+        def do_GET(self) -> None:  # noqa: N802
+            served.append(self.path)
+            if self.path != "/timm/vit_small_patch8_224.dino/resolve/main/model.safetensors":
+                self.send_response(404)
+                self.end_headers()
+                return
+            data = vit_s8_safetensors.read_bytes()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{server.server_address[1]}")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hf"))
+    monkeypatch.setenv("BAVOS_CACHE", str(tmp_path / "bavos"))
+    try:
+        path = hub_weights("vit_small_patch8_224.dino")
+        assert path == tmp_path / "bavos" / "hub" / "timm" / "vit_small_patch8_224.dino" / "model.safetensors"
+        assert path.read_bytes() == vit_s8_safetensors.read_bytes()
+        assert hub_weights("vit_small_patch8_224.dino") == path and len(served) == 1  # cached: no second request
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_hub_offline_and_not_cached_is_one_line_within_seconds(tmp_path: Path, run_cli,  # noqa: ANN001
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hf"))
+    monkeypatch.setenv("BAVOS_CACHE", str(tmp_path / "bavos"))
+
+    def unreachable(*args: object, **kwargs: object) -> None:
+        raise OSError(-2, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", unreachable)  # what a machine without network answers
+    video = write_clip(tmp_path / "v.mp4", n=2)
+    start = time.perf_counter()
+    result = run_cli("segment", video, "-o", tmp_path / "out", "--checkpoint", "none", "--device", "cpu")
+    assert time.perf_counter() - start < 5
+    assert result.code == 1 and result.out == ""
+    (line,) = result.err.strip().splitlines()  # nothing else on stderr: no retries, no tracebacks
+    assert line.startswith("bavos: error: the weights of vit_small_patch8_224.dino are not in the cache and could "
+                           "not be downloaded (no connection")
+    assert "bavos weights" in line and "--backbone-weights PATH" in line
+
+
+def test_weights_command_fetches_both_and_check_reports(cache: Path, drive: FakeDrive, tmp_path: Path,  # noqa: ANN001
+                                                        vit_s8_safetensors: Path, run_cli,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hf"))
+    result = run_cli("weights", "--check")
+    assert result.code == 1 and "not in the cache" in result.err and not drive.requests  # --check: no network
+    monkeypatch.setenv("HF_HUB_CACHE", str(fake_hf_cache(tmp_path / "hf", vit_s8_safetensors)))
+    result = run_cli("weights")
+    assert result.code == 0, result.err
+    lines = result.out.splitlines()
+    assert lines[0] == f"cache: {cache} (set BAVOS_CACHE to move it)"
+    assert lines[1].startswith(f"paper's checkpoint (--checkpoint release): {cache / RELEASE_FILE} (")
+    assert "vit_small_patch8_224.dino from timm's hub" in lines[2] and "model.safetensors" in lines[2]
+    assert run_cli("weights", "--check").code == 0

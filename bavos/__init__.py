@@ -1,7 +1,8 @@
 """bavos: segment every object in a video with no labels and no prompts.
 
-The public API is ``segment_video`` and ``BavosError``. Importing :mod:`bavos` does not import torch; the pipeline
-is imported on first use so that ``bavos --help`` stays fast.
+The public API: ``Segmenter`` (models loaded once; videos, arrays or iterables of frames in, results out, nothing
+written unless asked), ``segment_video`` (one video into an output folder) and ``BavosError``. Importing
+:mod:`bavos` does not import torch; the pipeline is imported on first use so that ``bavos --help`` stays fast.
 """
 
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 from bavos.errors import BavosError
 
 __version__ = "0.1.0"
-__all__ = ["BavosError", "__version__", "segment_video"]
+__all__ = ["BavosError", "Result", "Segmenter", "__version__", "segment_video"]
 
 
 def __getattr__(name: str) -> Any:
@@ -17,4 +18,8 @@ def __getattr__(name: str) -> Any:
         from bavos.segment import segment_video
 
         return segment_video
+    if name in ("Segmenter", "Result"):
+        import bavos.api
+
+        return getattr(bavos.api, name)
     raise AttributeError(f"module 'bavos' has no attribute {name!r}")

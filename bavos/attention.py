@@ -8,8 +8,6 @@ in row chunks that fit ``budget_bytes``, with each head's softmax taken in place
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import torch
 from einops import rearrange
 from torch import Tensor
@@ -64,51 +62,3 @@ def window_attention(q: Tensor, k: Tensor, scale: float, budget_bytes: int = DEF
             buf.exp_()
             block.addcdiv_(buf, buf.sum(1, keepdim=True), value=1 / heads)
     return out.reshape(w, n, m)  # (w, N, K*N)
-
-
-class AttentionWindows:
-    """The attention rows of consecutive windows of ``window`` frames (the last may be shorter), in order.
-
-    Iterating computes each window's rows with ``window_attention``. The first pass also keeps every window whose
-    rows fit what is left of ``cache_bytes`` (where they were computed: GPU memory on CUDA); the second pass
-    hands those over instead of computing them again and lets them go as it goes, so memory never holds more than
-    ``cache_bytes`` of rows beyond the window in use. Later passes compute everything again. Rows handed out must
-    not be modified in place.
-
-    Args:
-        q: (T, heads, N, d) queries of every processed frame (any device; moved to ``k``'s device per window).
-        k: (K, heads, N, d) keys of the key frames.
-        scale: logit scale.
-        window: frames per window.
-        cache_bytes: rows kept from the first pass for the second (0: the second pass computes them again).
-        budget_bytes: largest logit block computed at once.
-    """
-
-    def __init__(self, q: Tensor, k: Tensor, scale: float, window: int, cache_bytes: int = 0,
-                 budget_bytes: int = DEFAULT_BUDGET_BYTES) -> None:
-        self.q, self.k, self.scale, self.window = q, k, scale, window
-        self.cache_bytes, self.budget_bytes = cache_bytes, budget_bytes
-        self._kept: dict[int, Tensor] = {}
-        self._passes = 0
-
-    def __len__(self) -> int:
-        return -(-self.q.shape[0] // self.window)
-
-    @property
-    def kept_bytes(self) -> int:
-        """Bytes of rows held for the next pass."""
-        return sum(rows.nbytes for rows in self._kept.values())
-
-    def __iter__(self) -> Iterator[Tensor]:
-        self._passes += 1
-        room = self.cache_bytes if self._passes == 1 else 0
-        for i in range(len(self)):
-            rows = self._kept.pop(i, None)
-            if rows is None:
-                start = i * self.window
-                q = self.q[start : start + self.window].to(self.k.device)
-                rows = window_attention(q, self.k, self.scale, self.budget_bytes)
-                if rows.nbytes <= room:
-                    self._kept[i] = rows
-                    room -= rows.nbytes
-            yield rows

@@ -15,7 +15,7 @@ import typer
 
 from bavos.cli_help import Command, Group
 from bavos.cli_output import error, print_table, progress_for, warn
-from bavos.config import DEFAULT_BACKBONE, KNOWN_PATCH_SIZES, ModelConfig, SegmentConfig
+from bavos.config import DEFAULT_BACKBONE, ModelConfig, SegmentConfig
 from bavos.errors import BavosError, ConfigError
 
 app = typer.Typer(name="bavos", cls=Group, add_completion=False, rich_markup_mode=None,
@@ -83,8 +83,9 @@ def segment(
         metavar="R", help="Every R-th frame is a key frame that every frame attends to. Lower: more key frames, "
                           "better for objects seen briefly, more time and memory.")] = 10,
     max_key_frames: Annotated[int, typer.Option(
-        metavar="N", help="At most N key frames, spread over the video (0: no limit). Bounds the cost of long "
-                          "videos; an object seen only between kept key frames may merge into another.")] = 0,
+        metavar="N", help="At most N key frames, spread over the video (0: no limit). 30 keeps every key frame of "
+                          "clips up to 300 frames and makes longer videos cost linear time; fewer key frames may "
+                          "merge an object seen only between them into another.")] = 30,
     tau: Annotated[float, typer.Option(
         metavar="TAU", help="Merge threshold (symmetric KL). Higher merges more: fewer, larger objects; lower "
                             "splits: more, smaller ones.")] = 1.0,
@@ -117,7 +118,20 @@ def segment(
     attention_cache: Annotated[int, typer.Option(
         metavar="MB", help="Keep up to MB of attention from the clustering's first pass for its second: faster, "
                            "more memory, the same result (0: compute it again).")] = 0,
+    query_cache: Annotated[int, typer.Option(
+        metavar="MB", help="Keep up to MB of the frames' queries for the clustering's second pass instead of "
+                           "decoding and running the backbone again: faster, more memory, the same result.")] = 0,
     fps: Annotated[float, typer.Option(metavar="FPS", help="Overlay frame rate for frame folders.")] = 24.0,
+    start: Annotated[str | None, typer.Option(
+        metavar="FRAME|SECONDS", show_default="the first frame",
+        help="Segment from this frame number (120) or time (12.5s); names and times stay the video's.")] = None,
+    end: Annotated[str | None, typer.Option(
+        metavar="FRAME|SECONDS", show_default="the last frame",
+        help="Segment up to this frame number or time, excluded.")] = None,
+    export: Annotated[list[str] | None, typer.Option(
+        metavar="coco|objects|video", show_default="none",
+        help="Also write: coco.json (YouTube-VIS results with RLE masks), objects/<id>/*.png (one black-and-white "
+             "mask per object and frame) or masks.mp4 (the colour masks as a video); repeat for several.")] = None,
     overlay: Annotated[bool, typer.Option("--overlay/--no-overlay", help="Write overlay.mp4.")] = True,
     hierarchy: Annotated[bool, typer.Option(
         "--hierarchy/--no-hierarchy", help="Write hierarchy.npz (every level, for other cuts later).")] = True,
@@ -131,35 +145,55 @@ def segment(
 ) -> int:
     """Segment every object of each input into OUTPUT/<name>/: masks/*.png, overlay.mp4, hierarchy.npz and
     summary.json. Everything is checked before a model loads."""
-    from bavos.cli_segment import RunOptions, run
+    from bavos.cli_segment import RunOptions, check_before_loading, run
 
     try:
         model_cfg = ModelConfig(backbone=backbone, backbone_weights=backbone_weights, checkpoint=checkpoint)
         cfg = SegmentConfig(resolution=tuple(resolution) if resolution else None, key_ratio=key_ratio,
-                            max_key_frames=max_key_frames, attention_cache_mb=attention_cache, tau=tau, window=window,
+                            max_key_frames=max_key_frames, attention_cache_mb=attention_cache,
+                            query_cache_mb=query_cache, tau=tau, window=window,
                             level=level, max_objects=max_objects, upsample=upsample, stride=stride, device=device,
                             precision=precision, normalization=normalization, batch_size=batch_size, fps=fps,
-                            overlay=overlay, save_hierarchy=hierarchy)
-        _check_before_loading(model_cfg, cfg)
+                            overlay=overlay, save_hierarchy=hierarchy, start=start, end=end,
+                            exports=tuple(dict.fromkeys(export or ())))
+        check_before_loading(model_cfg, cfg)
     except ConfigError as e:
         _usage(str(e), "segment")
     return run(list(inputs), output, model_cfg, cfg, RunOptions(quiet, json_out, skip_existing, fail_fast))
 
 
-def _check_before_loading(model_cfg: ModelConfig, cfg: SegmentConfig) -> None:
-    """Option values that only the device or the backbone can judge (ConfigError, a usage error)."""
-    from bavos.backbone import patch_size_of
-    from bavos.devices import check_precision, resolve_device
-    from bavos.errors import WeightsError
+@app.command(cls=Command)
+def recut(
+    folders: Annotated[list[Path], typer.Argument(
+        metavar="RESULT", help="Output folders of bavos segment (OUT/<name>).", show_default=False)],
+    level: Annotated[int | None, typer.Option(
+        metavar="L", show_default="the converged level",
+        help="Hierarchy level to cut (0 = per-window clusters).")] = None,
+    max_objects: Annotated[int, typer.Option(
+        metavar="N", help="Then merge the closest clusters until at most N remain (0: no limit).")] = 20,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress and no result lines.")] = False,
+) -> int:
+    """Cut a result's hierarchy at another level or cap, without the model: masks, overlay, pictures,
+    hierarchy.npz, exports and summary are rewritten as bavos segment would write them with these options (the
+    source video is read again for the frames)."""
+    from bavos.recut import recut_folder
 
-    device = resolve_device(cfg.device)
-    check_precision(device, cfg.precision)
-    name = model_cfg.backbone or (DEFAULT_BACKBONE if model_cfg.checkpoint in ("release", "none") else None)
-    if name is not None:  # else the checkpoint names it: checked once it is read
-        try:
-            cfg.for_device(device.type).check_patch(KNOWN_PATCH_SIZES.get(name) or patch_size_of(name))
-        except WeightsError as e:
-            raise ConfigError(str(e)) from e
+    if level is not None and level < 0 or max_objects < 0:
+        _usage("--level and --max-objects must be 0 or more", "recut")
+    failed = 0
+    with progress_for(quiet) as progress:
+        for folder in folders:
+            progress.start(folder.name)
+            try:
+                summary = recut_folder(folder, level, max_objects, progress)
+            except BavosError as e:
+                error(f"{folder}: {e}" if str(folder) not in str(e) else str(e))
+                failed += 1
+                continue
+            if not quiet:
+                progress.line(f"{folder}: level {summary['level']}, {summary['objects']} objects "
+                              f"({summary['timings']['recut']:.1f} s)")
+    return 1 if failed else 0
 
 
 def _split(names: str | None) -> list[str] | None:

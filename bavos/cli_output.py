@@ -16,9 +16,11 @@ from typing import Any
 
 import typer
 
-UNITS = {"download": "MB", "decode": "frames", "backbone": "frames", "clustering": "windows", "writing": "frames",
+UNITS = {"download": "MB", "keys": "frames", "hierarchy": "windows", "labels": "windows", "writing": "frames",
          "train": "steps", "scoring": "frames"}
-NOTES = {"clustering": "2 passes over the windows: the hierarchy, then the labels"}
+NOTES = {"keys": "decoding, the backbone on the key frames",
+         "hierarchy": "decoding, the backbone, attention and clusters of each window",
+         "labels": "each token's label at every level"}
 
 
 _live: list[Any] = []  # the rich console of the bars on screen, if any: lines are printed above them
@@ -159,15 +161,17 @@ class LogLines(Progress):
         self.every = every
         self._state: dict[str, tuple[float, int, float]] = {}  # stage -> (start time, last tenth, last print)
         self._info: dict[str, str] = dict(NOTES)
+        self._ended: set[str] = set()
 
     def start(self, label: str) -> None:
         super().start(label)
         self._state.clear()
         self._info = dict(NOTES)
+        self._ended: set[str] = set()
         self._origin = time.monotonic()  # a stage's clock starts when the one before it ended
 
     def __call__(self, stage: str, done: int, total: int | None) -> None:
-        if stage == "decode":  # decoding runs in the backbone's loop: its line says it all
+        if stage in self._ended:
             return
         now = time.monotonic()
         origin = getattr(self, "_origin", now)
@@ -188,6 +192,7 @@ class LogLines(Progress):
         if finished:
             text += f", done in {duration(elapsed)}"
             self._origin = now
+            self._ended.add(stage)
         elif done and elapsed > 0 and total:
             text += f", about {duration(elapsed * (total - done) / done)} left"
         if self._info.get(stage):

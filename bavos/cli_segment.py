@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from bavos.cli_output import Progress, Results, duration, error, note, progress_for, warn
-from bavos.config import ModelConfig, SegmentConfig, result_settings
-from bavos.errors import BavosError, ResourceError
+from bavos.config import DEFAULT_BACKBONE, KNOWN_PATCH_SIZES, ModelConfig, SegmentConfig, result_settings
+from bavos.errors import BavosError, ConfigError, ResourceError
 
 
 @dataclass(frozen=True)
@@ -159,3 +159,24 @@ def _segment_one(path: Path, name: str, output: Path, cfg: SegmentConfig, models
         raise
     report.ok(path, summary, time.perf_counter() - start)
     return 0
+
+
+def check_before_loading(model_cfg: ModelConfig, cfg: SegmentConfig) -> None:
+    """Option values that only the device or the backbone can judge (ConfigError, a usage error)."""
+    from bavos.backbone import patch_size_of
+    from bavos.devices import check_precision, resolve_device
+    from bavos.errors import WeightsError
+    from bavos.video import FrameRange
+
+    try:
+        FrameRange.parse(cfg.start, cfg.end)
+    except BavosError as e:
+        raise ConfigError(str(e)) from e
+    device = resolve_device(cfg.device)
+    check_precision(device, cfg.precision)
+    name = model_cfg.backbone or (DEFAULT_BACKBONE if model_cfg.checkpoint in ("release", "none") else None)
+    if name is not None:  # else the checkpoint names it: checked once it is read
+        try:
+            cfg.for_device(device.type).check_patch(KNOWN_PATCH_SIZES.get(name) or patch_size_of(name))
+        except WeightsError as e:
+            raise ConfigError(str(e)) from e

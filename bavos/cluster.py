@@ -8,12 +8,17 @@ Levels of the hierarchy:
 - level 0: the centroids of every level-1 window (smoothing, then greedy leader merging, window by window);
 - level 1, 2, ...: each global greedy merge round, until a round changes nothing (the converged level);
 - with ``max_objects``, one more level: the cut level with its closest clusters merged until ``max_objects`` remain.
-Every token gets a label at every level in one assignment pass (argmin distance to that level's centroids).
+
+The first global round is streamed (``StreamingLeaders``): a window's centroids join the first earlier leader within
+tau, or lead a new group, which gives the groups of the batch pass while holding only the leaders and running sums;
+so memory does not grow with the video's length. Labels: a token's level-0 label is the nearest of its own window's
+centroids; at levels 1, 2, ... the nearest of that level's centroids (argmin of the unsmoothed row, as the release
+labels tokens); at a capped level, the merged cluster its cut-level cluster went into.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -184,69 +189,181 @@ def merge_closest(centroids: Tensor, max_clusters: int) -> tuple[Tensor, np.ndar
     return c[torch.as_tensor(kept, device=c.device)], np.searchsorted(kept, root)
 
 
+class StreamingLeaders:
+    """The greedy leader pass over centroids that arrive in order, holding only the leaders and running sums.
+
+    Centroid j joins the first leader (in arrival order) within ``tau`` of it, else leads a new group. In the
+    batch pass (``_leader_merge``) every still-unassigned centroid, in index order, leads and takes every later
+    unassigned one within ``tau``: a centroid is taken by the first leader before it that is close enough, so the
+    groups are the same. A group's centroid is the unweighted mean of its members.
+    """
+
+    def __init__(self, tau: float) -> None:
+        self.tau = tau
+        self.leaders: Tensor | None = None  # (L, M)
+        self._log: Tensor | None = None
+        self._self: Tensor | None = None
+        self._sums: Tensor | None = None
+        self._counts: list[int] = []
+        self.groups: list[int] = []  # the group of every centroid added so far
+
+    def add(self, centroids: Tensor) -> None:
+        """Add (k, M) centroids, in order."""
+        logs = safe_log(centroids)
+        own = _row_dot(centroids, logs)
+        near_old = None
+        if self.leaders is not None:
+            near_old = (sym_kl(centroids, self.leaders, logs, self._log, self._self) <= self.tau).cpu().numpy()
+        near_new = (sym_kl(centroids, centroids, logs, logs) <= self.tau).cpu().numpy()
+        first_new = len(self._counts)
+        new_leaders: list[int] = []  # rows of ``centroids`` that lead
+        for j in range(len(centroids)):
+            hit = np.flatnonzero(near_old[j]) if near_old is not None else np.empty(0, dtype=np.int64)
+            if len(hit):
+                group = int(hit[0])
+            else:
+                later = [g for g, row in enumerate(new_leaders) if near_new[row, j]]
+                if later:
+                    group = first_new + later[0]
+                else:
+                    new_leaders.append(j)
+                    self._counts.append(0)
+                    group = first_new + len(new_leaders) - 1
+            self.groups.append(group)
+            self._counts[group] += 1
+        rows = torch.as_tensor(new_leaders, dtype=torch.long, device=centroids.device)
+        self._grow(centroids[rows], logs[rows], own[rows])
+        index = torch.as_tensor(self.groups[-len(centroids):], device=centroids.device)
+        self._sums.index_add_(0, index, centroids)
+
+    def _grow(self, leaders: Tensor, logs: Tensor, own: Tensor) -> None:
+        if self.leaders is None:
+            self.leaders, self._log, self._self = leaders, logs, own
+            self._sums = torch.zeros_like(leaders)
+            return
+        self.leaders = torch.cat([self.leaders, leaders])
+        self._log = torch.cat([self._log, logs])
+        self._self = torch.cat([self._self, own])
+        self._sums = torch.cat([self._sums, torch.zeros_like(leaders)])
+
+    def result(self) -> tuple[Tensor, np.ndarray]:
+        """(groups, M) group means, and (centroids added,) the group of each."""
+        counts = torch.tensor(self._counts, dtype=self._sums.dtype, device=self._sums.device)
+        return self._sums / counts[:, None], np.asarray(self.groups, dtype=np.int64)
+
+
 @dataclass
 class Hierarchy:
-    """Centroids of every level and how each level's clusters map onto the next.
+    """Centroids of the levels above 0 and how each level's clusters map onto the next.
 
     Attributes:
-        centroids: per level, (k_l, M) cluster centroids (distributions over key tokens).
+        sizes: number of clusters at each level (level 0 first; a capped level last).
+        centroids: per level, (k_l, M) cluster centroids; None for level 0 unless kept (``keep_level0``).
         parents: per level l >= 1, (k_{l-1},) the level-l cluster of each level-(l-1) cluster (for a capped level:
             of each cluster of the level it was cut from).
         converged: index of the converged level (the last global round).
         capped_from: the level a capped last level was made from, or None when nothing was capped.
+        cut: the level the output is cut at.
     """
 
-    centroids: list[Tensor]
+    sizes: list[int]
+    centroids: list[Tensor | None]
     parents: list[np.ndarray]
     converged: int
     capped_from: int | None = None
+    cut: int = 0
 
     @property
-    def sizes(self) -> list[int]:
-        """Number of clusters at each level."""
-        return [int(c.shape[0]) for c in self.centroids]
+    def capped(self) -> bool:
+        return self.capped_from is not None
 
 
-def build_hierarchy(windows: Iterable[Tensor], tau: float = 1.0, max_rounds: int = 10000) -> Hierarchy:
-    """Level 1 window by window, then global greedy rounds until the number of clusters stops changing.
+class HierarchyBuilder:
+    """Builds the hierarchy from windows of attention rows given in temporal order, in bounded memory.
+
+    ``add_window`` clusters a window (level 0), streams its centroids into the first global round and returns the
+    window's level-0 labels; ``finish`` runs the remaining rounds (over the first round's groups), cuts and caps.
 
     Args:
-        windows: the attention rows of each window in temporal order, each (w, N, M).
-        tau: merge threshold on the symmetric KL.
+        tau: merge threshold.
+        keep_level0: keep every level-0 centroid (memory grows with the video); needed only to cap level 0.
     """
-    per_window = [cluster_window(w.reshape(-1, w.shape[-1]), tau) for w in windows]
-    if not per_window:
-        raise ValueError("no attention windows to cluster")
-    levels, parents = [torch.cat(per_window)], [np.zeros(0, dtype=np.int64)]
-    for _ in range(max_rounds):
-        merged, labels = _leader_merge(levels[-1], tau)
-        if merged.shape[0] == levels[-1].shape[0]:
-            break
-        levels.append(merged)
-        parents.append(labels)
-    return Hierarchy(levels, parents, converged=len(levels) - 1)
+
+    def __init__(self, tau: float, keep_level0: bool = False) -> None:
+        self.tau, self.keep_level0 = tau, keep_level0
+        self._first = StreamingLeaders(tau)
+        self._level0: list[Tensor] = []
+        self.level0_size = 0
+
+    def add_window(self, rows: Tensor) -> np.ndarray:
+        """(n, M) rows of a window, frame-major then raster order -> (n,) level-0 labels (video-wide indices)."""
+        centroids = cluster_window(rows, self.tau)
+        labels = sym_kl(centroids, rows, safe_log(centroids)).argmin(0).cpu().numpy() + self.level0_size
+        self._first.add(centroids)
+        if self.keep_level0:
+            self._level0.append(centroids)
+        self.level0_size += int(centroids.shape[0])
+        return labels
+
+    def finish(self, level: int | None = None, max_objects: int = 0, max_rounds: int = 10000) -> Hierarchy:
+        """The global rounds after the first until nothing changes; then the cut and, with ``max_objects``, a cap."""
+        if not self.level0_size:
+            raise ValueError("no attention windows to cluster")
+        level0 = torch.cat(self._level0) if self.keep_level0 else None
+        first, parents1 = self._first.result()
+        sizes, centroids, parents = [self.level0_size], [level0], [np.zeros(0, dtype=np.int64)]
+        if first.shape[0] < self.level0_size:
+            sizes.append(int(first.shape[0]))
+            centroids.append(first)
+            parents.append(parents1)
+            for _ in range(max_rounds):
+                merged, labels = _leader_merge(centroids[-1], self.tau)
+                if merged.shape[0] == centroids[-1].shape[0]:
+                    break
+                sizes.append(int(merged.shape[0]))
+                centroids.append(merged)
+                parents.append(labels)
+        hierarchy = Hierarchy(sizes, centroids, parents, converged=len(sizes) - 1)
+        cut = hierarchy.converged if level is None else level
+        if cut > hierarchy.converged:
+            raise ConfigError(f"--level {cut} does not exist: this video's hierarchy has levels "
+                              f"0..{hierarchy.converged}")
+        if max_objects and sizes[cut] > max_objects:
+            if centroids[cut] is None:
+                raise ConfigError("capping level 0 needs its centroids: HierarchyBuilder(keep_level0=True)")
+            capped, parent = merge_closest(centroids[cut], max_objects)
+            sizes.append(int(capped.shape[0]))
+            centroids.append(capped)
+            parents.append(parent)
+            hierarchy.capped_from = cut
+            cut = len(sizes) - 1
+        hierarchy.cut = cut
+        return hierarchy
 
 
-def assign(windows: Iterable[Tensor], centroids: list[Tensor]) -> np.ndarray:
-    """Label every token at every level: argmin over that level's centroids of D(centroid, token row).
+def label_window(rows: Tensor, level0: np.ndarray, hierarchy: Hierarchy) -> np.ndarray:
+    """Labels of a window's tokens at every level.
 
     Args:
-        windows: the attention rows of each window in temporal order, each (w, N, M) (unsmoothed).
-        centroids: per level, (k_l, M).
+        rows: (n, M) the window's unsmoothed attention rows.
+        level0: (n,) their level-0 labels (``HierarchyBuilder.add_window``).
 
     Returns:
-        (levels, T, N) int32 labels.
+        (levels, n) int32: level 0 as given, each global level the nearest of its centroids, a capped level the
+        merged cluster of the token's cluster at the level it was cut from.
     """
-    stacked = torch.cat(centroids)  # (sum k_l, M)
-    log_stacked = safe_log(stacked)
-    bounds = np.cumsum([0] + [int(c.shape[0]) for c in centroids])
-    out = []
-    for w in windows:
-        rows = w.reshape(-1, w.shape[-1])  # (w*N, M)
-        dist = sym_kl(stacked, rows, log_stacked)  # (sum k_l, w*N)
-        labels = torch.stack([dist[a:b].argmin(0) for a, b in zip(bounds[:-1], bounds[1:], strict=True)])
-        out.append(labels.reshape(len(centroids), w.shape[0], w.shape[1]).to(torch.int32).cpu().numpy())
-    return np.concatenate(out, axis=1)
+    real = list(range(1, hierarchy.converged + 1))
+    out = np.empty((len(hierarchy.sizes), rows.shape[0]), dtype=np.int32)
+    out[0] = level0
+    if real:
+        stacked = torch.cat([hierarchy.centroids[lv] for lv in real])  # (sum k_l, M)
+        dist = sym_kl(stacked, rows, safe_log(stacked))  # (sum k_l, n)
+        bounds = np.cumsum([0] + [hierarchy.sizes[lv] for lv in real])
+        for lv, a, b in zip(real, bounds[:-1], bounds[1:], strict=True):
+            out[lv] = dist[a:b].argmin(0).cpu().numpy()
+    if hierarchy.capped:
+        out[-1] = hierarchy.parents[-1][out[hierarchy.capped_from]]
+    return out
 
 
 @dataclass
@@ -270,30 +387,6 @@ class ClusterResult:
     hierarchy: Hierarchy
 
 
-def cluster_video(windows: Callable[[], Iterable[Tensor]], tau: float = 1.0, level: int | None = None,
-                  max_objects: int = 0) -> ClusterResult:
-    """Cluster a video whose attention rows are produced window by window (twice: build, then assign).
-
-    Args:
-        windows: called twice; each call yields the (w, N, M) rows of consecutive windows in temporal order.
-        tau: merge threshold.
-        level: hierarchy level to cut (None = converged).
-        max_objects: if > 0, merge the closest clusters of the cut level until at most this many remain.
-    """
-    hierarchy = build_hierarchy(windows(), tau)
-    cut = hierarchy.converged if level is None else level
-    if cut > hierarchy.converged:
-        raise ConfigError(f"--level {cut} does not exist: this video's hierarchy has levels 0..{hierarchy.converged}")
-    if max_objects and hierarchy.sizes[cut] > max_objects:
-        capped, parent = merge_closest(hierarchy.centroids[cut], max_objects)
-        hierarchy.centroids.append(capped)
-        hierarchy.parents.append(parent)
-        hierarchy.capped_from = cut
-        cut = len(hierarchy.centroids) - 1
-    level_labels = assign(windows(), hierarchy.centroids)
-    return ClusterResult(level_labels[cut], level_labels, hierarchy.sizes, hierarchy.converged, cut, hierarchy)
-
-
 def cluster_attention(attn: Tensor, tau: float = 1.0, window: int = 3, level: int | None = None,
                       max_objects: int = 0) -> ClusterResult:
     """Cluster precomputed attention exactly as METHOD.md 2.6 (with defaults: the converged level, no cap).
@@ -309,8 +402,12 @@ def cluster_attention(attn: Tensor, tau: float = 1.0, window: int = 3, level: in
     """
     if attn.ndim != 3:
         raise ValueError(f"attn must be (T, N, M), got shape {tuple(attn.shape)}")
-
-    def windows() -> Iterable[Tensor]:
-        return (attn[t : t + window] for t in range(0, attn.shape[0], window))
-
-    return cluster_video(windows, tau, level, max_objects)
+    t, n, m = attn.shape
+    builder = HierarchyBuilder(tau, keep_level0=level == 0 and max_objects > 0)
+    windows = [attn[s : s + window].reshape(-1, m) for s in range(0, t, window)]
+    level0 = [builder.add_window(rows) for rows in windows]
+    hierarchy = builder.finish(level, max_objects)
+    labels = np.concatenate([label_window(rows, l0, hierarchy) for rows, l0 in zip(windows, level0, strict=True)],
+                            axis=1).reshape(len(hierarchy.sizes), t, n)
+    return ClusterResult(labels[hierarchy.cut], labels, hierarchy.sizes, hierarchy.converged, hierarchy.cut,
+                         hierarchy)

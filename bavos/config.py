@@ -13,6 +13,7 @@ from bavos.errors import ConfigError
 
 DEFAULT_BACKBONE = "vit_small_patch8_224.dino"
 KNOWN_PATCH_SIZES = {DEFAULT_BACKBONE: 8, "bavos_test_vit": 8}  # checked without importing timm
+EXPORTS = ("coco", "objects", "video")  # what --export writes (bavos.exports)
 PAPER_RESOLUTION = (320, 480)  # the release's inference size (METHOD.md 1.5)
 # The default on a CPU: half the paper's size per side. On the 48-frame demo the backbone costs 6x less and the
 # clustering (which grows with the cube of the patches per frame) 45x less: 17 s instead of 5 min (2-core CPU).
@@ -84,7 +85,12 @@ class SegmentConfig:
     # Every key_ratio-th processed frame is a key frame; at least one key frame always (METHOD.md 2.3, 7.4).
     key_ratio: int = 10
     # At most this many key frames, spread evenly over the video (0 = no limit): bounds time and memory per frame.
-    max_key_frames: int = 0
+    # 30: every clip up to 300 processed frames keeps the paper's key frames at the default ratio; longer videos cost
+    # linear time.
+    max_key_frames: int = 30
+    # MB of queries kept in host memory from the clustering's first pass for its second (0: decode and run the
+    # backbone again). Trades memory for time; the results are the same.
+    query_cache_mb: int = 0
     # MB of attention rows kept from the clustering's first pass for its second (0: computed again); GPU memory on
     # CUDA, host memory on CPU. Trades memory for time; the results are the same.
     attention_cache_mb: int = 0
@@ -117,6 +123,12 @@ class SegmentConfig:
     save_hierarchy: bool = True
     # Opacity of the object colours in the overlay.
     overlay_alpha: float = 0.5
+    # Part of the video: from this frame ("120") or time ("12.5s"), included, to this one, excluded (None: all).
+    start: str | None = None
+    end: str | None = None
+    # Exports written next to the masks: "coco" (coco.json, YouTube-VIS layout), "objects" (objects/<id>/*.png),
+    # "video" (masks.mp4).
+    exports: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         h, w = self.resolution or PAPER_RESOLUTION
@@ -126,6 +138,7 @@ class SegmentConfig:
             (self.max_key_frames >= 0, f"--max-key-frames must be 0 (no limit) or more, got {self.max_key_frames}"),
             (self.attention_cache_mb >= 0,
              f"--attention-cache must be 0 (none) or more MB, got {self.attention_cache_mb}"),
+            (self.query_cache_mb >= 0, f"--query-cache must be 0 (none) or more MB, got {self.query_cache_mb}"),
             (self.tau > 0, f"--tau must be positive, got {self.tau}"),
             (self.window >= 1, f"--window must be at least 1, got {self.window}"),
             (self.level is None or self.level >= 0, f"--level must be 0 or more, got {self.level}"),
@@ -136,6 +149,8 @@ class SegmentConfig:
             (self.fps > 0, f"--fps must be positive, got {self.fps}"),
             (0.0 <= self.overlay_alpha <= 1.0, f"overlay alpha must be in [0, 1], got {self.overlay_alpha}"),
             (self.upsample in ("bilinear", "nearest"), f"--upsample must be bilinear or nearest, got {self.upsample}"),
+            (set(self.exports) <= set(EXPORTS), f"--export must be one of {', '.join(EXPORTS)}, got "
+                                                f"{', '.join(sorted(set(self.exports) - set(EXPORTS)))}"),
         ] + [_precision_check(self.precision)]
         _raise_first(checks + _device_checks(self.device, self.normalization))
 
@@ -302,7 +317,7 @@ def to_dict(*configs: ModelConfig | SegmentConfig | TrainConfig) -> dict[str, An
 
 
 # Fields that change how a result is computed, not what it is: an output made with other values is still current.
-RESULT_FREE = frozenset({"batch_size", "attention_cache_mb", "device"})
+RESULT_FREE = frozenset({"batch_size", "attention_cache_mb", "query_cache_mb", "device"})
 
 
 def result_settings(model: ModelConfig, segment: SegmentConfig) -> dict[str, Any]:

@@ -112,7 +112,8 @@ def window_work(n: int, m: int, dim: int, heads: int, levels_rows: int) -> tuple
 
 
 def segment_estimate(frames: int, grid: tuple[int, int], keys: int, batch: int, window: int, device: torch.device,
-                     dim: int = 384, heads: int = 8, pixels: int = 0, cache_bytes: int = 0) -> Estimate:
+                     dim: int = 384, heads: int = 8, pixels: int = 0, cache_bytes: int = 0,
+                     query_bytes: int = 0) -> Estimate:
     """What ``segment_video`` will cost.
 
     Args:
@@ -125,6 +126,7 @@ def segment_estimate(frames: int, grid: tuple[int, int], keys: int, batch: int, 
             backbone's own 6 in the training-free mode).
         pixels: pixels per decoded frame (for the writing pass).
         cache_bytes: --attention-cache.
+        query_bytes: --query-cache (queries kept for the labels pass instead of running the backbone again).
     """
     rates = calibrate(device)
     n_tokens = grid[0] * grid[1]
@@ -135,17 +137,19 @@ def segment_estimate(frames: int, grid: tuple[int, int], keys: int, batch: int, 
     last = window_work((frames - (windows - 1) * window) * n_tokens, m, dim, heads, levels_rows)
     flops = (windows - 1) * full[0] + last[0]
     elementwise = (windows - 1) * full[1] + last[1]
+    per_frame = (vit_flops(n_tokens + 1) + 4 * n_tokens * dim * dim) / rates.flops
+    queries = frames * n_tokens * dim * 4
+    again = frames * max(0.0, 1 - query_bytes / queries)  # frames run through the backbone again in pass 3
     seconds = {
-        "backbone": frames * (vit_flops(n_tokens + 1) + 4 * n_tokens * dim * dim) / rates.flops,
+        "backbone": (keys + frames + again) * per_frame,
         "clustering": flops / rates.flops + elementwise / rates.elementwise,
         "writing": frames * pixels * 120 / rates.elementwise,  # per-cluster bilinear scores, argmax, PNG, overlay
     }
     rows = min(window, frames) * n_tokens
     window_set = 3 * rows * m * 4 + 3 * rows * rows * 4  # rows, their logs, smoothed rows; distances, neighbours
     backbone_set = batch * (n_tokens + 1) * 12 * dim * 4  # a block's activations (fused attention: no L x L)
-    queries = frames * n_tokens * dim * 4
     key_set = keys * n_tokens * dim * 4
-    grow = queries + key_set + cache_bytes
+    grow = min(queries, query_bytes) + key_set + cache_bytes
     if device.type == "cuda":
         return Estimate(seconds, resident_bytes() + grow, key_set + max(window_set, backbone_set) + cache_bytes)
     return Estimate(seconds, resident_bytes() + grow + max(window_set, backbone_set))

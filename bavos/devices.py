@@ -6,7 +6,10 @@ matrix products and convolutions while the networks run). ``bf16`` and ``fp16`` 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import ctypes
+import functools
+import sys
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import torch
@@ -64,3 +67,26 @@ def precision_context(device: torch.device, precision: str) -> Iterator[None]:
     else:
         with torch.autocast(device.type, dtype=_AUTOCAST[precision]):
             yield
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc (e.g. musl)
+        return None
+
+
+def release_free_heap() -> None:
+    """Hand the C heap's free pages back to the OS (glibc's malloc_trim; nothing elsewhere).
+
+    Each clustering window allocates and frees blocks of a few to tens of MB; glibc keeps freed heap pages
+    resident, and long-lived small allocations between them stop it from reusing or returning them, so without
+    this the resident memory grows window after window (330 MB over 128 windows at 160x224) although the live
+    data does not.
+    """
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)

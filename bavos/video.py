@@ -5,9 +5,10 @@ Frames are produced one at a time as ``(H, W, 3) uint8`` arrays, so a long video
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -26,16 +27,71 @@ class Frame:
     """One decoded frame.
 
     Attributes:
-        index: position in decode order, from 0.
+        index: position among the frames read (within the frame range), from 0.
         image: (H, W, 3) uint8 RGB, upright (rotation metadata applied).
-        name: file stem for frame folders ("00000"), else the zero-padded index.
+        name: file stem for frame folders ("00000"), else the zero-padded frame number.
         pts: presentation timestamp in ``time_base`` units, or None (frame folders, missing timestamps).
+        number: position in the whole video (decode order, from 0): ``index`` plus the range's start.
     """
 
     index: int
     image: np.ndarray
     name: str
     pts: int | None = None
+    number: int = -1
+
+
+@dataclass(frozen=True)
+class FrameRange:
+    """Part of a video: frames from ``start`` (included) to ``end`` (excluded), each a frame number or, with
+    ``seconds``, a time. ``parse`` reads "120" (frame 120) and "12.5s" (12.5 seconds)."""
+
+    start: float | None = None
+    end: float | None = None
+    seconds: tuple[bool, bool] = (False, False)
+
+    @staticmethod
+    def parse(start: str | None, end: str | None) -> FrameRange:
+        """Raises InputError for a value that is neither a frame number nor a time ('12.5s'), or an empty range."""
+        values, seconds = [], []
+        for option, text in (("--start", start), ("--end", end)):
+            if text is None:
+                values.append(None)
+                seconds.append(False)
+                continue
+            is_time = text.strip().endswith("s")
+            number = text.strip()[:-1] if is_time else text.strip()
+            try:
+                value = float(number) if is_time else int(number)
+            except ValueError:
+                raise InputError(f"{option} {text}: give a frame number (120) or a time in seconds (12.5s)") from None
+            if value < 0:
+                raise InputError(f"{option} {text} must not be negative")
+            values.append(value)
+            seconds.append(is_time)
+        rng = FrameRange(values[0], values[1], (seconds[0], seconds[1]))
+        if rng.start is not None and rng.end is not None and seconds[0] == seconds[1] and rng.end <= rng.start:
+            raise InputError(f"--end {end} must come after --start {start}")
+        return rng
+
+    @property
+    def whole(self) -> bool:
+        return self.start is None and self.end is None
+
+    def contains(self, number: int, time: float | None) -> tuple[bool, bool]:
+        """(in the range, past its end) for frame ``number`` shown at ``time`` seconds."""
+        def position(is_time: bool) -> float:
+            return time if is_time and time is not None else number
+
+        before = self.start is not None and position(self.seconds[0]) < self.start
+        past = self.end is not None and position(self.seconds[1]) >= self.end
+        return not before and not past, past
+
+    def text(self) -> str:
+        def one(value: float | None, is_time: bool) -> str:
+            return "" if value is None else (f"{value:g}s" if is_time else str(int(value)))
+
+        return f"{one(self.start, self.seconds[0])}..{one(self.end, self.seconds[1])}"
 
 
 @dataclass(frozen=True)
@@ -97,12 +153,16 @@ def _open_container(path: Path) -> av.container.InputContainer:
 class VideoSource:
     """A video file or a folder of frames. ``frames()`` may be called several times (each call re-decodes).
 
+    Args:
+        frame_range: read only these frames (their numbers, names and timestamps stay the whole video's).
+
     Raises:
         InputError: the path is missing, empty, not a video, or holds no frames.
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, frame_range: FrameRange | None = None) -> None:
         self.path = Path(path)
+        self.range = frame_range or FrameRange()
         if not self.path.exists():
             raise InputError(f"{self.path}: no such file or folder")
         if self.path.is_dir():
@@ -115,6 +175,22 @@ class VideoSource:
                 raise InputError(f"{self.path}: file is empty (0 bytes)")
             self._files = None
             self.info = self._probe_file()
+        if not self.range.whole:
+            self.info = replace(self.info, frame_count=self._range_count())
+
+    def _range_count(self) -> int | None:
+        """Frames in the range, from the whole video's count and rate (None when unknown)."""
+        total = self.info.frame_count
+        if total is None:
+            return None
+
+        def frame(value: float | None, is_time: bool, default: int) -> int:
+            if value is None:
+                return default
+            return min(total, math.ceil(value * self.info.fps) if is_time else int(value))
+
+        first = frame(self.range.start, self.range.seconds[0], 0)
+        return max(0, frame(self.range.end, self.range.seconds[1], total) - first)
 
     def _probe_file(self) -> VideoInfo:
         container = _open_container(self.path)
@@ -147,19 +223,41 @@ class VideoSource:
                              f"({e.strerror or e})") from e
 
     def frames(self) -> Iterator[Frame]:
-        """Yield every frame in order, upright, as (H, W, 3) uint8 RGB."""
+        """Yield every frame of the range in order, upright, as (H, W, 3) uint8 RGB."""
+        index = 0
+        for frame in self._all_frames():
+            inside, past = self.range.contains(frame.number, self._seconds(frame))
+            if past:
+                break
+            if inside:
+                yield replace(frame, index=index)
+                index += 1
+        if index == 0 and not self.range.whole:
+            raise InputError(f"{self.path}: no frame in the range {self.range.text()}")
+
+    def _seconds(self, frame: Frame) -> float:
+        if frame.pts is not None and self.info.time_base is not None:
+            return float(frame.pts * self.info.time_base)
+        return frame.number / self.info.fps
+
+    def _all_frames(self) -> Iterator[Frame]:
         if self._files is not None:
             for i, f in enumerate(self._files):
+                inside, past = self.range.contains(i, i / self.info.fps)
+                if past:
+                    return
+                if not inside:  # before the range: not even read
+                    continue
                 image = _read_image(f)
                 if image.shape[:2] != (self.info.height, self.info.width):
                     raise InputError(f"{f}: frame is {image.shape[1]}x{image.shape[0]}, the first frame of the "
                                      f"folder is {self.info.width}x{self.info.height}; all frames must match")
-                yield Frame(i, image, f.stem)
+                yield Frame(i, image, f.stem, None, i)
             return
         container = _open_container(self.path)
         try:
             for i, frame in enumerate(self._decode(container)):
-                yield Frame(i, _upright(frame), f"{i:05d}", frame.pts)
+                yield Frame(i, _upright(frame), f"{i:05d}", frame.pts, i)
         finally:
             container.close()
 

@@ -4,7 +4,7 @@
     python benchmarks/bench_precision.py --frames clip.mp4 --count 30 --device cuda
     python benchmarks/bench_precision.py --checkpoint checkpoint_dino-s-8.pth  # real weights, when you have them
 
-For each precision: the backbone pass's time (decode, backbone and correlator over every frame), the relative L2
+For each precision: the time to compute every frame's queries (decode, backbone and correlator), the relative L2
 change of the correlator's queries and keys against float32, the number of clusters (``--max-objects 0``: the whole
 partition) and the share of tokens in matching clusters against float32 (one Hungarian match on the contingency
 table: ``bavos.metrics.matched_share``). On a CPU, bf16 and fp16 are CPU autocast (the arithmetic a GPU's autocast
@@ -62,7 +62,7 @@ def main() -> None:
 
     from bavos.config import SegmentConfig
     from bavos.metrics import matched_share
-    from bavos.segment import cluster_tokens, extract_tokens
+    from bavos.segment import analyse, video_tokens
     from bavos.video import VideoSource
 
     models = models_for(args)
@@ -77,24 +77,25 @@ def main() -> None:
         for precision in ["float32", *args.precisions]:
             cfg = SegmentConfig(resolution=tuple(args.resolution), max_objects=0, device=args.device,
                                 precision=precision)
-            extract_tokens(source, models, cfg, lambda *a: None)  # warm-up
+            video_tokens(source, models, cfg)  # warm-up
             start = time.perf_counter()
-            tokens = extract_tokens(source, models, cfg, lambda *a: None)
+            q, k = video_tokens(source, models, cfg)
             seconds = time.perf_counter() - start
-            result = cluster_tokens(tokens, models, cfg, lambda *a: None)
-            runs[precision] = (tokens, result, seconds)
+            analysis = analyse(source, models, cfg, workdir=folder)
+            labels = np.stack([analysis.labels.frame(t)[analysis.hierarchy.cut] for t in range(analysis.processed)])
+            runs[precision] = ({"q": q, "k": k}, (labels, analysis.hierarchy.sizes[analysis.hierarchy.cut]), seconds)
+            analysis.close()
     ref_tokens, ref, ref_seconds = runs["float32"]
     weights = args.checkpoint or f"random ViT-S/8 and correlator (q/k x{args.sharpness})"
     print(f"device {models.device}, {weights}, {args.count} frames of {args.frames.name} at "
           f"{args.resolution[0]}x{args.resolution[1]}, --max-objects 0")
     print("| precision | backbone pass s | vs float32 | q change | k change | clusters | tokens matched |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
-    for precision, (tokens, result, seconds) in runs.items():
-        change = [float((getattr(tokens, n) - getattr(ref_tokens, n)).norm() / getattr(ref_tokens, n).norm())
-                  for n in ("q", "k")]
-        share = matched_share(np.asarray(ref.labels), np.asarray(result.labels))
+    for precision, (tokens, (labels, clusters), seconds) in runs.items():
+        change = [float((tokens[n] - ref_tokens[n]).norm() / ref_tokens[n].norm()) for n in ("q", "k")]
+        share = matched_share(ref[0], labels)
         print(f"| {precision} | {seconds:.2f} | {seconds / ref_seconds:.2f}x | {change[0]:.2%} | {change[1]:.2%} | "
-              f"{result.sizes[result.level]} | {share:.2%} |")
+              f"{clusters} | {share:.2%} |")
 
 
 if __name__ == "__main__":

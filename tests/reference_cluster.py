@@ -118,3 +118,24 @@ def vector_partition(attn: np.ndarray, tau: float = 1.0, window: int = 3) -> np.
             break
         centroids = np.stack([centroids[g].mean(0) for g in groups])
     return np.stack([jeffreys_matrix(centroids, attn[t]).argmin(0) for t in range(t_count)])
+
+
+def vector_levels(attn: np.ndarray, tau: float = 1.0, window: int = 3) -> list[np.ndarray]:
+    """(T, N) labels at every level: level 0 = the nearest centroid of the token's own window, then every global
+    round's nearest centroid, the converged level last (METHOD.md 2.6; level 0's labels are bavos's addition)."""
+    t_count, n, m = attn.shape
+    level0_labels, centroids, offset = [], [], 0
+    for s in range(0, t_count, window):
+        rows = attn[s : s + window].reshape(-1, m)
+        own = vector_window_centroids(rows, tau)
+        level0_labels.append(jeffreys_matrix(own, rows).argmin(0) + offset)
+        centroids.append(own)
+        offset += len(own)
+    levels = [np.concatenate(level0_labels).reshape(t_count, n)]
+    current = np.concatenate(centroids)
+    while True:
+        groups = vector_leaders(current, tau)
+        if len(groups) == len(current):
+            return levels
+        current = np.stack([current[g].mean(0) for g in groups])
+        levels.append(np.stack([jeffreys_matrix(current, attn[t]).argmin(0) for t in range(t_count)]))

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from bavos.attention import AttentionWindows, key_frame_indices, window_attention
+from bavos.attention import key_frame_indices, window_attention
 
 
 def test_key_frames_as_released_and_never_empty() -> None:
@@ -50,36 +50,13 @@ def test_row_chunking_does_not_change_results() -> None:
     torch.testing.assert_close(window_attention(q, k, 0.5, budget_bytes=64), window_attention(q, k, 0.5))
 
 
-def test_windows_cover_every_frame_once() -> None:
-    q, k = torch.randn(7, 2, 3, 4), torch.randn(1, 2, 3, 4)
-    windows = AttentionWindows(q, k, 1.0, 3)
-    assert len(windows) == 3
-    assert [w.shape[0] for w in windows] == [3, 3, 1]
+def test_the_default_key_bound_keeps_the_papers_key_frames_up_to_300_frames() -> None:
+    from bavos.config import SegmentConfig
 
-
-@pytest.mark.parametrize(("cache_bytes", "kept"), [(0, 0), (216, 1), (324, 2), (432, 2), (504, 3)])
-def test_second_pass_reuses_the_windows_that_fit_the_cache(monkeypatch: pytest.MonkeyPatch, cache_bytes: int,
-                                                            kept: int) -> None:
-    import bavos.attention as attention
-
-    q, k = torch.randn(7, 2, 3, 4), torch.randn(2, 2, 3, 4)
-    computed: list[int] = []
-    original = attention.window_attention
-
-    def counting(q: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
-        computed.append(q.shape[0])
-        return original(q, *args, **kwargs)
-
-    monkeypatch.setattr(attention, "window_attention", counting)
-    # windows of 3, 3 and 1 frames: 216, 216 and 72 bytes (frames x 3 tokens x 6 key tokens, float32); each is
-    # kept when it fits what is left of the cache (324 bytes: the first and the last)
-    windows = AttentionWindows(q, k, 1.0, 3, cache_bytes=cache_bytes)
-    first = [w.clone() for w in windows]
-    assert len(computed) == 3
-    second = list(windows)
-    assert len(computed) == 3 + 3 - kept
-    for a, b in zip(first, second, strict=True):
-        assert torch.equal(a, b)
-    assert windows.kept_bytes == 0  # the second pass hands the kept rows over and keeps nothing
-    list(windows)
-    assert len(computed) == 3 + 3 - kept + 3  # later passes compute again
+    bound = SegmentConfig().max_key_frames
+    assert bound == 30
+    for frames in (1, 9, 10, 299, 300, 309):
+        assert key_frame_indices(frames, 10, bound) == key_frame_indices(frames, 10, 0)  # the paper's setting
+    long = key_frame_indices(3000, 10, bound)
+    assert len(long) == 30 and long[0] == 0 and long[-1] == 2990  # spread over the video, first and last kept
+    assert key_frame_indices(310, 10, bound) != key_frame_indices(310, 10, 0)  # 31 candidates: one is left out

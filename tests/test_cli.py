@@ -173,9 +173,9 @@ def test_progress_lines_in_a_log_and_nothing_when_quiet(tmp_path: Path, run_cli)
     assert result.code == 0
     lines = [line for line in result.err.splitlines() if line.startswith("bavos: v.mp4: ") and "estimated" not in line]
     # stderr is not a terminal here: a fast run gives one line per stage, at its end
-    assert [line.split()[2] for line in lines] == ["backbone", "clustering", "writing"]
-    assert lines[0].startswith("bavos: v.mp4: backbone 6/6 frames (100 %), ") and ", done in " in lines[0]
-    assert "(2 passes over the windows: the hierarchy, then the labels)" in lines[1]
+    assert [line.split()[2] for line in lines] == ["keys", "hierarchy", "labels", "writing"]
+    assert lines[0].startswith("bavos: v.mp4: keys 6/6 frames (100 %), ") and ", done in " in lines[0]
+    assert "(decoding, the backbone, attention and clusters of each window)" in lines[1]
     assert result.out.startswith(f"{tmp_path / 'out' / 'v'}: 6 frames")  # the result line, on stdout
     quiet = run_cli("segment", video, "-o", tmp_path / "out2", *TINY, "--backbone-weights", "none", "-q")
     assert quiet.out == "" and all(line.startswith("bavos: warning") for line in quiet.err.splitlines())
@@ -213,7 +213,7 @@ def test_the_cost_is_said_first_and_what_cannot_fit_stops_before_the_work(tmp_pa
     assert result.code == 0
     (line,) = [x for x in result.err.splitlines() if "estimated" in x]
     assert line.startswith("bavos: v.mp4: estimated ") and "at 64x96 on cpu (backbone" in line and "peak memory" in line
-    assert result.err.index("estimated") < result.err.index(": backbone ")  # said before it is paid
+    assert result.err.index("estimated") < result.err.index(": keys ")  # said before it is paid
 
     def no_work(*args: object, **kwargs: object) -> None:
         raise AssertionError("the work started")

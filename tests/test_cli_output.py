@@ -11,12 +11,13 @@ def test_log_lines_are_bounded_in_number(monkeypatch: pytest.MonkeyPatch, capsys
     log.start("v.mp4")
     for done in range(1, 1001):  # 1000 frames at 10 frames/s: 100 s
         now[0] = done / 10
-        log("backbone", done, 1000)
+        log("keys", done, 1000)
     lines = capsys.readouterr().err.splitlines()
     # a line at each new 10 % step that is 5 s after the last line, and the final one: 10 in all, not 1000
     assert len(lines) == 10
-    assert lines[0] == "bavos: v.mp4: backbone 100/1000 frames (10 %), 10.0 frames/s, about 1 min 30 s left"
-    assert lines[-1] == "bavos: v.mp4: backbone 1000/1000 frames (100 %), 10.0 frames/s, done in 1 min 40 s"
+    assert lines[0] == ("bavos: v.mp4: keys 100/1000 frames (10 %), 10.0 frames/s, about 1 min 30 s left "
+                        "(decoding, the backbone on the key frames)")
+    assert lines[-1] == "bavos: v.mp4: keys 1000/1000 frames (100 %), 10.0 frames/s, done in 1 min 40 s"
 
 
 def test_slow_stages_report_every_30_s_and_unknown_totals_too(monkeypatch: pytest.MonkeyPatch,
@@ -27,10 +28,10 @@ def test_slow_stages_report_every_30_s_and_unknown_totals_too(monkeypatch: pytes
     log.start("long.mkv")
     for done in range(1, 121):  # 120 windows, 1 per 2 s: 4 minutes, every 10 % step 24 s apart
         now[0] = 2.0 * done
-        log("clustering", done, 1200)
+        log("hierarchy", done, 1200)
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 8  # every 30 s (no new 10 % step in these 4 minutes: 120 of 1200 is 10 % only at the end)
-    assert "(2 passes over the windows" in lines[0] and "(2 passes" not in lines[1]
+    assert "(decoding, the backbone, attention" in lines[0] and "(decoding" not in lines[1]
     log.start("weights")  # a download comes first, before any input
     now[0] += 1
     log("download", 5, None)

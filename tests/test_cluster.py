@@ -149,3 +149,43 @@ def test_self_distances_use_one_product_and_are_symmetric() -> None:
     d = sym_kl(p, p)
     assert torch.equal(d, d.T)
     torch.testing.assert_close(d, sym_kl(p, p.clone()), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize(("t", "window"), [(1, 3), (2, 3), (7, 3), (8, 3), (10, 4), (9, 1)])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_every_level_matches_the_reference(t: int, window: int, dtype: torch.dtype) -> None:
+    """Streamed first round and own-window level-0 labels against the vectorised reference, at every level."""
+    from reference_cluster import vector_levels
+
+    attn = structured_attention(t, 10, 18, 4, seed=t + window, concentration=12.0)
+    expected = vector_levels(attn, 1.0, window)
+    result = cluster_attention(torch.from_numpy(attn).to(dtype), tau=1.0, window=window)
+    assert len(result.sizes) == len(expected)
+    for level, labels in enumerate(expected):
+        assert same_partition(labels, result.level_labels[level]), level
+        assert result.sizes[level] >= len(np.unique(labels))
+
+
+def test_streaming_leaders_give_the_batch_pass_groups() -> None:
+    from bavos.cluster import StreamingLeaders, _leader_merge
+
+    g = torch.Generator().manual_seed(9)
+    centroids = (torch.randn(60, 16, generator=g, dtype=torch.float64) * 2).softmax(-1)
+    for tau in (0.2, 0.8, 2.0):
+        batch_means, batch_labels = _leader_merge(centroids, tau)
+        stream = StreamingLeaders(tau)
+        for start in (0, 7, 8, 30, 31):  # windows of uneven sizes, one of a single centroid
+            stop = {0: 7, 7: 8, 8: 30, 30: 31, 31: 60}[start]
+            stream.add(centroids[start:stop])
+        means, labels = stream.result()
+        np.testing.assert_array_equal(labels, batch_labels)
+        torch.testing.assert_close(means, batch_means, rtol=0, atol=1e-15)
+
+
+def test_a_capped_level_follows_the_merge_tree() -> None:
+    attn = torch.from_numpy(structured_attention(6, 16, 24, 6, seed=5))
+    capped = cluster_attention(attn, tau=0.3, max_objects=3)
+    parent = capped.hierarchy.parents[-1]
+    np.testing.assert_array_equal(capped.labels, parent[capped.level_labels[capped.converged]])
+    level0 = cluster_attention(attn, tau=0.3, level=0, max_objects=4)  # level 0 capped: its centroids are kept
+    assert level0.hierarchy.capped_from == 0 and len(np.unique(level0.labels)) <= 4

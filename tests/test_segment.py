@@ -11,7 +11,8 @@ from PIL import Image
 
 from bavos.config import ModelConfig, SegmentConfig
 from bavos.errors import ConfigError, OutputError
-from bavos.segment import load_models, nearest_processed, relabel_by_area, segment_video, upsample_ids
+from bavos.masks import ids_by_area, nearest_processed, upsample_ids
+from bavos.segment import load_models, segment_video
 
 
 def read_masks(folder: Path) -> list[np.ndarray]:
@@ -50,17 +51,13 @@ def test_nearest_processed_frame() -> None:
     assert [nearest_processed(i, 3, 3) for i in range(8)] == [0, 0, 1, 1, 1, 2, 2, 2]
 
 
-def test_relabel_by_area_puts_the_largest_first() -> None:
-    labels = np.array([[4, 4, 1], [4, 2, 2]])
-    ids, mapping = relabel_by_area(labels)
-    assert ids.tolist() == [[0, 0, 2], [0, 1, 1]]
-    assert mapping.tolist() == [-1, 2, 1, -1, 0]
-    assert relabel_by_area(labels, 7)[1].tolist() == [-1, 2, 1, -1, 0, -1, -1]
-    assert ids.dtype == np.uint8
-    wide, _ = relabel_by_area(np.arange(300)[None])  # more than 255 clusters: 16-bit ids
-    assert wide.dtype == np.uint16 and sorted(wide.ravel().tolist()) == list(range(300))
+def test_ids_by_area_puts_the_largest_first() -> None:
+    counts = np.bincount(np.array([4, 4, 1, 4, 2, 2]))
+    assert ids_by_area(counts).tolist() == [-1, 2, 1, -1, 0]
+    assert ids_by_area(np.append(counts, [0, 0])).tolist() == [-1, 2, 1, -1, 0, -1, -1]
+    assert sorted(ids_by_area(np.ones(300, np.int64)).tolist()) == list(range(300))
     with pytest.raises(ConfigError, match="--max-objects"):
-        relabel_by_area(np.arange(65537)[None])
+        ids_by_area(np.ones(65537, np.int64))
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +79,8 @@ def test_outputs_of_an_odd_sized_clip(tmp_path: Path, tiny_models) -> None:  # n
     video = write_clip(tmp_path / "walk.mp4", n=13, height=53, width=75, fps=12)
     summary = segment_video(video, tmp_path / "out", tiny_config(), tiny_models)
     folder = tmp_path / "out" / "walk"
-    assert sorted(p.name for p in folder.iterdir()) == ["hierarchy.npz", "masks", "overlay.mp4", "summary.json"]
+    assert sorted(p.name for p in folder.iterdir()) == ["hierarchy.npz", "hierarchy.png", "masks", "overlay.mp4",
+                                                       "preview.png", "summary.json"]
     masks = read_masks(folder)
     assert len(masks) == 13 and all(m.shape == (53, 75) for m in masks)
     assert [p.name for p in sorted((folder / "masks").glob("*.png"))][:2] == ["00000.png", "00001.png"]
@@ -176,7 +174,7 @@ def test_failure_while_writing_leaves_nothing_finished(tmp_path: Path, tiny_mode
             raise OutputError(f"{path}: cannot write mask (No space left on device)")
         Image.fromarray(labels).save(path)
 
-    monkeypatch.setattr("bavos.segment.write_mask", failing)
+    monkeypatch.setattr("bavos.outputs.write_mask", failing)
     with pytest.raises(OutputError, match="No space left"):
         segment_video(video, tmp_path / "out", tiny_config(), tiny_models)
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["f"]  # no temporary folder left
@@ -231,64 +229,84 @@ def test_attention_cache_gives_the_same_masks(tmp_path: Path, tiny_models) -> No
     assert plain["level_sizes"] == cached["level_sizes"]
 
 
-@pytest.mark.parametrize("cache_mb", [0, 64])
-def test_clustering_pass_matches_the_float64_reference(tmp_path: Path, tiny_models,  # noqa: ANN001
-                                                        cache_mb: int) -> None:
+def analysis_levels(video: Path, models, cfg: SegmentConfig, tmp_path: Path):  # noqa: ANN001, ANN201
+    """(levels, T, N) labels of the streaming pipeline, and the analysis."""
+    from bavos.segment import analyse
+    from bavos.video import VideoSource
+
+    analysis = analyse(VideoSource(video), models, cfg, noop, workdir=tmp_path)
+    labels = np.stack([analysis.labels.frame(t) for t in range(analysis.processed)], axis=1)
+    analysis.close()
+    return labels, analysis
+
+
+@pytest.mark.parametrize(("frames", "caches"), [(10, (0, 0)), (10, (64, 0)), (10, (0, 64)), (7, (0, 0)),
+                                                (11, (1, 0)), (1, (0, 0))])
+def test_streaming_pipeline_matches_the_float64_reference(tmp_path: Path, tiny_models,  # noqa: ANN001
+                                                          frames: int, caches: tuple[int, int]) -> None:
+    """The pipeline (float32, window by window, first round streamed, labels on disk, queries computed again or
+    kept, rows kept or not) against ``cluster_attention`` on the whole float64 attention: every level."""
     from reference_cluster import same_partition
 
     from bavos.attention import window_attention
     from bavos.cluster import cluster_attention
-    from bavos.segment import cluster_tokens, extract_tokens
+    from bavos.segment import video_tokens
     from bavos.video import VideoSource
 
-    video = write_clip(tmp_path / "clip.mp4", n=10, height=48, width=64)
-    cfg = tiny_config(key_ratio=3, attention_cache_mb=cache_mb, max_objects=0)
-    tokens = extract_tokens(VideoSource(video), tiny_models, cfg, noop)
-    got = cluster_tokens(tokens, tiny_models, cfg, noop)  # float32, window by window
-    attn = window_attention(tokens.q.double(), tokens.k.double(), tiny_models.scale)  # (T, N, K*N) at once
-    expected = cluster_attention(attn, cfg.tau, cfg.window)
-    assert got.sizes == expected.sizes and got.sizes[got.converged] > 1
-    for level in range(len(got.sizes)):
-        assert same_partition(got.level_labels[level], expected.level_labels[level])
+    video = write_clip(tmp_path / "clip.mp4", n=frames, height=48, width=64)
+    cfg = tiny_config(key_ratio=3, attention_cache_mb=caches[0], query_cache_mb=caches[1], max_objects=0)
+    got, analysis = analysis_levels(video, tiny_models, cfg, tmp_path)
+    q, k = video_tokens(VideoSource(video), tiny_models, cfg)
+    expected = cluster_attention(window_attention(q.double(), k.double(), tiny_models.scale), cfg.tau, cfg.window)
+    assert analysis.hierarchy.sizes == expected.sizes
+    assert analysis.keys.positions == list(range(0, max(1, frames // 3) * 3, 3))
+    for level in range(len(expected.sizes)):
+        assert same_partition(got[level], expected.level_labels[level]), level
+    assert not list(tmp_path.glob(".bavos-*"))  # the temporary label files are gone
 
 
 def test_bf16_backbone_and_correlator_stay_close(tmp_path: Path, tiny_models) -> None:  # noqa: ANN001
     """--precision bf16 (CPU autocast here, as on CUDA): q and k within 2% of float32 (relative L2), the converged
     partitions share at least 99% of their tokens."""
-    import bavos.segment as seg
     from bavos.metrics import matched_share
+    from bavos.segment import video_tokens
     from bavos.video import VideoSource
 
     video = write_clip(tmp_path / "clip.mp4", n=9, height=48, width=64)
     runs = []
     for precision in ("float32", "bf16"):
         cfg = tiny_config(key_ratio=3, max_objects=0, precision=precision)
-        tokens = seg.extract_tokens(VideoSource(video), tiny_models, cfg, noop)
-        assert tokens.q.dtype == torch.float32 and tokens.k.dtype == torch.float32
-        runs.append((tokens, seg.cluster_tokens(tokens, tiny_models, cfg, noop)))
-    (t32, r32), (t16, r16) = runs
-    for name in ("q", "k"):
-        a, b = getattr(t16, name), getattr(t32, name)
-        assert 0 < float((a - b).norm() / b.norm()) < 0.02, name  # bf16 did run, and stayed close
-    assert matched_share(r32.labels, r16.labels) >= 0.99
+        q, k = video_tokens(VideoSource(video), tiny_models, cfg)
+        assert q.dtype == torch.float32 and k.dtype == torch.float32
+        labels, analysis = analysis_levels(video, tiny_models, cfg, tmp_path)
+        runs.append((q, k, labels[analysis.hierarchy.cut]))
+    (q32, k32, l32), (q16, k16, l16) = runs
+    for a, b in ((q16, q32), (k16, k32)):
+        assert 0 < float((a - b).norm() / b.norm()) < 0.02  # bf16 did run, and stayed close
+    assert matched_share(l32, l16) >= 0.99
 
 
 @pytest.mark.parametrize("frame_count", [None, 1, 5, 400])
-def test_queries_do_not_depend_on_the_announced_frame_count(tmp_path: Path, tiny_models,  # noqa: ANN001
+def test_a_wrong_announced_frame_count_gives_the_same_result(tmp_path: Path, tiny_models,  # noqa: ANN001
                                                              frame_count: int | None) -> None:
-    """Queries go into one buffer sized from the container's frame count, grown when the count was too low."""
+    """The key frames are chosen from the container's frame count and computed again when the decode finds
+    another count (or none was announced)."""
     from dataclasses import replace
 
-    from bavos.segment import extract_tokens
+    from bavos.segment import analyse
     from bavos.video import VideoSource
 
     video = write_clip(tmp_path / "clip.mp4", n=11, height=48, width=64)
     cfg = tiny_config(batch_size=2)
-    expected = extract_tokens(VideoSource(video), tiny_models, cfg, noop)
+    expected = analyse(VideoSource(video), tiny_models, cfg, noop, workdir=tmp_path)
     source = VideoSource(video)
     source.info = replace(source.info, frame_count=frame_count)
-    got = extract_tokens(source, tiny_models, cfg, noop)
-    assert got.q.shape[0] == 11 and torch.equal(got.q, expected.q) and torch.equal(got.k, expected.k)
+    got = analyse(source, tiny_models, cfg, noop, workdir=tmp_path)
+    assert got.keys.positions == expected.keys.positions and torch.equal(got.keys.k, expected.keys.k)
+    for t in range(11):
+        np.testing.assert_array_equal(got.labels.frame(t), expected.labels.frame(t))
+    got.close()
+    expected.close()
 
 
 def test_free_heap_is_released_after_every_clustering_window(tmp_path: Path, tiny_models,  # noqa: ANN001
@@ -300,11 +318,9 @@ def test_free_heap_is_released_after_every_clustering_window(tmp_path: Path, tin
     calls: list[int] = []
     monkeypatch.setattr(seg, "release_free_heap", lambda: calls.append(1))
     video = write_clip(tmp_path / "clip.mp4", n=7, height=48, width=64)
-    cfg = tiny_config()
-    tokens = seg.extract_tokens(VideoSource(video), tiny_models, cfg, noop)
-    assert len(calls) == 1  # after pass 1
-    seg.cluster_tokens(tokens, tiny_models, cfg, noop)
-    assert len(calls) == 1 + 2 * 3  # 7 frames: 3 windows, each seen by the hierarchy and by the assignment
+    seg.analyse(VideoSource(video), tiny_models, tiny_config(), noop, workdir=tmp_path).close()
+    assert len(calls) == 1 + 2 * 3  # after the key pass, then each of 3 windows in the hierarchy and labels passes
+
 
 
 def test_more_than_255_clusters_are_written_as_16_bit_masks(tmp_path: Path, tiny_models) -> None:  # noqa: ANN001

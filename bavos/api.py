@@ -1,0 +1,228 @@
+"""bavos from Python: the models loaded once, videos (files, frame folders, arrays, iterables of frames) segmented,
+results looked at, re-cut and saved. Nothing is written unless asked.
+
+    seg = bavos.Segmenter(device="auto")            # plus any segment option: checkpoint, tau, resolution, ...
+    result = seg("video.mp4")                       # or a (T, H, W, 3) uint8 array, or an iterable of frames
+    result.masks                                    # (T, H, W) ids, 0 = the largest cluster (background)
+    result.hierarchy.sizes                          # clusters per level
+    coarse = result.hierarchy.recut(max_objects=5)  # another cut, without the model
+    result.save("out/video")                        # the same files as `bavos segment`
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bavos.config import ModelConfig, SegmentConfig
+from bavos.errors import InputError
+from bavos.segment import Analysis, Models, analyse, iter_masks, load_models
+from bavos.video import DEFAULT_FOLDER_FPS, Frame, FrameRange, VideoInfo, VideoSource
+
+Progress = Callable[[str, int, int | None], None]
+
+
+class ArraySource(VideoSource):
+    """Frames held in a (T, H, W, 3) uint8 array, read like a frame folder (names 00000, 00001, ...)."""
+
+    def __init__(self, frames: np.ndarray, fps: float = DEFAULT_FOLDER_FPS,
+                 frame_range: FrameRange | None = None) -> None:
+        frames = np.asarray(frames)
+        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or not len(frames):
+            raise InputError(f"frames must be a (T, H, W, 3) uint8 array with T > 0, got {frames.shape} "
+                             f"{frames.dtype}")
+        self._frames = frames
+        self._setup(Path("array"), frames.shape[1:], len(frames), fps, frame_range)
+
+    def _setup(self, path: Path, shape: tuple[int, ...], count: int, fps: float,
+               frame_range: FrameRange | None) -> None:
+        self.path, self.range, self._files = path, frame_range or FrameRange(), None
+        self.info = VideoInfo(path, True, shape[1], shape[0], fps, None, 0, count)
+        if not self.range.whole:
+            self.info = replace(self.info, frame_count=self._range_count())
+
+    def _all_frames(self) -> Iterator[Frame]:
+        for i, image in enumerate(self._frames):
+            yield Frame(i, np.ascontiguousarray(image), f"{i:05d}", None, i)
+
+
+class IterableSource(ArraySource):
+    """Frames from an iterable (a generator, a camera), read once into a raw temporary file: later passes read it
+    back, so memory does not hold the video."""
+
+    def __init__(self, frames: Iterable[np.ndarray], folder: Path, fps: float = DEFAULT_FOLDER_FPS,
+                 frame_range: FrameRange | None = None) -> None:
+        self._raw = Path(folder) / "frames.u8"
+        shape = None
+        count = 0
+        with open(self._raw, "wb") as out:
+            for image in frames:
+                image = np.asarray(image)
+                if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
+                    raise InputError(f"frame {count}: expected (H, W, 3) uint8, got {image.shape} {image.dtype}")
+                if shape is not None and image.shape != shape:
+                    raise InputError(f"frame {count} is {image.shape[:2]}, the first was {shape[:2]}")
+                shape = image.shape
+                out.write(np.ascontiguousarray(image).tobytes())
+                count += 1
+        if shape is None:
+            raise InputError("the iterable gave no frames")
+        self._shape, self._count = shape, count
+        self._setup(Path("frames"), shape, count, fps, frame_range)
+
+    def _all_frames(self) -> Iterator[Frame]:
+        size = int(np.prod(self._shape))
+        with open(self._raw, "rb") as f:
+            for i in range(self._count):
+                image = np.frombuffer(f.read(size), dtype=np.uint8).reshape(self._shape)
+                yield Frame(i, image, f"{i:05d}", None, i)
+
+
+class Hierarchy:
+    """The levels of a result: sizes, the converged level and the cut, and other cuts without the model."""
+
+    def __init__(self, result: Result) -> None:
+        self._result = result
+        h = result.analysis.hierarchy
+        self.sizes: list[int] = list(h.sizes)
+        self.converged: int = h.converged
+        self.level: int = h.cut
+        self.capped_from: int | None = h.capped_from
+
+    def recut(self, level: int | None = None, max_objects: int = 0) -> Result:
+        """The same video cut at ``level`` (None: converged) and capped at ``max_objects`` (0: no cap)."""
+        from bavos.recut import recut_analysis
+
+        r = self._result
+        analysis = recut_analysis(r.analysis, level, max_objects)
+        return Result(r.source, analysis, replace(r.config, level=level, max_objects=max_objects), r.models,
+                      r._workdir, owner=r)
+
+
+class Result:
+    """A segmented video. Its labels wait in a temporary file until the result is closed (or garbage collected).
+
+    Attributes:
+        source: what was segmented.
+        analysis: the pipeline's analysis (key frames, hierarchy, labels).
+    """
+
+    def __init__(self, source: VideoSource, analysis: Analysis, config: SegmentConfig, models: Models,
+                 workdir: Path, owner: Result | None = None) -> None:
+        self.source, self.analysis, self.config, self.models = source, analysis, config, models
+        self._workdir = workdir
+        self._started = time.perf_counter() - sum(analysis.timings.values())
+        self._owner = owner  # a re-cut shares its parent's files
+        self._closed = False
+        self.hierarchy = Hierarchy(self)
+
+    @property
+    def frames(self) -> int:
+        return self.analysis.decoded
+
+    @property
+    def labels(self) -> np.ndarray:
+        """(processed frames, h, w) output ids on the patch grid (0 = the largest cluster)."""
+        return np.stack([self.analysis.ids(t) for t in range(self.analysis.processed)])
+
+    def iter_masks(self) -> Iterator[np.ndarray]:
+        """Every frame's (H, W) ids at the frame's size, one at a time (the source is read again)."""
+        for _, ids in iter_masks(self.source, self.analysis, self.config.upsample):
+            yield ids
+
+    @property
+    def masks(self) -> np.ndarray:
+        """(T, H, W) ids of every frame at its size (uint8, uint16 above 255 clusters); ``iter_masks`` for long
+        videos."""
+        return np.stack(list(self.iter_masks()))
+
+    def save(self, folder: str | Path, progress: Progress | None = None) -> dict[str, Any]:
+        """Write the files of ``bavos segment`` into ``folder`` (replaced when complete); returns the summary."""
+        from bavos.outputs import write_result
+
+        return write_result(Path(folder), self.source, self.analysis, self.config, self.models,
+                            progress or (lambda *a: None), self._started)
+
+    def close(self) -> None:
+        """Remove the temporary files (a re-cut's are its parent's). Closing twice does nothing."""
+        if self._owner is None and not self._closed:
+            self._closed = True
+            self.analysis.close()
+            shutil.rmtree(self._workdir, ignore_errors=True)
+
+    def __enter__(self) -> Result:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - at interpreter exit anything may be gone
+            pass
+
+
+class Segmenter:
+    """Segment videos with the models loaded once.
+
+    Args:
+        checkpoint: "release" (the paper's, cached), "none" (training-free) or a checkpoint file.
+        backbone, backbone_weights: as ``bavos segment``'s options (None: the checkpoint's).
+        device: "auto", "cpu" or "cuda".
+        **options: any other segment option, as ``SegmentConfig``'s fields (``tau=0.8``, ``resolution=(320, 480)``,
+            ``max_objects=10``, ...).
+    """
+
+    def __init__(self, checkpoint: str = "release", *, backbone: str | None = None,
+                 backbone_weights: str | None = None, device: str = "auto", **options: Any) -> None:
+        self.model_config = ModelConfig(backbone=backbone, backbone_weights=backbone_weights, checkpoint=checkpoint)
+        self.models = load_models(self.model_config, device)
+        self.config = SegmentConfig(device=device, **options).for_device(self.models.device.type)
+
+    @classmethod
+    def using(cls, models: Models, config: SegmentConfig) -> Segmenter:
+        """A segmenter around models already loaded (many inputs, one load)."""
+        seg = cls.__new__(cls)
+        seg.model_config, seg.models = models.requested, models
+        seg.config = config.for_device(models.device.type)
+        return seg
+
+    def __call__(self, video: str | Path | np.ndarray | Iterable[np.ndarray], *, start: str | int | None = None,
+                 end: str | int | None = None, progress: Progress | None = None,
+                 workdir: str | Path | None = None) -> Result:
+        """Segment ``video``: a path (video file or frame folder), a (T, H, W, 3) uint8 array or an iterable of
+        (H, W, 3) frames.
+
+        Args:
+            start, end: part of the video, a frame number or a time ("12.5s"), end excluded (default: the config's).
+            workdir: where the labels wait while the result lives, in a new folder removed by ``Result.close``; by
+                default the system's temporary folder. Put it on a disk, not a RAM disk, for long videos.
+        """
+        start = self.config.start if start is None else str(start)
+        end = self.config.end if end is None else str(end)
+        frame_range = FrameRange.parse(start, end)
+        if workdir is not None:
+            Path(workdir).mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix=".bavos-work-", dir=workdir))  # a new folder, inside workdir if given
+        try:
+            source = self._source(video, frame_range, work)
+            analysis = analyse(source, self.models, self.config, progress or (lambda *a: None), work)
+        except BaseException:
+            shutil.rmtree(work, ignore_errors=True)
+            raise
+        return Result(source, analysis, replace(self.config, start=start, end=end), self.models, work)
+
+    def _source(self, video: Any, frame_range: FrameRange, workdir: Path) -> VideoSource:
+        if isinstance(video, str | Path):
+            return VideoSource(video, frame_range)
+        if isinstance(video, np.ndarray):
+            return ArraySource(video, self.config.fps, frame_range)
+        return IterableSource(video, workdir, self.config.fps, frame_range)

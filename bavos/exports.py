@@ -1,0 +1,95 @@
+"""Exports for downstream tools (``--export``), written frame by frame in the writing pass.
+
+- ``coco``: ``coco.json`` in the YouTube-VIS results layout: one entry per object (ids 1 and up) with its per-frame
+  masks as COCO run-length encodings (pycocotools' compressed strings; ``null`` where the object is absent);
+- ``objects``: ``objects/<id>/<frame>.png``, one black-and-white PNG per object and frame, for compositing tools;
+- ``video``: ``masks.mp4``, the colour masks alone as a video.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from bavos.errors import OutputError
+from bavos.render import palette
+from bavos.video import Frame, OverlayWriter, VideoInfo
+
+
+def rle_counts(mask: np.ndarray) -> list[int]:
+    """Run lengths of a binary mask read column by column (COCO's order), starting with a run of zeros."""
+    flat = np.asarray(mask, dtype=bool).ravel(order="F")
+    changes = np.flatnonzero(flat[1:] != flat[:-1]) + 1
+    bounds = np.concatenate([[0], changes, [flat.size]])
+    counts = np.diff(bounds).tolist()
+    return [0, *counts] if flat.size and flat[0] else counts
+
+
+def rle_string(counts: list[int]) -> str:
+    """COCO's compressed text form of run lengths (pycocotools ``rleToString``): each count (after the second, minus
+    the count two before it) in groups of 5 bits, least significant first, with a continuation bit, plus 48."""
+    out = []
+    for i, count in enumerate(counts):
+        x = count - counts[i - 2] if i > 2 else count
+        more = True
+        while more:
+            c = x & 0x1F
+            x >>= 5
+            more = x != -1 if c & 0x10 else x != 0
+            out.append(chr(48 + (c | 0x20 if more else c)))
+    return "".join(out)
+
+
+def encode_rle(mask: np.ndarray) -> dict[str, Any]:
+    """{"size": [H, W], "counts": str}: what ``pycocotools.mask.encode`` gives (as text)."""
+    return {"size": [int(mask.shape[0]), int(mask.shape[1])], "counts": rle_string(rle_counts(mask))}
+
+
+class Exporter:
+    """Writes the asked-for exports of one result while its frames are written."""
+
+    def __init__(self, folder: Path, exports: tuple[str, ...], info: VideoInfo, frames: int, ids: int) -> None:
+        self.folder, self.exports, self.frames = folder, exports, frames
+        self.ids = ids  # ids 0..ids-1 (0 is the background)
+        self._rle: dict[int, list[dict[str, Any] | None]] = {i: [] for i in range(1, ids)}
+        self._video = OverlayWriter(folder / "masks.mp4", info.width, info.height, info.fps, info.time_base) \
+            if "video" in exports else None
+        self._colours = palette(max(ids, 1))
+        if "objects" in exports:
+            for i in range(1, ids):
+                (folder / "objects" / str(i)).mkdir(parents=True, exist_ok=True)
+
+    def add(self, frame: Frame, ids: np.ndarray) -> None:
+        """One frame's (H, W) ids."""
+        for i in range(1, self.ids) if ("coco" in self.exports or "objects" in self.exports) else ():
+            mask = ids == i
+            if "coco" in self.exports:
+                self._rle[i].append(encode_rle(mask) if mask.any() else None)
+            if "objects" in self.exports:
+                _save(Image.fromarray(mask.astype(np.uint8) * 255, mode="L"),
+                      self.folder / "objects" / str(i) / f"{frame.name}.png")
+        if self._video is not None:
+            self._video.write(self._colours[ids], frame.pts)
+
+    def close(self, video_name: str) -> None:
+        """Finish: close the mask video and write coco.json."""
+        if self._video is not None:
+            self._video.close()
+        if "coco" in self.exports:
+            entries = [{"video_id": 1, "video": video_name, "object_id": i, "category_id": 1, "score": 1.0,
+                        "segmentations": self._rle[i]} for i in range(1, self.ids)]
+            try:
+                (self.folder / "coco.json").write_text(json.dumps(entries) + "\n")
+            except OSError as e:
+                raise OutputError(f"cannot write {self.folder / 'coco.json'} ({e.strerror or e})") from e
+
+
+def _save(image: Image.Image, path: Path) -> None:
+    try:
+        image.save(path, format="PNG", compress_level=1)
+    except OSError as e:
+        raise OutputError(f"{path}: cannot write ({e.strerror or e})") from e

@@ -1,0 +1,199 @@
+"""Writing a segmentation result: masks, overlay video, pictures, hierarchy.npz, exports and summary.json, in a
+temporary folder that is renamed into place when complete.
+
+``hierarchy.npz`` holds what a later re-cut needs without the model: the labels of every token at every level
+(``labels``: levels x processed frames x patches), the parent of every cluster at the level above (``parents``,
+concatenated, with ``parent_offsets``), the centroids of the levels above 0 (``centroids`` with
+``centroid_offsets``; level 0's are not kept), every cluster's token count (``areas`` with ``area_offsets``), the
+cut, and the map to the PNG ids (``output_ids``). Labels are uint16 (int32 above 65,536 clusters).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bavos.config import SegmentConfig, result_settings, to_dict
+from bavos.errors import OutputError
+from bavos.exports import Exporter
+from bavos.pictures import Levels, ObjectRow, preview_frames, save_hierarchy_picture, save_preview, thumbnail
+from bavos.render import overlay, write_mask
+from bavos.segment import Analysis, Models, Progress, iter_masks, source_id
+from bavos.store import write_npz
+from bavos.video import OverlayWriter, VideoSource
+
+
+def write_frames(source: VideoSource, analysis: Analysis, cfg: SegmentConfig, folder: Path,
+                 progress: Progress) -> dict[str, Any]:
+    """Write masks/, overlay.mp4 and the exports into ``folder`` (pass 4); return each id's area, first and last
+    frame (numbers of the whole video) and the preview's thumbnails."""
+    info = analysis.info
+    masks = folder / "masks"
+    masks.mkdir()
+    n_ids = int(analysis.mapping.max()) + 1
+    area = np.zeros(n_ids, dtype=np.int64)
+    first = np.full(n_ids, -1, dtype=np.int64)
+    last = np.full(n_ids, -1, dtype=np.int64)
+    chosen = set(preview_frames(analysis.decoded))
+    thumbs: list[tuple[int, Any]] = []
+    writer = OverlayWriter(folder / "overlay.mp4", info.width, info.height, info.fps, info.time_base) \
+        if cfg.overlay else None
+    exporter = Exporter(folder, cfg.exports, info, analysis.decoded, n_ids) if cfg.exports else None
+    try:
+        for frame, ids in iter_masks(source, analysis, cfg.upsample):
+            write_mask(masks / f"{frame.name}.png", ids)
+            blended = overlay(frame.image, ids, cfg.overlay_alpha) if writer is not None or frame.index in chosen \
+                else None
+            if writer is not None:
+                writer.write(blended, frame.pts)
+            if frame.index in chosen:
+                thumbs.append((frame.number, thumbnail(blended)))
+            if exporter is not None:
+                exporter.add(frame, ids)
+            counts = np.bincount(ids.ravel(), minlength=n_ids)[:n_ids]
+            area += counts
+            seen = counts > 0
+            first[seen & (first < 0)] = frame.number
+            last[seen] = frame.number
+            progress("writing", frame.index + 1, analysis.decoded)
+    finally:
+        if writer is not None:
+            writer.close()
+        if exporter is not None:
+            exporter.close(source.path.name)
+    return {"area": area, "first": first, "last": last, "thumbs": thumbs}
+
+
+def save_pictures(folder: Path, title: str, stats: dict[str, Any], levels: Levels) -> None:
+    """preview.png (the thumbnails and a legend of the objects) and hierarchy.png."""
+    total = max(1, int(stats["area"].sum()))
+    objects = [ObjectRow(i, float(stats["area"][i]) / total, int(stats["first"][i]), int(stats["last"][i]))
+               for i in range(1, len(stats["area"])) if stats["area"][i] > 0]
+    save_preview(folder / "preview.png", title, stats["thumbs"], objects)
+    save_hierarchy_picture(folder / "hierarchy.png", levels)
+
+
+def levels_of(analysis: Analysis) -> Levels:
+    h = analysis.hierarchy
+    return Levels(analysis.areas, h.parents, h.converged, h.cut, h.capped_from, analysis.mapping)
+
+
+def _concat(arrays: list[np.ndarray], dtype: type) -> tuple[np.ndarray, np.ndarray]:
+    offsets = np.cumsum([0] + [len(a) for a in arrays])
+    return (np.concatenate(arrays).astype(dtype) if arrays else np.zeros(0, dtype)), offsets
+
+
+def save_hierarchy(path: Path, analysis: Analysis) -> None:
+    """Write hierarchy.npz (see the module docstring), streaming the labels from the analysis's store."""
+    h = analysis.hierarchy
+    levels, frames = len(h.sizes), analysis.processed
+    n = analysis.grid[0] * analysis.grid[1]
+    parents, parent_offsets = _concat(h.parents, np.int64)
+    areas, area_offsets = _concat(analysis.areas, np.int64)
+    upper = [c.float().cpu().numpy() for c in h.centroids[1:] if c is not None]
+    centroids = np.concatenate(upper) if upper else np.zeros((0, 0), np.float32)
+    dtype = np.dtype(np.uint16 if max(h.sizes) <= 65536 else np.int32)
+
+    def labels() -> Any:
+        for level in range(levels):
+            for t in range(frames):
+                yield analysis.labels.frame(t)[level]
+
+    write_npz(path, {
+        "labels": ((levels, frames, n), dtype, labels), "areas": areas, "area_offsets": area_offsets,
+        "sizes": np.array(h.sizes), "level": np.array(h.cut), "converged": np.array(h.converged),
+        "capped_from": np.array(-1 if h.capped_from is None else h.capped_from),
+        "grid": np.array(analysis.grid), "processed": np.arange(0, analysis.decoded, analysis.stride),
+        "key_frames": np.array(analysis.keys.positions), "output_ids": analysis.mapping,
+        "parents": parents, "parent_offsets": parent_offsets,
+        "centroids": centroids, "centroid_offsets": np.cumsum([0] + [len(c) for c in upper]),
+    })
+
+
+def summary(source: VideoSource, analysis: Analysis, stats: dict[str, np.ndarray], cfg: SegmentConfig,
+            models: Models, output: Path, timings: dict[str, float]) -> dict[str, Any]:
+    """What summary.json holds."""
+    from bavos import __version__
+
+    info, h = analysis.info, analysis.hierarchy
+    objects = [{"id": i, "area": int(stats["area"][i]), "first_frame": int(stats["first"][i]),
+                "last_frame": int(stats["last"][i])} for i in range(len(stats["area"])) if stats["area"][i] > 0]
+    return {
+        "input": str(source.path), "source": source_id(source.path), "output": str(output),
+        "frames": analysis.decoded, "processed_frames": analysis.processed, "first_frame": stats["first_number"],
+        "fps": info.fps, "width": info.width,
+        "height": info.height, "rotation": info.rotation,
+        "objects": sum(1 for o in objects if o["id"] > 0), "background": objects[0] if objects else None,
+        "object_stats": [o for o in objects if o["id"] > 0],
+        "key_frames": len(analysis.keys.positions), "patch_grid": list(analysis.grid),
+        "level": h.cut, "converged_level": h.converged, "level_sizes": h.sizes, "capped_from": h.capped_from,
+        "mode": "correlator" if models.correlator is not None else "training-free",
+        "weights": models.weights.describe(), "settings": result_settings(models.requested, cfg),
+        "device": str(models.device), "config": to_dict(models.config, cfg),
+        "timings": {k: round(v, 4) for k, v in timings.items()}, "version": __version__,
+    }
+
+
+def publish(tmp: Path, final: Path) -> None:
+    """Move a finished temporary folder into place, replacing an older result."""
+    old = final.with_name(f".{final.name}.bavos-old-{os.getpid()}")
+    if final.exists():
+        final.rename(old)
+    tmp.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def temporary_folder(final: Path) -> Path:
+    """A fresh hidden folder beside ``final`` (``.<name>.bavos-tmp-<pid>``) for a result being written."""
+    tmp = final.with_name(f".{final.name}.bavos-tmp-{os.getpid()}")
+    try:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    except OSError as e:
+        raise OutputError(f"{final.parent}: cannot create the output folder ({e.strerror or e})") from e
+    return tmp
+
+
+def write_result(final: Path, source: VideoSource, analysis: Analysis, cfg: SegmentConfig, models: Models,
+                 progress: Progress, started: float) -> dict[str, Any]:
+    """Write every output of an analysis into the folder ``final`` (a temporary folder renamed into place)."""
+
+    def make_summary(stats: dict[str, Any], seconds: float) -> dict[str, Any]:
+        timings = {**analysis.timings, "writing": seconds, "total": time.perf_counter() - started}
+        return summary(source, analysis, stats, cfg, models, final, timings)
+
+    return write_folder(final, source, analysis, cfg, progress, next(source.frames()).number, make_summary)
+
+
+def write_folder(final: Path, source: VideoSource, analysis: Analysis, cfg: SegmentConfig, progress: Progress,
+                 first_number: int, make_summary: Callable[[dict[str, Any], float], dict[str, Any]]
+                 ) -> dict[str, Any]:
+    """Write masks, videos, pictures, hierarchy.npz and the summary ``make_summary(stats, seconds writing)`` gives
+    into a temporary folder, then rename it to ``final``; returns the summary."""
+    tmp = temporary_folder(final)
+    try:
+        start = time.perf_counter()
+        stats = write_frames(source, analysis, cfg, tmp, progress)
+        stats["first_number"] = first_number
+        title = (f"{source.path.name}: {analysis.decoded} frames, {int((stats['area'][1:] > 0).sum())} objects, "
+                 f"level {analysis.hierarchy.cut} of {len(analysis.hierarchy.sizes) - 1}")
+        save_pictures(tmp, title, stats, levels_of(analysis))
+        if cfg.save_hierarchy:
+            save_hierarchy(tmp / "hierarchy.npz", analysis)
+        result = make_summary(stats, time.perf_counter() - start)
+        (tmp / "summary.json").write_text(json.dumps(result, indent=2) + "\n")
+        publish(tmp, final)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise OutputError(f"{final}: cannot write outputs ({e.strerror or e})") from e
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return result

@@ -1,0 +1,100 @@
+"""Per-frame labels on disk while a video is segmented, and deterministic .npz files written as a stream.
+
+A long video's labels at every level do not fit in memory (one hour at 320 x 480 is 108,000 frames of 2,400 tokens
+a level), so the pipeline writes them window by window into a temporary file, each window a zlib-compressed chunk,
+and reads them back frame by frame. Memory holds one chunk and the chunks' offsets.
+"""
+
+from __future__ import annotations
+
+import bisect
+import io
+import zipfile
+import zlib
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import numpy as np
+
+_EPOCH = (1980, 1, 1, 0, 0, 0)  # fixed zip entry times: the same arrays give the same bytes
+
+
+class LabelStore:
+    """(frames, rows, tokens) labels written a window at a time, read a frame or a window at a time.
+
+    Args:
+        path: the temporary file (created, overwritten).
+        rows: label rows per frame (levels).
+        tokens: labels per row (patches per frame).
+        dtype: stored integer type (uint16 when every level has fewer than 65,536 clusters).
+    """
+
+    def __init__(self, path: Path, rows: int, tokens: int, dtype: np.dtype | type = np.int32) -> None:
+        self.path, self.rows, self.tokens, self.dtype = Path(path), rows, tokens, np.dtype(dtype)
+        self._file = open(self.path, "w+b")  # noqa: SIM115 - closed by close()
+        self._chunks: list[tuple[int, int, int]] = []  # (offset, bytes, frames) of each window
+        self._first: list[int] = []  # the first frame of each window
+        self.frames = 0
+        self._cached: tuple[int, np.ndarray] | None = None
+
+    def append(self, labels: np.ndarray) -> None:
+        """Store a window's (frames, rows, tokens) labels after the ones already there."""
+        labels = np.ascontiguousarray(labels, dtype=self.dtype).reshape(-1, self.rows, self.tokens)
+        data = zlib.compress(labels.tobytes(), 1)
+        offset = self._file.seek(0, 2)
+        self._file.write(data)
+        self._first.append(self.frames)
+        self._chunks.append((offset, len(data), len(labels)))
+        self.frames += len(labels)
+
+    def window(self, index: int) -> np.ndarray:
+        """(frames, rows, tokens) of the ``index``-th appended window."""
+        if self._cached is not None and self._cached[0] == index:
+            return self._cached[1]
+        offset, size, frames = self._chunks[index]
+        self._file.seek(offset)
+        array = np.frombuffer(zlib.decompress(self._file.read(size)), dtype=self.dtype)
+        array = array.reshape(frames, self.rows, self.tokens)
+        self._cached = (index, array)
+        return array
+
+    def frame(self, index: int) -> np.ndarray:
+        """(rows, tokens) labels of frame ``index``."""
+        if not 0 <= index < self.frames:
+            raise IndexError(f"frame {index} of {self.frames}")
+        chunk = bisect.bisect_right(self._first, index) - 1
+        return self.window(chunk)[index - self._first[chunk]]
+
+    def close(self) -> None:
+        self._file.close()
+        self.path.unlink(missing_ok=True)
+
+
+def _npy_header(shape: tuple[int, ...], dtype: np.dtype) -> bytes:
+    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False, "shape": shape}
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, header)
+    return buf.getvalue()
+
+
+Entry = np.ndarray | tuple[tuple[int, ...], np.dtype, Callable[[], Iterable[np.ndarray]]]
+"""An array, or (shape, dtype, chunks) where chunks() yields C-ordered pieces that make up the array."""
+
+
+def write_npz(path: Path, entries: dict[str, Entry]) -> None:
+    """Write a compressed .npz that ``np.load`` reads, streaming large entries, with fixed entry times (the same
+    arrays always give the same bytes)."""
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for name, entry in entries.items():
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=_EPOCH)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            with zf.open(info, "w", force_zip64=True) as out:
+                if isinstance(entry, np.ndarray):
+                    array = entry if entry.flags.c_contiguous else entry.copy(order="C")  # 0-d arrays stay 0-d
+                    out.write(_npy_header(array.shape, array.dtype))
+                    out.write(array.tobytes())
+                else:
+                    shape, dtype, chunks = entry
+                    out.write(_npy_header(tuple(shape), dtype))
+                    for chunk in chunks():
+                        out.write(np.ascontiguousarray(chunk, dtype=dtype).tobytes())

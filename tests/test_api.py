@@ -1,0 +1,84 @@
+"""bavos from Python: Segmenter on a path, an array and an iterable; nothing written unless saved; re-cuts."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import clip_frames, write_clip
+from PIL import Image
+
+import bavos
+from bavos.errors import InputError
+
+
+@pytest.fixture(scope="module")
+def segmenter(sharp_weights: Path) -> bavos.Segmenter:
+    return bavos.Segmenter("none", backbone="bavos_test_vit", backbone_weights=str(sharp_weights), device="cpu",
+                           resolution=(64, 96), key_ratio=4)
+
+
+def test_a_path_an_array_and_an_iterable_give_the_same_masks(tmp_path: Path, segmenter: bavos.Segmenter) -> None:
+    frames = clip_frames(7, 48, 64)
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i, image in enumerate(frames):
+        Image.fromarray(image).save(folder / f"{i:05d}.png")
+    before = set(tmp_path.rglob("*"))
+    results = [segmenter(folder), segmenter(np.stack(frames)), segmenter(iter(frames))]
+    assert set(tmp_path.rglob("*")) == before  # nothing written next to the input
+    masks = [r.masks for r in results]
+    assert masks[0].shape == (7, 48, 64) and masks[0].dtype == np.uint8
+    for other in masks[1:]:
+        np.testing.assert_array_equal(other, masks[0])
+    np.testing.assert_array_equal(np.stack(list(results[0].iter_masks())), masks[0])
+    assert results[0].labels.shape == (7, 8, 12) and results[0].frames == 7
+    for r in results:
+        r.close()
+        r.close()  # a second close does nothing
+
+
+def test_the_work_folder_lives_with_the_result(tmp_path: Path, segmenter: bavos.Segmenter) -> None:
+    with segmenter(np.stack(clip_frames(5, 48, 64)), workdir=tmp_path) as result:
+        (work,) = tmp_path.iterdir()
+        assert work.name.startswith(".bavos-work-") and any(work.iterdir())
+        _ = result.masks
+    assert not list(tmp_path.iterdir())
+    with pytest.raises(InputError, match="uint8"):
+        segmenter(np.zeros((3, 48, 64, 3), dtype=np.float32), workdir=tmp_path)
+    with pytest.raises(InputError, match="no frames"):
+        segmenter(iter([]), workdir=tmp_path)
+    assert not list(tmp_path.iterdir())  # a failed call leaves nothing either
+
+
+def test_save_writes_what_the_command_writes(tmp_path: Path, segmenter: bavos.Segmenter, run_cli,  # noqa: ANN001
+                                             sharp_weights: Path) -> None:
+    video = write_clip(tmp_path / "v.mp4", n=6, height=48, width=64)
+    with segmenter(video) as result:
+        summary = result.save(tmp_path / "api" / "v")
+    assert summary["frames"] == 6
+    cli = run_cli("segment", video, "-o", tmp_path / "cli", "--backbone", "bavos_test_vit", "--checkpoint", "none",
+                  "--backbone-weights", sharp_weights, "--resolution", "64", "96", "--key-ratio", "4", "--device",
+                  "cpu", "-q")
+    assert cli.code == 0, cli.err
+    got = sorted(p.relative_to(tmp_path / "api") for p in (tmp_path / "api").rglob("*"))
+    want = sorted(p.relative_to(tmp_path / "cli") for p in (tmp_path / "cli").rglob("*"))
+    assert got == want
+    for name in (tmp_path / "cli" / "v" / "masks").iterdir():
+        assert (tmp_path / "api" / "v" / "masks" / name.name).read_bytes() == name.read_bytes()
+
+
+def test_recut_equals_segmenting_with_those_options(segmenter: bavos.Segmenter) -> None:
+    frames = np.stack(clip_frames(6, 48, 64))
+    with segmenter(frames) as result:
+        assert result.hierarchy.level == result.hierarchy.converged and len(result.hierarchy.sizes) >= 2
+        for level, cap in ((0, 0), (None, 1)):
+            again = result.hierarchy.recut(level=level, max_objects=cap)
+            fresh = bavos.Segmenter.using(segmenter.models, replace(segmenter.config, level=level, max_objects=cap))
+            with fresh(frames) as want:
+                np.testing.assert_array_equal(again.masks, want.masks)
+                assert again.hierarchy.level == want.hierarchy.level
+            again.close()  # a re-cut shares its parent's files: closing it removes nothing
+        assert result.masks.shape == (6, 48, 64)

@@ -1,0 +1,87 @@
+"""bavos recut: another cut of a finished result, without the model, equal to bavos segment with those options."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from conftest import TINY, write_clip
+
+FILES = ("hierarchy.npz", "overlay.mp4", "hierarchy.png", "preview.png", "coco.json", "masks.mp4")
+
+
+def tree(folder: Path) -> dict[str, bytes]:
+    """Each file's bytes; a video's decoded frames instead of its bytes.
+
+    x264 does not always give the same bitstream for the same frames within one process (measured in this suite:
+    the same input arrays, one frame's bytes different, every decoded pixel the same), so videos compare by what
+    a player shows.
+    """
+    return {str(p.relative_to(folder)): decoded(p) if p.suffix == ".mp4" else p.read_bytes()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def decoded(path: Path) -> bytes:
+    with av.open(str(path)) as container:
+        return b"".join(f.to_ndarray(format="rgb24").tobytes() for f in container.decode(video=0))
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_clip(tmp_path_factory.mktemp("v") / "clip.mp4", n=9, height=48, width=64)
+
+
+ARGS = [*TINY, "--backbone-weights", "none", "--tau", "0.05", "--export", "coco", "--export", "objects", "--export",
+        "video", "-q"]
+
+
+@pytest.mark.parametrize(("level", "cap"), [("1", "3"), ("0", "0"), (None, "2")])
+def test_recut_is_byte_identical_to_segment_with_those_options(tmp_path: Path, run_cli, video: Path,  # noqa: ANN001
+                                                               level: str | None, cap: str) -> None:
+    first = run_cli("segment", video, "-o", tmp_path / "a", *ARGS)  # the defaults: converged level, 20 objects
+    assert first.code == 0, first.err
+    options = (["--level", level] if level is not None else []) + ["--max-objects", cap]
+    redone = run_cli("recut", tmp_path / "a" / "clip", *options, "-q")
+    assert redone.code == 0, redone.err
+    fresh = run_cli("segment", video, "-o", tmp_path / "b", *ARGS, *options)
+    assert fresh.code == 0, fresh.err
+    got, want = tree(tmp_path / "a" / "clip"), tree(tmp_path / "b" / "clip")
+    assert sorted(got) == sorted(want)
+    for name in want:
+        if name != "summary.json":
+            assert got[name] == want[name], name  # masks, objects, overlay, pictures, hierarchy, exports
+    a, b = (json.loads(t["summary.json"]) for t in (got, want))
+    for key in ("objects", "object_stats", "level", "level_sizes", "capped_from", "settings", "config", "frames"):
+        assert a[key] == b[key], key
+    assert "recut" in a["timings"]
+    assert not list((tmp_path / "a").glob(".*"))  # no temporary folder left
+
+
+def test_recut_errors(tmp_path: Path, run_cli, video: Path) -> None:  # noqa: ANN001
+    assert run_cli("segment", video, "-o", tmp_path, *TINY, "--backbone-weights", "none", "-q", "--tau",
+                   "0.05").code == 0
+    converged = json.loads((tmp_path / "clip" / "summary.json").read_text())["converged_level"]
+    result = run_cli("recut", tmp_path / "clip", "--level", str(converged + 1))
+    assert result.code == 1 and f"--level {converged + 1} does not exist" in result.err
+    result = run_cli("recut", tmp_path / "nothing")
+    assert result.code == 1 and "not a finished bavos output" in result.err
+    result = run_cli("recut", tmp_path / "clip", "--level", "0", "--max-objects", "2")
+    assert result.code == 1 and "capping level 0 needs its centroids" in result.err
+    assert run_cli("recut", tmp_path / "clip", "--max-objects", "-1").code == 2
+
+
+def test_hierarchy_npz_holds_what_recut_needs(tmp_path: Path, run_cli, video: Path) -> None:  # noqa: ANN001
+    assert run_cli("segment", video, "-o", tmp_path, *TINY, "--backbone-weights", "none", "-q", "--tau",
+                   "0.05", "--max-objects", "3").code == 0
+    with np.load(tmp_path / "clip" / "hierarchy.npz") as z:
+        sizes = z["sizes"].tolist()
+        assert z["labels"].shape == (len(sizes), 9, 96) and z["labels"].dtype == np.uint16
+        assert z["parent_offsets"][-1] == len(z["parents"]) == sum(sizes[:-1])
+        assert np.diff(z["area_offsets"]).tolist() == sizes
+        for level, (a, b) in enumerate(zip(z["area_offsets"][:-1], z["area_offsets"][1:], strict=True)):
+            assert z["areas"][a:b].sum() == 9 * 96 and z["areas"][a:b].tolist() == np.bincount(
+                z["labels"][level].ravel(), minlength=sizes[level]).tolist()
+        assert z["centroids"].shape[0] == sum(sizes[1:])  # levels above 0 (the capped one included)

@@ -3,9 +3,10 @@ temporary folder that is renamed into place when complete.
 
 ``hierarchy.npz`` holds what a later re-cut needs without the model: the labels of every token at every level
 (``labels``: levels x processed frames x patches), the parent of every cluster at the level above (``parents``,
-concatenated, with ``parent_offsets``), the centroids of the levels above 0 (``centroids`` with
-``centroid_offsets``; level 0's are not kept), every cluster's token count (``areas`` with ``area_offsets``), the
-cut, and the map to the PNG ids (``output_ids``). Labels are uint16 (int32 above 65,536 clusters).
+concatenated, with ``parent_offsets``), the centroids of the converged level (``centroids``, what a cap of that
+level merges; the other levels' are not kept: each is clusters x key tokens float32, together several times the
+converged level's), every cluster's token count (``areas`` with ``area_offsets``), the cut, and the map to the PNG
+ids (``output_ids``). Labels are uint16 (int32 above 65,536 clusters).
 """
 
 from __future__ import annotations
@@ -97,8 +98,8 @@ def save_hierarchy(path: Path, analysis: Analysis) -> None:
     n = analysis.grid[0] * analysis.grid[1]
     parents, parent_offsets = _concat(h.parents, np.int64)
     areas, area_offsets = _concat(analysis.areas, np.int64)
-    upper = [c.float().cpu().numpy() for c in h.centroids[1:] if c is not None]
-    centroids = np.concatenate(upper) if upper else np.zeros((0, 0), np.float32)
+    kept = h.centroids[h.converged]
+    centroids = kept.float().cpu().numpy() if kept is not None and h.converged else np.zeros((0, 0), np.float32)
     dtype = np.dtype(np.uint16 if max(h.sizes) <= 65536 else np.int32)
 
     def labels() -> Any:
@@ -113,7 +114,7 @@ def save_hierarchy(path: Path, analysis: Analysis) -> None:
         "grid": np.array(analysis.grid), "processed": np.arange(0, analysis.decoded, analysis.stride),
         "key_frames": np.array(analysis.keys.positions), "output_ids": analysis.mapping,
         "parents": parents, "parent_offsets": parent_offsets,
-        "centroids": centroids, "centroid_offsets": np.cumsum([0] + [len(c) for c in upper]),
+        "centroids": centroids,
     })
 
 

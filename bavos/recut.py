@@ -1,8 +1,9 @@
 """Cutting a segmented video's hierarchy at another level or cap without the model: ``bavos recut``.
 
 The first run keeps, in hierarchy.npz, every token's label at every level, the parents, the centroids of the
-levels above 0 and every cluster's area. A new cut takes the labels of its level; a cap merges that level's closest
-centroids (as ``--max-objects`` does) and gives each token the merged cluster of its own, so the result equals
+converged level and every cluster's area. A new cut takes the labels of its level; a cap merges that level's
+closest centroids (as ``--max-objects`` does; so a cap needs the converged level, or a level with no more clusters
+than the cap) and gives each token the merged cluster of its own, so the result equals
 ``bavos segment --level L --max-objects K`` (byte for byte on the same kind of device).
 """
 
@@ -67,8 +68,9 @@ def recut_analysis(analysis: Analysis, level: int | None, max_objects: int) -> A
     labels = CutLabels(base, real)
     if max_objects and sizes[cut] > max_objects:
         if centroids[cut] is None:
-            raise ConfigError("capping level 0 needs its centroids, which are not kept: run bavos segment with "
-                              f"--level 0 --max-objects {max_objects}")
+            raise ConfigError(f"capping level {cut} needs its centroids; hierarchy.npz keeps only the converged "
+                              f"level's ({h.converged}): run bavos segment with --level {cut} --max-objects "
+                              f"{max_objects}")
         capped, parent = merge_closest(centroids[cut], max_objects)
         hierarchy.sizes.append(int(capped.shape[0]))
         hierarchy.centroids.append(capped)
@@ -95,16 +97,16 @@ def load_analysis(folder: Path, info: Any, stride: int, decoded: int) -> Analysi
     if not path.is_file():
         raise InputError(f"{folder}: no hierarchy.npz (the run was made with --no-hierarchy): run bavos segment")
     with np.load(path) as z:
-        if "centroids" not in z.files:
+        if "centroids" not in z.files or "centroid_offsets" in z.files:
             raise InputError(f"{path}: made by an older bavos without the centroids recut needs: run bavos segment")
         sizes = z["sizes"].tolist()
         converged = int(z["converged"])
         real = converged + 1
         parents = _split(z["parents"], z["parent_offsets"])[:real]
         areas = _split(z["areas"], z["area_offsets"])[:real]
-        flat = torch.from_numpy(z["centroids"])
-        upper = [flat[a:b] for a, b in zip(z["centroid_offsets"][:-1], z["centroid_offsets"][1:], strict=True)]
-        centroids = [None, *upper[: real - 1]]
+        centroids: list[torch.Tensor | None] = [None] * real
+        if converged:
+            centroids[converged] = torch.from_numpy(z["centroids"])
         labels = z["labels"][:real]
         keys = Keys(torch.empty(0), z["key_frames"].tolist(), decoded, (int(z["grid"][0]), int(z["grid"][1])))
     hierarchy = Hierarchy(sizes[:real], centroids, parents, converged, None, converged)

@@ -34,19 +34,22 @@ def video(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_clip(tmp_path_factory.mktemp("v") / "clip.mp4", n=9, height=48, width=64)
 
 
-ARGS = [*TINY, "--backbone-weights", "none", "--tau", "0.05", "--export", "coco", "--export", "objects", "--export",
-        "video", "-q"]
+@pytest.fixture(scope="module")
+def args(sharp_weights: Path) -> list[str]:
+    """Peaked attention: 58, 34 and 33 clusters at levels 0, 1, 2 (the converged level) on ``video``."""
+    return [*TINY, "--backbone-weights", str(sharp_weights), "--tau", "0.2", "--export", "coco", "--export",
+            "objects", "--export", "video", "-q"]
 
 
-@pytest.mark.parametrize(("level", "cap"), [("1", "3"), ("0", "0"), (None, "2")])
+@pytest.mark.parametrize(("level", "cap"), [(None, "5"), (None, "0"), ("1", "0"), ("0", "0")])
 def test_recut_is_byte_identical_to_segment_with_those_options(tmp_path: Path, run_cli, video: Path,  # noqa: ANN001
-                                                               level: str | None, cap: str) -> None:
-    first = run_cli("segment", video, "-o", tmp_path / "a", *ARGS)  # the defaults: converged level, 20 objects
+                                                               args: list[str], level: str | None, cap: str) -> None:
+    first = run_cli("segment", video, "-o", tmp_path / "a", *args)  # the defaults: converged level, 20 objects
     assert first.code == 0, first.err
     options = (["--level", level] if level is not None else []) + ["--max-objects", cap]
     redone = run_cli("recut", tmp_path / "a" / "clip", *options, "-q")
     assert redone.code == 0, redone.err
-    fresh = run_cli("segment", video, "-o", tmp_path / "b", *ARGS, *options)
+    fresh = run_cli("segment", video, "-o", tmp_path / "b", *args, *options)
     assert fresh.code == 0, fresh.err
     got, want = tree(tmp_path / "a" / "clip"), tree(tmp_path / "b" / "clip")
     assert sorted(got) == sorted(want)
@@ -56,26 +59,27 @@ def test_recut_is_byte_identical_to_segment_with_those_options(tmp_path: Path, r
     a, b = (json.loads(t["summary.json"]) for t in (got, want))
     for key in ("objects", "object_stats", "level", "level_sizes", "capped_from", "settings", "config", "frames"):
         assert a[key] == b[key], key
-    assert "recut" in a["timings"]
+    assert "recut" in a["timings"] and a["level_sizes"][:3] == [58, 34, 33]
+    assert a["capped_from"] == (2 if cap == "5" else None)
     assert not list((tmp_path / "a").glob(".*"))  # no temporary folder left
 
 
-def test_recut_errors(tmp_path: Path, run_cli, video: Path) -> None:  # noqa: ANN001
-    assert run_cli("segment", video, "-o", tmp_path, *TINY, "--backbone-weights", "none", "-q", "--tau",
-                   "0.05").code == 0
+def test_recut_errors(tmp_path: Path, run_cli, video: Path, args: list[str]) -> None:  # noqa: ANN001
+    assert run_cli("segment", video, "-o", tmp_path, *args).code == 0
     converged = json.loads((tmp_path / "clip" / "summary.json").read_text())["converged_level"]
     result = run_cli("recut", tmp_path / "clip", "--level", str(converged + 1))
     assert result.code == 1 and f"--level {converged + 1} does not exist" in result.err
     result = run_cli("recut", tmp_path / "nothing")
     assert result.code == 1 and "not a finished bavos output" in result.err
-    result = run_cli("recut", tmp_path / "clip", "--level", "0", "--max-objects", "2")
-    assert result.code == 1 and "capping level 0 needs its centroids" in result.err
+    for level in ("0", "1"):  # only the converged level's centroids are kept
+        result = run_cli("recut", tmp_path / "clip", "--level", level, "--max-objects", "2")
+        assert result.code == 1 and f"capping level {level} needs its centroids" in result.err
     assert run_cli("recut", tmp_path / "clip", "--max-objects", "-1").code == 2
 
 
-def test_hierarchy_npz_holds_what_recut_needs(tmp_path: Path, run_cli, video: Path) -> None:  # noqa: ANN001
-    assert run_cli("segment", video, "-o", tmp_path, *TINY, "--backbone-weights", "none", "-q", "--tau",
-                   "0.05", "--max-objects", "3").code == 0
+def test_hierarchy_npz_holds_what_recut_needs(tmp_path: Path, run_cli, video: Path,  # noqa: ANN001
+                                              args: list[str]) -> None:
+    assert run_cli("segment", video, "-o", tmp_path, *args, "--max-objects", "3").code == 0
     with np.load(tmp_path / "clip" / "hierarchy.npz") as z:
         sizes = z["sizes"].tolist()
         assert z["labels"].shape == (len(sizes), 9, 96) and z["labels"].dtype == np.uint16
@@ -84,4 +88,6 @@ def test_hierarchy_npz_holds_what_recut_needs(tmp_path: Path, run_cli, video: Pa
         for level, (a, b) in enumerate(zip(z["area_offsets"][:-1], z["area_offsets"][1:], strict=True)):
             assert z["areas"][a:b].sum() == 9 * 96 and z["areas"][a:b].tolist() == np.bincount(
                 z["labels"][level].ravel(), minlength=sizes[level]).tolist()
-        assert z["centroids"].shape[0] == sum(sizes[1:])  # levels above 0 (the capped one included)
+        converged = int(z["converged"])
+        assert converged == 2 and int(z["capped_from"]) == 2 and sizes[-1] == 3
+        assert z["centroids"].shape[0] == sizes[converged]  # the converged level's only

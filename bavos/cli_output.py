@@ -63,11 +63,41 @@ def rate_text(rate: float) -> str:
     return f"{rate:.0f}" if rate >= 100 else f"{rate:.1f}" if rate >= 10 else f"{rate:.2f}"
 
 
+class PassPlan:
+    """The time left over all the passes of an input: the running pass's own ETA, plus the estimated seconds of
+    the passes after it, scaled by how the finished passes compared with their estimates."""
+
+    def __init__(self, passes: dict[str, float]) -> None:
+        self.passes = dict(passes)
+        self._measured = self._planned = 0.0
+        self._finished: set[str] = set()
+
+    def finished(self, stage: str, seconds: float) -> None:
+        if stage in self.passes and stage not in self._finished:
+            self._finished.add(stage)
+            self._measured += seconds
+            self._planned += self.passes[stage]
+
+    def left(self, stage: str, stage_left: float) -> float | None:
+        """Seconds left over every pass while ``stage`` has ``stage_left`` to go (None: not a planned pass)."""
+        if stage not in self.passes:
+            return None
+        order = list(self.passes)
+        later = sum(self.passes[s] for s in order[order.index(stage) + 1 :])
+        factor = self._measured / self._planned if self._planned > 0 else 1.0
+        return stage_left + factor * later
+
+
 class Progress:
     """Progress of one input at a time. This base class shows nothing (``--quiet``)."""
 
     label = ""
     silent = True  # nothing is shown: notes (costs, defaults) are not shown either
+    _plan: PassPlan | None = None
+
+    def plan(self, passes: dict[str, float]) -> None:
+        """The estimated seconds of the input's passes, in order: the ETA then covers all of them."""
+        self._plan = PassPlan(passes) if passes else None
 
     def __enter__(self) -> Progress:
         return self
@@ -78,6 +108,7 @@ class Progress:
     def start(self, label: str) -> None:
         """A new input (or task) begins: earlier stages are cleared."""
         self.label = label
+        self._plan = None
 
     def __call__(self, stage: str, done: int, total: int | None) -> None:
         return None
@@ -115,7 +146,8 @@ class Bars(Progress):
         self._rich = RichProgress(
             TextColumn("{task.description:<10}"), BarColumn(bar_width=20), MofNCompleteColumn(),
             TextColumn("{task.fields[unit]}"), Rate(), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-            TextColumn("{task.fields[info]}"), console=Console(stderr=True), transient=True, redirect_stdout=False,
+            TextColumn("{task.fields[overall]}"), TextColumn("{task.fields[info]}"), console=Console(stderr=True),
+            transient=True, redirect_stdout=False,
             redirect_stderr=False)
         self._tasks: dict[str, Any] = {}
         self._stdout_tty = sys.stdout.isatty()
@@ -137,8 +169,18 @@ class Bars(Progress):
 
     def __call__(self, stage: str, done: int, total: int | None) -> None:
         if stage not in self._tasks:  # (the longer notes go to log lines only: a bar must fit 80 columns)
-            self._tasks[stage] = self._rich.add_task(stage, total=total, unit=UNITS.get(stage, ""), info="")
+            self._tasks[stage] = self._rich.add_task(stage, total=total, unit=UNITS.get(stage, ""), info="",
+                                                     overall="")
         self._rich.update(self._tasks[stage], completed=done, total=total)
+        if self._plan is not None:
+            task = next(t for t in self._rich.tasks if t.id == self._tasks[stage])
+            if task.finished:
+                self._plan.finished(stage, task.elapsed or 0.0)
+                self._rich.update(self._tasks[stage], overall="")
+            elif task.time_remaining is not None:
+                left = self._plan.left(stage, task.time_remaining)
+                if left is not None:
+                    self._rich.update(self._tasks[stage], overall=f"all {duration(left)}")
 
     def describe(self, stage: str, text: str) -> None:
         if stage in self._tasks:
@@ -193,8 +235,14 @@ class LogLines(Progress):
             text += f", done in {duration(elapsed)}"
             self._origin = now
             self._ended.add(stage)
+            if self._plan is not None:
+                self._plan.finished(stage, elapsed)
         elif done and elapsed > 0 and total:
-            text += f", about {duration(elapsed * (total - done) / done)} left"
+            stage_left = elapsed * (total - done) / done
+            text += f", about {duration(stage_left)} left"
+            every = self._plan.left(stage, stage_left) if self._plan is not None else None
+            if every is not None and every > stage_left + 0.5:
+                text += f" (all passes: about {duration(every)})"
         if self._info.get(stage):
             text += f" ({self._info.pop(stage)})"  # a stage's note once, on its first line
         note(text)

@@ -145,7 +145,10 @@ def _segment_one(path: Path, name: str, output: Path, cfg: SegmentConfig, models
     progress.start(path.name)
     start = time.perf_counter()
     try:
-        too_big = _say_cost(path.name, seg.estimate_cost(VideoSource(path), models, cfg), cfg, models, progress)
+        estimate = seg.estimate_cost(VideoSource(path), models, cfg)
+        too_big = _say_cost(path.name, estimate, cfg, models, progress)
+        if estimate is not None:
+            progress.plan(estimate.passes)  # the ETA covers the passes still to come
         if too_big:
             raise ResourceError(f"{path}: {too_big}")
         summary = seg.segment_video(path, output, cfg, models=models, progress=progress, name=name)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import functools
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -89,6 +89,7 @@ class Estimate:
     seconds: dict[str, float]
     peak_bytes: int
     device_peak_bytes: int | None = None
+    passes: dict[str, float] = field(default_factory=dict)  # seconds of each pass over the video, in order
 
     @property
     def total(self) -> float:
@@ -100,15 +101,16 @@ def vit_flops(tokens: int, dim: int = 384, depth: int = 12) -> float:
     return depth * (24 * tokens * dim * dim + 4 * tokens * tokens * dim)
 
 
-def window_work(n: int, m: int, dim: int, heads: int, levels_rows: int) -> tuple[float, float]:
-    """(flops, elementwise operations) of one window of n rows over m key tokens, both clustering passes."""
+def window_work(n: int, m: int, dim: int, heads: int, levels_rows: int) -> tuple[float, float, float]:
+    """(flops, elementwise operations, share of both in the hierarchy pass) of one window of n rows over m key
+    tokens, both clustering passes."""
     attention = 2 * n * dim * m, 6 * heads * n * m  # per pass: q k^T of every head; in-place softmax passes
     candidates = min(n, LEADER_BLOCK * CLUSTERS_PER_WINDOW)
     hierarchy = 2 * n * n * m + 2 * n * n * m + 4 * candidates * n * m  # self-distances, smoothing, leader rows
     assignment = 4 * levels_rows * n * m  # distances of every level's centroids to the rows
     flops = 2 * attention[0] + hierarchy + assignment
     elementwise = 2 * attention[1] + 12 * n * m + 8 * n * n
-    return flops, elementwise
+    return flops, elementwise, (attention[0] + hierarchy) / flops
 
 
 def segment_estimate(frames: int, grid: tuple[int, int], keys: int, batch: int, window: int, device: torch.device,
@@ -145,14 +147,17 @@ def segment_estimate(frames: int, grid: tuple[int, int], keys: int, batch: int, 
         "clustering": flops / rates.flops + elementwise / rates.elementwise,
         "writing": frames * pixels * 120 / rates.elementwise,  # per-cluster bilinear scores, argmax, PNG, overlay
     }
+    passes = {"keys": keys * per_frame, "hierarchy": frames * per_frame + full[2] * seconds["clustering"],
+              "labels": again * per_frame + (1 - full[2]) * seconds["clustering"], "writing": seconds["writing"]}
     rows = min(window, frames) * n_tokens
     window_set = 3 * rows * m * 4 + 3 * rows * rows * 4  # rows, their logs, smoothed rows; distances, neighbours
     backbone_set = batch * (n_tokens + 1) * 12 * dim * 4  # a block's activations (fused attention: no L x L)
     key_set = keys * n_tokens * dim * 4
     grow = min(queries, query_bytes) + key_set + cache_bytes
     if device.type == "cuda":
-        return Estimate(seconds, resident_bytes() + grow, key_set + max(window_set, backbone_set) + cache_bytes)
-    return Estimate(seconds, resident_bytes() + grow + max(window_set, backbone_set))
+        return Estimate(seconds, resident_bytes() + grow, key_set + max(window_set, backbone_set) + cache_bytes,
+                        passes)
+    return Estimate(seconds, resident_bytes() + grow + max(window_set, backbone_set), None, passes)
 
 
 def gigabytes(n: float) -> str:

@@ -43,3 +43,27 @@ def test_slow_stages_report_every_30_s_and_unknown_totals_too(monkeypatch: pytes
 def test_readable_numbers() -> None:
     assert [rate_text(x) for x in (2530.4, 56.71, 8.913)] == ["2530", "56.7", "8.91"]
     assert [duration(x) for x in (4.4, 65, 7322)] == ["4 s", "1 min 05 s", "2 h 02 min"]
+
+
+def test_the_eta_covers_the_passes_still_to_come(monkeypatch: pytest.MonkeyPatch,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    now = [0.0]
+    monkeypatch.setattr(cli_output.time, "monotonic", lambda: now[0])
+    log = LogLines(every=10)
+    log.start("v.mp4")
+    log.plan({"keys": 10.0, "hierarchy": 100.0, "labels": 50.0, "writing": 20.0})
+    for done in range(1, 11):  # keys: estimated 10 s, takes 20 s: the later passes are then scaled by 2
+        now[0] = 2.0 * done
+        log("keys", done, 10)
+    first = capsys.readouterr().err.splitlines()
+    assert "about 18 s left (all passes: about 3 min 08 s)" in first[0]  # + 170 s estimated, not yet scaled
+    for done in range(1, 101):  # hierarchy: 1 window a second
+        now[0] = 20.0 + done
+        log("hierarchy", done, 100)
+    lines = capsys.readouterr().err.splitlines()
+    # at 50 of 100 windows: 50 s of this pass left, then labels and writing at twice their estimates (140 s)
+    assert any("50/100 windows" in line and "about 50 s left (all passes: about 3 min 10 s)" in line for line in lines)
+    for done in range(1, 11):
+        now[0] = 120.0 + done
+        log("writing", done, 10)  # the last pass: nothing after it, no second figure
+    assert all("all passes" not in line for line in capsys.readouterr().err.splitlines())

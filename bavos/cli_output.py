@@ -65,7 +65,8 @@ def rate_text(rate: float) -> str:
 
 class PassPlan:
     """The time left over all the passes of an input: the running pass's own ETA, plus the estimated seconds of
-    the passes after it, scaled by how the finished passes compared with their estimates."""
+    the passes after it, scaled by how the finished passes compared with their estimates once those make at least
+    a fifth of the estimate."""
 
     def __init__(self, passes: dict[str, float]) -> None:
         self.passes = dict(passes)
@@ -84,7 +85,9 @@ class PassPlan:
             return None
         order = list(self.passes)
         later = sum(self.passes[s] for s in order[order.index(stage) + 1 :])
-        factor = self._measured / self._planned if self._planned > 0 else 1.0
+        # scaled once finished passes make a fair sample (the keys pass alone is too short to judge by)
+        sample = self._planned >= 0.2 * sum(self.passes.values()) > 0
+        factor = self._measured / self._planned if sample else 1.0
         return stage_left + factor * later
 
 

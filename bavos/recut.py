@@ -152,4 +152,4 @@ def _recut_summary(old: dict[str, Any], stats: dict[str, Any], analysis: Analysi
             "object_stats": [o for o in objects if o["id"] > 0], "level": h.cut, "converged_level": h.converged,
             "level_sizes": h.sizes, "capped_from": h.capped_from,
             "settings": {**old["settings"], "level": cfg.level, "max_objects": cfg.max_objects}, "config": config,
-            "timings": {"recut": round(seconds, 4)}, "version": __version__}
+            "timings": {**old["timings"], "recut": round(seconds, 4)}, "version": __version__}

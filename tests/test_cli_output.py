@@ -51,19 +51,22 @@ def test_the_eta_covers_the_passes_still_to_come(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr(cli_output.time, "monotonic", lambda: now[0])
     log = LogLines(every=10)
     log.start("v.mp4")
-    log.plan({"keys": 10.0, "hierarchy": 100.0, "labels": 50.0, "writing": 20.0})
-    for done in range(1, 11):  # keys: estimated 10 s, takes 20 s: the later passes are then scaled by 2
+    log.plan({"keys": 2.0, "hierarchy": 100.0, "labels": 50.0, "writing": 20.0})
+    for done in range(1, 11):  # keys: estimated 2 s, takes 20 s, too short a pass to scale the others by
         now[0] = 2.0 * done
         log("keys", done, 10)
     first = capsys.readouterr().err.splitlines()
-    assert "about 18 s left (all passes: about 3 min 08 s)" in first[0]  # + 170 s estimated, not yet scaled
-    for done in range(1, 101):  # hierarchy: 1 window a second
-        now[0] = 20.0 + done
+    assert "about 18 s left (all passes: about 3 min 08 s)" in first[0]  # + 170 s estimated
+    for done in range(1, 101):  # hierarchy: estimated 100 s, takes 200 s: the later passes are scaled by 2
+        now[0] = 20.0 + 2 * done
         log("hierarchy", done, 100)
+    for done in range(1, 51):
+        now[0] = 220.0 + 2 * done
+        log("labels", done, 50)
     lines = capsys.readouterr().err.splitlines()
-    # at 50 of 100 windows: 50 s of this pass left, then labels and writing at twice their estimates (140 s)
-    assert any("50/100 windows" in line and "about 50 s left (all passes: about 3 min 10 s)" in line for line in lines)
+    # 25/50 windows of labels: 50 s of it left, then writing at (20 + 200) / (2 + 100) of its estimate
+    assert any("labels 25/50" in line and "about 50 s left (all passes: about 1 min 33 s)" in line for line in lines)
     for done in range(1, 11):
-        now[0] = 120.0 + done
+        now[0] = 320.0 + done
         log("writing", done, 10)  # the last pass: nothing after it, no second figure
     assert all("all passes" not in line for line in capsys.readouterr().err.splitlines())

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import importlib
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -416,9 +418,37 @@ def _resumed_model_config(saved: dict[str, Any], given: dict[str, str | None]) -
     return ModelConfig(**saved)
 
 
+class _Terminated:
+    """SIGTERM (``kill``, a job scheduler's time limit) taken as Ctrl-C, so temporary files are removed on the way
+    out; the exit code is then 143."""
+
+    def __init__(self) -> None:
+        self.received = False
+        self._previous: Any = None
+
+    def __enter__(self) -> _Terminated:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.received = True
+        raise KeyboardInterrupt
+
+    def __exit__(self, *exc: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Console entry point: exit 0 on success, 1 when an input or the run failed, 2 on usage errors, 130 on Ctrl-C."""
+    """Console entry point: exit 0 on success, 1 when an input or the run failed, 2 on usage errors, 130 on Ctrl-C,
+    143 on SIGTERM."""
     argv = sys.argv[1:] if argv is None else argv
+    with _Terminated() as terminated:
+        _run(argv, terminated)
+
+
+def _run(argv: list[str], terminated: _Terminated) -> None:
     try:
         code = app(args=argv or ["--help"], prog_name="bavos", standalone_mode=False)
     except _usage_errors() as e:
@@ -440,5 +470,6 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(1)
     code = code if isinstance(code, int) else 0
     if code == 130:  # Ctrl-C: caught here, or turned into exit code 130 by Typer inside a command
-        error("interrupted")
+        error("terminated" if terminated.received else "interrupted")
+        code = 143 if terminated.received else code
     sys.exit(code)

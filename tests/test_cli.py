@@ -226,3 +226,21 @@ def test_the_cost_is_said_first_and_what_cannot_fit_stops_before_the_work(tmp_pa
     assert failed["status"] == "failed" and "more memory, this machine has 0.0 GB free" in failed["error"]
     for option in ("--resolution", "--max-key-frames", "--stride", "--batch-size"):
         assert option in failed["error"]
+
+
+def test_sigterm_removes_the_temporary_files(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    video = write_clip(tmp_path / "long.mp4", n=240, height=48, width=64)
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "bavos", "segment", str(video), "-o", str(out), *TINY,
+                             "--backbone-weights", "none", "-q"], stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not list(out.glob(".bavos-work-*/.bavos-level0-*")) and time.monotonic() < deadline:
+        time.sleep(0.05)  # until the hierarchy pass has begun
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    assert err.strip().endswith("bavos: error: terminated")
+    assert not list(out.iterdir())  # no work folder, no half-written result

@@ -16,7 +16,7 @@ KNOWN_PATCH_SIZES = {DEFAULT_BACKBONE: 8, "bavos_test_vit": 8}  # checked withou
 EXPORTS = ("coco", "objects", "video")  # what --export writes (bavos.exports)
 PAPER_RESOLUTION = (320, 480)  # the release's inference size (METHOD.md 1.5)
 # The default on a CPU: half the paper's size per side. On the 48-frame demo the backbone costs 6x less and the
-# clustering (which grows with the cube of the patches per frame) 45x less: 17 s instead of 5 min (2-core CPU).
+# clustering (which grows with the cube of the patches per frame) about 45x less: 30 s instead of 6.5 min (2-core CPU).
 CPU_RESOLUTION = (160, 240)
 PRECISIONS = ("float32", "bf16", "fp16")  # of the backbone and correlator (bavos.devices applies them)
 

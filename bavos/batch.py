@@ -86,13 +86,14 @@ def stale_reason(summary: dict, settings: dict) -> str | None:
     return f"it was made with other settings: {', '.join(parts)}{more}"
 
 
-def check_input(path: Path) -> str | None:
-    """None when ``path`` is a video or frame folder bavos can read (its first frame decodes), else why not."""
+def check_input(path: Path, start: str | None = None, end: str | None = None) -> str | None:
+    """None when ``path`` is a video or frame folder bavos can read (its first frame decodes) with frames in the
+    range ``start``..``end``, else why not."""
     from bavos.errors import InputError
-    from bavos.video import VideoSource
+    from bavos.video import FrameRange, VideoSource
 
     try:
-        VideoSource(path)
+        VideoSource(path, FrameRange.parse(start, end))
     except InputError as e:
         return str(e)
     return None

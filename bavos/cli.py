@@ -16,7 +16,7 @@ from typing import Annotated, Any, NoReturn
 import typer
 
 from bavos.cli_help import Command, Group
-from bavos.cli_output import error, print_table, progress_for, warn
+from bavos.cli_output import count, error, print_table, progress_for, warn
 from bavos.config import DEFAULT_BACKBONE, ModelConfig, SegmentConfig
 from bavos.errors import BavosError, ConfigError
 
@@ -145,8 +145,9 @@ def segment(
         "--skip-existing", help="Skip inputs whose finished output was made with the same settings.")] = False,
     fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Stop at the first input that fails.")] = False,
 ) -> int:
-    """Segment every object of each input into OUTPUT/<name>/: masks/*.png, overlay.mp4, hierarchy.npz and
-    summary.json. Everything is checked before a model loads."""
+    """Segment every object of each input into OUTPUT/<name>/: masks/*.png, overlay.mp4, preview.png,
+    hierarchy.png, hierarchy.npz and summary.json (and the --export files). Everything is checked before a model
+    loads."""
     from bavos.cli_segment import RunOptions, check_before_loading, run
 
     try:
@@ -193,7 +194,7 @@ def recut(
                 failed += 1
                 continue
             if not quiet:
-                progress.line(f"{folder}: level {summary['level']}, {summary['objects']} objects "
+                progress.line(f"{folder}: level {summary['level']}, {count(summary['objects'], 'object')} "
                               f"({summary['timings']['recut']:.1f} s)")
     return 1 if failed else 0
 
@@ -285,17 +286,22 @@ def _davis_report(preds: Path, davis: Path, protocol: str, names: list[str] | No
 @app.command(cls=Command)
 def weights(
     check: Annotated[bool, typer.Option(
-        "--check", help="Only say what is cached; no network. Exit 1 when something is missing.")] = False,
+        "--check", help="Only say what is cached; no network. Exit 1 when the default weights (the paper's "
+                        "checkpoint) are missing; timm's DINO weights, needed only by --checkpoint none and bavos "
+                        "train, are a note.")] = False,
 ) -> int:
     """Fetch the default weights into the cache and print where they are: the paper's checkpoint (the default
     correlator, with its backbone) and DINO ViT-S/8 from timm's hub (--checkpoint none, bavos train). Run it where
     there is a connection; later runs read the cache without any network call."""
     from bavos.weights import cache_dir, hub_weights, release_checkpoint, release_path
 
-    def fetched(what: str, fetch: Any) -> bool:
+    def fetched(what: str, fetch: Any, optional: bool = False) -> bool:
         try:
             path = Path(fetch())
         except BavosError as e:
+            if optional:
+                warn(f"{what}: {e}; needed only by --checkpoint none and bavos train")
+                return True
             error(f"{what}: {e}")
             return False
         typer.echo(f"{what}: {path} ({path.stat().st_size / 2**20:.1f} MB)")
@@ -309,7 +315,7 @@ def weights(
     typer.echo(f"cache: {cache_dir()} (set BAVOS_CACHE to move it)")
     ok = fetched("paper's checkpoint (--checkpoint release)", release)
     ok &= fetched(f"{DEFAULT_BACKBONE} from timm's hub (--backbone-weights hub)",
-                  lambda: hub_weights(DEFAULT_BACKBONE, download_missing=not check))
+                  lambda: hub_weights(DEFAULT_BACKBONE, download_missing=not check), optional=check)
     return 0 if ok else 1
 
 
@@ -466,7 +472,11 @@ def _run(argv: list[str], terminated: _Terminated) -> None:
     except Exception as e:  # noqa: BLE001 - the one place that turns any failure into one line
         if _debug():
             raise
-        error(f"internal error: {type(e).__name__}: {e} (run with BAVOS_DEBUG=1 for the traceback)")
+        if "torchvision::" in str(e):  # torchvision built for another torch: it fails on first use
+            error(f"torch and torchvision do not match ({e}): install both from the same index, e.g. pip install "
+                  "--force-reinstall torch torchvision")
+        else:
+            error(f"internal error: {type(e).__name__}: {e} (run with BAVOS_DEBUG=1 for the traceback)")
         sys.exit(1)
     code = code if isinstance(code, int) else 0
     if code == 130:  # Ctrl-C: caught here, or turned into exit code 130 by Typer inside a command

@@ -58,6 +58,11 @@ def duration(seconds: float) -> str:
     return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
 
 
+def count(n: int, noun: str) -> str:
+    """'1 object', '3 objects'."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def rate_text(rate: float) -> str:
     """'1234', '56.7', '8.91': three significant figures without an exponent."""
     return f"{rate:.0f}" if rate >= 100 else f"{rate:.1f}" if rate >= 10 else f"{rate:.2f}"
@@ -340,7 +345,7 @@ class Results:
             typer.echo(line)
             sys.stdout.flush()  # one write per line: lines of torchrun processes sharing stdout stay whole
         elif not self.quiet and status not in ("failed", "interrupted"):
-            what = f"skipped, {why}" if status == "skipped" else f"{frames} frames, {objects} objects"
+            what = f"skipped, {why}" if status == "skipped" else f"{count(frames, 'frame')}, {count(objects, 'object')}"
             self.progress.line(f"{output}: {what} ({seconds:.1f} s)")
 
     def ok(self, path: Path, summary: dict[str, Any], seconds: float) -> None:

@@ -96,7 +96,7 @@ def _prepare(jobs: list[tuple[Path, str]], output: Path, model_cfg: ModelConfig,
                 continue
             if not opts.quiet:
                 note(f"{output / name}: redoing it, {reason}")
-        problem = check_input(path)
+        problem = check_input(path, cfg.start, cfg.end)
         if problem is not None:
             error(problem)
             report.failed(path, output / name, problem, 0.0)
@@ -140,12 +140,12 @@ def _segment_one(path: Path, name: str, output: Path, cfg: SegmentConfig, models
                  report: Results) -> int:
     """Segment one input; 1 when it failed. Ctrl-C reports the input as interrupted and stops the run."""
     import bavos.segment as seg
-    from bavos.video import VideoSource
+    from bavos.video import FrameRange, VideoSource
 
     progress.start(path.name)
     start = time.perf_counter()
     try:
-        estimate = seg.estimate_cost(VideoSource(path), models, cfg)
+        estimate = seg.estimate_cost(VideoSource(path, FrameRange.parse(cfg.start, cfg.end)), models, cfg)
         too_big = _say_cost(path.name, estimate, cfg, models, progress)
         if estimate is not None:
             progress.plan(estimate.passes)  # the ETA covers the passes still to come

@@ -183,7 +183,8 @@ def write_folder(final: Path, source: VideoSource, analysis: Analysis, cfg: Segm
         start = time.perf_counter()
         stats = write_frames(source, analysis, cfg, tmp, progress)
         stats["first_number"] = first_number
-        title = (f"{source.path.name}: {analysis.decoded} frames, {int((stats['area'][1:] > 0).sum())} objects, "
+        frames, objects = analysis.decoded, int((stats["area"][1:] > 0).sum())
+        title = (f"{source.path.name}: {frames} frame{'s' * (frames != 1)}, {objects} object{'s' * (objects != 1)}, "
                  f"level {analysis.hierarchy.cut} of {len(analysis.hierarchy.sizes) - 1}")
         save_pictures(tmp, title, stats, levels_of(analysis))
         if cfg.save_hierarchy:

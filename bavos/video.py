@@ -176,7 +176,11 @@ class VideoSource:
             self._files = None
             self.info = self._probe_file()
         if not self.range.whole:
+            total = self.info.frame_count
             self.info = replace(self.info, frame_count=self._range_count())
+            if self.info.frame_count == 0:
+                raise InputError(f"{self.path}: no frame in the range {self.range.text()} (the video has {total} "
+                                 f"frames, {total / self.info.fps:.2f} s)")
 
     def _range_count(self) -> int | None:
         """Frames in the range, from the whole video's count and rate (None when unknown)."""

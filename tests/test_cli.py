@@ -244,3 +244,16 @@ def test_sigterm_removes_the_temporary_files(tmp_path: Path) -> None:
     assert proc.returncode == 143, err
     assert err.strip().endswith("bavos: error: terminated")
     assert not list(out.iterdir())  # no work folder, no half-written result
+
+
+def test_a_torchvision_built_for_another_torch_is_named(tmp_path: Path, run_cli,  # noqa: ANN001
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    def mismatched(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("operator torchvision::nms does not exist")
+
+    monkeypatch.setattr("bavos.segment.segment_video", mismatched)
+    result = run_cli("segment", write_clip(tmp_path / "v.mp4", n=2), "-o", tmp_path / "out", *TINY,
+                     "--backbone-weights", "none", "-q")
+    assert result.code == 1
+    (line,) = [x for x in result.err.splitlines() if x.startswith("bavos: error:")]  # (the random-weights warning)
+    assert line.startswith("bavos: error: torch and torchvision do not match") and "same index" in line

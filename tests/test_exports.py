@@ -78,4 +78,4 @@ def test_a_frame_range_keeps_the_videos_numbers_and_times(tmp_path: Path, run_cl
         bad = run_cli("segment", video, "-o", tmp_path / "x", *TINY, "--backbone-weights", "none", *args)
         assert bad.code == 2 and message in bad.err
     empty = run_cli("segment", video, "-o", tmp_path / "x", *TINY, "--backbone-weights", "none", "--start", "50", "-q")
-    assert empty.code == 1 and "no frame in the range 50.." in empty.err
+    assert empty.code == 1 and "no frame in the range 50.. (the video has 20 frames, 2.00 s)" in empty.err

@@ -367,3 +367,7 @@ def test_weights_command_fetches_both_and_check_reports(cache: Path, drive: Fake
     assert lines[1].startswith(f"paper's checkpoint (--checkpoint release): {cache / RELEASE_FILE} (")
     assert "vit_small_patch8_224.dino from timm's hub" in lines[2] and "model.safetensors" in lines[2]
     assert run_cli("weights", "--check").code == 0
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hf"))  # the default's checkpoint is enough
+    result = run_cli("weights", "--check")
+    assert result.code == 0 and "bavos: warning: vit_small_patch8_224.dino" in result.err
+    assert "needed only by --checkpoint none and bavos train" in result.err

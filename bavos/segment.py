@@ -271,15 +271,10 @@ def analyse(source: VideoSource, models: Models, cfg: SegmentConfig, progress: P
             progress("hierarchy", index + 1, windows)
         with clock("clustering"):
             hierarchy = builder.finish(cfg.level, cfg.max_objects)
-        labels = _label_pass(source, models, cfg, clock, keys, hierarchy, store0, queries, rows_cache, progress,
-                             workdir)
+        labels, areas = _label_pass(source, models, cfg, clock, keys, hierarchy, store0, queries, rows_cache,
+                                    progress, workdir)
     finally:
         store0.close()
-    areas = [np.zeros(size, dtype=np.int64) for size in hierarchy.sizes]
-    for w in range(windows):
-        chunk = labels.window(w)  # (frames, levels, N)
-        for level, counts in enumerate(areas):
-            counts += np.bincount(chunk[:, level].ravel(), minlength=len(counts))
     mapping = ids_by_area(areas[hierarchy.cut])
     timings = {**clock.seconds}
     timings["decode"] = max(0.0, time.perf_counter() - started - sum(timings.values()))
@@ -289,12 +284,14 @@ def analyse(source: VideoSource, models: Models, cfg: SegmentConfig, progress: P
 
 def _label_pass(source: VideoSource, models: Models, cfg: SegmentConfig, clock: _Clock, keys: Keys,
                 hierarchy: Hierarchy, store0: LabelStore, queries: dict[int, Tensor], rows_cache: _RowCache,
-                progress: Progress, workdir: Path) -> LabelStore:
-    """Pass 3: every token's label at every level, window by window, into a temporary file."""
+                progress: Progress, workdir: Path) -> tuple[LabelStore, list[np.ndarray]]:
+    """Pass 3: every token's label at every level, window by window, into a temporary file; and each cluster's
+    token count, per level."""
     n = keys.grid[0] * keys.grid[1]
     windows = -(-keys.processed(cfg.stride) // cfg.window)
     dtype = np.uint16 if max(hierarchy.sizes) <= 65536 else np.int32
     store = LabelStore(_temp_path(workdir, "labels"), len(hierarchy.sizes), n, dtype)
+    areas = [np.zeros(size, dtype=np.int64) for size in hierarchy.sizes]
     kept = set(queries) | set(rows_cache.kept)  # these windows need neither decoding nor the backbone again
     decoded = query_windows(source, models, cfg, clock, kept) if len(kept) < windows else None
     try:
@@ -309,13 +306,15 @@ def _label_pass(source: VideoSource, models: Models, cfg: SegmentConfig, clock: 
                 labels = label_window(rows.reshape(-1, rows.shape[-1]), store0.window(index).reshape(-1),
                                       hierarchy)  # (levels, w * N)
             store.append(labels.reshape(len(hierarchy.sizes), -1, n).transpose(1, 0, 2))
+            for level, counts in enumerate(areas):
+                counts += np.bincount(labels[level], minlength=len(counts))
             del rows
             release_free_heap()
             progress("labels", index + 1, windows)
     except BaseException:
         store.close()
         raise
-    return store
+    return store, areas
 
 
 def iter_masks(source: VideoSource, analysis: Analysis, upsample: str) -> Iterator[tuple[Frame, np.ndarray]]:

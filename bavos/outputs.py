@@ -118,21 +118,27 @@ def save_hierarchy(path: Path, analysis: Analysis) -> None:
     })
 
 
+def object_entries(stats: dict[str, np.ndarray]) -> dict[str, Any]:
+    """summary.json's ``objects`` (count), ``background`` (id 0) and ``object_stats``: each present id's area and
+    first and last frame."""
+    objects = [{"id": i, "area": int(stats["area"][i]), "first_frame": int(stats["first"][i]),
+                "last_frame": int(stats["last"][i])} for i in range(len(stats["area"])) if stats["area"][i] > 0]
+    return {"objects": sum(1 for o in objects if o["id"] > 0), "background": objects[0] if objects else None,
+            "object_stats": [o for o in objects if o["id"] > 0]}
+
+
 def summary(source: VideoSource, analysis: Analysis, stats: dict[str, np.ndarray], cfg: SegmentConfig,
             models: Models, output: Path, timings: dict[str, float]) -> dict[str, Any]:
     """What summary.json holds."""
     from bavos import __version__
 
     info, h = analysis.info, analysis.hierarchy
-    objects = [{"id": i, "area": int(stats["area"][i]), "first_frame": int(stats["first"][i]),
-                "last_frame": int(stats["last"][i])} for i in range(len(stats["area"])) if stats["area"][i] > 0]
     return {
         "input": str(source.path), "source": source_id(source.path), "output": str(output),
         "frames": analysis.decoded, "processed_frames": analysis.processed, "first_frame": stats["first_number"],
         "fps": info.fps, "width": info.width,
         "height": info.height, "rotation": info.rotation,
-        "objects": sum(1 for o in objects if o["id"] > 0), "background": objects[0] if objects else None,
-        "object_stats": [o for o in objects if o["id"] > 0],
+        **object_entries(stats),
         "key_frames": len(analysis.keys.positions), "patch_grid": list(analysis.grid),
         "level": h.cut, "converged_level": h.converged, "level_sizes": h.sizes, "capped_from": h.capped_from,
         "mode": "correlator" if models.correlator is not None else "training-free",

@@ -143,13 +143,11 @@ def _recut_summary(old: dict[str, Any], stats: dict[str, Any], analysis: Analysi
                    seconds: float) -> dict[str, Any]:
     from bavos import __version__
     from bavos.config import to_dict
+    from bavos.outputs import object_entries
 
     h = analysis.hierarchy
-    objects = [{"id": i, "area": int(stats["area"][i]), "first_frame": int(stats["first"][i]),
-                "last_frame": int(stats["last"][i])} for i in range(len(stats["area"])) if stats["area"][i] > 0]
     config = {**old["config"], "SegmentConfig": to_dict(cfg)["SegmentConfig"]}
-    return {**old, "objects": sum(1 for o in objects if o["id"] > 0), "background": objects[0] if objects else None,
-            "object_stats": [o for o in objects if o["id"] > 0], "level": h.cut, "converged_level": h.converged,
+    return {**old, **object_entries(stats), "level": h.cut, "converged_level": h.converged,
             "level_sizes": h.sizes, "capped_from": h.capped_from,
             "settings": {**old["settings"], "level": cfg.level, "max_objects": cfg.max_objects}, "config": config,
             "timings": {**old["timings"], "recut": round(seconds, 4)}, "version": __version__}

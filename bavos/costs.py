@@ -56,30 +56,28 @@ def calibrate(device: torch.device) -> Rates:
     return Rates(flops=2 * 1024 * 2048 * 1024 / matmul, elementwise=2 * x.numel() / elementwise)
 
 
-def resident_bytes() -> int:
-    """This process's resident memory now (0 where /proc is not there)."""
+def _proc_bytes(path: str, field: str) -> int | None:
+    """A ``field:  N kB`` line of a /proc file, in bytes (None where the file or the field is not there)."""
     try:
-        with open("/proc/self/status") as f:
+        with open(path) as f:
             for line in f:
-                if line.startswith("VmRSS:"):
+                if line.startswith(f"{field}:"):
                     return int(line.split()[1]) * 1024
     except OSError:
         pass
-    return 0
+    return None
+
+
+def resident_bytes() -> int:
+    """This process's resident memory now (0 where /proc is not there)."""
+    return _proc_bytes("/proc/self/status", "VmRSS") or 0
 
 
 def available_bytes(device: torch.device) -> int | None:
     """Memory the run can still take: free GPU memory on CUDA, else MemAvailable (None when unknown)."""
     if device.type == "cuda":
         return torch.cuda.mem_get_info(device)[0]
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
+    return _proc_bytes("/proc/meminfo", "MemAvailable")
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,8 @@ Progress = Callable[[str, int, int | None], None]
 class ArraySource(VideoSource):
     """Frames held in a (T, H, W, 3) uint8 array, read like a frame folder (names 00000, 00001, ...)."""
 
+    from_path = False
+
     def __init__(self, frames: np.ndarray, fps: float = DEFAULT_FOLDER_FPS,
                  frame_range: FrameRange | None = None) -> None:
         frames = np.asarray(frames)
@@ -44,6 +46,7 @@ class ArraySource(VideoSource):
     def _setup(self, path: Path, shape: tuple[int, ...], count: int, fps: float,
                frame_range: FrameRange | None) -> None:
         self.path, self.range, self._files = path, frame_range or FrameRange(), None
+        self.warnings: list[str] = []
         self.info = VideoInfo(path, True, shape[1], shape[0], fps, None, 0, count)
         if not self.range.whole:
             self.info = replace(self.info, frame_count=self._range_count())

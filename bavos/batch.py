@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from bavos.errors import ConfigError, OutputError
+from bavos.errors import ConfigError, OutputError, plain_os_error
 from bavos.segment import output_name, source_id
 
 
@@ -107,13 +107,29 @@ def is_finished(folder: Path) -> bool:
 def prepare_output(output: Path) -> None:
     """Create the output folder and check that files can be created in it (before any long computation)."""
     output = Path(output)
+    if output.exists() and not output.is_dir():
+        raise OutputError(f"{output}: is a file, not a folder; -o names the folder that receives the results")
     probe = output / f".bavos-write-test-{os.getpid()}"
     try:
         output.mkdir(parents=True, exist_ok=True)
         probe.mkdir()
         probe.rmdir()
     except OSError as e:
-        raise OutputError(f"{output}: the output folder is not writable ({e.strerror or e})") from e
+        raise OutputError(f"the output folder is not writable: {plain_os_error(e, output)}") from e
+
+
+def check_destinations(jobs: list[tuple[Path, str]], output: Path, inputs: list[Path]) -> list[str]:
+    """Why each planned result folder ``output/<name>`` cannot be written (``outputs.check_destination``), one line
+    each; empty when all can."""
+    from bavos.outputs import check_destination
+
+    problems = []
+    for _, name in jobs:
+        try:
+            check_destination(Path(output) / name, inputs)
+        except OutputError as e:
+            problems.append(str(e))
+    return problems
 
 
 @dataclass(frozen=True)

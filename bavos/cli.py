@@ -18,7 +18,7 @@ import typer
 from bavos.cli_help import Command, Group
 from bavos.cli_output import count, error, print_table, progress_for, warn
 from bavos.config import DEFAULT_BACKBONE, ModelConfig, SegmentConfig
-from bavos.errors import BavosError, ConfigError
+from bavos.errors import BavosError, ConfigError, plain_os_error
 
 app = typer.Typer(name="bavos", cls=Group, add_completion=False, rich_markup_mode=None,
                   help="Segment every object in a video with no labels and no prompts (Betrayed by Attention, "
@@ -183,20 +183,21 @@ def recut(
 
     if level is not None and level < 0 or max_objects < 0:
         _usage("--level and --max-objects must be 0 or more", "recut")
-    failed = 0
+    code = 0
     with progress_for(quiet) as progress:
         for folder in folders:
             progress.start(folder.name)
             try:
                 summary = recut_folder(folder, level, max_objects, progress)
-            except BavosError as e:
-                error(f"{folder}: {e}" if str(folder) not in str(e) else str(e))
-                failed += 1
+            except (BavosError, OSError) as e:
+                message = plain_os_error(e) if isinstance(e, OSError) else str(e)
+                error(f"{folder}: {message}" if str(folder) not in message else message)
+                code = max(code, getattr(e, "exit_code", 1))
                 continue
             if not quiet:
                 progress.line(f"{folder}: level {summary['level']}, {count(summary['objects'], 'object')} "
                               f"({summary['timings']['recut']:.1f} s)")
-    return 1 if failed else 0
+    return code
 
 
 def _split(names: str | None) -> list[str] | None:
@@ -454,7 +455,17 @@ def main(argv: list[str] | None = None) -> None:
         _run(argv, terminated)
 
 
+def _quiet_ffmpeg(argv: list[str]) -> None:
+    """FFmpeg's own log lines off for commands that decode video: bavos names what went wrong in its warnings
+    (BAVOS_DEBUG=1 keeps FFmpeg's lines)."""
+    if argv and argv[0] in ("segment", "recut", "train") and not _debug():
+        import av.logging
+
+        av.logging.set_libav_level(av.logging.PANIC)
+
+
 def _run(argv: list[str], terminated: _Terminated) -> None:
+    _quiet_ffmpeg(argv)
     try:
         code = app(args=argv or ["--help"], prog_name="bavos", standalone_mode=False)
     except _usage_errors() as e:
@@ -468,6 +479,11 @@ def _run(argv: list[str], terminated: _Terminated) -> None:
         if _debug():
             raise
         error(str(e))
+        sys.exit(e.exit_code)
+    except OSError as e:  # reading or writing failed where no command turned it into a BavosError
+        if _debug():
+            raise
+        error(plain_os_error(e))
         sys.exit(1)
     except Exception as e:  # noqa: BLE001 - the one place that turns any failure into one line
         if _debug():

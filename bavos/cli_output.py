@@ -336,12 +336,13 @@ class Results:
         self.progress = progress or Progress()
 
     def _emit(self, path: Path, status: str, output: Path | str, frames: int | None, objects: int | None,
-              seconds: float, error: str | None, why: str = "") -> None:
+              seconds: float, error: str | None, why: str = "", warnings: list[str] | None = None) -> None:
         if self.as_json:
             import json
 
             line = json.dumps({"input": str(path), "status": status, "output": str(output), "frames": frames,
-                               "objects": objects, "seconds": round(seconds, 3), "error": error})
+                               "objects": objects, "seconds": round(seconds, 3), "error": error,
+                               "warnings": warnings or []})
             typer.echo(line)
             sys.stdout.flush()  # one write per line: lines of torchrun processes sharing stdout stay whole
         elif not self.quiet and status not in ("failed", "interrupted"):
@@ -349,7 +350,12 @@ class Results:
             self.progress.line(f"{output}: {what} ({seconds:.1f} s)")
 
     def ok(self, path: Path, summary: dict[str, Any], seconds: float) -> None:
-        self._emit(path, "ok", summary["output"], summary["frames"], summary["objects"], seconds, None)
+        """An input done: its warnings about the input (summary.json's ``warnings``) on stderr, then its line."""
+        warnings = list(summary.get("warnings") or [])
+        if not self.quiet:
+            for message in warnings:
+                warn(f"{path.name}: {message}")
+        self._emit(path, "ok", summary["output"], summary["frames"], summary["objects"], seconds, None, "", warnings)
 
     def failed(self, path: Path, folder: Path, error: str, seconds: float) -> None:
         self._emit(path, "failed", folder, None, None, seconds, error)
@@ -359,7 +365,7 @@ class Results:
 
     def skipped(self, path: Path, folder: Path, summary: dict[str, Any]) -> None:
         self._emit(path, "skipped", folder, summary.get("frames"), summary.get("objects"), 0.0, None,
-                   "finished output with the same settings")
+                   "finished output with the same settings", summary.get("warnings"))
 
 
 def print_table(title: str, columns: list[str], rows: list[list[str]], to_stderr: bool) -> None:

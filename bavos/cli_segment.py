@@ -8,6 +8,7 @@ first use) and the models loaded, unless nothing is left to do.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 import traceback
@@ -17,7 +18,7 @@ from typing import Any
 
 from bavos.cli_output import Progress, Results, duration, error, note, progress_for, warn
 from bavos.config import DEFAULT_BACKBONE, KNOWN_PATCH_SIZES, ModelConfig, SegmentConfig, result_settings
-from bavos.errors import BavosError, ConfigError, ResourceError
+from bavos.errors import BavosError, ConfigError, ResourceError, plain_os_error
 
 
 @dataclass(frozen=True)
@@ -31,11 +32,30 @@ class RunOptions:
 
 
 def run(inputs: list[Path], output: Path, model_cfg: ModelConfig, cfg: SegmentConfig, opts: RunOptions) -> int:
-    """Segment every input; 0 when all succeeded or were skipped, else 1."""
-    from bavos.batch import plan_outputs, prepare_output, shard_from_env
+    """Segment every input; 0 when all succeeded or were skipped, 2 when an output folder would replace what is not
+    bavos's (nothing done), else 1. An output folder this run created is removed again when it stays empty."""
+    from bavos.batch import check_destinations, plan_outputs, shard_from_env
 
     shard = shard_from_env()
     jobs = shard.take(plan_outputs(list(inputs), output))
+    problems = check_destinations(jobs, output, list(inputs))
+    for problem in problems:
+        error(problem)
+    if problems:
+        return 2
+    created = not output.exists()
+    try:
+        return _run(jobs, shard, output, model_cfg, cfg, opts)
+    finally:
+        if created:
+            with contextlib.suppress(OSError):
+                output.rmdir()  # only when empty: a run that failed leaves no empty folder behind
+
+
+def _run(jobs: list[tuple[Path, str]], shard: Any, output: Path, model_cfg: ModelConfig, cfg: SegmentConfig,
+         opts: RunOptions) -> int:
+    from bavos.batch import prepare_output
+
     with progress_for(opts.quiet) as progress:
         report = Results(opts.json, opts.quiet, progress)
         try:
@@ -49,7 +69,7 @@ def run(inputs: list[Path], output: Path, model_cfg: ModelConfig, cfg: SegmentCo
             models = _load(model_cfg, cfg, shard.local_rank, progress)
         except BavosError as e:
             return _fail_all(todo, output, report, e)
-        if models.config.backbone_weights == "none":
+        if models.config.backbone_weights == "none" and not opts.quiet:
             warn("--backbone-weights none: the backbone has random weights; masks are meaningless (tests, benchmarks)")
         resolved = cfg.for_device(models.device.type)
         if cfg.resolution is None and models.device.type == "cpu" and not opts.quiet:
@@ -152,10 +172,11 @@ def _segment_one(path: Path, name: str, output: Path, cfg: SegmentConfig, models
         if too_big:
             raise ResourceError(f"{path}: {too_big}")
         summary = seg.segment_video(path, output, cfg, models=models, progress=progress, name=name)
-    except BavosError as e:
+    except (BavosError, OSError) as e:
         _debug_traceback()
-        error(str(e))
-        report.failed(path, output / name, str(e), time.perf_counter() - start)
+        message = plain_os_error(e) if isinstance(e, OSError) else str(e)
+        error(message)
+        report.failed(path, output / name, message, time.perf_counter() - start)
         return 1
     except KeyboardInterrupt:
         report.interrupted(path, output / name, time.perf_counter() - start)

@@ -29,7 +29,7 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset, Sampler
 
-from bavos.errors import InputError
+from bavos.errors import InputError, plain_os_error
 from bavos.files import atomic_path, write_json
 from bavos.video import FRAME_EXTENSIONS, VideoSource
 
@@ -145,7 +145,7 @@ def cache_clips(clips: list[Path], cache: Path, resolution: tuple[int, int], min
         try:
             base = cache / cache_key(clip, resolution)
         except OSError as e:
-            return Skipped(str(clip), f"cannot read ({e.strerror or e})")
+            return Skipped(str(clip), f"cannot read it: {plain_os_error(e, '')}")
         return _lookup(clip, base) or _decode(clip, base, resolution, min_frames)
 
     results: list[CachedClip | Skipped] = []

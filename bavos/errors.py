@@ -4,6 +4,8 @@
 class BavosError(Exception):
     """Base class of every error bavos reports to a user."""
 
+    exit_code = 1  # the CLI's exit code for it
+
 
 class InputError(BavosError):
     """A video or frame folder that cannot be read."""
@@ -25,6 +27,13 @@ class OutputError(BavosError):
     """Outputs that cannot be written."""
 
 
+class DestinationError(OutputError):
+    """An output location that would replace or lie inside what is not bavos's (a usage error, found before the
+    work)."""
+
+    exit_code = 2
+
+
 class EvalError(BavosError):
     """Predictions or ground truth that cannot be evaluated."""
 
@@ -35,3 +44,32 @@ class TrainError(BavosError):
 
 class ResourceError(BavosError):
     """A run that would not fit this machine (memory), stopped before the work."""
+
+
+_PLAIN = {
+    "ENOSPC": "no space left on the device",
+    "EDQUOT": "the disk quota is used up",
+    "EFBIG": "the file is too large for this file system or the limit set on file sizes",
+    "EACCES": "permission denied",
+    "EPERM": "operation not permitted",
+    "EROFS": "the file system is read-only",
+    "ENOTDIR": "a file stands where a folder is expected",
+    "EISDIR": "a folder stands where a file is expected",
+    "EEXIST": "something is already there",
+    "ENAMETOOLONG": "the name is too long for this file system",
+    "ENOENT": "no such file or folder",
+    "EIO": "an input/output error (a failing disk or a lost network drive)",
+    "EMFILE": "too many open files (raise the limit: ulimit -n)",
+    "ENOTEMPTY": "the folder is not empty",
+    "EXDEV": "it lies on another file system",
+}
+
+
+def plain_os_error(e: OSError, path: object = None) -> str:
+    """One line for an OSError: ``PATH: what happened, in plain words`` (the path from ``e`` unless given)."""
+    import errno
+
+    name = errno.errorcode.get(e.errno or 0, "")
+    cause = _PLAIN.get(name) or (e.strerror or str(e)).rstrip(".").lower() or type(e).__name__
+    where = path if path is not None else (e.filename or "")
+    return f"{where}: {cause}" if where else cause

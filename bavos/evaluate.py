@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from bavos.errors import EvalError
+from bavos.errors import DestinationError, EvalError
 from bavos.files import atomic_path
 from bavos.metrics import (
     VOID,
@@ -293,12 +293,29 @@ def evaluate_instances(preds: Path, gt: Path, sequences: Sequence[str] | None = 
 
 
 def write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
-    """Write a CSV file atomically (a temporary name in the same folder, then a rename)."""
+    """Write a CSV file atomically (a temporary name in the same folder, then a rename). An existing file is
+    replaced only when it is such a table (its first line is ``header``): bavos never replaces a file of yours.
+
+    Raises:
+        DestinationError: ``path`` is a folder, or a file that is not a table bavos wrote.
+        EvalError: the file cannot be written.
+    """
     import csv
 
     path = Path(path)
     if not path.parent.is_dir():
         raise EvalError(f"cannot write {path}: folder {path.parent} does not exist")
+    if path.is_dir():
+        raise DestinationError(f"--csv {path}: is a folder; name the file to write")
+    if path.exists():
+        try:
+            with open(path, newline="") as fh:
+                first = next(csv.reader(fh), None)
+        except (OSError, UnicodeDecodeError, csv.Error):
+            first = None
+        if first != list(header):
+            raise DestinationError(f"--csv {path}: a file that is not a bavos table is there; bavos replaces only its "
+                                   "own: choose another name or move it")
     with atomic_path(path, EvalError) as tmp, open(tmp, "w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(header)

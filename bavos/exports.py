@@ -15,7 +15,6 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from bavos.errors import OutputError
 from bavos.render import palette
 from bavos.video import Frame, OverlayWriter, VideoInfo
 
@@ -82,14 +81,9 @@ class Exporter:
         if "coco" in self.exports:
             entries = [{"video_id": 1, "video": video_name, "object_id": i, "category_id": 1, "score": 1.0,
                         "segmentations": self._rle[i]} for i in range(1, self.ids)]
-            try:
-                (self.folder / "coco.json").write_text(json.dumps(entries) + "\n")
-            except OSError as e:
-                raise OutputError(f"cannot write {self.folder / 'coco.json'} ({e.strerror or e})") from e
+            (self.folder / "coco.json").write_text(json.dumps(entries) + "\n")
 
 
 def _save(image: Image.Image, path: Path) -> None:
-    try:
-        image.save(path, format="PNG", compress_level=1)
-    except OSError as e:
-        raise OutputError(f"{path}: cannot write ({e.strerror or e})") from e
+    """Write a PNG (an OSError goes to the caller, which names the result being written)."""
+    image.save(path, format="PNG", compress_level=1)

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from bavos.errors import BavosError, OutputError
+from bavos.errors import BavosError, OutputError, plain_os_error
 
 
 @contextmanager
@@ -30,7 +30,7 @@ def atomic_path(path: Path, error: type[BavosError] = OutputError) -> Iterator[P
         yield tmp
         os.replace(tmp, path)
     except OSError as e:
-        raise error(f"cannot write {path}: {e.strerror or e}") from e
+        raise error(f"cannot write {path}: {plain_os_error(e, '')}") from e
     finally:
         tmp.unlink(missing_ok=True)
 

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from bavos.config import SegmentConfig, result_settings, to_dict
-from bavos.errors import OutputError
+from bavos.errors import DestinationError, OutputError, plain_os_error
 from bavos.exports import Exporter
 from bavos.pictures import Levels, ObjectRow, preview_frames, save_hierarchy_picture, save_preview, thumbnail
 from bavos.render import overlay, write_mask
@@ -136,8 +136,8 @@ def summary(source: VideoSource, analysis: Analysis, stats: dict[str, np.ndarray
     return {
         "input": str(source.path), "source": source_id(source.path), "output": str(output),
         "frames": analysis.decoded, "processed_frames": analysis.processed, "first_frame": stats["first_number"],
-        "fps": info.fps, "width": info.width,
-        "height": info.height, "rotation": info.rotation,
+        "fps": info.fps, "width": info.width, "height": info.height, "rotation": info.rotation,
+        "start_time": info.start_time, "duration": info.duration, "warnings": list(source.warnings),
         **object_entries(stats),
         "key_frames": len(analysis.keys.positions), "patch_grid": list(analysis.grid),
         "level": h.cut, "converged_level": h.converged, "level_sizes": h.sizes, "capped_from": h.capped_from,
@@ -146,6 +146,84 @@ def summary(source: VideoSource, analysis: Analysis, stats: dict[str, np.ndarray
         "device": str(models.device), "config": to_dict(models.config, cfg),
         "timings": {k: round(v, 4) for k, v in timings.items()}, "version": __version__,
     }
+
+
+RESULT_FILES = {"summary.json", "overlay.mp4", "preview.png", "hierarchy.png", "hierarchy.npz", "coco.json",
+                "masks.mp4"}  # and the folders masks/ (PNGs) and objects/<id>/ (PNGs)
+
+
+def _foreign_entry(folder: Path) -> str | None:
+    """The first entry under ``folder`` that bavos does not write into a result (None: every entry is bavos's)."""
+
+    def pngs(path: str, prefix: str) -> str | None:
+        return next((prefix + e.name for e in os.scandir(path)
+                     if not (e.name.endswith(".png") and e.is_file(follow_symlinks=False))), None)
+
+    for entry in os.scandir(folder):
+        if entry.is_symlink():
+            return entry.name
+        if entry.name in RESULT_FILES and entry.is_file():
+            continue
+        if entry.name == "masks" and entry.is_dir():
+            found = pngs(entry.path, "masks/")
+        elif entry.name == "objects" and entry.is_dir():
+            found = next((f"objects/{e.name}" for e in os.scandir(entry.path)
+                          if not (e.name.isdigit() and e.is_dir(follow_symlinks=False))), None)
+            found = found or next(filter(None, (pngs(e.path, f"objects/{e.name}/") for e in os.scandir(entry.path))),
+                                  None)
+        else:
+            found = entry.name
+        if found:
+            return found
+    return None
+
+
+def is_bavos_result(folder: Path) -> bool:
+    """A finished bavos result: a summary.json written by bavos, and nothing in the folder bavos did not write."""
+    from bavos.batch import read_summary
+
+    summary = read_summary(folder)
+    return summary is not None and {"version", "source", "settings"} <= summary.keys() \
+        and _foreign_entry(folder) is None
+
+
+def check_destination(final: Path, inputs: list[Path] | tuple[Path, ...] = ()) -> None:
+    """Refuse, before any work, an output folder that would replace or hold what is not bavos's.
+
+    ``final`` may be absent, an empty folder, or a finished bavos result holding only what bavos writes (it is then
+    replaced when the new result is complete). It must not be an input, hold one, or lie inside a frame folder
+    given as input. Paths are compared resolved (``.``, ``..``, links).
+
+    Raises:
+        DestinationError: what is there, and what to do.
+    """
+    final = Path(final)
+    where = final.resolve()
+    for path in inputs:
+        src = Path(path).resolve()
+        shown = path if Path(path).name not in ("", ".", "..") else src  # "." is named by its path
+        if where == src or src.is_relative_to(where):
+            raise DestinationError(f"{final}: the output folder would replace the input {shown}; choose another -o")
+        if src.is_dir() and where.is_relative_to(src):
+            raise DestinationError(f"{final}: the output folder would lie inside the input folder {shown}; choose an "
+                                   "-o outside it")
+    try:
+        if final.is_symlink():
+            raise DestinationError(f"{final}: is a link; bavos replaces only result folders it wrote: choose another "
+                                   "-o or remove the link")
+        if not final.exists():
+            return
+        if not final.is_dir():
+            raise DestinationError(f"{final}: a file is there, not a result folder; bavos replaces only results it "
+                                   "wrote: choose another -o or move the file")
+        if next(final.iterdir(), None) is None or is_bavos_result(final):
+            return
+        found = _foreign_entry(final) if (final / "summary.json").is_file() else next(
+            e.name for e in final.iterdir())
+    except OSError as e:
+        raise DestinationError(f"cannot check the output folder: {plain_os_error(e, final)}") from e
+    raise DestinationError(f"{final}: holds files bavos did not write ({found}); bavos replaces only its own "
+                           "finished results: choose another -o or move them")
 
 
 def publish(tmp: Path, final: Path) -> None:
@@ -164,7 +242,7 @@ def temporary_folder(final: Path) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
     except OSError as e:
-        raise OutputError(f"{final.parent}: cannot create the output folder ({e.strerror or e})") from e
+        raise OutputError(f"cannot create the output folder: {plain_os_error(e, final.parent)}") from e
     return tmp
 
 
@@ -183,7 +261,13 @@ def write_folder(final: Path, source: VideoSource, analysis: Analysis, cfg: Segm
                  first_number: int, make_summary: Callable[[dict[str, Any], float], dict[str, Any]]
                  ) -> dict[str, Any]:
     """Write masks, videos, pictures, hierarchy.npz and the summary ``make_summary(stats, seconds writing)`` gives
-    into a temporary folder, then rename it to ``final``; returns the summary."""
+    into a temporary folder, then rename it to ``final``; returns the summary.
+
+    Raises:
+        DestinationError: ``final`` holds what bavos did not write, or is the source (checked before writing).
+        OutputError: writing failed (the temporary folder is removed; ``final`` is untouched).
+    """
+    check_destination(final, [source.path] if source.from_path else [])
     tmp = temporary_folder(final)
     try:
         start = time.perf_counter()
@@ -198,9 +282,11 @@ def write_folder(final: Path, source: VideoSource, analysis: Analysis, cfg: Segm
         result = make_summary(stats, time.perf_counter() - start)
         (tmp / "summary.json").write_text(json.dumps(result, indent=2) + "\n")
         publish(tmp, final)
-    except OSError as e:
+    except (OSError, OutputError) as e:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise OutputError(f"{final}: cannot write outputs ({e.strerror or e})") from e
+        cause = e if isinstance(e, OSError) else e.__cause__
+        reason = plain_os_error(cause, "") if isinstance(cause, OSError) else str(e)
+        raise OutputError(f"cannot write the result {final}: {reason}") from e
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from bavos.errors import OutputError
 from bavos.render import palette
 
 BACKGROUND = (150, 150, 150)  # id 0 (black in the masks) is grey in hierarchy.png, so its clusters show
@@ -174,7 +173,5 @@ def save_hierarchy_picture(path: Path, levels: Levels, width: int = 1200) -> Non
 
 
 def _save(image: Image.Image, path: Path) -> None:
-    try:
-        image.save(path, format="PNG")
-    except OSError as e:
-        raise OutputError(f"{path}: cannot write ({e.strerror or e})") from e
+    """Write a PNG (an OSError goes to the caller, which names the result being written)."""
+    image.save(path, format="PNG")

@@ -12,8 +12,6 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from bavos.errors import OutputError
-
 
 def davis_palette() -> np.ndarray:
     """The 256-colour DAVIS (PASCAL VOC) palette as (256, 3) uint8: id 0 black, 1 dark red, 2 dark green, ...
@@ -61,10 +59,7 @@ def write_mask(path: Path, labels: np.ndarray) -> None:
     else:
         image = Image.fromarray(labels.astype(np.uint8, copy=False), mode="P")
         image.putpalette(_PALETTE_BYTES)
-    try:
-        image.save(path, format="PNG", compress_level=1)
-    except OSError as e:
-        raise OutputError(f"{path}: cannot write mask ({e.strerror or e})") from e
+    image.save(path, format="PNG", compress_level=1)  # an OSError goes to the caller, which names the result
 
 
 def overlay(image: np.ndarray, labels: np.ndarray, alpha: float = 0.5) -> np.ndarray:

@@ -22,7 +22,7 @@ from bavos.batch import prepare_output
 from bavos.clips import CachedClip, Skipped
 from bavos.config import RUNTIME_FIELDS
 from bavos.correlator import read_checkpoint, save_checkpoint
-from bavos.errors import CheckpointError, ConfigError, OutputError
+from bavos.errors import CheckpointError, ConfigError, DestinationError, OutputError, plain_os_error
 from bavos.files import atomic_path, write_json
 
 LAST = "last.pt"
@@ -55,13 +55,26 @@ class RunFolder:
         self.metrics = self.path / METRICS
         self.saved_step = 0
 
-    def check(self, resume: bool) -> None:
-        """Refuse to overwrite a run, or to resume one that is not there; check the folder is writable."""
+    def check(self, resume: bool, clips: Path | None = None) -> None:
+        """Refuse to overwrite a run, to start one in a folder holding anything else, to resume one that is not
+        there, or a run folder that is the clips folder or lies inside it; check the folder is writable.
+
+        Raises:
+            DestinationError: the folder holds a run (without --resume) or files that are not bavos's.
+        """
         if resume and not self.last.is_file():
             raise ConfigError(f"{self.path}: nothing to resume ({LAST} not found); start the run without --resume")
         if not resume and (self.last.is_file() or self.metrics.is_file()):
-            raise OutputError(f"{self.path}: already holds a training run; continue it with --resume or choose "
-                              "another -o")
+            raise DestinationError(f"{self.path}: already holds a training run; continue it with --resume or choose "
+                                   "another -o")
+        if clips is not None and self.path.resolve().is_relative_to(Path(clips).resolve()):
+            raise DestinationError(f"{self.path}: the run folder would lie inside the clips folder {clips}; choose an "
+                                   "-o outside it")
+        if not resume and self.path.is_dir():
+            theirs = sorted(e.name for e in self.path.iterdir() if not e.name.startswith("."))
+            if theirs:
+                raise DestinationError(f"{self.path}: holds files bavos did not write ({', '.join(theirs[:3])}); a "
+                                       "new run needs a new or empty folder: choose another -o")
         if self.writer:
             prepare_output(self.path)
 
@@ -107,7 +120,7 @@ class RunFolder:
                 with open(self.metrics, "a") as f:
                     f.write(json.dumps(record) + "\n")
             except OSError as e:
-                raise OutputError(f"cannot write {self.metrics}: {e.strerror or e}") from e
+                raise OutputError(f"cannot write {self.metrics}: {plain_os_error(e, '')}") from e
 
     def save(self, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, configs: dict[str, Any],
              step: int, numbered: bool, scaler: torch.amp.GradScaler | None = None) -> Path | None:

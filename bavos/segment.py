@@ -360,9 +360,10 @@ def source_id(path: str | Path) -> str:
 
 
 def output_name(path: Path) -> str:
-    """Output folder name of an input: the file stem, or the folder name of a frame folder."""
-    path = Path(path)
-    return path.name if path.is_dir() else path.stem
+    """Output folder name of an input: the file stem, or the folder name of a frame folder, taken from the absolute
+    path, so that ".", ".." and "clip/" name the folder itself (a link keeps its own name, as given)."""
+    path = Path(os.path.abspath(path))
+    return (path.name if path.is_dir() else path.stem) or "root"
 
 
 def segment_video(video: str | Path, output: str | Path = "out", config: SegmentConfig | None = None,

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bavos.errors import OutputError, plain_os_error
+
 _EPOCH = (1980, 1, 1, 0, 0, 0)  # fixed zip entry times: the same arrays give the same bytes
 
 
@@ -31,7 +33,10 @@ class LabelStore:
 
     def __init__(self, path: Path, rows: int, tokens: int, dtype: np.dtype | type = np.int32) -> None:
         self.path, self.rows, self.tokens, self.dtype = Path(path), rows, tokens, np.dtype(dtype)
-        self._file = open(self.path, "w+b")  # noqa: SIM115 - closed by close()
+        try:  # unbuffered: a full disk fails the write that hits it, not a later read
+            self._file = open(self.path, "w+b", buffering=0)  # noqa: SIM115 - closed by close()
+        except OSError as e:
+            raise OutputError(f"cannot create the temporary labels file: {plain_os_error(e, self.path)}") from e
         self._chunks: list[tuple[int, int, int]] = []  # (offset, bytes, frames) of each window
         self._first: list[int] = []  # the first frame of each window
         self.frames = 0
@@ -41,8 +46,11 @@ class LabelStore:
         """Store a window's (frames, rows, tokens) labels after the ones already there."""
         labels = np.ascontiguousarray(labels, dtype=self.dtype).reshape(-1, self.rows, self.tokens)
         data = zlib.compress(labels.tobytes(), 1)
-        offset = self._file.seek(0, 2)
-        self._file.write(data)
+        try:
+            offset = self._file.seek(0, 2)
+            self._file.write(data)
+        except OSError as e:
+            raise OutputError(f"cannot keep the labels in the temporary file: {plain_os_error(e, self.path)}") from e
         self._first.append(self.frames)
         self._chunks.append((offset, len(data), len(labels)))
         self.frames += len(labels)
@@ -66,8 +74,13 @@ class LabelStore:
         return self.window(chunk)[index - self._first[chunk]]
 
     def close(self) -> None:
-        self._file.close()
-        self.path.unlink(missing_ok=True)
+        """Remove the temporary file (also when the disk is full and the last write cannot be flushed)."""
+        try:
+            self._file.close()
+        except OSError:
+            pass  # the file goes anyway; the write that failed has been reported
+        finally:
+            self.path.unlink(missing_ok=True)
 
 
 def _npy_header(shape: tuple[int, ...], dtype: np.dtype) -> bytes:

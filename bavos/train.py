@@ -234,7 +234,7 @@ def train(clips_root: str | Path, output: str | Path, model_cfg: ModelConfig, cf
         torch.cuda.set_device(device)
     run = RunFolder(Path(output), writer=shard.rank == 0)
     created = not run.path.exists()
-    run.check(resume)
+    run.check(resume, Path(clips_root))
     try:
         clips = find_clips(Path(clips_root))
         session = _Session(model_cfg, cfg, run, shard, device, events or TrainEvents(), resume)

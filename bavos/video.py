@@ -6,6 +6,7 @@ Frames are produced one at a time as ``(H, W, 3) uint8`` arrays, so a long video
 from __future__ import annotations
 
 import math
+import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -16,7 +17,7 @@ import av
 import numpy as np
 from PIL import Image, ImageOps
 
-from bavos.errors import InputError, OutputError
+from bavos.errors import InputError, OutputError, plain_os_error
 
 FRAME_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 DEFAULT_FOLDER_FPS = 24.0
@@ -102,74 +103,183 @@ class VideoInfo:
     is_folder: bool
     width: int  # upright width
     height: int  # upright height
-    fps: float
+    fps: float  # the stream's average rate (ffprobe's avg_frame_rate), else its guessed rate
     time_base: Fraction | None  # of the pts in Frame (video files only)
     rotation: int  # degrees counter-clockwise applied to decoded frames
-    frame_count: int | None  # exact for folders, the container's estimate (or None) for files
+    frame_count: int | None  # exact for folders, the container's announced count (or None) for files
+    start_pts: int = 0  # the first frame's timestamp in time_base units; Frame.pts counts from it
+    coded_size: tuple[int, int] | None = None  # (width, height) of the first frame before rotation (video files)
+    duration: float | None = None  # seconds, as the container states it (None: unknown)
+
+    @property
+    def start_time(self) -> float:
+        """Seconds of the first frame on the container's clock (ffprobe's start_time; 0 for frame folders)."""
+        return float(self.start_pts * self.time_base) if self.time_base is not None else 0.0
 
 
 def _natural_key(path: Path) -> list[object]:
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", path.name)]
 
 
-def _list_frames(folder: Path) -> list[Path]:
-    files = sorted((p for p in folder.iterdir() if p.suffix.lower() in FRAME_EXTENSIONS and p.is_file()),
-                   key=_natural_key)
-    if not files:
+def _list_frames(folder: Path) -> tuple[list[Path], list[str]]:
+    """The frames of a folder in natural order, and the names of the entries that are not frames.
+
+    Frames are the regular files (symlinks followed) with an image extension of FRAME_EXTENSIONS whose name does not
+    start with a dot: hidden files, such as macOS's AppleDouble ``._00001.jpg`` and ``.DS_Store``, are not frames.
+
+    Raises:
+        InputError: the folder cannot be listed, holds no frames, two frames share a name, or an entry named like a
+            frame is a broken link or not a regular file.
+    """
+    frames, left_out = [], []
+    try:
+        entries = sorted(folder.iterdir(), key=_natural_key)
+    except OSError as e:
+        raise InputError(f"cannot list the frames: {plain_os_error(e, folder)}") from e
+    for entry in entries:
+        if entry.name.startswith("."):
+            continue
+        if entry.suffix.lower() not in FRAME_EXTENSIONS or entry.is_dir():
+            left_out.append(entry.name + ("/" if entry.is_dir() else ""))
+        elif entry.is_file():
+            frames.append(entry)
+        elif entry.is_symlink() and not entry.exists():
+            raise InputError(f"{entry}: a broken link where a frame is expected (it points to {os.readlink(entry)})")
+        else:
+            raise InputError(f"{entry}: named like a frame but not a regular file")
+    if not frames:
         raise InputError(f"{folder}: folder holds no frames (expected {', '.join(sorted(FRAME_EXTENSIONS))} files)")
-    stems = [p.stem for p in files]
+    stems = [p.stem for p in frames]
     if len(set(stems)) != len(stems):
         dup = next(s for s in stems if stems.count(s) > 1)
         raise InputError(f"{folder}: two frames share the name {dup!r}; keep one image format per folder")
-    return files
+    return frames, left_out
+
+
+_TRANSPOSED = {5, 6, 7, 8}  # EXIF orientations that swap width and height
+
+
+def _header(path: Path) -> tuple[int, int]:
+    """(width, height) of an image file, upright (its EXIF orientation applied), from its header alone.
+
+    Raises:
+        InputError: the file is not an image Pillow can read.
+    """
+    try:
+        with Image.open(path) as im:
+            width, height = im.size
+            if im.getexif().get(0x0112) in _TRANSPOSED:
+                width, height = height, width
+            return width, height
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        raise InputError(f"{path}: cannot read frame ({_reason(e)})") from e
+
+
+def _reason(e: Exception) -> str:
+    return plain_os_error(e, "") if isinstance(e, OSError) and e.errno else str(e)
+
+
+def to_rgb(im: Image.Image) -> np.ndarray:
+    """(H, W, 3) uint8 RGB of a Pillow image of any mode, over the full 8-bit range.
+
+    16-bit and 32-bit integer grey (``I;16*``, ``I``) is scaled by 255/65535 and rounded (not clipped at 255);
+    float grey (``F``) is taken as 0..1, as FFmpeg's float formats are. Every other mode is Pillow's conversion:
+    palettes are looked up, alpha is dropped (not blended, as FFmpeg's rgba to rgb24), 1-bit becomes 0/255, CMYK is
+    converted. Pillow reads 16-bit RGB as its high bytes.
+    """
+    if im.mode == "I" or im.mode.startswith("I;16"):
+        grey = np.clip(np.rint(np.asarray(im, dtype=np.float64) / 257.0), 0, 255).astype(np.uint8)
+    elif im.mode == "F":
+        grey = np.clip(np.rint(np.asarray(im, dtype=np.float64) * 255.0), 0, 255).astype(np.uint8)
+    else:
+        return np.asarray(im.convert("RGB"))
+    return np.repeat(grey[..., None], 3, axis=2)
 
 
 def _read_image(path: Path) -> np.ndarray:
+    """(H, W, 3) uint8 of an image file, upright: its EXIF orientation is applied, as photo viewers and bavos's
+    handling of video rotation metadata do (the width and height bavos reports are the upright ones)."""
     try:
         with Image.open(path) as im:
-            return np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
-    except (OSError, ValueError, Image.DecompressionBombError) as e:
-        raise InputError(f"{path}: cannot read frame ({e})") from e
+            return to_rgb(ImageOps.exif_transpose(im))
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        raise InputError(f"{path}: cannot read frame ({_reason(e)})") from e
 
 
-def _upright(frame: av.VideoFrame) -> np.ndarray:
-    """(H, W, 3) uint8 of a decoded frame, rotated counter-clockwise by its display-matrix rotation."""
-    image = frame.to_ndarray(format="rgb24")
-    k = round(getattr(frame, "rotation", 0) / 90) % 4
+def _upright(image: np.ndarray, rotation: int) -> np.ndarray:
+    """(H, W, 3) uint8 rotated counter-clockwise by ``rotation`` degrees (the display matrix's)."""
+    k = round(rotation / 90) % 4
     return np.ascontiguousarray(np.rot90(image, k)) if k else image
 
 
-def _open_container(path: Path) -> av.container.InputContainer:
+NOT_VIDEO = {"ansi", "bintext", "xbin", "idf"}  # FFmpeg's text-mode decoders: they draw text files, not video
+
+
+def _is_attached_picture(stream: av.stream.Stream) -> bool:
+    return bool(stream.disposition & av.stream.Disposition.attached_pic)
+
+
+def video_stream(container: av.container.InputContainer, path: Path) -> av.video.stream.VideoStream:
+    """The stream FFmpeg would choose: the video stream of the highest resolution (the first of equals), never an
+    attached picture (cover art) nor a text file drawn as video.
+
+    Raises:
+        InputError: the file holds no such stream.
+    """
+    streams = [s for s in container.streams.video
+               if not _is_attached_picture(s) and s.codec_context.name not in NOT_VIDEO]
+    if not streams:
+        kinds = [s.type for s in container.streams if s.type != "video"]
+        kinds += ["cover picture" if _is_attached_picture(s) else f"{s.codec_context.name} text"
+                  for s in container.streams.video]
+        held = f" (it holds {', '.join(sorted(set(kinds)))})" if kinds else ""
+        raise InputError(f"{path}: no video stream{held}")
+    return max(streams, key=lambda s: s.codec_context.width * s.codec_context.height)
+
+
+def _open_container(path: Path) -> tuple[av.container.InputContainer, av.video.stream.VideoStream]:
     try:
         container = av.open(str(path), mode="r")
     except av.error.FFmpegError as e:
         raise InputError(f"{path}: not a video FFmpeg can read ({e.strerror or e})") from e
-    if not container.streams.video:
+    except OSError as e:
+        raise InputError(f"cannot read the video: {plain_os_error(e, path)}") from e
+    try:
+        return container, video_stream(container, path)
+    except BaseException:
         container.close()
-        raise InputError(f"{path}: holds no video stream")
-    return container
+        raise
 
 
 class VideoSource:
     """A video file or a folder of frames. ``frames()`` may be called several times (each call re-decodes).
 
+    Frames come as FFmpeg would give them: the stream FFmpeg chooses; a packet that fails to decode is skipped; a
+    change of picture size is scaled to the first frame's size; timestamps count from the first frame. Each such
+    event adds one line to ``warnings`` (once, however many passes read the frames).
+
     Args:
-        frame_range: read only these frames (their numbers, names and timestamps stay the whole video's).
+        frame_range: read only these frames (their numbers and names stay the whole video's; times count from the
+            first frame, as FFmpeg's ``-ss`` takes them).
 
     Raises:
-        InputError: the path is missing, empty, not a video, or holds no frames.
+        InputError: the path is missing, empty, not a video, or holds no frames; a frame of a folder cannot be read or
+            has another size than the first.
     """
+
+    from_path = True  # frames read from ``path`` (a file or folder on disk)
 
     def __init__(self, path: str | Path, frame_range: FrameRange | None = None) -> None:
         self.path = Path(path)
         self.range = frame_range or FrameRange()
+        self.warnings: list[str] = []
+        self._decode_error: str | None = None  # the last decoding error, for the message when no frame decodes
         if not self.path.exists():
             raise InputError(f"{self.path}: no such file or folder")
         if self.path.is_dir():
-            self._files: list[Path] | None = _list_frames(self.path)
-            first = _read_image(self._files[0])
-            self.info = VideoInfo(self.path, True, first.shape[1], first.shape[0], DEFAULT_FOLDER_FPS, None, 0,
-                                  len(self._files))
+            self._files: list[Path] | None = self._check_folder()
+            width, height = _header(self._files[0])
+            self.info = VideoInfo(self.path, True, width, height, DEFAULT_FOLDER_FPS, None, 0, len(self._files))
         else:
             if self.path.stat().st_size == 0:
                 raise InputError(f"{self.path}: file is empty (0 bytes)")
@@ -181,6 +291,26 @@ class VideoSource:
             if self.info.frame_count == 0:
                 raise InputError(f"{self.path}: no frame in the range {self.range.text()} (the video has {total} "
                                  f"frames, {total / self.info.fps:.2f} s)")
+
+    def warn(self, message: str) -> None:
+        """Record a warning about the input (once)."""
+        if message not in self.warnings:
+            self.warnings.append(message)
+
+    def _check_folder(self) -> list[Path]:
+        """Every frame's header read (size, readable) before any work; entries that are not frames named."""
+        files, left_out = _list_frames(self.path)
+        first = _header(files[0])
+        for f in files[1:]:
+            size = _header(f)
+            if size != first:
+                raise InputError(f"{f}: frame is {size[0]}x{size[1]}, the first frame of the folder "
+                                 f"({files[0].name}) is {first[0]}x{first[1]}; all frames must match")
+        if left_out:
+            shown = ", ".join(left_out[:5]) + (f" and {len(left_out) - 5} more" if len(left_out) > 5 else "")
+            self.warn(f"not frames, left out: {shown} (frames are {', '.join(sorted(FRAME_EXTENSIONS))} files; hidden "
+                      "files are not frames)")
+        return files
 
     def _range_count(self) -> int | None:
         """Frames in the range, from the whole video's count and rate (None when unknown)."""
@@ -197,12 +327,12 @@ class VideoSource:
         return max(0, frame(self.range.end, self.range.seconds[1], total) - first)
 
     def _probe_file(self) -> VideoInfo:
-        container = _open_container(self.path)
+        container, stream = _open_container(self.path)
         try:
-            stream = container.streams.video[0]
-            first = next(self._decode(container), None)
+            first = next(self._decode(container, stream), None)
             if first is None:
-                raise InputError(f"{self.path}: holds no decodable video frames")
+                why = f"; the file is damaged or truncated ({self._decode_error})" if self._decode_error else ""
+                raise InputError(f"{self.path}: holds no decodable video frames{why}")
             rotation = round(getattr(first, "rotation", 0) / 90) % 4 * 90
             h, w = first.height, first.width
             if rotation in (90, 270):
@@ -210,21 +340,45 @@ class VideoSource:
             rate = stream.average_rate or stream.guessed_rate
             fps = float(rate) if rate else DEFAULT_FOLDER_FPS
             count = stream.frames or None
-            return VideoInfo(self.path, False, w, h, fps, stream.time_base, rotation, count)
+            if stream.duration is not None and stream.time_base is not None:
+                duration = float(stream.duration * stream.time_base)
+            else:
+                duration = container.duration / av.time_base if container.duration is not None else None
+            return VideoInfo(self.path, False, w, h, fps, stream.time_base, rotation, count,
+                             first.pts or 0, (first.width, first.height), duration)
         finally:
             container.close()
 
-    def _decode(self, container: av.container.InputContainer) -> Iterator[av.VideoFrame]:
-        stream = container.streams.video[0]
+    def _decode(self, container: av.container.InputContainer, stream: av.video.stream.VideoStream,
+                start_pts: int = 0) -> Iterator[av.VideoFrame]:
+        """Decoded frames in order. A packet that fails to decode is skipped and named in a warning; a read error
+        ends the stream with a warning (FFmpeg does both)."""
         stream.thread_type = "AUTO"
-        n = 0
+        packets = decoded = 0
+        self._decode_error = None
         try:
-            for frame in container.decode(stream):
-                n += 1
-                yield frame
+            for packet in container.demux(stream):
+                packets += packet.size > 0
+                try:
+                    frames = stream.decode(packet)
+                except av.error.FFmpegError as e:
+                    self._decode_error = str(e.strerror or e)
+                    if packet.size == 0:  # the decoder's flush: with frame threads, errors of the last packets
+                        self.warn(f"the last packets could not be decoded ({e.strerror or e}): {decoded} frames "
+                                  "decoded")
+                        break
+                    when = "" if packet.pts is None or packet.time_base is None else \
+                        f" at {float((packet.pts - start_pts) * packet.time_base):.3f} s"
+                    self.warn(f"packet {packets}{when} could not be decoded ({e.strerror or e}): its frame was "
+                              "skipped, as FFmpeg does")
+                    continue
+                for frame in frames:
+                    decoded += 1
+                    yield frame
         except av.error.FFmpegError as e:
-            raise InputError(f"{self.path}: decoding failed after {n} frames, the file is corrupt or truncated "
-                             f"({e.strerror or e})") from e
+            self._decode_error = str(e.strerror or e)
+            self.warn(f"reading stopped after {decoded} frames: the file is damaged or truncated "
+                      f"({e.strerror or e})")
 
     def frames(self) -> Iterator[Frame]:
         """Yield every frame of the range in order, upright, as (H, W, 3) uint8 RGB."""
@@ -240,6 +394,7 @@ class VideoSource:
             raise InputError(f"{self.path}: no frame in the range {self.range.text()}")
 
     def _seconds(self, frame: Frame) -> float:
+        """Seconds from the first frame (FFmpeg's -ss takes times so)."""
         if frame.pts is not None and self.info.time_base is not None:
             return float(frame.pts * self.info.time_base)
         return frame.number / self.info.fps
@@ -258,12 +413,30 @@ class VideoSource:
                                      f"folder is {self.info.width}x{self.info.height}; all frames must match")
                 yield Frame(i, image, f.stem, None, i)
             return
-        container = _open_container(self.path)
+        yield from self._file_frames()
+
+    def _file_frames(self) -> Iterator[Frame]:
+        container, stream = _open_container(self.path)
+        width, height = self.info.coded_size or (0, 0)
+        i, sizes = -1, {(width, height)}
         try:
-            for i, frame in enumerate(self._decode(container)):
-                yield Frame(i, _upright(frame), f"{i:05d}", frame.pts, i)
+            for i, frame in enumerate(self._decode(container, stream, self.info.start_pts)):  # noqa: B007 - i is the count after the loop
+                if (frame.width, frame.height) != (width, height):
+                    if (frame.width, frame.height) not in sizes:
+                        sizes.add((frame.width, frame.height))
+                        self.warn(f"the picture size changes to {frame.width}x{frame.height} at frame {i}: scaled to "
+                                  f"the first frame's {width}x{height}, as FFmpeg does when it encodes such a stream")
+                    image = frame.reformat(width=width, height=height, format="rgb24",
+                                           interpolation="BICUBIC").to_ndarray()
+                else:
+                    image = frame.to_ndarray(format="rgb24")
+                pts = None if frame.pts is None else frame.pts - self.info.start_pts
+                yield Frame(i, _upright(image, getattr(frame, "rotation", 0)), f"{i:05d}", pts, i)
         finally:
             container.close()
+        announced = self.info.frame_count if self.range.whole else None
+        if announced and i + 1 != announced:
+            self.warn(f"the container announces {announced} frames; {i + 1} were decoded")
 
 
 class OverlayWriter:
@@ -273,10 +446,12 @@ class OverlayWriter:
     """
 
     def __init__(self, path: Path, width: int, height: int, fps: float, time_base: Fraction | None = None) -> None:
+        self._path = Path(path)
         try:
             self._container = av.open(str(path), mode="w")
         except (av.error.FFmpegError, OSError) as e:
-            raise OutputError(f"{path}: cannot create the overlay video ({e})") from e
+            raise OutputError(f"cannot create the video {path.name}: "
+                              f"{plain_os_error(e, '') if isinstance(e, OSError) else e}") from e
         rate = Fraction(fps).limit_denominator(1001)
         self._stream = self._container.add_stream("libx264", rate=rate)
         self._stream.width, self._stream.height = width, height
@@ -288,10 +463,15 @@ class OverlayWriter:
         self._step = max(1, round(1 / (rate * self._time_base)))  # one frame period in time-base units
         self._last_pts = -1
         self._count = 0
+        self._offset: int | None = None  # the first frame's pts: the video starts at 0
 
     def write(self, image: np.ndarray, pts: int | None = None) -> None:
-        """Encode one (H, W, 3) uint8 frame; ``pts`` in the writer's time base (else frame order)."""
+        """Encode one (H, W, 3) uint8 frame; ``pts`` in the writer's time base (else frame order). Timestamps count
+        from the first frame's, so the video starts at 0 and keeps the input's spacing."""
         frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+        if pts is not None:
+            self._offset = pts if self._offset is None else self._offset
+            pts -= self._offset
         if pts is None or pts <= self._last_pts:
             pts = self._last_pts + self._step if self._count else 0
         frame.pts, frame.time_base = pts, self._time_base
@@ -304,7 +484,8 @@ class OverlayWriter:
             for packet in packets:
                 self._container.mux(packet)
         except (av.error.FFmpegError, OSError) as e:
-            raise OutputError(f"cannot write the overlay video ({e})") from e
+            raise OutputError(f"cannot write the video {self._path.name}: "
+                              f"{plain_os_error(e, '') if isinstance(e, OSError) else e}") from e
 
     def close(self) -> None:
         """Flush the encoder and close the file."""

@@ -199,7 +199,7 @@ def test_cli_train_then_segment_with_the_checkpoint(clips: Path, cache: Path, tm
     assert [m.read_bytes() for m in masks] == [m.read_bytes() for m in sorted((tmp_path / "out2" / "clip0" /
                                                                                "masks").iterdir())]
     again = run_cli("train", clips, "-o", run, *TRAIN_ARGS)
-    assert again.code == 1 and "already holds a training run; continue it with --resume" in again.err
+    assert again.code == 2 and "already holds a training run; continue it with --resume" in again.err
     resumed = run_cli("train", clips, "-o", run, "--resume", "--steps", "3")
     assert resumed.code == 2 and "--steps 3 differs from the run's 2" in resumed.err
 

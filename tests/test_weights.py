@@ -243,7 +243,7 @@ def test_segment_with_a_bavos_checkpoint_needs_no_backbone_options(tmp_path: Pat
                                                                  "backbone_weights": "none", "correlator_heads": 4}})
     video = write_clip(tmp_path / "v.mp4", n=3, height=48, width=64)
     result = run_cli("segment", video, "-o", tmp_path / "out", "--checkpoint", trained, "--resolution", "64", "96",
-                     "--device", "cpu", "-q")
+                     "--device", "cpu", "--json")
     assert result.code == 0, result.err
     assert "random weights" in result.err  # what the checkpoint recorded is announced like the option
     weights = json.loads((tmp_path / "out" / "v" / "summary.json").read_text())["weights"]

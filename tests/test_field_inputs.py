@@ -1,0 +1,364 @@
+"""Inputs rebuilt from other video tools' bug reports, run through `bavos segment` as a user would (random weights).
+
+Each case of "inputs from the field" is a test here: nothing of the user's deleted, streams and timestamps as FFmpeg
+sees them, damaged data named and skipped, pixels over their full range, one line for every failure. The expected
+counts and times were checked against ffprobe on the same files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from conftest import TINY, clip_frames, write_clip
+from PIL import Image
+
+QUIET = [*TINY, "--backbone-weights", "none", "-q"]
+
+
+def write_stream(path: Path, n: int, width: int, height: int, fps: int = 10, offset: float = 0.0,
+                 codec: str = "mpeg2video", fmt: str = "mpegts", pix_fmt: str = "yuv420p") -> Path:
+    """``n`` frames of a grey ramp with PyAV, the first at ``offset`` seconds."""
+    with av.open(str(path), "w", format=fmt) as container:
+        stream = container.add_stream(codec, rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
+        for i in range(n):
+            frame = av.VideoFrame.from_ndarray(np.full((height, width, 3), (40 + 10 * i) % 250, np.uint8),
+                                               format="rgb24")
+            frame.pts, frame.time_base = i + round(offset * fps), Fraction(1, fps)
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def frame_folder(folder: Path, n: int = 6, height: int = 48, width: int = 64) -> Path:
+    folder.mkdir(parents=True)
+    for i, img in enumerate(clip_frames(n, height, width)):
+        Image.fromarray(img).save(folder / f"{i:05d}.jpg")
+    return folder
+
+
+def tree(root: Path) -> dict[str, bytes]:
+    """Every file under ``root`` and its bytes."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def summary(folder: Path) -> dict:
+    return json.loads((folder / "summary.json").read_text())
+
+
+def segment_json(run_cli: Callable, path: Path, out: Path) -> tuple[dict, str]:
+    """`bavos segment PATH -o OUT --json` with random weights: its JSON line and its stderr (the run succeeds)."""
+    r = run_cli("segment", path, "-o", out, *TINY, "--backbone-weights", "none", "--json")
+    assert r.code == 0, r.err
+    return json.loads(r.out), r.err
+
+
+# 1. Nothing of the user's is deleted or replaced.
+
+def test_dot_input_never_replaces_the_output_folder(tmp_path: Path, run_cli: Callable,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    clip = frame_folder(tmp_path / "data" / "clipB")
+    frame_folder(tmp_path / "data" / "clipA")
+    results = tmp_path / "results"
+    (results / "clipB").mkdir(parents=True)
+    (results / "notes.txt").write_text("mine")
+    (results / "clipB" / "mine.txt").write_text("mine too")
+    before = tree(tmp_path)
+    monkeypatch.chdir(clip)
+    r = run_cli("segment", ".", "-o", "../../results", *QUIET)
+    assert r.code == 2 and "results/clipB: holds files bavos did not write (mine.txt)" in r.err
+    assert len(r.err.strip().splitlines()) == 1
+    r = run_cli("segment", ".", "-o", "..", *QUIET)  # the clip's own parent: the result would be the input itself
+    assert r.code == 2 and "would replace the input" in r.err and str(clip) in r.err
+    r = run_cli("segment", ".", "-o", "sub", *QUIET)
+    assert r.code == 2 and "would lie inside the input folder" in r.err
+    assert tree(tmp_path) == before  # every file of the user's survives, nothing was added
+    r = run_cli("segment", ".", "-o", "../../fresh", *QUIET)
+    assert r.code == 0 and summary(tmp_path / "fresh" / "clipB")["frames"] == 6
+    r = run_cli("segment", ".", "-o", "../../fresh", *QUIET)  # a finished result of bavos's is replaced
+    assert r.code == 0
+    assert tree(tmp_path) == {**before, **{f"fresh/clipB/{k}": v for k, v in tree(tmp_path / "fresh/clipB").items()}}
+
+
+@pytest.mark.parametrize("given", ["clipB/", "clipB/.", "./clipB", "clipB/../clipB"])
+def test_output_names_come_from_the_resolved_path(tmp_path: Path, given: str,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from bavos.segment import output_name
+
+    frame_folder(tmp_path / "clipB", n=1)
+    monkeypatch.chdir(tmp_path)
+    assert output_name(Path(given)) == "clipB"
+    monkeypatch.chdir(tmp_path / "clipB")
+    assert output_name(Path(".")) == "clipB"
+    assert output_name(Path("..")) == tmp_path.name
+
+
+def test_recut_refuses_a_result_holding_files_of_the_users(tmp_path: Path, run_cli: Callable) -> None:
+    clip = write_clip(tmp_path / "c.mp4", n=6)
+    assert run_cli("segment", clip, "-o", tmp_path / "out", *QUIET).code == 0
+    (tmp_path / "out" / "c" / "my-notes.txt").write_text("mine")
+    before = tree(tmp_path / "out")
+    r = run_cli("recut", tmp_path / "out" / "c", "--max-objects", "3", "-q")
+    assert r.code == 2 and "holds files bavos did not write (my-notes.txt)" in r.err
+    assert tree(tmp_path / "out") == before
+
+
+def test_segment_refuses_a_file_or_a_link_where_a_result_would_go(tmp_path: Path, run_cli: Callable) -> None:
+    clip = write_clip(tmp_path / "c.mp4", n=4)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "c").write_text("a file of mine")
+    r = run_cli("segment", clip, "-o", tmp_path / "out", *QUIET)
+    assert r.code == 2 and "a file is there" in r.err
+    (tmp_path / "out" / "c").unlink()
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "keep.txt").write_text("mine")
+    (tmp_path / "out" / "c").symlink_to(tmp_path / "elsewhere")
+    r = run_cli("segment", clip, "-o", tmp_path / "out", *QUIET)
+    assert r.code == 2 and "is a link" in r.err
+    assert (tmp_path / "elsewhere" / "keep.txt").read_text() == "mine"
+    r = run_cli("segment", clip, "-o", clip, *QUIET)
+    assert r.code == 1 and "is a file, not a folder" in r.err
+
+
+def test_train_and_eval_outputs_never_replace_the_users_files(tmp_path: Path, run_cli: Callable) -> None:
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    write_clip(clips / "a.mp4", n=4)
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "config.json").write_text("{\"mine\": true}")
+    before = tree(tmp_path)
+    args = ["--steps", "1", "--backbone", "bavos_test_vit", "--backbone-weights", "none", "--device", "cpu"]
+    r = run_cli("train", clips, "-o", tmp_path / "mine", *args)
+    assert r.code == 2 and "holds files bavos did not write (config.json)" in r.err
+    r = run_cli("train", clips, "-o", clips / "run", *args)
+    assert r.code == 2 and "inside the clips folder" in r.err
+    assert tree(tmp_path) == before
+
+    from bavos.errors import DestinationError
+    from bavos.evaluate import write_csv
+
+    table = tmp_path / "scores.csv"
+    table.write_text("my,own,table\n1,2,3\n")
+    with pytest.raises(DestinationError, match="not a bavos table"):
+        write_csv(table, ["sequence", "J"], [["a", 0.5]])
+    assert table.read_text() == "my,own,table\n1,2,3\n"
+    table.unlink()
+    write_csv(table, ["sequence", "J"], [["a", 0.5]])
+    write_csv(table, ["sequence", "J"], [["b", 0.25]])  # its own table is replaced
+    assert table.read_text().splitlines() == ["sequence,J", "b,0.25"]
+
+
+# 4. Streams and time as FFmpeg sees them.
+
+def test_cover_art_is_not_video(tmp_path: Path, run_cli: Callable) -> None:
+    path = tmp_path / "song.mp3"
+    with av.open(str(path), "w") as container:
+        audio = container.add_stream("libmp3lame", rate=44100)
+        cover = container.add_stream("mjpeg", rate=1)
+        cover.width, cover.height, cover.pix_fmt = 64, 48, "yuvj420p"
+        cover.disposition = av.stream.Disposition.attached_pic
+        for packet in cover.encode(av.VideoFrame.from_ndarray(np.zeros((48, 64, 3), np.uint8), format="rgb24")):
+            container.mux(packet)
+        for packet in cover.encode():
+            container.mux(packet)
+        sound = av.AudioFrame.from_ndarray(np.zeros((1, 44100), np.float32), format="fltp", layout="mono")
+        sound.sample_rate = 44100
+        for packet in [*audio.encode(sound), *audio.encode()]:
+            container.mux(packet)
+    r = run_cli("segment", path, "-o", tmp_path / "out", *QUIET)
+    assert r.code == 1
+    assert r.err.strip() == f"bavos: error: {path}: no video stream (it holds audio, cover picture)"
+    assert not (tmp_path / "out").exists()
+
+
+def test_text_is_not_video(tmp_path: Path) -> None:
+    from bavos.errors import InputError
+    from bavos.video import VideoSource
+
+    path = tmp_path / "notes.txt"
+    path.write_text("".join(f"line {i} of some notes, long enough for FFmpeg to take it for text\n" for i in range(99)))
+    with pytest.raises(InputError, match="no video stream"):
+        VideoSource(path)
+
+
+def test_a_change_of_picture_size_is_scaled_with_one_warning(tmp_path: Path, run_cli: Callable) -> None:
+    joined = tmp_path / "joined.ts"
+    first = write_stream(tmp_path / "a.ts", 10, 96, 64)
+    second = write_stream(tmp_path / "b.ts", 10, 160, 120)
+    joined.write_bytes(first.read_bytes() + second.read_bytes())
+    line, err = segment_json(run_cli, joined, tmp_path / "out")
+    # ffprobe -count_frames reads 19 frames: the first packet after the join is lost at the seam, as in FFmpeg
+    assert line["frames"] == 19
+    assert line["warnings"] == ["the picture size changes to 160x120 at frame 9: scaled to the first frame's 96x64, "
+                                "as FFmpeg does when it encodes such a stream"]
+    assert summary(tmp_path / "out" / "joined")["warnings"] == line["warnings"]
+    with av.open(str(tmp_path / "out" / "joined" / "overlay.mp4")) as c:
+        assert (c.streams.video[0].width, c.streams.video[0].height) == (96, 64)
+    assert err.count("picture size changes") == 1
+
+
+def test_times_count_from_the_first_frame(tmp_path: Path, run_cli: Callable) -> None:
+    camera = write_stream(tmp_path / "cam.mts", 30, 96, 64, offset=600)  # a camcorder's clock: starts at 600 s
+    r = run_cli("segment", camera, "-o", tmp_path / "out", *QUIET, "--start", "1s", "--end", "2s")
+    assert r.code == 0, r.err
+    result = summary(tmp_path / "out" / "cam")
+    assert (result["frames"], result["first_frame"]) == (10, 10)  # 1.0 s .. 1.9 s at 10 fps
+    assert result["start_time"] == pytest.approx(600.0) and result["duration"] == pytest.approx(3.0)  # as ffprobe
+    with av.open(str(tmp_path / "out" / "cam" / "overlay.mp4")) as c:
+        stream = c.streams.video[0]
+        times = [float(f.pts * f.time_base) for f in c.decode(stream)]
+    assert times == pytest.approx([i / 10 for i in range(10)])  # starts at 0, the input's spacing
+
+
+# 5. Damaged or short data is named, not fatal.
+
+def damaged_mjpeg(path: Path, n: int = 20, bad: int = 10) -> Path:
+    """An MJPEG .avi whose ``bad``-th frame (from 1) lost its JPEG headers: zeros from its start marker on."""
+    write_stream(path, n, 96, 64, fps=20, codec="mjpeg", fmt="avi", pix_fmt="yuvj420p")
+    data = bytearray(path.read_bytes())
+    start = -1
+    for _ in range(bad):
+        start = data.find(b"\xff\xd8\xff", start + 1)
+    scan = data.find(b"\xff\xda", start)
+    data[start + 3 : scan + 2] = bytes(scan + 2 - start - 3)
+    path.write_bytes(data)
+    return path
+
+
+def test_a_damaged_frame_is_skipped_and_named(tmp_path: Path, run_cli: Callable) -> None:
+    path = damaged_mjpeg(tmp_path / "cam.avi")
+    line, err = segment_json(run_cli, path, tmp_path / "out")
+    assert line["frames"] == 19  # ffprobe -count_frames: 19
+    assert line["warnings"] == [
+        "packet 10 at 0.450 s could not be decoded (Invalid data found when processing input): its frame was "
+        "skipped, as FFmpeg does",
+        "the container announces 20 frames; 19 were decoded"]
+    assert summary(tmp_path / "out" / "cam")["warnings"] == line["warnings"]
+    assert len(list((tmp_path / "out" / "cam" / "masks").glob("*.png"))) == 19
+    assert "[mjpeg" not in err  # FFmpeg's own log lines are not shown
+
+
+def test_a_truncated_video_gives_the_frames_before_the_cut(tmp_path: Path) -> None:
+    from bavos.video import VideoSource
+
+    full = tmp_path / "full.mp4"
+    with av.open(str(full), "w", options={"movflags": "faststart"}) as container:  # the index first, as on the web
+        stream = container.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for img in np.random.default_rng(0).integers(0, 256, (30, 48, 64, 3), np.uint8):  # noise: large packets
+            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    cut = tmp_path / "cut.mp4"
+    data = full.read_bytes()
+    cut.write_bytes(data[: len(data) * 2 // 3])
+    source = VideoSource(cut)
+    frames = list(source.frames())
+    assert 0 < len(frames) < 30
+    assert source.warnings[-1] == f"the container announces 30 frames; {len(frames)} were decoded"
+
+
+# 2. Frame folders: every entry accounted for.
+
+def test_appledouble_and_hidden_files_are_not_frames(tmp_path: Path, run_cli: Callable) -> None:
+    folder = frame_folder(tmp_path / "mac", n=4)
+    for frame in list(folder.iterdir()):
+        (folder / f"._{frame.name}").write_bytes(b"\x00\x05\x16\x07" + bytes(4092))  # AppleDouble header
+    (folder / ".DS_Store").write_bytes(bytes(64))
+    (folder / "notes.txt").write_text("mine")
+    line, _ = segment_json(run_cli, folder, tmp_path / "out")
+    assert line["frames"] == 4
+    assert line["warnings"] == ["not frames, left out: notes.txt (frames are .bmp, .jpeg, .jpg, .png, .tif, .tiff, "
+                                ".webp files; hidden files are not frames)"]
+
+
+def test_a_bad_frame_is_named_before_the_model_loads(tmp_path: Path, run_cli: Callable,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    import bavos.segment
+
+    folder = frame_folder(tmp_path / "seq", n=5)
+    (folder / "00003.jpg").write_bytes(b"not a jpeg")
+    monkeypatch.setattr(bavos.segment, "load_models", lambda *a, **k: pytest.fail("the model loaded"))
+    r = run_cli("segment", folder, "-o", tmp_path / "out", *QUIET)
+    assert r.code == 1 and r.err.strip().startswith(f"bavos: error: {folder / '00003.jpg'}: cannot read frame")
+    (folder / "00003.jpg").unlink()
+    Image.fromarray(np.zeros((40, 64, 3), np.uint8)).save(folder / "00003.png")
+    r = run_cli("segment", folder, "-o", tmp_path / "out", *QUIET)
+    assert r.code == 1 and f"{folder / '00003.png'}: frame is 64x40" in r.err
+    (folder / "00003.png").unlink()
+    (folder / "00003.jpg").symlink_to(tmp_path / "gone.jpg")
+    r = run_cli("segment", folder, "-o", tmp_path / "out", *QUIET)
+    assert r.code == 1 and "00003.jpg: a broken link where a frame is expected" in r.err
+
+
+# 3. Pixels as FFmpeg would give them.
+
+def test_sixteen_bit_grey_is_scaled_not_clipped(tmp_path: Path, run_cli: Callable) -> None:
+    folder = tmp_path / "depth"
+    folder.mkdir()
+    values = np.linspace(900, 4500, 48 * 64).reshape(48, 64).astype(np.uint16)
+    for i in range(3):
+        Image.fromarray(values).save(folder / f"{i:05d}.png")
+    assert Image.open(folder / "00000.png").mode == "I;16"
+    from bavos.video import VideoSource
+
+    image = next(VideoSource(folder).frames()).image
+    assert image.shape == (48, 64, 3) and np.array_equal(image[..., 0], image[..., 2])
+    assert image[0, 0, 0] == 4 and image[-1, -1, 0] == 18  # round(900 / 257), round(4500 / 257): not white
+    np.testing.assert_array_equal(image[..., 1], np.rint(values / 257).astype(np.uint8))
+    r = run_cli("segment", folder, "-o", tmp_path / "out", *QUIET)
+    assert r.code == 0, r.err
+
+
+# 6. Every failure is one line naming what and where.
+
+def test_a_full_disk_is_one_line_and_leaves_nothing(tmp_path: Path) -> None:
+    """RLIMIT_FSIZE makes every write past 4 KB fail (EFBIG), as a full disk fails with ENOSPC."""
+    clip = write_clip(tmp_path / "c.mp4", n=6)
+    out = tmp_path / "out"
+
+    def limit() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+
+    env = {**os.environ, "BAVOS_DEBUG": ""}
+    proc = subprocess.run([sys.executable, "-m", "bavos", "segment", str(clip), "-o", str(out), *QUIET],
+                          capture_output=True, text=True, preexec_fn=limit, env=env, timeout=300)  # noqa: PLW1509
+    assert proc.returncode == 1, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("bavos: error: ") and "internal error" not in lines[0]
+    assert "the file is too large for this file system" in lines[0]
+    assert not out.exists()  # the folder this run created, and every temporary file, removed
+
+
+def test_a_tiny_tmpfs_is_one_line(tmp_path: Path) -> None:
+    """The issue's case itself: a 4 KB tmpfs (needs mount rights; skipped without them)."""
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4k", "tmpfs", str(mount)],
+                                           capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        clip = write_clip(tmp_path / "c.mp4", n=6)
+        proc = subprocess.run([sys.executable, "-m", "bavos", "segment", str(clip), "-o", str(mount / "out"), *QUIET],
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 1
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and "no space left on the device" in lines[0] and str(mount) in lines[0]
+        assert list(mount.iterdir()) == []
+    finally:
+        subprocess.run(["umount", str(mount)], check=False)

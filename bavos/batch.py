@@ -118,7 +118,8 @@ def prepare_output(output: Path) -> None:
         raise OutputError(f"the output folder is not writable: {plain_os_error(e, output)}") from e
 
 
-def check_destinations(jobs: list[tuple[Path, str]], output: Path, inputs: list[Path]) -> list[str]:
+def check_destinations(jobs: list[tuple[Path, str]], output: Path, inputs: list[Path],
+                       contents: bool = True) -> list[str]:
     """Why each planned result folder ``output/<name>`` cannot be written (``outputs.check_destination``), one line
     each; empty when all can."""
     from bavos.outputs import check_destination
@@ -126,7 +127,7 @@ def check_destinations(jobs: list[tuple[Path, str]], output: Path, inputs: list[
     problems = []
     for _, name in jobs:
         try:
-            check_destination(Path(output) / name, inputs)
+            check_destination(Path(output) / name, inputs, contents)
         except OutputError as e:
             problems.append(str(e))
     return problems

@@ -38,23 +38,23 @@ def run(inputs: list[Path], output: Path, model_cfg: ModelConfig, cfg: SegmentCo
 
     shard = shard_from_env()
     jobs = shard.take(plan_outputs(list(inputs), output))
-    problems = check_destinations(jobs, output, list(inputs))
+    problems = check_destinations(jobs, output, list(inputs), contents=False)  # before anything is created
     for problem in problems:
         error(problem)
     if problems:
         return 2
     created = not output.exists()
     try:
-        return _run(jobs, shard, output, model_cfg, cfg, opts)
+        return _run(jobs, list(inputs), shard, output, model_cfg, cfg, opts)
     finally:
         if created:
             with contextlib.suppress(OSError):
                 output.rmdir()  # only when empty: a run that failed leaves no empty folder behind
 
 
-def _run(jobs: list[tuple[Path, str]], shard: Any, output: Path, model_cfg: ModelConfig, cfg: SegmentConfig,
-         opts: RunOptions) -> int:
-    from bavos.batch import prepare_output
+def _run(jobs: list[tuple[Path, str]], inputs: list[Path], shard: Any, output: Path, model_cfg: ModelConfig,
+         cfg: SegmentConfig, opts: RunOptions) -> int:
+    from bavos.batch import check_destinations, prepare_output
 
     with progress_for(opts.quiet) as progress:
         report = Results(opts.json, opts.quiet, progress)
@@ -63,6 +63,11 @@ def _run(jobs: list[tuple[Path, str]], shard: Any, output: Path, model_cfg: Mode
         except BavosError as e:
             return _fail_all(jobs, output, report, e)
         todo, failed = _prepare(jobs, output, model_cfg, cfg, opts, report)
+        problems = check_destinations(todo, output, inputs)  # what is there, where a result will be written
+        for problem in problems:
+            error(problem)
+        if problems:
+            return 2
         if not todo:
             return 1 if failed else 0
         try:

@@ -17,6 +17,13 @@ from typing import Any
 from bavos.errors import BavosError, OutputError, plain_os_error
 
 
+def hidden_sibling(path: Path, tag: str) -> Path:
+    """A hidden name beside ``path`` for bavos's own temporary use: ``.<name>.bavos-<tag>-<pid>``, the name cut to 120
+    characters so that the longest names a file system allows still leave room (255 bytes on most)."""
+    path = Path(path)
+    return path.with_name(f".{path.name[:120]}.bavos-{tag}-{os.getpid()}")
+
+
 @contextmanager
 def atomic_path(path: Path, error: type[BavosError] = OutputError) -> Iterator[Path]:
     """Yield a temporary path to write; on success it replaces ``path``, on failure it is removed.
@@ -25,7 +32,7 @@ def atomic_path(path: Path, error: type[BavosError] = OutputError) -> Iterator[P
         error: an OSError while writing or renaming, as "cannot write PATH: reason".
     """
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.bavos-tmp-{os.getpid()}-{threading.get_ident()}")
+    tmp = hidden_sibling(path, f"tmp-{threading.get_ident()}")
     try:
         yield tmp
         os.replace(tmp, path)

@@ -24,6 +24,7 @@ import numpy as np
 from bavos.config import SegmentConfig, result_settings, to_dict
 from bavos.errors import DestinationError, OutputError, plain_os_error
 from bavos.exports import Exporter
+from bavos.files import hidden_sibling
 from bavos.pictures import Levels, ObjectRow, preview_frames, save_hierarchy_picture, save_preview, thumbnail
 from bavos.render import overlay, write_mask
 from bavos.segment import Analysis, Models, Progress, iter_masks, source_id
@@ -187,12 +188,12 @@ def is_bavos_result(folder: Path) -> bool:
         and _foreign_entry(folder) is None
 
 
-def check_destination(final: Path, inputs: list[Path] | tuple[Path, ...] = ()) -> None:
+def check_destination(final: Path, inputs: list[Path] | tuple[Path, ...] = (), contents: bool = True) -> None:
     """Refuse, before any work, an output folder that would replace or hold what is not bavos's.
 
     ``final`` may be absent, an empty folder, or a finished bavos result holding only what bavos writes (it is then
     replaced when the new result is complete). It must not be an input, hold one, or lie inside a frame folder
-    given as input. Paths are compared resolved (``.``, ``..``, links).
+    given as input. Paths are compared resolved (``.``, ``..``, links). ``contents=False`` checks only the inputs.
 
     Raises:
         DestinationError: what is there, and what to do.
@@ -207,6 +208,8 @@ def check_destination(final: Path, inputs: list[Path] | tuple[Path, ...] = ()) -
         if src.is_dir() and where.is_relative_to(src):
             raise DestinationError(f"{final}: the output folder would lie inside the input folder {shown}; choose an "
                                    "-o outside it")
+    if not contents:
+        return
     try:
         if final.is_symlink():
             raise DestinationError(f"{final}: is a link; bavos replaces only result folders it wrote: choose another "
@@ -228,7 +231,7 @@ def check_destination(final: Path, inputs: list[Path] | tuple[Path, ...] = ()) -
 
 def publish(tmp: Path, final: Path) -> None:
     """Move a finished temporary folder into place, replacing an older result."""
-    old = final.with_name(f".{final.name}.bavos-old-{os.getpid()}")
+    old = hidden_sibling(final, "old")
     if final.exists():
         final.rename(old)
     tmp.rename(final)
@@ -237,7 +240,7 @@ def publish(tmp: Path, final: Path) -> None:
 
 def temporary_folder(final: Path) -> Path:
     """A fresh hidden folder beside ``final`` (``.<name>.bavos-tmp-<pid>``) for a result being written."""
-    tmp = final.with_name(f".{final.name}.bavos-tmp-{os.getpid()}")
+    tmp = hidden_sibling(final, "tmp")
     try:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)

@@ -5,6 +5,7 @@ Frames are produced one at a time as ``(H, W, 3) uint8`` arrays, so a long video
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 import re
@@ -240,10 +241,10 @@ def video_stream(container: av.container.InputContainer, path: Path) -> av.video
 def _open_container(path: Path) -> tuple[av.container.InputContainer, av.video.stream.VideoStream]:
     try:
         container = av.open(str(path), mode="r")
-    except av.error.FFmpegError as e:
+    except (av.error.FFmpegError, OSError) as e:
+        if isinstance(e, OSError) and e.errno not in (None, 0, errno.EINVAL):
+            raise InputError(f"cannot read the video: {plain_os_error(e, path)}") from e  # permission, I/O, ...
         raise InputError(f"{path}: not a video FFmpeg can read ({e.strerror or e})") from e
-    except OSError as e:
-        raise InputError(f"cannot read the video: {plain_os_error(e, path)}") from e
     try:
         return container, video_stream(container, path)
     except BaseException:

@@ -113,6 +113,10 @@ def test_recut_refuses_a_result_holding_files_of_the_users(tmp_path: Path, run_c
     before = tree(tmp_path / "out")
     r = run_cli("recut", tmp_path / "out" / "c", "--max-objects", "3", "-q")
     assert r.code == 2 and "holds files bavos did not write (my-notes.txt)" in r.err
+    r = run_cli("segment", clip, "-o", tmp_path / "out", *QUIET, "--skip-existing")  # skipped: nothing to write
+    assert r.code == 0, r.err
+    r = run_cli("segment", clip, "-o", tmp_path / "out", *QUIET, "--skip-existing", "--tau", "0.5")
+    assert r.code == 2 and "holds files bavos did not write (my-notes.txt)" in r.err
     assert tree(tmp_path / "out") == before
 
 
@@ -362,3 +366,38 @@ def test_a_tiny_tmpfs_is_one_line(tmp_path: Path) -> None:
         assert list(mount.iterdir()) == []
     finally:
         subprocess.run(["umount", str(mount)], check=False)
+
+
+def test_the_longest_names_still_work(tmp_path: Path, run_cli: Callable) -> None:
+    """A 240-character name: bavos's temporary names beside it stay under the file system's 255 bytes."""
+    clip = write_clip(tmp_path / ("v" * 236 + ".mp4"), n=3)
+    r = run_cli("segment", clip, "-o", tmp_path / "out", *QUIET)
+    assert r.code == 0, r.err
+    assert summary(tmp_path / "out" / clip.stem)["frames"] == 3
+    assert run_cli("segment", clip, "-o", tmp_path / "out", *QUIET).code == 0  # replacing it too
+
+
+def test_a_file_where_a_folder_is_expected_is_said_plainly(tmp_path: Path, run_cli: Callable) -> None:
+    clip = write_clip(tmp_path / "c.mp4", n=3)
+    (tmp_path / "file").write_text("mine")
+    r = run_cli("segment", clip, "-o", tmp_path / "file" / "out", *QUIET)
+    assert r.code == 1
+    assert r.err.strip() == (f"bavos: error: the output folder is not writable: {tmp_path / 'file' / 'out'}: a file "
+                             "stands where a folder is expected")
+
+
+def test_an_unreadable_video_is_said_plainly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a video without read permission gives a user who is not root (tests run as root in CI)."""
+    import errno
+
+    from bavos.errors import InputError
+    from bavos.video import VideoSource
+
+    clip = write_clip(tmp_path / "c.mp4", n=2)
+
+    def denied(*args: object, **kwargs: object) -> None:
+        raise PermissionError(errno.EACCES, "Permission denied", str(clip))
+
+    monkeypatch.setattr(av, "open", denied)
+    with pytest.raises(InputError, match=f"^cannot read the video: {clip}: permission denied$"):
+        VideoSource(clip)

@@ -8,17 +8,13 @@ written unless asked), ``segment_video`` (one video into an output folder) and `
 from typing import Any
 
 from bavos.errors import BavosError
+from bavos.version import __version__
 
-__version__ = "0.1.0"
 __all__ = ["BavosError", "Result", "Segmenter", "__version__", "segment_video"]
 
 
 def __getattr__(name: str) -> Any:
-    if name == "segment_video":
-        from bavos.segment import segment_video
-
-        return segment_video
-    if name in ("Segmenter", "Result"):
+    if name in ("Segmenter", "Result", "segment_video"):
         import bavos.api
 
         return getattr(bavos.api, name)

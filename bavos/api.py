@@ -23,8 +23,9 @@ import numpy as np
 
 from bavos.config import ModelConfig, SegmentConfig
 from bavos.errors import InputError
-from bavos.segment import Analysis, Models, analyse, iter_masks, load_models
-from bavos.video import DEFAULT_FOLDER_FPS, Frame, FrameRange, VideoInfo, VideoSource
+from bavos.io.video import DEFAULT_FOLDER_FPS, Frame, FrameRange, VideoInfo, VideoSource
+from bavos.models.loading import load_models
+from bavos.pipeline.segment import Analysis, Models, analyse, iter_masks, output_name
 
 Progress = Callable[[str, int, int | None], None]
 
@@ -101,7 +102,7 @@ class Hierarchy:
 
     def recut(self, level: int | None = None, max_objects: int = 0) -> Result:
         """The same video cut at ``level`` (None: converged) and capped at ``max_objects`` (0: no cap)."""
-        from bavos.recut import recut_analysis
+        from bavos.pipeline.recut import recut_analysis
 
         r = self._result
         analysis = recut_analysis(r.analysis, level, max_objects)
@@ -148,7 +149,7 @@ class Result:
 
     def save(self, folder: str | Path, progress: Progress | None = None) -> dict[str, Any]:
         """Write the files of ``bavos segment`` into ``folder`` (replaced when complete); returns the summary."""
-        from bavos.outputs import write_result
+        from bavos.pipeline.outputs import write_result
 
         return write_result(Path(folder), self.source, self.analysis, self.config, self.models,
                             progress or (lambda *a: None), self._started)
@@ -229,3 +230,22 @@ class Segmenter:
         if isinstance(video, np.ndarray):
             return ArraySource(video, self.config.fps, frame_range)
         return IterableSource(video, workdir, self.config.fps, frame_range)
+
+
+def segment_video(video: str | Path, output: str | Path = "out", config: SegmentConfig | None = None,
+                  models: Models | None = None, model_config: ModelConfig | None = None,
+                  progress: Progress | None = None, name: str | None = None) -> dict[str, Any]:
+    """Segment one video (file or frame folder) into ``output/<name>/`` (default name: ``output_name``).
+
+    Writes ``masks/*.png`` (one mask per decoded frame), ``overlay.mp4``, ``hierarchy.npz`` and, last,
+    ``summary.json``, all in a temporary folder renamed into place at the end: an interrupted run leaves nothing
+    that looks finished.
+
+    Returns:
+        The summary (also written to summary.json).
+    """
+    cfg = config or SegmentConfig()
+    models = models or load_models(model_config or ModelConfig(), cfg.device)
+    final = Path(output) / (name or output_name(Path(video)))
+    with Segmenter.using(models, cfg)(video, progress=progress, workdir=final.parent) as result:  # a disk, not /tmp
+        return result.save(final, progress)

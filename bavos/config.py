@@ -13,12 +13,12 @@ from bavos.errors import ConfigError
 
 DEFAULT_BACKBONE = "vit_small_patch8_224.dino"
 KNOWN_PATCH_SIZES = {DEFAULT_BACKBONE: 8, "bavos_test_vit": 8}  # checked without importing timm
-EXPORTS = ("coco", "objects", "video")  # what --export writes (bavos.exports)
+EXPORTS = ("coco", "objects", "video")  # what --export writes (bavos.io.exports)
 PAPER_RESOLUTION = (320, 480)  # the release's inference size (METHOD.md 1.5)
 # The default on a CPU: half the paper's size per side. On the 48-frame demo the backbone costs 6x less and the
 # clustering (which grows with the cube of the patches per frame) about 45x less: 30 s instead of 6.5 min (2-core CPU).
 CPU_RESOLUTION = (160, 240)
-PRECISIONS = ("float32", "bf16", "fp16")  # of the backbone and correlator (bavos.devices applies them)
+PRECISIONS = ("float32", "bf16", "fp16")  # of the backbone and correlator (bavos.models.devices applies them)
 
 # Per-channel statistics used to normalise frames (METHOD.md 1.4, decision 7.5).
 NORMALIZATION: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]] = {
@@ -52,7 +52,7 @@ def _check_resolution(resolution: tuple[int, int], patch: int) -> None:
 @dataclass(frozen=True)
 class ModelConfig:
     """Which networks to build and where their weights come from (None: decided by the checkpoint, see
-    ``bavos.weights.plan_weights``)."""
+    ``bavos.models.weights.plan_weights``)."""
 
     # timm model name of the frozen ViT backbone; None = the one a bavos checkpoint was trained with, else DINO
     # ViT-S/8 (tests use "bavos_test_vit").

@@ -1,4 +1,4 @@
-"""bavos's cost estimate (bavos.costs) against what the run then measures, for several sizes, in one run.
+"""bavos's cost estimate (bavos.models.costs) against what the run then measures, for several sizes, in one run.
 
     python benchmarks/bench_estimate.py                                   # the demo clip at 3 sizes, CPU
     python benchmarks/bench_estimate.py --sizes 320x480 --device cuda
@@ -24,11 +24,12 @@ ROOT = Path(__file__).resolve().parents[1]
 def child(args: argparse.Namespace, size: str) -> dict:
     import torch
 
+    from bavos.api import segment_video
     from bavos.config import ModelConfig, SegmentConfig
-    from bavos.correlator import Correlator
-    from bavos.costs import segment_estimate
-    from bavos.segment import load_models, segment_video
-    from bavos.video import VideoSource
+    from bavos.io.video import VideoSource
+    from bavos.models.correlator import Correlator
+    from bavos.models.costs import segment_estimate
+    from bavos.models.loading import load_models
 
     h, w = (int(v) for v in size.split("x"))
     cfg = SegmentConfig(resolution=(h, w), device=args.device, key_ratio=args.key_ratio)

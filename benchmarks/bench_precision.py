@@ -7,8 +7,8 @@
 For each precision: the time to compute every frame's queries (decode, backbone and correlator), the relative L2
 change of the correlator's queries and keys against float32, the number of clusters (``--max-objects 0``: the whole
 partition) and the share of tokens in matching clusters against float32 (one Hungarian match on the contingency
-table: ``bavos.metrics.matched_share``). On a CPU, bf16 and fp16 are CPU autocast (the arithmetic a GPU's autocast
-does, not its speed).
+table: ``bavos.evaluation.metrics.matched_share``). On a CPU, bf16 and fp16 are CPU autocast (the arithmetic a
+GPU's autocast does, not its speed).
 
 Without ``--checkpoint``: random ViT-S/8 weights and a random correlator whose query/key weights are scaled by
 ``--sharpness`` (3.4: milder attention, 3.5: sharper; the settings of the parity tests). Real weights may move less
@@ -30,8 +30,8 @@ def models_for(args: argparse.Namespace):  # noqa: ANN201
     import torch
 
     from bavos.config import ModelConfig
-    from bavos.correlator import Correlator
-    from bavos.segment import load_models
+    from bavos.models.correlator import Correlator
+    from bavos.models.loading import load_models
 
     if args.checkpoint:
         return load_models(ModelConfig(checkpoint=args.checkpoint), args.device)
@@ -61,9 +61,9 @@ def main() -> None:
     from PIL import Image
 
     from bavos.config import SegmentConfig
-    from bavos.metrics import matched_share
-    from bavos.segment import analyse, video_tokens
-    from bavos.video import VideoSource
+    from bavos.evaluation.metrics import matched_share
+    from bavos.io.video import VideoSource
+    from bavos.pipeline.segment import analyse, video_tokens
 
     models = models_for(args)
     with tempfile.TemporaryDirectory() as tmp:

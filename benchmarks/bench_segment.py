@@ -47,9 +47,10 @@ def measure(args: argparse.Namespace, frames: int) -> dict:
     """One clip, segmented in this process."""
     import torch
 
+    from bavos.api import segment_video
     from bavos.config import ModelConfig, SegmentConfig
-    from bavos.correlator import Correlator
-    from bavos.segment import load_models, segment_video
+    from bavos.models.correlator import Correlator
+    from bavos.models.loading import load_models
 
     cfg = SegmentConfig(resolution=tuple(args.resolution), key_ratio=args.key_ratio,
                         max_key_frames=args.max_key_frames, attention_cache_mb=args.attention_cache,

@@ -41,12 +41,11 @@ def main() -> None:
 
     import torch
 
-    from bavos.backbone import build_backbone
-    from bavos.batch import Shard
-    from bavos.clips import cache_clips
     from bavos.config import ModelConfig, train_config
-    from bavos.devices import precision_context, resolve_device
-    from bavos.train import batch_losses, make_loader, make_optimizer, new_correlator, step_seed
+    from bavos.models.backbone import build_backbone
+    from bavos.models.devices import Shard, precision_context, resolve_device
+    from bavos.training.clips import cache_clips
+    from bavos.training.train import batch_losses, make_loader, make_optimizer, new_correlator, step_seed
 
     device = resolve_device(args.device)
     cfg = train_config(resolution=tuple(args.resolution), batch_size=args.batch_size, workers=args.workers,
@@ -56,7 +55,7 @@ def main() -> None:
     correlator = new_correlator(backbone.embed_dim, ModelConfig(backbone=args.backbone), cfg).to(device).train()
     optimizer, scheduler = make_optimizer(correlator, cfg)
     scaler = torch.amp.GradScaler(device.type, enabled=args.precision == "fp16")
-    from bavos.costs import train_estimate
+    from bavos.models.costs import train_estimate
 
     grid = (args.resolution[0] // backbone.patch_size, args.resolution[1] // backbone.patch_size)
     estimate = train_estimate(args.batch_size, cfg.frames, grid, 1, device, backbone.embed_dim)
@@ -114,9 +113,9 @@ def main() -> None:
     for name in ("data", "forward", "step"):
         print(f"{name:>8}: {t[name]:.3f} s = {t[name] / t['backbone']:.2f}x backbone")
     print(f"steps/s: {1 / t['step']:.3f}; data wait if not overlapped: {t['data'] / t['step']:.1%} of a step")
-    print(f"bavos.costs estimate before the first step: step {estimate.seconds['step']:.3f} s (measured / estimated "
-          f"{t['step'] / estimate.seconds['step']:.2f}), peak {estimate.peak_bytes / 2**20:.0f} MB (measured / "
-          f"estimated {rss_mb * 2**20 / estimate.peak_bytes:.2f})")
+    print(f"bavos.models.costs estimate before the first step: step {estimate.seconds['step']:.3f} s (measured / "
+          f"estimated {t['step'] / estimate.seconds['step']:.2f}), peak {estimate.peak_bytes / 2**20:.0f} MB "
+          f"(measured / estimated {rss_mb * 2**20 / estimate.peak_bytes:.2f})")
     print(f"peak RSS: {rss_mb:.0f} MB", end="")
     if device.type == "cuda":
         print(f"; peak CUDA memory allocated: {torch.cuda.max_memory_allocated(device) / 2**20:.0f} MB", end="")

@@ -55,7 +55,7 @@ def sharp_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Random bavos_test_vit weights with scaled qkv and patch embedding, so attention is peaked, not uniform."""
     import timm
 
-    import bavos.backbone  # noqa: F401 - registers bavos_test_vit
+    import bavos.models.backbone  # noqa: F401 - registers bavos_test_vit
 
     torch.manual_seed(0)
     state = timm.create_model("bavos_test_vit", num_classes=0).state_dict()
@@ -100,7 +100,7 @@ def make_release_checkpoint(path: Path, seed: int = 0, sharpness: float = 1.0) -
     """
     import timm
 
-    from bavos.correlator import Correlator
+    from bavos.models.correlator import Correlator
 
     torch.manual_seed(seed)
     encoder = timm.create_model("vit_small_patch8_224.dino", pretrained=False, num_classes=0).state_dict()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-FLOOR = 1e-30  # the documented clamp of bavos.cluster (decision 7.2)
+FLOOR = 1e-30  # the documented clamp of bavos.pipeline.cluster (decision 7.2)
 
 
 def jeffreys(p: np.ndarray, q: np.ndarray) -> float:

@@ -118,7 +118,7 @@ def test_ctrl_c_exits_130_with_one_line(tmp_path: Path, run_cli, monkeypatch: py
     def interrupted(*args: object, **kwargs: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("bavos.segment.segment_video", interrupted)
+    monkeypatch.setattr("bavos.api.segment_video", interrupted)
     result = run_cli("segment", write_clip(tmp_path / "v.mp4", n=2), *TINY, "--backbone-weights", "none", "-q")
     assert result.code == 130
     assert result.err.strip().splitlines()[-1] == "bavos: error: interrupted"
@@ -156,7 +156,7 @@ def test_bad_values_stop_before_any_model_loads(tmp_path: Path, run_cli,  # noqa
     def no_model(*args: object, **kwargs: object) -> None:
         raise AssertionError("a model was loaded")
 
-    monkeypatch.setattr("bavos.segment.load_models", no_model)
+    monkeypatch.setattr("bavos.models.loading.load_models", no_model)
     video = write_clip(tmp_path / "v.mp4", n=2)
     for args, message in ((["--resolution", "100", "150"], "--resolution 100 150 must be a multiple of the patch"),
                           (["--upsample", "cubic"], "--upsample must be bilinear or nearest"),
@@ -188,7 +188,7 @@ def test_an_interrupted_input_gets_its_own_json_line(tmp_path: Path, run_cli,  #
     def interrupted(*args: object, **kwargs: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("bavos.segment.segment_video", interrupted)
+    monkeypatch.setattr("bavos.api.segment_video", interrupted)
     video = write_clip(tmp_path / "v.mp4", n=2)
     result = run_cli("segment", video, write_clip(tmp_path / "w.mp4", n=2), "-o", tmp_path / "out", *TINY,
                      "--backbone-weights", "none", "--json")
@@ -220,8 +220,8 @@ def test_the_cost_is_said_first_and_what_cannot_fit_stops_before_the_work(tmp_pa
     def no_work(*args: object, **kwargs: object) -> None:
         raise AssertionError("the work started")
 
-    monkeypatch.setattr("bavos.costs.available_bytes", lambda device: 1024)
-    monkeypatch.setattr("bavos.segment.segment_video", no_work)
+    monkeypatch.setattr("bavos.models.costs.available_bytes", lambda device: 1024)
+    monkeypatch.setattr("bavos.api.segment_video", no_work)
     result = run_cli("segment", video, "-o", tmp_path / "out2", *TINY, "--backbone-weights", "none", "--json")
     assert result.code == 1
     (failed,) = [json.loads(x) for x in result.out.splitlines()]
@@ -253,7 +253,7 @@ def test_a_torchvision_built_for_another_torch_is_named(tmp_path: Path, run_cli,
     def mismatched(*args: object, **kwargs: object) -> None:
         raise RuntimeError("operator torchvision::nms does not exist")
 
-    monkeypatch.setattr("bavos.segment.segment_video", mismatched)
+    monkeypatch.setattr("bavos.api.segment_video", mismatched)
     result = run_cli("segment", write_clip(tmp_path / "v.mp4", n=2), "-o", tmp_path / "out", *TINY,
                      "--backbone-weights", "none", "-q")
     assert result.code == 1

@@ -1,7 +1,7 @@
 import pytest
 
-from bavos import cli_output
-from bavos.cli_output import LogLines, duration, rate_text
+from bavos.cli import output as cli_output
+from bavos.cli.output import LogLines, duration, rate_text
 
 
 def test_log_lines_are_bounded_in_number(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:

@@ -96,7 +96,7 @@ def test_dot_input_never_replaces_the_output_folder(tmp_path: Path, run_cli: Cal
 @pytest.mark.parametrize("given", ["clipB/", "clipB/.", "./clipB", "clipB/../clipB"])
 def test_output_names_come_from_the_resolved_path(tmp_path: Path, given: str,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    from bavos.segment import output_name
+    from bavos.pipeline.segment import output_name
 
     frame_folder(tmp_path / "clipB", n=1)
     monkeypatch.chdir(tmp_path)
@@ -152,7 +152,7 @@ def test_train_and_eval_outputs_never_replace_the_users_files(tmp_path: Path, ru
     assert tree(tmp_path) == before
 
     from bavos.errors import DestinationError
-    from bavos.evaluate import write_csv
+    from bavos.evaluation.evaluate import write_csv
 
     table = tmp_path / "scores.csv"
     table.write_text("my,own,table\n1,2,3\n")
@@ -190,7 +190,7 @@ def test_cover_art_is_not_video(tmp_path: Path, run_cli: Callable) -> None:
 
 def test_text_is_not_video(tmp_path: Path) -> None:
     from bavos.errors import InputError
-    from bavos.video import VideoSource
+    from bavos.io.video import VideoSource
 
     path = tmp_path / "notes.txt"
     path.write_text("".join(f"line {i} of some notes, long enough for FFmpeg to take it for text\n" for i in range(99)))
@@ -256,7 +256,7 @@ def test_a_damaged_frame_is_skipped_and_named(tmp_path: Path, run_cli: Callable)
 
 
 def test_a_truncated_video_gives_the_frames_before_the_cut(tmp_path: Path) -> None:
-    from bavos.video import VideoSource
+    from bavos.io.video import VideoSource
 
     full = tmp_path / "full.mp4"
     with av.open(str(full), "w", options={"movflags": "faststart"}) as container:  # the index first, as on the web
@@ -292,11 +292,11 @@ def test_appledouble_and_hidden_files_are_not_frames(tmp_path: Path, run_cli: Ca
 
 def test_a_bad_frame_is_named_before_the_model_loads(tmp_path: Path, run_cli: Callable,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    import bavos.segment
+    import bavos.models.loading
 
     folder = frame_folder(tmp_path / "seq", n=5)
     (folder / "00003.jpg").write_bytes(b"not a jpeg")
-    monkeypatch.setattr(bavos.segment, "load_models", lambda *a, **k: pytest.fail("the model loaded"))
+    monkeypatch.setattr(bavos.models.loading, "load_models", lambda *a, **k: pytest.fail("the model loaded"))
     r = run_cli("segment", folder, "-o", tmp_path / "out", *QUIET)
     assert r.code == 1 and r.err.strip().startswith(f"bavos: error: {folder / '00003.jpg'}: cannot read frame")
     (folder / "00003.jpg").unlink()
@@ -318,7 +318,7 @@ def test_sixteen_bit_grey_is_scaled_not_clipped(tmp_path: Path, run_cli: Callabl
     for i in range(3):
         Image.fromarray(values).save(folder / f"{i:05d}.png")
     assert Image.open(folder / "00000.png").mode == "I;16"
-    from bavos.video import VideoSource
+    from bavos.io.video import VideoSource
 
     image = next(VideoSource(folder).frames()).image
     assert image.shape == (48, 64, 3) and np.array_equal(image[..., 0], image[..., 2])
@@ -391,7 +391,7 @@ def test_an_unreadable_video_is_said_plainly(tmp_path: Path, monkeypatch: pytest
     import errno
 
     from bavos.errors import InputError
-    from bavos.video import VideoSource
+    from bavos.io.video import VideoSource
 
     clip = write_clip(tmp_path / "c.mp4", n=2)
 

@@ -3,7 +3,7 @@ pipeline (tests/reference_pipeline.py, written from METHOD.md), with a checkpoin
 
 The checkpoint has random weights; its correlator's query/key weights are scaled to make the attention sharper
 (3.4: milder, 3.5: sharper; about 60 and 130 clusters on 6 DAVIS frames at 320 x 480). The share of tokens in
-matching clusters (``bavos.metrics.matched_share``) must reach 99.9%.
+matching clusters (``bavos.evaluation.metrics.matched_share``) must reach 99.9%.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from PIL import Image
 from reference_cluster import reference_partition, same_partition, vector_partition
 from reference_pipeline import reference_segment
 
-from bavos.metrics import matched_share
+from bavos.evaluation.metrics import matched_share
 
 
 def textured_frames(n: int, height: int, width: int, seed: int = 0) -> list[np.ndarray]:

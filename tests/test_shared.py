@@ -44,7 +44,7 @@ def davis_mini_proposals(out: Path) -> None:
     the second half), its eroded core (4, first half only) and a random disc (5)."""
     from scipy import ndimage
 
-    from bavos.render import write_mask
+    from bavos.io.render import write_mask
 
     rng = np.random.default_rng(0)
     for seq in sorted((SHARED / "data/davis-mini/Annotations_unsupervised/480p").iterdir()):

@@ -1,0 +1,102 @@
+"""The command line: the Typer app (``app``), one module per command, and the one place that prints
+(``output``: errors, notes, progress bars and log lines, result lines; ``help``: the help pages).
+
+It may import everything below it (``bavos.api``, the stages, ``bavos.config``, ``bavos.errors``); nothing
+imports it. Importing it does not import torch: each command imports the pipeline when it runs.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from typing import Any
+
+import typer
+
+from bavos.cli import eval as _eval  # noqa: F401 - registers `bavos eval`
+from bavos.cli import recut as _recut  # noqa: F401 - registers `bavos recut`
+from bavos.cli import segment as _segment  # noqa: F401 - registers `bavos segment`
+from bavos.cli import train as _train  # noqa: F401 - registers `bavos train`
+from bavos.cli import weights as _weights  # noqa: F401 - registers `bavos weights`
+from bavos.cli.app import app, debug, usage_errors
+from bavos.cli.output import error
+from bavos.errors import BavosError, plain_os_error
+
+__all__ = ["app", "main"]
+
+
+class _Terminated:
+    """SIGTERM (``kill``, a job scheduler's time limit) taken as Ctrl-C, so temporary files are removed on the way
+    out; the exit code is then 143."""
+
+    def __init__(self) -> None:
+        self.received = False
+        self._previous: Any = None
+
+    def __enter__(self) -> _Terminated:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.received = True
+        raise KeyboardInterrupt
+
+    def __exit__(self, *exc: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: exit 0 on success, 1 when an input or the run failed, 2 on usage errors, 130 on Ctrl-C,
+    143 on SIGTERM."""
+    argv = sys.argv[1:] if argv is None else argv
+    with _Terminated() as terminated:
+        _run(argv, terminated)
+
+
+def _quiet_ffmpeg(argv: list[str]) -> None:
+    """FFmpeg's own log lines off for commands that decode video: bavos names what went wrong in its warnings
+    (BAVOS_DEBUG=1 keeps FFmpeg's lines)."""
+    if argv and argv[0] in ("segment", "recut", "train") and not debug():
+        import av.logging
+
+        av.logging.set_libav_level(av.logging.PANIC)
+
+
+def _run(argv: list[str], terminated: _Terminated) -> None:
+    _quiet_ffmpeg(argv)
+    try:
+        code = app(args=argv or ["--help"], prog_name="bavos", standalone_mode=False)
+    except usage_errors() as e:
+        ctx = getattr(e, "ctx", None)
+        command = f"bavos {ctx.info_name} --help" if ctx is not None and ctx.parent is not None else "bavos --help"
+        error(f"{e.format_message()} (see '{command}')")
+        sys.exit(2)
+    except (KeyboardInterrupt, typer.Abort):
+        code = 130
+    except BavosError as e:
+        if debug():
+            raise
+        error(str(e))
+        sys.exit(e.exit_code)
+    except OSError as e:  # reading or writing failed where no command turned it into a BavosError
+        if debug():
+            raise
+        error(plain_os_error(e))
+        sys.exit(1)
+    except Exception as e:  # noqa: BLE001 - the one place that turns any failure into one line
+        if debug():
+            raise
+        if "torchvision::" in str(e):  # torchvision built for another torch: it fails on first use
+            error(f"torch and torchvision do not match ({e}): install both from the same index, e.g. pip install "
+                  "--force-reinstall torch torchvision")
+        else:
+            error(f"internal error: {type(e).__name__}: {e} (run with BAVOS_DEBUG=1 for the traceback)")
+        sys.exit(1)
+    code = code if isinstance(code, int) else 0
+    if code == 130:  # Ctrl-C: caught here, or turned into exit code 130 by Typer inside a command
+        error("terminated" if terminated.received else "interrupted")
+        code = 143 if terminated.received else code
+    sys.exit(code)

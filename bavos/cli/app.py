@@ -1,0 +1,54 @@
+"""The Typer app of `bavos` and what every command shares: the root options, usage errors, debug mode.
+
+Importing this module does not import torch (``bavos --help`` stays fast); commands import the pipeline.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from typing import Annotated, NoReturn
+
+import typer
+
+from bavos.cli.help import Group
+from bavos.cli.output import error
+
+app = typer.Typer(name="bavos", cls=Group, add_completion=False, rich_markup_mode=None,
+                  help="Segment every object in a video with no labels and no prompts (Betrayed by Attention, "
+                       "ECCV 2024). Run 'bavos COMMAND --help' for a command's options.")
+
+
+def debug() -> bool:
+    return os.environ.get("BAVOS_DEBUG", "") not in ("", "0")
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from bavos.version import __version__
+
+        typer.echo(__version__)
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True, show_default=False,
+                                                help="Print the version and exit.")] = False) -> None:
+    """Segment every object in a video with no labels and no prompts."""
+
+
+def usage_errors() -> tuple[type[Exception], ...]:
+    """Usage-error classes: Typer >= 0.20 vendors click as typer._click, older ones use click itself."""
+    found = []
+    for module in ("typer._click.exceptions", "click.exceptions"):
+        try:
+            found.append(importlib.import_module(module).UsageError)
+        except (ImportError, AttributeError):
+            continue
+    return tuple(found)
+
+
+def usage_error(message: str, command: str) -> NoReturn:
+    """A usage error: one line, exit code 2."""
+    error(f"{message} (see 'bavos {command} --help')")
+    raise typer.Exit(2)

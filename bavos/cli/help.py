@@ -1,0 +1,88 @@
+"""Help pages in click's plain layout, written by bavos: `INPUT...` in the usage line, a metavar that says what a
+value is (`H W`, `MB`, `PATH`), no type tags, and every option's default.
+
+Typer's own renderer shows required arguments as `{inputs}...`, flags as `<bool>` and lists as `<list[Path]>`;
+these classes replace the usage line and the parameter rows and leave everything else to click.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from typer.core import TyperCommand, TyperGroup
+
+_TYPE_METAVARS = {"integer": "N", "float": "X", "text": "TEXT", "path": "PATH", "boolean": "BOOL"}
+
+
+def _argument_name(param: Any) -> str:
+    name = param.metavar or param.name.upper()
+    return name if param.nargs == 1 or name.endswith("...") else f"{name}..."
+
+
+def _option_name(param: Any) -> str:
+    names = ", ".join(sorted(param.opts, key=lambda o: (not o.startswith("-") or o.startswith("--"), o)))
+    if param.secondary_opts:
+        return f"{names} / {', '.join(param.secondary_opts)}"
+    if param.is_flag or param.count:
+        return names
+    metavar = param.metavar or _TYPE_METAVARS.get(getattr(param.type, "name", ""), "VALUE")
+    return f"{names} {metavar}"
+
+
+def _default(param: Any) -> str | None:
+    """The default as the help shows it; None for required parameters and hidden defaults."""
+    if isinstance(param.show_default, str):
+        return param.show_default
+    if param.show_default is False or param.required:
+        return None
+    if param.secondary_opts:  # --overlay / --no-overlay
+        return param.opts[0] if param.default else param.secondary_opts[0]
+    if param.is_flag:
+        return "on" if param.default else "off"
+    default = param.default
+    if default is None:
+        return None
+    if isinstance(default, tuple | list):
+        return " ".join(str(v) for v in default)
+    return str(default)
+
+
+def _row(param: Any) -> tuple[str, str]:
+    name = _argument_name(param) if param.param_type_name == "argument" else _option_name(param)
+    text = param.help or ""
+    default = _default(param)
+    if default is not None:
+        text = f"{text}  [default: {default}]"
+    return name, text
+
+
+class Command(TyperCommand):
+    """A command whose usage line and parameter rows are written as described in the module docstring."""
+
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        pieces = [self.options_metavar] if self.options_metavar else []
+        return pieces + [_argument_name(p) for p in self.get_params(ctx) if p.param_type_name == "argument"]
+
+    def format_options(self, ctx: Any, formatter: Any) -> None:
+        params = [p for p in self.get_params(ctx) if not getattr(p, "hidden", False)]
+        arguments = [_row(p) for p in params if p.param_type_name == "argument"]
+        options = [_row(p) for p in params if p.param_type_name == "option"]
+        for title, rows in (("Arguments", arguments), ("Options", options)):
+            if rows:
+                with formatter.section(title):
+                    formatter.write_dl(rows, col_max=26)
+
+
+COMMAND_ORDER = ("segment", "recut", "eval", "weights", "train")  # the order of a user's day, not the alphabet
+
+
+class Group(TyperGroup):
+    """The top-level group: its own options in the same layout, then the commands in COMMAND_ORDER."""
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        names = super().list_commands(ctx)
+        return sorted(names, key=lambda n: COMMAND_ORDER.index(n) if n in COMMAND_ORDER else len(COMMAND_ORDER))
+
+    def format_options(self, ctx: Any, formatter: Any) -> None:
+        Command.format_options(self, ctx, formatter)  # type: ignore[arg-type]
+        self.format_commands(ctx, formatter)

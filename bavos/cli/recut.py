@@ -1,0 +1,48 @@
+"""`bavos recut`: another cut of a finished result, without the model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from bavos.cli.app import app, usage_error
+from bavos.cli.help import Command
+from bavos.cli.output import count, error, progress_for
+from bavos.errors import BavosError, plain_os_error
+
+
+@app.command(cls=Command)
+def recut(
+    folders: Annotated[list[Path], typer.Argument(
+        metavar="RESULT", help="Output folders of bavos segment (OUT/<name>).", show_default=False)],
+    level: Annotated[int | None, typer.Option(
+        metavar="L", show_default="the converged level",
+        help="Hierarchy level to cut (0 = per-window clusters).")] = None,
+    max_objects: Annotated[int, typer.Option(
+        metavar="N", help="Then merge the closest clusters until at most N remain (0: no limit).")] = 20,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress and no result lines.")] = False,
+) -> int:
+    """Cut a result's hierarchy at another level or cap, without the model: masks, overlay, pictures,
+    hierarchy.npz, exports and summary are rewritten as bavos segment would write them with these options (the
+    source video is read again for the frames)."""
+    from bavos.pipeline.recut import recut_folder
+
+    if level is not None and level < 0 or max_objects < 0:
+        usage_error("--level and --max-objects must be 0 or more", "recut")
+    code = 0
+    with progress_for(quiet) as progress:
+        for folder in folders:
+            progress.start(folder.name)
+            try:
+                summary = recut_folder(folder, level, max_objects, progress)
+            except (BavosError, OSError) as e:
+                message = plain_os_error(e) if isinstance(e, OSError) else str(e)
+                error(f"{folder}: {message}" if str(folder) not in message else message)
+                code = max(code, getattr(e, "exit_code", 1))
+                continue
+            if not quiet:
+                progress.line(f"{folder}: level {summary['level']}, {count(summary['objects'], 'object')} "
+                              f"({summary['timings']['recut']:.1f} s)")
+    return code

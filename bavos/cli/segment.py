@@ -1,0 +1,322 @@
+"""`bavos segment` for many inputs: everything is checked before a model loads, then each input is segmented with
+progress, one result line each, and failures that do not stop the others.
+
+Order: output folder writable; finished outputs with the same settings skipped (--skip-existing); every input
+probed (it exists and its first frame decodes); only then the weights are fetched (the paper's checkpoint on
+first use) and the models loaded, unless nothing is left to do.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from bavos.cli.app import app, usage_error
+from bavos.cli.help import Command
+from bavos.cli.output import Progress, Results, duration, error, note, progress_for, warn
+from bavos.config import DEFAULT_BACKBONE, KNOWN_PATCH_SIZES, ModelConfig, SegmentConfig, result_settings
+from bavos.errors import BavosError, ConfigError, ResourceError, plain_os_error
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How the run reports and what it skips."""
+
+    quiet: bool = False
+    json: bool = False
+    skip_existing: bool = False
+    fail_fast: bool = False
+
+
+def run(inputs: list[Path], output: Path, model_cfg: ModelConfig, cfg: SegmentConfig, opts: RunOptions) -> int:
+    """Segment every input; 0 when all succeeded or were skipped, 2 when an output folder would replace what is not
+    bavos's (nothing done), else 1. An output folder this run created is removed again when it stays empty."""
+    from bavos.models.devices import shard_from_env
+    from bavos.pipeline.batch import check_destinations, plan_outputs
+
+    shard = shard_from_env()
+    jobs = shard.take(plan_outputs(list(inputs), output))
+    problems = check_destinations(jobs, output, list(inputs), contents=False)  # before anything is created
+    for problem in problems:
+        error(problem)
+    if problems:
+        return 2
+    created = not output.exists()
+    try:
+        return _run(jobs, list(inputs), shard, output, model_cfg, cfg, opts)
+    finally:
+        if created:
+            with contextlib.suppress(OSError):
+                output.rmdir()  # only when empty: a run that failed leaves no empty folder behind
+
+
+def _run(jobs: list[tuple[Path, str]], inputs: list[Path], shard: Any, output: Path, model_cfg: ModelConfig,
+         cfg: SegmentConfig, opts: RunOptions) -> int:
+    from bavos.io.files import prepare_output
+    from bavos.pipeline.batch import check_destinations
+
+    with progress_for(opts.quiet) as progress:
+        report = Results(opts.json, opts.quiet, progress)
+        try:
+            prepare_output(output)
+        except BavosError as e:
+            return _fail_all(jobs, output, report, e)
+        todo, failed = _prepare(jobs, output, model_cfg, cfg, opts, report)
+        problems = check_destinations(todo, output, inputs)  # what is there, where a result will be written
+        for problem in problems:
+            error(problem)
+        if problems:
+            return 2
+        if not todo:
+            return 1 if failed else 0
+        try:
+            models = _load(model_cfg, cfg, shard.local_rank, progress)
+        except BavosError as e:
+            return _fail_all(todo, output, report, e)
+        if models.config.backbone_weights == "none" and not opts.quiet:
+            warn("--backbone-weights none: the backbone has random weights; masks are meaningless (tests, benchmarks)")
+        resolved = cfg.for_device(models.device.type)
+        if cfg.resolution is None and models.device.type == "cpu" and not opts.quiet:
+            h, w = resolved.resolution
+            note(f"on a CPU the default resolution is {h}x{w} (the paper's 320x480 costs about 6x the backbone time "
+                 "and 45x the clustering time); --resolution 320 480 restores it")
+        for path, name in todo:
+            failed += _segment_one(path, name, output, resolved, models, progress, report)
+            if failed and opts.fail_fast:
+                break
+    return 1 if failed else 0
+
+
+def _debug_traceback() -> None:
+    """With BAVOS_DEBUG=1, the traceback of the exception being handled (an input's failure does not stop the run)."""
+    if os.environ.get("BAVOS_DEBUG", "") not in ("", "0"):
+        traceback.print_exc()
+
+
+def _fail_all(jobs: list[tuple[Path, str]], output: Path, report: Results, e: BavosError) -> int:
+    _debug_traceback()
+    error(str(e))
+    for path, name in jobs:
+        report.failed(path, output / name, str(e), 0.0)
+    return 1
+
+
+def _prepare(jobs: list[tuple[Path, str]], output: Path, model_cfg: ModelConfig, cfg: SegmentConfig,
+             opts: RunOptions, report: Results) -> tuple[list[tuple[Path, str]], int]:
+    """The inputs left to do (skipped and unreadable ones reported), and how many failed."""
+    from bavos.models.devices import resolve_device
+    from bavos.pipeline.batch import check_input, stale_reason
+    from bavos.pipeline.outputs import read_summary
+
+    settings = None
+    if opts.skip_existing:
+        settings = result_settings(model_cfg, cfg.for_device(resolve_device(cfg.device).type))
+    todo, failed = [], 0
+    for path, name in jobs:
+        summary = read_summary(output / name) if settings is not None else None
+        if summary is not None:
+            reason = stale_reason(summary, settings)
+            if reason is None:
+                report.skipped(path, output / name, summary)
+                continue
+            if not opts.quiet:
+                note(f"{output / name}: redoing it, {reason}")
+        problem = check_input(path, cfg.start, cfg.end)
+        if problem is not None:
+            error(problem)
+            report.failed(path, output / name, problem, 0.0)
+            failed += 1
+            if opts.fail_fast:
+                return [], failed
+            continue
+        todo.append((path, name))
+    return todo, failed
+
+
+def _load(model_cfg: ModelConfig, cfg: SegmentConfig, local_rank: int | None, progress: Progress) -> Any:
+    import bavos.models.loading as loading
+
+    progress.start("weights")
+
+    def download(done: int, total: int | None) -> None:
+        progress("download", done // 2**20, None if total is None else total // 2**20)
+
+    return loading.load_models(model_cfg, cfg.device, local_rank, download)
+
+
+def _say_cost(label: str, estimate: Any, cfg: SegmentConfig, models: Any, progress: Progress) -> str | None:
+    """Say what an input will cost (unless --quiet); return why it cannot fit this machine's memory, if it cannot."""
+    from bavos.models.costs import gigabytes, over_budget
+
+    if estimate is None:
+        return None
+    if not progress.silent:
+        h, w = cfg.resolution
+        s = estimate.seconds
+        memory = gigabytes(estimate.peak_bytes) + (f" (GPU {gigabytes(estimate.device_peak_bytes)})"
+                                                   if estimate.device_peak_bytes is not None else "")
+        note(f"{label}: estimated {duration(estimate.total)} at {h}x{w} on {models.device.type} (backbone "
+             f"{duration(s['backbone'])}, clustering {duration(s['clustering'])}, writing {duration(s['writing'])}),"
+             f" peak memory {memory}")
+    return over_budget(estimate, models.device)
+
+
+def _segment_one(path: Path, name: str, output: Path, cfg: SegmentConfig, models: Any, progress: Progress,
+                 report: Results) -> int:
+    """Segment one input; 1 when it failed. Ctrl-C reports the input as interrupted and stops the run."""
+    import bavos.api as api
+    import bavos.pipeline.segment as seg
+    from bavos.io.video import FrameRange, VideoSource
+
+    progress.start(path.name)
+    start = time.perf_counter()
+    try:
+        estimate = seg.estimate_cost(VideoSource(path, FrameRange.parse(cfg.start, cfg.end)), models, cfg)
+        too_big = _say_cost(path.name, estimate, cfg, models, progress)
+        if estimate is not None:
+            progress.plan(estimate.passes)  # the ETA covers the passes still to come
+        if too_big:
+            raise ResourceError(f"{path}: {too_big}")
+        summary = api.segment_video(path, output, cfg, models=models, progress=progress, name=name)
+    except (BavosError, OSError) as e:
+        _debug_traceback()
+        message = plain_os_error(e) if isinstance(e, OSError) else str(e)
+        error(message)
+        report.failed(path, output / name, message, time.perf_counter() - start)
+        return 1
+    except KeyboardInterrupt:
+        report.interrupted(path, output / name, time.perf_counter() - start)
+        raise
+    report.ok(path, summary, time.perf_counter() - start)
+    return 0
+
+
+def check_before_loading(model_cfg: ModelConfig, cfg: SegmentConfig) -> None:
+    """Option values that only the device or the backbone can judge (ConfigError, a usage error)."""
+    from bavos.errors import WeightsError
+    from bavos.io.video import FrameRange
+    from bavos.models.backbone import patch_size_of
+    from bavos.models.devices import check_precision, resolve_device
+
+    try:
+        FrameRange.parse(cfg.start, cfg.end)
+    except BavosError as e:
+        raise ConfigError(str(e)) from e
+    device = resolve_device(cfg.device)
+    check_precision(device, cfg.precision)
+    name = model_cfg.backbone or (DEFAULT_BACKBONE if model_cfg.checkpoint in ("release", "none") else None)
+    if name is not None:  # else the checkpoint names it: checked once it is read
+        try:
+            cfg.for_device(device.type).check_patch(KNOWN_PATCH_SIZES.get(name) or patch_size_of(name))
+        except WeightsError as e:
+            raise ConfigError(str(e)) from e
+
+
+@app.command(cls=Command)
+def segment(
+    inputs: Annotated[list[Path], typer.Argument(
+        help="Video files (anything FFmpeg reads) or folders of frames.", metavar="INPUT", show_default=False)],
+    output: Annotated[Path, typer.Option(
+        "--output", "-o", metavar="DIR", help="Folder that receives one sub-folder per input.")] = Path("out"),
+    checkpoint: Annotated[str, typer.Option(
+        metavar="release|none|PATH",
+        help="The correlator: 'release', the paper's trained model (downloaded once, about 95 MB); 'none', the "
+             "training-free mode (DINO's own attention, a weaker baseline); or a checkpoint file.")] = "release",
+    backbone: Annotated[str | None, typer.Option(
+        metavar="NAME", show_default=f"the checkpoint's, else {DEFAULT_BACKBONE}",
+        help="timm ViT name of the frozen backbone.")] = None,
+    backbone_weights: Annotated[str | None, typer.Option(
+        metavar="hub|none|PATH", show_default="the checkpoint's, else hub",
+        help="'hub' (timm's DINO weights, downloaded once), a weights file, or 'none' (random weights: masks are "
+             "meaningless; for tests).")] = None,
+    resolution: Annotated[tuple[int, int] | None, typer.Option(
+        metavar="H W", show_default="320 480 on a GPU (the paper's), 160 240 on a CPU",
+        help="Model input size, multiples of 8. Larger finds smaller objects and follows edges better; the "
+             "clustering's time grows with the cube of the pixel count.")] = None,
+    key_ratio: Annotated[int, typer.Option(
+        metavar="R", help="Every R-th frame is a key frame that every frame attends to. Lower: more key frames, "
+                          "better for objects seen briefly, more time and memory.")] = 10,
+    max_key_frames: Annotated[int, typer.Option(
+        metavar="N", help="At most N key frames, spread over the video (0: no limit). 30 keeps every key frame of "
+                          "clips up to 300 frames and makes longer videos cost linear time; fewer key frames may "
+                          "merge an object seen only between them into another.")] = 30,
+    tau: Annotated[float, typer.Option(
+        metavar="TAU", help="Merge threshold (symmetric KL). Higher merges more: fewer, larger objects; lower "
+                            "splits: more, smaller ones.")] = 1.0,
+    window: Annotated[int, typer.Option(
+        metavar="N", help="Frames clustered together before the global merges (the paper's 3). Larger windows "
+                          "cost the square in time and memory.")] = 3,
+    level: Annotated[int | None, typer.Option(
+        metavar="L", show_default="the converged level",
+        help="Hierarchy level to cut: 0 = per-window clusters (most objects), each level above = one more global "
+             "merge round (fewer).")] = None,
+    max_objects: Annotated[int, typer.Option(
+        metavar="N", help="Then merge the closest clusters until at most N remain, background included (0: no "
+                          "limit, the paper's partition).")] = 20,
+    upsample: Annotated[str, typer.Option(
+        metavar="bilinear|nearest",
+        help="How masks reach the frame size: smooth edges, or 8-pixel blocks (as released).")] = "bilinear",
+    stride: Annotated[int, typer.Option(
+        metavar="K", help="Feed every K-th frame to the model; the others take the nearest processed frame's masks. "
+                          "K times less work; masks follow fast motion less closely.")] = 1,
+    device: Annotated[str, typer.Option(
+        metavar="auto|cpu|cuda", help="Where to run: 'auto' takes CUDA when there is one.")] = "auto",
+    precision: Annotated[str, typer.Option(
+        metavar="float32|bf16|fp16", help="Backbone and correlator precision: float32 as released; bf16 / fp16 are "
+                                          "faster on a GPU but move many tokens to other clusters.")] = "float32",
+    normalization: Annotated[str, typer.Option(
+        metavar="kinetics|imagenet",
+        help="Input statistics: the paper's inference (kinetics) or its training (imagenet).")] = "kinetics",
+    batch_size: Annotated[int, typer.Option(
+        metavar="N", help="Frames per backbone batch (memory, not the result).")] = 8,
+    attention_cache: Annotated[int, typer.Option(
+        metavar="MB", help="Keep up to MB of attention from the clustering's first pass for its second: faster, "
+                           "more memory, the same result (0: compute it again).")] = 0,
+    query_cache: Annotated[int, typer.Option(
+        metavar="MB", help="Keep up to MB of the frames' queries for the clustering's second pass instead of "
+                           "decoding and running the backbone again: faster, more memory, the same result.")] = 0,
+    fps: Annotated[float, typer.Option(metavar="FPS", help="Overlay frame rate for frame folders.")] = 24.0,
+    start: Annotated[str | None, typer.Option(
+        metavar="FRAME|SECONDS", show_default="the first frame",
+        help="Segment from this frame number (120) or time (12.5s); names and times stay the video's.")] = None,
+    end: Annotated[str | None, typer.Option(
+        metavar="FRAME|SECONDS", show_default="the last frame",
+        help="Segment up to this frame number or time, excluded.")] = None,
+    export: Annotated[list[str] | None, typer.Option(
+        metavar="coco|objects|video", show_default="none",
+        help="Also write: coco.json (YouTube-VIS results with RLE masks), objects/<id>/*.png (one black-and-white "
+             "mask per object and frame) or masks.mp4 (the colour masks as a video); repeat for several.")] = None,
+    overlay: Annotated[bool, typer.Option("--overlay/--no-overlay", help="Write overlay.mp4.")] = True,
+    hierarchy: Annotated[bool, typer.Option(
+        "--hierarchy/--no-hierarchy", help="Write hierarchy.npz (every level, for other cuts later).")] = True,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress, notes or result lines.")] = False,
+    json_out: Annotated[bool, typer.Option(
+        "--json", help="One JSON line per input on stdout (input, status, output, frames, objects, seconds, "
+                       "error) and nothing else there.")] = False,
+    skip_existing: Annotated[bool, typer.Option(
+        "--skip-existing", help="Skip inputs whose finished output was made with the same settings.")] = False,
+    fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Stop at the first input that fails.")] = False,
+) -> int:
+    """Segment every object of each input into OUTPUT/<name>/: masks/*.png, overlay.mp4, preview.png,
+    hierarchy.png, hierarchy.npz and summary.json (and the --export files). Everything is checked before a model
+    loads."""
+    try:
+        model_cfg = ModelConfig(backbone=backbone, backbone_weights=backbone_weights, checkpoint=checkpoint)
+        cfg = SegmentConfig(resolution=tuple(resolution) if resolution else None, key_ratio=key_ratio,
+                            max_key_frames=max_key_frames, attention_cache_mb=attention_cache,
+                            query_cache_mb=query_cache, tau=tau, window=window,
+                            level=level, max_objects=max_objects, upsample=upsample, stride=stride, device=device,
+                            precision=precision, normalization=normalization, batch_size=batch_size, fps=fps,
+                            overlay=overlay, save_hierarchy=hierarchy, start=start, end=end,
+                            exports=tuple(dict.fromkeys(export or ())))
+        check_before_loading(model_cfg, cfg)
+    except ConfigError as e:
+        usage_error(str(e), "segment")
+    return run(list(inputs), output, model_cfg, cfg, RunOptions(quiet, json_out, skip_existing, fail_fast))

@@ -1,0 +1,372 @@
+"""Dataset-level evaluation: DAVIS-2017 unsupervised (two named protocols) and FG-ARI / mIoU on instance masks.
+
+Predictions are folders of indexed PNGs, one folder per sequence, named like the ground truth: either
+``PREDS/<seq>/00000.png`` (the DAVIS layout) or ``PREDS/<seq>/masks/00000.png`` (what ``bavos segment`` writes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from bavos.errors import DestinationError, EvalError
+from bavos.evaluation.metrics import (
+    VOID,
+    fg_ari,
+    frame_scores,
+    match_per_frame,
+    match_per_sequence,
+    pair_counts,
+    statistics,
+    video_miou,
+)
+from bavos.io.files import atomic_path
+
+PROTOCOLS = ("official", "per-frame", "release")
+MAX_PROPOSALS = {"official": 20, "per-frame": 300, "release": 300}
+MEASURES = ("J&F-Mean", "J-Mean", "J-Recall", "J-Decay", "F-Mean", "F-Recall", "F-Decay")
+ID_MODES = ("P", "L", "I;16", "I")  # indexed or 8-bit grey; 16-bit grey (bavos's masks above 255 clusters)
+
+Progress = Callable[[str, int, int], None]
+
+
+def protocol_name(protocol: str, max_proposals: int | None = None) -> str:
+    """The name every reported number carries: the protocol's, with its proposal limit when it is not the usual."""
+    if protocol not in PROTOCOLS:
+        raise EvalError(f"unknown protocol {protocol!r}: choose one of {', '.join(PROTOCOLS)}")
+    limit = MAX_PROPOSALS[protocol] if max_proposals is None else max_proposals
+    if limit == MAX_PROPOSALS[protocol]:
+        return protocol
+    if protocol == "official":
+        return f"official (non-standard: up to {limit} proposals)"
+    return f"{protocol} (up to {limit} proposals)"
+
+
+@dataclass(frozen=True)
+class ObjectScore:
+    """J and F statistics of one ground-truth object."""
+
+    sequence: str
+    object_id: int  # 1-based id in the ground truth
+    j: tuple[float, float, float]  # mean, recall, decay
+    f: tuple[float, float, float]  # mean, recall, decay
+    proposal: int  # matched proposal id (official); -1 with per-frame matching, where it changes per frame
+
+    @property
+    def name(self) -> str:
+        return f"{self.sequence}_{self.object_id}"
+
+    def measures(self) -> dict[str, float]:
+        return dict(zip(MEASURES, ((self.j[0] + self.f[0]) / 2, *self.j, *self.f), strict=True))
+
+
+def _mean_measures(objects: Sequence[ObjectScore]) -> dict[str, float]:
+    """Means over objects (the DAVIS convention: every object counts once, whatever its sequence)."""
+    if not objects:
+        return dict.fromkeys(MEASURES, float("nan"))
+    rows = np.array([[*o.j, *o.f] for o in objects])  # (objects, 6)
+    jm, jr, jd, fm, fr, fd = rows.mean(axis=0).tolist()
+    return dict(zip(MEASURES, ((jm + fm) / 2, jm, jr, jd, fm, fr, fd), strict=True))
+
+
+@dataclass(frozen=True)
+class DavisResult:
+    """Scores of a DAVIS evaluation, always with the name of the protocol that produced them."""
+
+    protocol: str
+    sequences: list[str]
+    objects: list[ObjectScore]
+    notes: list[str] = field(default_factory=list)
+
+    def overall(self) -> dict[str, float]:
+        return _mean_measures(self.objects)
+
+    def per_sequence(self) -> dict[str, dict[str, float]]:
+        return {s: _mean_measures([o for o in self.objects if o.sequence == s]) for s in self.sequences}
+
+    def to_json(self) -> dict[str, object]:
+        """Exactly the seven DAVIS measures (0..1), ``protocol`` and ``sequences``."""
+        return {**{k: round(v, 6) for k, v in self.overall().items()}, "protocol": self.protocol,
+                "sequences": list(self.sequences)}
+
+
+def read_ids(path: Path, what: str) -> np.ndarray:
+    """(H, W) ids of an indexed (mode P) or 8-bit grey (mode L) PNG (uint8), or a 16-bit grey PNG (uint16).
+
+    Anything else (RGB, RGBA, ...) is an error.
+    """
+    try:
+        with Image.open(path) as img:
+            if img.mode not in ID_MODES:
+                raise EvalError(f"{path}: {what} must be indexed (palette) or 16-bit grey PNGs of ids, this one is "
+                                f"mode {img.mode}")
+            ids = np.asarray(img)
+    except OSError as exc:
+        raise EvalError(f"{path}: cannot read {what} PNG ({exc})") from exc
+    if ids.dtype.itemsize > 1:  # 16-bit: mode I;16 reads as uint16, mode I as int32
+        if ids.min() < 0 or ids.max() > 65535:
+            raise EvalError(f"{path}: {what} ids must be in 0..65535")
+        return ids.astype(np.uint16, copy=False)
+    return ids.astype(np.uint8, copy=False)
+
+
+def prediction_dir(preds: Path, sequence: str) -> Path:
+    """``PREDS/<seq>/masks`` when it exists (bavos segment's layout), else ``PREDS/<seq>``."""
+    for candidate in (preds / sequence / "masks", preds / sequence):
+        if candidate.is_dir():
+            return candidate
+    raise EvalError(f"no predictions for sequence {sequence!r}: {preds / sequence} does not exist")
+
+
+def _pngs(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() == ".png" and not p.name.startswith("."))
+
+
+def _load_pairs(pred_dir: Path, gt_dir: Path, exact: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(T, H, W) prediction and ground-truth ids for every ground-truth frame, with every check one line."""
+    gt_files = _pngs(gt_dir)
+    if not gt_files:
+        raise EvalError(f"{gt_dir}: no ground-truth PNGs")
+    have = {p.name: p for p in _pngs(pred_dir)}
+    missing = [p.name for p in gt_files if p.name not in have]
+    if missing or (exact and len(have) != len(gt_files)):
+        first = f" (first missing: {missing[0]})" if missing else ""
+        raise EvalError(f"{pred_dir}: {len(have)} prediction frames, the ground truth has {len(gt_files)}{first}")
+    gts, preds = [], []
+    for gt_file in gt_files:
+        gt = read_ids(gt_file, "ground-truth")
+        pred = read_ids(have[gt_file.name], "prediction")
+        if pred.shape != gt.shape:
+            raise EvalError(f"{have[gt_file.name]}: prediction is {pred.shape[1]}x{pred.shape[0]}, "
+                            f"the ground truth is {gt.shape[1]}x{gt.shape[0]}")
+        gts.append(gt)
+        preds.append(pred)
+    return np.stack(preds), np.stack(gts)
+
+
+class DavisLayout:
+    """A DAVIS-2017 root: ``Annotations_unsupervised/480p/<seq>/*.png`` and ``ImageSets/2017/val.txt``."""
+
+    def __init__(self, root: Path, resolution: str = "480p", subset: str = "val") -> None:
+        self.root = Path(root)
+        self.annotations = self.root / "Annotations_unsupervised" / resolution
+        self.imageset = self.root / "ImageSets" / "2017" / f"{subset}.txt"
+        if not self.root.is_dir():
+            raise EvalError(f"DAVIS root {self.root} does not exist")
+        if not self.annotations.is_dir():
+            raise EvalError(f"{self.annotations} does not exist: --davis must be a DAVIS-2017 root with the "
+                            "unsupervised annotations (Annotations_unsupervised/480p)")
+
+    def sequences(self, requested: Sequence[str] | None = None) -> list[str]:
+        """The requested sequences, or those listed in ImageSets/2017/val.txt; each must have annotations."""
+        if requested:
+            names = list(requested)
+        elif self.imageset.is_file():
+            names = [line.strip() for line in self.imageset.read_text().splitlines() if line.strip()]
+        else:
+            raise EvalError(f"{self.imageset} does not exist: give the sequences with --sequences")
+        for name in names:
+            if not (self.annotations / name).is_dir():
+                raise EvalError(f"sequence {name!r} has no annotations in {self.annotations}")
+        return names
+
+
+def _sequence_scores(sequence: str, pred: np.ndarray, gt: np.ndarray, protocol: str, limit: int,
+                     notes: list[str], progress: Progress | None) -> list[ObjectScore]:
+    """Per-object statistics of one sequence; pred and gt are (T, H, W) ids."""
+    n_objs = int(np.where(gt[0] == VOID, 0, gt[0]).max())  # objects: the ids of the first annotated frame
+    later = int(np.where(gt == VOID, 0, gt).max())
+    if later > n_objs:
+        notes.append(f"{sequence}: ids above {n_objs} appear after the first frame and count as background "
+                     "(the official evaluator takes the objects from the first frame)")
+    if n_objs == 0:
+        notes.append(f"{sequence}: no object in the first annotated frame, nothing to score")
+        return []
+    shift = 1 if protocol == "release" else 0  # the release's evaluator: every cluster, id 0 too, is a proposal
+    n_props = int(pred.max()) + shift
+    if n_props > limit:
+        held = f"{n_props} clusters (ids 0..{n_props - 1})" if shift else f"id {n_props}"
+        raise EvalError(f"{sequence}: the predictions hold {held}, more than the {limit} proposals this "
+                        f"protocol allows (--max-proposals raises the limit; the official limit is "
+                        f"{MAX_PROPOSALS['official']})")
+    n_slots = max(n_props, n_objs)  # fewer proposals than objects: pad with empty ones
+    n_frames = len(gt)
+    j = np.zeros((n_slots, n_objs, n_frames))
+    f = np.zeros((n_slots, n_objs, n_frames))
+    for t in range(n_frames):
+        frame = pred[t].astype(np.int32) + shift if shift else pred[t]
+        j[:, :, t], f[:, :, t] = frame_scores(frame, gt[t], n_slots, n_objs)
+        if progress is not None:
+            progress(sequence, t + 1, n_frames)
+    if protocol == "official":
+        jm, fm, match = match_per_sequence(j, f)
+        proposals = [int(m) + 1 for m in match]
+    else:
+        jm, fm, _ = match_per_frame(j, f)
+        proposals = [-1] * n_objs
+    return [ObjectScore(sequence, g + 1, statistics(jm[g]), statistics(fm[g]), proposals[g]) for g in range(n_objs)]
+
+
+def evaluate_davis(preds: Path, davis: Path, protocol: str = "official", sequences: Sequence[str] | None = None,
+                   max_proposals: int | None = None, progress: Progress | None = None) -> DavisResult:
+    """Score prediction folders against DAVIS-2017 unsupervised annotations.
+
+    Args:
+        preds: folder with one sub-folder of indexed PNGs per sequence.
+        davis: DAVIS-2017 root.
+        protocol: ``official`` (one Hungarian match per sequence on the mean (J+F)/2, ids 1..20; id 0 is
+            background), ``per-frame`` (a Hungarian match on J+F in every frame, ids 1..300) or ``release`` (the
+            paper's released evaluator: as ``per-frame``, but every id, 0 included, is a proposal; at most 300).
+        sequences: names to score; default: ImageSets/2017/val.txt.
+        max_proposals: proposal limit; a value other than the protocol's makes it non-standard (named so).
+        progress: called with (sequence, frames done, frames).
+    """
+    name = protocol_name(protocol, max_proposals)
+    limit = MAX_PROPOSALS[protocol] if max_proposals is None else max_proposals
+    if limit < 1:
+        raise EvalError(f"--max-proposals must be at least 1, not {limit}")
+    layout = DavisLayout(davis)
+    names = layout.sequences(sequences)
+    preds = Path(preds)
+    if not preds.is_dir():
+        raise EvalError(f"prediction folder {preds} does not exist")
+    objects: list[ObjectScore] = []
+    notes: list[str] = []
+    for seq in names:
+        pred, gt = _load_pairs(prediction_dir(preds, seq), layout.annotations / seq, exact=True)
+        objects += _sequence_scores(seq, pred, gt, protocol, limit, notes, progress)
+    return DavisResult(name, names, objects, notes)
+
+
+@dataclass(frozen=True)
+class InstanceResult:
+    """FG-ARI and video mIoU per sequence (NaN where a sequence has no foreground)."""
+
+    fg_ari: dict[str, float]  # mean over frames with ground-truth foreground
+    miou: dict[str, float]  # mean over objects after one Hungarian match per video
+
+    def overall(self) -> dict[str, float]:
+        """Means over sequences (sequences without foreground left out)."""
+        return {"FG-ARI": float(np.nanmean(list(self.fg_ari.values()))) if self.fg_ari else float("nan"),
+                "mIoU": float(np.nanmean(list(self.miou.values()))) if self.miou else float("nan")}
+
+
+def evaluate_instances(preds: Path, gt: Path, sequences: Sequence[str] | None = None,
+                       progress: Progress | None = None) -> InstanceResult:
+    """FG-ARI (per frame, on ground-truth foreground) and video-level mIoU of folders of instance masks.
+
+    Args:
+        preds: one sub-folder of indexed PNGs per sequence (ids as predicted; 0 = background for mIoU).
+        gt: one sub-folder of indexed PNGs per sequence (0 = background, 255 = void); predictions are needed for
+            every ground-truth frame, extra predicted frames (sparse annotations) are ignored.
+        sequences: names to score; default: every sub-folder of ``gt``.
+        progress: called with (sequence, frames done, frames).
+    """
+    gt = Path(gt)
+    if not gt.is_dir():
+        raise EvalError(f"ground-truth folder {gt} does not exist")
+    names = list(sequences) if sequences else sorted(p.name for p in gt.iterdir() if p.is_dir())
+    if not names:
+        raise EvalError(f"{gt}: no sequence folders")
+    aris: dict[str, float] = {}
+    mious: dict[str, float] = {}
+    for seq in names:
+        if not (gt / seq).is_dir():
+            raise EvalError(f"sequence {seq!r} has no ground truth in {gt}")
+        pred, ann = _load_pairs(prediction_dir(Path(preds), seq), gt / seq, exact=False)
+        table = np.zeros((int(pred.max()) + 1, 256), dtype=np.int64)  # predicted ids may be 16-bit
+        frame_aris = []
+        for t in range(len(ann)):
+            frame_aris.append(fg_ari(pred[t], ann[t]))
+            keep = ann[t] != VOID
+            table += pair_counts(pred[t][keep], ann[t][keep], *table.shape)
+            if progress is not None:
+                progress(seq, t + 1, len(ann))
+        scored = [a for a in frame_aris if not np.isnan(a)]
+        aris[seq] = float(np.mean(scored)) if scored else float("nan")
+        mious[seq] = video_miou(table).miou
+    return InstanceResult(aris, mious)
+
+
+def write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+    """Write a CSV file atomically (a temporary name in the same folder, then a rename). An existing file is
+    replaced only when it is such a table (its first line is ``header``): bavos never replaces a file of yours.
+
+    Raises:
+        DestinationError: ``path`` is a folder, or a file that is not a table bavos wrote.
+        EvalError: the file cannot be written.
+    """
+    import csv
+
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise EvalError(f"cannot write {path}: folder {path.parent} does not exist")
+    if path.is_dir():
+        raise DestinationError(f"--csv {path}: is a folder; name the file to write")
+    if path.exists():
+        try:
+            with open(path, newline="") as fh:
+                first = next(csv.reader(fh), None)
+        except (OSError, UnicodeDecodeError, csv.Error):
+            first = None
+        if first != list(header):
+            raise DestinationError(f"--csv {path}: a file that is not a bavos table is there; bavos replaces only its "
+                                   "own: choose another name or move it")
+    with atomic_path(path, EvalError) as tmp, open(tmp, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(header)
+        writer.writerows(rows)
+
+
+def davis_rows(result: DavisResult) -> tuple[list[str], list[list[object]]]:
+    """The per-sequence table: sequence, objects, protocol and the seven measures (means over its objects)."""
+    header = ["Sequence", "Objects", "Protocol", *MEASURES]
+    rows: list[list[object]] = []
+    for seq, measures in result.per_sequence().items():
+        count = sum(o.sequence == seq for o in result.objects)
+        rows.append([seq, count, result.protocol, *(f"{measures[m]:.6f}" for m in MEASURES)])
+    return header, rows
+
+
+def shown3(value: float) -> str:
+    """Three decimals for a table, without the '-0.000' of tiny negative values (FG-ARI of chance agreement)."""
+    text = f"{value:.3f}"
+    return "0.000" if text == "-0.000" else text
+
+
+@dataclass
+class Report:
+    """A result as the CLI shows it: a CSV table, a shorter printed table, and a JSON payload."""
+
+    title: str
+    header: list[str]  # CSV
+    rows: list[list[object]]  # CSV
+    shown_header: list[str]  # printed table
+    shown: list[list[str]]  # printed table, the last row the overall one
+    payload: dict[str, object]  # JSON
+
+
+def instance_report(res: InstanceResult) -> Report:
+    """FG-ARI / mIoU per sequence and overall."""
+    overall = res.overall()
+    header = ["Sequence", "FG-ARI", "mIoU"]
+    rows: list[list[object]] = [[s, f"{res.fg_ari[s]:.6f}", f"{res.miou[s]:.6f}"] for s in res.fg_ari]
+    shown = [[s, shown3(res.fg_ari[s]), shown3(res.miou[s])] for s in res.fg_ari]
+    shown.append(["overall", *(shown3(v) for v in overall.values())])
+    payload: dict[str, object] = {**{k: round(v, 6) for k, v in overall.items()}, "sequences": list(res.fg_ari)}
+    return Report("FG-ARI / video mIoU", header, rows, header, shown, payload)
+
+
+def davis_report(res: DavisResult) -> Report:
+    """DAVIS J/F per sequence and overall, with the protocol in the title."""
+    header, rows = davis_rows(res)
+    shown = [[str(r[0]), str(r[1]), *(shown3(m[k]) for k in MEASURES)]
+             for r, m in zip(rows, res.per_sequence().values(), strict=True)]
+    overall = res.overall()
+    shown.append(["overall", str(len(res.objects)), *(shown3(overall[m]) for m in MEASURES)])
+    return Report(f"DAVIS-2017 unsupervised, protocol: {res.protocol}", header, rows,
+                  ["Sequence", "Objects", *MEASURES], shown, res.to_json())

@@ -1,0 +1,6 @@
+"""Files in and out, with no model: video decoding and encoding and frame folders (``video``, PyAV and Pillow),
+id masks and overlays (``render``), the preview and hierarchy pictures (``pictures``), exports for other tools
+(``exports``: COCO RLE, per-object PNGs, mask videos) and atomic writes (``files``).
+
+May import: ``bavos.config``, ``bavos.errors``; nothing else of bavos.
+"""

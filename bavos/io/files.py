@@ -1,0 +1,62 @@
+"""Atomic file writes: a temporary name beside the target, renamed over it only when complete.
+
+A reader never sees a half-written file; on any failure the temporary file is removed and an OSError becomes
+one clear BavosError naming the file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from bavos.errors import BavosError, OutputError, plain_os_error
+
+
+def hidden_sibling(path: Path, tag: str) -> Path:
+    """A hidden name beside ``path`` for bavos's own temporary use: ``.<name>.bavos-<tag>-<pid>``, the name cut to 120
+    characters so that the longest names a file system allows still leave room (255 bytes on most)."""
+    path = Path(path)
+    return path.with_name(f".{path.name[:120]}.bavos-{tag}-{os.getpid()}")
+
+
+@contextmanager
+def atomic_path(path: Path, error: type[BavosError] = OutputError) -> Iterator[Path]:
+    """Yield a temporary path to write; on success it replaces ``path``, on failure it is removed.
+
+    Raises:
+        error: an OSError while writing or renaming, as "cannot write PATH: reason".
+    """
+    path = Path(path)
+    tmp = hidden_sibling(path, f"tmp-{threading.get_ident()}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except OSError as e:
+        raise error(f"cannot write {path}: {plain_os_error(e, '')}") from e
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_json(path: Path, payload: Any, indent: int | None = None) -> None:
+    """Write ``payload`` as JSON atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(payload, indent=indent) + "\n")
+
+
+def prepare_output(output: Path) -> None:
+    """Create the output folder and check that files can be created in it (before any long computation)."""
+    output = Path(output)
+    if output.exists() and not output.is_dir():
+        raise OutputError(f"{output}: is a file, not a folder; -o names the folder that receives the results")
+    probe = output / f".bavos-write-test-{os.getpid()}"
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+        probe.mkdir()
+        probe.rmdir()
+    except OSError as e:
+        raise OutputError(f"the output folder is not writable: {plain_os_error(e, output)}") from e

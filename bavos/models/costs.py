@@ -1,0 +1,207 @@
+"""What a run will cost, said before it is paid: time and peak memory from the shapes and a short calibration.
+
+Time: each stage's work is counted from the shapes (matrix-product flops, and elementwise passes over the
+attention rows), and turned into seconds with two rates measured once per process on the device: a matrix product
+and an elementwise pass of about the sizes the pipeline uses (about 0.2 s on a CPU). The clustering's work depends
+on the video (how many clusters each window holds); the estimate assumes ``CLUSTERS_PER_WINDOW``.
+
+Memory: the process's resident memory when the estimate is made (the libraries and the models), plus what the run
+allocates: the queries of every frame (host memory), the key set, and the largest window's working set (attention
+rows, their logarithms, the n x n distance and neighbour matrices) or the backbone's largest batch.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+CLUSTERS_PER_WINDOW = 16  # the clustering's data-dependent work is estimated for this many clusters per window
+LEADER_BLOCK = 64  # candidate rows the leader pass asks for at once (bavos.pipeline.cluster.LEADER_BLOCK)
+
+
+@dataclass(frozen=True)
+class Rates:
+    """What the device does per second: float32 matrix-product flops and elementwise operations (each a read and a
+    write of one float32)."""
+
+    flops: float
+    elementwise: float
+
+
+@functools.lru_cache(maxsize=4)
+def calibrate(device: torch.device) -> Rates:
+    """Time a 1024 x 2048 x 1024 matrix product and exp/log passes over 8M floats on ``device`` (best of 5)."""
+    a = torch.rand(1024, 2048, device=device)
+    b = torch.rand(2048, 1024, device=device)
+    x = torch.rand(8 * 2**20, device=device)
+
+    def best(fn: object) -> float:
+        fn()  # type: ignore[operator]  # warm-up: library initialisation, allocations
+        times = []
+        for _ in range(5):
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            start = time.perf_counter()
+            fn()  # type: ignore[operator]
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            times.append(time.perf_counter() - start)
+        return min(times)
+
+    matmul = best(lambda: a @ b)
+    elementwise = best(lambda: x.exp_().log_())
+    return Rates(flops=2 * 1024 * 2048 * 1024 / matmul, elementwise=2 * x.numel() / elementwise)
+
+
+def _proc_bytes(path: str, field: str) -> int | None:
+    """A ``field:  N kB`` line of a /proc file, in bytes (None where the file or the field is not there)."""
+    try:
+        with open(path) as f:
+            for line in f:
+                if line.startswith(f"{field}:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def resident_bytes() -> int:
+    """This process's resident memory now (0 where /proc is not there)."""
+    return _proc_bytes("/proc/self/status", "VmRSS") or 0
+
+
+def available_bytes(device: torch.device) -> int | None:
+    """Memory the run can still take: free GPU memory on CUDA, else MemAvailable (None when unknown)."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    return _proc_bytes("/proc/meminfo", "MemAvailable")
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """Seconds per stage and peak memory (host; and device memory on CUDA)."""
+
+    seconds: dict[str, float]
+    peak_bytes: int
+    device_peak_bytes: int | None = None
+    passes: dict[str, float] = field(default_factory=dict)  # seconds of each pass over the video, in order
+
+    @property
+    def total(self) -> float:
+        return sum(self.seconds.values())
+
+
+def vit_flops(tokens: int, dim: int = 384, depth: int = 12) -> float:
+    """Forward flops of a ViT over ``tokens`` tokens (qkv, attention, projection, MLP of ratio 4, per block)."""
+    return depth * (24 * tokens * dim * dim + 4 * tokens * tokens * dim)
+
+
+def window_work(n: int, m: int, dim: int, heads: int, levels_rows: int) -> tuple[float, float, float]:
+    """(flops, elementwise operations, share of both in the hierarchy pass) of one window of n rows over m key
+    tokens, both clustering passes."""
+    attention = 2 * n * dim * m, 6 * heads * n * m  # per pass: q k^T of every head; in-place softmax passes
+    candidates = min(n, LEADER_BLOCK * CLUSTERS_PER_WINDOW)
+    hierarchy = 2 * n * n * m + 2 * n * n * m + 4 * candidates * n * m  # self-distances, smoothing, leader rows
+    assignment = 4 * levels_rows * n * m  # distances of every level's centroids to the rows
+    flops = 2 * attention[0] + hierarchy + assignment
+    elementwise = 2 * attention[1] + 12 * n * m + 8 * n * n
+    return flops, elementwise, (attention[0] + hierarchy) / flops
+
+
+def segment_estimate(frames: int, grid: tuple[int, int], keys: int, batch: int, window: int, device: torch.device,
+                     dim: int = 384, heads: int = 8, pixels: int = 0, cache_bytes: int = 0,
+                     query_bytes: int = 0) -> Estimate:
+    """What ``segment_video`` will cost.
+
+    Args:
+        frames: processed frames T (decoded frames / stride).
+        grid: patch grid (h, w), N = h * w tokens a frame.
+        keys: key frames K.
+        batch: frames per backbone batch.
+        window: frames per clustering window.
+        dim, heads: token width and attention heads of what makes the queries and keys (the correlator's 8, or the
+            backbone's own 6 in the training-free mode).
+        pixels: pixels per decoded frame (for the writing pass).
+        cache_bytes: --attention-cache.
+        query_bytes: --query-cache (queries kept for the labels pass instead of running the backbone again).
+    """
+    rates = calibrate(device)
+    n_tokens = grid[0] * grid[1]
+    m = keys * n_tokens
+    windows = -(-frames // window)
+    levels_rows = int(1.5 * windows * CLUSTERS_PER_WINDOW)
+    full = window_work(window * n_tokens, m, dim, heads, levels_rows)
+    last = window_work((frames - (windows - 1) * window) * n_tokens, m, dim, heads, levels_rows)
+    flops = (windows - 1) * full[0] + last[0]
+    elementwise = (windows - 1) * full[1] + last[1]
+    per_frame = (vit_flops(n_tokens + 1) + 4 * n_tokens * dim * dim) / rates.flops
+    queries = frames * n_tokens * dim * 4
+    again = frames * max(0.0, 1 - query_bytes / queries)  # frames run through the backbone again in pass 3
+    seconds = {
+        "backbone": (keys + frames + again) * per_frame,
+        "clustering": flops / rates.flops + elementwise / rates.elementwise,
+        "writing": frames * pixels * 120 / rates.elementwise,  # per-cluster bilinear scores, argmax, PNG, overlay
+    }
+    passes = {"keys": keys * per_frame, "hierarchy": frames * per_frame + full[2] * seconds["clustering"],
+              "labels": again * per_frame + (1 - full[2]) * seconds["clustering"], "writing": seconds["writing"]}
+    rows = min(window, frames) * n_tokens
+    window_set = 3 * rows * m * 4 + 3 * rows * rows * 4  # rows, their logs, smoothed rows; distances, neighbours
+    backbone_set = batch * (n_tokens + 1) * 12 * dim * 4  # a block's activations (fused attention: no L x L)
+    key_set = keys * n_tokens * dim * 4
+    grow = min(queries, query_bytes) + key_set + cache_bytes
+    if device.type == "cuda":
+        return Estimate(seconds, resident_bytes() + grow, key_set + max(window_set, backbone_set) + cache_bytes,
+                        passes)
+    return Estimate(seconds, resident_bytes() + grow + max(window_set, backbone_set), None, passes)
+
+
+def gigabytes(n: float) -> str:
+    return f"{n / 2**30:.1f} GB"
+
+
+SEGMENT_OPTIONS = "lower --resolution, bound the key set with --max-key-frames, raise --stride or lower --batch-size"
+TRAIN_OPTIONS = "lower --batch-size (clips per step) or --resolution"
+
+
+def over_budget(estimate: Estimate, device: torch.device, options: str = SEGMENT_OPTIONS) -> str | None:
+    """Why the run would not fit this machine's memory (one line naming the options that help), or None."""
+    free = available_bytes(device)
+    if free is None:
+        return None
+    if device.type == "cuda":
+        need, kind = estimate.device_peak_bytes or 0, "GPU memory"
+    else:
+        need, kind = estimate.peak_bytes - resident_bytes(), "memory"
+    if need <= free:
+        return None
+    return f"needs about {gigabytes(need)} more {kind}, this machine has {gigabytes(free)} free; {options}"
+
+
+def train_estimate(clips: int, frames: int, grid: tuple[int, int], steps: int, device: torch.device,
+                   dim: int = 384, heads: int = 8, with_cls: bool = True) -> Estimate:
+    """What ``bavos train`` will cost: seconds per step and for ``steps`` steps, and peak memory.
+
+    Args:
+        clips: clips per step on this process.
+        frames: frames per clip (3).
+        grid: patch grid of the training resolution.
+        heads: the correlator's.
+
+    The correlator's attention over the clip's L = frames * (N + 1) tokens dominates. Its elementwise work
+    (softmax and its gradient, the dropout's random draws, the losses' gathers) costs about 120 elementwise passes
+    over (heads, L, L), fitted to measured CPU steps (``benchmarks/bench_train.py`` at 128x256 and 192x384); it
+    keeps about 22 bytes per element for the backward pass (the probabilities, the dropout mask, the dropped-out
+    map and their gradients).
+    """
+    rates = calibrate(device)
+    n_tokens = grid[0] * grid[1]
+    length = frames * (n_tokens + 1 if with_cls else n_tokens)
+    backbone = frames * vit_flops(n_tokens + 1, dim)
+    correlator = 3 * (24 * length * dim * dim + 4 * length * length * dim)  # forward and backward
+    elementwise = 120 * heads * length * length
+    step = clips * ((backbone + correlator) / rates.flops + elementwise / rates.elementwise)
+    peak = resident_bytes() + clips * (22 * heads * length * length + frames * (n_tokens + 1) * 12 * dim * 4)
+    return Estimate({"step": step, "run": step * steps}, peak, peak if device.type == "cuda" else None)

@@ -1,0 +1,108 @@
+"""Many inputs per call: output folder names, finished outputs, and sharding across torchrun processes.
+
+Used by ``bavos segment``; nothing here touches a model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from bavos.errors import OutputError
+from bavos.pipeline.outputs import read_summary
+from bavos.pipeline.segment import output_name, source_id
+
+
+def finished_source(folder: Path) -> str | None:
+    """The ``source`` of a finished output folder (one with summary.json), else None."""
+    summary = read_summary(folder)
+    return None if summary is None else str(summary.get("source", ""))
+
+
+def plan_outputs(inputs: list[Path], output: Path) -> list[tuple[Path, str]]:
+    """(input, output folder name) for each distinct input, in order.
+
+    The name is the stem (``output_name``) unless another input already holds it, earlier in this list or as a
+    finished output of a different source in ``output``; then it is ``<stem>-<first 8 hex digits of the SHA-1
+    of the input's absolute path>``. The rule is deterministic, so a re-run finds the same folders. An input
+    given twice is planned once.
+    """
+    owners: dict[str, str] = {}
+    plan = []
+    seen = set()
+    for path in inputs:
+        src = source_id(path)
+        if src in seen:
+            continue
+        seen.add(src)
+        name = output_name(path)
+        owner = owners.get(name) or finished_source(Path(output) / name)
+        if owner and owner != src:
+            name = f"{name}-{hashlib.sha1(src.encode()).hexdigest()[:8]}"
+        owners.setdefault(name, src)
+        plan.append((path, name))
+    return plan
+
+
+_OPTIONS = {"save_hierarchy": "--hierarchy", "overlay_alpha": "overlay opacity"}
+
+
+def _shown(value: object) -> str:
+    if value is None:
+        return "default"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, list | tuple):
+        return " ".join(str(v) for v in value)
+    return str(value)
+
+
+def stale_reason(summary: dict, settings: dict) -> str | None:
+    """Why a finished output (its summary) does not hold the result asked for with ``settings``; None if it does.
+
+    ``settings`` is ``config.result_settings(...)``: options that do not change the result (``--batch-size``,
+    ``--attention-cache``, ``--device``, ``--quiet``, ``--json``, ...) are not in it.
+    """
+    old = summary.get("settings")
+    if not isinstance(old, dict):
+        return "it was made by an older bavos that did not record its settings"
+    changed = [key for key in settings if old.get(key) != settings[key]]
+    if not changed:
+        return None
+    parts = [f"{_OPTIONS.get(k, '--' + k.replace('_', '-'))} {_shown(old.get(k))} (now {_shown(settings[k])})"
+             for k in changed[:4]]
+    more = f" and {len(changed) - 4} more" if len(changed) > 4 else ""
+    return f"it was made with other settings: {', '.join(parts)}{more}"
+
+
+def check_input(path: Path, start: str | None = None, end: str | None = None) -> str | None:
+    """None when ``path`` is a video or frame folder bavos can read (its first frame decodes) with frames in the
+    range ``start``..``end``, else why not."""
+    from bavos.errors import InputError
+    from bavos.io.video import FrameRange, VideoSource
+
+    try:
+        VideoSource(path, FrameRange.parse(start, end))
+    except InputError as e:
+        return str(e)
+    return None
+
+
+def is_finished(folder: Path) -> bool:
+    """An output folder is finished when its summary.json, written last before the atomic rename, is there."""
+    return (Path(folder) / "summary.json").is_file()
+
+
+def check_destinations(jobs: list[tuple[Path, str]], output: Path, inputs: list[Path],
+                       contents: bool = True) -> list[str]:
+    """Why each planned result folder ``output/<name>`` cannot be written (``outputs.check_destination``), one line
+    each; empty when all can."""
+    from bavos.pipeline.outputs import check_destination
+
+    problems = []
+    for _, name in jobs:
+        try:
+            check_destination(Path(output) / name, inputs, contents)
+        except OutputError as e:
+            problems.append(str(e))
+    return problems

@@ -1,0 +1,303 @@
+"""Writing a segmentation result: masks, overlay video, pictures, hierarchy.npz, exports and summary.json, in a
+temporary folder that is renamed into place when complete.
+
+``hierarchy.npz`` holds what a later re-cut needs without the model: the labels of every token at every level
+(``labels``: levels x processed frames x patches), the parent of every cluster at the level above (``parents``,
+concatenated, with ``parent_offsets``), the centroids of the converged level (``centroids``, what a cap of that
+level merges; the other levels' are not kept: each is clusters x key tokens float32, together several times the
+converged level's), every cluster's token count (``areas`` with ``area_offsets``), the cut, and the map to the PNG
+ids (``output_ids``). Labels are uint16 (int32 above 65,536 clusters).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bavos.config import SegmentConfig, result_settings, to_dict
+from bavos.errors import DestinationError, OutputError, plain_os_error
+from bavos.io.exports import Exporter
+from bavos.io.files import hidden_sibling
+from bavos.io.pictures import Levels, ObjectRow, preview_frames, save_hierarchy_picture, save_preview, thumbnail
+from bavos.io.render import overlay, write_mask
+from bavos.io.video import OverlayWriter, VideoSource
+from bavos.pipeline.segment import Analysis, Models, Progress, iter_masks, source_id
+from bavos.pipeline.store import write_npz
+
+
+def write_frames(source: VideoSource, analysis: Analysis, cfg: SegmentConfig, folder: Path,
+                 progress: Progress) -> dict[str, Any]:
+    """Write masks/, overlay.mp4 and the exports into ``folder`` (pass 4); return each id's area, first and last
+    frame (numbers of the whole video) and the preview's thumbnails."""
+    info = analysis.info
+    masks = folder / "masks"
+    masks.mkdir()
+    n_ids = int(analysis.mapping.max()) + 1
+    area = np.zeros(n_ids, dtype=np.int64)
+    first = np.full(n_ids, -1, dtype=np.int64)
+    last = np.full(n_ids, -1, dtype=np.int64)
+    chosen = set(preview_frames(analysis.decoded))
+    thumbs: list[tuple[int, Any]] = []
+    writer = OverlayWriter(folder / "overlay.mp4", info.width, info.height, info.fps, info.time_base) \
+        if cfg.overlay else None
+    exporter = Exporter(folder, cfg.exports, info, analysis.decoded, n_ids) if cfg.exports else None
+    try:
+        for frame, ids in iter_masks(source, analysis, cfg.upsample):
+            write_mask(masks / f"{frame.name}.png", ids)
+            blended = overlay(frame.image, ids, cfg.overlay_alpha) if writer is not None or frame.index in chosen \
+                else None
+            if writer is not None:
+                writer.write(blended, frame.pts)
+            if frame.index in chosen:
+                thumbs.append((frame.number, thumbnail(blended)))
+            if exporter is not None:
+                exporter.add(frame, ids)
+            counts = np.bincount(ids.ravel(), minlength=n_ids)[:n_ids]
+            area += counts
+            seen = counts > 0
+            first[seen & (first < 0)] = frame.number
+            last[seen] = frame.number
+            progress("writing", frame.index + 1, analysis.decoded)
+    finally:
+        if writer is not None:
+            writer.close()
+        if exporter is not None:
+            exporter.close(source.path.name)
+    return {"area": area, "first": first, "last": last, "thumbs": thumbs}
+
+
+def save_pictures(folder: Path, title: str, stats: dict[str, Any], levels: Levels) -> None:
+    """preview.png (the thumbnails and a legend of the objects) and hierarchy.png."""
+    total = max(1, int(stats["area"].sum()))
+    objects = [ObjectRow(i, float(stats["area"][i]) / total, int(stats["first"][i]), int(stats["last"][i]))
+               for i in range(1, len(stats["area"])) if stats["area"][i] > 0]
+    save_preview(folder / "preview.png", title, stats["thumbs"], objects)
+    save_hierarchy_picture(folder / "hierarchy.png", levels)
+
+
+def levels_of(analysis: Analysis) -> Levels:
+    h = analysis.hierarchy
+    return Levels(analysis.areas, h.parents, h.converged, h.cut, h.capped_from, analysis.mapping)
+
+
+def _concat(arrays: list[np.ndarray], dtype: type) -> tuple[np.ndarray, np.ndarray]:
+    offsets = np.cumsum([0] + [len(a) for a in arrays])
+    return (np.concatenate(arrays).astype(dtype) if arrays else np.zeros(0, dtype)), offsets
+
+
+def save_hierarchy(path: Path, analysis: Analysis) -> None:
+    """Write hierarchy.npz (see the module docstring), streaming the labels from the analysis's store."""
+    h = analysis.hierarchy
+    levels, frames = len(h.sizes), analysis.processed
+    n = analysis.grid[0] * analysis.grid[1]
+    parents, parent_offsets = _concat(h.parents, np.int64)
+    areas, area_offsets = _concat(analysis.areas, np.int64)
+    kept = h.centroids[h.converged]
+    centroids = kept.float().cpu().numpy() if kept is not None and h.converged else np.zeros((0, 0), np.float32)
+    dtype = np.dtype(np.uint16 if max(h.sizes) <= 65536 else np.int32)
+
+    def labels() -> Any:
+        for level in range(levels):
+            for t in range(frames):
+                yield analysis.labels.frame(t)[level]
+
+    write_npz(path, {
+        "labels": ((levels, frames, n), dtype, labels), "areas": areas, "area_offsets": area_offsets,
+        "sizes": np.array(h.sizes), "level": np.array(h.cut), "converged": np.array(h.converged),
+        "capped_from": np.array(-1 if h.capped_from is None else h.capped_from),
+        "grid": np.array(analysis.grid), "processed": np.arange(0, analysis.decoded, analysis.stride),
+        "key_frames": np.array(analysis.keys.positions), "output_ids": analysis.mapping,
+        "parents": parents, "parent_offsets": parent_offsets,
+        "centroids": centroids,
+    })
+
+
+def object_entries(stats: dict[str, np.ndarray]) -> dict[str, Any]:
+    """summary.json's ``objects`` (count), ``background`` (id 0) and ``object_stats``: each present id's area and
+    first and last frame."""
+    objects = [{"id": i, "area": int(stats["area"][i]), "first_frame": int(stats["first"][i]),
+                "last_frame": int(stats["last"][i])} for i in range(len(stats["area"])) if stats["area"][i] > 0]
+    return {"objects": sum(1 for o in objects if o["id"] > 0), "background": objects[0] if objects else None,
+            "object_stats": [o for o in objects if o["id"] > 0]}
+
+
+def summary(source: VideoSource, analysis: Analysis, stats: dict[str, np.ndarray], cfg: SegmentConfig,
+            models: Models, output: Path, timings: dict[str, float]) -> dict[str, Any]:
+    """What summary.json holds."""
+    from bavos.version import __version__
+
+    info, h = analysis.info, analysis.hierarchy
+    return {
+        "input": str(source.path), "source": source_id(source.path), "output": str(output),
+        "frames": analysis.decoded, "processed_frames": analysis.processed, "first_frame": stats["first_number"],
+        "fps": info.fps, "width": info.width, "height": info.height, "rotation": info.rotation,
+        "start_time": info.start_time, "duration": info.duration, "warnings": list(source.warnings),
+        **object_entries(stats),
+        "key_frames": len(analysis.keys.positions), "patch_grid": list(analysis.grid),
+        "level": h.cut, "converged_level": h.converged, "level_sizes": h.sizes, "capped_from": h.capped_from,
+        "mode": "correlator" if models.correlator is not None else "training-free",
+        "weights": models.weights.describe(), "settings": result_settings(models.requested, cfg),
+        "device": str(models.device), "config": to_dict(models.config, cfg),
+        "timings": {k: round(v, 4) for k, v in timings.items()}, "version": __version__,
+    }
+
+
+def read_summary(folder: Path) -> dict | None:
+    """The summary.json of a finished output folder, or None (not finished, or unreadable)."""
+    try:
+        summary = json.loads((Path(folder) / "summary.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return summary if isinstance(summary, dict) else None
+
+
+RESULT_FILES = {"summary.json", "overlay.mp4", "preview.png", "hierarchy.png", "hierarchy.npz", "coco.json",
+                "masks.mp4"}  # and the folders masks/ (PNGs) and objects/<id>/ (PNGs)
+
+
+def _foreign_entry(folder: Path) -> str | None:
+    """The first entry under ``folder`` that bavos does not write into a result (None: every entry is bavos's)."""
+
+    def pngs(path: str, prefix: str) -> str | None:
+        return next((prefix + e.name for e in os.scandir(path)
+                     if not (e.name.endswith(".png") and e.is_file(follow_symlinks=False))), None)
+
+    for entry in os.scandir(folder):
+        if entry.is_symlink():
+            return entry.name
+        if entry.name in RESULT_FILES and entry.is_file():
+            continue
+        if entry.name == "masks" and entry.is_dir():
+            found = pngs(entry.path, "masks/")
+        elif entry.name == "objects" and entry.is_dir():
+            found = next((f"objects/{e.name}" for e in os.scandir(entry.path)
+                          if not (e.name.isdigit() and e.is_dir(follow_symlinks=False))), None)
+            found = found or next(filter(None, (pngs(e.path, f"objects/{e.name}/") for e in os.scandir(entry.path))),
+                                  None)
+        else:
+            found = entry.name
+        if found:
+            return found
+    return None
+
+
+def is_bavos_result(folder: Path) -> bool:
+    """A finished bavos result: a summary.json written by bavos, and nothing in the folder bavos did not write."""
+    summary = read_summary(folder)
+    return summary is not None and {"version", "source", "settings"} <= summary.keys() \
+        and _foreign_entry(folder) is None
+
+
+def check_destination(final: Path, inputs: list[Path] | tuple[Path, ...] = (), contents: bool = True) -> None:
+    """Refuse, before any work, an output folder that would replace or hold what is not bavos's.
+
+    ``final`` may be absent, an empty folder, or a finished bavos result holding only what bavos writes (it is then
+    replaced when the new result is complete). It must not be an input, hold one, or lie inside a frame folder
+    given as input. Paths are compared resolved (``.``, ``..``, links). ``contents=False`` checks only the inputs.
+
+    Raises:
+        DestinationError: what is there, and what to do.
+    """
+    final = Path(final)
+    where = final.resolve()
+    for path in inputs:
+        src = Path(path).resolve()
+        shown = path if Path(path).name not in ("", ".", "..") else src  # "." is named by its path
+        if where == src or src.is_relative_to(where):
+            raise DestinationError(f"{final}: the output folder would replace the input {shown}; choose another -o")
+        if src.is_dir() and where.is_relative_to(src):
+            raise DestinationError(f"{final}: the output folder would lie inside the input folder {shown}; choose an "
+                                   "-o outside it")
+    if not contents:
+        return
+    try:
+        if final.is_symlink():
+            raise DestinationError(f"{final}: is a link; bavos replaces only result folders it wrote: choose another "
+                                   "-o or remove the link")
+        if not final.exists():
+            return
+        if not final.is_dir():
+            raise DestinationError(f"{final}: a file is there, not a result folder; bavos replaces only results it "
+                                   "wrote: choose another -o or move the file")
+        if next(final.iterdir(), None) is None or is_bavos_result(final):
+            return
+        found = _foreign_entry(final) if (final / "summary.json").is_file() else next(
+            e.name for e in final.iterdir())
+    except OSError as e:
+        raise DestinationError(f"cannot check the output folder: {plain_os_error(e, final)}") from e
+    raise DestinationError(f"{final}: holds files bavos did not write ({found}); bavos replaces only its own "
+                           "finished results: choose another -o or move them")
+
+
+def publish(tmp: Path, final: Path) -> None:
+    """Move a finished temporary folder into place, replacing an older result."""
+    old = hidden_sibling(final, "old")
+    if final.exists():
+        final.rename(old)
+    tmp.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def temporary_folder(final: Path) -> Path:
+    """A fresh hidden folder beside ``final`` (``.<name>.bavos-tmp-<pid>``) for a result being written."""
+    tmp = hidden_sibling(final, "tmp")
+    try:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    except OSError as e:
+        raise OutputError(f"cannot create the output folder: {plain_os_error(e, final.parent)}") from e
+    return tmp
+
+
+def write_result(final: Path, source: VideoSource, analysis: Analysis, cfg: SegmentConfig, models: Models,
+                 progress: Progress, started: float) -> dict[str, Any]:
+    """Write every output of an analysis into the folder ``final`` (a temporary folder renamed into place)."""
+
+    def make_summary(stats: dict[str, Any], seconds: float) -> dict[str, Any]:
+        timings = {**analysis.timings, "writing": seconds, "total": time.perf_counter() - started}
+        return summary(source, analysis, stats, cfg, models, final, timings)
+
+    return write_folder(final, source, analysis, cfg, progress, next(source.frames()).number, make_summary)
+
+
+def write_folder(final: Path, source: VideoSource, analysis: Analysis, cfg: SegmentConfig, progress: Progress,
+                 first_number: int, make_summary: Callable[[dict[str, Any], float], dict[str, Any]]
+                 ) -> dict[str, Any]:
+    """Write masks, videos, pictures, hierarchy.npz and the summary ``make_summary(stats, seconds writing)`` gives
+    into a temporary folder, then rename it to ``final``; returns the summary.
+
+    Raises:
+        DestinationError: ``final`` holds what bavos did not write, or is the source (checked before writing).
+        OutputError: writing failed (the temporary folder is removed; ``final`` is untouched).
+    """
+    check_destination(final, [source.path] if source.from_path else [])
+    tmp = temporary_folder(final)
+    try:
+        start = time.perf_counter()
+        stats = write_frames(source, analysis, cfg, tmp, progress)
+        stats["first_number"] = first_number
+        frames, objects = analysis.decoded, int((stats["area"][1:] > 0).sum())
+        title = (f"{source.path.name}: {frames} frame{'s' * (frames != 1)}, {objects} object{'s' * (objects != 1)}, "
+                 f"level {analysis.hierarchy.cut} of {len(analysis.hierarchy.sizes) - 1}")
+        save_pictures(tmp, title, stats, levels_of(analysis))
+        if cfg.save_hierarchy:
+            save_hierarchy(tmp / "hierarchy.npz", analysis)
+        result = make_summary(stats, time.perf_counter() - start)
+        (tmp / "summary.json").write_text(json.dumps(result, indent=2) + "\n")
+        publish(tmp, final)
+    except (OSError, OutputError) as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        cause = e if isinstance(e, OSError) else e.__cause__
+        reason = plain_os_error(cause, "") if isinstance(cause, OSError) else str(e)
+        raise OutputError(f"cannot write the result {final}: {reason}") from e
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return result

@@ -1,0 +1,153 @@
+"""Cutting a segmented video's hierarchy at another level or cap without the model: ``bavos recut``.
+
+The first run keeps, in hierarchy.npz, every token's label at every level, the parents, the centroids of the
+converged level and every cluster's area. A new cut takes the labels of its level; a cap merges that level's
+closest centroids (as ``--max-objects`` does; so a cap needs the converged level, or a level with no more clusters
+than the cap) and gives each token the merged cluster of its own, so the result equals
+``bavos segment --level L --max-objects K`` (byte for byte on the same kind of device).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from bavos.config import SegmentConfig
+from bavos.errors import ConfigError, InputError
+from bavos.pipeline.cluster import Hierarchy, merge_closest
+from bavos.pipeline.segment import Analysis, Keys, ids_by_area
+
+
+class CutLabels:
+    """The labels of the real levels (0 .. converged) of some store, with a capped level computed on the fly."""
+
+    def __init__(self, base: Any, real: int, capped_from: int | None = None, parent: np.ndarray | None = None) -> None:
+        self.base, self.real, self.capped_from, self.parent = base, real, capped_from, parent
+
+    def frame(self, index: int) -> np.ndarray:
+        rows = self.base.frame(index)[: self.real]  # (real levels, N)
+        if self.parent is None:
+            return rows
+        capped = self.parent[rows[self.capped_from]].astype(rows.dtype)
+        return np.concatenate([rows, capped[None]])
+
+    def close(self) -> None:
+        self.base.close()
+
+
+class ArrayLabels:
+    """(levels, T, N) labels held in memory, read a frame at a time."""
+
+    def __init__(self, labels: np.ndarray) -> None:
+        self.labels = labels
+
+    def frame(self, index: int) -> np.ndarray:
+        return self.labels[:, index]
+
+    def close(self) -> None:
+        return None
+
+
+def recut_analysis(analysis: Analysis, level: int | None, max_objects: int) -> Analysis:
+    """The same analysis cut at ``level`` (None: converged) and capped at ``max_objects`` (0: no cap)."""
+    h = analysis.hierarchy
+    real = h.converged + 1
+    cut = h.converged if level is None else level
+    if cut > h.converged:
+        raise ConfigError(f"--level {cut} does not exist: this video's hierarchy has levels 0..{h.converged}")
+    sizes, centroids, parents = h.sizes[:real], h.centroids[:real], h.parents[:real]
+    areas = analysis.areas[:real]
+    base = analysis.labels.base if isinstance(analysis.labels, CutLabels) else analysis.labels
+    hierarchy = Hierarchy(list(sizes), list(centroids), list(parents), h.converged, None, cut)
+    labels = CutLabels(base, real)
+    if max_objects and sizes[cut] > max_objects:
+        if centroids[cut] is None:
+            raise ConfigError(f"capping level {cut} needs its centroids; hierarchy.npz keeps only the converged "
+                              f"level's ({h.converged}): run bavos segment with --level {cut} --max-objects "
+                              f"{max_objects}")
+        capped, parent = merge_closest(centroids[cut], max_objects)
+        hierarchy.sizes.append(int(capped.shape[0]))
+        hierarchy.centroids.append(capped)
+        hierarchy.parents.append(parent)
+        hierarchy.capped_from, hierarchy.cut = cut, real
+        areas = [*areas, np.bincount(parent, weights=areas[cut], minlength=len(capped)).astype(np.int64)]
+        labels = CutLabels(base, real, cut, parent)
+    return replace(analysis, hierarchy=hierarchy, labels=labels, mapping=ids_by_area(areas[hierarchy.cut]),
+                   areas=areas)
+
+
+def _split(values: np.ndarray, offsets: np.ndarray) -> list[np.ndarray]:
+    return [values[a:b] for a, b in zip(offsets[:-1], offsets[1:], strict=True)]
+
+
+def load_analysis(folder: Path, info: Any, stride: int, decoded: int) -> Analysis:
+    """The analysis a finished output folder kept in hierarchy.npz (its real levels; a cap is dropped).
+
+    Args:
+        info: the source's VideoInfo.
+        decoded: the frames the run decoded (its summary's ``frames``).
+    """
+    path = folder / "hierarchy.npz"
+    if not path.is_file():
+        raise InputError(f"{folder}: no hierarchy.npz (the run was made with --no-hierarchy): run bavos segment")
+    with np.load(path) as z:
+        if "centroids" not in z.files or "centroid_offsets" in z.files:
+            raise InputError(f"{path}: made by an older bavos without the centroids recut needs: run bavos segment")
+        sizes = z["sizes"].tolist()
+        converged = int(z["converged"])
+        real = converged + 1
+        parents = _split(z["parents"], z["parent_offsets"])[:real]
+        areas = _split(z["areas"], z["area_offsets"])[:real]
+        centroids: list[torch.Tensor | None] = [None] * real
+        if converged:
+            centroids[converged] = torch.from_numpy(z["centroids"])
+        labels = z["labels"][:real]
+        keys = Keys(torch.empty(0), z["key_frames"].tolist(), decoded, (int(z["grid"][0]), int(z["grid"][1])))
+    hierarchy = Hierarchy(sizes[:real], centroids, parents, converged, None, converged)
+    return Analysis(info, keys, hierarchy, ArrayLabels(labels), np.zeros(1, np.int64), stride, areas)
+
+
+def recut_folder(folder: Path, level: int | None, max_objects: int, progress: Any) -> dict[str, Any]:
+    """Rewrite a finished output folder for another cut: masks, overlay, pictures, hierarchy.npz, exports, summary
+    (in a temporary folder renamed into place). Returns the new summary."""
+    from bavos.io.video import FrameRange, VideoSource
+    from bavos.pipeline.outputs import write_folder
+
+    started = time.perf_counter()
+    folder = Path(folder)
+    try:
+        old = json.loads((folder / "summary.json").read_text())
+    except (OSError, ValueError) as e:
+        raise InputError(f"{folder}: not a finished bavos output (no readable summary.json)") from e
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in old["config"]["SegmentConfig"].items()}
+    cfg = replace(SegmentConfig(**values), level=level, max_objects=max_objects)
+    if not Path(old["source"]).exists():
+        raise InputError(f"{old['source']}: the source video is gone; recut needs it for the frames of the masks and "
+                         "the overlay")
+    source = VideoSource(old["source"], FrameRange.parse(cfg.start, cfg.end))
+    analysis = recut_analysis(load_analysis(folder, source.info, cfg.stride, int(old["frames"])), level, max_objects)
+    if cfg.fps and source.info.is_folder:
+        analysis = replace(analysis, info=replace(analysis.info, fps=cfg.fps))
+    return write_folder(folder, source, analysis, replace(cfg, save_hierarchy=True), progress,
+                        old.get("first_frame", 0),
+                        lambda stats, _: _recut_summary(old, stats, analysis, cfg, time.perf_counter() - started))
+
+
+def _recut_summary(old: dict[str, Any], stats: dict[str, Any], analysis: Analysis, cfg: SegmentConfig,
+                   seconds: float) -> dict[str, Any]:
+    from bavos.config import to_dict
+    from bavos.pipeline.outputs import object_entries
+    from bavos.version import __version__
+
+    h = analysis.hierarchy
+    config = {**old["config"], "SegmentConfig": to_dict(cfg)["SegmentConfig"]}
+    return {**old, **object_entries(stats), "level": h.cut, "converged_level": h.converged,
+            "level_sizes": h.sizes, "capped_from": h.capped_from,
+            "settings": {**old["settings"], "level": cfg.level, "max_objects": cfg.max_objects}, "config": config,
+            "timings": {**old["timings"], "recut": round(seconds, 4)}, "version": __version__}

@@ -1,0 +1,366 @@
+"""The segmentation pipeline: video -> key frames -> attention window by window -> hierarchy -> labels.
+
+Passes over the video, each a stream of frames, so that memory does not grow with the video's length:
+
+1. keys: decode every frame, run the backbone on the key frames only (their keys are what every frame attends to);
+2. hierarchy: decode, run the backbone on every processed frame and, window by window, compute the attention rows
+   and cluster them (level 0 and the streamed first global round); then the remaining global rounds;
+3. labels: the same rows again (queries computed again, or kept within ``--query-cache``) give every token its
+   label at every level, written window by window to a temporary file;
+4. writing (``bavos.pipeline.outputs``): decode again and write each frame's mask and overlay frame.
+
+Host memory holds the key set, one window's rows and working set, the leaders of the first global round and the
+levels above it (each bounded by the number of clusters, not the number of frames). Time grows linearly with the
+number of frames when the key set is bounded (``--max-key-frames``, 30 by default: clips up to 300 processed frames
+keep every key frame of the paper's setting).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from bavos.config import SegmentConfig
+from bavos.errors import InputError
+from bavos.io.video import Frame, VideoInfo, VideoSource
+from bavos.models.costs import Estimate, segment_estimate
+from bavos.models.devices import release_free_heap
+from bavos.models.loading import Models, frame_tokens
+from bavos.pipeline.attention import key_frame_indices, window_attention
+from bavos.pipeline.cluster import Hierarchy, HierarchyBuilder, label_window
+from bavos.pipeline.masks import MAX_IDS_8BIT, ids_by_area, nearest_processed, upsample_ids
+from bavos.pipeline.store import LabelStore
+
+Progress = Callable[[str, int, int | None], None]
+"""progress(stage, done, total): stages "keys" (frames), "hierarchy" and "labels" (windows), "writing" (frames)."""
+
+
+def _no_progress(stage: str, done: int, total: int | None) -> None:
+    return None
+
+
+class _Clock:
+    """Seconds spent per kind of work: ``with clock("backbone"): ...`` (the device synchronised on CUDA)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, kind: str) -> Iterator[None]:
+        start = time.perf_counter()
+        yield
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.seconds[kind] = self.seconds.get(kind, 0.0) + time.perf_counter() - start
+
+
+@dataclass
+class Keys:
+    """The key frames of a video and what pass 1 learnt of it.
+
+    Attributes:
+        k: (K, heads, N, d) float32 keys of the key frames, on the models' device.
+        positions: processed-frame position of each key frame.
+        decoded: number of decoded frames.
+        grid: patch grid (h, w), N = h * w.
+    """
+
+    k: Tensor
+    positions: list[int]
+    decoded: int
+    grid: tuple[int, int]
+
+    def processed(self, stride: int) -> int:
+        """Number of processed frames (every ``stride``-th decoded frame)."""
+        return -(-self.decoded // stride)
+
+
+def _batches(source: VideoSource, cfg: SegmentConfig, wanted: Callable[[int], bool],
+             on_frame: Callable[[Frame], None] | None = None) -> Iterator[tuple[list[int], list[np.ndarray]]]:
+    """Batches of (processed positions, images) of the processed frames ``wanted`` keeps, in order."""
+    positions: list[int] = []
+    images: list[np.ndarray] = []
+    for frame in source.frames():
+        if on_frame is not None:
+            on_frame(frame)
+        if frame.index % cfg.stride or not wanted(frame.index // cfg.stride):
+            continue
+        positions.append(frame.index // cfg.stride)
+        images.append(frame.image)
+        if len(images) == cfg.batch_size:
+            yield positions, images
+            positions, images = [], []
+    if images:
+        yield positions, images
+
+
+def key_pass(source: VideoSource, models: Models, cfg: SegmentConfig, clock: _Clock, progress: Progress) -> Keys:
+    """Pass 1: count the frames and compute the key frames' keys (again for a video whose container miscounts)."""
+    cfg.check_patch(models.backbone.patch_size)
+    announced = source.info.frame_count
+    chosen = set(key_frame_indices(-(-announced // cfg.stride), cfg.key_ratio, cfg.max_key_frames)) \
+        if announced else set()
+    computed: dict[int, Tensor] = {}
+    decoded = 0
+
+    def counted(frame: Frame) -> None:
+        nonlocal decoded
+        decoded += 1
+        progress("keys", decoded, announced)
+
+    for positions, images in _batches(source, cfg, chosen.__contains__, counted):
+        with clock("backbone"):
+            _, k = frame_tokens(models, cfg, images)
+        computed.update((p, k[i].cpu()) for i, p in enumerate(positions))
+    if not decoded:
+        raise InputError(f"{source.path}: no frames were decoded")
+    final = key_frame_indices(-(-decoded // cfg.stride), cfg.key_ratio, cfg.max_key_frames)
+    missing = set(final) - set(computed)
+    if missing:  # the container announced another frame count (or none)
+        for positions, images in _batches(source, cfg, missing.__contains__):
+            with clock("backbone"):
+                _, k = frame_tokens(models, cfg, images)
+            computed.update((p, k[i].cpu()) for i, p in enumerate(positions))
+    patch = models.backbone.patch_size
+    grid = (cfg.resolution[0] // patch, cfg.resolution[1] // patch)
+    progress("keys", decoded, decoded)
+    return Keys(torch.stack([computed[p] for p in final]).to(models.device), final, decoded, grid)
+
+
+def query_windows(source: VideoSource, models: Models, cfg: SegmentConfig, clock: _Clock,
+                  skip: set[int] | None = None) -> Iterator[tuple[int, Tensor | None]]:
+    """Every window's (w, heads, N, d) queries in order, on the host; None for the windows in ``skip``, whose
+    frames are decoded but not run through the backbone."""
+    skip = skip or set()
+    pending: list[Tensor] = []  # one item per window is yielded, in order: the windows in ``skip`` as None
+    window = 0
+
+    def wanted(position: int) -> bool:
+        return position // cfg.window not in skip
+
+    for positions, images in _batches(source, cfg, wanted):
+        with clock("backbone"):
+            q, _ = frame_tokens(models, cfg, images)
+        for i, position in enumerate(positions):
+            while position // cfg.window > window:  # windows in between were skipped
+                yield window, None
+                window += 1
+            pending.append(q[i].cpu())
+            if len(pending) == cfg.window:
+                yield window, torch.stack(pending)
+                pending, window = [], window + 1
+    if pending:
+        yield window, torch.stack(pending)
+        window += 1
+    for rest in sorted(w for w in skip if w >= window):
+        yield rest, None
+
+
+@dataclass
+class Analysis:
+    """Everything known about a video after clustering (passes 1 to 3).
+
+    Attributes:
+        labels: (processed frames, levels, N) labels at every level, in a temporary file.
+        mapping: cluster index at the cut level -> output id (-1: no token chose it); ids by decreasing area.
+    """
+
+    info: VideoInfo
+    keys: Keys
+    hierarchy: Hierarchy
+    labels: LabelStore
+    mapping: np.ndarray
+    stride: int
+    areas: list[np.ndarray] = field(default_factory=list)  # per level, the tokens of each cluster
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def decoded(self) -> int:
+        return self.keys.decoded
+
+    @property
+    def processed(self) -> int:
+        return self.keys.processed(self.stride)
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        return self.keys.grid
+
+    @property
+    def id_dtype(self) -> type:
+        return np.uint8 if int(self.mapping.max()) < MAX_IDS_8BIT else np.uint16
+
+    def ids(self, position: int) -> np.ndarray:
+        """(h, w) output ids of processed frame ``position`` (0 = the largest cluster)."""
+        labels = self.labels.frame(position)[self.hierarchy.cut]
+        return self.mapping[labels].astype(self.id_dtype).reshape(self.grid)
+
+    def close(self) -> None:
+        self.labels.close()
+
+
+def _temp_path(folder: Path, stem: str) -> Path:
+    """A new file for a temporary store, unique across processes."""
+    handle, name = tempfile.mkstemp(prefix=f".bavos-{stem}-", dir=folder)
+    os.close(handle)
+    return Path(name)
+
+
+class _RowCache:
+    """Attention rows kept from the hierarchy pass for the labels pass, within a byte budget (windows in order)."""
+
+    def __init__(self, budget: int) -> None:
+        self.room = budget
+        self.kept: dict[int, Tensor] = {}
+
+    def offer(self, window: int, rows: Tensor) -> None:
+        if rows.nbytes <= self.room:
+            self.kept[window] = rows
+            self.room -= rows.nbytes
+
+    def take(self, window: int) -> Tensor | None:
+        return self.kept.pop(window, None)
+
+
+def analyse(source: VideoSource, models: Models, cfg: SegmentConfig, progress: Progress = _no_progress,
+            workdir: Path | None = None) -> Analysis:
+    """Passes 1 to 3: the key frames, the hierarchy, and every token's label at every level.
+
+    Args:
+        workdir: where the labels' temporary file goes (default: the system's temporary folder); the caller
+            closes the analysis (``Analysis.close``) to remove it.
+    """
+    cfg = cfg.for_device(models.device.type)
+    clock = _Clock(models.device)
+    started = time.perf_counter()
+    keys = key_pass(source, models, cfg, clock, progress)
+    processed = keys.processed(cfg.stride)
+    windows = -(-processed // cfg.window)
+    n = keys.grid[0] * keys.grid[1]
+    release_free_heap()
+
+    builder = HierarchyBuilder(cfg.tau, keep_level0=cfg.level == 0 and cfg.max_objects > 0)
+    workdir = Path(workdir or tempfile.gettempdir())
+    store0 = LabelStore(_temp_path(workdir, "level0"), 1, n)  # level-0 labels: kept on disk for pass 3
+    queries: dict[int, Tensor] = {}
+    query_room = cfg.query_cache_mb * 2**20
+    rows_cache = _RowCache(cfg.attention_cache_mb * 2**20)
+    try:
+        for index, q in query_windows(source, models, cfg, clock):
+            with clock("clustering"):
+                rows = window_attention(q.to(models.device), keys.k, models.scale)  # (w, N, M)
+                labels0 = builder.add_window(rows.reshape(-1, rows.shape[-1]))
+            store0.append(labels0.reshape(-1, 1, n))
+            if q.nbytes <= query_room:
+                queries[index] = q
+                query_room -= q.nbytes
+            rows_cache.offer(index, rows)
+            del rows
+            release_free_heap()
+            progress("hierarchy", index + 1, windows)
+        with clock("clustering"):
+            hierarchy = builder.finish(cfg.level, cfg.max_objects)
+        labels, areas = _label_pass(source, models, cfg, clock, keys, hierarchy, store0, queries, rows_cache,
+                                    progress, workdir)
+    finally:
+        store0.close()
+    mapping = ids_by_area(areas[hierarchy.cut])
+    timings = {**clock.seconds}
+    timings["decode"] = max(0.0, time.perf_counter() - started - sum(timings.values()))
+    info = replace(source.info, fps=cfg.fps) if source.info.is_folder else source.info
+    return Analysis(info, keys, hierarchy, labels, mapping, cfg.stride, areas, timings)
+
+
+def _label_pass(source: VideoSource, models: Models, cfg: SegmentConfig, clock: _Clock, keys: Keys,
+                hierarchy: Hierarchy, store0: LabelStore, queries: dict[int, Tensor], rows_cache: _RowCache,
+                progress: Progress, workdir: Path) -> tuple[LabelStore, list[np.ndarray]]:
+    """Pass 3: every token's label at every level, window by window, into a temporary file; and each cluster's
+    token count, per level."""
+    n = keys.grid[0] * keys.grid[1]
+    windows = -(-keys.processed(cfg.stride) // cfg.window)
+    dtype = np.uint16 if max(hierarchy.sizes) <= 65536 else np.int32
+    store = LabelStore(_temp_path(workdir, "labels"), len(hierarchy.sizes), n, dtype)
+    areas = [np.zeros(size, dtype=np.int64) for size in hierarchy.sizes]
+    kept = set(queries) | set(rows_cache.kept)  # these windows need neither decoding nor the backbone again
+    decoded = query_windows(source, models, cfg, clock, kept) if len(kept) < windows else None
+    try:
+        for index in range(windows):
+            fresh = next(decoded)[1] if decoded is not None else None  # one item per window, in order
+            rows = rows_cache.take(index)
+            q = queries.pop(index, None)
+            with clock("clustering"):
+                if rows is None:
+                    q = q if q is not None else fresh
+                    rows = window_attention(q.to(models.device), keys.k, models.scale)
+                labels = label_window(rows.reshape(-1, rows.shape[-1]), store0.window(index).reshape(-1),
+                                      hierarchy)  # (levels, w * N)
+            store.append(labels.reshape(len(hierarchy.sizes), -1, n).transpose(1, 0, 2))
+            for level, counts in enumerate(areas):
+                counts += np.bincount(labels[level], minlength=len(counts))
+            del rows
+            release_free_heap()
+            progress("labels", index + 1, windows)
+    except BaseException:
+        store.close()
+        raise
+    return store, areas
+
+
+def iter_masks(source: VideoSource, analysis: Analysis, upsample: str) -> Iterator[tuple[Frame, np.ndarray]]:
+    """Pass 4: every decoded frame with its (H, W) ids at frame size."""
+    seen = 0
+    for frame in source.frames():
+        seen += 1
+        if seen > analysis.decoded:
+            break
+        ids = analysis.ids(nearest_processed(frame.index, analysis.stride, analysis.processed))
+        yield frame, upsample_ids(ids, frame.image.shape[:2], upsample)
+    if seen < analysis.decoded:
+        raise InputError(f"{source.path}: this decode gave {seen} frames, the first {analysis.decoded}")
+
+
+def estimate_cost(source: VideoSource, models: Models, cfg: SegmentConfig) -> Estimate | None:
+    """Time per stage and peak memory of segmenting ``source`` (``bavos.models.costs``), or None when its length is
+    unknown."""
+    cfg = cfg.for_device(models.device.type)
+    if not source.info.frame_count:
+        return None
+    frames = -(-source.info.frame_count // cfg.stride)
+    patch = models.backbone.patch_size
+    keys = len(key_frame_indices(frames, cfg.key_ratio, cfg.max_key_frames))
+    return segment_estimate(frames, (cfg.resolution[0] // patch, cfg.resolution[1] // patch), keys, cfg.batch_size,
+                            cfg.window, models.device, models.backbone.embed_dim, models.heads,
+                            source.info.width * source.info.height, cfg.attention_cache_mb * 2**20,
+                            cfg.query_cache_mb * 2**20)
+
+
+def video_tokens(source: VideoSource, models: Models, cfg: SegmentConfig) -> tuple[Tensor, Tensor]:
+    """Every processed frame's queries (T, heads, N, d) and the key set (K, heads, N, d): for tests and benchmarks
+    on short videos (memory grows with the video)."""
+    cfg = cfg.for_device(models.device.type)
+    clock = _Clock(models.device)
+    keys = key_pass(source, models, cfg, clock, _no_progress)
+    q = torch.cat([q for _, q in query_windows(source, models, cfg, clock)])
+    return q, keys.k
+
+
+def source_id(path: str | Path) -> str:
+    """The absolute path that identifies an input (recorded as ``source`` in summary.json)."""
+    return str(Path(path).absolute().resolve())
+
+
+def output_name(path: Path) -> str:
+    """Output folder name of an input: the file stem, or the folder name of a frame folder, taken from the absolute
+    path, so that ".", ".." and "clip/" name the folder itself (a link keeps its own name, as given)."""
+    path = Path(os.path.abspath(path))
+    return (path.name if path.is_dir() else path.stem) or "root"

@@ -1,0 +1,138 @@
+"""A training run's folder: checkpoints, metrics.jsonl, config.json and data.json.
+
+Only the writer (process 0) writes; every process reads. Checkpoints are bavos checkpoints (what
+``bavos segment --checkpoint`` loads) with the training state added::
+
+    {"model", "config": {"ModelConfig", "TrainConfig"}, "version", "optimizer", "scheduler", "step", "seed"}
+
+plus ``"scaler"`` (the loss scale) for fp16 runs.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from bavos.config import RUNTIME_FIELDS
+from bavos.errors import CheckpointError, ConfigError, DestinationError, OutputError, plain_os_error
+from bavos.io.files import atomic_path, prepare_output, write_json
+from bavos.models.backbone import check_state_keys
+from bavos.models.correlator import read_checkpoint, save_checkpoint
+from bavos.training.clips import CachedClip, Skipped
+
+LAST = "last.pt"
+METRICS = "metrics.jsonl"
+
+
+def read_run_config(path: Path) -> dict[str, Any]:
+    """The resolved configs saved in ``path/last.pt`` ({"ModelConfig": ..., "TrainConfig": ...})."""
+    last = Path(path) / LAST
+    if not last.is_file():
+        raise ConfigError(f"{path}: nothing to resume ({LAST} not found); start the run without --resume")
+    config = read_checkpoint(last).get("config")
+    if not isinstance(config, dict) or "TrainConfig" not in config:
+        raise CheckpointError(f"{last}: not a bavos training checkpoint (no TrainConfig in it)")
+    return config
+
+
+def _learned(configs: dict[str, Any]) -> dict[str, Any]:
+    """The settings that change what is learned (runtime fields left out)."""
+    train = {k: v for k, v in configs["TrainConfig"].items() if k not in RUNTIME_FIELDS}
+    return {"ModelConfig": configs["ModelConfig"], "TrainConfig": train}
+
+
+class RunFolder:
+    """Checkpoints and logs of one training run."""
+
+    def __init__(self, path: Path, writer: bool) -> None:
+        self.path, self.writer = Path(path), writer
+        self.last = self.path / LAST
+        self.metrics = self.path / METRICS
+        self.saved_step = 0
+
+    def check(self, resume: bool, clips: Path | None = None) -> None:
+        """Refuse to overwrite a run, to start one in a folder holding anything else, to resume one that is not
+        there, or a run folder that is the clips folder or lies inside it; check the folder is writable.
+
+        Raises:
+            DestinationError: the folder holds a run (without --resume) or files that are not bavos's.
+        """
+        if resume and not self.last.is_file():
+            raise ConfigError(f"{self.path}: nothing to resume ({LAST} not found); start the run without --resume")
+        if not resume and (self.last.is_file() or self.metrics.is_file()):
+            raise DestinationError(f"{self.path}: already holds a training run; continue it with --resume or choose "
+                                   "another -o")
+        if clips is not None and self.path.resolve().is_relative_to(Path(clips).resolve()):
+            raise DestinationError(f"{self.path}: the run folder would lie inside the clips folder {clips}; choose an "
+                                   "-o outside it")
+        if not resume and self.path.is_dir():
+            theirs = sorted(e.name for e in self.path.iterdir() if not e.name.startswith("."))
+            if theirs:
+                raise DestinationError(f"{self.path}: holds files bavos did not write ({', '.join(theirs[:3])}); a "
+                                       "new run needs a new or empty folder: choose another -o")
+        if self.writer:
+            prepare_output(self.path)
+
+    def restore(self, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
+                configs: dict[str, Any], scaler: torch.amp.GradScaler | None = None) -> int:
+        """Load ``last.pt`` into the model, optimizer and schedule; returns the step it was written at."""
+        obj = read_checkpoint(self.last)
+        missing = [k for k in ("model", "config", "optimizer", "scheduler", "step") if k not in obj]
+        if missing:
+            raise CheckpointError(f"{self.last}: not a resumable bavos training checkpoint (no {', '.join(missing)})")
+        if _learned(obj["config"]) != _learned(json.loads(json.dumps(configs))):
+            raise ConfigError(f"{self.last}: the run was trained with other settings; resume with the run's "
+                              "settings (see config.json) or start a new run")
+        check_state_keys(model, obj["model"], str(self.last), CheckpointError)
+        model.load_state_dict(obj["model"], strict=True)
+        optimizer.load_state_dict(obj["optimizer"])
+        scheduler.load_state_dict(obj["scheduler"])
+        if scaler is not None and obj.get("scaler"):
+            scaler.load_state_dict(obj["scaler"])
+        self.saved_step = int(obj["step"])
+        return self.saved_step
+
+    def begin(self, configs: dict[str, Any], data: list[CachedClip], skipped: list[Skipped], start: int) -> None:
+        """Write config.json and data.json; keep only the metrics lines of steps up to ``start``."""
+        if not self.writer:
+            return
+        write_json(self.path / "config.json", configs, indent=2)
+        write_json(self.path / "data.json", {
+            "clips": len(data), "frames": sum(c.frames for c in data), "skipped": len(skipped),
+            "used": [{"source": c.source, "frames": c.frames} for c in data],
+            "skipped_clips": [{"source": s.source, "reason": s.reason} for s in skipped]}, indent=2)
+        kept = []
+        if start and self.metrics.is_file():
+            kept = [line for line in self.metrics.read_text().splitlines()
+                    if line.strip() and json.loads(line)["step"] <= start]
+        with atomic_path(self.metrics) as tmp:
+            tmp.write_text("".join(line + "\n" for line in kept))
+
+    def log(self, record: dict[str, Any]) -> None:
+        """Append one line to metrics.jsonl."""
+        if self.writer:
+            try:
+                with open(self.metrics, "a") as f:
+                    f.write(json.dumps(record) + "\n")
+            except OSError as e:
+                raise OutputError(f"cannot write {self.metrics}: {plain_os_error(e, '')}") from e
+
+    def save(self, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, configs: dict[str, Any],
+             step: int, numbered: bool, scaler: torch.amp.GradScaler | None = None) -> Path | None:
+        """Write ``step-<n>.pt`` (when ``numbered``) and ``last.pt`` atomically; returns ``last.pt``."""
+        if not self.writer:
+            self.saved_step = step
+            return None
+        extra = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "step": step,
+                 "seed": configs["TrainConfig"]["seed"]}
+        if scaler is not None and scaler.is_enabled():
+            extra["scaler"] = scaler.state_dict()
+        if numbered:
+            save_checkpoint(self.path / f"step-{step:07d}.pt", model, configs, **extra)
+        save_checkpoint(self.last, model, configs, **extra)
+        self.saved_step = step
+        return self.last

@@ -1,0 +1,263 @@
+"""bavos.evaluation.evaluate and `bavos eval`: DAVIS layout, both protocols, FG-ARI/mIoU, and one line per bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import reference_metrics as ref
+from PIL import Image
+
+from bavos.errors import EvalError
+from bavos.evaluation import evaluate, metrics
+from bavos.io.render import write_mask
+
+
+def write_ids(folder: Path, frames: np.ndarray, mode: str = "P") -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for t, ids in enumerate(frames):
+        if mode == "P":
+            write_mask(folder / f"{t:05d}.png", ids)
+        else:
+            Image.fromarray(ids.astype(np.uint8), mode="L").convert(mode).save(folder / f"{t:05d}.png")
+
+
+def moving_objects(n: int = 6, shape: tuple[int, int] = (36, 52), objects: int = 2, shift: int = 0) -> np.ndarray:
+    """(T, H, W) ids: `objects` squares drifting right; `shift` moves every square further right."""
+    out = np.zeros((n, *shape), dtype=np.uint8)
+    for t in range(n):
+        for o in range(objects):
+            top, left = 4 + 14 * o, 3 + 2 * t + 10 * o + shift
+            out[t, top : top + 10, left : left + 10] = o + 1
+    return out
+
+
+def make_davis(root: Path, sequences: dict[str, np.ndarray]) -> Path:
+    for name, gt in sequences.items():
+        write_ids(root / "Annotations_unsupervised" / "480p" / name, gt)
+    (root / "ImageSets" / "2017").mkdir(parents=True, exist_ok=True)
+    (root / "ImageSets" / "2017" / "val.txt").write_text("".join(f"{n}\n" for n in sequences))
+    return root
+
+
+@pytest.fixture
+def davis(tmp_path: Path) -> Path:
+    return make_davis(tmp_path / "DAVIS", {"a": moving_objects(), "b": moving_objects(objects=1)})
+
+
+def test_ground_truth_as_prediction_scores_one(davis: Path, tmp_path: Path) -> None:
+    preds = tmp_path / "preds"
+    write_ids(preds / "a" / "masks", moving_objects())  # bavos segment's layout
+    write_ids(preds / "b", moving_objects(objects=1))  # the DAVIS layout
+    for protocol in evaluate.PROTOCOLS:
+        res = evaluate.evaluate_davis(preds, davis, protocol)
+        out = res.to_json()
+        assert list(out) == [*evaluate.MEASURES, "protocol", "sequences"]
+        assert out["protocol"] == protocol and out["sequences"] == ["a", "b"]
+        assert out["J&F-Mean"] == out["J-Mean"] == out["F-Mean"] == out["J-Recall"] == 1.0
+        assert out["J-Decay"] == 0.0
+        assert [o.name for o in res.objects] == ["a_1", "a_2", "b_1"]
+
+
+def test_shifted_predictions_match_reference_and_hand_iou(davis: Path, tmp_path: Path) -> None:
+    preds = tmp_path / "preds"
+    shifted = moving_objects(shift=2)
+    write_ids(preds / "a", shifted)
+    write_ids(preds / "b", moving_objects(objects=1, shift=2))
+    res = evaluate.evaluate_davis(preds, davis, sequences=["a"])
+    for obj in res.objects:
+        assert obj.j[0] == pytest.approx(8 / 12)  # 10x10 squares 2 pixels apart: 10*8 / (10*12)
+        assert obj.proposal == obj.object_id
+    j, f = ref.sequence_jf(shifted, moving_objects(), 2, 2)
+    for g, obj in enumerate(res.objects):
+        assert obj.f == pytest.approx(metrics.statistics(f[g, g]))
+        assert obj.j == pytest.approx(metrics.statistics(j[g, g]))
+
+
+def test_fewer_proposals_than_objects_are_padded(davis: Path, tmp_path: Path) -> None:
+    preds = tmp_path / "preds"
+    write_ids(preds / "a", moving_objects(objects=1))  # object 2 is never predicted
+    res = evaluate.evaluate_davis(preds, davis, sequences=["a"])
+    by_id = {o.object_id: o for o in res.objects}
+    assert by_id[1].j[0] == 1.0 and by_id[2].j == (0.0, 0.0, 0.0) and by_id[2].f[0] == 0.0
+    assert res.overall()["J-Mean"] == 0.5
+
+
+def test_per_frame_protocol_is_more_lenient_when_ids_swap(davis: Path, tmp_path: Path) -> None:
+    gt = moving_objects(objects=1)
+    swapped = gt.copy()
+    swapped[3:][swapped[3:] == 1] = 2  # the object changes id half-way
+    preds = tmp_path / "preds"
+    write_ids(preds / "b", swapped)
+    official = evaluate.evaluate_davis(preds, davis, "official", ["b"]).overall()
+    per_frame = evaluate.evaluate_davis(preds, davis, "per-frame", ["b"]).overall()
+    assert official["J-Mean"] == pytest.approx(0.5)
+    assert per_frame["J-Mean"] == 1.0
+
+
+def test_release_protocol_counts_id_0_as_a_proposal(davis: Path, tmp_path: Path) -> None:
+    """The release's evaluator takes every cluster as a proposal, the largest (bavos's id 0) too."""
+    gt = moving_objects(objects=1)
+    inverted = np.where(gt == 1, 0, 1).astype(np.uint8)  # the object is id 0, everything else id 1
+    write_ids(tmp_path / "preds" / "b", inverted)
+    scores = {p: evaluate.evaluate_davis(tmp_path / "preds", davis, p, ["b"]).overall()
+              for p in evaluate.PROTOCOLS}
+    assert scores["official"]["J-Mean"] == scores["per-frame"]["J-Mean"] == 0.0  # id 0 is background there
+    assert scores["release"]["J-Mean"] == scores["release"]["F-Mean"] == 1.0
+    # with the object under id 1, the protocols agree: the extra background proposal matches nothing better
+    write_ids(tmp_path / "preds" / "b", gt)
+    agree = [evaluate.evaluate_davis(tmp_path / "preds", davis, p, ["b"]).overall() for p in evaluate.PROTOCOLS]
+    assert agree[0] == agree[1] == agree[2]
+
+
+def test_release_and_per_frame_protocols_differ_per_frame_on_hand_made_frames(davis: Path, tmp_path: Path) -> None:
+    """Frames 0-2: the object is id 1; frames 3-5: it is id 0, the background id 2. Per-frame matching sees the
+    object in half the frames, the release's in all of them; the official protocol in half as well."""
+    gt = moving_objects(objects=1)
+    pred = np.where(gt == 1, 1, 0).astype(np.uint8)
+    pred[3:] = np.where(gt[3:] == 1, 0, 2)
+    write_ids(tmp_path / "preds" / "b", pred)
+    j = {p: evaluate.evaluate_davis(tmp_path / "preds", davis, p, ["b"]).overall()["J-Mean"]
+         for p in evaluate.PROTOCOLS}
+    assert j == {"official": pytest.approx(0.5), "per-frame": pytest.approx(0.5), "release": 1.0}
+
+
+def test_300_proposals_with_16_bit_masks(davis: Path, tmp_path: Path) -> None:
+    gt = moving_objects(objects=1)
+    many = np.zeros(gt.shape, dtype=np.uint16)
+    flat = many.reshape(len(gt), -1)
+    flat[:] = np.arange(flat.shape[1]) % 300  # ids 0..299 in every frame, id 1 only on the object
+    many[many == 1] = 0
+    many[gt == 1] = 1
+    write_ids(tmp_path / "preds" / "b", many)
+    with Image.open(tmp_path / "preds" / "b" / "00000.png") as im:
+        assert im.mode == "I;16"
+    for protocol in ("per-frame", "release"):  # 299 proposals, and 300 with id 0
+        assert evaluate.evaluate_davis(tmp_path / "preds", davis, protocol, ["b"]).overall()["J-Mean"] == 1.0
+    many[0, 0, 0] = 300  # ids 0..300: the release's evaluator would have 301 proposals
+    write_ids(tmp_path / "preds" / "b", many)
+    assert evaluate.evaluate_davis(tmp_path / "preds", davis, "per-frame", ["b"]).overall()["J-Mean"] == 1.0
+    with pytest.raises(EvalError, match=r"301 clusters \(ids 0..300\), more than the 300 proposals"):
+        evaluate.evaluate_davis(tmp_path / "preds", davis, "release", ["b"])
+    res = evaluate.evaluate_davis(tmp_path / "preds", davis, "release", ["b"], max_proposals=301)
+    assert res.protocol == "release (up to 301 proposals)" and res.overall()["J-Mean"] == 1.0
+
+
+def test_proposal_limit_and_non_standard_name(davis: Path, tmp_path: Path) -> None:
+    preds = tmp_path / "preds"
+    many = moving_objects(objects=1)
+    many[:, 30:, 40:] = 21  # id 21: one more than the official limit
+    write_ids(preds / "b", many)
+    with pytest.raises(EvalError, match="more than the 20 proposals"):
+        evaluate.evaluate_davis(preds, davis, "official", ["b"])
+    res = evaluate.evaluate_davis(preds, davis, "official", ["b"], max_proposals=21)
+    assert res.protocol == "official (non-standard: up to 21 proposals)"
+    assert evaluate.evaluate_davis(preds, davis, "per-frame", ["b"]).protocol == "per-frame"
+
+
+def test_objects_come_from_the_first_frame(tmp_path: Path) -> None:
+    gt = moving_objects(objects=2)
+    gt[0][gt[0] == 2] = 0  # object 2 only appears from frame 1 on
+    root = make_davis(tmp_path / "DAVIS", {"late": gt})
+    write_ids(tmp_path / "preds" / "late", gt)
+    res = evaluate.evaluate_davis(tmp_path / "preds", root)
+    assert [o.object_id for o in res.objects] == [1]
+    assert "after the first frame" in res.notes[0]
+
+
+@pytest.mark.parametrize("problem, message", [
+    ("missing", "no predictions for sequence 'b'"),
+    ("size", "prediction is 50x36, the ground truth is 52x36"),
+    ("rgb", "must be indexed (palette) or 16-bit grey PNGs"),
+    ("count", "5 prediction frames, the ground truth has 6 (first missing: 00005.png)"),
+    ("extra", "7 prediction frames, the ground truth has 6"),
+    ("sequence", "sequence 'zz' has no annotations"),
+])
+def test_bad_predictions_are_one_clear_error(davis: Path, tmp_path: Path, problem: str, message: str) -> None:
+    preds = tmp_path / "preds"
+    write_ids(preds / "a", moving_objects())
+    gt_b = moving_objects(objects=1)
+    if problem == "size":
+        write_ids(preds / "b", gt_b[:, :, :50])
+    elif problem == "rgb":
+        write_ids(preds / "b", gt_b, mode="RGB")
+    elif problem == "count":
+        write_ids(preds / "b", gt_b[:5])
+    elif problem == "extra":
+        write_ids(preds / "b", np.concatenate([gt_b, gt_b[:1]]))
+    elif problem == "sequence":
+        write_ids(preds / "b", gt_b)
+    with pytest.raises(EvalError) as err:
+        evaluate.evaluate_davis(preds, davis, sequences=["a", "zz"] if problem == "sequence" else None)
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_missing_davis_parts(tmp_path: Path) -> None:
+    with pytest.raises(EvalError, match="does not exist"):
+        evaluate.evaluate_davis(tmp_path, tmp_path / "nope")
+    (tmp_path / "D" / "Annotations_unsupervised" / "480p" / "x").mkdir(parents=True)
+    with pytest.raises(EvalError, match="give the sequences with --sequences"):
+        evaluate.evaluate_davis(tmp_path, tmp_path / "D")
+    with pytest.raises(EvalError, match="Annotations_unsupervised"):
+        evaluate.evaluate_davis(tmp_path, tmp_path)
+
+
+def test_instances_fg_ari_and_miou(tmp_path: Path) -> None:
+    gt = moving_objects(objects=2)
+    write_ids(tmp_path / "gt" / "s", gt)
+    pred = gt.copy()
+    pred[gt == 0] = 7  # a different background id does not matter for FG-ARI
+    pred[gt == 1], pred[gt == 2] = 3, 9  # renamed objects
+    write_ids(tmp_path / "preds" / "s", pred)
+    res = evaluate.evaluate_instances(tmp_path / "preds", tmp_path / "gt")
+    assert res.fg_ari == {"s": 1.0}
+    assert res.miou["s"] == pytest.approx(1.0)
+    wide = np.where(gt == 1, 1000, np.where(gt == 2, 40000, 300)).astype(np.uint16)  # 16-bit ids, same partition
+    write_ids(tmp_path / "preds" / "s", wide)
+    res = evaluate.evaluate_instances(tmp_path / "preds", tmp_path / "gt")
+    assert res.fg_ari == {"s": 1.0} and res.miou["s"] == pytest.approx(1.0)
+    merged = np.where(gt > 0, 3, 0).astype(np.uint8)  # both objects under one id
+    write_ids(tmp_path / "preds" / "s", merged)
+    res = evaluate.evaluate_instances(tmp_path / "preds", tmp_path / "gt")
+    assert res.fg_ari["s"] == 0.0
+    assert res.miou["s"] == pytest.approx(0.25)  # one object matched at IoU 1/2, the other unmatched
+
+
+def test_cli_json_csv_and_table(davis: Path, tmp_path: Path, run_cli) -> None:
+    preds = tmp_path / "preds"
+    write_ids(preds / "a", moving_objects(shift=1))
+    write_ids(preds / "b", moving_objects(objects=1))
+    out_csv = tmp_path / "scores.csv"
+    res = run_cli("eval", str(preds), "--davis", str(davis), "--json", "--csv", str(out_csv))
+    assert res.code == 0, res.err
+    lines = res.out.strip().splitlines()
+    assert len(lines) == 1
+    payload = json.loads(lines[-1])
+    assert set(payload) == {*evaluate.MEASURES, "protocol", "sequences"}
+    assert payload["protocol"] == "official"
+    assert all(0 <= payload[m] <= 1 for m in ("J-Mean", "F-Mean", "J&F-Mean"))
+    assert "protocol: official" in res.err  # the table goes to stderr when stdout carries JSON
+    rows = list(csv.DictReader(out_csv.open()))
+    assert [r["Sequence"] for r in rows] == ["a", "b"] and rows[0]["Protocol"] == "official"
+    assert float(rows[1]["J-Mean"]) == 1.0
+    table = run_cli("eval", str(preds), "--davis", str(davis), "--protocol", "per-frame")
+    assert table.code == 0 and "protocol: per-frame" in table.out and "overall" in table.out
+
+
+def test_cli_errors_are_one_line(davis: Path, tmp_path: Path, run_cli) -> None:
+    res = run_cli("eval", str(tmp_path / "none"), "--davis", str(davis))
+    assert res.code == 1 and res.err.count("\n") == 1 and res.err.startswith("bavos: error: ")
+    res = run_cli("eval", str(tmp_path))
+    assert res.code == 2 and "--davis" in res.err
+    res = run_cli("eval", str(tmp_path), "--davis", str(davis), "--protocol", "lenient")
+    assert res.code == 2 and "--protocol must be one of official, per-frame, release, got lenient" in res.err
+    res = run_cli("eval", str(tmp_path), "--davis", str(davis), "-q")
+    assert res.code == 2 and "--quiet alone would show nothing" in res.err
+    write_ids(tmp_path / "g" / "s", moving_objects())
+    write_ids(tmp_path / "p" / "s", moving_objects())
+    res = run_cli("eval", str(tmp_path / "p"), "--fg-ari", "--gt", str(tmp_path / "g"), "--json")
+    assert res.code == 0 and json.loads(res.out) == {"FG-ARI": 1.0, "mIoU": 1.0, "sequences": ["s"]}

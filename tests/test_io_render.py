@@ -1,0 +1,30 @@
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from bavos.io.render import PALETTE, overlay, write_mask
+
+
+def test_davis_palette() -> None:
+    assert PALETTE.shape == (256, 3)
+    assert PALETTE[:5].tolist() == [[0, 0, 0], [128, 0, 0], [0, 128, 0], [128, 128, 0], [0, 0, 128]]
+    assert PALETTE[255].tolist() == [224, 224, 192]  # DAVIS's void colour
+    assert len({tuple(c) for c in PALETTE.tolist()}) == 256
+
+
+def test_write_mask_is_indexed_png_with_palette(tmp_path: Path) -> None:
+    labels = np.array([[0, 1, 2], [3, 0, 1]], dtype=np.uint8)
+    write_mask(tmp_path / "m.png", labels)
+    with Image.open(tmp_path / "m.png") as im:
+        assert im.mode == "P"
+        np.testing.assert_array_equal(np.asarray(im), labels)
+        assert im.getpalette()[:9] == [0, 0, 0, 128, 0, 0, 0, 128, 0]
+
+
+def test_overlay_leaves_background_and_blends_objects() -> None:
+    image = np.full((2, 2, 3), 100, dtype=np.uint8)
+    labels = np.array([[0, 1], [2, 0]])
+    out = overlay(image, labels, alpha=0.5)
+    assert out[0, 0].tolist() == [100, 100, 100]
+    assert out[0, 1].tolist() == [114, 50, 50]  # (100 + 128) / 2 in red, 100 / 2 elsewhere

@@ -1,0 +1,62 @@
+import pytest
+import torch
+
+from bavos.pipeline.attention import key_frame_indices, window_attention
+
+
+def test_key_frames_as_released_and_never_empty() -> None:
+    assert key_frame_indices(49, 10) == [0, 10, 20, 30]
+    assert key_frame_indices(50, 10) == [0, 10, 20, 30, 40]
+    assert key_frame_indices(3, 10) == [0]
+    assert key_frame_indices(1, 10) == [0]
+    assert key_frame_indices(5, 1) == [0, 1, 2, 3, 4]
+    with pytest.raises(ValueError):
+        key_frame_indices(0, 10)
+
+
+def test_bounded_key_set_spreads_keys_over_the_video() -> None:
+    assert key_frame_indices(1000, 10, max_keys=5) == [0, 250, 500, 740, 990]
+    assert key_frame_indices(1000, 10, max_keys=1) == [0]
+    assert key_frame_indices(50, 10, max_keys=8) == [0, 10, 20, 30, 40]  # under the limit: unchanged
+    assert len(key_frame_indices(100_000, 10, max_keys=12)) == 12  # cost per frame no longer grows with T
+    with pytest.raises(ValueError):
+        key_frame_indices(10, 2, max_keys=-1)
+
+
+def naive(q: torch.Tensor, k: torch.Tensor, scale: float) -> torch.Tensor:
+    """Joint softmax over every key token of every key frame, then mean over heads, token by token."""
+    t, heads, n, _ = q.shape
+    keys = k.permute(1, 0, 2, 3).reshape(heads, -1, k.shape[-1])
+    out = torch.zeros(t, n, keys.shape[1], dtype=torch.float64)
+    for f in range(t):
+        for i in range(n):
+            for h in range(heads):
+                out[f, i] += torch.softmax(keys[h] @ q[f, h, i] * scale, dim=0) / heads
+    return out
+
+
+def test_window_attention_is_one_softmax_over_all_key_tokens() -> None:
+    torch.manual_seed(0)
+    q, k = torch.randn(3, 4, 6, 5, dtype=torch.float64), torch.randn(2, 4, 6, 5, dtype=torch.float64)
+    out = window_attention(q, k, 0.7)
+    assert out.shape == (3, 6, 12)
+    torch.testing.assert_close(out, naive(q, k, 0.7))
+    torch.testing.assert_close(out.sum(-1), torch.ones(3, 6, dtype=torch.float64))
+
+
+def test_row_chunking_does_not_change_results() -> None:
+    torch.manual_seed(1)
+    q, k = torch.randn(2, 2, 10, 4), torch.randn(3, 2, 10, 4)
+    torch.testing.assert_close(window_attention(q, k, 0.5, budget_bytes=64), window_attention(q, k, 0.5))
+
+
+def test_the_default_key_bound_keeps_the_papers_key_frames_up_to_300_frames() -> None:
+    from bavos.config import SegmentConfig
+
+    bound = SegmentConfig().max_key_frames
+    assert bound == 30
+    for frames in (1, 9, 10, 299, 300, 309):
+        assert key_frame_indices(frames, 10, bound) == key_frame_indices(frames, 10, 0)  # the paper's setting
+    long = key_frame_indices(3000, 10, bound)
+    assert len(long) == 30 and long[0] == 0 and long[-1] == 2990  # spread over the video, first and last kept
+    assert key_frame_indices(310, 10, bound) != key_frame_indices(310, 10, 0)  # 31 candidates: one is left out

@@ -1,0 +1,321 @@
+"""Many inputs per call (bavos/batch.py and `bavos segment`): naming, --json, --skip-existing, --fail-fast,
+torchrun sharding, and what each kind of bad input gives."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from conftest import TINY, write_clip
+from PIL import Image
+
+from bavos.errors import ConfigError
+from bavos.models.devices import Shard, shard_from_env
+from bavos.pipeline.batch import is_finished, plan_outputs
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST = [*TINY, "--no-overlay", "--no-hierarchy"]
+
+
+def json_lines(out: str) -> list[dict]:
+    return [json.loads(line) for line in out.splitlines()]
+
+
+def short_hash(path: Path) -> str:
+    return hashlib.sha1(str(path.absolute().resolve()).encode()).hexdigest()[:8]
+
+
+# ---- naming and sharding --------------------------------------------------------------------------------------
+
+
+def test_same_stem_inputs_get_distinct_deterministic_names(tmp_path: Path) -> None:
+    a, b = tmp_path / "a" / "x.mp4", tmp_path / "b" / "x.mp4"
+    plan = plan_outputs([a, b, a, tmp_path / "y.mov"], tmp_path / "out")
+    assert plan == [(a, "x"), (b, f"x-{short_hash(b)}"), (tmp_path / "y.mov", "y")]  # a given twice: once
+
+
+def test_names_respect_finished_outputs_of_other_sources(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    (out / "x").mkdir(parents=True)
+    a, b = tmp_path / "a" / "x.mp4", tmp_path / "b" / "x.mp4"
+    (out / "x" / "summary.json").write_text(json.dumps({"source": str(a.resolve())}))
+    assert plan_outputs([b], out) == [(b, f"x-{short_hash(b)}")]  # a separate call for b does not take a's folder
+    assert plan_outputs([a], out) == [(a, "x")]  # a's own folder is a's
+
+
+def test_shards_split_inputs_without_overlap() -> None:
+    items = list(range(7))
+    parts = [Shard(r, 3).take(items) for r in range(3)]
+    assert sorted(sum(parts, [])) == items
+    assert shard_from_env({}) == Shard(0, 1, None)
+    assert shard_from_env({"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1"}) == Shard(1, 2, 1)
+    with pytest.raises(ConfigError, match="does not fit"):
+        shard_from_env({"RANK": "2", "WORLD_SIZE": "2"})
+
+
+# ---- --json, --skip-existing, --fail-fast --------------------------------------------------------------------
+
+
+def test_json_lines_and_same_stem_outputs(tmp_path: Path, run_cli, sharp_weights: Path) -> None:  # noqa: ANN001
+    a = write_clip((tmp_path / "a").mkdir() or tmp_path / "a" / "x.mp4", n=3)
+    b = write_clip((tmp_path / "b").mkdir() or tmp_path / "b" / "x.mp4", n=5)
+    out = tmp_path / "out"
+    result = run_cli("segment", a, b, tmp_path / "missing.mp4", "-o", out, *FAST, "--backbone-weights",
+                     sharp_weights, "--json")
+    assert result.code == 1
+    lines = json_lines(result.out)  # every stdout line is JSON
+    assert [line["status"] for line in lines] == ["failed", "ok", "ok"]  # unreadable inputs: before any model loads
+    lines = lines[1:] + lines[:1]
+    keys = {"input", "status", "output", "frames", "objects", "seconds", "error", "warnings"}
+    assert all(set(line) == keys for line in lines)
+    assert lines[0]["output"] == str(out / "x") and lines[0]["frames"] == 3 and lines[0]["error"] is None
+    assert lines[1]["output"] == str(out / f"x-{short_hash(b)}") and lines[1]["frames"] == 5
+    assert "no such file" in lines[2]["error"] and lines[2]["frames"] is None
+    assert json.loads((out / "x" / "summary.json").read_text())["source"] == str(a.resolve())
+    assert result.err.count("bavos: error: ") == 1  # one stderr line per failure
+
+
+def test_skip_existing_touches_nothing_and_loads_no_model(tmp_path: Path, run_cli, sharp_weights: Path,  # noqa: ANN001
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    clip = write_clip(tmp_path / "c.mp4", n=3)
+    out = tmp_path / "out"
+    assert run_cli("segment", clip, "-o", out, *FAST, "--backbone-weights", sharp_weights, "-q").code == 0
+    before = {p: p.stat().st_mtime_ns for p in (out / "c").rglob("*")}
+
+    def no_model(*args: object, **kwargs: object) -> None:
+        raise AssertionError("models loaded although every output is finished")
+
+    monkeypatch.setattr("bavos.models.loading.load_models", no_model)
+    result = run_cli("segment", clip, "-o", out, *FAST, "--backbone-weights", sharp_weights, "--skip-existing",
+                     "--json")
+    assert result.code == 0
+    assert json_lines(result.out) == [{"input": str(clip), "status": "skipped", "output": str(out / "c"),
+                                       "frames": 3, "objects": json.loads((out / "c/summary.json").read_text())[
+                                           "objects"], "seconds": 0.0, "error": None, "warnings": []}]
+    assert {p: p.stat().st_mtime_ns for p in (out / "c").rglob("*")} == before
+
+
+def test_fail_fast_stops_at_the_first_failure(tmp_path: Path, run_cli) -> None:  # noqa: ANN001
+    good = write_clip(tmp_path / "good.mp4", n=2)
+    out = tmp_path / "out"
+    result = run_cli("segment", tmp_path / "bad.mp4", good, "-o", out, *FAST, "--backbone-weights", "none",
+                     "--fail-fast", "--json")
+    assert result.code == 1
+    assert [line["status"] for line in json_lines(result.out)] == ["failed"]
+    assert not (out / "good").exists()
+
+
+def test_killed_run_leaves_nothing_finished_and_a_rerun_completes(tmp_path: Path, sharp_weights: Path) -> None:
+    clips = [write_clip(tmp_path / f"k{i}.mp4", n=24, height=64, width=96) for i in range(3)]
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "bavos", "segment", *map(str, clips), "-o", str(out), *FAST, "--backbone-weights",
+           str(sharp_weights), "-q"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
+    deadline = time.monotonic() + 120
+    while not is_finished(out / "k0") and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    visible = [p.name for p in out.iterdir() if not p.name.startswith(".")]
+    assert all(is_finished(out / name) for name in visible)  # what looks like a result is a whole result
+    rerun = subprocess.run([*cmd[:-1], "--skip-existing", "--json"], capture_output=True, text=True, cwd=ROOT,
+                           timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    statuses = {Path(line["input"]).stem: line["status"] for line in json_lines(rerun.stdout)}
+    assert statuses["k0"] == "skipped" and set(statuses) == {"k0", "k1", "k2"}
+    assert "ok" in statuses.values()  # the kill did land half-way: the re-run had work left
+    assert all(is_finished(out / f"k{i}") for i in range(3))
+
+
+def test_torchrun_shards_inputs_across_two_cpu_processes(tmp_path: Path, sharp_weights: Path) -> None:
+    clips = [write_clip(tmp_path / f"t{i}.mp4", n=2 + i) for i in range(3)]
+    out = tmp_path / "out"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                           "-m", "bavos", "segment", *map(str, clips), "-o", str(out), *FAST,
+                           "--backbone-weights", str(sharp_weights), "--json"],
+                          capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = json_lines(proc.stdout)
+    assert sorted(Path(line["input"]).stem for line in lines) == ["t0", "t1", "t2"]  # each input exactly once
+    assert all(line["status"] == "ok" for line in lines)
+    assert sorted(p.name for p in out.iterdir()) == ["t0", "t1", "t2"]
+
+
+# ---- bad inputs ------------------------------------------------------------------------------------------------
+
+
+def truncated(path: Path, faststart: bool) -> Path:
+    full = write_clip(path.with_name("full.mp4"), n=40, height=64, width=96)
+    if faststart:  # remux with the index (moov) at the front, so the first half holds readable packets
+        fast = path.with_name("fast.mp4")
+        with av.open(str(full)) as src, av.open(str(fast), "w", options={"movflags": "faststart"}) as dst:
+            stream = dst.add_stream_from_template(src.streams.video[0])
+            for packet in src.demux(src.streams.video[0]):
+                if packet.dts is not None:
+                    packet.stream = stream
+                    dst.mux(packet)
+        full = fast
+    data = full.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    return path
+
+
+BAD = {
+    "missing": (lambda p: p / "missing.mp4", "no such file or folder"),
+    "folder-without-frames": (lambda p: (p / "d").mkdir() or p / "d", "folder holds no frames"),
+    "zero-bytes": (lambda p: (p / "z.mp4").write_bytes(b"") and p / "z.mp4" or p / "z.mp4", "file is empty"),
+    "text-named-mp4": (lambda p: (p / "t.mp4").write_text("hello\n" * 50) and p / "t.mp4",
+                       "not a video FFmpeg can read"),
+    "random-bytes": (lambda p: (p / "r.mp4").write_bytes(np.random.default_rng(0).bytes(8192)) and p / "r.mp4",
+                     "not a video FFmpeg can read"),
+    "truncated-index-at-end": (lambda p: truncated(p / "cut.mp4", faststart=False), "not a video FFmpeg can read"),
+    "truncated-index-at-front": (lambda p: truncated(p / "cut.mp4", faststart=True), "damaged or truncated"),
+}
+
+
+@pytest.mark.parametrize("kind", list(BAD))
+def test_bad_inputs_fail_with_one_line(tmp_path: Path, run_cli, kind: str) -> None:  # noqa: ANN001
+    make, message = BAD[kind]
+    path = make(tmp_path)
+    result = run_cli("segment", path, "-o", tmp_path / "out", *FAST, "--backbone-weights", "none", "--json")
+    assert result.code == 1
+    (line,) = json_lines(result.out)
+    assert line["status"] == "failed" and message in line["error"], line["error"]
+    errors = [e for e in result.err.splitlines() if not e.startswith("bavos: warning")]
+    assert len(errors) == 1 and errors[0] == f"bavos: error: {line['error']}"
+    assert not (tmp_path / "out").exists()  # nothing half-written, not even the empty folder the run created
+
+
+def segment_ok(run_cli, path: Path, out: Path, *extra: str) -> dict:  # noqa: ANN001
+    result = run_cli("segment", path, "-o", out, *TINY, "--backbone-weights", "none", "--json", *extra)
+    assert result.code == 0, result.err
+    (line,) = json_lines(result.out)
+    return json.loads((Path(line["output"]) / "summary.json").read_text())
+
+
+def test_one_frame_video(tmp_path: Path, run_cli) -> None:  # noqa: ANN001
+    summary = segment_ok(run_cli, write_clip(tmp_path / "one.mp4", n=1), tmp_path / "out", "--no-overlay")
+    assert summary["frames"] == 1 and summary["key_frames"] == 1
+
+
+def test_huge_frame_is_resized_and_masks_keep_its_size(tmp_path: Path, run_cli) -> None:  # noqa: ANN001
+    folder = tmp_path / "huge"
+    folder.mkdir()
+    img = np.full((3000, 4000, 3), 90, np.uint8)
+    img[500:2000, 800:2500] = (200, 30, 30)
+    Image.fromarray(img).save(folder / "00000.jpg", quality=80)
+    summary = segment_ok(run_cli, folder, tmp_path / "out", "--no-overlay")
+    with Image.open(tmp_path / "out" / "huge" / "masks" / "00000.png") as mask:
+        assert mask.size == (4000, 3000) and mask.mode == "P"
+    assert summary["patch_grid"] == [8, 12]
+
+
+@pytest.mark.parametrize("pix_fmt", ["yuv420p10le", "yuv444p"])
+def test_ten_bit_and_444_video(tmp_path: Path, run_cli, pix_fmt: str) -> None:  # noqa: ANN001
+    clip = write_clip(tmp_path / "deep.mp4", n=4, height=48, width=64, pix_fmt=pix_fmt)
+    with av.open(str(clip)) as c:
+        assert c.streams.video[0].codec_context.pix_fmt == pix_fmt
+    summary = segment_ok(run_cli, clip, tmp_path / "out", "--no-overlay")
+    assert summary["frames"] == 4
+
+
+def test_rotation_metadata_gives_upright_masks(tmp_path: Path, run_cli) -> None:  # noqa: ANN001
+    clip = write_clip(tmp_path / "rot.mp4", n=3, height=48, width=64, rotation=90)
+    summary = segment_ok(run_cli, clip, tmp_path / "out")
+    assert (summary["width"], summary["height"]) == (48, 64)
+    with Image.open(tmp_path / "out" / "rot" / "masks" / "00000.png") as mask:
+        assert mask.size == (48, 64)
+    with av.open(str(tmp_path / "out" / "rot" / "overlay.mp4")) as c:
+        assert (c.streams.video[0].width, c.streams.video[0].height) == (48, 64)
+
+
+def test_variable_frame_rate_overlay_keeps_the_timing(tmp_path: Path, run_cli) -> None:  # noqa: ANN001
+    path = tmp_path / "vfr.mp4"
+    times_ms = [0, 40, 200, 240, 900, 1000]
+    with av.open(str(path), "w") as c:
+        stream = c.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        stream.codec_context.time_base = Fraction(1, 1000)
+        for i, t in enumerate(times_ms):
+            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 20 * i, np.uint8), format="rgb24")
+            frame.pts, frame.time_base = t, Fraction(1, 1000)
+            for packet in stream.encode(frame):
+                c.mux(packet)
+        for packet in stream.encode():
+            c.mux(packet)
+
+    def frame_times(video: Path) -> list[int]:
+        with av.open(str(video)) as c:
+            return sorted(round(float(f.pts * f.time_base) * 1000) for f in c.decode(c.streams.video[0]))
+
+    assert frame_times(path) == times_ms
+    segment_ok(run_cli, path, tmp_path / "out")
+    assert frame_times(tmp_path / "out" / "vfr" / "overlay.mp4") == times_ms
+
+
+def test_output_folder_not_writable(tmp_path: Path, run_cli, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+    clip = write_clip(tmp_path / "c.mp4", n=2)
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    result = run_cli("segment", clip, "-o", blocker / "out", *FAST, "--backbone-weights", "none", "--json")
+    assert result.code == 1 and "the output folder is not writable" in result.err
+    assert json_lines(result.out)[0]["status"] == "failed"
+    real_mkdir = Path.mkdir
+
+    def denied(self: Path, *args: object, **kwargs: object) -> None:
+        if self.name.startswith(".bavos-write-test"):
+            raise PermissionError(errno.EACCES, "Permission denied")
+        real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", denied)  # what a read-only folder gives a non-root user
+    result = run_cli("segment", clip, "-o", tmp_path / "ro", *FAST, "--backbone-weights", "none", "-q")
+    assert result.code == 1
+    assert result.err.splitlines()[-1] == f"bavos: error: the output folder is not writable: {tmp_path / 'ro'}: " \
+                                          "permission denied"
+
+
+def test_disk_full_while_writing(tmp_path: Path, run_cli, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+    clip = write_clip(tmp_path / "c.mp4", n=3)
+    real_write_text = Path.write_text
+
+    def full(self: Path, *args: object, **kwargs: object) -> int:
+        if self.name == "summary.json":
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_write_text(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", full)
+    result = run_cli("segment", clip, "-o", tmp_path / "out", *FAST, "--backbone-weights", "none", "--json")
+    assert result.code == 1
+    error = json_lines(result.out)[0]["error"]
+    assert error == f"cannot write the result {tmp_path / 'out' / 'c'}: no space left on the device"
+    assert not (tmp_path / "out").exists()
+
+
+
+def test_skip_existing_redoes_outputs_made_with_other_settings(tmp_path: Path, run_cli) -> None:  # noqa: ANN001
+    clip = write_clip(tmp_path / "c.mp4", n=3)
+    out = tmp_path / "out"
+    base = ["segment", clip, "-o", out, *FAST, "--backbone-weights", "none"]
+    assert run_cli(*base, "-q").code == 0
+    same = run_cli(*base, "--skip-existing", "--batch-size", "2")  # --batch-size does not change the result
+    assert same.code == 0 and same.out.startswith(f"{out / 'c'}: skipped, finished output with the same settings")
+    other = run_cli(*base, "--skip-existing", "--tau", "0.5", "--json")
+    assert other.code == 0 and json_lines(other.out)[0]["status"] == "ok"
+    assert f"bavos: {out / 'c'}: redoing it, it was made with other settings: --tau 1.0 (now 0.5)" in other.err
+    summary = json.loads((out / "c" / "summary.json").read_text())
+    assert summary["settings"]["tau"] == 0.5 and "batch_size" not in summary["settings"]
+    (out / "c" / "summary.json").write_text(json.dumps({**summary, "settings": None}))
+    old = run_cli(*base, "--skip-existing", "--tau", "0.5")
+    assert "made by an older bavos that did not record its settings" in old.err

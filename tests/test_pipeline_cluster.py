@@ -1,0 +1,191 @@
+import numpy as np
+import pytest
+import torch
+from reference_cluster import jeffreys, leader_groups, reference_partition, same_partition
+
+from bavos.errors import ConfigError
+from bavos.pipeline.cluster import (
+    PROB_FLOOR,
+    cluster_attention,
+    greedy_leaders,
+    merge_closest,
+    sym_kl,
+)
+
+
+def structured_attention(t: int, n: int, m: int, k: int, seed: int, concentration: float = 30.0) -> np.ndarray:
+    """(T, N, M) float64 rows drawn around k prototype distributions."""
+    rng = np.random.default_rng(seed)
+    protos = rng.dirichlet(np.full(m, 0.3), size=k)
+    which = rng.integers(0, k, size=(t, n))
+    return np.stack([[rng.dirichlet(protos[which[i, j]] * concentration + 0.01) for j in range(n)] for i in range(t)])
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("tau", [0.3, 1.0, 3.0])
+def test_partition_matches_independent_reference(seed: int, tau: float) -> None:
+    attn = structured_attention(7, 12, 20, 4, seed)  # 7 frames: windows of 3, 3 and 1
+    expected = reference_partition(attn, tau, window=3)
+    result = cluster_attention(torch.from_numpy(attn), tau=tau, window=3)
+    assert result.labels.shape == (7, 12)
+    assert same_partition(expected, result.labels)
+    assert result.sizes[result.converged] == len(np.unique(expected))
+
+
+@pytest.mark.parametrize("window", [1, 2, 5])
+def test_partition_matches_reference_for_other_windows(window: int) -> None:
+    attn = structured_attention(5, 10, 16, 3, seed=11)
+    result = cluster_attention(torch.from_numpy(attn), 1.0, window)
+    assert same_partition(reference_partition(attn, 1.0, window), result.labels)
+
+
+def test_single_frame_and_single_token() -> None:
+    attn = structured_attention(1, 6, 8, 2, seed=3)
+    assert same_partition(reference_partition(attn, 0.5), cluster_attention(torch.from_numpy(attn), 0.5).labels)
+    one = torch.full((1, 1, 4), 0.25, dtype=torch.float64)
+    assert cluster_attention(one).labels.tolist() == [[0]]
+
+
+def test_sym_kl_is_jeffreys_divergence() -> None:
+    rng = np.random.default_rng(0)
+    p, q = rng.dirichlet(np.ones(9), size=4), rng.dirichlet(np.ones(9), size=3)
+    d = sym_kl(torch.from_numpy(p), torch.from_numpy(q)).numpy()
+    expected = np.array([[jeffreys(a, b) for b in q] for a in p])
+    np.testing.assert_allclose(d, expected, rtol=1e-10, atol=1e-12)
+    kl = lambda a, b: float(np.sum(a * np.log(a / b)))  # noqa: E731
+    assert d[0, 0] == pytest.approx(kl(p[0], q[0]) + kl(q[0], p[0]))  # not halved
+
+
+def test_exact_zeros_give_finite_distances() -> None:
+    p = torch.tensor([[1.0, 0.0, 0.0], [0.5, 0.5, 0.0]], dtype=torch.float64)
+    d = sym_kl(p, p)
+    assert torch.isfinite(d).all()
+    assert d[0, 0] == pytest.approx(0.0, abs=1e-12)
+    # 0.5*(log 0.5 - log 1) + 0.5*(log 0.5 - log floor) over the two coordinates that differ
+    expected = 0.5 * (np.log(1.0) - np.log(0.5)) + 0.5 * (np.log(0.5) - np.log(PROB_FLOOR))
+    assert d[0, 1].item() == pytest.approx(expected)
+
+
+def test_greedy_leaders_follow_index_order() -> None:
+    close = np.array([
+        [1, 1, 0, 1],
+        [1, 1, 1, 0],
+        [0, 1, 1, 1],
+        [1, 0, 1, 1],
+    ], dtype=bool)
+    # leader 0 takes {0, 1, 3}; 2 is left and leads its own group (radius around the leader, not a chain)
+    for block in (1, 2, 64):
+        assert greedy_leaders(lambda i: close[i], 4, block).tolist() == [0, 0, 1, 0]
+
+
+@pytest.mark.parametrize("block", [1, 3, 64])
+@pytest.mark.parametrize("tau", [0.05, 1.0, 4.0])
+def test_leader_pass_asks_only_for_candidate_rows(block: int, tau: float) -> None:
+    rows = structured_attention(1, 60, 12, 5, seed=9)[0]  # (60, 12)
+    asked: list[int] = []
+
+    def close_rows(index: np.ndarray) -> np.ndarray:
+        asked.extend(index.tolist())
+        return np.array([[jeffreys(rows[i], r) <= tau for r in rows] for i in index])
+
+    labels = greedy_leaders(close_rows, len(rows), block)
+    groups = leader_groups(list(rows), tau)
+    assert [np.flatnonzero(labels == g).tolist() for g in range(labels.max() + 1)] == groups
+    leaders = [g[0] for g in groups]
+    assert len(asked) == len(set(asked)) and set(leaders) <= set(asked)  # no row twice, every leader's row
+    if block == 1:
+        assert asked == leaders  # one at a time: the leaders' rows only
+
+
+def test_merge_closest_merges_nearest_pairs_first() -> None:
+    c = torch.tensor([[0.9, 0.05, 0.05], [0.05, 0.9, 0.05], [0.88, 0.07, 0.05], [0.05, 0.05, 0.9]],
+                     dtype=torch.float64)
+    merged, parent = merge_closest(c, 3)
+    assert merged.shape == (3, 3)
+    assert parent.tolist() == [0, 1, 0, 2]
+    torch.testing.assert_close(merged[0], (c[0] + c[2]) / 2)
+    merged, parent = merge_closest(c, 1)
+    assert merged.shape[0] == 1 and set(parent.tolist()) == {0}
+
+
+def test_max_objects_caps_the_cut_level_and_keeps_levels() -> None:
+    attn = torch.from_numpy(structured_attention(6, 16, 24, 6, seed=5))
+    free = cluster_attention(attn, tau=0.3)
+    assert free.sizes[free.converged] > 3
+    capped = cluster_attention(attn, tau=0.3, max_objects=3)
+    assert capped.level == len(capped.sizes) - 1 and capped.sizes[-1] == 3
+    assert len(np.unique(capped.labels)) <= 3
+    assert capped.level_labels.shape == (len(capped.sizes), 6, 16)
+    np.testing.assert_array_equal(capped.level_labels[capped.converged], free.labels)
+    assert capped.hierarchy.capped_from == capped.converged
+    # every converged cluster goes wholly into one capped cluster
+    parent = capped.hierarchy.parents[-1]
+    assert len(parent) == free.sizes[free.converged]
+
+
+def test_every_level_is_kept_and_can_be_cut() -> None:
+    attn = torch.from_numpy(structured_attention(6, 12, 20, 4, seed=2))
+    result = cluster_attention(attn, tau=1.0)
+    assert result.converged >= 1
+    assert result.sizes == sorted(result.sizes, reverse=True)
+    level0 = cluster_attention(attn, tau=1.0, level=0)
+    assert level0.level == 0
+    np.testing.assert_array_equal(level0.labels, result.level_labels[0])
+    for level, parents in enumerate(result.hierarchy.parents[1:], start=1):
+        assert len(parents) == result.sizes[level - 1] and parents.max() == result.sizes[level] - 1
+    with pytest.raises(ConfigError, match="does not exist"):
+        cluster_attention(attn, tau=1.0, level=result.converged + 1)
+
+
+def test_float32_matches_float64_on_separated_data() -> None:
+    attn = structured_attention(5, 12, 20, 3, seed=8)
+    a64 = cluster_attention(torch.from_numpy(attn)).labels
+    a32 = cluster_attention(torch.from_numpy(attn).float()).labels
+    assert same_partition(a64, a32)
+
+
+def test_self_distances_use_one_product_and_are_symmetric() -> None:
+    p = torch.rand(50, 30, dtype=torch.float64, generator=torch.Generator().manual_seed(4)).softmax(-1)
+    d = sym_kl(p, p)
+    assert torch.equal(d, d.T)
+    torch.testing.assert_close(d, sym_kl(p, p.clone()), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize(("t", "window"), [(1, 3), (2, 3), (7, 3), (8, 3), (10, 4), (9, 1)])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_every_level_matches_the_reference(t: int, window: int, dtype: torch.dtype) -> None:
+    """Streamed first round and own-window level-0 labels against the vectorised reference, at every level."""
+    from reference_cluster import vector_levels
+
+    attn = structured_attention(t, 10, 18, 4, seed=t + window, concentration=12.0)
+    expected = vector_levels(attn, 1.0, window)
+    result = cluster_attention(torch.from_numpy(attn).to(dtype), tau=1.0, window=window)
+    assert len(result.sizes) == len(expected)
+    for level, labels in enumerate(expected):
+        assert same_partition(labels, result.level_labels[level]), level
+        assert result.sizes[level] >= len(np.unique(labels))
+
+
+def test_streaming_leaders_give_the_batch_pass_groups() -> None:
+    from bavos.pipeline.cluster import StreamingLeaders, _leader_merge
+
+    g = torch.Generator().manual_seed(9)
+    centroids = (torch.randn(60, 16, generator=g, dtype=torch.float64) * 2).softmax(-1)
+    for tau in (0.2, 0.8, 2.0):
+        batch_means, batch_labels = _leader_merge(centroids, tau)
+        stream = StreamingLeaders(tau)
+        for start in (0, 7, 8, 30, 31):  # windows of uneven sizes, one of a single centroid
+            stop = {0: 7, 7: 8, 8: 30, 30: 31, 31: 60}[start]
+            stream.add(centroids[start:stop])
+        means, labels = stream.result()
+        np.testing.assert_array_equal(labels, batch_labels)
+        torch.testing.assert_close(means, batch_means, rtol=0, atol=1e-15)
+
+
+def test_a_capped_level_follows_the_merge_tree() -> None:
+    attn = torch.from_numpy(structured_attention(6, 16, 24, 6, seed=5))
+    capped = cluster_attention(attn, tau=0.3, max_objects=3)
+    parent = capped.hierarchy.parents[-1]
+    np.testing.assert_array_equal(capped.labels, parent[capped.level_labels[capped.converged]])
+    level0 = cluster_attention(attn, tau=0.3, level=0, max_objects=4)  # level 0 capped: its centroids are kept
+    assert level0.hierarchy.capped_from == 0 and len(np.unique(level0.labels)) <= 4

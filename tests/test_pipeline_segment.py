@@ -1,0 +1,353 @@
+import json
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import write_clip
+from PIL import Image
+
+from bavos.api import segment_video
+from bavos.config import ModelConfig, SegmentConfig
+from bavos.errors import ConfigError, OutputError
+from bavos.models.loading import load_models
+from bavos.pipeline.masks import ids_by_area, nearest_processed, upsample_ids
+
+
+def read_masks(folder: Path) -> list[np.ndarray]:
+    out = []
+    for png in sorted((folder / "masks").glob("*.png")):
+        with Image.open(png) as im:
+            assert im.mode == "P"
+            out.append(np.asarray(im))
+    return out
+
+
+def test_bilinear_upsampling_is_argmax_of_interpolated_masks() -> None:
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, 4, size=(5, 7)).astype(np.uint8)
+    got = upsample_ids(ids, (37, 51), "bilinear", band=8)
+    masks = torch.from_numpy((ids[None] == np.arange(4)[:, None, None]).astype(np.float32))
+    ref = F.interpolate(masks[None], size=(37, 51), mode="bilinear", align_corners=False)[0]
+    expected = ref.argmax(0).numpy()
+    # equal wherever the best score is not tied to float precision
+    top2 = torch.topk(ref, 2, dim=0).values
+    clear = (top2[0] - top2[1]).numpy() > 1e-5
+    np.testing.assert_array_equal(got[clear], expected[clear])
+    assert clear.mean() > 0.8
+    assert upsample_ids(np.full((2, 2), 3, np.uint8), (9, 9), "bilinear").tolist() == [[3] * 9] * 9
+
+
+def test_nearest_upsampling() -> None:
+    ids = np.array([[0, 1], [2, 3]], dtype=np.uint8)
+    up = upsample_ids(ids, (4, 6), "nearest")
+    assert up.tolist() == [[0, 0, 0, 1, 1, 1]] * 2 + [[2, 2, 2, 3, 3, 3]] * 2
+
+
+def test_nearest_processed_frame() -> None:
+    assert [nearest_processed(i, 1, 5) for i in range(5)] == [0, 1, 2, 3, 4]
+    assert [nearest_processed(i, 2, 3) for i in range(6)] == [0, 0, 1, 1, 2, 2]
+    assert [nearest_processed(i, 3, 3) for i in range(8)] == [0, 0, 1, 1, 1, 2, 2, 2]
+
+
+def test_ids_by_area_puts_the_largest_first() -> None:
+    counts = np.bincount(np.array([4, 4, 1, 4, 2, 2]))
+    assert ids_by_area(counts).tolist() == [-1, 2, 1, -1, 0]
+    assert ids_by_area(np.append(counts, [0, 0])).tolist() == [-1, 2, 1, -1, 0, -1, -1]
+    assert sorted(ids_by_area(np.ones(300, np.int64)).tolist()) == list(range(300))
+    with pytest.raises(ConfigError, match="--max-objects"):
+        ids_by_area(np.ones(65537, np.int64))
+
+
+@pytest.fixture(scope="module")
+def tiny_models(sharp_weights: Path):  # noqa: ANN201
+    return load_models(ModelConfig(backbone="bavos_test_vit", backbone_weights=str(sharp_weights), checkpoint="none"),
+                       "cpu")
+
+
+def noop(*args: object) -> None:
+    """A progress callback that ignores its reports."""
+    return None
+
+
+def tiny_config(**kw: object) -> SegmentConfig:
+    return SegmentConfig(**{"resolution": (64, 96), "key_ratio": 4, "device": "cpu", **kw})
+
+
+def test_outputs_of_an_odd_sized_clip(tmp_path: Path, tiny_models) -> None:  # noqa: ANN001
+    video = write_clip(tmp_path / "walk.mp4", n=13, height=53, width=75, fps=12)
+    summary = segment_video(video, tmp_path / "out", tiny_config(), tiny_models)
+    folder = tmp_path / "out" / "walk"
+    assert sorted(p.name for p in folder.iterdir()) == ["hierarchy.npz", "hierarchy.png", "masks", "overlay.mp4",
+                                                       "preview.png", "summary.json"]
+    masks = read_masks(folder)
+    assert len(masks) == 13 and all(m.shape == (53, 75) for m in masks)
+    assert [p.name for p in sorted((folder / "masks").glob("*.png"))][:2] == ["00000.png", "00001.png"]
+    with av.open(str(folder / "overlay.mp4")) as c:
+        stream = c.streams.video[0]
+        assert sum(1 for _ in c.decode(stream)) == 13
+        assert (stream.width, stream.height, float(stream.average_rate)) == (75, 53, 12.0)
+    assert json.loads((folder / "summary.json").read_text()) == summary
+    assert summary["frames"] == 13 and summary["objects"] >= 1
+    assert (summary["width"], summary["height"], summary["fps"]) == (75, 53, 12.0)
+    area = np.bincount(np.concatenate([m.ravel() for m in masks]))
+    stats = {o["id"]: o for o in summary["object_stats"]}
+    assert set(np.flatnonzero(area)) == {0, *stats}
+    assert summary["background"]["area"] == area[0] == area.max()  # id 0 is the largest cluster
+    for i, o in stats.items():
+        assert o["area"] == area[i]
+        present = [t for t, m in enumerate(masks) if (m == i).any()]
+        assert (o["first_frame"], o["last_frame"]) == (present[0], present[-1])
+    assert set(summary["timings"]) >= {"decode", "backbone", "clustering", "writing", "total"}
+    assert summary["config"]["SegmentConfig"]["key_ratio"] == 4 and summary["version"]
+    hierarchy = np.load(folder / "hierarchy.npz")
+    assert hierarchy["labels"].shape == (len(summary["level_sizes"]), 13, 8 * 12)
+
+
+def test_ids_are_consistent_over_time(tmp_path: Path, tiny_models) -> None:  # noqa: ANN001
+    video = write_clip(tmp_path / "c.mp4", n=12, height=64, width=96)
+    segment_video(video, tmp_path / "out", tiny_config(upsample="nearest"), tiny_models)
+    masks = read_masks(tmp_path / "out" / "c")
+    hierarchy = np.load(tmp_path / "out" / "c" / "hierarchy.npz")
+    labels = hierarchy["labels"][int(hierarchy["level"])]  # (T, N) cluster index of every patch
+    ids = hierarchy["output_ids"][labels]
+    # at the model's own size, nearest upsampling is one id per 8x8 patch: the PNGs are the clustering itself
+    for t, mask in enumerate(masks):
+        np.testing.assert_array_equal(mask[::8, ::8], ids[t].reshape(8, 12))
+    # the static green block keeps one id in every frame
+    assert len({int(m[60, 92]) for m in masks}) == 1
+
+
+@pytest.mark.parametrize("frames", [1, 3])
+def test_clips_shorter_than_the_key_ratio(tmp_path: Path, tiny_models, frames: int) -> None:  # noqa: ANN001
+    video = write_clip(tmp_path / "s.mp4", n=frames, height=40, width=56)
+    summary = segment_video(video, tmp_path / "out", tiny_config(key_ratio=10), tiny_models)
+    assert summary["frames"] == frames and summary["key_frames"] == 1
+    assert len(read_masks(tmp_path / "out" / "s")) == frames
+
+
+def test_stride_still_writes_every_frame(tmp_path: Path, tiny_models) -> None:  # noqa: ANN001
+    video = write_clip(tmp_path / "s.mp4", n=10, height=48, width=64)
+    summary = segment_video(video, tmp_path / "out", tiny_config(stride=3), tiny_models)
+    assert summary["frames"] == 10 and summary["processed_frames"] == 4
+    masks = read_masks(tmp_path / "out" / "s")
+    assert len(masks) == 10
+    np.testing.assert_array_equal(masks[1], masks[0])  # frame 1 takes processed frame 0's labels
+
+
+def test_max_objects_and_levels(tmp_path: Path, tiny_models) -> None:  # noqa: ANN001
+    video = write_clip(tmp_path / "m.mp4", n=8, height=64, width=96)
+    one = segment_video(video, tmp_path / "a", tiny_config(max_objects=1), tiny_models)
+    assert one["objects"] == 0 and one["capped_from"] == one["converged_level"]
+    assert all((m == 0).all() for m in read_masks(tmp_path / "a" / "m"))
+    zero = segment_video(video, tmp_path / "b", tiny_config(level=0, max_objects=0), tiny_models)
+    assert zero["level"] == 0 and zero["capped_from"] is None
+    with pytest.raises(ConfigError, match="does not exist"):
+        segment_video(video, tmp_path / "c", tiny_config(level=99), tiny_models)
+    assert not (tmp_path / "c").exists() or not any((tmp_path / "c").iterdir())
+
+
+def test_frame_folder_masks_take_the_frame_names(tmp_path: Path, tiny_models) -> None:  # noqa: ANN001
+    folder = tmp_path / "bear"
+    folder.mkdir()
+    for i in range(5):
+        Image.fromarray(np.full((45, 70, 3), 40 * i, np.uint8)).save(folder / f"{i * 5:05d}.jpg")
+    summary = segment_video(folder, tmp_path / "out", tiny_config(fps=10), tiny_models)
+    names = sorted(p.name for p in (tmp_path / "out" / "bear" / "masks").iterdir())
+    assert names == ["00000.png", "00005.png", "00010.png", "00015.png", "00020.png"]
+    assert summary["fps"] == 10.0
+    with av.open(str(tmp_path / "out" / "bear" / "overlay.mp4")) as c:
+        assert float(c.streams.video[0].average_rate) == 10.0
+
+
+def test_failure_while_writing_leaves_nothing_finished(tmp_path: Path, tiny_models,  # noqa: ANN001
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    video = write_clip(tmp_path / "f.mp4", n=6, height=48, width=64)
+    segment_video(video, tmp_path / "out", tiny_config(), tiny_models)
+    before = (tmp_path / "out" / "f" / "summary.json").read_text()
+    calls = {"n": 0}
+
+    def failing(path: Path, labels: np.ndarray) -> None:
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise OutputError(f"{path}: cannot write mask (No space left on device)")
+        Image.fromarray(labels).save(path)
+
+    monkeypatch.setattr("bavos.pipeline.outputs.write_mask", failing)
+    with pytest.raises(OutputError, match="No space left"):
+        segment_video(video, tmp_path / "out", tiny_config(), tiny_models)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["f"]  # no temporary folder left
+    assert (tmp_path / "out" / "f" / "summary.json").read_text() == before  # the old result is untouched
+
+
+def test_a_new_run_replaces_an_older_result(tmp_path: Path, tiny_models) -> None:  # noqa: ANN001
+    video = write_clip(tmp_path / "r.mp4", n=4, height=48, width=64)
+    segment_video(video, tmp_path / "out", tiny_config(), tiny_models)
+    (tmp_path / "out" / "r" / "masks" / "99999.png").write_bytes(b"stale")
+    segment_video(video, tmp_path / "out", tiny_config(), tiny_models)
+    assert len(list((tmp_path / "out" / "r" / "masks").iterdir())) == 4
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["r"]
+
+
+def test_resolution_must_fit_the_patch(tmp_path: Path, tiny_models) -> None:  # noqa: ANN001
+    video = write_clip(tmp_path / "p.mp4", n=2, height=48, width=64)
+    with pytest.raises(ConfigError, match="multiple of the patch size 8"):
+        segment_video(video, tmp_path / "out", tiny_config(resolution=(60, 96)), tiny_models)
+
+
+def test_correlator_checkpoint_mode(tmp_path: Path, sharp_weights: Path) -> None:
+    from bavos.models.correlator import Correlator, save_checkpoint
+
+    torch.manual_seed(0)
+    save_checkpoint(tmp_path / "c.pt", Correlator(32, 8), {"correlator_heads": 8})
+    models = load_models(ModelConfig(backbone="bavos_test_vit", backbone_weights=str(sharp_weights),
+                                     checkpoint=str(tmp_path / "c.pt")), "cpu")
+    video = write_clip(tmp_path / "k.mp4", n=5, height=48, width=64)
+    summary = segment_video(video, tmp_path / "out", tiny_config(), models)
+    assert summary["mode"] == "correlator" and summary["frames"] == 5
+
+
+
+
+def test_max_key_frames_bounds_the_key_set(tmp_path: Path, tiny_models) -> None:  # noqa: ANN001
+    video = write_clip(tmp_path / "long.mp4", n=20, height=48, width=64)
+    full = segment_video(video, tmp_path / "a", tiny_config(key_ratio=2, overlay=False), tiny_models)
+    bounded = segment_video(video, tmp_path / "b", tiny_config(key_ratio=2, max_key_frames=3, overlay=False),
+                            tiny_models)
+    assert full["key_frames"] == 10 and bounded["key_frames"] == 3
+    assert bounded["config"]["SegmentConfig"]["max_key_frames"] == 3 and bounded["frames"] == 20
+
+
+def test_attention_cache_gives_the_same_masks(tmp_path: Path, tiny_models) -> None:  # noqa: ANN001
+    video = write_clip(tmp_path / "clip.mp4", n=8, height=48, width=64)
+    plain = segment_video(video, tmp_path / "a", tiny_config(overlay=False), tiny_models)
+    cached = segment_video(video, tmp_path / "b", tiny_config(overlay=False, attention_cache_mb=64), tiny_models)
+    assert cached["config"]["SegmentConfig"]["attention_cache_mb"] == 64
+    for a, b in zip(read_masks(tmp_path / "a" / "clip"), read_masks(tmp_path / "b" / "clip"), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert plain["level_sizes"] == cached["level_sizes"]
+
+
+def analysis_levels(video: Path, models, cfg: SegmentConfig, tmp_path: Path):  # noqa: ANN001, ANN201
+    """(levels, T, N) labels of the streaming pipeline, and the analysis."""
+    from bavos.io.video import VideoSource
+    from bavos.pipeline.segment import analyse
+
+    analysis = analyse(VideoSource(video), models, cfg, noop, workdir=tmp_path)
+    labels = np.stack([analysis.labels.frame(t) for t in range(analysis.processed)], axis=1)
+    analysis.close()
+    return labels, analysis
+
+
+@pytest.mark.parametrize(("frames", "caches"), [(10, (0, 0)), (10, (64, 0)), (10, (0, 64)), (7, (0, 0)),
+                                                (11, (1, 0)), (1, (0, 0))])
+def test_streaming_pipeline_matches_the_float64_reference(tmp_path: Path, tiny_models,  # noqa: ANN001
+                                                          frames: int, caches: tuple[int, int]) -> None:
+    """The pipeline (float32, window by window, first round streamed, labels on disk, queries computed again or
+    kept, rows kept or not) against ``cluster_attention`` on the whole float64 attention: every level."""
+    from reference_cluster import same_partition
+
+    from bavos.io.video import VideoSource
+    from bavos.pipeline.attention import window_attention
+    from bavos.pipeline.cluster import cluster_attention
+    from bavos.pipeline.segment import video_tokens
+
+    video = write_clip(tmp_path / "clip.mp4", n=frames, height=48, width=64)
+    cfg = tiny_config(key_ratio=3, attention_cache_mb=caches[0], query_cache_mb=caches[1], max_objects=0)
+    got, analysis = analysis_levels(video, tiny_models, cfg, tmp_path)
+    q, k = video_tokens(VideoSource(video), tiny_models, cfg)
+    expected = cluster_attention(window_attention(q.double(), k.double(), tiny_models.scale), cfg.tau, cfg.window)
+    assert analysis.hierarchy.sizes == expected.sizes
+    assert analysis.keys.positions == list(range(0, max(1, frames // 3) * 3, 3))
+    for level in range(len(expected.sizes)):
+        assert same_partition(got[level], expected.level_labels[level]), level
+    assert not list(tmp_path.glob(".bavos-*"))  # the temporary label files are gone
+
+
+def test_bf16_backbone_and_correlator_stay_close(tmp_path: Path, tiny_models) -> None:  # noqa: ANN001
+    """--precision bf16 (CPU autocast here, as on CUDA): q and k within 2% of float32 (relative L2), the converged
+    partitions share at least 99% of their tokens."""
+    from bavos.evaluation.metrics import matched_share
+    from bavos.io.video import VideoSource
+    from bavos.pipeline.segment import video_tokens
+
+    video = write_clip(tmp_path / "clip.mp4", n=9, height=48, width=64)
+    runs = []
+    for precision in ("float32", "bf16"):
+        cfg = tiny_config(key_ratio=3, max_objects=0, precision=precision)
+        q, k = video_tokens(VideoSource(video), tiny_models, cfg)
+        assert q.dtype == torch.float32 and k.dtype == torch.float32
+        labels, analysis = analysis_levels(video, tiny_models, cfg, tmp_path)
+        runs.append((q, k, labels[analysis.hierarchy.cut]))
+    (q32, k32, l32), (q16, k16, l16) = runs
+    for a, b in ((q16, q32), (k16, k32)):
+        assert 0 < float((a - b).norm() / b.norm()) < 0.02  # bf16 did run, and stayed close
+    assert matched_share(l32, l16) >= 0.99
+
+
+@pytest.mark.parametrize("frame_count", [None, 1, 5, 400])
+def test_a_wrong_announced_frame_count_gives_the_same_result(tmp_path: Path, tiny_models,  # noqa: ANN001
+                                                             frame_count: int | None) -> None:
+    """The key frames are chosen from the container's frame count and computed again when the decode finds
+    another count (or none was announced)."""
+    from dataclasses import replace
+
+    from bavos.io.video import VideoSource
+    from bavos.pipeline.segment import analyse
+
+    video = write_clip(tmp_path / "clip.mp4", n=11, height=48, width=64)
+    cfg = tiny_config(batch_size=2)
+    expected = analyse(VideoSource(video), tiny_models, cfg, noop, workdir=tmp_path)
+    source = VideoSource(video)
+    source.info = replace(source.info, frame_count=frame_count)
+    got = analyse(source, tiny_models, cfg, noop, workdir=tmp_path)
+    assert got.keys.positions == expected.keys.positions and torch.equal(got.keys.k, expected.keys.k)
+    for t in range(11):
+        np.testing.assert_array_equal(got.labels.frame(t), expected.labels.frame(t))
+    got.close()
+    expected.close()
+
+
+def test_free_heap_is_released_after_every_clustering_window(tmp_path: Path, tiny_models,  # noqa: ANN001
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    import bavos.pipeline.segment as seg
+    from bavos.io.video import VideoSource
+
+    seg.release_free_heap()  # glibc's malloc_trim where there is one, nothing elsewhere
+    calls: list[int] = []
+    monkeypatch.setattr(seg, "release_free_heap", lambda: calls.append(1))
+    video = write_clip(tmp_path / "clip.mp4", n=7, height=48, width=64)
+    seg.analyse(VideoSource(video), tiny_models, tiny_config(), noop, workdir=tmp_path).close()
+    assert len(calls) == 1 + 2 * 3  # after the key pass, then each of 3 windows in the hierarchy and labels passes
+
+
+
+def test_more_than_255_clusters_are_written_as_16_bit_masks(tmp_path: Path, tiny_models) -> None:  # noqa: ANN001
+    """A near-zero tau leaves most tokens alone: hundreds of clusters are a result, with masks, overlay and eval."""
+    from bavos.evaluation.evaluate import evaluate_instances
+
+    video = write_clip(tmp_path / "c.mp4", n=4, height=64, width=96)
+    summary = segment_video(video, tmp_path / "out", tiny_config(tau=1e-9, max_objects=0, upsample="nearest"),
+                            tiny_models)
+    folder = tmp_path / "out" / "c"
+    assert summary["objects"] + 1 > 255
+    hierarchy = np.load(folder / "hierarchy.npz")
+    ids = hierarchy["output_ids"][hierarchy["labels"][int(hierarchy["level"])]]  # (T, N)
+    for t, png in enumerate(sorted((folder / "masks").glob("*.png"))):
+        with Image.open(png) as im:
+            assert im.mode == "I;16"
+            mask = np.asarray(im)
+        np.testing.assert_array_equal(mask[::8, ::8], ids[t].reshape(8, 12))
+    with av.open(str(folder / "overlay.mp4")) as c:
+        assert sum(1 for _ in c.decode(c.streams.video[0])) == 4
+    gt = tmp_path / "gt" / "c"
+    gt.mkdir(parents=True)
+    last = int(ids.max())
+    assert last > 255
+    for t in range(4):  # the ground-truth object is exactly the cluster of the highest id (a 16-bit value)
+        obj = (ids[t].reshape(8, 12) == last).repeat(8, 0).repeat(8, 1)
+        Image.fromarray(obj.astype(np.uint8), mode="L").save(gt / f"{t:05d}.png")
+    res = evaluate_instances(tmp_path / "out", tmp_path / "gt")
+    assert res.miou["c"] == 1.0  # found only if eval reads the id above 255 as it was written

@@ -1,0 +1,136 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import clip_frames, write_clip
+from PIL import Image
+
+from bavos.errors import InputError
+from bavos.training import clips as clips_mod
+from bavos.training.clips import (
+    CachedClip,
+    ClipSamples,
+    Skipped,
+    StepBatches,
+    cache_clips,
+    find_clips,
+    release_gap,
+    triplet,
+)
+
+
+def _frame_folder(folder: Path, n: int, ext: str = "jpg") -> Path:
+    folder.mkdir(parents=True)
+    for i, img in enumerate(clip_frames(n, 40, 56)):
+        Image.fromarray(img).save(folder / f"{i * 5:05d}.{ext}")
+    return folder
+
+
+def test_finds_videos_and_frame_folders_recursively(tmp_path: Path) -> None:
+    root = tmp_path / "clips"
+    (root / "a").mkdir(parents=True)
+    write_clip(root / "a" / "one.mp4", n=4)
+    write_clip(root / "two.MOV", n=4)
+    _frame_folder(root / "JPEGImages" / "seq1", 4)
+    _frame_folder(root / "JPEGImages" / "seq2", 4, "png")
+    masks = root / "Annotations" / "seq1"
+    masks.mkdir(parents=True)
+    Image.fromarray(np.zeros((8, 8), np.uint8), mode="L").convert("P").save(masks / "00000.png")
+    (root / ".hidden").mkdir()
+    write_clip(root / ".hidden" / "x.mp4", n=4)
+    (root / "notes.txt").write_text("not a clip")
+    found = [p.relative_to(root).as_posix() for p in find_clips(root)]
+    assert found == ["JPEGImages/seq1", "JPEGImages/seq2", "a/one.mp4", "two.MOV"]
+
+
+@pytest.mark.parametrize("make", ["missing", "empty", "file"])
+def test_bad_roots_are_one_line_errors(tmp_path: Path, make: str) -> None:
+    root = tmp_path / "clips"
+    if make == "empty":
+        root.mkdir()
+        (root / "sub").mkdir()
+    elif make == "file":
+        root.write_text("x")
+    with pytest.raises(InputError, match="clips"):
+        find_clips(root)
+
+
+def test_cache_decodes_once_and_records_skips(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = tmp_path / "clips"
+    root.mkdir()
+    good = write_clip(root / "good.mp4", n=6, height=48, width=64)
+    short = write_clip(root / "short.mp4", n=2)
+    bad = root / "bad.mp4"
+    bad.write_bytes(b"\x00" * 100)
+    folder = _frame_folder(root / "frames", 5)
+    cache = tmp_path / "cache"
+    results = cache_clips(find_clips(root), cache, (32, 48), min_frames=3, workers=2)
+    by_source = {Path(r.source).name: r for r in results}
+    assert isinstance(by_source["good.mp4"], CachedClip) and by_source["good.mp4"].frames == 6
+    assert isinstance(by_source["frames"], CachedClip) and by_source["frames"].frames == 5
+    assert isinstance(by_source["short.mp4"], Skipped) and "too short (2 frames" in by_source["short.mp4"].reason
+    assert isinstance(by_source["bad.mp4"], Skipped) and "not a video" in by_source["bad.mp4"].reason
+    data = np.fromfile(by_source["good.mp4"].data, dtype=np.uint8).reshape(6, 32, 48, 3)
+    assert data[0, 10, 2].tolist()[0] > 150  # the red square's left edge, resized
+    assert not list(cache.glob(".*"))  # no temporary files left
+
+    def fail(*args: object) -> None:
+        raise AssertionError("decoded again")
+
+    monkeypatch.setattr(clips_mod, "_decode", fail)
+    again = cache_clips([good, short, bad, folder], cache, (32, 48), min_frames=3)
+    assert [type(r) for r in again] == [CachedClip, Skipped, Skipped, CachedClip]
+    monkeypatch.undo()
+    write_clip(good, n=7, height=48, width=64)  # changed file: decoded again
+    assert cache_clips([good], cache, (32, 48), min_frames=3)[0].frames == 7
+
+
+def test_triplets_are_a_function_of_seed_and_index() -> None:
+    lengths = [3, 9, 100]
+    draws = [triplet(i, 7, lengths, 3, 4) for i in range(300)]
+    assert draws == [triplet(i, 7, lengths, 3, 4) for i in range(300)]
+    assert draws != [triplet(i, 8, lengths, 3, 4) for i in range(300)]
+    assert {c for c, _ in draws} == {0, 1, 2}
+    for clip, frames in draws:
+        n = lengths[clip]
+        gap = frames[1] - frames[0]
+        assert frames[2] - frames[1] == gap and 0 <= frames[0] and frames[2] < n
+        assert gap == {0: 1, 1: 3, 2: 4}[clip]  # 3 frames: consecutive; 9 frames: 3, as the release shrinks it
+    starts = {f[0] for c, f in draws if c == 2}
+    assert len(starts) > 40  # about 100 draws spread over the 92 possible starts
+
+
+def _release_loop(length: int, gap: int) -> int:
+    """The release's data.py rule for 3 frames, transcribed: shrink while gap >= length - gap - 1."""
+    while gap >= length - gap - 1:
+        gap -= 1
+    return gap
+
+
+@pytest.mark.parametrize("length", range(3, 31))
+def test_gap_and_centres_follow_the_release(length: int) -> None:
+    expected = max(1, _release_loop(length, 4))  # the release's 0 (length 3: one frame thrice) becomes 1
+    assert release_gap(length, 3, 4) == expected
+    draws = [triplet(i, 0, [length], 3, 4)[1] for i in range(400)]
+    assert {f[1] - f[0] for f in draws} == {f[2] - f[1] for f in draws} == {expected}
+    centres = {f[1] for f in draws}
+    assert centres == set(range(expected, length - expected))  # the release's randint(gap, length - gap - 1)
+
+
+def test_samples_read_the_cached_frames(tmp_path: Path) -> None:
+    clip = write_clip(tmp_path / "c.mp4", n=5, height=48, width=64)
+    cached = cache_clips([clip], tmp_path / "cache", (16, 24), min_frames=3)
+    samples = ClipSamples(cached, frames=3, gap=1, seed=0)
+    x = samples[12]
+    assert x.shape == (3, 16, 24, 3) and x.dtype == torch.uint8
+    _, idx = triplet(12, 0, [5], 3, 1)
+    full = np.fromfile(cached[0].data, dtype=np.uint8).reshape(5, 16, 24, 3)
+    assert np.array_equal(x.numpy(), full[idx])
+
+
+def test_step_batches_split_each_step_between_processes() -> None:
+    whole = list(StepBatches(3, 5, batch=4))
+    assert whole == [[12, 13, 14, 15], [16, 17, 18, 19]]
+    parts = [list(StepBatches(3, 5, batch=4, rank=r, world=2)) for r in range(2)]
+    assert [parts[0][i] + parts[1][i] for i in range(2)] == whole

@@ -1,0 +1,302 @@
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import TINY, write_clip
+
+from bavos.config import ModelConfig, TrainConfig, train_config
+from bavos.errors import ConfigError
+from bavos.models.backbone import build_backbone
+from bavos.models.correlator import Correlator, load_correlator
+from bavos.training import train as train_mod
+from bavos.training.clips import ClipSamples, cache_clips, find_clips
+from bavos.training.train import batch_losses, make_optimizer, new_correlator, train
+
+MODEL = ModelConfig(backbone="bavos_test_vit", backbone_weights="none", checkpoint="none", correlator_heads=4)
+TRAIN_ARGS = ["--backbone", "bavos_test_vit", "--backbone-weights", "none", "--resolution", "128", "160",
+              "--device", "cpu", "--workers", "0"]
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("clips")
+    for i in range(3):
+        write_clip(root / f"clip{i}.mp4", n=8 + 2 * i, height=64, width=96)
+    return root
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("cache")
+
+
+def _cfg(cache: Path, **kw: object) -> TrainConfig:
+    base = {"steps": 4, "batch_size": 2, "lr": 1e-3, "resolution": (128, 160), "workers": 0, "log_every": 1,
+            "checkpoint_every": 2, "device": "cpu", "cache": str(cache)}
+    return train_config(**{**base, **kw})
+
+
+def test_presets_and_overrides() -> None:
+    assert (train_config().batch_size, train_config().lr, train_config().steps) == (8, 1e-5, 60_000)
+    paper = train_config("paper")
+    assert (paper.batch_size, paper.lr, paper.steps) == (16, 1e-4, 30_000)
+    assert train_config("paper", lr=3e-5).lr == 3e-5
+    with pytest.raises(ConfigError, match="preset"):
+        train_config("nope")
+    saved = {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(train_config(steps=10)).items()}
+    assert train_config(saved=saved, workers=1).workers == 1  # runtime options may change on resume
+    with pytest.raises(ConfigError, match="--gap 2 differs"):
+        train_config(saved=saved, gap=2)
+    with pytest.raises(ConfigError, match="patches per frame"):
+        TrainConfig(resolution=(64, 96)).check_tokens(8)
+
+
+def test_optimizer_holds_the_correlator_only_with_decay_on_matrices() -> None:
+    cfg = train_config(steps=100, lr=1e-4)
+    model = Correlator(384, 8)
+    optimizer, scheduler = make_optimizer(model, cfg)
+    decayed, plain = optimizer.param_groups
+    assert sum(p.numel() for g in optimizer.param_groups for p in g["params"]) == 1_773_312
+    assert decayed["weight_decay"] == 0.1 and plain["weight_decay"] == 0.0
+    assert {p.ndim for p in decayed["params"]} == {2} and {p.ndim for p in plain["params"]} == {1}
+    lrs = []
+    for _ in range(100):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert lrs[0] == pytest.approx(1e-4) and lrs[50] == pytest.approx(1e-6 + 0.5 * (1e-4 - 1e-6))
+    assert lrs[99] == pytest.approx(1e-6 + 0.5 * (1e-4 - 1e-6) * (1 + math.cos(math.pi * 99 / 100)))
+
+
+def _fixed_batch(clips: Path, cache: Path, cfg: TrainConfig) -> torch.Tensor:
+    data = cache_clips(find_clips(clips), cache, cfg.resolution, 3)
+    samples = ClipSamples(data, 3, cfg.gap, seed=123)
+    return torch.stack([samples[i] for i in range(3)])
+
+
+def test_training_lowers_the_loss_on_a_fixed_batch(clips: Path, cache: Path, tmp_path: Path) -> None:
+    cfg = _cfg(cache, steps=25, lr=3e-3, log_every=5, checkpoint_every=25)
+    backbone = build_backbone("bavos_test_vit", "none")
+    frames = _fixed_batch(clips, cache, cfg)
+
+    def loss(model: Correlator) -> float:
+        with torch.no_grad():
+            return float(batch_losses(backbone, model.eval(), frames, replace_clean(cfg)).total)
+
+    before = loss(new_correlator(32, MODEL, cfg))
+    result = train(clips, tmp_path / "run", MODEL, cfg)
+    after = loss(load_correlator(result["checkpoint"], dim=32))
+    assert after < before - 0.05, (before, after)
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [5, 10, 15, 20, 25]
+    assert {"loss", "semantic_pos", "semantic_neg", "motion", "lr", "steps_per_s", "data_wait"} <= set(records[0])
+
+
+def replace_clean(cfg: TrainConfig) -> TrainConfig:
+    from dataclasses import replace
+
+    return replace(cfg, loss_attention="clean")
+
+
+@pytest.mark.parametrize("precision", ["float32", "fp16"])
+def test_resume_repeats_an_uninterrupted_run(clips: Path, cache: Path, tmp_path: Path, precision: str) -> None:
+    cfg = _cfg(cache, steps=5, precision=precision)
+    train(clips, tmp_path / "straight", MODEL, cfg)
+    first = train(clips, tmp_path / "split", MODEL, cfg, until=3)
+    assert first["step"] == 3
+    with (tmp_path / "split" / "metrics.jsonl").open("a") as f:  # a line written after the checkpoint was lost
+        f.write(json.dumps({"step": 4, "loss": 9.0}) + "\n")
+    train(clips, tmp_path / "split", MODEL, cfg, resume=True)
+    a = torch.load(tmp_path / "straight" / "last.pt", weights_only=True)
+    b = torch.load(tmp_path / "split" / "last.pt", weights_only=True)
+    assert a["step"] == b["step"] == 5
+    assert ("scaler" in a) == ("scaler" in b) == (precision == "fp16")  # fp16's loss scale is saved and restored
+    if precision == "fp16":
+        assert a["scaler"] == b["scaler"]
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    for key, state in a["optimizer"]["state"].items():
+        assert torch.equal(state["exp_avg_sq"], b["optimizer"]["state"][key]["exp_avg_sq"])
+    lines = [json.loads(x) for x in (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()]
+    straight = [json.loads(x) for x in (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in lines] == [1, 2, 3, 4, 5]
+    assert [r["loss"] for r in lines] == [r["loss"] for r in straight]
+    assert sorted(p.name for p in (tmp_path / "split").glob("step-*.pt")) == ["step-0000002.pt", "step-0000004.pt",
+                                                                              "step-0000005.pt"]
+
+
+def test_nan_stops_and_keeps_the_last_good_checkpoint(clips: Path, cache: Path, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch, run_cli) -> None:
+    real = train_mod.clip_losses
+    calls = []
+
+    def poisoned(*args: object):
+        losses = real(*args)
+        calls.append(1)
+        if len(calls) == 3:
+            losses.motion = losses.motion * float("nan")
+        return losses
+
+    monkeypatch.setattr(train_mod, "clip_losses", poisoned)
+    out = tmp_path / "run"
+    res = run_cli("train", clips, "-o", out, *TRAIN_ARGS, "--steps", "6", "--batch-size", "1",
+                  "--checkpoint-every", "2", "--cache", cache, "-q")
+    assert res.code == 1
+    assert res.err.strip().splitlines()[-1] == (
+        f"bavos: error: the loss became nan at step 3 (semantic {_sem(res.err)}, motion nan); training stopped and "
+        f"the last good checkpoint is {out / 'last.pt'} (step 2); lower --lr or check the clips")
+    assert torch.load(out / "last.pt", weights_only=True)["step"] == 2
+
+
+def _sem(err: str) -> str:
+    return err.split("(semantic ")[1].split(",")[0]
+
+
+def test_interrupt_saves_the_steps_done(clips: Path, cache: Path, tmp_path: Path,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    real = train_mod.batch_losses
+    calls = []
+
+    def interrupted(*args: object, **kw: object):
+        calls.append(1)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return real(*args, **kw)
+
+    monkeypatch.setattr(train_mod, "batch_losses", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train(clips, tmp_path / "run", MODEL, _cfg(cache, steps=10, checkpoint_every=100))
+    assert torch.load(tmp_path / "run" / "last.pt", weights_only=True)["step"] == 3
+
+
+def test_cli_train_then_segment_with_the_checkpoint(clips: Path, cache: Path, tmp_path: Path, run_cli) -> None:
+    run = tmp_path / "run"
+    res = run_cli("train", clips, "-o", run, *TRAIN_ARGS, "--steps", "2", "--batch-size", "1", "--cache", cache)
+    assert res.code == 0, res.err
+    assert res.out.strip() == f"{run / 'last.pt'}: step 2 of 2, loss {_last_loss(run):.4f} ({_secs(res.out)} s)"
+    assert "training on 3 clips (0 skipped)" in res.err
+    config = json.loads((run / "config.json").read_text())
+    assert config["TrainConfig"]["preset"] == "release" and config["TrainConfig"]["steps"] == 2
+    data = json.loads((run / "data.json").read_text())
+    assert data["clips"] == 3 and data["skipped"] == 0 and data["frames"] == 8 + 10 + 12
+    seg = run_cli("segment", clips / "clip0.mp4", "-o", tmp_path / "out", *TINY, "--backbone-weights", "none",
+                  "--checkpoint", run / "last.pt", "-q", "--no-overlay")
+    assert seg.code == 0, seg.err
+    summary = json.loads((tmp_path / "out" / "clip0" / "summary.json").read_text())
+    assert summary["config"]["ModelConfig"]["checkpoint"] == str(run / "last.pt")
+    trained = torch.load(run / "last.pt", weights_only=True)["model"]  # the same block in the release's layout
+    release = {f"temporal_transformer.0.{k}": v for k, v in trained.items()}
+    torch.save({"iteration": 2, "model_state_dict": release}, tmp_path / "release.pth")
+    seg = run_cli("segment", clips / "clip0.mp4", "-o", tmp_path / "out2", *TINY, "--backbone-weights", "none",
+                  "--checkpoint", tmp_path / "release.pth", "-q", "--no-overlay")
+    assert seg.code == 0, seg.err
+    masks = sorted((tmp_path / "out" / "clip0" / "masks").iterdir())
+    assert [m.read_bytes() for m in masks] == [m.read_bytes() for m in sorted((tmp_path / "out2" / "clip0" /
+                                                                               "masks").iterdir())]
+    again = run_cli("train", clips, "-o", run, *TRAIN_ARGS)
+    assert again.code == 2 and "already holds a training run; continue it with --resume" in again.err
+    resumed = run_cli("train", clips, "-o", run, "--resume", "--steps", "3")
+    assert resumed.code == 2 and "--steps 3 differs from the run's 2" in resumed.err
+
+
+def _last_loss(run: Path) -> float:
+    return json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])["loss"]
+
+
+def _secs(out: str) -> str:
+    return out.rsplit("(", 1)[1].split(" s)")[0]
+
+
+def test_cli_errors_are_one_line(tmp_path: Path, run_cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    res = run_cli("train", empty, "-o", tmp_path / "run", *TRAIN_ARGS)
+    assert res.code == 1 and res.err.strip().splitlines()[-1] == (
+        f"bavos: error: {empty}: holds no videos (.3gp, .avi, .flv, .gif, .m2ts, .m4v, .mkv, .mov, .mp4, .mpeg, "
+        ".mpg, .mts, .ogv, .ts, .webm, .wmv) and no folders of frames")
+    assert not (tmp_path / "run").exists()  # a run that could not start leaves no folder
+    res = run_cli("train", empty, "-o", tmp_path / "none", "--resume")
+    assert res.code == 2 and "nothing to resume (last.pt not found)" in res.err
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "x.mp4").write_text("not a video")
+    res = run_cli("train", bad, "-o", tmp_path / "run2", *TRAIN_ARGS)
+    assert res.code == 1 and res.err.strip().splitlines()[-1] == (
+        f"bavos: error: {bad}: no usable clips: all 1 were skipped")
+    assert "x.mp4: skipped: not a video FFmpeg can read" in res.err
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    res = run_cli("train", bad, "-o", tmp_path / "run3", *TRAIN_ARGS, "--batch-size", "3")
+    assert res.code == 1 and "--batch-size 3 must be divisible by the 2 processes" in res.err
+
+
+def test_two_process_torchrun_on_cpu(clips: Path, cache: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "bavos",
+           "train", str(clips), "-o", str(run), *TRAIN_ARGS, "--steps", "3", "--batch-size", "2", "--log-every", "1",
+           "--cache", str(cache)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("last.pt: step 3 of 3") == 1  # only process 0 reports
+    assert [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
+    state = torch.load(run / "last.pt", weights_only=True)
+    assert state["step"] == 3 and not any(k.startswith("module.") for k in state["model"])
+    load_correlator(run / "last.pt", dim=32)
+
+
+def test_a_step_under_bf16_autocast(clips: Path, cache: Path) -> None:
+    """--precision bf16 (CPU autocast here, as on CUDA): losses stay finite, gradients are float32."""
+    cfg = _cfg(cache, precision="bf16")
+    backbone = build_backbone("bavos_test_vit", "none")
+    model = new_correlator(32, MODEL, cfg).train()
+    losses = batch_losses(backbone, model, _fixed_batch(clips, cache, cfg), cfg, torch.Generator().manual_seed(1))
+    losses.total.backward()
+    assert torch.isfinite(losses.total) and losses.total.dtype == torch.float32
+    assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in model.parameters())
+
+
+def test_query_points_are_drawn_per_clip(clips: Path, cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The release trains one clip per GPU, each drawing its own 8 points: a batch gets one set per clip."""
+    seen = []
+    real = train_mod.clip_losses
+
+    def spy(attn, feats, points, cfg):  # noqa: ANN001, ANN202
+        seen.append(points)
+        return real(attn, feats, points, cfg)
+
+    monkeypatch.setattr(train_mod, "clip_losses", spy)
+    cfg = _cfg(cache, batch_size=3)
+    backbone = build_backbone("bavos_test_vit", "none")
+    model = new_correlator(32, MODEL, cfg).train()
+    batch_losses(backbone, model, _fixed_batch(clips, cache, cfg), cfg, torch.Generator().manual_seed(5))
+    (points,) = seen
+    assert points.shape == (3, cfg.points)
+    assert len({tuple(p.tolist()) for p in points}) == 3  # three different draws
+    assert all(len(set(p.tolist())) == cfg.points for p in points)  # distinct positions within a clip
+
+
+def test_training_says_its_cost_and_one_line_for_too_many_workers(clips: Path, cache: Path, tmp_path: Path,
+                                                                 run_cli, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+    from bavos.config import default_workers
+
+    args = [a for a in TRAIN_ARGS if a not in ("--workers", "0")]
+    res = run_cli("train", clips, "-o", tmp_path / "run", *args, "--steps", "1", "--batch-size", "1", "--cache",
+                  cache, "--workers", str(default_workers() + 2))
+    assert res.code == 0, res.err
+    assert "This DataLoader will create" not in res.err  # torch's 6-line advice is not shown
+    assert f"bavos: warning: --workers {default_workers() + 2} on a machine with {default_workers()} cores" in res.err
+    (line,) = [x for x in res.err.splitlines() if "estimated" in x]
+    assert line.startswith("bavos: estimated ") and "a step" in line and "for steps 1..1, peak memory" in line
+    assert TrainConfig().workers == default_workers()
+    monkeypatch.setattr("bavos.models.costs.available_bytes", lambda device: 1024)
+    res = run_cli("train", clips, "-o", tmp_path / "big", *TRAIN_ARGS, "--steps", "1", "--cache", cache)
+    assert res.code == 1
+    assert res.err.strip().splitlines()[-1].startswith("bavos: error: training needs about ")
+    assert "lower --batch-size (clips per step) or --resolution" in res.err
+    assert not (tmp_path / "big" / "last.pt").exists()

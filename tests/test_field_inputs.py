@@ -401,3 +401,102 @@ def test_an_unreadable_video_is_said_plainly(tmp_path: Path, monkeypatch: pytest
     monkeypatch.setattr(av, "open", denied)
     with pytest.raises(InputError, match=f"^cannot read the video: {clip}: permission denied$"):
         VideoSource(clip)
+
+
+# Inputs a second trial found (each from another tool's bug report).
+
+def test_a_raw_h264_stream_plays_at_its_own_rate(tmp_path: Path, run_cli: Callable) -> None:
+    """A bare H.264 stream has no timestamps: the demuxer's average rate is its default 25; the stream's own
+    timing says 10 fps, as ffprobe and FFmpeg take it (ExoPlayer #10748)."""
+    raw = write_stream(tmp_path / "raw.h264", 12, 96, 64, codec="libx264", fmt="h264")
+    r = run_cli("segment", raw, "-o", tmp_path / "out", *QUIET)
+    assert r.code == 0, r.err
+    assert summary(tmp_path / "out" / "raw")["fps"] == 10.0
+    with av.open(str(tmp_path / "out" / "raw" / "overlay.mp4")) as c:
+        times = [float(f.pts * f.time_base) for f in c.decode(c.streams.video[0])]
+    assert times == pytest.approx([i / 10 for i in range(12)])
+
+
+def test_the_default_stream_is_chosen_as_ffmpeg_does(tmp_path: Path) -> None:
+    """Two video streams: FFmpeg prefers the one marked default unless another has 5,000,000 more pixels
+    (LAVFilters #421)."""
+    from bavos.io.video import VideoSource
+
+    path = tmp_path / "two.mkv"
+    with av.open(str(path), "w") as container:
+        small = container.add_stream("libx264", rate=10)
+        small.width, small.height, small.pix_fmt = 64, 48, "yuv420p"
+        small.disposition = av.stream.Disposition.default
+        large = container.add_stream("libx264", rate=10)
+        large.width, large.height, large.pix_fmt = 96, 64, "yuv420p"
+        large.disposition = av.stream.Disposition(0)
+        for stream, n in ((small, 8), (large, 1)):
+            for i in range(n):
+                frame = av.VideoFrame.from_ndarray(np.full((stream.height, stream.width, 3), 9 * i, np.uint8),
+                                                   format="rgb24")
+                for packet in stream.encode(frame):
+                    container.mux(packet)
+            for packet in stream.encode():
+                container.mux(packet)
+    source = VideoSource(path)
+    assert (source.info.width, source.info.height) == (64, 48) and len(list(source.frames())) == 8
+
+
+def test_superscript_digits_in_frame_names_are_text(tmp_path: Path, run_cli: Callable) -> None:
+    """Frames named 1²0.png: '²' is a digit to str.isdigit but not to the pattern that splits the name (SAM 2 #170)."""
+    folder = tmp_path / "sup"
+    folder.mkdir()
+    for name, img in zip(["1²0.png", "1²1.png", "2.png"], clip_frames(3, 48, 64), strict=True):
+        Image.fromarray(img).save(folder / name)
+    r = run_cli("segment", folder, "-o", tmp_path / "out", *QUIET)
+    assert r.code == 0, r.err
+    assert sorted(p.name for p in (tmp_path / "out" / "sup" / "masks").iterdir()) == ["1²0.png", "1²1.png", "2.png"]
+
+
+def test_a_pipe_is_said_to_be_a_pipe(tmp_path: Path, run_cli: Callable) -> None:
+    pipe = tmp_path / "pipe.mp4"
+    os.mkfifo(pipe)
+    r = run_cli("segment", pipe, "-o", tmp_path / "out", *QUIET)
+    assert r.code == 1
+    assert r.err.strip() == (f"bavos: error: {pipe}: not a regular file (a pipe or a device); bavos reads its input "
+                             "several times: save it to a file first")
+
+
+def test_anamorphic_video_keeps_its_pixel_aspect_ratio(tmp_path: Path, run_cli: Callable) -> None:
+    """64x64 stored, 3:2 pixels: shown 96x64; the overlay keeps the ratio (jellyfin #2273)."""
+    path = tmp_path / "sar.mp4"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 64, 64, "yuv420p"
+        stream.codec_context.sample_aspect_ratio = Fraction(3, 2)
+        for img in clip_frames(4, 64, 64):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    r = run_cli("segment", path, "-o", tmp_path / "out", *QUIET)
+    assert r.code == 0, r.err
+    with av.open(str(tmp_path / "out" / "sar" / "overlay.mp4")) as c:
+        assert c.streams.video[0].sample_aspect_ratio == Fraction(3, 2)
+
+
+def test_a_frame_held_to_the_end_is_in_a_late_range(tmp_path: Path, run_cli: Callable) -> None:
+    """Six frames 0.1 s apart, then one shown at 2.5 s: `--start 2s` holds that frame (Kinovea #154)."""
+    path = tmp_path / "held.mp4"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        stream.codec_context.time_base = Fraction(1, 10)
+        for pts, img in zip([0, 1, 2, 3, 4, 5, 25], clip_frames(7, 48, 64), strict=True):
+            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+            frame.pts, frame.time_base = pts, Fraction(1, 10)
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    r = run_cli("segment", path, "-o", tmp_path / "out", *QUIET, "--start", "2s")
+    assert r.code == 0, r.err
+    result = summary(tmp_path / "out" / "held")
+    assert (result["frames"], result["first_frame"]) == (1, 6)
+    r = run_cli("segment", path, "-o", tmp_path / "late", *QUIET, "--start", "3s")
+    assert r.code == 1 and "no frame in the range 3s.." in r.err

@@ -35,7 +35,8 @@ class Exporter:
         self.folder, self.exports, self.frames = folder, exports, frames
         self.ids = ids  # ids 0..ids-1 (0 is the background)
         self._rle: dict[int, list[dict[str, Any] | None]] = {i: [] for i in range(1, ids)}
-        self._video = OverlayWriter(folder / "masks.mp4", info.width, info.height, info.fps, info.time_base) \
+        self._video = OverlayWriter(folder / "masks.mp4", info.width, info.height, info.fps, info.time_base,
+                                    info.sample_aspect_ratio) \
             if "video" in exports else None
         self._colours = palette(max(ids, 1))
         if "objects" in exports:

@@ -111,6 +111,7 @@ class VideoInfo:
     start_pts: int = 0  # the first frame's timestamp in time_base units; Frame.pts counts from it
     coded_size: tuple[int, int] | None = None  # (width, height) of the first frame before rotation (video files)
     duration: float | None = None  # seconds, as the container states it (None: unknown)
+    sample_aspect_ratio: Fraction | None = None  # of the upright pixels, when not square (anamorphic video)
 
     @property
     def start_time(self) -> float:
@@ -119,7 +120,9 @@ class VideoInfo:
 
 
 def _natural_key(path: Path) -> list[object]:
-    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", path.name)]
+    """Natural order: frame_2 before frame_10. Only decimal digits are numbers (what the pattern's digits match):
+    the superscript in "1²0.png" is text."""
+    return [int(t) if t.isdecimal() else t for t in re.split(r"(\d+)", path.name)]
 
 
 def _list_frames(folder: Path) -> tuple[list[Path], list[str]]:
@@ -221,8 +224,8 @@ def _is_attached_picture(stream: av.stream.Stream) -> bool:
 
 
 def video_stream(container: av.container.InputContainer, path: Path) -> av.video.stream.VideoStream:
-    """The stream FFmpeg would choose: the video stream of the highest resolution (the first of equals), never an
-    attached picture (cover art) nor a text file drawn as video.
+    """The stream FFmpeg would choose: the highest score of width x height, plus 5,000,000 for the stream marked
+    default (the first of equals), never an attached picture (cover art) nor a text file drawn as video.
 
     Raises:
         InputError: the file holds no such stream.
@@ -235,7 +238,9 @@ def video_stream(container: av.container.InputContainer, path: Path) -> av.video
                   for s in container.streams.video]
         held = f" (it holds {', '.join(sorted(set(kinds)))})" if kinds else ""
         raise InputError(f"{path}: no video stream{held}")
-    return max(streams, key=lambda s: s.codec_context.width * s.codec_context.height)
+    default = av.stream.Disposition.default
+    return max(streams, key=lambda s: s.codec_context.width * s.codec_context.height  # FFmpeg's own score
+               + 5_000_000 * bool(s.disposition & default))
 
 
 def _open_container(path: Path) -> tuple[av.container.InputContainer, av.video.stream.VideoStream]:
@@ -282,16 +287,20 @@ class VideoSource:
             width, height = _header(self._files[0])
             self.info = VideoInfo(self.path, True, width, height, DEFAULT_FOLDER_FPS, None, 0, len(self._files))
         else:
+            if not self.path.is_file():
+                raise InputError(f"{self.path}: not a regular file (a pipe or a device); bavos reads its input several "
+                                 "times: save it to a file first")
             if self.path.stat().st_size == 0:
                 raise InputError(f"{self.path}: file is empty (0 bytes)")
             self._files = None
             self.info = self._probe_file()
         if not self.range.whole:
-            total = self.info.frame_count
-            self.info = replace(self.info, frame_count=self._range_count())
-            if self.info.frame_count == 0:
+            total, count = self.info.frame_count, self._range_count()
+            if count == 0 and not self._starts_before_the_end():
+                length = self.info.duration if self.info.duration is not None else (total or 0) / self.info.fps
                 raise InputError(f"{self.path}: no frame in the range {self.range.text()} (the video has {total} "
-                                 f"frames, {total / self.info.fps:.2f} s)")
+                                 f"frames, {length:.2f} s)")
+            self.info = replace(self.info, frame_count=None if count is None else max(count, 1))
 
     def warn(self, message: str) -> None:
         """Record a warning about the input (once)."""
@@ -312,6 +321,22 @@ class VideoSource:
             self.warn(f"not frames, left out: {shown} (frames are {', '.join(sorted(FRAME_EXTENSIONS))} files; hidden "
                       "files are not frames)")
         return files
+
+    def _starts_before_the_end(self) -> bool:
+        """Whether a range starting at a time holds a frame that the count and the average rate miss (a frame held
+        longer, a variable rate, a stated duration that is wrong): the packets' timestamps tell, read without
+        decoding (only when the estimate says the range is empty)."""
+        if not self.range.seconds[0] or self._files is not None:
+            return False
+        container, stream = _open_container(self.path)
+        try:
+            last = max((p.pts for p in container.demux(stream) if p.pts is not None), default=None)
+        except av.error.FFmpegError:
+            return True  # damaged: decoding will tell
+        finally:
+            container.close()
+        time_base = self.info.time_base or 0
+        return last is not None and float((last - self.info.start_pts) * time_base) >= (self.range.start or 0)
 
     def _range_count(self) -> int | None:
         """Frames in the range, from the whole video's count and rate (None when unknown)."""
@@ -338,15 +363,20 @@ class VideoSource:
             h, w = first.height, first.width
             if rotation in (90, 270):
                 h, w = w, h
-            rate = stream.average_rate or stream.guessed_rate
+            # without timestamps (raw H.264/HEVC streams) the average rate is the demuxer's default of 25: the
+            # stream's own rate (its VUI timing, FFmpeg's guess) is what FFmpeg plays it at
+            rate = (stream.guessed_rate or stream.average_rate) if first.pts is None else \
+                (stream.average_rate or stream.guessed_rate)
             fps = float(rate) if rate else DEFAULT_FOLDER_FPS
             count = stream.frames or None
             if stream.duration is not None and stream.time_base is not None:
                 duration = float(stream.duration * stream.time_base)
             else:
                 duration = container.duration / av.time_base if container.duration is not None else None
+            sar = stream.sample_aspect_ratio or stream.codec_context.sample_aspect_ratio
+            sar = None if not sar or sar == 1 else (1 / Fraction(sar) if rotation in (90, 270) else Fraction(sar))
             return VideoInfo(self.path, False, w, h, fps, stream.time_base, rotation, count,
-                             first.pts or 0, (first.width, first.height), duration)
+                             first.pts or 0, (first.width, first.height), duration, sar)
         finally:
             container.close()
 
@@ -441,12 +471,14 @@ class VideoSource:
 
 
 class OverlayWriter:
-    """H.264 writer for overlay videos: same size as the frames, constant rate or the input's own timestamps.
+    """H.264 writer for overlay videos: same size as the frames, constant rate or the input's own timestamps, and
+    the input's pixel aspect ratio (an anamorphic video plays at its display shape).
 
     Odd frame sizes, which 4:2:0 chroma cannot hold, are written as 4:4:4.
     """
 
-    def __init__(self, path: Path, width: int, height: int, fps: float, time_base: Fraction | None = None) -> None:
+    def __init__(self, path: Path, width: int, height: int, fps: float, time_base: Fraction | None = None,
+                 sample_aspect_ratio: Fraction | None = None) -> None:
         self._path = Path(path)
         try:
             self._container = av.open(str(path), mode="w")
@@ -457,6 +489,8 @@ class OverlayWriter:
         self._stream = self._container.add_stream("libx264", rate=rate)
         self._stream.width, self._stream.height = width, height
         self._stream.pix_fmt = "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p"
+        if sample_aspect_ratio is not None:
+            self._stream.codec_context.sample_aspect_ratio = sample_aspect_ratio
         self._stream.options = {"crf": "20", "preset": "veryfast"}
         self._time_base = time_base if time_base is not None else 1 / rate
         self._stream.time_base = self._time_base

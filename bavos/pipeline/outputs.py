@@ -45,7 +45,8 @@ def write_frames(source: VideoSource, analysis: Analysis, cfg: SegmentConfig, fo
     last = np.full(n_ids, -1, dtype=np.int64)
     chosen = set(preview_frames(analysis.decoded))
     thumbs: list[tuple[int, Any]] = []
-    writer = OverlayWriter(folder / "overlay.mp4", info.width, info.height, info.fps, info.time_base) \
+    writer = OverlayWriter(folder / "overlay.mp4", info.width, info.height, info.fps, info.time_base,
+                           info.sample_aspect_ratio) \
         if cfg.overlay else None
     exporter = Exporter(folder, cfg.exports, info, analysis.decoded, n_ids) if cfg.exports else None
     try:

@@ -95,10 +95,11 @@ class Hierarchy:
     def __init__(self, result: Result) -> None:
         self._result = result
         h = result.analysis.hierarchy
-        self.sizes: list[int] = list(h.sizes)
+        self.sizes: list[int] = h.real_sizes  # clusters at each level 0..converged
         self.converged: int = h.converged
-        self.level: int = h.cut
+        self.level: int = h.level  # the level cut at (what --level and recut take)
         self.capped_from: int | None = h.capped_from
+        self.capped_to: int | None = h.capped_size  # clusters after --max-objects merged the level, or None
 
     def recut(self, level: int | None = None, max_objects: int = 0) -> Result:
         """The same video cut at ``level`` (None: converged) and capped at ``max_objects`` (0: no cap)."""
@@ -130,6 +131,11 @@ class Result:
     @property
     def frames(self) -> int:
         return self.analysis.decoded
+
+    @property
+    def warnings(self) -> list[str]:
+        """What differed from what the input announced or the options asked (as in summary.json)."""
+        return [*self.source.warnings, *self.analysis.hierarchy.warnings]
 
     @property
     def labels(self) -> np.ndarray:

@@ -3,7 +3,6 @@ import pytest
 import torch
 from reference_cluster import jeffreys, leader_groups, reference_partition, same_partition
 
-from bavos.errors import ConfigError
 from bavos.pipeline.cluster import (
     PROB_FLOOR,
     cluster_attention,
@@ -133,8 +132,10 @@ def test_every_level_is_kept_and_can_be_cut() -> None:
     np.testing.assert_array_equal(level0.labels, result.level_labels[0])
     for level, parents in enumerate(result.hierarchy.parents[1:], start=1):
         assert len(parents) == result.sizes[level - 1] and parents.max() == result.sizes[level] - 1
-    with pytest.raises(ConfigError, match="does not exist"):
-        cluster_attention(attn, tau=1.0, level=result.converged + 1)
+    top = cluster_attention(attn, tau=1.0, level=result.converged + 1)  # known after the work: kept, cut at the top
+    assert top.hierarchy.cut == result.converged and top.hierarchy.warnings == [
+        f"--level {result.converged + 1} does not exist: this video's hierarchy has levels 0..{result.converged}; "
+        f"cut at the top level, {result.converged}"]
 
 
 def test_float32_matches_float64_on_separated_data() -> None:

@@ -64,6 +64,19 @@ def test_recut_is_byte_identical_to_segment_with_those_options(tmp_path: Path, r
     assert not list((tmp_path / "a").glob(".*"))  # no temporary folder left
 
 
+def test_every_level_a_summary_names_is_one_recut_takes(tmp_path: Path, run_cli, video: Path,  # noqa: ANN001
+                                                       args: list[str]) -> None:
+    assert run_cli("segment", video, "-o", tmp_path, *args, "--max-objects", "5").code == 0
+    summary = json.loads((tmp_path / "clip" / "summary.json").read_text())
+    assert (summary["level"], summary["converged_level"], summary["capped_from"], summary["capped_to"]) == (2, 2, 2, 5)
+    assert summary["level_sizes"] == [58, 34, 33]  # the real levels; the cap is not one
+    named = {summary["level"], summary["converged_level"], summary["capped_from"], len(summary["level_sizes"]) - 1}
+    for level in named:
+        result = run_cli("recut", tmp_path / "clip", "--level", str(level), "-q")
+        assert result.code == 0, result.err
+        assert json.loads((tmp_path / "clip" / "summary.json").read_text())["level"] == level
+
+
 def test_recut_errors(tmp_path: Path, run_cli, video: Path, args: list[str]) -> None:  # noqa: ANN001
     assert run_cli("segment", video, "-o", tmp_path, *args).code == 0
     converged = json.loads((tmp_path / "clip" / "summary.json").read_text())["converged_level"]

@@ -144,9 +144,13 @@ def test_max_objects_and_levels(tmp_path: Path, tiny_models) -> None:  # noqa: A
     assert all((m == 0).all() for m in read_masks(tmp_path / "a" / "m"))
     zero = segment_video(video, tmp_path / "b", tiny_config(level=0, max_objects=0), tiny_models)
     assert zero["level"] == 0 and zero["capped_from"] is None
-    with pytest.raises(ConfigError, match="does not exist"):
-        segment_video(video, tmp_path / "c", tiny_config(level=99), tiny_models)
-    assert not (tmp_path / "c").exists() or not any((tmp_path / "c").iterdir())
+    high = segment_video(video, tmp_path / "c", tiny_config(level=99, max_objects=0), tiny_models)  # nothing lost
+    assert high["level"] == high["converged_level"] == len(high["level_sizes"]) - 1 and high["capped_to"] is None
+    assert high["warnings"] == [f"--level 99 does not exist: this video's hierarchy has levels "
+                                f"0..{high['converged_level']}; cut at the top level, {high['converged_level']}"]
+    assert (tmp_path / "c" / "m" / "hierarchy.npz").is_file()
+    capped = segment_video(video, tmp_path / "d", tiny_config(max_objects=1), tiny_models)  # one numbering
+    assert capped["level"] == capped["converged_level"] == capped["capped_from"] and capped["capped_to"] == 1
 
 
 def test_frame_folder_masks_take_the_frame_names(tmp_path: Path, tiny_models) -> None:  # noqa: ANN001

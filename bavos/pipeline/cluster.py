@@ -19,7 +19,7 @@ labels tokens); at a capped level, the merged cluster its cut-level cluster went
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -263,7 +263,11 @@ class Hierarchy:
             of each cluster of the level it was cut from).
         converged: index of the converged level (the last global round).
         capped_from: the level a capped last level was made from, or None when nothing was capped.
-        cut: the level the output is cut at.
+        cut: the index in ``sizes`` of what the output is cut at (the capped entry when capped).
+        warnings: what the user asked for that this video's hierarchy could not give, and what was done instead.
+
+    Users see one numbering, the real levels 0..converged: ``level`` and ``real_sizes``; a cap is not a level but a
+    merge of ``level`` down to ``capped_size`` clusters.
     """
 
     sizes: list[int]
@@ -272,10 +276,26 @@ class Hierarchy:
     converged: int
     capped_from: int | None = None
     cut: int = 0
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def capped(self) -> bool:
         return self.capped_from is not None
+
+    @property
+    def level(self) -> int:
+        """The real level the output is cut at (a cap merges this level further)."""
+        return self.capped_from if self.capped_from is not None else self.cut
+
+    @property
+    def real_sizes(self) -> list[int]:
+        """Clusters at each real level, 0..converged."""
+        return list(self.sizes[: self.converged + 1])
+
+    @property
+    def capped_size(self) -> int | None:
+        """Clusters after the cap, or None when nothing was capped."""
+        return self.sizes[-1] if self.capped_from is not None else None
 
 
 class HierarchyBuilder:
@@ -325,9 +345,10 @@ class HierarchyBuilder:
                 parents.append(labels)
         hierarchy = Hierarchy(sizes, centroids, parents, converged=len(sizes) - 1)
         cut = hierarchy.converged if level is None else level
-        if cut > hierarchy.converged:
-            raise ConfigError(f"--level {cut} does not exist: this video's hierarchy has levels "
-                              f"0..{hierarchy.converged}")
+        if cut > hierarchy.converged:  # known only now: the work is kept, cut at the top
+            hierarchy.warnings.append(f"--level {cut} does not exist: this video's hierarchy has levels "
+                                      f"0..{hierarchy.converged}; cut at the top level, {hierarchy.converged}")
+            cut = hierarchy.converged
         if max_objects and sizes[cut] > max_objects:
             if centroids[cut] is None:
                 raise ConfigError("capping level 0 needs its centroids: HierarchyBuilder(keep_level0=True)")

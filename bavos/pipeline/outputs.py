@@ -83,6 +83,12 @@ def save_pictures(folder: Path, title: str, stats: dict[str, Any], levels: Level
     save_hierarchy_picture(folder / "hierarchy.png", levels)
 
 
+def level_text(h: Any) -> str:
+    """The cut in the one numbering that summary.json and recut use, e.g. "level 10 of 10, capped to 20 clusters"."""
+    capped = f", capped to {h.capped_size} clusters" if h.capped else ""
+    return f"level {h.level} of {h.converged}{capped}"
+
+
 def levels_of(analysis: Analysis) -> Levels:
     h = analysis.hierarchy
     return Levels(analysis.areas, h.parents, h.converged, h.cut, h.capped_from, analysis.mapping)
@@ -139,10 +145,12 @@ def summary(source: VideoSource, analysis: Analysis, stats: dict[str, np.ndarray
         "input": str(source.path), "source": source_id(source.path), "output": str(output),
         "frames": analysis.decoded, "processed_frames": analysis.processed, "first_frame": stats["first_number"],
         "fps": info.fps, "width": info.width, "height": info.height, "rotation": info.rotation,
-        "start_time": info.start_time, "duration": info.duration, "warnings": list(source.warnings),
+        "start_time": info.start_time, "duration": info.duration,
+        "warnings": [*source.warnings, *h.warnings],
         **object_entries(stats),
         "key_frames": len(analysis.keys.positions), "patch_grid": list(analysis.grid),
-        "level": h.cut, "converged_level": h.converged, "level_sizes": h.sizes, "capped_from": h.capped_from,
+        "level": h.level, "converged_level": h.converged, "level_sizes": h.real_sizes, "capped_from": h.capped_from,
+        "capped_to": h.capped_size,
         "mode": "correlator" if models.correlator is not None else "training-free",
         "weights": models.weights.describe(), "settings": result_settings(models.requested, cfg),
         "device": str(models.device), "config": to_dict(models.config, cfg),
@@ -286,7 +294,7 @@ def write_folder(final: Path, source: VideoSource, analysis: Analysis, cfg: Segm
         stats["first_number"] = first_number
         frames, objects = analysis.decoded, int((stats["area"][1:] > 0).sum())
         title = (f"{source.path.name}: {frames} frame{'s' * (frames != 1)}, {objects} object{'s' * (objects != 1)}, "
-                 f"level {analysis.hierarchy.cut} of {len(analysis.hierarchy.sizes) - 1}")
+                 f"{level_text(analysis.hierarchy)}")
         save_pictures(tmp, title, stats, levels_of(analysis))
         if cfg.save_hierarchy:
             save_hierarchy(tmp / "hierarchy.npz", analysis)

@@ -147,7 +147,7 @@ def _recut_summary(old: dict[str, Any], stats: dict[str, Any], analysis: Analysi
 
     h = analysis.hierarchy
     config = {**old["config"], "SegmentConfig": to_dict(cfg)["SegmentConfig"]}
-    return {**old, **object_entries(stats), "level": h.cut, "converged_level": h.converged,
-            "level_sizes": h.sizes, "capped_from": h.capped_from,
+    return {**old, **object_entries(stats), "level": h.level, "converged_level": h.converged,
+            "level_sizes": h.real_sizes, "capped_from": h.capped_from, "capped_to": h.capped_size,
             "settings": {**old["settings"], "level": cfg.level, "max_objects": cfg.max_objects}, "config": config,
             "timings": {**old["timings"], "recut": round(seconds, 4)}, "version": __version__}

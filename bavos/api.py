@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from bavos.config import ModelConfig, SegmentConfig
-from bavos.errors import InputError
+from bavos.errors import BavosError, ConfigError, InputError
 from bavos.io.video import DEFAULT_FOLDER_FPS, Frame, FrameRange, VideoInfo, VideoSource
 from bavos.models.loading import load_models
 from bavos.pipeline.segment import Analysis, Models, analyse, iter_masks, output_name
@@ -140,10 +140,21 @@ class Result:
     @property
     def labels(self) -> np.ndarray:
         """(processed frames, h, w) output ids on the patch grid (0 = the largest cluster)."""
+        self._check_open()
         return np.stack([self.analysis.ids(t) for t in range(self.analysis.processed)])
 
+    def _check_open(self) -> None:
+        if self._closed or (self._owner is not None and self._owner._closed):
+            raise BavosError("this result is closed: its labels went when its with-block ended; read result.masks "
+                             "(or save it) inside the block, or keep a copy")
+
     def iter_masks(self) -> Iterator[np.ndarray]:
-        """Every frame's (H, W) ids at the frame's size, one at a time (the source is read again)."""
+        """Every frame's (H, W) ids at the frame's size, one at a time (the source is read again).
+
+        Raises:
+            BavosError: the result is closed.
+        """
+        self._check_open()
         for _, ids in iter_masks(self.source, self.analysis, self.config.upsample):
             yield ids
 
@@ -157,6 +168,7 @@ class Result:
         """Write the files of ``bavos segment`` into ``folder`` (replaced when complete); returns the summary."""
         from bavos.pipeline.outputs import write_result
 
+        self._check_open()
         return write_result(Path(folder), self.source, self.analysis, self.config, self.models,
                             progress or (lambda *a: None), self._started)
 
@@ -180,6 +192,19 @@ class Result:
             pass
 
 
+def _check_options(options: dict[str, Any]) -> None:
+    """Raises ConfigError for a name that is not a segment option, naming the closest one."""
+    import dataclasses
+    import difflib
+
+    names = sorted(f.name for f in dataclasses.fields(SegmentConfig) if f.name != "device")
+    for key in options:
+        if key not in names:
+            close = difflib.get_close_matches(key, names, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise ConfigError(f"Segmenter: no option {key!r}; {hint}(the options: {', '.join(names)})")
+
+
 class Segmenter:
     """Segment videos with the models loaded once.
 
@@ -193,6 +218,7 @@ class Segmenter:
 
     def __init__(self, checkpoint: str = "release", *, backbone: str | None = None,
                  backbone_weights: str | None = None, device: str = "auto", **options: Any) -> None:
+        _check_options(options)
         self.model_config = ModelConfig(backbone=backbone, backbone_weights=backbone_weights, checkpoint=checkpoint)
         self.models = load_models(self.model_config, device)
         self.config = SegmentConfig(device=device, **options).for_device(self.models.device.type)

@@ -82,3 +82,21 @@ def test_recut_equals_segmenting_with_those_options(segmenter: bavos.Segmenter) 
                 assert again.hierarchy.level == want.hierarchy.level
             again.close()  # a re-cut shares its parent's files: closing it removes nothing
         assert result.masks.shape == (6, 48, 64)
+
+
+def test_a_closed_result_says_so(segmenter: bavos.Segmenter) -> None:
+    frames = np.stack(clip_frames(4, 48, 64))
+    with segmenter(frames) as result:
+        inside = result.masks
+    assert inside.shape == (4, 48, 64)
+    with pytest.raises(bavos.BavosError, match="this result is closed"):
+        result.masks  # noqa: B018 - the property is what a user reads
+    with pytest.raises(bavos.BavosError, match="this result is closed"):
+        result.hierarchy.recut(max_objects=2).masks  # noqa: B018
+
+
+def test_an_unknown_option_names_the_closest() -> None:
+    from bavos.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"Segmenter: no option 'taux'; did you mean 'tau'\? \(the options: "):
+        bavos.Segmenter(checkpoint="none", backbone="bavos_test_vit", backbone_weights="none", taux=0.8)

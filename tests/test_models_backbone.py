@@ -108,8 +108,9 @@ def test_patch16_checkpoint_into_patch8_model_is_an_error(tmp_path: Path) -> Non
 def test_weights_file_errors(tmp_path: Path) -> None:
     with pytest.raises(WeightsError, match="not found"):
         build_backbone(TEST_BACKBONE, str(tmp_path / "missing.pth"))
-    (tmp_path / "text.pth").write_text("hello")
-    with pytest.raises(WeightsError, match="not a weights file"):
+    (tmp_path / "text.pth").write_text("hello\nworld")
+    with pytest.raises(WeightsError, match="not a weights file bavos can load: a text file, not a PyTorch file "
+                                           r"\(it starts with 'hello world'\)$"):
         build_backbone(TEST_BACKBONE, str(tmp_path / "text.pth"))
     with pytest.raises(WeightsError, match="unknown backbone"):
         build_backbone("no_such_model_xyz", "none")
@@ -124,8 +125,10 @@ class Payload:
 
 def test_pickle_with_code_is_refused(tmp_path: Path) -> None:
     torch.save({"weights": Payload()}, tmp_path / "evil.pth")
-    with pytest.raises(WeightsError, match="weights_only"):
+    with pytest.raises(WeightsError, match=r"a PyTorch file holding Python objects \(posix.system\) that loading "
+                                           "without running code refuses") as info:
         build_backbone(TEST_BACKBONE, str(tmp_path / "evil.pth"))
+    assert "weights_only=False" not in str(info.value)  # never the advice to load it unsafely
 
 
 @pytest.mark.weights

@@ -48,6 +48,17 @@ class _Terminated:
             signal.signal(signal.SIGTERM, self._previous)
 
 
+def torchvision_fix() -> str:
+    """The install that matches torchvision to the torch already there, keeping its build (CPU or CUDA)."""
+    torch = sys.modules.get("torch")
+    version = str(getattr(torch, "__version__", ""))
+    local = version.partition("+")[2]  # "cpu", "cu121", ... or "" for PyPI's default build
+    pin = f"torch=={version.partition('+')[0]} " if version else "torch "
+    index = f" --index-url https://download.pytorch.org/whl/{local}" if local else ""
+    return f"install both from the same index, keeping your torch's build: pip install --force-reinstall {pin}" \
+           f"torchvision{index}"
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: exit 0 on success, 1 when an input or the run failed, 2 on usage errors, 130 on Ctrl-C,
     143 on SIGTERM."""
@@ -90,8 +101,7 @@ def _run(argv: list[str], terminated: _Terminated) -> None:
         if debug():
             raise
         if "torchvision::" in str(e):  # torchvision built for another torch: it fails on first use
-            error(f"torch and torchvision do not match ({e}): install both from the same index, e.g. pip install "
-                  "--force-reinstall torch torchvision")
+            error(f"torch and torchvision do not match ({str(e).splitlines()[0]}): {torchvision_fix()}")
         else:
             error(f"internal error: {type(e).__name__}: {e} (run with BAVOS_DEBUG=1 for the traceback)")
         sys.exit(1)

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import importlib
 import os
+from pathlib import Path
 from typing import Annotated, NoReturn
 
 import typer
 
 from bavos.cli.help import Group
 from bavos.cli.output import error
+from bavos.errors import ConfigError
 
 app = typer.Typer(name="bavos", cls=Group, add_completion=False, rich_markup_mode=None,
                   help="Segment every object in a video with no labels and no prompts (Betrayed by Attention, "
@@ -46,6 +48,23 @@ def usage_errors() -> tuple[type[Exception], ...]:
         except (ImportError, AttributeError):
             continue
     return tuple(found)
+
+
+def check_weight_names(values: dict[str, str | None], words: dict[str, tuple[str, ...]]) -> None:
+    """Each weights option (``--checkpoint``, ``--backbone-weights``, ``--init-from``) is one of its words or an
+    existing file; a typo gets the closest word (``relase``: did you mean 'release'?).
+
+    Raises:
+        ConfigError: a value that is neither (a usage error: nothing has loaded yet).
+    """
+    import difflib
+
+    for option, value in values.items():
+        if value is None or value in words[option] or Path(value).exists():
+            continue
+        close = difflib.get_close_matches(value, words[option], n=1, cutoff=0.6)
+        hint = f"did you mean '{close[0]}'?" if close else f"give a file or one of: {', '.join(words[option])}"
+        raise ConfigError(f"{option} {value}: no such file; {hint}")
 
 
 def usage_error(message: str, command: str) -> NoReturn:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import traceback
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from bavos.cli.app import app, usage_error
+from bavos.cli.app import app, debug, usage_error
 from bavos.cli.help import Command
 from bavos.cli.output import count, error, progress_for
 from bavos.errors import BavosError, plain_os_error
@@ -38,6 +39,8 @@ def recut(
             try:
                 summary = recut_folder(folder, level, max_objects, progress)
             except (BavosError, OSError) as e:
+                if debug():
+                    traceback.print_exc()  # BAVOS_DEBUG=1: the traceback, as segment shows it
                 message = plain_os_error(e) if isinstance(e, OSError) else str(e)
                 error(f"{folder}: {message}" if str(folder) not in message else message)
                 code = max(code, getattr(e, "exit_code", 1))

@@ -200,15 +200,19 @@ def _segment_one(path: Path, name: str, output: Path, cfg: SegmentConfig, models
 
 def check_before_loading(model_cfg: ModelConfig, cfg: SegmentConfig) -> None:
     """Option values that only the device or the backbone can judge (ConfigError, a usage error)."""
-    from bavos.errors import WeightsError
+    from bavos.cli.app import check_weight_names
     from bavos.io.video import FrameRange
-    from bavos.models.backbone import patch_size_of
-    from bavos.models.devices import check_precision, resolve_device
 
-    try:
+    try:  # before torch is imported: a mistake here is said at once
         FrameRange.parse(cfg.start, cfg.end)
     except BavosError as e:
         raise ConfigError(str(e)) from e
+    check_weight_names({"--checkpoint": model_cfg.checkpoint, "--backbone-weights": model_cfg.backbone_weights},
+                       {"--checkpoint": ("release", "none"), "--backbone-weights": ("hub", "none")})
+    from bavos.errors import WeightsError
+    from bavos.models.backbone import patch_size_of
+    from bavos.models.devices import check_precision, resolve_device
+
     device = resolve_device(cfg.device)
     check_precision(device, cfg.precision)
     name = model_cfg.backbone or (DEFAULT_BACKBONE if model_cfg.checkpoint in ("release", "none") else None)

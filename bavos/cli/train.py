@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from bavos.cli.app import app, usage_error
+from bavos.cli.app import app, check_weight_names, usage_error
 from bavos.cli.help import Command
 from bavos.cli.output import warn
 from bavos.config import DEFAULT_BACKBONE, ModelConfig
@@ -87,6 +87,8 @@ def train(
              "precision": precision}
     models = {"backbone": backbone, "backbone_weights": backbone_weights, "checkpoint": init_from}
     try:
+        check_weight_names({"--init-from": init_from, "--backbone-weights": backbone_weights},
+                           {"--init-from": ("release", "none"), "--backbone-weights": ("hub", "none")})
         if resume:
             from bavos.training.runs import read_run_config
 

@@ -40,6 +40,7 @@ class Exporter:
             if "video" in exports else None
         self._colours = palette(max(ids, 1))
         if "objects" in exports:
+            (folder / "objects").mkdir(exist_ok=True)  # there even with no object: what was asked for is there
             for i in range(1, ids):
                 (folder / "objects" / str(i)).mkdir(parents=True, exist_ok=True)
 

@@ -21,6 +21,8 @@ from PIL import Image, ImageOps
 from bavos.errors import InputError, OutputError, plain_os_error
 
 FRAME_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+VIDEO_EXTENSIONS = {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".mts", ".m2ts",
+                    ".wmv", ".flv", ".3gp", ".ogv", ".gif"}  # what a folder of clips (bavos train) is searched for
 DEFAULT_FOLDER_FPS = 24.0
 
 
@@ -152,6 +154,11 @@ def _list_frames(folder: Path) -> tuple[list[Path], list[str]]:
         else:
             raise InputError(f"{entry}: named like a frame but not a regular file")
     if not frames:
+        videos = [e for e in entries if e.suffix.lower() in VIDEO_EXTENSIONS and e.is_file()]
+        if videos:
+            pattern = f"{folder}/*{videos[0].suffix}" if len({v.suffix for v in videos}) == 1 else f"{folder}/*"
+            raise InputError(f"{folder}: a folder of {len(videos)} video{'s' * (len(videos) != 1)}, not of frames: "
+                             f"pass the videos ({pattern})")
         raise InputError(f"{folder}: folder holds no frames (expected {', '.join(sorted(FRAME_EXTENSIONS))} files)")
     stems = [p.stem for p in frames]
     if len(set(stems)) != len(stems):

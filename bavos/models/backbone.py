@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -163,14 +164,34 @@ class Backbone(nn.Module):
         return BackboneOutput(keys=keys, q=q, k=k, cls=cls)
 
 
+def unloadable(path: Path, error: Exception) -> str:
+    """What a file that ``torch.load(weights_only=True)`` refused looks like, in a few words (never PyTorch's advice
+    to load it unsafely)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(512)
+    except OSError as e:
+        return f"cannot read it ({e.strerror or e})"
+    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":
+        found = re.search(r"GLOBAL ([\w.]+)", str(error))
+        what = f" ({found.group(1)})" if found else ""
+        return (f"a PyTorch file holding Python objects{what} that loading without running code refuses; bavos never "
+                "loads a file unsafely: save its state_dict instead")
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return f"not a PyTorch file (it starts with bytes {head[:8].hex(' ')})"
+    start = " ".join(text.split())[:30]
+    return f"a text file, not a PyTorch file (it starts with {start!r})" if text.strip() else "an empty file"
+
+
 def _weights_only_load(path: Path) -> object:
     try:
         # argparse.Namespace: the full DINO training checkpoint stores its arguments as one.
         with torch.serialization.safe_globals([argparse.Namespace]):
             return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - pickle and zip errors have no common base
-        raise WeightsError(f"{path}: not a weights file bavos can load safely (weights_only=True refused it or it "
-                           f"is not a torch file): {str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
+        raise WeightsError(f"{path}: not a weights file bavos can load: {unloadable(path, e)}") from e
 
 
 def _strip(state: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from bavos.errors import CheckpointError
 from bavos.io.files import atomic_path
-from bavos.models.backbone import check_state_keys
+from bavos.models.backbone import check_state_keys, unloadable
 
 RELEASE_PREFIX = "temporal_transformer.0."
 
@@ -133,9 +133,7 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - pickle and zip errors have no common base
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise CheckpointError(f"{path}: refused to load: not a checkpoint that loads with weights_only=True "
-                              f"(it may hold code or arbitrary Python objects): {first}") from e
+        raise CheckpointError(f"{path}: not a checkpoint bavos can load: {unloadable(path, e)}") from e
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path}: expected a dict, found {type(obj).__name__}")
     return obj

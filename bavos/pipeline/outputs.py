@@ -299,6 +299,10 @@ def write_folder(final: Path, source: VideoSource, analysis: Analysis, cfg: Segm
         if cfg.save_hierarchy:
             save_hierarchy(tmp / "hierarchy.npz", analysis)
         result = make_summary(stats, time.perf_counter() - start)
+        if cfg.exports and not objects:
+            said = [w for w in result.get("warnings", []) if not w.startswith("--export")]
+            result["warnings"] = [*said, f"--export {' '.join(cfg.exports)}: this result has no object, so the exports "
+                                         "hold none (a lower --tau or another --level gives more clusters)"]
         (tmp / "summary.json").write_text(json.dumps(result, indent=2) + "\n")
         publish(tmp, final)
     except (OSError, OutputError) as e:

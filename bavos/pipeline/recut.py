@@ -124,6 +124,11 @@ def recut_folder(folder: Path, level: int | None, max_objects: int, progress: An
     try:
         old = json.loads((folder / "summary.json").read_text())
     except (OSError, ValueError) as e:
+        results = sorted(p.parent.name for p in folder.glob("*/summary.json")) if folder.is_dir() else []
+        if results:
+            raise InputError(f"{folder}: holds {len(results)} result{'s' * (len(results) != 1)} "
+                             f"({', '.join(results[:3])}{', ...' if len(results) > 3 else ''}), not one: pass "
+                             f"{folder}/* or one of them") from e
         raise InputError(f"{folder}: not a finished bavos output (no readable summary.json)") from e
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in old["config"]["SegmentConfig"].items()}
     cfg = replace(SegmentConfig(**values), level=level, max_objects=max_objects)

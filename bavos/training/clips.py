@@ -31,10 +31,7 @@ from torch.utils.data import Dataset, Sampler
 
 from bavos.errors import InputError, plain_os_error
 from bavos.io.files import atomic_path, write_json
-from bavos.io.video import FRAME_EXTENSIONS, VideoSource
-
-VIDEO_EXTENSIONS = {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".mts", ".m2ts",
-                    ".wmv", ".flv", ".3gp", ".ogv", ".gif"}
+from bavos.io.video import FRAME_EXTENSIONS, VIDEO_EXTENSIONS, VideoSource
 
 
 @dataclass(frozen=True)

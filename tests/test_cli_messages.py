@@ -1,0 +1,86 @@
+"""Messages that say what to do: mistakes a newcomer makes, each answered in one line, before anything loads."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from conftest import TINY, write_clip
+
+QUIET = [*TINY, "--backbone-weights", "none", "-q"]
+
+
+@pytest.mark.parametrize(("option", "value", "expected"), [
+    ("--checkpoint", "relase", "--checkpoint relase: no such file; did you mean 'release'?"),
+    ("--backbone-weights", "nnone", "--backbone-weights nnone: no such file; did you mean 'none'?"),
+    ("--checkpoint", "gone.pt", "--checkpoint gone.pt: no such file; give a file or one of: release, none"),
+])
+def test_weights_names_get_suggestions(tmp_path: Path, run_cli: Callable, option: str, value: str,
+                                       expected: str) -> None:
+    clip = write_clip(tmp_path / "c.mp4", n=2)
+    r = run_cli("segment", clip, "-o", tmp_path / "out", "--device", "cpu", option, value)
+    assert r.code == 2 and r.err.strip() == f"bavos: error: {expected} (see 'bavos segment --help')"
+    assert not (tmp_path / "out").exists()
+
+
+def test_range_mistakes_are_said_before_torch_loads(tmp_path: Path) -> None:
+    clip = write_clip(tmp_path / "c.mp4", n=2)
+    code = ("import sys; from bavos.cli import main\n"
+            f"try: main(['segment', {str(clip)!r}, '--start', '5s', '--end', '2s'])\n"
+            "except SystemExit as e: print(e.code, 'torch' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.stdout.split() == ["2", "False"] and "--end 2s must come after --start 5s" in proc.stderr
+
+
+def test_a_folder_of_videos_names_them(tmp_path: Path, run_cli: Callable) -> None:
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    write_clip(clips / "a.mp4", n=2)
+    write_clip(clips / "b.mp4", n=2)
+    r = run_cli("segment", clips, "-o", tmp_path / "out", *QUIET)
+    assert r.code == 1
+    assert r.err.strip() == \
+        f"bavos: error: {clips}: a folder of 2 videos, not of frames: pass the videos ({clips}/*.mp4)"
+
+
+def test_recut_of_the_results_parent_names_them(tmp_path: Path, run_cli: Callable) -> None:
+    for name in ("a", "b"):
+        assert run_cli("segment", write_clip(tmp_path / f"{name}.mp4", n=3), "-o", tmp_path / "out", *QUIET).code == 0
+    r = run_cli("recut", tmp_path / "out", "-q")
+    assert r.code == 1
+    out = tmp_path / "out"
+    assert r.err.strip() == f"bavos: error: {out}: holds 2 results (a, b), not one: pass {out}/* or one of them"
+
+
+def test_recut_shows_the_traceback_in_debug_mode(tmp_path: Path, run_cli: Callable,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BAVOS_DEBUG", "1")
+    r = run_cli("recut", tmp_path / "nothing", "-q")
+    assert r.code == 1 and "Traceback (most recent call last)" in r.err and "not a finished bavos output" in r.err
+
+
+def test_exports_of_a_result_without_objects_say_so(tmp_path: Path, run_cli: Callable) -> None:
+    clip = write_clip(tmp_path / "c.mp4", n=3)
+    r = run_cli("segment", clip, "-o", tmp_path / "out", *TINY, "--backbone-weights", "none", "--max-objects", "1",
+                "--export", "objects", "--json")
+    assert r.code == 0, r.err
+    line = json.loads(r.out)
+    assert line["objects"] == 0 and (tmp_path / "out" / "c" / "objects").is_dir()
+    assert line["warnings"] == ["--export objects: this result has no object, so the exports hold none (a lower --tau "
+                                "or another --level gives more clusters)"]
+
+
+def test_a_torchvision_mismatch_keeps_the_users_build(monkeypatch: pytest.MonkeyPatch) -> None:
+    import types
+
+    from bavos.cli import torchvision_fix
+
+    monkeypatch.setitem(sys.modules, "torch", types.SimpleNamespace(__version__="2.5.1+cpu"))
+    assert torchvision_fix().endswith("pip install --force-reinstall torch==2.5.1 torchvision --index-url "
+                                      "https://download.pytorch.org/whl/cpu")
+    monkeypatch.setitem(sys.modules, "torch", types.SimpleNamespace(__version__="2.5.1"))
+    assert torchvision_fix().endswith("pip install --force-reinstall torch==2.5.1 torchvision")

@@ -103,15 +103,16 @@ def test_bad_weights_and_checkpoint_are_one_line(tmp_path: Path, run_cli) -> Non
     result = run_cli("segment", video, *TINY, "--backbone-weights", tmp_path / "w.pth")
     assert result.code == 1 and result.err.count("\n") == 1 and "not a weights file" in result.err
     result = run_cli("segment", video, *TINY, "--backbone-weights", "none", "--checkpoint", tmp_path / "nope.pt")
-    assert result.code == 1 and "checkpoint not found" in result.err
+    assert result.code == 2 and "no such file; give a file or one of: release, none" in result.err  # before loading
 
 
 def test_debug_shows_the_traceback(tmp_path: Path) -> None:
     env = {**os.environ, "BAVOS_DEBUG": "1"}
+    (tmp_path / "c.pt").write_text("not a checkpoint")
     proc = subprocess.run([sys.executable, "-m", "bavos", "segment", str(write_clip(tmp_path / "v.mp4", n=2)), *TINY,
                            "--backbone-weights", "none", "--checkpoint", str(tmp_path / "c.pt")],
                           capture_output=True, text=True, env=env, timeout=120)
-    assert proc.returncode == 1 and "Traceback" in proc.stderr and "checkpoint not found" in proc.stderr
+    assert proc.returncode == 1 and "Traceback" in proc.stderr and "not a checkpoint bavos can load" in proc.stderr
 
 
 def test_ctrl_c_exits_130_with_one_line(tmp_path: Path, run_cli, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001

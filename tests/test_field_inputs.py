@@ -86,8 +86,10 @@ def test_dot_input_never_replaces_the_output_folder(tmp_path: Path, run_cli: Cal
     r = run_cli("segment", ".", "-o", "sub", *QUIET)
     assert r.code == 2 and "would lie inside the input folder" in r.err
     assert tree(tmp_path) == before  # every file of the user's survives, nothing was added
-    r = run_cli("segment", ".", "-o", "../../fresh", *QUIET)
+    r = run_cli("segment", ".", "-o", "../../fresh", *TINY, "--backbone-weights", "none")
     assert r.code == 0 and summary(tmp_path / "fresh" / "clipB")["frames"] == 6
+    assert "bavos: : " not in r.err and "bavos: clipB: " in r.err  # "." is named by its folder
+    assert summary(tmp_path / "fresh" / "clipB")["input"] == "."
     r = run_cli("segment", ".", "-o", "../../fresh", *QUIET)  # a finished result of bavos's is replaced
     assert r.code == 0
     assert tree(tmp_path) == {**before, **{f"fresh/clipB/{k}": v for k, v in tree(tmp_path / "fresh/clipB").items()}}
@@ -112,7 +114,8 @@ def test_recut_refuses_a_result_holding_files_of_the_users(tmp_path: Path, run_c
     (tmp_path / "out" / "c" / "my-notes.txt").write_text("mine")
     before = tree(tmp_path / "out")
     r = run_cli("recut", tmp_path / "out" / "c", "--max-objects", "3", "-q")
-    assert r.code == 2 and "holds files bavos did not write (my-notes.txt)" in r.err
+    assert r.code == 2 and r.err.strip().endswith("holds files bavos did not write (my-notes.txt); bavos replaces only "
+                                                  "its own finished results: move them out of it first")
     r = run_cli("segment", clip, "-o", tmp_path / "out", *QUIET, "--skip-existing")  # skipped: nothing to write
     assert r.code == 0, r.err
     r = run_cli("segment", clip, "-o", tmp_path / "out", *QUIET, "--skip-existing", "--tau", "0.5")
@@ -134,7 +137,7 @@ def test_segment_refuses_a_file_or_a_link_where_a_result_would_go(tmp_path: Path
     assert r.code == 2 and "is a link" in r.err
     assert (tmp_path / "elsewhere" / "keep.txt").read_text() == "mine"
     r = run_cli("segment", clip, "-o", clip, *QUIET)
-    assert r.code == 1 and "is a file, not a folder" in r.err
+    assert r.code == 2 and "is a file, not a folder" in r.err
 
 
 def test_train_and_eval_outputs_never_replace_the_users_files(tmp_path: Path, run_cli: Callable) -> None:

@@ -354,7 +354,7 @@ class Results:
         warnings = list(summary.get("warnings") or [])
         if not self.quiet:
             for message in warnings:
-                warn(f"{path.name}: {message}")
+                warn(f"{Path(os.path.abspath(path)).name or path}: {message}")
         self._emit(path, "ok", summary["output"], summary["frames"], summary["objects"], seconds, None, "", warnings)
 
     def failed(self, path: Path, folder: Path, error: str, seconds: float) -> None:

@@ -105,7 +105,7 @@ def _fail_all(jobs: list[tuple[Path, str]], output: Path, report: Results, e: Ba
     error(str(e))
     for path, name in jobs:
         report.failed(path, output / name, str(e), 0.0)
-    return 1
+    return e.exit_code
 
 
 def _prepare(jobs: list[tuple[Path, str]], output: Path, model_cfg: ModelConfig, cfg: SegmentConfig,
@@ -175,11 +175,12 @@ def _segment_one(path: Path, name: str, output: Path, cfg: SegmentConfig, models
     import bavos.pipeline.segment as seg
     from bavos.io.video import FrameRange, VideoSource
 
-    progress.start(path.name)
+    label = Path(os.path.abspath(path)).name or str(path)  # "." is named by its folder
+    progress.start(label)
     start = time.perf_counter()
     try:
         estimate = seg.estimate_cost(VideoSource(path, FrameRange.parse(cfg.start, cfg.end)), models, cfg)
-        too_big = _say_cost(path.name, estimate, cfg, models, progress)
+        too_big = _say_cost(label, estimate, cfg, models, progress)
         if estimate is not None:
             progress.plan(estimate.passes)  # the ETA covers the passes still to come
         if too_big:
@@ -303,7 +304,7 @@ def segment(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress, notes or result lines.")] = False,
     json_out: Annotated[bool, typer.Option(
         "--json", help="One JSON line per input on stdout (input, status, output, frames, objects, seconds, "
-                       "error) and nothing else there.")] = False,
+                       "error, warnings) and nothing else there.")] = False,
     skip_existing: Annotated[bool, typer.Option(
         "--skip-existing", help="Skip inputs whose finished output was made with the same settings.")] = False,
     fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Stop at the first input that fails.")] = False,

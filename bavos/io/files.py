@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from bavos.errors import BavosError, OutputError, plain_os_error
+from bavos.errors import BavosError, DestinationError, OutputError, plain_os_error
 
 
 def hidden_sibling(path: Path, tag: str) -> Path:
@@ -52,7 +52,7 @@ def prepare_output(output: Path) -> None:
     """Create the output folder and check that files can be created in it (before any long computation)."""
     output = Path(output)
     if output.exists() and not output.is_dir():
-        raise OutputError(f"{output}: is a file, not a folder; -o names the folder that receives the results")
+        raise DestinationError(f"{output}: is a file, not a folder; -o names the folder that receives the results")
     probe = output / f".bavos-write-test-{os.getpid()}"
     try:
         output.mkdir(parents=True, exist_ok=True)

@@ -11,7 +11,9 @@ a bavos checkpoint, the backbone it was trained with (recorded in it); without a
 
 from __future__ import annotations
 
+import contextlib
 import os
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,7 +54,12 @@ def download(url: str, dest: Path, progress: Progress | None = None, timeout: fl
         raise DownloadError(f"Google Drive did not give the file ({first}); it may be over its download quota, "
                             "try later") from e
     except OSError as e:  # requests' connection and HTTP errors are OSErrors
-        raise DownloadError(f"no connection ({_first_line(e)})") from e
+        import requests  # gdown's own dependency
+
+        if isinstance(e, requests.exceptions.HTTPError):
+            raise DownloadError(f"the server refused ({_first_line(e)})") from e
+        host = urllib.parse.urlsplit(url).hostname or url
+        raise DownloadError(f"no connection to {host}") from e
     finally:
         for partial in dest.parent.glob(f"{dest.name}*.part"):  # gdown's partial file, after a failure
             partial.unlink(missing_ok=True)
@@ -84,6 +91,7 @@ def release_checkpoint(progress: Progress | None = None) -> Path:
         return path
     url = os.environ.get("BAVOS_RELEASE_URL") or RELEASE_URL
     part = path.with_name(f"{RELEASE_FILE}.download-{os.getpid()}")
+    created = not path.parent.exists()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         download(url, part, progress)
@@ -96,6 +104,9 @@ def release_checkpoint(progress: Progress | None = None) -> Path:
                             "(--checkpoint none: the training-free mode)") from e
     finally:
         part.unlink(missing_ok=True)
+        if created and not path.is_file():
+            with contextlib.suppress(OSError):
+                path.parent.rmdir()  # a cache folder made for nothing is not left behind (only when empty)
     return path
 
 

@@ -70,7 +70,7 @@ def write_frames(source: VideoSource, analysis: Analysis, cfg: SegmentConfig, fo
         if writer is not None:
             writer.close()
         if exporter is not None:
-            exporter.close(source.path.name)
+            exporter.close(display_name(source.path))
     return {"area": area, "first": first, "last": last, "thumbs": thumbs}
 
 
@@ -81,6 +81,11 @@ def save_pictures(folder: Path, title: str, stats: dict[str, Any], levels: Level
                for i in range(1, len(stats["area"])) if stats["area"][i] > 0]
     save_preview(folder / "preview.png", title, stats["thumbs"], objects)
     save_hierarchy_picture(folder / "hierarchy.png", levels)
+
+
+def display_name(path: Path) -> str:
+    """The name of an input as a user knows it: "." is named by its folder."""
+    return Path(os.path.abspath(path)).name or str(path)
 
 
 def level_text(h: Any) -> str:
@@ -204,7 +209,8 @@ def is_bavos_result(folder: Path) -> bool:
         and _foreign_entry(folder) is None
 
 
-def check_destination(final: Path, inputs: list[Path] | tuple[Path, ...] = (), contents: bool = True) -> None:
+def check_destination(final: Path, inputs: list[Path] | tuple[Path, ...] = (), contents: bool = True,
+                      fix: str = "choose another -o or move them") -> None:
     """Refuse, before any work, an output folder that would replace or hold what is not bavos's.
 
     ``final`` may be absent, an empty folder, or a finished bavos result holding only what bavos writes (it is then
@@ -242,7 +248,7 @@ def check_destination(final: Path, inputs: list[Path] | tuple[Path, ...] = (), c
     except OSError as e:
         raise DestinationError(f"cannot check the output folder: {plain_os_error(e, final)}") from e
     raise DestinationError(f"{final}: holds files bavos did not write ({found}); bavos replaces only its own "
-                           "finished results: choose another -o or move them")
+                           f"finished results: {fix}")
 
 
 def publish(tmp: Path, final: Path) -> None:
@@ -277,8 +283,8 @@ def write_result(final: Path, source: VideoSource, analysis: Analysis, cfg: Segm
 
 
 def write_folder(final: Path, source: VideoSource, analysis: Analysis, cfg: SegmentConfig, progress: Progress,
-                 first_number: int, make_summary: Callable[[dict[str, Any], float], dict[str, Any]]
-                 ) -> dict[str, Any]:
+                 first_number: int, make_summary: Callable[[dict[str, Any], float], dict[str, Any]],
+                 fix: str = "choose another -o or move them") -> dict[str, Any]:
     """Write masks, videos, pictures, hierarchy.npz and the summary ``make_summary(stats, seconds writing)`` gives
     into a temporary folder, then rename it to ``final``; returns the summary.
 
@@ -286,15 +292,15 @@ def write_folder(final: Path, source: VideoSource, analysis: Analysis, cfg: Segm
         DestinationError: ``final`` holds what bavos did not write, or is the source (checked before writing).
         OutputError: writing failed (the temporary folder is removed; ``final`` is untouched).
     """
-    check_destination(final, [source.path] if source.from_path else [])
+    check_destination(final, [source.path] if source.from_path else [], fix=fix)
     tmp = temporary_folder(final)
     try:
         start = time.perf_counter()
         stats = write_frames(source, analysis, cfg, tmp, progress)
         stats["first_number"] = first_number
         frames, objects = analysis.decoded, int((stats["area"][1:] > 0).sum())
-        title = (f"{source.path.name}: {frames} frame{'s' * (frames != 1)}, {objects} object{'s' * (objects != 1)}, "
-                 f"{level_text(analysis.hierarchy)}")
+        title = (f"{display_name(source.path)}: {frames} frame{'s' * (frames != 1)}, "
+                 f"{objects} object{'s' * (objects != 1)}, {level_text(analysis.hierarchy)}")
         save_pictures(tmp, title, stats, levels_of(analysis))
         if cfg.save_hierarchy:
             save_hierarchy(tmp / "hierarchy.npz", analysis)

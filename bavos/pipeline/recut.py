@@ -141,7 +141,8 @@ def recut_folder(folder: Path, level: int | None, max_objects: int, progress: An
         analysis = replace(analysis, info=replace(analysis.info, fps=cfg.fps))
     return write_folder(folder, source, analysis, replace(cfg, save_hierarchy=True), progress,
                         old.get("first_frame", 0),
-                        lambda stats, _: _recut_summary(old, stats, analysis, cfg, time.perf_counter() - started))
+                        lambda stats, _: _recut_summary(old, stats, analysis, cfg, time.perf_counter() - started),
+                        fix="move them out of it first")
 
 
 def _recut_summary(old: dict[str, Any], stats: dict[str, Any], analysis: Analysis, cfg: SegmentConfig,

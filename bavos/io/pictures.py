@@ -45,6 +45,14 @@ def thumbnail(image: np.ndarray, width: int = THUMB_WIDTH) -> Image.Image:
     return picture.resize((width, height), Image.BILINEAR)
 
 
+def share_text(share: float) -> str:
+    """A share of the pixels with the digits that tell small objects apart: "43.2 %", "0.27 %", "0.0041 %"."""
+    percent = 100 * share
+    if percent == 0:
+        return "0 %"
+    return f"{percent:.1f} %" if percent >= 1 else f"{percent:.2g} %"
+
+
 @dataclass(frozen=True)
 class ObjectRow:
     """One legend entry: an id, its share of all pixels, and its first and last frame (numbers of the video)."""
@@ -80,11 +88,15 @@ def save_preview(path: Path, title: str, thumbs: list[tuple[int, Image.Image]], 
     for k, row in enumerate(shown):
         x, y = 8 + (k // LEGEND_ROWS) * 260, top + 20 + (k % LEGEND_ROWS) * 20
         draw.rectangle((x, y + 2, x + 14, y + 16), fill=tuple(int(c) for c in colours[row.id]), outline="black")
-        draw.text((x + 20, y), f"{row.id:>3}  {100 * row.share:5.1f} %  {row.first}-{row.last}", fill="black",
+        draw.text((x + 20, y), f"{row.id:>3}  {share_text(row.share):>8}  {row.first}-{row.last}", fill="black",
                   font=small)
     if len(objects) > LEGEND_MAX:
-        draw.text((8, top + 20 + LEGEND_ROWS * 20), f"... and {len(objects) - LEGEND_MAX} more (summary.json)",
-                  fill="black", font=small)
+        rest = objects[LEGEND_MAX:]
+        tiny = sum(o.share < 0.001 for o in rest)
+        under = f", {tiny} of them under 0.1 %" if tiny else ""
+        together = share_text(sum(o.share for o in rest))
+        draw.text((8, top + 20 + LEGEND_ROWS * 20), f"... and {len(rest)} more, {together} together{under} "
+                  "(summary.json)", fill="black", font=small)
     _save(sheet, path)
 
 

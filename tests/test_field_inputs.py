@@ -43,6 +43,27 @@ def write_stream(path: Path, n: int, width: int, height: int, fps: int = 10, off
     return path
 
 
+def encode(path: Path, images: list[np.ndarray], pts: list[int] | None = None, fps: int = 10,
+           sample_aspect_ratio: Fraction | None = None) -> Path:
+    """H.264 in ``path``'s container, with these presentation times (in 1/fps units) and pixel aspect ratio."""
+    height, width = images[0].shape[:2]
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.codec_context.time_base = Fraction(1, fps)
+        if sample_aspect_ratio is not None:
+            stream.codec_context.sample_aspect_ratio = sample_aspect_ratio
+        for i, img in enumerate(images):
+            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+            if pts is not None:
+                frame.pts, frame.time_base = pts[i], Fraction(1, fps)
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
 def frame_folder(folder: Path, n: int = 6, height: int = 48, width: int = 64) -> Path:
     folder.mkdir(parents=True)
     for i, img in enumerate(clip_frames(n, height, width)):
@@ -467,16 +488,7 @@ def test_a_pipe_is_said_to_be_a_pipe(tmp_path: Path, run_cli: Callable) -> None:
 
 def test_anamorphic_video_keeps_its_pixel_aspect_ratio(tmp_path: Path, run_cli: Callable) -> None:
     """64x64 stored, 3:2 pixels: shown 96x64; the overlay keeps the ratio (jellyfin #2273)."""
-    path = tmp_path / "sar.mp4"
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=10)
-        stream.width, stream.height, stream.pix_fmt = 64, 64, "yuv420p"
-        stream.codec_context.sample_aspect_ratio = Fraction(3, 2)
-        for img in clip_frames(4, 64, 64):
-            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+    path = encode(tmp_path / "sar.mp4", clip_frames(4, 64, 64), sample_aspect_ratio=Fraction(3, 2))
     r = run_cli("segment", path, "-o", tmp_path / "out", *QUIET)
     assert r.code == 0, r.err
     with av.open(str(tmp_path / "out" / "sar" / "overlay.mp4")) as c:
@@ -485,18 +497,7 @@ def test_anamorphic_video_keeps_its_pixel_aspect_ratio(tmp_path: Path, run_cli: 
 
 def test_a_frame_held_to_the_end_is_in_a_late_range(tmp_path: Path, run_cli: Callable) -> None:
     """Six frames 0.1 s apart, then one shown at 2.5 s: `--start 2s` holds that frame (Kinovea #154)."""
-    path = tmp_path / "held.mp4"
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=10)
-        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
-        stream.codec_context.time_base = Fraction(1, 10)
-        for pts, img in zip([0, 1, 2, 3, 4, 5, 25], clip_frames(7, 48, 64), strict=True):
-            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
-            frame.pts, frame.time_base = pts, Fraction(1, 10)
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+    path = encode(tmp_path / "held.mp4", clip_frames(7, 48, 64), pts=[0, 1, 2, 3, 4, 5, 25])
     r = run_cli("segment", path, "-o", tmp_path / "out", *QUIET, "--start", "2s")
     assert r.code == 0, r.err
     result = summary(tmp_path / "out" / "held")

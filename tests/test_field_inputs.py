@@ -139,8 +139,10 @@ def test_recut_refuses_a_result_holding_files_of_the_users(tmp_path: Path, run_c
                                                   "its own finished results: move them out of it first")
     r = run_cli("segment", clip, "-o", tmp_path / "out", *QUIET, "--skip-existing")  # skipped: nothing to write
     assert r.code == 0, r.err
-    r = run_cli("segment", clip, "-o", tmp_path / "out", *QUIET, "--skip-existing", "--tau", "0.5")
+    r = run_cli("segment", clip, "-o", tmp_path / "out", *QUIET, "--skip-existing", "--tau", "0.5", "--json")
     assert r.code == 2 and "holds files bavos did not write (my-notes.txt)" in r.err
+    line = json.loads(r.out)  # a script reading --json hears of it too
+    assert line["status"] == "failed" and "holds files bavos did not write" in line["error"]
     assert tree(tmp_path / "out") == before
 
 

@@ -44,10 +44,8 @@ def run(inputs: list[Path], output: Path, model_cfg: ModelConfig, cfg: SegmentCo
     shard = shard_from_env()
     jobs = shard.take(plan_outputs(list(inputs), output))
     problems = check_destinations(jobs, output, list(inputs), contents=False)  # before anything is created
-    for problem in problems:
-        error(problem)
     if problems:
-        return 2
+        return _refuse(problems, output, Results(opts.json, opts.quiet))
     created = not output.exists()
     try:
         return _run(jobs, list(inputs), shard, output, model_cfg, cfg, opts)
@@ -70,10 +68,8 @@ def _run(jobs: list[tuple[Path, str]], inputs: list[Path], shard: Any, output: P
             return _fail_all(jobs, output, report, e)
         todo, failed = _prepare(jobs, output, model_cfg, cfg, opts, report)
         problems = check_destinations(todo, output, inputs)  # what is there, where a result will be written
-        for problem in problems:
-            error(problem)
         if problems:
-            return 2
+            return _refuse(problems, output, report)
         if not todo:
             return 1 if failed else 0
         try:
@@ -92,6 +88,14 @@ def _run(jobs: list[tuple[Path, str]], inputs: list[Path], shard: Any, output: P
             if failed and opts.fail_fast:
                 break
     return 1 if failed else 0
+
+
+def _refuse(problems: list[tuple[Path, str, str]], output: Path, report: Results) -> int:
+    """Destinations that would replace what is not bavos's: one line each (and a --json line), nothing done."""
+    for path, name, why in problems:
+        error(why)
+        report.failed(path, output / name, why, 0.0)
+    return 2
 
 
 def _debug_traceback() -> None:

@@ -94,15 +94,15 @@ def is_finished(folder: Path) -> bool:
 
 
 def check_destinations(jobs: list[tuple[Path, str]], output: Path, inputs: list[Path],
-                       contents: bool = True) -> list[str]:
-    """Why each planned result folder ``output/<name>`` cannot be written (``outputs.check_destination``), one line
-    each; empty when all can."""
+                       contents: bool = True) -> list[tuple[Path, str, str]]:
+    """(input, output name, why) for each planned result folder ``output/<name>`` that cannot be written
+    (``outputs.check_destination``); empty when all can."""
     from bavos.pipeline.outputs import check_destination
 
     problems = []
-    for _, name in jobs:
+    for path, name in jobs:
         try:
             check_destination(Path(output) / name, inputs, contents)
         except OutputError as e:
-            problems.append(str(e))
+            problems.append((path, name, str(e)))
     return problems

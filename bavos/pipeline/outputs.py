@@ -174,16 +174,23 @@ def read_summary(folder: Path) -> dict | None:
 
 RESULT_FILES = {"summary.json", "overlay.mp4", "preview.png", "hierarchy.png", "hierarchy.npz", "coco.json",
                 "masks.mp4"}  # and the folders masks/ (PNGs) and objects/<id>/ (PNGs)
+OS_CLUTTER = {".DS_Store", "Thumbs.db", "desktop.ini"}  # what file browsers leave in any folder they show
+
+
+def _clutter(name: str) -> bool:
+    return name in OS_CLUTTER or name.startswith("._")  # macOS's AppleDouble files too
 
 
 def _foreign_entry(folder: Path) -> str | None:
     """The first entry under ``folder`` that bavos does not write into a result (None: every entry is bavos's)."""
 
     def pngs(path: str, prefix: str) -> str | None:
-        return next((prefix + e.name for e in os.scandir(path)
-                     if not (e.name.endswith(".png") and e.is_file(follow_symlinks=False))), None)
+        return next((prefix + e.name for e in os.scandir(path) if not _clutter(e.name)
+                     and not (e.name.endswith(".png") and e.is_file(follow_symlinks=False))), None)
 
     for entry in os.scandir(folder):
+        if _clutter(entry.name) and entry.is_file(follow_symlinks=False):
+            continue
         if entry.is_symlink():
             return entry.name
         if entry.name in RESULT_FILES and entry.is_file():

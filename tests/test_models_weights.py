@@ -131,7 +131,8 @@ def test_drives_refusal_is_one_clear_error(cache: Path, monkeypatch: pytest.Monk
     with pytest.raises(DownloadError) as info:
         release_checkpoint()
     message = str(info.value)
-    assert "Google Drive did not give the file (Failed to retrieve file url:)" in message
+    reason = "Too many users have viewed or downloaded this file recently."
+    assert f"Google Drive did not give the file ({reason})" in message
     assert RELEASE_PAGE in message and str(cache / RELEASE_FILE) in message and "\n" not in message
     assert not cache.exists()  # no partial file, no cache folder made for nothing
 

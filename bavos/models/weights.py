@@ -50,8 +50,11 @@ def download(url: str, dest: Path, progress: Progress | None = None, timeout: fl
     try:
         gdown.download(url=url, output=str(dest), quiet=True, progress=progress, timeout=timeout)
     except gdown.exceptions.FileURLRetrievalError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else "no file behind the link"
-        raise DownloadError(f"Google Drive did not give the file ({first}); it may be over its download quota, "
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+        if len(lines) > 1 and lines[0].endswith(":"):  # "Failed to retrieve file url:" and then the reason
+            lines = lines[1:]
+        reason = lines[0][:200] if lines else "no file behind the link"
+        raise DownloadError(f"Google Drive did not give the file ({reason}); it may be over its download quota, "
                             "try later") from e
     except OSError as e:  # requests' connection and HTTP errors are OSErrors
         import requests  # gdown's own dependency

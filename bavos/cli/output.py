@@ -353,8 +353,10 @@ class Results:
         """An input done: its warnings about the input (summary.json's ``warnings``) on stderr, then its line."""
         warnings = list(summary.get("warnings") or [])
         if not self.quiet:
+            from bavos.io.files import display_name  # the standard library only: --help stays fast
+
             for message in warnings:
-                warn(f"{Path(os.path.abspath(path)).name or path}: {message}")
+                warn(f"{display_name(path)}: {message}")
         self._emit(path, "ok", summary["output"], summary["frames"], summary["objects"], seconds, None, "", warnings)
 
     def failed(self, path: Path, folder: Path, error: str, seconds: float) -> None:

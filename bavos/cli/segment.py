@@ -9,7 +9,6 @@ first use) and the models loaded, unless nothing is left to do.
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 import traceback
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ from typing import Annotated, Any
 
 import typer
 
-from bavos.cli.app import app, usage_error
+from bavos.cli.app import app, debug, usage_error
 from bavos.cli.help import Command
 from bavos.cli.output import Progress, Results, duration, error, note, progress_for, warn
 from bavos.config import DEFAULT_BACKBONE, KNOWN_PATCH_SIZES, ModelConfig, SegmentConfig, result_settings
@@ -100,7 +99,7 @@ def _refuse(problems: list[tuple[Path, str, str]], output: Path, report: Results
 
 def _debug_traceback() -> None:
     """With BAVOS_DEBUG=1, the traceback of the exception being handled (an input's failure does not stop the run)."""
-    if os.environ.get("BAVOS_DEBUG", "") not in ("", "0"):
+    if debug():
         traceback.print_exc()
 
 
@@ -177,9 +176,10 @@ def _segment_one(path: Path, name: str, output: Path, cfg: SegmentConfig, models
     """Segment one input; 1 when it failed. Ctrl-C reports the input as interrupted and stops the run."""
     import bavos.api as api
     import bavos.pipeline.segment as seg
+    from bavos.io.files import display_name
     from bavos.io.video import FrameRange, VideoSource
 
-    label = Path(os.path.abspath(path)).name or str(path)  # "." is named by its folder
+    label = display_name(path)  # "." is named by its folder
     progress.start(label)
     start = time.perf_counter()
     try:

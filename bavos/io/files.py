@@ -17,6 +17,11 @@ from typing import Any
 from bavos.errors import BavosError, DestinationError, OutputError, plain_os_error
 
 
+def display_name(path: Path) -> str:
+    """The name of an input as a user knows it: "." is named by its folder."""
+    return Path(os.path.abspath(path)).name or str(path)
+
+
 def hidden_sibling(path: Path, tag: str) -> Path:
     """A hidden name beside ``path`` for bavos's own temporary use: ``.<name>.bavos-<tag>-<pid>``, the name cut to 120
     characters so that the longest names a file system allows still leave room (255 bytes on most)."""

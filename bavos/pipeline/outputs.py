@@ -24,7 +24,7 @@ import numpy as np
 from bavos.config import SegmentConfig, result_settings, to_dict
 from bavos.errors import DestinationError, OutputError, plain_os_error
 from bavos.io.exports import Exporter
-from bavos.io.files import hidden_sibling
+from bavos.io.files import display_name, hidden_sibling
 from bavos.io.pictures import Levels, ObjectRow, preview_frames, save_hierarchy_picture, save_preview, thumbnail
 from bavos.io.render import overlay, write_mask
 from bavos.io.video import OverlayWriter, VideoSource
@@ -81,11 +81,6 @@ def save_pictures(folder: Path, title: str, stats: dict[str, Any], levels: Level
                for i in range(1, len(stats["area"])) if stats["area"][i] > 0]
     save_preview(folder / "preview.png", title, stats["thumbs"], objects)
     save_hierarchy_picture(folder / "hierarchy.png", levels)
-
-
-def display_name(path: Path) -> str:
-    """The name of an input as a user knows it: "." is named by its folder."""
-    return Path(os.path.abspath(path)).name or str(path)
 
 
 def level_text(h: Any) -> str:

@@ -135,7 +135,9 @@ class Result:
     @property
     def warnings(self) -> list[str]:
         """What differed from what the input announced or the options asked (as in summary.json)."""
-        return [*self.source.warnings, *self.analysis.hierarchy.warnings]
+        from bavos.pipeline.outputs import result_warnings
+
+        return result_warnings(self.source, self.analysis)
 
     @property
     def labels(self) -> np.ndarray:

@@ -77,6 +77,14 @@ def test_every_level_a_summary_names_is_one_recut_takes(tmp_path: Path, run_cli,
         assert json.loads((tmp_path / "clip" / "summary.json").read_text())["level"] == level
 
 
+def test_a_recut_keeps_no_stale_warning(tmp_path: Path, run_cli, video: Path, args: list[str]) -> None:  # noqa: ANN001
+    assert run_cli("segment", video, "-o", tmp_path, *args, "--level", "99", "--max-objects", "0").code == 0
+    before = json.loads((tmp_path / "clip" / "summary.json").read_text())["warnings"]
+    assert before == ["--level 99 does not exist: this video's hierarchy has levels 0..2; cut at the top level, 2"]
+    assert run_cli("recut", tmp_path / "clip", "--level", "0", "--max-objects", "0", "-q").code == 0
+    assert json.loads((tmp_path / "clip" / "summary.json").read_text())["warnings"] == []  # level 0 exists
+
+
 def test_recut_errors(tmp_path: Path, run_cli, video: Path, args: list[str]) -> None:  # noqa: ANN001
     assert run_cli("segment", video, "-o", tmp_path, *args).code == 0
     converged = json.loads((tmp_path / "clip" / "summary.json").read_text())["converged_level"]

@@ -126,6 +126,12 @@ def save_hierarchy(path: Path, analysis: Analysis) -> None:
     })
 
 
+def result_warnings(source: VideoSource, analysis: Analysis) -> list[str]:
+    """What differed from what the input announced (the source's, once its frames were read) and from what the
+    options asked (the hierarchy's): summary.json's ``warnings``."""
+    return [*source.warnings, *analysis.hierarchy.warnings]
+
+
 def object_entries(stats: dict[str, np.ndarray]) -> dict[str, Any]:
     """summary.json's ``objects`` (count), ``background`` (id 0) and ``object_stats``: each present id's area and
     first and last frame."""
@@ -146,7 +152,7 @@ def summary(source: VideoSource, analysis: Analysis, stats: dict[str, np.ndarray
         "frames": analysis.decoded, "processed_frames": analysis.processed, "first_frame": stats["first_number"],
         "fps": info.fps, "width": info.width, "height": info.height, "rotation": info.rotation,
         "start_time": info.start_time, "duration": info.duration,
-        "warnings": [*source.warnings, *h.warnings],
+        "warnings": result_warnings(source, analysis),
         **object_entries(stats),
         "key_frames": len(analysis.keys.positions), "patch_grid": list(analysis.grid),
         "level": h.level, "converged_level": h.converged, "level_sizes": h.real_sizes, "capped_from": h.capped_from,
@@ -308,9 +314,9 @@ def write_folder(final: Path, source: VideoSource, analysis: Analysis, cfg: Segm
             save_hierarchy(tmp / "hierarchy.npz", analysis)
         result = make_summary(stats, time.perf_counter() - start)
         if cfg.exports and not objects:
-            said = [w for w in result.get("warnings", []) if not w.startswith("--export")]
-            result["warnings"] = [*said, f"--export {' '.join(cfg.exports)}: this result has no object, so the exports "
-                                         "hold none (a lower --tau or another --level gives more clusters)"]
+            empty = (f"--export {' '.join(cfg.exports)}: this result has no object, so the exports hold none (a lower "
+                     "--tau or another --level gives more clusters)")
+            result["warnings"] = [*result["warnings"], empty]
         (tmp / "summary.json").write_text(json.dumps(result, indent=2) + "\n")
         publish(tmp, final)
     except (OSError, OutputError) as e:

@@ -117,7 +117,7 @@ def recut_folder(folder: Path, level: int | None, max_objects: int, progress: An
     """Rewrite a finished output folder for another cut: masks, overlay, pictures, hierarchy.npz, exports, summary
     (in a temporary folder renamed into place). Returns the new summary."""
     from bavos.io.video import FrameRange, VideoSource
-    from bavos.pipeline.outputs import write_folder
+    from bavos.pipeline.outputs import result_warnings, write_folder
 
     started = time.perf_counter()
     folder = Path(folder)
@@ -141,12 +141,13 @@ def recut_folder(folder: Path, level: int | None, max_objects: int, progress: An
         analysis = replace(analysis, info=replace(analysis.info, fps=cfg.fps))
     return write_folder(folder, source, analysis, replace(cfg, save_hierarchy=True), progress,
                         old.get("first_frame", 0),
-                        lambda stats, _: _recut_summary(old, stats, analysis, cfg, time.perf_counter() - started),
+                        lambda stats, _: _recut_summary(old, stats, analysis, cfg, time.perf_counter() - started,
+                                                        result_warnings(source, analysis)),
                         fix="move them out of it first")
 
 
 def _recut_summary(old: dict[str, Any], stats: dict[str, Any], analysis: Analysis, cfg: SegmentConfig,
-                   seconds: float) -> dict[str, Any]:
+                   seconds: float, warnings: list[str]) -> dict[str, Any]:
     from bavos.config import to_dict
     from bavos.pipeline.outputs import object_entries
     from bavos.version import __version__
@@ -154,6 +155,6 @@ def _recut_summary(old: dict[str, Any], stats: dict[str, Any], analysis: Analysi
     h = analysis.hierarchy
     config = {**old["config"], "SegmentConfig": to_dict(cfg)["SegmentConfig"]}
     return {**old, **object_entries(stats), "level": h.level, "converged_level": h.converged,
-            "level_sizes": h.real_sizes, "capped_from": h.capped_from, "capped_to": h.capped_size,
+            "level_sizes": h.real_sizes, "capped_from": h.capped_from, "capped_to": h.capped_size, "warnings": warnings,
             "settings": {**old["settings"], "level": cfg.level, "max_objects": cfg.max_objects}, "config": config,
             "timings": {**old["timings"], "recut": round(seconds, 4)}, "version": __version__}

@@ -42,20 +42,20 @@ def run(inputs: list[Path], output: Path, model_cfg: ModelConfig, cfg: SegmentCo
 
     shard = shard_from_env()
     jobs = shard.take(plan_outputs(list(inputs), output))
-    problems = check_destinations(jobs, output, list(inputs), contents=False)  # before anything is created
+    problems = check_destinations(jobs, output, list(inputs))  # before anything is created
     if problems:
         return _refuse(problems, output, Results(opts.json, opts.quiet))
     created = not output.exists()
     try:
-        return _run(jobs, list(inputs), shard, output, model_cfg, cfg, opts)
+        return _run(jobs, shard, output, model_cfg, cfg, opts)
     finally:
         if created:
             with contextlib.suppress(OSError):
                 output.rmdir()  # only when empty: a run that failed leaves no empty folder behind
 
 
-def _run(jobs: list[tuple[Path, str]], inputs: list[Path], shard: Any, output: Path, model_cfg: ModelConfig,
-         cfg: SegmentConfig, opts: RunOptions) -> int:
+def _run(jobs: list[tuple[Path, str]], shard: Any, output: Path, model_cfg: ModelConfig, cfg: SegmentConfig,
+         opts: RunOptions) -> int:
     from bavos.io.files import prepare_output
     from bavos.pipeline.batch import check_destinations
 
@@ -66,7 +66,7 @@ def _run(jobs: list[tuple[Path, str]], inputs: list[Path], shard: Any, output: P
         except BavosError as e:
             return _fail_all(jobs, output, report, e)
         todo, failed = _prepare(jobs, output, model_cfg, cfg, opts, report)
-        problems = check_destinations(todo, output, inputs)  # what is there, where a result will be written
+        problems = check_destinations(todo, output)  # what is there, where a result will be written
         if problems:
             return _refuse(problems, output, report)
         if not todo:

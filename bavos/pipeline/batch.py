@@ -93,16 +93,21 @@ def is_finished(folder: Path) -> bool:
     return (Path(folder) / "summary.json").is_file()
 
 
-def check_destinations(jobs: list[tuple[Path, str]], output: Path, inputs: list[Path],
-                       contents: bool = True) -> list[tuple[Path, str, str]]:
-    """(input, output name, why) for each planned result folder ``output/<name>`` that cannot be written
-    (``outputs.check_destination``); empty when all can."""
-    from bavos.pipeline.outputs import check_destination
+def check_destinations(jobs: list[tuple[Path, str]], output: Path,
+                       inputs: list[Path] | None = None) -> list[tuple[Path, str, str]]:
+    """(input, output name, why) for each planned result folder ``output/<name>`` that cannot be written; empty when
+    all can. With ``inputs``: whether it is, holds or lies inside one of them (``outputs.InputPlaces``, before
+    anything is created); without: what is there already (``outputs.check_contents``)."""
+    from bavos.pipeline.outputs import InputPlaces, check_contents
 
+    places = InputPlaces(inputs) if inputs is not None else None
     problems = []
     for path, name in jobs:
         try:
-            check_destination(Path(output) / name, inputs, contents)
+            if places is not None:
+                places.check(Path(output) / name)
+            else:
+                check_contents(Path(output) / name)
         except OutputError as e:
             problems.append((path, name, str(e)))
     return problems

@@ -217,29 +217,42 @@ def is_bavos_result(folder: Path) -> bool:
         and _foreign_entry(folder) is None
 
 
-def check_destination(final: Path, inputs: list[Path] | tuple[Path, ...] = (), contents: bool = True,
-                      fix: str = "choose another -o or move them") -> None:
-    """Refuse, before any work, an output folder that would replace or hold what is not bavos's.
+class InputPlaces:
+    """Where the inputs are, resolved once (``.``, ``..``, links) and indexed, so that checking a destination
+    against all of them costs the destination's depth, not the number of inputs."""
 
-    ``final`` may be absent, an empty folder, or a finished bavos result holding only what bavos writes (it is then
-    replaced when the new result is complete). It must not be an input, hold one, or lie inside a frame folder
-    given as input. Paths are compared resolved (``.``, ``..``, links). ``contents=False`` checks only the inputs.
+    def __init__(self, inputs: list[Path] | tuple[Path, ...]) -> None:
+        self._covers: dict[Path, object] = {}  # every input and each folder above it -> the input as given
+        self._folders: dict[Path, object] = {}  # frame-folder inputs -> the input as given
+        for path in inputs:
+            src = Path(path).resolve()
+            shown = path if Path(path).name not in ("", ".", "..") else src  # "." is named by its path
+            for place in (src, *src.parents):
+                self._covers.setdefault(place, shown)
+            if src.is_dir():
+                self._folders.setdefault(src, shown)
+
+    def check(self, final: Path) -> None:
+        """Raises DestinationError when ``final`` is an input, holds one, or lies inside a frame folder given as
+        input."""
+        where = Path(final).resolve()
+        if where in self._covers:
+            raise DestinationError(f"{final}: the output folder would replace the input {self._covers[where]}; "
+                                   "choose another -o")
+        inside = next((self._folders[p] for p in where.parents if p in self._folders), None)
+        if inside is not None:
+            raise DestinationError(f"{final}: the output folder would lie inside the input folder {inside}; choose "
+                                   "an -o outside it")
+
+
+def check_contents(final: Path, fix: str = "choose another -o or move them") -> None:
+    """Refuse an output folder that holds what is not bavos's: ``final`` may be absent, an empty folder, or a
+    finished bavos result holding only what bavos writes (it is then replaced when the new result is complete).
 
     Raises:
-        DestinationError: what is there, and what to do.
+        DestinationError: what is there, and ``fix``, what to do.
     """
     final = Path(final)
-    where = final.resolve()
-    for path in inputs:
-        src = Path(path).resolve()
-        shown = path if Path(path).name not in ("", ".", "..") else src  # "." is named by its path
-        if where == src or src.is_relative_to(where):
-            raise DestinationError(f"{final}: the output folder would replace the input {shown}; choose another -o")
-        if src.is_dir() and where.is_relative_to(src):
-            raise DestinationError(f"{final}: the output folder would lie inside the input folder {shown}; choose an "
-                                   "-o outside it")
-    if not contents:
-        return
     try:
         if final.is_symlink():
             raise DestinationError(f"{final}: is a link; bavos replaces only result folders it wrote: choose another "
@@ -300,7 +313,8 @@ def write_folder(final: Path, source: VideoSource, analysis: Analysis, cfg: Segm
         DestinationError: ``final`` holds what bavos did not write, or is the source (checked before writing).
         OutputError: writing failed (the temporary folder is removed; ``final`` is untouched).
     """
-    check_destination(final, [source.path] if source.from_path else [], fix=fix)
+    InputPlaces([source.path] if source.from_path else []).check(final)
+    check_contents(final, fix)
     tmp = temporary_folder(final)
     try:
         start = time.perf_counter()

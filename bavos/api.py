@@ -233,11 +233,12 @@ class Segmenter:
         seg.config = config.for_device(models.device.type)
         return seg
 
-    def __call__(self, video: str | Path | np.ndarray | Iterable[np.ndarray], *, start: str | int | None = None,
+    def __call__(self, video: str | Path | VideoSource | np.ndarray | Iterable[np.ndarray], *,
+                 start: str | int | None = None,
                  end: str | int | None = None, progress: Progress | None = None,
                  workdir: str | Path | None = None) -> Result:
-        """Segment ``video``: a path (video file or frame folder), a (T, H, W, 3) uint8 array or an iterable of
-        (H, W, 3) frames.
+        """Segment ``video``: a path (video file or frame folder), a VideoSource already opened on one (its own range
+        then holds), a (T, H, W, 3) uint8 array or an iterable of (H, W, 3) frames.
 
         Args:
             start, end: part of the video, a frame number or a time ("12.5s"), end excluded (default: the config's).
@@ -259,6 +260,8 @@ class Segmenter:
         return Result(source, analysis, replace(self.config, start=start, end=end), self.models, work)
 
     def _source(self, video: Any, frame_range: FrameRange, workdir: Path) -> VideoSource:
+        if isinstance(video, VideoSource):  # opened already (its own range)
+            return video
         if isinstance(video, str | Path):
             return VideoSource(video, frame_range)
         if isinstance(video, np.ndarray):
@@ -266,10 +269,11 @@ class Segmenter:
         return IterableSource(video, workdir, self.config.fps, frame_range)
 
 
-def segment_video(video: str | Path, output: str | Path = "out", config: SegmentConfig | None = None,
+def segment_video(video: str | Path | VideoSource, output: str | Path = "out", config: SegmentConfig | None = None,
                   models: Models | None = None, model_config: ModelConfig | None = None,
                   progress: Progress | None = None, name: str | None = None) -> dict[str, Any]:
-    """Segment one video (file or frame folder) into ``output/<name>/`` (default name: ``output_name``).
+    """Segment one video (file or frame folder, or a VideoSource opened on one) into ``output/<name>/`` (default
+    name: ``output_name``).
 
     Writes ``masks/*.png`` (one mask per decoded frame), ``overlay.mp4``, ``hierarchy.npz`` and, last,
     ``summary.json``, all in a temporary folder renamed into place at the end: an interrupted run leaves nothing
@@ -280,6 +284,6 @@ def segment_video(video: str | Path, output: str | Path = "out", config: Segment
     """
     cfg = config or SegmentConfig()
     models = models or load_models(model_config or ModelConfig(), cfg.device)
-    final = Path(output) / (name or output_name(Path(video)))
+    final = Path(output) / (name or output_name(video.path if isinstance(video, VideoSource) else Path(video)))
     with Segmenter.using(models, cfg)(video, progress=progress, workdir=final.parent) as result:  # a disk, not /tmp
         return result.save(final, progress)

@@ -183,13 +183,14 @@ def _segment_one(path: Path, name: str, output: Path, cfg: SegmentConfig, models
     progress.start(label)
     start = time.perf_counter()
     try:
-        estimate = seg.estimate_cost(VideoSource(path, FrameRange.parse(cfg.start, cfg.end)), models, cfg)
+        source = VideoSource(path, FrameRange.parse(cfg.start, cfg.end))  # probed once, for the estimate and the run
+        estimate = seg.estimate_cost(source, models, cfg)
         too_big = _say_cost(label, estimate, cfg, models, progress)
         if estimate is not None:
             progress.plan(estimate.passes)  # the ETA covers the passes still to come
         if too_big:
             raise ResourceError(f"{path}: {too_big}")
-        summary = api.segment_video(path, output, cfg, models=models, progress=progress, name=name)
+        summary = api.segment_video(source, output, cfg, models=models, progress=progress, name=name)
     except (BavosError, OSError) as e:
         _debug_traceback()
         message = plain_os_error(e) if isinstance(e, OSError) else str(e)

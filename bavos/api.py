@@ -123,7 +123,7 @@ class Result:
                  workdir: Path, owner: Result | None = None) -> None:
         self.source, self.analysis, self.config, self.models = source, analysis, config, models
         self._workdir = workdir
-        self._started = time.perf_counter() - sum(analysis.timings.values())
+        self._started = time.perf_counter() - analysis.seconds
         self._owner = owner  # a re-cut shares its parent's files
         self._closed = False
         self.hierarchy = Hierarchy(self)
@@ -157,7 +157,7 @@ class Result:
             BavosError: the result is closed.
         """
         self._check_open()
-        for _, ids in iter_masks(self.source, self.analysis, self.config.upsample):
+        for _, ids in iter_masks(self.source, self.analysis, self.config.upsample, self.config.background):
             yield ids
 
     @property

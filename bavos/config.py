@@ -115,6 +115,9 @@ class SegmentConfig:
     precision: Literal["float32", "bf16", "fp16"] = "float32"
     # Frames per backbone batch.
     batch_size: int = 8
+    # Decode frames ahead of the model, and write masks and overlay frames behind it, in background threads (False:
+    # everything in the calling thread). The results are the same either way.
+    background: bool = True
     # Frame rate given to the overlay of a frame folder (video files keep their own timing).
     fps: float = 24.0
     # Write overlay.mp4 next to the masks.
@@ -317,7 +320,7 @@ def to_dict(*configs: ModelConfig | SegmentConfig | TrainConfig) -> dict[str, An
 
 
 # Fields that change how a result is computed, not what it is: an output made with other values is still current.
-RESULT_FREE = frozenset({"batch_size", "attention_cache_mb", "query_cache_mb", "device"})
+RESULT_FREE = frozenset({"batch_size", "attention_cache_mb", "query_cache_mb", "device", "background"})
 
 
 def result_settings(model: ModelConfig, segment: SegmentConfig) -> dict[str, Any]:

@@ -46,7 +46,8 @@ def child(args: argparse.Namespace, size: str) -> dict:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     timings = summary["timings"]
     return {"size": size, "frames": frames, "estimate": {**est.seconds, "total": est.total, "peak": est.peak_bytes},
-            "measured": {"backbone": timings["backbone"] + timings["decode"], "clustering": timings["clustering"],
+            "measured": {"backbone": timings["backbone"] + timings["decode"],
+                         "clustering": timings["attention"] + timings["clustering"] + timings["labels"],
                          "writing": timings["writing"], "total": timings["total"], "peak": peak}}
 
 

@@ -54,7 +54,8 @@ def measure(args: argparse.Namespace, frames: int) -> dict:
 
     cfg = SegmentConfig(resolution=tuple(args.resolution), key_ratio=args.key_ratio,
                         max_key_frames=args.max_key_frames, attention_cache_mb=args.attention_cache,
-                        query_cache_mb=args.query_cache, device=args.device, precision=args.precision)
+                        query_cache_mb=args.query_cache, device=args.device, precision=args.precision,
+                        background=args.background == "on")
     models = load_models(ModelConfig(backbone=args.backbone, backbone_weights="none", checkpoint="none"), cfg.device)
     if args.mode == "correlator":
         torch.manual_seed(0)
@@ -85,6 +86,8 @@ def main() -> None:
     parser.add_argument("--precision", default="float32", choices=["float32", "bf16", "fp16"])
     parser.add_argument("--backbone", default="vit_small_patch8_224.dino")
     parser.add_argument("--mode", default="correlator", choices=["correlator", "training-free"])
+    parser.add_argument("--background", default="on", choices=["on", "off"],
+                        help="decode and write in background threads (off: everything in one thread)")
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -99,16 +102,20 @@ def main() -> None:
         rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
     print(f"device {rows[0]['device']}, {args.backbone} (random weights), {args.mode}, {args.resolution[0]}x"
           f"{args.resolution[1]}, key ratio {args.key_ratio}, max key frames {args.max_key_frames or 'no limit'}, "
-          f"attention cache {args.attention_cache} MB, query cache {args.query_cache} MB, {args.precision}")
+          f"attention cache {args.attention_cache} MB, query cache {args.query_cache} MB, {args.precision}, "
+          f"background threads {args.background}")
     cuda = "peak_cuda_mb" in rows[0]
-    print("| frames | key frames | backbone s | clustering s | decode s | writing s | total s | frames/s | "
-          "peak RSS MB |" + (" peak GPU MB |" if cuda else ""))
-    print("| --- " * 9 + "|" + (" --- |" if cuda else ""))
+    print("| frames | key frames | backbone s | attention + clustering + labels s | decode s | writing s | total s | "
+          "frames/s | model waits for frames | writer waits for masks | peak RSS MB |"
+          + (" peak GPU MB |" if cuda else ""))
+    print("| --- " * 11 + "|" + (" --- |" if cuda else ""))
     for r in rows:
         t = r["timings"]
-        line = (f"| {r['frames']} | {r['key_frames']} | {t['backbone']:.1f} | {t['clustering']:.1f} | "
-                f"{t['decode']:.1f} | {t['writing']:.1f} | {r['seconds']:.1f} | {r['frames'] / r['seconds']:.1f} | "
-                f"{r['peak_rss_mb']:.0f} |")
+        waited = sum(t["waits"][k] for k in ("keys", "hierarchy", "labels")) / t["total"]
+        line = (f"| {r['frames']} | {r['key_frames']} | {t['backbone']:.1f} | "
+                f"{t['attention'] + t['clustering'] + t['labels']:.1f} | {t['decode']:.1f} | {t['writing']:.1f} | "
+                f"{r['seconds']:.1f} | {r['frames'] / r['seconds']:.1f} | {waited:.0%} | "
+                f"{t['waits']['masks'] / t['total']:.0%} | {r['peak_rss_mb']:.0f} |")
         print(line + (f" {r['peak_cuda_mb']:.0f} |" if cuda else ""))
     if len(rows) == 2:
         short, long = rows

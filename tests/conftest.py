@@ -13,6 +13,23 @@ import torch
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 TINY = ["--backbone", "bavos_test_vit", "--checkpoint", "none", "--resolution", "64", "96", "--device", "cpu"]
+CUDA = torch.cuda.is_available()
+# Every test that runs a network, the attention or the clustering takes ``device``: the CPU, and CUDA (marked gpu)
+# where there is one. ``pytest -m gpu`` runs the CUDA half alone.
+DEVICES = ["cpu", *([pytest.param("cuda", marks=pytest.mark.gpu)] if CUDA else [])]
+
+
+@pytest.fixture(scope="session", params=DEVICES)
+def device(request: pytest.FixtureRequest) -> str:
+    """"cpu", then "cuda" when CUDA is present (TensorFloat-32 is off under float32 on CUDA, as in bavos)."""
+    return request.param
+
+
+def on(device: str, args: list[str]) -> list[str]:
+    """CLI arguments with ``--device cpu`` replaced by ``--device DEVICE``."""
+    out = list(args)
+    out[out.index("--device") + 1] = device
+    return out
 
 
 def clip_frames(n: int, height: int, width: int) -> list[np.ndarray]:

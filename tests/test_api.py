@@ -15,8 +15,8 @@ from bavos.errors import InputError
 
 
 @pytest.fixture(scope="module")
-def segmenter(sharp_weights: Path) -> bavos.Segmenter:
-    return bavos.Segmenter("none", backbone="bavos_test_vit", backbone_weights=str(sharp_weights), device="cpu",
+def segmenter(sharp_weights: Path, device: str) -> bavos.Segmenter:
+    return bavos.Segmenter("none", backbone="bavos_test_vit", backbone_weights=str(sharp_weights), device=device,
                            resolution=(64, 96), key_ratio=4)
 
 
@@ -54,14 +54,14 @@ def test_the_work_folder_lives_with_the_result(tmp_path: Path, segmenter: bavos.
 
 
 def test_save_writes_what_the_command_writes(tmp_path: Path, segmenter: bavos.Segmenter, run_cli,  # noqa: ANN001
-                                             sharp_weights: Path) -> None:
+                                             sharp_weights: Path, device: str) -> None:
     video = write_clip(tmp_path / "v.mp4", n=6, height=48, width=64)
     with segmenter(video) as result:
         summary = result.save(tmp_path / "api" / "v")
     assert summary["frames"] == 6
     cli = run_cli("segment", video, "-o", tmp_path / "cli", "--backbone", "bavos_test_vit", "--checkpoint", "none",
                   "--backbone-weights", sharp_weights, "--resolution", "64", "96", "--key-ratio", "4", "--device",
-                  "cpu", "-q")
+                  device, "-q")
     assert cli.code == 0, cli.err
     got = sorted(p.relative_to(tmp_path / "api") for p in (tmp_path / "api").rglob("*"))
     want = sorted(p.relative_to(tmp_path / "cli") for p in (tmp_path / "cli").rglob("*"))

@@ -33,13 +33,13 @@ def test_initialisation_is_pytorchs_default_as_in_the_release() -> None:
     assert model.norm1.eps == 1e-5
 
 
-def test_forward_shapes_and_query_key_match_the_block() -> None:
+def test_forward_shapes_and_query_key_match_the_block(device: str) -> None:
     torch.manual_seed(0)
-    model = Correlator(32, 8).eval()
-    x = torch.randn(2, 10, 32)
+    model = Correlator(32, 8).eval().to(device)
+    x = torch.randn(2, 10, 32, device=device)
     y, attn = model(x)
-    assert y.shape == (2, 10, 32) and attn.shape == (2, 8, 10, 10)
-    torch.testing.assert_close(attn.sum(-1), torch.ones(2, 8, 10))
+    assert y.shape == (2, 10, 32) and attn.shape == (2, 8, 10, 10) and y.device.type == device
+    torch.testing.assert_close(attn.sum(-1), torch.ones(2, 8, 10, device=device))
     q, k = model.query_key(x)
     assert q.shape == (2, 8, 10, 4)
     torch.testing.assert_close(torch.softmax(q @ k.transpose(-2, -1) * model.scale, -1), attn)
@@ -56,12 +56,12 @@ def test_attention_dropout_is_active_in_training_only() -> None:
     assert not (attn == 0).any()
 
 
-def test_bavos_checkpoint_roundtrip(tmp_path: Path) -> None:
-    model = Correlator(32, 8)
+def test_bavos_checkpoint_roundtrip(tmp_path: Path, device: str) -> None:
+    model = Correlator(32, 8).to(device)
     save_checkpoint(tmp_path / "c.pt", model, {"correlator_heads": 8, "backbone": "bavos_test_vit"}, step=3)
-    loaded = load_correlator(tmp_path / "c.pt", dim=32)
+    loaded = load_correlator(tmp_path / "c.pt", dim=32)  # on the CPU, wherever it was saved
     for key, value in model.state_dict().items():
-        torch.testing.assert_close(loaded.state_dict()[key], value)
+        torch.testing.assert_close(loaded.state_dict()[key], value.cpu())
     assert not list(tmp_path.glob(".*"))  # no temporary file left
 
 

@@ -1,3 +1,6 @@
+from pathlib import Path
+
+import numpy as np
 import pytest
 import torch
 
@@ -41,3 +44,97 @@ def test_bad_precision_and_device() -> None:
         with pytest.raises(ConfigError, match="no CUDA device"):
             resolve_device("cuda")
     assert resolve_device("cpu") == torch.device("cpu")
+
+
+# On CUDA, each compared with the CPU on the same inputs (skipped without CUDA; ``pytest -m gpu`` runs them).
+
+
+def _labels(device: str, weights: Path, frames: np.ndarray) -> np.ndarray:
+    import bavos
+
+    segmenter = bavos.Segmenter("none", backbone="bavos_test_vit", backbone_weights=str(weights), device=device,
+                                resolution=(64, 96), key_ratio=4, max_objects=0)
+    with segmenter(frames) as result:
+        return result.labels
+
+
+@pytest.mark.gpu
+def test_cuda_partition_matches_the_cpu(sharp_weights: Path) -> None:
+    """float32 (TensorFloat-32 off): the same partition on >= 99.9 % of the tokens, even with a process-wide TF32."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    from conftest import clip_frames
+
+    from bavos.evaluation.metrics import matched_share
+
+    frames = np.stack(clip_frames(13, 64, 96))
+    cpu = _labels("cpu", sharp_weights, frames)
+    saved = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("high")  # a process that allows TF32: bavos's float32 must not use it
+    try:
+        cuda = _labels("cuda", sharp_weights, frames)
+    finally:
+        torch.set_float32_matmul_precision(saved)
+    assert cuda.shape == cpu.shape and len(np.unique(cpu)) > 3
+    assert matched_share(cpu, cuda) >= 0.999
+
+
+def _step(device: str, clips: Path, cache: Path) -> tuple[float, dict[str, torch.Tensor]]:
+    from bavos.config import ModelConfig, train_config
+    from bavos.models.backbone import build_backbone
+    from bavos.training.clips import ClipSamples, cache_clips, find_clips
+    from bavos.training.train import batch_losses, new_correlator
+
+    cfg = train_config(batch_size=2, resolution=(128, 160), workers=0, device=device, cache=str(cache))
+    torch.manual_seed(0)
+    backbone = build_backbone("bavos_test_vit", "none").to(device)
+    model = new_correlator(32, ModelConfig(backbone="bavos_test_vit", checkpoint="none", correlator_heads=4),
+                           cfg).to(device)
+    model.eval()  # no attention dropout: its random draws differ between devices
+    data = cache_clips(find_clips(clips), cache, cfg.resolution, 3)
+    samples = ClipSamples(data, 3, cfg.gap, seed=5)
+    frames = torch.stack([samples[i] for i in range(2)]).to(device)
+    with precision_context(torch.device(device), "float32"):
+        losses = batch_losses(backbone, model, frames, cfg, torch.Generator().manual_seed(7))
+    losses.total.backward()
+    return float(losses.total.detach()), {n: p.grad.detach().cpu() for n, p in model.named_parameters()}
+
+
+@pytest.fixture(scope="module")
+def step_clips(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from conftest import write_clip
+
+    root = tmp_path_factory.mktemp("clips")
+    for i in range(2):
+        write_clip(root / f"clip{i}.mp4", n=9, height=64, width=96)
+    return root
+
+
+@pytest.mark.gpu
+def test_cuda_training_step_matches_the_cpu(step_clips: Path, tmp_path: Path) -> None:
+    """One training step's loss and every gradient within 1e-5 relative (float32, augmentation drawn on the CPU)."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    loss_cpu, grads_cpu = _step("cpu", step_clips, tmp_path / "cache")
+    loss_cuda, grads_cuda = _step("cuda", step_clips, tmp_path / "cache")
+    assert loss_cuda == pytest.approx(loss_cpu, rel=1e-5)
+    for name, g in grads_cpu.items():
+        assert float((grads_cuda[name] - g).norm()) <= 1e-5 * float(g.norm()) + 1e-12, name
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize(("saved_on", "loaded_on"), [("cuda", "cpu"), ("cpu", "cuda")])
+def test_a_checkpoint_saved_on_one_device_loads_on_the_other(tmp_path: Path, saved_on: str, loaded_on: str) -> None:
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    from bavos.models.correlator import Correlator, load_correlator, save_checkpoint
+
+    torch.manual_seed(0)
+    model = Correlator(32, 4).to(saved_on)
+    save_checkpoint(tmp_path / "c.pt", model, {"correlator_heads": 4, "backbone": "bavos_test_vit"}, step=1)
+    loaded = load_correlator(tmp_path / "c.pt", dim=32, heads=4).to(loaded_on)
+    x = torch.randn(1, 6, 32)
+    with precision_context(torch.device(loaded_on), "float32"), torch.no_grad():
+        got = loaded.eval()(x.to(loaded_on))[0].cpu()
+        want = model.eval()(x.to(saved_on))[0].cpu()
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)

@@ -35,18 +35,18 @@ def naive(q: torch.Tensor, k: torch.Tensor, scale: float) -> torch.Tensor:
     return out
 
 
-def test_window_attention_is_one_softmax_over_all_key_tokens() -> None:
+def test_window_attention_is_one_softmax_over_all_key_tokens(device: str) -> None:
     torch.manual_seed(0)
     q, k = torch.randn(3, 4, 6, 5, dtype=torch.float64), torch.randn(2, 4, 6, 5, dtype=torch.float64)
-    out = window_attention(q, k, 0.7)
-    assert out.shape == (3, 6, 12)
-    torch.testing.assert_close(out, naive(q, k, 0.7))
-    torch.testing.assert_close(out.sum(-1), torch.ones(3, 6, dtype=torch.float64))
+    out = window_attention(q.to(device), k.to(device), 0.7)
+    assert out.shape == (3, 6, 12) and out.device.type == device
+    torch.testing.assert_close(out.cpu(), naive(q, k, 0.7))
+    torch.testing.assert_close(out.sum(-1).cpu(), torch.ones(3, 6, dtype=torch.float64))
 
 
-def test_row_chunking_does_not_change_results() -> None:
+def test_row_chunking_does_not_change_results(device: str) -> None:
     torch.manual_seed(1)
-    q, k = torch.randn(2, 2, 10, 4), torch.randn(3, 2, 10, 4)
+    q, k = torch.randn(2, 2, 10, 4, device=device), torch.randn(3, 2, 10, 4, device=device)
     torch.testing.assert_close(window_attention(q, k, 0.5, budget_bytes=64), window_attention(q, k, 0.5))
 
 

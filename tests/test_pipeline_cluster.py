@@ -22,10 +22,10 @@ def structured_attention(t: int, n: int, m: int, k: int, seed: int, concentratio
 
 @pytest.mark.parametrize("seed", range(4))
 @pytest.mark.parametrize("tau", [0.3, 1.0, 3.0])
-def test_partition_matches_independent_reference(seed: int, tau: float) -> None:
+def test_partition_matches_independent_reference(seed: int, tau: float, device: str) -> None:
     attn = structured_attention(7, 12, 20, 4, seed)  # 7 frames: windows of 3, 3 and 1
     expected = reference_partition(attn, tau, window=3)
-    result = cluster_attention(torch.from_numpy(attn), tau=tau, window=3)
+    result = cluster_attention(torch.from_numpy(attn).to(device), tau=tau, window=3)
     assert result.labels.shape == (7, 12)
     assert same_partition(expected, result.labels)
     assert result.sizes[result.converged] == len(np.unique(expected))
@@ -154,13 +154,13 @@ def test_self_distances_use_one_product_and_are_symmetric() -> None:
 
 @pytest.mark.parametrize(("t", "window"), [(1, 3), (2, 3), (7, 3), (8, 3), (10, 4), (9, 1)])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_every_level_matches_the_reference(t: int, window: int, dtype: torch.dtype) -> None:
+def test_every_level_matches_the_reference(t: int, window: int, dtype: torch.dtype, device: str) -> None:
     """Streamed first round and own-window level-0 labels against the vectorised reference, at every level."""
     from reference_cluster import vector_levels
 
     attn = structured_attention(t, 10, 18, 4, seed=t + window, concentration=12.0)
     expected = vector_levels(attn, 1.0, window)
-    result = cluster_attention(torch.from_numpy(attn).to(dtype), tau=1.0, window=window)
+    result = cluster_attention(torch.from_numpy(attn).to(device, dtype), tau=1.0, window=window)
     assert len(result.sizes) == len(expected)
     for level, labels in enumerate(expected):
         assert same_partition(labels, result.level_labels[level]), level

@@ -62,9 +62,9 @@ def test_ids_by_area_puts_the_largest_first() -> None:
 
 
 @pytest.fixture(scope="module")
-def tiny_models(sharp_weights: Path):  # noqa: ANN201
+def tiny_models(sharp_weights: Path, device: str):  # noqa: ANN201
     return load_models(ModelConfig(backbone="bavos_test_vit", backbone_weights=str(sharp_weights), checkpoint="none"),
-                       "cpu")
+                       device)
 
 
 def noop(*args: object) -> None:
@@ -100,10 +100,44 @@ def test_outputs_of_an_odd_sized_clip(tmp_path: Path, tiny_models) -> None:  # n
         assert o["area"] == area[i]
         present = [t for t, m in enumerate(masks) if (m == i).any()]
         assert (o["first_frame"], o["last_frame"]) == (present[0], present[-1])
-    assert set(summary["timings"]) >= {"decode", "backbone", "clustering", "writing", "total"}
+    assert set(summary["timings"]) == {"decode", "backbone", "attention", "clustering", "labels", "writing", "total",
+                                       "waits"}
+    assert set(summary["timings"]["waits"]) == {"keys", "hierarchy", "labels", "writing", "masks", "writer"}
     assert summary["config"]["SegmentConfig"]["key_ratio"] == 4 and summary["version"]
     hierarchy = np.load(folder / "hierarchy.npz")
     assert hierarchy["labels"].shape == (len(summary["level_sizes"]), 13, 8 * 12)
+
+
+def decoded(path: Path) -> bytes:
+    with av.open(str(path)) as container:
+        return b"".join(f.to_ndarray(format="rgb24").tobytes() for f in container.decode(video=0))
+
+
+def test_background_threads_change_nothing_in_the_result(tmp_path: Path, tiny_models) -> None:  # noqa: ANN001
+    """Decoding ahead and writing behind in threads, or everything in one thread: the same files, byte for byte
+    (the overlay too); and each side's waits are counted."""
+    video = write_clip(tmp_path / "c.mp4", n=23, height=48, width=64)
+    runs = {}
+    for background in (True, False):
+        out = tmp_path / str(background)
+        runs[background] = segment_video(video, out, tiny_config(background=background, batch_size=3,
+                                                                   exports=("objects", "video")), tiny_models)
+    a, b = tmp_path / "True" / "c", tmp_path / "False" / "c"
+    files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file() and p.name != "summary.json")
+    assert files == sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file() and p.name != "summary.json")
+    assert len(files) > 23 * 2
+    for name in files:
+        if name.suffix == ".mp4":  # x264's bitstream may differ for the same frames: compare what a player shows
+            assert decoded(a / name) == decoded(b / name), name
+        else:
+            assert (a / name).read_bytes() == (b / name).read_bytes(), name
+    for summary in runs.values():
+        waits = summary["timings"]["waits"]
+        assert all(v >= 0 for v in waits.values()) and summary["timings"]["decode"] > 0
+    # in one thread, the model waits for the whole decoding (no threads: waits are the decoding itself)
+    inline = runs[False]["timings"]
+    assert inline["waits"]["keys"] + inline["waits"]["hierarchy"] + inline["waits"]["labels"] + \
+        inline["waits"]["writing"] == pytest.approx(inline["decode"], rel=0.05, abs=0.01)
 
 
 def test_ids_are_consistent_over_time(tmp_path: Path, tiny_models) -> None:  # noqa: ANN001

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY, write_clip
+from conftest import CUDA, TINY, on, write_clip
 
 from bavos.config import ModelConfig, TrainConfig, train_config
 from bavos.errors import ConfigError
@@ -104,8 +104,9 @@ def replace_clean(cfg: TrainConfig) -> TrainConfig:
 
 
 @pytest.mark.parametrize("precision", ["float32", "fp16"])
-def test_resume_repeats_an_uninterrupted_run(clips: Path, cache: Path, tmp_path: Path, precision: str) -> None:
-    cfg = _cfg(cache, steps=5, precision=precision)
+def test_resume_repeats_an_uninterrupted_run(clips: Path, cache: Path, tmp_path: Path, precision: str,
+                                             device: str) -> None:
+    cfg = _cfg(cache, steps=5, precision=precision, device=device)
     train(clips, tmp_path / "straight", MODEL, cfg)
     first = train(clips, tmp_path / "split", MODEL, cfg, until=3)
     assert first["step"] == 3
@@ -250,12 +251,26 @@ def test_two_process_torchrun_on_cpu(clips: Path, cache: Path, tmp_path: Path) -
     load_correlator(run / "last.pt", dim=32)
 
 
-def test_a_step_under_bf16_autocast(clips: Path, cache: Path) -> None:
-    """--precision bf16 (CPU autocast here, as on CUDA): losses stay finite, gradients are float32."""
-    cfg = _cfg(cache, precision="bf16")
-    backbone = build_backbone("bavos_test_vit", "none")
-    model = new_correlator(32, MODEL, cfg).train()
-    losses = batch_losses(backbone, model, _fixed_batch(clips, cache, cfg), cfg, torch.Generator().manual_seed(1))
+@pytest.mark.gpu
+@pytest.mark.skipif(not CUDA, reason="needs CUDA")
+def test_one_process_torchrun_on_cuda(clips: Path, cache: Path, tmp_path: Path) -> None:
+    """torchrun with one process on CUDA: LOCAL_RANK picks the device, NCCL's group of one trains and saves."""
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "1", "-m", "bavos",
+           "train", str(clips), "-o", str(run), *on("cuda", TRAIN_ARGS), "--steps", "2", "--batch-size", "2",
+           "--cache", str(cache)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert torch.load(run / "last.pt", weights_only=True)["step"] == 2
+
+
+def test_a_step_under_bf16_autocast(clips: Path, cache: Path, device: str) -> None:
+    """--precision bf16 (autocast on the CPU as on CUDA): losses stay finite, gradients are float32."""
+    cfg = _cfg(cache, precision="bf16", device=device)
+    backbone = build_backbone("bavos_test_vit", "none").to(device)
+    model = new_correlator(32, MODEL, cfg).train().to(device)
+    losses = batch_losses(backbone, model, _fixed_batch(clips, cache, cfg).to(device), cfg,
+                          torch.Generator().manual_seed(1))
     losses.total.backward()
     assert torch.isfinite(losses.total) and losses.total.dtype == torch.float32
     assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in model.parameters())

@@ -47,7 +47,9 @@ def check_precision(device: torch.device, precision: str) -> None:
 
 
 @contextmanager
-def _strict_float32(device: torch.device) -> Iterator[None]:
+def strict_float32(device: torch.device) -> Iterator[None]:
+    """On CUDA, float32 matrix products and convolutions in full float32 (TensorFloat-32 off), whatever the process
+    set (``torch.set_float32_matmul_precision``); restored on exit. Nothing on a CPU."""
     if device.type != "cuda":
         yield
         return
@@ -64,7 +66,7 @@ def precision_context(device: torch.device, precision: str) -> Iterator[None]:
     """Run the networks in ``precision``: "float32" (strict), or "bf16" / "fp16" autocast on ``device``'s type."""
     check_precision(device, precision)
     if precision == "float32":
-        with _strict_float32(device):
+        with strict_float32(device):
             yield
     else:
         with torch.autocast(device.type, dtype=_AUTOCAST[precision]):

@@ -71,17 +71,20 @@ def load_models(config: ModelConfig, device: str = "auto", index: int | None = N
     return Models(backbone, correlator, dev, plan.model_config(config), replace(plan, loaded=None), config)
 
 
-def _preprocess(images: list[np.ndarray], cfg: SegmentConfig, device: torch.device) -> Tensor:
-    """(H, W, 3) uint8 frames -> (B, 3, h, w) normalised, resized bilinearly (no antialiasing, as released)."""
-    x = torch.from_numpy(np.stack(images)).to(device).permute(0, 3, 1, 2).float() / 255  # (B, 3, H, W)
+def _preprocess(images: list[np.ndarray] | Tensor, cfg: SegmentConfig, device: torch.device) -> Tensor:
+    """(H, W, 3) uint8 frames, or a (B, H, W, 3) uint8 batch (pinned: copied without waiting) -> (B, 3, h, w)
+    normalised, resized bilinearly (no antialiasing, as released)."""
+    batch = images if isinstance(images, Tensor) else torch.from_numpy(np.stack(images))
+    x = batch.to(device, non_blocking=True).permute(0, 3, 1, 2).float() / 255  # (B, 3, H, W)
     x = F.interpolate(x, size=cfg.resolution, mode="bilinear", align_corners=False, antialias=False)
     mean, std = (torch.tensor(v, device=device).view(1, 3, 1, 1) for v in NORMALIZATION[cfg.normalization])
     return (x - mean) / std
 
 
 @torch.no_grad()
-def frame_tokens(models: Models, cfg: SegmentConfig, images: list[np.ndarray]) -> tuple[Tensor, Tensor]:
-    """Queries and keys of a batch of frames: (B, heads, N, d) each, float32, on the models' device."""
+def frame_tokens(models: Models, cfg: SegmentConfig, images: list[np.ndarray] | Tensor) -> tuple[Tensor, Tensor]:
+    """Queries and keys of a batch of frames ((H, W, 3) uint8 arrays or a (B, H, W, 3) uint8 tensor): (B, heads, N,
+    d) each, float32, on the models' device."""
     x = _preprocess(images, cfg, models.device)
     with precision_context(models.device, cfg.precision):  # float32 unless bf16 / fp16 was asked for
         out = models.backbone(x)

@@ -380,8 +380,8 @@ def label_window(rows: Tensor, level0: np.ndarray, hierarchy: Hierarchy) -> np.n
         stacked = torch.cat([hierarchy.centroids[lv] for lv in real])  # (sum k_l, M)
         dist = sym_kl(stacked, rows, safe_log(stacked))  # (sum k_l, n)
         bounds = np.cumsum([0] + [hierarchy.sizes[lv] for lv in real])
-        for lv, a, b in zip(real, bounds[:-1], bounds[1:], strict=True):
-            out[lv] = dist[a:b].argmin(0).cpu().numpy()
+        nearest = [dist[a:b].argmin(0) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+        out[1 : len(real) + 1] = torch.stack(nearest).cpu().numpy()  # one copy to the host for every level
     if hierarchy.capped:
         out[-1] = hierarchy.parents[-1][out[hierarchy.capped_from]]
     return out

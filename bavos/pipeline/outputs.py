@@ -23,19 +23,27 @@ import numpy as np
 
 from bavos.config import SegmentConfig, result_settings, to_dict
 from bavos.errors import DestinationError, OutputError, plain_os_error
+from bavos.io.background import Behind
 from bavos.io.exports import Exporter
 from bavos.io.files import display_name, hidden_sibling
 from bavos.io.pictures import Levels, ObjectRow, preview_frames, save_hierarchy_picture, save_preview, thumbnail
 from bavos.io.render import overlay, write_mask
-from bavos.io.video import OverlayWriter, VideoSource
+from bavos.io.video import Frame, OverlayWriter, VideoSource
 from bavos.pipeline.segment import Analysis, Models, Progress, iter_masks, source_id
 from bavos.pipeline.store import write_npz
 
+MASKS_BEHIND = 8  # frames waiting for the writer thread at most
+
 
 def write_frames(source: VideoSource, analysis: Analysis, cfg: SegmentConfig, folder: Path,
-                 progress: Progress) -> dict[str, Any]:
+                 progress: Progress, waits: dict[str, float] | None = None) -> dict[str, Any]:
     """Write masks/, overlay.mp4 and the exports into ``folder`` (pass 4); return each id's area, first and last
-    frame (numbers of the whole video) and the preview's thumbnails."""
+    frame (numbers of the whole video) and the preview's thumbnails.
+
+    Frames are decoded ahead and written behind (PNG, video and export encoding) in background threads, unless
+    ``cfg.background`` is off. ``waits`` gets the seconds the masks waited for frames (``"writing"``), the writer for
+    masks (``"masks"``), the masks for the writer (``"writer"``), and adds the decoding's seconds to ``"decode"``.
+    """
     info = analysis.info
     masks = folder / "masks"
     masks.mkdir()
@@ -49,29 +57,52 @@ def write_frames(source: VideoSource, analysis: Analysis, cfg: SegmentConfig, fo
                            info.sample_aspect_ratio) \
         if cfg.overlay else None
     exporter = Exporter(folder, cfg.exports, info, analysis.decoded, n_ids) if cfg.exports else None
+
+    def write(item: tuple[Frame, np.ndarray]) -> None:
+        frame, ids = item
+        write_mask(masks / f"{frame.name}.png", ids)
+        blended = overlay(frame.image, ids, cfg.overlay_alpha) if writer is not None or frame.index in chosen \
+            else None
+        if writer is not None:
+            writer.write(blended, frame.pts)
+        if frame.index in chosen:
+            thumbs.append((frame.number, thumbnail(blended)))
+        if exporter is not None:
+            exporter.add(frame, ids)
+        counts = np.bincount(ids.ravel(), minlength=n_ids)[:n_ids]
+        area[:] += counts
+        seen = counts > 0
+        first[seen & (first < 0)] = frame.number
+        last[seen] = frame.number
+
+    waits = {} if waits is None else waits
+    behind = Behind(write, MASKS_BEHIND if cfg.background else 0)
     try:
-        for frame, ids in iter_masks(source, analysis, cfg.upsample):
-            write_mask(masks / f"{frame.name}.png", ids)
-            blended = overlay(frame.image, ids, cfg.overlay_alpha) if writer is not None or frame.index in chosen \
-                else None
-            if writer is not None:
-                writer.write(blended, frame.pts)
-            if frame.index in chosen:
-                thumbs.append((frame.number, thumbnail(blended)))
-            if exporter is not None:
-                exporter.add(frame, ids)
-            counts = np.bincount(ids.ravel(), minlength=n_ids)[:n_ids]
-            area += counts
-            seen = counts > 0
-            first[seen & (first < 0)] = frame.number
-            last[seen] = frame.number
+        for frame, ids in iter_masks(source, analysis, cfg.upsample, cfg.background, waits):
+            behind.put((frame, ids))
             progress("writing", frame.index + 1, analysis.decoded)
+        behind.close()
+        waits["masks"], waits["writer"] = behind.waited, behind.blocked
     finally:
+        behind.abandon()
         if writer is not None:
             writer.close()
         if exporter is not None:
             exporter.close(display_name(source.path))
-    return {"area": area, "first": first, "last": last, "thumbs": thumbs}
+    return {"area": area, "first": first, "last": last, "thumbs": thumbs, "waits": waits}
+
+
+def run_timings(analysis: Analysis, waits: dict[str, float], writing: float, total: float) -> dict[str, Any]:
+    """summary.json's ``timings``: seconds per kind of work (decode, backbone, attention, clustering, labels,
+    writing; the device synchronised to time it), ``total``, and ``waits``: per pass (keys, hierarchy, labels,
+    writing) the seconds the work waited for decoded frames; ``masks``, the seconds the writer waited for masks;
+    ``writer``, the seconds the masks waited for the writer. Decoding and writing run beside the rest, so the kinds
+    of work add up to more than the total when they overlap."""
+    waits = dict(waits)
+    timings: dict[str, Any] = {**analysis.timings, "writing": writing, "total": total}
+    timings["decode"] = timings.get("decode", 0.0) + waits.pop("decode", 0.0)
+    timings["waits"] = {**analysis.waits, **waits}
+    return timings
 
 
 def save_pictures(folder: Path, title: str, stats: dict[str, Any], levels: Levels) -> None:
@@ -159,9 +190,14 @@ def summary(source: VideoSource, analysis: Analysis, stats: dict[str, np.ndarray
         "capped_to": h.capped_size,
         "mode": "correlator" if models.correlator is not None else "training-free",
         "weights": models.weights.describe(), "settings": result_settings(models.requested, cfg),
-        "device": str(models.device), "config": to_dict(models.config, cfg),
-        "timings": {k: round(v, 4) for k, v in timings.items()}, "version": __version__,
+        "device": str(models.device), "peak_gpu_mb": None if analysis.peak_gpu_mb is None else
+        round(analysis.peak_gpu_mb, 1), "config": to_dict(models.config, cfg),
+        "timings": _rounded(timings), "version": __version__,
     }
+
+
+def _rounded(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: _rounded(v) if isinstance(v, dict) else round(v, 4) for k, v in values.items()}
 
 
 def read_summary(folder: Path) -> dict | None:
@@ -297,8 +333,8 @@ def write_result(final: Path, source: VideoSource, analysis: Analysis, cfg: Segm
     """Write every output of an analysis into the folder ``final`` (a temporary folder renamed into place)."""
 
     def make_summary(stats: dict[str, Any], seconds: float) -> dict[str, Any]:
-        timings = {**analysis.timings, "writing": seconds, "total": time.perf_counter() - started}
-        return summary(source, analysis, stats, cfg, models, final, timings)
+        return summary(source, analysis, stats, cfg, models, final,
+                       run_timings(analysis, stats["waits"], seconds, time.perf_counter() - started))
 
     return write_folder(final, source, analysis, cfg, progress, next(source.frames()).number, make_summary)
 

@@ -31,9 +31,10 @@ from torch import Tensor
 
 from bavos.config import SegmentConfig
 from bavos.errors import InputError
+from bavos.io.background import Ahead
 from bavos.io.video import Frame, VideoInfo, VideoSource
 from bavos.models.costs import Estimate, segment_estimate
-from bavos.models.devices import release_free_heap
+from bavos.models.devices import release_free_heap, strict_float32
 from bavos.models.loading import Models, frame_tokens
 from bavos.pipeline.attention import key_frame_indices, window_attention
 from bavos.pipeline.cluster import Hierarchy, HierarchyBuilder, label_window
@@ -49,11 +50,14 @@ def _no_progress(stage: str, done: int, total: int | None) -> None:
 
 
 class _Clock:
-    """Seconds spent per kind of work: ``with clock("backbone"): ...`` (the device synchronised on CUDA)."""
+    """Seconds spent per kind of work: ``with clock("backbone"): ...`` (the device synchronised on CUDA, to time it);
+    and, per pass, the seconds the model waited for decoded frames (``waits``) and spent decoding (``decode``)."""
 
     def __init__(self, device: torch.device) -> None:
         self.device = device
         self.seconds: dict[str, float] = {}
+        self.waits: dict[str, float] = {}
+        self.decode = 0.0
 
     @contextmanager
     def __call__(self, kind: str) -> Iterator[None]:
@@ -62,6 +66,11 @@ class _Clock:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         self.seconds[kind] = self.seconds.get(kind, 0.0) + time.perf_counter() - start
+
+    def frames(self, ahead: Ahead, stage: str) -> None:
+        """Count a finished stream of frames of pass ``stage``."""
+        self.waits[stage] = self.waits.get(stage, 0.0) + ahead.waited
+        self.decode += ahead.busy
 
 
 @dataclass
@@ -85,23 +94,50 @@ class Keys:
         return -(-self.decoded // stride)
 
 
-def _batches(source: VideoSource, cfg: SegmentConfig, wanted: Callable[[int], bool],
-             on_frame: Callable[[Frame], None] | None = None) -> Iterator[tuple[list[int], list[np.ndarray]]]:
-    """Batches of (processed positions, images) of the processed frames ``wanted`` keeps, in order."""
+@dataclass
+class _Batch:
+    """Frames for the backbone: (B, H, W, 3) uint8 ``images`` (pinned for a copy to CUDA), the processed
+    ``positions`` of its frames, and the frames ``decoded`` so far. A batch with no images only counts frames."""
+
+    positions: list[int]
+    images: Tensor | None
+    decoded: int
+
+
+AHEAD = 2  # batches decoded ahead of the backbone
+TICK = 16  # frames between progress counts when no batch is made
+
+
+def _stack(images: list[np.ndarray], pin: bool) -> Tensor:
+    batch = torch.from_numpy(np.stack(images))
+    return batch.pin_memory() if pin else batch
+
+
+def _batches(source: VideoSource, cfg: SegmentConfig, wanted: Callable[[int], bool], pin: bool) -> Iterator[_Batch]:
+    """Batches of the processed frames ``wanted`` keeps, in order; a count every TICK frames; a last count."""
     positions: list[int] = []
     images: list[np.ndarray] = []
+    decoded = 0
     for frame in source.frames():
-        if on_frame is not None:
-            on_frame(frame)
-        if frame.index % cfg.stride or not wanted(frame.index // cfg.stride):
-            continue
-        positions.append(frame.index // cfg.stride)
-        images.append(frame.image)
-        if len(images) == cfg.batch_size:
-            yield positions, images
-            positions, images = [], []
+        decoded += 1
+        if frame.index % cfg.stride == 0 and wanted(frame.index // cfg.stride):
+            positions.append(frame.index // cfg.stride)
+            images.append(frame.image)
+            if len(images) == cfg.batch_size:
+                yield _Batch(positions, _stack(images, pin), decoded)
+                positions, images = [], []
+                continue
+        if decoded % TICK == 0:
+            yield _Batch([], None, decoded)
     if images:
-        yield positions, images
+        yield _Batch(positions, _stack(images, pin), decoded)
+    yield _Batch([], None, decoded)
+
+
+def _frames_ahead(source: VideoSource, models: Models, cfg: SegmentConfig, wanted: Callable[[int], bool]) -> Ahead:
+    """_batches decoded in a background thread (in this one with ``cfg.background`` off)."""
+    pin = models.device.type == "cuda"
+    return Ahead(lambda: _batches(source, cfg, wanted, pin), AHEAD if cfg.background else 0)
 
 
 def key_pass(source: VideoSource, models: Models, cfg: SegmentConfig, clock: _Clock, progress: Progress) -> Keys:
@@ -111,36 +147,39 @@ def key_pass(source: VideoSource, models: Models, cfg: SegmentConfig, clock: _Cl
     chosen = set(key_frame_indices(-(-announced // cfg.stride), cfg.key_ratio, cfg.max_key_frames)) \
         if announced else set()
     computed: dict[int, Tensor] = {}
-    decoded = 0
 
-    def counted(frame: Frame) -> None:
-        nonlocal decoded
-        decoded += 1
-        progress("keys", decoded, announced)
+    def run(wanted: Callable[[int], bool], count: bool) -> int:
+        frames = 0
+        with _frames_ahead(source, models, cfg, wanted) as batches:
+            for batch in batches:
+                frames = batch.decoded
+                if count:
+                    progress("keys", frames, announced)
+                if batch.images is None:
+                    continue
+                with clock("backbone"):
+                    _, k = frame_tokens(models, cfg, batch.images)
+                computed.update((p, k[i].cpu()) for i, p in enumerate(batch.positions))
+            clock.frames(batches, "keys")
+        return frames
 
-    for positions, images in _batches(source, cfg, chosen.__contains__, counted):
-        with clock("backbone"):
-            _, k = frame_tokens(models, cfg, images)
-        computed.update((p, k[i].cpu()) for i, p in enumerate(positions))
+    decoded = run(chosen.__contains__, True)
     if not decoded:
         raise InputError(f"{source.path}: no frames were decoded")
     final = key_frame_indices(-(-decoded // cfg.stride), cfg.key_ratio, cfg.max_key_frames)
     missing = set(final) - set(computed)
     if missing:  # the container announced another frame count (or none)
-        for positions, images in _batches(source, cfg, missing.__contains__):
-            with clock("backbone"):
-                _, k = frame_tokens(models, cfg, images)
-            computed.update((p, k[i].cpu()) for i, p in enumerate(positions))
+        run(missing.__contains__, False)
     patch = models.backbone.patch_size
     grid = (cfg.resolution[0] // patch, cfg.resolution[1] // patch)
     progress("keys", decoded, decoded)
     return Keys(torch.stack([computed[p] for p in final]).to(models.device), final, decoded, grid)
 
 
-def query_windows(source: VideoSource, models: Models, cfg: SegmentConfig, clock: _Clock,
+def query_windows(source: VideoSource, models: Models, cfg: SegmentConfig, clock: _Clock, stage: str,
                   skip: set[int] | None = None) -> Iterator[tuple[int, Tensor | None]]:
-    """Every window's (w, heads, N, d) queries in order, on the host; None for the windows in ``skip``, whose
-    frames are decoded but not run through the backbone."""
+    """Every window's (w, heads, N, d) queries in order, on the models' device; None for the windows in ``skip``,
+    whose frames are decoded but not run through the backbone. ``stage`` names the pass in the clock's waits."""
     skip = skip or set()
     pending: list[Tensor] = []  # one item per window is yielded, in order: the windows in ``skip`` as None
     window = 0
@@ -148,17 +187,21 @@ def query_windows(source: VideoSource, models: Models, cfg: SegmentConfig, clock
     def wanted(position: int) -> bool:
         return position // cfg.window not in skip
 
-    for positions, images in _batches(source, cfg, wanted):
-        with clock("backbone"):
-            q, _ = frame_tokens(models, cfg, images)
-        for i, position in enumerate(positions):
-            while position // cfg.window > window:  # windows in between were skipped
-                yield window, None
-                window += 1
-            pending.append(q[i].cpu())
-            if len(pending) == cfg.window:
-                yield window, torch.stack(pending)
-                pending, window = [], window + 1
+    with _frames_ahead(source, models, cfg, wanted) as batches:
+        for batch in batches:
+            if batch.images is None:
+                continue
+            with clock("backbone"):
+                q, _ = frame_tokens(models, cfg, batch.images)
+            for i, position in enumerate(batch.positions):
+                while position // cfg.window > window:  # windows in between were skipped
+                    yield window, None
+                    window += 1
+                pending.append(q[i])
+                if len(pending) == cfg.window:
+                    yield window, torch.stack(pending)
+                    pending, window = [], window + 1
+        clock.frames(batches, stage)
     if pending:
         yield window, torch.stack(pending)
         window += 1
@@ -182,7 +225,10 @@ class Analysis:
     mapping: np.ndarray
     stride: int
     areas: list[np.ndarray] = field(default_factory=list)  # per level, the tokens of each cluster
-    timings: dict[str, float] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per kind of work (summary.json's timings)
+    waits: dict[str, float] = field(default_factory=dict)  # per pass, seconds the model waited for frames
+    seconds: float = 0.0  # wall time of passes 1 to 3
+    peak_gpu_mb: float | None = None  # CUDA memory allocated at most during passes 1 to 3 (None: not on CUDA)
 
     @property
     def decoded(self) -> int:
@@ -240,7 +286,22 @@ def analyse(source: VideoSource, models: Models, cfg: SegmentConfig, progress: P
         workdir: where the labels' temporary file goes (default: the system's temporary folder); the caller
             closes the analysis (``Analysis.close``) to remove it.
     """
-    cfg = cfg.for_device(models.device.type)
+    cuda = models.device.type == "cuda"
+    if cuda:
+        torch.cuda.reset_peak_memory_stats(models.device)
+    try:
+        with strict_float32(models.device):  # attention and clustering in float32 whatever the networks' precision
+            analysis = _analyse(source, models, cfg.for_device(models.device.type), progress, workdir)
+        if cuda:
+            analysis.peak_gpu_mb = torch.cuda.max_memory_allocated(models.device) / 2**20
+        return analysis
+    finally:
+        if cuda:
+            torch.cuda.empty_cache()  # the key set and windows' buffers go back to the device
+
+
+def _analyse(source: VideoSource, models: Models, cfg: SegmentConfig, progress: Progress,
+             workdir: Path | None) -> Analysis:
     clock = _Clock(models.device)
     started = time.perf_counter()
     keys = key_pass(source, models, cfg, clock, progress)
@@ -256,13 +317,14 @@ def analyse(source: VideoSource, models: Models, cfg: SegmentConfig, progress: P
     query_room = cfg.query_cache_mb * 2**20
     rows_cache = _RowCache(cfg.attention_cache_mb * 2**20)
     try:
-        for index, q in query_windows(source, models, cfg, clock):
+        for index, q in query_windows(source, models, cfg, clock, "hierarchy"):
+            with clock("attention"):
+                rows = window_attention(q, keys.k, models.scale)  # (w, N, M)
             with clock("clustering"):
-                rows = window_attention(q.to(models.device), keys.k, models.scale)  # (w, N, M)
                 labels0 = builder.add_window(rows.reshape(-1, rows.shape[-1]))
             store0.append(labels0.reshape(-1, 1, n))
-            if q.nbytes <= query_room:
-                queries[index] = q
+            if q.nbytes <= query_room:  # kept in host memory
+                queries[index] = q.cpu()
                 query_room -= q.nbytes
             rows_cache.offer(index, rows)
             del rows
@@ -275,10 +337,10 @@ def analyse(source: VideoSource, models: Models, cfg: SegmentConfig, progress: P
     finally:
         store0.close()
     mapping = ids_by_area(areas[hierarchy.cut])
-    timings = {**clock.seconds}
-    timings["decode"] = max(0.0, time.perf_counter() - started - sum(timings.values()))
+    timings = {"decode": clock.decode, **clock.seconds}
     info = replace(source.info, fps=cfg.fps) if source.info.is_folder else source.info
-    return Analysis(info, keys, hierarchy, labels, mapping, cfg.stride, areas, timings)
+    return Analysis(info, keys, hierarchy, labels, mapping, cfg.stride, areas, timings, dict(clock.waits),
+                    time.perf_counter() - started)
 
 
 def _label_pass(source: VideoSource, models: Models, cfg: SegmentConfig, clock: _Clock, keys: Keys,
@@ -292,16 +354,17 @@ def _label_pass(source: VideoSource, models: Models, cfg: SegmentConfig, clock: 
     store = LabelStore(_temp_path(workdir, "labels"), len(hierarchy.sizes), n, dtype)
     areas = [np.zeros(size, dtype=np.int64) for size in hierarchy.sizes]
     kept = set(queries) | set(rows_cache.kept)  # these windows need neither decoding nor the backbone again
-    decoded = query_windows(source, models, cfg, clock, kept) if len(kept) < windows else None
+    decoded = query_windows(source, models, cfg, clock, "labels", kept) if len(kept) < windows else None
     try:
         for index in range(windows):
             fresh = next(decoded)[1] if decoded is not None else None  # one item per window, in order
             rows = rows_cache.take(index)
             q = queries.pop(index, None)
-            with clock("clustering"):
-                if rows is None:
+            if rows is None:
+                with clock("attention"):
                     q = q if q is not None else fresh
                     rows = window_attention(q.to(models.device), keys.k, models.scale)
+            with clock("labels"):
                 labels = label_window(rows.reshape(-1, rows.shape[-1]), store0.window(index).reshape(-1),
                                       hierarchy)  # (levels, w * N)
             store.append(labels.reshape(len(hierarchy.sizes), -1, n).transpose(1, 0, 2))
@@ -310,21 +373,40 @@ def _label_pass(source: VideoSource, models: Models, cfg: SegmentConfig, clock: 
             del rows
             release_free_heap()
             progress("labels", index + 1, windows)
+        if decoded is not None:
+            next(decoded, None)  # ends the stream: its waits are counted
     except BaseException:
         store.close()
         raise
+    finally:
+        if decoded is not None:
+            decoded.close()
     return store, areas
 
 
-def iter_masks(source: VideoSource, analysis: Analysis, upsample: str) -> Iterator[tuple[Frame, np.ndarray]]:
-    """Pass 4: every decoded frame with its (H, W) ids at frame size."""
+FRAMES_AHEAD = 8  # frames decoded ahead of the masks in pass 4
+
+
+def iter_masks(source: VideoSource, analysis: Analysis, upsample: str, background: bool = True,
+               waits: dict[str, float] | None = None) -> Iterator[tuple[Frame, np.ndarray]]:
+    """Pass 4: every decoded frame with its (H, W) ids at frame size.
+
+    Args:
+        background: decode the frames ahead in a background thread.
+        waits: gets ``"writing"``, the seconds spent waiting for decoded frames, and adds to ``"decode"`` the seconds
+            spent decoding, when the frames end.
+    """
     seen = 0
-    for frame in source.frames():
-        seen += 1
-        if seen > analysis.decoded:
-            break
-        ids = analysis.ids(nearest_processed(frame.index, analysis.stride, analysis.processed))
-        yield frame, upsample_ids(ids, frame.image.shape[:2], upsample)
+    with Ahead(source.frames, FRAMES_AHEAD if background else 0) as frames:
+        for frame in frames:
+            seen += 1
+            if seen > analysis.decoded:
+                break
+            ids = analysis.ids(nearest_processed(frame.index, analysis.stride, analysis.processed))
+            yield frame, upsample_ids(ids, frame.image.shape[:2], upsample)
+        if waits is not None:
+            waits["writing"] = frames.waited
+            waits["decode"] = waits.get("decode", 0.0) + frames.busy
     if seen < analysis.decoded:
         raise InputError(f"{source.path}: this decode gave {seen} frames, the first {analysis.decoded}")
 
@@ -350,7 +432,7 @@ def video_tokens(source: VideoSource, models: Models, cfg: SegmentConfig) -> tup
     cfg = cfg.for_device(models.device.type)
     clock = _Clock(models.device)
     keys = key_pass(source, models, cfg, clock, _no_progress)
-    q = torch.cat([q for _, q in query_windows(source, models, cfg, clock)])
+    q = torch.cat([q for _, q in query_windows(source, models, cfg, clock, "hierarchy")])
     return q, keys.k
 
 

@@ -1,0 +1,33 @@
+"""The benchmarks run: gpu_check's --smoke (the same code at tiny sizes on the CPU), so the GPU check never rots."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+MEASUREMENTS = ("clip", "clip-inline", "clip-bf16", "long", "clips", "train-float32", "train-bf16", "matmul")
+
+
+def test_gpu_check_smoke_runs_every_measurement(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--out", str(tmp_path),
+                           "--smoke"], capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert proc.stdout.startswith("gpu_check needs, beyond torch, timm, einops, typer, rich, scipy, numpy: av,")
+    data = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert data["smoke"] and data["device"] == "CPU"
+    for name in MEASUREMENTS:
+        assert "error" not in data[name], (name, data[name])
+    assert data["tests"]["exit_code"] in (0, 5) and "--collect-only" in data["tests"]["command"]
+    assert data["clip"]["frames"] == 12 and data["long"]["frames"] == 40 and data["clips"]["clips"] == 3
+    for name in ("clip", "clip-inline", "clip-bf16", "long"):
+        timings = data[name]["timings"]
+        assert all(timings[k] > 0 for k in ("decode", "backbone", "attention", "clustering", "labels", "writing"))
+        assert set(timings["waits"]) == {"keys", "hierarchy", "labels", "writing", "masks", "writer"}
+    assert 0 <= data["bf16_tokens_matched"] <= 1 and data["matmul"]["tflops"] > 0
+    assert 0 < data["clustering_share"] < 10
+    assert data["train-float32"]["steps_per_s"] > 0 and data["train-bf16"]["precision"] == "bf16"
+    table = (tmp_path / "gpu_check.md").read_text()
+    assert table in proc.stdout and table.count("\n| ") == 11 and "failed" not in table

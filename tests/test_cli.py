@@ -25,6 +25,23 @@ def test_python_dash_m_and_version() -> None:
         assert flag in proc.stdout
 
 
+def test_every_option_is_named_in_lower_case() -> None:
+    """typer 0.27 named an option after an upper-case metavar equal to its parameter's name ("--TAU" for tau with
+    metavar TAU: `--tau` was "No such option"), so bavos names each such option itself."""
+    import typer.main
+
+    import bavos.cli  # noqa: F401 - registers the commands
+    from bavos.cli.app import app
+
+    group = typer.main.get_command(app)
+    for name, command in group.commands.items():
+        for param in command.params:
+            longs = [o for o in param.opts + param.secondary_opts if o.startswith("--")]
+            assert all(o == o.lower() for o in longs), (name, param.name, longs)
+            if param.name in ("tau", "fps", "lr"):
+                assert longs == ["--" + param.name], (name, longs)
+
+
 def test_segment_via_cli(tmp_path: Path, run_cli, sharp_weights: Path) -> None:  # noqa: ANN001
     video = write_clip(tmp_path / "v.mp4", n=6)
     result = run_cli("segment", video, "-o", tmp_path / "out", *TINY, "--backbone-weights", sharp_weights)

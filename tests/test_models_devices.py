@@ -46,6 +46,16 @@ def test_bad_precision_and_device() -> None:
     assert resolve_device("cpu") == torch.device("cpu")
 
 
+def test_a_cuda_device_always_has_its_index(monkeypatch: pytest.MonkeyPatch) -> None:
+    """torch.cuda.set_device(torch.device("cuda")) raises ValueError: bavos train on a GPU stopped there."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert resolve_device("cuda") == resolve_device("auto") == torch.device("cuda", 1)
+    assert resolve_device("cuda", 3) == torch.device("cuda", 1)  # LOCAL_RANK modulo the devices
+    assert resolve_device("cuda", 0).index == 0
+
+
 # On CUDA, each compared with the CPU on the same inputs (skipped without CUDA; ``pytest -m gpu`` runs them).
 
 

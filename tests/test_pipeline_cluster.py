@@ -190,3 +190,18 @@ def test_a_capped_level_follows_the_merge_tree() -> None:
     np.testing.assert_array_equal(capped.labels, parent[capped.level_labels[capped.converged]])
     level0 = cluster_attention(attn, tau=0.3, level=0, max_objects=4)  # level 0 capped: its centroids are kept
     assert level0.hierarchy.capped_from == 0 and len(np.unique(level0.labels)) <= 4
+
+
+def test_group_sums_are_the_same_on_every_run(device: str) -> None:
+    """Rows added into their groups: equal to NumPy's sums, and bit for bit the same when repeated (on CUDA too,
+    where index_add_ adds in whatever order its threads finish)."""
+    from bavos.pipeline.cluster import add_rows
+
+    rng = np.random.default_rng(0)
+    x = torch.from_numpy(rng.random((3000, 64), dtype=np.float32)).to(device)
+    labels = rng.integers(0, 7, 3000)
+    index = torch.as_tensor(labels, device=device)
+    runs = [add_rows(torch.zeros(7, 64, device=device), index, x).cpu() for _ in range(5)]
+    expected = np.stack([x.cpu().numpy()[labels == g].astype(np.float64).sum(0) for g in range(7)])
+    np.testing.assert_allclose(runs[0].numpy(), expected, rtol=1e-5)
+    assert all(torch.equal(runs[0], r) for r in runs[1:])

@@ -119,14 +119,18 @@ def test_resume_repeats_an_uninterrupted_run(clips: Path, cache: Path, tmp_path:
     assert ("scaler" in a) == ("scaler" in b) == (precision == "fp16")  # fp16's loss scale is saved and restored
     if precision == "fp16":
         assert a["scaler"] == b["scaler"]
+    # bit for bit on the CPU; CUDA's backward adds some gradients in the order its threads finish (indexing,
+    # gathers), so there the two runs agree to float rounding
+    same = torch.equal if device == "cpu" else lambda x, y: torch.allclose(x, y, rtol=1e-4, atol=1e-6)
     for key in a["model"]:
-        assert torch.equal(a["model"][key], b["model"][key]), key
+        assert same(a["model"][key], b["model"][key]), key
     for key, state in a["optimizer"]["state"].items():
-        assert torch.equal(state["exp_avg_sq"], b["optimizer"]["state"][key]["exp_avg_sq"])
+        assert same(state["exp_avg_sq"], b["optimizer"]["state"][key]["exp_avg_sq"])
     lines = [json.loads(x) for x in (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()]
     straight = [json.loads(x) for x in (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in lines] == [1, 2, 3, 4, 5]
-    assert [r["loss"] for r in lines] == [r["loss"] for r in straight]
+    losses = [r["loss"] for r in straight]
+    assert [r["loss"] for r in lines] == (losses if device == "cpu" else pytest.approx(losses, rel=1e-4))
     assert sorted(p.name for p in (tmp_path / "split").glob("step-*.pt")) == ["step-0000002.pt", "step-0000004.pt",
                                                                               "step-0000005.pt"]
 

@@ -258,7 +258,7 @@ def segment(
                           "clips up to 300 frames and makes longer videos cost linear time; fewer key frames may "
                           "merge an object seen only between them into another.")] = 30,
     tau: Annotated[float, typer.Option(
-        metavar="TAU", help="Merge threshold (symmetric KL). Higher merges more: fewer, larger objects; lower "
+        "--tau", metavar="TAU", help="Merge threshold (symmetric KL). Higher merges more: fewer, larger objects; lower "
                             "splits: more, smaller ones.")] = 1.0,
     window: Annotated[int, typer.Option(
         metavar="N", help="Frames clustered together before the global merges (the paper's 3). Larger windows "
@@ -292,7 +292,7 @@ def segment(
     query_cache: Annotated[int, typer.Option(
         metavar="MB", help="Keep up to MB of the frames' queries for the clustering's second pass instead of "
                            "decoding and running the backbone again: faster, more memory, the same result.")] = 0,
-    fps: Annotated[float, typer.Option(metavar="FPS", help="Overlay frame rate for frame folders.")] = 24.0,
+    fps: Annotated[float, typer.Option("--fps", metavar="FPS", help="Overlay frame rate for frame folders.")] = 24.0,
     start: Annotated[str | None, typer.Option(
         metavar="FRAME|SECONDS", show_default="the first frame",
         help="Segment from this frame number (120) or time (12.5s); names and times stay the video's.")] = None,

@@ -31,7 +31,7 @@ def train(
     batch_size: Annotated[int | None, typer.Option(
         metavar="N", show_default="the preset's", help="Clips per step, over all processes.")] = None,
     lr: Annotated[float | None, typer.Option(
-        metavar="LR", show_default="the preset's", help="Peak learning rate (cosine decay to 1e-6).")] = None,
+        "--lr", metavar="LR", show_default="the preset's", help="Peak learning rate (cosine decay to 1e-6).")] = None,
     resolution: Annotated[tuple[int, int] | None, typer.Option(
         metavar="H W", show_default="192 384", help="Training frame size.")] = None,
     gap: Annotated[int | None, typer.Option(

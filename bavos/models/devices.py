@@ -25,16 +25,20 @@ _AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 def resolve_device(name: str, index: int | None = None) -> torch.device:
     """"auto" -> CUDA when available, else CPU; "cuda" without CUDA is an error.
 
+    A CUDA device always has its index (``cuda:0``): ``torch.cuda.set_device`` and the peak-memory counters refuse
+    a bare ``cuda``.
+
     Args:
         name: "auto", "cpu" or "cuda".
-        index: CUDA device for this process (e.g. torchrun's LOCAL_RANK), taken modulo the device count.
+        index: CUDA device for this process (e.g. torchrun's LOCAL_RANK), taken modulo the device count; None: the
+            current CUDA device.
     """
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
         raise ConfigError("--device cuda was asked for but no CUDA device is available; use --device cpu")
-    if name == "cuda" and index is not None:
-        return torch.device("cuda", index % torch.cuda.device_count())
+    if name == "cuda":
+        return torch.device("cuda", torch.cuda.current_device() if index is None else index % torch.cuda.device_count())
     return torch.device(name)
 
 

@@ -100,11 +100,25 @@ def greedy_leaders(close_rows: Callable[[np.ndarray], np.ndarray], n: int, block
             group_id += 1
 
 
+def add_rows(sums: Tensor, index: Tensor, x: Tensor) -> Tensor:
+    """``sums[index[i]] += x[i]`` for every row i, in place, the same on every run.
+
+    On CUDA ``index_add_`` adds rows of one group in whatever order its threads finish, so two runs of a video could
+    differ in the last bits of a centroid and then in a label; there the sums are one product with the rows' one-hot
+    group matrix instead, whose order is fixed. On a CPU ``index_add_`` adds in row order.
+    """
+    if x.device.type != "cuda":
+        return sums.index_add_(0, index, x)
+    onehot = x.new_zeros(sums.shape[0], x.shape[0])
+    onehot[index, torch.arange(x.shape[0], device=x.device)] = 1
+    return sums.add_(onehot @ x)
+
+
 def group_means(x: Tensor, labels: np.ndarray) -> Tensor:
     """Unweighted mean of the rows of ``x`` (n, M) in each group of ``labels`` (n,) -> (groups, M)."""
     index = torch.as_tensor(labels, device=x.device)
     count = int(labels.max()) + 1
-    sums = x.new_zeros(count, x.shape[1]).index_add_(0, index, x)
+    sums = add_rows(x.new_zeros(count, x.shape[1]), index, x)
     sizes = torch.bincount(index, minlength=count).to(x.dtype)
     return sums / sizes[:, None]
 
@@ -234,7 +248,7 @@ class StreamingLeaders:
         rows = torch.as_tensor(new_leaders, dtype=torch.long, device=centroids.device)
         self._grow(centroids[rows], logs[rows], own[rows])
         index = torch.as_tensor(self.groups[-len(centroids):], device=centroids.device)
-        self._sums.index_add_(0, index, centroids)
+        add_rows(self._sums, index, centroids)
 
     def _grow(self, leaders: Tensor, logs: Tensor, own: Tensor) -> None:
         if self.leaders is None:

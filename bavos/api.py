@@ -157,7 +157,7 @@ class Result:
             BavosError: the result is closed.
         """
         self._check_open()
-        for _, ids in iter_masks(self.source, self.analysis, self.config.upsample, self.config.background):
+        for _, ids in iter_masks(self.source, self.analysis, self.config.upsample, bool(self.config.background)):
             yield ids
 
     @property

@@ -115,9 +115,10 @@ class SegmentConfig:
     precision: Literal["float32", "bf16", "fp16"] = "float32"
     # Frames per backbone batch.
     batch_size: int = 8
-    # Decode frames ahead of the model, and write masks and overlay frames behind it, in background threads (False:
-    # everything in the calling thread). The results are the same either way.
-    background: bool = True
+    # Decode frames ahead of the model, and write masks and overlay frames behind it, in background threads; None: on
+    # a GPU (where the model would wait for the CPU work), not on a CPU (where the threads only compete with the
+    # model for the cores). The results are the same either way.
+    background: bool | None = None
     # Frame rate given to the overlay of a frame folder (video files keep their own timing).
     fps: float = 24.0
     # Write overlay.mp4 next to the masks.
@@ -162,10 +163,14 @@ class SegmentConfig:
         _check_resolution(self.resolution or PAPER_RESOLUTION, patch)
 
     def for_device(self, device_type: str) -> SegmentConfig:
-        """This config with the resolution decided: the paper's 320 x 480 on CUDA, CPU_RESOLUTION on a CPU."""
-        if self.resolution is not None:
+        """This config with what depends on the device decided: the resolution (the paper's 320 x 480 on CUDA,
+        CPU_RESOLUTION on a CPU) and the background threads (on CUDA only)."""
+        cuda = device_type == "cuda"
+        resolution = self.resolution or (PAPER_RESOLUTION if cuda else CPU_RESOLUTION)
+        background = cuda if self.background is None else self.background
+        if (resolution, background) == (self.resolution, self.background):
             return self
-        return replace(self, resolution=PAPER_RESOLUTION if device_type == "cuda" else CPU_RESOLUTION)
+        return replace(self, resolution=resolution, background=background)
 
 
 # The two known training settings (METHOD.md 3.7): the released script, and the paper's as reported in issue #1.

@@ -55,7 +55,7 @@ def measure(args: argparse.Namespace, frames: int) -> dict:
     cfg = SegmentConfig(resolution=tuple(args.resolution), key_ratio=args.key_ratio,
                         max_key_frames=args.max_key_frames, attention_cache_mb=args.attention_cache,
                         query_cache_mb=args.query_cache, device=args.device, precision=args.precision,
-                        background=args.background == "on")
+                        background={"auto": None, "on": True, "off": False}[args.background])
     models = load_models(ModelConfig(backbone=args.backbone, backbone_weights="none", checkpoint="none"), cfg.device)
     if args.mode == "correlator":
         torch.manual_seed(0)
@@ -86,8 +86,8 @@ def main() -> None:
     parser.add_argument("--precision", default="float32", choices=["float32", "bf16", "fp16"])
     parser.add_argument("--backbone", default="vit_small_patch8_224.dino")
     parser.add_argument("--mode", default="correlator", choices=["correlator", "training-free"])
-    parser.add_argument("--background", default="on", choices=["on", "off"],
-                        help="decode and write in background threads (off: everything in one thread)")
+    parser.add_argument("--background", default="auto", choices=["auto", "on", "off"],
+                        help="decode and write in background threads (auto: on a GPU only, bavos's default)")
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:

@@ -13,7 +13,7 @@ MEASUREMENTS = ("clip", "clip-inline", "clip-bf16", "long", "clips", "train-floa
 
 def test_gpu_check_smoke_runs_every_measurement(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--out", str(tmp_path),
-                           "--smoke"], capture_output=True, text=True, timeout=600, cwd=ROOT)
+                           "--smoke", "--jobs", "2"], capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     assert proc.stdout.startswith("gpu_check needs, beyond torch, timm, einops, typer, rich, scipy, numpy: av,")
     data = json.loads((tmp_path / "gpu_check.json").read_text())
@@ -30,4 +30,5 @@ def test_gpu_check_smoke_runs_every_measurement(tmp_path: Path) -> None:
     assert 0 < data["clustering_share"] < 10
     assert data["train-float32"]["steps_per_s"] > 0 and data["train-bf16"]["precision"] == "bf16"
     table = (tmp_path / "gpu_check.md").read_text()
-    assert table in proc.stdout and table.count("\n| ") == 11 and "failed" not in table
+    assert table in proc.stdout and table.count("\n| ") == 12
+    assert ": failed |" not in table and "| failed |" not in table

@@ -76,9 +76,10 @@ def write_frames(source: VideoSource, analysis: Analysis, cfg: SegmentConfig, fo
         last[seen] = frame.number
 
     waits = {} if waits is None else waits
-    behind = Behind(write, MASKS_BEHIND if cfg.background else 0)
+    background = bool(cfg.background)  # decided by the device (SegmentConfig.for_device); None: off
+    behind = Behind(write, MASKS_BEHIND if background else 0)
     try:
-        for frame, ids in iter_masks(source, analysis, cfg.upsample, cfg.background, waits):
+        for frame, ids in iter_masks(source, analysis, cfg.upsample, background, waits):
             behind.put((frame, ids))
             progress("writing", frame.index + 1, analysis.decoded)
         behind.close()

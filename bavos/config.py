@@ -133,6 +133,8 @@ class SegmentConfig:
     # Exports written next to the masks: "coco" (coco.json, YouTube-VIS layout), "objects" (objects/<id>/*.png),
     # "video" (masks.mp4).
     exports: tuple[str, ...] = ()
+    # Most PNGs ``--export objects`` writes (one per object per frame) without being asked for more (0: no limit).
+    max_export_files: int = 100_000
 
     def __post_init__(self) -> None:
         h, w = self.resolution or PAPER_RESOLUTION
@@ -151,6 +153,8 @@ class SegmentConfig:
             (self.stride >= 1, f"--stride must be at least 1, got {self.stride}"),
             (self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}"),
             (self.fps > 0, f"--fps must be positive, got {self.fps}"),
+            (self.max_export_files >= 0,
+             f"--max-export-files must be 0 (no limit) or more, got {self.max_export_files}"),
             (0.0 <= self.overlay_alpha <= 1.0, f"overlay alpha must be in [0, 1], got {self.overlay_alpha}"),
             (self.upsample in ("bilinear", "nearest"), f"--upsample must be bilinear or nearest, got {self.upsample}"),
             (set(self.exports) <= set(EXPORTS), f"--export must be one of {', '.join(EXPORTS)}, got "
@@ -325,7 +329,8 @@ def to_dict(*configs: ModelConfig | SegmentConfig | TrainConfig) -> dict[str, An
 
 
 # Fields that change how a result is computed, not what it is: an output made with other values is still current.
-RESULT_FREE = frozenset({"batch_size", "attention_cache_mb", "query_cache_mb", "device", "background"})
+RESULT_FREE = frozenset({"batch_size", "attention_cache_mb", "query_cache_mb", "device", "background",
+                         "max_export_files"})
 
 
 def result_settings(model: ModelConfig, segment: SegmentConfig) -> dict[str, Any]:

@@ -23,6 +23,13 @@ class ConfigError(BavosError):
     """Options that do not make sense together."""
 
 
+class LimitError(ConfigError):
+    """More asked of the disk than a limit allows without saying so (``--max-export-files``): a usage error, found
+    before writing."""
+
+    exit_code = 2
+
+
 class OutputError(BavosError):
     """Outputs that cannot be written."""
 

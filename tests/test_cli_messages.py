@@ -84,3 +84,44 @@ def test_a_torchvision_mismatch_keeps_the_users_build(monkeypatch: pytest.Monkey
                                       "https://download.pytorch.org/whl/cpu")
     monkeypatch.setitem(sys.modules, "torch", types.SimpleNamespace(__version__="2.5.1"))
     assert torchvision_fix().endswith("pip install --force-reinstall torch==2.5.1 torchvision")
+
+
+@pytest.mark.parametrize(("command", "given", "got"), [
+    ("segment", ["96", "-o", "out"], "96 -o"),  # the second number missing: the next option taken for it
+    ("segment", ["96x144"], "96x144"),
+    ("segment", [], "nothing"),
+    ("train", ["96"], "96"),
+])
+def test_resolution_mistakes_show_the_form(run_cli: Callable, command: str, given: list[str], got: str) -> None:
+    r = run_cli(command, "x.mp4", *(["--resolution", *given] if given or command == "train" else ["--resolution"]))
+    assert r.code == 2
+    assert r.err.strip() == (f"bavos: error: --resolution takes two whole numbers, height and width, separated by a "
+                             f"space: --resolution 96 144 (got {got}) (see 'bavos {command} --help')")
+
+
+def test_objects_export_is_counted_and_bounded(tmp_path: Path, run_cli: Callable, sharp_weights: Path) -> None:
+    """--export objects writes one PNG per object per frame: said before writing; over --max-export-files the
+    segmentation keeps its work (the rest is written, a warning names the recut), and recut refuses before writing."""
+    clip = write_clip(tmp_path / "c.mp4", n=6, height=48, width=64)
+    args = [*TINY, "--backbone-weights", sharp_weights, "--tau", "0.2", "--export", "objects"]
+    r = run_cli("segment", clip, "-o", tmp_path / "out", *args, "--max-export-files", "5")
+    assert r.code == 0, r.err
+    result = tmp_path / "out" / "c"
+    summary = json.loads((result / "summary.json").read_text())
+    objects = summary["objects"]
+    files = objects * 6
+    assert objects > 1 and not (result / "objects").exists()
+    warning = next(w for w in summary["warnings"] if w.startswith("--export objects"))
+    assert warning.startswith(f"--export objects would write {files} PNGs ({objects} objects x 6 frames, about ")
+    assert warning.endswith(f"more than --max-export-files 5: they were not written; to write them: bavos recut "
+                            f"{result} --max-export-files {files}")
+    assert warning in r.err
+    before = sorted(p.name for p in result.iterdir())
+    r = run_cli("recut", result, "--max-export-files", "5", "-q")  # a recut refuses: nothing is lost by waiting
+    assert r.code == 2 and "more than --max-export-files 5: pass --max-export-files" in r.err
+    assert sorted(p.name for p in result.iterdir()) == before
+    r = run_cli("recut", result, "--max-export-files", str(files))
+    assert r.code == 0, r.err
+    assert len(list((result / "objects").rglob("*.png"))) == files
+    r = run_cli("segment", clip, "-o", tmp_path / "out2", *args[:-2], "-q", "--export", "objects")
+    assert r.code == 0 and len(list((tmp_path / "out2" / "c" / "objects").rglob("*.png"))) == files

@@ -261,3 +261,21 @@ def test_cli_errors_are_one_line(davis: Path, tmp_path: Path, run_cli) -> None:
     write_ids(tmp_path / "p" / "s", moving_objects())
     res = run_cli("eval", str(tmp_path / "p"), "--fg-ari", "--gt", str(tmp_path / "g"), "--json")
     assert res.code == 0 and json.loads(res.out) == {"FG-ARI": 1.0, "mIoU": 1.0, "sequences": ["s"]}
+
+
+def test_fg_ari_says_when_a_sequence_never_shows_two_objects(tmp_path: Path, run_cli) -> None:
+    """With one object, FG-ARI only says whether it was split (1.0 kept whole, 0.0 split): said, not hidden."""
+    one, two = moving_objects(objects=1), moving_objects(objects=2)
+    for name, gt in (("one", one), ("two", two)):
+        write_ids(tmp_path / "g" / name, gt)
+    split = one.copy()
+    split[:, :, 8:][one[:, :, 8:] == 1] = 5  # the one object cut at x 8 in the frames where it spans it
+    write_ids(tmp_path / "p" / "one", split)
+    write_ids(tmp_path / "p" / "two", two)
+    res = evaluate.evaluate_instances(tmp_path / "p", tmp_path / "g")
+    assert res.one_object == ["one"] and res.fg_ari["two"] == 1.0 and res.fg_ari["one"] < 1.0
+    r = run_cli("eval", tmp_path / "p", "--fg-ari", "--gt", tmp_path / "g", "--json")
+    assert r.code == 0
+    assert ("bavos: warning: FG-ARI needs two or more objects in a frame: 1 sequence (one) never shows two, so "
+            "its FG-ARI only says whether the one object was split (1.000: kept whole, 0.000: split); mIoU still "
+            "scores it") in r.err

@@ -1,6 +1,7 @@
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from bavos.io.render import PALETTE, overlay, write_mask
@@ -39,3 +40,39 @@ def test_legend_shares_tell_small_objects_apart(tmp_path: Path) -> None:
     save_preview(tmp_path / "p.png", "2000 objects", thumbs, rows)
     with Image.open(tmp_path / "p.png") as im:
         assert im.width <= 1400 and im.height <= 700  # the legend stays a legend, however many objects
+
+
+def _levels(n: int, seed: int = 0):  # noqa: ANN202
+    """Levels of n level-0 clusters with areas spread like real ones (a few large, many small), merged in threes
+    to a converged level, cut there and capped at 20."""
+    from bavos.io.pictures import Levels
+
+    rng = np.random.default_rng(seed)
+    areas = [np.maximum(1, (4000 / np.arange(1, n + 1) ** 1.3 * rng.uniform(0.5, 1.5, n)).astype(np.int64))]
+    parents = [np.zeros(0, np.int64)]
+    while len(areas[-1]) > 3:
+        k = -(-len(areas[-1]) // 3)
+        parent = np.arange(len(areas[-1])) // 3
+        parents.append(parent)
+        areas.append(np.bincount(parent, weights=areas[-1], minlength=k).astype(np.int64))
+    converged = len(areas) - 1
+    top = areas[-1]
+    order = np.argsort(-top)
+    output_ids = np.empty(len(top), np.int64)
+    output_ids[order] = np.arange(len(top))
+    return Levels(areas, parents, converged, converged, None, output_ids)
+
+
+@pytest.mark.parametrize(("clusters", "bundled"), [(1, False), (20, False), (2000, True)])
+def test_hierarchy_picture_stays_readable(tmp_path: Path, clusters: int, bundled: bool) -> None:
+    """At 1, 20 and 2,000 clusters: every level drawn, at most one box per 3 pixels, the rest bundled and counted."""
+    from bavos.io.pictures import save_hierarchy_picture
+
+    levels = _levels(clusters)
+    drawn = save_hierarchy_picture(tmp_path / "h.png", levels)
+    assert len(drawn) == len(levels.areas)
+    for (boxes, small), areas in zip(drawn, levels.areas, strict=True):
+        assert boxes + small == len(areas) and boxes <= (1200 - 200) / 3
+    assert (drawn[0][1] > 0) == bundled
+    with Image.open(tmp_path / "h.png") as im:
+        assert im.width == 1200 and im.height == 10 + len(levels.areas) * 76

@@ -166,6 +166,10 @@ def test_offline_and_not_cached_is_one_line_within_seconds(cache: Path, tmp_path
     assert len(lines) == 1 and lines[0].startswith("bavos: error: the paper's checkpoint is not in the cache")
     assert RELEASE_PAGE in lines[0] and str(cache / RELEASE_FILE) in lines[0] and "--checkpoint none" in lines[0]
     assert "could not be downloaded: no connection to 127.0.0.1. Download" in lines[0]  # no urllib3 text
+    # each alternative with what it needs, so that the next try is not another failure
+    assert lines[0].endswith("Without it: --checkpoint none (the training-free mode) needs DINO's weights from timm's "
+                             "hub (downloaded once, or --backbone-weights FILE); offline with neither, --checkpoint "
+                             "none --backbone-weights none runs on random weights (meaningless masks)")
     assert not cache.exists()
 
 

@@ -1,6 +1,7 @@
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -185,6 +186,12 @@ def test_cli_train_then_segment_with_the_checkpoint(clips: Path, cache: Path, tm
     assert res.code == 0, res.err
     assert res.out.strip() == f"{run / 'last.pt'}: step 2 of 2, loss {_last_loss(run):.4f} ({_secs(res.out)} s)"
     assert "training on 3 clips (0 skipped)" in res.err
+    decode = next(line for line in res.err.splitlines() if ": decode " in line)  # named, with a rate in clips/s
+    pattern = rf"bavos: {clips.name}: decode 3/3 clips \(100 %\), [0-9.]+ clips/s, done in .*"
+    assert re.fullmatch(pattern, decode), decode
+    quiet = run_cli("train", clips, "-o", tmp_path / "run2", *TRAIN_ARGS, "--steps", "1", "--batch-size", "1",
+                    "--cache", cache, "-q")
+    assert quiet.code == 0 and quiet.err == "" and quiet.out == ""  # -q: not even the random-weights warning
     config = json.loads((run / "config.json").read_text())
     assert config["TrainConfig"]["preset"] == "release" and config["TrainConfig"]["steps"] == 2
     data = json.loads((run / "data.json").read_text())
@@ -200,6 +207,11 @@ def test_cli_train_then_segment_with_the_checkpoint(clips: Path, cache: Path, tm
     seg = run_cli("segment", clips / "clip0.mp4", "-o", tmp_path / "out2", *TINY, "--backbone-weights", "none",
                   "--checkpoint", tmp_path / "release.pth", "-q", "--no-overlay")
     assert seg.code == 0, seg.err
+    seg = run_cli("segment", clips / "clip0.mp4", "-o", tmp_path / "out3", *TINY, "--checkpoint", run / "last.pt",
+                  "--no-overlay")  # the backbone's random weights come from the checkpoint: the warning says so
+    assert seg.code == 0, seg.err
+    assert (f"bavos: warning: the checkpoint {run / 'last.pt'} was trained on a backbone with random weights (it "
+            "records backbone weights 'none')") in seg.err and "--backbone-weights none:" not in seg.err
     masks = sorted((tmp_path / "out" / "clip0" / "masks").iterdir())
     assert [m.read_bytes() for m in masks] == [m.read_bytes() for m in sorted((tmp_path / "out2" / "clip0" /
                                                                                "masks").iterdir())]

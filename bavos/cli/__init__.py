@@ -76,14 +76,33 @@ def _quiet_ffmpeg(argv: list[str]) -> None:
         av.logging.set_libav_level(av.logging.PANIC)
 
 
+PAIRS = {"--resolution": ("height and width", "96 144")}  # options that take two numbers: what, an example
+
+
+def _pair_form(e: Exception, argv: list[str]) -> str | None:
+    """For an option that takes two numbers and did not get them (``--resolution 96``, ``--resolution 96x144``):
+    the form it takes, with an example."""
+    param = getattr(e, "param", None)
+    names = list(getattr(param, "opts", [])) + [getattr(e, "option_name", None) or ""]
+    for name in names:
+        if PAIRS.get(name):
+            what, example = PAIRS[name]
+            given = argv[argv.index(name) + 1 : argv.index(name) + 3] if name in argv else []
+            return (f"{name} takes two whole numbers, {what}, separated by a space: {name} {example} (got "
+                    f"{' '.join(given) or 'nothing'})")
+    return None
+
+
 def _run(argv: list[str], terminated: _Terminated) -> None:
     _quiet_ffmpeg(argv)
     try:
         code = app(args=argv or ["--help"], prog_name="bavos", standalone_mode=False)
     except usage_errors() as e:
         ctx = getattr(e, "ctx", None)
-        command = f"bavos {ctx.info_name} --help" if ctx is not None and ctx.parent is not None else "bavos --help"
-        error(f"{e.format_message()} (see '{command}')")
+        named = ctx.info_name if ctx is not None and ctx.parent is not None else next(
+            (a for a in argv if a in ("segment", "recut", "eval", "weights", "train")), None)
+        command = f"bavos {named} --help" if named else "bavos --help"
+        error(f"{_pair_form(e, argv) or e.format_message()} (see '{command}')")
         sys.exit(2)
     except (KeyboardInterrupt, typer.Abort):
         code = 130

@@ -83,7 +83,10 @@ def _instance_report(preds: Path, gt: Path | None, davis: Path | None, names: li
     from bavos.evaluation.evaluate import DavisLayout, evaluate_instances, instance_report
 
     root = gt if gt is not None else DavisLayout(davis).annotations
-    return instance_report(evaluate_instances(preds, root, names, progress=progress))
+    res = evaluate_instances(preds, root, names, progress=progress)
+    for note in res.notes:
+        warn(note)
+    return instance_report(res)
 
 
 def _davis_report(preds: Path, davis: Path, protocol: str, names: list[str] | None, max_proposals: int | None,

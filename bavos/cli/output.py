@@ -17,10 +17,11 @@ from typing import Any
 import typer
 
 UNITS = {"download": "MB", "keys": "frames", "hierarchy": "windows", "labels": "windows", "writing": "frames",
-         "train": "steps", "scoring": "frames"}
+         "train": "steps", "scoring": "frames", "decode": "clips"}
 NOTES = {"keys": "decoding, the backbone on the key frames",
          "hierarchy": "decoding, the backbone, attention and clusters of each window",
-         "labels": "each token's label at every level"}
+         "labels": "each token's label at every level",
+         "decode": "each clip decoded once into the frame cache"}
 
 
 _live: list[Any] = []  # the rich console of the bars on screen, if any: lines are printed above them
@@ -149,7 +150,7 @@ class Bars(Progress):
 
         class Rate(ProgressColumn):
             def render(self, task: Any) -> Text:
-                return Text(f"{task.speed:.3g}/s" if task.speed else "")
+                return Text(f"{rate_text(task.speed)}/s" if task.speed else "")
 
         self._rich = RichProgress(
             TextColumn("{task.description:<10}"), BarColumn(bar_width=20), MofNCompleteColumn(),
@@ -269,10 +270,11 @@ def progress_for(quiet: bool) -> Progress:
 class TrainView:
     """Training progress: a bar with loss, steps/s and ETA on a terminal, else a line per metrics record."""
 
-    def __init__(self, enabled: bool) -> None:
+    def __init__(self, enabled: bool, label: str = "training") -> None:
         self.rank = int(os.environ.get("RANK", "0"))
         self.enabled = enabled and self.rank == 0
         self._progress = progress_for(not self.enabled)
+        self._progress.start(label)  # names the lines; the first stage's clock starts now
         self._stop = 0
         self._began = 0.0
         self._first = 0

@@ -23,6 +23,9 @@ def recut(
         help="Hierarchy level to cut (0 = per-window clusters).")] = None,
     max_objects: Annotated[int, typer.Option(
         metavar="N", help="Then merge the closest clusters until at most N remain (0: no limit).")] = 20,
+    max_export_files: Annotated[int | None, typer.Option(
+        metavar="N", show_default="the result's own (100,000)",
+        help="Most PNGs --export objects may write (one per object per frame); over it nothing is written.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress and no result lines.")] = False,
 ) -> int:
     """Cut a result's hierarchy at another level or cap, without the model: masks, overlay, pictures,
@@ -37,7 +40,7 @@ def recut(
         for folder in folders:
             progress.start(folder.name)
             try:
-                summary = recut_folder(folder, level, max_objects, progress)
+                summary = recut_folder(folder, level, max_objects, progress, max_export_files)
             except (BavosError, OSError) as e:
                 if debug():
                     traceback.print_exc()  # BAVOS_DEBUG=1: the traceback, as segment shows it

@@ -76,7 +76,7 @@ def _run(jobs: list[tuple[Path, str]], shard: Any, output: Path, model_cfg: Mode
         except BavosError as e:
             return _fail_all(todo, output, report, e)
         if models.config.backbone_weights == "none" and not opts.quiet:
-            warn("--backbone-weights none: the backbone has random weights; masks are meaningless (tests, benchmarks)")
+            warn(random_backbone_warning(models.weights))
         resolved = cfg.for_device(models.device.type)
         if cfg.resolution is None and models.device.type == "cpu" and not opts.quiet:
             h, w = resolved.resolution
@@ -141,6 +141,15 @@ def _prepare(jobs: list[tuple[Path, str]], output: Path, model_cfg: ModelConfig,
             continue
         todo.append((path, name))
     return todo, failed
+
+
+def random_backbone_warning(weights: Any) -> str:
+    """The warning for a backbone with random weights, naming where that setting came from."""
+    if weights.backbone_weights_from == "checkpoint":
+        return (f"the checkpoint {weights.checkpoint} was trained on a backbone with random weights (it records "
+                "backbone weights 'none'), so this run uses random weights too: masks are meaningless; pass "
+                "--backbone-weights hub or a file for real ones")
+    return "--backbone-weights none: the backbone has random weights; masks are meaningless (tests, benchmarks)"
 
 
 def _load(model_cfg: ModelConfig, cfg: SegmentConfig, local_rank: int | None, progress: Progress) -> Any:
@@ -303,6 +312,10 @@ def segment(
         metavar="coco|objects|video", show_default="none",
         help="Also write: coco.json (YouTube-VIS results with RLE masks), objects/<id>/*.png (one black-and-white "
              "mask per object and frame) or masks.mp4 (the colour masks as a video); repeat for several.")] = None,
+    max_export_files: Annotated[int, typer.Option(
+        metavar="N", help="Most PNGs --export objects writes (one per object per frame, said before writing); over "
+                          "it the rest of the result is written and a warning names the recut that writes them "
+                          "(0: no limit).")] = 100_000,
     overlay: Annotated[bool, typer.Option("--overlay/--no-overlay", help="Write overlay.mp4.")] = True,
     hierarchy: Annotated[bool, typer.Option(
         "--hierarchy/--no-hierarchy", help="Write hierarchy.npz (every level, for other cuts later).")] = True,
@@ -325,7 +338,7 @@ def segment(
                             level=level, max_objects=max_objects, upsample=upsample, stride=stride, device=device,
                             precision=precision, normalization=normalization, batch_size=batch_size, fps=fps,
                             overlay=overlay, save_hierarchy=hierarchy, start=start, end=end,
-                            exports=tuple(dict.fromkeys(export or ())))
+                            exports=tuple(dict.fromkeys(export or ())), max_export_files=max_export_files)
         check_before_loading(model_cfg, cfg)
     except ConfigError as e:
         usage_error(str(e), "segment")

@@ -12,6 +12,7 @@ from bavos.cli.help import Command
 from bavos.cli.output import warn
 from bavos.config import DEFAULT_BACKBONE, ModelConfig
 from bavos.errors import ConfigError
+from bavos.io.files import display_name
 
 
 @app.command(cls=Command)
@@ -100,9 +101,9 @@ def train(
             model_cfg = ModelConfig(**{"checkpoint": "none", **{k: v for k, v in models.items() if v is not None}})
     except ConfigError as e:
         usage_error(str(e), "train")
-    if model_cfg.backbone_weights == "none":
+    if model_cfg.backbone_weights == "none" and not quiet:
         warn("--backbone-weights none: the backbone has random weights; the correlator learns nothing useful")
-    with TrainView(enabled=not quiet) as view:
+    with TrainView(enabled=not quiet, label=display_name(Path(clips))) as view:
         result = run_training(clips, output, model_cfg, cfg, resume=resume, until=until, events=view)
     if not quiet and view.rank == 0:
         last = result["last"] or {}

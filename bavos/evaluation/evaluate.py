@@ -248,6 +248,20 @@ class InstanceResult:
 
     fg_ari: dict[str, float]  # mean over frames with ground-truth foreground
     miou: dict[str, float]  # mean over objects after one Hungarian match per video
+    one_object: list[str] = field(default_factory=list)  # sequences with never two objects in one annotated frame
+
+    @property
+    def notes(self) -> list[str]:
+        """What the scores cannot say (one line each)."""
+        if not self.one_object:
+            return []
+        shown = ", ".join(self.one_object[:5]) + (f" and {len(self.one_object) - 5} more"
+                                                  if len(self.one_object) > 5 else "")
+        one = len(self.one_object) == 1
+        return [f"FG-ARI needs two or more objects in a frame: {len(self.one_object)} sequence{'' if one else 's'} "
+                f"({shown}) never show{'s' if one else ''} two, so {'its' if one else 'their'} FG-ARI only says "
+                f"whether the one object was split (1.000: kept whole, 0.000: split); mIoU still scores "
+                f"{'it' if one else 'them'}"]
 
     def overall(self) -> dict[str, float]:
         """Means over sequences (sequences without foreground left out)."""
@@ -274,14 +288,17 @@ def evaluate_instances(preds: Path, gt: Path, sequences: Sequence[str] | None = 
         raise EvalError(f"{gt}: no sequence folders")
     aris: dict[str, float] = {}
     mious: dict[str, float] = {}
+    one_object: list[str] = []
     for seq in names:
         if not (gt / seq).is_dir():
             raise EvalError(f"sequence {seq!r} has no ground truth in {gt}")
         pred, ann = _load_pairs(prediction_dir(Path(preds), seq), gt / seq, exact=False)
         table = np.zeros((int(pred.max()) + 1, 256), dtype=np.int64)  # predicted ids may be 16-bit
         frame_aris = []
+        several = False
         for t in range(len(ann)):
             frame_aris.append(fg_ari(pred[t], ann[t]))
+            several = several or len(np.setdiff1d(np.unique(ann[t]), (0, VOID))) >= 2
             keep = ann[t] != VOID
             table += pair_counts(pred[t][keep], ann[t][keep], *table.shape)
             if progress is not None:
@@ -289,7 +306,9 @@ def evaluate_instances(preds: Path, gt: Path, sequences: Sequence[str] | None = 
         scored = [a for a in frame_aris if not np.isnan(a)]
         aris[seq] = float(np.mean(scored)) if scored else float("nan")
         mious[seq] = video_miou(table).miou
-    return InstanceResult(aris, mious)
+        if scored and not several:
+            one_object.append(seq)
+    return InstanceResult(aris, mious, one_object)
 
 
 def write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[object]]) -> None:

@@ -141,14 +141,29 @@ def object_of_clusters(levels: Levels) -> list[np.ndarray]:
     return out
 
 
-def save_hierarchy_picture(path: Path, levels: Levels, width: int = 1200) -> None:
-    """One row per level (0 at the top), clusters as boxes as wide as their area, lines to where each merges."""
-    font = _font(13)
-    names = [f"level {lv}: {len(a)}" for lv, a in enumerate(levels.areas)]
+MIN_BOX = 3.0  # pixels: narrower clusters are bundled into one box per level
+LABEL_BOX = 56.0  # pixels: wider boxes carry their share of the tokens
+
+
+def _ink(colour: tuple[int, int, int]) -> str:
+    return "black" if sum(colour) > 380 else "white"
+
+
+def save_hierarchy_picture(path: Path, levels: Levels, width: int = 1200) -> list[tuple[int, int]]:
+    """One row per level (0 at the top), clusters as boxes as wide as their share of the tokens, lines to where each
+    merges. Readable at any count: clusters narrower than MIN_BOX pixels are bundled into one striped box per level
+    (with their count and share beside the level's name), wide boxes carry their share, and lines are drawn between
+    drawn boxes only.
+
+    Returns:
+        Per level, (clusters drawn as their own box, clusters bundled).
+    """
+    font, note_font = _font(13), _font(11)
+    names = [f"level {lv}: {len(a):,}" for lv, a in enumerate(levels.areas)]
     names[0] += " (windows)"
     names[levels.converged] += " (converged)"
     if levels.capped_from is not None:
-        names[-1] = f"capped: {len(levels.areas[-1])}"
+        names[-1] = f"capped: {len(levels.areas[-1]):,}"
     names[levels.cut] += "  <- cut"
     objects = object_of_clusters(levels)
     colours = palette(max(int(levels.output_ids.max()) + 1, 1))
@@ -156,32 +171,49 @@ def save_hierarchy_picture(path: Path, levels: Levels, width: int = 1200) -> Non
     span = width - left - 10
     sheet = Image.new("RGB", (width, 10 + len(levels.areas) * (row_h + gap)), "white")
     draw = ImageDraw.Draw(sheet)
-    boxes: list[dict[int, tuple[float, float, float]]] = []  # per level: cluster -> (x0, x1, y)
+    boxes: list[dict[int, tuple[float, float, float]]] = []  # per level: drawn cluster -> (x0, x1, y)
+    drawn: list[tuple[int, int]] = []
     for level, areas in enumerate(levels.areas):
         y = 10 + level * (row_h + gap)
-        order = sorted(range(len(areas)), key=lambda c, lv=level: (int(objects[lv][c]) < 0, int(objects[lv][c]),
-                                                                 -int(areas[c]), c))
         total = max(1, int(areas.sum()))
+        widths = span * areas.astype(np.float64) / total
+        tiny = widths < MIN_BOX
+        if tiny.sum() < 2:  # one narrow box alone is drawn as it is
+            tiny[:] = False
+        order = sorted(np.flatnonzero(~tiny).tolist(), key=lambda c, lv=level: (
+            int(objects[lv][c]) < 0, int(objects[lv][c]), -int(areas[c]), c))
         x, placed = float(left), {}
         for c in order:
-            w = span * int(areas[c]) / total
+            w = float(widths[c])
             obj = int(objects[level][c])
             colour = BACKGROUND if obj == 0 else tuple(int(v) for v in colours[obj]) if obj > 0 else UNUSED
-            draw.rectangle((x, y, max(x + 1, x + w - 1), y + row_h), fill=colour,
-                           outline="white" if w >= 4 else None)
+            draw.rectangle((x, y, max(x + 1, x + w - 1), y + row_h), fill=colour, outline="white" if w >= 4 else None)
+            if w >= LABEL_BOX:
+                draw.text((x + 4, y + row_h // 2 - 6), share_text(areas[c] / total), fill=_ink(colour),
+                          font=note_font)
             placed[c] = (x, x + w, y)
             x += w
+        if tiny.any():  # the bundle: striped, as wide as its share
+            w = float(widths[tiny].sum())
+            draw.rectangle((x, y, max(x + 1, x + w - 1), y + row_h), fill=UNUSED)
+            for sx in np.arange(x + 2, x + w - 1, 5):
+                draw.line(((sx, y + 4), (sx, y + row_h - 4)), fill=(165, 165, 165), width=1)
+            bundled = f"{int(tiny.sum()):,} small: {share_text(float(areas[tiny].sum()) / total)}"
+            draw.text((8, y + row_h // 2 + 4), bundled, fill=(90, 90, 90), font=note_font)
         boxes.append(placed)
+        drawn.append((len(placed), int(tiny.sum())))
         if level == levels.cut:
             draw.rectangle((left - 3, y - 3, left + span + 3, y + row_h + 3), outline="black", width=3)
-        draw.text((8, y + row_h // 2 - 7), names[level], fill="black", font=font)
+        draw.text((8, y + row_h // 2 - (12 if tiny.any() else 7)), names[level], fill="black", font=font)
     for level in range(1, len(levels.areas)):
         below = _below(levels, level)
         for child, parent in enumerate(levels.parents[level]):
-            x0, x1, y = boxes[below][child]
-            p0, p1, py = boxes[level][int(parent)]
-            draw.line(((x0 + x1) / 2, y + row_h, (p0 + p1) / 2, py), fill=(90, 90, 90), width=1)
+            if child in boxes[below] and int(parent) in boxes[level]:
+                x0, x1, y = boxes[below][child]
+                p0, p1, py = boxes[level][int(parent)]
+                draw.line(((x0 + x1) / 2, y + row_h, (p0 + p1) / 2, py), fill=(90, 90, 90), width=1)
     _save(sheet, path)
+    return drawn
 
 
 def _save(image: Image.Image, path: Path) -> None:

@@ -103,8 +103,11 @@ def release_checkpoint(progress: Progress | None = None) -> Path:
     except (BavosError, OSError) as e:
         reason = str(e).replace(str(part), "the downloaded file")
         raise DownloadError(f"the paper's checkpoint is not in the cache and could not be downloaded: {reason}. "
-                            f"Download {RELEASE_PAGE} and save it as {path}, or pass --checkpoint PATH "
-                            "(--checkpoint none: the training-free mode)") from e
+                            f"Download {RELEASE_PAGE} and save it as {path}, or pass --checkpoint PATH. "
+                            "Without it: --checkpoint none (the training-free mode) needs DINO's weights from "
+                            "timm's hub (downloaded once, or --backbone-weights FILE); offline with neither, "
+                            "--checkpoint none --backbone-weights none runs on random weights (meaningless masks)") \
+            from e
     finally:
         part.unlink(missing_ok=True)
         if created and not path.is_file():

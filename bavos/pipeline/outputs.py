@@ -16,19 +16,21 @@ import os
 import shutil
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from bavos.config import SegmentConfig, result_settings, to_dict
-from bavos.errors import DestinationError, OutputError, plain_os_error
+from bavos.errors import DestinationError, LimitError, OutputError, plain_os_error
 from bavos.io.background import Behind
 from bavos.io.exports import Exporter
 from bavos.io.files import display_name, hidden_sibling
 from bavos.io.pictures import Levels, ObjectRow, preview_frames, save_hierarchy_picture, save_preview, thumbnail
 from bavos.io.render import overlay, write_mask
 from bavos.io.video import Frame, OverlayWriter, VideoSource
+from bavos.pipeline.masks import upsample_ids
 from bavos.pipeline.segment import Analysis, Models, Progress, iter_masks, source_id
 from bavos.pipeline.store import write_npz
 
@@ -104,6 +106,30 @@ def run_timings(analysis: Analysis, waits: dict[str, float], writing: float, tot
     timings["decode"] = timings.get("decode", 0.0) + waits.pop("decode", 0.0)
     timings["waits"] = {**analysis.waits, **waits}
     return timings
+
+
+def _size_text(n: float) -> str:
+    return f"{n / 2**30:.1f} GB" if n >= 2**30 else f"{max(1, round(n / 2**20))} MB"
+
+
+def objects_export_size(analysis: Analysis, upsample: str) -> tuple[int, int]:
+    """PNGs ``--export objects`` writes (one per object and frame, absent objects included) and their bytes,
+    estimated from the first frame's masks encoded as the export encodes them."""
+    import io
+
+    from PIL import Image
+
+    objects = int(analysis.mapping.max())  # ids 1..max
+    files = objects * analysis.decoded
+    if not files:
+        return 0, 0
+    ids = upsample_ids(analysis.ids(0), (analysis.info.height, analysis.info.width), upsample)
+    sample = []
+    for i in range(1, min(objects, 4) + 1):
+        buffer = io.BytesIO()
+        Image.fromarray((ids == i).astype(np.uint8) * 255, mode="L").save(buffer, format="PNG", compress_level=1)
+        sample.append(buffer.tell())
+    return files, int(files * np.mean(sample))
 
 
 def save_pictures(folder: Path, title: str, stats: dict[str, Any], levels: Levels) -> None:
@@ -342,16 +368,34 @@ def write_result(final: Path, source: VideoSource, analysis: Analysis, cfg: Segm
 
 def write_folder(final: Path, source: VideoSource, analysis: Analysis, cfg: SegmentConfig, progress: Progress,
                  first_number: int, make_summary: Callable[[dict[str, Any], float], dict[str, Any]],
-                 fix: str = "choose another -o or move them") -> dict[str, Any]:
+                 fix: str = "choose another -o or move them", keep_going: bool = True) -> dict[str, Any]:
     """Write masks, videos, pictures, hierarchy.npz and the summary ``make_summary(stats, seconds writing)`` gives
     into a temporary folder, then rename it to ``final``; returns the summary.
 
+    ``--export objects`` over ``cfg.max_export_files`` PNGs is left out with a warning naming the recut that writes
+    it (``keep_going``: the work of a segmentation is kept), or refused before writing.
+
     Raises:
         DestinationError: ``final`` holds what bavos did not write, or is the source (checked before writing).
+        LimitError: the objects export is over its limit and not ``keep_going``.
         OutputError: writing failed (the temporary folder is removed; ``final`` is untouched).
     """
     InputPlaces([source.path] if source.from_path else []).check(final)
     check_contents(final, fix)
+    skipped = None
+    if "objects" in cfg.exports:
+        files, size = objects_export_size(analysis, cfg.upsample)
+        what = (f"--export objects would write {files:,} PNGs ({files // max(1, analysis.decoded):,} objects x "
+                f"{analysis.decoded:,} frames, about {_size_text(size)})")
+        if cfg.max_export_files and files > cfg.max_export_files:
+            if not keep_going:
+                raise LimitError(f"{what}, more than --max-export-files {cfg.max_export_files:,}: pass "
+                                  f"--max-export-files {files} to write them, or cut fewer objects (--max-objects)")
+            skipped = (f"{what}, more than --max-export-files {cfg.max_export_files:,}: they were not written; "
+                       f"to write them: bavos recut {final} --max-export-files {files}")
+            cfg = replace(cfg, exports=tuple(e for e in cfg.exports if e != "objects"))
+        elif hasattr(progress, "describe"):  # the CLI's progress: said before writing
+            progress.describe("writing", what.replace("would write", "writes"))
     tmp = temporary_folder(final)
     try:
         start = time.perf_counter()
@@ -364,6 +408,8 @@ def write_folder(final: Path, source: VideoSource, analysis: Analysis, cfg: Segm
         if cfg.save_hierarchy:
             save_hierarchy(tmp / "hierarchy.npz", analysis)
         result = make_summary(stats, time.perf_counter() - start)
+        if skipped:
+            result["warnings"] = [*result["warnings"], skipped]
         if cfg.exports and not objects:
             empty = (f"--export {' '.join(cfg.exports)}: this result has no object, so the exports hold none (a lower "
                      "--tau or another --level gives more clusters)")

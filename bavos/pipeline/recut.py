@@ -113,9 +113,15 @@ def load_analysis(folder: Path, info: Any, stride: int, decoded: int) -> Analysi
     return Analysis(info, keys, hierarchy, ArrayLabels(labels), np.zeros(1, np.int64), stride, areas)
 
 
-def recut_folder(folder: Path, level: int | None, max_objects: int, progress: Any) -> dict[str, Any]:
+def recut_folder(folder: Path, level: int | None, max_objects: int, progress: Any,
+                 max_export_files: int | None = None) -> dict[str, Any]:
     """Rewrite a finished output folder for another cut: masks, overlay, pictures, hierarchy.npz, exports, summary
-    (in a temporary folder renamed into place). Returns the new summary."""
+    (in a temporary folder renamed into place). Returns the new summary.
+
+    Args:
+        max_export_files: most PNGs of ``--export objects`` (None: the result's own setting); over it, the recut is
+            refused before anything is written (ConfigError).
+    """
     from bavos.io.video import FrameRange, VideoSource
     from bavos.pipeline.outputs import result_warnings, write_folder
 
@@ -132,6 +138,8 @@ def recut_folder(folder: Path, level: int | None, max_objects: int, progress: An
         raise InputError(f"{folder}: not a finished bavos output (no readable summary.json)") from e
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in old["config"]["SegmentConfig"].items()}
     cfg = replace(SegmentConfig(**values), level=level, max_objects=max_objects)
+    if max_export_files is not None:
+        cfg = replace(cfg, max_export_files=max_export_files)
     if not Path(old["source"]).exists():
         raise InputError(f"{old['source']}: the source video is gone; recut needs it for the frames of the masks and "
                          "the overlay")
@@ -143,7 +151,7 @@ def recut_folder(folder: Path, level: int | None, max_objects: int, progress: An
                         old.get("first_frame", 0),
                         lambda stats, _: _recut_summary(old, stats, analysis, cfg, time.perf_counter() - started,
                                                         result_warnings(source, analysis)),
-                        fix="move them out of it first")
+                        fix="move them out of it first", keep_going=False)
 
 
 def _recut_summary(old: dict[str, Any], stats: dict[str, Any], analysis: Analysis, cfg: SegmentConfig,

@@ -125,3 +125,24 @@ def test_objects_export_is_counted_and_bounded(tmp_path: Path, run_cli: Callable
     assert len(list((result / "objects").rglob("*.png"))) == files
     r = run_cli("segment", clip, "-o", tmp_path / "out2", *args[:-2], "-q", "--export", "objects")
     assert r.code == 0 and len(list((tmp_path / "out2" / "c" / "objects").rglob("*.png"))) == files
+
+
+def test_weightless_mode_shows_clusters_labelled_meaningless(tmp_path: Path, run_cli: Callable,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """--checkpoint none --backbone-weights none: sharpened random attention forms clusters (unsharpened: one, so 0
+    objects), and stderr, summary.json and preview.png's title say that the masks mean nothing."""
+    import bavos.pipeline.outputs as outputs
+
+    titles = []
+    real = outputs.save_preview
+    monkeypatch.setattr(outputs, "save_preview", lambda path, title, *a: (titles.append(title), real(path, title, *a)))
+    clip = write_clip(tmp_path / "c.mp4", n=8, height=64, width=96)
+    r = run_cli("segment", clip, "-o", tmp_path / "out", *TINY, "--backbone-weights", "none")
+    assert r.code == 0, r.err
+    assert "bavos: warning: --backbone-weights none: the backbone has random weights; masks are meaningless" in r.err
+    summary = json.loads((tmp_path / "out" / "c" / "summary.json").read_text())
+    assert summary["objects"] >= 2 and summary["level_sizes"][-1] >= 3
+    note = "RANDOM WEIGHTS: meaningless masks (they show the pipeline at work, not objects)"
+    assert summary["weights"]["note"] == note and titles[-1].endswith(f" - {note}")
+    r = run_cli("recut", tmp_path / "out" / "c", "--max-objects", "2", "-q")  # a re-cut keeps the label
+    assert r.code == 0 and titles[-1].endswith(f" - {note}")

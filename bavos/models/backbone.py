@@ -112,6 +112,25 @@ class Backbone(nn.Module):
         self.base_grid: tuple[int, int] = (int(base[0]), int(base[1]))
         self._pos_cache: dict[tuple[object, ...], Tensor] = {}
 
+    def sharpen(self, logit_std: float = 10.0) -> float:
+        """Scale the last block's query and key weights so that its attention logits spread with standard deviation
+        about ``logit_std`` (for random weights only); returns the factor.
+
+        Random weights give nearly uniform attention, which clusters into one object on every video: nothing shows
+        that the pipeline works. A query and a key of a layer-normed token have entries of standard deviation
+        ``s_q * sqrt(D)`` and ``s_k * sqrt(D)`` for weights of spread ``s_q``, ``s_k``, so their scaled dot product
+        spreads by about ``s_q * s_k * D``: 0.15 for timm's ViT-S/8 initialisation, whose attention is then flat.
+        At 10 it is peaked enough to form clusters (ViT-S/8 on the demo at 96x144: 1 cluster at a factor of 4, 235
+        at 8, capped to 19 objects). The masks stay meaningless: they show the pipeline at work, not objects.
+        """
+        with torch.no_grad():
+            weight = self.vit.blocks[-1].attn.qkv.weight
+            d = self.embed_dim
+            spread = float(weight[:d].std() * weight[d : 2 * d].std()) * d
+            factor = (logit_std / max(spread, 1e-12)) ** 0.5
+            weight[: 2 * d] *= factor
+        return factor
+
     def train(self, mode: bool = True) -> Backbone:
         """The backbone always stays in eval mode (METHOD.md 1.2)."""
         super().train(False)

@@ -65,6 +65,8 @@ def load_models(config: ModelConfig, device: str = "auto", index: int | None = N
         raise WeightsError(f"{e} (the backbone weights recorded in {plan.checkpoint_file}; pass --backbone-weights "
                            "to use others)") from e
     correlator = None
+    if plan.checkpoint_file is None and plan.backbone_weights == "none":
+        backbone.sharpen()  # the weightless mode: clusters that show the pipeline at work (still meaningless)
     if plan.checkpoint_file is not None:
         correlator = load_correlator(plan.checkpoint_file, backbone.embed_dim, config.correlator_heads,
                                      plan.loaded).to(dev)

@@ -35,6 +35,7 @@ from bavos.pipeline.segment import Analysis, Models, Progress, iter_masks, sourc
 from bavos.pipeline.store import write_npz
 
 MASKS_BEHIND = 8  # frames waiting for the writer thread at most
+RANDOM_NOTE = "RANDOM WEIGHTS: meaningless masks (they show the pipeline at work, not objects)"
 
 
 def write_frames(source: VideoSource, analysis: Analysis, cfg: SegmentConfig, folder: Path,
@@ -216,7 +217,9 @@ def summary(source: VideoSource, analysis: Analysis, stats: dict[str, np.ndarray
         "level": h.level, "converged_level": h.converged, "level_sizes": h.real_sizes, "capped_from": h.capped_from,
         "capped_to": h.capped_size,
         "mode": "correlator" if models.correlator is not None else "training-free",
-        "weights": models.weights.describe(), "settings": result_settings(models.requested, cfg),
+        "weights": {**models.weights.describe(), **({"note": RANDOM_NOTE} if models.config.backbone_weights == "none"
+                                                     else {})},
+        "settings": result_settings(models.requested, cfg),
         "device": str(models.device), "peak_gpu_mb": None if analysis.peak_gpu_mb is None else
         round(analysis.peak_gpu_mb, 1), "config": to_dict(models.config, cfg),
         "timings": _rounded(timings), "version": __version__,
@@ -363,15 +366,18 @@ def write_result(final: Path, source: VideoSource, analysis: Analysis, cfg: Segm
         return summary(source, analysis, stats, cfg, models, final,
                        run_timings(analysis, stats["waits"], seconds, time.perf_counter() - started))
 
-    return write_folder(final, source, analysis, cfg, progress, next(source.frames()).number, make_summary)
+    return write_folder(final, source, analysis, cfg, progress, next(source.frames()).number, make_summary,
+                        random_weights=models.config.backbone_weights == "none")
 
 
 def write_folder(final: Path, source: VideoSource, analysis: Analysis, cfg: SegmentConfig, progress: Progress,
                  first_number: int, make_summary: Callable[[dict[str, Any], float], dict[str, Any]],
-                 fix: str = "choose another -o or move them", keep_going: bool = True) -> dict[str, Any]:
+                 fix: str = "choose another -o or move them", keep_going: bool = True,
+                 random_weights: bool = False) -> dict[str, Any]:
     """Write masks, videos, pictures, hierarchy.npz and the summary ``make_summary(stats, seconds writing)`` gives
     into a temporary folder, then rename it to ``final``; returns the summary.
 
+    ``random_weights``: the backbone had random weights; preview.png's title says the masks are meaningless.
     ``--export objects`` over ``cfg.max_export_files`` PNGs is left out with a warning naming the recut that writes
     it (``keep_going``: the work of a segmentation is kept), or refused before writing.
 
@@ -403,7 +409,8 @@ def write_folder(final: Path, source: VideoSource, analysis: Analysis, cfg: Segm
         stats["first_number"] = first_number
         frames, objects = analysis.decoded, int((stats["area"][1:] > 0).sum())
         title = (f"{display_name(source.path)}: {frames} frame{'s' * (frames != 1)}, "
-                 f"{objects} object{'s' * (objects != 1)}, {level_text(analysis.hierarchy)}")
+                 f"{objects} object{'s' * (objects != 1)}, {level_text(analysis.hierarchy)}"
+                 + (f" - {RANDOM_NOTE}" if random_weights else ""))
         save_pictures(tmp, title, stats, levels_of(analysis))
         if cfg.save_hierarchy:
             save_hierarchy(tmp / "hierarchy.npz", analysis)

@@ -151,7 +151,8 @@ def recut_folder(folder: Path, level: int | None, max_objects: int, progress: An
                         old.get("first_frame", 0),
                         lambda stats, _: _recut_summary(old, stats, analysis, cfg, time.perf_counter() - started,
                                                         result_warnings(source, analysis)),
-                        fix="move them out of it first", keep_going=False)
+                        fix="move them out of it first", keep_going=False,
+                        random_weights=old.get("weights", {}).get("backbone_weights") == "none")
 
 
 def _recut_summary(old: dict[str, Any], stats: dict[str, Any], analysis: Analysis, cfg: SegmentConfig,

@@ -205,3 +205,12 @@ def test_group_sums_are_the_same_on_every_run(device: str) -> None:
     expected = np.stack([x.cpu().numpy()[labels == g].astype(np.float64).sum(0) for g in range(7)])
     np.testing.assert_allclose(runs[0].numpy(), expected, rtol=1e-5)
     assert all(torch.equal(runs[0], r) for r in runs[1:])
+
+
+def test_a_video_that_converges_at_level_0_can_be_capped() -> None:
+    """One window whose clusters the global round leaves as they are: converged at level 0, and the cap still works
+    (it stopped with "capping level 0 needs its centroids")."""
+    attn = torch.from_numpy(structured_attention(3, 12, 20, 5, seed=2, concentration=60.0))
+    result = cluster_attention(attn, tau=0.05, window=3, max_objects=2)
+    assert result.converged == 0 and result.sizes[0] > 2 and result.sizes[-1] == 2
+    assert len(np.unique(result.labels)) == 2

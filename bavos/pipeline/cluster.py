@@ -345,6 +345,8 @@ class HierarchyBuilder:
             raise ValueError("no attention windows to cluster")
         level0 = torch.cat(self._level0) if self.keep_level0 else None
         first, parents1 = self._first.result()
+        if level0 is None and first.shape[0] == self.level0_size:  # nothing merged: the first round's groups are
+            level0 = first  # the level-0 clusters themselves, each the mean of itself (a one-window video, say)
         sizes, centroids, parents = [self.level0_size], [level0], [np.zeros(0, dtype=np.int64)]
         if first.shape[0] < self.level0_size:
             sizes.append(int(first.shape[0]))

@@ -1,4 +1,5 @@
 import json
+import threading
 from pathlib import Path
 
 import av
@@ -202,7 +203,7 @@ def test_frame_folder_masks_take_the_frame_names(tmp_path: Path, tiny_models) ->
 
 def test_failure_while_writing_leaves_nothing_finished(tmp_path: Path, tiny_models,  # noqa: ANN001
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    video = write_clip(tmp_path / "f.mp4", n=6, height=48, width=64)
+    video = write_clip(tmp_path / "f.mp4", n=30, height=48, width=64)  # more frames than are decoded ahead
     segment_video(video, tmp_path / "out", tiny_config(), tiny_models)
     before = (tmp_path / "out" / "f" / "summary.json").read_text()
     calls = {"n": 0}
@@ -214,10 +215,13 @@ def test_failure_while_writing_leaves_nothing_finished(tmp_path: Path, tiny_mode
         Image.fromarray(labels).save(path)
 
     monkeypatch.setattr("bavos.pipeline.outputs.write_mask", failing)
-    with pytest.raises(OutputError, match="No space left"):
-        segment_video(video, tmp_path / "out", tiny_config(), tiny_models)
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["f"]  # no temporary folder left
-    assert (tmp_path / "out" / "f" / "summary.json").read_text() == before  # the old result is untouched
+    for background in (False, True):  # the writer in this thread, or in its own (the error comes back here)
+        calls["n"] = 0
+        with pytest.raises(OutputError, match="No space left"):
+            segment_video(video, tmp_path / "out", tiny_config(background=background), tiny_models)
+        assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["f"]  # no temporary folder left
+        assert (tmp_path / "out" / "f" / "summary.json").read_text() == before  # the old result is untouched
+        assert not [t.name for t in threading.enumerate() if t.name.startswith("bavos-")]  # no thread left
 
 
 def test_a_new_run_replaces_an_older_result(tmp_path: Path, tiny_models) -> None:  # noqa: ANN001

@@ -81,13 +81,15 @@ def write_frames(source: VideoSource, analysis: Analysis, cfg: SegmentConfig, fo
     waits = {} if waits is None else waits
     background = bool(cfg.background)  # decided by the device (SegmentConfig.for_device); None: off
     behind = Behind(write, MASKS_BEHIND if background else 0)
+    frames = iter_masks(source, analysis, cfg.upsample, background, waits)
     try:
-        for frame, ids in iter_masks(source, analysis, cfg.upsample, background, waits):
+        for frame, ids in frames:
             behind.put((frame, ids))
             progress("writing", frame.index + 1, analysis.decoded)
         behind.close()
         waits["masks"], waits["writer"] = behind.waited, behind.blocked
     finally:
+        frames.close()  # its decoding thread ends now, not when a traceback holding it goes
         behind.abandon()
         if writer is not None:
             writer.close()

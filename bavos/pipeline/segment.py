@@ -316,8 +316,9 @@ def _analyse(source: VideoSource, models: Models, cfg: SegmentConfig, progress: 
     queries: dict[int, Tensor] = {}
     query_room = cfg.query_cache_mb * 2**20
     rows_cache = _RowCache(cfg.attention_cache_mb * 2**20)
+    windows_q = query_windows(source, models, cfg, clock, "hierarchy")
     try:
-        for index, q in query_windows(source, models, cfg, clock, "hierarchy"):
+        for index, q in windows_q:
             with clock("attention"):
                 rows = window_attention(q, keys.k, models.scale)  # (w, N, M)
             with clock("clustering"):
@@ -335,6 +336,7 @@ def _analyse(source: VideoSource, models: Models, cfg: SegmentConfig, progress: 
         labels, areas = _label_pass(source, models, cfg, clock, keys, hierarchy, store0, queries, rows_cache,
                                     progress, workdir)
     finally:
+        windows_q.close()  # its decoding thread ends now, not when a traceback holding it goes
         store0.close()
     mapping = ids_by_area(areas[hierarchy.cut])
     timings = {"decode": clock.decode, **clock.seconds}

@@ -23,11 +23,16 @@ class ConfigError(BavosError):
     """Options that do not make sense together."""
 
 
-class LimitError(ConfigError):
-    """More asked of the disk than a limit allows without saying so (``--max-export-files``): a usage error, found
-    before writing."""
+class UsageError(ConfigError):
+    """An option value that cannot be honoured, found once its input was read (``recut --level 99``): exit code 2,
+    as for any bad usage."""
 
     exit_code = 2
+
+
+class LimitError(UsageError):
+    """More asked of the disk than a limit allows without saying so (``--max-export-files``): a usage error, found
+    before writing."""
 
 
 class OutputError(BavosError):

@@ -170,6 +170,7 @@ def test_objects_come_from_the_first_frame(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("problem, message", [
     ("missing", "no predictions for sequence 'b'"),
+    ("missing", "does not exist; predictions are there for 1 sequence: score it alone with --sequences a"),
     ("size", "prediction is 50x36, the ground truth is 52x36"),
     ("rgb", "must be indexed (palette) or 16-bit grey PNGs"),
     ("count", "5 prediction frames, the ground truth has 6 (first missing: 00005.png)"),
@@ -277,5 +278,7 @@ def test_fg_ari_says_when_a_sequence_never_shows_two_objects(tmp_path: Path, run
     r = run_cli("eval", tmp_path / "p", "--fg-ari", "--gt", tmp_path / "g", "--json")
     assert r.code == 0
     assert ("bavos: warning: FG-ARI needs two or more objects in a frame: 1 sequence (one) never shows two, so "
-            "its FG-ARI only says whether the one object was split (1.000: kept whole, 0.000: split); mIoU still "
-            "scores it") in r.err
+            "its FG-ARI is only the share of frames in which the one object was kept whole (a frame scores 1.000 if "
+            "it was, 0.000 if it was split); mIoU still scores it") in r.err
+    kept_whole = [not ((split[t] == 1).any() and (split[t] == 5).any()) for t in range(len(one))]
+    assert res.fg_ari["one"] == pytest.approx(np.mean(kept_whole))  # what the warning says it is

@@ -88,13 +88,14 @@ def test_a_recut_keeps_no_stale_warning(tmp_path: Path, run_cli, video: Path, ar
 def test_recut_errors(tmp_path: Path, run_cli, video: Path, args: list[str]) -> None:  # noqa: ANN001
     assert run_cli("segment", video, "-o", tmp_path, *args).code == 0
     converged = json.loads((tmp_path / "clip" / "summary.json").read_text())["converged_level"]
-    result = run_cli("recut", tmp_path / "clip", "--level", str(converged + 1))
-    assert result.code == 1 and f"--level {converged + 1} does not exist" in result.err
+    result = run_cli("recut", tmp_path / "clip", "--level", str(converged + 1))  # bad usage: exit 2, as in segment
+    assert result.code == 2 and f"--level {converged + 1} does not exist" in result.err
     result = run_cli("recut", tmp_path / "nothing")
     assert result.code == 1 and "not a finished bavos output" in result.err
     for level in ("0", "1"):  # only the converged level's centroids are kept
         result = run_cli("recut", tmp_path / "clip", "--level", level, "--max-objects", "2")
-        assert result.code == 1 and f"capping level {level} needs its centroids" in result.err
+        assert result.code == 2 and f"capping level {level} needs its centroids" in result.err
+        assert result.err.strip().endswith(f"run bavos segment {video} -o {tmp_path} --level {level} --max-objects 2")
     assert run_cli("recut", tmp_path / "clip", "--max-objects", "-1").code == 2
 
 

@@ -189,6 +189,11 @@ def test_cli_train_then_segment_with_the_checkpoint(clips: Path, cache: Path, tm
     decode = next(line for line in res.err.splitlines() if ": decode " in line)  # named, with a rate in clips/s
     pattern = rf"bavos: {clips.name}: decode 3/3 clips \(100 %\), [0-9.]+ clips/s, done in .*"
     assert re.fullmatch(pattern, decode), decode
+    again = run_cli("train", clips, "-o", run, *TRAIN_ARGS, "--steps", "2", "--batch-size", "1", "--cache", cache,
+                    "--resume")  # a finished run: said, nothing redone (it printed "steps 3..2")
+    assert again.code == 0 and again.out.strip() == (f"{run / 'last.pt'}: step 2 of 2: the run had already finished; "
+                                                     "nothing to do (raise --steps to train further)")
+    assert "3..2" not in again.err and "decode" not in again.err
     quiet = run_cli("train", clips, "-o", tmp_path / "run2", *TRAIN_ARGS, "--steps", "1", "--batch-size", "1",
                     "--cache", cache, "-q")
     assert quiet.code == 0 and quiet.err == "" and quiet.out == ""  # -q: not even the random-weights warning

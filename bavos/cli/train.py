@@ -108,7 +108,12 @@ def train(
     if not quiet and view.rank == 0:
         last = result["last"] or {}
         loss = f", loss {last['loss']:.4f}" if "loss" in last else ""
-        typer.echo(f"{result['checkpoint']}: step {result['step']} of {cfg.steps}{loss} ({result['seconds']:.1f} s)")
+        if result.get("done_before"):
+            typer.echo(f"{result['checkpoint']}: step {result['step']} of {cfg.steps}: the run had already finished; "
+                       "nothing to do (raise --steps to train further)")
+        else:
+            typer.echo(f"{result['checkpoint']}: step {result['step']} of {cfg.steps}{loss} "
+                       f"({result['seconds']:.1f} s)")
     return 0
 
 

@@ -119,7 +119,11 @@ def prediction_dir(preds: Path, sequence: str) -> Path:
     for candidate in (preds / sequence / "masks", preds / sequence):
         if candidate.is_dir():
             return candidate
-    raise EvalError(f"no predictions for sequence {sequence!r}: {preds / sequence} does not exist")
+    there = sorted(p.name for p in preds.iterdir() if p.is_dir()) if preds.is_dir() else []
+    hint = (f"; predictions are there for {len(there)} sequence{'s' * (len(there) != 1)}: score "
+            f"{'them' if len(there) != 1 else 'it'} alone with --sequences {','.join(there[:10])}"
+            f"{',...' if len(there) > 10 else ''}") if there else ""
+    raise EvalError(f"no predictions for sequence {sequence!r}: {preds / sequence} does not exist{hint}")
 
 
 def _pngs(folder: Path) -> list[Path]:
@@ -259,9 +263,9 @@ class InstanceResult:
                                                   if len(self.one_object) > 5 else "")
         one = len(self.one_object) == 1
         return [f"FG-ARI needs two or more objects in a frame: {len(self.one_object)} sequence{'' if one else 's'} "
-                f"({shown}) never show{'s' if one else ''} two, so {'its' if one else 'their'} FG-ARI only says "
-                f"whether the one object was split (1.000: kept whole, 0.000: split); mIoU still scores "
-                f"{'it' if one else 'them'}"]
+                f"({shown}) never show{'s' if one else ''} two, so {'its' if one else 'their'} FG-ARI is only the "
+                "share of frames in which the one object was kept whole (a frame scores 1.000 if it was, 0.000 if "
+                f"it was split); mIoU still scores {'it' if one else 'them'}"]
 
     def overall(self) -> dict[str, float]:
         """Means over sequences (sequences without foreground left out)."""

@@ -10,6 +10,7 @@ than the cap) and gives each token the merged cluster of its own, so the result 
 from __future__ import annotations
 
 import json
+import shlex
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -19,7 +20,7 @@ import numpy as np
 import torch
 
 from bavos.config import SegmentConfig
-from bavos.errors import ConfigError, InputError
+from bavos.errors import InputError, UsageError
 from bavos.pipeline.cluster import Hierarchy, merge_closest
 from bavos.pipeline.segment import Analysis, Keys, ids_by_area
 
@@ -54,13 +55,19 @@ class ArrayLabels:
         return None
 
 
-def recut_analysis(analysis: Analysis, level: int | None, max_objects: int) -> Analysis:
-    """The same analysis cut at ``level`` (None: converged) and capped at ``max_objects`` (0: no cap)."""
+def recut_analysis(analysis: Analysis, level: int | None, max_objects: int,
+                   segment: str = "bavos segment") -> Analysis:
+    """The same analysis cut at ``level`` (None: converged) and capped at ``max_objects`` (0: no cap).
+
+    Raises:
+        UsageError: the level does not exist, or capping it needs centroids the result did not keep (the message
+            names the ``segment`` command that gives that cut).
+    """
     h = analysis.hierarchy
     real = h.converged + 1
     cut = h.converged if level is None else level
     if cut > h.converged:
-        raise ConfigError(f"--level {cut} does not exist: this video's hierarchy has levels 0..{h.converged}")
+        raise UsageError(f"--level {cut} does not exist: this video's hierarchy has levels 0..{h.converged}")
     sizes, centroids, parents = h.sizes[:real], h.centroids[:real], h.parents[:real]
     areas = analysis.areas[:real]
     base = analysis.labels.base if isinstance(analysis.labels, CutLabels) else analysis.labels
@@ -68,9 +75,8 @@ def recut_analysis(analysis: Analysis, level: int | None, max_objects: int) -> A
     labels = CutLabels(base, real)
     if max_objects and sizes[cut] > max_objects:
         if centroids[cut] is None:
-            raise ConfigError(f"capping level {cut} needs its centroids; hierarchy.npz keeps only the converged "
-                              f"level's ({h.converged}): run bavos segment with --level {cut} --max-objects "
-                              f"{max_objects}")
+            raise UsageError(f"capping level {cut} needs its centroids; hierarchy.npz keeps only the converged "
+                             f"level's ({h.converged}): run {segment} --level {cut} --max-objects {max_objects}")
         capped, parent = merge_closest(centroids[cut], max_objects)
         hierarchy.sizes.append(int(capped.shape[0]))
         hierarchy.centroids.append(capped)
@@ -120,7 +126,7 @@ def recut_folder(folder: Path, level: int | None, max_objects: int, progress: An
 
     Args:
         max_export_files: most PNGs of ``--export objects`` (None: the result's own setting); over it, the recut is
-            refused before anything is written (ConfigError).
+            refused before anything is written (LimitError).
     """
     from bavos.io.video import FrameRange, VideoSource
     from bavos.pipeline.outputs import result_warnings, write_folder
@@ -144,7 +150,9 @@ def recut_folder(folder: Path, level: int | None, max_objects: int, progress: An
         raise InputError(f"{old['source']}: the source video is gone; recut needs it for the frames of the masks and "
                          "the overlay")
     source = VideoSource(old["source"], FrameRange.parse(cfg.start, cfg.end))
-    analysis = recut_analysis(load_analysis(folder, source.info, cfg.stride, int(old["frames"])), level, max_objects)
+    segment = f"bavos segment {shlex.quote(str(old['source']))} -o {shlex.quote(str(folder.parent))}"
+    analysis = recut_analysis(load_analysis(folder, source.info, cfg.stride, int(old["frames"])), level, max_objects,
+                              segment)
     if cfg.fps and source.info.is_folder:
         analysis = replace(analysis, info=replace(analysis.info, fps=cfg.fps))
     return write_folder(folder, source, analysis, replace(cfg, save_hierarchy=True), progress,

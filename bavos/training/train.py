@@ -219,7 +219,8 @@ def train(clips_root: str | Path, output: str | Path, model_cfg: ModelConfig, cf
         until: stop after this step (with a checkpoint), e.g. to fit a job's time limit; None = ``cfg.steps``.
 
     Returns:
-        {"step", "checkpoint", "seconds", "last"}: the last step done, ``last.pt``, wall time, last metrics.
+        {"step", "checkpoint", "seconds", "last"}: the last step done, ``last.pt``, wall time, last metrics; and
+        ``"done_before": True`` when the resumed run had already reached its last step (nothing was done).
 
     Raises:
         TrainError: the loss became NaN or infinite (the last good checkpoint is kept).
@@ -244,6 +245,8 @@ def train(clips_root: str | Path, output: str | Path, model_cfg: ModelConfig, cf
             run.path.rmdir()  # a run that could not start leaves no empty folder behind
         raise
     stop = min(cfg.steps, until) if until is not None else cfg.steps
+    if start >= stop:  # a finished run resumed: nothing to decode or train
+        return {"step": start, "checkpoint": str(run.last), "seconds": 0.0, "last": None, "done_before": True}
     owns_group = shard.world > 1 and not dist.is_initialized()
     if owns_group:
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")

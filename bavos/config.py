@@ -89,8 +89,10 @@ class SegmentConfig:
     # linear time.
     max_key_frames: int = 30
     # MB of queries kept in host memory from the clustering's first pass for its second (0: decode and run the
-    # backbone again). Trades memory for time; the results are the same.
-    query_cache_mb: int = 0
+    # backbone again). None ("auto"): every query when the video's take at most min(512 MB, a tenth of the
+    # available memory), else none, so short clips run the backbone once per frame and long videos keep flat
+    # memory (``bavos.models.costs.query_cache_bytes``). Trades memory for time; the results are the same.
+    query_cache_mb: int | None = None
     # MB of attention rows kept from the clustering's first pass for its second (0: computed again); GPU memory on
     # CUDA, host memory on CPU. Trades memory for time; the results are the same.
     attention_cache_mb: int = 0
@@ -144,7 +146,8 @@ class SegmentConfig:
             (self.max_key_frames >= 0, f"--max-key-frames must be 0 (no limit) or more, got {self.max_key_frames}"),
             (self.attention_cache_mb >= 0,
              f"--attention-cache must be 0 (none) or more MB, got {self.attention_cache_mb}"),
-            (self.query_cache_mb >= 0, f"--query-cache must be 0 (none) or more MB, got {self.query_cache_mb}"),
+            (self.query_cache_mb is None or self.query_cache_mb >= 0,
+             f"--query-cache must be auto, 0 (none) or more MB, got {self.query_cache_mb}"),
             (self.tau > 0, f"--tau must be positive, got {self.tau}"),
             (self.window >= 1, f"--window must be at least 1, got {self.window}"),
             (self.level is None or self.level >= 0, f"--level must be 0 or more, got {self.level}"),

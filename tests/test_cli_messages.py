@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from collections.abc import Callable
@@ -146,3 +147,14 @@ def test_weightless_mode_shows_clusters_labelled_meaningless(tmp_path: Path, run
     assert summary["weights"]["note"] == note and titles[-1].endswith(f" - {note}")
     r = run_cli("recut", tmp_path / "out" / "c", "--max-objects", "2", "-q")  # a re-cut keeps the label
     assert r.code == 0 and titles[-1].endswith(f" - {note}")
+
+
+def test_query_cache_auto_is_said_in_the_estimate(tmp_path: Path, run_cli: Callable) -> None:
+    clip = write_clip(tmp_path / "c.mp4", n=4)
+    r = run_cli("segment", clip, "-o", tmp_path / "out", *TINY, "--backbone-weights", "none", "--no-overlay")
+    assert r.code == 0, r.err
+    estimate = next(line for line in r.err.splitlines() if "estimated" in line)
+    assert re.search(r", queries kept: \d+ MB$", estimate), estimate  # 4 frames: kept, the backbone runs once
+    r = run_cli("segment", clip, "-o", tmp_path / "out", *TINY, "--query-cache", "lots")
+    assert r.code == 2 and r.err.strip() == ("bavos: error: --query-cache must be auto or a whole number of MB, got "
+                                             "lots (see 'bavos segment --help')")

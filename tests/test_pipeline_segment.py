@@ -284,9 +284,9 @@ def analysis_levels(video: Path, models, cfg: SegmentConfig, tmp_path: Path):  #
 
 
 @pytest.mark.parametrize(("frames", "caches"), [(10, (0, 0)), (10, (64, 0)), (10, (0, 64)), (7, (0, 0)),
-                                                (11, (1, 0)), (1, (0, 0))])
+                                                (11, (1, 0)), (1, (0, 0)), (10, (0, None))])
 def test_streaming_pipeline_matches_the_float64_reference(tmp_path: Path, tiny_models,  # noqa: ANN001
-                                                          frames: int, caches: tuple[int, int]) -> None:
+                                                          frames: int, caches: tuple[int, int | None]) -> None:
     """The pipeline (float32, window by window, first round streamed, labels on disk, queries computed again or
     kept, rows kept or not) against ``cluster_attention`` on the whole float64 attention: every level."""
     from reference_cluster import same_partition
@@ -393,3 +393,31 @@ def test_more_than_255_clusters_are_written_as_16_bit_masks(tmp_path: Path, tiny
         Image.fromarray(obj.astype(np.uint8), mode="L").save(gt / f"{t:05d}.png")
     res = evaluate_instances(tmp_path / "out", tmp_path / "gt")
     assert res.miou["c"] == 1.0  # found only if eval reads the id above 255 as it was written
+
+
+@pytest.mark.parametrize(("room", "passes"), [(None, 1), (0, 2)])
+def test_query_cache_auto_runs_the_backbone_once_per_frame_when_the_clip_fits(
+        tmp_path: Path, tiny_models, monkeypatch: pytest.MonkeyPatch, room: int | None, passes: int) -> None:  # noqa: ANN001
+    """--query-cache auto (the default): a short clip's queries are kept, so every frame goes through the backbone
+    once after the key frames; with no memory to spare they are computed again. The same masks either way, and the
+    same as --query-cache 0."""
+    import bavos.models.loading as loading
+    import bavos.pipeline.segment as seg
+
+    real = loading.frame_tokens
+    seen = []
+
+    def counted(models, cfg, images):  # noqa: ANN001, ANN202
+        seen.append(len(images))
+        return real(models, cfg, images)
+
+    monkeypatch.setattr(seg, "frame_tokens", counted)
+    if room is not None:
+        monkeypatch.setattr("bavos.models.costs.available_bytes", lambda device: room)
+    video = write_clip(tmp_path / "q.mp4", n=14, height=48, width=64)
+    auto = segment_video(video, tmp_path / "auto", tiny_config(overlay=False), tiny_models)
+    assert sum(seen) == auto["key_frames"] + passes * 14
+    segment_video(video, tmp_path / "none", tiny_config(overlay=False, query_cache_mb=0), tiny_models)
+    masks = sorted((tmp_path / "auto" / "q" / "masks").iterdir())
+    assert [m.read_bytes() for m in masks] == [(tmp_path / "none" / "q" / "masks" / m.name).read_bytes()
+                                               for m in masks]

@@ -143,6 +143,16 @@ def _prepare(jobs: list[tuple[Path, str]], output: Path, model_cfg: ModelConfig,
     return todo, failed
 
 
+def _megabytes(value: str, option: str) -> int | None:
+    """An ``auto|MB`` option: None for auto, else the whole number of MB."""
+    if value == "auto":
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise ConfigError(f"{option} must be auto or a whole number of MB, got {value}") from None
+
+
 def random_backbone_warning(weights: Any) -> str:
     """The warning for a backbone with random weights, naming where that setting came from."""
     if weights.backbone_weights_from == "checkpoint":
@@ -174,9 +184,12 @@ def _say_cost(label: str, estimate: Any, cfg: SegmentConfig, models: Any, progre
         s = estimate.seconds
         memory = gigabytes(estimate.peak_bytes) + (f" (GPU {gigabytes(estimate.device_peak_bytes)})"
                                                    if estimate.device_peak_bytes is not None else "")
+        kept = estimate.queries_kept
+        queries = ("" if cfg.query_cache_mb is not None else f", queries kept: {kept / 2**20:.0f} MB" if kept else
+                   f", queries recomputed: the video's take {gigabytes(estimate.queries_total)}")
         note(f"{label}: estimated {duration(estimate.total)} at {h}x{w} on {models.device.type} (backbone "
              f"{duration(s['backbone'])}, clustering {duration(s['clustering'])}, writing {duration(s['writing'])}),"
-             f" peak memory {memory}")
+             f" peak memory {memory}{queries}")
     return over_budget(estimate, models.device)
 
 
@@ -298,9 +311,11 @@ def segment(
     attention_cache: Annotated[int, typer.Option(
         metavar="MB", help="Keep up to MB of attention from the clustering's first pass for its second: faster, "
                            "more memory, the same result (0: compute it again).")] = 0,
-    query_cache: Annotated[int, typer.Option(
-        metavar="MB", help="Keep up to MB of the frames' queries for the clustering's second pass instead of "
-                           "decoding and running the backbone again: faster, more memory, the same result.")] = 0,
+    query_cache: Annotated[str, typer.Option(
+        metavar="auto|MB", help="Keep up to MB of the frames' queries for the clustering's second pass instead of "
+                                "decoding and running the backbone again: faster, more memory, the same result. "
+                                "auto: all of them when they take at most 512 MB and a tenth of the free memory, "
+                                "else none (long videos keep flat memory).")] = "auto",
     fps: Annotated[float, typer.Option("--fps", metavar="FPS", help="Overlay frame rate for frame folders.")] = 24.0,
     start: Annotated[str | None, typer.Option(
         metavar="FRAME|SECONDS", show_default="the first frame",
@@ -334,7 +349,7 @@ def segment(
         model_cfg = ModelConfig(backbone=backbone, backbone_weights=backbone_weights, checkpoint=checkpoint)
         cfg = SegmentConfig(resolution=tuple(resolution) if resolution else None, key_ratio=key_ratio,
                             max_key_frames=max_key_frames, attention_cache_mb=attention_cache,
-                            query_cache_mb=query_cache, tau=tau, window=window,
+                            query_cache_mb=_megabytes(query_cache, "--query-cache"), tau=tau, window=window,
                             level=level, max_objects=max_objects, upsample=upsample, stride=stride, device=device,
                             precision=precision, normalization=normalization, batch_size=batch_size, fps=fps,
                             overlay=overlay, save_hierarchy=hierarchy, start=start, end=end,

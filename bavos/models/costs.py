@@ -73,6 +73,24 @@ def resident_bytes() -> int:
     return _proc_bytes("/proc/self/status", "VmRSS") or 0
 
 
+AUTO_QUERY_CAP = 512 * 2**20  # --query-cache auto keeps at most this much (and at most a tenth of what is free)
+
+
+def query_cache_bytes(asked_mb: int | None, video_bytes: int) -> int:
+    """Bytes of queries kept for the clustering's second pass.
+
+    Args:
+        asked_mb: ``--query-cache`` in MB, or None for auto: every query when the video's take at most
+            min(AUTO_QUERY_CAP, a tenth of the available host memory), else none (they are computed again, so
+            memory does not grow with the video's length).
+        video_bytes: the queries of every processed frame.
+    """
+    if asked_mb is not None:
+        return asked_mb * 2**20
+    room = min(AUTO_QUERY_CAP, (available_bytes(torch.device("cpu")) or 0) // 10)
+    return video_bytes if video_bytes <= room else 0
+
+
 def available_bytes(device: torch.device) -> int | None:
     """Memory the run can still take: free GPU memory on CUDA, else MemAvailable (None when unknown)."""
     if device.type == "cuda":
@@ -88,6 +106,8 @@ class Estimate:
     peak_bytes: int
     device_peak_bytes: int | None = None
     passes: dict[str, float] = field(default_factory=dict)  # seconds of each pass over the video, in order
+    queries_kept: int = 0  # bytes of queries kept for the labels pass (--query-cache)
+    queries_total: int = 0  # bytes of the whole video's queries
 
     @property
     def total(self) -> float:
@@ -154,8 +174,9 @@ def segment_estimate(frames: int, grid: tuple[int, int], keys: int, batch: int, 
     grow = min(queries, query_bytes) + key_set + cache_bytes
     if device.type == "cuda":
         return Estimate(seconds, resident_bytes() + grow, key_set + max(window_set, backbone_set) + cache_bytes,
-                        passes)
-    return Estimate(seconds, resident_bytes() + grow + max(window_set, backbone_set), None, passes)
+                        passes, min(queries, query_bytes), queries)
+    return Estimate(seconds, resident_bytes() + grow + max(window_set, backbone_set), None, passes,
+                    min(queries, query_bytes), queries)
 
 
 def gigabytes(n: float) -> str:

@@ -33,7 +33,7 @@ from bavos.config import SegmentConfig
 from bavos.errors import InputError
 from bavos.io.background import Ahead
 from bavos.io.video import Frame, VideoInfo, VideoSource
-from bavos.models.costs import Estimate, segment_estimate
+from bavos.models.costs import Estimate, query_cache_bytes, segment_estimate
 from bavos.models.devices import release_free_heap, strict_float32
 from bavos.models.loading import Models, frame_tokens
 from bavos.pipeline.attention import key_frame_indices, window_attention
@@ -56,7 +56,7 @@ class _Clock:
     def __init__(self, device: torch.device) -> None:
         self.device = device
         self.seconds: dict[str, float] = {}
-        self.waits: dict[str, float] = {}
+        self.waits: dict[str, float] = dict.fromkeys(("keys", "hierarchy", "labels"), 0.0)  # 0: nothing decoded
         self.decode = 0.0
 
     @contextmanager
@@ -314,7 +314,8 @@ def _analyse(source: VideoSource, models: Models, cfg: SegmentConfig, progress: 
     workdir = Path(workdir or tempfile.gettempdir())
     store0 = LabelStore(_temp_path(workdir, "level0"), 1, n)  # level-0 labels: kept on disk for pass 3
     queries: dict[int, Tensor] = {}
-    query_room = cfg.query_cache_mb * 2**20
+    video_queries = keys.processed(cfg.stride) * n * models.backbone.embed_dim * 4  # heads x head dim = width
+    query_room = query_cache_bytes(cfg.query_cache_mb, video_queries)
     rows_cache = _RowCache(cfg.attention_cache_mb * 2**20)
     windows_q = query_windows(source, models, cfg, clock, "hierarchy")
     try:
@@ -422,10 +423,11 @@ def estimate_cost(source: VideoSource, models: Models, cfg: SegmentConfig) -> Es
     frames = -(-source.info.frame_count // cfg.stride)
     patch = models.backbone.patch_size
     keys = len(key_frame_indices(frames, cfg.key_ratio, cfg.max_key_frames))
-    return segment_estimate(frames, (cfg.resolution[0] // patch, cfg.resolution[1] // patch), keys, cfg.batch_size,
-                            cfg.window, models.device, models.backbone.embed_dim, models.heads,
-                            source.info.width * source.info.height, cfg.attention_cache_mb * 2**20,
-                            cfg.query_cache_mb * 2**20)
+    grid = (cfg.resolution[0] // patch, cfg.resolution[1] // patch)
+    queries = query_cache_bytes(cfg.query_cache_mb, frames * grid[0] * grid[1] * models.backbone.embed_dim * 4)
+    return segment_estimate(frames, grid, keys, cfg.batch_size, cfg.window, models.device, models.backbone.embed_dim,
+                            models.heads, source.info.width * source.info.height, cfg.attention_cache_mb * 2**20,
+                            queries)
 
 
 def video_tokens(source: VideoSource, models: Models, cfg: SegmentConfig) -> tuple[Tensor, Tensor]:

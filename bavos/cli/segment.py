@@ -185,8 +185,9 @@ def _say_cost(label: str, estimate: Any, cfg: SegmentConfig, models: Any, progre
         memory = gigabytes(estimate.peak_bytes) + (f" (GPU {gigabytes(estimate.device_peak_bytes)})"
                                                    if estimate.device_peak_bytes is not None else "")
         kept = estimate.queries_kept
-        queries = ("" if cfg.query_cache_mb is not None else f", queries kept: {max(1, round(kept / 2**20))} MB" if kept else
-                   f", queries recomputed: the video's take {gigabytes(estimate.queries_total)}")
+        queries = "" if cfg.query_cache_mb is not None else (
+            f", queries kept: {max(1, round(kept / 2**20))} MB" if kept else
+            f", queries recomputed: the video's take {gigabytes(estimate.queries_total)}")
         note(f"{label}: estimated {duration(estimate.total)} at {h}x{w} on {models.device.type} (backbone "
              f"{duration(s['backbone'])}, clustering {duration(s['clustering'])}, writing {duration(s['writing'])}),"
              f" peak memory {memory}{queries}")

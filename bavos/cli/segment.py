@@ -175,7 +175,7 @@ def _load(model_cfg: ModelConfig, cfg: SegmentConfig, local_rank: int | None, pr
 
 def _say_cost(label: str, estimate: Any, cfg: SegmentConfig, models: Any, progress: Progress) -> str | None:
     """Say what an input will cost (unless --quiet); return why it cannot fit this machine's memory, if it cannot."""
-    from bavos.models.costs import gigabytes, over_budget
+    from bavos.models.costs import gigabytes, over_budget, size_text
 
     if estimate is None:
         return None
@@ -186,8 +186,8 @@ def _say_cost(label: str, estimate: Any, cfg: SegmentConfig, models: Any, progre
                                                    if estimate.device_peak_bytes is not None else "")
         kept = estimate.queries_kept
         queries = "" if cfg.query_cache_mb is not None else (
-            f", queries kept: {max(1, round(kept / 2**20))} MB" if kept else
-            f", queries recomputed: the video's take {gigabytes(estimate.queries_total)}")
+            f", queries kept: {size_text(kept)}" if kept else
+            f", queries recomputed: the video's take {size_text(estimate.queries_total)}")
         note(f"{label}: estimated {duration(estimate.total)} at {h}x{w} on {models.device.type} (backbone "
              f"{duration(s['backbone'])}, clustering {duration(s['clustering'])}, writing {duration(s['writing'])}),"
              f" peak memory {memory}{queries}")

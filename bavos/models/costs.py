@@ -179,6 +179,11 @@ def segment_estimate(frames: int, grid: tuple[int, int], keys: int, batch: int, 
                     min(queries, query_bytes), queries)
 
 
+def size_text(n: float) -> str:
+    """A size in MB (at least 1) below 1 GB, else in GB: "44 MB", "1.4 GB"."""
+    return gigabytes(n) if n >= 2**30 else f"{max(1, round(n / 2**20))} MB"
+
+
 def gigabytes(n: float) -> str:
     return f"{n / 2**30:.1f} GB"
 

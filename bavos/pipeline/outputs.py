@@ -30,6 +30,7 @@ from bavos.io.files import display_name, hidden_sibling
 from bavos.io.pictures import Levels, ObjectRow, preview_frames, save_hierarchy_picture, save_preview, thumbnail
 from bavos.io.render import overlay, write_mask
 from bavos.io.video import Frame, OverlayWriter, VideoSource
+from bavos.models.costs import size_text
 from bavos.pipeline.masks import upsample_ids
 from bavos.pipeline.segment import Analysis, Models, Progress, iter_masks, source_id
 from bavos.pipeline.store import write_npz
@@ -111,13 +112,9 @@ def run_timings(analysis: Analysis, waits: dict[str, float], writing: float, tot
     return timings
 
 
-def _size_text(n: float) -> str:
-    return f"{n / 2**30:.1f} GB" if n >= 2**30 else f"{max(1, round(n / 2**20))} MB"
-
-
-def objects_export_size(analysis: Analysis, upsample: str) -> tuple[int, int]:
-    """PNGs ``--export objects`` writes (one per object and frame, absent objects included) and their bytes,
-    estimated from the first frame's masks encoded as the export encodes them."""
+def objects_export_size(analysis: Analysis, upsample: str) -> tuple[int, int, int]:
+    """Objects, the PNGs ``--export objects`` writes (one per object and frame, absent objects included) and their
+    bytes, estimated from the first frame's masks encoded as the export encodes them."""
     import io
 
     from PIL import Image
@@ -125,14 +122,14 @@ def objects_export_size(analysis: Analysis, upsample: str) -> tuple[int, int]:
     objects = int(analysis.mapping.max())  # ids 1..max
     files = objects * analysis.decoded
     if not files:
-        return 0, 0
+        return objects, 0, 0
     ids = upsample_ids(analysis.ids(0), (analysis.info.height, analysis.info.width), upsample)
     sample = []
     for i in range(1, min(objects, 4) + 1):
         buffer = io.BytesIO()
         Image.fromarray((ids == i).astype(np.uint8) * 255, mode="L").save(buffer, format="PNG", compress_level=1)
         sample.append(buffer.tell())
-    return files, int(files * np.mean(sample))
+    return objects, files, int(files * np.mean(sample))
 
 
 def save_pictures(folder: Path, title: str, stats: dict[str, Any], levels: Levels) -> None:
@@ -392,9 +389,9 @@ def write_folder(final: Path, source: VideoSource, analysis: Analysis, cfg: Segm
     check_contents(final, fix)
     skipped = None
     if "objects" in cfg.exports:
-        files, size = objects_export_size(analysis, cfg.upsample)
-        what = (f"--export objects would write {files:,} PNGs ({files // max(1, analysis.decoded):,} objects x "
-                f"{analysis.decoded:,} frames, about {_size_text(size)})")
+        objects, files, size = objects_export_size(analysis, cfg.upsample)
+        what = (f"--export objects would write {files:,} PNGs ({objects:,} objects x {analysis.decoded:,} frames, "
+                f"about {size_text(size)})")
         if cfg.max_export_files and files > cfg.max_export_files:
             if not keep_going:
                 raise LimitError(f"{what}, more than --max-export-files {cfg.max_export_files:,}: pass "

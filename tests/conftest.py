@@ -62,6 +62,13 @@ def write_clip(path: Path, n: int = 12, height: int = 53, width: int = 75, fps: 
     return path
 
 
+def decoded(path: Path) -> bytes:
+    """A video's decoded RGB frames, for comparing what a player shows (x264's bitstream may differ for the same
+    frames)."""
+    with av.open(str(path)) as container:
+        return b"".join(f.to_ndarray(format="rgb24").tobytes() for f in container.decode(video=0))
+
+
 @pytest.fixture
 def clip(tmp_path: Path) -> Path:
     return write_clip(tmp_path / "clip.mp4")

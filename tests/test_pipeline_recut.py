@@ -5,10 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
-from conftest import TINY, on, write_clip
+from conftest import TINY, decoded, on, write_clip
 
 FILES = ("hierarchy.npz", "overlay.mp4", "hierarchy.png", "preview.png", "coco.json", "masks.mp4")
 
@@ -22,11 +21,6 @@ def tree(folder: Path) -> dict[str, bytes]:
     """
     return {str(p.relative_to(folder)): decoded(p) if p.suffix == ".mp4" else p.read_bytes()
             for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
-def decoded(path: Path) -> bytes:
-    with av.open(str(path)) as container:
-        return b"".join(f.to_ndarray(format="rgb24").tobytes() for f in container.decode(video=0))
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import write_clip
+from conftest import decoded, write_clip
 from PIL import Image
 
 from bavos.api import segment_video
@@ -107,11 +107,6 @@ def test_outputs_of_an_odd_sized_clip(tmp_path: Path, tiny_models) -> None:  # n
     assert summary["config"]["SegmentConfig"]["key_ratio"] == 4 and summary["version"]
     hierarchy = np.load(folder / "hierarchy.npz")
     assert hierarchy["labels"].shape == (len(summary["level_sizes"]), 13, 8 * 12)
-
-
-def decoded(path: Path) -> bytes:
-    with av.open(str(path)) as container:
-        return b"".join(f.to_ndarray(format="rgb24").tobytes() for f in container.decode(video=0))
 
 
 def test_background_threads_change_nothing_in_the_result(tmp_path: Path, tiny_models) -> None:  # noqa: ANN001

@@ -20,6 +20,13 @@ T = TypeVar("T")
 _DONE = object()  # end of the items
 
 
+def _take(items: queue.Queue) -> tuple[object, float]:
+    """The next item, waiting as long as needed, and the seconds waited."""
+    start = time.perf_counter()
+    item = items.get()
+    return item, time.perf_counter() - start
+
+
 class _Failed:
     def __init__(self, error: BaseException) -> None:
         self.error = error
@@ -86,9 +93,8 @@ class Ahead(Generic[T]):
             self._thread = threading.Thread(target=self._run, name="bavos-ahead", daemon=True)
             self._thread.start()
         while True:
-            start = time.perf_counter()
-            item = self._queue.get()
-            self.waited += time.perf_counter() - start
+            item, waited = _take(self._queue)
+            self.waited += waited
             if item is _DONE:
                 return
             if isinstance(item, _Failed):
@@ -149,9 +155,8 @@ class Behind(Generic[T]):
 
     def _run(self) -> None:
         while True:
-            start = time.perf_counter()
-            item = self._queue.get()
-            self.waited += time.perf_counter() - start
+            item, waited = _take(self._queue)
+            self.waited += waited
             if item is _DONE:
                 return
             if self._error is not None:

@@ -45,7 +45,14 @@ def main() -> None:
     from bavos.models.backbone import build_backbone
     from bavos.models.devices import Shard, precision_context, resolve_device
     from bavos.training.clips import cache_clips
-    from bavos.training.train import batch_losses, make_loader, make_optimizer, new_correlator, step_seed
+    from bavos.training.train import (
+        apply_gradients,
+        batch_losses,
+        make_loader,
+        make_optimizer,
+        new_correlator,
+        step_seed,
+    )
 
     device = resolve_device(args.device)
     cfg = train_config(resolution=tuple(args.resolution), batch_size=args.batch_size, workers=args.workers,
@@ -95,11 +102,7 @@ def main() -> None:
         def step(i: int) -> None:
             torch.manual_seed(step_seed(cfg.seed, i, 0))
             losses = batch_losses(backbone, correlator, batch, cfg, torch.Generator().manual_seed(i))
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(losses.total).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
+            apply_gradients(losses, optimizer, scheduler, scaler)
 
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)

@@ -146,7 +146,7 @@ def _train(args: argparse.Namespace, tmp: Path, precision: str) -> dict[str, Any
     from bavos.models.backbone import build_backbone
     from bavos.models.devices import resolve_device
     from bavos.training.clips import ClipSamples, cache_clips
-    from bavos.training.train import batch_losses, make_optimizer, new_correlator, step_seed
+    from bavos.training.train import apply_gradients, batch_losses, make_optimizer, new_correlator, step_seed
 
     resolution, batch, steps = size(args, "train")
     device = resolve_device(args.device)
@@ -169,11 +169,7 @@ def _train(args: argparse.Namespace, tmp: Path, precision: str) -> dict[str, Any
     def step(i: int) -> None:
         torch.manual_seed(step_seed(cfg.seed, i, 0))
         losses = batch_losses(backbone, correlator, frames, cfg, torch.Generator().manual_seed(i))
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(losses.total).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        scheduler.step()
+        apply_gradients(losses, optimizer, scheduler, scaler)
 
     step(0)  # warm-up
     if device.type == "cuda":

@@ -141,6 +141,19 @@ def batch_losses(backbone: Backbone, correlator: nn.Module, frames: Tensor, cfg:
     return clip_losses(attn, feats, points, cfg)
 
 
+def apply_gradients(losses: Losses, optimizer: torch.optim.Optimizer, scheduler: Any,
+                    scaler: torch.amp.GradScaler) -> None:
+    """One step's update: backward through the loss scaler, the AdamW step and the schedule's step (what
+    ``bavos train`` does after each batch's losses; the benchmarks time the same)."""
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(losses.total).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    with warnings.catch_warnings():  # fp16: a step the scaler skipped (inf gradients) is not a misuse
+        warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)`")
+        scheduler.step()
+
+
 class _Meter:
     """Sums of the loss terms since the last log line (reduced over processes when written)."""
 
@@ -331,14 +344,8 @@ class _Session:
                 torch.manual_seed(seed)  # dropout
                 losses = batch_losses(self.backbone, model, frames, cfg, torch.Generator().manual_seed(seed + 1))
                 _check_finite(losses, step, shard, self.run)
-                self.optimizer.zero_grad(set_to_none=True)
-                self.scaler.scale(losses.total).backward()
-                lr = self.optimizer.param_groups[0]["lr"]
-                self.scaler.step(self.optimizer)
-                self.scaler.update()
-                with warnings.catch_warnings():  # fp16: a step the scaler skipped (inf gradients) is not a misuse
-                    warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)`")
-                    self.scheduler.step()
+                lr = self.optimizer.param_groups[0]["lr"]  # this step's (the schedule moves it after the update)
+                apply_gradients(losses, self.optimizer, self.scheduler, self.scaler)
                 done = step + 1
                 meter.add(losses, waited)
                 record = None

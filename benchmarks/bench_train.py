@@ -59,7 +59,8 @@ def main() -> None:
                        steps=1000, device=device.type, precision=args.precision)
     backbone = build_backbone(args.backbone, "none").to(device)
     cfg.check_tokens(backbone.patch_size)
-    correlator = new_correlator(backbone.embed_dim, ModelConfig(backbone=args.backbone), cfg).to(device).train()
+    model_cfg = ModelConfig(backbone=args.backbone, checkpoint="none")  # a new correlator, for any backbone
+    correlator = new_correlator(backbone.embed_dim, model_cfg, cfg).to(device).train()
     optimizer, scheduler = make_optimizer(correlator, cfg)
     scaler = torch.amp.GradScaler(device.type, enabled=args.precision == "fp16")
     from bavos.models.costs import train_estimate

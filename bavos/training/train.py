@@ -91,31 +91,50 @@ class _Cosine:
         return (self.min_lr + 0.5 * (self.lr - self.min_lr) * (1 + math.cos(math.pi * i / self.steps))) / self.lr
 
 
+def correlate(correlator: nn.Module, keys: Tensor, cls: Tensor | None, clean_attention: bool) -> tuple[Tensor, Tensor]:
+    """The correlator's training forward pass on the keys of clips (METHOD.md 3.3).
+
+    Args:
+        keys: (B, T, N, D) backbone keys of each frame's patches.
+        cls: (B, T, D) each frame's last-block CLS token, put before its keys (the release's training input), or
+            None for the keys alone.
+        clean_attention: return the attention before attention dropout instead of after it (the release's).
+
+    Returns:
+        attn: (B, T*N, T*N) head-mean attention, CLS rows and columns removed after the softmax (rows sum to about
+            1, not exactly).
+        feats: (B, T, N, D) correlator output tokens, CLS removed.
+
+    Half-precision inputs are computed in float32; float64 stays float64.
+    """
+    b, t, n, d = keys.shape
+    tokens = keys if cls is None else torch.cat([cls[:, :, None], keys], dim=2)  # (B, T, [1 +] N, D)
+    per = tokens.shape[2]
+    dtype = torch.promote_types(tokens.dtype, torch.float32)
+    y, attn = correlator(tokens.reshape(b, t * per, d).to(dtype), clean_attention=clean_attention)
+    attn = attn.to(dtype).mean(1)  # (B, L, L), heads averaged
+    y = y.to(dtype).reshape(b, t, per, d)[:, :, per - n :]  # (B, T, N, D)
+    if cls is not None:
+        keep = (torch.arange(t * per, device=keys.device) % per) != 0
+        attn = attn[:, keep][:, :, keep]  # (B, T*N, T*N)
+    return attn, y
+
+
 def clip_forward(backbone: Backbone, correlator: nn.Module, x: Tensor, with_cls: bool,
                  clean_attention: bool) -> tuple[Tensor, Tensor]:
-    """Backbone keys (plus each frame's CLS) through the correlator.
+    """Backbone keys (plus each frame's CLS with ``with_cls``) through the correlator (:func:`correlate`).
 
     Args:
         x: (B, T, 3, H, W) normalised frames.
 
     Returns:
-        attn: (B, T*N, T*N) head-mean correlator attention, CLS rows and columns removed after the softmax.
-        feats: (B, T, N, D) correlator output tokens, CLS removed.
+        attn (B, T*N, T*N) and feats (B, T, N, D), as :func:`correlate`.
     """
     b, t = x.shape[:2]
     out = backbone(x.flatten(0, 1), with_cls=with_cls)
     n, d = out.keys.shape[1:]
-    tokens = out.keys.reshape(b, t, n, d)
-    if with_cls:
-        tokens = torch.cat([out.cls.reshape(b, t, 1, d), tokens], dim=2)  # (B, T, 1 + N, D)
-    per = tokens.shape[2]
-    y, attn = correlator(tokens.reshape(b, t * per, d).float(), clean_attention=clean_attention)
-    attn = attn.float().mean(1)  # (B, L, L), heads averaged
-    y = y.float().reshape(b, t, per, d)[:, :, per - n :]  # (B, T, N, D)
-    if with_cls:
-        keep = (torch.arange(t * per, device=x.device) % per) != 0
-        attn = attn[:, keep][:, :, keep]  # (B, T*N, T*N)
-    return attn, y
+    cls = out.cls.reshape(b, t, d) if with_cls else None
+    return correlate(correlator, out.keys.reshape(b, t, n, d), cls, clean_attention)
 
 
 def batch_losses(backbone: Backbone, correlator: nn.Module, frames: Tensor, cfg: TrainConfig,

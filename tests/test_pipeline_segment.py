@@ -394,8 +394,8 @@ def test_more_than_255_clusters_are_written_as_16_bit_masks(tmp_path: Path, tiny
 def test_query_cache_auto_runs_the_backbone_once_per_frame_when_the_clip_fits(
         tmp_path: Path, tiny_models, monkeypatch: pytest.MonkeyPatch, room: int | None, passes: int) -> None:  # noqa: ANN001
     """--query-cache auto (the default): a short clip's queries are kept, so every frame goes through the backbone
-    once after the key frames; with no memory to spare they are computed again. The same masks either way, and the
-    same as --query-cache 0."""
+    once (the key frames' queries come from pass 1); with no memory to spare the other frames' queries are computed
+    again. The same masks either way, and the same as --query-cache 0."""
     import bavos.models.loading as loading
     import bavos.pipeline.segment as seg
 
@@ -411,7 +411,7 @@ def test_query_cache_auto_runs_the_backbone_once_per_frame_when_the_clip_fits(
         monkeypatch.setattr("bavos.models.costs.available_bytes", lambda device: room)
     video = write_clip(tmp_path / "q.mp4", n=14, height=48, width=64)
     auto = segment_video(video, tmp_path / "auto", tiny_config(overlay=False), tiny_models)
-    assert sum(seen) == auto["key_frames"] + passes * 14
+    assert sum(seen) == 14 + (passes - 1) * (14 - auto["key_frames"])
     segment_video(video, tmp_path / "none", tiny_config(overlay=False, query_cache_mb=0), tiny_models)
     masks = sorted((tmp_path / "auto" / "q" / "masks").iterdir())
     assert [m.read_bytes() for m in masks] == [(tmp_path / "none" / "q" / "masks" / m.name).read_bytes()

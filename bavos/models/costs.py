@@ -159,19 +159,21 @@ def segment_estimate(frames: int, grid: tuple[int, int], keys: int, batch: int, 
     elementwise = (windows - 1) * full[1] + last[1]
     per_frame = (vit_flops(n_tokens + 1) + 4 * n_tokens * dim * dim) / rates.flops
     queries = frames * n_tokens * dim * 4
-    again = frames * max(0.0, 1 - query_bytes / queries)  # frames run through the backbone again in pass 3
+    # key frames run through the backbone once (pass 1 keeps their queries); the others in pass 2, and again in
+    # pass 3 for those whose queries the cache does not keep
+    again = (frames - keys) * max(0.0, 1 - query_bytes / queries)
     seconds = {
-        "backbone": (keys + frames + again) * per_frame,
+        "backbone": (frames + again) * per_frame,
         "clustering": flops / rates.flops + elementwise / rates.elementwise,
         "writing": frames * pixels * 120 / rates.elementwise,  # per-cluster bilinear scores, argmax, PNG, overlay
     }
-    passes = {"keys": keys * per_frame, "hierarchy": frames * per_frame + full[2] * seconds["clustering"],
+    passes = {"keys": keys * per_frame, "hierarchy": (frames - keys) * per_frame + full[2] * seconds["clustering"],
               "labels": again * per_frame + (1 - full[2]) * seconds["clustering"], "writing": seconds["writing"]}
     rows = min(window, frames) * n_tokens
     window_set = 3 * rows * m * 4 + 3 * rows * rows * 4  # rows, their logs, smoothed rows; distances, neighbours
     backbone_set = batch * (n_tokens + 1) * 12 * dim * 4  # a block's activations (fused attention: no L x L)
     key_set = keys * n_tokens * dim * 4
-    grow = min(queries, query_bytes) + key_set + cache_bytes
+    grow = min(queries, query_bytes) + 2 * key_set + cache_bytes  # the key frames' keys, and queries on the host
     if device.type == "cuda":
         return Estimate(seconds, resident_bytes() + grow, key_set + max(window_set, backbone_set) + cache_bytes,
                         passes, min(queries, query_bytes), queries)

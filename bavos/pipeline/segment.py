@@ -82,12 +82,15 @@ class Keys:
         positions: processed-frame position of each key frame.
         decoded: number of decoded frames.
         grid: patch grid (h, w), N = h * w.
+        q: processed-frame position -> (heads, N, d) float32 queries of that key frame, in host memory (computed
+            with its keys, so passes 2 and 3 need not run the backbone on key frames again).
     """
 
     k: Tensor
     positions: list[int]
     decoded: int
     grid: tuple[int, int]
+    q: dict[int, Tensor] = field(default_factory=dict)
 
     def processed(self, stride: int) -> int:
         """Number of processed frames (every ``stride``-th decoded frame)."""
@@ -146,7 +149,7 @@ def key_pass(source: VideoSource, models: Models, cfg: SegmentConfig, clock: _Cl
     announced = source.info.frame_count
     chosen = set(key_frame_indices(-(-announced // cfg.stride), cfg.key_ratio, cfg.max_key_frames)) \
         if announced else set()
-    computed: dict[int, Tensor] = {}
+    computed: dict[int, tuple[Tensor, Tensor]] = {}  # position -> (q, k) in host memory
 
     def run(wanted: Callable[[int], bool], count: bool) -> int:
         frames = 0
@@ -158,8 +161,8 @@ def key_pass(source: VideoSource, models: Models, cfg: SegmentConfig, clock: _Cl
                 if batch.images is None:
                     continue
                 with clock("backbone"):
-                    _, k = frame_tokens(models, cfg, batch.images)
-                computed.update((p, k[i].cpu()) for i, p in enumerate(batch.positions))
+                    q, k = frame_tokens(models, cfg, batch.images)
+                computed.update((p, (q[i].cpu(), k[i].cpu())) for i, p in enumerate(batch.positions))
             clock.frames(batches, "keys")
         return frames
 
@@ -173,40 +176,55 @@ def key_pass(source: VideoSource, models: Models, cfg: SegmentConfig, clock: _Cl
     patch = models.backbone.patch_size
     grid = (cfg.resolution[0] // patch, cfg.resolution[1] // patch)
     progress("keys", decoded, decoded)
-    return Keys(torch.stack([computed[p] for p in final]).to(models.device), final, decoded, grid)
+    k = torch.stack([computed[p][1] for p in final]).to(models.device)
+    return Keys(k, final, decoded, grid, {p: computed[p][0] for p in final})
 
 
-def query_windows(source: VideoSource, models: Models, cfg: SegmentConfig, clock: _Clock, stage: str,
+def query_windows(source: VideoSource, models: Models, cfg: SegmentConfig, clock: _Clock, stage: str, keys: Keys,
                   skip: set[int] | None = None) -> Iterator[tuple[int, Tensor | None]]:
     """Every window's (w, heads, N, d) queries in order, on the models' device; None for the windows in ``skip``,
-    whose frames are decoded but not run through the backbone. ``stage`` names the pass in the clock's waits."""
+    whose frames are decoded but not run through the backbone. The key frames' queries come from ``keys.q`` (pass 1),
+    the others from the backbone. ``stage`` names the pass in the clock's waits.
+
+    Raises:
+        InputError: the video gave fewer frames than in pass 1.
+    """
     skip = skip or set()
-    pending: list[Tensor] = []  # one item per window is yielded, in order: the windows in ``skip`` as None
-    window = 0
+    total = keys.processed(cfg.stride)
 
     def wanted(position: int) -> bool:
-        return position // cfg.window not in skip
+        return position // cfg.window not in skip and position not in keys.q
 
-    with _frames_ahead(source, models, cfg, wanted) as batches:
-        for batch in batches:
-            if batch.images is None:
+    def computed() -> Iterator[tuple[int, Tensor]]:  # (position, queries) of the frames run through the backbone
+        with _frames_ahead(source, models, cfg, wanted) as batches:
+            for batch in batches:
+                if batch.images is None:
+                    continue
+                with clock("backbone"):
+                    q, _ = frame_tokens(models, cfg, batch.images)
+                yield from zip(batch.positions, q, strict=True)
+            clock.frames(batches, stage)
+
+    stream = computed()
+    try:
+        for window in range(-(-total // cfg.window)):
+            if window in skip:
+                yield window, None
                 continue
-            with clock("backbone"):
-                q, _ = frame_tokens(models, cfg, batch.images)
-            for i, position in enumerate(batch.positions):
-                while position // cfg.window > window:  # windows in between were skipped
-                    yield window, None
-                    window += 1
-                pending.append(q[i])
-                if len(pending) == cfg.window:
-                    yield window, torch.stack(pending)
-                    pending, window = [], window + 1
-        clock.frames(batches, stage)
-    if pending:
-        yield window, torch.stack(pending)
-        window += 1
-    for rest in sorted(w for w in skip if w >= window):
-        yield rest, None
+            rows = []
+            for position in range(window * cfg.window, min((window + 1) * cfg.window, total)):
+                if position in keys.q:
+                    rows.append(keys.q[position].to(models.device, non_blocking=True))
+                    continue
+                got, q = next(stream, (None, None))
+                if got != position:
+                    raise InputError(f"{source.path}: decoding gave other frames than in the first pass "
+                                     f"(frame {position} of {total} expected)")
+                rows.append(q)
+            yield window, torch.stack(rows)
+        next(stream, None)  # ends the stream: its waits are counted
+    finally:
+        stream.close()
 
 
 @dataclass
@@ -317,7 +335,7 @@ def _analyse(source: VideoSource, models: Models, cfg: SegmentConfig, progress: 
     video_queries = keys.processed(cfg.stride) * n * models.backbone.embed_dim * 4  # heads x head dim = width
     query_room = query_cache_bytes(cfg.query_cache_mb, video_queries)
     rows_cache = _RowCache(cfg.attention_cache_mb * 2**20)
-    windows_q = query_windows(source, models, cfg, clock, "hierarchy")
+    windows_q = query_windows(source, models, cfg, clock, "hierarchy", keys)
     try:
         for index, q in windows_q:
             with clock("attention"):
@@ -357,7 +375,7 @@ def _label_pass(source: VideoSource, models: Models, cfg: SegmentConfig, clock: 
     store = LabelStore(_temp_path(workdir, "labels"), len(hierarchy.sizes), n, dtype)
     areas = [np.zeros(size, dtype=np.int64) for size in hierarchy.sizes]
     kept = set(queries) | set(rows_cache.kept)  # these windows need neither decoding nor the backbone again
-    decoded = query_windows(source, models, cfg, clock, "labels", kept) if len(kept) < windows else None
+    decoded = query_windows(source, models, cfg, clock, "labels", keys, kept) if len(kept) < windows else None
     try:
         for index in range(windows):
             fresh = next(decoded)[1] if decoded is not None else None  # one item per window, in order
@@ -436,7 +454,7 @@ def video_tokens(source: VideoSource, models: Models, cfg: SegmentConfig) -> tup
     cfg = cfg.for_device(models.device.type)
     clock = _Clock(models.device)
     keys = key_pass(source, models, cfg, clock, _no_progress)
-    q = torch.cat([q for _, q in query_windows(source, models, cfg, clock, "hierarchy")])
+    q = torch.cat([q for _, q in query_windows(source, models, cfg, clock, "hierarchy", keys)])
     return q, keys.k
 
 

@@ -89,9 +89,11 @@ class SegmentConfig:
     # linear time.
     max_key_frames: int = 30
     # MB of queries kept in host memory from the clustering's first pass for its second (0: decode and run the
-    # backbone again). None ("auto"): every query when the video's take at most min(512 MB, a tenth of the
-    # available memory), else none, so short clips run the backbone once per frame and long videos keep flat
-    # memory (``bavos.models.costs.query_cache_bytes``). Trades memory for time; the results are the same.
+    # backbone again). None ("auto"): on a CPU, every query in a temporary file beside the result when they take at
+    # most a quarter of the disk's free space; on a GPU (or without that space), every query in memory when they take
+    # at most min(512 MB, a tenth of the available memory), else none. So the backbone runs once per frame on a CPU
+    # whatever the length, and long videos keep flat memory (``bavos.models.costs.query_plan``). The results are the
+    # same either way.
     query_cache_mb: int | None = None
     # MB of attention rows kept from the clustering's first pass for its second (0: computed again); GPU memory on
     # CUDA, host memory on CPU. Trades memory for time; the results are the same.

@@ -390,14 +390,19 @@ def test_more_than_255_clusters_are_written_as_16_bit_masks(tmp_path: Path, tiny
     assert res.miou["c"] == 1.0  # found only if eval reads the id above 255 as it was written
 
 
-@pytest.mark.parametrize(("room", "passes"), [(None, 1), (0, 2)])
+@pytest.mark.parametrize(("disk", "room", "passes"), [(None, None, 1), (0, None, 1), (0, 0, 2)])
 def test_query_cache_auto_runs_the_backbone_once_per_frame_when_the_clip_fits(
-        tmp_path: Path, tiny_models, monkeypatch: pytest.MonkeyPatch, room: int | None, passes: int) -> None:  # noqa: ANN001
-    """--query-cache auto (the default): a short clip's queries are kept, so every frame goes through the backbone
-    once (the key frames' queries come from pass 1); with no memory to spare the other frames' queries are computed
-    again. The same masks either way, and the same as --query-cache 0."""
+        tmp_path: Path, tiny_models, monkeypatch: pytest.MonkeyPatch, disk: int | None, room: int | None,
+        passes: int) -> None:  # noqa: ANN001
+    """--query-cache auto (the default) on a CPU: the queries wait in a temporary file, so every frame goes through
+    the backbone once (the key frames' queries come from pass 1); without the disk space, in memory; with neither,
+    the other frames' queries are computed again. The same masks either way, and the same as --query-cache 0."""
+    import shutil
+    from collections import namedtuple
+
     import bavos.models.loading as loading
     import bavos.pipeline.segment as seg
+    import bavos.pipeline.store as store
 
     real = loading.frame_tokens
     seen = []
@@ -406,12 +411,25 @@ def test_query_cache_auto_runs_the_backbone_once_per_frame_when_the_clip_fits(
         seen.append(len(images))
         return real(models, cfg, images)
 
+    files = []
+    real_store = store.QueryStore
+
+    def recorded(path):  # noqa: ANN001, ANN202
+        files.append(Path(path))
+        return real_store(path)
+
     monkeypatch.setattr(seg, "frame_tokens", counted)
+    monkeypatch.setattr(seg, "QueryStore", recorded)
+    if disk is not None:
+        usage = namedtuple("usage", "total used free")
+        monkeypatch.setattr(shutil, "disk_usage", lambda folder: usage(disk, disk, disk))
     if room is not None:
         monkeypatch.setattr("bavos.models.costs.available_bytes", lambda device: room)
     video = write_clip(tmp_path / "q.mp4", n=14, height=48, width=64)
     auto = segment_video(video, tmp_path / "auto", tiny_config(overlay=False), tiny_models)
     assert sum(seen) == 14 + (passes - 1) * (14 - auto["key_frames"])
+    on_disk = disk is None and tiny_models.device.type == "cpu"  # a GPU keeps them in memory
+    assert len(files) == on_disk and not any(f.exists() for f in files)  # the temporary file is gone
     segment_video(video, tmp_path / "none", tiny_config(overlay=False, query_cache_mb=0), tiny_models)
     masks = sorted((tmp_path / "auto" / "q" / "masks").iterdir())
     assert [m.read_bytes() for m in masks] == [(tmp_path / "none" / "q" / "masks" / m.name).read_bytes()

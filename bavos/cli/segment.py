@@ -185,8 +185,9 @@ def _say_cost(label: str, estimate: Any, cfg: SegmentConfig, models: Any, progre
         memory = gigabytes(estimate.peak_bytes) + (f" (GPU {gigabytes(estimate.device_peak_bytes)})"
                                                    if estimate.device_peak_bytes is not None else "")
         kept = estimate.queries_kept
+        where = " on disk" if estimate.queries_on_disk else ""
         queries = "" if cfg.query_cache_mb is not None else (
-            f", queries kept: {size_text(kept)}" if kept else
+            f", queries kept{where}: {size_text(kept)}" if kept else
             f", queries recomputed: the video's take {size_text(estimate.queries_total)}")
         note(f"{label}: estimated {duration(estimate.total)} at {h}x{w} on {models.device.type} (backbone "
              f"{duration(s['backbone'])}, clustering {duration(s['clustering'])}, writing {duration(s['writing'])}),"
@@ -207,7 +208,7 @@ def _segment_one(path: Path, name: str, output: Path, cfg: SegmentConfig, models
     start = time.perf_counter()
     try:
         source = VideoSource(path, FrameRange.parse(cfg.start, cfg.end))  # probed once, for the estimate and the run
-        estimate = seg.estimate_cost(source, models, cfg)
+        estimate = seg.estimate_cost(source, models, cfg, output)  # the temporary files go beside the result
         too_big = _say_cost(label, estimate, cfg, models, progress)
         if estimate is not None:
             progress.plan(estimate.passes)  # the ETA covers the passes still to come
@@ -315,8 +316,9 @@ def segment(
     query_cache: Annotated[str, typer.Option(
         metavar="auto|MB", help="Keep up to MB of the frames' queries for the clustering's second pass instead of "
                                 "decoding and running the backbone again: faster, more memory, the same result. "
-                                "auto: all of them when they take at most 512 MB and a tenth of the free memory, "
-                                "else none (long videos keep flat memory).")] = "auto",
+                                "auto: on a CPU all of them in a temporary file beside the result (when they take at "
+                                "most a quarter of the free disk space); on a GPU all of them when they take at most "
+                                "512 MB and a tenth of the free memory, else none.")] = "auto",
     fps: Annotated[float, typer.Option("--fps", metavar="FPS", help="Overlay frame rate for frame folders.")] = 24.0,
     start: Annotated[str | None, typer.Option(
         metavar="FRAME|SECONDS", show_default="the first frame",

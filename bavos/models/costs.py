@@ -6,15 +6,17 @@ and an elementwise pass of about the sizes the pipeline uses (about 0.2 s on a C
 on the video (how many clusters each window holds); the estimate assumes ``CLUSTERS_PER_WINDOW``.
 
 Memory: the process's resident memory when the estimate is made (the libraries and the models), plus what the run
-allocates: the queries of every frame (host memory), the key set, and the largest window's working set (attention
-rows, their logarithms, the n x n distance and neighbour matrices) or the backbone's largest batch.
+allocates: the queries kept in host memory (``--query-cache``), the key set, and the largest window's working set
+(attention rows, their logarithms, the n x n distance and neighbour matrices) or the backbone's largest batch.
 """
 
 from __future__ import annotations
 
 import functools
+import shutil
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
@@ -73,22 +75,45 @@ def resident_bytes() -> int:
     return _proc_bytes("/proc/self/status", "VmRSS") or 0
 
 
-AUTO_QUERY_CAP = 512 * 2**20  # --query-cache auto keeps at most this much (and at most a tenth of what is free)
+AUTO_QUERY_CAP = 512 * 2**20  # --query-cache auto keeps at most this much in memory (and a tenth of what is free)
+AUTO_QUERY_DISK_SHARE = 4  # on a CPU, auto keeps the queries on disk when they take at most 1/4 of the free space
 
 
-def query_cache_bytes(asked_mb: int | None, video_bytes: int) -> int:
-    """Bytes of queries kept for the clustering's second pass.
+@dataclass(frozen=True)
+class QueryPlan:
+    """Where the labels pass gets the frames' queries: up to ``memory`` bytes of them kept in host memory, or all of
+    them in a temporary file (``disk``); the others are computed again."""
+
+    memory: int = 0
+    disk: bool = False
+
+
+def query_plan(asked_mb: int | None, video_bytes: int, device: torch.device, folder: Path) -> QueryPlan:
+    """How ``--query-cache`` keeps the frames' queries for the labels pass.
 
     Args:
-        asked_mb: ``--query-cache`` in MB, or None for auto: every query when the video's take at most
-            min(AUTO_QUERY_CAP, a tenth of the available host memory), else none (they are computed again, so
-            memory does not grow with the video's length).
+        asked_mb: ``--query-cache`` in MB (kept in host memory), or None for auto. Auto, on a CPU: in a temporary file
+            in ``folder`` when the video's take at most a quarter of its free space (writing and reading them back
+            costs a small part of what the backbone costs on a CPU, and memory stays flat whatever the length).
+            On a GPU (where the backbone is faster than a disk) or without the disk space: in host memory when they
+            take at most min(AUTO_QUERY_CAP, a tenth of the available host memory), else not kept.
         video_bytes: the queries of every processed frame.
+        folder: where the temporary file would go.
     """
     if asked_mb is not None:
-        return asked_mb * 2**20
+        return QueryPlan(memory=asked_mb * 2**20)
+    if device.type == "cpu":
+        folder = Path(folder).absolute()
+        while not folder.exists() and folder != folder.parent:  # the output folder may not be made yet
+            folder = folder.parent
+        try:
+            free = shutil.disk_usage(folder).free
+        except OSError:
+            free = 0
+        if video_bytes <= free // AUTO_QUERY_DISK_SHARE:
+            return QueryPlan(disk=True)
     room = min(AUTO_QUERY_CAP, (available_bytes(torch.device("cpu")) or 0) // 10)
-    return video_bytes if video_bytes <= room else 0
+    return QueryPlan(memory=video_bytes if video_bytes <= room else 0)
 
 
 def available_bytes(device: torch.device) -> int | None:
@@ -108,6 +133,7 @@ class Estimate:
     passes: dict[str, float] = field(default_factory=dict)  # seconds of each pass over the video, in order
     queries_kept: int = 0  # bytes of queries kept for the labels pass (--query-cache)
     queries_total: int = 0  # bytes of the whole video's queries
+    queries_on_disk: bool = False  # the kept queries wait in a temporary file (--query-cache auto on a CPU)
 
     @property
     def total(self) -> float:
@@ -133,7 +159,7 @@ def window_work(n: int, m: int, dim: int, heads: int, levels_rows: int) -> tuple
 
 def segment_estimate(frames: int, grid: tuple[int, int], keys: int, batch: int, window: int, device: torch.device,
                      dim: int = 384, heads: int = 8, pixels: int = 0, cache_bytes: int = 0,
-                     query_bytes: int = 0) -> Estimate:
+                     queries: QueryPlan = QueryPlan()) -> Estimate:
     """What ``segment_video`` will cost.
 
     Args:
@@ -146,7 +172,7 @@ def segment_estimate(frames: int, grid: tuple[int, int], keys: int, batch: int, 
             backbone's own 6 in the training-free mode).
         pixels: pixels per decoded frame (for the writing pass).
         cache_bytes: --attention-cache.
-        query_bytes: --query-cache (queries kept for the labels pass instead of running the backbone again).
+        queries: what --query-cache keeps for the labels pass instead of running the backbone again.
     """
     rates = calibrate(device)
     n_tokens = grid[0] * grid[1]
@@ -158,10 +184,12 @@ def segment_estimate(frames: int, grid: tuple[int, int], keys: int, batch: int, 
     flops = (windows - 1) * full[0] + last[0]
     elementwise = (windows - 1) * full[1] + last[1]
     per_frame = (vit_flops(n_tokens + 1) + 4 * n_tokens * dim * dim) / rates.flops
-    queries = frames * n_tokens * dim * 4
+    video_queries = frames * n_tokens * dim * 4
+    in_memory = min(video_queries, queries.memory)
+    kept = video_queries if queries.disk else in_memory
     # key frames run through the backbone once (pass 1 keeps their queries); the others in pass 2, and again in
     # pass 3 for those whose queries the cache does not keep
-    again = (frames - keys) * max(0.0, 1 - query_bytes / queries)
+    again = (frames - keys) * max(0.0, 1 - kept / video_queries)
     seconds = {
         "backbone": (frames + again) * per_frame,
         "clustering": flops / rates.flops + elementwise / rates.elementwise,
@@ -173,12 +201,12 @@ def segment_estimate(frames: int, grid: tuple[int, int], keys: int, batch: int, 
     window_set = 3 * rows * m * 4 + 3 * rows * rows * 4  # rows, their logs, smoothed rows; distances, neighbours
     backbone_set = batch * (n_tokens + 1) * 12 * dim * 4  # a block's activations (fused attention: no L x L)
     key_set = keys * n_tokens * dim * 4
-    grow = min(queries, query_bytes) + 2 * key_set + cache_bytes  # the key frames' keys, and queries on the host
+    grow = in_memory + 2 * key_set + cache_bytes  # the key frames' keys, and queries on the host
+    said = (kept, video_queries, queries.disk)
     if device.type == "cuda":
         return Estimate(seconds, resident_bytes() + grow, key_set + max(window_set, backbone_set) + cache_bytes,
-                        passes, min(queries, query_bytes), queries)
-    return Estimate(seconds, resident_bytes() + grow + max(window_set, backbone_set), None, passes,
-                    min(queries, query_bytes), queries)
+                        passes, *said)
+    return Estimate(seconds, resident_bytes() + grow + max(window_set, backbone_set), None, passes, *said)
 
 
 def size_text(n: float) -> str:

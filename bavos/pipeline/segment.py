@@ -5,8 +5,8 @@ Passes over the video, each a stream of frames, so that memory does not grow wit
 1. keys: decode every frame, run the backbone on the key frames only (their keys are what every frame attends to);
 2. hierarchy: decode, run the backbone on every processed frame and, window by window, compute the attention rows
    and cluster them (level 0 and the streamed first global round); then the remaining global rounds;
-3. labels: the same rows again (queries computed again, or kept within ``--query-cache``) give every token its
-   label at every level, written window by window to a temporary file;
+3. labels: the same rows again (from queries kept by ``--query-cache``, in memory or in a temporary file, or
+   computed again) give every token its label at every level, written window by window to a temporary file;
 4. writing (``bavos.pipeline.outputs``): decode again and write each frame's mask and overlay frame.
 
 Host memory holds the key set, one window's rows and working set, the leaders of the first global round and the
@@ -33,13 +33,13 @@ from bavos.config import SegmentConfig
 from bavos.errors import InputError
 from bavos.io.background import Ahead
 from bavos.io.video import Frame, VideoInfo, VideoSource
-from bavos.models.costs import Estimate, query_cache_bytes, segment_estimate
+from bavos.models.costs import Estimate, query_plan, segment_estimate
 from bavos.models.devices import release_free_heap, strict_float32
 from bavos.models.loading import Models, frame_tokens
 from bavos.pipeline.attention import key_frame_indices, window_attention
 from bavos.pipeline.cluster import Hierarchy, HierarchyBuilder, label_window
 from bavos.pipeline.masks import MAX_IDS_8BIT, ids_by_area, nearest_processed, upsample_ids
-from bavos.pipeline.store import LabelStore
+from bavos.pipeline.store import LabelStore, QueryStore
 
 Progress = Callable[[str, int, int | None], None]
 """progress(stage, done, total): stages "keys" (frames), "hierarchy" and "labels" (windows), "writing" (frames)."""
@@ -280,6 +280,37 @@ def _temp_path(folder: Path, stem: str) -> Path:
     return Path(name)
 
 
+class _QueryCache:
+    """The frames' queries kept from the hierarchy pass for the labels pass: in host memory within a byte budget
+    (windows in order), or in a temporary file (``QueryStore``)."""
+
+    def __init__(self, budget: int, store: QueryStore | None) -> None:
+        self.room, self.store = budget, store
+        self.memory: dict[int, Tensor] = {}
+
+    @property
+    def kept(self) -> set[int]:
+        return set(self.memory) | (self.store.kept if self.store is not None else set())
+
+    def offer(self, window: int, q: Tensor) -> None:
+        if self.store is not None and self.store.offer(window, q):
+            return
+        if q.nbytes <= self.room:
+            self.memory[window] = q.cpu()
+            self.room -= q.nbytes
+
+    def take(self, window: int, read: bool = True) -> Tensor | None:
+        """The window's queries, let go (None when not kept, or not ``read``: the rows were kept instead)."""
+        q = self.memory.pop(window, None)
+        if self.store is None or q is not None:
+            return q if read else None
+        return self.store.take(window) if read else self.store.drop(window)
+
+    def close(self) -> None:
+        if self.store is not None:
+            self.store.close()
+
+
 class _RowCache:
     """Attention rows kept from the hierarchy pass for the labels pass, within a byte budget (windows in order)."""
 
@@ -331,9 +362,9 @@ def _analyse(source: VideoSource, models: Models, cfg: SegmentConfig, progress: 
     builder = HierarchyBuilder(cfg.tau, keep_level0=cfg.level == 0 and cfg.max_objects > 0)
     workdir = Path(workdir or tempfile.gettempdir())
     store0 = LabelStore(_temp_path(workdir, "level0"), 1, n)  # level-0 labels: kept on disk for pass 3
-    queries: dict[int, Tensor] = {}
     video_queries = keys.processed(cfg.stride) * n * models.backbone.embed_dim * 4  # heads x head dim = width
-    query_room = query_cache_bytes(cfg.query_cache_mb, video_queries)
+    plan = query_plan(cfg.query_cache_mb, video_queries, models.device, workdir)
+    queries = _QueryCache(plan.memory, QueryStore(_temp_path(workdir, "queries")) if plan.disk else None)
     rows_cache = _RowCache(cfg.attention_cache_mb * 2**20)
     windows_q = query_windows(source, models, cfg, clock, "hierarchy", keys)
     try:
@@ -343,9 +374,7 @@ def _analyse(source: VideoSource, models: Models, cfg: SegmentConfig, progress: 
             with clock("clustering"):
                 labels0 = builder.add_window(rows.reshape(-1, rows.shape[-1]))
             store0.append(labels0.reshape(-1, 1, n))
-            if q.nbytes <= query_room:  # kept in host memory
-                queries[index] = q.cpu()
-                query_room -= q.nbytes
+            queries.offer(index, q)
             rows_cache.offer(index, rows)
             del rows
             release_free_heap()
@@ -357,6 +386,7 @@ def _analyse(source: VideoSource, models: Models, cfg: SegmentConfig, progress: 
     finally:
         windows_q.close()  # its decoding thread ends now, not when a traceback holding it goes
         store0.close()
+        queries.close()
     mapping = ids_by_area(areas[hierarchy.cut])
     timings = {"decode": clock.decode, **clock.seconds}
     info = replace(source.info, fps=cfg.fps) if source.info.is_folder else source.info
@@ -365,7 +395,7 @@ def _analyse(source: VideoSource, models: Models, cfg: SegmentConfig, progress: 
 
 
 def _label_pass(source: VideoSource, models: Models, cfg: SegmentConfig, clock: _Clock, keys: Keys,
-                hierarchy: Hierarchy, store0: LabelStore, queries: dict[int, Tensor], rows_cache: _RowCache,
+                hierarchy: Hierarchy, store0: LabelStore, queries: _QueryCache, rows_cache: _RowCache,
                 progress: Progress, workdir: Path) -> tuple[LabelStore, list[np.ndarray]]:
     """Pass 3: every token's label at every level, window by window, into a temporary file; and each cluster's
     token count, per level."""
@@ -374,13 +404,13 @@ def _label_pass(source: VideoSource, models: Models, cfg: SegmentConfig, clock: 
     dtype = np.uint16 if max(hierarchy.sizes) <= 65536 else np.int32
     store = LabelStore(_temp_path(workdir, "labels"), len(hierarchy.sizes), n, dtype)
     areas = [np.zeros(size, dtype=np.int64) for size in hierarchy.sizes]
-    kept = set(queries) | set(rows_cache.kept)  # these windows need neither decoding nor the backbone again
+    kept = queries.kept | set(rows_cache.kept)  # these windows need neither decoding nor the backbone again
     decoded = query_windows(source, models, cfg, clock, "labels", keys, kept) if len(kept) < windows else None
     try:
         for index in range(windows):
             fresh = next(decoded)[1] if decoded is not None else None  # one item per window, in order
             rows = rows_cache.take(index)
-            q = queries.pop(index, None)
+            q = queries.take(index, read=rows is None)
             if rows is None:
                 with clock("attention"):
                     q = q if q is not None else fresh
@@ -432,9 +462,10 @@ def iter_masks(source: VideoSource, analysis: Analysis, upsample: str, backgroun
         raise InputError(f"{source.path}: this decode gave {seen} frames, the first {analysis.decoded}")
 
 
-def estimate_cost(source: VideoSource, models: Models, cfg: SegmentConfig) -> Estimate | None:
+def estimate_cost(source: VideoSource, models: Models, cfg: SegmentConfig, workdir: Path | None = None
+                  ) -> Estimate | None:
     """Time per stage and peak memory of segmenting ``source`` (``bavos.models.costs``), or None when its length is
-    unknown."""
+    unknown. ``workdir``: where the temporary files will go (as for :func:`analyse`)."""
     cfg = cfg.for_device(models.device.type)
     if not source.info.frame_count:
         return None
@@ -442,7 +473,8 @@ def estimate_cost(source: VideoSource, models: Models, cfg: SegmentConfig) -> Es
     patch = models.backbone.patch_size
     keys = len(key_frame_indices(frames, cfg.key_ratio, cfg.max_key_frames))
     grid = (cfg.resolution[0] // patch, cfg.resolution[1] // patch)
-    queries = query_cache_bytes(cfg.query_cache_mb, frames * grid[0] * grid[1] * models.backbone.embed_dim * 4)
+    queries = query_plan(cfg.query_cache_mb, frames * grid[0] * grid[1] * models.backbone.embed_dim * 4,
+                         models.device, Path(workdir or tempfile.gettempdir()))
     return segment_estimate(frames, grid, keys, cfg.batch_size, cfg.window, models.device, models.backbone.embed_dim,
                             models.heads, source.info.width * source.info.height, cfg.attention_cache_mb * 2**20,
                             queries)

@@ -1,8 +1,10 @@
-"""Per-frame labels on disk while a video is segmented, and deterministic .npz files written as a stream.
+"""Per-frame labels and queries on disk while a video is segmented, and deterministic .npz files written as a stream.
 
 A long video's labels at every level do not fit in memory (one hour at 320 x 480 is 108,000 frames of 2,400 tokens
 a level), so the pipeline writes them window by window into a temporary file, each window a zlib-compressed chunk,
-and reads them back frame by frame. Memory holds one chunk and the chunks' offsets.
+and reads them back frame by frame. Memory holds one chunk and the chunks' offsets. On a CPU, the frames' queries
+wait for the labels pass in a temporary file too (:class:`QueryStore`): reading them back costs far less than
+running the backbone again.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from bavos.errors import OutputError, plain_os_error
 
@@ -79,6 +82,77 @@ class LabelStore:
             self._file.close()
         except OSError:
             pass  # the file goes anyway; the write that failed has been reported
+        finally:
+            self.path.unlink(missing_ok=True)
+
+
+class QueryStore:
+    """Windows of float32 queries in a temporary file, each stored as it is and read back by its index.
+
+    A write that fails (a full disk) is not an error: the store gives up, frees its file, and the windows it does not
+    hold are computed again (:attr:`kept` says which it holds).
+
+    Args:
+        path: the temporary file (created, overwritten).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        try:
+            self._file = open(self.path, "w+b", buffering=0)  # noqa: SIM115 - closed by close()
+        except OSError as e:
+            raise OutputError(f"cannot create the temporary queries file: {plain_os_error(e, self.path)}") from e
+        self._windows: dict[int, tuple[int, tuple[int, ...]]] = {}  # index -> (offset, shape)
+        self._end = 0
+        self.failed = False
+
+    @property
+    def kept(self) -> set[int]:
+        return set(self._windows)
+
+    def offer(self, index: int, q: torch.Tensor) -> bool:
+        """Keep window ``index``'s queries (any shape, float32); False when the file could not take them."""
+        if self.failed:
+            return False
+        array = np.ascontiguousarray(q.detach().cpu().numpy(), dtype=np.float32)
+        try:
+            self._file.seek(self._end)
+            self._file.write(memoryview(array).cast("B"))
+        except OSError:
+            self.failed = True
+            self._windows.clear()
+            self._file.truncate(0)
+            return False
+        self._windows[index] = (self._end, array.shape)
+        self._end += array.nbytes
+        return True
+
+    def take(self, index: int) -> torch.Tensor | None:
+        """Window ``index``'s queries (on the CPU), or None when the store does not hold them."""
+        if index not in self._windows:
+            return None
+        offset, shape = self._windows.pop(index)
+        array = np.empty(shape, dtype=np.float32)
+        self._file.seek(offset)
+        view = memoryview(array).cast("B")
+        done = 0
+        while done < len(view):  # an unbuffered read may return less than asked
+            got = self._file.readinto(view[done:])
+            if not got:
+                raise OutputError(f"the temporary queries file {self.path} ended early")
+            done += got
+        return torch.from_numpy(array)
+
+    def drop(self, index: int) -> None:
+        """Let window ``index`` go unread."""
+        self._windows.pop(index, None)
+
+    def close(self) -> None:
+        """Remove the temporary file."""
+        try:
+            self._file.close()
+        except OSError:
+            pass
         finally:
             self.path.unlink(missing_ok=True)
 

@@ -24,8 +24,8 @@ effect on the partition (at 96x128 over 24 frames: 1 cluster at 1, 22 at 8, 54 a
 (one table) and ``gpu_check.json`` into ``--out`` and prints the table.
 
 Beyond torch, timm, einops, typer, rich, scipy and numpy it needs bavos's other dependencies (av and pillow to
-read and write videos and pictures, safetensors, huggingface_hub, gdown, pycocotools): a machine with no network
-gets them as wheels. It says which are missing before it starts.
+read and write videos and pictures, safetensors, huggingface_hub, gdown, pycocotools, kornia): a machine with no
+network gets them as wheels. It says which are missing before it starts.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 STANDARD = ("torch", "timm", "einops", "typer", "rich", "scipy", "numpy")
 NEEDED = {"av": "av", "PIL": "pillow", "safetensors": "safetensors", "huggingface_hub": "huggingface_hub",
-          "gdown": "gdown", "pycocotools": "pycocotools", "pytest": "pytest"}
+          "gdown": "gdown", "pycocotools": "pycocotools", "kornia": "kornia", "pytest": "pytest"}
 
 SIZES = {  # full run, --smoke
     "resolution": ((320, 480), (64, 96)),

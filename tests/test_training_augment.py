@@ -1,49 +1,64 @@
-import colorsys
+"""bavos's training augmentation: its own parameter draws, applied as the release's kornia pipeline applies them."""
 
 import pytest
 import torch
+from kornia.augmentation import ColorJitter, Normalize, RandomGaussianBlur, RandomGrayscale
+from kornia.augmentation.container import VideoSequential
+from kornia.augmentation.container.params import ParamItem
 
-from bavos.training.augment import (
-    augment,
-    gaussian_blur,
-    hsv_to_rgb,
-    kernel_size,
-    normalize,
-    rgb_to_hsv,
-    sample_params,
-)
+from bavos.training.augment import augment, kernel_size, normalize, sample_params
+
+IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 
 
-def test_hsv_matches_colorsys_and_round_trips() -> None:
-    x = torch.rand(2, 3, 5, 7, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    hsv = rgb_to_hsv(x)
-    for i, j in ((0, 0), (3, 4), (1, 6)):
-        want = colorsys.rgb_to_hsv(*x[1, :, i, j].tolist())
-        assert hsv[1, :, i, j].tolist() == pytest.approx(want, abs=1e-12)
-    torch.testing.assert_close(hsv_to_rgb(hsv), x)
-    gray = torch.full((1, 3, 2, 2), 0.4, dtype=torch.float64)  # no hue: saturation 0, round trip exact
-    torch.testing.assert_close(hsv_to_rgb(rgb_to_hsv(gray)), gray)
+def _release_pipeline(height: int, width: int, sigma: float) -> VideoSequential:
+    """The release's augmentation (METHOD.md 3.2) with its kernel rule and one fixed sigma."""
+    kernel = (int(0.1 * height) // 2 * 2 + 1, int(0.1 * width) // 2 * 2 + 1)
+    return VideoSequential(RandomGrayscale(p=0.2), ColorJitter(0.4, 0.4, 0.4, 0.1, p=0.8),
+                           RandomGaussianBlur(kernel, (sigma, sigma), p=0.5),
+                           Normalize(torch.tensor(IMAGENET[0]), torch.tensor(IMAGENET[1])),
+                           data_format="BTCHW", same_on_frame=True)
 
 
-def test_hue_shift_of_a_third_turns_red_into_green() -> None:
-    red = torch.zeros(1, 3, 1, 1)
-    red[0, 0] = 1.0
-    hsv = rgb_to_hsv(red)
-    hsv[:, 0] += 1 / 3
-    torch.testing.assert_close(hsv_to_rgb(hsv).flatten(), torch.tensor([0.0, 1.0, 0.0]))
+def _release_params(params, i: int, frames: int) -> list:  # noqa: ANN001
+    """Clip i's bavos parameters in the form the release's VideoSequential replays (one entry per frame)."""
+
+    def each(v) -> torch.Tensor:  # noqa: ANN001
+        return torch.full((frames,), float(v))
+
+    def on(v) -> torch.Tensor:  # noqa: ANN001
+        return torch.full((frames,), bool(v))
+
+    return [ParamItem("RandomGrayscale_0", {"batch_prob": on(params.gray[i])}),
+            ParamItem("ColorJitter_1", {"batch_prob": on(params.jitter[i]),
+                                        "brightness_factor": each(params.brightness[i]),
+                                        "contrast_factor": each(params.contrast[i]),
+                                        "saturation_factor": each(params.saturation[i]),
+                                        "hue_factor": each(params.hue[i]), "order": params.order[i].clone()}),
+            ParamItem("RandomGaussianBlur_2", {"batch_prob": on(params.blur[i]), "sigma": each(params.sigma[i])}),
+            ParamItem("Normalize_3", {"batch_prob": on(True)})]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_equals_the_releases_kornia_pipeline_for_the_same_parameters(seed: int) -> None:
+    """For fixed parameters, bavos's augmentation and normalisation give what the release's VideoSequential gives
+    (ColorJitter replays one order per call, so one call per clip: the release's one clip per GPU)."""
+    b, t, h, w = 2, 3, 96, 192
+    x = torch.rand(b, t, 3, h, w, generator=torch.Generator().manual_seed(100 + seed))
+    params = sample_params(b, torch.Generator().manual_seed(seed))
+    if seed < 3:  # every operation on, grayscale in one of them
+        params.gray[:], params.jitter[:], params.blur[:] = seed == 0, True, True
+    mine = normalize(augment(x, params), "imagenet")
+    for i in range(b):
+        theirs = _release_pipeline(h, w, float(params.sigma[i]))(x[i : i + 1], params=_release_params(params, i, t))
+        assert float((mine[i] - theirs[0]).abs().max()) < 1e-5
+    if seed < 3:  # not the identity
+        assert float((mine - normalize(x, "imagenet")).abs().max()) > 0.05
 
 
 def test_kernel_sizes_of_the_release() -> None:
-    assert (kernel_size(192), kernel_size(384)) == (19, 39)
-
-
-def test_blur_keeps_constants_and_mean_and_smooths() -> None:
-    flat = torch.full((2, 3, 32, 48), 0.3)
-    torch.testing.assert_close(gaussian_blur(flat, 1.5), flat)
-    x = torch.rand(1, 3, 32, 48, generator=torch.Generator().manual_seed(1))
-    y = gaussian_blur(x, 2.0)
-    assert y.std() < x.std() / 2
-    assert abs(float(y.mean() - x.mean())) < 0.01
+    assert (kernel_size(192), kernel_size(384), kernel_size(96), kernel_size(200)) == (19, 39, 9, 21)
+    assert kernel_size(12) == 3 and kernel_size(2) == 3 and kernel_size(1) == 1  # small test frames still blur
 
 
 def test_same_parameters_on_every_frame_of_a_clip() -> None:

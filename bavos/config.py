@@ -237,6 +237,9 @@ class TrainConfig:
     drop: float = 0.1
     # Colour, grayscale and blur augmentation with the same parameters on the frames of a clip.
     augment: bool = True
+    # The blur's sigma: once for the whole run of each process ("process", the release's, METHOD.md B17), or drawn
+    # for each clip ("clip").
+    blur_sigma: Literal["clip", "process"] = "process"
     # Input normalisation: "imagenet" (the release's training) or "kinetics".
     normalization: Literal["kinetics", "imagenet"] = "imagenet"
     # Base seed; the randomness of step s on process r is derived from (seed, s, r).
@@ -271,6 +274,7 @@ class TrainConfig:
             (self.workers >= 0, f"--workers must be 0 or more, got {self.workers}"),
             (self.loss_attention in ("dropped", "clean"), f"--loss-attention must be dropped or clean, "
                                                           f"got {self.loss_attention}"),
+            (self.blur_sigma in ("clip", "process"), f"--blur-sigma must be clip or process, got {self.blur_sigma}"),
             _precision_check(self.precision),
         ]
         _raise_first(checks + _device_checks(self.device, self.normalization))

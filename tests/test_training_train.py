@@ -336,3 +336,31 @@ def test_training_says_its_cost_and_one_line_for_too_many_workers(clips: Path, c
     assert res.err.strip().splitlines()[-1].startswith("bavos: error: training needs about ")
     assert "lower --batch-size (clips per step) or --resolution" in res.err
     assert not (tmp_path / "big" / "last.pt").exists()
+
+
+@pytest.mark.parametrize("mode", ["clip", "process"])
+def test_blur_sigma_per_clip_or_once_per_process(clips: Path, cache: Path, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch, mode: str) -> None:
+    """--blur-sigma process (the default): one sigma for every clip of every step of a process (the release's,
+    METHOD.md B17), drawn from (seed, rank); clip: one per clip."""
+    from bavos.training import augment as aug
+
+    seen = []
+    real = train_mod.augment
+
+    def spy(x, params):  # noqa: ANN001, ANN202
+        seen.append(params.sigma.tolist())
+        return real(x, params)
+
+    monkeypatch.setattr(train_mod, "augment", spy)
+    train(clips, tmp_path / "run", MODEL, _cfg(cache, steps=2, blur_sigma=mode))
+    sigmas = {s for step in seen for s in step}
+    assert len(seen) == 2 and len(sigmas) == (1 if mode == "process" else 4)
+    if mode == "process":
+        assert sigmas.pop() == pytest.approx(aug.process_sigma(0, 0))
+        assert 0.1 <= aug.process_sigma(0, 0) <= 2 and aug.process_sigma(0, 1) != aug.process_sigma(0, 0)
+    same = aug.sample_params(3, torch.Generator().manual_seed(1), sigma=0.7)
+    drawn = aug.sample_params(3, torch.Generator().manual_seed(1))
+    assert same.sigma.tolist() == [pytest.approx(0.7)] * 3 and torch.equal(same.order, drawn.order)
+    with pytest.raises(ConfigError, match="--blur-sigma must be clip or process"):
+        _cfg(cache, blur_sigma="frame")

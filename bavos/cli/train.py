@@ -53,6 +53,9 @@ def train(
         help="Add the weighted centre as a motion positive (the release computes it and leaves it out).")] = None,
     augment: Annotated[bool | None, typer.Option(
         "--augment/--no-augment", show_default="--augment", help="Colour, grayscale and blur augmentation.")] = None,
+    blur_sigma: Annotated[str | None, typer.Option(
+        metavar="process|clip", show_default="process",
+        help="Blur sigma drawn once per process for the whole run (as released), or for each clip.")] = None,
     normalization: Annotated[str | None, typer.Option(
         metavar="imagenet|kinetics", show_default="imagenet", help="Input statistics (imagenet as released).")] = None,
     precision: Annotated[str | None, typer.Option(
@@ -83,6 +86,7 @@ def train(
 
     given = {"steps": steps, "batch_size": batch_size, "lr": lr, "resolution": resolution, "gap": gap,
              "loss_attention": loss_attention, "motion_centre": motion_centre, "augment": augment,
+             "blur_sigma": blur_sigma,
              "normalization": normalization, "seed": seed, "checkpoint_every": checkpoint_every,
              "log_every": log_every, "workers": workers, "cache": str(cache) if cache else None, "device": device,
              "precision": precision}

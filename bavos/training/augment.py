@@ -7,8 +7,8 @@ only, whatever the device; kornia draws from torch's global generator) and appli
 operations, those its ColorJitter (torchvision's semantics, kornia >= 0.6.4) and RandomGaussianBlur use. In order:
 grayscale (p 0.2); colour jitter (p 0.8; brightness, contrast and saturation factors in [0.6, 1.4], hue shift in
 [-0.1, 0.1] turns, in a random order of the four); Gaussian blur (p 0.5; kernel 10% of the height and width
-rounded to odd, 19 x 39 at 192 x 384, reflect borders) with a sigma in [0.1, 2] drawn per clip (the release draws
-one sigma per process, METHOD.md B17: not reproduced); then normalisation.
+rounded to odd, 19 x 39 at 192 x 384, reflect borders) with a sigma in [0.1, 2] drawn once per process for the
+whole run, as the release does (METHOD.md B17), or per clip with ``--blur-sigma clip``; then normalisation.
 """
 
 from __future__ import annotations
@@ -42,13 +42,14 @@ class ClipParams:
     sigma: Tensor
 
 
-def sample_params(clips: int, generator: torch.Generator) -> ClipParams:
-    """Draw the parameters of ``clips`` clips from ``generator`` (a CPU generator)."""
+def sample_params(clips: int, generator: torch.Generator, sigma: float | None = None) -> ClipParams:
+    """Draw the parameters of ``clips`` clips from ``generator`` (a CPU generator); every clip blurs with ``sigma``
+    when it is given (the same draws are made, so the other parameters do not change)."""
 
     def uniform(low: float, high: float) -> Tensor:
         return low + (high - low) * torch.rand(clips, generator=generator)
 
-    return ClipParams(
+    params = ClipParams(
         gray=torch.rand(clips, generator=generator) < GRAY_P,
         jitter=torch.rand(clips, generator=generator) < JITTER_P,
         brightness=uniform(1 - JITTER, 1 + JITTER),
@@ -59,6 +60,16 @@ def sample_params(clips: int, generator: torch.Generator) -> ClipParams:
         blur=torch.rand(clips, generator=generator) < BLUR_P,
         sigma=uniform(*SIGMA),
     )
+    if sigma is not None:
+        params.sigma = torch.full_like(params.sigma, sigma)
+    return params
+
+
+def process_sigma(seed: int, rank: int) -> float:
+    """The one blur sigma of process ``rank`` for a whole run (``--blur-sigma process``, the release's: it draws
+    it once per process when the pipeline is built, METHOD.md B17), uniform in [0.1, 2], from (seed, rank)."""
+    g = torch.Generator().manual_seed(seed * 1_000_003 + rank)
+    return float(SIGMA[0] + (SIGMA[1] - SIGMA[0]) * torch.rand((), generator=g))
 
 
 # kornia's operations of ColorJitter, by the index its ``order`` gives them: brightness, contrast, saturation, hue

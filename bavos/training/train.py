@@ -32,7 +32,7 @@ from bavos.models.correlator import Correlator, load_correlator
 from bavos.models.costs import TRAIN_OPTIONS, Estimate, over_budget, train_estimate
 from bavos.models.devices import Shard, precision_context, resolve_device, shard_from_env
 from bavos.models.weights import plan_weights
-from bavos.training.augment import augment, normalize, sample_params
+from bavos.training.augment import augment, normalize, process_sigma, sample_params
 from bavos.training.clips import CachedClip, ClipSamples, Skipped, StepBatches, cache_clips, find_clips
 from bavos.training.losses import Losses, clip_losses
 from bavos.training.runs import RunFolder
@@ -138,18 +138,19 @@ def clip_forward(backbone: Backbone, correlator: nn.Module, x: Tensor, with_cls:
 
 
 def batch_losses(backbone: Backbone, correlator: nn.Module, frames: Tensor, cfg: TrainConfig,
-                 generator: torch.Generator | None = None) -> Losses:
+                 generator: torch.Generator | None = None, sigma: float | None = None) -> Losses:
     """The losses of a batch of clips.
 
     Args:
         frames: (B, T, H, W, 3) uint8 frames, on the models' device.
         generator: CPU generator for the augmentation and the query points (None: no augmentation, the first
             points of a fixed permutation; for evaluating a fixed batch).
+        sigma: the blur's sigma for every clip (``--blur-sigma process``), or None to draw one per clip.
     """
     device = frames.device
     x = frames.permute(0, 1, 4, 2, 3).float() / 255  # (B, T, 3, H, W)
     if generator is not None and cfg.augment:
-        x = augment(x, sample_params(x.shape[0], generator))
+        x = augment(x, sample_params(x.shape[0], generator, sigma))
     x = normalize(x, cfg.normalization)
     n = (x.shape[-2] // backbone.patch_size) * (x.shape[-1] // backbone.patch_size)
     g = generator if generator is not None else torch.Generator().manual_seed(0)
@@ -353,6 +354,7 @@ class _Session:
             self.events.warn(f"--workers {cfg.workers} on a machine with {default_workers()} cores: loading "
                              "competes with training for the cores")
         batches = make_loader(data, cfg, start, stop, shard, device)
+        sigma = process_sigma(cfg.seed, shard.rank) if cfg.blur_sigma == "process" else None
         meter, record, done = _Meter(), None, start
         try:
             for step in range(start, stop):
@@ -361,7 +363,8 @@ class _Session:
                 waited = time.perf_counter() - waited
                 seed = step_seed(cfg.seed, step, shard.rank)
                 torch.manual_seed(seed)  # dropout
-                losses = batch_losses(self.backbone, model, frames, cfg, torch.Generator().manual_seed(seed + 1))
+                losses = batch_losses(self.backbone, model, frames, cfg, torch.Generator().manual_seed(seed + 1),
+                                      sigma)
                 _check_finite(losses, step, shard, self.run)
                 lr = self.optimizer.param_groups[0]["lr"]  # this step's (the schedule moves it after the update)
                 apply_gradients(losses, self.optimizer, self.scheduler, self.scaler)

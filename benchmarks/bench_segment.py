@@ -1,5 +1,6 @@
 """A short clip and one --factor times longer, each segmented in its own process: time and peak memory, and their
-ratios (the goal for 10x the frames: time at most 11x, peak memory at most 1.1x), in one run.
+ratios (the goal for 10x the frames: time at most 11x, peak memory at most 1.1x), and each stage against its floor,
+in one run.
 
     python benchmarks/bench_segment.py                                   # 300 and 3,000 frames at 64x96, CPU
     python benchmarks/bench_segment.py --frames 70 --factor 1 --resolution 320 480 --device cuda
@@ -10,6 +11,12 @@ and a random correlator (``--mode correlator``, the paper's method; cost does no
 option at bavos's default unless given. Per clip: the stages' seconds from summary.json (backbone over all passes,
 clustering with the attention, decoding, writing), end-to-end frames/s, the process's peak RSS and, on a GPU, its
 peak GPU memory.
+
+Floors, measured in the same process after the run: the backbone once per processed frame (the frames decoded
+beforehand, batches of --batch-size), and the clustering's matrix products at this device's float32 matrix rate
+(``bavos.models.costs.calibrate``): the attention once per window (2 n D m flops for a window of n tokens over m key
+tokens of width D), the window's self-distances and smoothing (2 n^2 m each) and the labels (4 L n m, L the
+centroids of every global level). Each stage's ratio to its floor says how much is left to gain there.
 """
 
 from __future__ import annotations
@@ -54,7 +61,8 @@ def measure(args: argparse.Namespace, frames: int) -> dict:
 
     cfg = SegmentConfig(resolution=tuple(args.resolution), key_ratio=args.key_ratio,
                         max_key_frames=args.max_key_frames, attention_cache_mb=args.attention_cache,
-                        query_cache_mb=args.query_cache, device=args.device, precision=args.precision,
+                        query_cache_mb=None if args.query_cache == "auto" else int(args.query_cache),
+                        device=args.device, precision=args.precision,
                         background={"auto": None, "on": True, "off": False}[args.background])
     models = load_models(ModelConfig(backbone=args.backbone, backbone_weights="none", checkpoint="none"), cfg.device)
     if args.mode == "correlator":
@@ -66,11 +74,52 @@ def measure(args: argparse.Namespace, frames: int) -> dict:
         start = time.perf_counter()
         summary = segment_video(clip, Path(tmp) / "out", cfg, models)
         seconds = time.perf_counter() - start
+        peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        peak_cuda = torch.cuda.max_memory_allocated(models.device) / 2**20 if models.device.type == "cuda" else None
+        floors = measure_floors(clip, models, cfg, summary)
     out = {"frames": frames, "seconds": seconds, "timings": summary["timings"], "key_frames": summary["key_frames"],
-           "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "device": str(models.device)}
-    if models.device.type == "cuda":
-        out["peak_cuda_mb"] = torch.cuda.max_memory_allocated(models.device) / 2**20
+           "clusters": summary["level_sizes"][summary["converged_level"]], "peak_rss_mb": peak_rss,
+           "device": str(models.device), "floors": floors}
+    if peak_cuda is not None:
+        out["peak_cuda_mb"] = peak_cuda
     return out
+
+
+def measure_floors(clip: Path, models, cfg, summary: dict) -> dict:  # noqa: ANN001
+    """Seconds of the backbone once per processed frame, and of the clustering's products at the matrix rate."""
+    import torch
+
+    from bavos.io.video import VideoSource
+    from bavos.models.costs import calibrate
+    from bavos.models.loading import frame_tokens
+
+    images = [frame.image for i, frame in enumerate(VideoSource(clip).frames()) if i % cfg.stride == 0]
+    batches = [images[i : i + cfg.batch_size] for i in range(0, len(images), cfg.batch_size)]
+
+    def sync() -> None:
+        if models.device.type == "cuda":
+            torch.cuda.synchronize(models.device)
+
+    frame_tokens(models, cfg, batches[0])  # warm-up
+    sync()
+    start = time.perf_counter()
+    for batch in batches:
+        frame_tokens(models, cfg, batch)
+    sync()
+    backbone = time.perf_counter() - start
+    h, w = summary["patch_grid"]
+    tokens, frames = h * w, summary["processed_frames"]
+    m = summary["key_frames"] * tokens
+    levels = sum(summary["level_sizes"][1 : summary["converged_level"] + 1])
+    rate = calibrate(models.device).flops
+    attention = products = labels = 0.0
+    for first in range(0, frames, cfg.window):
+        n = min(cfg.window, frames - first) * tokens
+        attention += 2 * n * models.backbone.embed_dim * m
+        products += 2 * (2 * n * n * m)
+        labels += 4 * levels * n * m
+    return {"backbone": backbone, "attention": attention / rate, "clustering": products / rate,
+            "labels": labels / rate, "rate": rate}
 
 
 def main() -> None:
@@ -81,7 +130,7 @@ def main() -> None:
     parser.add_argument("--key-ratio", type=int, default=10)
     parser.add_argument("--max-key-frames", type=int, default=30, help="as bavos segment (0: no limit)")
     parser.add_argument("--attention-cache", type=int, default=0, metavar="MB")
-    parser.add_argument("--query-cache", type=int, default=0, metavar="MB")
+    parser.add_argument("--query-cache", default="auto", metavar="auto|MB", help="as bavos segment")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--precision", default="float32", choices=["float32", "bf16", "fp16"])
     parser.add_argument("--backbone", default="vit_small_patch8_224.dino")
@@ -102,7 +151,7 @@ def main() -> None:
         rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
     print(f"device {rows[0]['device']}, {args.backbone} (random weights), {args.mode}, {args.resolution[0]}x"
           f"{args.resolution[1]}, key ratio {args.key_ratio}, max key frames {args.max_key_frames or 'no limit'}, "
-          f"attention cache {args.attention_cache} MB, query cache {args.query_cache} MB, {args.precision}, "
+          f"attention cache {args.attention_cache} MB, query cache {args.query_cache}, {args.precision}, "
           f"background threads {args.background}")
     cuda = "peak_cuda_mb" in rows[0]
     print("| frames | key frames | backbone s | attention + clustering + labels s | decode s | writing s | total s | "
@@ -117,6 +166,17 @@ def main() -> None:
                 f"{r['seconds']:.1f} | {r['frames'] / r['seconds']:.1f} | {waited:.0%} | "
                 f"{t['waits']['masks'] / t['total']:.0%} | {r['peak_rss_mb']:.0f} |")
         print(line + (f" {r['peak_cuda_mb']:.0f} |" if cuda else ""))
+    print("\nEach stage against its floor (seconds; the floors measured in the same process):")
+    print("| frames | clusters | stage | measured | floor | measured / floor |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for r in rows:
+        t, f = r["timings"], r["floors"]
+        for stage in ("backbone", "attention", "clustering", "labels"):
+            print(f"| {r['frames']} | {r['clusters']} | {stage} | {t[stage]:.2f} | {f[stage]:.2f} | "
+                  f"{t[stage] / max(f[stage], 1e-9):.2f} |")
+        print(f"| {r['frames']} | {r['clusters']} | end to end / backbone once per frame | {r['seconds']:.2f} | "
+              f"{f['backbone']:.2f} | {r['seconds'] / f['backbone']:.2f} |")
+    print(f"(matrix rate {rows[0]['floors']['rate'] / 1e9:.0f} GFLOP/s)")
     if len(rows) == 2:
         short, long = rows
         print(f"{args.factor}x the frames: time {long['seconds'] / short['seconds']:.2f}x (goal <= "

@@ -25,7 +25,7 @@ from bavos.config import ModelConfig, SegmentConfig
 from bavos.errors import BavosError, ConfigError, InputError
 from bavos.io.video import DEFAULT_FOLDER_FPS, Frame, FrameRange, VideoInfo, VideoSource
 from bavos.models.loading import load_models
-from bavos.pipeline.segment import Analysis, Models, analyse, iter_masks, output_name
+from bavos.pipeline.segment import Analysis, Estimates, Models, analyse, iter_masks, output_name
 
 Progress = Callable[[str, int, int | None], None]
 
@@ -236,7 +236,7 @@ class Segmenter:
     def __call__(self, video: str | Path | VideoSource | np.ndarray | Iterable[np.ndarray], *,
                  start: str | int | None = None,
                  end: str | int | None = None, progress: Progress | None = None,
-                 workdir: str | Path | None = None) -> Result:
+                 workdir: str | Path | None = None, estimates: Estimates | None = None) -> Result:
         """Segment ``video``: a path (video file or frame folder), a VideoSource already opened on one (its own range
         then holds), a (T, H, W, 3) uint8 array or an iterable of (H, W, 3) frames.
 
@@ -244,6 +244,8 @@ class Segmenter:
             start, end: part of the video, a frame number or a time ("12.5s"), end excluded (default: the config's).
             workdir: where the labels wait while the result lives, in a new folder removed by ``Result.close``; by
                 default the system's temporary folder. Put it on a disk, not a RAM disk, for long videos.
+            estimates: called with the run's cost estimate refined as the run learns its clusters
+                (``bavos.pipeline.segment.analyse``).
         """
         start = self.config.start if start is None else str(start)
         end = self.config.end if end is None else str(end)
@@ -253,7 +255,7 @@ class Segmenter:
         work = Path(tempfile.mkdtemp(prefix=".bavos-work-", dir=workdir))  # a new folder, inside workdir if given
         try:
             source = self._source(video, frame_range, work)
-            analysis = analyse(source, self.models, self.config, progress or (lambda *a: None), work)
+            analysis = analyse(source, self.models, self.config, progress or (lambda *a: None), work, estimates)
         except BaseException:
             shutil.rmtree(work, ignore_errors=True)
             raise
@@ -271,7 +273,8 @@ class Segmenter:
 
 def segment_video(video: str | Path | VideoSource, output: str | Path = "out", config: SegmentConfig | None = None,
                   models: Models | None = None, model_config: ModelConfig | None = None,
-                  progress: Progress | None = None, name: str | None = None) -> dict[str, Any]:
+                  progress: Progress | None = None, name: str | None = None,
+                  estimates: Estimates | None = None) -> dict[str, Any]:
     """Segment one video (file or frame folder, or a VideoSource opened on one) into ``output/<name>/`` (default
     name: ``output_name``).
 
@@ -285,5 +288,6 @@ def segment_video(video: str | Path | VideoSource, output: str | Path = "out", c
     cfg = config or SegmentConfig()
     models = models or load_models(model_config or ModelConfig(), cfg.device)
     final = Path(output) / (name or output_name(video.path if isinstance(video, VideoSource) else Path(video)))
-    with Segmenter.using(models, cfg)(video, progress=progress, workdir=final.parent) as result:  # a disk, not /tmp
+    with Segmenter.using(models, cfg)(video, progress=progress, workdir=final.parent,  # a disk, not /tmp
+                                      estimates=estimates) as result:
         return result.save(final, progress)

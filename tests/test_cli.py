@@ -1,7 +1,9 @@
 import json
 import os
+import re
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -277,3 +279,29 @@ def test_a_torchvision_built_for_another_torch_is_named(tmp_path: Path, run_cli,
     assert result.code == 1
     (line,) = [x for x in result.err.splitlines() if x.startswith("bavos: error:")]  # (the random-weights warning)
     assert line.startswith("bavos: error: torch and torchvision do not match") and "same index" in line
+
+
+def test_an_estimate_the_run_revises_much_is_said_again(tmp_path: Path, run_cli,  # noqa: ANN001
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The run refines its estimate with its clusters (after the first window, after the hierarchy); one that
+    moved the total by more than 1.25x either way is said, once per move."""
+    import bavos.pipeline.segment as seg
+
+    real = seg.estimate_cost
+    calls = []
+
+    def slower(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        estimate = real(*args, **kwargs)
+        calls.append(estimate)
+        if len(calls) == 1:  # the first estimate, said before the run
+            return estimate
+        return replace(estimate, seconds={k: 3 * v for k, v in estimate.seconds.items()})
+
+    monkeypatch.setattr(seg, "estimate_cost", slower)
+    video = write_clip(tmp_path / "v.mp4", n=6)
+    result = run_cli("segment", video, "-o", tmp_path / "out", *TINY, "--backbone-weights", "none", "--no-overlay")
+    assert result.code == 0 and len(calls) == 3
+    revised = [x for x in result.err.splitlines() if "revised estimate" in x]
+    assert len(revised) == 1, result.err  # the second refinement is as far from the first as the first said
+    assert re.match(r"bavos: v\.mp4: the first window's \d+ clusters: revised estimate .+ in all \(backbone ",
+                    revised[0])

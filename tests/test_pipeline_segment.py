@@ -1,4 +1,5 @@
 import json
+import re
 import threading
 from pathlib import Path
 
@@ -434,3 +435,27 @@ def test_query_cache_auto_runs_the_backbone_once_per_frame_when_the_clip_fits(
     masks = sorted((tmp_path / "auto" / "q" / "masks").iterdir())
     assert [m.read_bytes() for m in masks] == [(tmp_path / "none" / "q" / "masks" / m.name).read_bytes()
                                                for m in masks]
+
+
+def test_the_run_refines_its_estimate_with_its_clusters(tmp_path: Path, tiny_models) -> None:  # noqa: ANN001
+    seen = []
+    video = write_clip(tmp_path / "e.mp4", n=9, height=48, width=64)
+    summary = segment_video(video, tmp_path / "out", tiny_config(overlay=False, max_objects=0), tiny_models,
+                            estimates=lambda what, estimate: seen.append((what, estimate)))
+    (first, one), (second, two) = seen
+    assert re.fullmatch(r"the first window's \d+ clusters", first)
+    assert second == f"the hierarchy's {summary['level_sizes'][summary['converged_level']]} clusters"
+    assert one.total > 0 and two.total > 0 and one.passes.keys() == two.passes.keys()
+
+
+def test_the_estimate_grows_with_the_clusters() -> None:
+    from bavos.models.costs import ClusterCounts, segment_estimate
+
+    def cost(counts: ClusterCounts, max_objects: int = 0) -> dict[str, float]:
+        return segment_estimate(48, (20, 30), 5, 8, 3, torch.device("cpu"), pixels=320 * 240, counts=counts,
+                                max_objects=max_objects).seconds
+
+    few, many = cost(ClusterCounts(per_window=2, levels=10, ids=5)), cost(ClusterCounts(per_window=100))
+    assert many["clustering"] > 1.2 * few["clustering"] and many["writing"] > 3 * few["writing"]
+    assert many["backbone"] == few["backbone"]
+    assert cost(ClusterCounts(per_window=100), max_objects=20)["writing"] < many["writing"]  # the cap bounds the ids

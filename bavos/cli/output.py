@@ -85,6 +85,10 @@ class PassPlan:
             self._measured += seconds
             self._planned += self.passes[stage]
 
+    def revise(self, passes: dict[str, float]) -> None:
+        """New estimates for the passes not finished yet (a refined estimate)."""
+        self.passes.update({k: v for k, v in passes.items() if k in self.passes and k not in self._finished})
+
     def left(self, stage: str, stage_left: float) -> float | None:
         """Seconds left over every pass while ``stage`` has ``stage_left`` to go (None: not a planned pass)."""
         if stage not in self.passes:
@@ -107,6 +111,11 @@ class Progress:
     def plan(self, passes: dict[str, float]) -> None:
         """The estimated seconds of the input's passes, in order: the ETA then covers all of them."""
         self._plan = PassPlan(passes) if passes else None
+
+    def revise(self, passes: dict[str, float]) -> None:
+        """A refined estimate of the passes not finished yet."""
+        if self._plan is not None:
+            self._plan.revise(passes)
 
     def __enter__(self) -> Progress:
         return self

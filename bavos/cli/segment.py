@@ -195,6 +195,27 @@ def _say_cost(label: str, estimate: Any, cfg: SegmentConfig, models: Any, progre
     return over_budget(estimate, models.device)
 
 
+class _Revisions:
+    """Takes the estimates the run refines (``bavos.pipeline.segment.analyse``): the ETA follows each, and one that
+    moved the total by more than ``SAY_REVISED`` either way from the one said is said too."""
+
+    SAY_REVISED = 1.25
+
+    def __init__(self, label: str, said: Any, progress: Progress) -> None:
+        self.label, self.said, self.progress = label, said.total if said is not None else None, progress
+
+    def __call__(self, what: str, estimate: Any) -> None:
+        self.progress.revise(estimate.passes)
+        if self.said is None or self.progress.silent:
+            return
+        if not 1 / self.SAY_REVISED <= estimate.total / self.said <= self.SAY_REVISED:
+            s = estimate.seconds
+            note(f"{self.label}: {what}: revised estimate {duration(estimate.total)} in all (backbone "
+                 f"{duration(s['backbone'])}, clustering {duration(s['clustering'])}, writing "
+                 f"{duration(s['writing'])})")
+            self.said = estimate.total
+
+
 def _segment_one(path: Path, name: str, output: Path, cfg: SegmentConfig, models: Any, progress: Progress,
                  report: Results) -> int:
     """Segment one input; 1 when it failed. Ctrl-C reports the input as interrupted and stops the run."""
@@ -214,7 +235,8 @@ def _segment_one(path: Path, name: str, output: Path, cfg: SegmentConfig, models
             progress.plan(estimate.passes)  # the ETA covers the passes still to come
         if too_big:
             raise ResourceError(f"{path}: {too_big}")
-        summary = api.segment_video(source, output, cfg, models=models, progress=progress, name=name)
+        summary = api.segment_video(source, output, cfg, models=models, progress=progress, name=name,
+                                    estimates=_Revisions(label, estimate, progress))
     except (BavosError, OSError) as e:
         _debug_traceback()
         message = plain_os_error(e) if isinstance(e, OSError) else str(e)

@@ -2,8 +2,10 @@
 
 Time: each stage's work is counted from the shapes (matrix-product flops, and elementwise passes over the
 attention rows), and turned into seconds with two rates measured once per process on the device: a matrix product
-and an elementwise pass of about the sizes the pipeline uses (about 0.2 s on a CPU). The clustering's work depends
-on the video (how many clusters each window holds); the estimate assumes ``CLUSTERS_PER_WINDOW``.
+and an elementwise pass of about the sizes the pipeline uses (about 0.2 s on a CPU). The clustering's and the
+writing's work depend on the video (how many clusters each window holds, how many the hierarchy keeps): the first
+estimate assumes ``CLUSTERS_PER_WINDOW``; the pipeline refines it after the first window (its level-0 clusters) and
+after the hierarchy (every level's size), see :class:`ClusterCounts`.
 
 Memory: the process's resident memory when the estimate is made (the libraries and the models), plus what the run
 allocates: the queries kept in host memory (``--query-cache``), the key set, and the largest window's working set
@@ -20,7 +22,11 @@ from pathlib import Path
 
 import torch
 
+from bavos.pipeline.attention import block_budget
+
 CLUSTERS_PER_WINDOW = 16  # the clustering's data-dependent work is estimated for this many clusters per window
+LEVELS_PER_LEVEL0 = 1.5  # centroids of every global level together, per level-0 cluster, until they are known
+WRITE_PER_ID = 4  # elementwise operations per pixel and output id of a frame (bilinear scores, argmax)
 LEADER_BLOCK = 64  # candidate rows the leader pass asks for at once (bavos.pipeline.cluster.LEADER_BLOCK)
 
 
@@ -140,16 +146,33 @@ class Estimate:
         return sum(self.seconds.values())
 
 
+@dataclass(frozen=True)
+class ClusterCounts:
+    """What the clustering's and the writing's cost depend on, as far as it is known.
+
+    Attributes:
+        per_window: level-0 clusters of a window (``CLUSTERS_PER_WINDOW`` until the first window is clustered).
+        levels: centroids of every global level together (None: ``LEVELS_PER_LEVEL0`` times the video's level-0
+            clusters, until the hierarchy is built).
+        ids: output ids of the cut level (None: from ``levels`` and ``--max-objects``).
+    """
+
+    per_window: float = CLUSTERS_PER_WINDOW
+    levels: float | None = None
+    ids: float | None = None
+
+
 def vit_flops(tokens: int, dim: int = 384, depth: int = 12) -> float:
     """Forward flops of a ViT over ``tokens`` tokens (qkv, attention, projection, MLP of ratio 4, per block)."""
     return depth * (24 * tokens * dim * dim + 4 * tokens * tokens * dim)
 
 
-def window_work(n: int, m: int, dim: int, heads: int, levels_rows: int) -> tuple[float, float, float]:
+def window_work(n: int, m: int, dim: int, heads: int, levels_rows: float,
+                per_window: float = CLUSTERS_PER_WINDOW) -> tuple[float, float, float]:
     """(flops, elementwise operations, share of both in the hierarchy pass) of one window of n rows over m key
-    tokens, both clustering passes."""
+    tokens, both clustering passes, with ``per_window`` level-0 clusters and ``levels_rows`` global centroids."""
     attention = 2 * n * dim * m, 6 * heads * n * m  # per pass: q k^T of every head; in-place softmax passes
-    candidates = min(n, LEADER_BLOCK * CLUSTERS_PER_WINDOW)
+    candidates = min(n, LEADER_BLOCK * per_window)
     hierarchy = 2 * n * n * m + 2 * n * n * m + 4 * candidates * n * m  # self-distances, smoothing, leader rows
     assignment = 4 * levels_rows * n * m  # distances of every level's centroids to the rows
     flops = 2 * attention[0] + hierarchy + assignment
@@ -159,7 +182,8 @@ def window_work(n: int, m: int, dim: int, heads: int, levels_rows: int) -> tuple
 
 def segment_estimate(frames: int, grid: tuple[int, int], keys: int, batch: int, window: int, device: torch.device,
                      dim: int = 384, heads: int = 8, pixels: int = 0, cache_bytes: int = 0,
-                     queries: QueryPlan = QueryPlan()) -> Estimate:
+                     queries: QueryPlan = QueryPlan(), counts: ClusterCounts = ClusterCounts(),
+                     max_objects: int = 0) -> Estimate:
     """What ``segment_video`` will cost.
 
     Args:
@@ -173,14 +197,18 @@ def segment_estimate(frames: int, grid: tuple[int, int], keys: int, batch: int, 
         pixels: pixels per decoded frame (for the writing pass).
         cache_bytes: --attention-cache.
         queries: what --query-cache keeps for the labels pass instead of running the backbone again.
+        counts: the clusters, as far as they are known.
+        max_objects: --max-objects (the output ids of a frame are at most this many; 0: no cap).
     """
     rates = calibrate(device)
     n_tokens = grid[0] * grid[1]
     m = keys * n_tokens
     windows = -(-frames // window)
-    levels_rows = int(1.5 * windows * CLUSTERS_PER_WINDOW)
-    full = window_work(window * n_tokens, m, dim, heads, levels_rows)
-    last = window_work((frames - (windows - 1) * window) * n_tokens, m, dim, heads, levels_rows)
+    levels_rows = counts.levels if counts.levels is not None else LEVELS_PER_LEVEL0 * windows * counts.per_window
+    ids = counts.ids if counts.ids is not None else levels_rows / LEVELS_PER_LEVEL0
+    ids = min(ids, max_objects or ids, n_tokens)  # a frame's mask holds at most one id a patch
+    full = window_work(window * n_tokens, m, dim, heads, levels_rows, counts.per_window)
+    last = window_work((frames - (windows - 1) * window) * n_tokens, m, dim, heads, levels_rows, counts.per_window)
     flops = (windows - 1) * full[0] + last[0]
     elementwise = (windows - 1) * full[1] + last[1]
     per_frame = (vit_flops(n_tokens + 1) + 4 * n_tokens * dim * dim) / rates.flops
@@ -193,12 +221,14 @@ def segment_estimate(frames: int, grid: tuple[int, int], keys: int, batch: int, 
     seconds = {
         "backbone": (frames + again) * per_frame,
         "clustering": flops / rates.flops + elementwise / rates.elementwise,
-        "writing": frames * pixels * 120 / rates.elementwise,  # per-cluster bilinear scores, argmax, PNG, overlay
+        # per-id bilinear scores and argmax, PNG, overlay
+        "writing": frames * pixels * (120 + WRITE_PER_ID * ids) / rates.elementwise,
     }
     passes = {"keys": keys * per_frame, "hierarchy": (frames - keys) * per_frame + full[2] * seconds["clustering"],
               "labels": again * per_frame + (1 - full[2]) * seconds["clustering"], "writing": seconds["writing"]}
     rows = min(window, frames) * n_tokens
-    window_set = 3 * rows * m * 4 + 3 * rows * rows * 4  # rows, their logs, smoothed rows; distances, neighbours
+    # rows, their logs, smoothed rows; distances, neighbours; a block of every head's logits and probabilities
+    window_set = 3 * rows * m * 4 + 3 * rows * rows * 4 + min(block_budget(device), 2 * heads * rows * m * 4)
     backbone_set = batch * (n_tokens + 1) * 12 * dim * 4  # a block's activations (fused attention: no L x L)
     key_set = keys * n_tokens * dim * 4
     grow = in_memory + 2 * key_set + cache_bytes  # the key frames' keys, and queries on the host

@@ -12,7 +12,13 @@ import torch
 from einops import rearrange
 from torch import Tensor
 
-DEFAULT_BUDGET_BYTES = 256 * 2**20
+DEFAULT_BUDGET_BYTES = 64 * 2**20  # the logits and probabilities of a row block, every head (on a CPU)
+CUDA_BUDGET_BYTES = 1024 * 2**20  # on a GPU: blocks of a few hundred rows even over 30 key frames at 320 x 480
+
+
+def block_budget(device: torch.device) -> int:
+    """Bytes of a row block's logits and probabilities on ``device``."""
+    return CUDA_BUDGET_BYTES if device.type == "cuda" else DEFAULT_BUDGET_BYTES
 
 
 def key_frame_indices(num_frames: int, ratio: int, max_keys: int = 0) -> list[int]:

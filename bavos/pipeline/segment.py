@@ -33,15 +33,16 @@ from bavos.config import SegmentConfig
 from bavos.errors import InputError
 from bavos.io.background import Ahead
 from bavos.io.video import Frame, VideoInfo, VideoSource
-from bavos.models.costs import Estimate, query_plan, segment_estimate
+from bavos.models.costs import ClusterCounts, Estimate, query_plan, segment_estimate
 from bavos.models.devices import release_free_heap, strict_float32
 from bavos.models.loading import Models, frame_tokens
-from bavos.pipeline.attention import key_frame_indices, window_attention
+from bavos.pipeline.attention import block_budget, key_frame_indices, window_attention
 from bavos.pipeline.cluster import Hierarchy, HierarchyBuilder, label_window
 from bavos.pipeline.masks import MAX_IDS_8BIT, ids_by_area, nearest_processed, upsample_ids
 from bavos.pipeline.store import LabelStore, QueryStore
 
 Progress = Callable[[str, int, int | None], None]
+Estimates = Callable[[str, Estimate], None]  # (what it learnt, the estimate refined with it)
 """progress(stage, done, total): stages "keys" (frames), "hierarchy" and "labels" (windows), "writing" (frames)."""
 
 
@@ -328,19 +329,22 @@ class _RowCache:
 
 
 def analyse(source: VideoSource, models: Models, cfg: SegmentConfig, progress: Progress = _no_progress,
-            workdir: Path | None = None) -> Analysis:
+            workdir: Path | None = None, estimates: Estimates | None = None) -> Analysis:
     """Passes 1 to 3: the key frames, the hierarchy, and every token's label at every level.
 
     Args:
         workdir: where the labels' temporary file goes (default: the system's temporary folder); the caller
             closes the analysis (``Analysis.close``) to remove it.
+        estimates: called with the whole run's cost estimate (:func:`estimate_cost`) refined by what the run
+            learns: after the first window ("the first window's N clusters") and after the hierarchy ("the
+            hierarchy's N clusters"); not called for a video of unknown length.
     """
     cuda = models.device.type == "cuda"
     if cuda:
         torch.cuda.reset_peak_memory_stats(models.device)
     try:
         with strict_float32(models.device):  # attention and clustering in float32 whatever the networks' precision
-            analysis = _analyse(source, models, cfg.for_device(models.device.type), progress, workdir)
+            analysis = _analyse(source, models, cfg.for_device(models.device.type), progress, workdir, estimates)
         if cuda:
             analysis.peak_gpu_mb = torch.cuda.max_memory_allocated(models.device) / 2**20
         return analysis
@@ -350,8 +354,14 @@ def analyse(source: VideoSource, models: Models, cfg: SegmentConfig, progress: P
 
 
 def _analyse(source: VideoSource, models: Models, cfg: SegmentConfig, progress: Progress,
-             workdir: Path | None) -> Analysis:
+             workdir: Path | None, estimates: Estimates | None) -> Analysis:
     clock = _Clock(models.device)
+
+    def refine(said: str, counts: ClusterCounts) -> None:
+        estimate = estimate_cost(source, models, cfg, workdir, counts) if estimates is not None else None
+        if estimate is not None:
+            estimates(said, estimate)
+
     started = time.perf_counter()
     keys = key_pass(source, models, cfg, clock, progress)
     processed = keys.processed(cfg.stride)
@@ -370,10 +380,13 @@ def _analyse(source: VideoSource, models: Models, cfg: SegmentConfig, progress: 
     try:
         for index, q in windows_q:
             with clock("attention"):
-                rows = window_attention(q, keys.k, models.scale)  # (w, N, M)
+                rows = window_attention(q, keys.k, models.scale, block_budget(models.device))  # (w, N, M)
             with clock("clustering"):
                 labels0 = builder.add_window(rows.reshape(-1, rows.shape[-1]))
             store0.append(labels0.reshape(-1, 1, n))
+            if index == 0:
+                first_window = builder.level0_size
+                refine(f"the first window's {first_window} clusters", ClusterCounts(per_window=first_window))
             queries.offer(index, q)
             rows_cache.offer(index, rows)
             del rows
@@ -381,6 +394,8 @@ def _analyse(source: VideoSource, models: Models, cfg: SegmentConfig, progress: 
             progress("hierarchy", index + 1, windows)
         with clock("clustering"):
             hierarchy = builder.finish(cfg.level, cfg.max_objects)
+        refine(f"the hierarchy's {hierarchy.sizes[hierarchy.cut]} clusters",
+               ClusterCounts(builder.level0_size / windows, sum(hierarchy.sizes[1:]), hierarchy.sizes[hierarchy.cut]))
         labels, areas = _label_pass(source, models, cfg, clock, keys, hierarchy, store0, queries, rows_cache,
                                     progress, workdir)
     finally:
@@ -414,7 +429,8 @@ def _label_pass(source: VideoSource, models: Models, cfg: SegmentConfig, clock: 
             if rows is None:
                 with clock("attention"):
                     q = q if q is not None else fresh
-                    rows = window_attention(q.to(models.device), keys.k, models.scale)
+                    rows = window_attention(q.to(models.device), keys.k, models.scale,
+                                            block_budget(models.device))
             with clock("labels"):
                 labels = label_window(rows.reshape(-1, rows.shape[-1]), store0.window(index).reshape(-1),
                                       hierarchy)  # (levels, w * N)
@@ -462,10 +478,11 @@ def iter_masks(source: VideoSource, analysis: Analysis, upsample: str, backgroun
         raise InputError(f"{source.path}: this decode gave {seen} frames, the first {analysis.decoded}")
 
 
-def estimate_cost(source: VideoSource, models: Models, cfg: SegmentConfig, workdir: Path | None = None
-                  ) -> Estimate | None:
+def estimate_cost(source: VideoSource, models: Models, cfg: SegmentConfig, workdir: Path | None = None,
+                  counts: ClusterCounts | None = None) -> Estimate | None:
     """Time per stage and peak memory of segmenting ``source`` (``bavos.models.costs``), or None when its length is
-    unknown. ``workdir``: where the temporary files will go (as for :func:`analyse`)."""
+    unknown. ``workdir``: where the temporary files will go (as for :func:`analyse`); ``counts``: the clusters as far
+    as they are known (default: none known yet)."""
     cfg = cfg.for_device(models.device.type)
     if not source.info.frame_count:
         return None
@@ -477,7 +494,7 @@ def estimate_cost(source: VideoSource, models: Models, cfg: SegmentConfig, workd
                          models.device, Path(workdir or tempfile.gettempdir()))
     return segment_estimate(frames, grid, keys, cfg.batch_size, cfg.window, models.device, models.backbone.embed_dim,
                             models.heads, source.info.width * source.info.height, cfg.attention_cache_mb * 2**20,
-                            queries)
+                            queries, counts or ClusterCounts(), cfg.max_objects)
 
 
 def video_tokens(source: VideoSource, models: Models, cfg: SegmentConfig) -> tuple[Tensor, Tensor]:

@@ -59,8 +59,12 @@ def semantic(a: Tensor, f: Tensor, points: list[int], pos: int = 30, neg: int = 
     return torch.cat(pos_terms).mean(), torch.cat(neg_terms).mean()
 
 
-def motion(a: Tensor, points: list[int], t: int, pos: int = 10, neg: int = 50) -> Tensor:
-    """METHOD.md 3.5 for one clip: the entropy-weighted hinge, mean over frames and (negative, positive) pairs."""
+def motion(a: Tensor, points: list[int], t: int, pos: int = 10, neg: int = 50, centre: bool = False) -> Tensor:
+    """METHOD.md 3.5 for one clip: the entropy-weighted hinge, mean over frames and (negative, positive) pairs.
+
+    ``centre``: the weighted centre ``c = sum_j A[q, j] A[j, :]`` over the positives j, its weights without gradient
+    as in the release's (unused) code, joins them as an eleventh positive (METHOD.md D4).
+    """
     n = a.shape[0] // t
     per_frame = []
     for u in range(t):
@@ -75,6 +79,10 @@ def motion(a: Tensor, points: list[int], t: int, pos: int = 10, neg: int = 50) -
                 return (p_q * torch.log(rows / rows.sum(-1, keepdim=True) + 1e-10)).sum(-1)
 
             s_pos, s_neg = sigma(order[:pos]), sigma(order[-neg:])
+            if centre:
+                j = order[:pos]
+                c = (row[u * n + j].detach()[:, None] * a[u * n + j]).sum(0)
+                s_pos = torch.cat([s_pos, (p_q * torch.log(c / c.sum() + 1e-10)).sum()[None]])
             hinges.append((s_neg[:, None] - s_pos[None, :] + 1.0).clamp_min(0))  # (neg, pos)
             weights.append((p_q * torch.log(p_q + 1e-10)).sum())
         w = torch.softmax(torch.stack(weights), dim=0)

@@ -12,7 +12,7 @@ import reference_train as ref
 import torch
 
 from bavos.config import TrainConfig
-from bavos.training.losses import clip_losses
+from bavos.training.losses import clip_losses, motion_loss
 from bavos.training.train import apply_gradients, correlate, make_optimizer, new_correlator
 
 B, T, N, D = 2, 3, 256, 64  # 16 x 16 patches per frame, 8 heads of 8
@@ -87,3 +87,18 @@ def test_adamw_steps_equal_the_reference(cfg: TrainConfig) -> None:
         moved, moved_ref = p.detach() - start[name], params[name] - start[name]
         assert moved_ref.norm() > 0, name
         assert float((moved - moved_ref).norm() / moved_ref.norm()) < 1e-9, name
+
+
+def test_the_weighted_centre_equals_the_reference() -> None:
+    """--motion-centre: the centre as an eleventh positive, its weights without gradient (the release's code)."""
+    g = torch.Generator().manual_seed(5)
+    attn = (torch.randn(2, 3 * 64, 3 * 64, generator=g, dtype=torch.float64) * 3).softmax(-1).requires_grad_()
+    points = torch.stack([torch.randperm(64, generator=g)[:4] for _ in range(2)])
+    mine = motion_loss(attn, points, 3, pos=10, neg=20, centre=True)
+    (grad,) = torch.autograd.grad(mine, attn)
+    theirs = torch.stack([ref.motion(attn[b], points[b].tolist(), 3, pos=10, neg=20, centre=True)
+                          for b in range(2)]).mean()
+    (grad_ref,) = torch.autograd.grad(theirs, attn)
+    assert float(mine) == pytest.approx(float(theirs), rel=1e-12)
+    assert float((grad - grad_ref).norm() / grad_ref.norm()) < 1e-10
+    assert float(motion_loss(attn, points, 3, pos=10, neg=20)) != pytest.approx(float(mine))  # the centre counts

@@ -111,8 +111,9 @@ def motion_loss(attn: Tensor, points: Tensor, frames: int, pos: int = 10, neg: i
         attn: (B, T*N, T*N) attention.
         points: (B, P) patch indices of each clip's query positions, or (P,) shared by the batch.
         frames: T.
-        centre: add the query's weighted centre ``sum_j A[q, j] * A[j, :]`` (j over the positives) as one more
-            positive. The release computes it but leaves it out (METHOD.md D4), so the default is False.
+        centre: add the query's weighted centre ``sum_j A[q, j] * A[j, :]`` (j over the positives; the weights
+            ``A[q, j]`` without gradient) as one more positive, L1-normalised like the others. The release computes it
+            but leaves it out (METHOD.md D4), so the default is False.
 
     Returns:
         The loss, a scalar: mean over (B, T, negatives, positives) of the weighted sum over points.
@@ -129,7 +130,8 @@ def motion_loss(attn: Tensor, points: Tensor, frames: int, pos: int = 10, neg: i
     bottom = own.topk(neg, dim=-1, largest=False).indices + offset  # (B, T, P, neg)
     positives = _rows(attn, top)  # (B, T, P, pos, L)
     if centre:
-        weights = _take(attn, rows).reshape(b, frames, p, length).gather(-1, top)  # (B, T, P, pos)
+        # the query's attention to its positives weighs them, without gradient (the release's unused code detaches it)
+        weights = _take(attn.detach(), rows).reshape(b, frames, p, length).gather(-1, top)  # (B, T, P, pos)
         middle = (weights[..., None] * attn.gather(1, top.reshape(b, -1, 1).expand(-1, -1, length))
                   .reshape(*top.shape, length)).sum(-2, keepdim=True)  # (B, T, P, 1, L)
         positives = torch.cat([positives, middle / middle.sum(-1, keepdim=True).clamp_min(1e-30)], dim=-2)

@@ -2,8 +2,8 @@
 
 Queries come from every processed frame, keys from the sparse key frames only. For each query token the logits
 against all key tokens of all key frames share one softmax; probabilities are averaged over heads. The full
-``(T*N, K*N)`` matrix is never built: a window of frames gives ``(w, N, K*N)`` rows, computed in row blocks whose
-logits for every head (one batched product, then one softmax) fit ``budget_bytes``.
+``(T*N, K*N)`` matrix is never built: a window of frames gives ``(w, N, K*N)`` rows, computed head by head and
+in row chunks that fit ``budget_bytes``, with each head's softmax taken in place in one reused buffer.
 """
 
 from __future__ import annotations
@@ -12,13 +12,7 @@ import torch
 from einops import rearrange
 from torch import Tensor
 
-DEFAULT_BUDGET_BYTES = 64 * 2**20  # the logits and probabilities of a row block, every head (on a CPU)
-CUDA_BUDGET_BYTES = 1024 * 2**20  # on a GPU: blocks of a few hundred rows even over 30 key frames at 320 x 480
-
-
-def block_budget(device: torch.device) -> int:
-    """Bytes of a row block's logits and probabilities on ``device``."""
-    return CUDA_BUDGET_BYTES if device.type == "cuda" else DEFAULT_BUDGET_BYTES
+DEFAULT_BUDGET_BYTES = 256 * 2**20
 
 
 def key_frame_indices(num_frames: int, ratio: int, max_keys: int = 0) -> list[int]:
@@ -54,13 +48,17 @@ def window_attention(q: Tensor, k: Tensor, scale: float, budget_bytes: int = DEF
     dtype = torch.promote_types(q.dtype, torch.float32)
     w, heads, n, _ = q.shape
     queries = rearrange(q.to(dtype) * scale, "w h n d -> h (w n) d")  # (heads, w*N, d), scale folded in
-    keys = rearrange(k.to(dtype), "k h n d -> h (k n) d").transpose(1, 2)  # (heads, d, K*N)
-    m = keys.shape[2]
-    out = torch.empty(w * n, m, dtype=dtype, device=q.device)  # (w*N, K*N)
-    # every head's logits of a block of rows at once, and their softmax: two (heads, rows, K*N) buffers
-    rows = max(1, budget_bytes // (2 * heads * m * out.element_size()))
+    keys = rearrange(k.to(dtype), "k h n d -> h (k n) d")  # (heads, K*N, d)
+    m = keys.shape[1]
+    out = torch.zeros(w * n, m, dtype=dtype, device=q.device)  # (w*N, K*N)
+    rows = max(1, budget_bytes // (m * out.element_size()))
+    logits = out.new_empty(min(rows, w * n), m)  # one buffer for every head and block: no allocation per head
     for start in range(0, w * n, rows):
-        logits = torch.bmm(queries[:, start : start + rows], keys)  # (heads, rows, K*N)
-        torch.mean(logits.softmax(dim=-1), dim=0, out=out[start : start + rows])
-        del logits
+        block = out[start : start + rows]
+        buf = logits[: block.shape[0]]
+        for h in range(heads):  # softmax in place, each head's probabilities added with weight 1 / heads
+            torch.mm(queries[h, start : start + rows], keys[h].T, out=buf)
+            buf -= buf.amax(1, keepdim=True)
+            buf.exp_()
+            block.addcdiv_(buf, buf.sum(1, keepdim=True), value=1 / heads)
     return out.reshape(w, n, m)  # (w, N, K*N)

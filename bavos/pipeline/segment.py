@@ -36,7 +36,7 @@ from bavos.io.video import Frame, VideoInfo, VideoSource
 from bavos.models.costs import ClusterCounts, Estimate, query_plan, segment_estimate
 from bavos.models.devices import release_free_heap, strict_float32
 from bavos.models.loading import Models, frame_tokens
-from bavos.pipeline.attention import block_budget, key_frame_indices, window_attention
+from bavos.pipeline.attention import key_frame_indices, window_attention
 from bavos.pipeline.cluster import Hierarchy, HierarchyBuilder, label_window
 from bavos.pipeline.masks import MAX_IDS_8BIT, ids_by_area, nearest_processed, upsample_ids
 from bavos.pipeline.store import LabelStore, QueryStore
@@ -380,7 +380,7 @@ def _analyse(source: VideoSource, models: Models, cfg: SegmentConfig, progress: 
     try:
         for index, q in windows_q:
             with clock("attention"):
-                rows = window_attention(q, keys.k, models.scale, block_budget(models.device))  # (w, N, M)
+                rows = window_attention(q, keys.k, models.scale)  # (w, N, M)
             with clock("clustering"):
                 labels0 = builder.add_window(rows.reshape(-1, rows.shape[-1]))
             store0.append(labels0.reshape(-1, 1, n))
@@ -429,8 +429,7 @@ def _label_pass(source: VideoSource, models: Models, cfg: SegmentConfig, clock: 
             if rows is None:
                 with clock("attention"):
                     q = q if q is not None else fresh
-                    rows = window_attention(q.to(models.device), keys.k, models.scale,
-                                            block_budget(models.device))
+                    rows = window_attention(q.to(models.device), keys.k, models.scale)
             with clock("labels"):
                 labels = label_window(rows.reshape(-1, rows.shape[-1]), store0.window(index).reshape(-1),
                                       hierarchy)  # (levels, w * N)

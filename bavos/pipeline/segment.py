@@ -42,8 +42,9 @@ from bavos.pipeline.masks import MAX_IDS_8BIT, ids_by_area, nearest_processed, u
 from bavos.pipeline.store import LabelStore, QueryStore
 
 Progress = Callable[[str, int, int | None], None]
-Estimates = Callable[[str, Estimate], None]  # (what it learnt, the estimate refined with it)
 """progress(stage, done, total): stages "keys" (frames), "hierarchy" and "labels" (windows), "writing" (frames)."""
+Estimates = Callable[[str, Estimate], None]
+"""estimates(what the run learnt, the whole run's estimate refined with it) (``analyse``)."""
 
 
 def _no_progress(stage: str, done: int, total: int | None) -> None:

@@ -98,7 +98,7 @@ def correlate(correlator: nn.Module, keys: Tensor, cls: Tensor | None, clean_att
         keys: (B, T, N, D) backbone keys of each frame's patches.
         cls: (B, T, D) each frame's last-block CLS token, put before its keys (the release's training input), or
             None for the keys alone.
-        clean_attention: return the attention before attention dropout instead of after it (the release's).
+        clean_attention: return the attention before attention dropout (True), or after it (False, the release's).
 
     Returns:
         attn: (B, T*N, T*N) head-mean attention, CLS rows and columns removed after the softmax (rows sum to about

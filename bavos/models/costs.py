@@ -22,12 +22,11 @@ from pathlib import Path
 
 import torch
 
-from bavos.pipeline.attention import DEFAULT_BUDGET_BYTES
-
 CLUSTERS_PER_WINDOW = 16  # the clustering's data-dependent work is estimated for this many clusters per window
 LEVELS_PER_LEVEL0 = 1.5  # centroids of every global level together, per level-0 cluster, until they are known
 WRITE_PER_ID = 4  # elementwise operations per pixel and output id of a frame (bilinear scores, argmax)
 LEADER_BLOCK = 64  # candidate rows the leader pass asks for at once (bavos.pipeline.cluster.LEADER_BLOCK)
+ATTENTION_BLOCK_BYTES = 256 * 2**20  # the attention's largest logit block (bavos.pipeline.attention)
 
 
 @dataclass(frozen=True)
@@ -228,7 +227,7 @@ def segment_estimate(frames: int, grid: tuple[int, int], keys: int, batch: int, 
               "labels": again * per_frame + (1 - full[2]) * seconds["clustering"], "writing": seconds["writing"]}
     rows = min(window, frames) * n_tokens
     # rows, their logs, smoothed rows; distances, neighbours; one head's logits of a row block
-    window_set = 3 * rows * m * 4 + 3 * rows * rows * 4 + min(DEFAULT_BUDGET_BYTES, rows * m * 4)
+    window_set = 3 * rows * m * 4 + 3 * rows * rows * 4 + min(ATTENTION_BLOCK_BYTES, rows * m * 4)
     backbone_set = batch * (n_tokens + 1) * 12 * dim * 4  # a block's activations (fused attention: no L x L)
     key_set = keys * n_tokens * dim * 4
     grow = in_memory + 2 * key_set + cache_bytes  # the key frames' keys, and queries on the host

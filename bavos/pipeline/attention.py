@@ -12,7 +12,9 @@ import torch
 from einops import rearrange
 from torch import Tensor
 
-DEFAULT_BUDGET_BYTES = 256 * 2**20
+from bavos.models.costs import ATTENTION_BLOCK_BYTES
+
+DEFAULT_BUDGET_BYTES = ATTENTION_BLOCK_BYTES  # the largest logit block (what the cost estimate counts)
 
 
 def key_frame_indices(num_frames: int, ratio: int, max_keys: int = 0) -> list[int]:

@@ -93,20 +93,31 @@ def measure_floors(clip: Path, models, cfg, summary: dict) -> dict:  # noqa: ANN
     from bavos.models.costs import calibrate
     from bavos.models.loading import frame_tokens
 
-    images = [frame.image for i, frame in enumerate(VideoSource(clip).frames()) if i % cfg.stride == 0]
-    batches = [images[i : i + cfg.batch_size] for i in range(0, len(images), cfg.batch_size)]
-
     def sync() -> None:
         if models.device.type == "cuda":
             torch.cuda.synchronize(models.device)
 
-    frame_tokens(models, cfg, batches[0])  # warm-up
-    sync()
-    start = time.perf_counter()
-    for batch in batches:
+    warm = []
+
+    def timed(batch: list) -> float:  # seconds of one batch's frame_tokens (its decoding not counted)
+        if not warm:  # warm-up on the first batch, then timed like the others
+            frame_tokens(models, cfg, batch)
+            warm.append(True)
+        sync()
+        start = time.perf_counter()
         frame_tokens(models, cfg, batch)
-    sync()
-    backbone = time.perf_counter() - start
+        sync()
+        return time.perf_counter() - start
+
+    backbone, batch = 0.0, []
+    for i, frame in enumerate(VideoSource(clip).frames()):  # streamed: a long clip's frames are not all held
+        if i % cfg.stride == 0:
+            batch.append(frame.image)
+        if len(batch) == cfg.batch_size:
+            backbone += timed(batch)
+            batch = []
+    if batch:
+        backbone += timed(batch)
     h, w = summary["patch_grid"]
     tokens, frames = h * w, summary["processed_frames"]
     m = summary["key_frames"] * tokens

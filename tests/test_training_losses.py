@@ -1,50 +1,21 @@
 import math
 
 import pytest
+import reference_train as ref
 import torch
 
 from bavos.training.losses import motion_loss, semantic_loss
 
 
-def _reference_semantic(attn, feats, points, pos, neg, hi, lo):
-    """METHOD.md 3.4 written as loops: argsort per (b, s, n, t)."""
-    b, t, n, _ = feats.shape
-    unit = torch.nn.functional.normalize(feats, dim=-1)
-    pos_terms, neg_terms = [], []
-    for bi in range(b):
-        for s in range(t):
-            for p in (points[bi] if points.ndim == 2 else points).tolist():
-                for tt in range(t):
-                    row = attn[bi, s * n + p, tt * n : (tt + 1) * n]
-                    order = torch.argsort(row, descending=True)
-                    for k in order[:pos]:
-                        pos_terms.append(max(0.0, hi - float(unit[bi, s, p] @ unit[bi, tt, k])))
-                    for k in order[-neg:]:
-                        neg_terms.append(max(0.0, float(unit[bi, s, p] @ unit[bi, tt, k]) - lo))
-    return sum(pos_terms) / len(pos_terms), sum(neg_terms) / len(neg_terms)
+def _reference_semantic(attn, feats, points):  # noqa: ANN001, ANN202
+    """tests/reference_train.py's loops (METHOD.md 3.4), the mean over clips, at 5 positives and 9 negatives."""
+    terms = [ref.semantic(attn[b], feats[b], points[b].tolist(), pos=5, neg=9) for b in range(len(attn))]
+    return [float(sum(t[k] for t in terms) / len(terms)) for k in range(2)]
 
 
-def _reference_motion(attn, points, t, pos, neg, margin):
-    """METHOD.md 3.5 written as loops."""
-    b, length, _ = attn.shape
-    n = length // t
-    total, count = 0.0, 0
-    for bi in range(b):
-        for tt in range(t):
-            weights, losses = [], []
-            for p in (points[bi] if points.ndim == 2 else points).tolist():
-                q = attn[bi, tt * n + p] / attn[bi, tt * n + p].sum()
-                order = torch.argsort(attn[bi, tt * n + p, tt * n : (tt + 1) * n], descending=True)
-
-                rows = attn[bi, tt * n : (tt + 1) * n]
-                sig = [float((q * torch.log(r / r.sum() + 1e-10)).sum()) for r in rows]
-                ell = [[max(0.0, sig[int(i)] - sig[int(j)] + margin) for j in order[:pos]] for i in order[-neg:]]
-                losses.append(torch.tensor(ell, dtype=torch.float64))
-                weights.append(float((q * torch.log(q + 1e-10)).sum()))
-            w = torch.tensor(weights, dtype=torch.float64).softmax(0)
-            total += float(sum(wi * li for wi, li in zip(w, losses, strict=True)).sum())
-            count += neg * pos
-    return total / (b * count / b)
+def _reference_motion(attn, points):  # noqa: ANN001, ANN202
+    """tests/reference_train.py's loops (METHOD.md 3.5), the mean over clips, at 4 positives and 7 negatives."""
+    return float(sum(ref.motion(attn[b], points[b].tolist(), 3, pos=4, neg=7) for b in range(len(attn))) / len(attn))
 
 
 @pytest.fixture
@@ -83,7 +54,7 @@ def test_per_clip_points_give_the_mean_of_each_clips_loss(random_case) -> None:
 def test_semantic_matches_the_loop_reference(random_case) -> None:
     attn, feats, points = random_case
     got = semantic_loss(attn, feats, points, pos=5, neg=9, pos_threshold=0.9, neg_threshold=0.1)
-    want = _reference_semantic(attn, feats, points, 5, 9, 0.9, 0.1)
+    want = _reference_semantic(attn, feats, points)
     assert float(got[0]) == pytest.approx(want[0], rel=1e-10)
     assert float(got[1]) == pytest.approx(want[1], rel=1e-10)
 
@@ -91,7 +62,7 @@ def test_semantic_matches_the_loop_reference(random_case) -> None:
 def test_motion_matches_the_loop_reference(random_case) -> None:
     attn, _, points = random_case
     got = motion_loss(attn, points, frames=3, pos=4, neg=7, margin=1.0)
-    assert float(got) == pytest.approx(_reference_motion(attn, points, 3, 4, 7, 1.0), rel=1e-10)
+    assert float(got) == pytest.approx(_reference_motion(attn, points), rel=1e-10)
 
 
 def test_semantic_known_answers() -> None:

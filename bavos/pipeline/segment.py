@@ -282,28 +282,41 @@ def _temp_path(folder: Path, stem: str) -> Path:
     return Path(name)
 
 
+class _WindowCache:
+    """Windows' tensors kept from the hierarchy pass for the labels pass, within a byte budget (windows in order);
+    copied to host memory with ``host``."""
+
+    def __init__(self, budget: int, host: bool = False) -> None:
+        self.room, self.host = budget, host
+        self.kept: dict[int, Tensor] = {}
+
+    def offer(self, window: int, x: Tensor) -> None:
+        if x.nbytes <= self.room:
+            self.kept[window] = x.cpu() if self.host else x
+            self.room -= x.nbytes
+
+    def take(self, window: int) -> Tensor | None:
+        return self.kept.pop(window, None)
+
+
 class _QueryCache:
     """The frames' queries kept from the hierarchy pass for the labels pass: in host memory within a byte budget
     (windows in order), or in a temporary file (``QueryStore``)."""
 
     def __init__(self, budget: int, store: QueryStore | None) -> None:
-        self.room, self.store = budget, store
-        self.memory: dict[int, Tensor] = {}
+        self.memory, self.store = _WindowCache(budget, host=True), store
 
     @property
     def kept(self) -> set[int]:
-        return set(self.memory) | (self.store.kept if self.store is not None else set())
+        return set(self.memory.kept) | (self.store.kept if self.store is not None else set())
 
     def offer(self, window: int, q: Tensor) -> None:
-        if self.store is not None and self.store.offer(window, q):
-            return
-        if q.nbytes <= self.room:
-            self.memory[window] = q.cpu()
-            self.room -= q.nbytes
+        if self.store is None or not self.store.offer(window, q):
+            self.memory.offer(window, q)
 
     def take(self, window: int, read: bool = True) -> Tensor | None:
         """The window's queries, let go (None when not kept, or not ``read``: the rows were kept instead)."""
-        q = self.memory.pop(window, None)
+        q = self.memory.take(window)
         if self.store is None or q is not None:
             return q if read else None
         return self.store.take(window) if read else self.store.drop(window)
@@ -311,22 +324,6 @@ class _QueryCache:
     def close(self) -> None:
         if self.store is not None:
             self.store.close()
-
-
-class _RowCache:
-    """Attention rows kept from the hierarchy pass for the labels pass, within a byte budget (windows in order)."""
-
-    def __init__(self, budget: int) -> None:
-        self.room = budget
-        self.kept: dict[int, Tensor] = {}
-
-    def offer(self, window: int, rows: Tensor) -> None:
-        if rows.nbytes <= self.room:
-            self.kept[window] = rows
-            self.room -= rows.nbytes
-
-    def take(self, window: int) -> Tensor | None:
-        return self.kept.pop(window, None)
 
 
 def analyse(source: VideoSource, models: Models, cfg: SegmentConfig, progress: Progress = _no_progress,
@@ -376,7 +373,7 @@ def _analyse(source: VideoSource, models: Models, cfg: SegmentConfig, progress: 
     video_queries = keys.processed(cfg.stride) * n * models.backbone.embed_dim * 4  # heads x head dim = width
     plan = query_plan(cfg.query_cache_mb, video_queries, models.device, workdir)
     queries = _QueryCache(plan.memory, QueryStore(_temp_path(workdir, "queries")) if plan.disk else None)
-    rows_cache = _RowCache(cfg.attention_cache_mb * 2**20)
+    rows_cache = _WindowCache(cfg.attention_cache_mb * 2**20)
     windows_q = query_windows(source, models, cfg, clock, "hierarchy", keys)
     try:
         for index, q in windows_q:
@@ -411,7 +408,7 @@ def _analyse(source: VideoSource, models: Models, cfg: SegmentConfig, progress: 
 
 
 def _label_pass(source: VideoSource, models: Models, cfg: SegmentConfig, clock: _Clock, keys: Keys,
-                hierarchy: Hierarchy, store0: LabelStore, queries: _QueryCache, rows_cache: _RowCache,
+                hierarchy: Hierarchy, store0: LabelStore, queries: _QueryCache, rows_cache: _WindowCache,
                 progress: Progress, workdir: Path) -> tuple[LabelStore, list[np.ndarray]]:
     """Pass 3: every token's label at every level, window by window, into a temporary file; and each cluster's
     token count, per level."""

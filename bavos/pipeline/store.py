@@ -24,7 +24,28 @@ from bavos.errors import OutputError, plain_os_error
 _EPOCH = (1980, 1, 1, 0, 0, 0)  # fixed zip entry times: the same arrays give the same bytes
 
 
-class LabelStore:
+class _TemporaryFile:
+    """An unbuffered temporary file the store creates and removes (a full disk fails the write that hits it, not a
+    later read)."""
+
+    def __init__(self, path: Path, what: str) -> None:
+        self.path = Path(path)
+        try:
+            self._file = open(self.path, "w+b", buffering=0)  # noqa: SIM115 - closed by close()
+        except OSError as e:
+            raise OutputError(f"cannot create the temporary {what} file: {plain_os_error(e, self.path)}") from e
+
+    def close(self) -> None:
+        """Remove the temporary file (also when the disk is full and the last write cannot be flushed)."""
+        try:
+            self._file.close()
+        except OSError:
+            pass  # the file goes anyway; the write that failed has been reported (or given up on)
+        finally:
+            self.path.unlink(missing_ok=True)
+
+
+class LabelStore(_TemporaryFile):
     """(frames, rows, tokens) labels written a window at a time, read a frame or a window at a time.
 
     Args:
@@ -35,11 +56,8 @@ class LabelStore:
     """
 
     def __init__(self, path: Path, rows: int, tokens: int, dtype: np.dtype | type = np.int32) -> None:
-        self.path, self.rows, self.tokens, self.dtype = Path(path), rows, tokens, np.dtype(dtype)
-        try:  # unbuffered: a full disk fails the write that hits it, not a later read
-            self._file = open(self.path, "w+b", buffering=0)  # noqa: SIM115 - closed by close()
-        except OSError as e:
-            raise OutputError(f"cannot create the temporary labels file: {plain_os_error(e, self.path)}") from e
+        super().__init__(path, "labels")
+        self.rows, self.tokens, self.dtype = rows, tokens, np.dtype(dtype)
         self._chunks: list[tuple[int, int, int]] = []  # (offset, bytes, frames) of each window
         self._first: list[int] = []  # the first frame of each window
         self.frames = 0
@@ -76,17 +94,8 @@ class LabelStore:
         chunk = bisect.bisect_right(self._first, index) - 1
         return self.window(chunk)[index - self._first[chunk]]
 
-    def close(self) -> None:
-        """Remove the temporary file (also when the disk is full and the last write cannot be flushed)."""
-        try:
-            self._file.close()
-        except OSError:
-            pass  # the file goes anyway; the write that failed has been reported
-        finally:
-            self.path.unlink(missing_ok=True)
 
-
-class QueryStore:
+class QueryStore(_TemporaryFile):
     """Windows of float32 queries in a temporary file, each stored as it is and read back by its index.
 
     A write that fails (a full disk) is not an error: the store gives up, frees its file, and the windows it does not
@@ -97,11 +106,7 @@ class QueryStore:
     """
 
     def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-        try:
-            self._file = open(self.path, "w+b", buffering=0)  # noqa: SIM115 - closed by close()
-        except OSError as e:
-            raise OutputError(f"cannot create the temporary queries file: {plain_os_error(e, self.path)}") from e
+        super().__init__(path, "queries")
         self._windows: dict[int, tuple[int, tuple[int, ...]]] = {}  # index -> (offset, shape)
         self._end = 0
         self.failed = False
@@ -146,15 +151,6 @@ class QueryStore:
     def drop(self, index: int) -> None:
         """Let window ``index`` go unread."""
         self._windows.pop(index, None)
-
-    def close(self) -> None:
-        """Remove the temporary file."""
-        try:
-            self._file.close()
-        except OSError:
-            pass
-        finally:
-            self.path.unlink(missing_ok=True)
 
 
 def _npy_header(shape: tuple[int, ...], dtype: np.dtype) -> bytes:

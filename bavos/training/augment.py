@@ -65,11 +65,10 @@ def sample_params(clips: int, generator: torch.Generator, sigma: float | None = 
     return params
 
 
-def process_sigma(seed: int, rank: int) -> float:
-    """The one blur sigma of process ``rank`` for a whole run (``--blur-sigma process``, the release's: it draws
-    it once per process when the pipeline is built, METHOD.md B17), uniform in [0.1, 2], from (seed, rank)."""
-    g = torch.Generator().manual_seed(seed * 1_000_003 + rank)
-    return float(SIGMA[0] + (SIGMA[1] - SIGMA[0]) * torch.rand((), generator=g))
+def process_sigma(generator: torch.Generator) -> float:
+    """The one blur sigma of a process for a whole run (``--blur-sigma process``, the release's: it draws it once
+    per process when the pipeline is built, METHOD.md B17), uniform in [0.1, 2], from ``generator`` (CPU)."""
+    return float(SIGMA[0] + (SIGMA[1] - SIGMA[0]) * torch.rand((), generator=generator))
 
 
 # kornia's operations of ColorJitter, by the index its ``order`` gives them: brightness, contrast, saturation, hue

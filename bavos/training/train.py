@@ -354,7 +354,9 @@ class _Session:
             self.events.warn(f"--workers {cfg.workers} on a machine with {default_workers()} cores: loading "
                              "competes with training for the cores")
         batches = make_loader(data, cfg, start, stop, shard, device)
-        sigma = process_sigma(cfg.seed, shard.rank) if cfg.blur_sigma == "process" else None
+        # the process's one blur sigma, from its own seed (no step draws from step -1)
+        sigma = (process_sigma(torch.Generator().manual_seed(step_seed(cfg.seed, -1, shard.rank)))
+                 if cfg.blur_sigma == "process" else None)
         meter, record, done = _Meter(), None, start
         try:
             for step in range(start, stop):

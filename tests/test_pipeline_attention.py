@@ -60,3 +60,27 @@ def test_the_default_key_bound_keeps_the_papers_key_frames_up_to_300_frames() ->
     long = key_frame_indices(3000, 10, bound)
     assert len(long) == 30 and long[0] == 0 and long[-1] == 2990  # spread over the video, first and last kept
     assert key_frame_indices(310, 10, bound) != key_frame_indices(310, 10, 0)  # 31 candidates: one is left out
+
+
+def test_underflowing_numerators_are_zero_and_change_no_cluster(device: str) -> None:
+    """Sharp attention: most logits are far below their row's largest, where exp underflows to subnormal numbers
+    (and a CPU's exp is 30 times slower). Those numerators are 0; every other entry is the softmax's, and the
+    clustering gives the same labels as on the plain softmax."""
+    from bavos.pipeline.attention import underflow_bounds
+    from bavos.pipeline.cluster import cluster_attention
+
+    torch.manual_seed(2)
+    q, k = torch.randn(6, 2, 12, 8) * 6, torch.randn(2, 2, 12, 8) * 6  # logits spread over hundreds
+    out = window_attention(q.to(device), k.to(device), 1.0).cpu()
+    logits = torch.einsum("whnd,khmd->whnkm", q, k).flatten(-2)  # (w, heads, N, K*N)
+    plain = torch.softmax(logits, -1).mean(1)
+    numerators = (logits - logits.amax(-1, keepdim=True)).exp()
+    floor = underflow_bounds(torch.float32)[1]
+    flushed = (numerators <= floor).all(1)  # (w, N, K*N): every head's numerator underflows
+    assert flushed.float().mean() > 0.3 and (plain[flushed] > 0).any()  # the case is there
+    assert (out[flushed] == 0).all()
+    assert not ((out > 0) & (out < torch.finfo(torch.float32).tiny)).any()  # no subnormal numbers
+    torch.testing.assert_close(out, plain, rtol=1e-5, atol=1e-30)
+    for tau in (0.5, 1.0, 4.0):
+        ours, theirs = cluster_attention(out, tau), cluster_attention(plain, tau)
+        assert ours.sizes == theirs.sizes and (ours.level_labels == theirs.level_labels).all()

@@ -16,7 +16,8 @@ Floors, measured in the same process after the run: the backbone once per proces
 beforehand, batches of --batch-size), and the clustering's matrix products at this device's float32 matrix rate
 (``bavos.models.costs.calibrate``): the attention once per window (2 n D m flops for a window of n tokens over m key
 tokens of width D), the window's self-distances and smoothing (2 n^2 m each) and the labels (4 L n m, L the
-centroids of every global level). Each stage's ratio to its floor says how much is left to gain there.
+first global level's centroids, which every level's distinct centroids include). Each stage's ratio to its floor says
+how much is left to gain there.
 """
 
 from __future__ import annotations
@@ -121,14 +122,14 @@ def measure_floors(clip: Path, models, cfg, summary: dict) -> dict:  # noqa: ANN
     h, w = summary["patch_grid"]
     tokens, frames = h * w, summary["processed_frames"]
     m = summary["key_frames"] * tokens
-    levels = sum(summary["level_sizes"][1 : summary["converged_level"] + 1])
+    level1 = summary["level_sizes"][1] if summary["converged_level"] else 0  # distinct centroids: at least these
     rate = calibrate(models.device).flops
     attention = products = labels = 0.0
     for first in range(0, frames, cfg.window):
         n = min(cfg.window, frames - first) * tokens
         attention += 2 * n * models.backbone.embed_dim * m
         products += 2 * (2 * n * n * m)
-        labels += 4 * levels * n * m
+        labels += 4 * level1 * n * m
     return {"backbone": backbone, "attention": attention / rate, "clustering": products / rate,
             "labels": labels / rate, "rate": rate}
 

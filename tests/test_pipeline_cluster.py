@@ -167,6 +167,30 @@ def test_every_level_matches_the_reference(t: int, window: int, dtype: torch.dty
         assert result.sizes[level] >= len(np.unique(labels))
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_labels_come_from_each_levels_nearest_centroid_computed_once(dtype: torch.dtype, device: str) -> None:
+    """A global round leaves most clusters alone: their centroids are the level below's bit for bit and their
+    distances are computed once; every level's labels stay the nearest of its own centroids."""
+    from bavos.pipeline.cluster import distinct_centroids, label_window, safe_log
+
+    attn = torch.from_numpy(structured_attention(12, 16, 24, 20, seed=0, concentration=8.0)).to(device, dtype)
+    result = cluster_attention(attn, tau=2.0, window=2)
+    hierarchy = result.hierarchy
+    assert result.converged == 4
+    stacked, log_stacked, index = distinct_centroids(hierarchy)
+    assert stacked.shape[0] < sum(result.sizes[1:]) * 0.4  # (145 distinct of 434)
+    for lv, at in enumerate(index, start=1):
+        assert torch.equal(stacked[torch.as_tensor(at, device=device)], hierarchy.centroids[lv])
+    assert torch.equal(log_stacked, safe_log(stacked))
+    rows = attn.reshape(-1, attn.shape[-1])
+    for lv in range(1, result.converged + 1):
+        centroids = hierarchy.centroids[lv]
+        nearest = sym_kl(centroids, rows).argmin(0).cpu().numpy()
+        np.testing.assert_array_equal(result.level_labels[lv].reshape(-1), nearest)
+    np.testing.assert_array_equal(label_window(rows, result.level_labels[0].reshape(-1), hierarchy),
+                                  result.level_labels.reshape(len(result.sizes), -1))
+
+
 def test_streaming_leaders_give_the_batch_pass_groups() -> None:
     from bavos.pipeline.cluster import StreamingLeaders, _leader_merge
 

@@ -279,6 +279,7 @@ class Hierarchy:
         capped_from: the level a capped last level was made from, or None when nothing was capped.
         cut: the index in ``sizes`` of what the output is cut at (the capped entry when capped).
         warnings: what the user asked for that this video's hierarchy could not give, and what was done instead.
+        distinct: the labels pass's cache of ``distinct_centroids``.
 
     Users see one numbering, the real levels 0..converged: ``level`` and ``real_sizes``; a cap is not a level but a
     merge of ``level`` down to ``capped_size`` clusters.
@@ -291,6 +292,7 @@ class Hierarchy:
     capped_from: int | None = None
     cut: int = 0
     warnings: list[str] = field(default_factory=list)
+    distinct: tuple[Tensor, Tensor, list[np.ndarray]] | None = field(default=None, repr=False, compare=False)
 
     @property
     def capped(self) -> bool:
@@ -378,6 +380,39 @@ class HierarchyBuilder:
         return hierarchy
 
 
+def distinct_centroids(hierarchy: Hierarchy) -> tuple[Tensor, Tensor, list[np.ndarray]]:
+    """The centroids of levels 1..converged without repeats, and where each level's centroids are among them.
+
+    A global round leaves most clusters alone near convergence: a cluster whose group holds one cluster of the level
+    below has that cluster's centroid, bit for bit (the mean of one row), so its distances to the tokens are the
+    same numbers and are computed once. Cached on the hierarchy (its levels do not change once built).
+
+    Returns:
+        (U, M) distinct centroids, their ``safe_log``, and per level 1..converged a (k_l,) index into them.
+    """
+    if hierarchy.distinct is not None:
+        return hierarchy.distinct
+    rows: list[Tensor] = []
+    index: list[np.ndarray] = []
+    count = 0
+    for lv in range(1, hierarchy.converged + 1):
+        centroids = hierarchy.centroids[lv]
+        at = np.full(len(centroids), -1, dtype=np.int64)
+        if lv > 1:  # the level's clusters made of one cluster of the level below keep its centroid
+            parents = hierarchy.parents[lv]
+            alone = np.bincount(parents, minlength=len(centroids)) == 1
+            child = np.flatnonzero(alone[parents])
+            at[parents[child]] = index[-1][child]
+        new = np.flatnonzero(at < 0)
+        at[new] = count + np.arange(len(new))
+        rows.append(centroids[torch.as_tensor(new, device=centroids.device)])
+        index.append(at)
+        count += len(new)
+    stacked = torch.cat(rows)
+    hierarchy.distinct = (stacked, safe_log(stacked), index)
+    return hierarchy.distinct
+
+
 def label_window(rows: Tensor, level0: np.ndarray, hierarchy: Hierarchy) -> np.ndarray:
     """Labels of a window's tokens at every level.
 
@@ -387,17 +422,16 @@ def label_window(rows: Tensor, level0: np.ndarray, hierarchy: Hierarchy) -> np.n
 
     Returns:
         (levels, n) int32: level 0 as given, each global level the nearest of its centroids, a capped level the
-        merged cluster of the token's cluster at the level it was cut from.
+        merged cluster of the token's cluster at the level it was cut from. Every level's distances come from one
+        product against the distinct centroids of all levels (``distinct_centroids``).
     """
-    real = list(range(1, hierarchy.converged + 1))
     out = np.empty((len(hierarchy.sizes), rows.shape[0]), dtype=np.int32)
     out[0] = level0
-    if real:
-        stacked = torch.cat([hierarchy.centroids[lv] for lv in real])  # (sum k_l, M)
-        dist = sym_kl(stacked, rows, safe_log(stacked))  # (sum k_l, n)
-        bounds = np.cumsum([0] + [hierarchy.sizes[lv] for lv in real])
-        nearest = [dist[a:b].argmin(0) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
-        out[1 : len(real) + 1] = torch.stack(nearest).cpu().numpy()  # one copy to the host for every level
+    if hierarchy.converged:
+        stacked, log_stacked, index = distinct_centroids(hierarchy)
+        dist = sym_kl(stacked, rows, log_stacked)  # (U, n)
+        nearest = [dist[torch.as_tensor(at, device=dist.device)].argmin(0) for at in index]
+        out[1 : hierarchy.converged + 1] = torch.stack(nearest).cpu().numpy()  # one copy to the host for every level
     if hierarchy.capped:
         out[-1] = hierarchy.parents[-1][out[hierarchy.capped_from]]
     return out

@@ -63,8 +63,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clip", type=Path, default=ROOT / "assets" / "demo.mp4")
     parser.add_argument("--sizes", nargs="+", default=["160x240"])
-    parser.add_argument("--sharpness", nargs="+", type=float, default=[1.0, 4.0, 5.0, 12.0],
-                        help="scales of the correlator's q/k weights (the defaults give about 1, 20, 200 and 2,000 "
+    parser.add_argument("--sharpness", nargs="+", type=float, default=[1.0, 4.2, 5.3, 40.0],
+                        help="scales of the correlator's q/k weights (the defaults give 1, 22, 203 and 2,004 "
                              "clusters on the demo at 160x240)")
     parser.add_argument("--key-ratio", type=int, default=10)
     parser.add_argument("--device", default="cpu")

@@ -260,7 +260,7 @@ def run_tests(args: argparse.Namespace) -> dict[str, Any]:
 def _share(clip: dict[str, Any], heads: int, dim: int, grid: tuple[int, int], rate: float) -> float | None:
     """Matrix-product flops of the attention and clustering (counted from the shapes) over their seconds, as a share
     of the device's float32 rate."""
-    from bavos.models.costs import CLUSTERS_PER_WINDOW, window_work
+    from bavos.models.costs import CLUSTERS_PER_WINDOW, DISTINCT_PER_LEVEL0, window_work
 
     t = clip.get("timings") or {}
     seconds = sum(t.get(k, 0.0) for k in ("attention", "clustering", "labels"))
@@ -269,7 +269,7 @@ def _share(clip: dict[str, Any], heads: int, dim: int, grid: tuple[int, int], ra
     n = grid[0] * grid[1]
     m = clip["key_frames"] * n
     windows = -(-clip["frames"] // 3)
-    flops = windows * window_work(3 * n, m, dim, heads, int(1.5 * windows * CLUSTERS_PER_WINDOW))[0]
+    flops = windows * window_work(3 * n, m, dim, heads, DISTINCT_PER_LEVEL0 * windows * CLUSTERS_PER_WINDOW)[0]
     return flops / seconds / (rate * 1e12)
 
 

@@ -193,7 +193,7 @@ def test_progress_lines_in_a_log_and_nothing_when_quiet(tmp_path: Path, run_cli)
     video = write_clip(tmp_path / "v.mp4", n=6)
     result = run_cli("segment", video, "-o", tmp_path / "out", *TINY, "--backbone-weights", "none")
     assert result.code == 0
-    lines = [line for line in result.err.splitlines() if line.startswith("bavos: v.mp4: ") and "estimated" not in line]
+    lines = [line for line in result.err.splitlines() if line.startswith("bavos: v.mp4: ") and "estimate" not in line]
     # stderr is not a terminal here: a fast run gives one line per stage, at its end
     assert [line.split()[2] for line in lines] == ["keys", "hierarchy", "labels", "writing"]
     assert lines[0].startswith("bavos: v.mp4: keys 6/6 frames (100 %), ") and ", done in " in lines[0]
@@ -298,6 +298,7 @@ def test_an_estimate_the_run_revises_much_is_said_again(tmp_path: Path, run_cli,
         return replace(estimate, seconds={k: 3 * v for k, v in estimate.seconds.items()})
 
     monkeypatch.setattr(seg, "estimate_cost", slower)
+    monkeypatch.setattr(seg, "run_pace", lambda *args: seg.Pace())  # the tiny run's own pace aside
     video = write_clip(tmp_path / "v.mp4", n=6)
     result = run_cli("segment", video, "-o", tmp_path / "out", *TINY, "--backbone-weights", "none", "--no-overlay")
     assert result.code == 0 and len(calls) == 3

@@ -448,6 +448,24 @@ def test_the_run_refines_its_estimate_with_its_clusters(tmp_path: Path, tiny_mod
     assert one.total > 0 and two.total > 0 and one.passes.keys() == two.passes.keys()
 
 
+def test_a_refined_estimate_goes_at_the_runs_own_pace() -> None:
+    """The backbone's seconds scale with its measured pace, the clustering's and writing's with theirs; every pass
+    keeps its share of each, so the passes still add up to the total."""
+    from bavos.models.costs import Pace, segment_estimate
+
+    estimate = segment_estimate(48, (20, 30), 5, 8, 3, torch.device("cpu"), pixels=320 * 240)
+    assert sum(estimate.passes.values()) == pytest.approx(estimate.total)
+    paced = estimate.paced(Pace(backbone=2.0, clustering=0.5))
+    assert paced.seconds["backbone"] == pytest.approx(2 * estimate.seconds["backbone"])
+    assert paced.seconds["clustering"] == pytest.approx(0.5 * estimate.seconds["clustering"])
+    assert paced.seconds["writing"] == pytest.approx(0.5 * estimate.seconds["writing"])
+    assert paced.passes["keys"] == pytest.approx(2 * estimate.passes["keys"])  # the backbone only
+    assert sum(paced.passes.values()) == pytest.approx(paced.total)
+    assert estimate.paced(Pace()) == estimate
+    # no query cache: the 5 key frames run once, the 43 others twice
+    assert estimate.frame_seconds * (5 + 2 * 43) == pytest.approx(estimate.seconds["backbone"])
+
+
 def test_the_estimate_grows_with_the_clusters() -> None:
     from bavos.models.costs import ClusterCounts, segment_estimate
 
@@ -455,7 +473,7 @@ def test_the_estimate_grows_with_the_clusters() -> None:
         return segment_estimate(48, (20, 30), 5, 8, 3, torch.device("cpu"), pixels=320 * 240, counts=counts,
                                 max_objects=max_objects).seconds
 
-    few, many = cost(ClusterCounts(per_window=2, levels=10, ids=5)), cost(ClusterCounts(per_window=100))
-    assert many["clustering"] > 1.2 * few["clustering"] and many["writing"] > 3 * few["writing"]
+    few, many = cost(ClusterCounts(per_window=2, distinct=10, ids=5)), cost(ClusterCounts(per_window=100))
+    assert many["clustering"] > 1.1 * few["clustering"] and many["writing"] > 3 * few["writing"]
     assert many["backbone"] == few["backbone"]
     assert cost(ClusterCounts(per_window=100), max_objects=20)["writing"] < many["writing"]  # the cap bounds the ids

@@ -17,14 +17,19 @@ from __future__ import annotations
 import functools
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
 
 CLUSTERS_PER_WINDOW = 16  # the clustering's data-dependent work is estimated for this many clusters per window
-LEVELS_PER_LEVEL0 = 1.5  # centroids of every global level together, per level-0 cluster, until they are known
-WRITE_PER_ID = 4  # elementwise operations per pixel and output id of a frame (bilinear scores, argmax)
+# Until the hierarchy is known, per level-0 cluster: the global levels' distinct centroids (what the labels pass
+# compares every token with) and the first global round's groups, and the output ids present in a frame per output
+# id of the video. Measured on the demo at 160x240 with 16 to 5,324 level-0 clusters: 0.06-0.37, 0.06-0.34 and
+# 0.14-0.21 (``benchmarks/bench_estimate.py``).
+DISTINCT_PER_LEVEL0 = 0.4
+IDS_PER_FRAME = 0.2
+WRITE_PER_ID = 10  # elementwise operations per pixel and output id present in a frame (bilinear scores, argmax)
 LEADER_BLOCK = 64  # candidate rows the leader pass asks for at once (bavos.pipeline.cluster.LEADER_BLOCK)
 ATTENTION_BLOCK_BYTES = 256 * 2**20  # the attention's largest logit block (bavos.pipeline.attention)
 
@@ -129,6 +134,15 @@ def available_bytes(device: torch.device) -> int | None:
 
 
 @dataclass(frozen=True)
+class Pace:
+    """Measured seconds over estimated seconds of the work done so far, per kind: the run's own speed, which scales
+    what is left (a calibration of a fraction of a second misreads a busy machine by 20 % or more)."""
+
+    backbone: float = 1.0
+    clustering: float = 1.0
+
+
+@dataclass(frozen=True)
 class Estimate:
     """Seconds per stage and peak memory (host; and device memory on CUDA)."""
 
@@ -139,10 +153,22 @@ class Estimate:
     queries_kept: int = 0  # bytes of queries kept for the labels pass (--query-cache)
     queries_total: int = 0  # bytes of the whole video's queries
     queries_on_disk: bool = False  # the kept queries wait in a temporary file (--query-cache auto on a CPU)
+    frame_seconds: float = 0.0  # one frame's backbone (what the run's pace is measured against)
+    window_seconds: float = 0.0  # one full window's attention and clustering in the hierarchy pass
+    backbone_passes: dict[str, float] = field(default_factory=dict)  # the backbone's seconds within each pass
 
     @property
     def total(self) -> float:
         return sum(self.seconds.values())
+
+    def paced(self, pace: Pace) -> Estimate:
+        """This estimate at the run's measured pace: the backbone's seconds scaled by ``pace.backbone``, the rest
+        (the clustering's, and the writing's: both elementwise work in the host's memory) by ``pace.clustering``."""
+        other = pace.clustering
+        seconds = {k: v * (pace.backbone if k == "backbone" else other) for k, v in self.seconds.items()}
+        passes = {k: (b := self.backbone_passes.get(k, 0.0)) * pace.backbone + (v - b) * other
+                  for k, v in self.passes.items()}
+        return replace(self, seconds=seconds, passes=passes)
 
 
 @dataclass(frozen=True)
@@ -151,13 +177,15 @@ class ClusterCounts:
 
     Attributes:
         per_window: level-0 clusters of a window (``CLUSTERS_PER_WINDOW`` until the first window is clustered).
-        levels: centroids of every global level together (None: ``LEVELS_PER_LEVEL0`` times the video's level-0
-            clusters, until the hierarchy is built).
-        ids: output ids of the cut level (None: from ``levels`` and ``--max-objects``).
+        sizes: clusters at each real level 0..converged (None until the hierarchy is built).
+        distinct: distinct centroids of the global levels (``bavos.pipeline.cluster.distinct_centroids``; None:
+            ``DISTINCT_PER_LEVEL0`` per level-0 cluster until the hierarchy is built).
+        ids: output ids of the cut level (None: from the level-0 clusters and ``--max-objects``).
     """
 
     per_window: float = CLUSTERS_PER_WINDOW
-    levels: float | None = None
+    sizes: tuple[int, ...] | None = None
+    distinct: float | None = None
     ids: float | None = None
 
 
@@ -166,17 +194,32 @@ def vit_flops(tokens: int, dim: int = 384, depth: int = 12) -> float:
     return depth * (24 * tokens * dim * dim + 4 * tokens * tokens * dim)
 
 
-def window_work(n: int, m: int, dim: int, heads: int, levels_rows: float,
+def leader_rows(clusters: float, rows: int) -> float:
+    """Candidate rows the greedy leader pass over ``rows`` rows asks for when it makes ``clusters`` groups: every
+    leader, plus the rows of a block taken by a leader before them in it (fitted: 64, 140, 220 and 350 rows asked
+    for 1, 17, 45 and 220 groups of 1,800 rows)."""
+    return min(rows, max(clusters, LEADER_BLOCK + 20 * clusters ** 0.5))
+
+
+def window_work(n: int, m: int, dim: int, heads: int, distinct: float,
                 per_window: float = CLUSTERS_PER_WINDOW) -> tuple[float, float, float]:
     """(flops, elementwise operations, share of both in the hierarchy pass) of one window of n rows over m key
-    tokens, both clustering passes, with ``per_window`` level-0 clusters and ``levels_rows`` global centroids."""
-    attention = 2 * n * dim * m, 6 * heads * n * m  # per pass: q k^T of every head; in-place softmax passes
-    candidates = min(n, LEADER_BLOCK * per_window)
-    hierarchy = 2 * n * n * m + 2 * n * n * m + 4 * candidates * n * m  # self-distances, smoothing, leader rows
-    assignment = 4 * levels_rows * n * m  # distances of every level's centroids to the rows
+    tokens, both clustering passes, with ``per_window`` level-0 clusters and ``distinct`` global centroids."""
+    attention = 2 * n * dim * m, 8 * heads * n * m  # per pass: q k^T of every head; in-place softmax passes
+    # self-distances, smoothing, leader rows, level-0 labels (distances of the window's centroids to its rows)
+    hierarchy = 2 * n * n * m + 2 * n * n * m + 4 * leader_rows(per_window, n) * n * m + 4 * per_window * n * m
+    assignment = 4 * distinct * n * m  # distances of the global levels' distinct centroids to the rows
     flops = 2 * attention[0] + hierarchy + assignment
     elementwise = 2 * attention[1] + 12 * n * m + 8 * n * n
     return flops, elementwise, (attention[0] + hierarchy) / flops
+
+
+def rounds_work(m: int, sizes: tuple[float, ...]) -> float:
+    """Flops of the global rounds over clusters of ``sizes`` (level 0 first): the streamed first round compares each
+    level-0 cluster with the leaders so far (on average half of level 1), each later round a level with itself."""
+    first = 4 * m * sizes[0] * sizes[1] / 2 if len(sizes) > 1 else 0.0
+    later = zip(sizes[1:], sizes[2:], strict=False)
+    return first + sum(4 * m * leader_rows(after, before) * before for before, after in later)
 
 
 def segment_estimate(frames: int, grid: tuple[int, int], keys: int, batch: int, window: int, device: torch.device,
@@ -198,40 +241,49 @@ def segment_estimate(frames: int, grid: tuple[int, int], keys: int, batch: int, 
         queries: what --query-cache keeps for the labels pass instead of running the backbone again.
         counts: the clusters, as far as they are known.
         max_objects: --max-objects (the output ids of a frame are at most this many; 0: no cap).
+
+    The returned ``frame_seconds`` and ``window_seconds`` are one frame's backbone and one full window's hierarchy
+    pass (attention and clustering): what the run's measurements are compared with (``Estimate.paced``).
     """
     rates = calibrate(device)
     n_tokens = grid[0] * grid[1]
     m = keys * n_tokens
     windows = -(-frames // window)
-    levels_rows = counts.levels if counts.levels is not None else LEVELS_PER_LEVEL0 * windows * counts.per_window
-    ids = counts.ids if counts.ids is not None else levels_rows / LEVELS_PER_LEVEL0
-    ids = min(ids, max_objects or ids, n_tokens)  # a frame's mask holds at most one id a patch
-    full = window_work(window * n_tokens, m, dim, heads, levels_rows, counts.per_window)
-    last = window_work((frames - (windows - 1) * window) * n_tokens, m, dim, heads, levels_rows, counts.per_window)
-    flops = (windows - 1) * full[0] + last[0]
+    level0 = counts.sizes[0] if counts.sizes else windows * counts.per_window
+    distinct = counts.distinct if counts.distinct is not None else DISTINCT_PER_LEVEL0 * level0
+    sizes = counts.sizes or (level0, distinct, distinct, distinct)  # about three rounds until they are known
+    ids = counts.ids if counts.ids is not None else sizes[-1]
+    ids = max(1.0, min(IDS_PER_FRAME * min(ids, max_objects or ids), n_tokens))  # present in a frame
+    full = window_work(window * n_tokens, m, dim, heads, distinct, counts.per_window)
+    last = window_work((frames - (windows - 1) * window) * n_tokens, m, dim, heads, distinct, counts.per_window)
+    flops = (windows - 1) * full[0] + last[0] + rounds_work(m, sizes)
     elementwise = (windows - 1) * full[1] + last[1]
     per_frame = (vit_flops(n_tokens + 1) + 4 * n_tokens * dim * dim) / rates.flops
+    per_window = full[2] * (full[0] / rates.flops + full[1] / rates.elementwise)
     video_queries = frames * n_tokens * dim * 4
     in_memory = min(video_queries, queries.memory)
     kept = video_queries if queries.disk else in_memory
     # key frames run through the backbone once (pass 1 keeps their queries); the others in pass 2, and again in
     # pass 3 for those whose queries the cache does not keep
     again = (frames - keys) * max(0.0, 1 - kept / video_queries)
+    clustering = flops / rates.flops + elementwise / rates.elementwise
     seconds = {
         "backbone": (frames + again) * per_frame,
-        "clustering": flops / rates.flops + elementwise / rates.elementwise,
+        "clustering": clustering,
         # per-id bilinear scores and argmax, PNG, overlay
         "writing": frames * pixels * (120 + WRITE_PER_ID * ids) / rates.elementwise,
     }
-    passes = {"keys": keys * per_frame, "hierarchy": (frames - keys) * per_frame + full[2] * seconds["clustering"],
-              "labels": again * per_frame + (1 - full[2]) * seconds["clustering"], "writing": seconds["writing"]}
+    hierarchy_share = min(1.0, (windows * per_window + rounds_work(m, sizes) / rates.flops) / clustering)
+    backbone = {"keys": keys * per_frame, "hierarchy": (frames - keys) * per_frame, "labels": again * per_frame}
+    passes = {"keys": backbone["keys"], "hierarchy": backbone["hierarchy"] + hierarchy_share * clustering,
+              "labels": backbone["labels"] + (1 - hierarchy_share) * clustering, "writing": seconds["writing"]}
     rows = min(window, frames) * n_tokens
     # rows, their logs, smoothed rows; distances, neighbours; one head's logits of a row block
     window_set = 3 * rows * m * 4 + 3 * rows * rows * 4 + min(ATTENTION_BLOCK_BYTES, rows * m * 4)
     backbone_set = batch * (n_tokens + 1) * 12 * dim * 4  # a block's activations (fused attention: no L x L)
     key_set = keys * n_tokens * dim * 4
     grow = in_memory + 2 * key_set + cache_bytes  # the key frames' keys, and queries on the host
-    said = (kept, video_queries, queries.disk)
+    said = (kept, video_queries, queries.disk, per_frame, per_window, backbone)
     if device.type == "cuda":
         return Estimate(seconds, resident_bytes() + grow, key_set + max(window_set, backbone_set) + cache_bytes,
                         passes, *said)

@@ -21,7 +21,7 @@ import os
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -33,11 +33,11 @@ from bavos.config import SegmentConfig
 from bavos.errors import InputError
 from bavos.io.background import Ahead
 from bavos.io.video import Frame, VideoInfo, VideoSource
-from bavos.models.costs import ClusterCounts, Estimate, query_plan, segment_estimate
+from bavos.models.costs import ClusterCounts, Estimate, Pace, query_plan, segment_estimate
 from bavos.models.devices import release_free_heap, strict_float32
 from bavos.models.loading import Models, frame_tokens
 from bavos.pipeline.attention import key_frame_indices, window_attention
-from bavos.pipeline.cluster import Hierarchy, HierarchyBuilder, label_window
+from bavos.pipeline.cluster import Hierarchy, HierarchyBuilder, distinct_centroids, label_window
 from bavos.pipeline.masks import MAX_IDS_8BIT, ids_by_area, nearest_processed, upsample_ids
 from bavos.pipeline.store import LabelStore, QueryStore
 
@@ -60,6 +60,12 @@ class _Clock:
         self.seconds: dict[str, float] = {}
         self.waits: dict[str, float] = dict.fromkeys(("keys", "hierarchy", "labels"), 0.0)  # 0: nothing decoded
         self.decode = 0.0
+        self.forwards = 0  # frames run through the backbone
+
+    def backbone(self, frames: int) -> AbstractContextManager[None]:
+        """``with clock.backbone(frames): ...``: time a backbone batch of ``frames`` frames."""
+        self.forwards += frames
+        return self("backbone")
 
     @contextmanager
     def __call__(self, kind: str) -> Iterator[None]:
@@ -162,7 +168,7 @@ def key_pass(source: VideoSource, models: Models, cfg: SegmentConfig, clock: _Cl
                     progress("keys", frames, announced)
                 if batch.images is None:
                     continue
-                with clock("backbone"):
+                with clock.backbone(len(batch.images)):
                     q, k = frame_tokens(models, cfg, batch.images)
                 computed.update((p, (q[i].cpu(), k[i].cpu())) for i, p in enumerate(batch.positions))
             clock.frames(batches, "keys")
@@ -202,7 +208,7 @@ def query_windows(source: VideoSource, models: Models, cfg: SegmentConfig, clock
             for batch in batches:
                 if batch.images is None:
                     continue
-                with clock("backbone"):
+                with clock.backbone(len(batch.images)):
                     q, _ = frame_tokens(models, cfg, batch.images)
                 yield from zip(batch.positions, q, strict=True)
             clock.frames(batches, stage)
@@ -355,10 +361,17 @@ def _analyse(source: VideoSource, models: Models, cfg: SegmentConfig, progress: 
              workdir: Path | None, estimates: Estimates | None) -> Analysis:
     clock = _Clock(models.device)
 
-    def refine(said: str, counts: ClusterCounts) -> None:
-        estimate = estimate_cost(source, models, cfg, workdir, counts) if estimates is not None else None
+    def refine(said: str, counts: ClusterCounts, windows_done: int, seconds: float) -> None:
+        """Say the whole run's estimate again with what is now known: its clusters, and its own pace so far (the
+        backbone's frames and the windows' attention and clustering, against their estimates)."""
+        if estimates is None:
+            return
+        estimate = estimate_cost(source, models, cfg, workdir, counts)
         if estimate is not None:
-            estimates(said, estimate)
+            estimates(said, estimate.paced(run_pace(clock, estimate, windows_done, seconds)))
+
+    def windows_seconds() -> float:
+        return clock.seconds.get("attention", 0.0) + clock.seconds.get("clustering", 0.0)
 
     started = time.perf_counter()
     keys = key_pass(source, models, cfg, clock, progress)
@@ -384,16 +397,20 @@ def _analyse(source: VideoSource, models: Models, cfg: SegmentConfig, progress: 
             store0.append(labels0.reshape(-1, 1, n))
             if index == 0:
                 first_window = builder.level0_size
-                refine(f"the first window's {first_window} clusters", ClusterCounts(per_window=first_window))
+                refine(f"the first window's {first_window} clusters", ClusterCounts(per_window=first_window), 1,
+                       windows_seconds())
             queries.offer(index, q)
             rows_cache.offer(index, rows)
             del rows
             release_free_heap()
             progress("hierarchy", index + 1, windows)
+        clustered = windows_seconds()
         with clock("clustering"):
             hierarchy = builder.finish(cfg.level, cfg.max_objects)
+        distinct = len(distinct_centroids(hierarchy)[0]) if hierarchy.converged else 0
         refine(f"the hierarchy's {hierarchy.sizes[hierarchy.cut]} clusters",
-               ClusterCounts(builder.level0_size / windows, sum(hierarchy.sizes[1:]), hierarchy.sizes[hierarchy.cut]))
+               ClusterCounts(builder.level0_size / windows, tuple(hierarchy.real_sizes), distinct,
+                             hierarchy.sizes[hierarchy.cut]), windows, clustered)
         labels, areas = _label_pass(source, models, cfg, clock, keys, hierarchy, store0, queries, rows_cache,
                                     progress, workdir)
     finally:
@@ -473,6 +490,13 @@ def iter_masks(source: VideoSource, analysis: Analysis, upsample: str, backgroun
             waits["decode"] = waits.get("decode", 0.0) + frames.busy
     if seen < analysis.decoded:
         raise InputError(f"{source.path}: this decode gave {seen} frames, the first {analysis.decoded}")
+
+
+def run_pace(clock: _Clock, estimate: Estimate, windows: int, seconds: float) -> Pace:
+    """The run's pace so far: its backbone's seconds over the estimate's for the frames it ran, and the attention
+    and clustering ``seconds`` of its first ``windows`` windows over the estimate's for them."""
+    return Pace(clock.seconds.get("backbone", 0.0) / (clock.forwards * estimate.frame_seconds or 1.0),
+                seconds / (windows * estimate.window_seconds or 1.0))
 
 
 def estimate_cost(source: VideoSource, models: Models, cfg: SegmentConfig, workdir: Path | None = None,

@@ -24,12 +24,14 @@ import torch
 
 CLUSTERS_PER_WINDOW = 16  # the clustering's data-dependent work is estimated for this many clusters per window
 # Until the hierarchy is known, per level-0 cluster: the global levels' distinct centroids (what the labels pass
-# compares every token with) and the first global round's groups, and the output ids present in a frame per output
-# id of the video. Measured on the demo at 160x240 with 16 to 5,324 level-0 clusters: 0.06-0.37, 0.06-0.34 and
-# 0.14-0.21 (``benchmarks/bench_estimate.py``).
+# compares every token with) and the first global round's groups. Measured on the demo at 160x240 with 16 to 5,324
+# level-0 clusters: 0.06-0.37 and 0.06-0.34 (``benchmarks/bench_estimate.py``).
 DISTINCT_PER_LEVEL0 = 0.4
-IDS_PER_FRAME = 0.2
-WRITE_PER_ID = 10  # elementwise operations per pixel and output id present in a frame (bilinear scores, argmax)
+# The writing, in elementwise operations per decoded pixel: PNG, overlay and preview; and, when the output has more
+# than one id, the bilinear upsampling of the ids and the many-coloured PNG and overlay (fitted to the demo at 1 and
+# 1,096 output ids: 0.56 s and 1.57 s for 48 frames of 320x240).
+WRITE_PER_PIXEL = 200
+WRITE_PER_PIXEL_IDS = 300
 LEADER_BLOCK = 64  # candidate rows the leader pass asks for at once (bavos.pipeline.cluster.LEADER_BLOCK)
 ATTENTION_BLOCK_BYTES = 256 * 2**20  # the attention's largest logit block (bavos.pipeline.attention)
 
@@ -253,7 +255,7 @@ def segment_estimate(frames: int, grid: tuple[int, int], keys: int, batch: int, 
     distinct = counts.distinct if counts.distinct is not None else DISTINCT_PER_LEVEL0 * level0
     sizes = counts.sizes or (level0, distinct, distinct, distinct)  # about three rounds until they are known
     ids = counts.ids if counts.ids is not None else sizes[-1]
-    ids = max(1.0, min(IDS_PER_FRAME * min(ids, max_objects or ids), n_tokens))  # present in a frame
+    per_pixel = WRITE_PER_PIXEL + (WRITE_PER_PIXEL_IDS if min(ids, max_objects or ids) > 1 else 0)
     full = window_work(window * n_tokens, m, dim, heads, distinct, counts.per_window)
     last = window_work((frames - (windows - 1) * window) * n_tokens, m, dim, heads, distinct, counts.per_window)
     flops = (windows - 1) * full[0] + last[0] + rounds_work(m, sizes)
@@ -270,8 +272,7 @@ def segment_estimate(frames: int, grid: tuple[int, int], keys: int, batch: int, 
     seconds = {
         "backbone": (frames + again) * per_frame,
         "clustering": clustering,
-        # per-id bilinear scores and argmax, PNG, overlay
-        "writing": frames * pixels * (120 + WRITE_PER_ID * ids) / rates.elementwise,
+        "writing": frames * pixels * per_pixel / rates.elementwise,
     }
     hierarchy_share = min(1.0, (windows * per_window + rounds_work(m, sizes) / rates.flops) / clustering)
     backbone = {"keys": keys * per_frame, "hierarchy": (frames - keys) * per_frame, "labels": again * per_frame}

@@ -41,11 +41,25 @@ def _interp_matrix(out_size: int, in_size: int) -> Tensor:
     return m
 
 
+def _corners(out_size: int, in_size: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The two input indices each output index interpolates between and their weights (float64 of
+    ``_interp_matrix``'s float32 ones; the second weight 0 where both indices are the same, at the edges)."""
+    m = _interp_matrix(out_size, in_size)  # (out, in), at most two nonzero entries a row
+    nonzero = m.ne(0).int()
+    lo = nonzero.argmax(1)
+    hi = (in_size - 1) - nonzero.flip(1).argmax(1)
+    rows = torch.arange(out_size)
+    return lo, hi, m[rows, lo].double(), torch.where(hi != lo, m[rows, hi], 0.0).double()
+
+
 def upsample_ids(ids: np.ndarray, size: tuple[int, int], mode: str, band: int = 256) -> np.ndarray:
     """Patch-grid ids (h, w) -> (H, W) ids at frame size, of the same dtype.
 
-    "bilinear": each present id's mask is upsampled bilinearly and every pixel takes the id of the largest value
-    (computed in bands of rows, so 4000x3000 frames stay in bounded memory); "nearest": nearest neighbour.
+    "bilinear": each id's mask upsampled bilinearly (as ``F.interpolate(align_corners=False)``), every pixel taking
+    the id of the largest value, ties to the lowest id. A pixel interpolates between four patches, so only their ids
+    can win: each one's value is the sum of the weights of the corners holding it (in float64, from the float32
+    interpolation weights), whatever the number of ids in the frame; computed in bands of rows, so 4000x3000 frames
+    stay in bounded memory. "nearest": nearest neighbour.
     """
     height, width = size
     grid = torch.from_numpy(ids.astype(np.int64))
@@ -55,13 +69,25 @@ def upsample_ids(ids: np.ndarray, size: tuple[int, int], mode: str, band: int = 
     present = torch.unique(grid)
     if len(present) == 1:
         return np.full(size, int(present[0]), dtype=ids.dtype)
-    masks = (grid[None] == present[:, None, None]).float()  # (k, h, w)
-    rows, cols = _interp_matrix(height, grid.shape[0]), _interp_matrix(width, grid.shape[1])
-    right = masks @ cols.T  # (k, h, W)
+    y0, y1, wy0, wy1 = _corners(height, grid.shape[0])
+    x0, x1, wx0, wx1 = _corners(width, grid.shape[1])
     out = np.empty(size, dtype=ids.dtype)
     for start in range(0, height, band):
-        scores = torch.einsum("yh,khx->kyx", rows[start : start + band], right)  # (k, band, W)
-        out[start : start + band] = present[scores.argmax(0)].numpy()
+        top, bottom = grid[y0[start : start + band]], grid[y1[start : start + band]]  # (band, w)
+        corner = [top[:, x0], top[:, x1], bottom[:, x0], bottom[:, x1]]  # (band, W) ids of the four corners
+        a, b = wy0[start : start + band, None], wy1[start : start + band, None]
+        weight = [a * wx0, a * wx1, b * wx0, b * wx1]
+        value = [w.clone() for w in weight]  # each corner's id's value: its weight and those of its equals
+        for i in range(4):
+            for j in range(i + 1, 4):
+                same = corner[i] == corner[j]
+                value[i] += weight[j] * same
+                value[j] += weight[i] * same
+        best, best_id = value[0], corner[0]
+        for i in range(1, 4):
+            better = (value[i] > best) | ((value[i] == best) & (corner[i] < best_id))
+            best, best_id = torch.where(better, value[i], best), torch.where(better, corner[i], best_id)
+        out[start : start + band] = best_id.numpy()
     return out
 
 

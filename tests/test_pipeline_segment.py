@@ -489,6 +489,28 @@ def test_a_refined_estimate_goes_at_the_runs_own_pace() -> None:
     assert estimate.frame_seconds * (5 + 2 * 43) == pytest.approx(estimate.seconds["backbone"])
 
 
+def test_the_runs_pace_leaves_out_the_backbones_first_batch() -> None:
+    """The first batch pays the warm-up (seconds on a GPU): the pace is measured from the batches after it, and is 1
+    where nothing was measured yet."""
+    from dataclasses import replace
+
+    from bavos.models.costs import Pace, segment_estimate
+    from bavos.pipeline.segment import _Clock, run_pace
+
+    clock = _Clock(torch.device("cpu"))
+    estimate = replace(segment_estimate(48, (20, 30), 5, 8, 3, torch.device("cpu")), frame_seconds=0.25,
+                       window_seconds=2.0)
+    with clock.backbone(5):
+        pass
+    assert (clock.batches, clock.paced_frames) == (1, 0)
+    assert run_pace(clock, estimate, 0, 0.0) == Pace()  # nothing measured after the warm-up
+    with clock.backbone(8):
+        pass
+    assert (clock.batches, clock.paced_frames) == (2, 8) and clock.seconds["backbone"] >= clock.paced_seconds
+    clock.paced_seconds = 4.0  # 8 frames in 4 s against 0.25 s a frame: twice as slow as estimated
+    assert run_pace(clock, estimate, 2, 2.0) == Pace(backbone=2.0, clustering=0.5)
+
+
 def test_the_estimate_grows_with_the_clusters() -> None:
     from bavos.models.costs import ClusterCounts, segment_estimate
 

@@ -23,9 +23,9 @@ from pathlib import Path
 import torch
 
 CLUSTERS_PER_WINDOW = 16  # the clustering's data-dependent work is estimated for this many clusters per window
-# Until the hierarchy is known, per level-0 cluster: the global levels' distinct centroids (what the labels pass
-# compares every token with) and the first global round's groups. Measured on the demo at 160x240 with 16 to 5,324
-# level-0 clusters: 0.06-0.37 and 0.06-0.34 (``benchmarks/bench_estimate.py``).
+# Until the hierarchy is known: the global levels' distinct centroids (what the labels pass compares every token
+# with) per level-0 cluster, also taken as each global level's size. Measured on the demo at 160x240 with 16 to 5,324
+# level-0 clusters: distinct 0.06-0.37, level 1 0.06-0.34 of level 0 (``benchmarks/bench_estimate.py``).
 DISTINCT_PER_LEVEL0 = 0.4
 # The writing, in elementwise operations per decoded pixel: PNG, overlay and preview; and, when the output has more
 # than one id, the bilinear upsampling of the ids and the many-coloured PNG and overlay (fitted to the demo at 1 and

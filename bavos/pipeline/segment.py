@@ -21,7 +21,7 @@ import os
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -60,12 +60,19 @@ class _Clock:
         self.seconds: dict[str, float] = {}
         self.waits: dict[str, float] = dict.fromkeys(("keys", "hierarchy", "labels"), 0.0)  # 0: nothing decoded
         self.decode = 0.0
-        self.forwards = 0  # frames run through the backbone
+        self.batches = 0  # backbone batches run
+        self.paced_frames, self.paced_seconds = 0, 0.0  # the backbone's after its first batch (see run_pace)
 
-    def backbone(self, frames: int) -> AbstractContextManager[None]:
+    @contextmanager
+    def backbone(self, frames: int) -> Iterator[None]:
         """``with clock.backbone(frames): ...``: time a backbone batch of ``frames`` frames."""
-        self.forwards += frames
-        return self("backbone")
+        start = time.perf_counter()
+        with self("backbone"):
+            yield
+        if self.batches:  # the first batch pays the libraries' and the device's warm-up: not the run's pace
+            self.paced_frames += frames
+            self.paced_seconds += time.perf_counter() - start
+        self.batches += 1
 
     @contextmanager
     def __call__(self, kind: str) -> Iterator[None]:
@@ -493,10 +500,13 @@ def iter_masks(source: VideoSource, analysis: Analysis, upsample: str, backgroun
 
 
 def run_pace(clock: _Clock, estimate: Estimate, windows: int, seconds: float) -> Pace:
-    """The run's pace so far: its backbone's seconds over the estimate's for the frames it ran, and the attention
-    and clustering ``seconds`` of its first ``windows`` windows over the estimate's for them."""
-    return Pace(clock.seconds.get("backbone", 0.0) / (clock.forwards * estimate.frame_seconds or 1.0),
-                seconds / (windows * estimate.window_seconds or 1.0))
+    """The run's pace so far: its backbone's seconds over the estimate's for the frames it ran after its first batch
+    (which pays the warm-up, seconds on a GPU), and the attention and clustering ``seconds`` of its first ``windows``
+    windows over the estimate's for them; 1 where nothing was measured yet."""
+    backbone = clock.paced_frames * estimate.frame_seconds
+    clustering = windows * estimate.window_seconds
+    return Pace(clock.paced_seconds / backbone if backbone > 0 else 1.0,
+                seconds / clustering if clustering > 0 and seconds > 0 else 1.0)
 
 
 def estimate_cost(source: VideoSource, models: Models, cfg: SegmentConfig, workdir: Path | None = None,

@@ -466,8 +466,9 @@ def test_the_run_refines_its_estimate_with_its_clusters(tmp_path: Path, tiny_mod
     summary = segment_video(video, tmp_path / "out", tiny_config(overlay=False, max_objects=0), tiny_models,
                             estimates=lambda what, estimate: seen.append((what, estimate)))
     (first, one), (second, two) = seen
-    assert re.fullmatch(r"the first window's \d+ clusters", first)
-    assert second == f"the hierarchy's {summary['level_sizes'][summary['converged_level']]} clusters"
+    assert re.fullmatch(r"the first window's (1 cluster|\d+ clusters)", first)
+    top = summary["level_sizes"][summary["converged_level"]]
+    assert second == f"the hierarchy's {top} cluster{'s' if top != 1 else ''}"
     assert one.total > 0 and two.total > 0 and one.passes.keys() == two.passes.keys()
 
 

@@ -142,9 +142,9 @@ def save_pictures(folder: Path, title: str, stats: dict[str, Any], levels: Level
 
 
 def level_text(h: Any) -> str:
-    """The cut in the one numbering that summary.json and recut use, e.g. "level 10 of 10, capped to 20 clusters"."""
+    """The cut in the one numbering that summary.json and recut use, e.g. "level 10 of 0-10, capped to 20 clusters"."""
     capped = f", capped to {h.capped_size} clusters" if h.capped else ""
-    return f"level {h.level} of {h.converged}{capped}"
+    return f"level {h.level} of 0-{h.converged}{capped}"
 
 
 def levels_of(analysis: Analysis) -> Levels:

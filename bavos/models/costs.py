@@ -182,7 +182,7 @@ class ClusterCounts:
         sizes: clusters at each real level 0..converged (None until the hierarchy is built).
         distinct: distinct centroids of the global levels (``bavos.pipeline.cluster.distinct_centroids``; None:
             ``DISTINCT_PER_LEVEL0`` per level-0 cluster until the hierarchy is built).
-        ids: output ids of the cut level (None: from the level-0 clusters and ``--max-objects``).
+        ids: output ids of the cut level (None: the last level's size as far as known; ``--max-objects`` caps it).
     """
 
     per_window: float = CLUSTERS_PER_WINDOW

@@ -404,8 +404,8 @@ def _analyse(source: VideoSource, models: Models, cfg: SegmentConfig, progress: 
             store0.append(labels0.reshape(-1, 1, n))
             if index == 0:
                 first_window = builder.level0_size
-                refine(f"the first window's {_clusters(first_window)}", ClusterCounts(per_window=first_window), 1,
-                       windows_seconds())
+                refine(f"the first window's {first_window} cluster{'s' * (first_window != 1)}",
+                       ClusterCounts(per_window=first_window), 1, windows_seconds())
             queries.offer(index, q)
             rows_cache.offer(index, rows)
             del rows
@@ -415,9 +415,10 @@ def _analyse(source: VideoSource, models: Models, cfg: SegmentConfig, progress: 
         with clock("clustering"):
             hierarchy = builder.finish(cfg.level, cfg.max_objects)
         distinct = len(distinct_centroids(hierarchy)[0]) if hierarchy.converged else 0
-        refine(f"the hierarchy's {_clusters(hierarchy.sizes[hierarchy.cut])}",
-               ClusterCounts(builder.level0_size / windows, tuple(hierarchy.real_sizes), distinct,
-                             hierarchy.sizes[hierarchy.cut]), windows, clustered)
+        top = hierarchy.sizes[hierarchy.cut]
+        refine(f"the hierarchy's {top} cluster{'s' * (top != 1)}",
+               ClusterCounts(builder.level0_size / windows, tuple(hierarchy.real_sizes), distinct, top), windows,
+               clustered)
         labels, areas = _label_pass(source, models, cfg, clock, keys, hierarchy, store0, queries, rows_cache,
                                     progress, workdir)
     finally:
@@ -497,10 +498,6 @@ def iter_masks(source: VideoSource, analysis: Analysis, upsample: str, backgroun
             waits["decode"] = waits.get("decode", 0.0) + frames.busy
     if seen < analysis.decoded:
         raise InputError(f"{source.path}: this decode gave {seen} frames, the first {analysis.decoded}")
-
-
-def _clusters(n: int) -> str:
-    return f"{n} cluster" if n == 1 else f"{n} clusters"
 
 
 def run_pace(clock: _Clock, estimate: Estimate, windows: int, seconds: float) -> Pace:

@@ -96,8 +96,10 @@ class SegmentConfig:
     # same either way.
     query_cache_mb: int | None = None
     # MB of attention rows kept from the clustering's first pass for its second (0: computed again); GPU memory on
-    # CUDA, host memory on CPU. Trades memory for time; the results are the same.
-    attention_cache_mb: int = 0
+    # CUDA, host memory on CPU. None ("auto"): on a CPU, every window's rows when they take at most min(512 MB, a
+    # tenth of the available memory), else none; on a GPU none (``bavos.models.costs.attention_plan``). Trades memory
+    # for time; the results are the same.
+    attention_cache_mb: int | None = None
     # Symmetric-KL merge threshold of the hierarchical clustering (METHOD.md 2.6).
     tau: float = 1.0
     # Frames per level-1 clustering window (METHOD.md 2.6, ts = 3).
@@ -146,8 +148,8 @@ class SegmentConfig:
             (h > 0 and w > 0, f"--resolution must be positive, got {h} {w}"),
             (self.key_ratio >= 1, f"--key-ratio must be at least 1, got {self.key_ratio}"),
             (self.max_key_frames >= 0, f"--max-key-frames must be 0 (no limit) or more, got {self.max_key_frames}"),
-            (self.attention_cache_mb >= 0,
-             f"--attention-cache must be 0 (none) or more MB, got {self.attention_cache_mb}"),
+            (self.attention_cache_mb is None or self.attention_cache_mb >= 0,
+             f"--attention-cache must be auto, 0 (none) or more MB, got {self.attention_cache_mb}"),
             (self.query_cache_mb is None or self.query_cache_mb >= 0,
              f"--query-cache must be auto, 0 (none) or more MB, got {self.query_cache_mb}"),
             (self.tau > 0, f"--tau must be positive, got {self.tau}"),

@@ -60,9 +60,12 @@ def measure(args: argparse.Namespace, frames: int) -> dict:
     from bavos.models.correlator import Correlator
     from bavos.models.loading import load_models
 
+    def megabytes(value: str) -> int | None:
+        return None if value == "auto" else int(value)
+
     cfg = SegmentConfig(resolution=tuple(args.resolution), key_ratio=args.key_ratio,
-                        max_key_frames=args.max_key_frames, attention_cache_mb=args.attention_cache,
-                        query_cache_mb=None if args.query_cache == "auto" else int(args.query_cache),
+                        max_key_frames=args.max_key_frames, attention_cache_mb=megabytes(args.attention_cache),
+                        query_cache_mb=megabytes(args.query_cache),
                         device=args.device, precision=args.precision,
                         background={"auto": None, "on": True, "off": False}[args.background])
     models = load_models(ModelConfig(backbone=args.backbone, backbone_weights="none", checkpoint="none"), cfg.device)
@@ -141,7 +144,7 @@ def main() -> None:
     parser.add_argument("--resolution", type=int, nargs=2, default=(64, 96))
     parser.add_argument("--key-ratio", type=int, default=10)
     parser.add_argument("--max-key-frames", type=int, default=30, help="as bavos segment (0: no limit)")
-    parser.add_argument("--attention-cache", type=int, default=0, metavar="MB")
+    parser.add_argument("--attention-cache", default="auto", metavar="auto|MB", help="as bavos segment")
     parser.add_argument("--query-cache", default="auto", metavar="auto|MB", help="as bavos segment")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--precision", default="float32", choices=["float32", "bf16", "fp16"])
@@ -163,7 +166,7 @@ def main() -> None:
         rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
     print(f"device {rows[0]['device']}, {args.backbone} (random weights), {args.mode}, {args.resolution[0]}x"
           f"{args.resolution[1]}, key ratio {args.key_ratio}, max key frames {args.max_key_frames or 'no limit'}, "
-          f"attention cache {args.attention_cache} MB, query cache {args.query_cache}, {args.precision}, "
+          f"attention cache {args.attention_cache}, query cache {args.query_cache}, {args.precision}, "
           f"background threads {args.background}")
     cuda = "peak_cuda_mb" in rows[0]
     print("| frames | key frames | backbone s | attention + clustering + labels s | decode s | writing s | total s | "

@@ -100,7 +100,7 @@ def test_one_failing_input_does_not_stop_the_others(tmp_path: Path, run_cli) -> 
         (["segment", "x.mp4", "--max-objects", "70000", *TINY], "--max-objects must be in 0..65536"),
         (["segment", "x.mp4", "--upsample", "cubic", *TINY], "--upsample must be bilinear or nearest"),
         (["segment", "x.mp4", "--precision", "fp8", *TINY], "--precision must be one of float32, bf16, fp16"),
-        (["segment", "x.mp4", "--attention-cache", "-1", *TINY], "--attention-cache must be 0 (none) or more MB"),
+        (["segment", "x.mp4", "--attention-cache", "-1", *TINY], "--attention-cache must be auto, 0 (none) or more MB"),
     ],
 )
 def test_usage_errors_are_one_line(run_cli, args: list[str], message: str) -> None:  # noqa: ANN001

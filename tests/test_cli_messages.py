@@ -149,12 +149,16 @@ def test_weightless_mode_shows_clusters_labelled_meaningless(tmp_path: Path, run
     assert r.code == 0 and titles[-1].endswith(f" - {note}")
 
 
-def test_query_cache_auto_is_said_in_the_estimate(tmp_path: Path, run_cli: Callable) -> None:
+def test_the_caches_auto_plans_are_said_in_the_estimate(tmp_path: Path, run_cli: Callable) -> None:
     clip = write_clip(tmp_path / "c.mp4", n=4)
-    r = run_cli("segment", clip, "-o", tmp_path / "out", *TINY, "--backbone-weights", "none", "--no-overlay")
-    assert r.code == 0, r.err
-    estimate = next(line for line in r.err.splitlines() if "estimated" in line)
-    assert re.search(r", queries kept on disk: \d+ MB$", estimate), estimate  # on a CPU: the backbone runs once
-    r = run_cli("segment", clip, "-o", tmp_path / "out", *TINY, "--query-cache", "lots")
-    assert r.code == 2 and r.err.strip() == ("bavos: error: --query-cache must be auto or a whole number of MB, got "
-                                             "lots (see 'bavos segment --help')")
+    for extra, said in (([], r", attention kept: \d+ MB$"),  # a short clip's rows: no attention computed again
+                        (["--attention-cache", "0"], r", queries kept on disk: \d+ MB$")):  # the backbone runs once
+        r = run_cli("segment", clip, "-o", tmp_path / f"out{len(extra)}", *TINY, "--backbone-weights", "none",
+                    "--no-overlay", *extra)
+        assert r.code == 0, r.err
+        estimate = next(line for line in r.err.splitlines() if "estimated" in line)
+        assert re.search(said, estimate), estimate
+    for option in ("--query-cache", "--attention-cache"):
+        r = run_cli("segment", clip, "-o", tmp_path / "out", *TINY, option, "lots")
+        assert r.code == 2 and r.err.strip() == (f"bavos: error: {option} must be auto or a whole number of MB, got "
+                                                 "lots (see 'bavos segment --help')")

@@ -450,7 +450,7 @@ def test_query_cache_auto_runs_the_backbone_once_per_frame_when_the_clip_fits(
     if room is not None:
         monkeypatch.setattr("bavos.models.costs.available_bytes", lambda device: room)
     video = write_clip(tmp_path / "q.mp4", n=14, height=48, width=64)
-    auto = segment_video(video, tmp_path / "auto", tiny_config(overlay=False), tiny_models)
+    auto = segment_video(video, tmp_path / "auto", tiny_config(overlay=False, attention_cache_mb=0), tiny_models)
     assert sum(seen) == 14 + (passes - 1) * (14 - auto["key_frames"])
     on_disk = disk is None and tiny_models.device.type == "cpu"  # a GPU keeps them in memory
     assert len(files) == on_disk and not any(f.exists() for f in files)  # the temporary file is gone
@@ -458,6 +458,86 @@ def test_query_cache_auto_runs_the_backbone_once_per_frame_when_the_clip_fits(
     masks = sorted((tmp_path / "auto" / "q" / "masks").iterdir())
     assert [m.read_bytes() for m in masks] == [(tmp_path / "none" / "q" / "masks" / m.name).read_bytes()
                                                for m in masks]
+
+
+@pytest.mark.parametrize(("cache", "room", "kept"), [(None, None, True), (None, 2**20, False), (0, None, False)])
+def test_attention_cache_auto_computes_the_attention_once_when_the_clip_fits(
+        tmp_path: Path, tiny_models, monkeypatch: pytest.MonkeyPatch, cache: int | None, room: int | None,
+        kept: bool) -> None:  # noqa: ANN001
+    """--attention-cache auto (the default) on a CPU keeps every window's rows when the video's fit its budget: the
+    labels pass then computes no attention and needs no queries (no temporary query file); where they do not fit,
+    or with 0, every window's attention is computed twice. The same masks either way."""
+    import bavos.pipeline.segment as seg
+
+    real_attention, real_store = seg.window_attention, seg.QueryStore
+    calls, stores = [], []
+
+    def counted(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        calls.append(1)
+        return real_attention(*args, **kwargs)
+
+    def recorded(path):  # noqa: ANN001, ANN202
+        stores.append(path)
+        return real_store(path)
+
+    monkeypatch.setattr(seg, "window_attention", counted)
+    monkeypatch.setattr(seg, "QueryStore", recorded)
+    if room is not None:  # a tenth of 10 MB available: the tiny clip's 2 MB of rows do not fit
+        monkeypatch.setattr("bavos.models.costs.available_bytes", lambda device: room * 10)
+    video = write_clip(tmp_path / "a.mp4", n=14, height=48, width=64)
+    segment_video(video, tmp_path / "run", tiny_config(overlay=False, attention_cache_mb=cache), tiny_models)
+    cpu = tiny_models.device.type == "cpu"
+    windows = -(-14 // 3)
+    assert len(calls) == (windows if kept and cpu else 2 * windows)
+    assert len(stores) == (0 if kept and cpu else 1)  # queries on disk only where the rows are not kept
+    segment_video(video, tmp_path / "none", tiny_config(overlay=False, attention_cache_mb=0, query_cache_mb=0),
+                  tiny_models)
+    masks = sorted((tmp_path / "run" / "a" / "masks").iterdir())
+    assert [m.read_bytes() for m in masks] == [(tmp_path / "none" / "a" / "masks" / m.name).read_bytes()
+                                               for m in masks]
+
+
+def test_the_attention_plan() -> None:
+    """--attention-cache: MB as asked; auto keeps every row on a CPU when they fit min(512 MB, a tenth of the
+    available memory), else none (and none on a GPU)."""
+    from unittest import mock
+
+    from bavos.models import costs
+
+    cpu, mb = torch.device("cpu"), 2**20
+    assert costs.attention_plan(64, 10**12, cpu) == 64 * mb
+    with mock.patch.object(costs, "available_bytes", lambda device: 10 * 2**30):  # room: the 512 MB cap
+        assert costs.attention_plan(None, 276 * mb, cpu) == 276 * mb
+        assert costs.attention_plan(None, 513 * mb, cpu) == 0  # not a part of them: all or none
+        assert costs.attention_plan(None, 276 * mb, torch.device("cuda")) == 0
+    with mock.patch.object(costs, "available_bytes", lambda device: 2**30):  # room: a tenth of 1 GB
+        assert costs.attention_plan(None, 102 * mb, cpu) == 102 * mb
+        assert costs.attention_plan(None, 103 * mb, cpu) == 0
+
+
+def test_the_estimate_counts_the_kept_attention_rows() -> None:
+    """Kept rows: the labels pass computes no attention (the hierarchy pass is unchanged), needs neither queries nor
+    the backbone, and the rows are in the peak memory; without them the labels pass carries one attention."""
+    from bavos.models.costs import ClusterCounts, QueryPlan, calibrate, segment_estimate
+
+    counts = ClusterCounts(per_window=1, sizes=(16, 1), distinct=1, ids=1)
+    rows = 48 * 600 * 3000 * 4  # 48 frames of 600 tokens over 5 key frames' 3,000, float32
+
+    def estimate(cache: int):  # noqa: ANN202
+        return segment_estimate(48, (20, 30), 5, 8, 3, torch.device("cpu"), cache_bytes=cache,
+                                queries=QueryPlan(), counts=counts)
+
+    plain, kept, part = estimate(0), estimate(rows), estimate(rows // 2)
+    assert (kept.rows_kept, kept.rows_total, plain.rows_kept) == (rows, rows, 0)
+    assert part.rows_kept == 8 * 3 * 600 * 3000 * 4  # the 8 first windows of 16
+    assert kept.passes["hierarchy"] == pytest.approx(plain.passes["hierarchy"])
+    attention = 16 * (2 * 1800 * 384 * 3000 / calibrate(torch.device("cpu")).flops
+                      + 8 * 8 * 1800 * 3000 / calibrate(torch.device("cpu")).elementwise)
+    assert plain.seconds["clustering"] - kept.seconds["clustering"] == pytest.approx(attention)
+    assert kept.seconds["backbone"] == pytest.approx(48 * kept.frame_seconds)  # once per frame, without queries
+    assert plain.seconds["backbone"] == pytest.approx((5 + 2 * 43) * plain.frame_seconds)
+    assert part.seconds["backbone"] == pytest.approx((48 + 43 / 2) * part.frame_seconds)
+    assert kept.peak_bytes - plain.peak_bytes == pytest.approx(rows, rel=0.01)  # resident memory moves a little
 
 
 def test_the_run_refines_its_estimate_with_its_clusters(tmp_path: Path, tiny_models) -> None:  # noqa: ANN001

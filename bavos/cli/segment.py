@@ -186,9 +186,12 @@ def _say_cost(label: str, estimate: Any, cfg: SegmentConfig, models: Any, progre
                                                    if estimate.device_peak_bytes is not None else "")
         kept = estimate.queries_kept
         where = " on disk" if estimate.queries_on_disk else ""
-        queries = "" if cfg.query_cache_mb is not None else (
-            f", queries kept{where}: {size_text(kept)}" if kept else
-            f", queries recomputed: the video's take {size_text(estimate.queries_total)}")
+        if cfg.attention_cache_mb is None and estimate.rows_kept and estimate.rows_kept >= estimate.rows_total:
+            queries = f", attention kept: {size_text(estimate.rows_kept)}"  # its labels pass needs no queries
+        else:
+            queries = "" if cfg.query_cache_mb is not None else (
+                f", queries kept{where}: {size_text(kept)}" if kept else
+                f", queries recomputed: the video's take {size_text(estimate.queries_total)}")
         note(f"{label}: estimated {duration(estimate.total)} at {h}x{w} on {models.device.type} (backbone "
              f"{duration(s['backbone'])}, clustering {duration(s['clustering'])}, writing {duration(s['writing'])}),"
              f" peak memory {memory}{queries}")
@@ -332,9 +335,11 @@ def segment(
         help="Input statistics: the paper's inference (kinetics) or its training (imagenet).")] = "kinetics",
     batch_size: Annotated[int, typer.Option(
         metavar="N", help="Frames per backbone batch (memory, not the result).")] = 8,
-    attention_cache: Annotated[int, typer.Option(
-        metavar="MB", help="Keep up to MB of attention from the clustering's first pass for its second: faster, "
-                           "more memory, the same result (0: compute it again).")] = 0,
+    attention_cache: Annotated[str, typer.Option(
+        metavar="auto|MB", help="Keep up to MB of attention from the clustering's first pass for its second: faster, "
+                                "more memory, the same result (0: compute it again). auto: on a CPU all of it when "
+                                "it takes at most 512 MB and a tenth of the free memory, else none; on a GPU none.")
+    ] = "auto",
     query_cache: Annotated[str, typer.Option(
         metavar="auto|MB", help="Keep up to MB of the frames' queries for the clustering's second pass instead of "
                                 "decoding and running the backbone again: faster, more memory, the same result. "
@@ -373,7 +378,8 @@ def segment(
     try:
         model_cfg = ModelConfig(backbone=backbone, backbone_weights=backbone_weights, checkpoint=checkpoint)
         cfg = SegmentConfig(resolution=tuple(resolution) if resolution else None, key_ratio=key_ratio,
-                            max_key_frames=max_key_frames, attention_cache_mb=attention_cache,
+                            max_key_frames=max_key_frames,
+                            attention_cache_mb=_megabytes(attention_cache, "--attention-cache"),
                             query_cache_mb=_megabytes(query_cache, "--query-cache"), tau=tau, window=window,
                             level=level, max_objects=max_objects, upsample=upsample, stride=stride, device=device,
                             precision=precision, normalization=normalization, batch_size=batch_size, fps=fps,

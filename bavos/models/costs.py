@@ -128,6 +128,30 @@ def query_plan(asked_mb: int | None, video_bytes: int, device: torch.device, fol
     return QueryPlan(memory=video_bytes if video_bytes <= room else 0)
 
 
+AUTO_ATTENTION_CAP = 512 * 2**20  # --attention-cache auto keeps at most this much (and a tenth of what is free)
+
+
+def attention_plan(asked_mb: int | None, video_bytes: int, device: torch.device) -> int:
+    """Bytes of attention rows ``--attention-cache`` keeps from the hierarchy pass for the labels pass.
+
+    Args:
+        asked_mb: ``--attention-cache`` in MB (windows kept in order while they fit), or None for auto. Auto, on a
+            CPU: every window's rows in host memory when the video's take at most min(AUTO_ATTENTION_CAP, a tenth
+            of the available memory), else none (a part would cost that memory for a part of the time). The rows
+            are the attention's result: keeping them saves the labels pass its attention, the largest part of its
+            cost at few clusters (half the attention stage, 1.4-1.9 s of the demo's 20-25 s on this project's CPU).
+            On a GPU none: the attention costs milliseconds a window there, and the device's memory is kept for the
+            batches.
+        video_bytes: the rows of every window (processed frames x N x K*N x 4 bytes).
+    """
+    if asked_mb is not None:
+        return asked_mb * 2**20
+    if device.type != "cpu":
+        return 0
+    room = min(AUTO_ATTENTION_CAP, (available_bytes(device) or 0) // 10)
+    return video_bytes if video_bytes <= room else 0
+
+
 def available_bytes(device: torch.device) -> int | None:
     """Memory the run can still take: free GPU memory on CUDA, else MemAvailable (None when unknown)."""
     if device.type == "cuda":
@@ -158,6 +182,8 @@ class Estimate:
     frame_seconds: float = 0.0  # one frame's backbone (what the run's pace is measured against)
     window_seconds: float = 0.0  # one full window's attention and clustering in the hierarchy pass
     backbone_passes: dict[str, float] = field(default_factory=dict)  # the backbone's seconds within each pass
+    rows_kept: int = 0  # bytes of attention rows kept for the labels pass (--attention-cache)
+    rows_total: int = 0  # bytes of the whole video's attention rows
 
     @property
     def total(self) -> float:
@@ -203,17 +229,18 @@ def leader_rows(clusters: float, rows: int) -> float:
     return min(rows, max(clusters, LEADER_BLOCK + 20 * clusters ** 0.5))
 
 
-def window_work(n: int, m: int, dim: int, heads: int, distinct: float,
-                per_window: float = CLUSTERS_PER_WINDOW) -> tuple[float, float, float]:
-    """(flops, elementwise operations, share of both in the hierarchy pass) of one window of n rows over m key
-    tokens, both clustering passes, with ``per_window`` level-0 clusters and ``distinct`` global centroids."""
-    attention = 2 * n * dim * m, 8 * heads * n * m  # per pass: q k^T of every head; in-place softmax passes
+def window_work(n: int, m: int, dim: int, heads: int, distinct: float, per_window: float = CLUSTERS_PER_WINDOW,
+                attention_again: float = 1.0) -> tuple[tuple[float, float], tuple[float, float]]:
+    """(flops, elementwise operations) of one window of n rows over m key tokens in the hierarchy pass, and in the
+    labels pass, with ``per_window`` level-0 clusters and ``distinct`` global centroids; the labels pass computes
+    the window's attention again with probability ``attention_again`` (0 where ``--attention-cache`` keeps its
+    rows)."""
+    attention = 2 * n * dim * m, 8 * heads * n * m  # q k^T of every head; in-place softmax passes
     # self-distances, smoothing, leader rows, level-0 labels (distances of the window's centroids to its rows)
     hierarchy = 2 * n * n * m + 2 * n * n * m + 4 * leader_rows(per_window, n) * n * m + 4 * per_window * n * m
     assignment = 4 * distinct * n * m  # distances of the global levels' distinct centroids to the rows
-    flops = 2 * attention[0] + hierarchy + assignment
-    elementwise = 2 * attention[1] + 12 * n * m + 8 * n * n
-    return flops, elementwise, (attention[0] + hierarchy) / flops
+    return ((attention[0] + hierarchy, attention[1] + 8 * n * m + 8 * n * n),
+            (attention_again * attention[0] + assignment, attention_again * attention[1] + 4 * n * m))
 
 
 def rounds_work(m: int, sizes: tuple[float, ...]) -> float:
@@ -239,7 +266,7 @@ def segment_estimate(frames: int, grid: tuple[int, int], keys: int, batch: int, 
         dim, heads: token width and attention heads of what makes the queries and keys (the correlator's 8, or the
             backbone's own 6 in the training-free mode).
         pixels: pixels per decoded frame (for the writing pass).
-        cache_bytes: --attention-cache.
+        cache_bytes: what --attention-cache keeps of the rows (``attention_plan``).
         queries: what --query-cache keeps for the labels pass instead of running the backbone again.
         counts: the clusters, as far as they are known.
         max_objects: --max-objects (the output ids of a frame are at most this many; 0: no cap).
@@ -256,39 +283,49 @@ def segment_estimate(frames: int, grid: tuple[int, int], keys: int, batch: int, 
     sizes = counts.sizes or (level0, distinct, distinct, distinct)  # about three rounds until they are known
     ids = counts.ids if counts.ids is not None else sizes[-1]
     per_pixel = WRITE_PER_PIXEL + (WRITE_PER_PIXEL_IDS if min(ids, max_objects or ids) > 1 else 0)
-    full = window_work(window * n_tokens, m, dim, heads, distinct, counts.per_window)
-    last = window_work((frames - (windows - 1) * window) * n_tokens, m, dim, heads, distinct, counts.per_window)
-    flops = (windows - 1) * full[0] + last[0] + rounds_work(m, sizes)
-    elementwise = (windows - 1) * full[1] + last[1]
+    window_rows, last_rows = (rows * n_tokens * m * 4 for rows in (window, frames - (windows - 1) * window))
+    rows_total = frames * n_tokens * m * 4  # float32 attention rows
+    full_kept = min(windows - 1, cache_bytes // window_rows)  # the cache keeps each window that still fits
+    rows_kept = full_kept * window_rows + (last_rows if last_rows <= cache_bytes - full_kept * window_rows else 0)
+    rows_share = rows_kept / rows_total if rows_total else 0.0  # of the windows: their attention is not recomputed
+    full, last = (window_work(rows * n_tokens, m, dim, heads, distinct, counts.per_window, 1 - rows_share)
+                  for rows in (window, frames - (windows - 1) * window))  # each: (hierarchy pass, labels pass)
+
+    def time_of(work: tuple[float, float]) -> float:
+        return work[0] / rates.flops + work[1] / rates.elementwise
+
     per_frame = (vit_flops(n_tokens + 1) + 4 * n_tokens * dim * dim) / rates.flops
-    per_window = full[2] * (full[0] / rates.flops + full[1] / rates.elementwise)
+    per_window = time_of(full[0])
+    hierarchy = (windows - 1) * per_window + time_of(last[0]) + rounds_work(m, sizes) / rates.flops
+    labelling = (windows - 1) * time_of(full[1]) + time_of(last[1])
     video_queries = frames * n_tokens * dim * 4
-    in_memory = min(video_queries, queries.memory)
-    kept = video_queries if queries.disk else in_memory
+    # the windows whose rows are kept need no queries; the others' queries on disk, or in memory while they fit
+    in_memory = min(video_queries * (1 - rows_share), queries.memory)
+    kept = video_queries * (1 - rows_share) if queries.disk else in_memory
     # key frames run through the backbone once (pass 1 keeps their queries); the others in pass 2, and again in
-    # pass 3 for those whose queries the cache does not keep
-    again = (frames - keys) * max(0.0, 1 - kept / video_queries)
-    clustering = flops / rates.flops + elementwise / rates.elementwise
+    # pass 3 for those whose queries (or rows) the caches do not keep
+    again = (frames - keys) * max(0.0, 1 - rows_share - kept / video_queries)
     seconds = {
         "backbone": (frames + again) * per_frame,
-        "clustering": clustering,
+        "clustering": hierarchy + labelling,
         "writing": frames * pixels * per_pixel / rates.elementwise,
     }
-    hierarchy_share = min(1.0, (windows * per_window + rounds_work(m, sizes) / rates.flops) / clustering)
     backbone = {"keys": keys * per_frame, "hierarchy": (frames - keys) * per_frame, "labels": again * per_frame}
-    passes = {"keys": backbone["keys"], "hierarchy": backbone["hierarchy"] + hierarchy_share * clustering,
-              "labels": backbone["labels"] + (1 - hierarchy_share) * clustering, "writing": seconds["writing"]}
+    passes = {"keys": backbone["keys"], "hierarchy": backbone["hierarchy"] + hierarchy,
+              "labels": backbone["labels"] + labelling, "writing": seconds["writing"]}
     rows = min(window, frames) * n_tokens
     # rows, their logs, smoothed rows; distances, neighbours; one head's logits of a row block
     window_set = 3 * rows * m * 4 + 3 * rows * rows * 4 + min(ATTENTION_BLOCK_BYTES, rows * m * 4)
     backbone_set = batch * (n_tokens + 1) * 12 * dim * 4  # a block's activations (fused attention: no L x L)
     key_set = keys * n_tokens * dim * 4
-    grow = in_memory + 2 * key_set + cache_bytes  # the key frames' keys, and queries on the host
-    said = (kept, video_queries, queries.disk, per_frame, per_window, backbone)
-    if device.type == "cuda":
-        return Estimate(seconds, resident_bytes() + grow, key_set + max(window_set, backbone_set) + cache_bytes,
-                        passes, *said)
-    return Estimate(seconds, resident_bytes() + grow + max(window_set, backbone_set), None, passes, *said)
+    said = {"queries_kept": int(kept), "queries_total": video_queries, "queries_on_disk": queries.disk,
+            "frame_seconds": per_frame, "window_seconds": per_window, "backbone_passes": backbone,
+            "rows_kept": rows_kept, "rows_total": rows_total}
+    if device.type == "cuda":  # the kept rows stay on the device
+        return Estimate(seconds, resident_bytes() + in_memory + 2 * key_set,
+                        key_set + max(window_set, backbone_set) + rows_kept, passes, **said)
+    grow = in_memory + 2 * key_set + rows_kept  # queries and rows kept on the host; the key frames' keys
+    return Estimate(seconds, resident_bytes() + grow + max(window_set, backbone_set), None, passes, **said)
 
 
 def size_text(n: float) -> str:

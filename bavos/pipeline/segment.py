@@ -33,7 +33,7 @@ from bavos.config import SegmentConfig
 from bavos.errors import InputError
 from bavos.io.background import Ahead
 from bavos.io.video import Frame, VideoInfo, VideoSource
-from bavos.models.costs import ClusterCounts, Estimate, Pace, query_plan, segment_estimate
+from bavos.models.costs import ClusterCounts, Estimate, Pace, QueryPlan, attention_plan, query_plan, segment_estimate
 from bavos.models.devices import release_free_heap, strict_float32
 from bavos.models.loading import Models, frame_tokens
 from bavos.pipeline.attention import key_frame_indices, window_attention
@@ -303,10 +303,13 @@ class _WindowCache:
         self.room, self.host = budget, host
         self.kept: dict[int, Tensor] = {}
 
-    def offer(self, window: int, x: Tensor) -> None:
-        if x.nbytes <= self.room:
-            self.kept[window] = x.cpu() if self.host else x
-            self.room -= x.nbytes
+    def offer(self, window: int, x: Tensor) -> bool:
+        """Keep ``x`` if it fits what is left of the budget; whether it was kept."""
+        if x.nbytes > self.room:
+            return False
+        self.kept[window] = x.cpu() if self.host else x
+        self.room -= x.nbytes
+        return True
 
     def take(self, window: int) -> Tensor | None:
         return self.kept.pop(window, None)
@@ -390,10 +393,12 @@ def _analyse(source: VideoSource, models: Models, cfg: SegmentConfig, progress: 
     builder = HierarchyBuilder(cfg.tau, keep_level0=cfg.level == 0 and cfg.max_objects > 0)
     workdir = Path(workdir or tempfile.gettempdir())
     store0 = LabelStore(_temp_path(workdir, "level0"), 1, n)  # level-0 labels: kept on disk for pass 3
-    video_queries = keys.processed(cfg.stride) * n * models.backbone.embed_dim * 4  # heads x head dim = width
-    plan = query_plan(cfg.query_cache_mb, video_queries, models.device, workdir)
+    video_rows = processed * n * keys.k.shape[0] * n * 4  # float32 rows over K * N key tokens
+    rows_cache = _WindowCache(attention_plan(cfg.attention_cache_mb, video_rows, models.device))
+    video_queries = processed * n * models.backbone.embed_dim * 4  # heads x head dim = width
+    plan = QueryPlan() if rows_cache.room >= video_rows else query_plan(cfg.query_cache_mb, video_queries,
+                                                                        models.device, workdir)
     queries = _QueryCache(plan.memory, QueryStore(_temp_path(workdir, "queries")) if plan.disk else None)
-    rows_cache = _WindowCache(cfg.attention_cache_mb * 2**20)
     windows_q = query_windows(source, models, cfg, clock, "hierarchy", keys)
     try:
         for index, q in windows_q:
@@ -406,8 +411,8 @@ def _analyse(source: VideoSource, models: Models, cfg: SegmentConfig, progress: 
                 first_window = builder.level0_size
                 refine(f"the first window's {first_window} cluster{'s' * (first_window != 1)}",
                        ClusterCounts(per_window=first_window), 1, windows_seconds())
-            queries.offer(index, q)
-            rows_cache.offer(index, rows)
+            if not rows_cache.offer(index, rows):  # kept rows need no queries in the labels pass
+                queries.offer(index, q)
             del rows
             release_free_heap()
             progress("hierarchy", index + 1, windows)
@@ -522,11 +527,13 @@ def estimate_cost(source: VideoSource, models: Models, cfg: SegmentConfig, workd
     patch = models.backbone.patch_size
     keys = len(key_frame_indices(frames, cfg.key_ratio, cfg.max_key_frames))
     grid = (cfg.resolution[0] // patch, cfg.resolution[1] // patch)
-    queries = query_plan(cfg.query_cache_mb, frames * grid[0] * grid[1] * models.backbone.embed_dim * 4,
-                         models.device, Path(workdir or tempfile.gettempdir()))
+    n = grid[0] * grid[1]
+    queries = query_plan(cfg.query_cache_mb, frames * n * models.backbone.embed_dim * 4, models.device,
+                         Path(workdir or tempfile.gettempdir()))
+    rows = attention_plan(cfg.attention_cache_mb, frames * n * keys * n * 4, models.device)
     return segment_estimate(frames, grid, keys, cfg.batch_size, cfg.window, models.device, models.backbone.embed_dim,
-                            models.heads, source.info.width * source.info.height, cfg.attention_cache_mb * 2**20,
-                            queries, counts or ClusterCounts(), cfg.max_objects)
+                            models.heads, source.info.width * source.info.height, rows, queries,
+                            counts or ClusterCounts(), cfg.max_objects)
 
 
 def video_tokens(source: VideoSource, models: Models, cfg: SegmentConfig) -> tuple[Tensor, Tensor]:

@@ -197,6 +197,7 @@ def test_progress_lines_in_a_log_and_nothing_when_quiet(tmp_path: Path, run_cli)
     # stderr is not a terminal here: a fast run gives one line per stage, at its end
     assert [line.split()[2] for line in lines] == ["keys", "hierarchy", "labels", "writing"]
     assert lines[0].startswith("bavos: v.mp4: keys 6/6 frames (100 %), ") and ", done in " in lines[0]
+    assert re.search(r" \(decoding every frame, the backbone on the (1 key frame|\d+ key frames)\)$", lines[0])
     assert "(decoding, the backbone, attention and clusters of each window)" in lines[1]
     assert result.out.startswith(f"{tmp_path / 'out' / 'v'}: 6 frames")  # the result line, on stdout
     quiet = run_cli("segment", video, "-o", tmp_path / "out2", *TINY, "--backbone-weights", "none", "-q")

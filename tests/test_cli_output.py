@@ -16,7 +16,7 @@ def test_log_lines_are_bounded_in_number(monkeypatch: pytest.MonkeyPatch, capsys
     # a line at each new 10 % step that is 5 s after the last line, and the final one: 10 in all, not 1000
     assert len(lines) == 10
     assert lines[0] == ("bavos: v.mp4: keys 100/1000 frames (10 %), 10.0 frames/s, about 1 min 30 s left "
-                        "(decoding, the backbone on the key frames)")
+                        "(decoding every frame, the backbone on the key frames)")
     assert lines[-1] == "bavos: v.mp4: keys 1000/1000 frames (100 %), 10.0 frames/s, done in 1 min 40 s"
 
 

@@ -18,7 +18,7 @@ import typer
 
 UNITS = {"download": "MB", "keys": "frames", "hierarchy": "windows", "labels": "windows", "writing": "frames",
          "train": "steps", "scoring": "frames", "decode": "clips"}
-NOTES = {"keys": "decoding, the backbone on the key frames",
+NOTES = {"keys": "decoding every frame, the backbone on the key frames",
          "hierarchy": "decoding, the backbone, attention and clusters of each window",
          "labels": "each token's label at every level",
          "decode": "each clip decoded once into the frame cache"}

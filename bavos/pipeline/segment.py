@@ -165,6 +165,9 @@ def key_pass(source: VideoSource, models: Models, cfg: SegmentConfig, clock: _Cl
     chosen = set(key_frame_indices(-(-announced // cfg.stride), cfg.key_ratio, cfg.max_key_frames)) \
         if announced else set()
     computed: dict[int, tuple[Tensor, Tensor]] = {}  # position -> (q, k) in host memory
+    if chosen and hasattr(progress, "describe"):  # the CLI's progress: "keys 48/48 frames" counts frames read
+        progress.describe("keys", f"decoding every frame, the backbone on the {len(chosen)} key "
+                                  f"frame{'s' * (len(chosen) != 1)}")
 
     def run(wanted: Callable[[int], bool], count: bool) -> int:
         frames = 0

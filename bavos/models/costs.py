@@ -139,7 +139,7 @@ def attention_plan(asked_mb: int | None, video_bytes: int, device: torch.device)
             CPU: every window's rows in host memory when the video's take at most min(AUTO_ATTENTION_CAP, a tenth
             of the available memory), else none (a part would cost that memory for a part of the time). The rows
             are the attention's result: keeping them saves the labels pass its attention, the largest part of its
-            cost at few clusters (half the attention stage, 1.4-1.9 s of the demo's 20-25 s on this project's CPU).
+            cost at few clusters (the demo's attention stage 3.2-3.7 s -> 1.5-1.8 s on this project's 2-core CPU).
             On a GPU none: the attention costs milliseconds a window there, and the device's memory is kept for the
             batches.
         video_bytes: the rows of every window (processed frames x N x K*N x 4 bytes).

@@ -5,7 +5,8 @@ against all key tokens of all key frames share one softmax; probabilities are av
 ``(T*N, K*N)`` matrix is never built: a window of frames gives ``(w, N, K*N)`` rows, computed head by head and
 in row chunks that fit ``budget_bytes``, with each head's softmax taken in place in one reused buffer. A softmax
 numerator of at most twice float32's smallest normal number (about 2.4e-38) is 0 rather than a subnormal number
-(``underflow_bounds``: no effect on the clustering, and a CPU's ``exp`` is 30 times slower on them).
+(``underflow_bounds``: no effect on the clustering, and a CPU's ``exp`` is 30 times slower on them). The logits are
+taken in base 2 and exponentiated with ``exp2`` (the same softmax up to rounding; docs/method.md, Attention).
 """
 
 from __future__ import annotations
@@ -41,18 +42,18 @@ def key_frame_indices(num_frames: int, ratio: int, max_keys: int = 0) -> list[in
 
 
 def underflow_bounds(dtype: torch.dtype) -> tuple[float, float]:
-    """(logit floor, numerator floor) of the softmax: logits (relative to their row's largest) are clamped at the
-    first before ``exp``, and numerators at most the second (twice ``dtype``'s smallest normal number, about 2.4e-38
-    in float32) are set to 0.
+    """(logit floor, numerator floor) of the softmax: base-2 logits (relative to their row's largest) are clamped at
+    the first before ``exp2``, and numerators at most the second (twice ``dtype``'s smallest normal number, about
+    2.4e-38 in float32) are set to 0.
 
     Without it such numerators are subnormal numbers or 0; they are below the clustering's probability floor
     (``PROB_FLOOR``, 1e-30) by eight orders of magnitude and below the rounding of the row's sum (at least 1) by
     thirty, but a CPU's vectorised ``exp`` takes a slow path for every logit under about -87 (30 times slower in
-    float32 on this project's CPU), and sharp attention is mostly made of them. The clamp keeps ``exp``'s results
-    normal numbers, so the slow path is never taken.
+    float32 on this project's CPU; ``exp2`` under -126, 2.4 times slower), and sharp attention is mostly made of
+    them. The clamp keeps the results normal numbers, so the slow path is never taken.
     """
     tiny = torch.finfo(dtype).tiny
-    return math.log(tiny) + 0.01, 2 * tiny
+    return math.log2(tiny) + 0.01, 2 * tiny
 
 
 def window_attention(q: Tensor, k: Tensor, scale: float, budget_bytes: int = DEFAULT_BUDGET_BYTES) -> Tensor:
@@ -70,7 +71,9 @@ def window_attention(q: Tensor, k: Tensor, scale: float, budget_bytes: int = DEF
     """
     dtype = torch.promote_types(q.dtype, torch.float32)
     w, heads, n, _ = q.shape
-    queries = rearrange(q.to(dtype) * scale, "w h n d -> h (w n) d")  # (heads, w*N, d), scale folded in
+    # (heads, w*N, d) with the scale folded in, and log2(e): base-2 logits, whose exp2 is e**logit (a CPU's exp2 takes
+    # 0.6 of exp's time; the same softmax up to rounding)
+    queries = rearrange(q.to(dtype) * (scale * math.log2(math.e)), "w h n d -> h (w n) d")
     keys = rearrange(k.to(dtype), "k h n d -> h (k n) d")  # (heads, K*N, d)
     m = keys.shape[1]
     low, floor = underflow_bounds(dtype)
@@ -83,6 +86,6 @@ def window_attention(q: Tensor, k: Tensor, scale: float, budget_bytes: int = DEF
         for h in range(heads):  # softmax in place, each head's probabilities added with weight 1 / heads
             torch.mm(queries[h, start : start + rows], keys[h].T, out=buf)
             buf -= buf.amax(1, keepdim=True)
-            threshold_(buf.clamp_min_(low).exp_(), floor, 0.0)  # exp without subnormals (underflow_bounds)
+            threshold_(torch.exp2(buf.clamp_min_(low), out=buf), floor, 0.0)  # no subnormals (underflow_bounds)
             block.addcdiv_(buf, buf.sum(1, keepdim=True), value=1 / heads)
     return out.reshape(w, n, m)  # (w, N, K*N)

@@ -20,6 +20,22 @@ def test_log_lines_are_bounded_in_number(monkeypatch: pytest.MonkeyPatch, capsys
     assert lines[-1] == "bavos: v.mp4: keys 1000/1000 frames (100 %), 10.0 frames/s, done in 1 min 40 s"
 
 
+def test_the_time_left_goes_at_the_pace_after_the_first_item(monkeypatch: pytest.MonkeyPatch,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """The first window waits for a whole backbone batch: the time left is measured from the first report on."""
+    now = [0.0]
+    monkeypatch.setattr(cli_output.time, "monotonic", lambda: now[0])
+    log = LogLines(every=6.0)
+    log.start("demo.mp4")
+    for done in range(1, 17):  # the first window at 5 s, then one a second: 20 s in all
+        now[0] = 4.0 + done
+        log("hierarchy", done, 16)
+    lines = capsys.readouterr().err.splitlines()
+    # 14 windows left at one a second (the pace since the start of the stage would say 42 s)
+    assert lines[0].startswith("bavos: demo.mp4: hierarchy 2/16 windows (12 %), 0.33 windows/s, about 14 s left")
+    assert lines[-1].startswith("bavos: demo.mp4: hierarchy 16/16 windows (100 %), 0.80 windows/s, done in 20 s")
+
+
 def test_slow_stages_report_every_30_s_and_unknown_totals_too(monkeypatch: pytest.MonkeyPatch,
                                                              capsys: pytest.CaptureFixture[str]) -> None:
     now = [0.0]

@@ -222,10 +222,12 @@ class LogLines(Progress):
         self._state: dict[str, tuple[float, int, float]] = {}  # stage -> (start time, last tenth, last print)
         self._info: dict[str, str] = dict(NOTES)
         self._ended: set[str] = set()
+        self._first: dict[str, tuple[float, int]] = {}  # stage -> (time, count) of its first report
 
     def start(self, label: str) -> None:
         super().start(label)
         self._state.clear()
+        self._first.clear()
         self._info = dict(NOTES)
         self._ended: set[str] = set()
         self._origin = time.monotonic()  # a stage's clock starts when the one before it ended
@@ -236,6 +238,7 @@ class LogLines(Progress):
         now = time.monotonic()
         origin = getattr(self, "_origin", now)
         began, tenth, printed = self._state.setdefault(stage, (origin, 0, origin))
+        first_time, first_done = self._first.setdefault(stage, (now, done))
         new_tenth = 10 * done // total if total else tenth
         finished = total is not None and done >= total
         due = now - printed >= self.every or (new_tenth > tenth and now - printed >= self.every / 6)
@@ -256,7 +259,10 @@ class LogLines(Progress):
             if self._plan is not None:
                 self._plan.finished(stage, elapsed)
         elif done and elapsed > 0 and total:
-            stage_left = elapsed * (total - done) / done
+            # the pace since the stage's first report: its first item carries the warm-up (a window waits for a
+            # whole backbone batch of frames), which would make the time left look longer
+            since, items = (now - first_time, done - first_done) if done > first_done else (elapsed, done)
+            stage_left = since * (total - done) / items
             text += f", about {duration(stage_left)} left"
             every = self._plan.left(stage, stage_left) if self._plan is not None else None
             if every is not None and every > stage_left + 0.5:

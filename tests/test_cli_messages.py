@@ -149,16 +149,25 @@ def test_weightless_mode_shows_clusters_labelled_meaningless(tmp_path: Path, run
     assert r.code == 0 and titles[-1].endswith(f" - {note}")
 
 
-def test_the_caches_auto_plans_are_said_in_the_estimate(tmp_path: Path, run_cli: Callable) -> None:
+def test_the_caches_auto_plans_are_said_in_the_estimate(tmp_path: Path, run_cli: Callable,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     clip = write_clip(tmp_path / "c.mp4", n=4)
-    for extra, said in (([], r", attention kept: \d+ MB$"),  # a short clip's rows: no attention computed again
-                        (["--attention-cache", "0"], r", queries kept on disk: \d+ MB$")):  # the backbone runs once
-        r = run_cli("segment", clip, "-o", tmp_path / f"out{len(extra)}", *TINY, "--backbone-weights", "none",
-                    "--no-overlay", *extra)
+
+    def estimate(out: str, *extra: str) -> str:
+        r = run_cli("segment", clip, "-o", tmp_path / out, *TINY, "--backbone-weights", "none", "--no-overlay",
+                    *extra)
         assert r.code == 0, r.err
-        estimate = next(line for line in r.err.splitlines() if "estimated" in line)
-        assert re.search(said, estimate), estimate
+        return next(line for line in r.err.splitlines() if "estimated" in line)
+
+    said = estimate("a")  # a short clip's rows are kept: no attention computed again, no queries needed
+    assert re.search(r", peak memory [\d.]+ GB, attention kept: \d+ MB$", said), said
+    said = estimate("b", "--attention-cache", "0")  # asked for none: said of the queries only (the backbone runs once)
+    assert re.search(r", peak memory [\d.]+ GB, queries kept on disk: \d+ MB$", said), said
+    monkeypatch.setattr("bavos.models.costs.AUTO_ATTENTION_CAP", 1)  # no room for the rows: their size is said
+    said = estimate("c")
+    assert re.search(r", attention recomputed: the video's takes \d+ MB, queries kept on disk: \d+ MB$", said), said
     for option in ("--query-cache", "--attention-cache"):
-        r = run_cli("segment", clip, "-o", tmp_path / "out", *TINY, option, "lots")
-        assert r.code == 2 and r.err.strip() == (f"bavos: error: {option} must be auto or a whole number of MB, got "
-                                                 "lots (see 'bavos segment --help')")
+        for value, said in (("lots", "lots"), ("", "nothing")):
+            r = run_cli("segment", clip, "-o", tmp_path / "out", *TINY, option, value)
+            assert r.code == 2 and r.err.strip() == (f"bavos: error: {option} must be auto or a whole number of MB, "
+                                                     f"got {said} (see 'bavos segment --help')")

@@ -150,7 +150,7 @@ def _megabytes(value: str, option: str) -> int | None:
     try:
         return int(value)
     except ValueError:
-        raise ConfigError(f"{option} must be auto or a whole number of MB, got {value}") from None
+        raise ConfigError(f"{option} must be auto or a whole number of MB, got {value or 'nothing'}") from None
 
 
 def random_backbone_warning(weights: Any) -> str:
@@ -184,17 +184,20 @@ def _say_cost(label: str, estimate: Any, cfg: SegmentConfig, models: Any, progre
         s = estimate.seconds
         memory = gigabytes(estimate.peak_bytes) + (f" (GPU {gigabytes(estimate.device_peak_bytes)})"
                                                    if estimate.device_peak_bytes is not None else "")
-        kept = estimate.queries_kept
-        where = " on disk" if estimate.queries_on_disk else ""
-        if cfg.attention_cache_mb is None and estimate.rows_kept and estimate.rows_kept >= estimate.rows_total:
-            queries = f", attention kept: {size_text(estimate.rows_kept)}"  # its labels pass needs no queries
-        else:
-            queries = "" if cfg.query_cache_mb is not None else (
-                f", queries kept{where}: {size_text(kept)}" if kept else
-                f", queries recomputed: the video's take {size_text(estimate.queries_total)}")
+        caches = []
+        rows, all_rows = estimate.rows_kept, estimate.rows_total
+        if rows:
+            caches.append(f"attention kept: {size_text(rows)}" + (f" of {size_text(all_rows)}" if rows < all_rows
+                                                                  else ""))
+        elif cfg.attention_cache_mb is None and models.device.type == "cpu" and all_rows:
+            caches.append(f"attention recomputed: the video's takes {size_text(all_rows)}")
+        if rows < all_rows and cfg.query_cache_mb is None:  # kept rows need no queries
+            where = " on disk" if estimate.queries_on_disk else ""
+            caches.append(f"queries kept{where}: {size_text(estimate.queries_kept)}" if estimate.queries_kept else
+                          f"queries recomputed: the video's take {size_text(estimate.queries_total)}")
         note(f"{label}: estimated {duration(estimate.total)} at {h}x{w} on {models.device.type} (backbone "
              f"{duration(s['backbone'])}, clustering {duration(s['clustering'])}, writing {duration(s['writing'])}),"
-             f" peak memory {memory}{queries}")
+             f" peak memory {memory}" + "".join(f", {c}" for c in caches))
     return over_budget(estimate, models.device)
 
 
@@ -342,7 +345,8 @@ def segment(
     ] = "auto",
     query_cache: Annotated[str, typer.Option(
         metavar="auto|MB", help="Keep up to MB of the frames' queries for the clustering's second pass instead of "
-                                "decoding and running the backbone again: faster, more memory, the same result. "
+                                "decoding and running the backbone again: faster, more memory, the same result (0: "
+                                "none; not needed where --attention-cache keeps all of the attention). "
                                 "auto: on a CPU all of them in a temporary file beside the result (when they take at "
                                 "most a quarter of the free disk space); on a GPU all of them when they take at most "
                                 "512 MB and a tenth of the free memory, else none.")] = "auto",

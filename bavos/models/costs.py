@@ -131,6 +131,11 @@ def query_plan(asked_mb: int | None, video_bytes: int, device: torch.device, fol
 AUTO_ATTENTION_CAP = 512 * 2**20  # --attention-cache auto keeps at most this much (and a tenth of what is free)
 
 
+def attention_bytes(frames: int, tokens: int, keys: int) -> int:
+    """Bytes of the float32 attention rows of ``frames`` frames of ``tokens`` tokens over ``keys`` key frames."""
+    return frames * tokens * keys * tokens * 4
+
+
 def attention_plan(asked_mb: int | None, video_bytes: int, device: torch.device) -> int:
     """Bytes of attention rows ``--attention-cache`` keeps from the hierarchy pass for the labels pass.
 
@@ -283,13 +288,13 @@ def segment_estimate(frames: int, grid: tuple[int, int], keys: int, batch: int, 
     sizes = counts.sizes or (level0, distinct, distinct, distinct)  # about three rounds until they are known
     ids = counts.ids if counts.ids is not None else sizes[-1]
     per_pixel = WRITE_PER_PIXEL + (WRITE_PER_PIXEL_IDS if min(ids, max_objects or ids) > 1 else 0)
-    window_rows, last_rows = (rows * n_tokens * m * 4 for rows in (window, frames - (windows - 1) * window))
-    rows_total = frames * n_tokens * m * 4  # float32 attention rows
+    last_frames = frames - (windows - 1) * window
+    window_rows, last_rows, rows_total = (attention_bytes(f, n_tokens, keys) for f in (window, last_frames, frames))
     full_kept = min(windows - 1, cache_bytes // window_rows)  # the cache keeps each window that still fits
     rows_kept = full_kept * window_rows + (last_rows if last_rows <= cache_bytes - full_kept * window_rows else 0)
     rows_share = rows_kept / rows_total if rows_total else 0.0  # of the windows: their attention is not recomputed
-    full, last = (window_work(rows * n_tokens, m, dim, heads, distinct, counts.per_window, 1 - rows_share)
-                  for rows in (window, frames - (windows - 1) * window))  # each: (hierarchy pass, labels pass)
+    full, last = (window_work(f * n_tokens, m, dim, heads, distinct, counts.per_window, 1 - rows_share)
+                  for f in (window, last_frames))  # each: (hierarchy pass, labels pass)
 
     def time_of(work: tuple[float, float]) -> float:
         return work[0] / rates.flops + work[1] / rates.elementwise

@@ -33,7 +33,16 @@ from bavos.config import SegmentConfig
 from bavos.errors import InputError
 from bavos.io.background import Ahead
 from bavos.io.video import Frame, VideoInfo, VideoSource
-from bavos.models.costs import ClusterCounts, Estimate, Pace, QueryPlan, attention_plan, query_plan, segment_estimate
+from bavos.models.costs import (
+    ClusterCounts,
+    Estimate,
+    Pace,
+    QueryPlan,
+    attention_bytes,
+    attention_plan,
+    query_plan,
+    segment_estimate,
+)
 from bavos.models.devices import release_free_heap, strict_float32
 from bavos.models.loading import Models, frame_tokens
 from bavos.pipeline.attention import key_frame_indices, window_attention
@@ -396,7 +405,7 @@ def _analyse(source: VideoSource, models: Models, cfg: SegmentConfig, progress: 
     builder = HierarchyBuilder(cfg.tau, keep_level0=cfg.level == 0 and cfg.max_objects > 0)
     workdir = Path(workdir or tempfile.gettempdir())
     store0 = LabelStore(_temp_path(workdir, "level0"), 1, n)  # level-0 labels: kept on disk for pass 3
-    video_rows = processed * n * keys.k.shape[0] * n * 4  # float32 rows over K * N key tokens
+    video_rows = attention_bytes(processed, n, keys.k.shape[0])
     rows_cache = _WindowCache(attention_plan(cfg.attention_cache_mb, video_rows, models.device))
     video_queries = processed * n * models.backbone.embed_dim * 4  # heads x head dim = width
     plan = QueryPlan() if rows_cache.room >= video_rows else query_plan(cfg.query_cache_mb, video_queries,
@@ -533,7 +542,7 @@ def estimate_cost(source: VideoSource, models: Models, cfg: SegmentConfig, workd
     n = grid[0] * grid[1]
     queries = query_plan(cfg.query_cache_mb, frames * n * models.backbone.embed_dim * 4, models.device,
                          Path(workdir or tempfile.gettempdir()))
-    rows = attention_plan(cfg.attention_cache_mb, frames * n * keys * n * 4, models.device)
+    rows = attention_plan(cfg.attention_cache_mb, attention_bytes(frames, n, keys), models.device)
     return segment_estimate(frames, grid, keys, cfg.batch_size, cfg.window, models.device, models.backbone.embed_dim,
                             models.heads, source.info.width * source.info.height, rows, queries,
                             counts or ClusterCounts(), cfg.max_objects)

@@ -4,9 +4,15 @@ from bavos.cli import output as cli_output
 from bavos.cli.output import LogLines, duration, rate_text
 
 
-def test_log_lines_are_bounded_in_number(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    now = [0.0]
-    monkeypatch.setattr(cli_output.time, "monotonic", lambda: now[0])
+@pytest.fixture
+def now(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The progress lines' clock: ``now[0]`` is what ``time.monotonic`` returns."""
+    clock = [0.0]
+    monkeypatch.setattr(cli_output.time, "monotonic", lambda: clock[0])
+    return clock
+
+
+def test_log_lines_are_bounded_in_number(now: list[float], capsys: pytest.CaptureFixture[str]) -> None:
     log = LogLines()
     log.start("v.mp4")
     for done in range(1, 1001):  # 1000 frames at 10 frames/s: 100 s
@@ -20,11 +26,9 @@ def test_log_lines_are_bounded_in_number(monkeypatch: pytest.MonkeyPatch, capsys
     assert lines[-1] == "bavos: v.mp4: keys 1000/1000 frames (100 %), 10.0 frames/s, done in 1 min 40 s"
 
 
-def test_the_time_left_goes_at_the_pace_after_the_first_item(monkeypatch: pytest.MonkeyPatch,
+def test_the_time_left_goes_at_the_pace_after_the_first_item(now: list[float],
                                                              capsys: pytest.CaptureFixture[str]) -> None:
     """The first window waits for a whole backbone batch: the time left is measured from the first report on."""
-    now = [0.0]
-    monkeypatch.setattr(cli_output.time, "monotonic", lambda: now[0])
     log = LogLines(every=6.0)
     log.start("demo.mp4")
     for done in range(1, 17):  # the first window at 5 s, then one a second: 20 s in all
@@ -36,10 +40,8 @@ def test_the_time_left_goes_at_the_pace_after_the_first_item(monkeypatch: pytest
     assert lines[-1].startswith("bavos: demo.mp4: hierarchy 16/16 windows (100 %), 0.80 windows/s, done in 20 s")
 
 
-def test_slow_stages_report_every_30_s_and_unknown_totals_too(monkeypatch: pytest.MonkeyPatch,
-                                                             capsys: pytest.CaptureFixture[str]) -> None:
-    now = [0.0]
-    monkeypatch.setattr(cli_output.time, "monotonic", lambda: now[0])
+def test_slow_stages_report_every_30_s_and_unknown_totals_too(now: list[float],
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
     log = LogLines()
     log.start("long.mkv")
     for done in range(1, 121):  # 120 windows, 1 per 2 s: 4 minutes, every 10 % step 24 s apart
@@ -61,10 +63,7 @@ def test_readable_numbers() -> None:
     assert [duration(x) for x in (4.4, 65, 7322)] == ["4 s", "1 min 05 s", "2 h 02 min"]
 
 
-def test_the_eta_covers_the_passes_still_to_come(monkeypatch: pytest.MonkeyPatch,
-                                                  capsys: pytest.CaptureFixture[str]) -> None:
-    now = [0.0]
-    monkeypatch.setattr(cli_output.time, "monotonic", lambda: now[0])
+def test_the_eta_covers_the_passes_still_to_come(now: list[float], capsys: pytest.CaptureFixture[str]) -> None:
     log = LogLines(every=10)
     log.start("v.mp4")
     log.plan({"keys": 2.0, "hierarchy": 100.0, "labels": 50.0, "writing": 20.0})

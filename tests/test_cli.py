@@ -16,6 +16,17 @@ def test_help_does_not_import_torch() -> None:
     assert proc.stdout.strip() == "False"
 
 
+def test_import_torch_pauses_the_collector_only_while_importing() -> None:
+    code = ("import gc, sys; from bavos.cli.app import import_torch; before = gc.get_freeze_count(); import_torch(); "
+            "print('torch' in sys.modules, gc.isenabled(), gc.get_freeze_count() - before > 100_000); "
+            "gc.disable(); import_torch(); print(gc.isenabled())")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.stdout.split() == ["True", "True", "True", "False"], proc.stderr
+    code = "import gc; gc.disable(); from bavos.cli.app import import_torch; import_torch(); print(gc.isenabled())"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.stdout.strip() == "False", proc.stderr  # a caller's choice is left as it was
+
+
 def test_python_dash_m_and_version() -> None:
     proc = subprocess.run([sys.executable, "-m", "bavos", "--version"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and proc.stdout.strip() == __import__("bavos").__version__

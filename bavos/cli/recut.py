@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from bavos.cli.app import app, debug, usage_error
+from bavos.cli.app import app, debug, import_torch, usage_error
 from bavos.cli.help import Command
 from bavos.cli.output import count, error, progress_for
 from bavos.errors import BavosError, plain_os_error
@@ -31,10 +31,11 @@ def recut(
     """Cut a result's hierarchy at another level or cap, without the model: masks, overlay, pictures,
     hierarchy.npz, exports and summary are rewritten as bavos segment would write them with these options (the
     source video is read again for the frames)."""
-    from bavos.pipeline.recut import recut_folder
-
     if level is not None and level < 0 or max_objects < 0:
         usage_error("--level and --max-objects must be 0 or more", "recut")
+    import_torch()
+    from bavos.pipeline.recut import recut_folder
+
     code = 0
     with progress_for(quiet) as progress:
         for folder in folders:

@@ -17,7 +17,7 @@ from typing import Annotated, Any
 
 import typer
 
-from bavos.cli.app import app, debug, usage_error
+from bavos.cli.app import app, debug, import_torch, usage_error
 from bavos.cli.help import Command
 from bavos.cli.output import Progress, Results, duration, error, note, progress_for, warn
 from bavos.config import DEFAULT_BACKBONE, KNOWN_PATCH_SIZES, ModelConfig, SegmentConfig, result_settings
@@ -267,6 +267,7 @@ def check_before_loading(model_cfg: ModelConfig, cfg: SegmentConfig) -> None:
         raise ConfigError(str(e)) from e
     check_weight_names({"--checkpoint": model_cfg.checkpoint, "--backbone-weights": model_cfg.backbone_weights},
                        {"--checkpoint": ("release", "none"), "--backbone-weights": ("hub", "none")})
+    import_torch()
     from bavos.errors import WeightsError
     from bavos.models.backbone import patch_size_of
     from bavos.models.devices import check_precision, resolve_device

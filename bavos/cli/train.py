@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from bavos.cli.app import app, check_weight_names, usage_error
+from bavos.cli.app import app, check_weight_names, import_torch, usage_error
 from bavos.cli.help import Command
 from bavos.cli.output import warn
 from bavos.config import DEFAULT_BACKBONE, ModelConfig
@@ -82,6 +82,8 @@ def train(
     """Train the temporal correlator on your own clips (self-supervised; torchrun for several GPUs)."""
     from bavos.cli.output import TrainView
     from bavos.config import train_config
+
+    import_torch()
     from bavos.training.train import train as run_training
 
     given = {"steps": steps, "batch_size": batch_size, "lr": lr, "resolution": resolution, "gap": gap,

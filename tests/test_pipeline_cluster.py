@@ -74,24 +74,31 @@ def test_greedy_leaders_follow_index_order() -> None:
     ], dtype=bool)
     # leader 0 takes {0, 1, 3}; 2 is left and leads its own group (radius around the leader, not a chain)
     for block in (1, 2, 64):
-        assert greedy_leaders(lambda i: close[i], 4, block).tolist() == [0, 0, 1, 0]
+        assert greedy_leaders(lambda i, j: close[np.ix_(i, j)], 4, block).tolist() == [0, 0, 1, 0]
 
 
 @pytest.mark.parametrize("block", [1, 3, 64])
 @pytest.mark.parametrize("tau", [0.05, 1.0, 4.0])
-def test_leader_pass_asks_only_for_candidate_rows(block: int, tau: float) -> None:
+def test_leader_pass_asks_only_for_candidate_rows_and_free_columns(block: int, tau: float) -> None:
     rows = structured_attention(1, 60, 12, 5, seed=9)[0]  # (60, 12)
-    asked: list[int] = []
+    requests: list[tuple[list[int], list[int]]] = []
 
-    def close_rows(index: np.ndarray) -> np.ndarray:
-        asked.extend(index.tolist())
-        return np.array([[jeffreys(rows[i], r) <= tau for r in rows] for i in index])
+    def close_rows(index: np.ndarray, columns: np.ndarray) -> np.ndarray:
+        requests.append((index.tolist(), columns.tolist()))
+        return np.array([[jeffreys(rows[i], rows[j]) <= tau for j in columns] for i in index])
 
     labels = greedy_leaders(close_rows, len(rows), block)
     groups = leader_groups(list(rows), tau)
     assert [np.flatnonzero(labels == g).tolist() for g in range(labels.max() + 1)] == groups
+    asked = [i for index, _ in requests for i in index]
     leaders = [g[0] for g in groups]
     assert len(asked) == len(set(asked)) and set(leaders) <= set(asked)  # no row twice, every leader's row
+    assert requests[0] == ([0], list(range(60)))  # the first row alone (it leads), over every column
+    for r, (index, columns) in enumerate(requests):
+        before = {i for earlier, _ in requests[:r] for i in earlier}
+        grouped = {j for g in groups if g[0] in before for j in g}
+        assert columns == sorted(set(range(60)) - grouped)  # only the rows no earlier leader took
+        assert len(index) == (1 if r == 0 else min(block, len(columns)))
     if block == 1:
         assert asked == leaders  # one at a time: the leaders' rows only
 

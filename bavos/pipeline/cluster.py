@@ -66,18 +66,23 @@ def sym_kl(p: Tensor, q: Tensor, log_p: Tensor | None = None, log_q: Tensor | No
 LEADER_BLOCK = 64
 
 
-def greedy_leaders(close_rows: Callable[[np.ndarray], np.ndarray], n: int, block: int = LEADER_BLOCK) -> np.ndarray:
+def greedy_leaders(close_rows: Callable[[np.ndarray, np.ndarray], np.ndarray], n: int,
+                   block: int = LEADER_BLOCK) -> np.ndarray:
     """Greedy leader grouping in index order.
 
     Each still-unassigned row ``i`` (in order) leads a group made of itself and every unassigned ``j`` with
-    ``close[i, j]``; the group is then assigned. Only the rows of candidate leaders are asked for, ``block`` at a
-    time (the next unassigned indices): usually a few groups take most rows, so far fewer than ``n`` rows are
-    computed, and a device that computes them is synchronised once per block, not once per row.
+    ``close[i, j]``; the group is then assigned. Only the rows of candidate leaders are asked for, and only their
+    columns that are still unassigned (the others cannot join a group any more): usually a few groups take most
+    rows, so far fewer than ``n`` rows are computed, each over fewer and fewer columns. The first request is the
+    first row alone (it always leads, and its group, often the largest, leaves every later request narrower); then
+    ``block`` rows at a time (the next unassigned indices), so a device that computes them is synchronised once per
+    block, not once per row. Which rows are computed changes only the work, never the groups.
 
     Args:
-        close_rows: maps (b,) row indices to their (b, n) bool rows of ``close`` (``close[i, j]``: D[i, j] <= tau).
+        close_rows: maps (b,) row indices and (c,) column indices, increasing, to the (b, c) bool block of
+            ``close`` (``close[i, j]``: D[i, j] <= tau).
         n: number of rows.
-        block: candidate rows asked for at once.
+        block: candidate rows asked for at once after the first.
 
     Returns:
         (n,) int64 group ids, numbered in order of their leaders.
@@ -86,17 +91,17 @@ def greedy_leaders(close_rows: Callable[[np.ndarray], np.ndarray], n: int, block
     unassigned = np.ones(n, dtype=bool)
     group_id = 0
     while True:
-        candidates = np.flatnonzero(unassigned)[:block]
+        free = np.flatnonzero(unassigned)  # (c,) the columns that can still join a group
+        candidates = free[: block if group_id else 1]
         if not len(candidates):
             return labels
-        close = close_rows(candidates)
+        close = close_rows(candidates, free)  # (b, c)
         for row, i in zip(close, candidates, strict=True):
             if not unassigned[i]:  # taken by a leader earlier in this block
                 continue
-            group = row & unassigned
-            group[i] = True
-            labels[group] = group_id
-            unassigned &= ~group
+            members = free[row & unassigned[free]]
+            labels[members] = labels[i] = group_id
+            unassigned[members] = unassigned[i] = False
             group_id += 1
 
 
@@ -128,9 +133,12 @@ def _leader_merge(x: Tensor, tau: float) -> tuple[Tensor, np.ndarray]:
     log_x = safe_log(x)
     self_x = _row_dot(x, log_x)  # once, not once per block of candidate rows
 
-    def close_rows(index: np.ndarray) -> np.ndarray:
+    def close_rows(index: np.ndarray, columns: np.ndarray) -> np.ndarray:
         rows = torch.as_tensor(index, device=x.device)
-        return (sym_kl(x[rows], x, log_x[rows], log_x, self_x) <= tau).cpu().numpy()
+        if len(columns) == x.shape[0]:  # every column: no copy
+            return (sym_kl(x[rows], x, log_x[rows], log_x, self_x) <= tau).cpu().numpy()
+        cols = torch.as_tensor(columns, device=x.device)
+        return (sym_kl(x[rows], x[cols], log_x[rows], log_x[cols], self_x[cols]) <= tau).cpu().numpy()
 
     labels = greedy_leaders(close_rows, x.shape[0])
     return group_means(x, labels), labels

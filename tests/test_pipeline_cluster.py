@@ -157,6 +157,10 @@ def test_self_distances_use_one_product_and_are_symmetric() -> None:
     d = sym_kl(p, p)
     assert torch.equal(d, d.T)
     torch.testing.assert_close(d, sym_kl(p, p.clone()), rtol=0, atol=1e-12)
+    p = torch.rand(400, 300, generator=torch.Generator().manual_seed(5)).mul(20).softmax(-1)  # float32, sharper
+    d = sym_kl(p, p)
+    assert torch.equal(d, d.T)  # bit for bit: (s_i + s_j) - (c_ij + c_ji), each sum the same both ways
+    torch.testing.assert_close(d, sym_kl(p.double(), p.double()).float(), rtol=0, atol=1e-4)
 
 
 @pytest.mark.parametrize(("t", "window"), [(1, 3), (2, 3), (7, 3), (8, 3), (10, 4), (9, 1)])

@@ -57,7 +57,9 @@ def sym_kl(p: Tensor, q: Tensor, log_p: Tensor | None = None, log_q: Tensor | No
     self_p = _row_dot(p, log_p)  # (n,)
     if q is p:  # distances within one set: log_p @ p.T is the transpose of p @ log_p.T, one product suffices
         cross = p @ log_p.T  # (n, n)
-        return self_p[:, None] + self_p[None, :] - cross - cross.T
+        pair = cross + cross.T  # c_ij + c_ji, the same number both ways
+        # (s_i + s_j) - pair in cross's memory: each sum is the same both ways, so D is symmetric bit for bit
+        return cross.copy_(self_p[:, None].expand_as(cross)).add_(self_p[None, :]).sub_(pair)
     log_q = safe_log(q) if log_q is None else log_q
     self_q = _row_dot(q, log_q) if self_q is None else self_q  # (m,)
     return self_p[:, None] + self_q[None, :] - p @ log_q.T - log_p @ q.T

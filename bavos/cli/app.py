@@ -52,12 +52,12 @@ def import_torch() -> None:
     """
     if "timm" in sys.modules:
         return
-    paused = gc.isenabled()
+    enabled = gc.isenabled()
     gc.disable()
     try:
         import timm  # noqa: F401 - imports torch and torchvision too
     finally:
-        if paused:
+        if enabled:
             gc.enable()
     gc.freeze()
 

@@ -131,6 +131,11 @@ def query_plan(asked_mb: int | None, video_bytes: int, device: torch.device, fol
 AUTO_ATTENTION_CAP = 512 * 2**20  # --attention-cache auto keeps at most this much (and a tenth of what is free)
 
 
+def query_bytes(frames: int, tokens: int, width: int) -> int:
+    """Bytes of the float32 queries of ``frames`` frames of ``tokens`` tokens of ``width`` (heads x head dim)."""
+    return frames * tokens * width * 4
+
+
 def attention_bytes(frames: int, tokens: int, keys: int) -> int:
     """Bytes of the float32 attention rows of ``frames`` frames of ``tokens`` tokens over ``keys`` key frames."""
     return frames * tokens * keys * tokens * 4
@@ -303,7 +308,7 @@ def segment_estimate(frames: int, grid: tuple[int, int], keys: int, batch: int, 
     per_window = time_of(full[0])
     hierarchy = (windows - 1) * per_window + time_of(last[0]) + rounds_work(m, sizes) / rates.flops
     labelling = (windows - 1) * time_of(full[1]) + time_of(last[1])
-    video_queries = frames * n_tokens * dim * 4
+    video_queries = query_bytes(frames, n_tokens, dim)
     # the windows whose rows are kept need no queries; the others' queries on disk, or in memory while they fit
     in_memory = min(video_queries * (1 - rows_share), queries.memory)
     kept = video_queries * (1 - rows_share) if queries.disk else in_memory

@@ -40,6 +40,7 @@ from bavos.models.costs import (
     QueryPlan,
     attention_bytes,
     attention_plan,
+    query_bytes,
     query_plan,
     segment_estimate,
 )
@@ -407,7 +408,7 @@ def _analyse(source: VideoSource, models: Models, cfg: SegmentConfig, progress: 
     store0 = LabelStore(_temp_path(workdir, "level0"), 1, n)  # level-0 labels: kept on disk for pass 3
     video_rows = attention_bytes(processed, n, keys.k.shape[0])
     rows_cache = _WindowCache(attention_plan(cfg.attention_cache_mb, video_rows, models.device))
-    video_queries = processed * n * models.backbone.embed_dim * 4  # heads x head dim = width
+    video_queries = query_bytes(processed, n, models.backbone.embed_dim)
     plan = QueryPlan() if rows_cache.room >= video_rows else query_plan(cfg.query_cache_mb, video_queries,
                                                                         models.device, workdir)
     queries = _QueryCache(plan.memory, QueryStore(_temp_path(workdir, "queries")) if plan.disk else None)
@@ -540,7 +541,7 @@ def estimate_cost(source: VideoSource, models: Models, cfg: SegmentConfig, workd
     keys = len(key_frame_indices(frames, cfg.key_ratio, cfg.max_key_frames))
     grid = (cfg.resolution[0] // patch, cfg.resolution[1] // patch)
     n = grid[0] * grid[1]
-    queries = query_plan(cfg.query_cache_mb, frames * n * models.backbone.embed_dim * 4, models.device,
+    queries = query_plan(cfg.query_cache_mb, query_bytes(frames, n, models.backbone.embed_dim), models.device,
                          Path(workdir or tempfile.gettempdir()))
     rows = attention_plan(cfg.attention_cache_mb, attention_bytes(frames, n, keys), models.device)
     return segment_estimate(frames, grid, keys, cfg.batch_size, cfg.window, models.device, models.backbone.embed_dim,

@@ -76,12 +76,12 @@ class _Clock:
     @contextmanager
     def backbone(self, frames: int) -> Iterator[None]:
         """``with clock.backbone(frames): ...``: time a backbone batch of ``frames`` frames."""
-        start = time.perf_counter()
+        before = self.seconds.get("backbone", 0.0)
         with self("backbone"):
             yield
         if self.batches:  # the first batch pays the libraries' and the device's warm-up: not the run's pace
             self.paced_frames += frames
-            self.paced_seconds += time.perf_counter() - start
+            self.paced_seconds += self.seconds["backbone"] - before  # the very interval the clock counted
         self.batches += 1
 
     @contextmanager

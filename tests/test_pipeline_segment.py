@@ -1,5 +1,7 @@
 import json
 import re
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -14,6 +16,7 @@ from PIL import Image
 from bavos.api import segment_video
 from bavos.config import ModelConfig, SegmentConfig
 from bavos.errors import ConfigError, OutputError
+from bavos.models.devices import HeapTrimmer
 from bavos.models.loading import load_models
 from bavos.pipeline.masks import ids_by_area, nearest_processed, upsample_ids
 
@@ -371,18 +374,79 @@ def test_a_wrong_announced_frame_count_gives_the_same_result(tmp_path: Path, tin
     expected.close()
 
 
-def test_free_heap_is_released_after_every_clustering_window(tmp_path: Path, tiny_models,  # noqa: ANN001
-                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_heap_trimmer_is_asked_after_the_key_pass_and_every_window(tmp_path: Path, tiny_models,  # noqa: ANN001
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     import bavos.pipeline.segment as seg
     from bavos.io.video import VideoSource
 
-    seg.release_free_heap()  # glibc's malloc_trim where there is one, nothing elsewhere
-    calls: list[int] = []
-    monkeypatch.setattr(seg, "release_free_heap", lambda: calls.append(1))
+    made: list[HeapTrimmer] = []
+    calls: list[str] = []
+
+    class Recorded(HeapTrimmer):
+        def __init__(self) -> None:
+            super().__init__(trim=lambda: calls.append("trim"))
+            made.append(self)
+
+        def release(self) -> None:
+            calls.append("release")
+            super().release()
+
+        def __call__(self) -> bool:
+            calls.append("window")
+            return super().__call__()
+
+    monkeypatch.setattr(seg, "HeapTrimmer", Recorded)
     video = write_clip(tmp_path / "clip.mp4", n=7, height=48, width=64)
     seg.analyse(VideoSource(video), tiny_models, tiny_config(), noop, workdir=tmp_path).close()
-    assert len(calls) == 1 + 2 * 3  # after the key pass, then each of 3 windows in the hierarchy and labels passes
+    assert len(made) == 1  # one trimmer for the run: what the first window leaves free is known to the others
+    assert calls.count("window") == 2 * 3  # each of 3 windows in the hierarchy and labels passes
+    assert calls[:2] == ["release", "trim"]  # after the key pass, before any window
+    assert calls[2:5] == ["window", "release", "trim"]  # the first window always trims: it measures a window
 
+
+def test_the_heap_is_trimmed_only_when_it_piles_up_beyond_a_windows_buffers() -> None:
+    resident = iter([500, 900, 700,  # release after the key pass left 500; window 1: 900 before, 700 after the trim
+                     940, 975, 976, 955, 700])  # then under 700 + 200 + 75 twice; over; under again (no trim after)
+    resident_now = [0]
+
+    def reading() -> int:
+        resident_now[0] = next(resident)
+        return resident_now[0]
+
+    trims: list[int] = []
+    trimmer = HeapTrimmer(slack=75, resident=reading, trim=lambda: trims.append(resident_now[0]))
+    trimmer.release()
+    assert (trimmer.left, trimmer.working) == (500, None)
+    assert trimmer() is True and (trimmer.left, trimmer.working) == (700, 200)
+    assert [trimmer(), trimmer(), trimmer()] == [False, False, True]  # 940, 975 <= 700 + 200 + 75; 976 over
+    assert (trimmer.left, trimmer.working, trimmer.trims) == (955, 200, 3)  # working is the first window's
+    assert trimmer() is False  # 700: far under
+    assert trims == [0, 900, 976]  # what was last read when each trim came (nothing before the first)
+
+
+def test_freed_memory_is_kept_for_reuse_in_a_bavos_process_only(tmp_path: Path) -> None:
+    """keep_freed_memory: a freed 256 MB block stays resident for the next window (no page faults to get it back);
+    without it (a user's own program: the library never calls it) glibc unmaps it at once."""
+    script = tmp_path / "heap.py"
+    script.write_text(
+        "import ctypes, sys\n"
+        "from bavos.models.devices import _resident_bytes, keep_freed_memory\n"
+        "kept = keep_freed_memory() if sys.argv[1] == 'keep' else False\n"
+        "libc = ctypes.CDLL('libc.so.6')\n"
+        "libc.malloc.restype = ctypes.c_void_p\n"
+        "block = libc.malloc(ctypes.c_size_t(256 << 20))\n"
+        "ctypes.memset(block, 1, 256 << 20)\n"
+        "touched = _resident_bytes()\n"
+        "libc.free(ctypes.c_void_p(block))\n"
+        "print(kept, (touched - _resident_bytes()) >> 20)\n")
+    said = {}
+    for mode in ("keep", "default"):
+        out = subprocess.run([sys.executable, str(script), mode], capture_output=True, text=True, check=True)
+        said[mode] = out.stdout.split()
+    if said["keep"][0] != "True":
+        pytest.skip("not glibc: nothing to keep")
+    assert int(said["keep"][1]) < 16  # still resident after the free
+    assert said["default"][0] == "False" and int(said["default"][1]) > 240  # handed back at the free
 
 
 def test_more_than_255_clusters_are_written_as_16_bit_masks(tmp_path: Path, tiny_models) -> None:  # noqa: ANN001

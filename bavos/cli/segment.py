@@ -270,7 +270,9 @@ def check_before_loading(model_cfg: ModelConfig, cfg: SegmentConfig) -> None:
     import_torch()
     from bavos.errors import WeightsError
     from bavos.models.backbone import patch_size_of
-    from bavos.models.devices import check_precision, resolve_device
+    from bavos.models.devices import check_precision, keep_freed_memory, resolve_device
+
+    keep_freed_memory()  # the windows' large buffers reused, not faulted in again each window (this process only)
 
     device = resolve_device(cfg.device)
     check_precision(device, cfg.precision)

@@ -78,26 +78,97 @@ def precision_context(device: torch.device, precision: str) -> Iterator[None]:
 
 
 @functools.cache
-def _malloc_trim() -> Callable[[int], int] | None:
+def _glibc() -> ctypes.CDLL | None:
     if not sys.platform.startswith("linux"):
         return None
     try:
-        return ctypes.CDLL("libc.so.6").malloc_trim
-    except (OSError, AttributeError):  # not glibc (e.g. musl)
+        libc = ctypes.CDLL("libc.so.6")
+        libc.malloc_trim, libc.mallopt  # noqa: B018 - both there: glibc (not musl)
+    except (OSError, AttributeError):
         return None
+    return libc
 
 
-def release_free_heap() -> None:
-    """Hand the C heap's free pages back to the OS (glibc's malloc_trim; nothing elsewhere).
+def _resident_bytes() -> int:
+    """This process's resident memory (0 where /proc is not there); cheaper than /proc/self/status."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
 
-    Each clustering window allocates and frees blocks of a few to tens of MB; glibc keeps freed heap pages
-    resident, and long-lived small allocations between them stop it from reusing or returning them, so without
-    this the resident memory grows window after window (330 MB over 128 windows at 160x224) although the live
-    data does not.
+
+TRIM_SLACK_BYTES = 64 * 2**20  # freed heap a run may hold beyond one window's buffers before it is handed back
+
+
+class HeapTrimmer:
+    """Hands the C heap's free pages back to the OS when they pile up (glibc's malloc_trim; nothing elsewhere).
+
+    Each clustering window allocates and frees the same buffers. Long-lived small allocations between them stop
+    glibc from reusing all of that memory, so without any trim the resident memory grows window after window (330
+    MB over 128 windows at 160x224) although the live data does not. Trimming after every window bounds it, but
+    then the next window faults every page of its buffers in again (the demo: 0.9 to 1.4 million page faults, 3 to
+    4.5 s of system time; docs/performance.md). So the first window's call trims and measures what a window leaves
+    free (``working``); each later call trims only when the resident memory is over what the last trim left plus
+    ``working`` plus ``slack``. Memory stays within one window's buffers plus the slack of where it was, and a
+    window reuses the pages the one before it freed.
+
+    Args:
+        slack: bytes of growth allowed beyond one window's buffers (``TRIM_SLACK_BYTES`` when None).
+        resident: the resident memory now, in bytes (this process's by default).
+        trim: hands free pages back (glibc's ``malloc_trim(0)`` by default; nothing where there is none).
     """
-    trim = _malloc_trim()
-    if trim is not None:
-        trim(0)
+
+    def __init__(self, slack: int | None = None, resident: Callable[[], int] = _resident_bytes,
+                 trim: Callable[[], object] | None = None) -> None:
+        self.slack = TRIM_SLACK_BYTES if slack is None else slack
+        self._resident, self._trim = resident, trim
+        self.left: int | None = None  # resident bytes after the last trim
+        self.working: int | None = None  # what the first window left free
+        self.trims = 0
+
+    def release(self) -> None:
+        """Trim now (after work unlike a window's, such as the key pass)."""
+        if self._trim is not None:
+            self._trim()
+        else:
+            libc = _glibc()
+            if libc is not None:
+                libc.malloc_trim(0)
+        self.trims += 1
+        self.left = self._resident()
+
+    def __call__(self) -> bool:
+        """After a window: trim when the free heap has piled up (always after the first); True when it trimmed."""
+        now = self._resident()
+        if self.working is not None and self.left is not None and now <= self.left + self.working + self.slack:
+            return False
+        self.release()
+        if self.working is None:
+            self.working = max(0, now - self.left)
+        return True
+
+
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt's parameters (malloc.h)
+HEAP_MMAP_THRESHOLD = 2**30  # blocks up to 1 GiB come from the heap, whose freed pages are reused
+
+
+def keep_freed_memory() -> bool:
+    """Let freed C memory be reused by this process instead of handed back at once (glibc; False elsewhere).
+
+    By default glibc gives a block over its mmap threshold (128 kB, rising as such blocks are freed, to 32 MB at
+    most) a mapping of its own, unmapped when freed, and hands the top of the heap back past twice that: a window's
+    large buffers are then faulted in page by page in every window (a 320x480 window's 207 MB buffer: about 60 ms
+    each time on this project's CPU). With blocks up to 1 GiB from the heap and its top kept, they are there for
+    the next window; ``HeapTrimmer`` decides when freed pages go back. Process-wide and not undone, so only bavos's
+    own command calls it (``bavos segment``), never the library.
+    """
+    libc = _glibc()
+    if libc is None:
+        return False
+    mapped = libc.mallopt(_M_MMAP_THRESHOLD, ctypes.c_int(HEAP_MMAP_THRESHOLD))
+    top = libc.mallopt(_M_TRIM_THRESHOLD, ctypes.c_int(2**31 - 1))  # the heap's top: handed back by HeapTrimmer
+    return bool(mapped and top)
 
 
 @dataclass(frozen=True)

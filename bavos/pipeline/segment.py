@@ -44,7 +44,7 @@ from bavos.models.costs import (
     query_plan,
     segment_estimate,
 )
-from bavos.models.devices import release_free_heap, strict_float32
+from bavos.models.devices import HeapTrimmer, strict_float32
 from bavos.models.loading import Models, frame_tokens
 from bavos.pipeline.attention import key_frame_indices, window_attention
 from bavos.pipeline.cluster import Hierarchy, HierarchyBuilder, distinct_centroids, label_window
@@ -401,7 +401,8 @@ def _analyse(source: VideoSource, models: Models, cfg: SegmentConfig, progress: 
     processed = keys.processed(cfg.stride)
     windows = -(-processed // cfg.window)
     n = keys.grid[0] * keys.grid[1]
-    release_free_heap()
+    trim = HeapTrimmer()  # after each window: the freed heap handed back when it piles up
+    trim.release()
 
     builder = HierarchyBuilder(cfg.tau, keep_level0=cfg.level == 0 and cfg.max_objects > 0)
     workdir = Path(workdir or tempfile.gettempdir())
@@ -427,7 +428,7 @@ def _analyse(source: VideoSource, models: Models, cfg: SegmentConfig, progress: 
             if not rows_cache.offer(index, rows):  # kept rows need no queries in the labels pass
                 queries.offer(index, q)
             del rows
-            release_free_heap()
+            trim()
             progress("hierarchy", index + 1, windows)
         clustered = windows_seconds()
         with clock("clustering"):
@@ -438,7 +439,7 @@ def _analyse(source: VideoSource, models: Models, cfg: SegmentConfig, progress: 
                ClusterCounts(builder.level0_size / windows, tuple(hierarchy.real_sizes), distinct, top), windows,
                clustered)
         labels, areas = _label_pass(source, models, cfg, clock, keys, hierarchy, store0, queries, rows_cache,
-                                    progress, workdir)
+                                    progress, workdir, trim)
     finally:
         windows_q.close()  # its decoding thread ends now, not when a traceback holding it goes
         store0.close()
@@ -452,7 +453,7 @@ def _analyse(source: VideoSource, models: Models, cfg: SegmentConfig, progress: 
 
 def _label_pass(source: VideoSource, models: Models, cfg: SegmentConfig, clock: _Clock, keys: Keys,
                 hierarchy: Hierarchy, store0: LabelStore, queries: _QueryCache, rows_cache: _WindowCache,
-                progress: Progress, workdir: Path) -> tuple[LabelStore, list[np.ndarray]]:
+                progress: Progress, workdir: Path, trim: HeapTrimmer) -> tuple[LabelStore, list[np.ndarray]]:
     """Pass 3: every token's label at every level, window by window, into a temporary file; and each cluster's
     token count, per level."""
     n = keys.grid[0] * keys.grid[1]
@@ -478,7 +479,7 @@ def _label_pass(source: VideoSource, models: Models, cfg: SegmentConfig, clock: 
             for level, counts in enumerate(areas):
                 counts += np.bincount(labels[level], minlength=len(counts))
             del rows
-            release_free_heap()
+            trim()
             progress("labels", index + 1, windows)
         if decoded is not None:
             next(decoded, None)  # ends the stream: its waits are counted

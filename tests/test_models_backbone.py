@@ -174,3 +174,38 @@ def test_dino_resize_differs_from_timms_antialiased_resize(vit_s8) -> None:  # n
     sized = torch.nn.functional.interpolate(pos[:, 1:].reshape(1, 28, 28, 384).permute(0, 3, 1, 2), size=(40, 60),
                                             mode="bicubic").permute(0, 2, 3, 1).reshape(1, -1, 384)
     assert (sized - dino[:, 1:]).abs().max() > 1e-4
+
+
+def test_loading_weights_draws_no_random_numbers(tmp_path: Path) -> None:
+    """A file's weights replace every initial value: the model is built without its random initialisation (the RNG
+    is left as it was) and holds exactly the file's numbers."""
+    from bavos.models.correlator import Correlator, load_correlator, save_checkpoint
+
+    state = tiny_state(3)
+    torch.save(state, tmp_path / "dino.pth")
+    torch.manual_seed(11)
+    correlator = Correlator(dim=64, heads=4)
+    save_checkpoint(tmp_path / "correlator.pth", correlator, {})
+    before = torch.get_rng_state()
+    backbone = build_backbone(TEST_BACKBONE, str(tmp_path / "dino.pth"))
+    loaded = load_correlator(tmp_path / "correlator.pth", dim=64, heads=4)
+    assert torch.equal(before, torch.get_rng_state())
+    for key, value in state.items():
+        assert torch.equal(backbone.vit.state_dict()[key], value)
+    for key, value in correlator.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value)
+
+
+def test_a_module_with_buffers_no_file_holds_is_not_built_uninitialised() -> None:
+    from bavos.models.backbone import uninitialised
+
+    class Scaled(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.ones(3))
+            self.register_buffer("scale", torch.full((3,), 2.0), persistent=False)
+
+    with pytest.raises(WeightsError, match="Scaled has buffers no weights file holds: scale"):
+        uninitialised(Scaled)
+    module = uninitialised(lambda: torch.nn.Linear(2, 3))
+    assert module.weight.device.type == "cpu" and module.weight.shape == (3, 2)

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from bavos.errors import CheckpointError
 from bavos.io.files import atomic_path
-from bavos.models.backbone import check_state_keys, unloadable
+from bavos.models.backbone import check_state_keys, uninitialised, unloadable
 
 RELEASE_PREFIX = "temporal_transformer.0."
 
@@ -175,7 +175,7 @@ def load_correlator(path: str | Path, dim: int, heads: int = 8, loaded: dict[str
         model_config = config.get("ModelConfig", config)  # bavos train nests it; older files are flat
         if isinstance(model_config, dict):
             heads = int(model_config.get("correlator_heads", heads))
-    model = Correlator(dim=dim, heads=heads)
+    model = uninitialised(lambda: Correlator(dim=dim, heads=heads))  # every weight comes from the file
     check_state_keys(model, state, f"{path} (correlator for a backbone of width {dim})", CheckpointError)
     model.load_state_dict(state, strict=True)
     return model.eval()

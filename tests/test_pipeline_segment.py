@@ -384,7 +384,7 @@ def test_the_heap_trimmer_is_asked_after_the_key_pass_and_every_window(tmp_path:
 
     class Recorded(HeapTrimmer):
         def __init__(self) -> None:
-            super().__init__(trim=lambda: calls.append("trim"))
+            super().__init__(resident=lambda: 0, trim=lambda: calls.append("trim"))  # flat: no window piles up
             made.append(self)
 
         def release(self) -> None:
@@ -399,9 +399,10 @@ def test_the_heap_trimmer_is_asked_after_the_key_pass_and_every_window(tmp_path:
     video = write_clip(tmp_path / "clip.mp4", n=7, height=48, width=64)
     seg.analyse(VideoSource(video), tiny_models, tiny_config(), noop, workdir=tmp_path).close()
     assert len(made) == 1  # one trimmer for the run: what the first window leaves free is known to the others
-    assert calls.count("window") == 2 * 3  # each of 3 windows in the hierarchy and labels passes
-    assert calls[:2] == ["release", "trim"]  # after the key pass, before any window
-    assert calls[2:5] == ["window", "release", "trim"]  # the first window always trims: it measures a window
+    assert calls == ["release", "trim",  # after the key pass
+                     "window", "release", "trim",  # the first window always trims: it measures a window
+                     "window", "window", "window", "window", "window",  # 3 windows in the hierarchy, 3 in the labels
+                     "release", "trim"]  # after the labels pass: writing starts from a trimmed heap
 
 
 def test_the_heap_is_trimmed_only_when_it_piles_up_beyond_a_windows_buffers() -> None:

@@ -440,6 +440,7 @@ def _analyse(source: VideoSource, models: Models, cfg: SegmentConfig, progress: 
                clustered)
         labels, areas = _label_pass(source, models, cfg, clock, keys, hierarchy, store0, queries, rows_cache,
                                     progress, workdir, trim)
+        trim.release()  # the windows' buffers are not needed again: writing starts from a trimmed heap
     finally:
         windows_q.close()  # its decoding thread ends now, not when a traceback holding it goes
         store0.close()

@@ -432,16 +432,17 @@ def test_freed_memory_is_kept_for_reuse_in_a_bavos_process_only(tmp_path: Path) 
     script = tmp_path / "heap.py"
     script.write_text(
         "import ctypes, sys\n"
-        "from bavos.models.devices import _resident_bytes, keep_freed_memory\n"
+        "from bavos.models.costs import resident_bytes\n"
+        "from bavos.models.devices import keep_freed_memory\n"
         "kept = keep_freed_memory() if sys.argv[1] == 'keep' else False\n"
         "libc = ctypes.CDLL('libc.so.6')\n"
         "libc.malloc.restype = ctypes.c_void_p\n"
         "def handed_back(size):\n"
         "    block = libc.malloc(ctypes.c_size_t(size))\n"
         "    ctypes.memset(block, 1, size)\n"
-        "    touched = _resident_bytes()\n"
+        "    touched = resident_bytes()\n"
         "    libc.free(ctypes.c_void_p(block))\n"
-        "    return (touched - _resident_bytes()) >> 20\n"
+        "    return (touched - resident_bytes()) >> 20\n"
         "print(kept, handed_back(24 << 20), handed_back(64 << 20))\n")
     said = {}
     for mode in ("keep", "default"):

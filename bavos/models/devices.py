@@ -18,6 +18,7 @@ import torch
 
 from bavos.config import PRECISIONS
 from bavos.errors import ConfigError
+from bavos.models.costs import resident_bytes
 
 _AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -89,15 +90,6 @@ def _glibc() -> ctypes.CDLL | None:
     return libc
 
 
-def _resident_bytes() -> int:
-    """This process's resident memory (0 where /proc is not there); cheaper than /proc/self/status."""
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return 0
-
-
 TRIM_SLACK_BYTES = 64 * 2**20  # freed heap a run may hold beyond one window's buffers before it is handed back
 
 
@@ -119,7 +111,7 @@ class HeapTrimmer:
         trim: hands free pages back (glibc's ``malloc_trim(0)`` by default; nothing where there is none).
     """
 
-    def __init__(self, slack: int | None = None, resident: Callable[[], int] = _resident_bytes,
+    def __init__(self, slack: int | None = None, resident: Callable[[], int] = resident_bytes,
                  trim: Callable[[], object] | None = None) -> None:
         self.slack = TRIM_SLACK_BYTES if slack is None else slack
         self._resident, self._trim = resident, trim

@@ -270,9 +270,7 @@ def check_before_loading(model_cfg: ModelConfig, cfg: SegmentConfig) -> None:
     import_torch()
     from bavos.errors import WeightsError
     from bavos.models.backbone import patch_size_of
-    from bavos.models.devices import check_precision, keep_freed_memory, resolve_device
-
-    keep_freed_memory()  # the windows' large buffers reused, not faulted in again each window (this process only)
+    from bavos.models.devices import check_precision, resolve_device
 
     device = resolve_device(cfg.device)
     check_precision(device, cfg.precision)
@@ -395,4 +393,7 @@ def segment(
         check_before_loading(model_cfg, cfg)
     except ConfigError as e:
         usage_error(str(e), "segment")
+    from bavos.models.devices import keep_freed_memory
+
+    keep_freed_memory()  # the windows' buffers reused, not faulted in again each window (this process only)
     return run(list(inputs), output, model_cfg, cfg, RunOptions(quiet, json_out, skip_existing, fail_fast))

@@ -23,6 +23,7 @@ import numpy as np
 
 from bavos.config import ModelConfig, SegmentConfig
 from bavos.errors import BavosError, ConfigError, InputError
+from bavos.io.owners import Heartbeat, owner_tag
 from bavos.io.video import DEFAULT_FOLDER_FPS, Frame, FrameRange, VideoInfo, VideoSource
 from bavos.models.loading import load_models
 from bavos.pipeline.segment import Analysis, Estimates, Models, analyse, iter_masks, output_name
@@ -166,19 +167,30 @@ class Result:
         videos."""
         return np.stack(list(self.iter_masks()))
 
-    def save(self, folder: str | Path, progress: Progress | None = None) -> dict[str, Any]:
-        """Write the files of ``bavos segment`` into ``folder`` (replaced when complete); returns the summary."""
+    def save(self, folder: str | Path, progress: Progress | None = None, keep_others: bool = False) -> dict[str, Any]:
+        """Write the files of ``bavos segment`` into ``folder`` (a result there is replaced when this one is
+        complete); returns the summary, whose ``output`` says where it went.
+
+        Args:
+            keep_others: keep a finished result of another video found at ``folder`` (written by a run beside this
+                one) and write this one to ``<folder>-<8 hex digits>`` instead, as ``bavos segment`` does.
+
+        Raises:
+            DestinationError: ``folder`` holds files bavos did not write.
+            OutputError: writing failed (nothing is left half-written).
+        """
         from bavos.pipeline.outputs import write_result
 
         self._check_open()
         return write_result(Path(folder), self.source, self.analysis, self.config, self.models,
-                            progress or (lambda *a: None), self._started)
+                            progress or (lambda *a: None), self._started, keep_others)
 
     def close(self) -> None:
         """Remove the temporary files (a re-cut's are its parent's). Closing twice does nothing."""
         if self._owner is None and not self._closed:
             self._closed = True
             self.analysis.close()
+            Heartbeat.remove(self._workdir)
             shutil.rmtree(self._workdir, ignore_errors=True)
 
     def __enter__(self) -> Result:
@@ -252,11 +264,14 @@ class Segmenter:
         frame_range = FrameRange.parse(start, end)
         if workdir is not None:
             Path(workdir).mkdir(parents=True, exist_ok=True)
-        work = Path(tempfile.mkdtemp(prefix=".bavos-work-", dir=workdir))  # a new folder, inside workdir if given
+        # a new folder, inside workdir if given, named by this process (owners.sweep removes a dead one's)
+        work = Path(tempfile.mkdtemp(prefix=f".bavos-work-{owner_tag()}-", dir=workdir))
+        Heartbeat.add(work)
         try:
             source = self._source(video, frame_range, work)
             analysis = analyse(source, self.models, self.config, progress or (lambda *a: None), work, estimates)
         except BaseException:
+            Heartbeat.remove(work)
             shutil.rmtree(work, ignore_errors=True)
             raise
         return Result(source, analysis, replace(self.config, start=start, end=end), self.models, work)
@@ -290,4 +305,4 @@ def segment_video(video: str | Path | VideoSource, output: str | Path = "out", c
     final = Path(output) / (name or output_name(video.path if isinstance(video, VideoSource) else Path(video)))
     with Segmenter.using(models, cfg)(video, progress=progress, workdir=final.parent,  # a disk, not /tmp
                                       estimates=estimates) as result:
-        return result.save(final, progress)
+        return result.save(final, progress, keep_others=True)  # a run beside this one may have taken the name

@@ -357,3 +357,55 @@ def result_settings(model: ModelConfig, segment: SegmentConfig) -> dict[str, Any
         if key not in RESULT_FREE:
             out[key] = list(value) if isinstance(value, tuple) else value
     return out
+
+
+@dataclass(frozen=True)
+class Part:
+    """This call's share of the inputs in a job array: part ``index`` of ``count`` (0-based), and where that came
+    from (``--shard``, or a Slurm array's variables)."""
+
+    index: int = 0
+    count: int = 1
+    slurm: str | None = None  # "task 3 of 0-9" when read from SLURM_ARRAY_TASK_ID
+
+    def take(self, items: list) -> list:
+        """Every count-th item from index on: over the parts, each item goes to exactly one."""
+        return items[self.index :: self.count]
+
+
+def parse_part(text: str) -> Part:
+    """``--shard I/N``: part I (0 to N-1) of N.
+
+    Raises:
+        ConfigError: not two whole numbers with 0 <= I < N.
+    """
+    try:
+        index, count = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise ConfigError(f"--shard takes I/N, part I (0 to N-1) of N, e.g. --shard 0/4; got {text or 'nothing'}") \
+            from None
+    if not 0 <= index < count:
+        raise ConfigError(f"--shard {text}: I runs from 0 to N-1 (--shard 0/{max(count, 1)} is the first part)")
+    return Part(index, count)
+
+
+def slurm_part(env: dict[str, str]) -> Part:
+    """The part a Slurm array task takes: its place among the array's tasks (SLURM_ARRAY_TASK_ID between
+    SLURM_ARRAY_TASK_MIN and _MAX in steps of SLURM_ARRAY_TASK_STEP); the whole list outside an array.
+
+    Raises:
+        ConfigError: the variables do not fit together.
+    """
+    if "SLURM_ARRAY_TASK_ID" not in env:
+        return Part()
+    try:
+        task = int(env["SLURM_ARRAY_TASK_ID"])
+        low, high = int(env.get("SLURM_ARRAY_TASK_MIN", task)), int(env.get("SLURM_ARRAY_TASK_MAX", task))
+        step = int(env.get("SLURM_ARRAY_TASK_STEP", "1"))
+    except ValueError as e:
+        raise ConfigError(f"the Slurm array's variables must be integers ({e}); pass --shard I/N") from None
+    if step < 1 or not low <= task <= high or (task - low) % step:
+        raise ConfigError(f"SLURM_ARRAY_TASK_ID={task} does not fit the array {low}-{high}:{step}; pass --shard I/N")
+    count = (high - low) // step + 1
+    span = f"{low}-{high}" + (f":{step}" if step > 1 else "")
+    return Part((task - low) // step, count, f"task {task} of {span}")

@@ -64,6 +64,21 @@ def test_shards_split_inputs_without_overlap() -> None:
         shard_from_env({"RANK": "2", "WORLD_SIZE": "2"})
 
 
+def test_a_slurm_array_task_takes_its_place_among_the_tasks() -> None:
+    from bavos.config import Part, parse_part, slurm_part
+
+    assert slurm_part({}) == Part()  # not in an array: everything
+    assert slurm_part({"SLURM_ARRAY_TASK_ID": "1", "SLURM_ARRAY_TASK_MIN": "1", "SLURM_ARRAY_TASK_MAX": "8"}) == \
+        Part(0, 8, "task 1 of 1-8")  # --array=1-8: numbered from 1, parts from 0
+    parts = [slurm_part({"SLURM_ARRAY_TASK_ID": str(t), "SLURM_ARRAY_TASK_MIN": "0", "SLURM_ARRAY_TASK_MAX": "4"})
+             for t in range(5)]
+    assert sorted(sum((p.take(list(range(13))) for p in parts), [])) == list(range(13))
+    assert parse_part("2/5") == Part(2, 5)
+    with pytest.raises(ConfigError, match="does not fit the array 0-4:2"):
+        slurm_part({"SLURM_ARRAY_TASK_ID": "3", "SLURM_ARRAY_TASK_MIN": "0", "SLURM_ARRAY_TASK_MAX": "4",
+                    "SLURM_ARRAY_TASK_STEP": "2"})
+
+
 # ---- --json, --skip-existing, --fail-fast --------------------------------------------------------------------
 
 

@@ -49,6 +49,17 @@ def note(message: str) -> None:
     _stderr_line(f"bavos: {message}")
 
 
+def say_swept(removed: list, folder: object) -> None:
+    """One line for what dead runs left in ``folder`` and this run removed (``owners.sweep``'s ``Leftover``s)."""
+    if not removed:
+        return
+    from bavos.models.costs import size_text
+
+    names = ", ".join(r.path.name for r in removed[:3]) + (f" and {len(removed) - 3} more" if len(removed) > 3 else "")
+    total = size_text(sum(r.bytes for r in removed))
+    note(f"removed what killed runs left in {folder} ({total}): {names}")
+
+
 def duration(seconds: float) -> str:
     """'42 s', '3 min 05 s', '2 h 10 min'."""
     seconds = max(0, round(seconds))

@@ -10,7 +10,7 @@ import typer
 
 from bavos.cli.app import app, debug, import_torch, usage_error
 from bavos.cli.help import Command
-from bavos.cli.output import count, error, progress_for
+from bavos.cli.output import count, error, progress_for, say_swept
 from bavos.errors import BavosError, plain_os_error
 
 
@@ -34,12 +34,16 @@ def recut(
     if level is not None and level < 0 or max_objects < 0:
         usage_error("--level and --max-objects must be 0 or more", "recut")
     import_torch()
+    from bavos.io.owners import sweep
     from bavos.pipeline.recut import recut_folder
 
     code = 0
     with progress_for(quiet) as progress:
         for folder in folders:
             progress.start(folder.name)
+            removed = sweep(folder.absolute().parent)  # what killed runs left beside the results
+            if not quiet:
+                say_swept(removed, folder.absolute().parent)
             try:
                 summary = recut_folder(folder, level, max_objects, progress, max_export_files)
             except (BavosError, OSError) as e:

@@ -9,6 +9,7 @@ first use) and the models loaded, unless nothing is left to do.
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 import traceback
 from dataclasses import dataclass
@@ -19,8 +20,16 @@ import typer
 
 from bavos.cli.app import app, debug, import_torch, usage_error
 from bavos.cli.help import Command
-from bavos.cli.output import Progress, Results, duration, error, note, progress_for, warn
-from bavos.config import DEFAULT_BACKBONE, KNOWN_PATCH_SIZES, ModelConfig, SegmentConfig, result_settings
+from bavos.cli.output import Progress, Results, duration, error, note, progress_for, say_swept, warn
+from bavos.config import (
+    DEFAULT_BACKBONE,
+    KNOWN_PATCH_SIZES,
+    ModelConfig,
+    SegmentConfig,
+    parse_part,
+    result_settings,
+    slurm_part,
+)
 from bavos.errors import BavosError, ConfigError, ResourceError, plain_os_error
 
 
@@ -32,6 +41,7 @@ class RunOptions:
     json: bool = False
     skip_existing: bool = False
     fail_fast: bool = False
+    part: Any = None  # pipeline.batch.Part: this call's share of the inputs (--shard, a Slurm array)
 
 
 def run(inputs: list[Path], output: Path, model_cfg: ModelConfig, cfg: SegmentConfig, opts: RunOptions) -> int:
@@ -41,7 +51,11 @@ def run(inputs: list[Path], output: Path, model_cfg: ModelConfig, cfg: SegmentCo
     from bavos.pipeline.batch import check_destinations, plan_outputs
 
     shard = shard_from_env()
-    jobs = shard.take(plan_outputs(list(inputs), output))
+    planned = plan_outputs(list(inputs), output)  # from the whole list: every part and process names alike
+    if opts.part is not None and opts.part.count > 1:
+        _say_part(opts.part, len(planned), shard.rank == 0 and not opts.quiet)
+        planned = opts.part.take(planned)
+    jobs = shard.take(planned)
     problems = check_destinations(jobs, output, list(inputs))  # before anything is created
     if problems:
         return _refuse(problems, output, Results(opts.json, opts.quiet))
@@ -57,6 +71,7 @@ def run(inputs: list[Path], output: Path, model_cfg: ModelConfig, cfg: SegmentCo
 def _run(jobs: list[tuple[Path, str]], shard: Any, output: Path, model_cfg: ModelConfig, cfg: SegmentConfig,
          opts: RunOptions) -> int:
     from bavos.io.files import prepare_output
+    from bavos.io.owners import sweep
     from bavos.pipeline.batch import check_destinations
 
     with progress_for(opts.quiet) as progress:
@@ -65,6 +80,9 @@ def _run(jobs: list[tuple[Path, str]], shard: Any, output: Path, model_cfg: Mode
             prepare_output(output)
         except BavosError as e:
             return _fail_all(jobs, output, report, e)
+        removed = sweep(output)  # what runs killed before (OOM, a scheduler's limit) left beside the results
+        if not opts.quiet:
+            say_swept(removed, output)
         todo, failed = _prepare(jobs, output, model_cfg, cfg, opts, report)
         problems = check_destinations(todo, output)  # what is there, where a result will be written
         if problems:
@@ -87,6 +105,15 @@ def _run(jobs: list[tuple[Path, str]], shard: Any, output: Path, model_cfg: Mode
             if failed and opts.fail_fast:
                 break
     return 1 if failed else 0
+
+
+def _say_part(part: Any, inputs: int, say: bool) -> None:
+    if not say:
+        return
+    share = len(range(part.index, inputs, part.count))
+    where = f"Slurm array {part.slurm}: " if part.slurm else ""
+    off = "; --shard 0/1 takes them all" if part.slurm else ""
+    note(f"{where}part {part.index}/{part.count} of the inputs, {share} of {inputs}{off}")
 
 
 def _refuse(problems: list[tuple[Path, str, str]], output: Path, report: Results) -> int:
@@ -376,6 +403,10 @@ def segment(
     skip_existing: Annotated[bool, typer.Option(
         "--skip-existing", help="Skip inputs whose finished output was made with the same settings.")] = False,
     fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Stop at the first input that fails.")] = False,
+    shard: Annotated[str | None, typer.Option(
+        metavar="I/N", show_default="SLURM_ARRAY_TASK_ID's place in its array, else all",
+        help="Take part I (0 to N-1) of N of the inputs, names planned from the whole list: N calls into one -o "
+             "write what one call writes (a job array).")] = None,
 ) -> int:
     """Segment every object of each input into OUTPUT/<name>/: masks/*.png, overlay.mp4, preview.png,
     hierarchy.png, hierarchy.npz and summary.json (and the --export files). Everything is checked before a model
@@ -390,10 +421,11 @@ def segment(
                             precision=precision, normalization=normalization, batch_size=batch_size, fps=fps,
                             overlay=overlay, save_hierarchy=hierarchy, start=start, end=end,
                             exports=tuple(dict.fromkeys(export or ())), max_export_files=max_export_files)
+        part = parse_part(shard) if shard is not None else slurm_part(dict(os.environ))
         check_before_loading(model_cfg, cfg)
     except ConfigError as e:
         usage_error(str(e), "segment")
     from bavos.models.devices import keep_freed_memory
 
     keep_freed_memory()  # the windows' buffers reused, not faulted in again each window (this process only)
-    return run(list(inputs), output, model_cfg, cfg, RunOptions(quiet, json_out, skip_existing, fail_fast))
+    return run(list(inputs), output, model_cfg, cfg, RunOptions(quiet, json_out, skip_existing, fail_fast, part))

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from bavos.errors import BavosError, DestinationError, OutputError, plain_os_error
+from bavos.io.owners import owner_tag
 
 
 def display_name(path: Path) -> str:
@@ -23,10 +24,12 @@ def display_name(path: Path) -> str:
 
 
 def hidden_sibling(path: Path, tag: str) -> Path:
-    """A hidden name beside ``path`` for bavos's own temporary use: ``.<name>.bavos-<tag>-<pid>``, the name cut to 120
-    characters so that the longest names a file system allows still leave room (255 bytes on most)."""
+    """A hidden name beside ``path`` for bavos's own temporary use: ``.<name>.bavos-<tag>-<owner>`` (``owner_tag``:
+    machine, process and its start, so that a later run can tell a dead process's leftovers, ``owners.sweep``), the
+    name cut to 120 characters so that the longest names a file system allows still leave room (255 bytes on
+    most)."""
     path = Path(path)
-    return path.with_name(f".{path.name[:120]}.bavos-{tag}-{os.getpid()}")
+    return path.with_name(f".{path.name[:120]}.bavos-{tag}-{owner_tag()}")
 
 
 @contextmanager

@@ -1,15 +1,14 @@
-"""Many inputs per call: output folder names, finished outputs, and sharding across torchrun processes.
+"""Many inputs per call: output folder names, finished outputs and their settings, inputs checked before the model.
 
 Used by ``bavos segment``; nothing here touches a model.
 """
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 from bavos.errors import OutputError
-from bavos.pipeline.outputs import read_summary
+from bavos.pipeline.outputs import other_place, read_summary
 from bavos.pipeline.segment import output_name, source_id
 
 
@@ -38,7 +37,7 @@ def plan_outputs(inputs: list[Path], output: Path) -> list[tuple[Path, str]]:
         name = output_name(path)
         owner = owners.get(name) or finished_source(Path(output) / name)
         if owner and owner != src:
-            name = f"{name}-{hashlib.sha1(src.encode()).hexdigest()[:8]}"
+            name = other_place(name, src)
         owners.setdefault(name, src)
         plan.append((path, name))
     return plan

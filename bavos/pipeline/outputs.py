@@ -11,6 +11,7 @@ ids (``output_ids``). Labels are uint16 (int32 above 65,536 clusters).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -27,6 +28,7 @@ from bavos.errors import DestinationError, LimitError, OutputError, plain_os_err
 from bavos.io.background import Behind
 from bavos.io.exports import Exporter
 from bavos.io.files import display_name, hidden_sibling
+from bavos.io.owners import Heartbeat, output_lock
 from bavos.io.pictures import Levels, ObjectRow, preview_frames, save_hierarchy_picture, save_preview, thumbnail
 from bavos.io.render import overlay, write_mask
 from bavos.io.video import Frame, OverlayWriter, VideoSource
@@ -337,46 +339,84 @@ def check_contents(final: Path, fix: str = "choose another -o or move them") -> 
                            f"finished results: {fix}")
 
 
-def publish(tmp: Path, final: Path) -> None:
-    """Move a finished temporary folder into place, replacing an older result."""
-    old = hidden_sibling(final, "old")
-    if final.exists():
-        final.rename(old)
-    tmp.rename(final)
+def other_place(name: str, source: str) -> str:
+    """The folder name an input takes when ``name`` is held by another input's result: ``<name>-<first 8 hex digits
+    of the SHA-1 of its source>``, the same on every run."""
+    return f"{name}-{hashlib.sha1(source.encode()).hexdigest()[:8]}"
+
+
+def _place(final: Path, source: str | None) -> Path:
+    """Where a result of ``source`` goes: ``final``, unless a finished result of another source is there (a run
+    beside this one wrote it since the names were planned); None keeps ``final`` whatever it holds."""
+    held = read_summary(final) if source is not None else None
+    if held is not None and str(held.get("source", "")) != source:
+        return final.with_name(other_place(final.name, source))
+    return final
+
+
+def publish(tmp: Path, final: Path, result: dict[str, Any], keep_others: bool = False,
+            fix: str = "choose another -o or move them") -> Path:
+    """Write ``result`` as summary.json into the finished temporary folder ``tmp`` and move it into place, replacing
+    an older result; return where it went.
+
+    The choice and the renames are made under the output folder's lock (``owners.output_lock``), so that runs
+    writing into one folder at once never replace each other's results: with ``keep_others``, a finished result of
+    another source at ``final`` is kept and this one goes to ``other_place``.
+
+    Raises:
+        DestinationError: what is there now is not bavos's (``check_contents``).
+        OSError: writing or renaming failed.
+    """
+    with output_lock(final.parent):
+        place = _place(final, result.get("source") if keep_others else None)
+        check_contents(place, fix)
+        result["output"] = str(place)
+        (tmp / "summary.json").write_text(json.dumps(result, indent=2) + "\n")
+        old = hidden_sibling(place, "old")
+        if place.exists():
+            place.rename(old)
+        tmp.rename(place)
+    Heartbeat.remove(tmp)
     shutil.rmtree(old, ignore_errors=True)
+    return place
 
 
 def temporary_folder(final: Path) -> Path:
-    """A fresh hidden folder beside ``final`` (``.<name>.bavos-tmp-<pid>``) for a result being written."""
+    """A fresh hidden folder beside ``final`` (``.<name>.bavos-tmp-<owner>``, ``owners.owner_tag``) for a result being
+    written."""
     tmp = hidden_sibling(final, "tmp")
     try:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
     except OSError as e:
         raise OutputError(f"cannot create the output folder: {plain_os_error(e, final.parent)}") from e
+    Heartbeat.add(tmp)  # alive for runs on other machines sharing the folder
     return tmp
 
 
 def write_result(final: Path, source: VideoSource, analysis: Analysis, cfg: SegmentConfig, models: Models,
-                 progress: Progress, started: float) -> dict[str, Any]:
-    """Write every output of an analysis into the folder ``final`` (a temporary folder renamed into place)."""
+                 progress: Progress, started: float, keep_others: bool = False) -> dict[str, Any]:
+    """Write every output of an analysis into the folder ``final`` (a temporary folder renamed into place; with
+    ``keep_others``, elsewhere when another source's result took ``final`` meanwhile, see ``write_folder``)."""
 
     def make_summary(stats: dict[str, Any], seconds: float) -> dict[str, Any]:
         return summary(source, analysis, stats, cfg, models, final,
                        run_timings(analysis, stats["waits"], seconds, time.perf_counter() - started))
 
     return write_folder(final, source, analysis, cfg, progress, next(source.frames()).number, make_summary,
-                        random_weights=models.config.backbone_weights == "none")
+                        random_weights=models.config.backbone_weights == "none", keep_others=keep_others)
 
 
 def write_folder(final: Path, source: VideoSource, analysis: Analysis, cfg: SegmentConfig, progress: Progress,
                  first_number: int, make_summary: Callable[[dict[str, Any], float], dict[str, Any]],
                  fix: str = "choose another -o or move them", keep_going: bool = True,
-                 random_weights: bool = False) -> dict[str, Any]:
+                 random_weights: bool = False, keep_others: bool = False) -> dict[str, Any]:
     """Write masks, videos, pictures, hierarchy.npz and the summary ``make_summary(stats, seconds writing)`` gives
     into a temporary folder, then rename it to ``final``; returns the summary.
 
     ``random_weights``: the backbone had random weights; preview.png's title says the masks are meaningless.
+    ``keep_others``: a finished result of another source found at ``final`` when this one is complete (a run beside
+    this one wrote it) is kept, and this one goes to ``other_place`` (the summary's ``output`` says where).
     ``--export objects`` over ``cfg.max_export_files`` PNGs is left out with a warning naming the recut that writes
     it (``keep_going``: the work of a segmentation is kept), or refused before writing.
 
@@ -420,14 +460,19 @@ def write_folder(final: Path, source: VideoSource, analysis: Analysis, cfg: Segm
             empty = (f"--export {' '.join(cfg.exports)}: this result has no object, so the exports hold none (a lower "
                      "--tau or another --level gives more clusters)")
             result["warnings"] = [*result["warnings"], empty]
-        (tmp / "summary.json").write_text(json.dumps(result, indent=2) + "\n")
-        publish(tmp, final)
+        publish(tmp, final, result, keep_others, fix)
+    except DestinationError:  # something of the user's came to be there meanwhile: said as it is
+        Heartbeat.remove(tmp)
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     except (OSError, OutputError) as e:
+        Heartbeat.remove(tmp)
         shutil.rmtree(tmp, ignore_errors=True)
         cause = e if isinstance(e, OSError) else e.__cause__
         reason = plain_os_error(cause, "") if isinstance(cause, OSError) else str(e)
         raise OutputError(f"cannot write the result {final}: {reason}") from e
     except BaseException:
+        Heartbeat.remove(tmp)
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return result

@@ -1,0 +1,146 @@
+"""Faults rebuilt from other tools' bug reports, round two: runs that share or reuse an output folder, state left by a
+process that died, damaged files diagnosed as damaged, estimates and checks for every input, pictures that every
+image tool opens, and every cut that `bavos recut` promises (random weights, tiny runs)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from conftest import TINY, write_clip
+
+QUIET = [*TINY, "--backbone-weights", "none", "-q"]
+
+
+def bavos(*args: str | Path) -> list[str]:
+    return [sys.executable, "-m", "bavos", *(str(a) for a in args)]
+
+
+def summary(folder: Path) -> dict:
+    return json.loads((folder / "summary.json").read_text())
+
+
+# 1. Two runs into one -o (shell loops with &, xargs -P, Slurm arrays): neither loses the other's result.
+
+def test_a_run_that_finishes_second_keeps_the_first_result(tmp_path: Path) -> None:
+    """Both runs planned ``out/clip`` before either finished: the second to finish leaves the first's result and
+    takes ``clip-<8 hex>``, the name a later run plans for it."""
+    from bavos.api import segment_video
+    from bavos.config import ModelConfig, SegmentConfig
+    from bavos.models.loading import load_models
+    from bavos.pipeline.batch import plan_outputs
+
+    a = write_clip((tmp_path / "a").mkdir() or tmp_path / "a" / "clip.mp4", n=4)
+    b = write_clip((tmp_path / "b").mkdir() or tmp_path / "b" / "clip.mp4", n=5)
+    out = tmp_path / "out"
+    cfg = SegmentConfig(resolution=(64, 96), device="cpu")
+    models = load_models(ModelConfig(backbone="bavos_test_vit", backbone_weights="none", checkpoint="none"), "cpu")
+    first = segment_video(a, out, cfg, models, name="clip")
+    second = segment_video(b, out, cfg, models, name="clip")  # planned before the first was there
+    (name_b,) = [n for _, n in plan_outputs([b], out)]
+    assert first["output"] == str(out / "clip") and second["output"] == str(out / name_b) != first["output"]
+    assert summary(out / "clip")["source"] == str(a.resolve()) and summary(out / name_b)["source"] == str(b.resolve())
+    assert summary(out / name_b)["frames"] == 5 and summary(out / name_b)["output"] == str(out / name_b)
+    assert sorted(p.name for p in out.iterdir()) == sorted(["clip", name_b])  # nothing hidden left
+
+
+def test_two_runs_at_once_into_one_folder_keep_both_results(tmp_path: Path) -> None:
+    videos = []
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        videos.append(write_clip(tmp_path / folder / "clip.mp4", n=24 if folder == "a" else 20))
+    out = tmp_path / "out"
+    procs = [subprocess.Popen(bavos("segment", v, "-o", out, *TINY, "--backbone-weights", "none", "--json"),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for v in videos]
+    lines = []
+    for proc in procs:
+        stdout, stderr = proc.communicate(timeout=300)
+        assert proc.returncode == 0, stderr
+        lines.append(json.loads(stdout))
+    folders = [Path(line["output"]) for line in lines]
+    assert len(set(folders)) == 2 and {f.name for f in folders} <= {"clip", *(p.name for p in out.iterdir())}
+    for video, line, folder in zip(videos, lines, folders, strict=True):
+        assert line["status"] == "ok" and summary(folder)["source"] == str(video.resolve())
+        assert len(list((folder / "masks").iterdir())) == line["frames"]
+    assert sorted(p.name for p in out.iterdir()) == sorted(f.name for f in folders)
+
+
+# 2. Runs killed with SIGKILL (the OOM killer, a scheduler's hard limit): the next run into the folder cleans up.
+
+def test_what_a_killed_run_left_is_removed_by_the_next_run(tmp_path: Path, run_cli: Callable) -> None:
+    out = tmp_path / "out"
+    video = write_clip(tmp_path / "long.mp4", n=160, height=48, width=64)
+    for pattern in (".bavos-work-*/.bavos-level0-*", ".long.bavos-tmp-*/masks/*.png"):  # clustering, then writing
+        proc = subprocess.Popen(bavos("segment", video, "-o", out, *QUIET))
+        deadline = time.monotonic() + 180
+        while not list(out.glob(pattern)) and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.02)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        assert list(out.glob(pattern)), "the run ended before it could be killed"
+    left = sorted(p.name for p in out.iterdir())
+    assert any(n.startswith(".bavos-work-") for n in left) and any(n.startswith(".long.bavos-tmp-") for n in left)
+    (out / ".keep-me").write_text("the user's")
+    result = run_cli("segment", write_clip(tmp_path / "short.mp4", n=3), "-o", out, *TINY,
+                     "--backbone-weights", "none")
+    assert result.code == 0, result.err
+    (line,) = [x for x in result.err.splitlines() if "killed runs left" in x]
+    assert line.startswith(f"bavos: removed what killed runs left in {out} (") and ".long.bavos-tmp-" in line
+    assert sorted(p.name for p in out.iterdir()) == [".keep-me", "short"]
+
+
+# Slurm job arrays: N parts into one -o write what one call writes.
+
+def test_the_parts_of_an_array_write_what_one_call_writes(tmp_path: Path, run_cli: Callable,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from test_field_inputs import frame_folder, tree
+
+    inputs = []
+    for folder, n in (("a", 4), ("b", 5), ("c", 3)):
+        (tmp_path / folder).mkdir()
+        inputs.append(write_clip(tmp_path / folder / "clip.mp4", n=n))  # three inputs of one stem
+    inputs.append(frame_folder(tmp_path / "d" / "shots", n=3))
+    whole = run_cli("segment", *inputs, "-o", tmp_path / "one", *QUIET)
+    assert whole.code == 0, whole.err
+    for i in (1, 0, 2):  # in any order, one after another
+        part = run_cli("segment", *inputs, "-o", tmp_path / "parts", *QUIET, "--shard", f"{i}/3")
+        assert part.code == 0, part.err
+    one, parts = tree(tmp_path / "one"), tree(tmp_path / "parts")
+    assert sorted(one) == sorted(parts) and len({Path(k).parts[0] for k in one}) == 4
+    for key in one:
+        if key.endswith("summary.json"):
+            a, b = json.loads(one[key]), json.loads(parts[key])
+            for s in (a, b):
+                del s["timings"], s["output"]
+            assert a == b
+        elif not key.endswith(".mp4"):  # x264 may encode the same frames differently
+            assert one[key] == parts[key], key
+
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "7")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_MIN", "3")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_MAX", "9")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_STEP", "2")  # tasks 3, 5, 7, 9: this one is the third
+    task = run_cli("segment", *inputs, "-o", tmp_path / "slurm", *TINY, "--backbone-weights", "none", "--json")
+    assert task.code == 0, task.err
+    assert "bavos: Slurm array task 7 of 3-9:2: part 2/4 of the inputs, 1 of 4; --shard 0/1 takes them all" \
+        in task.err.splitlines()
+    (line,) = [json.loads(x) for x in task.out.splitlines()]
+    named = {json.loads(v)["source"]: Path(k).parts[0] for k, v in one.items() if k.endswith("summary.json")}
+    assert line["input"] == str(inputs[2]) and Path(line["output"]).name == named[str(inputs[2].resolve())]
+    everything = run_cli("segment", *inputs[:1], "-o", tmp_path / "slurm", *QUIET, "--shard", "0/1")
+    assert everything.code == 0 and (tmp_path / "slurm" / "clip").is_dir()  # --shard 0/1: the whole list
+
+
+@pytest.mark.parametrize(("given", "said"), [("3/3", "I runs from 0 to N-1"), ("1", "takes I/N"),
+                                             ("a/b", "takes I/N"), ("-1/2", "I runs from 0 to N-1")])
+def test_a_wrong_shard_is_a_usage_error(tmp_path: Path, run_cli: Callable, given: str, said: str) -> None:
+    result = run_cli("segment", write_clip(tmp_path / "v.mp4", n=2), "-o", tmp_path / "out", *QUIET,
+                     "--shard", given)
+    assert result.code == 2 and said in result.err and not (tmp_path / "out").exists()

@@ -1,0 +1,94 @@
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from bavos.io import owners
+from bavos.io.files import hidden_sibling
+from bavos.io.owners import Heartbeat, is_left_over, output_lock, owner_tag, sweep
+
+
+def dead_pid() -> int:
+    """The id of a process that has ended."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_the_tag_names_this_machine_this_process_and_its_start() -> None:
+    host, pid, start = owner_tag().split("~")
+    assert int(pid) == os.getpid() and host
+    if Path("/proc/self/stat").exists():
+        assert int(start) > 0  # a later process with the same id has another start: not taken for this one
+    assert hidden_sibling(Path("out/clip"), "tmp").name == f".clip.bavos-tmp-{owner_tag()}"
+
+
+def test_a_dead_process_s_entries_are_swept_and_nothing_else(tmp_path: Path) -> None:
+    host, _, start = owner_tag().split("~")
+    dead = f"{host}~{dead_pid()}~{start}"
+    reused = f"{host}~{os.getpid()}~{int(start) + 1}"  # this process's id, another start: a dead process
+    left = [tmp_path / f".clip.bavos-tmp-{dead}", tmp_path / f".bavos-work-{dead}-k2j4_x9a",
+            tmp_path / f".clip.bavos-old-{reused}", tmp_path / f".summary.json.bavos-tmp-140233-{dead}"]
+    kept = [tmp_path / f".clip.bavos-tmp-{owner_tag()}", tmp_path / f".bavos-work-{owner_tag()}-abc",
+            tmp_path / ".clip.bavos-tmp-mine", tmp_path / ".config", tmp_path / "clip"]
+    for path in left + kept:
+        if "summary" in path.name:
+            path.write_bytes(b"x" * 1000)
+        else:
+            path.mkdir()
+            (path / "queries.f32").write_bytes(b"x" * 5000)
+    removed = sweep(tmp_path)
+    assert sorted(r.path for r in removed) == sorted(left)
+    assert sum(r.bytes for r in removed) == 3 * 5000 + 1000
+    assert sorted(tmp_path.iterdir()) == sorted(kept)
+
+
+def test_another_machine_s_entries_live_while_touched(tmp_path: Path) -> None:
+    entry = tmp_path / ".clip.bavos-tmp-node042~1234~999"
+    entry.mkdir()
+    now = time.time()
+    assert not is_left_over(entry, now)  # a run on another node, writing: kept
+    assert is_left_over(entry, now + owners.STALE_SECONDS + 1)  # untouched past the heartbeat's reach: left over
+
+
+def test_the_heartbeat_touches_what_it_holds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(owners, "HEARTBEAT_SECONDS", 0.05)
+    monkeypatch.setattr(Heartbeat, "_thread", None)
+    entry = tmp_path / "work"
+    entry.mkdir()
+    os.utime(entry, (1, 1))
+    Heartbeat.add(entry)
+    try:
+        deadline = time.monotonic() + 10
+        while entry.stat().st_mtime < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        Heartbeat.remove(entry)
+    assert entry.stat().st_mtime > time.time() - 60
+
+
+def test_entries_of_bavos_before_owner_tags_go_after_a_day(tmp_path: Path) -> None:
+    entry = tmp_path / f".clip.bavos-tmp-{dead_pid()}"
+    entry.mkdir()
+    assert not is_left_over(entry)
+    os.utime(entry, (time.time() - owners.OLD_STALE_SECONDS - 60,) * 2)
+    assert is_left_over(entry)
+
+
+def test_the_lock_is_held_by_one_process_at_a_time(tmp_path: Path) -> None:
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from pathlib import Path; from bavos.io.owners import output_lock\n"
+         f"with output_lock(Path({str(tmp_path)!r})):\n"
+         "    print('held', flush=True); time.sleep(1.0)\n"
+         f"    Path({str(tmp_path / 'done')!r}).write_text('x')\n"
+         "sys.stdin.read()"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline() == "held\n"
+        with output_lock(tmp_path):
+            assert (tmp_path / "done").exists()  # only once the other process let go
+    finally:
+        child.communicate("", timeout=30)
+    assert not (tmp_path / owners.LOCK_NAME).exists()  # present only while held

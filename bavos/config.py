@@ -306,11 +306,13 @@ def _tuples(values: dict[str, Any]) -> dict[str, Any]:
     return {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
 
 
-def train_config(preset: str | None = None, saved: dict[str, Any] | None = None, **given: Any) -> TrainConfig:
+def train_config(preset: str | None = None, saved: dict[str, Any] | None = None, learned: bool = True,
+                 **given: Any) -> TrainConfig:
     """Resolve a TrainConfig: defaults, then the preset (or a resumed run's saved values), then given options.
 
     Options given as None are not given. With ``saved`` (the config of a run being resumed), every option that
-    changes what is learned must equal the saved value.
+    changes what is learned must equal the saved value, unless nothing was learned yet (``learned`` False: a run
+    that stopped before its first checkpoint), when given options replace the saved ones.
 
     Raises:
         ConfigError: an unknown preset, or a given option that differs from the resumed run's.
@@ -325,7 +327,7 @@ def train_config(preset: str | None = None, saved: dict[str, Any] | None = None,
     if preset is not None and preset != values["preset"]:
         raise ConfigError(f"--resume: the run was trained with --preset {values['preset']}, not {preset}")
     for key, value in given.items():
-        if key not in RUNTIME_FIELDS and value != values.get(key):
+        if learned and key not in RUNTIME_FIELDS and value != values.get(key):
             raise ConfigError(f"--resume: --{key.replace('_', '-')} {value} differs from the run's "
                               f"{values.get(key)}; resume with the run's settings or start a new run")
     return TrainConfig(**{**values, **given})

@@ -144,3 +144,86 @@ def test_a_wrong_shard_is_a_usage_error(tmp_path: Path, run_cli: Callable, given
     result = run_cli("segment", write_clip(tmp_path / "v.mp4", n=2), "-o", tmp_path / "out", *QUIET,
                      "--shard", given)
     assert result.code == 2 and said in result.err and not (tmp_path / "out").exists()
+
+
+# 3. A training run that stopped before its first checkpoint starts again; a cut metrics line is not fatal.
+
+TRAIN = ["--backbone", "bavos_test_vit", "--backbone-weights", "none", "--resolution", "128", "160", "--device", "cpu",
+         "--workers", "0", "--batch-size", "1"]
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("clips")
+    for i in range(2):
+        write_clip(root / f"clip{i}.mp4", n=8, height=64, width=96)
+    return root
+
+
+def test_a_run_killed_before_its_first_checkpoint_starts_again(tmp_path: Path, clips: Path,
+                                                              run_cli: Callable) -> None:
+    for again in ([], ["--resume"]):
+        run = tmp_path / f"run{len(again)}"
+        proc = subprocess.Popen(bavos("train", clips, "-o", run, *TRAIN, "--steps", "400", "--log-every", "1",
+                                      "--checkpoint-every", "1000", "-q"))
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and proc.poll() is None and not (
+                (run / "metrics.jsonl").is_file() and (run / "metrics.jsonl").read_text().count("\n") >= 1):
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        assert not (run / "last.pt").exists() and (run / "config.json").is_file()
+        assert [p.name for p in run.glob(".bavos-work-*-train")]  # the dead run's mark is left
+        result = run_cli("train", clips, "-o", run, *again, *([] if again else TRAIN), "--steps", "2")
+        assert result.code == 0, result.err
+        assert "the run there stopped before its first checkpoint; starting it again from step 0" in result.err
+        assert "removed what killed runs left" in result.err
+        assert torch_step(run / "last.pt") == 2
+        steps = [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines()]
+        assert steps == ([1, 2] if again else [2])  # the killed run's lines are gone (its --log-every 1 resumed)
+        assert not [p.name for p in run.iterdir() if p.name.startswith(".")]
+
+
+def test_a_run_refused_for_memory_leaves_nothing_to_trip_over(tmp_path: Path, clips: Path, run_cli: Callable,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    run = tmp_path / "run"
+    with monkeypatch.context() as m:
+        m.setattr("bavos.models.costs.available_bytes", lambda device: 1024)
+        refused = run_cli("train", clips, "-o", run, *TRAIN, "--steps", "1")
+    assert refused.code == 1 and "training needs about" in refused.err
+    assert not [p for p in ("config.json", "data.json", "metrics.jsonl") if (run / p).exists()]
+    follows = run_cli("train", clips, "-o", run, *TRAIN, "--steps", "1")  # the advice followed: it runs
+    assert follows.code == 0, follows.err
+
+
+def test_a_metrics_line_cut_short_is_dropped_on_resume(tmp_path: Path, clips: Path, run_cli: Callable) -> None:
+    run = tmp_path / "run"
+    assert run_cli("train", clips, "-o", run, *TRAIN, "--steps", "3", "--until", "2", "--log-every", "1").code == 0
+    with open(run / "metrics.jsonl", "a") as f:
+        f.write('{"step": 5, "loss": 1.9')  # a full disk cut it
+    resumed = run_cli("train", clips, "-o", run, "--resume")
+    assert resumed.code == 0, resumed.err
+    assert [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
+
+
+def torch_step(path: Path) -> int:
+    import torch
+
+    return int(torch.load(path, map_location="cpu", weights_only=False)["step"])
+
+
+def test_a_run_folder_a_live_run_is_writing_is_refused(tmp_path: Path, clips: Path, run_cli: Callable) -> None:
+    from bavos.io import owners
+
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        run = tmp_path / "run"
+        run.mkdir()
+        host = owners.owner_tag().split("~")[0]
+        (run / f".bavos-work-{host}~{other.pid}~{owners._start_ticks(other.pid)}-train").touch()
+        result = run_cli("train", clips, "-o", run, *TRAIN, "--steps", "1")
+        assert result.code == 2
+        assert f"another training run is writing this folder (process {other.pid} on {host})" in result.err
+    finally:
+        other.kill()
+        other.wait()

@@ -97,11 +97,12 @@ def train(
         check_weight_names({"--init-from": init_from, "--backbone-weights": backbone_weights},
                            {"--init-from": ("release", "none"), "--backbone-weights": ("hub", "none")})
         if resume:
-            from bavos.training.runs import read_run_config
+            from bavos.training.runs import LAST, read_run_config
 
             saved = read_run_config(output)
-            cfg = train_config(preset, saved=saved["TrainConfig"], **given)
-            model_cfg = _resumed_model_config(saved["ModelConfig"], models)
+            learned = (Path(output) / LAST).is_file()  # else it stopped before its first checkpoint: may change
+            cfg = train_config(preset, saved=saved["TrainConfig"], learned=learned, **given)
+            model_cfg = _resumed_model_config(saved["ModelConfig"], models, learned)
         else:
             cfg = train_config(preset, **given)
             model_cfg = ModelConfig(**{"checkpoint": "none", **{k: v for k, v in models.items() if v is not None}})
@@ -123,8 +124,10 @@ def train(
     return 0
 
 
-def _resumed_model_config(saved: dict[str, Any], given: dict[str, str | None]) -> ModelConfig:
+def _resumed_model_config(saved: dict[str, Any], given: dict[str, str | None], learned: bool = True) -> ModelConfig:
     saved = {**saved, "checkpoint": saved.get("checkpoint") or "none"}  # runs before --init-from saved null
+    if not learned:  # nothing learned yet: the options given replace the run's
+        return ModelConfig(**{**saved, **{k: v for k, v in given.items() if v is not None}})
     for key, value in given.items():
         if value is not None and value != saved.get(key):
             option = "--init-from" if key == "checkpoint" else f"--{key.replace('_', '-')}"

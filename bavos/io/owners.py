@@ -136,6 +136,21 @@ def sweep(folder: Path) -> list[Leftover]:
     return removed
 
 
+def live_entries(folder: Path) -> list[str]:
+    """Other live processes with hidden working entries in ``folder``: "process 4242 on node1" for each entry."""
+    try:
+        names = [e.name for e in os.scandir(folder) if e.name.startswith(".")]
+    except OSError:
+        return []
+    mine, live = owner_tag(), []
+    for name in names:
+        match = _ENTRY.match(name)
+        if match and f"{match['host']}~{match['pid']}~{match['start']}" != mine \
+                and not is_left_over(Path(folder) / name):
+            live.append(f"process {match['pid']} on {match['host']}")
+    return live
+
+
 class Heartbeat:
     """Touches this process's working entries every ``HEARTBEAT_SECONDS`` so that runs on other machines see them
     as alive (``is_left_over``): one daemon thread per process, while it holds any entry."""

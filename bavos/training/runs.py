@@ -10,7 +10,10 @@ plus ``"scaler"`` (the loss scale) for fp16 runs.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +23,7 @@ from torch import nn
 from bavos.config import RUNTIME_FIELDS
 from bavos.errors import CheckpointError, ConfigError, DestinationError, OutputError, plain_os_error
 from bavos.io.files import atomic_path, prepare_output, write_json
+from bavos.io.owners import Heartbeat, live_entries, owner_tag, sweep
 from bavos.models.backbone import check_state_keys
 from bavos.models.correlator import read_checkpoint, save_checkpoint
 from bavos.training.clips import CachedClip, Skipped
@@ -28,14 +32,31 @@ LAST = "last.pt"
 METRICS = "metrics.jsonl"
 
 
+CONFIG = "config.json"
+_CACHED = re.compile(r"^(\.|[0-9a-f]{40}(\.|$))")  # a cached clip's files (training.clips.cache_key), or hidden
+
+
 def read_run_config(path: Path) -> dict[str, Any]:
-    """The resolved configs saved in ``path/last.pt`` ({"ModelConfig": ..., "TrainConfig": ...})."""
-    last = Path(path) / LAST
-    if not last.is_file():
+    """The resolved configs of the run in ``path`` ({"ModelConfig": ..., "TrainConfig": ...}): those saved in
+    ``last.pt``, or in ``config.json`` for a run that stopped before its first checkpoint.
+
+    Raises:
+        ConfigError: no run there. CheckpointError: the file holds no bavos training configs.
+    """
+    last, saved = Path(path) / LAST, Path(path) / CONFIG
+    if last.is_file():
+        config = read_checkpoint(last).get("config")
+        where = last
+    elif saved.is_file():
+        try:
+            config = json.loads(saved.read_text())
+        except (OSError, ValueError) as e:
+            raise CheckpointError(f"{saved}: unreadable ({e}); start the run again without --resume") from e
+        where = saved
+    else:
         raise ConfigError(f"{path}: nothing to resume ({LAST} not found); start the run without --resume")
-    config = read_checkpoint(last).get("config")
     if not isinstance(config, dict) or "TrainConfig" not in config:
-        raise CheckpointError(f"{last}: not a bavos training checkpoint (no TrainConfig in it)")
+        raise CheckpointError(f"{where}: not a bavos training run's settings (no TrainConfig in it)")
     return config
 
 
@@ -43,6 +64,15 @@ def _learned(configs: dict[str, Any]) -> dict[str, Any]:
     """The settings that change what is learned (runtime fields left out)."""
     train = {k: v for k, v in configs["TrainConfig"].items() if k not in RUNTIME_FIELDS}
     return {"ModelConfig": configs["ModelConfig"], "TrainConfig": train}
+
+
+def _record(line: str) -> dict[str, Any] | None:
+    """A metrics line, or None for one cut short (a full disk, a kill while writing) or not a record."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) and isinstance(record.get("step"), int) else None
 
 
 class RunFolder:
@@ -53,33 +83,79 @@ class RunFolder:
         self.last = self.path / LAST
         self.metrics = self.path / METRICS
         self.saved_step = 0
+        self.swept: list = []  # what killed runs left in the folder, removed by check
+        self._marker: Path | None = None
+
+    def unsaved(self) -> bool:
+        """The folder holds a run that stopped before its first checkpoint (killed, or refused for memory): its
+        settings (a bavos config.json) and logs but no ``last.pt``; starting it again loses nothing learned."""
+        return not self.last.is_file() and CONFIG in self._own_files()
+
+    def _own_files(self) -> set[str]:
+        """The entries of the folder that a run wrote before its first checkpoint: config.json when it holds a
+        run's settings, then data.json and metrics.jsonl; cache/ when it holds only cached clips."""
+        own = set()
+        try:
+            settings = json.loads((self.path / CONFIG).read_text())
+            if isinstance(settings, dict) and "TrainConfig" in settings:
+                own |= {CONFIG, "data.json", METRICS}
+        except (OSError, ValueError):
+            pass
+        cache = self.path / "cache"
+        with contextlib.suppress(OSError):
+            if cache.is_dir() and all(_CACHED.match(e.name) for e in os.scandir(cache)):
+                own.add("cache")
+        return own
 
     def check(self, resume: bool, clips: Path | None = None) -> None:
         """Refuse to overwrite a run, to start one in a folder holding anything else, to resume one that is not
-        there, or a run folder that is the clips folder or lies inside it; check the folder is writable.
+        there, a folder another live run is writing, or a run folder that is the clips folder or lies inside it;
+        check the folder is writable. A run with no checkpoint yet (``unsaved``) may start again, with or
+        without --resume. The writer then removes what killed runs left there and marks the folder as its own
+        until ``release``.
 
         Raises:
-            DestinationError: the folder holds a run (without --resume) or files that are not bavos's.
+            DestinationError: the folder holds a run (without --resume), a live run, or files that are not bavos's.
         """
-        if resume and not self.last.is_file():
+        unsaved = self.unsaved()
+        if resume and not self.last.is_file() and not unsaved:
             raise ConfigError(f"{self.path}: nothing to resume ({LAST} not found); start the run without --resume")
-        if not resume and (self.last.is_file() or self.metrics.is_file()):
+        if not resume and self.last.is_file():
             raise DestinationError(f"{self.path}: already holds a training run; continue it with --resume or choose "
                                    "another -o")
         if clips is not None and self.path.resolve().is_relative_to(Path(clips).resolve()):
             raise DestinationError(f"{self.path}: the run folder would lie inside the clips folder {clips}; choose an "
                                    "-o outside it")
         if not resume and self.path.is_dir():
-            theirs = sorted(e.name for e in self.path.iterdir() if not e.name.startswith("."))
+            own = self._own_files()  # a run's own files, with no checkpoint (checked above)
+            theirs = sorted(e.name for e in self.path.iterdir() if not e.name.startswith(".") and e.name not in own)
             if theirs:
                 raise DestinationError(f"{self.path}: holds files bavos did not write ({', '.join(theirs[:3])}); a "
                                        "new run needs a new or empty folder: choose another -o")
         if self.writer:
             prepare_output(self.path)
+            self.swept = sweep(self.path)
+            live = live_entries(self.path)
+            if live:
+                raise DestinationError(f"{self.path}: another training run is writing this folder ({live[0]}); "
+                                       "wait for it to end or choose another -o")
+            self._marker = self.path / f".bavos-work-{owner_tag()}-train"
+            self._marker.touch()
+            Heartbeat.add(self._marker)
+
+    def release(self) -> None:
+        """The folder is no longer this process's (``check`` marked it)."""
+        if self._marker is not None:
+            Heartbeat.remove(self._marker)
+            self._marker.unlink(missing_ok=True)
+            self._marker = None
 
     def restore(self, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
                 configs: dict[str, Any], scaler: torch.amp.GradScaler | None = None) -> int:
-        """Load ``last.pt`` into the model, optimizer and schedule; returns the step it was written at."""
+        """Load ``last.pt`` into the model, optimizer and schedule; returns the step it was written at (0 for a run
+        with no checkpoint yet: it starts again)."""
+        if not self.last.is_file():
+            return 0
         obj = read_checkpoint(self.last)
         missing = [k for k in ("model", "config", "optimizer", "scheduler", "step") if k not in obj]
         if missing:
@@ -107,8 +183,8 @@ class RunFolder:
             "skipped_clips": [{"source": s.source, "reason": s.reason} for s in skipped]}, indent=2)
         kept = []
         if start and self.metrics.is_file():
-            kept = [line for line in self.metrics.read_text().splitlines()
-                    if line.strip() and json.loads(line)["step"] <= start]
+            kept = [line for line in self.metrics.read_text(errors="replace").splitlines()
+                    if (record := _record(line)) is not None and record["step"] <= start]
         with atomic_path(self.metrics) as tmp:
             tmp.write_text("".join(line + "\n" for line in kept))
 

@@ -269,11 +269,26 @@ def train(clips_root: str | Path, output: str | Path, model_cfg: ModelConfig, cf
     created = not run.path.exists()
     run.check(resume, Path(clips_root))
     try:
+        return _train(run, created, clips_root, model_cfg, cfg, shard, device, resume, until, events or TrainEvents())
+    finally:
+        run.release()
+
+
+def _train(run: RunFolder, created: bool, clips_root: str | Path, model_cfg: ModelConfig, cfg: TrainConfig,
+           shard: Shard, device: torch.device, resume: bool, until: int | None,
+           events: TrainEvents) -> dict[str, Any]:
+    if run.swept:
+        events.warn(f"removed what killed runs left in {run.path}: {', '.join(r.path.name for r in run.swept)}")
+    if run.unsaved():  # stopped before its first checkpoint: nothing learned to keep, it starts again
+        events.warn(f"{run.path}: the run there stopped before its first checkpoint; starting it again from step 0")
+        resume = False
+    try:
         clips = find_clips(Path(clips_root))
-        session = _Session(model_cfg, cfg, run, shard, device, events or TrainEvents(), resume)
+        session = _Session(model_cfg, cfg, run, shard, device, events, resume)
         start = run.restore(session.correlator, session.optimizer, session.scheduler, session.configs,
                             session.scaler) if resume else 0
     except BaseException:
+        run.release()
         if created and run.writer and not any(run.path.iterdir()):
             run.path.rmdir()  # a run that could not start leaves no empty folder behind
         raise
@@ -286,8 +301,8 @@ def train(clips_root: str | Path, output: str | Path, model_cfg: ModelConfig, cf
     try:
         cache = Path(cfg.cache) if cfg.cache else run.path / "cache"
         data, skipped = _prepare_data(Path(clips_root), clips, cache, cfg, shard, session.events)
+        session.check_cost(start, stop)  # before the run's files: a refused run leaves none to trip over
         run.begin(session.configs, data, skipped, start)
-        session.check_cost(start, stop)
         session.events.start(start, stop, len(data), len(skipped))
         began = time.perf_counter()
         step, record = session.loop(data, start, stop)

@@ -350,3 +350,32 @@ def test_weights_command_fetches_both_and_check_reports(cache: Path, drive: Mirr
     result = run_cli("weights", "--check")
     assert result.code == 0 and "bavos: warning: vit_small_patch8_224.dino" in result.err
     assert "needed only by --checkpoint none and bavos train" in result.err
+
+
+def test_a_truncated_checkpoint_is_said_to_be_incomplete(cache: Path, drive: Mirror, release_file: Path,
+                                                         tmp_path: Path, run_cli) -> None:  # noqa: ANN001
+    """An incomplete .pth (a download cut short, Track-Anything#103) is named as such, never as a file to re-save."""
+    cut = tmp_path / "cut.pth"
+    cut.write_bytes(release_file.read_bytes()[: 2**20])
+    from conftest import write_clip
+
+    result = run_cli("segment", write_clip(tmp_path / "v.mp4", n=2), "-o", tmp_path / "out", "--checkpoint", cut,
+                     "--backbone-weights", "none", "--device", "cpu")
+    assert result.code != 0
+    assert f"{cut}: not a checkpoint bavos can load: an incomplete file (1.0 MB: it ends before the zip directory" \
+        in result.err and "state_dict" not in result.err
+    legacy = tmp_path / "legacy.pth"
+    torch.save({"model": {"w": torch.zeros(1000)}}, legacy, _use_new_zipfile_serialization=False)
+    legacy.write_bytes(legacy.read_bytes()[:2000])
+    from bavos.errors import CheckpointError
+    from bavos.models.correlator import read_checkpoint
+
+    with pytest.raises(CheckpointError, match="an incomplete file .*its data ends early"):
+        read_checkpoint(legacy)
+
+    cache.mkdir()
+    cut.replace(cache / RELEASE_FILE)  # an incomplete copy in the cache, as the paper's file
+    check = run_cli("weights", "--check")
+    assert check.code == 1 and "an incomplete file (1.0 MB" in check.err and not drive.requests
+    assert release_checkpoint() == cache / RELEASE_FILE and len(drive.requests) == 1  # downloaded again
+    assert (cache / RELEASE_FILE).read_bytes() == release_file.read_bytes()

@@ -25,7 +25,7 @@ def weights(
     correlator, with its backbone) and DINO ViT-S/8 from timm's hub (--checkpoint none, bavos train). Run it where
     there is a connection; later runs read the cache without any network call."""
     from bavos.models.hub import cache_dir, hub_weights
-    from bavos.models.weights import release_checkpoint, release_path
+    from bavos.models.weights import cached_problem, release_checkpoint, release_path
 
     def fetched(what: str, fetch: Any, optional: bool = False) -> bool:
         try:
@@ -42,6 +42,8 @@ def weights(
     def release() -> Path:
         if check and not release_path().is_file():
             raise BavosError(f"not in the cache ({release_path()})")
+        if check and cached_problem(release_path()) is not None:
+            raise BavosError(f"{release_path()}: {cached_problem(release_path())}; bavos weights downloads it again")
         return release_checkpoint()
 
     typer.echo(f"cache: {cache_dir()} (set BAVOS_CACHE to move it)")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import math
 import re
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -183,6 +184,27 @@ class Backbone(nn.Module):
         return BackboneOutput(keys=keys, q=q, k=k, cls=cls)
 
 
+def _megabytes(path: Path) -> str:
+    try:
+        return f"{Path(path).stat().st_size / 2**20:.1f} MB"
+    except OSError:
+        return "size unknown"
+
+
+def incomplete(path: Path) -> str | None:
+    """Why ``path`` is an incomplete PyTorch file, or None: a zip-format file (every ``torch.save`` since 1.6) whose
+    directory, written last at its end, is missing was cut short (a download or a copy that stopped)."""
+    try:
+        with open(path, "rb") as f:
+            zipped = f.read(4) == b"PK\x03\x04"
+        if not zipped or zipfile.is_zipfile(path):
+            return None
+    except OSError:
+        return None
+    return (f"an incomplete file ({_megabytes(path)}: it ends before the zip directory a complete PyTorch file ends "
+            "with, a download or copy cut short); fetch it again")
+
+
 def unloadable(path: Path, error: Exception) -> str:
     """What a file that ``torch.load(weights_only=True)`` refused looks like, in a few words (never PyTorch's advice
     to load it unsafely)."""
@@ -191,6 +213,12 @@ def unloadable(path: Path, error: Exception) -> str:
             head = f.read(512)
     except OSError as e:
         return f"cannot read it ({e.strerror or e})"
+    cut = incomplete(path)
+    if cut is not None:
+        return cut
+    if isinstance(error, EOFError) or re.search(r"truncated|unexpected EOF|ran out of input", str(error), re.I):
+        return f"an incomplete file ({_megabytes(path)}: its data ends early, a download or copy cut short); fetch " \
+               "it again"
     if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":
         found = re.search(r"GLOBAL ([\w.]+)", str(error))
         what = f" ({found.group(1)})" if found else ""

@@ -81,8 +81,18 @@ def verify_release(path: Path) -> None:
     load_correlator(path, dim=384, heads=8)
 
 
+def cached_problem(path: Path) -> str | None:
+    """Why the cached paper's checkpoint at ``path`` cannot be used (an incomplete file: a download cut short, or a
+    copy that stopped), or None. Cheap: it reads the file's ends, not its weights."""
+    from bavos.models.backbone import incomplete
+
+    cut = incomplete(path)
+    return None if cut is None else cut.removesuffix("; fetch it again")
+
+
 def release_checkpoint(progress: Progress | None = None) -> Path:
-    """The paper's checkpoint in the cache, downloaded (and verified) on first use; no network once cached.
+    """The paper's checkpoint in the cache, downloaded (and verified) on first use; no network once cached. An
+    incomplete file in the cache is downloaded again (and replaced only by a verified one).
 
     ``$BAVOS_RELEASE_URL`` replaces the Google Drive address (e.g. a mirror on a network without Drive).
 
@@ -90,7 +100,7 @@ def release_checkpoint(progress: Progress | None = None) -> Path:
         DownloadError: not cached and not downloadable; the message says where to put the file by hand.
     """
     path = release_path()
-    if path.is_file():
+    if path.is_file() and cached_problem(path) is None:
         return path
     url = os.environ.get("BAVOS_RELEASE_URL") or RELEASE_URL
     part = path.with_name(f"{RELEASE_FILE}.download-{os.getpid()}")
@@ -102,7 +112,8 @@ def release_checkpoint(progress: Progress | None = None) -> Path:
         os.replace(part, path)
     except (BavosError, OSError) as e:
         reason = str(e).replace(str(part), "the downloaded file")
-        raise DownloadError(f"the paper's checkpoint is not in the cache and could not be downloaded: {reason}. "
+        there = f"in the cache is {cached_problem(path)}" if path.is_file() else "is not in the cache"
+        raise DownloadError(f"the paper's checkpoint {there} and could not be downloaded: {reason}. "
                             f"Download {RELEASE_PAGE} and save it as {path}, or pass --checkpoint PATH. "
                             "Without it: --checkpoint none (the training-free mode) needs DINO's weights from "
                             "timm's hub (downloaded once, or --backbone-weights FILE); offline with neither, "

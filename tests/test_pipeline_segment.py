@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import decoded, write_clip
+from conftest import decoded, same_pictures, write_clip
 from PIL import Image
 
 from bavos.api import segment_video
@@ -151,7 +151,7 @@ def test_background_threads_change_nothing_in_the_result(tmp_path: Path, tiny_mo
     assert len(files) > 23 * 2
     for name in files:
         if name.suffix == ".mp4":  # x264's bitstream may differ for the same frames: compare what a player shows
-            assert decoded(a / name) == decoded(b / name), name
+            assert same_pictures(decoded(a / name), decoded(b / name)), name
         else:
             assert (a / name).read_bytes() == (b / name).read_bytes(), name
     for summary in runs.values():

@@ -167,7 +167,7 @@ def save_hierarchy(path: Path, analysis: Analysis) -> None:
     parents, parent_offsets = _concat(h.parents, np.int64)
     areas, area_offsets = _concat(analysis.areas, np.int64)
     kept = h.centroids[h.converged]
-    centroids = kept.float().cpu().numpy() if kept is not None and h.converged else np.zeros((0, 0), np.float32)
+    centroids = kept.float().cpu().numpy() if kept is not None else np.zeros((0, 0), np.float32)  # level 0 too
     dtype = np.dtype(np.uint16 if max(h.sizes) <= 65536 else np.int32)
 
     def labels() -> Any:

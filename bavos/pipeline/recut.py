@@ -111,7 +111,7 @@ def load_analysis(folder: Path, info: Any, stride: int, decoded: int) -> Analysi
         parents = _split(z["parents"], z["parent_offsets"])[:real]
         areas = _split(z["areas"], z["area_offsets"])[:real]
         centroids: list[torch.Tensor | None] = [None] * real
-        if converged:
+        if z["centroids"].size:  # the converged level's, whichever it is (level 0 included)
             centroids[converged] = torch.from_numpy(z["centroids"])
         labels = z["labels"][:real]
         keys = Keys(torch.empty(0), z["key_frames"].tolist(), decoded, (int(z["grid"][0]), int(z["grid"][1])))

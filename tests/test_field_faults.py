@@ -227,3 +227,23 @@ def test_a_run_folder_a_live_run_is_writing_is_refused(tmp_path: Path, clips: Pa
     finally:
         other.kill()
         other.wait()
+
+
+# 5. Pictures that every image tool opens, whatever the frame's shape.
+
+@pytest.mark.parametrize(("height", "width"), [(4096, 16), (16, 4096)])
+def test_a_frame_of_extreme_aspect_gives_pictures_pillow_opens(tmp_path: Path, run_cli: Callable, height: int,
+                                                               width: int) -> None:
+    import warnings
+
+    from PIL import Image
+
+    video = write_clip(tmp_path / "strip.mp4", n=3, height=height, width=width)
+    result = run_cli("segment", video, "-o", tmp_path / "out", *QUIET)
+    assert result.code == 0, result.err
+    for name in ("preview.png", "hierarchy.png"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)  # what Pillow warns of, then refuses
+            with Image.open(tmp_path / "out" / "strip" / name) as picture:
+                picture.load()
+                assert picture.width <= 2000 and picture.height <= 2000, (name, picture.size)

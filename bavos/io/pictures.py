@@ -18,6 +18,7 @@ from bavos.io.render import palette
 BACKGROUND = (150, 150, 150)  # id 0 (black in the masks) is grey in hierarchy.png, so its clusters show
 UNUSED = (225, 225, 225)  # a cluster no token chose at the cut level
 THUMB_WIDTH = 320
+THUMB_HEIGHT = 480  # portrait video (9:16) at 270 wide; taller frames are narrower
 SHEET_COLUMNS = 4
 SHEET_FRAMES = 8
 LEGEND_ROWS = 12  # legend entries per column
@@ -38,11 +39,14 @@ def preview_frames(frames: int, count: int = SHEET_FRAMES) -> list[int]:
     return sorted({round(i * (frames - 1) / (count - 1)) for i in range(count)})
 
 
-def thumbnail(image: np.ndarray, width: int = THUMB_WIDTH) -> Image.Image:
-    """A frame (H, W, 3) uint8 scaled to ``width`` pixels wide."""
+def thumbnail(image: np.ndarray, width: int = THUMB_WIDTH, height: int = THUMB_HEIGHT) -> Image.Image:
+    """A frame (H, W, 3) uint8 scaled, its aspect kept, to fit ``width`` x ``height`` pixels: as wide as that for
+    ordinary frames, never taller, so that a frame of extreme aspect (16x4096) still gives a picture every image
+    tool opens."""
     picture = Image.fromarray(image)
-    height = max(1, round(picture.height * width / picture.width))
-    return picture.resize((width, height), Image.BILINEAR)
+    scale = min(width / picture.width, height / picture.height)
+    size = (max(1, round(picture.width * scale)), max(1, round(picture.height * scale)))
+    return picture.resize(size, Image.BILINEAR)
 
 
 def share_text(share: float) -> str:

@@ -62,6 +62,9 @@ def write_mask(path: Path, labels: np.ndarray) -> None:
     image.save(path, format="PNG", compress_level=1)  # an OSError goes to the caller, which names the result
 
 
+OVERLAY_BAND = 128  # rows blended at a time
+
+
 def overlay(image: np.ndarray, labels: np.ndarray, alpha: float = 0.5) -> np.ndarray:
     """Blend object colours over a frame; the background (id 0) is left as it is.
 
@@ -73,7 +76,11 @@ def overlay(image: np.ndarray, labels: np.ndarray, alpha: float = 0.5) -> np.nda
     Returns:
         (H, W, 3) uint8.
     """
-    colours = palette(int(labels.max()) + 1)[labels].astype(np.float32)
-    blended = image.astype(np.float32) * (1 - alpha) + colours * alpha
-    out = np.where((labels > 0)[..., None], blended, image.astype(np.float32))
-    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+    colours = palette(int(labels.max()) + 1)
+    out = np.empty_like(image)
+    for top in range(0, image.shape[0], OVERLAY_BAND):  # float rows a band at a time: bounded at any frame size
+        rows, ids = image[top : top + OVERLAY_BAND], labels[top : top + OVERLAY_BAND]
+        blended = rows.astype(np.float32) * (1 - alpha) + colours[ids].astype(np.float32) * alpha
+        band = np.where((ids > 0)[..., None], blended, rows.astype(np.float32))
+        out[top : top + OVERLAY_BAND] = np.clip(band + 0.5, 0, 255).astype(np.uint8)
+    return out

@@ -287,6 +287,7 @@ class VideoSource:
         self.range = frame_range or FrameRange()
         self.warnings: list[str] = []
         self._decode_error: str | None = None  # the last decoding error, for the message when no frame decodes
+        self._counted: int | None = None  # the video packets, counted when the container announces no count
         if not self.path.exists():
             raise InputError(f"{self.path}: no such file or folder")
         if self.path.is_dir():
@@ -345,9 +346,36 @@ class VideoSource:
         time_base = self.info.time_base or 0
         return last is not None and float((last - self.info.start_pts) * time_base) >= (self.range.start or 0)
 
-    def _range_count(self) -> int | None:
-        """Frames in the range, from the whole video's count and rate (None when unknown)."""
-        total = self.info.frame_count
+    def frames_expected(self) -> int | None:
+        """The frames this source is expected to give (in its range): the count its container announces (exact for
+        frame folders), else its video packets counted without decoding (Matroska, WebM, MPEG-TS, camcorder .MTS
+        and still images announce none); None when neither tells. Counted once per source; decoding may still
+        find another number (a damaged packet, a miscounting container)."""
+        if self.info.frame_count:
+            return self.info.frame_count
+        if self._files is not None or not self.from_path:
+            return None
+        if self._counted is None:
+            self._counted = self._count_packets()
+        return self._range_count(self._counted) if self._counted else None
+
+    def _count_packets(self) -> int:
+        """The video stream's packets that hold data, read without decoding (0 when the file cannot be read)."""
+        try:
+            container, stream = _open_container(self.path)
+        except InputError:
+            return 0
+        try:
+            return sum(1 for p in container.demux(stream) if p.size > 0)
+        except av.error.FFmpegError:
+            return 0
+        finally:
+            container.close()
+
+    def _range_count(self, total: int | None = None) -> int | None:
+        """Frames in the range, from the whole video's count (``total``, default the announced one) and rate (None
+        when unknown)."""
+        total = self.info.frame_count if total is None else total
         if total is None:
             return None
 

@@ -227,6 +227,26 @@ class ClusterCounts:
     ids: float | None = None
 
 
+@dataclass(frozen=True)
+class FrameSets:
+    """Bytes held at the frames' own size, which the model's shapes do not show: a 4K frame is 25 MB in RGB.
+
+    Attributes:
+        model: on the host while the model works (decoded frames waiting in batches, a batch turned to float a
+            few frames at a time).
+        writing: on the host while the result is written (frames decoded ahead, frames and their ids waiting for
+            the writer, the encoder's frames, a frame's working copies), besides ``WRITE_FIXED_BYTES``.
+        device: on the device (a batch, and its float frames a few at a time).
+    """
+
+    model: int = 0
+    writing: int = 0
+    device: int = 0
+
+
+WRITE_FIXED_BYTES = 160 * 2**20  # the writing pass at any frame size: the encoder, threads, the heap they leave
+
+
 def vit_flops(tokens: int, dim: int = 384, depth: int = 12) -> float:
     """Forward flops of a ViT over ``tokens`` tokens (qkv, attention, projection, MLP of ratio 4, per block)."""
     return depth * (24 * tokens * dim * dim + 4 * tokens * tokens * dim)
@@ -264,7 +284,7 @@ def rounds_work(m: int, sizes: tuple[float, ...]) -> float:
 def segment_estimate(frames: int, grid: tuple[int, int], keys: int, batch: int, window: int, device: torch.device,
                      dim: int = 384, heads: int = 8, pixels: int = 0, cache_bytes: int = 0,
                      queries: QueryPlan = QueryPlan(), counts: ClusterCounts = ClusterCounts(),
-                     max_objects: int = 0) -> Estimate:
+                     max_objects: int = 0, frames_held: FrameSets = FrameSets()) -> Estimate:
     """What ``segment_video`` will cost.
 
     Args:
@@ -280,6 +300,7 @@ def segment_estimate(frames: int, grid: tuple[int, int], keys: int, batch: int, 
         queries: what --query-cache keeps for the labels pass instead of running the backbone again.
         counts: the clusters, as far as they are known.
         max_objects: --max-objects (the output ids of a frame are at most this many; 0: no cap).
+        frames_held: what the decoding and the writing hold at the frames' size.
 
     The returned ``frame_seconds`` and ``window_seconds`` are one frame's backbone and one full window's hierarchy
     pass (attention and clustering): what the run's measurements are compared with (``Estimate.paced``).
@@ -331,11 +352,15 @@ def segment_estimate(frames: int, grid: tuple[int, int], keys: int, batch: int, 
     said = {"queries_kept": int(kept), "queries_total": video_queries, "queries_on_disk": queries.disk,
             "frame_seconds": per_frame, "window_seconds": per_window, "backbone_passes": backbone,
             "rows_kept": rows_kept, "rows_total": rows_total}
+    # the writing's frames come on top of the model passes': the heap keeps much of their frames' blocks (those
+    # under its mmap threshold, a 4K frame among them) however it is trimmed (measured, docs/performance.md)
+    at_frame_size = frames_held.model + frames_held.writing + WRITE_FIXED_BYTES
     if device.type == "cuda":  # the kept rows stay on the device
-        return Estimate(seconds, resident_bytes() + in_memory + 2 * key_set,
-                        key_set + max(window_set, backbone_set) + rows_kept, passes, **said)
+        return Estimate(seconds, resident_bytes() + in_memory + 2 * key_set + at_frame_size,
+                        key_set + max(window_set, backbone_set + frames_held.device) + rows_kept, passes, **said)
     grow = in_memory + 2 * key_set + rows_kept  # queries and rows kept on the host; the key frames' keys
-    return Estimate(seconds, resident_bytes() + grow + max(window_set, backbone_set), None, passes, **said)
+    return Estimate(seconds, resident_bytes() + grow + max(window_set, backbone_set) + at_frame_size, None, passes,
+                    **said)
 
 
 def size_text(n: float) -> str:

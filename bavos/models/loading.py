@@ -73,12 +73,19 @@ def load_models(config: ModelConfig, device: str = "auto", index: int | None = N
     return Models(backbone, correlator, dev, plan.model_config(config), replace(plan, loaded=None), config)
 
 
+PREPROCESS_CHUNK_BYTES = 64 * 2**20  # float frames at frame size converted together at most (one frame at least)
+
+
 def _preprocess(images: list[np.ndarray] | Tensor, cfg: SegmentConfig, device: torch.device) -> Tensor:
     """(H, W, 3) uint8 frames, or a (B, H, W, 3) uint8 batch (pinned: copied without waiting) -> (B, 3, h, w)
     normalised, resized bilinearly (no antialiasing, as released)."""
     batch = images if isinstance(images, Tensor) else torch.from_numpy(np.stack(images))
-    x = batch.to(device, non_blocking=True).permute(0, 3, 1, 2).float() / 255  # (B, 3, H, W)
-    x = F.interpolate(x, size=cfg.resolution, mode="bilinear", align_corners=False, antialias=False)
+    batch = batch.to(device, non_blocking=True).permute(0, 3, 1, 2)  # (B, 3, H, W) uint8
+    # a few frames at a time: float frames at their size (100 MB each at 4K) never all at once; each frame's
+    # result is the same whatever the chunk (interpolation and division are per pixel)
+    chunk = max(1, PREPROCESS_CHUNK_BYTES // max(1, 4 * batch[0].numel()))
+    x = torch.cat([F.interpolate(part.float().div_(255), size=cfg.resolution, mode="bilinear", align_corners=False,
+                                 antialias=False) for part in batch.split(chunk)])  # (B, 3, h, w)
     mean, std = (torch.tensor(v, device=device).view(1, 3, 1, 1) for v in NORMALIZATION[cfg.normalization])
     return (x - mean) / std
 

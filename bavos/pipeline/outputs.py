@@ -34,10 +34,9 @@ from bavos.io.render import overlay, write_mask
 from bavos.io.video import Frame, OverlayWriter, VideoSource
 from bavos.models.costs import size_text
 from bavos.pipeline.masks import upsample_ids
-from bavos.pipeline.segment import Analysis, Models, Progress, iter_masks, source_id
+from bavos.pipeline.segment import MASKS_BEHIND, Analysis, Models, Progress, iter_masks, source_id
 from bavos.pipeline.store import write_npz
 
-MASKS_BEHIND = 8  # frames waiting for the writer thread at most
 RANDOM_NOTE = "RANDOM WEIGHTS: meaningless masks (they show the pipeline at work, not objects)"
 
 

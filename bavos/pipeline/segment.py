@@ -36,6 +36,7 @@ from bavos.io.video import Frame, VideoInfo, VideoSource
 from bavos.models.costs import (
     ClusterCounts,
     Estimate,
+    FrameSets,
     Pace,
     QueryPlan,
     attention_bytes,
@@ -45,7 +46,7 @@ from bavos.models.costs import (
     segment_estimate,
 )
 from bavos.models.devices import HeapTrimmer, strict_float32
-from bavos.models.loading import Models, frame_tokens
+from bavos.models.loading import PREPROCESS_CHUNK_BYTES, Models, frame_tokens
 from bavos.pipeline.attention import key_frame_indices, window_attention
 from bavos.pipeline.cluster import Hierarchy, HierarchyBuilder, distinct_centroids, label_window
 from bavos.pipeline.masks import MAX_IDS_8BIT, ids_by_area, nearest_processed, upsample_ids
@@ -152,8 +153,9 @@ def _batches(source: VideoSource, cfg: SegmentConfig, wanted: Callable[[int], bo
             positions.append(frame.index // cfg.stride)
             images.append(frame.image)
             if len(images) == cfg.batch_size:
-                yield _Batch(positions, _stack(images, pin), decoded)
-                positions, images = [], []
+                batch = _Batch(positions, _stack(images, pin), decoded)
+                positions, images = [], []  # the frames live on in the batch only while it waits
+                yield batch
                 continue
         if decoded % TICK == 0:
             yield _Batch([], None, decoded)
@@ -171,7 +173,7 @@ def _frames_ahead(source: VideoSource, models: Models, cfg: SegmentConfig, wante
 def key_pass(source: VideoSource, models: Models, cfg: SegmentConfig, clock: _Clock, progress: Progress) -> Keys:
     """Pass 1: count the frames and compute the key frames' keys (again for a video whose container miscounts)."""
     cfg.check_patch(models.backbone.patch_size)
-    announced = source.info.frame_count
+    announced = source.frames_expected()  # announced, or the packets counted: pass 1 then needs no second run
     chosen = set(key_frame_indices(-(-announced // cfg.stride), cfg.key_ratio, cfg.max_key_frames)) \
         if announced else set()
     computed: dict[int, tuple[Tensor, Tensor]] = {}  # position -> (q, k) in host memory
@@ -494,6 +496,10 @@ def _label_pass(source: VideoSource, models: Models, cfg: SegmentConfig, clock: 
 
 
 FRAMES_AHEAD = 8  # frames decoded ahead of the masks in pass 4
+MASKS_BEHIND = 8  # frames with their masks waiting for the writer thread at most
+# a written frame's own working bytes per pixel beyond the queues: the encoder's frames (its lookahead, in 4:4:4 at
+# worst), the ids at frame size, the overlay and the mask PNG (measured, docs/performance.md)
+WRITE_BYTES_PER_PIXEL = 40
 
 
 def iter_masks(source: VideoSource, analysis: Analysis, upsample: str, background: bool = True,
@@ -536,9 +542,10 @@ def estimate_cost(source: VideoSource, models: Models, cfg: SegmentConfig, workd
     unknown. ``workdir``: where the temporary files will go (as for :func:`analyse`); ``counts``: the clusters as far
     as they are known (default: none known yet)."""
     cfg = cfg.for_device(models.device.type)
-    if not source.info.frame_count:
+    expected = source.frames_expected()
+    if not expected:
         return None
-    frames = -(-source.info.frame_count // cfg.stride)
+    frames = -(-expected // cfg.stride)
     patch = models.backbone.patch_size
     keys = len(key_frame_indices(frames, cfg.key_ratio, cfg.max_key_frames))
     grid = (cfg.resolution[0] // patch, cfg.resolution[1] // patch)
@@ -546,9 +553,19 @@ def estimate_cost(source: VideoSource, models: Models, cfg: SegmentConfig, workd
     queries = query_plan(cfg.query_cache_mb, query_bytes(frames, n, models.backbone.embed_dim), models.device,
                          Path(workdir or tempfile.gettempdir()))
     rows = attention_plan(cfg.attention_cache_mb, attention_bytes(frames, n, keys), models.device)
+    pixels = source.info.width * source.info.height
     return segment_estimate(frames, grid, keys, cfg.batch_size, cfg.window, models.device, models.backbone.embed_dim,
-                            models.heads, source.info.width * source.info.height, rows, queries,
-                            counts or ClusterCounts(), cfg.max_objects)
+                            models.heads, pixels, rows, queries, counts or ClusterCounts(), cfg.max_objects,
+                            frame_sets(pixels, min(expected, cfg.batch_size), bool(cfg.background)))
+
+
+def frame_sets(pixels: int, batch: int, background: bool) -> FrameSets:
+    """Bytes held at the frames' own size (``pixels`` a frame), from the queues' lengths."""
+    held = batch * ((AHEAD if background else 0) + 2)  # the batches waiting, the one made, the one in use
+    floats = 4 * 3 * pixels * max(1, min(batch, PREPROCESS_CHUNK_BYTES // max(1, 12 * pixels)))
+    ahead, behind = (FRAMES_AHEAD, MASKS_BEHIND) if background else (0, 0)
+    return FrameSets(3 * pixels * held + floats, pixels * (3 * ahead + (3 + 2) * behind + WRITE_BYTES_PER_PIXEL),
+                     3 * pixels * batch + floats)
 
 
 def video_tokens(source: VideoSource, models: Models, cfg: SegmentConfig) -> tuple[Tensor, Tensor]:

@@ -379,3 +379,22 @@ def test_a_truncated_checkpoint_is_said_to_be_incomplete(cache: Path, drive: Mir
     assert check.code == 1 and "an incomplete file (1.0 MB" in check.err and not drive.requests
     assert release_checkpoint() == cache / RELEASE_FILE and len(drive.requests) == 1  # downloaded again
     assert (cache / RELEASE_FILE).read_bytes() == release_file.read_bytes()
+
+
+def test_what_a_killed_download_left_in_the_cache_goes_with_the_next(cache: Path, drive: Mirror,
+                                                                    release_file: Path) -> None:
+    import subprocess
+    import sys
+
+    from bavos.io.owners import owner_tag
+
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    host, _, start = owner_tag().split("~")
+    cache.mkdir()
+    part = cache / f".{RELEASE_FILE}.bavos-tmp-{host}~{proc.pid}~{start}-download"
+    for left in (part, part.with_name(part.name + "k2x_9ab1.part")):  # bavos's partial file, and gdown's
+        left.write_bytes(b"x" * 1000)
+    (cache / "notes.txt").write_text("the user's")
+    release_checkpoint()
+    assert sorted(p.name for p in cache.iterdir()) == [RELEASE_FILE, "notes.txt"]

@@ -32,7 +32,9 @@ HEARTBEAT_SECONDS = 60
 LOCK_NAME = ".bavos-lock"
 
 _TAG = re.compile(r"(?P<host>[A-Za-z0-9.-]{1,40})~(?P<pid>\d+)~(?P<start>\d+)")
-_ENTRY = re.compile(rf"^\.(?:.+\.bavos-(?:tmp|old)(?:-\d+)?|bavos-work)-{_TAG.pattern}(?:-[A-Za-z0-9_]+)?$")
+# the owner tag ends the name, or a "-" and a suffix does (a work folder's random part; "-download", and the part
+# files gdown makes of that name: "<name><8 random characters>.part")
+_ENTRY = re.compile(rf"^\.(?:.+\.bavos-(?:tmp|old)(?:-\d+)?|bavos-work)-{_TAG.pattern}(?:-[A-Za-z0-9_]+(?:\.part)?)?$")
 _OLD_ENTRY = re.compile(r"^\.(?:.+\.bavos-(?:tmp|old)(?:-\d+)?-(?P<pid>\d+)|bavos-work-[A-Za-z0-9_]{8})$")
 OLD_STALE_SECONDS = 24 * 3600  # entries of bavos before owner tags: no machine named, so only when this old
 

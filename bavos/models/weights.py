@@ -20,6 +20,8 @@ from typing import Any
 
 from bavos.config import DEFAULT_BACKBONE, ModelConfig
 from bavos.errors import BavosError, CheckpointError
+from bavos.io.files import hidden_sibling
+from bavos.io.owners import sweep
 from bavos.models.hub import Progress, cache_dir
 
 RELEASE_ID = "1UhSPueJGpV4di9SVlZDmz0KWkuigQApA"  # the authors' link in the release's README
@@ -103,10 +105,12 @@ def release_checkpoint(progress: Progress | None = None) -> Path:
     if path.is_file() and cached_problem(path) is None:
         return path
     url = os.environ.get("BAVOS_RELEASE_URL") or RELEASE_URL
-    part = path.with_name(f"{RELEASE_FILE}.download-{os.getpid()}")
+    # named by this process (owners.owner_tag): what a killed download left (95 MB) goes with the next one
+    part = hidden_sibling(path, "tmp").with_name(f"{hidden_sibling(path, 'tmp').name}-download")
     created = not path.parent.exists()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        sweep(path.parent)
         download(url, part, progress)
         verify_release(part)
         os.replace(part, path)

@@ -134,3 +134,24 @@ def test_step_batches_split_each_step_between_processes() -> None:
     assert whole == [[12, 13, 14, 15], [16, 17, 18, 19]]
     parts = [list(StepBatches(3, 5, batch=4, rank=r, world=2)) for r in range(2)]
     assert [parts[0][i] + parts[1][i] for i in range(2)] == whole
+
+
+def test_a_cache_a_killed_run_left_is_mended(tmp_path: Path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    from bavos.io.owners import owner_tag
+
+    clip = write_clip(tmp_path / "a.mp4", n=5, height=32, width=48)
+    cache = tmp_path / "cache"
+    first = cache_clips([clip], cache, (32, 48), min_frames=3)[0]
+    meta = first.data.with_name(first.data.name.removesuffix(".u8") + ".json")
+    meta.write_text(json.dumps({"source": str(clip), "frames": 5})[:20])  # cut short by a full disk
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    host, _, start = owner_tag().split("~")
+    partial = cache / f".{first.data.name}.bavos-tmp-140001-{host}~{proc.pid}~{start}"
+    partial.write_bytes(b"x" * 4096)  # a clip's frames half-written when the run was killed
+    again = cache_clips([clip], cache, (32, 48), min_frames=3)[0]
+    assert again.frames == 5 and not partial.exists() and json.loads(meta.read_text())["frames"] == 5

@@ -31,6 +31,7 @@ from torch.utils.data import Dataset, Sampler
 
 from bavos.errors import InputError, plain_os_error
 from bavos.io.files import atomic_path, write_json
+from bavos.io.owners import sweep
 from bavos.io.video import FRAME_EXTENSIONS, VIDEO_EXTENSIONS, VideoSource
 
 
@@ -125,11 +126,14 @@ def _decode(clip: Path, base: Path, resolution: tuple[int, int], min_frames: int
 
 def _lookup(clip: Path, base: Path) -> CachedClip | Skipped | None:
     meta, skip = base.with_name(base.name + ".json"), base.with_name(base.name + ".skip.json")
-    if meta.is_file():
-        m = json.loads(meta.read_text())
-        return CachedClip(str(clip), base.with_name(base.name + ".u8"), m["frames"], m["height"], m["width"])
-    if skip.is_file():
-        return Skipped(str(clip), json.loads(skip.read_text())["reason"])
+    try:
+        if meta.is_file():
+            m = json.loads(meta.read_text())
+            return CachedClip(str(clip), base.with_name(base.name + ".u8"), m["frames"], m["height"], m["width"])
+        if skip.is_file():
+            return Skipped(str(clip), json.loads(skip.read_text())["reason"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # an entry cut short (a full disk): the clip is decoded again
     return None
 
 
@@ -137,6 +141,7 @@ def cache_clips(clips: list[Path], cache: Path, resolution: tuple[int, int], min
                 progress: Callable[[int, int], None] | None = None) -> list[CachedClip | Skipped]:
     """Decode every clip not yet in ``cache`` (in ``workers`` threads); one result per clip, in order."""
     cache.mkdir(parents=True, exist_ok=True)
+    sweep(cache)  # what a killed run left half-written (a clip's frames: GBs for long clips)
 
     def one(clip: Path) -> CachedClip | Skipped:
         try:

@@ -410,4 +410,9 @@ def slurm_part(env: dict[str, str]) -> Part:
         raise ConfigError(f"SLURM_ARRAY_TASK_ID={task} does not fit the array {low}-{high}:{step}; pass --shard I/N")
     count = (high - low) // step + 1
     span = f"{low}-{high}" + (f":{step}" if step > 1 else "")
+    told = env.get("SLURM_ARRAY_TASK_COUNT", str(count))
+    if told != str(count):  # a list of tasks (--array=3,7: a rerun of the failed ones), not every step of a range
+        raise ConfigError(f"the Slurm array holds {told} tasks between {low} and {high}, not every step of {span}: "
+                          "its parts cannot be told from its variables; pass --shard I/N with the part each task "
+                          "takes of the whole array's (--shard 3/10 for task 3 of --array=0-9)")
     return Part((task - low) // step, count, f"task {task} of {span}")

@@ -74,6 +74,11 @@ def test_a_slurm_array_task_takes_its_place_among_the_tasks() -> None:
              for t in range(5)]
     assert sorted(sum((p.take(list(range(13))) for p in parts), [])) == list(range(13))
     assert parse_part("2/5") == Part(2, 5)
+    rerun = {"SLURM_ARRAY_TASK_ID": "3", "SLURM_ARRAY_TASK_MIN": "3", "SLURM_ARRAY_TASK_MAX": "7",
+             "SLURM_ARRAY_TASK_COUNT": "2"}  # --array=3,7: the failed tasks of --array=0-9 again (canu#337)
+    with pytest.raises(ConfigError, match=r"holds 2 tasks between 3 and 7, .*pass --shard I/N .*--shard 3/10"):
+        slurm_part(rerun)
+    assert slurm_part({**rerun, "SLURM_ARRAY_TASK_COUNT": "5"}) == Part(0, 5, "task 3 of 3-7")
     with pytest.raises(ConfigError, match="does not fit the array 0-4:2"):
         slurm_part({"SLURM_ARRAY_TASK_ID": "3", "SLURM_ARRAY_TASK_MIN": "0", "SLURM_ARRAY_TASK_MAX": "4",
                     "SLURM_ARRAY_TASK_STEP": "2"})

@@ -307,3 +307,31 @@ def test_a_container_without_a_frame_count_gets_an_estimate_and_a_check(tmp_path
     monkeypatch.setattr("bavos.models.costs.available_bytes", lambda device: 10 * 2**20)  # 10 MB free
     refused = run_cli("segment", tmp_path / "clip.mkv", "-o", tmp_path / "out2", *TINY, "--backbone-weights", "none")
     assert refused.code == 1 and "more memory, this machine has 0.0 GB free" in refused.err
+
+
+# 7. Every promise of recut kept, and what it cannot keep said plainly.
+
+def test_recut_names_a_damaged_or_foreign_hierarchy_and_a_changed_source(tmp_path: Path, run_cli: Callable) -> None:
+    """MedSAM#112 (BadZipFile from a bad .npz), MaskTrackRCNN#16 (masks at another size than the video's)."""
+    video = write_clip(tmp_path / "v.mp4", n=12, height=48, width=64)
+    other = write_clip(tmp_path / "w.mp4", n=6, height=48, width=64)
+    for clip in (video, other):
+        assert run_cli("segment", clip, "-o", tmp_path / "out", *QUIET).code == 0
+    result = tmp_path / "out" / "v"
+    npz = result / "hierarchy.npz"
+    whole = npz.read_bytes()
+    npz.write_bytes(whole[: len(whole) // 2])
+    damaged = run_cli("recut", result, "--max-objects", "2")
+    assert damaged.code == 1 and "internal error" not in damaged.err
+    assert f"bavos: error: {npz}: damaged, recut cannot read it (" in damaged.err and "run bavos segment" in damaged.err
+    npz.write_bytes((tmp_path / "out" / "w" / "hierarchy.npz").read_bytes())
+    foreign = run_cli("recut", result, "--max-objects", "2")
+    assert foreign.code == 1 and "holds the labels of 6 frames, the result's summary.json says 12" in foreign.err
+    npz.write_bytes(whole)
+    before = {p.name: p.read_bytes() for p in result.rglob("*") if p.is_file()}
+    for replaced in (write_clip(tmp_path / "big.mp4", n=12, height=64, width=96), other):
+        video.write_bytes(replaced.read_bytes())  # another video under the same name
+        changed = run_cli("recut", result, "--max-objects", "2")
+        assert changed.code == 1 and f"{video}: not the video this result was made from (now " in changed.err
+        assert "the result's 64x48, 12 frames" in changed.err and "bavos segment" in changed.err
+    assert {p.name: p.read_bytes() for p in result.rglob("*") if p.is_file()} == before  # untouched

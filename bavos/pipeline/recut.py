@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import shlex
 import time
+import zipfile
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -102,6 +103,19 @@ def load_analysis(folder: Path, info: Any, stride: int, decoded: int) -> Analysi
     path = folder / "hierarchy.npz"
     if not path.is_file():
         raise InputError(f"{folder}: no hierarchy.npz (the run was made with --no-hierarchy): run bavos segment")
+    try:
+        analysis = _read_hierarchy(path, info, stride, decoded)
+    except (OSError, ValueError, KeyError, IndexError, EOFError, zipfile.BadZipFile) as e:
+        reason = str(e).splitlines()[0][:120] if str(e) else type(e).__name__
+        raise InputError(f"{path}: damaged, recut cannot read it ({reason}): run bavos segment again") from e
+    processed, held = len(range(0, decoded, stride)), analysis.labels.labels.shape[1]
+    if held != processed:
+        raise InputError(f"{path}: holds the labels of {held} frames, the result's summary.json says {processed}: it "
+                         "belongs to another result; run bavos segment again")
+    return analysis
+
+
+def _read_hierarchy(path: Path, info: Any, stride: int, decoded: int) -> Analysis:
     with np.load(path) as z:
         if "centroids" not in z.files or "centroid_offsets" in z.files:
             raise InputError(f"{path}: made by an older bavos without the centroids recut needs: run bavos segment")
@@ -115,6 +129,8 @@ def load_analysis(folder: Path, info: Any, stride: int, decoded: int) -> Analysi
             centroids[converged] = torch.from_numpy(z["centroids"])
         labels = z["labels"][:real]
         keys = Keys(torch.empty(0), z["key_frames"].tolist(), decoded, (int(z["grid"][0]), int(z["grid"][1])))
+    if labels.ndim != 3 or labels.shape[0] != real or len(parents) != real or len(areas) != real:
+        raise ValueError(f"labels of shape {labels.shape} for {real} levels")
     hierarchy = Hierarchy(sizes[:real], centroids, parents, converged, None, converged)
     return Analysis(info, keys, hierarchy, ArrayLabels(labels), np.zeros(1, np.int64), stride, areas)
 
@@ -151,6 +167,7 @@ def recut_folder(folder: Path, level: int | None, max_objects: int, progress: An
                          "the overlay")
     source = VideoSource(old["source"], FrameRange.parse(cfg.start, cfg.end))
     segment = f"bavos segment {shlex.quote(str(old['source']))} -o {shlex.quote(str(folder.parent))}"
+    _check_source(source, old, segment)
     analysis = recut_analysis(load_analysis(folder, source.info, cfg.stride, int(old["frames"])), level, max_objects,
                               segment)
     if cfg.fps and source.info.is_folder:
@@ -161,6 +178,18 @@ def recut_folder(folder: Path, level: int | None, max_objects: int, progress: An
                                                         result_warnings(source, analysis)),
                         fix="move them out of it first", keep_going=False,
                         random_weights=old.get("weights", {}).get("backbone_weights") == "none")
+
+
+def _check_source(source: Any, old: dict[str, Any], segment: str) -> None:
+    """Raises InputError when the source is not what the result was made from: its frame size, or the frames its
+    container announces (a video replaced under the same name since)."""
+    now = (source.info.width, source.info.height, source.frames_expected())
+    was = (old.get("width"), old.get("height"), old.get("frames"))
+    if now[:2] == was[:2] and (now[2] is None or now[2] == was[2]):
+        return
+    shown = [f"{w}x{h}" + (f", {n} frames" if n else "") for w, h, n in (now, was)]
+    raise InputError(f"{source.path}: not the video this result was made from (now {shown[0]}; the result's "
+                     f"{shown[1]}): recut needs the frames it was made from; run {segment} again")
 
 
 def _recut_summary(old: dict[str, Any], stats: dict[str, Any], analysis: Analysis, cfg: SegmentConfig,

@@ -523,7 +523,8 @@ def iter_masks(source: VideoSource, analysis: Analysis, upsample: str, backgroun
             waits["writing"] = frames.waited
             waits["decode"] = waits.get("decode", 0.0) + frames.busy
     if seen < analysis.decoded:
-        raise InputError(f"{source.path}: this decode gave {seen} frames, the first {analysis.decoded}")
+        raise InputError(f"{source.path}: gives {seen} frames now, {analysis.decoded} when it was segmented: the "
+                         "video changed (or its end is damaged); segment it again")
 
 
 def run_pace(clock: _Clock, estimate: Estimate, windows: int, seconds: float) -> Pace:

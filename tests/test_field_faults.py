@@ -335,3 +335,28 @@ def test_recut_names_a_damaged_or_foreign_hierarchy_and_a_changed_source(tmp_pat
         assert changed.code == 1 and f"{video}: not the video this result was made from (now " in changed.err
         assert "the result's 64x48, 12 frames" in changed.err and "bavos segment" in changed.err
     assert {p.name: p.read_bytes() for p in result.rglob("*") if p.is_file()} == before  # untouched
+
+
+# Runs that reuse an output place: a damaged result is redone, or named, never skipped as finished.
+
+def test_skip_existing_redoes_a_damaged_result(tmp_path: Path, run_cli: Callable) -> None:
+    """driftscan#38, trusty-tools#6141: a product half there must not count as finished."""
+    video = write_clip(tmp_path / "c.mp4", n=6)
+    out, result = tmp_path / "out", tmp_path / "out" / "c"
+    args = ["segment", video, "-o", out, *TINY, "--backbone-weights", "none", "--skip-existing", "--json"]
+    assert run_cli(*args).code == 0
+    damages = [(lambda: (result / "masks" / "00004.png").unlink(), "its masks/ holds 5 of its 6 masks"),
+               (lambda: (result / "hierarchy.npz").write_bytes((result / "hierarchy.npz").read_bytes()[:300]),
+                "its hierarchy.npz is cut short"),
+               (lambda: (result / "overlay.mp4").write_bytes(b""), "its overlay.mp4 is missing or empty")]
+    for damage, said in damages:
+        damage()
+        again = run_cli(*args)
+        assert again.code == 0 and json.loads(again.out)["status"] == "ok", again.err
+        assert f"bavos: {result}: redoing it, {said}" in again.err
+    skipped = run_cli(*args)
+    assert json.loads(skipped.out)["status"] == "skipped"
+    (result / "summary.json").write_text('{"input": "c.mp4", "sour')  # damaged
+    refused = run_cli("segment", video, "-o", out, *QUIET)
+    assert refused.code == 2 and "(None)" not in refused.err
+    assert f"{result}: holds a damaged result (its summary.json cannot be read)" in refused.err

@@ -142,7 +142,7 @@ def _prepare(jobs: list[tuple[Path, str]], output: Path, model_cfg: ModelConfig,
              opts: RunOptions, report: Results) -> tuple[list[tuple[Path, str]], int]:
     """The inputs left to do (skipped and unreadable ones reported), and how many failed."""
     from bavos.models.devices import resolve_device
-    from bavos.pipeline.batch import check_input, stale_reason
+    from bavos.pipeline.batch import check_input, damage_reason, stale_reason
     from bavos.pipeline.outputs import read_summary
 
     settings = None
@@ -152,7 +152,7 @@ def _prepare(jobs: list[tuple[Path, str]], output: Path, model_cfg: ModelConfig,
     for path, name in jobs:
         summary = read_summary(output / name) if settings is not None else None
         if summary is not None:
-            reason = stale_reason(summary, settings)
+            reason = stale_reason(summary, settings) or damage_reason(output / name, summary)
             if reason is None:
                 report.skipped(path, output / name, summary)
                 continue

@@ -74,6 +74,30 @@ def stale_reason(summary: dict, settings: dict) -> str | None:
     return f"it was made with other settings: {', '.join(parts)}{more}"
 
 
+def damage_reason(folder: Path, summary: dict) -> str | None:
+    """Why a finished output (its folder and summary) no longer holds its whole result, or None: a mask missing,
+    a file its settings wrote missing or empty, a hierarchy.npz cut short (a disk that filled, a copy or sync that
+    stopped). Cheap: it lists and sizes files, and reads no image."""
+    import zipfile
+
+    folder = Path(folder)
+    frames = summary.get("frames")
+    masks = sum(1 for p in (folder / "masks").glob("*.png")) if (folder / "masks").is_dir() else 0
+    if isinstance(frames, int) and masks != frames:
+        return f"its masks/ holds {masks} of its {frames} masks"
+    settings = summary.get("settings") or {}
+    wanted = ["preview.png", "hierarchy.png"] + ["overlay.mp4"] * bool(settings.get("overlay", True)) \
+        + ["hierarchy.npz"] * bool(settings.get("save_hierarchy", True))
+    for name in wanted:
+        path = folder / name
+        if not path.is_file() or path.stat().st_size == 0:
+            return f"its {name} is missing or empty"
+    npz = folder / "hierarchy.npz"
+    if "hierarchy.npz" in wanted and not zipfile.is_zipfile(npz):
+        return "its hierarchy.npz is cut short"
+    return None
+
+
 def check_input(path: Path, start: str | None = None, end: str | None = None) -> str | None:
     """None when ``path`` is a video or frame folder bavos can read (its first frame decodes) with frames in the
     range ``start``..``end``, else why not."""

@@ -334,6 +334,9 @@ def check_contents(final: Path, fix: str = "choose another -o or move them") -> 
             e.name for e in final.iterdir())
     except OSError as e:
         raise DestinationError(f"cannot check the output folder: {plain_os_error(e, final)}") from e
+    if found is None:  # only bavos's kinds of files, but a summary.json that cannot be read
+        raise DestinationError(f"{final}: holds a damaged result (its summary.json cannot be read), which bavos "
+                               f"cannot tell for its own: remove it to make it again, or {fix}")
     raise DestinationError(f"{final}: holds files bavos did not write ({found}); bavos replaces only its own "
                            f"finished results: {fix}")
 

@@ -155,3 +155,7 @@ def test_a_cache_a_killed_run_left_is_mended(tmp_path: Path) -> None:
     partial.write_bytes(b"x" * 4096)  # a clip's frames half-written when the run was killed
     again = cache_clips([clip], cache, (32, 48), min_frames=3)[0]
     assert again.frames == 5 and not partial.exists() and json.loads(meta.read_text())["frames"] == 5
+    for damage in (lambda: again.data.unlink(), lambda: again.data.write_bytes(again.data.read_bytes()[:1000])):
+        damage()  # nnUNet#291: "mmap length is greater than file size" from a cache entry cut short
+        mended = cache_clips([clip], cache, (32, 48), min_frames=3)[0]
+        assert mended.frames == 5 and mended.data.stat().st_size == 5 * 32 * 48 * 3

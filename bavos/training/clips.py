@@ -129,7 +129,10 @@ def _lookup(clip: Path, base: Path) -> CachedClip | Skipped | None:
     try:
         if meta.is_file():
             m = json.loads(meta.read_text())
-            return CachedClip(str(clip), base.with_name(base.name + ".u8"), m["frames"], m["height"], m["width"])
+            data = base.with_name(base.name + ".u8")
+            if data.stat().st_size != m["frames"] * m["height"] * m["width"] * 3:
+                return None  # frames missing or cut short (a shared cache, a copy that stopped): decoded again
+            return CachedClip(str(clip), data, m["frames"], m["height"], m["width"])
         if skip.is_file():
             return Skipped(str(clip), json.loads(skip.read_text())["reason"])
     except (OSError, ValueError, KeyError, TypeError):

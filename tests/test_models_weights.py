@@ -398,3 +398,27 @@ def test_what_a_killed_download_left_in_the_cache_goes_with_the_next(cache: Path
     (cache / "notes.txt").write_text("the user's")
     release_checkpoint()
     assert sorted(p.name for p in cache.iterdir()) == [RELEASE_FILE, "notes.txt"]
+
+
+def test_safetensors_weights_are_read_by_content_and_a_cut_one_is_incomplete(tmp_path: Path,
+                                                                             run_cli) -> None:  # noqa: ANN001
+    """airllm#137, marker#970: "incomplete metadata, file not fully covered" is a partial download."""
+    import timm
+    from conftest import TINY, write_clip
+    from safetensors.torch import save_file
+
+    import bavos.models.backbone  # noqa: F401 - registers bavos_test_vit
+
+    whole = tmp_path / "vit.safetensors"
+    save_file(timm.create_model("bavos_test_vit", num_classes=0).state_dict(), str(whole))
+    video = write_clip(tmp_path / "v.mp4", n=2)
+    named_pth = tmp_path / "vit.pth"
+    named_pth.write_bytes(whole.read_bytes())  # safetensors under a .pth name: read as what it is
+    ok = run_cli("segment", video, "-o", tmp_path / "out", *TINY, "--backbone-weights", named_pth, "-q")
+    assert ok.code == 0, ok.err
+    cut = tmp_path / "cut.safetensors"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    result = run_cli("segment", video, "-o", tmp_path / "out2", *TINY, "--backbone-weights", cut)
+    assert result.code == 1
+    assert f"{cut}: an incomplete file (" in result.err and "its header announces: a download or copy cut short" \
+        in result.err

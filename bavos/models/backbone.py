@@ -205,6 +205,31 @@ def incomplete(path: Path) -> str | None:
             "with, a download or copy cut short); fetch it again")
 
 
+def safetensors_size(path: Path) -> int | None:
+    """The size a safetensors file announces (its 8-byte header length, the JSON header, the largest tensor end),
+    or None when ``path`` does not start as a safetensors file."""
+    import json
+    import struct
+
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+            if len(head) < 8:
+                return None
+            length = struct.unpack("<Q", head)[0]
+            if not 2 <= length <= 100 * 2**20 or f.read(1) != b"{":
+                return None
+            text = b"{" + f.read(length - 1)
+    except OSError:
+        return None
+    try:
+        header = json.loads(text)
+    except ValueError:
+        return 8 + length + 1 if len(text) < length else None  # the header itself cut short: at least one byte more
+    ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__" and isinstance(v, dict)]
+    return 8 + length + max(ends, default=0)
+
+
 def unloadable(path: Path, error: Exception) -> str:
     """What a file that ``torch.load(weights_only=True)`` refused looks like, in a few words (never PyTorch's advice
     to load it unsafely)."""
@@ -279,12 +304,16 @@ def load_backbone_file(vit: nn.Module, path: Path, loaded: dict | None = None, h
         state = extract_backbone_state(loaded, path)
     elif not path.is_file():
         raise WeightsError(f"{path}: weights file not found")
-    elif path.suffix == ".safetensors":
+    elif path.suffix == ".safetensors" or safetensors_size(path) is not None:  # by its content, whatever its name
         from safetensors.torch import load_file
 
         try:
             state = load_file(str(path))
         except Exception as e:  # noqa: BLE001 - safetensors raises several unrelated types
+            size = safetensors_size(path)
+            if size is not None and size > path.stat().st_size:
+                raise WeightsError(f"{path}: an incomplete file ({_megabytes(path)} of the {size / 2**20:.1f} MB its "
+                                   "header announces: a download or copy cut short); fetch it again") from e
             raise WeightsError(f"{path}: not a readable safetensors file ({e})") from e
     else:
         state = extract_backbone_state(_weights_only_load(path), path)

@@ -360,3 +360,19 @@ def test_skip_existing_redoes_a_damaged_result(tmp_path: Path, run_cli: Callable
     refused = run_cli("segment", video, "-o", out, *QUIET)
     assert refused.code == 2 and "(None)" not in refused.err
     assert f"{result}: holds a damaged result (its summary.json cannot be read)" in refused.err
+
+
+def test_a_damaged_last_checkpoint_says_how_to_go_on(tmp_path: Path, clips: Path, run_cli: Callable) -> None:
+    """dddd_trainer#36, stable-audio-tools#151: a checkpoint cut short; "fetch it again" is no advice for a file the
+    run wrote itself."""
+    run = tmp_path / "run"
+    assert run_cli("train", clips, "-o", run, *TRAIN, "--steps", "3", "--until", "2").code == 0
+    last = run / "last.pt"
+    last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])
+    result = run_cli("train", clips, "-o", run, "--resume")
+    assert result.code != 0 and "fetch it again" not in result.err
+    assert f"{last}: the run's last checkpoint is damaged (an incomplete file (" in result.err
+    assert "remove it to start the run again from step 0" in result.err
+    last.unlink()
+    again = run_cli("train", clips, "-o", run, "--resume")  # as it said: the run starts again
+    assert again.code == 0 and "starting it again from step 0" in again.err

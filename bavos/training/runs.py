@@ -45,7 +45,7 @@ def read_run_config(path: Path) -> dict[str, Any]:
     """
     last, saved = Path(path) / LAST, Path(path) / CONFIG
     if last.is_file():
-        config = read_checkpoint(last).get("config")
+        config = read_last(last).get("config")
         where = last
     elif saved.is_file():
         try:
@@ -58,6 +58,24 @@ def read_run_config(path: Path) -> dict[str, Any]:
     if not isinstance(config, dict) or "TrainConfig" not in config:
         raise CheckpointError(f"{where}: not a bavos training run's settings (no TrainConfig in it)")
     return config
+
+
+def read_last(last: Path) -> dict[str, Any]:
+    """A run's ``last.pt``; a damaged one (a copy or a disk that failed: bavos writes it whole or not at all) is an
+    error that says how to go on: from the newest numbered checkpoint, or from step 0.
+
+    Raises:
+        CheckpointError: the file cannot be read.
+    """
+    try:
+        return read_checkpoint(last)
+    except CheckpointError as e:
+        steps = sorted(last.parent.glob("step-*.pt"))
+        reason = str(e).removeprefix(f"{last}: ").removeprefix("not a checkpoint bavos can load: ")
+        reason = reason.removesuffix("; fetch it again")
+        fix = (f"copy {steps[-1].name} over it to resume from that step" if steps else
+               "remove it to start the run again from step 0")
+        raise CheckpointError(f"{last}: the run's last checkpoint is damaged ({reason}); {fix}") from e
 
 
 def _learned(configs: dict[str, Any]) -> dict[str, Any]:
@@ -156,7 +174,7 @@ class RunFolder:
         with no checkpoint yet: it starts again)."""
         if not self.last.is_file():
             return 0
-        obj = read_checkpoint(self.last)
+        obj = read_last(self.last)
         missing = [k for k in ("model", "config", "optimizer", "scheduler", "step") if k not in obj]
         if missing:
             raise CheckpointError(f"{self.last}: not a resumable bavos training checkpoint (no {', '.join(missing)})")

@@ -509,7 +509,8 @@ class OverlayWriter:
     """H.264 writer for overlay videos: same size as the frames, constant rate or the input's own timestamps, and
     the input's pixel aspect ratio (an anamorphic video plays at its display shape).
 
-    Odd frame sizes, which 4:2:0 chroma cannot hold, are written as 4:4:4.
+    Always 4:2:0 (yuv420p, H.264 High), the one layout every player plays (browsers and QuickTime refuse 4:4:4). It
+    holds only even sizes, so an odd width or height gets one more column or row, a copy of the last one.
     """
 
     def __init__(self, path: Path, width: int, height: int, fps: float, time_base: Fraction | None = None,
@@ -522,8 +523,9 @@ class OverlayWriter:
                               f"{plain_os_error(e, '') if isinstance(e, OSError) else e}") from e
         rate = Fraction(fps).limit_denominator(1001)
         self._stream = self._container.add_stream("libx264", rate=rate)
-        self._stream.width, self._stream.height = width, height
-        self._stream.pix_fmt = "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p"
+        self._pad = (height % 2, width % 2)  # rows, columns added to reach an even size
+        self._stream.width, self._stream.height = width + self._pad[1], height + self._pad[0]
+        self._stream.pix_fmt = "yuv420p"
         if sample_aspect_ratio is not None:
             self._stream.codec_context.sample_aspect_ratio = sample_aspect_ratio
         self._stream.options = {"crf": "20", "preset": "veryfast"}
@@ -538,6 +540,8 @@ class OverlayWriter:
     def write(self, image: np.ndarray, pts: int | None = None) -> None:
         """Encode one (H, W, 3) uint8 frame; ``pts`` in the writer's time base (else frame order). Timestamps count
         from the first frame's, so the video starts at 0 and keeps the input's spacing."""
+        if any(self._pad):
+            image = np.pad(image, ((0, self._pad[0]), (0, self._pad[1]), (0, 0)), mode="edge")
         frame = av.VideoFrame.from_ndarray(image, format="rgb24")
         if pts is not None:
             self._offset = pts if self._offset is None else self._offset

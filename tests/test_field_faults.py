@@ -376,3 +376,23 @@ def test_a_damaged_last_checkpoint_says_how_to_go_on(tmp_path: Path, clips: Path
     last.unlink()
     again = run_cli("train", clips, "-o", run, "--resume")  # as it said: the run starts again
     assert again.code == 0 and "starting it again from step 0" in again.err
+
+
+def test_a_cut_jpeg_frame_is_named_before_the_model_loads(tmp_path: Path, run_cli: Callable) -> None:
+    """vision#138, Pillow#7039: "image file is truncated", and which file."""
+    from test_field_inputs import frame_folder
+
+    folder = frame_folder(tmp_path / "shots", n=6)
+    extra = folder / "00002.jpg"
+    extra.write_bytes(extra.read_bytes() + b"camera data after the end marker")  # whole, with trailing data
+    for keep, said in ((0.9, "the JPEG file is cut short (it lacks the end marker"),
+                       (0.3, "the image file is cut short (")):  # its data cut, or its header too
+        cut = folder / "00004.jpg"
+        whole = cut.read_bytes()
+        cut.write_bytes(whole[: int(len(whole) * keep)])
+        result = run_cli("segment", folder, "-o", tmp_path / "out", *TINY, "--backbone-weights", "none")
+        assert result.code == 1 and "estimated" not in result.err  # before the model
+        assert f"bavos: error: {cut}: {said}" in result.err and "move it out of the folder" in result.err
+        cut.write_bytes(whole)
+    cut.unlink()
+    assert run_cli("segment", folder, "-o", tmp_path / "out", *QUIET).code == 0

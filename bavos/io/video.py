@@ -181,9 +181,31 @@ def _header(path: Path) -> tuple[int, int]:
             width, height = im.size
             if im.getexif().get(0x0112) in _TRANSPOSED:
                 width, height = height, width
-            return width, height
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+            cut = im.format == "JPEG" and _jpeg_cut_short(path)
+    except Image.DecompressionBombError as e:
+        raise InputError(f"{path}: cannot read frame: {_reason(e).split(',')[0]}, over Pillow's guard against "
+                         "decompression bombs; scale the frames down (at most 178 million pixels)") from e
+    except (OSError, ValueError, SyntaxError) as e:
+        if "truncated" in _reason(e).lower():
+            raise InputError(f"{path}: the image file is cut short ({_reason(e)}): {CUT_FRAME_FIX}") from e
         raise InputError(f"{path}: cannot read frame ({_reason(e)})") from e
+    if cut:
+        raise InputError(f"{path}: the JPEG file is cut short (it lacks the end marker a whole one has): "
+                         f"{CUT_FRAME_FIX}")
+    return width, height
+
+
+CUT_FRAME_FIX = "replace the frame, or move it out of the folder"
+
+
+def _jpeg_cut_short(path: Path, tail: int = 65536) -> bool:
+    """A JPEG file ends with its end-of-image marker (FF D9), or holds it near the end (data some cameras append);
+    one with neither was cut short (a copy or a download that stopped). Reads at most ``tail`` bytes."""
+    with open(path, "rb") as f:
+        size = f.seek(0, os.SEEK_END)
+        f.seek(max(0, size - tail))
+        end = f.read()
+    return not end.endswith(b"\xff\xd9") and b"\xff\xd9" not in end
 
 
 def _reason(e: Exception) -> str:

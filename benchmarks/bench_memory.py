@@ -25,10 +25,12 @@ import numpy as np
 SIZES = ["240x320", "1080x1920", "2160x3840", "4096x16"]
 
 
-def write_clip(path: Path, frames: int, height: int, width: int) -> Path:
+def write_clip(path: Path, frames: int, height: int, width: int, container: str | None = None) -> Path:
+    """``frames`` frames of 8x8 blocks of noise moving right, x264 ultrafast (a 4K clip in a second); ``container``:
+    the format when the file's suffix does not say it (``mpegts``)."""
     rng = np.random.default_rng(0)
     base = rng.integers(0, 255, (height // 8 + 1, width // 8 + 1, 3), dtype=np.uint8)
-    with av.open(str(path), "w") as out:
+    with av.open(str(path), "w", format=container) as out:
         stream = out.add_stream("libx264", rate=10)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         stream.options = {"preset": "ultrafast"}

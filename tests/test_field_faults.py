@@ -252,23 +252,11 @@ def test_a_frame_of_extreme_aspect_gives_pictures_pillow_opens(tmp_path: Path, r
 # 4. Estimates for every input: frames at their own size counted, containers that announce no frame count.
 
 def encode_fast(path: Path, n: int, height: int, width: int, container: str | None = None) -> Path:
-    """``n`` frames of 8x8 blocks of noise, x264 ultrafast (a 4K clip in a second)."""
-    import av
-    import numpy as np
+    """``n`` frames of 8x8 blocks of noise, x264 ultrafast (a 4K clip in a second): the benchmark's clips."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from bench_memory import write_clip as write_noise
 
-    rng = np.random.default_rng(0)
-    base = rng.integers(0, 255, (height // 8 + 1, width // 8 + 1, 3), dtype=np.uint8)
-    with av.open(str(path), "w", format=container) as out:
-        stream = out.add_stream("libx264", rate=10)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.options = {"preset": "ultrafast"}
-        for i in range(n):
-            image = np.kron(np.roll(base, i, axis=1), np.ones((8, 8, 1), np.uint8))[:height, :width]
-            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
-    return path
+    return write_noise(path, n, height, width, container)
 
 
 def said_and_used(args: list[str | Path]) -> tuple[float, float, str]:

@@ -22,6 +22,7 @@ THUMB_HEIGHT = 480  # portrait video (9:16) at 270 wide; taller frames are narro
 SHEET_COLUMNS = 4
 SHEET_FRAMES = 8
 LEGEND_ROWS = 12  # legend entries per column
+LABEL_WIDTH = 56  # a thumbnail's frame number box (52 pixels) and a gap
 LEGEND_MAX = 48
 
 
@@ -71,13 +72,14 @@ def save_preview(path: Path, title: str, thumbs: list[tuple[int, Image.Image]], 
     """Write the contact sheet: thumbnails (frame number, picture) in rows of 4, then the legend."""
     font, small = _font(16), _font(13)
     columns = min(SHEET_COLUMNS, max(1, len(thumbs)))
-    tw = thumbs[0][1].width if thumbs else THUMB_WIDTH
+    tw = max(thumbs[0][1].width if thumbs else THUMB_WIDTH, LABEL_WIDTH)  # a cell holds its frame number at least
     th = max((t.height for _, t in thumbs), default=1)
     grid_rows = -(-len(thumbs) // columns)
     shown = objects[:LEGEND_MAX]
     legend_columns = max(1, -(-len(shown) // LEGEND_ROWS))
     legend_height = 24 + 20 * min(LEGEND_ROWS, max(1, len(shown))) + (20 if len(objects) > LEGEND_MAX else 0)
-    width = max(columns * (tw + 8) + 8, legend_columns * 260 + 16)
+    title_width = int(ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength(title, font=font)) + 16
+    width = max(columns * (tw + 8) + 8, legend_columns * 260 + 16, title_width)
     sheet = Image.new("RGB", (width, 36 + grid_rows * (th + 8) + legend_height), "white")
     draw = ImageDraw.Draw(sheet)
     draw.text((8, 8), title, fill="black", font=font)

@@ -499,7 +499,7 @@ FRAMES_AHEAD = 8  # frames decoded ahead of the masks in pass 4
 MASKS_BEHIND = 8  # frames with their masks waiting for the writer thread at most
 # a written frame's own working bytes per pixel beyond the queues: the encoder's frames (its lookahead, in 4:4:4 at
 # worst), the ids at frame size, the overlay and the mask PNG (measured, docs/performance.md)
-WRITE_BYTES_PER_PIXEL = 40
+WRITE_BYTES_PER_PIXEL = 56
 
 
 def iter_masks(source: VideoSource, analysis: Analysis, upsample: str, background: bool = True,

@@ -106,7 +106,7 @@ class SegmentConfig:
     window: int = 3
     # Hierarchy level to cut: 0 = per-window clusters, 1.. = global merge rounds; None = the converged level.
     level: int | None = None
-    # Merge the closest clusters past convergence until at most this many remain (0 = no limit).
+    # Keep the cut level's this many largest clusters, the others merged into their nearest (0 = no limit).
     max_objects: int = 20
     # How patch-level labels reach full frame size: "bilinear" (per-cluster masks, then argmax) or "nearest".
     upsample: Literal["bilinear", "nearest"] = "bilinear"

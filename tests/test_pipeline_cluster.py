@@ -5,9 +5,9 @@ from reference_cluster import jeffreys, leader_groups, reference_partition, same
 
 from bavos.pipeline.cluster import (
     PROB_FLOOR,
+    cap_by_area,
     cluster_attention,
     greedy_leaders,
-    merge_closest,
     sym_kl,
 )
 
@@ -103,15 +103,40 @@ def test_leader_pass_asks_only_for_candidate_rows_and_free_columns(block: int, t
         assert asked == leaders  # one at a time: the leaders' rows only
 
 
-def test_merge_closest_merges_nearest_pairs_first() -> None:
-    c = torch.tensor([[0.9, 0.05, 0.05], [0.05, 0.9, 0.05], [0.88, 0.07, 0.05], [0.05, 0.05, 0.9]],
+def test_the_cap_keeps_the_largest_and_merges_the_rest_into_the_nearest() -> None:
+    c = torch.tensor([[0.9, 0.05, 0.05], [0.05, 0.9, 0.05], [0.85, 0.1, 0.05], [0.1, 0.8, 0.1], [0.05, 0.05, 0.9]],
                      dtype=torch.float64)
-    merged, parent = merge_closest(c, 3)
-    assert merged.shape == (3, 3)
-    assert parent.tolist() == [0, 1, 0, 2]
-    torch.testing.assert_close(merged[0], (c[0] + c[2]) / 2)
-    merged, parent = merge_closest(c, 1)
-    assert merged.shape[0] == 1 and set(parent.tolist()) == {0}
+
+    def d(i: int, j: int) -> float:  # symmetric KL, written out
+        p, q = c[i].numpy(), c[j].numpy()
+        return float(((p - q) * (np.log(p) - np.log(q))).sum())
+
+    areas = np.array([10, 30, 20, 5, 8])
+    merged, parent = cap_by_area(c, areas, 3)  # 1, 2 and 0 kept (the largest); 3 and 4 into their nearest of them
+    assert parent[[0, 1, 2]].tolist() == [0, 1, 2]
+    for other in (3, 4):
+        assert parent[other] == int(np.argmin([d(other, k) for k in (0, 1, 2)]))
+    assert parent[3] == 1  # (0.1, 0.8, 0.1) is 1's
+    group = parent == parent[4]
+    torch.testing.assert_close(merged[parent[4]], (torch.from_numpy(areas[group]).double()[:, None] * c[group]).sum(0)
+                               / areas[group].sum())  # area-weighted, as a cluster's mean of its tokens
+    _, parent = cap_by_area(c, np.array([0, 0, 7, 0, 0]), 3)  # clusters no token chose are never kept
+    assert parent.tolist() == [0, 0, 0, 0, 0]
+
+
+def test_the_cap_keeps_large_clusters_over_far_specks() -> None:
+    """Specks far from everything (a trained ViT's artifact tokens) are never what the cap keeps: the closest-pair
+    rule kept them and merged the large segments, which sit closer to one another, into one."""
+    rng = np.random.default_rng(0)
+    m = 40
+    large = [np.full(m, 0.2 / (m - 4)) for _ in range(4)]
+    for i, row in enumerate(large):
+        row[i * 4 : i * 4 + 4] = 0.2  # four large segments sharing most of their mass with one another
+    specks = [np.eye(m)[20 + i] * 0.97 + 0.03 / m for i in range(8)]  # each peaked on a key token of its own
+    c = torch.tensor(np.stack(large + specks) / np.stack(large + specks).sum(1, keepdims=True))
+    areas = np.array([5000, 3000, 2000, 1500] + list(rng.integers(1, 9, 8)))
+    _, parent = cap_by_area(c, areas, 4)
+    assert parent[:4].tolist() == [0, 1, 2, 3] and set(parent[4:].tolist()) <= {0, 1, 2, 3}
 
 
 def test_max_objects_caps_the_cut_level_and_keeps_levels() -> None:

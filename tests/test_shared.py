@@ -85,3 +85,26 @@ def test_davis_mini_agrees_with_official_evaluator(tmp_path: Path, run_cli, prot
     assert scores["protocol"] == protocol
     for key, value in OFFICIAL[protocol].items():
         assert scores[key] == pytest.approx(value, abs=1e-6), key
+
+
+@pytest.mark.parametrize("clip", ["videos/01_dog.mp4", "data/davis-mini/JPEGImages/480p/blackswan"])
+def test_the_default_cap_keeps_the_clip_s_main_segments(clip: str) -> None:
+    """The weightless mode forms many clusters, as trained weights do (and as they may, far-away specks): the 20
+    objects kept are the converged level's 20 largest clusters, every other one smaller than each of them and merged
+    into its nearest; none kept lives in one frame while a merged one spans the clip."""
+    from bavos.api import Segmenter
+
+    seg = Segmenter("none", backbone_weights="none", device="cpu", resolution=(96, 144))
+    with seg(SHARED / clip, end="12") as result:
+        analysis = result.analysis
+        h = analysis.hierarchy
+        real = analysis.areas[h.capped_from]  # tokens of each converged-level cluster over the clip
+        assert h.capped and h.capped_from == h.converged and len(real) > 100  # many clusters to cap from
+        parent = h.parents[-1]
+        present = np.stack([np.bincount(analysis.labels.frame(t)[h.capped_from], minlength=len(real)) > 0
+                            for t in range(analysis.processed)]).sum(0)  # frames each cluster is in
+    kept = np.array([np.flatnonzero(parent == g)[np.argmax(real[parent == g])] for g in range(parent.max() + 1)])
+    merged = np.setdiff1d(np.arange(len(real)), kept)
+    assert len(kept) == 20 and real[kept].min() >= real[merged].max()  # the largest: a factor of 1, by area
+    assert real[kept].sum() == np.sort(real)[::-1][:20].sum()  # the most area 20 of its clusters can hold
+    assert not ((present[kept] == 1).any() and (present[merged] == analysis.processed).any())

@@ -22,7 +22,8 @@ def recut(
         metavar="L", show_default="the converged level",
         help="Hierarchy level to cut (0 = per-window clusters).")] = None,
     max_objects: Annotated[int, typer.Option(
-        metavar="N", help="Then merge the closest clusters until at most N remain (0: no limit).")] = 20,
+        metavar="N", help="Then keep the N largest clusters, every other merged into its nearest of them (0: no "
+                          "limit).")] = 20,
     max_export_files: Annotated[int | None, typer.Option(
         metavar="N", show_default="the result's own (100,000)",
         help="Most PNGs --export objects may write (one per object per frame); over it nothing is written.")] = None,

@@ -348,8 +348,8 @@ def segment(
         help="Hierarchy level to cut: 0 = per-window clusters (most objects), each level above = one more global "
              "merge round (fewer).")] = None,
     max_objects: Annotated[int, typer.Option(
-        metavar="N", help="Then merge the closest clusters until at most N remain, background included (0: no "
-                          "limit, the paper's partition).")] = 20,
+        metavar="N", help="Then keep the N largest clusters, background included, every other merged into its "
+                          "nearest of them (0: no limit, the paper's partition).")] = 20,
     upsample: Annotated[str, typer.Option(
         metavar="bilinear|nearest",
         help="How masks reach the frame size: smooth edges, or 8-pixel blocks (as released).")] = "bilinear",

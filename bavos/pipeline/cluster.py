@@ -7,7 +7,8 @@ to exactly zero; any probability above the floor gives the release's value uncha
 Levels of the hierarchy:
 - level 0: the centroids of every level-1 window (smoothing, then greedy leader merging, window by window);
 - level 1, 2, ...: each global greedy merge round, until a round changes nothing (the converged level);
-- with ``max_objects``, one more level: the cut level with its closest clusters merged until ``max_objects`` remain.
+- with ``max_objects``, one more level: the cut level's ``max_objects`` largest clusters, every other merged into
+  its nearest of them (``cap_by_area``, once the tokens are labelled).
 
 The first global round is streamed (``StreamingLeaders``): a window's centroids join the first earlier leader within
 tau, or lead a new group, which gives the groups of the batch pass while holding only the leaders and running sums;
@@ -166,51 +167,58 @@ def cluster_window(rows: Tensor, tau: float) -> Tensor:
     return centroids
 
 
-def merge_closest(centroids: Tensor, max_clusters: int) -> tuple[Tensor, np.ndarray]:
-    """Merge the closest pair (unweighted mean) until at most ``max_clusters`` remain.
+def cap_by_area(centroids: Tensor, areas: np.ndarray, max_clusters: int) -> tuple[Tensor, np.ndarray]:
+    """Keep the ``max_clusters`` largest clusters (token counts ``areas``; ties to the lower index; clusters no token
+    chose are never kept) and merge every other into the kept one nearest to it by the symmetric KL of their
+    centroids (docs/method.md, "The cap").
 
-    The pair distance is the symmetric KL (made exactly symmetric); logs and each row's nearest neighbour are
-    cached, so a merge costs two (n, M) matrix-vector products rather than a scan of all pairs.
+    Args:
+        centroids: (n, M) a level's centroids.
+        areas: (n,) the tokens of each cluster over the video.
 
     Returns:
-        (k, M) centroids in order of their lowest original index, and (n,) the new cluster of each input centroid.
+        (k, M) centroids of the kept groups in order of their kept cluster's index, each the area-weighted mean of
+        its members (as a cluster's centroid is the mean of its tokens); and (n,) the group of each input cluster.
     """
     n = centroids.shape[0]
-    c = centroids.clone()
-    log_c = safe_log(c)
-    self_c = (c * log_c).sum(-1)  # (n,)
-    inf = float("inf")
-    dist = sym_kl(c, c, log_c, log_c)
-    dist = (dist + dist.T) / 2  # (n, n)
-    dist.fill_diagonal_(inf)
-    alive = torch.ones(n, dtype=torch.bool, device=c.device)
-    best, nearest = dist.min(1)  # (n,) each row's closest alive centroid
-    root = np.arange(n)
-    for _ in range(max(0, n - max_clusters)):
-        i = int(best.argmin())
-        j = int(nearest[i])
-        i, j = min(i, j), max(i, j)  # the merged cluster keeps the lower index
-        c[i] = (c[i] + c[j]) / 2
-        log_c[i] = safe_log(c[i])
-        self_c[i] = (c[i] * log_c[i]).sum()
-        root[root == j] = i
-        alive[j] = False
-        dist[j, :] = inf
-        dist[:, j] = inf
-        best[j] = inf
-        row = self_c[i] + self_c - log_c @ c[i] - c @ log_c[i]  # (n,) D(c_i, every centroid)
-        row = row.masked_fill(~alive, inf)
-        row[i] = inf
-        dist[i, :] = row
-        dist[:, i] = row
-        stale = ((nearest == i) | (nearest == j)) & alive
-        stale[i] = True
-        if bool(stale.any()):
-            best[stale], nearest[stale] = dist[stale].min(1)
-        closer = row < best
-        best[closer], nearest[closer] = row[closer], i
-    kept = np.unique(root)
-    return c[torch.as_tensor(kept, device=c.device)], np.searchsorted(kept, root)
+    areas = np.asarray(areas, dtype=np.int64)
+    order = np.lexsort((np.arange(n), -areas))  # largest first, ties to the lower index
+    chosen = [int(i) for i in order[:max_clusters] if areas[i] > 0] or [int(order[0])]
+    kept = np.sort(np.array(chosen, dtype=np.int64))
+    parent = np.empty(n, dtype=np.int64)
+    parent[kept] = np.arange(len(kept))
+    others = np.setdiff1d(np.arange(n), kept)
+    if len(others):
+        at = torch.as_tensor(kept, device=centroids.device)
+        dist = sym_kl(centroids[torch.as_tensor(others, device=centroids.device)], centroids[at])  # (others, k)
+        parent[others] = dist.argmin(1).cpu().numpy()  # the first of equals: the lower kept index
+    index = torch.as_tensor(parent, device=centroids.device)
+    weight = torch.as_tensor(areas, dtype=centroids.dtype, device=centroids.device)
+    total = torch.zeros(len(kept), dtype=centroids.dtype, device=centroids.device).index_add_(0, index, weight)
+    sums = add_rows(torch.zeros(len(kept), centroids.shape[1], dtype=centroids.dtype, device=centroids.device), index,
+                    centroids * weight[:, None])
+    return sums / total.clamp_min(1)[:, None], parent
+
+
+def cap_hierarchy(hierarchy: Hierarchy, areas: np.ndarray, max_objects: int) -> np.ndarray | None:
+    """Cap the cut level at ``max_objects`` clusters (``cap_by_area`` with its clusters' token counts ``areas``),
+    appended as the hierarchy's last level; returns the group of each cut-level cluster, or None when the level has
+    no more clusters than that (or ``max_objects`` is 0).
+
+    Raises:
+        ConfigError: the cut level's centroids were not kept (level 0: ``HierarchyBuilder(keep_level0=True)``).
+    """
+    cut = hierarchy.cut
+    if not max_objects or hierarchy.sizes[cut] <= max_objects:
+        return None
+    if hierarchy.centroids[cut] is None:
+        raise ConfigError(f"capping level {cut} needs its centroids: HierarchyBuilder(keep_level0=True)")
+    capped, parent = cap_by_area(hierarchy.centroids[cut], areas, max_objects)
+    hierarchy.sizes.append(int(capped.shape[0]))
+    hierarchy.centroids.append(capped)
+    hierarchy.parents.append(parent)
+    hierarchy.capped_from, hierarchy.cut = cut, len(hierarchy.sizes) - 1
+    return parent
 
 
 class StreamingLeaders:
@@ -351,8 +359,9 @@ class HierarchyBuilder:
         self.level0_size += int(centroids.shape[0])
         return labels
 
-    def finish(self, level: int | None = None, max_objects: int = 0, max_rounds: int = 10000) -> Hierarchy:
-        """The global rounds after the first until nothing changes; then the cut and, with ``max_objects``, a cap."""
+    def finish(self, level: int | None = None, max_rounds: int = 10000) -> Hierarchy:
+        """The global rounds after the first until nothing changes; then the cut. A cap needs the cut level's token
+        counts, known once the tokens are labelled: ``cap_hierarchy``."""
         if not self.level0_size:
             raise ValueError("no attention windows to cluster")
         level0 = torch.cat(self._level0) if self.keep_level0 else None
@@ -377,15 +386,6 @@ class HierarchyBuilder:
             hierarchy.warnings.append(f"--level {cut} does not exist: this video's hierarchy has levels "
                                       f"0..{hierarchy.converged}; cut at the top level, {hierarchy.converged}")
             cut = hierarchy.converged
-        if max_objects and sizes[cut] > max_objects:
-            if centroids[cut] is None:
-                raise ConfigError("capping level 0 needs its centroids: HierarchyBuilder(keep_level0=True)")
-            capped, parent = merge_closest(centroids[cut], max_objects)
-            sizes.append(int(capped.shape[0]))
-            centroids.append(capped)
-            parents.append(parent)
-            hierarchy.capped_from = cut
-            cut = len(sizes) - 1
         hierarchy.cut = cut
         return hierarchy
 
@@ -431,19 +431,17 @@ def label_window(rows: Tensor, level0: np.ndarray, hierarchy: Hierarchy) -> np.n
         level0: (n,) their level-0 labels (``HierarchyBuilder.add_window``).
 
     Returns:
-        (levels, n) int32: level 0 as given, each global level the nearest of its centroids, a capped level the
-        merged cluster of the token's cluster at the level it was cut from. Every level's distances come from one
+        (real levels, n) int32: level 0 as given, each global level the nearest of its centroids (a cap, made once
+        every token is labelled, follows the merge tree: ``cap_hierarchy``). Every level's distances come from one
         product against the distinct centroids of all levels (``distinct_centroids``).
     """
-    out = np.empty((len(hierarchy.sizes), rows.shape[0]), dtype=np.int32)
+    out = np.empty((hierarchy.converged + 1, rows.shape[0]), dtype=np.int32)
     out[0] = level0
     if hierarchy.converged:
         stacked, log_stacked, index = distinct_centroids(hierarchy)
         dist = sym_kl(stacked, rows, log_stacked)  # (U, n)
         nearest = [dist[torch.as_tensor(at, device=dist.device)].argmin(0) for at in index]
         out[1 : hierarchy.converged + 1] = torch.stack(nearest).cpu().numpy()  # one copy to the host for every level
-    if hierarchy.capped:
-        out[-1] = hierarchy.parents[-1][out[hierarchy.capped_from]]
     return out
 
 
@@ -487,8 +485,12 @@ def cluster_attention(attn: Tensor, tau: float = 1.0, window: int = 3, level: in
     builder = HierarchyBuilder(tau, keep_level0=level == 0 and max_objects > 0)
     windows = [attn[s : s + window].reshape(-1, m) for s in range(0, t, window)]
     level0 = [builder.add_window(rows) for rows in windows]
-    hierarchy = builder.finish(level, max_objects)
+    hierarchy = builder.finish(level)
     labels = np.concatenate([label_window(rows, l0, hierarchy) for rows, l0 in zip(windows, level0, strict=True)],
                             axis=1).reshape(len(hierarchy.sizes), t, n)
+    parent = cap_hierarchy(hierarchy, np.bincount(labels[hierarchy.cut].ravel(), minlength=hierarchy.sizes[
+        hierarchy.cut]), max_objects)
+    if parent is not None:
+        labels = np.concatenate([labels, parent[labels[hierarchy.capped_from]][None]])
     return ClusterResult(labels[hierarchy.cut], labels, hierarchy.sizes, hierarchy.converged, hierarchy.cut,
                          hierarchy)

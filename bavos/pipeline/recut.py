@@ -22,25 +22,8 @@ import torch
 
 from bavos.config import SegmentConfig
 from bavos.errors import InputError, UsageError
-from bavos.pipeline.cluster import Hierarchy, merge_closest
-from bavos.pipeline.segment import Analysis, Keys, ids_by_area
-
-
-class CutLabels:
-    """The labels of the real levels (0 .. converged) of some store, with a capped level computed on the fly."""
-
-    def __init__(self, base: Any, real: int, capped_from: int | None = None, parent: np.ndarray | None = None) -> None:
-        self.base, self.real, self.capped_from, self.parent = base, real, capped_from, parent
-
-    def frame(self, index: int) -> np.ndarray:
-        rows = self.base.frame(index)[: self.real]  # (real levels, N)
-        if self.parent is None:
-            return rows
-        capped = self.parent[rows[self.capped_from]].astype(rows.dtype)
-        return np.concatenate([rows, capped[None]])
-
-    def close(self) -> None:
-        self.base.close()
+from bavos.pipeline.cluster import Hierarchy
+from bavos.pipeline.segment import Analysis, CutLabels, Keys, capped_analysis
 
 
 class ArrayLabels:
@@ -73,20 +56,11 @@ def recut_analysis(analysis: Analysis, level: int | None, max_objects: int,
     areas = analysis.areas[:real]
     base = analysis.labels.base if isinstance(analysis.labels, CutLabels) else analysis.labels
     hierarchy = Hierarchy(list(sizes), list(centroids), list(parents), h.converged, None, cut)
-    labels = CutLabels(base, real)
-    if max_objects and sizes[cut] > max_objects:
-        if centroids[cut] is None:
-            raise UsageError(f"capping level {cut} needs its centroids; hierarchy.npz keeps only the converged "
-                             f"level's ({h.converged}): run {segment} --level {cut} --max-objects {max_objects}")
-        capped, parent = merge_closest(centroids[cut], max_objects)
-        hierarchy.sizes.append(int(capped.shape[0]))
-        hierarchy.centroids.append(capped)
-        hierarchy.parents.append(parent)
-        hierarchy.capped_from, hierarchy.cut = cut, real
-        areas = [*areas, np.bincount(parent, weights=areas[cut], minlength=len(capped)).astype(np.int64)]
-        labels = CutLabels(base, real, cut, parent)
-    return replace(analysis, hierarchy=hierarchy, labels=labels, mapping=ids_by_area(areas[hierarchy.cut]),
-                   areas=areas)
+    if max_objects and sizes[cut] > max_objects and centroids[cut] is None:
+        raise UsageError(f"capping level {cut} needs its centroids; hierarchy.npz keeps only the converged "
+                         f"level's ({h.converged}): run {segment} --level {cut} --max-objects {max_objects}")
+    return capped_analysis(replace(analysis, hierarchy=hierarchy, labels=CutLabels(base, real), areas=list(areas)),
+                           max_objects)
 
 
 def _split(values: np.ndarray, offsets: np.ndarray) -> list[np.ndarray]:

@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -48,7 +49,7 @@ from bavos.models.costs import (
 from bavos.models.devices import HeapTrimmer, strict_float32
 from bavos.models.loading import PREPROCESS_CHUNK_BYTES, Models, frame_tokens
 from bavos.pipeline.attention import key_frame_indices, window_attention
-from bavos.pipeline.cluster import Hierarchy, HierarchyBuilder, distinct_centroids, label_window
+from bavos.pipeline.cluster import Hierarchy, HierarchyBuilder, cap_hierarchy, distinct_centroids, label_window
 from bavos.pipeline.masks import MAX_IDS_8BIT, ids_by_area, nearest_processed, upsample_ids
 from bavos.pipeline.store import LabelStore, QueryStore
 
@@ -434,7 +435,7 @@ def _analyse(source: VideoSource, models: Models, cfg: SegmentConfig, progress: 
             progress("hierarchy", index + 1, windows)
         clustered = windows_seconds()
         with clock("clustering"):
-            hierarchy = builder.finish(cfg.level, cfg.max_objects)
+            hierarchy = builder.finish(cfg.level)
         distinct = len(distinct_centroids(hierarchy)[0]) if hierarchy.converged else 0
         top = hierarchy.sizes[hierarchy.cut]
         refine(f"the hierarchy's {top} cluster{'s' * (top != 1)}",
@@ -447,11 +448,42 @@ def _analyse(source: VideoSource, models: Models, cfg: SegmentConfig, progress: 
         windows_q.close()  # its decoding thread ends now, not when a traceback holding it goes
         store0.close()
         queries.close()
-    mapping = ids_by_area(areas[hierarchy.cut])
     timings = {"decode": clock.decode, **clock.seconds}
     info = replace(source.info, fps=cfg.fps) if source.info.is_folder else source.info
-    return Analysis(info, keys, hierarchy, labels, mapping, cfg.stride, areas, timings, dict(clock.waits),
-                    time.perf_counter() - started)
+    analysis = Analysis(info, keys, hierarchy, CutLabels(labels, hierarchy.converged + 1), np.zeros(1, np.int64),
+                        cfg.stride, areas, timings, dict(clock.waits), time.perf_counter() - started)
+    return capped_analysis(analysis, cfg.max_objects)  # as bavos recut caps it: one rule, one result
+
+
+def capped_analysis(analysis: Analysis, max_objects: int) -> Analysis:
+    """The analysis with its cut level capped at ``max_objects`` clusters (``cluster.cap_hierarchy``: the largest
+    kept, the others merged into their nearest), the capped labels following the merge tree, and the output ids by
+    area. Its hierarchy must hold the real levels only, and its labels be ``CutLabels`` of them."""
+    hierarchy, areas, labels = analysis.hierarchy, list(analysis.areas), analysis.labels
+    cut = hierarchy.cut
+    parent = cap_hierarchy(hierarchy, areas[cut], max_objects)
+    if parent is not None:
+        areas.append(np.bincount(parent, weights=areas[cut], minlength=hierarchy.sizes[-1]).astype(np.int64))
+        labels = CutLabels(labels.base, labels.real, cut, parent)
+    return replace(analysis, labels=labels, areas=areas, mapping=ids_by_area(areas[hierarchy.cut]))
+
+
+class CutLabels:
+    """The labels of the real levels (0 .. converged) of some store, with a capped level computed on the fly."""
+
+    def __init__(self, base: Any, real: int, capped_from: int | None = None, parent: np.ndarray | None = None) -> None:
+        self.base, self.real, self.capped_from, self.parent = base, real, capped_from, parent
+
+    def frame(self, index: int) -> np.ndarray:
+        rows = self.base.frame(index)[: self.real]  # (real levels, N)
+        if self.parent is None:
+            return rows
+        capped = self.parent[rows[self.capped_from]].astype(rows.dtype)
+        return np.concatenate([rows, capped[None]])
+
+    def close(self) -> None:
+        self.base.close()
+
 
 
 def _label_pass(source: VideoSource, models: Models, cfg: SegmentConfig, clock: _Clock, keys: Keys,

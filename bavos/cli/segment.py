@@ -41,7 +41,7 @@ class RunOptions:
     json: bool = False
     skip_existing: bool = False
     fail_fast: bool = False
-    part: Any = None  # pipeline.batch.Part: this call's share of the inputs (--shard, a Slurm array)
+    part: Any = None  # config.Part: this call's share of the inputs (--shard, a Slurm array)
 
 
 def run(inputs: list[Path], output: Path, model_cfg: ModelConfig, cfg: SegmentConfig, opts: RunOptions) -> int:

@@ -485,7 +485,6 @@ class CutLabels:
         self.base.close()
 
 
-
 def _label_pass(source: VideoSource, models: Models, cfg: SegmentConfig, clock: _Clock, keys: Keys,
                 hierarchy: Hierarchy, store0: LabelStore, queries: _QueryCache, rows_cache: _WindowCache,
                 progress: Progress, workdir: Path, trim: HeapTrimmer) -> tuple[LabelStore, list[np.ndarray]]:

@@ -30,8 +30,6 @@ from bavos.training.clips import CachedClip, Skipped
 
 LAST = "last.pt"
 METRICS = "metrics.jsonl"
-
-
 CONFIG = "config.json"
 _CACHED = re.compile(r"^(\.|[0-9a-f]{40}(\.|$))")  # a cached clip's files (training.clips.cache_key), or hidden
 

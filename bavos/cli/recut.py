@@ -40,11 +40,12 @@ def recut(
 
     code = 0
     with progress_for(quiet) as progress:
+        for parent in dict.fromkeys(f.absolute().parent for f in folders):  # each once, however many results it holds
+            removed = sweep(parent)  # what killed runs left beside the results
+            if not quiet:
+                say_swept(removed, parent)
         for folder in folders:
             progress.start(folder.name)
-            removed = sweep(folder.absolute().parent)  # what killed runs left beside the results
-            if not quiet:
-                say_swept(removed, folder.absolute().parent)
             try:
                 summary = recut_folder(folder, level, max_objects, progress, max_export_files)
             except (BavosError, OSError) as e:

@@ -200,12 +200,15 @@ CUT_FRAME_FIX = "replace the frame, or move it out of the folder"
 
 def _jpeg_cut_short(path: Path, tail: int = 65536) -> bool:
     """A JPEG file ends with its end-of-image marker (FF D9), or holds it near the end (data some cameras append);
-    one with neither was cut short (a copy or a download that stopped). Reads at most ``tail`` bytes."""
+    one with neither was cut short (a copy or a download that stopped). Reads its last 2 bytes, and at most ``tail``
+    bytes only when they are not the marker."""
     with open(path, "rb") as f:
         size = f.seek(0, os.SEEK_END)
+        f.seek(max(0, size - 2))
+        if f.read() == b"\xff\xd9":  # almost every JPEG: one frame's check costs two bytes
+            return False
         f.seek(max(0, size - tail))
-        end = f.read()
-    return not end.endswith(b"\xff\xd9") and b"\xff\xd9" not in end
+        return b"\xff\xd9" not in f.read()
 
 
 def _reason(e: Exception) -> str:

@@ -106,7 +106,8 @@ def release_checkpoint(progress: Progress | None = None) -> Path:
         return path
     url = os.environ.get("BAVOS_RELEASE_URL") or RELEASE_URL
     # named by this process (owners.owner_tag): what a killed download left (95 MB) goes with the next one
-    part = hidden_sibling(path, "tmp").with_name(f"{hidden_sibling(path, 'tmp').name}-download")
+    tmp = hidden_sibling(path, "tmp")
+    part = tmp.with_name(f"{tmp.name}-download")
     created = not path.parent.exists()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

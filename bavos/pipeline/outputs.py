@@ -463,18 +463,13 @@ def write_folder(final: Path, source: VideoSource, analysis: Analysis, cfg: Segm
                      "--tau or another --level gives more clusters)")
             result["warnings"] = [*result["warnings"], empty]
         publish(tmp, final, result, keep_others, fix)
-    except DestinationError:  # something of the user's came to be there meanwhile: said as it is
+    except BaseException as e:
         Heartbeat.remove(tmp)
         shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    except (OSError, OutputError) as e:
-        Heartbeat.remove(tmp)
-        shutil.rmtree(tmp, ignore_errors=True)
+        # something of the user's came to be there meanwhile (said as it is), or not a failure to write
+        if isinstance(e, DestinationError) or not isinstance(e, OSError | OutputError):
+            raise
         cause = e if isinstance(e, OSError) else e.__cause__
         reason = plain_os_error(cause, "") if isinstance(cause, OSError) else str(e)
         raise OutputError(f"cannot write the result {final}: {reason}") from e
-    except BaseException:
-        Heartbeat.remove(tmp)
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return result

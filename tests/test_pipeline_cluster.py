@@ -213,7 +213,7 @@ def test_labels_come_from_each_levels_nearest_centroid_computed_once(dtype: torc
     result = cluster_attention(attn, tau=2.0, window=2)
     hierarchy = result.hierarchy
     assert result.converged == 4
-    stacked, log_stacked, index = distinct_centroids(hierarchy)
+    stacked, log_stacked, index, _, _ = distinct_centroids(hierarchy)
     assert stacked.shape[0] < sum(result.sizes[1:]) * 0.4  # (145 distinct of 434)
     for lv, at in enumerate(index, start=1):
         assert torch.equal(stacked[torch.as_tensor(at, device=device)], hierarchy.centroids[lv])
@@ -274,3 +274,75 @@ def test_a_video_that_converges_at_level_0_can_be_capped() -> None:
     result = cluster_attention(attn, tau=0.05, window=3, max_objects=2)
     assert result.converged == 0 and result.sizes[0] > 2 and result.sizes[-1] == 2
     assert len(np.unique(result.labels)) == 2
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_global_rounds_compare_only_pairs_with_a_group_of_several(dtype: torch.dtype, monkeypatch) -> None:  # noqa: ANN001
+    """Two groups of one are their members, found farther than tau apart by the pass that left them alone: the next
+    round computes no distance between them, and gives the hierarchy that comparing every pair gives."""
+    from bavos.pipeline import cluster
+
+    attn = torch.from_numpy(structured_attention(12, 16, 24, 20, seed=0, concentration=8.0)).to(dtype)
+    cells = {"known far": 0, "every pair": 0}
+    plain_sym_kl, plain_merge = cluster.sym_kl, cluster._leader_merge
+    mode = "known far"
+
+    def counted(p: torch.Tensor, q: torch.Tensor, *args: object) -> torch.Tensor:
+        if counting:
+            cells[mode] += p.shape[0] * q.shape[0]
+        return plain_sym_kl(p, q, *args)
+
+    monkeypatch.setattr(cluster, "sym_kl", counted)
+    def finish() -> cluster.Hierarchy:
+        nonlocal counting
+        builder, counting = cluster.HierarchyBuilder(2.0), False
+        for s in range(0, 12, 2):
+            builder.add_window(attn[s : s + 2].reshape(-1, 24))
+        counting = True
+        return builder.finish()
+
+    counting = False
+    known = finish()
+    mode = "every pair"
+    monkeypatch.setattr(cluster, "_leader_merge", lambda x, tau, fresh=None: plain_merge(x, tau))
+    plain = finish()
+    assert known.sizes == plain.sizes and known.converged == plain.converged >= 4
+    for a, b in zip(known.parents + known.centroids[1:], plain.parents + plain.centroids[1:], strict=True):
+        assert np.array_equal(np.asarray(a), np.asarray(b))
+    assert cells["known far"] < 0.5 * cells["every pair"], cells
+
+
+def test_binned_rows_bound_the_distance_from_below_even_at_the_floor() -> None:
+    """The bins' symmetric KL never exceeds the rows' own, also where a row is 0 over a whole bin (its clamped
+    entries, not its clamped sum, make the bound: the sum of a bin of zeros clamped once would exceed it)."""
+    from bavos.pipeline.cluster import COARSE_BIN, coarse_rows
+
+    g = torch.Generator().manual_seed(3)
+    p = (torch.randn(40, 5 * COARSE_BIN + 7, generator=g, dtype=torch.float64) * 6).softmax(-1)
+    p[:10, : 2 * COARSE_BIN] = 0.0  # whole bins at 0, and partly 0
+    p[10:20, ::3] = 0.0
+    p = p / p.sum(1, keepdim=True)
+    exact, bound = sym_kl(p, p), sym_kl(coarse_rows(p), coarse_rows(p))
+    assert (bound <= exact + 1e-9).all()
+    assert (bound > 1e-3).float().mean() > 0.9  # and not a trivial one
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_nearest_centroids_and_pairs_within_tau_are_those_every_distance_gives(dtype: torch.dtype) -> None:
+    from bavos.pipeline.cluster import _row_dot, nearest_rows, safe_log, within
+
+    attn = torch.from_numpy(structured_attention(4, 60, 200, 12, seed=5, concentration=6.0)).to(dtype)
+    rows = attn.reshape(-1, 200)
+    centroids = torch.cat([rows[::7], rows[3:40:9]])  # (U, M); some rows are their own centroid: distance 0
+    centroids = torch.cat([centroids, centroids[:5]])  # exact duplicates: the first of equals wins
+    dist = sym_kl(centroids, rows)
+    groups = [torch.arange(len(centroids)), torch.arange(0, len(centroids), 3), torch.tensor([4, 1, 30, 2])]
+    expected = torch.stack([dist[at].argmin(0) for at in groups])
+    assert torch.equal(nearest_rows(centroids, rows, safe_log(centroids), groups), expected)
+    worst = torch.stack([at[dist[at].argmax(0)] for at in groups])  # guesses as far as can be: still right
+    assert torch.equal(nearest_rows(centroids, rows, safe_log(centroids), groups, guesses=worst), expected)
+    logs = safe_log(centroids), safe_log(rows)
+    for tau in (0.5, 2.0, 8.0):
+        close = within(centroids, rows, *logs, _row_dot(centroids, logs[0]), _row_dot(rows, logs[1]), tau)
+        assert torch.equal(close, dist <= tau)
+        assert 0 < int(close.sum()) < close.numel()

@@ -101,7 +101,8 @@ def noop(*args: object) -> None:
 
 
 def tiny_config(**kw: object) -> SegmentConfig:
-    return SegmentConfig(**{"resolution": (64, 96), "key_ratio": 4, "device": "cpu", **kw})
+    return SegmentConfig(**{"resolution": (64, 96), "key_ratio": 4, "device": "cpu", "stride": 1,
+                            "max_key_frames": 30, **kw})
 
 
 def test_outputs_of_an_odd_sized_clip(tmp_path: Path, tiny_models) -> None:  # noqa: ANN001
@@ -669,6 +670,6 @@ def test_the_estimate_grows_with_the_clusters() -> None:
                                 max_objects=max_objects).seconds
 
     few, many = cost(ClusterCounts(per_window=2, distinct=10, ids=1)), cost(ClusterCounts(per_window=100))
-    assert many["clustering"] > 1.1 * few["clustering"] and many["writing"] > 2 * few["writing"]  # ids to upsample
+    assert many["clustering"] > few["clustering"] and many["writing"] > 2 * few["writing"]  # ids to upsample
     assert many["backbone"] == few["backbone"]
     assert cost(ClusterCounts(per_window=100), max_objects=1)["writing"] == few["writing"]  # one id: nothing to pick

@@ -32,7 +32,13 @@ DISTINCT_PER_LEVEL0 = 0.4
 # 1,096 output ids: 0.56 s and 1.57 s for 48 frames of 320x240).
 WRITE_PER_PIXEL = 200
 WRITE_PER_PIXEL_IDS = 300
-LEADER_BLOCK = 64  # candidate rows the leader pass asks for at once (bavos.pipeline.cluster.LEADER_BLOCK)
+LEADER_BLOCK = 64  # candidate rows the leader pass asks for at once (bavos.pipeline.cluster)
+# The clustering's lower bounds (bavos.pipeline.cluster.coarse_rows): key tokens summed into one bin; what a distance
+# computed alone costs, in distances of a whole product (a sampled product reads both rows for each pair); and the
+# exact distances a token needs per level once the bounds have ruled out the rest (docs/performance.md).
+COARSE_BIN = 32
+SAMPLED_PAIR_COST = 32
+PAIRS_PER_TOKEN = 4
 ATTENTION_BLOCK_BYTES = 256 * 2**20  # the attention's largest logit block (bavos.pipeline.attention)
 
 
@@ -259,26 +265,38 @@ def leader_rows(clusters: float, rows: int) -> float:
     return min(rows, max(clusters, LEADER_BLOCK + 20 * clusters ** 0.5))
 
 
+def bounded_flops(rows: float, columns: float, m: int, pairs: float) -> float:
+    """Flops of the distances of ``rows`` x ``columns`` pairs over ``m`` key tokens found through lower bounds: every
+    pair's bound, and ``pairs`` exact distances computed alone."""
+    return 4 * rows * columns * m / COARSE_BIN + 4 * m * pairs * SAMPLED_PAIR_COST
+
+
 def window_work(n: int, m: int, dim: int, heads: int, distinct: float, per_window: float = CLUSTERS_PER_WINDOW,
-                attention_again: float = 1.0) -> tuple[tuple[float, float], tuple[float, float]]:
+                attention_again: float = 1.0, levels: int = 3) -> tuple[tuple[float, float], tuple[float, float]]:
     """(flops, elementwise operations) of one window of n rows over m key tokens in the hierarchy pass, and in the
-    labels pass, with ``per_window`` level-0 clusters and ``distinct`` global centroids; the labels pass computes
-    the window's attention again with probability ``attention_again`` (0 where ``--attention-cache`` keeps its
-    rows)."""
+    labels pass, with ``per_window`` level-0 clusters and ``distinct`` centroids over ``levels`` global levels; the
+    labels pass computes the window's attention again with probability ``attention_again`` (0 where
+    ``--attention-cache`` keeps its rows)."""
     attention = 2 * n * dim * m, 8 * heads * n * m  # q k^T of every head; in-place softmax passes
-    # self-distances, smoothing, leader rows, level-0 labels (distances of the window's centroids to its rows)
-    hierarchy = 2 * n * n * m + 2 * n * n * m + 4 * leader_rows(per_window, n) * n * m + 4 * per_window * n * m
-    assignment = 4 * distinct * n * m  # distances of the global levels' distinct centroids to the rows
+    # self-distances and smoothing (whole products); the leader pass and the level-0 labels through lower bounds
+    hierarchy = (4 * n * n * m + bounded_flops(leader_rows(per_window, n), n, m, PAIRS_PER_TOKEN * n)
+                 + bounded_flops(per_window, n, m, PAIRS_PER_TOKEN * n))
+    assignment = bounded_flops(distinct, n, m, PAIRS_PER_TOKEN * n * levels)  # every global level's nearest
     return ((attention[0] + hierarchy, attention[1] + 8 * n * m + 8 * n * n),
-            (attention_again * attention[0] + assignment, attention_again * attention[1] + 4 * n * m))
+            (attention_again * attention[0] + assignment, attention_again * attention[1] + 4 * n * m
+             + 4 * distinct * n))
 
 
 def rounds_work(m: int, sizes: tuple[float, ...]) -> float:
-    """Flops of the global rounds over clusters of ``sizes`` (level 0 first): the streamed first round compares each
-    level-0 cluster with the leaders so far (on average half of level 1), each later round a level with itself."""
-    first = 4 * m * sizes[0] * sizes[1] / 2 if len(sizes) > 1 else 0.0
-    later = zip(sizes[1:], sizes[2:], strict=False)
-    return first + sum(4 * m * leader_rows(after, before) * before for before, after in later)
+    """Flops of the global rounds over clusters of ``sizes`` (level 0 first): the streamed first round bounds each
+    level-0 cluster against the leaders so far (on average half of level 1); the round over each later level, its
+    fresh rows (at most twice the clusters the round before merged away) against the level."""
+    if len(sizes) < 2:
+        return 0.0
+    work = bounded_flops(sizes[0], sizes[1] / 2, m, PAIRS_PER_TOKEN * sizes[0])
+    for below, level in zip(sizes[:-1], sizes[1:], strict=False):
+        work += bounded_flops(min(level, 2 * (below - level)), level, m, PAIRS_PER_TOKEN * level)
+    return work
 
 
 def segment_estimate(frames: int, grid: tuple[int, int], keys: int, batch: int, window: int, device: torch.device,
@@ -319,7 +337,8 @@ def segment_estimate(frames: int, grid: tuple[int, int], keys: int, batch: int, 
     full_kept = min(windows - 1, cache_bytes // window_rows)  # the cache keeps each window that still fits
     rows_kept = full_kept * window_rows + (last_rows if last_rows <= cache_bytes - full_kept * window_rows else 0)
     rows_share = rows_kept / rows_total if rows_total else 0.0  # of the windows: their attention is not recomputed
-    full, last = (window_work(f * n_tokens, m, dim, heads, distinct, counts.per_window, 1 - rows_share)
+    levels = len(sizes) - 1
+    full, last = (window_work(f * n_tokens, m, dim, heads, distinct, counts.per_window, 1 - rows_share, levels)
                   for f in (window, last_frames))  # each: (hierarchy pass, labels pass)
 
     def time_of(work: tuple[float, float]) -> float:

@@ -19,6 +19,7 @@ labels tokens); at a capped level, the merged cluster its cut-level cluster went
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -27,6 +28,7 @@ import torch
 from torch import Tensor
 
 from bavos.errors import ConfigError
+from bavos.models.costs import COARSE_BIN, LEADER_BLOCK, SAMPLED_PAIR_COST
 
 PROB_FLOOR = 1e-30
 
@@ -66,7 +68,130 @@ def sym_kl(p: Tensor, q: Tensor, log_p: Tensor | None = None, log_q: Tensor | No
     return self_p[:, None] + self_q[None, :] - p @ log_q.T - log_p @ q.T
 
 
-LEADER_BLOCK = 64
+BOUND_SLACK = 1e-3
+
+
+def coarse_rows(x: Tensor) -> Tensor:
+    """(n, M) rows -> (n, ceil(M / COARSE_BIN)) sums of their ``PROB_FLOOR``-clamped entries over consecutive bins.
+
+    The symmetric KL of two rows' bins (``sym_kl`` of the results) is at most the rows' own: docs/method.md,
+    "Work the clustering skips".
+    """
+    x = x.clamp_min(PROB_FLOOR)
+    pad = -x.shape[1] % COARSE_BIN
+    if pad:  # entries at the floor in both rows add nothing to either side
+        x = torch.nn.functional.pad(x, (0, pad), value=PROB_FLOOR)
+    return x.view(x.shape[0], -1, COARSE_BIN).sum(2)
+
+
+def lower_bounds(coarse_p: Tensor, coarse_q: Tensor) -> Tensor:
+    """(n, m) lower bounds of ``sym_kl`` from two sets of ``coarse_rows``: their own symmetric KL, its terms summed
+    into the products' output (two passes over it, not five: at a few hundred bins the passes cost more than the
+    products; rounding differs from ``sym_kl``'s by far less than ``slack``)."""
+    log_p, log_q = coarse_p.log(), coarse_q.log()  # bins hold at least the floor: no clamp needed
+    out = torch.addmm(_row_dot(coarse_q, log_q)[None, :], coarse_p, log_q.T, alpha=-1)
+    out.addmm_(log_p, coarse_q.T, alpha=-1)
+    return out.add_(_row_dot(coarse_p, log_p)[:, None])
+
+
+def slack(bound: Tensor) -> Tensor:
+    """How far a computed lower bound may exceed the value it bounds, from rounding alone: many times float32's."""
+    return BOUND_SLACK * (1 + bound.abs())
+
+
+def pair_distances(p: Tensor, q: Tensor, log_p: Tensor, log_q: Tensor, self_p: Tensor, self_q: Tensor,
+                   pairs: Tensor) -> Tensor:
+    """``sym_kl(p, q)`` at the (K,) True entries of the (n, m) bool ``pairs`` only, in ``pairs.nonzero()`` order.
+
+    The two products are computed at those entries alone (sampled dense-dense products): their cost is K * M, not
+    n * m * M.
+    """
+    at = pairs.nonzero()  # (K, 2), row-major
+    if not len(at):
+        return p.new_zeros(0)
+    crow = torch.zeros(pairs.shape[0] + 1, dtype=torch.int64, device=p.device)
+    crow[1:] = torch.cumsum(pairs.sum(1), 0)
+    with warnings.catch_warnings():  # "sparse CSR support is in beta": the sampled product is all that is used
+        warnings.simplefilter("ignore", UserWarning)
+        pattern = torch.sparse_csr_tensor(crow, at[:, 1].contiguous(), p.new_zeros(len(at)), pairs.shape,
+                                          check_invariants=False)  # made right above: sorted, in range
+        cross = torch.sparse.sampled_addmm(pattern, p, log_q.T, beta=0.0).values()
+        cross += torch.sparse.sampled_addmm(pattern, log_p, q.T, beta=0.0).values()
+    return self_p[at[:, 0]] + self_q[at[:, 1]] - cross
+
+
+def within(p: Tensor, q: Tensor, log_p: Tensor, log_q: Tensor, self_p: Tensor, self_q: Tensor, tau: float,
+           coarse_p: Tensor | None = None, coarse_q: Tensor | None = None) -> Tensor:
+    """(n, m) bool ``sym_kl(p, q) <= tau``.
+
+    On a CPU only the pairs whose lower bound (``coarse_rows``, given or made here) is within ``tau`` are computed
+    (docs/method.md, "Work the clustering skips"); elsewhere every pair.
+    """
+    if p.device.type != "cpu":
+        return sym_kl(p, q, log_p, log_q, self_q) <= tau
+    coarse_p = coarse_rows(p) if coarse_p is None else coarse_p
+    coarse_q = coarse_rows(q) if coarse_q is None else coarse_q
+    bound = torch.tensor(tau, dtype=p.dtype)
+    close = lower_bounds(coarse_p, coarse_q) <= bound + slack(bound)  # (n, m) the pairs that can be within tau
+    if int(close.sum()) * SAMPLED_PAIR_COST > close.numel():  # too many: the whole product costs less
+        return sym_kl(p, q, log_p, log_q, self_q) <= tau
+    close[close.clone()] = pair_distances(p, q, log_p, log_q, self_p, self_q, close) <= tau
+    return close
+
+
+def nearest_rows(centroids: Tensor, rows: Tensor, log_centroids: Tensor, groups: list[Tensor],
+                 coarse_centroids: Tensor | None = None, self_centroids: Tensor | None = None,
+                 guesses: Tensor | None = None) -> Tensor:
+    """For each group of centroids, the nearest of them to each row by ``sym_kl`` (the first of equals).
+
+    On a CPU, a centroid whose lower bound (``coarse_rows``) exceeds the exact distance of another centroid of the
+    group is never the nearest: each row's distances are computed exactly only to the centroids that can be
+    (docs/method.md, "Work the clustering skips"). Elsewhere every distance is computed.
+
+    Args:
+        centroids: (U, M) with their ``safe_log`` ``log_centroids`` and, if already made, ``coarse_rows`` and
+            ``_row_dot(centroids, log_centroids)``.
+        rows: (n, M).
+        groups: per group, (k_g,) indices into ``centroids`` (on their device).
+        guesses: (groups, n) indices into ``centroids`` of a member of each group likely to be near each row (the
+            closer, the fewer exact distances); None: each group's least lower bound.
+
+    Returns:
+        (groups, n) int64 positions within each group.
+    """
+    if rows.device.type != "cpu":
+        dist = sym_kl(centroids, rows, log_centroids)  # (U, n)
+        return torch.stack([dist[at].argmin(0) for at in groups])
+    u, n = centroids.shape[0], rows.shape[0]
+    log_rows = safe_log(rows)
+    self_c = _row_dot(centroids, log_centroids) if self_centroids is None else self_centroids
+    self_r = _row_dot(rows, log_rows)
+    coarse_c = coarse_rows(centroids) if coarse_centroids is None else coarse_centroids
+    lower = lower_bounds(coarse_c, coarse_rows(rows))  # (U, n)
+    if guesses is None:
+        guesses = torch.stack([at[lower[at].argmin(0)] for at in groups])
+    columns = torch.arange(n, device=rows.device).expand_as(guesses)
+    guessed = torch.zeros_like(lower, dtype=torch.bool)
+    guessed[guesses, columns] = True
+    found = pair_distances(centroids, rows, log_centroids, log_rows, self_c, self_r, guessed)  # row-major order
+    nonzero = guessed.nonzero()
+    keys = nonzero[:, 0] * n + nonzero[:, 1]  # increasing: the order of ``found``
+    upper = found[torch.searchsorted(keys, guesses * n + columns)].amax(0)  # (n,) no group's nearest is farther
+    wanted = lower <= upper + slack(upper)
+    wanted |= guessed
+    at = wanted.nonzero()  # (K, 2): the pairs that can be a group's nearest, row-major
+    value = pair_distances(centroids, rows, log_centroids, log_rows, self_c, self_r, wanted)
+    out = torch.empty(len(groups), n, dtype=torch.int64)
+    for g, members in enumerate(groups):
+        position = torch.full((u,), -1, dtype=torch.int64)
+        position[members] = torch.arange(len(members))
+        pos = position[at[:, 0]]
+        mine = pos >= 0
+        row, pos, v = at[mine, 1], pos[mine], value[mine]
+        best = torch.full((n,), float("inf"), dtype=value.dtype).scatter_reduce(0, row, v, "amin")
+        first = v == best[row]  # the first of equals, as argmin gives it
+        out[g] = torch.full((n,), u, dtype=torch.int64).scatter_reduce(0, row[first], pos[first], "amin")
+    return out
 
 
 def greedy_leaders(close_rows: Callable[[np.ndarray, np.ndarray], np.ndarray], n: int,
@@ -131,18 +256,90 @@ def group_means(x: Tensor, labels: np.ndarray) -> Tensor:
     return sums / sizes[:, None]
 
 
-def _leader_merge(x: Tensor, tau: float) -> tuple[Tensor, np.ndarray]:
-    """One greedy leader pass over the rows of ``x`` (n, M): (centroids (k, M), labels (n,))."""
+POOL_FILL = 0.75
+
+
+class _Columns:
+    """The columns a leader pass's requests are computed against: rows of ``x`` with their logs and self terms.
+
+    A request asks for a few rows' distances to the columns still free. Gathering those columns' (c, M) rows for
+    each request moves about as many bytes as its products do arithmetic, so they are gathered again only when fewer
+    than ``POOL_FILL`` of those held are still asked for, and each request's columns are picked from its (b, held)
+    result.
+    """
+
+    def __init__(self, x: Tensor, log_x: Tensor, self_x: Tensor, coarse_x: Tensor, tau: float) -> None:
+        self.x, self.log_x, self.self_x, self.coarse_x, self.tau = x, log_x, self_x, coarse_x, tau
+        self.held = np.zeros(0, dtype=np.int64)
+        self._x, self._log, self._self, self._coarse = x, log_x, self_x, coarse_x
+
+    def close(self, rows: np.ndarray, columns: np.ndarray) -> np.ndarray:
+        """(b, c) bool ``D[rows, columns] <= tau``; ``columns`` increasing, among the columns of every earlier call."""
+        if not len(self.held) or len(columns) < POOL_FILL * len(self.held):
+            self._hold(columns)
+        at = torch.as_tensor(rows, device=self.x.device)
+        close = within(self.x[at], self._x, self.log_x[at], self._log, self.self_x[at], self._self, self.tau,
+                       self.coarse_x[at], self._coarse)  # (b, held)
+        if len(columns) < len(self.held):
+            close = close[:, torch.as_tensor(np.searchsorted(self.held, columns), device=self.x.device)]
+        return close.cpu().numpy()
+
+    def _hold(self, columns: np.ndarray) -> None:
+        self.held = columns.copy()
+        if len(columns) == self.x.shape[0]:  # every column: no copy
+            self._x, self._log, self._self, self._coarse = self.x, self.log_x, self.self_x, self.coarse_x
+            return
+        at = torch.as_tensor(columns, device=self.x.device)
+        self._x, self._log, self._self, self._coarse = self.x[at], self.log_x[at], self.self_x[at], self.coarse_x[at]
+
+
+class _KnownFar:
+    """``close_rows`` for a leader pass in which two rows that are not ``fresh`` are known to be farther than tau
+    apart (docs/method.md, "Work the clustering skips"): only pairs with a fresh row are computed.
+
+    A fresh row is compared with every free column, ``LEADER_BLOCK`` fresh rows at a time (the next free ones, read
+    ahead of the request so that each product has rows enough); a row that is not fresh with the fresh free columns
+    only.
+    """
+
+    def __init__(self, every: _Columns, fresh_columns: _Columns, fresh: np.ndarray) -> None:
+        self.every, self.fresh_columns, self.fresh = every, fresh_columns, fresh
+        self._ahead: dict[int, np.ndarray] = {}  # fresh row -> (n,) bool, its closeness to the columns then free
+
+    def __call__(self, index: np.ndarray, columns: np.ndarray) -> np.ndarray:
+        out = np.zeros((len(index), len(columns)), dtype=bool)
+        is_fresh = self.fresh[index]
+        for k in np.flatnonzero(is_fresh):
+            out[k] = self._row(int(index[k]), columns)[columns]
+        stale = np.flatnonzero(~is_fresh)
+        wanted = np.flatnonzero(self.fresh[columns])  # positions of the fresh free columns
+        if len(stale) and len(wanted):
+            out[np.ix_(stale, wanted)] = self.fresh_columns.close(index[stale], columns[wanted])
+        return out
+
+    def _row(self, i: int, columns: np.ndarray) -> np.ndarray:
+        if i not in self._ahead:  # i and the next free fresh rows, against every free column; rows left from the
+            self._ahead.clear()  # last read-ahead were taken before they were asked for (rows are asked in order)
+            rows = columns[self.fresh[columns] & (columns >= i)][:LEADER_BLOCK]
+            for j, close in zip(rows, self.every.close(rows, columns), strict=True):
+                row = np.zeros(len(self.fresh), dtype=bool)
+                row[columns] = close
+                self._ahead[int(j)] = row
+        return self._ahead.pop(i)  # a row is asked for once: it leads, or it was taken before
+
+
+def _leader_merge(x: Tensor, tau: float, fresh: np.ndarray | None = None) -> tuple[Tensor, np.ndarray]:
+    """One greedy leader pass over the rows of ``x`` (n, M): (centroids (k, M), labels (n,)).
+
+    Args:
+        fresh: (n,) bool; when given, two rows that are not fresh are farther than ``tau`` apart (known from an
+            earlier pass), and their distance is not computed. None: nothing is known.
+    """
     log_x = safe_log(x)
-    self_x = _row_dot(x, log_x)  # once, not once per block of candidate rows
-
-    def close_rows(index: np.ndarray, columns: np.ndarray) -> np.ndarray:
-        rows = torch.as_tensor(index, device=x.device)
-        if len(columns) == x.shape[0]:  # every column: no copy
-            return (sym_kl(x[rows], x, log_x[rows], log_x, self_x) <= tau).cpu().numpy()
-        cols = torch.as_tensor(columns, device=x.device)
-        return (sym_kl(x[rows], x[cols], log_x[rows], log_x[cols], self_x[cols]) <= tau).cpu().numpy()
-
+    self_x = _row_dot(x, log_x)  # once, not once per request
+    coarse_x = coarse_rows(x)
+    every = _Columns(x, log_x, self_x, coarse_x, tau)
+    close_rows = every.close if fresh is None else _KnownFar(every, _Columns(x, log_x, self_x, coarse_x, tau), fresh)
     labels = greedy_leaders(close_rows, x.shape[0])
     return group_means(x, labels), labels
 
@@ -157,7 +354,8 @@ def cluster_window(rows: Tensor, tau: float) -> Tensor:
         (k, M) centroids of the window's clusters, in order of their leaders.
     """
     log_rows = safe_log(rows)
-    close = sym_kl(rows, rows, log_rows, log_rows) <= tau  # (n, n)
+    self_rows, coarse = _row_dot(rows, log_rows), coarse_rows(rows)
+    close = within(rows, rows, log_rows, log_rows, self_rows, self_rows, tau, coarse, coarse)  # (n, n) symmetric
     close.fill_diagonal_(True)
     adjacency = close.to(rows.dtype)
     del close, log_rows
@@ -236,17 +434,20 @@ class StreamingLeaders:
         self._log: Tensor | None = None
         self._self: Tensor | None = None
         self._sums: Tensor | None = None
+        self._coarse: Tensor | None = None
+        self._room: list[Tensor] | None = None  # leaders, logs, self terms, bins, sums: the views above are their heads
         self._counts: list[int] = []
         self.groups: list[int] = []  # the group of every centroid added so far
 
     def add(self, centroids: Tensor) -> None:
         """Add (k, M) centroids, in order."""
         logs = safe_log(centroids)
-        own = _row_dot(centroids, logs)
+        own, coarse = _row_dot(centroids, logs), coarse_rows(centroids)
         near_old = None
         if self.leaders is not None:
-            near_old = (sym_kl(centroids, self.leaders, logs, self._log, self._self) <= self.tau).cpu().numpy()
-        near_new = (sym_kl(centroids, centroids, logs, logs) <= self.tau).cpu().numpy()
+            near_old = within(centroids, self.leaders, logs, self._log, own, self._self, self.tau, coarse,
+                              self._coarse).cpu().numpy()
+        near_new = within(centroids, centroids, logs, logs, own, own, self.tau, coarse, coarse).cpu().numpy()
         first_new = len(self._counts)
         new_leaders: list[int] = []  # rows of ``centroids`` that lead
         for j in range(len(centroids)):
@@ -264,19 +465,26 @@ class StreamingLeaders:
             self.groups.append(group)
             self._counts[group] += 1
         rows = torch.as_tensor(new_leaders, dtype=torch.long, device=centroids.device)
-        self._grow(centroids[rows], logs[rows], own[rows])
+        self._grow(centroids[rows], logs[rows], own[rows], coarse[rows])
         index = torch.as_tensor(self.groups[-len(centroids):], device=centroids.device)
         add_rows(self._sums, index, centroids)
 
-    def _grow(self, leaders: Tensor, logs: Tensor, own: Tensor) -> None:
-        if self.leaders is None:
-            self.leaders, self._log, self._self = leaders, logs, own
-            self._sums = torch.zeros_like(leaders)
-            return
-        self.leaders = torch.cat([self.leaders, leaders])
-        self._log = torch.cat([self._log, logs])
-        self._self = torch.cat([self._self, own])
-        self._sums = torch.cat([self._sums, torch.zeros_like(leaders)])
+    def _grow(self, leaders: Tensor, logs: Tensor, own: Tensor, coarse: Tensor) -> None:
+        """Append new leaders (their sums start at 0). The buffers grow ahead of need: copying every leader each window
+        would cost as much as comparing with them; by half each time, so they hold at most half again what is
+        used."""
+        held = self.leaders.shape[0] if self.leaders is not None else 0
+        need = held + leaders.shape[0]
+        if self._room is None or need > self._room[0].shape[0]:
+            size = max(need, (3 * self._room[0].shape[0]) // 2 if self._room is not None else 0, 64)
+            room = [t.new_zeros((size, *t.shape[1:])) for t in (leaders, logs, own, coarse, leaders)]
+            if self._room is not None:
+                for new, old in zip(room, self._room, strict=True):
+                    new[:held] = old[:held]
+            self._room = room
+        for buffer, part in zip(self._room[:4], (leaders, logs, own, coarse), strict=True):
+            buffer[held:need] = part
+        self.leaders, self._log, self._self, self._coarse, self._sums = (t[:need] for t in self._room)
 
     def result(self) -> tuple[Tensor, np.ndarray]:
         """(groups, M) group means, and (centroids added,) the group of each."""
@@ -310,7 +518,8 @@ class Hierarchy:
     capped_from: int | None = None
     cut: int = 0
     warnings: list[str] = field(default_factory=list)
-    distinct: tuple[Tensor, Tensor, list[np.ndarray]] | None = field(default=None, repr=False, compare=False)
+    distinct: tuple[Tensor, Tensor, list[np.ndarray], Tensor, Tensor] | None = field(default=None, repr=False,
+                                                                                    compare=False)
 
     @property
     def capped(self) -> bool:
@@ -352,7 +561,8 @@ class HierarchyBuilder:
     def add_window(self, rows: Tensor) -> np.ndarray:
         """(n, M) rows of a window, frame-major then raster order -> (n,) level-0 labels (video-wide indices)."""
         centroids = cluster_window(rows, self.tau)
-        labels = sym_kl(centroids, rows, safe_log(centroids)).argmin(0).cpu().numpy() + self.level0_size
+        every = torch.arange(centroids.shape[0], device=rows.device)
+        labels = nearest_rows(centroids, rows, safe_log(centroids), [every])[0].cpu().numpy() + self.level0_size
         self._first.add(centroids)
         if self.keep_level0:
             self._level0.append(centroids)
@@ -366,6 +576,7 @@ class HierarchyBuilder:
             raise ValueError("no attention windows to cluster")
         level0 = torch.cat(self._level0) if self.keep_level0 else None
         first, parents1 = self._first.result()
+        self._first = StreamingLeaders(self.tau)  # its buffers (the leaders, their logs and sums) are not needed again
         if level0 is None and first.shape[0] == self.level0_size:  # nothing merged: the first round's groups are
             level0 = first  # the level-0 clusters themselves, each the mean of itself (a one-window video, say)
         sizes, centroids, parents = [self.level0_size], [level0], [np.zeros(0, dtype=np.int64)]
@@ -373,13 +584,17 @@ class HierarchyBuilder:
             sizes.append(int(first.shape[0]))
             centroids.append(first)
             parents.append(parents1)
+            # a group of one is its member, bit for bit; two such members were farther than tau apart when the
+            # pass that left them alone compared them, so only the groups of several can merge with anything
+            fresh = np.bincount(parents1, minlength=first.shape[0]) > 1
             for _ in range(max_rounds):
-                merged, labels = _leader_merge(centroids[-1], self.tau)
+                merged, labels = _leader_merge(centroids[-1], self.tau, fresh)
                 if merged.shape[0] == centroids[-1].shape[0]:
                     break
                 sizes.append(int(merged.shape[0]))
                 centroids.append(merged)
                 parents.append(labels)
+                fresh = np.bincount(labels, minlength=merged.shape[0]) > 1
         hierarchy = Hierarchy(sizes, centroids, parents, converged=len(sizes) - 1)
         cut = hierarchy.converged if level is None else level
         if cut > hierarchy.converged:  # known only now: the work is kept, cut at the top
@@ -390,7 +605,7 @@ class HierarchyBuilder:
         return hierarchy
 
 
-def distinct_centroids(hierarchy: Hierarchy) -> tuple[Tensor, Tensor, list[np.ndarray]]:
+def distinct_centroids(hierarchy: Hierarchy) -> tuple[Tensor, Tensor, list[np.ndarray], Tensor, Tensor]:
     """The centroids of levels 1..converged without repeats, and where each level's centroids are among them.
 
     A global round leaves most clusters alone near convergence: a cluster whose group holds one cluster of the level
@@ -398,7 +613,8 @@ def distinct_centroids(hierarchy: Hierarchy) -> tuple[Tensor, Tensor, list[np.nd
     same numbers and are computed once. Cached on the hierarchy (its levels do not change once built).
 
     Returns:
-        (U, M) distinct centroids, their ``safe_log``, and per level 1..converged a (k_l,) index into them.
+        (U, M) distinct centroids, their ``safe_log``, per level 1..converged a (k_l,) index into them, their
+        ``coarse_rows`` and their (U,) ``sum_c p_c log p_c``.
     """
     if hierarchy.distinct is not None:
         return hierarchy.distinct
@@ -419,7 +635,8 @@ def distinct_centroids(hierarchy: Hierarchy) -> tuple[Tensor, Tensor, list[np.nd
         index.append(at)
         count += len(new)
     stacked = torch.cat(rows)
-    hierarchy.distinct = (stacked, safe_log(stacked), index)
+    log_stacked = safe_log(stacked)
+    hierarchy.distinct = (stacked, log_stacked, index, coarse_rows(stacked), _row_dot(stacked, log_stacked))
     return hierarchy.distinct
 
 
@@ -433,15 +650,20 @@ def label_window(rows: Tensor, level0: np.ndarray, hierarchy: Hierarchy) -> np.n
     Returns:
         (real levels, n) int32: level 0 as given, each global level the nearest of its centroids (a cap, made once
         every token is labelled, follows the merge tree: ``cap_hierarchy``). Every level's distances come from one
-        product against the distinct centroids of all levels (``distinct_centroids``).
+        computation against the distinct centroids of all levels (``distinct_centroids``, ``nearest_rows``).
     """
     out = np.empty((hierarchy.converged + 1, rows.shape[0]), dtype=np.int32)
     out[0] = level0
     if hierarchy.converged:
-        stacked, log_stacked, index = distinct_centroids(hierarchy)
-        dist = sym_kl(stacked, rows, log_stacked)  # (U, n)
-        nearest = [dist[torch.as_tensor(at, device=dist.device)].argmin(0) for at in index]
-        out[1 : hierarchy.converged + 1] = torch.stack(nearest).cpu().numpy()  # one copy to the host for every level
+        stacked, log_stacked, index, coarse, own = distinct_centroids(hierarchy)
+        groups = [torch.as_tensor(at, device=rows.device) for at in index]
+        ancestor, guesses = level0, []  # each token's level-0 cluster's group at every level: usually the nearest
+        for lv, at in enumerate(index, start=1):
+            ancestor = hierarchy.parents[lv][ancestor]
+            guesses.append(at[ancestor])
+        nearest = nearest_rows(stacked, rows, log_stacked, groups, coarse, own,
+                               torch.as_tensor(np.stack(guesses), device=rows.device))
+        out[1 : hierarchy.converged + 1] = nearest.cpu().numpy()  # one copy to the host for every level
     return out
 
 

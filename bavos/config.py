@@ -15,9 +15,12 @@ DEFAULT_BACKBONE = "vit_small_patch8_224.dino"
 KNOWN_PATCH_SIZES = {DEFAULT_BACKBONE: 8, "bavos_test_vit": 8}  # checked without importing timm
 EXPORTS = ("coco", "objects", "video")  # what --export writes (bavos.io.exports)
 PAPER_RESOLUTION = (320, 480)  # the release's inference size (METHOD.md 1.5)
-# The default on a CPU: half the paper's size per side. On the 48-frame demo the backbone costs 6x less and the
-# clustering (which grows with the cube of the patches per frame) about 45x less: 30 s instead of 6.5 min (2-core CPU).
+# The defaults on a CPU, where the paper's settings cost several times as long (docs/performance.md, "A CPU at many
+# clusters"): half the paper's size per side, fewer key frames, every other frame.
 CPU_RESOLUTION = (160, 240)
+CPU_MAX_KEY_FRAMES = 10
+CPU_STRIDE = 2
+GPU_MAX_KEY_FRAMES = 30  # every key frame of clips up to 300 processed frames at the paper's ratio
 PRECISIONS = ("float32", "bf16", "fp16")  # of the backbone and correlator (bavos.models.devices applies them)
 
 # Per-channel statistics used to normalise frames (METHOD.md 1.4, decision 7.5).
@@ -85,9 +88,8 @@ class SegmentConfig:
     # Every key_ratio-th processed frame is a key frame; at least one key frame always (METHOD.md 2.3, 7.4).
     key_ratio: int = 10
     # At most this many key frames, spread evenly over the video (0 = no limit): bounds time and memory per frame.
-    # 30: every clip up to 300 processed frames keeps the paper's key frames at the default ratio; longer videos cost
-    # linear time.
-    max_key_frames: int = 30
+    # None: GPU_MAX_KEY_FRAMES on a GPU, CPU_MAX_KEY_FRAMES on a CPU (see ``for_device``).
+    max_key_frames: int | None = None
     # MB of queries kept in host memory from the clustering's first pass for its second (0: decode and run the
     # backbone again). None ("auto"): on a CPU, every query in a temporary file beside the result when they take at
     # most a quarter of the disk's free space; on a GPU (or without that space), every query in memory when they take
@@ -111,7 +113,8 @@ class SegmentConfig:
     # How patch-level labels reach full frame size: "bilinear" (per-cluster masks, then argmax) or "nearest".
     upsample: Literal["bilinear", "nearest"] = "bilinear"
     # Feed every stride-th frame to the model; skipped frames take the labels of the nearest processed frame.
-    stride: int = 1
+    # None: 1 on a GPU, CPU_STRIDE on a CPU (see ``for_device``).
+    stride: int | None = None
     # "auto" (CUDA when available), "cpu" or "cuda".
     device: Literal["auto", "cpu", "cuda"] = "auto"
     # Input normalisation statistics: "kinetics" (the release's inference) or "imagenet" (its training).
@@ -147,7 +150,8 @@ class SegmentConfig:
         checks = [
             (h > 0 and w > 0, f"--resolution must be positive, got {h} {w}"),
             (self.key_ratio >= 1, f"--key-ratio must be at least 1, got {self.key_ratio}"),
-            (self.max_key_frames >= 0, f"--max-key-frames must be 0 (no limit) or more, got {self.max_key_frames}"),
+            (self.max_key_frames is None or self.max_key_frames >= 0,
+             f"--max-key-frames must be 0 (no limit) or more, got {self.max_key_frames}"),
             (self.attention_cache_mb is None or self.attention_cache_mb >= 0,
              f"--attention-cache must be auto, 0 (none) or more MB, got {self.attention_cache_mb}"),
             (self.query_cache_mb is None or self.query_cache_mb >= 0,
@@ -157,7 +161,7 @@ class SegmentConfig:
             (self.level is None or self.level >= 0, f"--level must be 0 or more, got {self.level}"),
             (0 <= self.max_objects <= 65536,
              f"--max-objects must be in 0..65536 (0 = no limit), got {self.max_objects}"),
-            (self.stride >= 1, f"--stride must be at least 1, got {self.stride}"),
+            (self.stride is None or self.stride >= 1, f"--stride must be at least 1, got {self.stride}"),
             (self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}"),
             (self.fps > 0, f"--fps must be positive, got {self.fps}"),
             (self.max_export_files >= 0,
@@ -174,14 +178,26 @@ class SegmentConfig:
         _check_resolution(self.resolution or PAPER_RESOLUTION, patch)
 
     def for_device(self, device_type: str) -> SegmentConfig:
-        """This config with what depends on the device decided: the resolution (the paper's 320 x 480 on CUDA,
-        CPU_RESOLUTION on a CPU) and the background threads (on CUDA only)."""
+        """This config with what depends on the device decided: on CUDA the paper's 320 x 480, every frame and at
+        most GPU_MAX_KEY_FRAMES key frames; on a CPU the CPU_* operating point; the background threads on CUDA
+        only."""
         cuda = device_type == "cuda"
-        resolution = self.resolution or (PAPER_RESOLUTION if cuda else CPU_RESOLUTION)
-        background = cuda if self.background is None else self.background
-        if (resolution, background) == (self.resolution, self.background):
+        decided = {"resolution": self.resolution or (PAPER_RESOLUTION if cuda else CPU_RESOLUTION),
+                   "max_key_frames": self.max_key_frames if self.max_key_frames is not None else
+                   GPU_MAX_KEY_FRAMES if cuda else CPU_MAX_KEY_FRAMES,
+                   "stride": self.stride or (1 if cuda else CPU_STRIDE),
+                   "background": cuda if self.background is None else self.background}
+        if all(getattr(self, k) == v for k, v in decided.items()):
             return self
-        return replace(self, resolution=resolution, background=background)
+        return replace(self, **decided)
+
+    def cpu_defaults(self) -> dict[str, str]:
+        """The CPU operating point's settings this config leaves to the device (option -> value), each differing
+        from the paper's."""
+        taken = {"--resolution": (self.resolution, f"{CPU_RESOLUTION[0]}x{CPU_RESOLUTION[1]}"),
+                 "--max-key-frames": (self.max_key_frames, str(CPU_MAX_KEY_FRAMES)),
+                 "--stride": (self.stride, str(CPU_STRIDE))}
+        return {option: value for option, (given, value) in taken.items() if given is None}
 
 
 # The two known training settings (METHOD.md 3.7): the released script, and the paper's as reported in issue #1.

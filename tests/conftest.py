@@ -12,7 +12,9 @@ import pytest
 import torch
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-TINY = ["--backbone", "bavos_test_vit", "--checkpoint", "none", "--resolution", "64", "96", "--device", "cpu"]
+# the paper's pipeline at a tiny size (a CPU's own defaults: test_cli.py)
+TINY = ["--backbone", "bavos_test_vit", "--checkpoint", "none", "--resolution", "64", "96", "--device", "cpu",
+        "--stride", "1", "--max-key-frames", "30"]
 CUDA = torch.cuda.is_available()
 # Every test that runs a network, the attention or the clustering takes ``device``: the CPU, and CUDA (marked gpu)
 # where there is one. ``pytest -m gpu`` runs the CUDA half alone.

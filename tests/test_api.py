@@ -17,7 +17,7 @@ from bavos.errors import InputError
 @pytest.fixture(scope="module")
 def segmenter(sharp_weights: Path, device: str) -> bavos.Segmenter:
     return bavos.Segmenter("none", backbone="bavos_test_vit", backbone_weights=str(sharp_weights), device=device,
-                           resolution=(64, 96), key_ratio=4)
+                           resolution=(64, 96), key_ratio=4, stride=1, max_key_frames=30)
 
 
 def test_a_path_an_array_and_an_iterable_give_the_same_masks(tmp_path: Path, segmenter: bavos.Segmenter) -> None:
@@ -61,7 +61,7 @@ def test_save_writes_what_the_command_writes(tmp_path: Path, segmenter: bavos.Se
     assert summary["frames"] == 6
     cli = run_cli("segment", video, "-o", tmp_path / "cli", "--backbone", "bavos_test_vit", "--checkpoint", "none",
                   "--backbone-weights", sharp_weights, "--resolution", "64", "96", "--key-ratio", "4", "--device",
-                  device, "-q")
+                  device, "--stride", "1", "--max-key-frames", "30", "-q")
     assert cli.code == 0, cli.err
     got = sorted(p.relative_to(tmp_path / "api") for p in (tmp_path / "api").rglob("*"))
     want = sorted(p.relative_to(tmp_path / "cli") for p in (tmp_path / "cli").rglob("*"))

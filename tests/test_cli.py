@@ -229,15 +229,32 @@ def test_an_interrupted_input_gets_its_own_json_line(tmp_path: Path, run_cli,  #
     assert line["input"] == str(video) and line["status"] == "interrupted" and line["error"] == "interrupted"
 
 
-def test_cpu_default_resolution_is_said_and_recorded(tmp_path: Path, run_cli) -> None:  # noqa: ANN001
-    video = write_clip(tmp_path / "v.mp4", n=2, height=64, width=96)
+def test_the_cpu_operating_point_is_said_and_recorded(tmp_path: Path, run_cli) -> None:  # noqa: ANN001
+    video = write_clip(tmp_path / "v.mp4", n=4, height=64, width=96)
     result = run_cli("segment", video, "-o", tmp_path / "out", "--backbone", "bavos_test_vit", "--checkpoint", "none",
                      "--backbone-weights", "none", "--device", "cpu", "--no-overlay")
     assert result.code == 0, result.err
-    assert "bavos: on a CPU the default resolution is 160x240" in result.err
-    assert "--resolution 320 480 restores it" in result.err
+    assert ("bavos: on a CPU the defaults are 160x240, at most 10 key frames and every 2nd frame (the paper's key "
+            "frames and every frame took 2.6x as long") in result.err
+    assert "; --resolution 320 480 --max-key-frames 30 --stride 1 restores them" in result.err
     summary = json.loads((tmp_path / "out" / "v" / "summary.json").read_text())
-    assert summary["config"]["SegmentConfig"]["resolution"] == [160, 240] and summary["patch_grid"] == [20, 30]
+    config = summary["config"]["SegmentConfig"]
+    assert (config["resolution"], config["max_key_frames"], config["stride"]) == ([160, 240], 10, 2)
+    assert summary["patch_grid"] == [20, 30] and summary["processed_frames"] == 2
+    given = run_cli("segment", video, "-o", tmp_path / "out2", "--backbone", "bavos_test_vit", "--checkpoint", "none",
+                    "--backbone-weights", "none", "--device", "cpu", "--no-overlay", "--stride", "1",
+                    "--resolution", "64", "96")
+    assert "on a CPU the defaults are at most 10 key frames (the paper's key frames" in given.err
+    assert "; --max-key-frames 30 restores them" in given.err
+    everything = run_cli("segment", video, "-o", tmp_path / "out3", "--backbone", "bavos_test_vit", "--checkpoint",
+                         "none", "--backbone-weights", "none", "--device", "cpu", "--no-overlay", "--stride", "1",
+                         "--resolution", "64", "96", "--max-key-frames", "30")
+    assert everything.code == 0 and "on a CPU the defaults" not in everything.err
+    size = run_cli("segment", video, "-o", tmp_path / "out4", "--backbone", "bavos_test_vit", "--checkpoint", "none",
+                   "--backbone-weights", "none", "--device", "cpu", "--no-overlay", "--stride", "1",
+                   "--max-key-frames", "30")
+    assert ("on a CPU the defaults are 160x240 (the paper's 320x480 costs about 6x the backbone time and 45x the "
+            "clustering time); --resolution 320 480 restores them") in size.err
 
 
 def test_the_cost_is_said_first_and_what_cannot_fit_stops_before_the_work(tmp_path: Path, run_cli,  # noqa: ANN001
@@ -260,6 +277,21 @@ def test_the_cost_is_said_first_and_what_cannot_fit_stops_before_the_work(tmp_pa
     assert failed["status"] == "failed" and "more memory, this machine has 0.0 GB free" in failed["error"]
     for option in ("--resolution", "--max-key-frames", "--stride", "--batch-size"):
         assert option in failed["error"]
+
+
+def test_a_long_estimate_names_the_options_that_bring_it_down(tmp_path: Path, run_cli,  # noqa: ANN001
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    video = write_clip(tmp_path / "v.mp4", n=6)
+    monkeypatch.setattr("bavos.cli.segment.SAY_FASTER_SECONDS", 0)  # as if it would take long
+    result = run_cli("segment", video, "-o", tmp_path / "out", *TINY, "--backbone-weights", "none", "--no-overlay")
+    assert result.code == 0, result.err
+    (line,) = [x for x in result.err.splitlines() if "faster" in x]
+    assert line.startswith("bavos: v.mp4: faster, with less detail: --stride 2 (about ")
+    assert "--max-key-frames 15 (about " in line and "--resolution 48 72 (about " in line
+    assert result.err.index("estimated") < result.err.index("faster") < result.err.index(": keys ")
+    monkeypatch.setattr("bavos.cli.segment.SAY_FASTER_SECONDS", 10**9)
+    quiet = run_cli("segment", video, "-o", tmp_path / "out2", *TINY, "--backbone-weights", "none", "--no-overlay")
+    assert "faster" not in quiet.err
 
 
 def test_sigterm_removes_the_temporary_files(tmp_path: Path) -> None:

@@ -40,7 +40,7 @@ def test_a_run_that_finishes_second_keeps_the_first_result(tmp_path: Path) -> No
     a = write_clip((tmp_path / "a").mkdir() or tmp_path / "a" / "clip.mp4", n=4)
     b = write_clip((tmp_path / "b").mkdir() or tmp_path / "b" / "clip.mp4", n=5)
     out = tmp_path / "out"
-    cfg = SegmentConfig(resolution=(64, 96), device="cpu")
+    cfg = SegmentConfig(resolution=(64, 96), device="cpu", stride=1)
     models = load_models(ModelConfig(backbone="bavos_test_vit", backbone_weights="none", checkpoint="none"), "cpu")
     first = segment_video(a, out, cfg, models, name="clip")
     second = segment_video(b, out, cfg, models, name="clip")  # planned before the first was there

@@ -16,6 +16,11 @@ def test_background_threads_on_a_gpu_only_unless_asked() -> None:
     assert SegmentConfig().for_device("cpu").background is False
     assert SegmentConfig(background=True).for_device("cpu").background is True
     assert SegmentConfig(background=False).for_device("cuda").background is False
+    gpu, cpu = SegmentConfig().for_device("cuda"), SegmentConfig().for_device("cpu")
+    assert (gpu.resolution, gpu.max_key_frames, gpu.stride) == ((320, 480), 30, 1)  # the paper's
+    assert (cpu.resolution, cpu.max_key_frames, cpu.stride) == ((160, 240), 10, 2)
+    given = SegmentConfig(resolution=(64, 96), max_key_frames=0, stride=1).for_device("cpu")
+    assert (given.resolution, given.max_key_frames, given.stride) == ((64, 96), 0, 1)
 
 
 def test_float32_is_the_default_everywhere() -> None:
@@ -72,7 +77,7 @@ def _labels(device: str, weights: Path, frames: np.ndarray) -> np.ndarray:
     import bavos
 
     segmenter = bavos.Segmenter("none", backbone="bavos_test_vit", backbone_weights=str(weights), device=device,
-                                resolution=(64, 96), key_ratio=4, max_objects=0)
+                                resolution=(64, 96), key_ratio=4, max_objects=0, stride=1, max_key_frames=30)
     with segmenter(frames) as result:
         return result.labels
 

@@ -31,13 +31,14 @@ def textured_frames(n: int, height: int, width: int, seed: int = 0) -> list[np.n
 
 
 def bavos_labels(run_cli, frames: list[np.ndarray], checkpoint: Path, tmp: Path, *options: str) -> np.ndarray:  # noqa: ANN001
-    """(T, N) labels of `bavos segment` (defaults but --max-objects 0) on frames given as a lossless PNG folder."""
+    """(T, N) labels of `bavos segment` (the paper's settings, which a CPU's defaults are not, and --max-objects 0) on
+    frames given as a lossless PNG folder."""
     folder = tmp / "frames"
     folder.mkdir()
     for t, image in enumerate(frames):
         Image.fromarray(image).save(folder / f"{t:05d}.png")
     result = run_cli("segment", folder, "-o", tmp / "out", "--checkpoint", checkpoint, "--max-objects", "0",
-                     "--device", "cpu", "-q", "--no-overlay", *options)
+                     "--device", "cpu", "--stride", "1", "--max-key-frames", "30", "-q", "--no-overlay", *options)
     assert result.code == 0, result.err
     summary = json.loads((tmp / "out" / "frames" / "summary.json").read_text())
     assert summary["weights"]["backbone_weights_from"] == "checkpoint"  # the release file's own encoder

@@ -53,7 +53,7 @@ def test_row_chunking_does_not_change_results(device: str) -> None:
 def test_the_default_key_bound_keeps_the_papers_key_frames_up_to_300_frames() -> None:
     from bavos.config import SegmentConfig
 
-    bound = SegmentConfig().max_key_frames
+    bound = SegmentConfig().for_device("cuda").max_key_frames
     assert bound == 30
     for frames in (1, 9, 10, 299, 300, 309):
         assert key_frame_indices(frames, 10, bound) == key_frame_indices(frames, 10, 0)  # the paper's setting

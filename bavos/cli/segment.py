@@ -12,7 +12,7 @@ import contextlib
 import os
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -96,15 +96,35 @@ def _run(jobs: list[tuple[Path, str]], shard: Any, output: Path, model_cfg: Mode
         if models.config.backbone_weights == "none" and not opts.quiet:
             warn(random_backbone_warning(models.weights))
         resolved = cfg.for_device(models.device.type)
-        if cfg.resolution is None and models.device.type == "cpu" and not opts.quiet:
-            h, w = resolved.resolution
-            note(f"on a CPU the default resolution is {h}x{w} (the paper's 320x480 costs about 6x the backbone time "
-                 "and 45x the clustering time); --resolution 320 480 restores it")
+        if models.device.type == "cpu" and cfg.cpu_defaults() and not opts.quiet:
+            note(cpu_point_note(cfg.cpu_defaults()))
         for path, name in todo:
             failed += _segment_one(path, name, output, resolved, models, progress, report)
             if failed and opts.fail_fast:
                 break
     return 1 if failed else 0
+
+
+PAPER_SETTINGS = {"--resolution": "320 480", "--max-key-frames": "30", "--stride": "1"}
+CPU_POINT_WORDS = {"--resolution": "{}", "--max-key-frames": "at most {} key frames", "--stride": "every {} frame"}
+# what the paper's settings cost instead (docs/performance.md, "A CPU at many clusters")
+PAPER_COST = {"frames": "the paper's key frames and every frame took 2.6x as long on a 10-second 720p clip",
+              "size": "the paper's 320x480 costs about 6x the backbone time and 45x the clustering time"}
+
+
+def ordinal(k: int) -> str:
+    return f"{k}{'th' if 10 <= k % 100 < 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(k % 10, 'th')}"
+
+
+def cpu_point_note(taken: dict[str, str]) -> str:
+    """The first line on a CPU: the operating point's settings the user left to the device, what the paper's cost
+    instead, and the options that restore them."""
+    said = [CPU_POINT_WORDS[option].format(ordinal(int(value)) if option == "--stride" else value)
+            for option, value in taken.items()]
+    restore = " ".join(f"{option} {PAPER_SETTINGS[option]}" for option in taken)
+    listed = ", ".join(said[:-1]) + (" and " if len(said) > 1 else "") + said[-1]
+    cost = PAPER_COST["size" if list(taken) == ["--resolution"] else "frames"]
+    return f"on a CPU the defaults are {listed} ({cost}); {restore} restores them"
 
 
 def _say_part(part: Any, inputs: int, say: bool) -> None:
@@ -228,6 +248,35 @@ def _say_cost(label: str, estimate: Any, cfg: SegmentConfig, models: Any, progre
     return over_budget(estimate, models.device)
 
 
+SAY_FASTER_SECONDS = 300  # an estimate over this names the options that bring it down
+
+
+def faster_options(cfg: SegmentConfig) -> list[tuple[str, SegmentConfig]]:
+    """(options, config) of the ways to a run cheaper than ``cfg`` (a resolved config): every other processed frame,
+    half the key frames, three quarters of the size per side."""
+    h, w = cfg.resolution or (0, 0)
+    smaller = (max(8, round(h * 0.75 / 8) * 8), max(8, round(w * 0.75 / 8) * 8))
+    ways = [(f"--stride {2 * (cfg.stride or 1)}", replace(cfg, stride=2 * (cfg.stride or 1)))]
+    if (cfg.max_key_frames or 0) > 2 or cfg.max_key_frames == 0:
+        fewer = max(2, (cfg.max_key_frames or 30) // 2)
+        ways.append((f"--max-key-frames {fewer}", replace(cfg, max_key_frames=fewer)))
+    if smaller != (h, w):
+        ways.append((f"--resolution {smaller[0]} {smaller[1]}", replace(cfg, resolution=smaller)))
+    return ways
+
+
+def _say_faster(label: str, source: Any, cfg: SegmentConfig, models: Any, output: Path) -> None:
+    import bavos.pipeline.segment as seg
+
+    said = []
+    for options, other in faster_options(cfg):
+        estimate = seg.estimate_cost(source, models, other, output)
+        if estimate is not None:
+            said.append(f"{options} (about {duration(estimate.total)})")
+    if said:
+        note(f"{label}: faster, with less detail: " + ", ".join(said))
+
+
 class _Revisions:
     """Takes the estimates the run refines (``bavos.pipeline.segment.analyse``): the ETA follows each, and one that
     moved the total by more than ``SAY_REVISED`` either way from the one said is said too."""
@@ -264,6 +313,8 @@ def _segment_one(path: Path, name: str, output: Path, cfg: SegmentConfig, models
         source = VideoSource(path, FrameRange.parse(cfg.start, cfg.end))  # probed once, for the estimate and the run
         estimate = seg.estimate_cost(source, models, cfg, output)  # the temporary files go beside the result
         too_big = _say_cost(label, estimate, cfg, models, progress)
+        if estimate is not None and estimate.total > SAY_FASTER_SECONDS and not progress.silent and not too_big:
+            _say_faster(label, source, cfg, models, output)
         if estimate is not None:
             progress.plan(estimate.passes)  # the ETA covers the passes still to come
         if too_big:
@@ -333,10 +384,11 @@ def segment(
     key_ratio: Annotated[int, typer.Option(
         metavar="R", help="Every R-th frame is a key frame that every frame attends to. Lower: more key frames, "
                           "better for objects seen briefly, more time and memory.")] = 10,
-    max_key_frames: Annotated[int, typer.Option(
-        metavar="N", help="At most N key frames, spread over the video (0: no limit). 30 keeps every key frame of "
-                          "clips up to 300 frames and makes longer videos cost linear time; fewer key frames may "
-                          "merge an object seen only between them into another.")] = 30,
+    max_key_frames: Annotated[int | None, typer.Option(
+        metavar="N", show_default="30 on a GPU, 10 on a CPU",
+        help="At most N key frames, spread over the video (0: no limit). 30 keeps every key frame of clips up to "
+             "300 frames and makes longer videos cost linear time; fewer key frames may merge an object seen only "
+             "between them into another.")] = None,
     tau: Annotated[float, typer.Option(
         "--tau", metavar="TAU", help="Merge threshold (symmetric KL). Higher merges more: fewer, larger objects; lower "
                             "splits: more, smaller ones.")] = 1.0,
@@ -353,9 +405,10 @@ def segment(
     upsample: Annotated[str, typer.Option(
         metavar="bilinear|nearest",
         help="How masks reach the frame size: smooth edges, or 8-pixel blocks (as released).")] = "bilinear",
-    stride: Annotated[int, typer.Option(
-        metavar="K", help="Feed every K-th frame to the model; the others take the nearest processed frame's masks. "
-                          "K times less work; masks follow fast motion less closely.")] = 1,
+    stride: Annotated[int | None, typer.Option(
+        metavar="K", show_default="1 on a GPU, 2 on a CPU",
+        help="Feed every K-th frame to the model; the others take the nearest processed frame's masks. K times "
+             "less work; masks follow fast motion less closely.")] = None,
     device: Annotated[str, typer.Option(
         metavar="auto|cpu|cuda", help="Where to run: 'auto' takes CUDA when there is one.")] = "auto",
     precision: Annotated[str, typer.Option(

@@ -134,7 +134,13 @@ def within(p: Tensor, q: Tensor, log_p: Tensor, log_q: Tensor, self_p: Tensor, s
     bound = torch.tensor(tau, dtype=p.dtype)
     close = lower_bounds(coarse_p, coarse_q) <= bound + slack(bound)  # (n, m) the pairs that can be within tau
     if int(close.sum()) * SAMPLED_PAIR_COST > close.numel():  # too many: the whole product costs less
-        return sym_kl(p, q, log_p, log_q, self_q) <= tau
+        dist = sym_kl(p, q, log_p, log_q, self_q)
+        # a pair this near tau is decided by its own two sums, as a pair computed alone is: which way the work went
+        # (it follows the bounds' last bits) never moves a decision
+        near = (dist - tau).abs_() <= slack(bound)
+        close = dist <= tau
+        close[near] = pair_distances(p, q, log_p, log_q, self_p, self_q, near) <= tau
+        return close
     close[close.clone()] = pair_distances(p, q, log_p, log_q, self_p, self_q, close) <= tau
     return close
 
@@ -176,9 +182,12 @@ def nearest_rows(centroids: Tensor, rows: Tensor, log_centroids: Tensor, groups:
     found = pair_distances(centroids, rows, log_centroids, log_rows, self_c, self_r, guessed)  # row-major order
     nonzero = guessed.nonzero()
     keys = nonzero[:, 0] * n + nonzero[:, 1]  # increasing: the order of ``found``
-    upper = found[torch.searchsorted(keys, guesses * n + columns)].amax(0)  # (n,) no group's nearest is farther
-    wanted = lower <= upper + slack(upper)
-    wanted |= guessed
+    upper = found[torch.searchsorted(keys, guesses * n + columns)]  # (groups, n): no group's nearest is farther
+    wanted = guessed.clone()
+    member = torch.zeros(u, dtype=torch.bool)
+    for members, bound in zip(groups, upper, strict=True):  # each group's members within its own bound
+        member.zero_()[members] = True
+        wanted |= (lower <= bound + slack(bound)).logical_and_(member[:, None])
     at = wanted.nonzero()  # (K, 2): the pairs that can be a group's nearest, row-major
     value = pair_distances(centroids, rows, log_centroids, log_rows, self_c, self_r, wanted)
     out = torch.empty(len(groups), n, dtype=torch.int64)

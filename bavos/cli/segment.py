@@ -23,7 +23,9 @@ from bavos.cli.help import Command
 from bavos.cli.output import Progress, Results, duration, error, note, progress_for, say_swept, warn
 from bavos.config import (
     DEFAULT_BACKBONE,
+    GPU_MAX_KEY_FRAMES,
     KNOWN_PATCH_SIZES,
+    PAPER_RESOLUTION,
     ModelConfig,
     SegmentConfig,
     parse_part,
@@ -96,8 +98,9 @@ def _run(jobs: list[tuple[Path, str]], shard: Any, output: Path, model_cfg: Mode
         if models.config.backbone_weights == "none" and not opts.quiet:
             warn(random_backbone_warning(models.weights))
         resolved = cfg.for_device(models.device.type)
-        if models.device.type == "cpu" and cfg.cpu_defaults() and not opts.quiet:
-            note(cpu_point_note(cfg.cpu_defaults()))
+        taken = cfg.cpu_defaults() if models.device.type == "cpu" else {}
+        if taken and not opts.quiet:
+            note(cpu_point_note(taken))
         for path, name in todo:
             failed += _segment_one(path, name, output, resolved, models, progress, report)
             if failed and opts.fail_fast:
@@ -105,7 +108,8 @@ def _run(jobs: list[tuple[Path, str]], shard: Any, output: Path, model_cfg: Mode
     return 1 if failed else 0
 
 
-PAPER_SETTINGS = {"--resolution": "320 480", "--max-key-frames": "30", "--stride": "1"}
+PAPER_SETTINGS = {"--resolution": " ".join(map(str, PAPER_RESOLUTION)), "--max-key-frames": str(GPU_MAX_KEY_FRAMES),
+                  "--stride": "1"}
 CPU_POINT_WORDS = {"--resolution": "{}", "--max-key-frames": "at most {} key frames", "--stride": "every {} frame"}
 # what the paper's settings cost instead (docs/performance.md, "A CPU at many clusters")
 PAPER_COST = {"frames": "the paper's key frames and every frame took 2.6x as long on a 10-second 720p clip",
@@ -252,13 +256,14 @@ SAY_FASTER_SECONDS = 300  # an estimate over this names the options that bring i
 
 
 def faster_options(cfg: SegmentConfig) -> list[tuple[str, SegmentConfig]]:
-    """(options, config) of the ways to a run cheaper than ``cfg`` (a resolved config): every other processed frame,
-    half the key frames, three quarters of the size per side."""
-    h, w = cfg.resolution or (0, 0)
+    """(options, config) of the ways to a run cheaper than ``cfg`` (resolved: ``for_device``): every other processed
+    frame, half the key frames (half of GPU_MAX_KEY_FRAMES where there is no bound), three quarters of the size per
+    side."""
+    h, w = cfg.resolution
     smaller = (max(8, round(h * 0.75 / 8) * 8), max(8, round(w * 0.75 / 8) * 8))
-    ways = [(f"--stride {2 * (cfg.stride or 1)}", replace(cfg, stride=2 * (cfg.stride or 1)))]
-    if (cfg.max_key_frames or 0) > 2 or cfg.max_key_frames == 0:
-        fewer = max(2, (cfg.max_key_frames or 30) // 2)
+    ways = [(f"--stride {2 * cfg.stride}", replace(cfg, stride=2 * cfg.stride))]
+    if cfg.max_key_frames > 2 or cfg.max_key_frames == 0:
+        fewer = max(2, (cfg.max_key_frames or GPU_MAX_KEY_FRAMES) // 2)
         ways.append((f"--max-key-frames {fewer}", replace(cfg, max_key_frames=fewer)))
     if smaller != (h, w):
         ways.append((f"--resolution {smaller[0]} {smaller[1]}", replace(cfg, resolution=smaller)))

@@ -180,16 +180,18 @@ def nearest_rows(centroids: Tensor, rows: Tensor, log_centroids: Tensor, groups:
     guessed = torch.zeros_like(lower, dtype=torch.bool)
     guessed[guesses, columns] = True
     found = pair_distances(centroids, rows, log_centroids, log_rows, self_c, self_r, guessed)  # row-major order
-    nonzero = guessed.nonzero()
-    keys = nonzero[:, 0] * n + nonzero[:, 1]  # increasing: the order of ``found``
+    known = guessed.nonzero()
+    keys = known[:, 0] * n + known[:, 1]  # increasing: the order of ``found``
     upper = found[torch.searchsorted(keys, guesses * n + columns)]  # (groups, n): no group's nearest is farther
-    wanted = guessed.clone()
+    wanted = torch.zeros_like(guessed)
     member = torch.zeros(u, dtype=torch.bool)
     for members, bound in zip(groups, upper, strict=True):  # each group's members within its own bound
         member.zero_()[members] = True
         wanted |= (lower <= bound + slack(bound)).logical_and_(member[:, None])
-    at = wanted.nonzero()  # (K, 2): the pairs that can be a group's nearest, row-major
-    value = pair_distances(centroids, rows, log_centroids, log_rows, self_c, self_r, wanted)
+    wanted &= ~guessed  # their distances are known
+    # (K, 2) the pairs that can be a group's nearest and their distances (the order does not matter below)
+    at = torch.cat([known, wanted.nonzero()])
+    value = torch.cat([found, pair_distances(centroids, rows, log_centroids, log_rows, self_c, self_r, wanted)])
     out = torch.empty(len(groups), n, dtype=torch.int64)
     for g, members in enumerate(groups):
         position = torch.full((u,), -1, dtype=torch.int64)

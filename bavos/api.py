@@ -36,17 +36,18 @@ class ArraySource(VideoSource):
 
     from_path = False
 
-    def __init__(self, frames: np.ndarray, fps: float = DEFAULT_FOLDER_FPS,
-                 frame_range: FrameRange | None = None) -> None:
+    def __init__(
+        self, frames: np.ndarray, fps: float = DEFAULT_FOLDER_FPS, frame_range: FrameRange | None = None
+    ) -> None:
         frames = np.asarray(frames)
         if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or not len(frames):
-            raise InputError(f"frames must be a (T, H, W, 3) uint8 array with T > 0, got {frames.shape} "
-                             f"{frames.dtype}")
+            raise InputError(f"frames must be a (T, H, W, 3) uint8 array with T > 0, got {frames.shape} {frames.dtype}")
         self._frames = frames
         self._setup(Path("array"), frames.shape[1:], len(frames), fps, frame_range)
 
-    def _setup(self, path: Path, shape: tuple[int, ...], count: int, fps: float,
-               frame_range: FrameRange | None) -> None:
+    def _setup(
+        self, path: Path, shape: tuple[int, ...], count: int, fps: float, frame_range: FrameRange | None
+    ) -> None:
         self.path, self.range, self._files = path, frame_range or FrameRange(), None
         self.warnings: list[str] = []
         self.info = VideoInfo(path, True, shape[1], shape[0], fps, None, 0, count)
@@ -62,8 +63,13 @@ class IterableSource(ArraySource):
     """Frames from an iterable (a generator, a camera), read once into a raw temporary file: later passes read it
     back, so memory does not hold the video."""
 
-    def __init__(self, frames: Iterable[np.ndarray], folder: Path, fps: float = DEFAULT_FOLDER_FPS,
-                 frame_range: FrameRange | None = None) -> None:
+    def __init__(
+        self,
+        frames: Iterable[np.ndarray],
+        folder: Path,
+        fps: float = DEFAULT_FOLDER_FPS,
+        frame_range: FrameRange | None = None,
+    ) -> None:
         self._raw = Path(folder) / "frames.u8"
         shape = None
         count = 0
@@ -108,8 +114,9 @@ class Hierarchy:
 
         r = self._result
         analysis = recut_analysis(r.analysis, level, max_objects)
-        return Result(r.source, analysis, replace(r.config, level=level, max_objects=max_objects), r.models,
-                      r._workdir, owner=r)
+        return Result(
+            r.source, analysis, replace(r.config, level=level, max_objects=max_objects), r.models, r._workdir, owner=r
+        )
 
 
 class Result:
@@ -120,8 +127,15 @@ class Result:
         analysis: the pipeline's analysis (key frames, hierarchy, labels).
     """
 
-    def __init__(self, source: VideoSource, analysis: Analysis, config: SegmentConfig, models: Models,
-                 workdir: Path, owner: Result | None = None) -> None:
+    def __init__(
+        self,
+        source: VideoSource,
+        analysis: Analysis,
+        config: SegmentConfig,
+        models: Models,
+        workdir: Path,
+        owner: Result | None = None,
+    ) -> None:
         self.source, self.analysis, self.config, self.models = source, analysis, config, models
         self._workdir = workdir
         self._started = time.perf_counter() - analysis.seconds
@@ -148,8 +162,10 @@ class Result:
 
     def _check_open(self) -> None:
         if self._closed or (self._owner is not None and self._owner._closed):
-            raise BavosError("this result is closed: its labels went when its with-block ended; read result.masks "
-                             "(or save it) inside the block, or keep a copy")
+            raise BavosError(
+                "this result is closed: its labels went when its with-block ended; read result.masks "
+                "(or save it) inside the block, or keep a copy"
+            )
 
     def iter_masks(self) -> Iterator[np.ndarray]:
         """Every frame's (H, W) ids at the frame's size, one at a time (the source is read again).
@@ -182,8 +198,16 @@ class Result:
         from bavos.pipeline.outputs import write_result
 
         self._check_open()
-        return write_result(Path(folder), self.source, self.analysis, self.config, self.models,
-                            progress or (lambda *a: None), self._started, keep_others)
+        return write_result(
+            Path(folder),
+            self.source,
+            self.analysis,
+            self.config,
+            self.models,
+            progress or (lambda *a: None),
+            self._started,
+            keep_others,
+        )
 
     def close(self) -> None:
         """Remove the temporary files (a re-cut's are its parent's). Closing twice does nothing."""
@@ -230,8 +254,15 @@ class Segmenter:
             ``max_objects=10``, ...).
     """
 
-    def __init__(self, checkpoint: str = "release", *, backbone: str | None = None,
-                 backbone_weights: str | None = None, device: str = "auto", **options: Any) -> None:
+    def __init__(
+        self,
+        checkpoint: str = "release",
+        *,
+        backbone: str | None = None,
+        backbone_weights: str | None = None,
+        device: str = "auto",
+        **options: Any,
+    ) -> None:
         _check_options(options)
         self.model_config = ModelConfig(backbone=backbone, backbone_weights=backbone_weights, checkpoint=checkpoint)
         self.models = load_models(self.model_config, device)
@@ -245,10 +276,16 @@ class Segmenter:
         seg.config = config.for_device(models.device.type)
         return seg
 
-    def __call__(self, video: str | Path | VideoSource | np.ndarray | Iterable[np.ndarray], *,
-                 start: str | int | None = None,
-                 end: str | int | None = None, progress: Progress | None = None,
-                 workdir: str | Path | None = None, estimates: Estimates | None = None) -> Result:
+    def __call__(
+        self,
+        video: str | Path | VideoSource | np.ndarray | Iterable[np.ndarray],
+        *,
+        start: str | int | None = None,
+        end: str | int | None = None,
+        progress: Progress | None = None,
+        workdir: str | Path | None = None,
+        estimates: Estimates | None = None,
+    ) -> Result:
         """Segment ``video``: a path (video file or frame folder), a VideoSource already opened on one (its own range
         then holds), a (T, H, W, 3) uint8 array or an iterable of (H, W, 3) frames.
 
@@ -286,10 +323,16 @@ class Segmenter:
         return IterableSource(video, workdir, self.config.fps, frame_range)
 
 
-def segment_video(video: str | Path | VideoSource, output: str | Path = "out", config: SegmentConfig | None = None,
-                  models: Models | None = None, model_config: ModelConfig | None = None,
-                  progress: Progress | None = None, name: str | None = None,
-                  estimates: Estimates | None = None) -> dict[str, Any]:
+def segment_video(
+    video: str | Path | VideoSource,
+    output: str | Path = "out",
+    config: SegmentConfig | None = None,
+    models: Models | None = None,
+    model_config: ModelConfig | None = None,
+    progress: Progress | None = None,
+    name: str | None = None,
+    estimates: Estimates | None = None,
+) -> dict[str, Any]:
     """Segment one video (file or frame folder, or a VideoSource opened on one) into ``output/<name>/`` (default
     name: ``output_name``).
 
@@ -303,6 +346,10 @@ def segment_video(video: str | Path | VideoSource, output: str | Path = "out", c
     cfg = config or SegmentConfig()
     models = models or load_models(model_config or ModelConfig(), cfg.device)
     final = Path(output) / (name or output_name(video.path if isinstance(video, VideoSource) else Path(video)))
-    with Segmenter.using(models, cfg)(video, progress=progress, workdir=final.parent,  # a disk, not /tmp
-                                      estimates=estimates) as result:
+    with Segmenter.using(models, cfg)(
+        video,
+        progress=progress,
+        workdir=final.parent,  # a disk, not /tmp
+        estimates=estimates,
+    ) as result:
         return result.save(final, progress, keep_others=True)  # a run beside this one may have taken the name

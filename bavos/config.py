@@ -38,8 +38,10 @@ def _raise_first(checks: list[tuple[bool, str]]) -> None:
 
 
 def _device_checks(device: str, normalization: str) -> list[tuple[bool, str]]:
-    return [(device in ("auto", "cpu", "cuda"), f"--device must be auto, cpu or cuda, got {device}"),
-            (normalization in NORMALIZATION, f"--normalization must be kinetics or imagenet, got {normalization}")]
+    return [
+        (device in ("auto", "cpu", "cuda"), f"--device must be auto, cpu or cuda, got {device}"),
+        (normalization in NORMALIZATION, f"--normalization must be kinetics or imagenet, got {normalization}"),
+    ]
 
 
 def _precision_check(precision: str) -> tuple[bool, str]:
@@ -71,9 +73,11 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         if self.checkpoint == "release" and self.backbone not in (None, DEFAULT_BACKBONE):
-            raise ConfigError(f"--checkpoint release is the paper's correlator for {DEFAULT_BACKBONE}; with "
-                              f"--backbone {self.backbone} pass --checkpoint none (training-free) or a checkpoint "
-                              "trained for it")
+            raise ConfigError(
+                f"--checkpoint release is the paper's correlator for {DEFAULT_BACKBONE}; with "
+                f"--backbone {self.backbone} pass --checkpoint none (training-free) or a checkpoint "
+                "trained for it"
+            )
         if not self.checkpoint:
             raise ConfigError("--checkpoint must be release, none or a checkpoint file")
 
@@ -150,26 +154,39 @@ class SegmentConfig:
         checks = [
             (h > 0 and w > 0, f"--resolution must be positive, got {h} {w}"),
             (self.key_ratio >= 1, f"--key-ratio must be at least 1, got {self.key_ratio}"),
-            (self.max_key_frames is None or self.max_key_frames >= 0,
-             f"--max-key-frames must be 0 (no limit) or more, got {self.max_key_frames}"),
-            (self.attention_cache_mb is None or self.attention_cache_mb >= 0,
-             f"--attention-cache must be auto, 0 (none) or more MB, got {self.attention_cache_mb}"),
-            (self.query_cache_mb is None or self.query_cache_mb >= 0,
-             f"--query-cache must be auto, 0 (none) or more MB, got {self.query_cache_mb}"),
+            (
+                self.max_key_frames is None or self.max_key_frames >= 0,
+                f"--max-key-frames must be 0 (no limit) or more, got {self.max_key_frames}",
+            ),
+            (
+                self.attention_cache_mb is None or self.attention_cache_mb >= 0,
+                f"--attention-cache must be auto, 0 (none) or more MB, got {self.attention_cache_mb}",
+            ),
+            (
+                self.query_cache_mb is None or self.query_cache_mb >= 0,
+                f"--query-cache must be auto, 0 (none) or more MB, got {self.query_cache_mb}",
+            ),
             (self.tau > 0, f"--tau must be positive, got {self.tau}"),
             (self.window >= 1, f"--window must be at least 1, got {self.window}"),
             (self.level is None or self.level >= 0, f"--level must be 0 or more, got {self.level}"),
-            (0 <= self.max_objects <= 65536,
-             f"--max-objects must be in 0..65536 (0 = no limit), got {self.max_objects}"),
+            (
+                0 <= self.max_objects <= 65536,
+                f"--max-objects must be in 0..65536 (0 = no limit), got {self.max_objects}",
+            ),
             (self.stride is None or self.stride >= 1, f"--stride must be at least 1, got {self.stride}"),
             (self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}"),
             (self.fps > 0, f"--fps must be positive, got {self.fps}"),
-            (self.max_export_files >= 0,
-             f"--max-export-files must be 0 (no limit) or more, got {self.max_export_files}"),
+            (
+                self.max_export_files >= 0,
+                f"--max-export-files must be 0 (no limit) or more, got {self.max_export_files}",
+            ),
             (0.0 <= self.overlay_alpha <= 1.0, f"overlay alpha must be in [0, 1], got {self.overlay_alpha}"),
             (self.upsample in ("bilinear", "nearest"), f"--upsample must be bilinear or nearest, got {self.upsample}"),
-            (set(self.exports) <= set(EXPORTS), f"--export must be one of {', '.join(EXPORTS)}, got "
-                                                f"{', '.join(sorted(set(self.exports) - set(EXPORTS)))}"),
+            (
+                set(self.exports) <= set(EXPORTS),
+                f"--export must be one of {', '.join(EXPORTS)}, got "
+                f"{', '.join(sorted(set(self.exports) - set(EXPORTS)))}",
+            ),
         ] + [_precision_check(self.precision)]
         _raise_first(checks + _device_checks(self.device, self.normalization))
 
@@ -182,11 +199,16 @@ class SegmentConfig:
         most GPU_MAX_KEY_FRAMES key frames; on a CPU the CPU_* operating point; the background threads on CUDA
         only."""
         cuda = device_type == "cuda"
-        decided = {"resolution": self.resolution or (PAPER_RESOLUTION if cuda else CPU_RESOLUTION),
-                   "max_key_frames": self.max_key_frames if self.max_key_frames is not None else
-                   GPU_MAX_KEY_FRAMES if cuda else CPU_MAX_KEY_FRAMES,
-                   "stride": self.stride or (1 if cuda else CPU_STRIDE),
-                   "background": cuda if self.background is None else self.background}
+        decided = {
+            "resolution": self.resolution or (PAPER_RESOLUTION if cuda else CPU_RESOLUTION),
+            "max_key_frames": self.max_key_frames
+            if self.max_key_frames is not None
+            else GPU_MAX_KEY_FRAMES
+            if cuda
+            else CPU_MAX_KEY_FRAMES,
+            "stride": self.stride or (1 if cuda else CPU_STRIDE),
+            "background": cuda if self.background is None else self.background,
+        }
         if all(getattr(self, k) == v for k, v in decided.items()):
             return self
         return replace(self, **decided)
@@ -194,9 +216,11 @@ class SegmentConfig:
     def cpu_defaults(self) -> dict[str, str]:
         """The CPU operating point's settings this config leaves to the device (option -> value), each differing
         from the paper's."""
-        taken = {"--resolution": (self.resolution, f"{CPU_RESOLUTION[0]}x{CPU_RESOLUTION[1]}"),
-                 "--max-key-frames": (self.max_key_frames, str(CPU_MAX_KEY_FRAMES)),
-                 "--stride": (self.stride, str(CPU_STRIDE))}
+        taken = {
+            "--resolution": (self.resolution, f"{CPU_RESOLUTION[0]}x{CPU_RESOLUTION[1]}"),
+            "--max-key-frames": (self.max_key_frames, str(CPU_MAX_KEY_FRAMES)),
+            "--stride": (self.stride, str(CPU_STRIDE)),
+        }
         return {option: value for option, (given, value) in taken.items() if given is None}
 
 
@@ -278,10 +302,22 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         h, w = self.resolution
-        positive = ("steps", "batch_size", "frames", "points", "semantic_pos", "semantic_neg", "motion_pos",
-                    "motion_neg", "checkpoint_every", "log_every")
-        checks = [(getattr(self, f) >= 1, f"--{f.replace('_', '-')} must be at least 1, got {getattr(self, f)}")
-                  for f in positive]
+        positive = (
+            "steps",
+            "batch_size",
+            "frames",
+            "points",
+            "semantic_pos",
+            "semantic_neg",
+            "motion_pos",
+            "motion_neg",
+            "checkpoint_every",
+            "log_every",
+        )
+        checks = [
+            (getattr(self, f) >= 1, f"--{f.replace('_', '-')} must be at least 1, got {getattr(self, f)}")
+            for f in positive
+        ]
         checks += [
             (self.preset in PRESETS, f"--preset must be release or paper, got {self.preset}"),
             (h > 0 and w > 0, f"--resolution must be positive, got {h} {w}"),
@@ -290,8 +326,10 @@ class TrainConfig:
             (self.gap >= 1, f"--gap must be at least 1, got {self.gap}"),
             (0 <= self.attn_drop < 1 and 0 <= self.drop < 1, "dropout rates must be in [0, 1)"),
             (self.workers >= 0, f"--workers must be 0 or more, got {self.workers}"),
-            (self.loss_attention in ("dropped", "clean"), f"--loss-attention must be dropped or clean, "
-                                                          f"got {self.loss_attention}"),
+            (
+                self.loss_attention in ("dropped", "clean"),
+                f"--loss-attention must be dropped or clean, got {self.loss_attention}",
+            ),
             (self.blur_sigma in ("clip", "process"), f"--blur-sigma must be clip or process, got {self.blur_sigma}"),
             _precision_check(self.precision),
         ]
@@ -304,8 +342,10 @@ class TrainConfig:
         n = (h // patch) * (w // patch)
         need = max(self.semantic_pos, self.semantic_neg, self.motion_pos, self.motion_neg, self.points)
         if n < need:
-            raise ConfigError(f"--resolution {h} {w} gives {n} patches per frame; the losses need at least {need} "
-                              "(raise the resolution or lower the positive/negative counts)")
+            raise ConfigError(
+                f"--resolution {h} {w} gives {n} patches per frame; the losses need at least {need} "
+                "(raise the resolution or lower the positive/negative counts)"
+            )
 
 
 def default_workers() -> int:
@@ -322,8 +362,9 @@ def _tuples(values: dict[str, Any]) -> dict[str, Any]:
     return {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
 
 
-def train_config(preset: str | None = None, saved: dict[str, Any] | None = None, learned: bool = True,
-                 **given: Any) -> TrainConfig:
+def train_config(
+    preset: str | None = None, saved: dict[str, Any] | None = None, learned: bool = True, **given: Any
+) -> TrainConfig:
     """Resolve a TrainConfig: defaults, then the preset (or a resumed run's saved values), then given options.
 
     Options given as None are not given. With ``saved`` (the config of a run being resumed), every option that
@@ -344,8 +385,10 @@ def train_config(preset: str | None = None, saved: dict[str, Any] | None = None,
         raise ConfigError(f"--resume: the run was trained with --preset {values['preset']}, not {preset}")
     for key, value in given.items():
         if learned and key not in RUNTIME_FIELDS and value != values.get(key):
-            raise ConfigError(f"--resume: --{key.replace('_', '-')} {value} differs from the run's "
-                              f"{values.get(key)}; resume with the run's settings or start a new run")
+            raise ConfigError(
+                f"--resume: --{key.replace('_', '-')} {value} differs from the run's "
+                f"{values.get(key)}; resume with the run's settings or start a new run"
+            )
     return TrainConfig(**{**values, **given})
 
 
@@ -358,8 +401,9 @@ def to_dict(*configs: ModelConfig | SegmentConfig | TrainConfig) -> dict[str, An
 
 
 # Fields that change how a result is computed, not what it is: an output made with other values is still current.
-RESULT_FREE = frozenset({"batch_size", "attention_cache_mb", "query_cache_mb", "device", "background",
-                         "max_export_files"})
+RESULT_FREE = frozenset(
+    {"batch_size", "attention_cache_mb", "query_cache_mb", "device", "background", "max_export_files"}
+)
 
 
 def result_settings(model: ModelConfig, segment: SegmentConfig) -> dict[str, Any]:
@@ -369,8 +413,12 @@ def result_settings(model: ModelConfig, segment: SegmentConfig) -> dict[str, Any
     the checkpoint does not decide it.
     """
     backbone = model.backbone or (DEFAULT_BACKBONE if model.checkpoint in ("release", "none") else None)
-    out: dict[str, Any] = {"checkpoint": model.checkpoint, "backbone": backbone,
-                           "backbone_weights": model.backbone_weights, "correlator_heads": model.correlator_heads}
+    out: dict[str, Any] = {
+        "checkpoint": model.checkpoint,
+        "backbone": backbone,
+        "backbone_weights": model.backbone_weights,
+        "correlator_heads": model.correlator_heads,
+    }
     for key, value in asdict(segment).items():
         if key not in RESULT_FREE:
             out[key] = list(value) if isinstance(value, tuple) else value
@@ -400,8 +448,9 @@ def parse_part(text: str) -> Part:
     try:
         index, count = (int(x) for x in text.split("/"))
     except ValueError:
-        raise ConfigError(f"--shard takes I/N, part I (0 to N-1) of N, e.g. --shard 0/4; got {text or 'nothing'}") \
-            from None
+        raise ConfigError(
+            f"--shard takes I/N, part I (0 to N-1) of N, e.g. --shard 0/4; got {text or 'nothing'}"
+        ) from None
     if not 0 <= index < count:
         raise ConfigError(f"--shard {text}: I runs from 0 to N-1 (--shard 0/{max(count, 1)} is the first part)")
     return Part(index, count)
@@ -428,7 +477,9 @@ def slurm_part(env: dict[str, str]) -> Part:
     span = f"{low}-{high}" + (f":{step}" if step > 1 else "")
     told = env.get("SLURM_ARRAY_TASK_COUNT", str(count))
     if told != str(count):  # a list of tasks (--array=3,7: a rerun of the failed ones), not every step of a range
-        raise ConfigError(f"the Slurm array holds {told} tasks between {low} and {high}, not every step of {span}: "
-                          "its parts cannot be told from its variables; pass --shard I/N with the part each task "
-                          "takes of the whole array's (--shard 3/10 for task 3 of --array=0-9)")
+        raise ConfigError(
+            f"the Slurm array holds {told} tasks between {low} and {high}, not every step of {span}: "
+            "its parts cannot be told from its variables; pass --shard I/N with the part each task "
+            "takes of the whole array's (--shard 3/10 for task 3 of --array=0-9)"
+        )
     return Part((task - low) // step, count, f"task {task} of {span}")

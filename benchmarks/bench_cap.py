@@ -97,8 +97,9 @@ def segment(video: Path, end: str | None) -> tuple[torch.Tensor, np.ndarray, np.
         analysis = result.analysis
         h = analysis.hierarchy
         cut = h.cut
-        present = np.stack([np.bincount(analysis.labels.frame(t)[cut], minlength=h.sizes[cut]) > 0
-                            for t in range(analysis.processed)])
+        present = np.stack(
+            [np.bincount(analysis.labels.frame(t)[cut], minlength=h.sizes[cut]) > 0 for t in range(analysis.processed)]
+        )
         return h.centroids[cut].cpu().double(), analysis.areas[cut], present
 
 
@@ -108,8 +109,10 @@ def report(name: str, groups: np.ndarray, areas: np.ndarray, present: np.ndarray
     frames = np.stack([present[:, groups == g].any(1) for g in range(k)], 1).sum(0)  # (k,)
     order = np.argsort(-area)
     shown = ", ".join(f"{100 * area[g]:.2f} % ({frames[g]})" for g in order)
-    print(f"  {name}: {k} objects; largest {100 * area[order[0]]:.1f} %, the others together "
-          f"{100 * (1 - area[order[0]]):.1f} %; in one frame only: {int((frames[order[1:]] == 1).sum())}")
+    print(
+        f"  {name}: {k} objects; largest {100 * area[order[0]]:.1f} %, the others together "
+        f"{100 * (1 - area[order[0]]):.1f} %; in one frame only: {int((frames[order[1:]] == 1).sum())}"
+    )
     print(f"    share (frames present): {shown}")
 
 
@@ -168,16 +171,23 @@ def main() -> None:
     parser.add_argument("--video", type=Path, default=DOG)
     parser.add_argument("--end", default="30")
     parser.add_argument("--caps", type=int, nargs="+", default=[20, 5])
-    parser.add_argument("--rules", nargs="+", default=list(RULES), choices=list(RULES),
-                        help="the rules to compare (ward's cost is n^2 a merge: slow past a few thousand clusters)")
+    parser.add_argument(
+        "--rules",
+        nargs="+",
+        default=list(RULES),
+        choices=list(RULES),
+        help="the rules to compare (ward's cost is n^2 a merge: slow past a few thousand clusters)",
+    )
     parser.add_argument("--timing-only", action="store_true")
     parser.add_argument("--no-timing", action="store_true")
     opts = parser.parse_args()
     if not opts.timing_only:
         c, areas, present = segment(opts.video, opts.end)
         order = np.sort(areas)[::-1] / areas.sum()
-        print(f"{opts.video.name}: {len(areas)} clusters at the converged level over {len(present)} frames; the "
-              f"largest {', '.join(f'{100 * s:.1f} %' for s in order[:6])}")
+        print(
+            f"{opts.video.name}: {len(areas)} clusters at the converged level over {len(present)} frames; the "
+            f"largest {', '.join(f'{100 * s:.1f} %' for s in order[:6])}"
+        )
         for n in opts.caps:
             print(f"--max-objects {n}:")
             for name in opts.rules:

@@ -55,10 +55,24 @@ def per_decoded(labels: np.ndarray, processed: np.ndarray, decoded: int) -> np.n
 
 
 def run(clip: Path, options: list[str], out: Path, args: argparse.Namespace) -> dict:
-    weights = ["--checkpoint", args.checkpoint] if args.checkpoint else ["--checkpoint", "none",
-                                                                          "--backbone-weights", "none"]
-    command = [sys.executable, "-m", "bavos", "segment", str(clip), "-o", str(out), "--device", "cpu",
-               "--resolution", *args.resolution.split("x"), *weights, *options]
+    weights = (
+        ["--checkpoint", args.checkpoint] if args.checkpoint else ["--checkpoint", "none", "--backbone-weights", "none"]
+    )
+    command = [
+        sys.executable,
+        "-m",
+        "bavos",
+        "segment",
+        str(clip),
+        "-o",
+        str(out),
+        "--device",
+        "cpu",
+        "--resolution",
+        *args.resolution.split("x"),
+        *weights,
+        *options,
+    ]
     started = time.perf_counter()
     proc = subprocess.run(command, capture_output=True, text=True)
     seconds = time.perf_counter() - started
@@ -67,11 +81,19 @@ def run(clip: Path, options: list[str], out: Path, args: argparse.Namespace) -> 
     folder = out / clip.stem
     summary = json.loads((folder / "summary.json").read_text())
     labels, processed, clusters = output_labels(folder)
-    said = [line.split(": estimated ", 1)[1].split(" at ")[0] for line in proc.stderr.splitlines()
-            if ": estimated " in line]
-    return {"seconds": seconds, "run": summary["timings"]["total"], "frames": summary["frames"], "labels": labels,
-            "processed": processed,
-            "clusters": clusters, "objects": summary["objects"], "estimate": said[0] if said else "-"}
+    said = [
+        line.split(": estimated ", 1)[1].split(" at ")[0] for line in proc.stderr.splitlines() if ": estimated " in line
+    ]
+    return {
+        "seconds": seconds,
+        "run": summary["timings"]["total"],
+        "frames": summary["frames"],
+        "labels": labels,
+        "processed": processed,
+        "clusters": clusters,
+        "objects": summary["objects"],
+        "estimate": said[0] if said else "-",
+    }
 
 
 def main() -> None:
@@ -84,8 +106,10 @@ def main() -> None:
     parser.add_argument("--checkpoint", help="a checkpoint (default: the weightless mode)")
     args = parser.parse_args()
     points = [(p.split("=", 1)[0], shlex.split(p.split("=", 1)[1])) for p in args.points]
-    print("| clip | point | command s | x reference | segmenting s | first estimate | clusters | objects | tokens in "
-          "matching objects |")
+    print(
+        "| clip | point | command s | x reference | segmenting s | first estimate | clusters | objects | tokens in "
+        "matching objects |"
+    )
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     with tempfile.TemporaryDirectory() as tmp:
         for clip in args.clips:
@@ -96,9 +120,17 @@ def main() -> None:
                 if reference is None:
                     reference = r | {"decoded": mine}
                 share = matched_share(reference["decoded"], mine)
-                cells = [f"{clip.name} ({r['frames']} frames)", name, f"{r['seconds']:.1f}",
-                         f"{r['seconds'] / reference['seconds']:.2f}", f"{r['run']:.1f}", r["estimate"],
-                         str(r["clusters"]), str(r["objects"]), f"{100 * share:.2f} %"]
+                cells = [
+                    f"{clip.name} ({r['frames']} frames)",
+                    name,
+                    f"{r['seconds']:.1f}",
+                    f"{r['seconds'] / reference['seconds']:.2f}",
+                    f"{r['run']:.1f}",
+                    r["estimate"],
+                    str(r["clusters"]),
+                    str(r["objects"]),
+                    f"{100 * share:.2f} %",
+                ]
                 print("| " + " | ".join(cells) + " |", flush=True)
 
 

@@ -50,22 +50,36 @@ def child(args: argparse.Namespace, size: str, sharpness: float) -> dict:
         summary = segment_video(source, tmp, cfg, models, estimates=lambda what, e: refined.append(e))
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     timings = summary["timings"]
-    return {"size": size, "sharpness": sharpness, "frames": summary["processed_frames"],
-            "clusters": summary["level_sizes"][summary["converged_level"]], "level0": summary["level_sizes"][0],
-            "estimate": {**est.seconds, "total": est.total, "peak": est.peak_bytes},
-            "refined": [{**e.seconds, "total": e.total} for e in refined],
-            "measured": {"backbone": timings["backbone"] + timings["decode"],
-                         "clustering": timings["attention"] + timings["clustering"] + timings["labels"],
-                         "writing": timings["writing"], "total": timings["total"], "peak": peak}}
+    return {
+        "size": size,
+        "sharpness": sharpness,
+        "frames": summary["processed_frames"],
+        "clusters": summary["level_sizes"][summary["converged_level"]],
+        "level0": summary["level_sizes"][0],
+        "estimate": {**est.seconds, "total": est.total, "peak": est.peak_bytes},
+        "refined": [{**e.seconds, "total": e.total} for e in refined],
+        "measured": {
+            "backbone": timings["backbone"] + timings["decode"],
+            "clustering": timings["attention"] + timings["clustering"] + timings["labels"],
+            "writing": timings["writing"],
+            "total": timings["total"],
+            "peak": peak,
+        },
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clip", type=Path, default=ROOT / "assets" / "demo.mp4")
     parser.add_argument("--sizes", nargs="+", default=["160x240"])
-    parser.add_argument("--sharpness", nargs="+", type=float, default=[1.0, 4.2, 5.3, 40.0],
-                        help="scales of the correlator's q/k weights (the defaults give 1, 22, 203 and 2,004 "
-                             "clusters on the demo at 160x240)")
+    parser.add_argument(
+        "--sharpness",
+        nargs="+",
+        type=float,
+        default=[1.0, 4.2, 5.3, 40.0],
+        help="scales of the correlator's q/k weights (the defaults give 1, 22, 203 and 2,004 "
+        "clusters on the demo at 160x240)",
+    )
     parser.add_argument("--key-ratio", type=int, default=10)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
@@ -79,25 +93,37 @@ def main() -> None:
     worst = refined_worst = 1.0
     for size in args.sizes:
         for sharpness in args.sharpness:
-            proc = subprocess.run([sys.executable, __file__, "--child", size, str(sharpness), *sys.argv[1:]],
-                                  capture_output=True, text=True, check=False)
+            proc = subprocess.run(
+                [sys.executable, __file__, "--child", size, str(sharpness), *sys.argv[1:]],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
             if proc.returncode:
                 sys.exit(f"{size} at sharpness {sharpness} failed:\n{proc.stderr[-3000:]}")
             r = json.loads(proc.stdout.strip().splitlines()[-1])
             for stage in ("backbone", "clustering", "writing", "total", "peak"):
                 e, m = r["estimate"][stage], r["measured"][stage]
                 scale = 2**20 if stage == "peak" else 1
-                print(f"| {size} | {sharpness:g} | {r['clusters']} ({r['level0']}) | {stage} | {e / scale:.1f} | "
-                      f"{m / scale:.1f} | {m / e:.2f} |", flush=True)
+                print(
+                    f"| {size} | {sharpness:g} | {r['clusters']} ({r['level0']}) | {stage} | {e / scale:.1f} | "
+                    f"{m / scale:.1f} | {m / e:.2f} |",
+                    flush=True,
+                )
                 if stage in ("total", "peak"):
                     worst = max(worst, m / e, e / m)
             for when, e in zip(("after the first window", "after the hierarchy"), r["refined"], strict=False):
                 m = r["measured"]["total"]
-                print(f"| {size} | {sharpness:g} | {r['clusters']} ({r['level0']}) | total, {when} | "
-                      f"{e['total']:.1f} | {m:.1f} | {m / e['total']:.2f} |", flush=True)
+                print(
+                    f"| {size} | {sharpness:g} | {r['clusters']} ({r['level0']}) | total, {when} | "
+                    f"{e['total']:.1f} | {m:.1f} | {m / e['total']:.2f} |",
+                    flush=True,
+                )
                 refined_worst = max(refined_worst, m / e["total"], e["total"] / m)
-    print(f"worst ratio, either way: first estimate (total, peak memory) {worst:.2f}, refined totals "
-          f"{refined_worst:.2f} (goal <= 1.5)")
+    print(
+        f"worst ratio, either way: first estimate (total, peak memory) {worst:.2f}, refined totals "
+        f"{refined_worst:.2f} (goal <= 1.5)"
+    )
 
 
 if __name__ == "__main__":

@@ -55,8 +55,13 @@ FIELDS = ("command", "user", "system", "faults", "rss", "trims")
 
 def one(mode: str, clip: Path, out: Path, extra: list[str]) -> dict[str, float]:
     shutil.rmtree(out, ignore_errors=True)
-    proc = subprocess.run([sys.executable, "-c", CHILD, mode, str(clip), str(out), *extra], capture_output=True,
-                          text=True, cwd=ROOT, timeout=3600)
+    proc = subprocess.run(
+        [sys.executable, "-c", CHILD, mode, str(clip), str(out), *extra],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=3600,
+    )
     said = [line for line in proc.stderr.splitlines() if line.startswith("RESULT ")]
     if proc.returncode or not said:
         raise SystemExit(f"bench_heap: the {mode} run failed: {proc.stderr.strip()[-500:]}")
@@ -78,14 +83,22 @@ def main() -> None:
                 runs[mode].append(one(mode, args.clip, Path(tmp) / "out", args.extra))
     med = {mode: {f: statistics.median(r[f] for r in rs) for f in FIELDS} for mode, rs in runs.items()}
     print(f"bavos segment {args.clip.name} {' '.join(args.extra)}, {args.rounds} alternating rounds, medians")
-    print(f"{'mode':<13} {'command s':>9} {'user s':>7} {'system s':>8} {'page faults':>11} {'peak RSS MB':>11} "
-          f"{'trims':>5}")
+    print(
+        f"{'mode':<13} {'command s':>9} {'user s':>7} {'system s':>8} {'page faults':>11} {'peak RSS MB':>11} "
+        f"{'trims':>5}"
+    )
     for mode, m in med.items():
-        print(f"{mode:<13} {m['command']:>9.2f} {m['user']:>7.2f} {m['system']:>8.2f} {m['faults']:>11.0f} "
-              f"{m['rss']:>11.0f} {m['trims']:>5.0f}")
+        print(
+            f"{mode:<13} {m['command']:>9.2f} {m['user']:>7.2f} {m['system']:>8.2f} {m['faults']:>11.0f} "
+            f"{m['rss']:>11.0f} {m['trims']:>5.0f}"
+        )
     print("before / default: " + ", ".join(f"{f} {med['before'][f] / med['default'][f]:.2f}" for f in FIELDS[:5]))
-    print("per round, command s (" + ", ".join(runs) + "): "
-          + "; ".join(", ".join(f"{r['command']:.2f}" for r in round_) for round_ in zip(*runs.values(), strict=True)))
+    print(
+        "per round, command s ("
+        + ", ".join(runs)
+        + "): "
+        + "; ".join(", ".join(f"{r['command']:.2f}" for r in round_) for round_ in zip(*runs.values(), strict=True))
+    )
 
 
 if __name__ == "__main__":

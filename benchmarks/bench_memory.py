@@ -45,8 +45,20 @@ def write_clip(path: Path, frames: int, height: int, width: int, container: str 
 
 def measure(clip: Path, out: Path, args: list[str]) -> tuple[float | None, float]:
     """(GB said, GB used) by one `bavos segment` run in a fresh process."""
-    command = [sys.executable, "-m", "bavos", "segment", str(clip), "-o", str(out), "--checkpoint", "none",
-               "--backbone-weights", "none", *args]
+    command = [
+        sys.executable,
+        "-m",
+        "bavos",
+        "segment",
+        str(clip),
+        "-o",
+        str(out),
+        "--checkpoint",
+        "none",
+        "--backbone-weights",
+        "none",
+        *args,
+    ]
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     err = proc.stderr.read()
     _, status, usage = os.wait4(proc.pid, 0)

@@ -75,8 +75,9 @@ def main() -> None:
         source = VideoSource(folder)
         runs = {}
         for precision in ["float32", *args.precisions]:
-            cfg = SegmentConfig(resolution=tuple(args.resolution), max_objects=0, device=args.device,
-                                precision=precision)
+            cfg = SegmentConfig(
+                resolution=tuple(args.resolution), max_objects=0, device=args.device, precision=precision
+            )
             video_tokens(source, models, cfg)  # warm-up
             start = time.perf_counter()
             q, k = video_tokens(source, models, cfg)
@@ -87,15 +88,19 @@ def main() -> None:
             analysis.close()
     ref_tokens, ref, ref_seconds = runs["float32"]
     weights = args.checkpoint or f"random ViT-S/8 and correlator (q/k x{args.sharpness})"
-    print(f"device {models.device}, {weights}, {args.count} frames of {args.frames.name} at "
-          f"{args.resolution[0]}x{args.resolution[1]}, --max-objects 0")
+    print(
+        f"device {models.device}, {weights}, {args.count} frames of {args.frames.name} at "
+        f"{args.resolution[0]}x{args.resolution[1]}, --max-objects 0"
+    )
     print("| precision | backbone pass s | vs float32 | q change | k change | clusters | tokens matched |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for precision, (tokens, (labels, clusters), seconds) in runs.items():
         change = [float((tokens[n] - ref_tokens[n]).norm() / ref_tokens[n].norm()) for n in ("q", "k")]
         share = matched_share(ref[0], labels)
-        print(f"| {precision} | {seconds:.2f} | {seconds / ref_seconds:.2f}x | {change[0]:.2%} | {change[1]:.2%} | "
-              f"{clusters} | {share:.2%} |")
+        print(
+            f"| {precision} | {seconds:.2f} | {seconds / ref_seconds:.2f}x | {change[0]:.2%} | {change[1]:.2%} | "
+            f"{clusters} | {share:.2%} |"
+        )
 
 
 if __name__ == "__main__":

@@ -63,11 +63,16 @@ def measure(args: argparse.Namespace, frames: int) -> dict:
     def megabytes(value: str) -> int | None:
         return None if value == "auto" else int(value)
 
-    cfg = SegmentConfig(resolution=tuple(args.resolution), key_ratio=args.key_ratio,
-                        max_key_frames=args.max_key_frames, attention_cache_mb=megabytes(args.attention_cache),
-                        query_cache_mb=megabytes(args.query_cache),
-                        device=args.device, precision=args.precision,
-                        background={"auto": None, "on": True, "off": False}[args.background])
+    cfg = SegmentConfig(
+        resolution=tuple(args.resolution),
+        key_ratio=args.key_ratio,
+        max_key_frames=args.max_key_frames,
+        attention_cache_mb=megabytes(args.attention_cache),
+        query_cache_mb=megabytes(args.query_cache),
+        device=args.device,
+        precision=args.precision,
+        background={"auto": None, "on": True, "off": False}[args.background],
+    )
     models = load_models(ModelConfig(backbone=args.backbone, backbone_weights="none", checkpoint="none"), cfg.device)
     if args.mode == "correlator":
         torch.manual_seed(0)
@@ -81,9 +86,16 @@ def measure(args: argparse.Namespace, frames: int) -> dict:
         peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         peak_cuda = torch.cuda.max_memory_allocated(models.device) / 2**20 if models.device.type == "cuda" else None
         floors = measure_floors(clip, models, cfg, summary)
-    out = {"frames": frames, "seconds": seconds, "timings": summary["timings"], "key_frames": summary["key_frames"],
-           "clusters": summary["level_sizes"][summary["converged_level"]], "peak_rss_mb": peak_rss,
-           "device": str(models.device), "floors": floors}
+    out = {
+        "frames": frames,
+        "seconds": seconds,
+        "timings": summary["timings"],
+        "key_frames": summary["key_frames"],
+        "clusters": summary["level_sizes"][summary["converged_level"]],
+        "peak_rss_mb": peak_rss,
+        "device": str(models.device),
+        "floors": floors,
+    }
     if peak_cuda is not None:
         out["peak_cuda_mb"] = peak_cuda
     return out
@@ -133,8 +145,13 @@ def measure_floors(clip: Path, models, cfg, summary: dict) -> dict:  # noqa: ANN
         attention += 2 * n * models.backbone.embed_dim * m
         products += 2 * (2 * n * n * m)
         labels += 4 * level1 * n * m
-    return {"backbone": backbone, "attention": attention / rate, "clustering": products / rate,
-            "labels": labels / rate, "rate": rate}
+    return {
+        "backbone": backbone,
+        "attention": attention / rate,
+        "clustering": products / rate,
+        "labels": labels / rate,
+        "rate": rate,
+    }
 
 
 def main() -> None:
@@ -150,8 +167,12 @@ def main() -> None:
     parser.add_argument("--precision", default="float32", choices=["float32", "bf16", "fp16"])
     parser.add_argument("--backbone", default="vit_small_patch8_224.dino")
     parser.add_argument("--mode", default="correlator", choices=["correlator", "training-free"])
-    parser.add_argument("--background", default="auto", choices=["auto", "on", "off"],
-                        help="decode and write in background threads (auto: on a GPU only, bavos's default)")
+    parser.add_argument(
+        "--background",
+        default="auto",
+        choices=["auto", "on", "off"],
+        help="decode and write in background threads (auto: on a GPU only, bavos's default)",
+    )
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -164,22 +185,28 @@ def main() -> None:
         if proc.returncode:
             sys.exit(f"benchmark failed for {frames} frames:\n{proc.stderr[-3000:]}")
         rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-    print(f"device {rows[0]['device']}, {args.backbone} (random weights), {args.mode}, {args.resolution[0]}x"
-          f"{args.resolution[1]}, key ratio {args.key_ratio}, max key frames {args.max_key_frames or 'no limit'}, "
-          f"attention cache {args.attention_cache}, query cache {args.query_cache}, {args.precision}, "
-          f"background threads {args.background}")
+    print(
+        f"device {rows[0]['device']}, {args.backbone} (random weights), {args.mode}, {args.resolution[0]}x"
+        f"{args.resolution[1]}, key ratio {args.key_ratio}, max key frames {args.max_key_frames or 'no limit'}, "
+        f"attention cache {args.attention_cache}, query cache {args.query_cache}, {args.precision}, "
+        f"background threads {args.background}"
+    )
     cuda = "peak_cuda_mb" in rows[0]
-    print("| frames | key frames | backbone s | attention + clustering + labels s | decode s | writing s | total s | "
-          "frames/s | model waits for frames | writer waits for masks | peak RSS MB |"
-          + (" peak GPU MB |" if cuda else ""))
+    print(
+        "| frames | key frames | backbone s | attention + clustering + labels s | decode s | writing s | total s | "
+        "frames/s | model waits for frames | writer waits for masks | peak RSS MB |"
+        + (" peak GPU MB |" if cuda else "")
+    )
     print("| --- " * 11 + "|" + (" --- |" if cuda else ""))
     for r in rows:
         t = r["timings"]
         waited = sum(t["waits"][k] for k in ("keys", "hierarchy", "labels")) / t["total"]
-        line = (f"| {r['frames']} | {r['key_frames']} | {t['backbone']:.1f} | "
-                f"{t['attention'] + t['clustering'] + t['labels']:.1f} | {t['decode']:.1f} | {t['writing']:.1f} | "
-                f"{r['seconds']:.1f} | {r['frames'] / r['seconds']:.1f} | {waited:.0%} | "
-                f"{t['waits']['masks'] / t['total']:.0%} | {r['peak_rss_mb']:.0f} |")
+        line = (
+            f"| {r['frames']} | {r['key_frames']} | {t['backbone']:.1f} | "
+            f"{t['attention'] + t['clustering'] + t['labels']:.1f} | {t['decode']:.1f} | {t['writing']:.1f} | "
+            f"{r['seconds']:.1f} | {r['frames'] / r['seconds']:.1f} | {waited:.0%} | "
+            f"{t['waits']['masks'] / t['total']:.0%} | {r['peak_rss_mb']:.0f} |"
+        )
         print(line + (f" {r['peak_cuda_mb']:.0f} |" if cuda else ""))
     print("\nEach stage against its floor (seconds; the floors measured in the same process):")
     print("| frames | clusters | stage | measured | floor | measured / floor |")
@@ -187,16 +214,22 @@ def main() -> None:
     for r in rows:
         t, f = r["timings"], r["floors"]
         for stage in ("backbone", "attention", "clustering", "labels"):
-            print(f"| {r['frames']} | {r['clusters']} | {stage} | {t[stage]:.2f} | {f[stage]:.2f} | "
-                  f"{t[stage] / max(f[stage], 1e-9):.2f} |")
-        print(f"| {r['frames']} | {r['clusters']} | end to end / backbone once per frame | {r['seconds']:.2f} | "
-              f"{f['backbone']:.2f} | {r['seconds'] / f['backbone']:.2f} |")
+            print(
+                f"| {r['frames']} | {r['clusters']} | {stage} | {t[stage]:.2f} | {f[stage]:.2f} | "
+                f"{t[stage] / max(f[stage], 1e-9):.2f} |"
+            )
+        print(
+            f"| {r['frames']} | {r['clusters']} | end to end / backbone once per frame | {r['seconds']:.2f} | "
+            f"{f['backbone']:.2f} | {r['seconds'] / f['backbone']:.2f} |"
+        )
     print(f"(matrix rate {rows[0]['floors']['rate'] / 1e9:.0f} GFLOP/s)")
     if len(rows) == 2:
         short, long = rows
-        print(f"{args.factor}x the frames: time {long['seconds'] / short['seconds']:.2f}x (goal <= "
-              f"{args.factor + 1}x), peak RSS {long['peak_rss_mb'] / short['peak_rss_mb']:.3f}x (goal <= 1.1x)"
-              + (f", peak GPU memory {long['peak_cuda_mb'] / short['peak_cuda_mb']:.3f}x" if cuda else ""))
+        print(
+            f"{args.factor}x the frames: time {long['seconds'] / short['seconds']:.2f}x (goal <= "
+            f"{args.factor + 1}x), peak RSS {long['peak_rss_mb'] / short['peak_rss_mb']:.3f}x (goal <= 1.1x)"
+            + (f", peak GPU memory {long['peak_cuda_mb'] / short['peak_cuda_mb']:.3f}x" if cuda else "")
+        )
 
 
 if __name__ == "__main__":

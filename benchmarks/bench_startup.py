@@ -49,11 +49,15 @@ sys.stderr.write(f"COMMAND {time.perf_counter() - start} {time.time()!r}\n")
 def one(mode: str, clip: Path, out: Path) -> tuple[float, float, float]:
     """(import s, command s, exit s) of one process."""
     shutil.rmtree(out, ignore_errors=True)
-    proc = subprocess.run([sys.executable, "-c", CHILD, mode, str(clip), str(out)], capture_output=True, text=True,
-                          cwd=ROOT, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-c", CHILD, mode, str(clip), str(out)], capture_output=True, text=True, cwd=ROOT, timeout=600
+    )
     ended = time.time()
-    said = {line.split()[0]: line.split()[1:] for line in proc.stderr.splitlines()
-            if line.startswith(("IMPORT ", "COMMAND "))}
+    said = {
+        line.split()[0]: line.split()[1:]
+        for line in proc.stderr.splitlines()
+        if line.startswith(("IMPORT ", "COMMAND "))
+    }
     if proc.returncode or "IMPORT" not in said or "COMMAND" not in said:
         raise SystemExit(f"bench_startup: the {mode} run failed: {proc.stderr.strip()[-500:]}")
     return float(said["IMPORT"][0]), float(said["COMMAND"][0]), ended - float(said["COMMAND"][1])

@@ -35,8 +35,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5, help="timed repetitions of each part (after one warm-up)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--backbone", default="vit_small_patch8_224.dino")
-    parser.add_argument("--precision", default="float32", choices=["float32", "bf16", "fp16"],
-                        help="as bavos train --precision")
+    parser.add_argument(
+        "--precision", default="float32", choices=["float32", "bf16", "fp16"], help="as bavos train --precision"
+    )
     args = parser.parse_args()
 
     import torch
@@ -55,8 +56,14 @@ def main() -> None:
     )
 
     device = resolve_device(args.device)
-    cfg = train_config(resolution=tuple(args.resolution), batch_size=args.batch_size, workers=args.workers,
-                       steps=1000, device=device.type, precision=args.precision)
+    cfg = train_config(
+        resolution=tuple(args.resolution),
+        batch_size=args.batch_size,
+        workers=args.workers,
+        steps=1000,
+        device=device.type,
+        precision=args.precision,
+    )
     backbone = build_backbone(args.backbone, "none").to(device)
     cfg.check_tokens(backbone.patch_size)
     model_cfg = ModelConfig(backbone=args.backbone, checkpoint="none")  # a new correlator, for any backbone
@@ -110,16 +117,20 @@ def main() -> None:
         t = {"data": timed(load), "backbone": timed(backbone_only), "forward": timed(forward), "step": timed(step)}
 
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"device {device}, {args.precision}, {args.backbone} (random weights), "
-          f"{args.resolution[0]}x{args.resolution[1]}, "
-          f"batch {args.batch_size} clips x {cfg.frames} frames, median of {args.steps} after one warm-up")
+    print(
+        f"device {device}, {args.precision}, {args.backbone} (random weights), "
+        f"{args.resolution[0]}x{args.resolution[1]}, "
+        f"batch {args.batch_size} clips x {cfg.frames} frames, median of {args.steps} after one warm-up"
+    )
     print(f"backbone alone: {t['backbone']:.3f} s")
     for name in ("data", "forward", "step"):
         print(f"{name:>8}: {t[name]:.3f} s = {t[name] / t['backbone']:.2f}x backbone")
     print(f"steps/s: {1 / t['step']:.3f}; data wait if not overlapped: {t['data'] / t['step']:.1%} of a step")
-    print(f"bavos.models.costs estimate before the first step: step {estimate.seconds['step']:.3f} s (measured / "
-          f"estimated {t['step'] / estimate.seconds['step']:.2f}), peak {estimate.peak_bytes / 2**20:.0f} MB "
-          f"(measured / estimated {rss_mb * 2**20 / estimate.peak_bytes:.2f})")
+    print(
+        f"bavos.models.costs estimate before the first step: step {estimate.seconds['step']:.3f} s (measured / "
+        f"estimated {t['step'] / estimate.seconds['step']:.2f}), peak {estimate.peak_bytes / 2**20:.0f} MB "
+        f"(measured / estimated {rss_mb * 2**20 / estimate.peak_bytes:.2f})"
+    )
     print(f"peak RSS: {rss_mb:.0f} MB", end="")
     if device.type == "cuda":
         print(f"; peak CUDA memory allocated: {torch.cuda.max_memory_allocated(device) / 2**20:.0f} MB", end="")

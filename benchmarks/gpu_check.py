@@ -46,8 +46,16 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 STANDARD = ("torch", "timm", "einops", "typer", "rich", "scipy", "numpy")
-NEEDED = {"av": "av", "PIL": "pillow", "safetensors": "safetensors", "huggingface_hub": "huggingface_hub",
-          "gdown": "gdown", "pycocotools": "pycocotools", "kornia": "kornia", "pytest": "pytest"}
+NEEDED = {
+    "av": "av",
+    "PIL": "pillow",
+    "safetensors": "safetensors",
+    "huggingface_hub": "huggingface_hub",
+    "gdown": "gdown",
+    "pycocotools": "pycocotools",
+    "kornia": "kornia",
+    "pytest": "pytest",
+}
 
 SIZES = {  # full run, --smoke
     "resolution": ((320, 480), (64, 96)),
@@ -70,6 +78,7 @@ def missing_packages() -> list[str]:
 
 # --- measurements, each run in a child process -------------------------------------------------------------------
 
+
 def _models(args: argparse.Namespace) -> Any:
     import torch
 
@@ -77,8 +86,9 @@ def _models(args: argparse.Namespace) -> Any:
     from bavos.models.correlator import Correlator
     from bavos.models.loading import load_models
 
-    models = load_models(ModelConfig(backbone=size(args, "backbone"), backbone_weights="none", checkpoint="none"),
-                         args.device)
+    models = load_models(
+        ModelConfig(backbone=size(args, "backbone"), backbone_weights="none", checkpoint="none"), args.device
+    )
     torch.manual_seed(0)
     correlator = Correlator(models.backbone.embed_dim, 8).eval()
     with torch.no_grad():
@@ -113,9 +123,16 @@ def _segment(args: argparse.Namespace, frames: int, tmp: Path, **options: Any) -
     saved = Path(os.environ.get("BAVOS_GPU_CHECK_KEEP", tmp)) / f"{args.child}-labels.npy"
     with np.load(tmp / "out" / "clip" / "hierarchy.npz") as z:  # for comparing precisions across processes
         np.save(saved, z["labels"][int(z["level"])])
-    return {"frames": frames, "seconds": seconds, "frames_per_s": frames / seconds, "timings": summary["timings"],
-            "key_frames": summary["key_frames"], "clusters": summary["level_sizes"][-1],
-            "labels": str(saved), **_peaks(models.device)}
+    return {
+        "frames": frames,
+        "seconds": seconds,
+        "frames_per_s": frames / seconds,
+        "timings": summary["timings"],
+        "key_frames": summary["key_frames"],
+        "clusters": summary["level_sizes"][-1],
+        "labels": str(saved),
+        **_peaks(models.device),
+    }
 
 
 def _clips(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
@@ -134,8 +151,14 @@ def _clips(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     for path in paths:
         segment_video(path, tmp / "out", cfg, models)
     seconds = time.perf_counter() - start
-    return {"clips": count, "frames": count * frames, "seconds": seconds, "clips_per_s": count / seconds,
-            "frames_per_s": count * frames / seconds, **_peaks(models.device)}
+    return {
+        "clips": count,
+        "frames": count * frames,
+        "seconds": seconds,
+        "clips_per_s": count / seconds,
+        "frames_per_s": count * frames / seconds,
+        **_peaks(models.device),
+    }
 
 
 def _train(args: argparse.Namespace, tmp: Path, precision: str) -> dict[str, Any]:
@@ -150,8 +173,9 @@ def _train(args: argparse.Namespace, tmp: Path, precision: str) -> dict[str, Any
 
     resolution, batch, steps = size(args, "train")
     device = resolve_device(args.device)
-    cfg = train_config(resolution=resolution, batch_size=batch, workers=0, steps=1000, device=device.type,
-                       precision=precision)
+    cfg = train_config(
+        resolution=resolution, batch_size=batch, workers=0, steps=1000, device=device.type, precision=precision
+    )
     name = size(args, "backbone")
     backbone = build_backbone(name, "none").to(device)
     correlator = new_correlator(backbone.embed_dim, ModelConfig(backbone=name, checkpoint="none"), cfg)
@@ -180,8 +204,14 @@ def _train(args: argparse.Namespace, tmp: Path, precision: str) -> dict[str, Any
         step(i + 1)
     sync()
     seconds = time.perf_counter() - start
-    return {"precision": precision, "resolution": list(resolution), "batch": batch, "steps": steps,
-            "steps_per_s": steps / seconds, **_peaks(device)}
+    return {
+        "precision": precision,
+        "resolution": list(resolution),
+        "batch": batch,
+        "steps": steps,
+        "steps_per_s": steps / seconds,
+        **_peaks(device),
+    }
 
 
 def _matmul(args: argparse.Namespace) -> dict[str, Any]:
@@ -228,14 +258,18 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
 
 # --- the parent: run each, keep going on failure, write the table -------------------------------------------------
 
+
 def run_child(name: str, argv: list[str], keep: Path) -> dict[str, Any]:
     env = {**os.environ, "BAVOS_GPU_CHECK_KEEP": str(keep)}
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, __file__, "--child", name, *argv], capture_output=True, text=True,
-                          env=env, check=False)
+    proc = subprocess.run(
+        [sys.executable, __file__, "--child", name, *argv], capture_output=True, text=True, env=env, check=False
+    )
     if proc.returncode:
-        return {"error": (proc.stderr.strip().splitlines() or ["exit code " + str(proc.returncode)])[-1],
-                "wall_s": time.perf_counter() - start}
+        return {
+            "error": (proc.stderr.strip().splitlines() or ["exit code " + str(proc.returncode)])[-1],
+            "wall_s": time.perf_counter() - start,
+        }
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     out["wall_s"] = time.perf_counter() - start
     return out
@@ -253,8 +287,13 @@ def run_tests(args: argparse.Namespace) -> dict[str, Any]:
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=root)
     lines = proc.stdout.strip().splitlines()
     failed = [line for line in lines if line.startswith(("FAILED", "ERROR"))]
-    return {"command": " ".join(cmd[1:]), "exit_code": proc.returncode, "summary": lines[-1] if lines else "",
-            "failed": failed, "seconds": time.perf_counter() - start}
+    return {
+        "command": " ".join(cmd[1:]),
+        "exit_code": proc.returncode,
+        "summary": lines[-1] if lines else "",
+        "failed": failed,
+        "seconds": time.perf_counter() - start,
+    }
 
 
 def _share(clip: dict[str, Any], heads: int, dim: int, grid: tuple[int, int], rate: float) -> float | None:
@@ -292,8 +331,9 @@ def table(results: dict[str, Any], args: argparse.Namespace) -> str:
         if "error" in r:
             return ""
         t = r["timings"]
-        return " / ".join(f"{t.get(k, 0):.2f}" for k in ("decode", "backbone", "attention", "clustering", "labels",
-                                                         "writing"))
+        return " / ".join(
+            f"{t.get(k, 0):.2f}" for k in ("decode", "backbone", "attention", "clustering", "labels", "writing")
+        )
 
     def waits(r: dict[str, Any]) -> str:
         if "error" in r:
@@ -305,36 +345,48 @@ def table(results: dict[str, Any], args: argparse.Namespace) -> str:
     h, w = size(args, "resolution")
     lines = ["| measurement | result | notes |", "| --- | --- | --- |"]
     tests = results["tests"]
-    lines.append(f"| `{tests['command']}` | {tests['summary']} | {len(tests['failed'])} failed, "
-                 f"{tests['seconds']:.0f} s |")
-    for key, label in (("clip", "float32"), ("clip-inline", "float32, background threads off"),
-                       ("clip-bf16", "bf16")):
+    lines.append(
+        f"| `{tests['command']}` | {tests['summary']} | {len(tests['failed'])} failed, {tests['seconds']:.0f} s |"
+    )
+    for key, label in (("clip", "float32"), ("clip-inline", "float32, background threads off"), ("clip-bf16", "bf16")):
         r = results[key]
-        lines.append(f"| {size(args, 'clip')} frames at {h}x{w}, {label} | {cell(r, 'frames_per_s')} frames/s | "
-                     f"stages s (decode / backbone / attention / clustering / labels / writing): {stages(r)}; "
-                     f"{waits(r)}; {cell(r, 'clusters', '{}')} clusters; "
-                     f"peak GPU {cell(r, 'peak_gpu_mb', '{:.0f}')} MB |")
+        lines.append(
+            f"| {size(args, 'clip')} frames at {h}x{w}, {label} | {cell(r, 'frames_per_s')} frames/s | "
+            f"stages s (decode / backbone / attention / clustering / labels / writing): {stages(r)}; "
+            f"{waits(r)}; {cell(r, 'clusters', '{}')} clusters; "
+            f"peak GPU {cell(r, 'peak_gpu_mb', '{:.0f}')} MB |"
+        )
     if results.get("bf16_tokens_matched") is not None:
-        lines.append(f"| bf16 against float32 | {results['bf16_tokens_matched']:.2%} of tokens in matching clusters | "
-                     f"{results['clip'].get('clusters')} clusters in float32, {results['clip-bf16'].get('clusters')} "
-                     f"in bf16; speed {results['bf16_speedup']:.2f}x float32's |")
+        lines.append(
+            f"| bf16 against float32 | {results['bf16_tokens_matched']:.2%} of tokens in matching clusters | "
+            f"{results['clip'].get('clusters')} clusters in float32, {results['clip-bf16'].get('clusters')} "
+            f"in bf16; speed {results['bf16_speedup']:.2f}x float32's |"
+        )
     r = results["long"]
-    lines.append(f"| {r.get('frames', args.long_frames)} frames at {h}x{w}, float32 | {cell(r, 'frames_per_s')} "
-                 f"frames/s | {r.get('key_frames', '-')} key frames, {r.get('clusters', '-')} clusters; "
-                 f"peak GPU {cell(r, 'peak_gpu_mb', '{:.0f}')} "
-                 f"MB, peak host {cell(r, 'peak_rss_mb', '{:.0f}')} MB |")
+    lines.append(
+        f"| {r.get('frames', args.long_frames)} frames at {h}x{w}, float32 | {cell(r, 'frames_per_s')} "
+        f"frames/s | {r.get('key_frames', '-')} key frames, {r.get('clusters', '-')} clusters; "
+        f"peak GPU {cell(r, 'peak_gpu_mb', '{:.0f}')} "
+        f"MB, peak host {cell(r, 'peak_rss_mb', '{:.0f}')} MB |"
+    )
     r = results["clips"]
-    lines.append(f"| {r.get('clips', '-')} short clips in one call (models loaded once) | "
-                 f"{cell(r, 'clips_per_s', '{:.2f}')} clips/s | {cell(r, 'frames_per_s')} frames/s |")
+    lines.append(
+        f"| {r.get('clips', '-')} short clips in one call (models loaded once) | "
+        f"{cell(r, 'clips_per_s', '{:.2f}')} clips/s | {cell(r, 'frames_per_s')} frames/s |"
+    )
     for key in ("train-float32", "train-bf16"):
         r = results[key]
-        lines.append(f"| training step {r.get('resolution', ['-', '-'])[0]}x{r.get('resolution', ['-', '-'])[1]}, "
-                     f"batch {r.get('batch', '-')}, {key.split('-')[1]} | {cell(r, 'steps_per_s', '{:.2f}')} steps/s "
-                     f"| peak GPU {cell(r, 'peak_gpu_mb', '{:.0f}')} MB |")
+        lines.append(
+            f"| training step {r.get('resolution', ['-', '-'])[0]}x{r.get('resolution', ['-', '-'])[1]}, "
+            f"batch {r.get('batch', '-')}, {key.split('-')[1]} | {cell(r, 'steps_per_s', '{:.2f}')} steps/s "
+            f"| peak GPU {cell(r, 'peak_gpu_mb', '{:.0f}')} MB |"
+        )
     r = results["matmul"]
     share = results.get("clustering_share")
-    lines.append(f"| float32 matrix product {r.get('n', '-')}^3, TF32 off | {cell(r, 'tflops', '{:.2f}')} TFLOP/s | "
-                 f"attention and clustering achieve {'-' if share is None else f'{share:.1%}'} of it |")
+    lines.append(
+        f"| float32 matrix product {r.get('n', '-')}^3, TF32 off | {cell(r, 'tflops', '{:.2f}')} TFLOP/s | "
+        f"attention and clustering achieve {'-' if share is None else f'{share:.1%}'} of it |"
+    )
     for key, r in results.items():
         if isinstance(r, dict) and "error" in r:
             lines.append(f"| {key}: failed | {r['error'][:300]} | |")
@@ -346,14 +398,22 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="folder for gpu_check.md and gpu_check.json")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes on the CPU: checks that the script runs")
     parser.add_argument("--device", default=None, help="default: cuda (cpu with --smoke)")
-    parser.add_argument("--long-frames", type=int, default=0, help="frames of the long clip (default 1000; 40 with "
-                                                                     "--smoke)")
+    parser.add_argument(
+        "--long-frames", type=int, default=0, help="frames of the long clip (default 1000; 40 with --smoke)"
+    )
     parser.add_argument("--skip-tests", action="store_true", help="do not run pytest -m gpu")
-    parser.add_argument("--jobs", type=int, default=1, help="measurements run at once (more than 1 only to check "
-                                                            "that the script runs: they would share the machine)")
-    parser.add_argument("--sharpness", type=float, default=8.0,
-                        help="scale of the random correlator's query and key weights (peaked attention, many "
-                             "clusters)")
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="measurements run at once (more than 1 only to check that the script runs: they would share the machine)",
+    )
+    parser.add_argument(
+        "--sharpness",
+        type=float,
+        default=8.0,
+        help="scale of the random correlator's query and key weights (peaked attention, many clusters)",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.device = args.device or ("cpu" if args.smoke else "cuda")
@@ -371,23 +431,37 @@ def main() -> None:
     if args.device == "cuda" and not torch.cuda.is_available():
         sys.exit("gpu_check: no CUDA device here; --smoke runs the same code at tiny sizes on the CPU")
     device_name = torch.cuda.get_device_name() if args.device == "cuda" else "CPU"
-    argv = ["--device", args.device] + (["--smoke"] if args.smoke else []) + \
-        (["--long-frames", str(args.long_frames)] if args.long_frames else []) + \
-        ["--sharpness", str(args.sharpness)]
+    argv = (
+        ["--device", args.device]
+        + (["--smoke"] if args.smoke else [])
+        + (["--long-frames", str(args.long_frames)] if args.long_frames else [])
+        + ["--sharpness", str(args.sharpness)]
+    )
     args.out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    results: dict[str, Any] = {"device": device_name, "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"),
-                               "smoke": args.smoke, "sharpness": args.sharpness}
-    results["tests"] = {"command": "pytest -m gpu", "summary": "skipped (--skip-tests)", "failed": [],
-                        "seconds": 0.0} if args.skip_tests else run_tests(args)
+    results: dict[str, Any] = {
+        "device": device_name,
+        "torch": torch.__version__,
+        "date": time.strftime("%Y-%m-%d"),
+        "smoke": args.smoke,
+        "sharpness": args.sharpness,
+    }
+    results["tests"] = (
+        {"command": "pytest -m gpu", "summary": "skipped (--skip-tests)", "failed": [], "seconds": 0.0}
+        if args.skip_tests
+        else run_tests(args)
+    )
     print(f"tests: {results['tests']['summary']}", flush=True)
     names = ("clip", "clip-inline", "clip-bf16", "long", "clips", "train-float32", "train-bf16", "matmul")
     with tempfile.TemporaryDirectory() as keep, ThreadPoolExecutor(max(1, args.jobs)) as pool:
         runs = {name: pool.submit(run_child, name, argv, Path(keep)) for name in names}
         for name, run in runs.items():
             results[name] = run.result()
-            print(f"{name}: {'failed: ' + results[name]['error'] if 'error' in results[name] else 'done'} "
-                  f"({results[name]['wall_s']:.0f} s)", flush=True)
+            print(
+                f"{name}: {'failed: ' + results[name]['error'] if 'error' in results[name] else 'done'} "
+                f"({results[name]['wall_s']:.0f} s)",
+                flush=True,
+            )
         results["bf16_tokens_matched"] = _tokens_matched(results["clip"], results["clip-bf16"])
     if "error" not in results["clip"] and "error" not in results["clip-bf16"]:
         results["bf16_speedup"] = results["clip-bf16"]["frames_per_s"] / results["clip"]["frames_per_s"]
@@ -396,16 +470,21 @@ def main() -> None:
         dim = 32 if args.smoke else 384
         results["clustering_share"] = _share(results["clip"], 8, dim, grid, results["matmul"]["tflops"])
     results["seconds"] = time.perf_counter() - started
-    text = (f"bavos gpu_check on {device_name}, torch {torch.__version__}, {results['date']}"
-            f"{' (--smoke: tiny sizes, CPU)' if args.smoke else ''}, {results['seconds']:.0f} s\n\n"
-            + table(results, args) + "\n")
+    text = (
+        f"bavos gpu_check on {device_name}, torch {torch.__version__}, {results['date']}"
+        f"{' (--smoke: tiny sizes, CPU)' if args.smoke else ''}, {results['seconds']:.0f} s\n\n"
+        + table(results, args)
+        + "\n"
+    )
     (args.out / "gpu_check.md").write_text(text)
     (args.out / "gpu_check.json").write_text(json.dumps(results, indent=2) + "\n")
     print(text)
     failed = [k for k, v in results.items() if isinstance(v, dict) and "error" in v]
     if failed or results["tests"].get("exit_code", 0) not in (0, 5):
-        sys.exit(f"gpu_check: {len(failed)} measurement(s) failed ({', '.join(failed) or 'none'}); tests exit code "
-                 f"{results['tests'].get('exit_code')}")
+        sys.exit(
+            f"gpu_check: {len(failed)} measurement(s) failed ({', '.join(failed) or 'none'}); tests exit code "
+            f"{results['tests'].get('exit_code')}"
+        )
 
 
 if __name__ == "__main__":

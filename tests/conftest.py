@@ -13,8 +13,21 @@ import torch
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 # the paper's pipeline at a tiny size (a CPU's own defaults: test_cli.py)
-TINY = ["--backbone", "bavos_test_vit", "--checkpoint", "none", "--resolution", "64", "96", "--device", "cpu",
-        "--stride", "1", "--max-key-frames", "30"]
+TINY = [
+    "--backbone",
+    "bavos_test_vit",
+    "--checkpoint",
+    "none",
+    "--resolution",
+    "64",
+    "96",
+    "--device",
+    "cpu",
+    "--stride",
+    "1",
+    "--max-key-frames",
+    "30",
+]
 CUDA = torch.cuda.is_available()
 # Every test that runs a network, the attention or the clustering takes ``device``: the CPU, and CUDA (marked gpu)
 # where there is one. ``pytest -m gpu`` runs the CUDA half alone.
@@ -23,7 +36,7 @@ DEVICES = ["cpu", *([pytest.param("cuda", marks=pytest.mark.gpu)] if CUDA else [
 
 @pytest.fixture(scope="session", params=DEVICES)
 def device(request: pytest.FixtureRequest) -> str:
-    """"cpu", then "cuda" when CUDA is present (TensorFloat-32 is off under float32 on CUDA, as in bavos)."""
+    """ "cpu", then "cuda" when CUDA is present (TensorFloat-32 is off under float32 on CUDA, as in bavos)."""
     return request.param
 
 
@@ -47,8 +60,15 @@ def clip_frames(n: int, height: int, width: int) -> list[np.ndarray]:
     return frames
 
 
-def write_clip(path: Path, n: int = 12, height: int = 53, width: int = 75, fps: int = 12,
-               rotation: int | None = None, pix_fmt: str | None = None) -> Path:
+def write_clip(
+    path: Path,
+    n: int = 12,
+    height: int = 53,
+    width: int = 75,
+    fps: int = 12,
+    rotation: int | None = None,
+    pix_fmt: str | None = None,
+) -> Path:
     """Write an H.264 clip with PyAV; odd sizes use 4:4:4."""
     with av.open(str(path), "w") as container:
         stream = container.add_stream("libx264", rate=fps)
@@ -142,10 +162,13 @@ def make_release_checkpoint(path: Path, seed: int = 0, sharpness: float = 1.0) -
     encoder = timm.create_model("vit_small_patch8_224.dino", pretrained=False, num_classes=0).state_dict()
     block = Correlator(384, 8).state_dict()
     block["attn.qkv.weight"][:768] *= sharpness
-    state = {**{f"encoder.{k}": v for k, v in encoder.items()},
-             **{f"temporal_transformer.0.{k}": v for k, v in block.items()}}
-    torch.save({"iteration": 60000, "model_state_dict": state, "optimizer_state_dict": {"state": {}},
-                "loss": 0.5}, path)
+    state = {
+        **{f"encoder.{k}": v for k, v in encoder.items()},
+        **{f"temporal_transformer.0.{k}": v for k, v in block.items()},
+    }
+    torch.save(
+        {"iteration": 60000, "model_state_dict": state, "optimizer_state_dict": {"state": {}}, "loss": 0.5}, path
+    )
     return path
 
 

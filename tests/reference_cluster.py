@@ -110,8 +110,9 @@ def vector_window_centroids(rows: np.ndarray, tau: float) -> np.ndarray:
 def vector_partition(attn: np.ndarray, tau: float = 1.0, window: int = 3) -> np.ndarray:
     """As ``reference_partition``, on arrays: (T, N, M) -> (T, N) labels of the converged level."""
     t_count, n, m = attn.shape
-    centroids = np.concatenate([vector_window_centroids(attn[s : s + window].reshape(-1, m), tau)
-                                for s in range(0, t_count, window)])
+    centroids = np.concatenate(
+        [vector_window_centroids(attn[s : s + window].reshape(-1, m), tau) for s in range(0, t_count, window)]
+    )
     while True:
         groups = vector_leaders(centroids, tau)
         if len(groups) == len(centroids):

@@ -54,8 +54,9 @@ def jf(pred_mask: np.ndarray, gt_mask: np.ndarray, void: np.ndarray, bound_th: f
     return j, 0.0 if prec + rec == 0 else 2 * prec * rec / (prec + rec)
 
 
-def sequence_jf(pred: np.ndarray, gt: np.ndarray, n_props: int, n_objs: int,
-                bound_th: float = 0.008) -> tuple[np.ndarray, np.ndarray]:
+def sequence_jf(
+    pred: np.ndarray, gt: np.ndarray, n_props: int, n_objs: int, bound_th: float = 0.008
+) -> tuple[np.ndarray, np.ndarray]:
     """(P, G, T) J and F from (T, H, W) id maps (gt 255 = void)."""
     j = np.zeros((n_props, n_objs, len(gt)))
     f = np.zeros_like(j)

@@ -40,8 +40,9 @@ def _resize_axis(arr: np.ndarray, axis: int, scale: float) -> np.ndarray:
         src = (dst + 0.5) / scale - 0.5
         base = math.floor(src)
         weights = _cubic(src - base)
-        rows.append(sum(w * np.take(arr, min(max(base - 1 + k, 0), size - 1), axis=axis)
-                        for k, w in enumerate(weights)))
+        rows.append(
+            sum(w * np.take(arr, min(max(base - 1 + k, 0), size - 1), axis=axis) for k, w in enumerate(weights))
+        )
     return np.stack(rows, axis=axis)
 
 
@@ -74,11 +75,15 @@ def vit_last_keys(encoder: dict[str, Tensor], x: Tensor, patch: int = 8, head_di
             return qkv[:, 1:, d : 2 * d]
         q, k, v = qkv.reshape(b, -1, 3, heads, head_dim).permute(2, 0, 3, 1, 4)  # each (B, heads, L, d)
         mixed = F.scaled_dot_product_attention(q, k, v)  # softmax(q k^T / sqrt(d)) v, fused
-        z = z + F.linear(mixed.transpose(1, 2).reshape(b, -1, d), p[blk + "attn.proj.weight"],
-                         p[blk + "attn.proj.bias"])
+        z = z + F.linear(
+            mixed.transpose(1, 2).reshape(b, -1, d), p[blk + "attn.proj.weight"], p[blk + "attn.proj.bias"]
+        )
         u = F.layer_norm(z, (d,), p[blk + "norm2.weight"], p[blk + "norm2.bias"], eps=1e-6)
-        z = z + F.linear(F.gelu(F.linear(u, p[blk + "mlp.fc1.weight"], p[blk + "mlp.fc1.bias"])),
-                         p[blk + "mlp.fc2.weight"], p[blk + "mlp.fc2.bias"])
+        z = z + F.linear(
+            F.gelu(F.linear(u, p[blk + "mlp.fc1.weight"], p[blk + "mlp.fc1.bias"])),
+            p[blk + "mlp.fc2.weight"],
+            p[blk + "mlp.fc2.bias"],
+        )
     raise AssertionError("unreachable")
 
 
@@ -105,8 +110,14 @@ def spatio_temporal_attention(q: Tensor, k: Tensor, ratio: int) -> Tensor:
     return out
 
 
-def reference_segment(frames: list[np.ndarray], release: dict[str, Tensor], tau: float = 1.0, window: int = 3,
-                      ratio: int = 10, dtype: torch.dtype = torch.float32) -> np.ndarray:
+def reference_segment(
+    frames: list[np.ndarray],
+    release: dict[str, Tensor],
+    tau: float = 1.0,
+    window: int = 3,
+    ratio: int = 10,
+    dtype: torch.dtype = torch.float32,
+) -> np.ndarray:
     """(T, N) converged-level labels of frames already at the model's size, with a release-layout state dict.
 
     Args:
@@ -115,8 +126,11 @@ def reference_segment(frames: list[np.ndarray], release: dict[str, Tensor], tau:
         dtype: of the backbone and correlator (the attention and clustering are float64).
     """
     encoder = {k.removeprefix("encoder."): v for k, v in release.items() if k.startswith("encoder.")}
-    block = {k.removeprefix("temporal_transformer.0."): v for k, v in release.items()
-             if k.startswith("temporal_transformer.0.")}
+    block = {
+        k.removeprefix("temporal_transformer.0."): v
+        for k, v in release.items()
+        if k.startswith("temporal_transformer.0.")
+    }
     mean, std = (torch.tensor(s, dtype=dtype).view(1, 3, 1, 1) for s in KINETICS)
     with torch.no_grad():
         x = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).to(dtype) / 255  # (T, 3, H, W)

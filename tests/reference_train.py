@@ -113,8 +113,16 @@ def cosine_lr(i: int, lr: float, min_lr: float, steps: int) -> float:
 class AdamW:
     """AdamW written out (decoupled decay, bias-corrected moments), on a dict of named float64 parameters."""
 
-    def __init__(self, params: dict[str, Tensor], lr: float, min_lr: float, steps: int, weight_decay: float,
-                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> None:
+    def __init__(
+        self,
+        params: dict[str, Tensor],
+        lr: float,
+        min_lr: float,
+        steps: int,
+        weight_decay: float,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+    ) -> None:
         self.params, self.lr, self.min_lr, self.steps = params, lr, min_lr, steps
         self.wd, self.betas, self.eps, self.i = weight_decay, betas, eps, 0
         self.m = {k: torch.zeros_like(v) for k, v in params.items()}

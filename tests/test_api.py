@@ -16,8 +16,16 @@ from bavos.errors import InputError
 
 @pytest.fixture(scope="module")
 def segmenter(sharp_weights: Path, device: str) -> bavos.Segmenter:
-    return bavos.Segmenter("none", backbone="bavos_test_vit", backbone_weights=str(sharp_weights), device=device,
-                           resolution=(64, 96), key_ratio=4, stride=1, max_key_frames=30)
+    return bavos.Segmenter(
+        "none",
+        backbone="bavos_test_vit",
+        backbone_weights=str(sharp_weights),
+        device=device,
+        resolution=(64, 96),
+        key_ratio=4,
+        stride=1,
+        max_key_frames=30,
+    )
 
 
 def test_a_path_an_array_and_an_iterable_give_the_same_masks(tmp_path: Path, segmenter: bavos.Segmenter) -> None:
@@ -53,15 +61,41 @@ def test_the_work_folder_lives_with_the_result(tmp_path: Path, segmenter: bavos.
     assert not list(tmp_path.iterdir())  # a failed call leaves nothing either
 
 
-def test_save_writes_what_the_command_writes(tmp_path: Path, segmenter: bavos.Segmenter, run_cli,  # noqa: ANN001
-                                             sharp_weights: Path, device: str) -> None:
+def test_save_writes_what_the_command_writes(
+    tmp_path: Path,
+    segmenter: bavos.Segmenter,
+    run_cli,  # noqa: ANN001
+    sharp_weights: Path,
+    device: str,
+) -> None:
     video = write_clip(tmp_path / "v.mp4", n=6, height=48, width=64)
     with segmenter(video) as result:
         summary = result.save(tmp_path / "api" / "v")
     assert summary["frames"] == 6
-    cli = run_cli("segment", video, "-o", tmp_path / "cli", "--backbone", "bavos_test_vit", "--checkpoint", "none",
-                  "--backbone-weights", sharp_weights, "--resolution", "64", "96", "--key-ratio", "4", "--device",
-                  device, "--stride", "1", "--max-key-frames", "30", "-q")
+    cli = run_cli(
+        "segment",
+        video,
+        "-o",
+        tmp_path / "cli",
+        "--backbone",
+        "bavos_test_vit",
+        "--checkpoint",
+        "none",
+        "--backbone-weights",
+        sharp_weights,
+        "--resolution",
+        "64",
+        "96",
+        "--key-ratio",
+        "4",
+        "--device",
+        device,
+        "--stride",
+        "1",
+        "--max-key-frames",
+        "30",
+        "-q",
+    )
     assert cli.code == 0, cli.err
     got = sorted(p.relative_to(tmp_path / "api") for p in (tmp_path / "api").rglob("*"))
     want = sorted(p.relative_to(tmp_path / "cli") for p in (tmp_path / "cli").rglob("*"))

@@ -12,8 +12,13 @@ MEASUREMENTS = ("clip", "clip-inline", "clip-bf16", "long", "clips", "train-floa
 
 
 def test_gpu_check_smoke_runs_every_measurement(tmp_path: Path) -> None:
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--out", str(tmp_path),
-                           "--smoke", "--jobs", "2"], capture_output=True, text=True, timeout=600, cwd=ROOT)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--out", str(tmp_path), "--smoke", "--jobs", "2"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     assert proc.stdout.startswith("gpu_check needs, beyond torch, timm, einops, typer, rich, scipy, numpy: av,")
     data = json.loads((tmp_path / "gpu_check.json").read_text())

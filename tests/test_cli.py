@@ -17,9 +17,11 @@ def test_help_does_not_import_torch() -> None:
 
 
 def test_import_torch_pauses_the_collector_only_while_importing() -> None:
-    code = ("import gc, sys; from bavos.cli.app import import_torch; before = gc.get_freeze_count(); import_torch(); "
-            "print('torch' in sys.modules, gc.isenabled(), gc.get_freeze_count() - before > 100_000); "
-            "gc.disable(); import_torch(); print(gc.isenabled())")
+    code = (
+        "import gc, sys; from bavos.cli.app import import_torch; before = gc.get_freeze_count(); import_torch(); "
+        "print('torch' in sys.modules, gc.isenabled(), gc.get_freeze_count() - before > 100_000); "
+        "gc.disable(); import_torch(); print(gc.isenabled())"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.stdout.split() == ["True", "True", "True", "False"], proc.stderr
     code = "import gc; gc.disable(); from bavos.cli.app import import_torch; import_torch(); print(gc.isenabled())"
@@ -30,11 +32,23 @@ def test_import_torch_pauses_the_collector_only_while_importing() -> None:
 def test_python_dash_m_and_version() -> None:
     proc = subprocess.run([sys.executable, "-m", "bavos", "--version"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and proc.stdout.strip() == __import__("bavos").__version__
-    proc = subprocess.run([sys.executable, "-m", "bavos", "segment", "--help"], capture_output=True, text=True,
-                          timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "bavos", "segment", "--help"], capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 0
-    for flag in ("--resolution", "--key-ratio", "--tau", "--level", "--max-objects", "--upsample", "--stride",
-                 "--device", "--backbone-weights", "--checkpoint", "--quiet"):
+    for flag in (
+        "--resolution",
+        "--key-ratio",
+        "--tau",
+        "--level",
+        "--max-objects",
+        "--upsample",
+        "--stride",
+        "--device",
+        "--backbone-weights",
+        "--checkpoint",
+        "--quiet",
+    ):
         assert flag in proc.stdout
 
 
@@ -70,7 +84,8 @@ def test_random_weights_are_announced(tmp_path: Path, run_cli) -> None:  # noqa:
     assert result.code == 0
     assert [e for e in result.err.strip().splitlines() if "warning" in e] == [
         "bavos: warning: --backbone-weights none: the backbone has random weights; masks are meaningless "
-        "(tests, benchmarks)"]
+        "(tests, benchmarks)"
+    ]
     result = run_cli("segment", video, "-o", tmp_path / "out", *TINY, "--backbone-weights", "none", "-q")
     assert result.code == 0 and result.out == "" and result.err == ""  # -q: errors only
 
@@ -96,8 +111,7 @@ def test_input_errors_are_one_line_and_exit_1(tmp_path: Path, run_cli, make, mes
 
 def test_one_failing_input_does_not_stop_the_others(tmp_path: Path, run_cli) -> None:  # noqa: ANN001
     good = write_clip(tmp_path / "good.mp4", n=2)
-    result = run_cli("segment", tmp_path / "bad.mp4", good, "-o", tmp_path / "out", *TINY,
-                     "--backbone-weights", "none")
+    result = run_cli("segment", tmp_path / "bad.mp4", good, "-o", tmp_path / "out", *TINY, "--backbone-weights", "none")
     assert result.code == 1
     assert (tmp_path / "out" / "good" / "summary.json").is_file()
 
@@ -139,9 +153,24 @@ def test_bad_weights_and_checkpoint_are_one_line(tmp_path: Path, run_cli) -> Non
 def test_debug_shows_the_traceback(tmp_path: Path) -> None:
     env = {**os.environ, "BAVOS_DEBUG": "1"}
     (tmp_path / "c.pt").write_text("not a checkpoint")
-    proc = subprocess.run([sys.executable, "-m", "bavos", "segment", str(write_clip(tmp_path / "v.mp4", n=2)), *TINY,
-                           "--backbone-weights", "none", "--checkpoint", str(tmp_path / "c.pt")],
-                          capture_output=True, text=True, env=env, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bavos",
+            "segment",
+            str(write_clip(tmp_path / "v.mp4", n=2)),
+            *TINY,
+            "--backbone-weights",
+            "none",
+            "--checkpoint",
+            str(tmp_path / "c.pt"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert proc.returncode == 1 and "Traceback" in proc.stderr and "not a checkpoint bavos can load" in proc.stderr
 
 
@@ -164,8 +193,9 @@ def test_bavos_alone_shows_the_help_and_exits_0(run_cli) -> None:  # noqa: ANN00
 @pytest.mark.parametrize("command", ["segment", "eval", "train", "weights"])
 def test_help_at_80_columns_has_no_type_tags_and_every_default(command: str) -> None:
     env = {**os.environ, "COLUMNS": "80"}
-    proc = subprocess.run([sys.executable, "-m", "bavos", command, "--help"], capture_output=True, text=True,
-                          timeout=60, env=env)
+    proc = subprocess.run(
+        [sys.executable, "-m", "bavos", command, "--help"], capture_output=True, text=True, timeout=60, env=env
+    )
     assert proc.returncode == 0
     text = proc.stdout
     assert max(len(line) for line in text.splitlines()) <= 80
@@ -182,16 +212,21 @@ def test_help_at_80_columns_has_no_type_tags_and_every_default(command: str) -> 
         assert "[default:" in block, block
 
 
-def test_bad_values_stop_before_any_model_loads(tmp_path: Path, run_cli,  # noqa: ANN001
-                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_bad_values_stop_before_any_model_loads(
+    tmp_path: Path,
+    run_cli,  # noqa: ANN001
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     def no_model(*args: object, **kwargs: object) -> None:
         raise AssertionError("a model was loaded")
 
     monkeypatch.setattr("bavos.models.loading.load_models", no_model)
     video = write_clip(tmp_path / "v.mp4", n=2)
-    for args, message in ((["--resolution", "100", "150"], "--resolution 100 150 must be a multiple of the patch"),
-                          (["--upsample", "cubic"], "--upsample must be bilinear or nearest"),
-                          (["--checkpoint", "release", "--backbone", "bavos_test_vit"], "--checkpoint release is")):
+    for args, message in (
+        (["--resolution", "100", "150"], "--resolution 100 150 must be a multiple of the patch"),
+        (["--upsample", "cubic"], "--upsample must be bilinear or nearest"),
+        (["--checkpoint", "release", "--backbone", "bavos_test_vit"], "--checkpoint release is"),
+    ):
         result = run_cli("segment", video, "-o", tmp_path / "out", "--device", "cpu", *args)
         assert result.code == 2, result.err
         assert result.err.startswith("bavos: error: ") and message in result.err
@@ -215,15 +250,27 @@ def test_progress_lines_in_a_log_and_nothing_when_quiet(tmp_path: Path, run_cli)
     assert quiet.out == "" and all(line.startswith("bavos: warning") for line in quiet.err.splitlines())
 
 
-def test_an_interrupted_input_gets_its_own_json_line(tmp_path: Path, run_cli,  # noqa: ANN001
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_interrupted_input_gets_its_own_json_line(
+    tmp_path: Path,
+    run_cli,  # noqa: ANN001
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     def interrupted(*args: object, **kwargs: object) -> None:
         raise KeyboardInterrupt
 
     monkeypatch.setattr("bavos.api.segment_video", interrupted)
     video = write_clip(tmp_path / "v.mp4", n=2)
-    result = run_cli("segment", video, write_clip(tmp_path / "w.mp4", n=2), "-o", tmp_path / "out", *TINY,
-                     "--backbone-weights", "none", "--json")
+    result = run_cli(
+        "segment",
+        video,
+        write_clip(tmp_path / "w.mp4", n=2),
+        "-o",
+        tmp_path / "out",
+        *TINY,
+        "--backbone-weights",
+        "none",
+        "--json",
+    )
     assert result.code == 130
     (line,) = [json.loads(x) for x in result.out.splitlines()]
     assert line["input"] == str(video) and line["status"] == "interrupted" and line["error"] == "interrupted"
@@ -231,34 +278,106 @@ def test_an_interrupted_input_gets_its_own_json_line(tmp_path: Path, run_cli,  #
 
 def test_the_cpu_operating_point_is_said_and_recorded(tmp_path: Path, run_cli) -> None:  # noqa: ANN001
     video = write_clip(tmp_path / "v.mp4", n=4, height=64, width=96)
-    result = run_cli("segment", video, "-o", tmp_path / "out", "--backbone", "bavos_test_vit", "--checkpoint", "none",
-                     "--backbone-weights", "none", "--device", "cpu", "--no-overlay")
+    result = run_cli(
+        "segment",
+        video,
+        "-o",
+        tmp_path / "out",
+        "--backbone",
+        "bavos_test_vit",
+        "--checkpoint",
+        "none",
+        "--backbone-weights",
+        "none",
+        "--device",
+        "cpu",
+        "--no-overlay",
+    )
     assert result.code == 0, result.err
-    assert ("bavos: on a CPU the defaults are 160x240, at most 10 key frames and every 2nd frame (the paper's key "
-            "frames and every frame took 2.6x as long") in result.err
+    assert (
+        "bavos: on a CPU the defaults are 160x240, at most 10 key frames and every 2nd frame (the paper's key "
+        "frames and every frame took 2.6x as long"
+    ) in result.err
     assert "; --resolution 320 480 --max-key-frames 30 --stride 1 restores them" in result.err
     summary = json.loads((tmp_path / "out" / "v" / "summary.json").read_text())
     config = summary["config"]["SegmentConfig"]
     assert (config["resolution"], config["max_key_frames"], config["stride"]) == ([160, 240], 10, 2)
     assert summary["patch_grid"] == [20, 30] and summary["processed_frames"] == 2
-    given = run_cli("segment", video, "-o", tmp_path / "out2", "--backbone", "bavos_test_vit", "--checkpoint", "none",
-                    "--backbone-weights", "none", "--device", "cpu", "--no-overlay", "--stride", "1",
-                    "--resolution", "64", "96")
+    given = run_cli(
+        "segment",
+        video,
+        "-o",
+        tmp_path / "out2",
+        "--backbone",
+        "bavos_test_vit",
+        "--checkpoint",
+        "none",
+        "--backbone-weights",
+        "none",
+        "--device",
+        "cpu",
+        "--no-overlay",
+        "--stride",
+        "1",
+        "--resolution",
+        "64",
+        "96",
+    )
     assert "on a CPU the defaults are at most 10 key frames (the paper's key frames" in given.err
     assert "; --max-key-frames 30 restores them" in given.err
-    everything = run_cli("segment", video, "-o", tmp_path / "out3", "--backbone", "bavos_test_vit", "--checkpoint",
-                         "none", "--backbone-weights", "none", "--device", "cpu", "--no-overlay", "--stride", "1",
-                         "--resolution", "64", "96", "--max-key-frames", "30")
+    everything = run_cli(
+        "segment",
+        video,
+        "-o",
+        tmp_path / "out3",
+        "--backbone",
+        "bavos_test_vit",
+        "--checkpoint",
+        "none",
+        "--backbone-weights",
+        "none",
+        "--device",
+        "cpu",
+        "--no-overlay",
+        "--stride",
+        "1",
+        "--resolution",
+        "64",
+        "96",
+        "--max-key-frames",
+        "30",
+    )
     assert everything.code == 0 and "on a CPU the defaults" not in everything.err
-    size = run_cli("segment", video, "-o", tmp_path / "out4", "--backbone", "bavos_test_vit", "--checkpoint", "none",
-                   "--backbone-weights", "none", "--device", "cpu", "--no-overlay", "--stride", "1",
-                   "--max-key-frames", "30")
-    assert ("on a CPU the defaults are 160x240 (the paper's 320x480 costs about 6x the backbone time and 45x the "
-            "clustering time); --resolution 320 480 restores them") in size.err
+    size = run_cli(
+        "segment",
+        video,
+        "-o",
+        tmp_path / "out4",
+        "--backbone",
+        "bavos_test_vit",
+        "--checkpoint",
+        "none",
+        "--backbone-weights",
+        "none",
+        "--device",
+        "cpu",
+        "--no-overlay",
+        "--stride",
+        "1",
+        "--max-key-frames",
+        "30",
+    )
+    assert (
+        "on a CPU the defaults are 160x240 (the paper's 320x480 costs about 6x the backbone time and 45x the "
+        "clustering time); --resolution 320 480 restores them"
+    ) in size.err
 
 
-def test_the_cost_is_said_first_and_what_cannot_fit_stops_before_the_work(tmp_path: Path, run_cli,  # noqa: ANN001
-                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_cost_is_said_first_and_what_cannot_fit_stops_before_the_work(
+    tmp_path: Path,
+    run_cli,  # noqa: ANN001
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     video = write_clip(tmp_path / "v.mp4", n=6)
     result = run_cli("segment", video, "-o", tmp_path / "out", *TINY, "--backbone-weights", "none", "--no-overlay")
     assert result.code == 0
@@ -279,8 +398,11 @@ def test_the_cost_is_said_first_and_what_cannot_fit_stops_before_the_work(tmp_pa
         assert option in failed["error"]
 
 
-def test_a_long_estimate_names_the_options_that_bring_it_down(tmp_path: Path, run_cli,  # noqa: ANN001
-                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_long_estimate_names_the_options_that_bring_it_down(
+    tmp_path: Path,
+    run_cli,  # noqa: ANN001
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     video = write_clip(tmp_path / "v.mp4", n=6)
     monkeypatch.setattr("bavos.cli.segment.SAY_FASTER_SECONDS", 0)  # as if it would take long
     result = run_cli("segment", video, "-o", tmp_path / "out", *TINY, "--backbone-weights", "none", "--no-overlay")
@@ -300,8 +422,23 @@ def test_sigterm_removes_the_temporary_files(tmp_path: Path) -> None:
 
     video = write_clip(tmp_path / "long.mp4", n=240, height=48, width=64)
     out = tmp_path / "out"
-    proc = subprocess.Popen([sys.executable, "-m", "bavos", "segment", str(video), "-o", str(out), *TINY,
-                             "--backbone-weights", "none", "-q"], stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "bavos",
+            "segment",
+            str(video),
+            "-o",
+            str(out),
+            *TINY,
+            "--backbone-weights",
+            "none",
+            "-q",
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 120
     while not list(out.glob(".bavos-work-*/.bavos-level0-*")) and time.monotonic() < deadline:
         time.sleep(0.05)  # until the hierarchy pass has begun
@@ -312,21 +449,35 @@ def test_sigterm_removes_the_temporary_files(tmp_path: Path) -> None:
     assert not out.exists()  # no work folder, no half-written result, not even the folder the run created
 
 
-def test_a_torchvision_built_for_another_torch_is_named(tmp_path: Path, run_cli,  # noqa: ANN001
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_torchvision_built_for_another_torch_is_named(
+    tmp_path: Path,
+    run_cli,  # noqa: ANN001
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     def mismatched(*args: object, **kwargs: object) -> None:
         raise RuntimeError("operator torchvision::nms does not exist")
 
     monkeypatch.setattr("bavos.api.segment_video", mismatched)
-    result = run_cli("segment", write_clip(tmp_path / "v.mp4", n=2), "-o", tmp_path / "out", *TINY,
-                     "--backbone-weights", "none", "-q")
+    result = run_cli(
+        "segment",
+        write_clip(tmp_path / "v.mp4", n=2),
+        "-o",
+        tmp_path / "out",
+        *TINY,
+        "--backbone-weights",
+        "none",
+        "-q",
+    )
     assert result.code == 1
     (line,) = [x for x in result.err.splitlines() if x.startswith("bavos: error:")]  # (the random-weights warning)
     assert line.startswith("bavos: error: torch and torchvision do not match") and "same index" in line
 
 
-def test_an_estimate_the_run_revises_much_is_said_again(tmp_path: Path, run_cli,  # noqa: ANN001
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_estimate_the_run_revises_much_is_said_again(
+    tmp_path: Path,
+    run_cli,  # noqa: ANN001
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """The run refines its estimate with its clusters (after the first window, after the hierarchy); one that
     moved the total by more than 1.25x either way is said, once per move."""
     import bavos.pipeline.segment as seg
@@ -348,5 +499,6 @@ def test_an_estimate_the_run_revises_much_is_said_again(tmp_path: Path, run_cli,
     assert result.code == 0 and len(calls) == 3
     revised = [x for x in result.err.splitlines() if "revised estimate" in x]
     assert len(revised) == 1, result.err  # the second refinement is as far from the first as the first said
-    assert re.match(r"bavos: v\.mp4: the first window's \d+ clusters?: revised estimate .+ in all \(backbone ",
-                    revised[0])
+    assert re.match(
+        r"bavos: v\.mp4: the first window's \d+ clusters?: revised estimate .+ in all \(backbone ", revised[0]
+    )

@@ -15,13 +15,17 @@ from conftest import TINY, write_clip
 QUIET = [*TINY, "--backbone-weights", "none", "-q"]
 
 
-@pytest.mark.parametrize(("option", "value", "expected"), [
-    ("--checkpoint", "relase", "--checkpoint relase: no such file; did you mean 'release'?"),
-    ("--backbone-weights", "nnone", "--backbone-weights nnone: no such file; did you mean 'none'?"),
-    ("--checkpoint", "gone.pt", "--checkpoint gone.pt: no such file; give a file or one of: release, none"),
-])
-def test_weights_names_get_suggestions(tmp_path: Path, run_cli: Callable, option: str, value: str,
-                                       expected: str) -> None:
+@pytest.mark.parametrize(
+    ("option", "value", "expected"),
+    [
+        ("--checkpoint", "relase", "--checkpoint relase: no such file; did you mean 'release'?"),
+        ("--backbone-weights", "nnone", "--backbone-weights nnone: no such file; did you mean 'none'?"),
+        ("--checkpoint", "gone.pt", "--checkpoint gone.pt: no such file; give a file or one of: release, none"),
+    ],
+)
+def test_weights_names_get_suggestions(
+    tmp_path: Path, run_cli: Callable, option: str, value: str, expected: str
+) -> None:
     clip = write_clip(tmp_path / "c.mp4", n=2)
     r = run_cli("segment", clip, "-o", tmp_path / "out", "--device", "cpu", option, value)
     assert r.code == 2 and r.err.strip() == f"bavos: error: {expected} (see 'bavos segment --help')"
@@ -30,9 +34,11 @@ def test_weights_names_get_suggestions(tmp_path: Path, run_cli: Callable, option
 
 def test_range_mistakes_are_said_before_torch_loads(tmp_path: Path) -> None:
     clip = write_clip(tmp_path / "c.mp4", n=2)
-    code = ("import sys; from bavos.cli import main\n"
-            f"try: main(['segment', {str(clip)!r}, '--start', '5s', '--end', '2s'])\n"
-            "except SystemExit as e: print(e.code, 'torch' in sys.modules)")
+    code = (
+        "import sys; from bavos.cli import main\n"
+        f"try: main(['segment', {str(clip)!r}, '--start', '5s', '--end', '2s'])\n"
+        "except SystemExit as e: print(e.code, 'torch' in sys.modules)"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.stdout.split() == ["2", "False"] and "--end 2s must come after --start 5s" in proc.stderr
 
@@ -44,8 +50,9 @@ def test_a_folder_of_videos_names_them(tmp_path: Path, run_cli: Callable) -> Non
     write_clip(clips / "b.mp4", n=2)
     r = run_cli("segment", clips, "-o", tmp_path / "out", *QUIET)
     assert r.code == 1
-    assert r.err.strip() == \
-        f"bavos: error: {clips}: a folder of 2 videos, not of frames: pass the videos ({clips}/*.mp4)"
+    assert (
+        r.err.strip() == f"bavos: error: {clips}: a folder of 2 videos, not of frames: pass the videos ({clips}/*.mp4)"
+    )
 
 
 def test_recut_of_the_results_parent_names_them(tmp_path: Path, run_cli: Callable) -> None:
@@ -57,8 +64,9 @@ def test_recut_of_the_results_parent_names_them(tmp_path: Path, run_cli: Callabl
     assert r.err.strip() == f"bavos: error: {out}: holds 2 results (a, b), not one: pass {out}/* or one of them"
 
 
-def test_recut_shows_the_traceback_in_debug_mode(tmp_path: Path, run_cli: Callable,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_recut_shows_the_traceback_in_debug_mode(
+    tmp_path: Path, run_cli: Callable, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("BAVOS_DEBUG", "1")
     r = run_cli("recut", tmp_path / "nothing", "-q")
     assert r.code == 1 and "Traceback (most recent call last)" in r.err and "not a finished bavos output" in r.err
@@ -66,13 +74,27 @@ def test_recut_shows_the_traceback_in_debug_mode(tmp_path: Path, run_cli: Callab
 
 def test_exports_of_a_result_without_objects_say_so(tmp_path: Path, run_cli: Callable) -> None:
     clip = write_clip(tmp_path / "c.mp4", n=3)
-    r = run_cli("segment", clip, "-o", tmp_path / "out", *TINY, "--backbone-weights", "none", "--max-objects", "1",
-                "--export", "objects", "--json")
+    r = run_cli(
+        "segment",
+        clip,
+        "-o",
+        tmp_path / "out",
+        *TINY,
+        "--backbone-weights",
+        "none",
+        "--max-objects",
+        "1",
+        "--export",
+        "objects",
+        "--json",
+    )
     assert r.code == 0, r.err
     line = json.loads(r.out)
     assert line["objects"] == 0 and (tmp_path / "out" / "c" / "objects").is_dir()
-    assert line["warnings"] == ["--export objects: this result has no object, so the exports hold none (a lower --tau "
-                                "or another --level gives more clusters)"]
+    assert line["warnings"] == [
+        "--export objects: this result has no object, so the exports hold none (a lower --tau "
+        "or another --level gives more clusters)"
+    ]
 
 
 def test_a_torchvision_mismatch_keeps_the_users_build(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -81,23 +103,29 @@ def test_a_torchvision_mismatch_keeps_the_users_build(monkeypatch: pytest.Monkey
     from bavos.cli import torchvision_fix
 
     monkeypatch.setitem(sys.modules, "torch", types.SimpleNamespace(__version__="2.5.1+cpu"))
-    assert torchvision_fix().endswith("pip install --force-reinstall torch==2.5.1 torchvision --index-url "
-                                      "https://download.pytorch.org/whl/cpu")
+    assert torchvision_fix().endswith(
+        "pip install --force-reinstall torch==2.5.1 torchvision --index-url https://download.pytorch.org/whl/cpu"
+    )
     monkeypatch.setitem(sys.modules, "torch", types.SimpleNamespace(__version__="2.5.1"))
     assert torchvision_fix().endswith("pip install --force-reinstall torch==2.5.1 torchvision")
 
 
-@pytest.mark.parametrize(("command", "given", "got"), [
-    ("segment", ["96", "-o", "out"], "96 -o"),  # the second number missing: the next option taken for it
-    ("segment", ["96x144"], "96x144"),
-    ("segment", [], "nothing"),
-    ("train", ["96"], "96"),
-])
+@pytest.mark.parametrize(
+    ("command", "given", "got"),
+    [
+        ("segment", ["96", "-o", "out"], "96 -o"),  # the second number missing: the next option taken for it
+        ("segment", ["96x144"], "96x144"),
+        ("segment", [], "nothing"),
+        ("train", ["96"], "96"),
+    ],
+)
 def test_resolution_mistakes_show_the_form(run_cli: Callable, command: str, given: list[str], got: str) -> None:
     r = run_cli(command, "x.mp4", *(["--resolution", *given] if given or command == "train" else ["--resolution"]))
     assert r.code == 2
-    assert r.err.strip() == (f"bavos: error: --resolution takes two whole numbers, height and width, separated by a "
-                             f"space: --resolution 96 144 (got {got}) (see 'bavos {command} --help')")
+    assert r.err.strip() == (
+        f"bavos: error: --resolution takes two whole numbers, height and width, separated by a "
+        f"space: --resolution 96 144 (got {got}) (see 'bavos {command} --help')"
+    )
 
 
 def test_objects_export_is_counted_and_bounded(tmp_path: Path, run_cli: Callable, sharp_weights: Path) -> None:
@@ -114,8 +142,10 @@ def test_objects_export_is_counted_and_bounded(tmp_path: Path, run_cli: Callable
     assert objects > 1 and not (result / "objects").exists()
     warning = next(w for w in summary["warnings"] if w.startswith("--export objects"))
     assert warning.startswith(f"--export objects would write {files} PNGs ({objects} objects x 6 frames, about ")
-    assert warning.endswith(f"more than --max-export-files 5: they were not written; to write them: bavos recut "
-                            f"{result} --max-export-files {files}")
+    assert warning.endswith(
+        f"more than --max-export-files 5: they were not written; to write them: bavos recut "
+        f"{result} --max-export-files {files}"
+    )
     assert warning in r.err
     before = sorted(p.name for p in result.iterdir())
     r = run_cli("recut", result, "--max-export-files", "5", "-q")  # a recut refuses: nothing is lost by waiting
@@ -128,8 +158,9 @@ def test_objects_export_is_counted_and_bounded(tmp_path: Path, run_cli: Callable
     assert r.code == 0 and len(list((tmp_path / "out2" / "c" / "objects").rglob("*.png"))) == files
 
 
-def test_weightless_mode_shows_clusters_labelled_meaningless(tmp_path: Path, run_cli: Callable,
-                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_weightless_mode_shows_clusters_labelled_meaningless(
+    tmp_path: Path, run_cli: Callable, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """--checkpoint none --backbone-weights none: sharpened random attention forms clusters (unsharpened: one, so 0
     objects), and stderr, summary.json and preview.png's title say that the masks mean nothing."""
     import bavos.pipeline.outputs as outputs
@@ -149,13 +180,13 @@ def test_weightless_mode_shows_clusters_labelled_meaningless(tmp_path: Path, run
     assert r.code == 0 and titles[-1].endswith(f" - {note}")
 
 
-def test_the_caches_auto_plans_are_said_in_the_estimate(tmp_path: Path, run_cli: Callable,
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_caches_auto_plans_are_said_in_the_estimate(
+    tmp_path: Path, run_cli: Callable, monkeypatch: pytest.MonkeyPatch
+) -> None:
     clip = write_clip(tmp_path / "c.mp4", n=4)
 
     def estimate(out: str, *extra: str) -> str:
-        r = run_cli("segment", clip, "-o", tmp_path / out, *TINY, "--backbone-weights", "none", "--no-overlay",
-                    *extra)
+        r = run_cli("segment", clip, "-o", tmp_path / out, *TINY, "--backbone-weights", "none", "--no-overlay", *extra)
         assert r.code == 0, r.err
         return next(line for line in r.err.splitlines() if "estimated" in line)
 
@@ -169,5 +200,6 @@ def test_the_caches_auto_plans_are_said_in_the_estimate(tmp_path: Path, run_cli:
     for option in ("--query-cache", "--attention-cache"):
         for value, said in (("lots", "lots"), ("", "nothing")):
             r = run_cli("segment", clip, "-o", tmp_path / "out", *TINY, option, value)
-            assert r.code == 2 and r.err.strip() == (f"bavos: error: {option} must be auto or a whole number of MB, "
-                                                     f"got {said} (see 'bavos segment --help')")
+            assert r.code == 2 and r.err.strip() == (
+                f"bavos: error: {option} must be auto or a whole number of MB, got {said} (see 'bavos segment --help')"
+            )

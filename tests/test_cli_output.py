@@ -21,13 +21,16 @@ def test_log_lines_are_bounded_in_number(now: list[float], capsys: pytest.Captur
     lines = capsys.readouterr().err.splitlines()
     # a line at each new 10 % step that is 5 s after the last line, and the final one: 10 in all, not 1000
     assert len(lines) == 10
-    assert lines[0] == ("bavos: v.mp4: keys 100/1000 frames (10 %), 10.0 frames/s, about 1 min 30 s left "
-                        "(decoding every frame, the backbone on the key frames)")
+    assert lines[0] == (
+        "bavos: v.mp4: keys 100/1000 frames (10 %), 10.0 frames/s, about 1 min 30 s left "
+        "(decoding every frame, the backbone on the key frames)"
+    )
     assert lines[-1] == "bavos: v.mp4: keys 1000/1000 frames (100 %), 10.0 frames/s, done in 1 min 40 s"
 
 
-def test_the_time_left_goes_at_the_pace_after_the_first_item(now: list[float],
-                                                             capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_time_left_goes_at_the_pace_after_the_first_item(
+    now: list[float], capsys: pytest.CaptureFixture[str]
+) -> None:
     """The first window waits for a whole backbone batch: the time left is measured from the first report on."""
     log = LogLines(every=6.0)
     log.start("demo.mp4")
@@ -40,8 +43,9 @@ def test_the_time_left_goes_at_the_pace_after_the_first_item(now: list[float],
     assert lines[-1].startswith("bavos: demo.mp4: hierarchy 16/16 windows (100 %), 0.80 windows/s, done in 20 s")
 
 
-def test_slow_stages_report_every_30_s_and_unknown_totals_too(now: list[float],
-                                                              capsys: pytest.CaptureFixture[str]) -> None:
+def test_slow_stages_report_every_30_s_and_unknown_totals_too(
+    now: list[float], capsys: pytest.CaptureFixture[str]
+) -> None:
     log = LogLines()
     log.start("long.mkv")
     for done in range(1, 121):  # 120 windows, 1 per 2 s: 4 minutes, every 10 % step 24 s apart

@@ -103,8 +103,7 @@ def test_release_protocol_counts_id_0_as_a_proposal(davis: Path, tmp_path: Path)
     gt = moving_objects(objects=1)
     inverted = np.where(gt == 1, 0, 1).astype(np.uint8)  # the object is id 0, everything else id 1
     write_ids(tmp_path / "preds" / "b", inverted)
-    scores = {p: evaluate.evaluate_davis(tmp_path / "preds", davis, p, ["b"]).overall()
-              for p in evaluate.PROTOCOLS}
+    scores = {p: evaluate.evaluate_davis(tmp_path / "preds", davis, p, ["b"]).overall() for p in evaluate.PROTOCOLS}
     assert scores["official"]["J-Mean"] == scores["per-frame"]["J-Mean"] == 0.0  # id 0 is background there
     assert scores["release"]["J-Mean"] == scores["release"]["F-Mean"] == 1.0
     # with the object under id 1, the protocols agree: the extra background proposal matches nothing better
@@ -120,8 +119,9 @@ def test_release_and_per_frame_protocols_differ_per_frame_on_hand_made_frames(da
     pred = np.where(gt == 1, 1, 0).astype(np.uint8)
     pred[3:] = np.where(gt[3:] == 1, 0, 2)
     write_ids(tmp_path / "preds" / "b", pred)
-    j = {p: evaluate.evaluate_davis(tmp_path / "preds", davis, p, ["b"]).overall()["J-Mean"]
-         for p in evaluate.PROTOCOLS}
+    j = {
+        p: evaluate.evaluate_davis(tmp_path / "preds", davis, p, ["b"]).overall()["J-Mean"] for p in evaluate.PROTOCOLS
+    }
     assert j == {"official": pytest.approx(0.5), "per-frame": pytest.approx(0.5), "release": 1.0}
 
 
@@ -168,15 +168,18 @@ def test_objects_come_from_the_first_frame(tmp_path: Path) -> None:
     assert "after the first frame" in res.notes[0]
 
 
-@pytest.mark.parametrize("problem, message", [
-    ("missing", "no predictions for sequence 'b'"),
-    ("missing", "does not exist; predictions are there for 1 sequence: score it alone with --sequences a"),
-    ("size", "prediction is 50x36, the ground truth is 52x36"),
-    ("rgb", "must be indexed (palette) or 16-bit grey PNGs"),
-    ("count", "5 prediction frames, the ground truth has 6 (first missing: 00005.png)"),
-    ("extra", "7 prediction frames, the ground truth has 6"),
-    ("sequence", "sequence 'zz' has no annotations"),
-])
+@pytest.mark.parametrize(
+    "problem, message",
+    [
+        ("missing", "no predictions for sequence 'b'"),
+        ("missing", "does not exist; predictions are there for 1 sequence: score it alone with --sequences a"),
+        ("size", "prediction is 50x36, the ground truth is 52x36"),
+        ("rgb", "must be indexed (palette) or 16-bit grey PNGs"),
+        ("count", "5 prediction frames, the ground truth has 6 (first missing: 00005.png)"),
+        ("extra", "7 prediction frames, the ground truth has 6"),
+        ("sequence", "sequence 'zz' has no annotations"),
+    ],
+)
 def test_bad_predictions_are_one_clear_error(davis: Path, tmp_path: Path, problem: str, message: str) -> None:
     preds = tmp_path / "preds"
     write_ids(preds / "a", moving_objects())
@@ -277,8 +280,10 @@ def test_fg_ari_says_when_a_sequence_never_shows_two_objects(tmp_path: Path, run
     assert res.one_object == ["one"] and res.fg_ari["two"] == 1.0 and res.fg_ari["one"] < 1.0
     r = run_cli("eval", tmp_path / "p", "--fg-ari", "--gt", tmp_path / "g", "--json")
     assert r.code == 0
-    assert ("bavos: warning: FG-ARI needs two or more objects in a frame: 1 sequence (one) never shows two, so "
-            "its FG-ARI is only the share of frames in which the one object was kept whole (a frame scores 1.000 if "
-            "it was, 0.000 if it was split); mIoU still scores it") in r.err
+    assert (
+        "bavos: warning: FG-ARI needs two or more objects in a frame: 1 sequence (one) never shows two, so "
+        "its FG-ARI is only the share of frames in which the one object was kept whole (a frame scores 1.000 if "
+        "it was, 0.000 if it was split); mIoU still scores it"
+    ) in r.err
     kept_whole = [not ((split[t] == 1).any() and (split[t] == 5).any()) for t in range(len(one))]
     assert res.fg_ari["one"] == pytest.approx(np.mean(kept_whole))  # what the warning says it is

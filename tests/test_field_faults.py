@@ -29,6 +29,7 @@ def summary(folder: Path) -> dict:
 
 # 1. Two runs into one -o (shell loops with &, xargs -P, Slurm arrays): neither loses the other's result.
 
+
 def test_a_run_that_finishes_second_keeps_the_first_result(tmp_path: Path) -> None:
     """Both runs planned ``out/clip`` before either finished: the second to finish leaves the first's result and
     takes ``clip-<8 hex>``, the name a later run plans for it."""
@@ -57,8 +58,15 @@ def test_two_runs_at_once_into_one_folder_keep_both_results(tmp_path: Path) -> N
         (tmp_path / folder).mkdir()
         videos.append(write_clip(tmp_path / folder / "clip.mp4", n=24 if folder == "a" else 20))
     out = tmp_path / "out"
-    procs = [subprocess.Popen(bavos("segment", v, "-o", out, *TINY, "--backbone-weights", "none", "--json"),
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for v in videos]
+    procs = [
+        subprocess.Popen(
+            bavos("segment", v, "-o", out, *TINY, "--backbone-weights", "none", "--json"),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for v in videos
+    ]
     lines = []
     for proc in procs:
         stdout, stderr = proc.communicate(timeout=300)
@@ -74,6 +82,7 @@ def test_two_runs_at_once_into_one_folder_keep_both_results(tmp_path: Path) -> N
 
 # 2. Runs killed with SIGKILL (the OOM killer, a scheduler's hard limit): the next run into the folder cleans up.
 
+
 def test_what_a_killed_run_left_is_removed_by_the_next_run(tmp_path: Path, run_cli: Callable) -> None:
     out = tmp_path / "out"
     video = write_clip(tmp_path / "long.mp4", n=160, height=48, width=64)
@@ -88,8 +97,7 @@ def test_what_a_killed_run_left_is_removed_by_the_next_run(tmp_path: Path, run_c
     left = sorted(p.name for p in out.iterdir())
     assert any(n.startswith(".bavos-work-") for n in left) and any(n.startswith(".long.bavos-tmp-") for n in left)
     (out / ".keep-me").write_text("the user's")
-    result = run_cli("segment", write_clip(tmp_path / "short.mp4", n=3), "-o", out, *TINY,
-                     "--backbone-weights", "none")
+    result = run_cli("segment", write_clip(tmp_path / "short.mp4", n=3), "-o", out, *TINY, "--backbone-weights", "none")
     assert result.code == 0, result.err
     (line,) = [x for x in result.err.splitlines() if "killed runs left" in x]
     assert line.startswith(f"bavos: removed what killed runs left in {out} (") and ".long.bavos-tmp-" in line
@@ -98,8 +106,10 @@ def test_what_a_killed_run_left_is_removed_by_the_next_run(tmp_path: Path, run_c
 
 # Slurm job arrays: N parts into one -o write what one call writes.
 
-def test_the_parts_of_an_array_write_what_one_call_writes(tmp_path: Path, run_cli: Callable,
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+
+def test_the_parts_of_an_array_write_what_one_call_writes(
+    tmp_path: Path, run_cli: Callable, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from test_field_inputs import frame_folder, tree
 
     inputs = []
@@ -129,8 +139,10 @@ def test_the_parts_of_an_array_write_what_one_call_writes(tmp_path: Path, run_cl
     monkeypatch.setenv("SLURM_ARRAY_TASK_STEP", "2")  # tasks 3, 5, 7, 9: this one is the third
     task = run_cli("segment", *inputs, "-o", tmp_path / "slurm", *TINY, "--backbone-weights", "none", "--json")
     assert task.code == 0, task.err
-    assert "bavos: Slurm array task 7 of 3-9:2: part 2/4 of the inputs, 1 of 4; --shard 0/1 takes them all" \
+    assert (
+        "bavos: Slurm array task 7 of 3-9:2: part 2/4 of the inputs, 1 of 4; --shard 0/1 takes them all"
         in task.err.splitlines()
+    )
     (line,) = [json.loads(x) for x in task.out.splitlines()]
     named = {json.loads(v)["source"]: Path(k).parts[0] for k, v in one.items() if k.endswith("summary.json")}
     assert line["input"] == str(inputs[2]) and Path(line["output"]).name == named[str(inputs[2].resolve())]
@@ -138,18 +150,32 @@ def test_the_parts_of_an_array_write_what_one_call_writes(tmp_path: Path, run_cl
     assert everything.code == 0 and (tmp_path / "slurm" / "clip").is_dir()  # --shard 0/1: the whole list
 
 
-@pytest.mark.parametrize(("given", "said"), [("3/3", "I runs from 0 to N-1"), ("1", "takes I/N"),
-                                             ("a/b", "takes I/N"), ("-1/2", "I runs from 0 to N-1")])
+@pytest.mark.parametrize(
+    ("given", "said"),
+    [("3/3", "I runs from 0 to N-1"), ("1", "takes I/N"), ("a/b", "takes I/N"), ("-1/2", "I runs from 0 to N-1")],
+)
 def test_a_wrong_shard_is_a_usage_error(tmp_path: Path, run_cli: Callable, given: str, said: str) -> None:
-    result = run_cli("segment", write_clip(tmp_path / "v.mp4", n=2), "-o", tmp_path / "out", *QUIET,
-                     "--shard", given)
+    result = run_cli("segment", write_clip(tmp_path / "v.mp4", n=2), "-o", tmp_path / "out", *QUIET, "--shard", given)
     assert result.code == 2 and said in result.err and not (tmp_path / "out").exists()
 
 
 # 3. A training run that stopped before its first checkpoint starts again; a cut metrics line is not fatal.
 
-TRAIN = ["--backbone", "bavos_test_vit", "--backbone-weights", "none", "--resolution", "128", "160", "--device", "cpu",
-         "--workers", "0", "--batch-size", "1"]
+TRAIN = [
+    "--backbone",
+    "bavos_test_vit",
+    "--backbone-weights",
+    "none",
+    "--resolution",
+    "128",
+    "160",
+    "--device",
+    "cpu",
+    "--workers",
+    "0",
+    "--batch-size",
+    "1",
+]
 
 
 @pytest.fixture(scope="module")
@@ -160,15 +186,31 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def test_a_run_killed_before_its_first_checkpoint_starts_again(tmp_path: Path, clips: Path,
-                                                              run_cli: Callable) -> None:
+def test_a_run_killed_before_its_first_checkpoint_starts_again(tmp_path: Path, clips: Path, run_cli: Callable) -> None:
     for again in ([], ["--resume"]):
         run = tmp_path / f"run{len(again)}"
-        proc = subprocess.Popen(bavos("train", clips, "-o", run, *TRAIN, "--steps", "400", "--log-every", "1",
-                                      "--checkpoint-every", "1000", "-q"))
+        proc = subprocess.Popen(
+            bavos(
+                "train",
+                clips,
+                "-o",
+                run,
+                *TRAIN,
+                "--steps",
+                "400",
+                "--log-every",
+                "1",
+                "--checkpoint-every",
+                "1000",
+                "-q",
+            )
+        )
         deadline = time.monotonic() + 180
-        while time.monotonic() < deadline and proc.poll() is None and not (
-                (run / "metrics.jsonl").is_file() and (run / "metrics.jsonl").read_text().count("\n") >= 1):
+        while (
+            time.monotonic() < deadline
+            and proc.poll() is None
+            and not ((run / "metrics.jsonl").is_file() and (run / "metrics.jsonl").read_text().count("\n") >= 1)
+        ):
             time.sleep(0.05)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
@@ -184,8 +226,9 @@ def test_a_run_killed_before_its_first_checkpoint_starts_again(tmp_path: Path, c
         assert not [p.name for p in run.iterdir() if p.name.startswith(".")]
 
 
-def test_a_run_refused_for_memory_leaves_nothing_to_trip_over(tmp_path: Path, clips: Path, run_cli: Callable,
-                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_run_refused_for_memory_leaves_nothing_to_trip_over(
+    tmp_path: Path, clips: Path, run_cli: Callable, monkeypatch: pytest.MonkeyPatch
+) -> None:
     run = tmp_path / "run"
     with monkeypatch.context() as m:
         m.setattr("bavos.models.costs.available_bytes", lambda device: 1024)
@@ -231,9 +274,11 @@ def test_a_run_folder_a_live_run_is_writing_is_refused(tmp_path: Path, clips: Pa
 
 # 5. Pictures that every image tool opens, whatever the frame's shape.
 
+
 @pytest.mark.parametrize(("height", "width"), [(4096, 16), (16, 4096)])
-def test_a_frame_of_extreme_aspect_gives_pictures_pillow_opens(tmp_path: Path, run_cli: Callable, height: int,
-                                                               width: int) -> None:
+def test_a_frame_of_extreme_aspect_gives_pictures_pillow_opens(
+    tmp_path: Path, run_cli: Callable, height: int, width: int
+) -> None:
     import warnings
 
     from PIL import Image
@@ -250,6 +295,7 @@ def test_a_frame_of_extreme_aspect_gives_pictures_pillow_opens(tmp_path: Path, r
 
 
 # 4. Estimates for every input: frames at their own size counted, containers that announce no frame count.
+
 
 def encode_fast(path: Path, n: int, height: int, width: int, container: str | None = None) -> Path:
     """``n`` frames of 8x8 blocks of noise, x264 ultrafast (a 4K clip in a second): the benchmark's clips."""
@@ -281,8 +327,9 @@ def test_a_4k_clip_s_memory_is_said_before_it_is_used(tmp_path: Path) -> None:
     assert used <= 1.1 * said and said <= 1.6 * used, (said, used)
 
 
-def test_a_container_without_a_frame_count_gets_an_estimate_and_a_check(tmp_path: Path, run_cli: Callable,
-                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_container_without_a_frame_count_gets_an_estimate_and_a_check(
+    tmp_path: Path, run_cli: Callable, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from bavos.io.video import FrameRange, VideoSource
 
     for name, container in (("clip.mkv", None), ("clip.ts", "mpegts")):  # Matroska (and WebM), MPEG-TS (and .MTS)
@@ -299,6 +346,7 @@ def test_a_container_without_a_frame_count_gets_an_estimate_and_a_check(tmp_path
 
 
 # 7. Every promise of recut kept, and what it cannot keep said plainly.
+
 
 def test_recut_names_a_damaged_or_foreign_hierarchy_and_a_changed_source(tmp_path: Path, run_cli: Callable) -> None:
     """MedSAM#112 (BadZipFile from a bad .npz), MaskTrackRCNN#16 (masks at another size than the video's)."""
@@ -328,16 +376,21 @@ def test_recut_names_a_damaged_or_foreign_hierarchy_and_a_changed_source(tmp_pat
 
 # Runs that reuse an output place: a damaged result is redone, or named, never skipped as finished.
 
+
 def test_skip_existing_redoes_a_damaged_result(tmp_path: Path, run_cli: Callable) -> None:
     """driftscan#38, trusty-tools#6141: a product half there must not count as finished."""
     video = write_clip(tmp_path / "c.mp4", n=6)
     out, result = tmp_path / "out", tmp_path / "out" / "c"
     args = ["segment", video, "-o", out, *TINY, "--backbone-weights", "none", "--skip-existing", "--json"]
     assert run_cli(*args).code == 0
-    damages = [(lambda: (result / "masks" / "00004.png").unlink(), "its masks/ holds 5 of its 6 masks"),
-               (lambda: (result / "hierarchy.npz").write_bytes((result / "hierarchy.npz").read_bytes()[:300]),
-                "its hierarchy.npz is cut short"),
-               (lambda: (result / "overlay.mp4").write_bytes(b""), "its overlay.mp4 is missing or empty")]
+    damages = [
+        (lambda: (result / "masks" / "00004.png").unlink(), "its masks/ holds 5 of its 6 masks"),
+        (
+            lambda: (result / "hierarchy.npz").write_bytes((result / "hierarchy.npz").read_bytes()[:300]),
+            "its hierarchy.npz is cut short",
+        ),
+        (lambda: (result / "overlay.mp4").write_bytes(b""), "its overlay.mp4 is missing or empty"),
+    ]
     for damage, said in damages:
         damage()
         again = run_cli(*args)
@@ -374,8 +427,10 @@ def test_a_cut_jpeg_frame_is_named_before_the_model_loads(tmp_path: Path, run_cl
     folder = frame_folder(tmp_path / "shots", n=6)
     extra = folder / "00002.jpg"
     extra.write_bytes(extra.read_bytes() + b"camera data after the end marker")  # whole, with trailing data
-    for keep, said in ((0.9, "the JPEG file is cut short (it lacks the end marker"),
-                       (0.3, "the image file is cut short (")):  # its data cut, or its header too
+    for keep, said in (
+        (0.9, "the JPEG file is cut short (it lacks the end marker"),
+        (0.3, "the image file is cut short ("),
+    ):  # its data cut, or its header too
         cut = folder / "00004.jpg"
         whole = cut.read_bytes()
         cut.write_bytes(whole[: int(len(whole) * keep)])

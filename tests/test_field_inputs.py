@@ -26,15 +26,25 @@ from PIL import Image
 QUIET = [*TINY, "--backbone-weights", "none", "-q"]
 
 
-def write_stream(path: Path, n: int, width: int, height: int, fps: int = 10, offset: float = 0.0,
-                 codec: str = "mpeg2video", fmt: str = "mpegts", pix_fmt: str = "yuv420p") -> Path:
+def write_stream(
+    path: Path,
+    n: int,
+    width: int,
+    height: int,
+    fps: int = 10,
+    offset: float = 0.0,
+    codec: str = "mpeg2video",
+    fmt: str = "mpegts",
+    pix_fmt: str = "yuv420p",
+) -> Path:
     """``n`` frames of a grey ramp with PyAV, the first at ``offset`` seconds."""
     with av.open(str(path), "w", format=fmt) as container:
         stream = container.add_stream(codec, rate=fps)
         stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
         for i in range(n):
-            frame = av.VideoFrame.from_ndarray(np.full((height, width, 3), (40 + 10 * i) % 250, np.uint8),
-                                               format="rgb24")
+            frame = av.VideoFrame.from_ndarray(
+                np.full((height, width, 3), (40 + 10 * i) % 250, np.uint8), format="rgb24"
+            )
             frame.pts, frame.time_base = i + round(offset * fps), Fraction(1, fps)
             for packet in stream.encode(frame):
                 container.mux(packet)
@@ -43,8 +53,13 @@ def write_stream(path: Path, n: int, width: int, height: int, fps: int = 10, off
     return path
 
 
-def encode(path: Path, images: list[np.ndarray], pts: list[int] | None = None, fps: int = 10,
-           sample_aspect_ratio: Fraction | None = None) -> Path:
+def encode(
+    path: Path,
+    images: list[np.ndarray],
+    pts: list[int] | None = None,
+    fps: int = 10,
+    sample_aspect_ratio: Fraction | None = None,
+) -> Path:
     """H.264 in ``path``'s container, with these presentation times (in 1/fps units) and pixel aspect ratio."""
     height, width = images[0].shape[:2]
     with av.open(str(path), "w") as container:
@@ -89,8 +104,10 @@ def segment_json(run_cli: Callable, path: Path, out: Path) -> tuple[dict, str]:
 
 # 1. Nothing of the user's is deleted or replaced.
 
-def test_dot_input_never_replaces_the_output_folder(tmp_path: Path, run_cli: Callable,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+
+def test_dot_input_never_replaces_the_output_folder(
+    tmp_path: Path, run_cli: Callable, monkeypatch: pytest.MonkeyPatch
+) -> None:
     clip = frame_folder(tmp_path / "data" / "clipB")
     frame_folder(tmp_path / "data" / "clipA")
     results = tmp_path / "results"
@@ -117,8 +134,7 @@ def test_dot_input_never_replaces_the_output_folder(tmp_path: Path, run_cli: Cal
 
 
 @pytest.mark.parametrize("given", ["clipB/", "clipB/.", "./clipB", "clipB/../clipB"])
-def test_output_names_come_from_the_resolved_path(tmp_path: Path, given: str,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_output_names_come_from_the_resolved_path(tmp_path: Path, given: str, monkeypatch: pytest.MonkeyPatch) -> None:
     from bavos.pipeline.segment import output_name
 
     frame_folder(tmp_path / "clipB", n=1)
@@ -138,8 +154,10 @@ def test_recut_refuses_a_result_holding_files_of_the_users(tmp_path: Path, run_c
     (tmp_path / "out" / "c" / "my-notes.txt").write_text("mine")
     before = tree(tmp_path / "out")
     r = run_cli("recut", tmp_path / "out" / "c", "--max-objects", "3", "-q")
-    assert r.code == 2 and r.err.strip().endswith("holds files bavos did not write (my-notes.txt); bavos replaces only "
-                                                  "its own finished results: move them out of it first")
+    assert r.code == 2 and r.err.strip().endswith(
+        "holds files bavos did not write (my-notes.txt); bavos replaces only "
+        "its own finished results: move them out of it first"
+    )
     r = run_cli("segment", clip, "-o", tmp_path / "out", *QUIET, "--skip-existing")  # skipped: nothing to write
     assert r.code == 0, r.err
     r = run_cli("segment", clip, "-o", tmp_path / "out", *QUIET, "--skip-existing", "--tau", "0.5", "--json")
@@ -171,7 +189,7 @@ def test_train_and_eval_outputs_never_replace_the_users_files(tmp_path: Path, ru
     clips.mkdir()
     write_clip(clips / "a.mp4", n=4)
     (tmp_path / "mine").mkdir()
-    (tmp_path / "mine" / "config.json").write_text("{\"mine\": true}")
+    (tmp_path / "mine" / "config.json").write_text('{"mine": true}')
     before = tree(tmp_path)
     args = ["--steps", "1", "--backbone", "bavos_test_vit", "--backbone-weights", "none", "--device", "cpu"]
     r = run_cli("train", clips, "-o", tmp_path / "mine", *args)
@@ -195,6 +213,7 @@ def test_train_and_eval_outputs_never_replace_the_users_files(tmp_path: Path, ru
 
 
 # 4. Streams and time as FFmpeg sees them.
+
 
 def test_cover_art_is_not_video(tmp_path: Path, run_cli: Callable) -> None:
     path = tmp_path / "song.mp3"
@@ -235,8 +254,10 @@ def test_a_change_of_picture_size_is_scaled_with_one_warning(tmp_path: Path, run
     line, err = segment_json(run_cli, joined, tmp_path / "out")
     # ffprobe -count_frames reads 19 frames: the first packet after the join is lost at the seam, as in FFmpeg
     assert line["frames"] == 19
-    assert line["warnings"] == ["the picture size changes to 160x120 at frame 9: scaled to the first frame's 96x64, "
-                                "as FFmpeg does when it encodes such a stream"]
+    assert line["warnings"] == [
+        "the picture size changes to 160x120 at frame 9: scaled to the first frame's 96x64, "
+        "as FFmpeg does when it encodes such a stream"
+    ]
     assert summary(tmp_path / "out" / "joined")["warnings"] == line["warnings"]
     with av.open(str(tmp_path / "out" / "joined" / "overlay.mp4")) as c:
         assert (c.streams.video[0].width, c.streams.video[0].height) == (96, 64)
@@ -258,6 +279,7 @@ def test_times_count_from_the_first_frame(tmp_path: Path, run_cli: Callable) -> 
 
 # 5. Damaged or short data is named, not fatal.
 
+
 def damaged_mjpeg(path: Path, n: int = 20, bad: int = 10) -> Path:
     """An MJPEG .avi whose ``bad``-th frame (from 1) lost its JPEG headers: zeros from its start marker on."""
     write_stream(path, n, 96, 64, fps=20, codec="mjpeg", fmt="avi", pix_fmt="yuvj420p")
@@ -278,7 +300,8 @@ def test_a_damaged_frame_is_skipped_and_named(tmp_path: Path, run_cli: Callable)
     assert line["warnings"] == [
         "packet 10 at 0.450 s could not be decoded (Invalid data found when processing input): its frame was "
         "skipped, as FFmpeg does",
-        "the container announces 20 frames; 19 were decoded"]
+        "the container announces 20 frames; 19 were decoded",
+    ]
     assert summary(tmp_path / "out" / "cam")["warnings"] == line["warnings"]
     assert len(list((tmp_path / "out" / "cam" / "masks").glob("*.png"))) == 19
     assert "[mjpeg" not in err  # FFmpeg's own log lines are not shown
@@ -307,6 +330,7 @@ def test_a_truncated_video_gives_the_frames_before_the_cut(tmp_path: Path) -> No
 
 # 2. Frame folders: every entry accounted for.
 
+
 def test_appledouble_and_hidden_files_are_not_frames(tmp_path: Path, run_cli: Callable) -> None:
     folder = frame_folder(tmp_path / "mac", n=4)
     for frame in list(folder.iterdir()):
@@ -315,12 +339,15 @@ def test_appledouble_and_hidden_files_are_not_frames(tmp_path: Path, run_cli: Ca
     (folder / "notes.txt").write_text("mine")
     line, _ = segment_json(run_cli, folder, tmp_path / "out")
     assert line["frames"] == 4
-    assert line["warnings"] == ["not frames, left out: notes.txt (frames are .bmp, .jpeg, .jpg, .png, .tif, .tiff, "
-                                ".webp files; hidden files are not frames)"]
+    assert line["warnings"] == [
+        "not frames, left out: notes.txt (frames are .bmp, .jpeg, .jpg, .png, .tif, .tiff, "
+        ".webp files; hidden files are not frames)"
+    ]
 
 
-def test_a_bad_frame_is_named_before_the_model_loads(tmp_path: Path, run_cli: Callable,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_bad_frame_is_named_before_the_model_loads(
+    tmp_path: Path, run_cli: Callable, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import bavos.models.loading
 
     folder = frame_folder(tmp_path / "seq", n=5)
@@ -339,6 +366,7 @@ def test_a_bad_frame_is_named_before_the_model_loads(tmp_path: Path, run_cli: Ca
 
 
 # 3. Pixels as FFmpeg would give them.
+
 
 def test_sixteen_bit_grey_is_scaled_not_clipped(tmp_path: Path, run_cli: Callable) -> None:
     folder = tmp_path / "depth"
@@ -359,6 +387,7 @@ def test_sixteen_bit_grey_is_scaled_not_clipped(tmp_path: Path, run_cli: Callabl
 
 # 6. Every failure is one line naming what and where.
 
+
 def test_a_full_disk_is_one_line_and_leaves_nothing(tmp_path: Path) -> None:
     """RLIMIT_FSIZE makes every write past 4 KB fail (EFBIG), as a full disk fails with ENOSPC."""
     clip = write_clip(tmp_path / "c.mp4", n=6)
@@ -369,8 +398,14 @@ def test_a_full_disk_is_one_line_and_leaves_nothing(tmp_path: Path) -> None:
         resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
 
     env = {**os.environ, "BAVOS_DEBUG": ""}
-    proc = subprocess.run([sys.executable, "-m", "bavos", "segment", str(clip), "-o", str(out), *QUIET],
-                          capture_output=True, text=True, preexec_fn=limit, env=env, timeout=300)  # noqa: PLW1509
+    proc = subprocess.run(
+        [sys.executable, "-m", "bavos", "segment", str(clip), "-o", str(out), *QUIET],
+        capture_output=True,
+        text=True,
+        preexec_fn=limit,
+        env=env,
+        timeout=300,
+    )  # noqa: PLW1509
     assert proc.returncode == 1, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("bavos: error: ") and "internal error" not in lines[0]
@@ -382,13 +417,21 @@ def test_a_tiny_tmpfs_is_one_line(tmp_path: Path) -> None:
     """The issue's case itself: a 4 KB tmpfs (needs mount rights; skipped without them)."""
     mount = tmp_path / "tiny"
     mount.mkdir()
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4k", "tmpfs", str(mount)],
-                                           capture_output=True).returncode:
+    if (
+        os.geteuid() != 0
+        or subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=4k", "tmpfs", str(mount)], capture_output=True
+        ).returncode
+    ):
         pytest.skip("cannot mount a tmpfs here")
     try:
         clip = write_clip(tmp_path / "c.mp4", n=6)
-        proc = subprocess.run([sys.executable, "-m", "bavos", "segment", str(clip), "-o", str(mount / "out"), *QUIET],
-                              capture_output=True, text=True, timeout=300)
+        proc = subprocess.run(
+            [sys.executable, "-m", "bavos", "segment", str(clip), "-o", str(mount / "out"), *QUIET],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert proc.returncode == 1
         lines = proc.stderr.strip().splitlines()
         assert len(lines) == 1 and "no space left on the device" in lines[0] and str(mount) in lines[0]
@@ -411,8 +454,10 @@ def test_a_file_where_a_folder_is_expected_is_said_plainly(tmp_path: Path, run_c
     (tmp_path / "file").write_text("mine")
     r = run_cli("segment", clip, "-o", tmp_path / "file" / "out", *QUIET)
     assert r.code == 1
-    assert r.err.strip() == (f"bavos: error: the output folder is not writable: {tmp_path / 'file' / 'out'}: a file "
-                             "stands where a folder is expected")
+    assert r.err.strip() == (
+        f"bavos: error: the output folder is not writable: {tmp_path / 'file' / 'out'}: a file "
+        "stands where a folder is expected"
+    )
 
 
 def test_an_unreadable_video_is_said_plainly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -433,6 +478,7 @@ def test_an_unreadable_video_is_said_plainly(tmp_path: Path, monkeypatch: pytest
 
 
 # Inputs a second trial found (each from another tool's bug report).
+
 
 def test_a_raw_h264_stream_plays_at_its_own_rate(tmp_path: Path, run_cli: Callable) -> None:
     """A bare H.264 stream has no timestamps: the demuxer's average rate is its default 25; the stream's own
@@ -461,8 +507,9 @@ def test_the_default_stream_is_chosen_as_ffmpeg_does(tmp_path: Path) -> None:
         large.disposition = av.stream.Disposition(0)
         for stream, n in ((small, 8), (large, 1)):
             for i in range(n):
-                frame = av.VideoFrame.from_ndarray(np.full((stream.height, stream.width, 3), 9 * i, np.uint8),
-                                                   format="rgb24")
+                frame = av.VideoFrame.from_ndarray(
+                    np.full((stream.height, stream.width, 3), 9 * i, np.uint8), format="rgb24"
+                )
                 for packet in stream.encode(frame):
                     container.mux(packet)
             for packet in stream.encode():
@@ -487,8 +534,10 @@ def test_a_pipe_is_said_to_be_a_pipe(tmp_path: Path, run_cli: Callable) -> None:
     os.mkfifo(pipe)
     r = run_cli("segment", pipe, "-o", tmp_path / "out", *QUIET)
     assert r.code == 1
-    assert r.err.strip() == (f"bavos: error: {pipe}: not a regular file (a pipe or a device); bavos reads its input "
-                             "several times: save it to a file first")
+    assert r.err.strip() == (
+        f"bavos: error: {pipe}: not a regular file (a pipe or a device); bavos reads its input "
+        "several times: save it to a file first"
+    )
 
 
 def test_anamorphic_video_keeps_its_pixel_aspect_ratio(tmp_path: Path, run_cli: Callable) -> None:

@@ -34,8 +34,24 @@ def test_rle_text_decodes_to_the_mask() -> None:
 def test_exports_decode_to_the_masks(tmp_path: Path, run_cli) -> None:  # noqa: ANN001
     mask_api = pytest.importorskip("pycocotools.mask")
     video = write_clip(tmp_path / "e.mp4", n=6, height=48, width=64)
-    result = run_cli("segment", video, "-o", tmp_path, *TINY, "--backbone-weights", "none", "--level", "0",
-                     "--export", "coco", "--export", "objects", "--export", "video", "-q")
+    result = run_cli(
+        "segment",
+        video,
+        "-o",
+        tmp_path,
+        *TINY,
+        "--backbone-weights",
+        "none",
+        "--level",
+        "0",
+        "--export",
+        "coco",
+        "--export",
+        "objects",
+        "--export",
+        "video",
+        "-q",
+    )
     assert result.code == 0, result.err
     folder = tmp_path / "e"
     ids = masks(folder)
@@ -62,10 +78,23 @@ def test_exports_decode_to_the_masks(tmp_path: Path, run_cli) -> None:  # noqa: 
 
 def test_a_frame_range_keeps_the_videos_numbers_and_times(tmp_path: Path, run_cli) -> None:  # noqa: ANN001
     video = write_clip(tmp_path / "r.mp4", n=20, height=48, width=64, fps=10)
-    by_number = run_cli("segment", video, "-o", tmp_path / "n", *TINY, "--backbone-weights", "none", "-q",
-                        "--start", "5", "--end", "12")
-    by_time = run_cli("segment", video, "-o", tmp_path / "t", *TINY, "--backbone-weights", "none", "-q",
-                      "--start", "0.5s", "--end", "1.2s")
+    by_number = run_cli(
+        "segment", video, "-o", tmp_path / "n", *TINY, "--backbone-weights", "none", "-q", "--start", "5", "--end", "12"
+    )
+    by_time = run_cli(
+        "segment",
+        video,
+        "-o",
+        tmp_path / "t",
+        *TINY,
+        "--backbone-weights",
+        "none",
+        "-q",
+        "--start",
+        "0.5s",
+        "--end",
+        "1.2s",
+    )
     assert by_number.code == by_time.code == 0
     a, b = masks(tmp_path / "n" / "r"), masks(tmp_path / "t" / "r")
     assert list(a) == [f"{i:05d}" for i in range(5, 12)] and list(a) == list(b)
@@ -75,8 +104,11 @@ def test_a_frame_range_keeps_the_videos_numbers_and_times(tmp_path: Path, run_cl
     with av.open(str(tmp_path / "n" / "r" / "overlay.mp4")) as c:
         times = [round(float(f.pts * f.time_base), 2) for f in c.decode(c.streams.video[0])]
     assert times == [round(0.1 * i, 2) for i in range(7)]  # from 0, with the video's own spacing
-    for args, message in ((["--start", "abc"], "give a frame number"), (["--start", "9", "--end", "3"], "must come "
-                                                                        "after"), (["--export", "gif"], "--export")):
+    for args, message in (
+        (["--start", "abc"], "give a frame number"),
+        (["--start", "9", "--end", "3"], "must come after"),
+        (["--export", "gif"], "--export"),
+    ):
         bad = run_cli("segment", video, "-o", tmp_path / "x", *TINY, "--backbone-weights", "none", *args)
         assert bad.code == 2 and message in bad.err
     empty = run_cli("segment", video, "-o", tmp_path / "x", *TINY, "--backbone-weights", "none", "--start", "50", "-q")

@@ -11,8 +11,10 @@ def test_written_whole_or_not_at_all(tmp_path: Path) -> None:
     target = tmp_path / "a.json"
     write_json(target, {"x": 1})
     assert target.read_text() == '{"x": 1}\n'
-    with pytest.raises(OutputError, match=f"cannot write {target}: no space left on the device"), \
-            atomic_path(target) as tmp:
+    with (
+        pytest.raises(OutputError, match=f"cannot write {target}: no space left on the device"),
+        atomic_path(target) as tmp,
+    ):
         tmp.write_text("half")
         raise OSError(errno.ENOSPC, "No space left on device")
     assert target.read_text() == '{"x": 1}\n'  # the older file is untouched

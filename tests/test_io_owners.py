@@ -30,10 +30,19 @@ def test_a_dead_process_s_entries_are_swept_and_nothing_else(tmp_path: Path) -> 
     host, _, start = owner_tag().split("~")
     dead = f"{host}~{dead_pid()}~{start}"
     reused = f"{host}~{os.getpid()}~{int(start) + 1}"  # this process's id, another start: a dead process
-    left = [tmp_path / f".clip.bavos-tmp-{dead}", tmp_path / f".bavos-work-{dead}-k2j4_x9a",
-            tmp_path / f".clip.bavos-old-{reused}", tmp_path / f".summary.json.bavos-tmp-140233-{dead}"]
-    kept = [tmp_path / f".clip.bavos-tmp-{owner_tag()}", tmp_path / f".bavos-work-{owner_tag()}-abc",
-            tmp_path / ".clip.bavos-tmp-mine", tmp_path / ".config", tmp_path / "clip"]
+    left = [
+        tmp_path / f".clip.bavos-tmp-{dead}",
+        tmp_path / f".bavos-work-{dead}-k2j4_x9a",
+        tmp_path / f".clip.bavos-old-{reused}",
+        tmp_path / f".summary.json.bavos-tmp-140233-{dead}",
+    ]
+    kept = [
+        tmp_path / f".clip.bavos-tmp-{owner_tag()}",
+        tmp_path / f".bavos-work-{owner_tag()}-abc",
+        tmp_path / ".clip.bavos-tmp-mine",
+        tmp_path / ".config",
+        tmp_path / "clip",
+    ]
     for path in left + kept:
         if "summary" in path.name:
             path.write_bytes(b"x" * 1000)
@@ -80,11 +89,19 @@ def test_entries_of_bavos_before_owner_tags_go_after_a_day(tmp_path: Path) -> No
 
 def test_the_lock_is_held_by_one_process_at_a_time(tmp_path: Path) -> None:
     child = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from pathlib import Path; from bavos.io.owners import output_lock\n"
-         f"with output_lock(Path({str(tmp_path)!r})):\n"
-         "    print('held', flush=True); time.sleep(1.0)\n"
-         f"    Path({str(tmp_path / 'done')!r}).write_text('x')\n"
-         "sys.stdin.read()"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from pathlib import Path; from bavos.io.owners import output_lock\n"
+            f"with output_lock(Path({str(tmp_path)!r})):\n"
+            "    print('held', flush=True); time.sleep(1.0)\n"
+            f"    Path({str(tmp_path / 'done')!r}).write_text('x')\n"
+            "sys.stdin.read()",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert child.stdout.readline() == "held\n"
         with output_lock(tmp_path):

@@ -35,7 +35,7 @@ def test_legend_shares_tell_small_objects_apart(tmp_path: Path) -> None:
     from bavos.io.pictures import ObjectRow, save_preview, share_text
 
     assert [share_text(s) for s in (0.432, 0.0027, 0.000041, 0.0)] == ["43.2 %", "0.27 %", "0.0041 %", "0 %"]
-    rows = [ObjectRow(i, 0.5 / 2 ** i if i < 10 else 1e-6, 0, 3) for i in range(1, 2001)]  # 2,000 objects
+    rows = [ObjectRow(i, 0.5 / 2**i if i < 10 else 1e-6, 0, 3) for i in range(1, 2001)]  # 2,000 objects
     thumbs = [(0, Image.new("RGB", (320, 240), "grey"))]
     save_preview(tmp_path / "p.png", "2000 objects", thumbs, rows)
     with Image.open(tmp_path / "p.png") as im:

@@ -134,12 +134,15 @@ def test_palette_with_transparency_gives_the_palette_colours(tmp_path: Path) -> 
     assert image[0, 0].tolist() == [10, 20, 30] and image[0, 1].tolist() == [200, 100, 50]  # alpha dropped
 
 
-@pytest.mark.parametrize(("mode", "pixel", "expected"), [
-    ("LA", (77, 10), [77, 77, 77]),  # grey with alpha: the grey, alpha dropped (FFmpeg's ya8 to rgb24)
-    ("RGBA", (1, 2, 3, 4), [1, 2, 3]),  # alpha dropped, not blended
-    ("1", 1, [255, 255, 255]),  # 1-bit: 0 or 255
-    ("L", 200, [200, 200, 200]),
-])
+@pytest.mark.parametrize(
+    ("mode", "pixel", "expected"),
+    [
+        ("LA", (77, 10), [77, 77, 77]),  # grey with alpha: the grey, alpha dropped (FFmpeg's ya8 to rgb24)
+        ("RGBA", (1, 2, 3, 4), [1, 2, 3]),  # alpha dropped, not blended
+        ("1", 1, [255, 255, 255]),  # 1-bit: 0 or 255
+        ("L", 200, [200, 200, 200]),
+    ],
+)
 def test_image_modes_become_8_bit_rgb(tmp_path: Path, mode: str, pixel: object, expected: list[int]) -> None:
     image = _first(_one_frame_folder(tmp_path, Image.new(mode, (4, 3), pixel)))
     assert image.shape == (3, 4, 3) and image.dtype == np.uint8

@@ -12,8 +12,16 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "bavos"
-LAYERS = [{"errors", "version"}, {"config"}, {"io"}, {"models"}, {"pipeline", "training", "evaluation"}, {"api"},
-          {"cli"}, {"", "__main__"}]
+LAYERS = [
+    {"errors", "version"},
+    {"config"},
+    {"io"},
+    {"models"},
+    {"pipeline", "training", "evaluation"},
+    {"api"},
+    {"cli"},
+    {"", "__main__"},
+]
 RANK = {group: rank for rank, groups in enumerate(LAYERS) for group in groups}
 
 
@@ -83,7 +91,7 @@ def test_no_import_cycles() -> None:
         state[node] = 1
         for nxt in sorted(graph.get(node, ())):
             if state.get(nxt) == 1:
-                cycles.append(" -> ".join(path[path.index(nxt):] + [node, nxt]) if nxt in path else f"{node} -> {nxt}")
+                cycles.append(" -> ".join(path[path.index(nxt) :] + [node, nxt]) if nxt in path else f"{node} -> {nxt}")
             elif nxt not in state:
                 visit(nxt, [*path, node])
         state[node] = 2

@@ -109,8 +109,11 @@ def test_weights_file_errors(tmp_path: Path) -> None:
     with pytest.raises(WeightsError, match="not found"):
         build_backbone(TEST_BACKBONE, str(tmp_path / "missing.pth"))
     (tmp_path / "text.pth").write_text("hello\nworld")
-    with pytest.raises(WeightsError, match="not a weights file bavos can load: a text file, not a PyTorch file "
-                                           r"\(it starts with 'hello world'\)$"):
+    with pytest.raises(
+        WeightsError,
+        match="not a weights file bavos can load: a text file, not a PyTorch file "
+        r"\(it starts with 'hello world'\)$",
+    ):
         build_backbone(TEST_BACKBONE, str(tmp_path / "text.pth"))
     with pytest.raises(WeightsError, match="unknown backbone"):
         build_backbone("no_such_model_xyz", "none")
@@ -125,8 +128,11 @@ class Payload:
 
 def test_pickle_with_code_is_refused(tmp_path: Path) -> None:
     torch.save({"weights": Payload()}, tmp_path / "evil.pth")
-    with pytest.raises(WeightsError, match=r"a PyTorch file holding Python objects \(posix.system\) that loading "
-                                           "without running code refuses") as info:
+    with pytest.raises(
+        WeightsError,
+        match=r"a PyTorch file holding Python objects \(posix.system\) that loading "
+        "without running code refuses",
+    ) as info:
         build_backbone(TEST_BACKBONE, str(tmp_path / "evil.pth"))
     assert "weights_only=False" not in str(info.value)  # never the advice to load it unsafely
 
@@ -171,8 +177,13 @@ def test_dino_resize_differs_from_timms_antialiased_resize(vit_s8) -> None:  # n
     # and a plain exact-size bicubic (size=, no +0.1) is not DINO's either
     plain = dino_pos_embed(pos, (28, 28), (40, 60), 1)
     torch.testing.assert_close(plain, dino)
-    sized = torch.nn.functional.interpolate(pos[:, 1:].reshape(1, 28, 28, 384).permute(0, 3, 1, 2), size=(40, 60),
-                                            mode="bicubic").permute(0, 2, 3, 1).reshape(1, -1, 384)
+    sized = (
+        torch.nn.functional.interpolate(
+            pos[:, 1:].reshape(1, 28, 28, 384).permute(0, 3, 1, 2), size=(40, 60), mode="bicubic"
+        )
+        .permute(0, 2, 3, 1)
+        .reshape(1, -1, 384)
+    )
     assert (sized - dino[:, 1:]).abs().max() > 1e-4
 
 

@@ -69,8 +69,10 @@ def test_release_layout_loads(tmp_path: Path) -> None:
     model = Correlator(32, 8)
     state = {f"temporal_transformer.0.{k}": v for k, v in model.state_dict().items()}
     state["encoder.cls_token"] = torch.zeros(1, 1, 32)
-    torch.save({"iteration": 1000, "model_state_dict": state, "optimizer_state_dict": {}, "loss": 1.0},
-               tmp_path / "release.pth")
+    torch.save(
+        {"iteration": 1000, "model_state_dict": state, "optimizer_state_dict": {}, "loss": 1.0},
+        tmp_path / "release.pth",
+    )
     loaded = load_correlator(tmp_path / "release.pth", dim=32)
     torch.testing.assert_close(loaded.attn.qkv.weight, model.attn.qkv.weight)
     ddp = {f"module.{k}": v for k, v in state.items()}
@@ -108,8 +110,11 @@ class Payload:
 
 def test_pickle_with_code_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     torch.save({"model": Payload(), "config": {}}, tmp_path / "evil.pt")
-    with pytest.raises(CheckpointError, match=r"not a checkpoint bavos can load: a PyTorch file holding Python "
-                                              r"objects \(print\)") as info:
+    with pytest.raises(
+        CheckpointError,
+        match=r"not a checkpoint bavos can load: a PyTorch file holding Python "
+        r"objects \(print\)",
+    ) as info:
         load_correlator(tmp_path / "evil.pt", dim=32)
     assert "weights_only=False" not in str(info.value)
     assert "code ran" not in capsys.readouterr().out

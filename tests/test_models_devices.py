@@ -39,8 +39,9 @@ def test_float32_on_cuda_turns_tensorfloat32_off_and_restores_it() -> None:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
-@pytest.mark.parametrize(("precision", "dtype"), [("float32", torch.float32), ("bf16", torch.bfloat16),
-                                                  ("fp16", torch.float16)])
+@pytest.mark.parametrize(
+    ("precision", "dtype"), [("float32", torch.float32), ("bf16", torch.bfloat16), ("fp16", torch.float16)]
+)
 def test_precision_context_dtypes(precision: str, dtype: torch.dtype) -> None:
     x, w = torch.randn(4, 8), torch.randn(8, 3)
     with precision_context(torch.device("cpu"), precision):
@@ -76,8 +77,17 @@ def test_a_cuda_device_always_has_its_index(monkeypatch: pytest.MonkeyPatch) -> 
 def _labels(device: str, weights: Path, frames: np.ndarray) -> np.ndarray:
     import bavos
 
-    segmenter = bavos.Segmenter("none", backbone="bavos_test_vit", backbone_weights=str(weights), device=device,
-                                resolution=(64, 96), key_ratio=4, max_objects=0, stride=1, max_key_frames=30)
+    segmenter = bavos.Segmenter(
+        "none",
+        backbone="bavos_test_vit",
+        backbone_weights=str(weights),
+        device=device,
+        resolution=(64, 96),
+        key_ratio=4,
+        max_objects=0,
+        stride=1,
+        max_key_frames=30,
+    )
     with segmenter(frames) as result:
         return result.labels
 
@@ -112,8 +122,9 @@ def _step(device: str, clips: Path, cache: Path) -> tuple[float, dict[str, torch
     cfg = train_config(batch_size=2, resolution=(128, 160), workers=0, device=device, cache=str(cache))
     torch.manual_seed(0)
     backbone = build_backbone("bavos_test_vit", "none").to(device)
-    model = new_correlator(32, ModelConfig(backbone="bavos_test_vit", checkpoint="none", correlator_heads=4),
-                           cfg).to(device)
+    model = new_correlator(32, ModelConfig(backbone="bavos_test_vit", checkpoint="none", correlator_heads=4), cfg).to(
+        device
+    )
     model.eval()  # no attention dropout: its random draws differ between devices
     data = cache_clips(find_clips(clips), cache, cfg.resolution, 3)
     samples = ClipSamples(data, 3, cfg.gap, seed=5)

@@ -124,7 +124,8 @@ def test_drives_refusal_is_one_clear_error(cache: Path, monkeypatch: pytest.Monk
     def quota(**kwargs: object) -> None:
         Path(str(kwargs["output"]) + "x8f2.part").write_bytes(b"partial")  # what gdown leaves while it works
         raise gdown.exceptions.FileURLRetrievalError(
-            "Failed to retrieve file url:\n\n\tToo many users have viewed or downloaded this file recently.\n\n...")
+            "Failed to retrieve file url:\n\n\tToo many users have viewed or downloaded this file recently.\n\n..."
+        )
 
     monkeypatch.delenv("BAVOS_RELEASE_URL", raising=False)
     monkeypatch.setattr(gdown, "download", quota)
@@ -137,8 +138,9 @@ def test_drives_refusal_is_one_clear_error(cache: Path, monkeypatch: pytest.Monk
     assert not cache.exists()  # no partial file, no cache folder made for nothing
 
 
-def test_a_download_that_is_not_the_papers_checkpoint_is_refused(cache: Path, tmp_path: Path,
-                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_download_that_is_not_the_papers_checkpoint_is_refused(
+    cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     wrong = tmp_path / "wrong.pth"
     torch.save({"model_state_dict": {"encoder.cls_token": torch.zeros(1, 1, 32)}}, wrong)
     server = Mirror(wrong)
@@ -151,8 +153,12 @@ def test_a_download_that_is_not_the_papers_checkpoint_is_refused(cache: Path, tm
     assert not cache.exists()  # nothing taken for the checkpoint next time, no cache folder made for nothing
 
 
-def test_offline_and_not_cached_is_one_line_within_seconds(cache: Path, tmp_path: Path, run_cli,  # noqa: ANN001
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_offline_and_not_cached_is_one_line_within_seconds(
+    cache: Path,
+    tmp_path: Path,
+    run_cli,  # noqa: ANN001
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     with socket.socket() as s:  # a port nobody listens on: connection refused, as offline
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -167,14 +173,17 @@ def test_offline_and_not_cached_is_one_line_within_seconds(cache: Path, tmp_path
     assert RELEASE_PAGE in lines[0] and str(cache / RELEASE_FILE) in lines[0] and "--checkpoint none" in lines[0]
     assert "could not be downloaded: no connection to 127.0.0.1. Download" in lines[0]  # no urllib3 text
     # each alternative with what it needs, so that the next try is not another failure
-    assert lines[0].endswith("Without it: --checkpoint none (the training-free mode) needs DINO's weights from timm's "
-                             "hub (downloaded once, or --backbone-weights FILE); offline with neither, --checkpoint "
-                             "none --backbone-weights none runs on random weights (meaningless masks)")
+    assert lines[0].endswith(
+        "Without it: --checkpoint none (the training-free mode) needs DINO's weights from timm's "
+        "hub (downloaded once, or --backbone-weights FILE); offline with neither, --checkpoint "
+        "none --backbone-weights none runs on random weights (meaningless masks)"
+    )
     assert not cache.exists()
 
 
-def test_cached_checkpoint_is_used_with_no_network_at_all(cache: Path, release_file: Path, tmp_path: Path,
-                                                         run_cli, no_network) -> None:  # noqa: ANN001
+def test_cached_checkpoint_is_used_with_no_network_at_all(
+    cache: Path, release_file: Path, tmp_path: Path, run_cli, no_network
+) -> None:  # noqa: ANN001
     cache.mkdir()
     (cache / RELEASE_FILE).symlink_to(release_file)
     video = write_clip(tmp_path / "v.mp4", n=3, height=48, width=64)
@@ -183,30 +192,50 @@ def test_cached_checkpoint_is_used_with_no_network_at_all(cache: Path, release_f
     summary = json.loads((tmp_path / "out" / "v" / "summary.json").read_text())
     assert summary["mode"] == "correlator"
     cached = str(cache / RELEASE_FILE)
-    assert summary["weights"] == {"backbone": "vit_small_patch8_224.dino", "backbone_weights": cached,
-                                  "backbone_weights_from": "checkpoint", "correlator": "release",
-                                  "correlator_file": cached}
+    assert summary["weights"] == {
+        "backbone": "vit_small_patch8_224.dino",
+        "backbone_weights": cached,
+        "backbone_weights_from": "checkpoint",
+        "correlator": "release",
+        "correlator_file": cached,
+    }
 
 
 def test_which_backbone_weights_go_with_which_checkpoint(tmp_path: Path, release_file: Path) -> None:
     from bavos.models.correlator import Correlator, save_checkpoint
 
     release = plan_weights(ModelConfig(checkpoint=str(release_file)))
-    assert (release.backbone, release.backbone_weights, release.backbone_weights_from) == \
-        ("vit_small_patch8_224.dino", str(release_file), "checkpoint")
+    assert (release.backbone, release.backbone_weights, release.backbone_weights_from) == (
+        "vit_small_patch8_224.dino",
+        str(release_file),
+        "checkpoint",
+    )
     assert release.backbone_loaded is release.loaded  # the file is read once for both networks
     given = plan_weights(ModelConfig(checkpoint=str(release_file), backbone_weights="none"))
-    assert (given.backbone_weights, given.backbone_weights_from, given.backbone_loaded) == \
-        ("none", "--backbone-weights", None)
+    assert (given.backbone_weights, given.backbone_weights_from, given.backbone_loaded) == (
+        "none",
+        "--backbone-weights",
+        None,
+    )
     trained = tmp_path / "run.pt"
-    save_checkpoint(trained, Correlator(32, 4), {"ModelConfig": {"backbone": "bavos_test_vit",
-                                                                 "backbone_weights": "none", "correlator_heads": 4}})
+    save_checkpoint(
+        trained,
+        Correlator(32, 4),
+        {"ModelConfig": {"backbone": "bavos_test_vit", "backbone_weights": "none", "correlator_heads": 4}},
+    )
     bavos = plan_weights(ModelConfig(checkpoint=str(trained)))
-    assert (bavos.backbone, bavos.backbone_weights, bavos.backbone_weights_from) == \
-        ("bavos_test_vit", "none", "checkpoint")
+    assert (bavos.backbone, bavos.backbone_weights, bavos.backbone_weights_from) == (
+        "bavos_test_vit",
+        "none",
+        "checkpoint",
+    )
     free = plan_weights(ModelConfig(checkpoint="none"))
-    assert (free.backbone, free.backbone_weights, free.backbone_weights_from, free.checkpoint_file) == \
-        ("vit_small_patch8_224.dino", "hub", "default", None)
+    assert (free.backbone, free.backbone_weights, free.backbone_weights_from, free.checkpoint_file) == (
+        "vit_small_patch8_224.dino",
+        "hub",
+        "default",
+        None,
+    )
     with pytest.raises(ConfigError, match="--checkpoint release is the paper's correlator"):
         ModelConfig(backbone="bavos_test_vit")
 
@@ -215,19 +244,46 @@ def test_segment_with_a_bavos_checkpoint_needs_no_backbone_options(tmp_path: Pat
     from bavos.models.correlator import Correlator, save_checkpoint
 
     trained = tmp_path / "run.pt"
-    save_checkpoint(trained, Correlator(32, 4), {"ModelConfig": {"backbone": "bavos_test_vit",
-                                                                 "backbone_weights": "none", "correlator_heads": 4}})
+    save_checkpoint(
+        trained,
+        Correlator(32, 4),
+        {"ModelConfig": {"backbone": "bavos_test_vit", "backbone_weights": "none", "correlator_heads": 4}},
+    )
     video = write_clip(tmp_path / "v.mp4", n=3, height=48, width=64)
-    result = run_cli("segment", video, "-o", tmp_path / "out", "--checkpoint", trained, "--resolution", "64", "96",
-                     "--device", "cpu", "--json")
+    result = run_cli(
+        "segment",
+        video,
+        "-o",
+        tmp_path / "out",
+        "--checkpoint",
+        trained,
+        "--resolution",
+        "64",
+        "96",
+        "--device",
+        "cpu",
+        "--json",
+    )
     assert result.code == 0, result.err
     assert "random weights" in result.err  # what the checkpoint recorded is announced like the option
     weights = json.loads((tmp_path / "out" / "v" / "summary.json").read_text())["weights"]
-    assert (weights["backbone"], weights["backbone_weights"], weights["backbone_weights_from"]) == \
-        ("bavos_test_vit", "none", "checkpoint")
+    assert (weights["backbone"], weights["backbone_weights"], weights["backbone_weights_from"]) == (
+        "bavos_test_vit",
+        "none",
+        "checkpoint",
+    )
     missing = tmp_path / "moved.pt"
-    save_checkpoint(missing, Correlator(32, 4), {"ModelConfig": {"backbone": "bavos_test_vit", "correlator_heads": 4,
-                                                                 "backbone_weights": str(tmp_path / "gone.pth")}})
+    save_checkpoint(
+        missing,
+        Correlator(32, 4),
+        {
+            "ModelConfig": {
+                "backbone": "bavos_test_vit",
+                "correlator_heads": 4,
+                "backbone_weights": str(tmp_path / "gone.pth"),
+            }
+        },
+    )
     result = run_cli("segment", video, "-o", tmp_path / "out", "--checkpoint", missing, "--device", "cpu", "-q")
     assert result.code == 1
     assert f"gone.pth: weights file not found (the backbone weights recorded in {missing}" in result.err
@@ -269,9 +325,13 @@ def hf_cache(monkeypatch: pytest.MonkeyPatch) -> Callable[[Path], Path]:
     return use
 
 
-def test_hub_weights_in_huggingfaces_cache_need_no_network(tmp_path: Path, vit_s8_safetensors: Path,  # noqa: ANN001
-                                                            monkeypatch: pytest.MonkeyPatch, no_network,
-                                                            hf_cache: Callable[[Path], Path]) -> None:
+def test_hub_weights_in_huggingfaces_cache_need_no_network(
+    tmp_path: Path,
+    vit_s8_safetensors: Path,  # noqa: ANN001
+    monkeypatch: pytest.MonkeyPatch,
+    no_network,
+    hf_cache: Callable[[Path], Path],
+) -> None:
     from safetensors.torch import load_file
 
     from bavos.models.backbone import build_backbone
@@ -284,9 +344,9 @@ def test_hub_weights_in_huggingfaces_cache_need_no_network(tmp_path: Path, vit_s
     torch.testing.assert_close(backbone.vit.blocks[11].attn.qkv.weight, expected["blocks.11.attn.qkv.weight"])
 
 
-def test_hub_weights_are_downloaded_once_by_huggingface_hub(tmp_path: Path, vit_s8_safetensors: Path,
-                                                            monkeypatch: pytest.MonkeyPatch,
-                                                            hf_cache: Callable[[Path], Path]) -> None:
+def test_hub_weights_are_downloaded_once_by_huggingface_hub(
+    tmp_path: Path, vit_s8_safetensors: Path, monkeypatch: pytest.MonkeyPatch, hf_cache: Callable[[Path], Path]
+) -> None:
     """At the boundary bavos owns: it asks huggingface_hub for timm's repo and file once, then finds it cached."""
     import huggingface_hub
 
@@ -299,8 +359,13 @@ def test_hub_weights_are_downloaded_once_by_huggingface_hub(tmp_path: Path, vit_
     def fake(repo: str, filename: str, **kwargs: object) -> str:
         asked.append((repo, filename))
         kwargs["tqdm_class"](total=10).update(10)  # the bytes reach bavos's progress
-        return str(fake_hf_cache(cache, vit_s8_safetensors) / "models--timm--vit_small_patch8_224.dino" /
-                   "snapshots" / "0123abcd" / filename)
+        return str(
+            fake_hf_cache(cache, vit_s8_safetensors)
+            / "models--timm--vit_small_patch8_224.dino"
+            / "snapshots"
+            / "0123abcd"
+            / filename
+        )
 
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake)
     monkeypatch.setattr(hub, "_reachable", lambda endpoint: None)
@@ -311,9 +376,12 @@ def test_hub_weights_are_downloaded_once_by_huggingface_hub(tmp_path: Path, vit_
     assert hub_weights("vit_small_patch8_224.dino") == path and len(asked) == 1  # cached: not asked again
 
 
-def test_hub_offline_and_not_cached_is_one_line_within_seconds(tmp_path: Path, run_cli,  # noqa: ANN001
-                                                              monkeypatch: pytest.MonkeyPatch,
-                                                              hf_cache: Callable[[Path], Path]) -> None:
+def test_hub_offline_and_not_cached_is_one_line_within_seconds(
+    tmp_path: Path,
+    run_cli,  # noqa: ANN001
+    monkeypatch: pytest.MonkeyPatch,
+    hf_cache: Callable[[Path], Path],
+) -> None:
     hf_cache(tmp_path / "empty-hf")
     monkeypatch.setenv("BAVOS_CACHE", str(tmp_path / "bavos"))
 
@@ -327,14 +395,21 @@ def test_hub_offline_and_not_cached_is_one_line_within_seconds(tmp_path: Path, r
     assert time.perf_counter() - start < 5
     assert result.code == 1 and result.out == ""
     (line,) = result.err.strip().splitlines()  # nothing else on stderr: no retries, no tracebacks
-    assert line.startswith("bavos: error: the weights of vit_small_patch8_224.dino are not in the cache and could "
-                           "not be downloaded (no connection")
+    assert line.startswith(
+        "bavos: error: the weights of vit_small_patch8_224.dino are not in the cache and could "
+        "not be downloaded (no connection"
+    )
     assert "bavos weights" in line and "--backbone-weights PATH" in line
 
 
-def test_weights_command_fetches_both_and_check_reports(cache: Path, drive: Mirror, tmp_path: Path,  # noqa: ANN001
-                                                        vit_s8_safetensors: Path, run_cli,
-                                                        hf_cache: Callable[[Path], Path]) -> None:
+def test_weights_command_fetches_both_and_check_reports(
+    cache: Path,
+    drive: Mirror,
+    tmp_path: Path,  # noqa: ANN001
+    vit_s8_safetensors: Path,
+    run_cli,
+    hf_cache: Callable[[Path], Path],
+) -> None:
     hf_cache(tmp_path / "empty-hf")
     result = run_cli("weights", "--check")
     assert result.code == 1 and "not in the cache" in result.err and not drive.requests  # --check: no network
@@ -352,18 +427,32 @@ def test_weights_command_fetches_both_and_check_reports(cache: Path, drive: Mirr
     assert "needed only by --checkpoint none and bavos train" in result.err
 
 
-def test_a_truncated_checkpoint_is_said_to_be_incomplete(cache: Path, drive: Mirror, release_file: Path,
-                                                         tmp_path: Path, run_cli) -> None:  # noqa: ANN001
+def test_a_truncated_checkpoint_is_said_to_be_incomplete(
+    cache: Path, drive: Mirror, release_file: Path, tmp_path: Path, run_cli
+) -> None:  # noqa: ANN001
     """An incomplete .pth (a download cut short, Track-Anything#103) is named as such, never as a file to re-save."""
     cut = tmp_path / "cut.pth"
     cut.write_bytes(release_file.read_bytes()[: 2**20])
     from conftest import write_clip
 
-    result = run_cli("segment", write_clip(tmp_path / "v.mp4", n=2), "-o", tmp_path / "out", "--checkpoint", cut,
-                     "--backbone-weights", "none", "--device", "cpu")
+    result = run_cli(
+        "segment",
+        write_clip(tmp_path / "v.mp4", n=2),
+        "-o",
+        tmp_path / "out",
+        "--checkpoint",
+        cut,
+        "--backbone-weights",
+        "none",
+        "--device",
+        "cpu",
+    )
     assert result.code != 0
-    assert f"{cut}: not a checkpoint bavos can load: an incomplete file (1.0 MB: it ends before the zip directory" \
-        in result.err and "state_dict" not in result.err
+    assert (
+        f"{cut}: not a checkpoint bavos can load: an incomplete file (1.0 MB: it ends before the zip directory"
+        in result.err
+        and "state_dict" not in result.err
+    )
     legacy = tmp_path / "legacy.pth"
     torch.save({"model": {"w": torch.zeros(1000)}}, legacy, _use_new_zipfile_serialization=False)
     legacy.write_bytes(legacy.read_bytes()[:2000])
@@ -381,8 +470,9 @@ def test_a_truncated_checkpoint_is_said_to_be_incomplete(cache: Path, drive: Mir
     assert (cache / RELEASE_FILE).read_bytes() == release_file.read_bytes()
 
 
-def test_what_a_killed_download_left_in_the_cache_goes_with_the_next(cache: Path, drive: Mirror,
-                                                                    release_file: Path) -> None:
+def test_what_a_killed_download_left_in_the_cache_goes_with_the_next(
+    cache: Path, drive: Mirror, release_file: Path
+) -> None:
     import subprocess
     import sys
 
@@ -400,8 +490,7 @@ def test_what_a_killed_download_left_in_the_cache_goes_with_the_next(cache: Path
     assert sorted(p.name for p in cache.iterdir()) == [RELEASE_FILE, "notes.txt"]
 
 
-def test_safetensors_weights_are_read_by_content_and_a_cut_one_is_incomplete(tmp_path: Path,
-                                                                             run_cli) -> None:  # noqa: ANN001
+def test_safetensors_weights_are_read_by_content_and_a_cut_one_is_incomplete(tmp_path: Path, run_cli) -> None:  # noqa: ANN001
     """airllm#137, marker#970: "incomplete metadata, file not fully covered" is a partial download."""
     import timm
     from conftest import TINY, write_clip
@@ -420,5 +509,7 @@ def test_safetensors_weights_are_read_by_content_and_a_cut_one_is_incomplete(tmp
     cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
     result = run_cli("segment", video, "-o", tmp_path / "out2", *TINY, "--backbone-weights", cut)
     assert result.code == 1
-    assert f"{cut}: an incomplete file (" in result.err and "its header announces: a download or copy cut short" \
-        in result.err
+    assert (
+        f"{cut}: an incomplete file (" in result.err
+        and "its header announces: a download or copy cut short" in result.err
+    )

@@ -37,8 +37,25 @@ def bavos_labels(run_cli, frames: list[np.ndarray], checkpoint: Path, tmp: Path,
     folder.mkdir()
     for t, image in enumerate(frames):
         Image.fromarray(image).save(folder / f"{t:05d}.png")
-    result = run_cli("segment", folder, "-o", tmp / "out", "--checkpoint", checkpoint, "--max-objects", "0",
-                     "--device", "cpu", "--stride", "1", "--max-key-frames", "30", "-q", "--no-overlay", *options)
+    result = run_cli(
+        "segment",
+        folder,
+        "-o",
+        tmp / "out",
+        "--checkpoint",
+        checkpoint,
+        "--max-objects",
+        "0",
+        "--device",
+        "cpu",
+        "--stride",
+        "1",
+        "--max-key-frames",
+        "30",
+        "-q",
+        "--no-overlay",
+        *options,
+    )
     assert result.code == 0, result.err
     summary = json.loads((tmp / "out" / "frames" / "summary.json").read_text())
     assert summary["weights"]["backbone_weights_from"] == "checkpoint"  # the release file's own encoder

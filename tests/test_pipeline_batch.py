@@ -68,20 +68,33 @@ def test_a_slurm_array_task_takes_its_place_among_the_tasks() -> None:
     from bavos.config import Part, parse_part, slurm_part
 
     assert slurm_part({}) == Part()  # not in an array: everything
-    assert slurm_part({"SLURM_ARRAY_TASK_ID": "1", "SLURM_ARRAY_TASK_MIN": "1", "SLURM_ARRAY_TASK_MAX": "8"}) == \
-        Part(0, 8, "task 1 of 1-8")  # --array=1-8: numbered from 1, parts from 0
-    parts = [slurm_part({"SLURM_ARRAY_TASK_ID": str(t), "SLURM_ARRAY_TASK_MIN": "0", "SLURM_ARRAY_TASK_MAX": "4"})
-             for t in range(5)]
+    assert slurm_part({"SLURM_ARRAY_TASK_ID": "1", "SLURM_ARRAY_TASK_MIN": "1", "SLURM_ARRAY_TASK_MAX": "8"}) == Part(
+        0, 8, "task 1 of 1-8"
+    )  # --array=1-8: numbered from 1, parts from 0
+    parts = [
+        slurm_part({"SLURM_ARRAY_TASK_ID": str(t), "SLURM_ARRAY_TASK_MIN": "0", "SLURM_ARRAY_TASK_MAX": "4"})
+        for t in range(5)
+    ]
     assert sorted(sum((p.take(list(range(13))) for p in parts), [])) == list(range(13))
     assert parse_part("2/5") == Part(2, 5)
-    rerun = {"SLURM_ARRAY_TASK_ID": "3", "SLURM_ARRAY_TASK_MIN": "3", "SLURM_ARRAY_TASK_MAX": "7",
-             "SLURM_ARRAY_TASK_COUNT": "2"}  # --array=3,7: the failed tasks of --array=0-9 again (canu#337)
+    rerun = {
+        "SLURM_ARRAY_TASK_ID": "3",
+        "SLURM_ARRAY_TASK_MIN": "3",
+        "SLURM_ARRAY_TASK_MAX": "7",
+        "SLURM_ARRAY_TASK_COUNT": "2",
+    }  # --array=3,7: the failed tasks of --array=0-9 again (canu#337)
     with pytest.raises(ConfigError, match=r"holds 2 tasks between 3 and 7, .*pass --shard I/N .*--shard 3/10"):
         slurm_part(rerun)
     assert slurm_part({**rerun, "SLURM_ARRAY_TASK_COUNT": "5"}) == Part(0, 5, "task 3 of 3-7")
     with pytest.raises(ConfigError, match="does not fit the array 0-4:2"):
-        slurm_part({"SLURM_ARRAY_TASK_ID": "3", "SLURM_ARRAY_TASK_MIN": "0", "SLURM_ARRAY_TASK_MAX": "4",
-                    "SLURM_ARRAY_TASK_STEP": "2"})
+        slurm_part(
+            {
+                "SLURM_ARRAY_TASK_ID": "3",
+                "SLURM_ARRAY_TASK_MIN": "0",
+                "SLURM_ARRAY_TASK_MAX": "4",
+                "SLURM_ARRAY_TASK_STEP": "2",
+            }
+        )
 
 
 # ---- --json, --skip-existing, --fail-fast --------------------------------------------------------------------
@@ -91,8 +104,9 @@ def test_json_lines_and_same_stem_outputs(tmp_path: Path, run_cli, sharp_weights
     a = write_clip((tmp_path / "a").mkdir() or tmp_path / "a" / "x.mp4", n=3)
     b = write_clip((tmp_path / "b").mkdir() or tmp_path / "b" / "x.mp4", n=5)
     out = tmp_path / "out"
-    result = run_cli("segment", a, b, tmp_path / "missing.mp4", "-o", out, *FAST, "--backbone-weights",
-                     sharp_weights, "--json")
+    result = run_cli(
+        "segment", a, b, tmp_path / "missing.mp4", "-o", out, *FAST, "--backbone-weights", sharp_weights, "--json"
+    )
     assert result.code == 1
     lines = json_lines(result.out)  # every stdout line is JSON
     assert [line["status"] for line in lines] == ["failed", "ok", "ok"]  # unreadable inputs: before any model loads
@@ -106,8 +120,12 @@ def test_json_lines_and_same_stem_outputs(tmp_path: Path, run_cli, sharp_weights
     assert result.err.count("bavos: error: ") == 1  # one stderr line per failure
 
 
-def test_skip_existing_touches_nothing_and_loads_no_model(tmp_path: Path, run_cli, sharp_weights: Path,  # noqa: ANN001
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_skip_existing_touches_nothing_and_loads_no_model(
+    tmp_path: Path,
+    run_cli,
+    sharp_weights: Path,  # noqa: ANN001
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     clip = write_clip(tmp_path / "c.mp4", n=3)
     out = tmp_path / "out"
     assert run_cli("segment", clip, "-o", out, *FAST, "--backbone-weights", sharp_weights, "-q").code == 0
@@ -117,20 +135,31 @@ def test_skip_existing_touches_nothing_and_loads_no_model(tmp_path: Path, run_cl
         raise AssertionError("models loaded although every output is finished")
 
     monkeypatch.setattr("bavos.models.loading.load_models", no_model)
-    result = run_cli("segment", clip, "-o", out, *FAST, "--backbone-weights", sharp_weights, "--skip-existing",
-                     "--json")
+    result = run_cli(
+        "segment", clip, "-o", out, *FAST, "--backbone-weights", sharp_weights, "--skip-existing", "--json"
+    )
     assert result.code == 0
-    assert json_lines(result.out) == [{"input": str(clip), "status": "skipped", "output": str(out / "c"),
-                                       "frames": 3, "objects": json.loads((out / "c/summary.json").read_text())[
-                                           "objects"], "seconds": 0.0, "error": None, "warnings": []}]
+    assert json_lines(result.out) == [
+        {
+            "input": str(clip),
+            "status": "skipped",
+            "output": str(out / "c"),
+            "frames": 3,
+            "objects": json.loads((out / "c/summary.json").read_text())["objects"],
+            "seconds": 0.0,
+            "error": None,
+            "warnings": [],
+        }
+    ]
     assert {p: p.stat().st_mtime_ns for p in (out / "c").rglob("*")} == before
 
 
 def test_fail_fast_stops_at_the_first_failure(tmp_path: Path, run_cli) -> None:  # noqa: ANN001
     good = write_clip(tmp_path / "good.mp4", n=2)
     out = tmp_path / "out"
-    result = run_cli("segment", tmp_path / "bad.mp4", good, "-o", out, *FAST, "--backbone-weights", "none",
-                     "--fail-fast", "--json")
+    result = run_cli(
+        "segment", tmp_path / "bad.mp4", good, "-o", out, *FAST, "--backbone-weights", "none", "--fail-fast", "--json"
+    )
     assert result.code == 1
     assert [line["status"] for line in json_lines(result.out)] == ["failed"]
     assert not (out / "good").exists()
@@ -139,8 +168,19 @@ def test_fail_fast_stops_at_the_first_failure(tmp_path: Path, run_cli) -> None: 
 def test_killed_run_leaves_nothing_finished_and_a_rerun_completes(tmp_path: Path, sharp_weights: Path) -> None:
     clips = [write_clip(tmp_path / f"k{i}.mp4", n=24, height=64, width=96) for i in range(3)]
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "bavos", "segment", *map(str, clips), "-o", str(out), *FAST, "--backbone-weights",
-           str(sharp_weights), "-q"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "bavos",
+        "segment",
+        *map(str, clips),
+        "-o",
+        str(out),
+        *FAST,
+        "--backbone-weights",
+        str(sharp_weights),
+        "-q",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
     deadline = time.monotonic() + 120
     while not is_finished(out / "k0") and time.monotonic() < deadline and proc.poll() is None:
@@ -149,8 +189,9 @@ def test_killed_run_leaves_nothing_finished_and_a_rerun_completes(tmp_path: Path
     proc.wait()
     visible = [p.name for p in out.iterdir() if not p.name.startswith(".")]
     assert all(is_finished(out / name) for name in visible)  # what looks like a result is a whole result
-    rerun = subprocess.run([*cmd[:-1], "--skip-existing", "--json"], capture_output=True, text=True, cwd=ROOT,
-                           timeout=300)
+    rerun = subprocess.run(
+        [*cmd[:-1], "--skip-existing", "--json"], capture_output=True, text=True, cwd=ROOT, timeout=300
+    )
     assert rerun.returncode == 0, rerun.stderr
     statuses = {Path(line["input"]).stem: line["status"] for line in json_lines(rerun.stdout)}
     assert statuses["k0"] == "skipped" and set(statuses) == {"k0", "k1", "k2"}
@@ -162,10 +203,31 @@ def test_torchrun_shards_inputs_across_two_cpu_processes(tmp_path: Path, sharp_w
     clips = [write_clip(tmp_path / f"t{i}.mp4", n=2 + i) for i in range(3)]
     out = tmp_path / "out"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                           "-m", "bavos", "segment", *map(str, clips), "-o", str(out), *FAST,
-                           "--backbone-weights", str(sharp_weights), "--json"],
-                          capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node",
+            "2",
+            "-m",
+            "bavos",
+            "segment",
+            *map(str, clips),
+            "-o",
+            str(out),
+            *FAST,
+            "--backbone-weights",
+            str(sharp_weights),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     lines = json_lines(proc.stdout)
     assert sorted(Path(line["input"]).stem for line in lines) == ["t0", "t1", "t2"]  # each input exactly once
@@ -196,10 +258,14 @@ BAD = {
     "missing": (lambda p: p / "missing.mp4", "no such file or folder"),
     "folder-without-frames": (lambda p: (p / "d").mkdir() or p / "d", "folder holds no frames"),
     "zero-bytes": (lambda p: (p / "z.mp4").write_bytes(b"") and p / "z.mp4" or p / "z.mp4", "file is empty"),
-    "text-named-mp4": (lambda p: (p / "t.mp4").write_text("hello\n" * 50) and p / "t.mp4",
-                       "not a video FFmpeg can read"),
-    "random-bytes": (lambda p: (p / "r.mp4").write_bytes(np.random.default_rng(0).bytes(8192)) and p / "r.mp4",
-                     "not a video FFmpeg can read"),
+    "text-named-mp4": (
+        lambda p: (p / "t.mp4").write_text("hello\n" * 50) and p / "t.mp4",
+        "not a video FFmpeg can read",
+    ),
+    "random-bytes": (
+        lambda p: (p / "r.mp4").write_bytes(np.random.default_rng(0).bytes(8192)) and p / "r.mp4",
+        "not a video FFmpeg can read",
+    ),
     "truncated-index-at-end": (lambda p: truncated(p / "cut.mp4", faststart=False), "not a video FFmpeg can read"),
     "truncated-index-at-front": (lambda p: truncated(p / "cut.mp4", faststart=True), "damaged or truncated"),
 }
@@ -302,8 +368,10 @@ def test_output_folder_not_writable(tmp_path: Path, run_cli, monkeypatch: pytest
     monkeypatch.setattr(Path, "mkdir", denied)  # what a read-only folder gives a non-root user
     result = run_cli("segment", clip, "-o", tmp_path / "ro", *FAST, "--backbone-weights", "none", "-q")
     assert result.code == 1
-    assert result.err.splitlines()[-1] == f"bavos: error: the output folder is not writable: {tmp_path / 'ro'}: " \
-                                          "permission denied"
+    assert (
+        result.err.splitlines()[-1] == f"bavos: error: the output folder is not writable: {tmp_path / 'ro'}: "
+        "permission denied"
+    )
 
 
 def test_disk_full_while_writing(tmp_path: Path, run_cli, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
@@ -321,7 +389,6 @@ def test_disk_full_while_writing(tmp_path: Path, run_cli, monkeypatch: pytest.Mo
     error = json_lines(result.out)[0]["error"]
     assert error == f"cannot write the result {tmp_path / 'out' / 'c'}: no space left on the device"
     assert not (tmp_path / "out").exists()
-
 
 
 def test_skip_existing_redoes_outputs_made_with_other_settings(tmp_path: Path, run_cli) -> None:  # noqa: ANN001

@@ -66,12 +66,15 @@ def test_exact_zeros_give_finite_distances() -> None:
 
 
 def test_greedy_leaders_follow_index_order() -> None:
-    close = np.array([
-        [1, 1, 0, 1],
-        [1, 1, 1, 0],
-        [0, 1, 1, 1],
-        [1, 0, 1, 1],
-    ], dtype=bool)
+    close = np.array(
+        [
+            [1, 1, 0, 1],
+            [1, 1, 1, 0],
+            [0, 1, 1, 1],
+            [1, 0, 1, 1],
+        ],
+        dtype=bool,
+    )
     # leader 0 takes {0, 1, 3}; 2 is left and leads its own group (radius around the leader, not a chain)
     for block in (1, 2, 64):
         assert greedy_leaders(lambda i, j: close[np.ix_(i, j)], 4, block).tolist() == [0, 0, 1, 0]
@@ -104,8 +107,10 @@ def test_leader_pass_asks_only_for_candidate_rows_and_free_columns(block: int, t
 
 
 def test_the_cap_keeps_the_largest_and_merges_the_rest_into_the_nearest() -> None:
-    c = torch.tensor([[0.9, 0.05, 0.05], [0.05, 0.9, 0.05], [0.85, 0.1, 0.05], [0.1, 0.8, 0.1], [0.05, 0.05, 0.9]],
-                     dtype=torch.float64)
+    c = torch.tensor(
+        [[0.9, 0.05, 0.05], [0.05, 0.9, 0.05], [0.85, 0.1, 0.05], [0.1, 0.8, 0.1], [0.05, 0.05, 0.9]],
+        dtype=torch.float64,
+    )
 
     def d(i: int, j: int) -> float:  # symmetric KL, written out
         p, q = c[i].numpy(), c[j].numpy()
@@ -118,8 +123,9 @@ def test_the_cap_keeps_the_largest_and_merges_the_rest_into_the_nearest() -> Non
         assert parent[other] == int(np.argmin([d(other, k) for k in (0, 1, 2)]))
     assert parent[3] == 1  # (0.1, 0.8, 0.1) is 1's
     group = parent == parent[4]
-    torch.testing.assert_close(merged[parent[4]], (torch.from_numpy(areas[group]).double()[:, None] * c[group]).sum(0)
-                               / areas[group].sum())  # area-weighted, as a cluster's mean of its tokens
+    torch.testing.assert_close(
+        merged[parent[4]], (torch.from_numpy(areas[group]).double()[:, None] * c[group]).sum(0) / areas[group].sum()
+    )  # area-weighted, as a cluster's mean of its tokens
     _, parent = cap_by_area(c, np.array([0, 0, 7, 0, 0]), 3)  # clusters no token chose are never kept
     assert parent.tolist() == [0, 0, 0, 0, 0]
 
@@ -167,7 +173,8 @@ def test_every_level_is_kept_and_can_be_cut() -> None:
     top = cluster_attention(attn, tau=1.0, level=result.converged + 1)  # known after the work: kept, cut at the top
     assert top.hierarchy.cut == result.converged and top.hierarchy.warnings == [
         f"--level {result.converged + 1} does not exist: this video's hierarchy has levels 0..{result.converged}; "
-        f"cut at the top level, {result.converged}"]
+        f"cut at the top level, {result.converged}"
+    ]
 
 
 def test_float32_matches_float64_on_separated_data() -> None:
@@ -223,8 +230,10 @@ def test_labels_come_from_each_levels_nearest_centroid_computed_once(dtype: torc
         centroids = hierarchy.centroids[lv]
         nearest = sym_kl(centroids, rows).argmin(0).cpu().numpy()
         np.testing.assert_array_equal(result.level_labels[lv].reshape(-1), nearest)
-    np.testing.assert_array_equal(label_window(rows, result.level_labels[0].reshape(-1), hierarchy),
-                                  result.level_labels.reshape(len(result.sizes), -1))
+    np.testing.assert_array_equal(
+        label_window(rows, result.level_labels[0].reshape(-1), hierarchy),
+        result.level_labels.reshape(len(result.sizes), -1),
+    )
 
 
 def test_streaming_leaders_give_the_batch_pass_groups() -> None:
@@ -293,6 +302,7 @@ def test_global_rounds_compare_only_pairs_with_a_group_of_several(dtype: torch.d
         return plain_sym_kl(p, q, *args)
 
     monkeypatch.setattr(cluster, "sym_kl", counted)
+
     def finish() -> cluster.Hierarchy:
         nonlocal counting
         builder, counting = cluster.HierarchyBuilder(2.0), False

@@ -19,8 +19,11 @@ def tree(folder: Path) -> dict[str, bytes]:
     the same input arrays, one frame's bytes different, and once in about five runs one decoded value off by one),
     so videos compare by what a player shows (``same_pictures``).
     """
-    return {str(p.relative_to(folder)): decoded(p) if p.suffix == ".mp4" else p.read_bytes()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): decoded(p) if p.suffix == ".mp4" else p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -31,13 +34,31 @@ def video(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def args(sharp_weights: Path, device: str) -> list[str]:
     """Peaked attention: 58, 34 and 33 clusters at levels 0, 1, 2 (the converged level) on ``video`` (on the CPU)."""
-    return [*on(device, TINY), "--backbone-weights", str(sharp_weights), "--tau", "0.2", "--export", "coco",
-            "--export", "objects", "--export", "video", "-q"]
+    return [
+        *on(device, TINY),
+        "--backbone-weights",
+        str(sharp_weights),
+        "--tau",
+        "0.2",
+        "--export",
+        "coco",
+        "--export",
+        "objects",
+        "--export",
+        "video",
+        "-q",
+    ]
 
 
 @pytest.mark.parametrize(("level", "cap"), [(None, "5"), (None, "0"), ("1", "0"), ("0", "0")])
-def test_recut_is_byte_identical_to_segment_with_those_options(tmp_path: Path, run_cli, video: Path,  # noqa: ANN001
-                                                               args: list[str], level: str | None, cap: str) -> None:
+def test_recut_is_byte_identical_to_segment_with_those_options(
+    tmp_path: Path,
+    run_cli,
+    video: Path,  # noqa: ANN001
+    args: list[str],
+    level: str | None,
+    cap: str,
+) -> None:
     first = run_cli("segment", video, "-o", tmp_path / "a", *args)  # the defaults: converged level, 20 objects
     assert first.code == 0, first.err
     options = (["--level", level] if level is not None else []) + ["--max-objects", cap]
@@ -59,8 +80,12 @@ def test_recut_is_byte_identical_to_segment_with_those_options(tmp_path: Path, r
     assert not list((tmp_path / "a").glob(".*"))  # no temporary folder left
 
 
-def test_every_level_a_summary_names_is_one_recut_takes(tmp_path: Path, run_cli, video: Path,  # noqa: ANN001
-                                                       args: list[str]) -> None:
+def test_every_level_a_summary_names_is_one_recut_takes(
+    tmp_path: Path,
+    run_cli,
+    video: Path,  # noqa: ANN001
+    args: list[str],
+) -> None:
     assert run_cli("segment", video, "-o", tmp_path, *args, "--max-objects", "5").code == 0
     summary = json.loads((tmp_path / "clip" / "summary.json").read_text())
     assert (summary["level"], summary["converged_level"], summary["capped_from"], summary["capped_to"]) == (2, 2, 2, 5)
@@ -94,8 +119,12 @@ def test_recut_errors(tmp_path: Path, run_cli, video: Path, args: list[str]) -> 
     assert run_cli("recut", tmp_path / "clip", "--max-objects", "-1").code == 2
 
 
-def test_hierarchy_npz_holds_what_recut_needs(tmp_path: Path, run_cli, video: Path,  # noqa: ANN001
-                                              args: list[str]) -> None:
+def test_hierarchy_npz_holds_what_recut_needs(
+    tmp_path: Path,
+    run_cli,
+    video: Path,  # noqa: ANN001
+    args: list[str],
+) -> None:
     assert run_cli("segment", video, "-o", tmp_path, *args, "--max-objects", "3").code == 0
     with np.load(tmp_path / "clip" / "hierarchy.npz") as z:
         sizes = z["sizes"].tolist()
@@ -103,15 +132,20 @@ def test_hierarchy_npz_holds_what_recut_needs(tmp_path: Path, run_cli, video: Pa
         assert z["parent_offsets"][-1] == len(z["parents"]) == sum(sizes[:-1])
         assert np.diff(z["area_offsets"]).tolist() == sizes
         for level, (a, b) in enumerate(zip(z["area_offsets"][:-1], z["area_offsets"][1:], strict=True)):
-            assert z["areas"][a:b].sum() == 9 * 96 and z["areas"][a:b].tolist() == np.bincount(
-                z["labels"][level].ravel(), minlength=sizes[level]).tolist()
+            assert (
+                z["areas"][a:b].sum() == 9 * 96
+                and z["areas"][a:b].tolist() == np.bincount(z["labels"][level].ravel(), minlength=sizes[level]).tolist()
+            )
         converged = int(z["converged"])
         assert converged == 2 and int(z["capped_from"]) == 2 and sizes[-1] == 3
         assert z["centroids"].shape[0] == sizes[converged]  # the converged level's only
 
 
-def test_a_hierarchy_converged_at_level_0_is_capped_by_recut_as_by_segment(tmp_path: Path, run_cli,  # noqa: ANN001
-                                                                           sharp_weights: Path) -> None:
+def test_a_hierarchy_converged_at_level_0_is_capped_by_recut_as_by_segment(
+    tmp_path: Path,
+    run_cli,  # noqa: ANN001
+    sharp_weights: Path,
+) -> None:
     """Every cut segment can make, recut can make: one window and a tiny tau merge nothing, so the hierarchy
     converges at level 0, and its cap needs level 0's centroids."""
     video = write_clip(tmp_path / "clip.mp4", n=3, height=48, width=64)
@@ -125,5 +159,8 @@ def test_a_hierarchy_converged_at_level_0_is_capped_by_recut_as_by_segment(tmp_p
     assert fresh.code == 0, fresh.err
     got, want = tree(tmp_path / "a" / "clip"), tree(tmp_path / "b" / "clip")
     assert sorted(got) == sorted(want) and json.loads(got["summary.json"])["capped_to"] == 3
-    assert all(same_pictures(got[name], want[name]) if name.endswith(".mp4") else got[name] == want[name]
-               for name in want if name != "summary.json")
+    assert all(
+        same_pictures(got[name], want[name]) if name.endswith(".mp4") else got[name] == want[name]
+        for name in want
+        if name != "summary.json"
+    )

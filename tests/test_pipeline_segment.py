@@ -91,8 +91,9 @@ def test_ids_by_area_puts_the_largest_first() -> None:
 
 @pytest.fixture(scope="module")
 def tiny_models(sharp_weights: Path, device: str):  # noqa: ANN201
-    return load_models(ModelConfig(backbone="bavos_test_vit", backbone_weights=str(sharp_weights), checkpoint="none"),
-                       device)
+    return load_models(
+        ModelConfig(backbone="bavos_test_vit", backbone_weights=str(sharp_weights), checkpoint="none"), device
+    )
 
 
 def noop(*args: object) -> None:
@@ -101,16 +102,23 @@ def noop(*args: object) -> None:
 
 
 def tiny_config(**kw: object) -> SegmentConfig:
-    return SegmentConfig(**{"resolution": (64, 96), "key_ratio": 4, "device": "cpu", "stride": 1,
-                            "max_key_frames": 30, **kw})
+    return SegmentConfig(
+        **{"resolution": (64, 96), "key_ratio": 4, "device": "cpu", "stride": 1, "max_key_frames": 30, **kw}
+    )
 
 
 def test_outputs_of_an_odd_sized_clip(tmp_path: Path, tiny_models) -> None:  # noqa: ANN001
     video = write_clip(tmp_path / "walk.mp4", n=13, height=53, width=75, fps=12)
     summary = segment_video(video, tmp_path / "out", tiny_config(), tiny_models)
     folder = tmp_path / "out" / "walk"
-    assert sorted(p.name for p in folder.iterdir()) == ["hierarchy.npz", "hierarchy.png", "masks", "overlay.mp4",
-                                                       "preview.png", "summary.json"]
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "hierarchy.npz",
+        "hierarchy.png",
+        "masks",
+        "overlay.mp4",
+        "preview.png",
+        "summary.json",
+    ]
     masks = read_masks(folder)
     assert len(masks) == 13 and all(m.shape == (53, 75) for m in masks)
     assert [p.name for p in sorted((folder / "masks").glob("*.png"))][:2] == ["00000.png", "00001.png"]
@@ -129,8 +137,16 @@ def test_outputs_of_an_odd_sized_clip(tmp_path: Path, tiny_models) -> None:  # n
         assert o["area"] == area[i]
         present = [t for t, m in enumerate(masks) if (m == i).any()]
         assert (o["first_frame"], o["last_frame"]) == (present[0], present[-1])
-    assert set(summary["timings"]) == {"decode", "backbone", "attention", "clustering", "labels", "writing", "total",
-                                       "waits"}
+    assert set(summary["timings"]) == {
+        "decode",
+        "backbone",
+        "attention",
+        "clustering",
+        "labels",
+        "writing",
+        "total",
+        "waits",
+    }
     assert set(summary["timings"]["waits"]) == {"keys", "hierarchy", "labels", "writing", "masks", "writer"}
     assert summary["config"]["SegmentConfig"]["key_ratio"] == 4 and summary["version"]
     hierarchy = np.load(folder / "hierarchy.npz")
@@ -144,8 +160,9 @@ def test_background_threads_change_nothing_in_the_result(tmp_path: Path, tiny_mo
     runs = {}
     for background in (True, False):
         out = tmp_path / str(background)
-        runs[background] = segment_video(video, out, tiny_config(background=background, batch_size=3,
-                                                                   exports=("objects", "video")), tiny_models)
+        runs[background] = segment_video(
+            video, out, tiny_config(background=background, batch_size=3, exports=("objects", "video")), tiny_models
+        )
     a, b = tmp_path / "True" / "c", tmp_path / "False" / "c"
     files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file() and p.name != "summary.json")
     assert files == sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file() and p.name != "summary.json")
@@ -160,8 +177,9 @@ def test_background_threads_change_nothing_in_the_result(tmp_path: Path, tiny_mo
         assert all(v >= 0 for v in waits.values()) and summary["timings"]["decode"] > 0
     # in one thread, the model waits for the whole decoding (no threads: waits are the decoding itself)
     inline = runs[False]["timings"]
-    assert inline["waits"]["keys"] + inline["waits"]["hierarchy"] + inline["waits"]["labels"] + \
-        inline["waits"]["writing"] == pytest.approx(inline["decode"], rel=0.05, abs=0.01)
+    assert inline["waits"]["keys"] + inline["waits"]["hierarchy"] + inline["waits"]["labels"] + inline["waits"][
+        "writing"
+    ] == pytest.approx(inline["decode"], rel=0.05, abs=0.01)
 
 
 def test_ids_are_consistent_over_time(tmp_path: Path, tiny_models) -> None:  # noqa: ANN001
@@ -204,8 +222,10 @@ def test_max_objects_and_levels(tmp_path: Path, tiny_models) -> None:  # noqa: A
     assert zero["level"] == 0 and zero["capped_from"] is None
     high = segment_video(video, tmp_path / "c", tiny_config(level=99, max_objects=0), tiny_models)  # nothing lost
     assert high["level"] == high["converged_level"] == len(high["level_sizes"]) - 1 and high["capped_to"] is None
-    assert high["warnings"] == [f"--level 99 does not exist: this video's hierarchy has levels "
-                                f"0..{high['converged_level']}; cut at the top level, {high['converged_level']}"]
+    assert high["warnings"] == [
+        f"--level 99 does not exist: this video's hierarchy has levels "
+        f"0..{high['converged_level']}; cut at the top level, {high['converged_level']}"
+    ]
     assert (tmp_path / "c" / "m" / "hierarchy.npz").is_file()
     capped = segment_video(video, tmp_path / "d", tiny_config(max_objects=1), tiny_models)  # one numbering
     assert capped["level"] == capped["converged_level"] == capped["capped_from"] and capped["capped_to"] == 1
@@ -224,8 +244,11 @@ def test_frame_folder_masks_take_the_frame_names(tmp_path: Path, tiny_models) ->
         assert float(c.streams.video[0].average_rate) == 10.0
 
 
-def test_failure_while_writing_leaves_nothing_finished(tmp_path: Path, tiny_models,  # noqa: ANN001
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_failure_while_writing_leaves_nothing_finished(
+    tmp_path: Path,
+    tiny_models,  # noqa: ANN001
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     video = write_clip(tmp_path / "f.mp4", n=30, height=48, width=64)  # more frames than are decoded ahead
     segment_video(video, tmp_path / "out", tiny_config(), tiny_models)
     before = (tmp_path / "out" / "f" / "summary.json").read_text()
@@ -267,20 +290,21 @@ def test_correlator_checkpoint_mode(tmp_path: Path, sharp_weights: Path) -> None
 
     torch.manual_seed(0)
     save_checkpoint(tmp_path / "c.pt", Correlator(32, 8), {"correlator_heads": 8})
-    models = load_models(ModelConfig(backbone="bavos_test_vit", backbone_weights=str(sharp_weights),
-                                     checkpoint=str(tmp_path / "c.pt")), "cpu")
+    models = load_models(
+        ModelConfig(backbone="bavos_test_vit", backbone_weights=str(sharp_weights), checkpoint=str(tmp_path / "c.pt")),
+        "cpu",
+    )
     video = write_clip(tmp_path / "k.mp4", n=5, height=48, width=64)
     summary = segment_video(video, tmp_path / "out", tiny_config(), models)
     assert summary["mode"] == "correlator" and summary["frames"] == 5
 
 
-
-
 def test_max_key_frames_bounds_the_key_set(tmp_path: Path, tiny_models) -> None:  # noqa: ANN001
     video = write_clip(tmp_path / "long.mp4", n=20, height=48, width=64)
     full = segment_video(video, tmp_path / "a", tiny_config(key_ratio=2, overlay=False), tiny_models)
-    bounded = segment_video(video, tmp_path / "b", tiny_config(key_ratio=2, max_key_frames=3, overlay=False),
-                            tiny_models)
+    bounded = segment_video(
+        video, tmp_path / "b", tiny_config(key_ratio=2, max_key_frames=3, overlay=False), tiny_models
+    )
     assert full["key_frames"] == 10 and bounded["key_frames"] == 3
     assert bounded["config"]["SegmentConfig"]["max_key_frames"] == 3 and bounded["frames"] == 20
 
@@ -306,10 +330,16 @@ def analysis_levels(video: Path, models, cfg: SegmentConfig, tmp_path: Path):  #
     return labels, analysis
 
 
-@pytest.mark.parametrize(("frames", "caches"), [(10, (0, 0)), (10, (64, 0)), (10, (0, 64)), (7, (0, 0)),
-                                                (11, (1, 0)), (1, (0, 0)), (10, (0, None))])
-def test_streaming_pipeline_matches_the_float64_reference(tmp_path: Path, tiny_models,  # noqa: ANN001
-                                                          frames: int, caches: tuple[int, int | None]) -> None:
+@pytest.mark.parametrize(
+    ("frames", "caches"),
+    [(10, (0, 0)), (10, (64, 0)), (10, (0, 64)), (7, (0, 0)), (11, (1, 0)), (1, (0, 0)), (10, (0, None))],
+)
+def test_streaming_pipeline_matches_the_float64_reference(
+    tmp_path: Path,
+    tiny_models,  # noqa: ANN001
+    frames: int,
+    caches: tuple[int, int | None],
+) -> None:
     """The pipeline (float32, window by window, first round streamed, labels on disk, queries computed again or
     kept, rows kept or not) against ``cluster_attention`` on the whole float64 attention: every level."""
     from reference_cluster import same_partition
@@ -353,8 +383,11 @@ def test_bf16_backbone_and_correlator_stay_close(tmp_path: Path, tiny_models) ->
 
 
 @pytest.mark.parametrize("frame_count", [None, 1, 5, 400])
-def test_a_wrong_announced_frame_count_gives_the_same_result(tmp_path: Path, tiny_models,  # noqa: ANN001
-                                                             frame_count: int | None) -> None:
+def test_a_wrong_announced_frame_count_gives_the_same_result(
+    tmp_path: Path,
+    tiny_models,  # noqa: ANN001
+    frame_count: int | None,
+) -> None:
     """The key frames are chosen from the container's frame count and computed again when the decode finds
     another count (or none was announced)."""
     from dataclasses import replace
@@ -375,8 +408,11 @@ def test_a_wrong_announced_frame_count_gives_the_same_result(tmp_path: Path, tin
     expected.close()
 
 
-def test_the_heap_trimmer_is_asked_after_the_key_pass_and_every_window(tmp_path: Path, tiny_models,  # noqa: ANN001
-                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_heap_trimmer_is_asked_after_the_key_pass_and_every_window(
+    tmp_path: Path,
+    tiny_models,  # noqa: ANN001
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     import bavos.pipeline.segment as seg
     from bavos.io.video import VideoSource
 
@@ -400,15 +436,35 @@ def test_the_heap_trimmer_is_asked_after_the_key_pass_and_every_window(tmp_path:
     video = write_clip(tmp_path / "clip.mp4", n=7, height=48, width=64)
     seg.analyse(VideoSource(video), tiny_models, tiny_config(), noop, workdir=tmp_path).close()
     assert len(made) == 1  # one trimmer for the run: what the first window leaves free is known to the others
-    assert calls == ["release", "trim",  # after the key pass
-                     "window", "release", "trim",  # the first window always trims: it measures a window
-                     "window", "window", "window", "window", "window",  # 3 windows in the hierarchy, 3 in the labels
-                     "release", "trim"]  # after the labels pass: writing starts from a trimmed heap
+    assert calls == [
+        "release",
+        "trim",  # after the key pass
+        "window",
+        "release",
+        "trim",  # the first window always trims: it measures a window
+        "window",
+        "window",
+        "window",
+        "window",
+        "window",  # 3 windows in the hierarchy, 3 in the labels
+        "release",
+        "trim",
+    ]  # after the labels pass: writing starts from a trimmed heap
 
 
 def test_the_heap_is_trimmed_only_when_it_piles_up_beyond_a_windows_buffers() -> None:
-    resident = iter([500, 900, 700,  # release after the key pass left 500; window 1: 900 before, 700 after the trim
-                     940, 975, 976, 955, 700])  # then under 700 + 200 + 75 twice; over; under again (no trim after)
+    resident = iter(
+        [
+            500,
+            900,
+            700,  # release after the key pass left 500; window 1: 900 before, 700 after the trim
+            940,
+            975,
+            976,
+            955,
+            700,
+        ]
+    )  # then under 700 + 200 + 75 twice; over; under again (no trim after)
     resident_now = [0]
 
     def reading() -> int:
@@ -444,7 +500,8 @@ def test_freed_memory_is_kept_for_reuse_in_a_bavos_process_only(tmp_path: Path) 
         "    touched = resident_bytes()\n"
         "    libc.free(ctypes.c_void_p(block))\n"
         "    return (touched - resident_bytes()) >> 20\n"
-        "print(kept, handed_back(24 << 20), handed_back(64 << 20))\n")
+        "print(kept, handed_back(24 << 20), handed_back(64 << 20))\n"
+    )
     said = {}
     for mode in ("keep", "default"):
         out = subprocess.run([sys.executable, str(script), mode], capture_output=True, text=True, check=True)
@@ -460,8 +517,9 @@ def test_more_than_255_clusters_are_written_as_16_bit_masks(tmp_path: Path, tiny
     from bavos.evaluation.evaluate import evaluate_instances
 
     video = write_clip(tmp_path / "c.mp4", n=4, height=64, width=96)
-    summary = segment_video(video, tmp_path / "out", tiny_config(tau=1e-9, max_objects=0, upsample="nearest"),
-                            tiny_models)
+    summary = segment_video(
+        video, tmp_path / "out", tiny_config(tau=1e-9, max_objects=0, upsample="nearest"), tiny_models
+    )
     folder = tmp_path / "out" / "c"
     assert summary["objects"] + 1 > 255
     hierarchy = np.load(folder / "hierarchy.npz")
@@ -486,8 +544,8 @@ def test_more_than_255_clusters_are_written_as_16_bit_masks(tmp_path: Path, tiny
 
 @pytest.mark.parametrize(("disk", "room", "passes"), [(None, None, 1), (0, None, 1), (0, 0, 2)])
 def test_query_cache_auto_runs_the_backbone_once_per_frame_when_the_clip_fits(
-        tmp_path: Path, tiny_models, monkeypatch: pytest.MonkeyPatch, disk: int | None, room: int | None,
-        passes: int) -> None:  # noqa: ANN001
+    tmp_path: Path, tiny_models, monkeypatch: pytest.MonkeyPatch, disk: int | None, room: int | None, passes: int
+) -> None:  # noqa: ANN001
     """--query-cache auto (the default) on a CPU: the queries wait in a temporary file, so every frame goes through
     the backbone once (the key frames' queries come from pass 1); without the disk space, in memory; with neither,
     the other frames' queries are computed again. The same masks either way, and the same as --query-cache 0."""
@@ -526,14 +584,13 @@ def test_query_cache_auto_runs_the_backbone_once_per_frame_when_the_clip_fits(
     assert len(files) == on_disk and not any(f.exists() for f in files)  # the temporary file is gone
     segment_video(video, tmp_path / "none", tiny_config(overlay=False, query_cache_mb=0), tiny_models)
     masks = sorted((tmp_path / "auto" / "q" / "masks").iterdir())
-    assert [m.read_bytes() for m in masks] == [(tmp_path / "none" / "q" / "masks" / m.name).read_bytes()
-                                               for m in masks]
+    assert [m.read_bytes() for m in masks] == [(tmp_path / "none" / "q" / "masks" / m.name).read_bytes() for m in masks]
 
 
 @pytest.mark.parametrize(("cache", "room", "kept"), [(None, None, True), (None, 2**20, False), (0, None, False)])
 def test_attention_cache_auto_computes_the_attention_once_when_the_clip_fits(
-        tmp_path: Path, tiny_models, monkeypatch: pytest.MonkeyPatch, cache: int | None, room: int | None,
-        kept: bool) -> None:  # noqa: ANN001
+    tmp_path: Path, tiny_models, monkeypatch: pytest.MonkeyPatch, cache: int | None, room: int | None, kept: bool
+) -> None:  # noqa: ANN001
     """--attention-cache auto (the default) on a CPU keeps every window's rows when the video's fit its budget: the
     labels pass then computes no attention and needs no queries (no temporary query file); where they do not fit,
     or with 0, every window's attention is computed twice. The same masks either way."""
@@ -560,11 +617,11 @@ def test_attention_cache_auto_computes_the_attention_once_when_the_clip_fits(
     windows = -(-14 // 3)
     assert len(calls) == (windows if kept and cpu else 2 * windows)
     assert len(stores) == (0 if kept and cpu else 1)  # queries on disk only where the rows are not kept
-    segment_video(video, tmp_path / "none", tiny_config(overlay=False, attention_cache_mb=0, query_cache_mb=0),
-                  tiny_models)
+    segment_video(
+        video, tmp_path / "none", tiny_config(overlay=False, attention_cache_mb=0, query_cache_mb=0), tiny_models
+    )
     masks = sorted((tmp_path / "run" / "a" / "masks").iterdir())
-    assert [m.read_bytes() for m in masks] == [(tmp_path / "none" / "a" / "masks" / m.name).read_bytes()
-                                               for m in masks]
+    assert [m.read_bytes() for m in masks] == [(tmp_path / "none" / "a" / "masks" / m.name).read_bytes() for m in masks]
 
 
 def test_the_attention_plan() -> None:
@@ -594,15 +651,18 @@ def test_the_estimate_counts_the_kept_attention_rows() -> None:
     rows = 48 * 600 * 3000 * 4  # 48 frames of 600 tokens over 5 key frames' 3,000, float32
 
     def estimate(cache: int):  # noqa: ANN202
-        return segment_estimate(48, (20, 30), 5, 8, 3, torch.device("cpu"), cache_bytes=cache,
-                                queries=QueryPlan(), counts=counts)
+        return segment_estimate(
+            48, (20, 30), 5, 8, 3, torch.device("cpu"), cache_bytes=cache, queries=QueryPlan(), counts=counts
+        )
 
     plain, kept, part = estimate(0), estimate(rows), estimate(rows // 2)
     assert (kept.rows_kept, kept.rows_total, plain.rows_kept) == (rows, rows, 0)
     assert part.rows_kept == 8 * 3 * 600 * 3000 * 4  # the 8 first windows of 16
     assert kept.passes["hierarchy"] == pytest.approx(plain.passes["hierarchy"])
-    attention = 16 * (2 * 1800 * 384 * 3000 / calibrate(torch.device("cpu")).flops
-                      + 8 * 8 * 1800 * 3000 / calibrate(torch.device("cpu")).elementwise)
+    attention = 16 * (
+        2 * 1800 * 384 * 3000 / calibrate(torch.device("cpu")).flops
+        + 8 * 8 * 1800 * 3000 / calibrate(torch.device("cpu")).elementwise
+    )
     assert plain.seconds["clustering"] - kept.seconds["clustering"] == pytest.approx(attention)
     assert kept.seconds["backbone"] == pytest.approx(48 * kept.frame_seconds)  # once per frame, without queries
     assert plain.seconds["backbone"] == pytest.approx((5 + 2 * 43) * plain.frame_seconds)
@@ -613,8 +673,13 @@ def test_the_estimate_counts_the_kept_attention_rows() -> None:
 def test_the_run_refines_its_estimate_with_its_clusters(tmp_path: Path, tiny_models) -> None:  # noqa: ANN001
     seen = []
     video = write_clip(tmp_path / "e.mp4", n=9, height=48, width=64)
-    summary = segment_video(video, tmp_path / "out", tiny_config(overlay=False, max_objects=0), tiny_models,
-                            estimates=lambda what, estimate: seen.append((what, estimate)))
+    summary = segment_video(
+        video,
+        tmp_path / "out",
+        tiny_config(overlay=False, max_objects=0),
+        tiny_models,
+        estimates=lambda what, estimate: seen.append((what, estimate)),
+    )
     (first, one), (second, two) = seen
     assert re.fullmatch(r"the first window's (1 cluster|\d+ clusters)", first)
     top = summary["level_sizes"][summary["converged_level"]]
@@ -649,8 +714,9 @@ def test_the_runs_pace_leaves_out_the_backbones_first_batch() -> None:
     from bavos.pipeline.segment import _Clock, run_pace
 
     clock = _Clock(torch.device("cpu"))
-    estimate = replace(segment_estimate(48, (20, 30), 5, 8, 3, torch.device("cpu")), frame_seconds=0.25,
-                       window_seconds=2.0)
+    estimate = replace(
+        segment_estimate(48, (20, 30), 5, 8, 3, torch.device("cpu")), frame_seconds=0.25, window_seconds=2.0
+    )
     with clock.backbone(5):
         pass
     assert (clock.batches, clock.paced_frames) == (1, 0)
@@ -666,8 +732,9 @@ def test_the_estimate_grows_with_the_clusters() -> None:
     from bavos.models.costs import ClusterCounts, segment_estimate
 
     def cost(counts: ClusterCounts, max_objects: int = 0) -> dict[str, float]:
-        return segment_estimate(48, (20, 30), 5, 8, 3, torch.device("cpu"), pixels=320 * 240, counts=counts,
-                                max_objects=max_objects).seconds
+        return segment_estimate(
+            48, (20, 30), 5, 8, 3, torch.device("cpu"), pixels=320 * 240, counts=counts, max_objects=max_objects
+        ).seconds
 
     few, many = cost(ClusterCounts(per_window=2, distinct=10, ids=1)), cost(ClusterCounts(per_window=100))
     assert many["clustering"] > few["clustering"] and many["writing"] > 2 * few["writing"]  # ids to upsample

@@ -14,8 +14,23 @@ pytestmark = [pytest.mark.shared, pytest.mark.skipif(not SHARED.is_dir(), reason
 @pytest.mark.parametrize(("name", "stride"), [("trackanything_test-sample2.mp4", 2), ("01_dog.mp4", 6)])
 def test_real_videos(tmp_path: Path, run_cli, sharp_weights: Path, name: str, stride: int) -> None:  # noqa: ANN001
     video = SHARED / "videos" / name
-    result = run_cli("segment", video, "-o", tmp_path, *TINY, "--backbone-weights", sharp_weights,
-                     "--stride", stride, "--tau", "5", "--no-overlay", "--upsample", "nearest", "-q")
+    result = run_cli(
+        "segment",
+        video,
+        "-o",
+        tmp_path,
+        *TINY,
+        "--backbone-weights",
+        sharp_weights,
+        "--stride",
+        stride,
+        "--tau",
+        "5",
+        "--no-overlay",
+        "--upsample",
+        "nearest",
+        "-q",
+    )
     # nearest: bilinear masks at 1280x720 took 52 of this test's 62 s (tested on small frames elsewhere)
     assert result.code == 0, result.err
     summary = json.loads((tmp_path / video.stem / "summary.json").read_text())
@@ -68,18 +83,33 @@ def davis_mini_proposals(out: Path) -> None:
 # What the official davis2017-evaluation code (davisvideochallenge/davis2017-evaluation @30b698a, run outside
 # this project) gives for these proposals; "per-frame" is that code with a Hungarian match in every frame.
 OFFICIAL = {
-    "official": {"J&F-Mean": 0.4452104, "J-Mean": 0.4144446, "J-Recall": 0.4974490, "J-Decay": 0.8331564,
-                 "F-Mean": 0.4759763, "F-Recall": 0.4974490, "F-Decay": 0.9721102},
-    "per-frame": {"J&F-Mean": 0.6114203, "J-Mean": 0.4951358, "J-Recall": 0.5513010, "J-Decay": 0.7474945,
-                  "F-Mean": 0.7277047, "F-Recall": 0.8631378, "F-Decay": 0.5353990},
+    "official": {
+        "J&F-Mean": 0.4452104,
+        "J-Mean": 0.4144446,
+        "J-Recall": 0.4974490,
+        "J-Decay": 0.8331564,
+        "F-Mean": 0.4759763,
+        "F-Recall": 0.4974490,
+        "F-Decay": 0.9721102,
+    },
+    "per-frame": {
+        "J&F-Mean": 0.6114203,
+        "J-Mean": 0.4951358,
+        "J-Recall": 0.5513010,
+        "J-Decay": 0.7474945,
+        "F-Mean": 0.7277047,
+        "F-Recall": 0.8631378,
+        "F-Decay": 0.5353990,
+    },
 }
 
 
 @pytest.mark.parametrize("protocol", ["official", "per-frame"])
 def test_davis_mini_agrees_with_official_evaluator(tmp_path: Path, run_cli, protocol: str) -> None:  # noqa: ANN001
     davis_mini_proposals(tmp_path / "preds")
-    result = run_cli("eval", tmp_path / "preds", "--davis", SHARED / "data/davis-mini", "--protocol", protocol,
-                     "--json")
+    result = run_cli(
+        "eval", tmp_path / "preds", "--davis", SHARED / "data/davis-mini", "--protocol", protocol, "--json"
+    )
     assert result.code == 0, result.err
     scores = json.loads(result.out)
     assert scores["protocol"] == protocol
@@ -101,8 +131,12 @@ def test_the_default_cap_keeps_the_clip_s_main_segments(clip: str) -> None:
         real = analysis.areas[h.capped_from]  # tokens of each converged-level cluster over the clip
         assert h.capped and h.capped_from == h.converged and len(real) > 100  # many clusters to cap from
         parent = h.parents[-1]
-        present = np.stack([np.bincount(analysis.labels.frame(t)[h.capped_from], minlength=len(real)) > 0
-                            for t in range(analysis.processed)]).sum(0)  # frames each cluster is in
+        present = np.stack(
+            [
+                np.bincount(analysis.labels.frame(t)[h.capped_from], minlength=len(real)) > 0
+                for t in range(analysis.processed)
+            ]
+        ).sum(0)  # frames each cluster is in
     kept = np.array([np.flatnonzero(parent == g)[np.argmax(real[parent == g])] for g in range(parent.max() + 1)])
     merged = np.setdiff1d(np.arange(len(real)), kept)
     assert len(kept) == 20 and real[kept].min() >= real[merged].max()  # the largest: a factor of 1, by area

@@ -14,10 +14,14 @@ IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 def _release_pipeline(height: int, width: int, sigma: float) -> VideoSequential:
     """The release's augmentation (METHOD.md 3.2) with its kernel rule and one fixed sigma."""
     kernel = (int(0.1 * height) // 2 * 2 + 1, int(0.1 * width) // 2 * 2 + 1)
-    return VideoSequential(RandomGrayscale(p=0.2), ColorJitter(0.4, 0.4, 0.4, 0.1, p=0.8),
-                           RandomGaussianBlur(kernel, (sigma, sigma), p=0.5),
-                           Normalize(torch.tensor(IMAGENET[0]), torch.tensor(IMAGENET[1])),
-                           data_format="BTCHW", same_on_frame=True)
+    return VideoSequential(
+        RandomGrayscale(p=0.2),
+        ColorJitter(0.4, 0.4, 0.4, 0.1, p=0.8),
+        RandomGaussianBlur(kernel, (sigma, sigma), p=0.5),
+        Normalize(torch.tensor(IMAGENET[0]), torch.tensor(IMAGENET[1])),
+        data_format="BTCHW",
+        same_on_frame=True,
+    )
 
 
 def _release_params(params, i: int, frames: int) -> list:  # noqa: ANN001
@@ -29,14 +33,22 @@ def _release_params(params, i: int, frames: int) -> list:  # noqa: ANN001
     def on(v) -> torch.Tensor:  # noqa: ANN001
         return torch.full((frames,), bool(v))
 
-    return [ParamItem("RandomGrayscale_0", {"batch_prob": on(params.gray[i])}),
-            ParamItem("ColorJitter_1", {"batch_prob": on(params.jitter[i]),
-                                        "brightness_factor": each(params.brightness[i]),
-                                        "contrast_factor": each(params.contrast[i]),
-                                        "saturation_factor": each(params.saturation[i]),
-                                        "hue_factor": each(params.hue[i]), "order": params.order[i].clone()}),
-            ParamItem("RandomGaussianBlur_2", {"batch_prob": on(params.blur[i]), "sigma": each(params.sigma[i])}),
-            ParamItem("Normalize_3", {"batch_prob": on(True)})]
+    return [
+        ParamItem("RandomGrayscale_0", {"batch_prob": on(params.gray[i])}),
+        ParamItem(
+            "ColorJitter_1",
+            {
+                "batch_prob": on(params.jitter[i]),
+                "brightness_factor": each(params.brightness[i]),
+                "contrast_factor": each(params.contrast[i]),
+                "saturation_factor": each(params.saturation[i]),
+                "hue_factor": each(params.hue[i]),
+                "order": params.order[i].clone(),
+            },
+        ),
+        ParamItem("RandomGaussianBlur_2", {"batch_prob": on(params.blur[i]), "sigma": each(params.sigma[i])}),
+        ParamItem("Normalize_3", {"batch_prob": on(True)}),
+    ]
 
 
 @pytest.mark.parametrize("seed", range(6))

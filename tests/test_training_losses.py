@@ -35,8 +35,10 @@ def test_shared_points_are_the_per_clip_points_repeated(random_case) -> None:
     sem = {"pos": 5, "neg": 9}
     mot = {"frames": 3, "pos": 4, "neg": 7}
     repeated = shared.expand(2, -1)
-    for got, want in ((semantic_loss(attn, feats, shared, **sem), semantic_loss(attn, feats, repeated, **sem)),
-                      ((motion_loss(attn, shared, **mot),), (motion_loss(attn, repeated, **mot),))):
+    for got, want in (
+        (semantic_loss(attn, feats, shared, **sem), semantic_loss(attn, feats, repeated, **sem)),
+        ((motion_loss(attn, shared, **mot),), (motion_loss(attn, repeated, **mot),)),
+    ):
         for a, b in zip(got, want, strict=True):
             torch.testing.assert_close(a, b)
 

@@ -96,8 +96,9 @@ def test_the_weighted_centre_equals_the_reference() -> None:
     points = torch.stack([torch.randperm(64, generator=g)[:4] for _ in range(2)])
     mine = motion_loss(attn, points, 3, pos=10, neg=20, centre=True)
     (grad,) = torch.autograd.grad(mine, attn)
-    theirs = torch.stack([ref.motion(attn[b], points[b].tolist(), 3, pos=10, neg=20, centre=True)
-                          for b in range(2)]).mean()
+    theirs = torch.stack(
+        [ref.motion(attn[b], points[b].tolist(), 3, pos=10, neg=20, centre=True) for b in range(2)]
+    ).mean()
     (grad_ref,) = torch.autograd.grad(theirs, attn)
     assert float(mine) == pytest.approx(float(theirs), rel=1e-12)
     assert float((grad - grad_ref).norm() / grad_ref.norm()) < 1e-10

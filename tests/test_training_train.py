@@ -19,8 +19,19 @@ from bavos.training.clips import ClipSamples, cache_clips, find_clips
 from bavos.training.train import batch_losses, make_optimizer, new_correlator, train
 
 MODEL = ModelConfig(backbone="bavos_test_vit", backbone_weights="none", checkpoint="none", correlator_heads=4)
-TRAIN_ARGS = ["--backbone", "bavos_test_vit", "--backbone-weights", "none", "--resolution", "128", "160",
-              "--device", "cpu", "--workers", "0"]
+TRAIN_ARGS = [
+    "--backbone",
+    "bavos_test_vit",
+    "--backbone-weights",
+    "none",
+    "--resolution",
+    "128",
+    "160",
+    "--device",
+    "cpu",
+    "--workers",
+    "0",
+]
 
 
 @pytest.fixture(scope="module")
@@ -37,8 +48,17 @@ def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _cfg(cache: Path, **kw: object) -> TrainConfig:
-    base = {"steps": 4, "batch_size": 2, "lr": 1e-3, "resolution": (128, 160), "workers": 0, "log_every": 1,
-            "checkpoint_every": 2, "device": "cpu", "cache": str(cache)}
+    base = {
+        "steps": 4,
+        "batch_size": 2,
+        "lr": 1e-3,
+        "resolution": (128, 160),
+        "workers": 0,
+        "log_every": 1,
+        "checkpoint_every": 2,
+        "device": "cpu",
+        "cache": str(cache),
+    }
     return train_config(**{**base, **kw})
 
 
@@ -105,8 +125,9 @@ def replace_clean(cfg: TrainConfig) -> TrainConfig:
 
 
 @pytest.mark.parametrize("precision", ["float32", "fp16"])
-def test_resume_repeats_an_uninterrupted_run(clips: Path, cache: Path, tmp_path: Path, precision: str,
-                                             device: str) -> None:
+def test_resume_repeats_an_uninterrupted_run(
+    clips: Path, cache: Path, tmp_path: Path, precision: str, device: str
+) -> None:
     cfg = _cfg(cache, steps=5, precision=precision, device=device)
     train(clips, tmp_path / "straight", MODEL, cfg)
     first = train(clips, tmp_path / "split", MODEL, cfg, until=3)
@@ -132,12 +153,16 @@ def test_resume_repeats_an_uninterrupted_run(clips: Path, cache: Path, tmp_path:
     assert [r["step"] for r in lines] == [1, 2, 3, 4, 5]
     losses = [r["loss"] for r in straight]
     assert [r["loss"] for r in lines] == (losses if device == "cpu" else pytest.approx(losses, rel=1e-4))
-    assert sorted(p.name for p in (tmp_path / "split").glob("step-*.pt")) == ["step-0000002.pt", "step-0000004.pt",
-                                                                              "step-0000005.pt"]
+    assert sorted(p.name for p in (tmp_path / "split").glob("step-*.pt")) == [
+        "step-0000002.pt",
+        "step-0000004.pt",
+        "step-0000005.pt",
+    ]
 
 
-def test_nan_stops_and_keeps_the_last_good_checkpoint(clips: Path, cache: Path, tmp_path: Path,
-                                                      monkeypatch: pytest.MonkeyPatch, run_cli) -> None:
+def test_nan_stops_and_keeps_the_last_good_checkpoint(
+    clips: Path, cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, run_cli
+) -> None:
     real = train_mod.clip_losses
     calls = []
 
@@ -150,12 +175,27 @@ def test_nan_stops_and_keeps_the_last_good_checkpoint(clips: Path, cache: Path, 
 
     monkeypatch.setattr(train_mod, "clip_losses", poisoned)
     out = tmp_path / "run"
-    res = run_cli("train", clips, "-o", out, *TRAIN_ARGS, "--steps", "6", "--batch-size", "1",
-                  "--checkpoint-every", "2", "--cache", cache, "-q")
+    res = run_cli(
+        "train",
+        clips,
+        "-o",
+        out,
+        *TRAIN_ARGS,
+        "--steps",
+        "6",
+        "--batch-size",
+        "1",
+        "--checkpoint-every",
+        "2",
+        "--cache",
+        cache,
+        "-q",
+    )
     assert res.code == 1
     assert res.err.strip().splitlines()[-1] == (
         f"bavos: error: the loss became nan at step 3 (semantic {_sem(res.err)}, motion nan); training stopped and "
-        f"the last good checkpoint is {out / 'last.pt'} (step 2); lower --lr or check the clips")
+        f"the last good checkpoint is {out / 'last.pt'} (step 2); lower --lr or check the clips"
+    )
     assert torch.load(out / "last.pt", weights_only=True)["step"] == 2
 
 
@@ -163,8 +203,9 @@ def _sem(err: str) -> str:
     return err.split("(semantic ")[1].split(",")[0]
 
 
-def test_interrupt_saves_the_steps_done(clips: Path, cache: Path, tmp_path: Path,
-                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_interrupt_saves_the_steps_done(
+    clips: Path, cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     real = train_mod.batch_losses
     calls = []
 
@@ -189,37 +230,77 @@ def test_cli_train_then_segment_with_the_checkpoint(clips: Path, cache: Path, tm
     decode = next(line for line in res.err.splitlines() if ": decode " in line)  # named, with a rate in clips/s
     pattern = rf"bavos: {clips.name}: decode 3/3 clips \(100 %\), [0-9.]+ clips/s, done in .*"
     assert re.fullmatch(pattern, decode), decode
-    again = run_cli("train", clips, "-o", run, *TRAIN_ARGS, "--steps", "2", "--batch-size", "1", "--cache", cache,
-                    "--resume")  # a finished run: said, nothing redone (it printed "steps 3..2")
-    assert again.code == 0 and again.out.strip() == (f"{run / 'last.pt'}: step 2 of 2: the run had already finished; "
-                                                     "nothing to do (raise --steps to train further)")
+    again = run_cli(
+        "train", clips, "-o", run, *TRAIN_ARGS, "--steps", "2", "--batch-size", "1", "--cache", cache, "--resume"
+    )  # a finished run: said, nothing redone (it printed "steps 3..2")
+    assert again.code == 0 and again.out.strip() == (
+        f"{run / 'last.pt'}: step 2 of 2: the run had already finished; nothing to do (raise --steps to train further)"
+    )
     assert "3..2" not in again.err and "decode" not in again.err
-    quiet = run_cli("train", clips, "-o", tmp_path / "run2", *TRAIN_ARGS, "--steps", "1", "--batch-size", "1",
-                    "--cache", cache, "-q")
+    quiet = run_cli(
+        "train",
+        clips,
+        "-o",
+        tmp_path / "run2",
+        *TRAIN_ARGS,
+        "--steps",
+        "1",
+        "--batch-size",
+        "1",
+        "--cache",
+        cache,
+        "-q",
+    )
     assert quiet.code == 0 and quiet.err == "" and quiet.out == ""  # -q: not even the random-weights warning
     config = json.loads((run / "config.json").read_text())
     assert config["TrainConfig"]["preset"] == "release" and config["TrainConfig"]["steps"] == 2
     data = json.loads((run / "data.json").read_text())
     assert data["clips"] == 3 and data["skipped"] == 0 and data["frames"] == 8 + 10 + 12
-    seg = run_cli("segment", clips / "clip0.mp4", "-o", tmp_path / "out", *TINY, "--backbone-weights", "none",
-                  "--checkpoint", run / "last.pt", "-q", "--no-overlay")
+    seg = run_cli(
+        "segment",
+        clips / "clip0.mp4",
+        "-o",
+        tmp_path / "out",
+        *TINY,
+        "--backbone-weights",
+        "none",
+        "--checkpoint",
+        run / "last.pt",
+        "-q",
+        "--no-overlay",
+    )
     assert seg.code == 0, seg.err
     summary = json.loads((tmp_path / "out" / "clip0" / "summary.json").read_text())
     assert summary["config"]["ModelConfig"]["checkpoint"] == str(run / "last.pt")
     trained = torch.load(run / "last.pt", weights_only=True)["model"]  # the same block in the release's layout
     release = {f"temporal_transformer.0.{k}": v for k, v in trained.items()}
     torch.save({"iteration": 2, "model_state_dict": release}, tmp_path / "release.pth")
-    seg = run_cli("segment", clips / "clip0.mp4", "-o", tmp_path / "out2", *TINY, "--backbone-weights", "none",
-                  "--checkpoint", tmp_path / "release.pth", "-q", "--no-overlay")
+    seg = run_cli(
+        "segment",
+        clips / "clip0.mp4",
+        "-o",
+        tmp_path / "out2",
+        *TINY,
+        "--backbone-weights",
+        "none",
+        "--checkpoint",
+        tmp_path / "release.pth",
+        "-q",
+        "--no-overlay",
+    )
     assert seg.code == 0, seg.err
-    seg = run_cli("segment", clips / "clip0.mp4", "-o", tmp_path / "out3", *TINY, "--checkpoint", run / "last.pt",
-                  "--no-overlay")  # the backbone's random weights come from the checkpoint: the warning says so
+    seg = run_cli(
+        "segment", clips / "clip0.mp4", "-o", tmp_path / "out3", *TINY, "--checkpoint", run / "last.pt", "--no-overlay"
+    )  # the backbone's random weights come from the checkpoint: the warning says so
     assert seg.code == 0, seg.err
-    assert (f"bavos: warning: the checkpoint {run / 'last.pt'} was trained on a backbone with random weights (it "
-            "records backbone weights 'none')") in seg.err and "--backbone-weights none:" not in seg.err
+    assert (
+        f"bavos: warning: the checkpoint {run / 'last.pt'} was trained on a backbone with random weights (it "
+        "records backbone weights 'none')"
+    ) in seg.err and "--backbone-weights none:" not in seg.err
     masks = sorted((tmp_path / "out" / "clip0" / "masks").iterdir())
-    assert [m.read_bytes() for m in masks] == [m.read_bytes() for m in sorted((tmp_path / "out2" / "clip0" /
-                                                                               "masks").iterdir())]
+    assert [m.read_bytes() for m in masks] == [
+        m.read_bytes() for m in sorted((tmp_path / "out2" / "clip0" / "masks").iterdir())
+    ]
     again = run_cli("train", clips, "-o", run, *TRAIN_ARGS)
     assert again.code == 2 and "already holds a training run; continue it with --resume" in again.err
     resumed = run_cli("train", clips, "-o", run, "--resume", "--steps", "3")
@@ -240,7 +321,8 @@ def test_cli_errors_are_one_line(tmp_path: Path, run_cli, monkeypatch: pytest.Mo
     res = run_cli("train", empty, "-o", tmp_path / "run", *TRAIN_ARGS)
     assert res.code == 1 and res.err.strip().splitlines()[-1] == (
         f"bavos: error: {empty}: holds no videos (.3gp, .avi, .flv, .gif, .m2ts, .m4v, .mkv, .mov, .mp4, .mpeg, "
-        ".mpg, .mts, .ogv, .ts, .webm, .wmv) and no folders of frames")
+        ".mpg, .mts, .ogv, .ts, .webm, .wmv) and no folders of frames"
+    )
     assert not (tmp_path / "run").exists()  # a run that could not start leaves no folder
     res = run_cli("train", empty, "-o", tmp_path / "none", "--resume")
     assert res.code == 2 and "nothing to resume (last.pt not found)" in res.err
@@ -249,7 +331,8 @@ def test_cli_errors_are_one_line(tmp_path: Path, run_cli, monkeypatch: pytest.Mo
     (bad / "x.mp4").write_text("not a video")
     res = run_cli("train", bad, "-o", tmp_path / "run2", *TRAIN_ARGS)
     assert res.code == 1 and res.err.strip().splitlines()[-1] == (
-        f"bavos: error: {bad}: no usable clips: all 1 were skipped")
+        f"bavos: error: {bad}: no usable clips: all 1 were skipped"
+    )
     assert "x.mp4: skipped: not a video FFmpeg can read" in res.err
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "0")
@@ -260,9 +343,29 @@ def test_cli_errors_are_one_line(tmp_path: Path, run_cli, monkeypatch: pytest.Mo
 def test_two_process_torchrun_on_cpu(clips: Path, cache: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "bavos",
-           "train", str(clips), "-o", str(run), *TRAIN_ARGS, "--steps", "3", "--batch-size", "2", "--log-every", "1",
-           "--cache", str(cache)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        "-m",
+        "bavos",
+        "train",
+        str(clips),
+        "-o",
+        str(run),
+        *TRAIN_ARGS,
+        "--steps",
+        "3",
+        "--batch-size",
+        "2",
+        "--log-every",
+        "1",
+        "--cache",
+        str(cache),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("last.pt: step 3 of 3") == 1  # only process 0 reports
@@ -277,9 +380,27 @@ def test_two_process_torchrun_on_cpu(clips: Path, cache: Path, tmp_path: Path) -
 def test_one_process_torchrun_on_cuda(clips: Path, cache: Path, tmp_path: Path) -> None:
     """torchrun with one process on CUDA: LOCAL_RANK picks the device, NCCL's group of one trains and saves."""
     run = tmp_path / "run"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "1", "-m", "bavos",
-           "train", str(clips), "-o", str(run), *on("cuda", TRAIN_ARGS), "--steps", "2", "--batch-size", "2",
-           "--cache", str(cache)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "1",
+        "-m",
+        "bavos",
+        "train",
+        str(clips),
+        "-o",
+        str(run),
+        *on("cuda", TRAIN_ARGS),
+        "--steps",
+        "2",
+        "--batch-size",
+        "2",
+        "--cache",
+        str(cache),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert torch.load(run / "last.pt", weights_only=True)["step"] == 2
@@ -290,8 +411,9 @@ def test_a_step_under_bf16_autocast(clips: Path, cache: Path, device: str) -> No
     cfg = _cfg(cache, precision="bf16", device=device)
     backbone = build_backbone("bavos_test_vit", "none").to(device)
     model = new_correlator(32, MODEL, cfg).train().to(device)
-    losses = batch_losses(backbone, model, _fixed_batch(clips, cache, cfg).to(device), cfg,
-                          torch.Generator().manual_seed(1))
+    losses = batch_losses(
+        backbone, model, _fixed_batch(clips, cache, cfg).to(device), cfg, torch.Generator().manual_seed(1)
+    )
     losses.total.backward()
     assert torch.isfinite(losses.total) and losses.total.dtype == torch.float32
     assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in model.parameters())
@@ -317,13 +439,27 @@ def test_query_points_are_drawn_per_clip(clips: Path, cache: Path, monkeypatch: 
     assert all(len(set(p.tolist())) == cfg.points for p in points)  # distinct positions within a clip
 
 
-def test_training_says_its_cost_and_one_line_for_too_many_workers(clips: Path, cache: Path, tmp_path: Path,
-                                                                 run_cli, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+def test_training_says_its_cost_and_one_line_for_too_many_workers(
+    clips: Path, cache: Path, tmp_path: Path, run_cli, monkeypatch: pytest.MonkeyPatch
+) -> None:  # noqa: ANN001
     from bavos.config import default_workers
 
     args = [a for a in TRAIN_ARGS if a not in ("--workers", "0")]
-    res = run_cli("train", clips, "-o", tmp_path / "run", *args, "--steps", "1", "--batch-size", "1", "--cache",
-                  cache, "--workers", str(default_workers() + 2))
+    res = run_cli(
+        "train",
+        clips,
+        "-o",
+        tmp_path / "run",
+        *args,
+        "--steps",
+        "1",
+        "--batch-size",
+        "1",
+        "--cache",
+        cache,
+        "--workers",
+        str(default_workers() + 2),
+    )
     assert res.code == 0, res.err
     assert "This DataLoader will create" not in res.err  # torch's 6-line advice is not shown
     assert f"bavos: warning: --workers {default_workers() + 2} on a machine with {default_workers()} cores" in res.err
@@ -339,8 +475,9 @@ def test_training_says_its_cost_and_one_line_for_too_many_workers(clips: Path, c
 
 
 @pytest.mark.parametrize("mode", ["clip", "process"])
-def test_blur_sigma_per_clip_or_once_per_process(clips: Path, cache: Path, tmp_path: Path,
-                                                 monkeypatch: pytest.MonkeyPatch, mode: str) -> None:
+def test_blur_sigma_per_clip_or_once_per_process(
+    clips: Path, cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str
+) -> None:
     """--blur-sigma process (the default): one sigma for every clip of every step of a process (the release's,
     METHOD.md B17), drawn from (seed, rank); clip: one per clip."""
     from bavos.training import augment as aug

@@ -55,8 +55,10 @@ def torchvision_fix() -> str:
     local = version.partition("+")[2]  # "cpu", "cu121", ... or "" for PyPI's default build
     pin = f"torch=={version.partition('+')[0]} " if version else "torch "
     index = f" --index-url https://download.pytorch.org/whl/{local}" if local else ""
-    return f"install both from the same index, keeping your torch's build: pip install --force-reinstall {pin}" \
-           f"torchvision{index}"
+    return (
+        f"install both from the same index, keeping your torch's build: pip install --force-reinstall {pin}"
+        f"torchvision{index}"
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -88,8 +90,10 @@ def _pair_form(e: Exception, argv: list[str]) -> str | None:
         if PAIRS.get(name):
             what, example = PAIRS[name]
             given = argv[argv.index(name) + 1 : argv.index(name) + 3] if name in argv else []
-            return (f"{name} takes two whole numbers, {what}, separated by a space: {name} {example} (got "
-                    f"{' '.join(given) or 'nothing'})")
+            return (
+                f"{name} takes two whole numbers, {what}, separated by a space: {name} {example} (got "
+                f"{' '.join(given) or 'nothing'})"
+            )
     return None
 
 
@@ -99,8 +103,11 @@ def _run(argv: list[str], terminated: _Terminated) -> None:
         code = app(args=argv or ["--help"], prog_name="bavos", standalone_mode=False)
     except usage_errors() as e:
         ctx = getattr(e, "ctx", None)
-        named = ctx.info_name if ctx is not None and ctx.parent is not None else next(
-            (a for a in argv if a in ("segment", "recut", "eval", "weights", "train")), None)
+        named = (
+            ctx.info_name
+            if ctx is not None and ctx.parent is not None
+            else next((a for a in argv if a in ("segment", "recut", "eval", "weights", "train")), None)
+        )
         command = f"bavos {named} --help" if named else "bavos --help"
         error(f"{_pair_form(e, argv) or e.format_message()} (see '{command}')")
         sys.exit(2)

@@ -18,9 +18,14 @@ from bavos.cli.help import Group
 from bavos.cli.output import error
 from bavos.errors import ConfigError
 
-app = typer.Typer(name="bavos", cls=Group, add_completion=False, rich_markup_mode=None,
-                  help="Segment every object in a video with no labels and no prompts (Betrayed by Attention, "
-                       "ECCV 2024). Run 'bavos COMMAND --help' for a command's options.")
+app = typer.Typer(
+    name="bavos",
+    cls=Group,
+    add_completion=False,
+    rich_markup_mode=None,
+    help="Segment every object in a video with no labels and no prompts (Betrayed by Attention, "
+    "ECCV 2024). Run 'bavos COMMAND --help' for a command's options.",
+)
 
 
 def debug() -> bool:
@@ -36,8 +41,14 @@ def _print_version(value: bool) -> None:
 
 
 @app.callback()
-def _root(version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True, show_default=False,
-                                                help="Print the version and exit.")] = False) -> None:
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, show_default=False, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
     """Segment every object in a video with no labels and no prompts."""
 
 

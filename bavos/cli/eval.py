@@ -18,33 +18,67 @@ def _split(names: str | None) -> list[str] | None:
 
 @app.command(name="eval", cls=Command)
 def eval_(
-    preds: Annotated[Path, typer.Argument(
-        metavar="PREDS", help="Folder with one sub-folder of mask PNGs per sequence (<seq>/*.png, or bavos's "
-                              "<seq>/masks/*.png).", show_default=False)],
-    davis: Annotated[Path | None, typer.Option(
-        metavar="DIR", show_default="none", help="DAVIS-2017 root (Annotations_unsupervised/480p, "
-                                                 "ImageSets/2017/val.txt).")] = None,
-    protocol: Annotated[str, typer.Option(
-        metavar="official|per-frame|release",
-        help="'official': one Hungarian match per sequence, ids 1..20 (id 0 is background); 'per-frame': a match "
-             "in every frame, ids 1..300; 'release': the paper's evaluator, a match in every frame with every "
-             "cluster (id 0 too) a proposal, at most 300.")] = "official",
-    sequences: Annotated[str | None, typer.Option(
-        metavar="A,B,...", show_default="ImageSets/2017/val.txt", help="Sequences to score.")] = None,
-    max_proposals: Annotated[int | None, typer.Option(
-        metavar="N", show_default="the protocol's",
-        help="Proposal limit; any other value is reported as non-standard.")] = None,
-    fg_ari: Annotated[bool, typer.Option("--fg-ari", help="FG-ARI and video mIoU on instance masks instead of "
-                                                          "DAVIS J/F (ground truth: --gt, or --davis).")] = False,
-    gt: Annotated[Path | None, typer.Option(
-        metavar="DIR", show_default="none",
-        help="With --fg-ari: folder of ground-truth instance-mask sequence folders.")] = None,
-    json_out: Annotated[bool, typer.Option("--json", help="One JSON object on stdout (the table goes to "
-                                                          "stderr).")] = False,
-    csv: Annotated[Path | None, typer.Option(
-        metavar="FILE", show_default="none", help="Write the per-sequence table to this CSV file.")] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No table and no progress (with --json or "
-                                                              "--csv).")] = False,
+    preds: Annotated[
+        Path,
+        typer.Argument(
+            metavar="PREDS",
+            help="Folder with one sub-folder of mask PNGs per sequence (<seq>/*.png, or bavos's <seq>/masks/*.png).",
+            show_default=False,
+        ),
+    ],
+    davis: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="DIR",
+            show_default="none",
+            help="DAVIS-2017 root (Annotations_unsupervised/480p, ImageSets/2017/val.txt).",
+        ),
+    ] = None,
+    protocol: Annotated[
+        str,
+        typer.Option(
+            metavar="official|per-frame|release",
+            help="'official': one Hungarian match per sequence, ids 1..20 (id 0 is background); 'per-frame': a match "
+            "in every frame, ids 1..300; 'release': the paper's evaluator, a match in every frame with every "
+            "cluster (id 0 too) a proposal, at most 300.",
+        ),
+    ] = "official",
+    sequences: Annotated[
+        str | None, typer.Option(metavar="A,B,...", show_default="ImageSets/2017/val.txt", help="Sequences to score.")
+    ] = None,
+    max_proposals: Annotated[
+        int | None,
+        typer.Option(
+            metavar="N",
+            show_default="the protocol's",
+            help="Proposal limit; any other value is reported as non-standard.",
+        ),
+    ] = None,
+    fg_ari: Annotated[
+        bool,
+        typer.Option(
+            "--fg-ari",
+            help="FG-ARI and video mIoU on instance masks instead of DAVIS J/F (ground truth: --gt, or --davis).",
+        ),
+    ] = False,
+    gt: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="DIR",
+            show_default="none",
+            help="With --fg-ari: folder of ground-truth instance-mask sequence folders.",
+        ),
+    ] = None,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="One JSON object on stdout (the table goes to stderr).")
+    ] = False,
+    csv: Annotated[
+        Path | None,
+        typer.Option(metavar="FILE", show_default="none", help="Write the per-sequence table to this CSV file."),
+    ] = None,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="No table and no progress (with --json or --csv).")
+    ] = False,
 ) -> int:
     """Score predictions: DAVIS-2017 unsupervised J and F (the protocol always named), or FG-ARI and mIoU."""
     import json
@@ -61,13 +95,17 @@ def eval_(
         usage_error("--fg-ari needs the ground truth: --gt (or --davis)", "eval")
     names = _split(sequences)
     with progress_for(quiet) as progress:
+
         def scored(sequence: str, done: int, total: int) -> None:
             if done == 1:
                 progress.start(sequence)
             progress("scoring", done, total)
 
-        report = _instance_report(preds, gt, davis, names, scored) if fg_ari else \
-            _davis_report(preds, davis, protocol, names, max_proposals, scored)
+        report = (
+            _instance_report(preds, gt, davis, names, scored)
+            if fg_ari
+            else _davis_report(preds, davis, protocol, names, max_proposals, scored)
+        )
     if csv is not None:
         from bavos.evaluation.evaluate import write_csv
 
@@ -89,8 +127,9 @@ def _instance_report(preds: Path, gt: Path | None, davis: Path | None, names: li
     return instance_report(res)
 
 
-def _davis_report(preds: Path, davis: Path, protocol: str, names: list[str] | None, max_proposals: int | None,
-                  progress: Any) -> Any:
+def _davis_report(
+    preds: Path, davis: Path, protocol: str, names: list[str] | None, max_proposals: int | None, progress: Any
+) -> Any:
     from bavos.evaluation.evaluate import davis_report, evaluate_davis
 
     res = evaluate_davis(preds, davis, protocol, names, max_proposals, progress=progress)

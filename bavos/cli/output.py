@@ -16,12 +16,22 @@ from typing import Any
 
 import typer
 
-UNITS = {"download": "MB", "keys": "frames", "hierarchy": "windows", "labels": "windows", "writing": "frames",
-         "train": "steps", "scoring": "frames", "decode": "clips"}
-NOTES = {"keys": "decoding every frame, the backbone on the key frames",
-         "hierarchy": "decoding, the backbone, attention and clusters of each window",
-         "labels": "each token's label at every level",
-         "decode": "each clip decoded once into the frame cache"}
+UNITS = {
+    "download": "MB",
+    "keys": "frames",
+    "hierarchy": "windows",
+    "labels": "windows",
+    "writing": "frames",
+    "train": "steps",
+    "scoring": "frames",
+    "decode": "clips",
+}
+NOTES = {
+    "keys": "decoding every frame, the backbone on the key frames",
+    "hierarchy": "decoding, the backbone, attention and clusters of each window",
+    "labels": "each token's label at every level",
+    "decode": "each clip decoded once into the frame cache",
+}
 
 
 _live: list[Any] = []  # the rich console of the bars on screen, if any: lines are printed above them
@@ -173,11 +183,21 @@ class Bars(Progress):
                 return Text(f"{rate_text(task.speed)}/s" if task.speed else "")
 
         self._rich = RichProgress(
-            TextColumn("{task.description:<10}"), BarColumn(bar_width=20), MofNCompleteColumn(),
-            TextColumn("{task.fields[unit]}"), Rate(), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-            TextColumn("{task.fields[overall]}"), TextColumn("{task.fields[info]}"), console=Console(stderr=True),
-            transient=True, redirect_stdout=False,
-            redirect_stderr=False)
+            TextColumn("{task.description:<10}"),
+            BarColumn(bar_width=20),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[unit]}"),
+            Rate(),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[overall]}"),
+            TextColumn("{task.fields[info]}"),
+            console=Console(stderr=True),
+            transient=True,
+            redirect_stdout=False,
+            redirect_stderr=False,
+        )
         self._tasks: dict[str, Any] = {}
         self._stdout_tty = sys.stdout.isatty()
 
@@ -198,8 +218,7 @@ class Bars(Progress):
 
     def __call__(self, stage: str, done: int, total: int | None) -> None:
         if stage not in self._tasks:  # (the longer notes go to log lines only: a bar must fit 80 columns)
-            self._tasks[stage] = self._rich.add_task(stage, total=total, unit=UNITS.get(stage, ""), info="",
-                                                     overall="")
+            self._tasks[stage] = self._rich.add_task(stage, total=total, unit=UNITS.get(stage, ""), info="", overall="")
         self._rich.update(self._tasks[stage], completed=done, total=total)
         if self._plan is not None:
             task = next(t for t in self._rich.tasks if t.id == self._tasks[stage])
@@ -338,8 +357,10 @@ class TrainView:
             return
         done = step - self._first
         left = (time.monotonic() - self._began) * (self._stop - step) / done if done else 0.0
-        text = (f"loss {record['loss']:.4f} (semantic {record['semantic_pos']:.4f} + {record['semantic_neg']:.4f}, "
-                f"motion {record['motion']:.4f})")
+        text = (
+            f"loss {record['loss']:.4f} (semantic {record['semantic_pos']:.4f} + {record['semantic_neg']:.4f}, "
+            f"motion {record['motion']:.4f})"
+        )
         if isinstance(self._progress, Bars):
             self._progress.describe("train", text)
         else:
@@ -352,8 +373,10 @@ class TrainView:
         if self.enabled:
             from bavos.models.costs import gigabytes
 
-            note(f"estimated {duration(estimate.seconds['step'])} a step, {duration(estimate.seconds['run'])} for "
-                 f"steps {start + 1}..{stop}, peak memory {gigabytes(estimate.peak_bytes)}")
+            note(
+                f"estimated {duration(estimate.seconds['step'])} a step, {duration(estimate.seconds['run'])} for "
+                f"steps {start + 1}..{stop}, peak memory {gigabytes(estimate.peak_bytes)}"
+            )
 
 
 class Results:
@@ -363,14 +386,33 @@ class Results:
         self.as_json, self.quiet = as_json, quiet
         self.progress = progress or Progress()
 
-    def _emit(self, path: Path, status: str, output: Path | str, frames: int | None, objects: int | None,
-              seconds: float, error: str | None, why: str = "", warnings: list[str] | None = None) -> None:
+    def _emit(
+        self,
+        path: Path,
+        status: str,
+        output: Path | str,
+        frames: int | None,
+        objects: int | None,
+        seconds: float,
+        error: str | None,
+        why: str = "",
+        warnings: list[str] | None = None,
+    ) -> None:
         if self.as_json:
             import json
 
-            line = json.dumps({"input": str(path), "status": status, "output": str(output), "frames": frames,
-                               "objects": objects, "seconds": round(seconds, 3), "error": error,
-                               "warnings": warnings or []})
+            line = json.dumps(
+                {
+                    "input": str(path),
+                    "status": status,
+                    "output": str(output),
+                    "frames": frames,
+                    "objects": objects,
+                    "seconds": round(seconds, 3),
+                    "error": error,
+                    "warnings": warnings or [],
+                }
+            )
             typer.echo(line)
             sys.stdout.flush()  # one write per line: lines of torchrun processes sharing stdout stay whole
         elif not self.quiet and status not in ("failed", "interrupted"):
@@ -394,8 +436,17 @@ class Results:
         self._emit(path, "interrupted", folder, None, None, seconds, "interrupted")
 
     def skipped(self, path: Path, folder: Path, summary: dict[str, Any]) -> None:
-        self._emit(path, "skipped", folder, summary.get("frames"), summary.get("objects"), 0.0, None,
-                   "finished output with the same settings", summary.get("warnings"))
+        self._emit(
+            path,
+            "skipped",
+            folder,
+            summary.get("frames"),
+            summary.get("objects"),
+            0.0,
+            None,
+            "finished output with the same settings",
+            summary.get("warnings"),
+        )
 
 
 def print_table(title: str, columns: list[str], rows: list[list[str]], to_stderr: bool) -> None:

@@ -16,17 +16,31 @@ from bavos.errors import BavosError, plain_os_error
 
 @app.command(cls=Command)
 def recut(
-    folders: Annotated[list[Path], typer.Argument(
-        metavar="RESULT", help="Output folders of bavos segment (OUT/<name>).", show_default=False)],
-    level: Annotated[int | None, typer.Option(
-        metavar="L", show_default="the converged level",
-        help="Hierarchy level to cut (0 = per-window clusters).")] = None,
-    max_objects: Annotated[int, typer.Option(
-        metavar="N", help="Then keep the N largest clusters, every other merged into its nearest of them (0: no "
-                          "limit).")] = 20,
-    max_export_files: Annotated[int | None, typer.Option(
-        metavar="N", show_default="the result's own (100,000)",
-        help="Most PNGs --export objects may write (one per object per frame); over it nothing is written.")] = None,
+    folders: Annotated[
+        list[Path],
+        typer.Argument(metavar="RESULT", help="Output folders of bavos segment (OUT/<name>).", show_default=False),
+    ],
+    level: Annotated[
+        int | None,
+        typer.Option(
+            metavar="L", show_default="the converged level", help="Hierarchy level to cut (0 = per-window clusters)."
+        ),
+    ] = None,
+    max_objects: Annotated[
+        int,
+        typer.Option(
+            metavar="N",
+            help="Then keep the N largest clusters, every other merged into its nearest of them (0: no limit).",
+        ),
+    ] = 20,
+    max_export_files: Annotated[
+        int | None,
+        typer.Option(
+            metavar="N",
+            show_default="the result's own (100,000)",
+            help="Most PNGs --export objects may write (one per object per frame); over it nothing is written.",
+        ),
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress and no result lines.")] = False,
 ) -> int:
     """Cut a result's hierarchy at another level or cap, without the model: masks, overlay, pictures,
@@ -56,6 +70,8 @@ def recut(
                 code = max(code, getattr(e, "exit_code", 1))
                 continue
             if not quiet:
-                progress.line(f"{folder}: level {summary['level']}, {count(summary['objects'], 'object')} "
-                              f"({summary['timings']['recut']:.1f} s)")
+                progress.line(
+                    f"{folder}: level {summary['level']}, {count(summary['objects'], 'object')} "
+                    f"({summary['timings']['recut']:.1f} s)"
+                )
     return code

@@ -70,8 +70,9 @@ def run(inputs: list[Path], output: Path, model_cfg: ModelConfig, cfg: SegmentCo
                 output.rmdir()  # only when empty: a run that failed leaves no empty folder behind
 
 
-def _run(jobs: list[tuple[Path, str]], shard: Any, output: Path, model_cfg: ModelConfig, cfg: SegmentConfig,
-         opts: RunOptions) -> int:
+def _run(
+    jobs: list[tuple[Path, str]], shard: Any, output: Path, model_cfg: ModelConfig, cfg: SegmentConfig, opts: RunOptions
+) -> int:
     from bavos.io.files import prepare_output
     from bavos.io.owners import sweep
     from bavos.pipeline.batch import check_destinations
@@ -108,12 +109,17 @@ def _run(jobs: list[tuple[Path, str]], shard: Any, output: Path, model_cfg: Mode
     return 1 if failed else 0
 
 
-PAPER_SETTINGS = {"--resolution": " ".join(map(str, PAPER_RESOLUTION)), "--max-key-frames": str(GPU_MAX_KEY_FRAMES),
-                  "--stride": "1"}
+PAPER_SETTINGS = {
+    "--resolution": " ".join(map(str, PAPER_RESOLUTION)),
+    "--max-key-frames": str(GPU_MAX_KEY_FRAMES),
+    "--stride": "1",
+}
 CPU_POINT_WORDS = {"--resolution": "{}", "--max-key-frames": "at most {} key frames", "--stride": "every {} frame"}
 # what the paper's settings cost instead (docs/performance.md, "A CPU at many clusters")
-PAPER_COST = {"frames": "the paper's key frames and every frame took 2.6x as long on a 10-second 720p clip",
-              "size": "the paper's 320x480 costs about 6x the backbone time and 45x the clustering time"}
+PAPER_COST = {
+    "frames": "the paper's key frames and every frame took 2.6x as long on a 10-second 720p clip",
+    "size": "the paper's 320x480 costs about 6x the backbone time and 45x the clustering time",
+}
 
 
 def ordinal(k: int) -> str:
@@ -123,8 +129,10 @@ def ordinal(k: int) -> str:
 def cpu_point_note(taken: dict[str, str]) -> str:
     """The first line on a CPU: the operating point's settings the user left to the device, what the paper's cost
     instead, and the options that restore them."""
-    said = [CPU_POINT_WORDS[option].format(ordinal(int(value)) if option == "--stride" else value)
-            for option, value in taken.items()]
+    said = [
+        CPU_POINT_WORDS[option].format(ordinal(int(value)) if option == "--stride" else value)
+        for option, value in taken.items()
+    ]
     restore = " ".join(f"{option} {PAPER_SETTINGS[option]}" for option in taken)
     listed = ", ".join(said[:-1]) + (" and " if len(said) > 1 else "") + said[-1]
     cost = PAPER_COST["size" if list(taken) == ["--resolution"] else "frames"]
@@ -162,8 +170,14 @@ def _fail_all(jobs: list[tuple[Path, str]], output: Path, report: Results, e: Ba
     return e.exit_code
 
 
-def _prepare(jobs: list[tuple[Path, str]], output: Path, model_cfg: ModelConfig, cfg: SegmentConfig,
-             opts: RunOptions, report: Results) -> tuple[list[tuple[Path, str]], int]:
+def _prepare(
+    jobs: list[tuple[Path, str]],
+    output: Path,
+    model_cfg: ModelConfig,
+    cfg: SegmentConfig,
+    opts: RunOptions,
+    report: Results,
+) -> tuple[list[tuple[Path, str]], int]:
     """The inputs left to do (skipped and unreadable ones reported), and how many failed."""
     from bavos.models.devices import resolve_device
     from bavos.pipeline.batch import check_input, damage_reason, stale_reason
@@ -207,9 +221,11 @@ def _megabytes(value: str, option: str) -> int | None:
 def random_backbone_warning(weights: Any) -> str:
     """The warning for a backbone with random weights, naming where that setting came from."""
     if weights.backbone_weights_from == "checkpoint":
-        return (f"the checkpoint {weights.checkpoint} was trained on a backbone with random weights (it records "
-                "backbone weights 'none'), so this run uses random weights too: masks are meaningless; pass "
-                "--backbone-weights hub or a file for real ones")
+        return (
+            f"the checkpoint {weights.checkpoint} was trained on a backbone with random weights (it records "
+            "backbone weights 'none'), so this run uses random weights too: masks are meaningless; pass "
+            "--backbone-weights hub or a file for real ones"
+        )
     return "--backbone-weights none: the backbone has random weights; masks are meaningless (tests, benchmarks)"
 
 
@@ -233,22 +249,29 @@ def _say_cost(label: str, estimate: Any, cfg: SegmentConfig, models: Any, progre
     if not progress.silent:
         h, w = cfg.resolution
         s = estimate.seconds
-        memory = gigabytes(estimate.peak_bytes) + (f" (GPU {gigabytes(estimate.device_peak_bytes)})"
-                                                   if estimate.device_peak_bytes is not None else "")
+        memory = gigabytes(estimate.peak_bytes) + (
+            f" (GPU {gigabytes(estimate.device_peak_bytes)})" if estimate.device_peak_bytes is not None else ""
+        )
         caches = []
         rows, all_rows = estimate.rows_kept, estimate.rows_total
         if rows:
-            caches.append(f"attention kept: {size_text(rows)}" + (f" of {size_text(all_rows)}" if rows < all_rows
-                                                                  else ""))
+            caches.append(
+                f"attention kept: {size_text(rows)}" + (f" of {size_text(all_rows)}" if rows < all_rows else "")
+            )
         elif cfg.attention_cache_mb is None and models.device.type == "cpu" and all_rows:
             caches.append(f"attention recomputed: the video's takes {size_text(all_rows)}")
         if rows < all_rows and cfg.query_cache_mb is None:  # kept rows need no queries
             where = " on disk" if estimate.queries_on_disk else ""
-            caches.append(f"queries kept{where}: {size_text(estimate.queries_kept)}" if estimate.queries_kept else
-                          f"queries recomputed: the video's take {size_text(estimate.queries_total)}")
-        note(f"{label}: estimated {duration(estimate.total)} at {h}x{w} on {models.device.type} (backbone "
-             f"{duration(s['backbone'])}, clustering {duration(s['clustering'])}, writing {duration(s['writing'])}),"
-             f" peak memory {memory}" + "".join(f", {c}" for c in caches))
+            caches.append(
+                f"queries kept{where}: {size_text(estimate.queries_kept)}"
+                if estimate.queries_kept
+                else f"queries recomputed: the video's take {size_text(estimate.queries_total)}"
+            )
+        note(
+            f"{label}: estimated {duration(estimate.total)} at {h}x{w} on {models.device.type} (backbone "
+            f"{duration(s['backbone'])}, clustering {duration(s['clustering'])}, writing {duration(s['writing'])}),"
+            f" peak memory {memory}" + "".join(f", {c}" for c in caches)
+        )
     return over_budget(estimate, models.device)
 
 
@@ -297,14 +320,17 @@ class _Revisions:
             return
         if not 1 / self.SAY_REVISED <= estimate.total / self.said <= self.SAY_REVISED:
             s = estimate.seconds
-            note(f"{self.label}: {what}: revised estimate {duration(estimate.total)} in all (backbone "
-                 f"{duration(s['backbone'])}, clustering {duration(s['clustering'])}, writing "
-                 f"{duration(s['writing'])})")
+            note(
+                f"{self.label}: {what}: revised estimate {duration(estimate.total)} in all (backbone "
+                f"{duration(s['backbone'])}, clustering {duration(s['clustering'])}, writing "
+                f"{duration(s['writing'])})"
+            )
             self.said = estimate.total
 
 
-def _segment_one(path: Path, name: str, output: Path, cfg: SegmentConfig, models: Any, progress: Progress,
-                 report: Results) -> int:
+def _segment_one(
+    path: Path, name: str, output: Path, cfg: SegmentConfig, models: Any, progress: Progress, report: Results
+) -> int:
     """Segment one input; 1 when it failed. Ctrl-C reports the input as interrupted and stops the run."""
     import bavos.api as api
     import bavos.pipeline.segment as seg
@@ -324,8 +350,15 @@ def _segment_one(path: Path, name: str, output: Path, cfg: SegmentConfig, models
             progress.plan(estimate.passes)  # the ETA covers the passes still to come
         if too_big:
             raise ResourceError(f"{path}: {too_big}")
-        summary = api.segment_video(source, output, cfg, models=models, progress=progress, name=name,
-                                    estimates=_Revisions(label, estimate, progress))
+        summary = api.segment_video(
+            source,
+            output,
+            cfg,
+            models=models,
+            progress=progress,
+            name=name,
+            estimates=_Revisions(label, estimate, progress),
+        )
     except (BavosError, OSError) as e:
         _debug_traceback()
         message = plain_os_error(e) if isinstance(e, OSError) else str(e)
@@ -348,8 +381,10 @@ def check_before_loading(model_cfg: ModelConfig, cfg: SegmentConfig) -> None:
         FrameRange.parse(cfg.start, cfg.end)
     except BavosError as e:
         raise ConfigError(str(e)) from e
-    check_weight_names({"--checkpoint": model_cfg.checkpoint, "--backbone-weights": model_cfg.backbone_weights},
-                       {"--checkpoint": ("release", "none"), "--backbone-weights": ("hub", "none")})
+    check_weight_names(
+        {"--checkpoint": model_cfg.checkpoint, "--backbone-weights": model_cfg.backbone_weights},
+        {"--checkpoint": ("release", "none"), "--backbone-weights": ("hub", "none")},
+    )
     import_torch()
     from bavos.errors import WeightsError
     from bavos.models.backbone import patch_size_of
@@ -367,118 +402,251 @@ def check_before_loading(model_cfg: ModelConfig, cfg: SegmentConfig) -> None:
 
 @app.command(cls=Command)
 def segment(
-    inputs: Annotated[list[Path], typer.Argument(
-        help="Video files (anything FFmpeg reads) or folders of frames.", metavar="INPUT", show_default=False)],
-    output: Annotated[Path, typer.Option(
-        "--output", "-o", metavar="DIR", help="Folder that receives one sub-folder per input.")] = Path("out"),
-    checkpoint: Annotated[str, typer.Option(
-        metavar="release|none|PATH",
-        help="The correlator: 'release', the paper's trained model (downloaded once, about 95 MB); 'none', the "
-             "training-free mode (DINO's own attention, a weaker baseline); or a checkpoint file.")] = "release",
-    backbone: Annotated[str | None, typer.Option(
-        metavar="NAME", show_default=f"the checkpoint's, else {DEFAULT_BACKBONE}",
-        help="timm ViT name of the frozen backbone.")] = None,
-    backbone_weights: Annotated[str | None, typer.Option(
-        metavar="hub|none|PATH", show_default="the checkpoint's, else hub",
-        help="'hub' (timm's DINO weights, downloaded once), a weights file, or 'none' (random weights: masks are "
-             "meaningless; for tests).")] = None,
-    resolution: Annotated[tuple[int, int] | None, typer.Option(
-        metavar="H W", show_default="320 480 on a GPU (the paper's), 160 240 on a CPU",
-        help="Model input size, multiples of 8. Larger finds smaller objects and follows edges better; the "
-             "clustering's time grows with the cube of the pixel count.")] = None,
-    key_ratio: Annotated[int, typer.Option(
-        metavar="R", help="Every R-th frame is a key frame that every frame attends to. Lower: more key frames, "
-                          "better for objects seen briefly, more time and memory.")] = 10,
-    max_key_frames: Annotated[int | None, typer.Option(
-        metavar="N", show_default="30 on a GPU, 10 on a CPU",
-        help="At most N key frames, spread over the video (0: no limit). 30 keeps every key frame of clips up to "
-             "300 frames and makes longer videos cost linear time; fewer key frames may merge an object seen only "
-             "between them into another.")] = None,
-    tau: Annotated[float, typer.Option(
-        "--tau", metavar="TAU", help="Merge threshold (symmetric KL). Higher merges more: fewer, larger objects; lower "
-                            "splits: more, smaller ones.")] = 1.0,
-    window: Annotated[int, typer.Option(
-        metavar="N", help="Frames clustered together before the global merges (the paper's 3). Larger windows "
-                          "cost the square in time and memory.")] = 3,
-    level: Annotated[int | None, typer.Option(
-        metavar="L", show_default="the converged level",
-        help="Hierarchy level to cut: 0 = per-window clusters (most objects), each level above = one more global "
-             "merge round (fewer).")] = None,
-    max_objects: Annotated[int, typer.Option(
-        metavar="N", help="Then keep the N largest clusters, background included, every other merged into its "
-                          "nearest of them (0: no limit, the paper's partition).")] = 20,
-    upsample: Annotated[str, typer.Option(
-        metavar="bilinear|nearest",
-        help="How masks reach the frame size: smooth edges, or 8-pixel blocks (as released).")] = "bilinear",
-    stride: Annotated[int | None, typer.Option(
-        metavar="K", show_default="1 on a GPU, 2 on a CPU",
-        help="Feed every K-th frame to the model; the others take the nearest processed frame's masks. K times "
-             "less work; masks follow fast motion less closely.")] = None,
-    device: Annotated[str, typer.Option(
-        metavar="auto|cpu|cuda", help="Where to run: 'auto' takes CUDA when there is one.")] = "auto",
-    precision: Annotated[str, typer.Option(
-        metavar="float32|bf16|fp16", help="Backbone and correlator precision: float32 as released; bf16 / fp16 are "
-                                          "faster on a GPU but move many tokens to other clusters.")] = "float32",
-    normalization: Annotated[str, typer.Option(
-        metavar="kinetics|imagenet",
-        help="Input statistics: the paper's inference (kinetics) or its training (imagenet).")] = "kinetics",
-    batch_size: Annotated[int, typer.Option(
-        metavar="N", help="Frames per backbone batch (memory, not the result).")] = 8,
-    attention_cache: Annotated[str, typer.Option(
-        metavar="auto|MB", help="Keep up to MB of attention from the clustering's first pass for its second: faster, "
-                                "more memory, the same result (0: compute it again). auto: on a CPU all of it when "
-                                "it takes at most 512 MB and a tenth of the free memory, else none; on a GPU none.")
+    inputs: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Video files (anything FFmpeg reads) or folders of frames.", metavar="INPUT", show_default=False
+        ),
+    ],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", metavar="DIR", help="Folder that receives one sub-folder per input.")
+    ] = Path("out"),
+    checkpoint: Annotated[
+        str,
+        typer.Option(
+            metavar="release|none|PATH",
+            help="The correlator: 'release', the paper's trained model (downloaded once, about 95 MB); 'none', the "
+            "training-free mode (DINO's own attention, a weaker baseline); or a checkpoint file.",
+        ),
+    ] = "release",
+    backbone: Annotated[
+        str | None,
+        typer.Option(
+            metavar="NAME",
+            show_default=f"the checkpoint's, else {DEFAULT_BACKBONE}",
+            help="timm ViT name of the frozen backbone.",
+        ),
+    ] = None,
+    backbone_weights: Annotated[
+        str | None,
+        typer.Option(
+            metavar="hub|none|PATH",
+            show_default="the checkpoint's, else hub",
+            help="'hub' (timm's DINO weights, downloaded once), a weights file, or 'none' (random weights: masks are "
+            "meaningless; for tests).",
+        ),
+    ] = None,
+    resolution: Annotated[
+        tuple[int, int] | None,
+        typer.Option(
+            metavar="H W",
+            show_default="320 480 on a GPU (the paper's), 160 240 on a CPU",
+            help="Model input size, multiples of 8. Larger finds smaller objects and follows edges better; the "
+            "clustering's time grows with the cube of the pixel count.",
+        ),
+    ] = None,
+    key_ratio: Annotated[
+        int,
+        typer.Option(
+            metavar="R",
+            help="Every R-th frame is a key frame that every frame attends to. Lower: more key frames, "
+            "better for objects seen briefly, more time and memory.",
+        ),
+    ] = 10,
+    max_key_frames: Annotated[
+        int | None,
+        typer.Option(
+            metavar="N",
+            show_default="30 on a GPU, 10 on a CPU",
+            help="At most N key frames, spread over the video (0: no limit). 30 keeps every key frame of clips up to "
+            "300 frames and makes longer videos cost linear time; fewer key frames may merge an object seen only "
+            "between them into another.",
+        ),
+    ] = None,
+    tau: Annotated[
+        float,
+        typer.Option(
+            "--tau",
+            metavar="TAU",
+            help="Merge threshold (symmetric KL). Higher merges more: fewer, larger objects; lower "
+            "splits: more, smaller ones.",
+        ),
+    ] = 1.0,
+    window: Annotated[
+        int,
+        typer.Option(
+            metavar="N",
+            help="Frames clustered together before the global merges (the paper's 3). Larger windows "
+            "cost the square in time and memory.",
+        ),
+    ] = 3,
+    level: Annotated[
+        int | None,
+        typer.Option(
+            metavar="L",
+            show_default="the converged level",
+            help="Hierarchy level to cut: 0 = per-window clusters (most objects), each level above = one more global "
+            "merge round (fewer).",
+        ),
+    ] = None,
+    max_objects: Annotated[
+        int,
+        typer.Option(
+            metavar="N",
+            help="Then keep the N largest clusters, background included, every other merged into its "
+            "nearest of them (0: no limit, the paper's partition).",
+        ),
+    ] = 20,
+    upsample: Annotated[
+        str,
+        typer.Option(
+            metavar="bilinear|nearest",
+            help="How masks reach the frame size: smooth edges, or 8-pixel blocks (as released).",
+        ),
+    ] = "bilinear",
+    stride: Annotated[
+        int | None,
+        typer.Option(
+            metavar="K",
+            show_default="1 on a GPU, 2 on a CPU",
+            help="Feed every K-th frame to the model; the others take the nearest processed frame's masks. K times "
+            "less work; masks follow fast motion less closely.",
+        ),
+    ] = None,
+    device: Annotated[
+        str, typer.Option(metavar="auto|cpu|cuda", help="Where to run: 'auto' takes CUDA when there is one.")
     ] = "auto",
-    query_cache: Annotated[str, typer.Option(
-        metavar="auto|MB", help="Keep up to MB of the frames' queries for the clustering's second pass instead of "
-                                "decoding and running the backbone again: faster, more memory, the same result (0: "
-                                "none; not needed where --attention-cache keeps all of the attention). "
-                                "auto: on a CPU all of them in a temporary file beside the result (when they take at "
-                                "most a quarter of the free disk space); on a GPU all of them when they take at most "
-                                "512 MB and a tenth of the free memory, else none.")] = "auto",
+    precision: Annotated[
+        str,
+        typer.Option(
+            metavar="float32|bf16|fp16",
+            help="Backbone and correlator precision: float32 as released; bf16 / fp16 are "
+            "faster on a GPU but move many tokens to other clusters.",
+        ),
+    ] = "float32",
+    normalization: Annotated[
+        str,
+        typer.Option(
+            metavar="kinetics|imagenet",
+            help="Input statistics: the paper's inference (kinetics) or its training (imagenet).",
+        ),
+    ] = "kinetics",
+    batch_size: Annotated[
+        int, typer.Option(metavar="N", help="Frames per backbone batch (memory, not the result).")
+    ] = 8,
+    attention_cache: Annotated[
+        str,
+        typer.Option(
+            metavar="auto|MB",
+            help="Keep up to MB of attention from the clustering's first pass for its second: faster, "
+            "more memory, the same result (0: compute it again). auto: on a CPU all of it when "
+            "it takes at most 512 MB and a tenth of the free memory, else none; on a GPU none.",
+        ),
+    ] = "auto",
+    query_cache: Annotated[
+        str,
+        typer.Option(
+            metavar="auto|MB",
+            help="Keep up to MB of the frames' queries for the clustering's second pass instead of "
+            "decoding and running the backbone again: faster, more memory, the same result (0: "
+            "none; not needed where --attention-cache keeps all of the attention). "
+            "auto: on a CPU all of them in a temporary file beside the result (when they take at "
+            "most a quarter of the free disk space); on a GPU all of them when they take at most "
+            "512 MB and a tenth of the free memory, else none.",
+        ),
+    ] = "auto",
     fps: Annotated[float, typer.Option("--fps", metavar="FPS", help="Overlay frame rate for frame folders.")] = 24.0,
-    start: Annotated[str | None, typer.Option(
-        metavar="FRAME|SECONDS", show_default="the first frame",
-        help="Segment from this frame number (120) or time (12.5s); names and times stay the video's.")] = None,
-    end: Annotated[str | None, typer.Option(
-        metavar="FRAME|SECONDS", show_default="the last frame",
-        help="Segment up to this frame number or time, excluded.")] = None,
-    export: Annotated[list[str] | None, typer.Option(
-        metavar="coco|objects|video", show_default="none",
-        help="Also write: coco.json (YouTube-VIS results with RLE masks), objects/<id>/*.png (one black-and-white "
-             "mask per object and frame) or masks.mp4 (the colour masks as a video); repeat for several.")] = None,
-    max_export_files: Annotated[int, typer.Option(
-        metavar="N", help="Most PNGs --export objects writes (one per object per frame, said before writing); over "
-                          "it the rest of the result is written and a warning names the recut that writes them "
-                          "(0: no limit).")] = 100_000,
+    start: Annotated[
+        str | None,
+        typer.Option(
+            metavar="FRAME|SECONDS",
+            show_default="the first frame",
+            help="Segment from this frame number (120) or time (12.5s); names and times stay the video's.",
+        ),
+    ] = None,
+    end: Annotated[
+        str | None,
+        typer.Option(
+            metavar="FRAME|SECONDS",
+            show_default="the last frame",
+            help="Segment up to this frame number or time, excluded.",
+        ),
+    ] = None,
+    export: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="coco|objects|video",
+            show_default="none",
+            help="Also write: coco.json (YouTube-VIS results with RLE masks), objects/<id>/*.png (one black-and-white "
+            "mask per object and frame) or masks.mp4 (the colour masks as a video); repeat for several.",
+        ),
+    ] = None,
+    max_export_files: Annotated[
+        int,
+        typer.Option(
+            metavar="N",
+            help="Most PNGs --export objects writes (one per object per frame, said before writing); over "
+            "it the rest of the result is written and a warning names the recut that writes them "
+            "(0: no limit).",
+        ),
+    ] = 100_000,
     overlay: Annotated[bool, typer.Option("--overlay/--no-overlay", help="Write overlay.mp4.")] = True,
-    hierarchy: Annotated[bool, typer.Option(
-        "--hierarchy/--no-hierarchy", help="Write hierarchy.npz (every level, for other cuts later).")] = True,
+    hierarchy: Annotated[
+        bool,
+        typer.Option("--hierarchy/--no-hierarchy", help="Write hierarchy.npz (every level, for other cuts later)."),
+    ] = True,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress, notes or result lines.")] = False,
-    json_out: Annotated[bool, typer.Option(
-        "--json", help="One JSON line per input on stdout (input, status, output, frames, objects, seconds, "
-                       "error, warnings) and nothing else there.")] = False,
-    skip_existing: Annotated[bool, typer.Option(
-        "--skip-existing", help="Skip inputs whose finished output was made with the same settings.")] = False,
+    json_out: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="One JSON line per input on stdout (input, status, output, frames, objects, seconds, "
+            "error, warnings) and nothing else there.",
+        ),
+    ] = False,
+    skip_existing: Annotated[
+        bool, typer.Option("--skip-existing", help="Skip inputs whose finished output was made with the same settings.")
+    ] = False,
     fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Stop at the first input that fails.")] = False,
-    shard: Annotated[str | None, typer.Option(
-        metavar="I/N", show_default="SLURM_ARRAY_TASK_ID's place in its array, else all",
-        help="Take part I (0 to N-1) of N of the inputs, names planned from the whole list: N calls into one -o "
-             "write what one call writes (a job array).")] = None,
+    shard: Annotated[
+        str | None,
+        typer.Option(
+            metavar="I/N",
+            show_default="SLURM_ARRAY_TASK_ID's place in its array, else all",
+            help="Take part I (0 to N-1) of N of the inputs, names planned from the whole list: N calls into one -o "
+            "write what one call writes (a job array).",
+        ),
+    ] = None,
 ) -> int:
     """Segment every object of each input into OUTPUT/<name>/: masks/*.png, overlay.mp4, preview.png,
     hierarchy.png, hierarchy.npz and summary.json (and the --export files). Everything is checked before a model
     loads."""
     try:
         model_cfg = ModelConfig(backbone=backbone, backbone_weights=backbone_weights, checkpoint=checkpoint)
-        cfg = SegmentConfig(resolution=tuple(resolution) if resolution else None, key_ratio=key_ratio,
-                            max_key_frames=max_key_frames,
-                            attention_cache_mb=_megabytes(attention_cache, "--attention-cache"),
-                            query_cache_mb=_megabytes(query_cache, "--query-cache"), tau=tau, window=window,
-                            level=level, max_objects=max_objects, upsample=upsample, stride=stride, device=device,
-                            precision=precision, normalization=normalization, batch_size=batch_size, fps=fps,
-                            overlay=overlay, save_hierarchy=hierarchy, start=start, end=end,
-                            exports=tuple(dict.fromkeys(export or ())), max_export_files=max_export_files)
+        cfg = SegmentConfig(
+            resolution=tuple(resolution) if resolution else None,
+            key_ratio=key_ratio,
+            max_key_frames=max_key_frames,
+            attention_cache_mb=_megabytes(attention_cache, "--attention-cache"),
+            query_cache_mb=_megabytes(query_cache, "--query-cache"),
+            tau=tau,
+            window=window,
+            level=level,
+            max_objects=max_objects,
+            upsample=upsample,
+            stride=stride,
+            device=device,
+            precision=precision,
+            normalization=normalization,
+            batch_size=batch_size,
+            fps=fps,
+            overlay=overlay,
+            save_hierarchy=hierarchy,
+            start=start,
+            end=end,
+            exports=tuple(dict.fromkeys(export or ())),
+            max_export_files=max_export_files,
+        )
         part = parse_part(shard) if shard is not None else slurm_part(dict(os.environ))
         check_before_loading(model_cfg, cfg)
     except ConfigError as e:

@@ -16,10 +16,15 @@ from bavos.errors import BavosError
 
 @app.command(cls=Command)
 def weights(
-    check: Annotated[bool, typer.Option(
-        "--check", help="Only say what is cached; no network. Exit 1 when the default weights (the paper's "
-                        "checkpoint) are missing; timm's DINO weights, needed only by --checkpoint none and bavos "
-                        "train, are a note.")] = False,
+    check: Annotated[
+        bool,
+        typer.Option(
+            "--check",
+            help="Only say what is cached; no network. Exit 1 when the default weights (the paper's "
+            "checkpoint) are missing; timm's DINO weights, needed only by --checkpoint none and bavos "
+            "train, are a note.",
+        ),
+    ] = False,
 ) -> int:
     """Fetch the default weights into the cache and print where they are: the paper's checkpoint (the default
     correlator, with its backbone) and DINO ViT-S/8 from timm's hub (--checkpoint none, bavos train). Run it where
@@ -48,6 +53,9 @@ def weights(
 
     typer.echo(f"cache: {cache_dir()} (set BAVOS_CACHE to move it)")
     ok = fetched("paper's checkpoint (--checkpoint release)", release)
-    ok &= fetched(f"{DEFAULT_BACKBONE} from timm's hub (--backbone-weights hub)",
-                  lambda: hub_weights(DEFAULT_BACKBONE, download_missing=not check), optional=check)
+    ok &= fetched(
+        f"{DEFAULT_BACKBONE} from timm's hub (--backbone-weights hub)",
+        lambda: hub_weights(DEFAULT_BACKBONE, download_missing=not check),
+        optional=check,
+    )
     return 0 if ok else 1

@@ -90,8 +90,11 @@ class DavisResult:
 
     def to_json(self) -> dict[str, object]:
         """Exactly the seven DAVIS measures (0..1), ``protocol`` and ``sequences``."""
-        return {**{k: round(v, 6) for k, v in self.overall().items()}, "protocol": self.protocol,
-                "sequences": list(self.sequences)}
+        return {
+            **{k: round(v, 6) for k, v in self.overall().items()},
+            "protocol": self.protocol,
+            "sequences": list(self.sequences),
+        }
 
 
 def read_ids(path: Path, what: str) -> np.ndarray:
@@ -102,8 +105,9 @@ def read_ids(path: Path, what: str) -> np.ndarray:
     try:
         with Image.open(path) as img:
             if img.mode not in ID_MODES:
-                raise EvalError(f"{path}: {what} must be indexed (palette) or 16-bit grey PNGs of ids, this one is "
-                                f"mode {img.mode}")
+                raise EvalError(
+                    f"{path}: {what} must be indexed (palette) or 16-bit grey PNGs of ids, this one is mode {img.mode}"
+                )
             ids = np.asarray(img)
     except OSError as exc:
         raise EvalError(f"{path}: cannot read {what} PNG ({exc})") from exc
@@ -120,9 +124,15 @@ def prediction_dir(preds: Path, sequence: str) -> Path:
         if candidate.is_dir():
             return candidate
     there = sorted(p.name for p in preds.iterdir() if p.is_dir()) if preds.is_dir() else []
-    hint = (f"; predictions are there for {len(there)} sequence{'s' * (len(there) != 1)}: score "
+    hint = (
+        (
+            f"; predictions are there for {len(there)} sequence{'s' * (len(there) != 1)}: score "
             f"{'them' if len(there) != 1 else 'it'} alone with --sequences {','.join(there[:10])}"
-            f"{',...' if len(there) > 10 else ''}") if there else ""
+            f"{',...' if len(there) > 10 else ''}"
+        )
+        if there
+        else ""
+    )
     raise EvalError(f"no predictions for sequence {sequence!r}: {preds / sequence} does not exist{hint}")
 
 
@@ -145,8 +155,10 @@ def _load_pairs(pred_dir: Path, gt_dir: Path, exact: bool) -> tuple[np.ndarray, 
         gt = read_ids(gt_file, "ground-truth")
         pred = read_ids(have[gt_file.name], "prediction")
         if pred.shape != gt.shape:
-            raise EvalError(f"{have[gt_file.name]}: prediction is {pred.shape[1]}x{pred.shape[0]}, "
-                            f"the ground truth is {gt.shape[1]}x{gt.shape[0]}")
+            raise EvalError(
+                f"{have[gt_file.name]}: prediction is {pred.shape[1]}x{pred.shape[0]}, "
+                f"the ground truth is {gt.shape[1]}x{gt.shape[0]}"
+            )
         gts.append(gt)
         preds.append(pred)
     return np.stack(preds), np.stack(gts)
@@ -162,8 +174,10 @@ class DavisLayout:
         if not self.root.is_dir():
             raise EvalError(f"DAVIS root {self.root} does not exist")
         if not self.annotations.is_dir():
-            raise EvalError(f"{self.annotations} does not exist: --davis must be a DAVIS-2017 root with the "
-                            "unsupervised annotations (Annotations_unsupervised/480p)")
+            raise EvalError(
+                f"{self.annotations} does not exist: --davis must be a DAVIS-2017 root with the "
+                "unsupervised annotations (Annotations_unsupervised/480p)"
+            )
 
     def sequences(self, requested: Sequence[str] | None = None) -> list[str]:
         """The requested sequences, or those listed in ImageSets/2017/val.txt; each must have annotations."""
@@ -179,14 +193,23 @@ class DavisLayout:
         return names
 
 
-def _sequence_scores(sequence: str, pred: np.ndarray, gt: np.ndarray, protocol: str, limit: int,
-                     notes: list[str], progress: Progress | None) -> list[ObjectScore]:
+def _sequence_scores(
+    sequence: str,
+    pred: np.ndarray,
+    gt: np.ndarray,
+    protocol: str,
+    limit: int,
+    notes: list[str],
+    progress: Progress | None,
+) -> list[ObjectScore]:
     """Per-object statistics of one sequence; pred and gt are (T, H, W) ids."""
     n_objs = int(np.where(gt[0] == VOID, 0, gt[0]).max())  # objects: the ids of the first annotated frame
     later = int(np.where(gt == VOID, 0, gt).max())
     if later > n_objs:
-        notes.append(f"{sequence}: ids above {n_objs} appear after the first frame and count as background "
-                     "(the official evaluator takes the objects from the first frame)")
+        notes.append(
+            f"{sequence}: ids above {n_objs} appear after the first frame and count as background "
+            "(the official evaluator takes the objects from the first frame)"
+        )
     if n_objs == 0:
         notes.append(f"{sequence}: no object in the first annotated frame, nothing to score")
         return []
@@ -194,9 +217,11 @@ def _sequence_scores(sequence: str, pred: np.ndarray, gt: np.ndarray, protocol: 
     n_props = int(pred.max()) + shift
     if n_props > limit:
         held = f"{n_props} clusters (ids 0..{n_props - 1})" if shift else f"id {n_props}"
-        raise EvalError(f"{sequence}: the predictions hold {held}, more than the {limit} proposals this "
-                        f"protocol allows (--max-proposals raises the limit; the official limit is "
-                        f"{MAX_PROPOSALS['official']})")
+        raise EvalError(
+            f"{sequence}: the predictions hold {held}, more than the {limit} proposals this "
+            f"protocol allows (--max-proposals raises the limit; the official limit is "
+            f"{MAX_PROPOSALS['official']})"
+        )
     n_slots = max(n_props, n_objs)  # fewer proposals than objects: pad with empty ones
     n_frames = len(gt)
     j = np.zeros((n_slots, n_objs, n_frames))
@@ -215,8 +240,14 @@ def _sequence_scores(sequence: str, pred: np.ndarray, gt: np.ndarray, protocol: 
     return [ObjectScore(sequence, g + 1, statistics(jm[g]), statistics(fm[g]), proposals[g]) for g in range(n_objs)]
 
 
-def evaluate_davis(preds: Path, davis: Path, protocol: str = "official", sequences: Sequence[str] | None = None,
-                   max_proposals: int | None = None, progress: Progress | None = None) -> DavisResult:
+def evaluate_davis(
+    preds: Path,
+    davis: Path,
+    protocol: str = "official",
+    sequences: Sequence[str] | None = None,
+    max_proposals: int | None = None,
+    progress: Progress | None = None,
+) -> DavisResult:
     """Score prediction folders against DAVIS-2017 unsupervised annotations.
 
     Args:
@@ -259,22 +290,28 @@ class InstanceResult:
         """What the scores cannot say (one line each)."""
         if not self.one_object:
             return []
-        shown = ", ".join(self.one_object[:5]) + (f" and {len(self.one_object) - 5} more"
-                                                  if len(self.one_object) > 5 else "")
+        shown = ", ".join(self.one_object[:5]) + (
+            f" and {len(self.one_object) - 5} more" if len(self.one_object) > 5 else ""
+        )
         one = len(self.one_object) == 1
-        return [f"FG-ARI needs two or more objects in a frame: {len(self.one_object)} sequence{'' if one else 's'} "
-                f"({shown}) never show{'s' if one else ''} two, so {'its' if one else 'their'} FG-ARI is only the "
-                "share of frames in which the one object was kept whole (a frame scores 1.000 if it was, 0.000 if "
-                f"it was split); mIoU still scores {'it' if one else 'them'}"]
+        return [
+            f"FG-ARI needs two or more objects in a frame: {len(self.one_object)} sequence{'' if one else 's'} "
+            f"({shown}) never show{'s' if one else ''} two, so {'its' if one else 'their'} FG-ARI is only the "
+            "share of frames in which the one object was kept whole (a frame scores 1.000 if it was, 0.000 if "
+            f"it was split); mIoU still scores {'it' if one else 'them'}"
+        ]
 
     def overall(self) -> dict[str, float]:
         """Means over sequences (sequences without foreground left out)."""
-        return {"FG-ARI": float(np.nanmean(list(self.fg_ari.values()))) if self.fg_ari else float("nan"),
-                "mIoU": float(np.nanmean(list(self.miou.values()))) if self.miou else float("nan")}
+        return {
+            "FG-ARI": float(np.nanmean(list(self.fg_ari.values()))) if self.fg_ari else float("nan"),
+            "mIoU": float(np.nanmean(list(self.miou.values()))) if self.miou else float("nan"),
+        }
 
 
-def evaluate_instances(preds: Path, gt: Path, sequences: Sequence[str] | None = None,
-                       progress: Progress | None = None) -> InstanceResult:
+def evaluate_instances(
+    preds: Path, gt: Path, sequences: Sequence[str] | None = None, progress: Progress | None = None
+) -> InstanceResult:
     """FG-ARI (per frame, on ground-truth foreground) and video-level mIoU of folders of instance masks.
 
     Args:
@@ -337,8 +374,10 @@ def write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[object]
         except (OSError, UnicodeDecodeError, csv.Error):
             first = None
         if first != list(header):
-            raise DestinationError(f"--csv {path}: a file that is not a bavos table is there; bavos replaces only its "
-                                   "own: choose another name or move it")
+            raise DestinationError(
+                f"--csv {path}: a file that is not a bavos table is there; bavos replaces only its "
+                "own: choose another name or move it"
+            )
     with atomic_path(path, EvalError) as tmp, open(tmp, "w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(header)
@@ -387,9 +426,17 @@ def instance_report(res: InstanceResult) -> Report:
 def davis_report(res: DavisResult) -> Report:
     """DAVIS J/F per sequence and overall, with the protocol in the title."""
     header, rows = davis_rows(res)
-    shown = [[str(r[0]), str(r[1]), *(shown3(m[k]) for k in MEASURES)]
-             for r, m in zip(rows, res.per_sequence().values(), strict=True)]
+    shown = [
+        [str(r[0]), str(r[1]), *(shown3(m[k]) for k in MEASURES)]
+        for r, m in zip(rows, res.per_sequence().values(), strict=True)
+    ]
     overall = res.overall()
     shown.append(["overall", str(len(res.objects)), *(shown3(overall[m]) for m in MEASURES)])
-    return Report(f"DAVIS-2017 unsupervised, protocol: {res.protocol}", header, rows,
-                  ["Sequence", "Objects", *MEASURES], shown, res.to_json())
+    return Report(
+        f"DAVIS-2017 unsupervised, protocol: {res.protocol}",
+        header,
+        rows,
+        ["Sequence", "Objects", *MEASURES],
+        shown,
+        res.to_json(),
+    )

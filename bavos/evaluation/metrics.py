@@ -115,8 +115,9 @@ def dilate_points(shape: tuple[int, int], ys: np.ndarray, xs: np.ndarray, radius
     return out
 
 
-def frame_scores(pred: np.ndarray, gt: np.ndarray, n_props: int, n_objs: int,
-                 bound_th: float = BOUNDARY_TH) -> tuple[np.ndarray, np.ndarray]:
+def frame_scores(
+    pred: np.ndarray, gt: np.ndarray, n_props: int, n_objs: int, bound_th: float = BOUNDARY_TH
+) -> tuple[np.ndarray, np.ndarray]:
     """J and F of every (proposal, object) pair in one frame.
 
     Args:

@@ -35,9 +35,13 @@ class Exporter:
         self.folder, self.exports, self.frames = folder, exports, frames
         self.ids = ids  # ids 0..ids-1 (0 is the background)
         self._rle: dict[int, list[dict[str, Any] | None]] = {i: [] for i in range(1, ids)}
-        self._video = OverlayWriter(folder / "masks.mp4", info.width, info.height, info.fps, info.time_base,
-                                    info.sample_aspect_ratio) \
-            if "video" in exports else None
+        self._video = (
+            OverlayWriter(
+                folder / "masks.mp4", info.width, info.height, info.fps, info.time_base, info.sample_aspect_ratio
+            )
+            if "video" in exports
+            else None
+        )
         self._colours = palette(max(ids, 1))
         if "objects" in exports:
             (folder / "objects").mkdir(exist_ok=True)  # there even with no object: what was asked for is there
@@ -51,8 +55,10 @@ class Exporter:
             if "coco" in self.exports:
                 self._rle[i].append(encode_rle(mask) if mask.any() else None)
             if "objects" in self.exports:
-                _save(Image.fromarray(mask.astype(np.uint8) * 255, mode="L"),
-                      self.folder / "objects" / str(i) / f"{frame.name}.png")
+                _save(
+                    Image.fromarray(mask.astype(np.uint8) * 255, mode="L"),
+                    self.folder / "objects" / str(i) / f"{frame.name}.png",
+                )
         if self._video is not None:
             self._video.write(self._colours[ids], frame.pts)
 
@@ -61,8 +67,17 @@ class Exporter:
         if self._video is not None:
             self._video.close()
         if "coco" in self.exports:
-            entries = [{"video_id": 1, "video": video_name, "object_id": i, "category_id": 1, "score": 1.0,
-                        "segmentations": self._rle[i]} for i in range(1, self.ids)]
+            entries = [
+                {
+                    "video_id": 1,
+                    "video": video_name,
+                    "object_id": i,
+                    "category_id": 1,
+                    "score": 1.0,
+                    "segmentations": self._rle[i],
+                }
+                for i in range(1, self.ids)
+            ]
             (self.folder / "coco.json").write_text(json.dumps(entries) + "\n")
 
 

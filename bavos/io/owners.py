@@ -147,8 +147,11 @@ def live_entries(folder: Path) -> list[str]:
     mine, live = owner_tag(), []
     for name in names:
         match = _ENTRY.match(name)
-        if match and f"{match['host']}~{match['pid']}~{match['start']}" != mine \
-                and not is_left_over(Path(folder) / name):
+        if (
+            match
+            and f"{match['host']}~{match['pid']}~{match['start']}" != mine
+            and not is_left_over(Path(folder) / name)
+        ):
             live.append(f"process {match['pid']} on {match['host']}")
     return live
 

@@ -94,15 +94,20 @@ def save_preview(path: Path, title: str, thumbs: list[tuple[int, Image.Image]], 
     for k, row in enumerate(shown):
         x, y = 8 + (k // LEGEND_ROWS) * 260, top + 20 + (k % LEGEND_ROWS) * 20
         draw.rectangle((x, y + 2, x + 14, y + 16), fill=tuple(int(c) for c in colours[row.id]), outline="black")
-        draw.text((x + 20, y), f"{row.id:>3}  {share_text(row.share):>8}  {row.first}-{row.last}", fill="black",
-                  font=small)
+        draw.text(
+            (x + 20, y), f"{row.id:>3}  {share_text(row.share):>8}  {row.first}-{row.last}", fill="black", font=small
+        )
     if len(objects) > LEGEND_MAX:
         rest = objects[LEGEND_MAX:]
         tiny = sum(o.share < 0.001 for o in rest)
         under = f", {tiny} of them under 0.1 %" if tiny else ""
         together = share_text(sum(o.share for o in rest))
-        draw.text((8, top + 20 + LEGEND_ROWS * 20), f"... and {len(rest)} more, {together} together{under} "
-                  "(summary.json)", fill="black", font=small)
+        draw.text(
+            (8, top + 20 + LEGEND_ROWS * 20),
+            f"... and {len(rest)} more, {together} together{under} (summary.json)",
+            fill="black",
+            font=small,
+        )
     _save(sheet, path)
 
 
@@ -186,8 +191,10 @@ def save_hierarchy_picture(path: Path, levels: Levels, width: int = 1200) -> lis
         tiny = widths < MIN_BOX
         if tiny.sum() < 2:  # one narrow box alone is drawn as it is
             tiny[:] = False
-        order = sorted(np.flatnonzero(~tiny).tolist(), key=lambda c, lv=level: (
-            int(objects[lv][c]) < 0, int(objects[lv][c]), -int(areas[c]), c))
+        order = sorted(
+            np.flatnonzero(~tiny).tolist(),
+            key=lambda c, lv=level: (int(objects[lv][c]) < 0, int(objects[lv][c]), -int(areas[c]), c),
+        )
         x, placed = float(left), {}
         for c in order:
             w = float(widths[c])
@@ -195,8 +202,7 @@ def save_hierarchy_picture(path: Path, levels: Levels, width: int = 1200) -> lis
             colour = BACKGROUND if obj == 0 else tuple(int(v) for v in colours[obj]) if obj > 0 else UNUSED
             draw.rectangle((x, y, max(x + 1, x + w - 1), y + row_h), fill=colour, outline="white" if w >= 4 else None)
             if w >= LABEL_BOX:
-                draw.text((x + 4, y + row_h // 2 - 6), share_text(areas[c] / total), fill=_ink(colour),
-                          font=note_font)
+                draw.text((x + 4, y + row_h // 2 - 6), share_text(areas[c] / total), fill=_ink(colour), font=note_font)
             placed[c] = (x, x + w, y)
             x += w
         if tiny.any():  # the bundle: striped, as wide as its share

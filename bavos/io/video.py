@@ -21,8 +21,24 @@ from PIL import Image, ImageOps
 from bavos.errors import InputError, OutputError, plain_os_error
 
 FRAME_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
-VIDEO_EXTENSIONS = {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".mts", ".m2ts",
-                    ".wmv", ".flv", ".3gp", ".ogv", ".gif"}  # what a folder of clips (bavos train) is searched for
+VIDEO_EXTENSIONS = {
+    ".mp4",
+    ".m4v",
+    ".mov",
+    ".mkv",
+    ".webm",
+    ".avi",
+    ".mpg",
+    ".mpeg",
+    ".ts",
+    ".mts",
+    ".m2ts",
+    ".wmv",
+    ".flv",
+    ".3gp",
+    ".ogv",
+    ".gif",
+}  # what a folder of clips (bavos train) is searched for
 DEFAULT_FOLDER_FPS = 24.0
 
 
@@ -84,6 +100,7 @@ class FrameRange:
 
     def contains(self, number: int, time: float | None) -> tuple[bool, bool]:
         """(in the range, past its end) for frame ``number`` shown at ``time`` seconds."""
+
         def position(is_time: bool) -> float:
             return time if is_time and time is not None else number
 
@@ -157,8 +174,10 @@ def _list_frames(folder: Path) -> tuple[list[Path], list[str]]:
         videos = [e for e in entries if e.suffix.lower() in VIDEO_EXTENSIONS and e.is_file()]
         if videos:
             pattern = f"{folder}/*{videos[0].suffix}" if len({v.suffix for v in videos}) == 1 else f"{folder}/*"
-            raise InputError(f"{folder}: a folder of {len(videos)} video{'s' * (len(videos) != 1)}, not of frames: "
-                             f"pass the videos ({pattern})")
+            raise InputError(
+                f"{folder}: a folder of {len(videos)} video{'s' * (len(videos) != 1)}, not of frames: "
+                f"pass the videos ({pattern})"
+            )
         raise InputError(f"{folder}: folder holds no frames (expected {', '.join(sorted(FRAME_EXTENSIONS))} files)")
     stems = [p.stem for p in frames]
     if len(set(stems)) != len(stems):
@@ -183,15 +202,18 @@ def _header(path: Path) -> tuple[int, int]:
                 width, height = height, width
             cut = im.format == "JPEG" and _jpeg_cut_short(path)
     except Image.DecompressionBombError as e:
-        raise InputError(f"{path}: cannot read frame: {_reason(e).split(',')[0]}, over Pillow's guard against "
-                         "decompression bombs; scale the frames down (at most 178 million pixels)") from e
+        raise InputError(
+            f"{path}: cannot read frame: {_reason(e).split(',')[0]}, over Pillow's guard against "
+            "decompression bombs; scale the frames down (at most 178 million pixels)"
+        ) from e
     except (OSError, ValueError, SyntaxError) as e:
         if "truncated" in _reason(e).lower():
             raise InputError(f"{path}: the image file is cut short ({_reason(e)}): {CUT_FRAME_FIX}") from e
         raise InputError(f"{path}: cannot read frame ({_reason(e)})") from e
     if cut:
-        raise InputError(f"{path}: the JPEG file is cut short (it lacks the end marker a whole one has): "
-                         f"{CUT_FRAME_FIX}")
+        raise InputError(
+            f"{path}: the JPEG file is cut short (it lacks the end marker a whole one has): {CUT_FRAME_FIX}"
+        )
     return width, height
 
 
@@ -262,17 +284,25 @@ def video_stream(container: av.container.InputContainer, path: Path) -> av.video
     Raises:
         InputError: the file holds no such stream.
     """
-    streams = [s for s in container.streams.video
-               if not _is_attached_picture(s) and s.codec_context.name not in NOT_VIDEO]
+    streams = [
+        s for s in container.streams.video if not _is_attached_picture(s) and s.codec_context.name not in NOT_VIDEO
+    ]
     if not streams:
         kinds = [s.type for s in container.streams if s.type != "video"]
-        kinds += ["cover picture" if _is_attached_picture(s) else f"{s.codec_context.name} text"
-                  for s in container.streams.video]
+        kinds += [
+            "cover picture" if _is_attached_picture(s) else f"{s.codec_context.name} text"
+            for s in container.streams.video
+        ]
         held = f" (it holds {', '.join(sorted(set(kinds)))})" if kinds else ""
         raise InputError(f"{path}: no video stream{held}")
     default = av.stream.Disposition.default
-    return max(streams, key=lambda s: s.codec_context.width * s.codec_context.height  # FFmpeg's own score
-               + 5_000_000 * bool(s.disposition & default))
+    return max(
+        streams,
+        key=lambda s: (
+            s.codec_context.width * s.codec_context.height  # FFmpeg's own score
+            + 5_000_000 * bool(s.disposition & default)
+        ),
+    )
 
 
 def _open_container(path: Path) -> tuple[av.container.InputContainer, av.video.stream.VideoStream]:
@@ -321,8 +351,10 @@ class VideoSource:
             self.info = VideoInfo(self.path, True, width, height, DEFAULT_FOLDER_FPS, None, 0, len(self._files))
         else:
             if not self.path.is_file():
-                raise InputError(f"{self.path}: not a regular file (a pipe or a device); bavos reads its input several "
-                                 "times: save it to a file first")
+                raise InputError(
+                    f"{self.path}: not a regular file (a pipe or a device); bavos reads its input several "
+                    "times: save it to a file first"
+                )
             if self.path.stat().st_size == 0:
                 raise InputError(f"{self.path}: file is empty (0 bytes)")
             self._files = None
@@ -331,8 +363,10 @@ class VideoSource:
             total, count = self.info.frame_count, self._range_count()
             if count == 0 and not self._starts_before_the_end():
                 length = self.info.duration if self.info.duration is not None else (total or 0) / self.info.fps
-                raise InputError(f"{self.path}: no frame in the range {self.range.text()} (the video has {total} "
-                                 f"frames, {length:.2f} s)")
+                raise InputError(
+                    f"{self.path}: no frame in the range {self.range.text()} (the video has {total} "
+                    f"frames, {length:.2f} s)"
+                )
             self.info = replace(self.info, frame_count=None if count is None else max(count, 1))
 
     def warn(self, message: str) -> None:
@@ -347,12 +381,16 @@ class VideoSource:
         for f in files[1:]:
             size = _header(f)
             if size != first:
-                raise InputError(f"{f}: frame is {size[0]}x{size[1]}, the first frame of the folder "
-                                 f"({files[0].name}) is {first[0]}x{first[1]}; all frames must match")
+                raise InputError(
+                    f"{f}: frame is {size[0]}x{size[1]}, the first frame of the folder "
+                    f"({files[0].name}) is {first[0]}x{first[1]}; all frames must match"
+                )
         if left_out:
             shown = ", ".join(left_out[:5]) + (f" and {len(left_out) - 5} more" if len(left_out) > 5 else "")
-            self.warn(f"not frames, left out: {shown} (frames are {', '.join(sorted(FRAME_EXTENSIONS))} files; hidden "
-                      "files are not frames)")
+            self.warn(
+                f"not frames, left out: {shown} (frames are {', '.join(sorted(FRAME_EXTENSIONS))} files; hidden "
+                "files are not frames)"
+            )
         return files
 
     def _starts_before_the_end(self) -> bool:
@@ -425,8 +463,11 @@ class VideoSource:
                 h, w = w, h
             # without timestamps (raw H.264/HEVC streams) the average rate is the demuxer's default of 25: the
             # stream's own rate (its VUI timing, FFmpeg's guess) is what FFmpeg plays it at
-            rate = (stream.guessed_rate or stream.average_rate) if first.pts is None else \
-                (stream.average_rate or stream.guessed_rate)
+            rate = (
+                (stream.guessed_rate or stream.average_rate)
+                if first.pts is None
+                else (stream.average_rate or stream.guessed_rate)
+            )
             fps = float(rate) if rate else DEFAULT_FOLDER_FPS
             count = stream.frames or None
             if stream.duration is not None and stream.time_base is not None:
@@ -435,13 +476,26 @@ class VideoSource:
                 duration = container.duration / av.time_base if container.duration is not None else None
             sar = stream.sample_aspect_ratio or stream.codec_context.sample_aspect_ratio
             sar = None if not sar or sar == 1 else (1 / Fraction(sar) if rotation in (90, 270) else Fraction(sar))
-            return VideoInfo(self.path, False, w, h, fps, stream.time_base, rotation, count,
-                             first.pts or 0, (first.width, first.height), duration, sar)
+            return VideoInfo(
+                self.path,
+                False,
+                w,
+                h,
+                fps,
+                stream.time_base,
+                rotation,
+                count,
+                first.pts or 0,
+                (first.width, first.height),
+                duration,
+                sar,
+            )
         finally:
             container.close()
 
-    def _decode(self, container: av.container.InputContainer, stream: av.video.stream.VideoStream,
-                start_pts: int = 0) -> Iterator[av.VideoFrame]:
+    def _decode(
+        self, container: av.container.InputContainer, stream: av.video.stream.VideoStream, start_pts: int = 0
+    ) -> Iterator[av.VideoFrame]:
         """Decoded frames in order. A packet that fails to decode is skipped and named in a warning; a read error
         ends the stream with a warning (FFmpeg does both)."""
         stream.thread_type = "AUTO"
@@ -455,21 +509,26 @@ class VideoSource:
                 except av.error.FFmpegError as e:
                     self._decode_error = str(e.strerror or e)
                     if packet.size == 0:  # the decoder's flush: with frame threads, errors of the last packets
-                        self.warn(f"the last packets could not be decoded ({e.strerror or e}): {decoded} frames "
-                                  "decoded")
+                        self.warn(
+                            f"the last packets could not be decoded ({e.strerror or e}): {decoded} frames decoded"
+                        )
                         break
-                    when = "" if packet.pts is None or packet.time_base is None else \
-                        f" at {float((packet.pts - start_pts) * packet.time_base):.3f} s"
-                    self.warn(f"packet {packets}{when} could not be decoded ({e.strerror or e}): its frame was "
-                              "skipped, as FFmpeg does")
+                    when = (
+                        ""
+                        if packet.pts is None or packet.time_base is None
+                        else f" at {float((packet.pts - start_pts) * packet.time_base):.3f} s"
+                    )
+                    self.warn(
+                        f"packet {packets}{when} could not be decoded ({e.strerror or e}): its frame was "
+                        "skipped, as FFmpeg does"
+                    )
                     continue
                 for frame in frames:
                     decoded += 1
                     yield frame
         except av.error.FFmpegError as e:
             self._decode_error = str(e.strerror or e)
-            self.warn(f"reading stopped after {decoded} frames: the file is damaged or truncated "
-                      f"({e.strerror or e})")
+            self.warn(f"reading stopped after {decoded} frames: the file is damaged or truncated ({e.strerror or e})")
 
     def frames(self) -> Iterator[Frame]:
         """Yield every frame of the range in order, upright, as (H, W, 3) uint8 RGB."""
@@ -500,8 +559,10 @@ class VideoSource:
                     continue
                 image = _read_image(f)
                 if image.shape[:2] != (self.info.height, self.info.width):
-                    raise InputError(f"{f}: frame is {image.shape[1]}x{image.shape[0]}, the first frame of the "
-                                     f"folder is {self.info.width}x{self.info.height}; all frames must match")
+                    raise InputError(
+                        f"{f}: frame is {image.shape[1]}x{image.shape[0]}, the first frame of the "
+                        f"folder is {self.info.width}x{self.info.height}; all frames must match"
+                    )
                 yield Frame(i, image, f.stem, None, i)
             return
         yield from self._file_frames()
@@ -515,10 +576,13 @@ class VideoSource:
                 if (frame.width, frame.height) != (width, height):
                     if (frame.width, frame.height) not in sizes:
                         sizes.add((frame.width, frame.height))
-                        self.warn(f"the picture size changes to {frame.width}x{frame.height} at frame {i}: scaled to "
-                                  f"the first frame's {width}x{height}, as FFmpeg does when it encodes such a stream")
-                    image = frame.reformat(width=width, height=height, format="rgb24",
-                                           interpolation="BICUBIC").to_ndarray()
+                        self.warn(
+                            f"the picture size changes to {frame.width}x{frame.height} at frame {i}: scaled to "
+                            f"the first frame's {width}x{height}, as FFmpeg does when it encodes such a stream"
+                        )
+                    image = frame.reformat(
+                        width=width, height=height, format="rgb24", interpolation="BICUBIC"
+                    ).to_ndarray()
                 else:
                     image = frame.to_ndarray(format="rgb24")
                 pts = None if frame.pts is None else frame.pts - self.info.start_pts
@@ -538,14 +602,22 @@ class OverlayWriter:
     holds only even sizes, so an odd width or height gets one more column or row, a copy of the last one.
     """
 
-    def __init__(self, path: Path, width: int, height: int, fps: float, time_base: Fraction | None = None,
-                 sample_aspect_ratio: Fraction | None = None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        width: int,
+        height: int,
+        fps: float,
+        time_base: Fraction | None = None,
+        sample_aspect_ratio: Fraction | None = None,
+    ) -> None:
         self._path = Path(path)
         try:
             self._container = av.open(str(path), mode="w")
         except (av.error.FFmpegError, OSError) as e:
-            raise OutputError(f"cannot create the video {path.name}: "
-                              f"{plain_os_error(e, '') if isinstance(e, OSError) else e}") from e
+            raise OutputError(
+                f"cannot create the video {path.name}: {plain_os_error(e, '') if isinstance(e, OSError) else e}"
+            ) from e
         rate = Fraction(fps).limit_denominator(1001)
         self._stream = self._container.add_stream("libx264", rate=rate)
         self._pad = (height % 2, width % 2)  # rows, columns added to reach an even size
@@ -583,8 +655,9 @@ class OverlayWriter:
             for packet in packets:
                 self._container.mux(packet)
         except (av.error.FFmpegError, OSError) as e:
-            raise OutputError(f"cannot write the video {self._path.name}: "
-                              f"{plain_os_error(e, '') if isinstance(e, OSError) else e}") from e
+            raise OutputError(
+                f"cannot write the video {self._path.name}: {plain_os_error(e, '') if isinstance(e, OSError) else e}"
+            ) from e
 
     def close(self) -> None:
         """Flush the encoder and close the file."""

@@ -41,8 +41,16 @@ def bavos_test_vit(pretrained: bool = False, **kwargs: object) -> VisionTransfor
     """A tiny ViT with the layout of DINO ViT-S/8 (patch 8, CLS token, qkv bias), for tests and benchmarks."""
     if pretrained:
         raise WeightsError(f"{TEST_BACKBONE} has no pretrained weights; use --backbone-weights none")
-    args = {"patch_size": 8, "embed_dim": 32, "depth": 2, "num_heads": 2, "mlp_ratio": 2.0, "qkv_bias": True,
-            "img_size": 64, **kwargs}
+    args = {
+        "patch_size": 8,
+        "embed_dim": 32,
+        "depth": 2,
+        "num_heads": 2,
+        "mlp_ratio": 2.0,
+        "qkv_bias": True,
+        "img_size": 64,
+        **kwargs,
+    }
     return build_model_with_cfg(VisionTransformer, TEST_BACKBONE, pretrained=False, **args)
 
 
@@ -201,8 +209,10 @@ def incomplete(path: Path) -> str | None:
             return None
     except OSError:
         return None
-    return (f"an incomplete file ({_megabytes(path)}: it ends before the zip directory a complete PyTorch file ends "
-            "with, a download or copy cut short); fetch it again")
+    return (
+        f"an incomplete file ({_megabytes(path)}: it ends before the zip directory a complete PyTorch file ends "
+        "with, a download or copy cut short); fetch it again"
+    )
 
 
 def safetensors_size(path: Path) -> int | None:
@@ -242,13 +252,17 @@ def unloadable(path: Path, error: Exception) -> str:
     if cut is not None:
         return cut
     if isinstance(error, EOFError) or re.search(r"truncated|unexpected EOF|ran out of input", str(error), re.I):
-        return f"an incomplete file ({_megabytes(path)}: its data ends early, a download or copy cut short); fetch " \
-               "it again"
+        return (
+            f"an incomplete file ({_megabytes(path)}: its data ends early, a download or copy cut short); fetch "
+            "it again"
+        )
     if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":
         found = re.search(r"GLOBAL ([\w.]+)", str(error))
         what = f" ({found.group(1)})" if found else ""
-        return (f"a PyTorch file holding Python objects{what} that loading without running code refuses; bavos never "
-                "loads a file unsafely: save its state_dict instead")
+        return (
+            f"a PyTorch file holding Python objects{what} that loading without running code refuses; bavos never "
+            "loads a file unsafely: save its state_dict instead"
+        )
     try:
         text = head.decode("utf-8")
     except UnicodeDecodeError:
@@ -267,7 +281,7 @@ def _weights_only_load(path: Path) -> object:
 
 
 def _strip(state: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
-    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
 
 
 def extract_backbone_state(obj: object, path: Path) -> dict[str, Tensor]:
@@ -284,8 +298,9 @@ def extract_backbone_state(obj: object, path: Path) -> dict[str, Tensor]:
             raise WeightsError(f"{path}: the checkpoint holds no encoder.* (backbone) weights")
         return encoder
     if "model" in obj and "config" in obj:
-        raise WeightsError(f"{path}: this is a bavos correlator checkpoint, not backbone weights; "
-                           "pass it with --checkpoint")
+        raise WeightsError(
+            f"{path}: this is a bavos correlator checkpoint, not backbone weights; pass it with --checkpoint"
+        )
     for key in ("state_dict", "model"):
         if key in obj and isinstance(obj[key], dict):
             return obj[key]
@@ -312,8 +327,10 @@ def load_backbone_file(vit: nn.Module, path: Path, loaded: dict | None = None, h
         except Exception as e:  # noqa: BLE001 - safetensors raises several unrelated types
             size = safetensors_size(path)
             if size is not None and size > path.stat().st_size:
-                raise WeightsError(f"{path}: an incomplete file ({_megabytes(path)} of the {size / 2**20:.1f} MB its "
-                                   "header announces: a download or copy cut short); fetch it again") from e
+                raise WeightsError(
+                    f"{path}: an incomplete file ({_megabytes(path)} of the {size / 2**20:.1f} MB its "
+                    "header announces: a download or copy cut short); fetch it again"
+                ) from e
             raise WeightsError(f"{path}: not a readable safetensors file ({e})") from e
     else:
         state = extract_backbone_state(_weights_only_load(path), path)
@@ -325,8 +342,9 @@ def load_backbone_file(vit: nn.Module, path: Path, loaded: dict | None = None, h
     vit.load_state_dict(state, strict=True)
 
 
-def check_state_keys(module: nn.Module, state: dict[str, Tensor], source: str,
-                     error: type[BavosError] = WeightsError) -> None:
+def check_state_keys(
+    module: nn.Module, state: dict[str, Tensor], source: str, error: type[BavosError] = WeightsError
+) -> None:
     """Raise ``error`` naming the keys of ``state`` that do not fit ``module`` (missing, unexpected, misshapen)."""
     expected = module.state_dict()
     missing = sorted(set(expected) - set(state))
@@ -360,8 +378,9 @@ def uninitialised(build: Callable[[], nn.Module]) -> nn.Module:
     return module.to_empty(device="cpu")
 
 
-def build_backbone(name: str, weights: str, loaded: dict | None = None,
-                   progress: Callable[[int, int | None], None] | None = None) -> Backbone:
+def build_backbone(
+    name: str, weights: str, loaded: dict | None = None, progress: Callable[[int, int | None], None] | None = None
+) -> Backbone:
     """Create the frozen backbone.
 
     Args:

@@ -73,8 +73,9 @@ class Correlator(nn.Module):
         drop: dropout after the projection and inside the MLP (0.1 in training).
     """
 
-    def __init__(self, dim: int = 384, heads: int = 8, mlp_ratio: float = 4.0, attn_drop: float = 0.4,
-                 drop: float = 0.1) -> None:
+    def __init__(
+        self, dim: int = 384, heads: int = 8, mlp_ratio: float = 4.0, attn_drop: float = 0.4, drop: float = 0.1
+    ) -> None:
         super().__init__()
         if dim % heads:
             raise CheckpointError(f"correlator width {dim} is not divisible by its {heads} heads")
@@ -149,9 +150,11 @@ def correlator_state(obj: dict[str, Any], path: Path) -> dict[str, Tensor]:
             state = {k.removeprefix("module."): v for k, v in state.items()}
         others = sorted(k for k in state if not k.startswith(("encoder.", RELEASE_PREFIX)))
         if others:
-            raise CheckpointError(f"{path}: release checkpoint has keys bavos does not know: {', '.join(others[:5])}"
-                                  " (only one correlator block, temporal_transformer.0, is supported)")
-        block = {k[len(RELEASE_PREFIX):]: v for k, v in state.items() if k.startswith(RELEASE_PREFIX)}
+            raise CheckpointError(
+                f"{path}: release checkpoint has keys bavos does not know: {', '.join(others[:5])}"
+                " (only one correlator block, temporal_transformer.0, is supported)"
+            )
+        block = {k[len(RELEASE_PREFIX) :]: v for k, v in state.items() if k.startswith(RELEASE_PREFIX)}
         if not block:
             raise CheckpointError(f"{path}: release checkpoint holds no {RELEASE_PREFIX}* weights")
         return block

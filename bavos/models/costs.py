@@ -210,8 +210,9 @@ class Estimate:
         (the clustering's, and the writing's: both elementwise work in the host's memory) by ``pace.clustering``."""
         other = pace.clustering
         seconds = {k: v * (pace.backbone if k == "backbone" else other) for k, v in self.seconds.items()}
-        passes = {k: (b := self.backbone_passes.get(k, 0.0)) * pace.backbone + (v - b) * other
-                  for k, v in self.passes.items()}
+        passes = {
+            k: (b := self.backbone_passes.get(k, 0.0)) * pace.backbone + (v - b) * other for k, v in self.passes.items()
+        }
         return replace(self, seconds=seconds, passes=passes)
 
 
@@ -262,7 +263,7 @@ def leader_rows(clusters: float, rows: int) -> float:
     """Candidate rows the greedy leader pass over ``rows`` rows asks for when it makes ``clusters`` groups: every
     leader, plus the rows of a block taken by a leader before them in it (fitted: 64, 140, 220 and 350 rows asked
     for 1, 17, 45 and 220 groups of 1,800 rows)."""
-    return min(rows, max(clusters, LEADER_BLOCK + 20 * clusters ** 0.5))
+    return min(rows, max(clusters, LEADER_BLOCK + 20 * clusters**0.5))
 
 
 def bounded_flops(rows: float, columns: float, m: int, pairs: float) -> float:
@@ -271,20 +272,32 @@ def bounded_flops(rows: float, columns: float, m: int, pairs: float) -> float:
     return 4 * rows * columns * m / COARSE_BIN + 4 * m * pairs * SAMPLED_PAIR_COST
 
 
-def window_work(n: int, m: int, dim: int, heads: int, distinct: float, per_window: float = CLUSTERS_PER_WINDOW,
-                attention_again: float = 1.0, levels: int = 3) -> tuple[tuple[float, float], tuple[float, float]]:
+def window_work(
+    n: int,
+    m: int,
+    dim: int,
+    heads: int,
+    distinct: float,
+    per_window: float = CLUSTERS_PER_WINDOW,
+    attention_again: float = 1.0,
+    levels: int = 3,
+) -> tuple[tuple[float, float], tuple[float, float]]:
     """(flops, elementwise operations) of one window of n rows over m key tokens in the hierarchy pass, and in the
     labels pass, with ``per_window`` level-0 clusters and ``distinct`` centroids over ``levels`` global levels; the
     labels pass computes the window's attention again with probability ``attention_again`` (0 where
     ``--attention-cache`` keeps its rows)."""
     attention = 2 * n * dim * m, 8 * heads * n * m  # q k^T of every head; in-place softmax passes
     # self-distances and smoothing (whole products); the leader pass and the level-0 labels through lower bounds
-    hierarchy = (4 * n * n * m + bounded_flops(leader_rows(per_window, n), n, m, PAIRS_PER_TOKEN * n)
-                 + bounded_flops(per_window, n, m, PAIRS_PER_TOKEN * n))
+    hierarchy = (
+        4 * n * n * m
+        + bounded_flops(leader_rows(per_window, n), n, m, PAIRS_PER_TOKEN * n)
+        + bounded_flops(per_window, n, m, PAIRS_PER_TOKEN * n)
+    )
     assignment = bounded_flops(distinct, n, m, PAIRS_PER_TOKEN * n * levels)  # every global level's nearest
-    return ((attention[0] + hierarchy, attention[1] + 8 * n * m + 8 * n * n),
-            (attention_again * attention[0] + assignment, attention_again * attention[1] + 4 * n * m
-             + 4 * distinct * n))
+    return (
+        (attention[0] + hierarchy, attention[1] + 8 * n * m + 8 * n * n),
+        (attention_again * attention[0] + assignment, attention_again * attention[1] + 4 * n * m + 4 * distinct * n),
+    )
 
 
 def rounds_work(m: int, sizes: tuple[float, ...]) -> float:
@@ -299,10 +312,22 @@ def rounds_work(m: int, sizes: tuple[float, ...]) -> float:
     return work
 
 
-def segment_estimate(frames: int, grid: tuple[int, int], keys: int, batch: int, window: int, device: torch.device,
-                     dim: int = 384, heads: int = 8, pixels: int = 0, cache_bytes: int = 0,
-                     queries: QueryPlan = QueryPlan(), counts: ClusterCounts = ClusterCounts(),
-                     max_objects: int = 0, frames_held: FrameSets = FrameSets()) -> Estimate:
+def segment_estimate(
+    frames: int,
+    grid: tuple[int, int],
+    keys: int,
+    batch: int,
+    window: int,
+    device: torch.device,
+    dim: int = 384,
+    heads: int = 8,
+    pixels: int = 0,
+    cache_bytes: int = 0,
+    queries: QueryPlan = QueryPlan(),
+    counts: ClusterCounts = ClusterCounts(),
+    max_objects: int = 0,
+    frames_held: FrameSets = FrameSets(),
+) -> Estimate:
     """What ``segment_video`` will cost.
 
     Args:
@@ -338,8 +363,10 @@ def segment_estimate(frames: int, grid: tuple[int, int], keys: int, batch: int, 
     rows_kept = full_kept * window_rows + (last_rows if last_rows <= cache_bytes - full_kept * window_rows else 0)
     rows_share = rows_kept / rows_total if rows_total else 0.0  # of the windows: their attention is not recomputed
     levels = len(sizes) - 1
-    full, last = (window_work(f * n_tokens, m, dim, heads, distinct, counts.per_window, 1 - rows_share, levels)
-                  for f in (window, last_frames))  # each: (hierarchy pass, labels pass)
+    full, last = (
+        window_work(f * n_tokens, m, dim, heads, distinct, counts.per_window, 1 - rows_share, levels)
+        for f in (window, last_frames)
+    )  # each: (hierarchy pass, labels pass)
 
     def time_of(work: tuple[float, float]) -> float:
         return work[0] / rates.flops + work[1] / rates.elementwise
@@ -361,25 +388,42 @@ def segment_estimate(frames: int, grid: tuple[int, int], keys: int, batch: int, 
         "writing": frames * pixels * per_pixel / rates.elementwise,
     }
     backbone = {"keys": keys * per_frame, "hierarchy": (frames - keys) * per_frame, "labels": again * per_frame}
-    passes = {"keys": backbone["keys"], "hierarchy": backbone["hierarchy"] + hierarchy,
-              "labels": backbone["labels"] + labelling, "writing": seconds["writing"]}
+    passes = {
+        "keys": backbone["keys"],
+        "hierarchy": backbone["hierarchy"] + hierarchy,
+        "labels": backbone["labels"] + labelling,
+        "writing": seconds["writing"],
+    }
     rows = min(window, frames) * n_tokens
     # rows, their logs, smoothed rows; distances, neighbours; one head's logits of a row block
     window_set = 3 * rows * m * 4 + 3 * rows * rows * 4 + min(ATTENTION_BLOCK_BYTES, rows * m * 4)
     backbone_set = batch * (n_tokens + 1) * 12 * dim * 4  # a block's activations (fused attention: no L x L)
     key_set = keys * n_tokens * dim * 4
-    said = {"queries_kept": int(kept), "queries_total": video_queries, "queries_on_disk": queries.disk,
-            "frame_seconds": per_frame, "window_seconds": per_window, "backbone_passes": backbone,
-            "rows_kept": rows_kept, "rows_total": rows_total}
+    said = {
+        "queries_kept": int(kept),
+        "queries_total": video_queries,
+        "queries_on_disk": queries.disk,
+        "frame_seconds": per_frame,
+        "window_seconds": per_window,
+        "backbone_passes": backbone,
+        "rows_kept": rows_kept,
+        "rows_total": rows_total,
+    }
     # the writing's frames come on top of the model passes': the heap keeps much of their frames' blocks (those
     # under its mmap threshold, a 4K frame among them) however it is trimmed (measured, docs/performance.md)
     at_frame_size = frames_held.model + frames_held.writing + WRITE_FIXED_BYTES
     if device.type == "cuda":  # the kept rows stay on the device
-        return Estimate(seconds, resident_bytes() + in_memory + 2 * key_set + at_frame_size,
-                        key_set + max(window_set, backbone_set + frames_held.device) + rows_kept, passes, **said)
+        return Estimate(
+            seconds,
+            resident_bytes() + in_memory + 2 * key_set + at_frame_size,
+            key_set + max(window_set, backbone_set + frames_held.device) + rows_kept,
+            passes,
+            **said,
+        )
     grow = in_memory + 2 * key_set + rows_kept  # queries and rows kept on the host; the key frames' keys
-    return Estimate(seconds, resident_bytes() + grow + max(window_set, backbone_set) + at_frame_size, None, passes,
-                    **said)
+    return Estimate(
+        seconds, resident_bytes() + grow + max(window_set, backbone_set) + at_frame_size, None, passes, **said
+    )
 
 
 def size_text(n: float) -> str:
@@ -409,8 +453,16 @@ def over_budget(estimate: Estimate, device: torch.device, options: str = SEGMENT
     return f"needs about {gigabytes(need)} more {kind}, this machine has {gigabytes(free)} free; {options}"
 
 
-def train_estimate(clips: int, frames: int, grid: tuple[int, int], steps: int, device: torch.device,
-                   dim: int = 384, heads: int = 8, with_cls: bool = True) -> Estimate:
+def train_estimate(
+    clips: int,
+    frames: int,
+    grid: tuple[int, int],
+    steps: int,
+    device: torch.device,
+    dim: int = 384,
+    heads: int = 8,
+    with_cls: bool = True,
+) -> Estimate:
     """What ``bavos train`` will cost: seconds per step and for ``steps`` steps, and peak memory.
 
     Args:

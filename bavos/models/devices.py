@@ -24,7 +24,7 @@ _AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def resolve_device(name: str, index: int | None = None) -> torch.device:
-    """"auto" -> CUDA when available, else CPU; "cuda" without CUDA is an error.
+    """ "auto" -> CUDA when available, else CPU; "cuda" without CUDA is an error.
 
     A CUDA device always has its index (``cuda:0``): ``torch.cuda.set_device`` and the peak-memory counters refuse
     a bare ``cuda``.
@@ -111,8 +111,12 @@ class HeapTrimmer:
         trim: hands free pages back (glibc's ``malloc_trim(0)`` by default; nothing where there is none).
     """
 
-    def __init__(self, slack: int | None = None, resident: Callable[[], int] = resident_bytes,
-                 trim: Callable[[], object] | None = None) -> None:
+    def __init__(
+        self,
+        slack: int | None = None,
+        resident: Callable[[], int] = resident_bytes,
+        trim: Callable[[], object] | None = None,
+    ) -> None:
         self.slack = TRIM_SLACK_BYTES if slack is None else slack
         self._resident, self._trim = resident, trim
         self.left: int | None = None  # resident bytes after the last trim

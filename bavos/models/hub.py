@@ -99,8 +99,11 @@ def hub_weights(name: str, progress: Progress | None = None, download_missing: b
     try:
         if not constants.HF_HUB_OFFLINE:
             _reachable(constants.ENDPOINT)
-        return Path(huggingface_hub.hf_hub_download(
-            repo, HUB_FILES[0], tqdm_class=_reporting(progress) if progress is not None else None))
+        return Path(
+            huggingface_hub.hf_hub_download(
+                repo, HUB_FILES[0], tqdm_class=_reporting(progress) if progress is not None else None
+            )
+        )
     except (huggingface_hub.errors.HfHubHTTPError, huggingface_hub.errors.LocalEntryNotFoundError, OSError) as e:
         if isinstance(e, huggingface_hub.errors.LocalEntryNotFoundError):  # no connection (or offline), not cached
             reason = "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else "no connection"
@@ -108,6 +111,8 @@ def hub_weights(name: str, progress: Progress | None = None, download_missing: b
             reason = f"no connection to {constants.ENDPOINT}: {e.strerror or e}"
         else:
             reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-        raise WeightsError(f"the weights of {name} are not in the cache and could not be downloaded ({reason}); run "
-                           "`bavos weights` where there is a connection, or pass --backbone-weights PATH (e.g. "
-                           "dino_deitsmall8_pretrain.pth)") from e
+        raise WeightsError(
+            f"the weights of {name} are not in the cache and could not be downloaded ({reason}); run "
+            "`bavos weights` where there is a connection, or pass --backbone-weights PATH (e.g. "
+            "dino_deitsmall8_pretrain.pth)"
+        ) from e

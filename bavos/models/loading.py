@@ -47,8 +47,13 @@ class Models:
         return self.correlator.heads if self.correlator is not None else self.backbone.num_heads
 
 
-def load_models(config: ModelConfig, device: str = "auto", index: int | None = None,
-                progress: DownloadProgress | None = None, plan: WeightsPlan | None = None) -> Models:
+def load_models(
+    config: ModelConfig,
+    device: str = "auto",
+    index: int | None = None,
+    progress: DownloadProgress | None = None,
+    plan: WeightsPlan | None = None,
+) -> Models:
     """Build the frozen backbone and the correlator (on CUDA device ``index``) as ``plan_weights`` resolves them.
 
     Args:
@@ -62,14 +67,16 @@ def load_models(config: ModelConfig, device: str = "auto", index: int | None = N
     except WeightsError as e:
         if plan.backbone_weights_from != "checkpoint":
             raise
-        raise WeightsError(f"{e} (the backbone weights recorded in {plan.checkpoint_file}; pass --backbone-weights "
-                           "to use others)") from e
+        raise WeightsError(
+            f"{e} (the backbone weights recorded in {plan.checkpoint_file}; pass --backbone-weights to use others)"
+        ) from e
     correlator = None
     if plan.checkpoint_file is None and plan.backbone_weights == "none":
         backbone.sharpen()  # the weightless mode: clusters that show the pipeline at work (still meaningless)
     if plan.checkpoint_file is not None:
-        correlator = load_correlator(plan.checkpoint_file, backbone.embed_dim, config.correlator_heads,
-                                     plan.loaded).to(dev)
+        correlator = load_correlator(plan.checkpoint_file, backbone.embed_dim, config.correlator_heads, plan.loaded).to(
+            dev
+        )
     return Models(backbone, correlator, dev, plan.model_config(config), replace(plan, loaded=None), config)
 
 
@@ -84,8 +91,14 @@ def _preprocess(images: list[np.ndarray] | Tensor, cfg: SegmentConfig, device: t
     # a few frames at a time: float frames at their size (100 MB each at 4K) never all at once; each frame's
     # result is the same whatever the chunk (interpolation and division are per pixel)
     chunk = max(1, PREPROCESS_CHUNK_BYTES // max(1, 4 * batch[0].numel()))
-    x = torch.cat([F.interpolate(part.float().div_(255), size=cfg.resolution, mode="bilinear", align_corners=False,
-                                 antialias=False) for part in batch.split(chunk)])  # (B, 3, h, w)
+    x = torch.cat(
+        [
+            F.interpolate(
+                part.float().div_(255), size=cfg.resolution, mode="bilinear", align_corners=False, antialias=False
+            )
+            for part in batch.split(chunk)
+        ]
+    )  # (B, 3, h, w)
     mean, std = (torch.tensor(v, device=device).view(1, 3, 1, 1) for v in NORMALIZATION[cfg.normalization])
     return (x - mean) / std
 

@@ -56,8 +56,9 @@ def download(url: str, dest: Path, progress: Progress | None = None, timeout: fl
         if len(lines) > 1 and lines[0].endswith(":"):  # "Failed to retrieve file url:" and then the reason
             lines = lines[1:]
         reason = lines[0][:200] if lines else "no file behind the link"
-        raise DownloadError(f"Google Drive did not give the file ({reason}); it may be over its download quota, "
-                            "try later") from e
+        raise DownloadError(
+            f"Google Drive did not give the file ({reason}); it may be over its download quota, try later"
+        ) from e
     except OSError as e:  # requests' connection and HTTP errors are OSErrors
         import requests  # gdown's own dependency
 
@@ -118,12 +119,13 @@ def release_checkpoint(progress: Progress | None = None) -> Path:
     except (BavosError, OSError) as e:
         reason = str(e).replace(str(part), "the downloaded file")
         there = f"in the cache is {cached_problem(path)}" if path.is_file() else "is not in the cache"
-        raise DownloadError(f"the paper's checkpoint {there} and could not be downloaded: {reason}. "
-                            f"Download {RELEASE_PAGE} and save it as {path}, or pass --checkpoint PATH. "
-                            "Without it: --checkpoint none (the training-free mode) needs DINO's weights from "
-                            "timm's hub (downloaded once, or --backbone-weights FILE); offline with neither, "
-                            "--checkpoint none --backbone-weights none runs on random weights (meaningless masks)") \
-            from e
+        raise DownloadError(
+            f"the paper's checkpoint {there} and could not be downloaded: {reason}. "
+            f"Download {RELEASE_PAGE} and save it as {path}, or pass --checkpoint PATH. "
+            "Without it: --checkpoint none (the training-free mode) needs DINO's weights from "
+            "timm's hub (downloaded once, or --backbone-weights FILE); offline with neither, "
+            "--checkpoint none --backbone-weights none runs on random weights (meaningless masks)"
+        ) from e
     finally:
         part.unlink(missing_ok=True)
         if created and not path.is_file():
@@ -167,9 +169,13 @@ class WeightsPlan:
 
     def describe(self) -> dict[str, Any]:
         """What summary.json says of the weights."""
-        return {"backbone": self.backbone, "backbone_weights": self.backbone_weights,
-                "backbone_weights_from": self.backbone_weights_from, "correlator": self.checkpoint,
-                "correlator_file": None if self.checkpoint_file is None else str(self.checkpoint_file)}
+        return {
+            "backbone": self.backbone,
+            "backbone_weights": self.backbone_weights,
+            "backbone_weights_from": self.backbone_weights_from,
+            "correlator": self.checkpoint,
+            "correlator_file": None if self.checkpoint_file is None else str(self.checkpoint_file),
+        }
 
 
 def recorded_model_config(obj: dict[str, Any] | None) -> dict[str, Any]:

@@ -32,8 +32,9 @@ def key_frame_indices(num_frames: int, ratio: int, max_keys: int = 0) -> list[in
     attention's cost per frame stops growing with the video's length.
     """
     if num_frames < 1 or ratio < 1 or max_keys < 0:
-        raise ValueError(f"need at least one frame, a ratio >= 1 and max_keys >= 0, got {num_frames}, {ratio}, "
-                         f"{max_keys}")
+        raise ValueError(
+            f"need at least one frame, a ratio >= 1 and max_keys >= 0, got {num_frames}, {ratio}, {max_keys}"
+        )
     keys = [i * ratio for i in range(max(1, num_frames // ratio))]
     if max_keys and len(keys) > max_keys:
         picks = [round(j * (len(keys) - 1) / (max_keys - 1)) for j in range(max_keys)] if max_keys > 1 else [0]

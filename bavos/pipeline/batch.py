@@ -68,8 +68,10 @@ def stale_reason(summary: dict, settings: dict) -> str | None:
     changed = [key for key in settings if old.get(key) != settings[key]]
     if not changed:
         return None
-    parts = [f"{_OPTIONS.get(k, '--' + k.replace('_', '-'))} {_shown(old.get(k))} (now {_shown(settings[k])})"
-             for k in changed[:4]]
+    parts = [
+        f"{_OPTIONS.get(k, '--' + k.replace('_', '-'))} {_shown(old.get(k))} (now {_shown(settings[k])})"
+        for k in changed[:4]
+    ]
     more = f" and {len(changed) - 4} more" if len(changed) > 4 else ""
     return f"it was made with other settings: {', '.join(parts)}{more}"
 
@@ -86,8 +88,11 @@ def damage_reason(folder: Path, summary: dict) -> str | None:
     if isinstance(frames, int) and masks != frames:
         return f"its masks/ holds {masks} of its {frames} masks"
     settings = summary.get("settings") or {}
-    wanted = ["preview.png", "hierarchy.png"] + ["overlay.mp4"] * bool(settings.get("overlay", True)) \
+    wanted = (
+        ["preview.png", "hierarchy.png"]
+        + ["overlay.mp4"] * bool(settings.get("overlay", True))
         + ["hierarchy.npz"] * bool(settings.get("save_hierarchy", True))
+    )
     for name in wanted:
         path = folder / name
         if not path.is_file() or path.stat().st_size == 0:
@@ -116,8 +121,9 @@ def is_finished(folder: Path) -> bool:
     return (Path(folder) / "summary.json").is_file()
 
 
-def check_destinations(jobs: list[tuple[Path, str]], output: Path,
-                       inputs: list[Path] | None = None) -> list[tuple[Path, str, str]]:
+def check_destinations(
+    jobs: list[tuple[Path, str]], output: Path, inputs: list[Path] | None = None
+) -> list[tuple[Path, str, str]]:
     """(input, output name, why) for each planned result folder ``output/<name>`` that cannot be written; empty when
     all can. With ``inputs``: whether it is, holds or lies inside one of them (``outputs.InputPlaces``, before
     anything is created); without: what is there already (``outputs.check_contents``)."""

@@ -43,8 +43,9 @@ def _row_dot(a: Tensor, b: Tensor) -> Tensor:
     return torch.einsum("nm,nm->n", a, b)
 
 
-def sym_kl(p: Tensor, q: Tensor, log_p: Tensor | None = None, log_q: Tensor | None = None,
-           self_q: Tensor | None = None) -> Tensor:
+def sym_kl(
+    p: Tensor, q: Tensor, log_p: Tensor | None = None, log_q: Tensor | None = None, self_q: Tensor | None = None
+) -> Tensor:
     """Pairwise symmetric KL divergences.
 
     Args:
@@ -99,8 +100,9 @@ def slack(bound: Tensor) -> Tensor:
     return BOUND_SLACK * (1 + bound.abs())
 
 
-def pair_distances(p: Tensor, q: Tensor, log_p: Tensor, log_q: Tensor, self_p: Tensor, self_q: Tensor,
-                   pairs: Tensor) -> Tensor:
+def pair_distances(
+    p: Tensor, q: Tensor, log_p: Tensor, log_q: Tensor, self_p: Tensor, self_q: Tensor, pairs: Tensor
+) -> Tensor:
     """``sym_kl(p, q)`` at the (K,) True entries of the (n, m) bool ``pairs`` only, in ``pairs.nonzero()`` order.
 
     The two products are computed at those entries alone (sampled dense-dense products): their cost is K * M, not
@@ -113,15 +115,25 @@ def pair_distances(p: Tensor, q: Tensor, log_p: Tensor, log_q: Tensor, self_p: T
     crow[1:] = torch.cumsum(pairs.sum(1), 0)
     with warnings.catch_warnings():  # "sparse CSR support is in beta": the sampled product is all that is used
         warnings.simplefilter("ignore", UserWarning)
-        pattern = torch.sparse_csr_tensor(crow, at[:, 1].contiguous(), p.new_zeros(len(at)), pairs.shape,
-                                          check_invariants=False)  # made right above: sorted, in range
+        pattern = torch.sparse_csr_tensor(
+            crow, at[:, 1].contiguous(), p.new_zeros(len(at)), pairs.shape, check_invariants=False
+        )  # made right above: sorted, in range
         cross = torch.sparse.sampled_addmm(pattern, p, log_q.T, beta=0.0).values()
         cross += torch.sparse.sampled_addmm(pattern, log_p, q.T, beta=0.0).values()
     return self_p[at[:, 0]] + self_q[at[:, 1]] - cross
 
 
-def within(p: Tensor, q: Tensor, log_p: Tensor, log_q: Tensor, self_p: Tensor, self_q: Tensor, tau: float,
-           coarse_p: Tensor | None = None, coarse_q: Tensor | None = None) -> Tensor:
+def within(
+    p: Tensor,
+    q: Tensor,
+    log_p: Tensor,
+    log_q: Tensor,
+    self_p: Tensor,
+    self_q: Tensor,
+    tau: float,
+    coarse_p: Tensor | None = None,
+    coarse_q: Tensor | None = None,
+) -> Tensor:
     """(n, m) bool ``sym_kl(p, q) <= tau``.
 
     On a CPU only the pairs whose lower bound (``coarse_rows``, given or made here) is within ``tau`` are computed
@@ -145,9 +157,15 @@ def within(p: Tensor, q: Tensor, log_p: Tensor, log_q: Tensor, self_p: Tensor, s
     return close
 
 
-def nearest_rows(centroids: Tensor, rows: Tensor, log_centroids: Tensor, groups: list[Tensor],
-                 coarse_centroids: Tensor | None = None, self_centroids: Tensor | None = None,
-                 guesses: Tensor | None = None) -> Tensor:
+def nearest_rows(
+    centroids: Tensor,
+    rows: Tensor,
+    log_centroids: Tensor,
+    groups: list[Tensor],
+    coarse_centroids: Tensor | None = None,
+    self_centroids: Tensor | None = None,
+    guesses: Tensor | None = None,
+) -> Tensor:
     """For each group of centroids, the nearest of them to each row by ``sym_kl`` (the first of equals).
 
     On a CPU, a centroid whose lower bound (``coarse_rows``) exceeds the exact distance of another centroid of the
@@ -205,8 +223,9 @@ def nearest_rows(centroids: Tensor, rows: Tensor, log_centroids: Tensor, groups:
     return out
 
 
-def greedy_leaders(close_rows: Callable[[np.ndarray, np.ndarray], np.ndarray], n: int,
-                   block: int = LEADER_BLOCK) -> np.ndarray:
+def greedy_leaders(
+    close_rows: Callable[[np.ndarray, np.ndarray], np.ndarray], n: int, block: int = LEADER_BLOCK
+) -> np.ndarray:
     """Greedy leader grouping in index order.
 
     Each still-unassigned row ``i`` (in order) leads a group made of itself and every unassigned ``j`` with
@@ -289,8 +308,17 @@ class _Columns:
         if not len(self.held) or len(columns) < POOL_FILL * len(self.held):
             self._hold(columns)
         at = torch.as_tensor(rows, device=self.x.device)
-        close = within(self.x[at], self._x, self.log_x[at], self._log, self.self_x[at], self._self, self.tau,
-                       self.coarse_x[at], self._coarse)  # (b, held)
+        close = within(
+            self.x[at],
+            self._x,
+            self.log_x[at],
+            self._log,
+            self.self_x[at],
+            self._self,
+            self.tau,
+            self.coarse_x[at],
+            self._coarse,
+        )  # (b, held)
         if len(columns) < len(self.held):
             close = close[:, torch.as_tensor(np.searchsorted(self.held, columns), device=self.x.device)]
         return close.cpu().numpy()
@@ -404,8 +432,11 @@ def cap_by_area(centroids: Tensor, areas: np.ndarray, max_clusters: int) -> tupl
     index = torch.as_tensor(parent, device=centroids.device)
     weight = torch.as_tensor(areas, dtype=centroids.dtype, device=centroids.device)
     total = torch.zeros(len(kept), dtype=centroids.dtype, device=centroids.device).index_add_(0, index, weight)
-    sums = add_rows(torch.zeros(len(kept), centroids.shape[1], dtype=centroids.dtype, device=centroids.device), index,
-                    centroids * weight[:, None])
+    sums = add_rows(
+        torch.zeros(len(kept), centroids.shape[1], dtype=centroids.dtype, device=centroids.device),
+        index,
+        centroids * weight[:, None],
+    )
     return sums / total.clamp_min(1)[:, None], parent
 
 
@@ -456,8 +487,11 @@ class StreamingLeaders:
         own, coarse = _row_dot(centroids, logs), coarse_rows(centroids)
         near_old = None
         if self.leaders is not None:
-            near_old = within(centroids, self.leaders, logs, self._log, own, self._self, self.tau, coarse,
-                              self._coarse).cpu().numpy()
+            near_old = (
+                within(centroids, self.leaders, logs, self._log, own, self._self, self.tau, coarse, self._coarse)
+                .cpu()
+                .numpy()
+            )
         near_new = within(centroids, centroids, logs, logs, own, own, self.tau, coarse, coarse).cpu().numpy()
         first_new = len(self._counts)
         new_leaders: list[int] = []  # rows of ``centroids`` that lead
@@ -477,7 +511,7 @@ class StreamingLeaders:
             self._counts[group] += 1
         rows = torch.as_tensor(new_leaders, dtype=torch.long, device=centroids.device)
         self._grow(centroids[rows], logs[rows], own[rows], coarse[rows])
-        index = torch.as_tensor(self.groups[-len(centroids):], device=centroids.device)
+        index = torch.as_tensor(self.groups[-len(centroids) :], device=centroids.device)
         add_rows(self._sums, index, centroids)
 
     def _grow(self, leaders: Tensor, logs: Tensor, own: Tensor, coarse: Tensor) -> None:
@@ -529,8 +563,9 @@ class Hierarchy:
     capped_from: int | None = None
     cut: int = 0
     warnings: list[str] = field(default_factory=list)
-    distinct: tuple[Tensor, Tensor, list[np.ndarray], Tensor, Tensor] | None = field(default=None, repr=False,
-                                                                                    compare=False)
+    distinct: tuple[Tensor, Tensor, list[np.ndarray], Tensor, Tensor] | None = field(
+        default=None, repr=False, compare=False
+    )
 
     @property
     def capped(self) -> bool:
@@ -609,8 +644,10 @@ class HierarchyBuilder:
         hierarchy = Hierarchy(sizes, centroids, parents, converged=len(sizes) - 1)
         cut = hierarchy.converged if level is None else level
         if cut > hierarchy.converged:  # known only now: the work is kept, cut at the top
-            hierarchy.warnings.append(f"--level {cut} does not exist: this video's hierarchy has levels "
-                                      f"0..{hierarchy.converged}; cut at the top level, {hierarchy.converged}")
+            hierarchy.warnings.append(
+                f"--level {cut} does not exist: this video's hierarchy has levels "
+                f"0..{hierarchy.converged}; cut at the top level, {hierarchy.converged}"
+            )
             cut = hierarchy.converged
         hierarchy.cut = cut
         return hierarchy
@@ -672,8 +709,9 @@ def label_window(rows: Tensor, level0: np.ndarray, hierarchy: Hierarchy) -> np.n
         for lv, at in enumerate(index, start=1):
             ancestor = hierarchy.parents[lv][ancestor]
             guesses.append(at[ancestor])
-        nearest = nearest_rows(stacked, rows, log_stacked, groups, coarse, own,
-                               torch.as_tensor(np.stack(guesses), device=rows.device))
+        nearest = nearest_rows(
+            stacked, rows, log_stacked, groups, coarse, own, torch.as_tensor(np.stack(guesses), device=rows.device)
+        )
         out[1 : hierarchy.converged + 1] = nearest.cpu().numpy()  # one copy to the host for every level
     return out
 
@@ -699,8 +737,9 @@ class ClusterResult:
     hierarchy: Hierarchy
 
 
-def cluster_attention(attn: Tensor, tau: float = 1.0, window: int = 3, level: int | None = None,
-                      max_objects: int = 0) -> ClusterResult:
+def cluster_attention(
+    attn: Tensor, tau: float = 1.0, window: int = 3, level: int | None = None, max_objects: int = 0
+) -> ClusterResult:
     """Cluster precomputed attention exactly as METHOD.md 2.6 (with defaults: the converged level, no cap).
 
     Args:
@@ -719,11 +758,12 @@ def cluster_attention(attn: Tensor, tau: float = 1.0, window: int = 3, level: in
     windows = [attn[s : s + window].reshape(-1, m) for s in range(0, t, window)]
     level0 = [builder.add_window(rows) for rows in windows]
     hierarchy = builder.finish(level)
-    labels = np.concatenate([label_window(rows, l0, hierarchy) for rows, l0 in zip(windows, level0, strict=True)],
-                            axis=1).reshape(len(hierarchy.sizes), t, n)
-    parent = cap_hierarchy(hierarchy, np.bincount(labels[hierarchy.cut].ravel(), minlength=hierarchy.sizes[
-        hierarchy.cut]), max_objects)
+    labels = np.concatenate(
+        [label_window(rows, l0, hierarchy) for rows, l0 in zip(windows, level0, strict=True)], axis=1
+    ).reshape(len(hierarchy.sizes), t, n)
+    parent = cap_hierarchy(
+        hierarchy, np.bincount(labels[hierarchy.cut].ravel(), minlength=hierarchy.sizes[hierarchy.cut]), max_objects
+    )
     if parent is not None:
         labels = np.concatenate([labels, parent[labels[hierarchy.capped_from]][None]])
-    return ClusterResult(labels[hierarchy.cut], labels, hierarchy.sizes, hierarchy.converged, hierarchy.cut,
-                         hierarchy)
+    return ClusterResult(labels[hierarchy.cut], labels, hierarchy.sizes, hierarchy.converged, hierarchy.cut, hierarchy)

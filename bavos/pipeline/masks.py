@@ -21,8 +21,9 @@ def ids_by_area(counts: np.ndarray) -> np.ndarray:
     """
     present = np.flatnonzero(counts)
     if len(present) > MAX_IDS:
-        raise ConfigError(f"{len(present)} clusters do not fit a 16-bit mask ({MAX_IDS} at most); "
-                          "lower the count with --max-objects")
+        raise ConfigError(
+            f"{len(present)} clusters do not fit a 16-bit mask ({MAX_IDS} at most); lower the count with --max-objects"
+        )
     order = present[np.argsort(-counts[present], kind="stable")]
     mapping = np.full(len(counts), -1, dtype=np.int64)
     mapping[order] = np.arange(len(order))

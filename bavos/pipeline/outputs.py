@@ -40,8 +40,14 @@ from bavos.pipeline.store import write_npz
 RANDOM_NOTE = "RANDOM WEIGHTS: meaningless masks (they show the pipeline at work, not objects)"
 
 
-def write_frames(source: VideoSource, analysis: Analysis, cfg: SegmentConfig, folder: Path,
-                 progress: Progress, waits: dict[str, float] | None = None) -> dict[str, Any]:
+def write_frames(
+    source: VideoSource,
+    analysis: Analysis,
+    cfg: SegmentConfig,
+    folder: Path,
+    progress: Progress,
+    waits: dict[str, float] | None = None,
+) -> dict[str, Any]:
     """Write masks/, overlay.mp4 and the exports into ``folder`` (pass 4); return each id's area, first and last
     frame (numbers of the whole video) and the preview's thumbnails.
 
@@ -58,16 +64,19 @@ def write_frames(source: VideoSource, analysis: Analysis, cfg: SegmentConfig, fo
     last = np.full(n_ids, -1, dtype=np.int64)
     chosen = set(preview_frames(analysis.decoded))
     thumbs: list[tuple[int, Any]] = []
-    writer = OverlayWriter(folder / "overlay.mp4", info.width, info.height, info.fps, info.time_base,
-                           info.sample_aspect_ratio) \
-        if cfg.overlay else None
+    writer = (
+        OverlayWriter(
+            folder / "overlay.mp4", info.width, info.height, info.fps, info.time_base, info.sample_aspect_ratio
+        )
+        if cfg.overlay
+        else None
+    )
     exporter = Exporter(folder, cfg.exports, info, analysis.decoded, n_ids) if cfg.exports else None
 
     def write(item: tuple[Frame, np.ndarray]) -> None:
         frame, ids = item
         write_mask(masks / f"{frame.name}.png", ids)
-        blended = overlay(frame.image, ids, cfg.overlay_alpha) if writer is not None or frame.index in chosen \
-            else None
+        blended = overlay(frame.image, ids, cfg.overlay_alpha) if writer is not None or frame.index in chosen else None
         if writer is not None:
             writer.write(blended, frame.pts)
         if frame.index in chosen:
@@ -136,8 +145,11 @@ def objects_export_size(analysis: Analysis, upsample: str) -> tuple[int, int, in
 def save_pictures(folder: Path, title: str, stats: dict[str, Any], levels: Levels) -> None:
     """preview.png (the thumbnails and a legend of the objects) and hierarchy.png."""
     total = max(1, int(stats["area"].sum()))
-    objects = [ObjectRow(i, float(stats["area"][i]) / total, int(stats["first"][i]), int(stats["last"][i]))
-               for i in range(1, len(stats["area"])) if stats["area"][i] > 0]
+    objects = [
+        ObjectRow(i, float(stats["area"][i]) / total, int(stats["first"][i]), int(stats["last"][i]))
+        for i in range(1, len(stats["area"]))
+        if stats["area"][i] > 0
+    ]
     save_preview(folder / "preview.png", title, stats["thumbs"], objects)
     save_hierarchy_picture(folder / "hierarchy.png", levels)
 
@@ -174,15 +186,25 @@ def save_hierarchy(path: Path, analysis: Analysis) -> None:
             for t in range(frames):
                 yield analysis.labels.frame(t)[level]
 
-    write_npz(path, {
-        "labels": ((levels, frames, n), dtype, labels), "areas": areas, "area_offsets": area_offsets,
-        "sizes": np.array(h.sizes), "level": np.array(h.cut), "converged": np.array(h.converged),
-        "capped_from": np.array(-1 if h.capped_from is None else h.capped_from),
-        "grid": np.array(analysis.grid), "processed": np.arange(0, analysis.decoded, analysis.stride),
-        "key_frames": np.array(analysis.keys.positions), "output_ids": analysis.mapping,
-        "parents": parents, "parent_offsets": parent_offsets,
-        "centroids": centroids,
-    })
+    write_npz(
+        path,
+        {
+            "labels": ((levels, frames, n), dtype, labels),
+            "areas": areas,
+            "area_offsets": area_offsets,
+            "sizes": np.array(h.sizes),
+            "level": np.array(h.cut),
+            "converged": np.array(h.converged),
+            "capped_from": np.array(-1 if h.capped_from is None else h.capped_from),
+            "grid": np.array(analysis.grid),
+            "processed": np.arange(0, analysis.decoded, analysis.stride),
+            "key_frames": np.array(analysis.keys.positions),
+            "output_ids": analysis.mapping,
+            "parents": parents,
+            "parent_offsets": parent_offsets,
+            "centroids": centroids,
+        },
+    )
 
 
 def result_warnings(source: VideoSource, analysis: Analysis) -> list[str]:
@@ -194,35 +216,69 @@ def result_warnings(source: VideoSource, analysis: Analysis) -> list[str]:
 def object_entries(stats: dict[str, np.ndarray]) -> dict[str, Any]:
     """summary.json's ``objects`` (count), ``background`` (id 0) and ``object_stats``: each present id's area and
     first and last frame."""
-    objects = [{"id": i, "area": int(stats["area"][i]), "first_frame": int(stats["first"][i]),
-                "last_frame": int(stats["last"][i])} for i in range(len(stats["area"])) if stats["area"][i] > 0]
-    return {"objects": sum(1 for o in objects if o["id"] > 0), "background": objects[0] if objects else None,
-            "object_stats": [o for o in objects if o["id"] > 0]}
+    objects = [
+        {
+            "id": i,
+            "area": int(stats["area"][i]),
+            "first_frame": int(stats["first"][i]),
+            "last_frame": int(stats["last"][i]),
+        }
+        for i in range(len(stats["area"]))
+        if stats["area"][i] > 0
+    ]
+    return {
+        "objects": sum(1 for o in objects if o["id"] > 0),
+        "background": objects[0] if objects else None,
+        "object_stats": [o for o in objects if o["id"] > 0],
+    }
 
 
-def summary(source: VideoSource, analysis: Analysis, stats: dict[str, np.ndarray], cfg: SegmentConfig,
-            models: Models, output: Path, timings: dict[str, float]) -> dict[str, Any]:
+def summary(
+    source: VideoSource,
+    analysis: Analysis,
+    stats: dict[str, np.ndarray],
+    cfg: SegmentConfig,
+    models: Models,
+    output: Path,
+    timings: dict[str, float],
+) -> dict[str, Any]:
     """What summary.json holds."""
     from bavos.version import __version__
 
     info, h = analysis.info, analysis.hierarchy
     return {
-        "input": str(source.path), "source": source_id(source.path), "output": str(output),
-        "frames": analysis.decoded, "processed_frames": analysis.processed, "first_frame": stats["first_number"],
-        "fps": info.fps, "width": info.width, "height": info.height, "rotation": info.rotation,
-        "start_time": info.start_time, "duration": info.duration,
+        "input": str(source.path),
+        "source": source_id(source.path),
+        "output": str(output),
+        "frames": analysis.decoded,
+        "processed_frames": analysis.processed,
+        "first_frame": stats["first_number"],
+        "fps": info.fps,
+        "width": info.width,
+        "height": info.height,
+        "rotation": info.rotation,
+        "start_time": info.start_time,
+        "duration": info.duration,
         "warnings": result_warnings(source, analysis),
         **object_entries(stats),
-        "key_frames": len(analysis.keys.positions), "patch_grid": list(analysis.grid),
-        "level": h.level, "converged_level": h.converged, "level_sizes": h.real_sizes, "capped_from": h.capped_from,
+        "key_frames": len(analysis.keys.positions),
+        "patch_grid": list(analysis.grid),
+        "level": h.level,
+        "converged_level": h.converged,
+        "level_sizes": h.real_sizes,
+        "capped_from": h.capped_from,
         "capped_to": h.capped_size,
         "mode": "correlator" if models.correlator is not None else "training-free",
-        "weights": {**models.weights.describe(), **({"note": RANDOM_NOTE} if models.config.backbone_weights == "none"
-                                                     else {})},
+        "weights": {
+            **models.weights.describe(),
+            **({"note": RANDOM_NOTE} if models.config.backbone_weights == "none" else {}),
+        },
         "settings": result_settings(models.requested, cfg),
-        "device": str(models.device), "peak_gpu_mb": None if analysis.peak_gpu_mb is None else
-        round(analysis.peak_gpu_mb, 1), "config": to_dict(models.config, cfg),
-        "timings": _rounded(timings), "version": __version__,
+        "device": str(models.device),
+        "peak_gpu_mb": None if analysis.peak_gpu_mb is None else round(analysis.peak_gpu_mb, 1),
+        "config": to_dict(models.config, cfg),
+        "timings": _rounded(timings),
+        "version": __version__,
     }
 
 
@@ -239,8 +295,15 @@ def read_summary(folder: Path) -> dict | None:
     return summary if isinstance(summary, dict) else None
 
 
-RESULT_FILES = {"summary.json", "overlay.mp4", "preview.png", "hierarchy.png", "hierarchy.npz", "coco.json",
-                "masks.mp4"}  # and the folders masks/ (PNGs) and objects/<id>/ (PNGs)
+RESULT_FILES = {
+    "summary.json",
+    "overlay.mp4",
+    "preview.png",
+    "hierarchy.png",
+    "hierarchy.npz",
+    "coco.json",
+    "masks.mp4",
+}  # and the folders masks/ (PNGs) and objects/<id>/ (PNGs)
 OS_CLUTTER = {".DS_Store", "Thumbs.db", "desktop.ini"}  # what file browsers leave in any folder they show
 
 
@@ -252,8 +315,14 @@ def _foreign_entry(folder: Path) -> str | None:
     """The first entry under ``folder`` that bavos does not write into a result (None: every entry is bavos's)."""
 
     def pngs(path: str, prefix: str) -> str | None:
-        return next((prefix + e.name for e in os.scandir(path) if not _clutter(e.name)
-                     and not (e.name.endswith(".png") and e.is_file(follow_symlinks=False))), None)
+        return next(
+            (
+                prefix + e.name
+                for e in os.scandir(path)
+                if not _clutter(e.name) and not (e.name.endswith(".png") and e.is_file(follow_symlinks=False))
+            ),
+            None,
+        )
 
     for entry in os.scandir(folder):
         if _clutter(entry.name) and entry.is_file(follow_symlinks=False):
@@ -265,10 +334,17 @@ def _foreign_entry(folder: Path) -> str | None:
         if entry.name == "masks" and entry.is_dir():
             found = pngs(entry.path, "masks/")
         elif entry.name == "objects" and entry.is_dir():
-            found = next((f"objects/{e.name}" for e in os.scandir(entry.path)
-                          if not (e.name.isdigit() and e.is_dir(follow_symlinks=False))), None)
-            found = found or next(filter(None, (pngs(e.path, f"objects/{e.name}/") for e in os.scandir(entry.path))),
-                                  None)
+            found = next(
+                (
+                    f"objects/{e.name}"
+                    for e in os.scandir(entry.path)
+                    if not (e.name.isdigit() and e.is_dir(follow_symlinks=False))
+                ),
+                None,
+            )
+            found = found or next(
+                filter(None, (pngs(e.path, f"objects/{e.name}/") for e in os.scandir(entry.path))), None
+            )
         else:
             found = entry.name
         if found:
@@ -279,8 +355,9 @@ def _foreign_entry(folder: Path) -> str | None:
 def is_bavos_result(folder: Path) -> bool:
     """A finished bavos result: a summary.json written by bavos, and nothing in the folder bavos did not write."""
     summary = read_summary(folder)
-    return summary is not None and {"version", "source", "settings"} <= summary.keys() \
-        and _foreign_entry(folder) is None
+    return (
+        summary is not None and {"version", "source", "settings"} <= summary.keys() and _foreign_entry(folder) is None
+    )
 
 
 class InputPlaces:
@@ -303,12 +380,14 @@ class InputPlaces:
         input."""
         where = Path(final).resolve()
         if where in self._covers:
-            raise DestinationError(f"{final}: the output folder would replace the input {self._covers[where]}; "
-                                   "choose another -o")
+            raise DestinationError(
+                f"{final}: the output folder would replace the input {self._covers[where]}; choose another -o"
+            )
         inside = next((self._folders[p] for p in where.parents if p in self._folders), None)
         if inside is not None:
-            raise DestinationError(f"{final}: the output folder would lie inside the input folder {inside}; choose "
-                                   "an -o outside it")
+            raise DestinationError(
+                f"{final}: the output folder would lie inside the input folder {inside}; choose an -o outside it"
+            )
 
 
 def check_contents(final: Path, fix: str = "choose another -o or move them") -> None:
@@ -321,24 +400,29 @@ def check_contents(final: Path, fix: str = "choose another -o or move them") -> 
     final = Path(final)
     try:
         if final.is_symlink():
-            raise DestinationError(f"{final}: is a link; bavos replaces only result folders it wrote: choose another "
-                                   "-o or remove the link")
+            raise DestinationError(
+                f"{final}: is a link; bavos replaces only result folders it wrote: choose another -o or remove the link"
+            )
         if not final.exists():
             return
         if not final.is_dir():
-            raise DestinationError(f"{final}: a file is there, not a result folder; bavos replaces only results it "
-                                   "wrote: choose another -o or move the file")
+            raise DestinationError(
+                f"{final}: a file is there, not a result folder; bavos replaces only results it "
+                "wrote: choose another -o or move the file"
+            )
         if next(final.iterdir(), None) is None or is_bavos_result(final):
             return
-        found = _foreign_entry(final) if (final / "summary.json").is_file() else next(
-            e.name for e in final.iterdir())
+        found = _foreign_entry(final) if (final / "summary.json").is_file() else next(e.name for e in final.iterdir())
     except OSError as e:
         raise DestinationError(f"cannot check the output folder: {plain_os_error(e, final)}") from e
     if found is None:  # only bavos's kinds of files, but a summary.json that cannot be read
-        raise DestinationError(f"{final}: holds a damaged result (its summary.json cannot be read), which bavos "
-                               f"cannot tell for its own: remove it to make it again, or {fix}")
-    raise DestinationError(f"{final}: holds files bavos did not write ({found}); bavos replaces only its own "
-                           f"finished results: {fix}")
+        raise DestinationError(
+            f"{final}: holds a damaged result (its summary.json cannot be read), which bavos "
+            f"cannot tell for its own: remove it to make it again, or {fix}"
+        )
+    raise DestinationError(
+        f"{final}: holds files bavos did not write ({found}); bavos replaces only its own finished results: {fix}"
+    )
 
 
 def other_place(name: str, source: str) -> str:
@@ -356,8 +440,13 @@ def _place(final: Path, source: str | None) -> Path:
     return final
 
 
-def publish(tmp: Path, final: Path, result: dict[str, Any], keep_others: bool = False,
-            fix: str = "choose another -o or move them") -> Path:
+def publish(
+    tmp: Path,
+    final: Path,
+    result: dict[str, Any],
+    keep_others: bool = False,
+    fix: str = "choose another -o or move them",
+) -> Path:
     """Write ``result`` as summary.json into the finished temporary folder ``tmp`` and move it into place, replacing
     an older result; return where it went.
 
@@ -396,23 +485,56 @@ def temporary_folder(final: Path) -> Path:
     return tmp
 
 
-def write_result(final: Path, source: VideoSource, analysis: Analysis, cfg: SegmentConfig, models: Models,
-                 progress: Progress, started: float, keep_others: bool = False) -> dict[str, Any]:
+def write_result(
+    final: Path,
+    source: VideoSource,
+    analysis: Analysis,
+    cfg: SegmentConfig,
+    models: Models,
+    progress: Progress,
+    started: float,
+    keep_others: bool = False,
+) -> dict[str, Any]:
     """Write every output of an analysis into the folder ``final`` (a temporary folder renamed into place; with
     ``keep_others``, elsewhere when another source's result took ``final`` meanwhile, see ``write_folder``)."""
 
     def make_summary(stats: dict[str, Any], seconds: float) -> dict[str, Any]:
-        return summary(source, analysis, stats, cfg, models, final,
-                       run_timings(analysis, stats["waits"], seconds, time.perf_counter() - started))
+        return summary(
+            source,
+            analysis,
+            stats,
+            cfg,
+            models,
+            final,
+            run_timings(analysis, stats["waits"], seconds, time.perf_counter() - started),
+        )
 
-    return write_folder(final, source, analysis, cfg, progress, next(source.frames()).number, make_summary,
-                        random_weights=models.config.backbone_weights == "none", keep_others=keep_others)
+    return write_folder(
+        final,
+        source,
+        analysis,
+        cfg,
+        progress,
+        next(source.frames()).number,
+        make_summary,
+        random_weights=models.config.backbone_weights == "none",
+        keep_others=keep_others,
+    )
 
 
-def write_folder(final: Path, source: VideoSource, analysis: Analysis, cfg: SegmentConfig, progress: Progress,
-                 first_number: int, make_summary: Callable[[dict[str, Any], float], dict[str, Any]],
-                 fix: str = "choose another -o or move them", keep_going: bool = True,
-                 random_weights: bool = False, keep_others: bool = False) -> dict[str, Any]:
+def write_folder(
+    final: Path,
+    source: VideoSource,
+    analysis: Analysis,
+    cfg: SegmentConfig,
+    progress: Progress,
+    first_number: int,
+    make_summary: Callable[[dict[str, Any], float], dict[str, Any]],
+    fix: str = "choose another -o or move them",
+    keep_going: bool = True,
+    random_weights: bool = False,
+    keep_others: bool = False,
+) -> dict[str, Any]:
     """Write masks, videos, pictures, hierarchy.npz and the summary ``make_summary(stats, seconds writing)`` gives
     into a temporary folder, then rename it to ``final``; returns the summary.
 
@@ -432,14 +554,20 @@ def write_folder(final: Path, source: VideoSource, analysis: Analysis, cfg: Segm
     skipped = None
     if "objects" in cfg.exports:
         objects, files, size = objects_export_size(analysis, cfg.upsample)
-        what = (f"--export objects would write {files:,} PNGs ({objects:,} objects x {analysis.decoded:,} frames, "
-                f"about {size_text(size)})")
+        what = (
+            f"--export objects would write {files:,} PNGs ({objects:,} objects x {analysis.decoded:,} frames, "
+            f"about {size_text(size)})"
+        )
         if cfg.max_export_files and files > cfg.max_export_files:
             if not keep_going:
-                raise LimitError(f"{what}, more than --max-export-files {cfg.max_export_files:,}: pass "
-                                  f"--max-export-files {files} to write them, or cut fewer objects (--max-objects)")
-            skipped = (f"{what}, more than --max-export-files {cfg.max_export_files:,}: they were not written; "
-                       f"to write them: bavos recut {final} --max-export-files {files}")
+                raise LimitError(
+                    f"{what}, more than --max-export-files {cfg.max_export_files:,}: pass "
+                    f"--max-export-files {files} to write them, or cut fewer objects (--max-objects)"
+                )
+            skipped = (
+                f"{what}, more than --max-export-files {cfg.max_export_files:,}: they were not written; "
+                f"to write them: bavos recut {final} --max-export-files {files}"
+            )
             cfg = replace(cfg, exports=tuple(e for e in cfg.exports if e != "objects"))
         elif hasattr(progress, "describe"):  # the CLI's progress: said before writing
             progress.describe("writing", what.replace("would write", "writes"))
@@ -449,9 +577,11 @@ def write_folder(final: Path, source: VideoSource, analysis: Analysis, cfg: Segm
         stats = write_frames(source, analysis, cfg, tmp, progress)
         stats["first_number"] = first_number
         frames, objects = analysis.decoded, int((stats["area"][1:] > 0).sum())
-        title = (f"{display_name(source.path)}: {frames} frame{'s' * (frames != 1)}, "
-                 f"{objects} object{'s' * (objects != 1)}, {level_text(analysis.hierarchy)}"
-                 + (f" - {RANDOM_NOTE}" if random_weights else ""))
+        title = (
+            f"{display_name(source.path)}: {frames} frame{'s' * (frames != 1)}, "
+            f"{objects} object{'s' * (objects != 1)}, {level_text(analysis.hierarchy)}"
+            + (f" - {RANDOM_NOTE}" if random_weights else "")
+        )
         save_pictures(tmp, title, stats, levels_of(analysis))
         if cfg.save_hierarchy:
             save_hierarchy(tmp / "hierarchy.npz", analysis)
@@ -459,8 +589,10 @@ def write_folder(final: Path, source: VideoSource, analysis: Analysis, cfg: Segm
         if skipped:
             result["warnings"] = [*result["warnings"], skipped]
         if cfg.exports and not objects:
-            empty = (f"--export {' '.join(cfg.exports)}: this result has no object, so the exports hold none (a lower "
-                     "--tau or another --level gives more clusters)")
+            empty = (
+                f"--export {' '.join(cfg.exports)}: this result has no object, so the exports hold none (a lower "
+                "--tau or another --level gives more clusters)"
+            )
             result["warnings"] = [*result["warnings"], empty]
         publish(tmp, final, result, keep_others, fix)
     except BaseException as e:

@@ -39,8 +39,7 @@ class ArrayLabels:
         return None
 
 
-def recut_analysis(analysis: Analysis, level: int | None, max_objects: int,
-                   segment: str = "bavos segment") -> Analysis:
+def recut_analysis(analysis: Analysis, level: int | None, max_objects: int, segment: str = "bavos segment") -> Analysis:
     """The same analysis cut at ``level`` (None: converged) and capped at ``max_objects`` (0: no cap).
 
     Raises:
@@ -57,10 +56,13 @@ def recut_analysis(analysis: Analysis, level: int | None, max_objects: int,
     base = analysis.labels.base if isinstance(analysis.labels, CutLabels) else analysis.labels
     hierarchy = Hierarchy(list(sizes), list(centroids), list(parents), h.converged, None, cut)
     if max_objects and sizes[cut] > max_objects and centroids[cut] is None:
-        raise UsageError(f"capping level {cut} needs its centroids; hierarchy.npz keeps only the converged "
-                         f"level's ({h.converged}): run {segment} --level {cut} --max-objects {max_objects}")
-    return capped_analysis(replace(analysis, hierarchy=hierarchy, labels=CutLabels(base, real), areas=list(areas)),
-                           max_objects)
+        raise UsageError(
+            f"capping level {cut} needs its centroids; hierarchy.npz keeps only the converged "
+            f"level's ({h.converged}): run {segment} --level {cut} --max-objects {max_objects}"
+        )
+    return capped_analysis(
+        replace(analysis, hierarchy=hierarchy, labels=CutLabels(base, real), areas=list(areas)), max_objects
+    )
 
 
 def _split(values: np.ndarray, offsets: np.ndarray) -> list[np.ndarray]:
@@ -84,8 +86,10 @@ def load_analysis(folder: Path, info: Any, stride: int, decoded: int) -> Analysi
         raise InputError(f"{path}: damaged, recut cannot read it ({reason}): run bavos segment again") from e
     processed, held = len(range(0, decoded, stride)), analysis.labels.labels.shape[1]
     if held != processed:
-        raise InputError(f"{path}: holds the labels of {held} frames, the result's summary.json says {processed}: it "
-                         "belongs to another result; run bavos segment again")
+        raise InputError(
+            f"{path}: holds the labels of {held} frames, the result's summary.json says {processed}: it "
+            "belongs to another result; run bavos segment again"
+        )
     return analysis
 
 
@@ -109,8 +113,9 @@ def _read_hierarchy(path: Path, info: Any, stride: int, decoded: int) -> Analysi
     return Analysis(info, keys, hierarchy, ArrayLabels(labels), np.zeros(1, np.int64), stride, areas)
 
 
-def recut_folder(folder: Path, level: int | None, max_objects: int, progress: Any,
-                 max_export_files: int | None = None) -> dict[str, Any]:
+def recut_folder(
+    folder: Path, level: int | None, max_objects: int, progress: Any, max_export_files: int | None = None
+) -> dict[str, Any]:
     """Rewrite a finished output folder for another cut: masks, overlay, pictures, hierarchy.npz, exports, summary
     (in a temporary folder renamed into place). Returns the new summary.
 
@@ -128,30 +133,42 @@ def recut_folder(folder: Path, level: int | None, max_objects: int, progress: An
     except (OSError, ValueError) as e:
         results = sorted(p.parent.name for p in folder.glob("*/summary.json")) if folder.is_dir() else []
         if results:
-            raise InputError(f"{folder}: holds {len(results)} result{'s' * (len(results) != 1)} "
-                             f"({', '.join(results[:3])}{', ...' if len(results) > 3 else ''}), not one: pass "
-                             f"{folder}/* or one of them") from e
+            raise InputError(
+                f"{folder}: holds {len(results)} result{'s' * (len(results) != 1)} "
+                f"({', '.join(results[:3])}{', ...' if len(results) > 3 else ''}), not one: pass "
+                f"{folder}/* or one of them"
+            ) from e
         raise InputError(f"{folder}: not a finished bavos output (no readable summary.json)") from e
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in old["config"]["SegmentConfig"].items()}
     cfg = replace(SegmentConfig(**values), level=level, max_objects=max_objects)
     if max_export_files is not None:
         cfg = replace(cfg, max_export_files=max_export_files)
     if not Path(old["source"]).exists():
-        raise InputError(f"{old['source']}: the source video is gone; recut needs it for the frames of the masks and "
-                         "the overlay")
+        raise InputError(
+            f"{old['source']}: the source video is gone; recut needs it for the frames of the masks and the overlay"
+        )
     source = VideoSource(old["source"], FrameRange.parse(cfg.start, cfg.end))
     segment = f"bavos segment {shlex.quote(str(old['source']))} -o {shlex.quote(str(folder.parent))}"
     _check_source(source, old, segment)
-    analysis = recut_analysis(load_analysis(folder, source.info, cfg.stride, int(old["frames"])), level, max_objects,
-                              segment)
+    analysis = recut_analysis(
+        load_analysis(folder, source.info, cfg.stride, int(old["frames"])), level, max_objects, segment
+    )
     if cfg.fps and source.info.is_folder:
         analysis = replace(analysis, info=replace(analysis.info, fps=cfg.fps))
-    return write_folder(folder, source, analysis, replace(cfg, save_hierarchy=True), progress,
-                        old.get("first_frame", 0),
-                        lambda stats, _: _recut_summary(old, stats, analysis, cfg, time.perf_counter() - started,
-                                                        result_warnings(source, analysis)),
-                        fix="move them out of it first", keep_going=False,
-                        random_weights=old.get("weights", {}).get("backbone_weights") == "none")
+    return write_folder(
+        folder,
+        source,
+        analysis,
+        replace(cfg, save_hierarchy=True),
+        progress,
+        old.get("first_frame", 0),
+        lambda stats, _: _recut_summary(
+            old, stats, analysis, cfg, time.perf_counter() - started, result_warnings(source, analysis)
+        ),
+        fix="move them out of it first",
+        keep_going=False,
+        random_weights=old.get("weights", {}).get("backbone_weights") == "none",
+    )
 
 
 def _check_source(source: Any, old: dict[str, Any], segment: str) -> None:
@@ -162,19 +179,37 @@ def _check_source(source: Any, old: dict[str, Any], segment: str) -> None:
     if now[:2] == was[:2] and (now[2] is None or now[2] == was[2]):
         return
     shown = [f"{w}x{h}" + (f", {n} frames" if n else "") for w, h, n in (now, was)]
-    raise InputError(f"{source.path}: not the video this result was made from (now {shown[0]}; the result's "
-                     f"{shown[1]}): recut needs the frames it was made from; run {segment} again")
+    raise InputError(
+        f"{source.path}: not the video this result was made from (now {shown[0]}; the result's "
+        f"{shown[1]}): recut needs the frames it was made from; run {segment} again"
+    )
 
 
-def _recut_summary(old: dict[str, Any], stats: dict[str, Any], analysis: Analysis, cfg: SegmentConfig,
-                   seconds: float, warnings: list[str]) -> dict[str, Any]:
+def _recut_summary(
+    old: dict[str, Any],
+    stats: dict[str, Any],
+    analysis: Analysis,
+    cfg: SegmentConfig,
+    seconds: float,
+    warnings: list[str],
+) -> dict[str, Any]:
     from bavos.config import to_dict
     from bavos.pipeline.outputs import object_entries
     from bavos.version import __version__
 
     h = analysis.hierarchy
     config = {**old["config"], "SegmentConfig": to_dict(cfg)["SegmentConfig"]}
-    return {**old, **object_entries(stats), "level": h.level, "converged_level": h.converged,
-            "level_sizes": h.real_sizes, "capped_from": h.capped_from, "capped_to": h.capped_size, "warnings": warnings,
-            "settings": {**old["settings"], "level": cfg.level, "max_objects": cfg.max_objects}, "config": config,
-            "timings": {**old["timings"], "recut": round(seconds, 4)}, "version": __version__}
+    return {
+        **old,
+        **object_entries(stats),
+        "level": h.level,
+        "converged_level": h.converged,
+        "level_sizes": h.real_sizes,
+        "capped_from": h.capped_from,
+        "capped_to": h.capped_size,
+        "warnings": warnings,
+        "settings": {**old["settings"], "level": cfg.level, "max_objects": cfg.max_objects},
+        "config": config,
+        "timings": {**old["timings"], "recut": round(seconds, 4)},
+        "version": __version__,
+    }

@@ -175,12 +175,14 @@ def key_pass(source: VideoSource, models: Models, cfg: SegmentConfig, clock: _Cl
     """Pass 1: count the frames and compute the key frames' keys (again for a video whose container miscounts)."""
     cfg.check_patch(models.backbone.patch_size)
     announced = source.frames_expected()  # announced, or the packets counted: pass 1 then needs no second run
-    chosen = set(key_frame_indices(-(-announced // cfg.stride), cfg.key_ratio, cfg.max_key_frames)) \
-        if announced else set()
+    chosen = (
+        set(key_frame_indices(-(-announced // cfg.stride), cfg.key_ratio, cfg.max_key_frames)) if announced else set()
+    )
     computed: dict[int, tuple[Tensor, Tensor]] = {}  # position -> (q, k) in host memory
     if chosen and hasattr(progress, "describe"):  # the CLI's progress: "keys 48/48 frames" counts frames read
-        progress.describe("keys", f"decoding every frame, the backbone on the {len(chosen)} key "
-                                  f"frame{'s' * (len(chosen) != 1)}")
+        progress.describe(
+            "keys", f"decoding every frame, the backbone on the {len(chosen)} key frame{'s' * (len(chosen) != 1)}"
+        )
 
     def run(wanted: Callable[[int], bool], count: bool) -> int:
         frames = 0
@@ -211,8 +213,15 @@ def key_pass(source: VideoSource, models: Models, cfg: SegmentConfig, clock: _Cl
     return Keys(k, final, decoded, grid, {p: computed[p][0] for p in final})
 
 
-def query_windows(source: VideoSource, models: Models, cfg: SegmentConfig, clock: _Clock, stage: str, keys: Keys,
-                  skip: set[int] | None = None) -> Iterator[tuple[int, Tensor | None]]:
+def query_windows(
+    source: VideoSource,
+    models: Models,
+    cfg: SegmentConfig,
+    clock: _Clock,
+    stage: str,
+    keys: Keys,
+    skip: set[int] | None = None,
+) -> Iterator[tuple[int, Tensor | None]]:
     """Every window's (w, heads, N, d) queries in order, on the models' device; None for the windows in ``skip``,
     whose frames are decoded but not run through the backbone. The key frames' queries come from ``keys.q`` (pass 1),
     the others from the backbone. ``stage`` names the pass in the clock's waits.
@@ -249,8 +258,10 @@ def query_windows(source: VideoSource, models: Models, cfg: SegmentConfig, clock
                     continue
                 got, q = next(stream, (None, None))
                 if got != position:
-                    raise InputError(f"{source.path}: decoding gave other frames than in the first pass "
-                                     f"(frame {position} of {total} expected)")
+                    raise InputError(
+                        f"{source.path}: decoding gave other frames than in the first pass "
+                        f"(frame {position} of {total} expected)"
+                    )
                 rows.append(q)
             yield window, torch.stack(rows)
         next(stream, None)  # ends the stream: its waits are counted
@@ -358,8 +369,14 @@ class _QueryCache:
             self.store.close()
 
 
-def analyse(source: VideoSource, models: Models, cfg: SegmentConfig, progress: Progress = _no_progress,
-            workdir: Path | None = None, estimates: Estimates | None = None) -> Analysis:
+def analyse(
+    source: VideoSource,
+    models: Models,
+    cfg: SegmentConfig,
+    progress: Progress = _no_progress,
+    workdir: Path | None = None,
+    estimates: Estimates | None = None,
+) -> Analysis:
     """Passes 1 to 3: the key frames, the hierarchy, and every token's label at every level.
 
     Args:
@@ -383,8 +400,14 @@ def analyse(source: VideoSource, models: Models, cfg: SegmentConfig, progress: P
             torch.cuda.empty_cache()  # the key set and windows' buffers go back to the device
 
 
-def _analyse(source: VideoSource, models: Models, cfg: SegmentConfig, progress: Progress,
-             workdir: Path | None, estimates: Estimates | None) -> Analysis:
+def _analyse(
+    source: VideoSource,
+    models: Models,
+    cfg: SegmentConfig,
+    progress: Progress,
+    workdir: Path | None,
+    estimates: Estimates | None,
+) -> Analysis:
     clock = _Clock(models.device)
 
     def refine(said: str, counts: ClusterCounts, windows_done: int, seconds: float) -> None:
@@ -413,8 +436,11 @@ def _analyse(source: VideoSource, models: Models, cfg: SegmentConfig, progress: 
     video_rows = attention_bytes(processed, n, keys.k.shape[0])
     rows_cache = _WindowCache(attention_plan(cfg.attention_cache_mb, video_rows, models.device))
     video_queries = query_bytes(processed, n, models.backbone.embed_dim)
-    plan = QueryPlan() if rows_cache.room >= video_rows else query_plan(cfg.query_cache_mb, video_queries,
-                                                                        models.device, workdir)
+    plan = (
+        QueryPlan()
+        if rows_cache.room >= video_rows
+        else query_plan(cfg.query_cache_mb, video_queries, models.device, workdir)
+    )
     queries = _QueryCache(plan.memory, QueryStore(_temp_path(workdir, "queries")) if plan.disk else None)
     windows_q = query_windows(source, models, cfg, clock, "hierarchy", keys)
     try:
@@ -426,8 +452,12 @@ def _analyse(source: VideoSource, models: Models, cfg: SegmentConfig, progress: 
             store0.append(labels0.reshape(-1, 1, n))
             if index == 0:
                 first_window = builder.level0_size
-                refine(f"the first window's {first_window} cluster{'s' * (first_window != 1)}",
-                       ClusterCounts(per_window=first_window), 1, windows_seconds())
+                refine(
+                    f"the first window's {first_window} cluster{'s' * (first_window != 1)}",
+                    ClusterCounts(per_window=first_window),
+                    1,
+                    windows_seconds(),
+                )
             if not rows_cache.offer(index, rows):  # kept rows need no queries in the labels pass
                 queries.offer(index, q)
             del rows
@@ -438,11 +468,15 @@ def _analyse(source: VideoSource, models: Models, cfg: SegmentConfig, progress: 
             hierarchy = builder.finish(cfg.level)
         distinct = len(distinct_centroids(hierarchy)[0]) if hierarchy.converged else 0
         top = hierarchy.sizes[hierarchy.cut]
-        refine(f"the hierarchy's {top} cluster{'s' * (top != 1)}",
-               ClusterCounts(builder.level0_size / windows, tuple(hierarchy.real_sizes), distinct, top), windows,
-               clustered)
-        labels, areas = _label_pass(source, models, cfg, clock, keys, hierarchy, store0, queries, rows_cache,
-                                    progress, workdir, trim)
+        refine(
+            f"the hierarchy's {top} cluster{'s' * (top != 1)}",
+            ClusterCounts(builder.level0_size / windows, tuple(hierarchy.real_sizes), distinct, top),
+            windows,
+            clustered,
+        )
+        labels, areas = _label_pass(
+            source, models, cfg, clock, keys, hierarchy, store0, queries, rows_cache, progress, workdir, trim
+        )
         trim.release()  # the windows' buffers are not needed again: writing starts from a trimmed heap
     finally:
         windows_q.close()  # its decoding thread ends now, not when a traceback holding it goes
@@ -450,8 +484,18 @@ def _analyse(source: VideoSource, models: Models, cfg: SegmentConfig, progress: 
         queries.close()
     timings = {"decode": clock.decode, **clock.seconds}
     info = replace(source.info, fps=cfg.fps) if source.info.is_folder else source.info
-    analysis = Analysis(info, keys, hierarchy, CutLabels(labels, hierarchy.converged + 1), np.zeros(1, np.int64),
-                        cfg.stride, areas, timings, dict(clock.waits), time.perf_counter() - started)
+    analysis = Analysis(
+        info,
+        keys,
+        hierarchy,
+        CutLabels(labels, hierarchy.converged + 1),
+        np.zeros(1, np.int64),
+        cfg.stride,
+        areas,
+        timings,
+        dict(clock.waits),
+        time.perf_counter() - started,
+    )
     return capped_analysis(analysis, cfg.max_objects)  # as bavos recut caps it: one rule, one result
 
 
@@ -485,9 +529,20 @@ class CutLabels:
         self.base.close()
 
 
-def _label_pass(source: VideoSource, models: Models, cfg: SegmentConfig, clock: _Clock, keys: Keys,
-                hierarchy: Hierarchy, store0: LabelStore, queries: _QueryCache, rows_cache: _WindowCache,
-                progress: Progress, workdir: Path, trim: HeapTrimmer) -> tuple[LabelStore, list[np.ndarray]]:
+def _label_pass(
+    source: VideoSource,
+    models: Models,
+    cfg: SegmentConfig,
+    clock: _Clock,
+    keys: Keys,
+    hierarchy: Hierarchy,
+    store0: LabelStore,
+    queries: _QueryCache,
+    rows_cache: _WindowCache,
+    progress: Progress,
+    workdir: Path,
+    trim: HeapTrimmer,
+) -> tuple[LabelStore, list[np.ndarray]]:
     """Pass 3: every token's label at every level, window by window, into a temporary file; and each cluster's
     token count, per level."""
     n = keys.grid[0] * keys.grid[1]
@@ -507,8 +562,9 @@ def _label_pass(source: VideoSource, models: Models, cfg: SegmentConfig, clock: 
                     q = q if q is not None else fresh
                     rows = window_attention(q.to(models.device), keys.k, models.scale)
             with clock("labels"):
-                labels = label_window(rows.reshape(-1, rows.shape[-1]), store0.window(index).reshape(-1),
-                                      hierarchy)  # (levels, w * N)
+                labels = label_window(
+                    rows.reshape(-1, rows.shape[-1]), store0.window(index).reshape(-1), hierarchy
+                )  # (levels, w * N)
             store.append(labels.reshape(len(hierarchy.sizes), -1, n).transpose(1, 0, 2))
             for level, counts in enumerate(areas):
                 counts += np.bincount(labels[level], minlength=len(counts))
@@ -533,8 +589,13 @@ MASKS_BEHIND = 8  # frames with their masks waiting for the writer thread at mos
 WRITE_BYTES_PER_PIXEL = 56
 
 
-def iter_masks(source: VideoSource, analysis: Analysis, upsample: str, background: bool = True,
-               waits: dict[str, float] | None = None) -> Iterator[tuple[Frame, np.ndarray]]:
+def iter_masks(
+    source: VideoSource,
+    analysis: Analysis,
+    upsample: str,
+    background: bool = True,
+    waits: dict[str, float] | None = None,
+) -> Iterator[tuple[Frame, np.ndarray]]:
     """Pass 4: every decoded frame with its (H, W) ids at frame size.
 
     Args:
@@ -554,8 +615,10 @@ def iter_masks(source: VideoSource, analysis: Analysis, upsample: str, backgroun
             waits["writing"] = frames.waited
             waits["decode"] = waits.get("decode", 0.0) + frames.busy
     if seen < analysis.decoded:
-        raise InputError(f"{source.path}: gives {seen} frames now, {analysis.decoded} when it was segmented: the "
-                         "video changed (or its end is damaged); segment it again")
+        raise InputError(
+            f"{source.path}: gives {seen} frames now, {analysis.decoded} when it was segmented: the "
+            "video changed (or its end is damaged); segment it again"
+        )
 
 
 def run_pace(clock: _Clock, estimate: Estimate, windows: int, seconds: float) -> Pace:
@@ -564,12 +627,19 @@ def run_pace(clock: _Clock, estimate: Estimate, windows: int, seconds: float) ->
     windows over the estimate's for them; 1 where nothing was measured yet."""
     backbone = clock.paced_frames * estimate.frame_seconds
     clustering = windows * estimate.window_seconds
-    return Pace(clock.paced_seconds / backbone if backbone > 0 else 1.0,
-                seconds / clustering if clustering > 0 and seconds > 0 else 1.0)
+    return Pace(
+        clock.paced_seconds / backbone if backbone > 0 else 1.0,
+        seconds / clustering if clustering > 0 and seconds > 0 else 1.0,
+    )
 
 
-def estimate_cost(source: VideoSource, models: Models, cfg: SegmentConfig, workdir: Path | None = None,
-                  counts: ClusterCounts | None = None) -> Estimate | None:
+def estimate_cost(
+    source: VideoSource,
+    models: Models,
+    cfg: SegmentConfig,
+    workdir: Path | None = None,
+    counts: ClusterCounts | None = None,
+) -> Estimate | None:
     """Time per stage and peak memory of segmenting ``source`` (``bavos.models.costs``), or None when its length is
     unknown. ``workdir``: where the temporary files will go (as for :func:`analyse`); ``counts``: the clusters as far
     as they are known (default: none known yet)."""
@@ -582,13 +652,30 @@ def estimate_cost(source: VideoSource, models: Models, cfg: SegmentConfig, workd
     keys = len(key_frame_indices(frames, cfg.key_ratio, cfg.max_key_frames))
     grid = (cfg.resolution[0] // patch, cfg.resolution[1] // patch)
     n = grid[0] * grid[1]
-    queries = query_plan(cfg.query_cache_mb, query_bytes(frames, n, models.backbone.embed_dim), models.device,
-                         Path(workdir or tempfile.gettempdir()))
+    queries = query_plan(
+        cfg.query_cache_mb,
+        query_bytes(frames, n, models.backbone.embed_dim),
+        models.device,
+        Path(workdir or tempfile.gettempdir()),
+    )
     rows = attention_plan(cfg.attention_cache_mb, attention_bytes(frames, n, keys), models.device)
     pixels = source.info.width * source.info.height
-    return segment_estimate(frames, grid, keys, cfg.batch_size, cfg.window, models.device, models.backbone.embed_dim,
-                            models.heads, pixels, rows, queries, counts or ClusterCounts(), cfg.max_objects,
-                            frame_sets(pixels, min(expected, cfg.batch_size), bool(cfg.background)))
+    return segment_estimate(
+        frames,
+        grid,
+        keys,
+        cfg.batch_size,
+        cfg.window,
+        models.device,
+        models.backbone.embed_dim,
+        models.heads,
+        pixels,
+        rows,
+        queries,
+        counts or ClusterCounts(),
+        cfg.max_objects,
+        frame_sets(pixels, min(expected, cfg.batch_size), bool(cfg.background)),
+    )
 
 
 def frame_sets(pixels: int, batch: int, background: bool) -> FrameSets:
@@ -596,8 +683,11 @@ def frame_sets(pixels: int, batch: int, background: bool) -> FrameSets:
     held = batch * ((AHEAD if background else 0) + 2)  # the batches waiting, the one made, the one in use
     floats = 4 * 3 * pixels * max(1, min(batch, PREPROCESS_CHUNK_BYTES // max(1, 12 * pixels)))
     ahead, behind = (FRAMES_AHEAD, MASKS_BEHIND) if background else (0, 0)
-    return FrameSets(3 * pixels * held + floats, pixels * (3 * ahead + (3 + 2) * behind + WRITE_BYTES_PER_PIXEL),
-                     3 * pixels * batch + floats)
+    return FrameSets(
+        3 * pixels * held + floats,
+        pixels * (3 * ahead + (3 + 2) * behind + WRITE_BYTES_PER_PIXEL),
+        3 * pixels * batch + floats,
+    )
 
 
 def video_tokens(source: VideoSource, models: Models, cfg: SegmentConfig) -> tuple[Tensor, Tensor]:

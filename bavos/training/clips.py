@@ -140,8 +140,14 @@ def _lookup(clip: Path, base: Path) -> CachedClip | Skipped | None:
     return None
 
 
-def cache_clips(clips: list[Path], cache: Path, resolution: tuple[int, int], min_frames: int, workers: int = 1,
-                progress: Callable[[int, int], None] | None = None) -> list[CachedClip | Skipped]:
+def cache_clips(
+    clips: list[Path],
+    cache: Path,
+    resolution: tuple[int, int],
+    min_frames: int,
+    workers: int = 1,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[CachedClip | Skipped]:
     """Decode every clip not yet in ``cache`` (in ``workers`` threads); one result per clip, in order."""
     cache.mkdir(parents=True, exist_ok=True)
     sweep(cache)  # what a killed run left half-written (a clip's frames: GBs for long clips)

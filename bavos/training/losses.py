@@ -60,8 +60,15 @@ def _take(x: Tensor, rows: Tensor) -> Tensor:
     return x.gather(1, rows[..., None].expand(-1, -1, x.shape[-1]))
 
 
-def semantic_loss(attn: Tensor, feats: Tensor, points: Tensor, pos: int = 30, neg: int = 200,
-                  pos_threshold: float = 0.9, neg_threshold: float = 0.1) -> tuple[Tensor, Tensor]:
+def semantic_loss(
+    attn: Tensor,
+    feats: Tensor,
+    points: Tensor,
+    pos: int = 30,
+    neg: int = 200,
+    pos_threshold: float = 0.9,
+    neg_threshold: float = 0.1,
+) -> tuple[Tensor, Tensor]:
     """Semantic consistency on the correlator's output features (METHOD.md 3.4).
 
     For each query (frame s, point n) and every frame t (t = s included), the ``pos`` patches of t it attends
@@ -97,8 +104,9 @@ def _rows(attn: Tensor, tokens: Tensor) -> Tensor:
     return picked.reshape(*tokens.shape, length)
 
 
-def motion_loss(attn: Tensor, points: Tensor, frames: int, pos: int = 10, neg: int = 50, margin: float = 1.0,
-                centre: bool = False) -> Tensor:
+def motion_loss(
+    attn: Tensor, points: Tensor, frames: int, pos: int = 10, neg: int = 50, margin: float = 1.0, centre: bool = False
+) -> Tensor:
     """Motion consistency with entropy weighting (METHOD.md 3.5).
 
     For query (frame t, point n), its L1-normalised attention row ``p_q`` (detached) scores candidate rows
@@ -132,8 +140,10 @@ def motion_loss(attn: Tensor, points: Tensor, frames: int, pos: int = 10, neg: i
     if centre:
         # the query's attention to its positives weighs them, without gradient (the release's unused code detaches it)
         weights = _take(attn.detach(), rows).reshape(b, frames, p, length).gather(-1, top)  # (B, T, P, pos)
-        middle = (weights[..., None] * attn.gather(1, top.reshape(b, -1, 1).expand(-1, -1, length))
-                  .reshape(*top.shape, length)).sum(-2, keepdim=True)  # (B, T, P, 1, L)
+        middle = (
+            weights[..., None]
+            * attn.gather(1, top.reshape(b, -1, 1).expand(-1, -1, length)).reshape(*top.shape, length)
+        ).sum(-2, keepdim=True)  # (B, T, P, 1, L)
         positives = torch.cat([positives, middle / middle.sum(-1, keepdim=True).clamp_min(1e-30)], dim=-2)
     negatives = _rows(attn, bottom)  # (B, T, P, neg, L)
     query = p_q.reshape(b, frames, p, 1, length)
@@ -147,8 +157,10 @@ def motion_loss(attn: Tensor, points: Tensor, frames: int, pos: int = 10, neg: i
 
 def clip_losses(attn: Tensor, feats: Tensor, points: Tensor, cfg: TrainConfig) -> Losses:
     """Both losses of a batch of clips. attn: (B, T*N, T*N); feats: (B, T, N, D); points: (B, P) or (P,)."""
-    pos_term, neg_term = semantic_loss(attn, feats, points, cfg.semantic_pos, cfg.semantic_neg,
-                                       cfg.semantic_pos_threshold, cfg.semantic_neg_threshold)
-    motion = motion_loss(attn, points, feats.shape[1], cfg.motion_pos, cfg.motion_neg, cfg.motion_margin,
-                         cfg.motion_centre)
+    pos_term, neg_term = semantic_loss(
+        attn, feats, points, cfg.semantic_pos, cfg.semantic_neg, cfg.semantic_pos_threshold, cfg.semantic_neg_threshold
+    )
+    motion = motion_loss(
+        attn, points, feats.shape[1], cfg.motion_pos, cfg.motion_neg, cfg.motion_margin, cfg.motion_centre
+    )
     return Losses(pos_term, neg_term, motion)

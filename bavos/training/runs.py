@@ -71,8 +71,11 @@ def read_last(last: Path) -> dict[str, Any]:
         steps = sorted(last.parent.glob("step-*.pt"))
         reason = str(e).removeprefix(f"{last}: ").removeprefix("not a checkpoint bavos can load: ")
         reason = reason.removesuffix("; fetch it again")
-        fix = (f"copy {steps[-1].name} over it to resume from that step" if steps else
-               "remove it to start the run again from step 0")
+        fix = (
+            f"copy {steps[-1].name} over it to resume from that step"
+            if steps
+            else "remove it to start the run again from step 0"
+        )
         raise CheckpointError(f"{last}: the run's last checkpoint is damaged ({reason}); {fix}") from e
 
 
@@ -137,24 +140,30 @@ class RunFolder:
         if resume and not self.last.is_file() and not unsaved:
             raise ConfigError(f"{self.path}: nothing to resume ({LAST} not found); start the run without --resume")
         if not resume and self.last.is_file():
-            raise DestinationError(f"{self.path}: already holds a training run; continue it with --resume or choose "
-                                   "another -o")
+            raise DestinationError(
+                f"{self.path}: already holds a training run; continue it with --resume or choose another -o"
+            )
         if clips is not None and self.path.resolve().is_relative_to(Path(clips).resolve()):
-            raise DestinationError(f"{self.path}: the run folder would lie inside the clips folder {clips}; choose an "
-                                   "-o outside it")
+            raise DestinationError(
+                f"{self.path}: the run folder would lie inside the clips folder {clips}; choose an -o outside it"
+            )
         if not resume and self.path.is_dir():
             own = self._own_files()  # a run's own files, with no checkpoint (checked above)
             theirs = sorted(e.name for e in self.path.iterdir() if not e.name.startswith(".") and e.name not in own)
             if theirs:
-                raise DestinationError(f"{self.path}: holds files bavos did not write ({', '.join(theirs[:3])}); a "
-                                       "new run needs a new or empty folder: choose another -o")
+                raise DestinationError(
+                    f"{self.path}: holds files bavos did not write ({', '.join(theirs[:3])}); a "
+                    "new run needs a new or empty folder: choose another -o"
+                )
         if self.writer:
             prepare_output(self.path)
             self.swept = sweep(self.path)
             live = live_entries(self.path)
             if live:
-                raise DestinationError(f"{self.path}: another training run is writing this folder ({live[0]}); "
-                                       "wait for it to end or choose another -o")
+                raise DestinationError(
+                    f"{self.path}: another training run is writing this folder ({live[0]}); "
+                    "wait for it to end or choose another -o"
+                )
             self._marker = self.path / f".bavos-work-{owner_tag()}-train"
             self._marker.touch()
             Heartbeat.add(self._marker)
@@ -166,8 +175,14 @@ class RunFolder:
             self._marker.unlink(missing_ok=True)
             self._marker = None
 
-    def restore(self, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
-                configs: dict[str, Any], scaler: torch.amp.GradScaler | None = None) -> int:
+    def restore(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        scheduler: Any,
+        configs: dict[str, Any],
+        scaler: torch.amp.GradScaler | None = None,
+    ) -> int:
         """Load ``last.pt`` into the model, optimizer and schedule; returns the step it was written at (0 for a run
         with no checkpoint yet: it starts again)."""
         if not self.last.is_file():
@@ -177,8 +192,10 @@ class RunFolder:
         if missing:
             raise CheckpointError(f"{self.last}: not a resumable bavos training checkpoint (no {', '.join(missing)})")
         if _learned(obj["config"]) != _learned(json.loads(json.dumps(configs))):
-            raise ConfigError(f"{self.last}: the run was trained with other settings; resume with the run's "
-                              "settings (see config.json) or start a new run")
+            raise ConfigError(
+                f"{self.last}: the run was trained with other settings; resume with the run's "
+                "settings (see config.json) or start a new run"
+            )
         check_state_keys(model, obj["model"], str(self.last), CheckpointError)
         model.load_state_dict(obj["model"], strict=True)
         optimizer.load_state_dict(obj["optimizer"])
@@ -193,14 +210,24 @@ class RunFolder:
         if not self.writer:
             return
         write_json(self.path / "config.json", configs, indent=2)
-        write_json(self.path / "data.json", {
-            "clips": len(data), "frames": sum(c.frames for c in data), "skipped": len(skipped),
-            "used": [{"source": c.source, "frames": c.frames} for c in data],
-            "skipped_clips": [{"source": s.source, "reason": s.reason} for s in skipped]}, indent=2)
+        write_json(
+            self.path / "data.json",
+            {
+                "clips": len(data),
+                "frames": sum(c.frames for c in data),
+                "skipped": len(skipped),
+                "used": [{"source": c.source, "frames": c.frames} for c in data],
+                "skipped_clips": [{"source": s.source, "reason": s.reason} for s in skipped],
+            },
+            indent=2,
+        )
         kept = []
         if start and self.metrics.is_file():
-            kept = [line for line in self.metrics.read_text(errors="replace").splitlines()
-                    if (record := _record(line)) is not None and record["step"] <= start]
+            kept = [
+                line
+                for line in self.metrics.read_text(errors="replace").splitlines()
+                if (record := _record(line)) is not None and record["step"] <= start
+            ]
         with atomic_path(self.metrics) as tmp:
             tmp.write_text("".join(line + "\n" for line in kept))
 
@@ -213,14 +240,26 @@ class RunFolder:
             except OSError as e:
                 raise OutputError(f"cannot write {self.metrics}: {plain_os_error(e, '')}") from e
 
-    def save(self, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, configs: dict[str, Any],
-             step: int, numbered: bool, scaler: torch.amp.GradScaler | None = None) -> Path | None:
+    def save(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        scheduler: Any,
+        configs: dict[str, Any],
+        step: int,
+        numbered: bool,
+        scaler: torch.amp.GradScaler | None = None,
+    ) -> Path | None:
         """Write ``step-<n>.pt`` (when ``numbered``) and ``last.pt`` atomically; returns ``last.pt``."""
         if not self.writer:
             self.saved_step = step
             return None
-        extra = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "step": step,
-                 "seed": configs["TrainConfig"]["seed"]}
+        extra = {
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "step": step,
+            "seed": configs["TrainConfig"]["seed"],
+        }
         if scaler is not None and scaler.is_enabled():
             extra["scaler"] = scaler.state_dict()
         if numbered:

@@ -76,8 +76,12 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> tuple[torch.optim.Adam
     """AdamW with weight decay on the weight matrices only, and the cosine schedule (no warm-up) to ``min_lr``."""
     matrices = [p for p in model.parameters() if p.ndim >= 2]
     others = [p for p in model.parameters() if p.ndim < 2]
-    optimizer = torch.optim.AdamW([{"params": matrices, "weight_decay": cfg.weight_decay},
-                                   {"params": others, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8)
+    optimizer = torch.optim.AdamW(
+        [{"params": matrices, "weight_decay": cfg.weight_decay}, {"params": others, "weight_decay": 0.0}],
+        lr=cfg.lr,
+        betas=(0.9, 0.999),
+        eps=1e-8,
+    )
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, _Cosine(cfg.lr, cfg.min_lr, cfg.steps))
 
 
@@ -120,8 +124,9 @@ def correlate(correlator: nn.Module, keys: Tensor, cls: Tensor | None, clean_att
     return attn, y
 
 
-def clip_forward(backbone: Backbone, correlator: nn.Module, x: Tensor, with_cls: bool,
-                 clean_attention: bool) -> tuple[Tensor, Tensor]:
+def clip_forward(
+    backbone: Backbone, correlator: nn.Module, x: Tensor, with_cls: bool, clean_attention: bool
+) -> tuple[Tensor, Tensor]:
     """Backbone keys (plus each frame's CLS with ``with_cls``) through the correlator (:func:`correlate`).
 
     Args:
@@ -137,8 +142,14 @@ def clip_forward(backbone: Backbone, correlator: nn.Module, x: Tensor, with_cls:
     return correlate(correlator, out.keys.reshape(b, t, n, d), cls, clean_attention)
 
 
-def batch_losses(backbone: Backbone, correlator: nn.Module, frames: Tensor, cfg: TrainConfig,
-                 generator: torch.Generator | None = None, sigma: float | None = None) -> Losses:
+def batch_losses(
+    backbone: Backbone,
+    correlator: nn.Module,
+    frames: Tensor,
+    cfg: TrainConfig,
+    generator: torch.Generator | None = None,
+    sigma: float | None = None,
+) -> Losses:
     """The losses of a batch of clips.
 
     Args:
@@ -161,8 +172,9 @@ def batch_losses(backbone: Backbone, correlator: nn.Module, frames: Tensor, cfg:
     return clip_losses(attn, feats, points, cfg)
 
 
-def apply_gradients(losses: Losses, optimizer: torch.optim.Optimizer, scheduler: Any,
-                    scaler: torch.amp.GradScaler) -> None:
+def apply_gradients(
+    losses: Losses, optimizer: torch.optim.Optimizer, scheduler: Any, scaler: torch.amp.GradScaler
+) -> None:
     """One step's update: backward through the loss scaler, the AdamW step and the schedule's step (what
     ``bavos train`` does after each batch's losses; the benchmarks time the same)."""
     optimizer.zero_grad(set_to_none=True)
@@ -199,19 +211,25 @@ class _Meter:
             sums /= shard.world
         now = time.perf_counter()
         seconds = max(now - self.since, 1e-9)
-        rec: dict[str, Any] = {"step": step, **{k: round(float(v) / self.steps, 6)
-                                                 for k, v in zip(self.names, sums, strict=True)}}
-        rec.update(lr=lr, steps_per_s=round(self.steps / seconds, 4),
-                   clips_per_s=round(self.steps * batch / seconds, 3),
-                   data_wait=round(self.data_s / seconds, 4))
+        rec: dict[str, Any] = {
+            "step": step,
+            **{k: round(float(v) / self.steps, 6) for k, v in zip(self.names, sums, strict=True)},
+        }
+        rec.update(
+            lr=lr,
+            steps_per_s=round(self.steps / seconds, 4),
+            clips_per_s=round(self.steps * batch / seconds, 3),
+            data_wait=round(self.data_s / seconds, 4),
+        )
         if device.type == "cuda":
             rec["peak_cuda_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
         self.reset(now)
         return rec
 
 
-def _prepare_data(clips_root: Path, clips: list[Path], cache: Path, cfg: TrainConfig, shard: Shard,
-                  events: TrainEvents) -> tuple[list[CachedClip], list[Skipped]]:
+def _prepare_data(
+    clips_root: Path, clips: list[Path], cache: Path, cfg: TrainConfig, shard: Shard, events: TrainEvents
+) -> tuple[list[CachedClip], list[Skipped]]:
     """Decode every clip once into the cache (each process its share first), then list the usable ones."""
 
     def progress(done: int, total: int) -> None:
@@ -231,20 +249,33 @@ def _prepare_data(clips_root: Path, clips: list[Path], cache: Path, cfg: TrainCo
     return usable, skipped
 
 
-def make_loader(data: list[CachedClip], cfg: TrainConfig, start: int, stop: int, shard: Shard,
-                device: torch.device) -> Iterator[Tensor]:
+def make_loader(
+    data: list[CachedClip], cfg: TrainConfig, start: int, stop: int, shard: Shard, device: torch.device
+) -> Iterator[Tensor]:
     """Batches of (clips per process, T, H, W, 3) uint8 frames for steps ``start`` .. ``stop - 1``."""
     samples = ClipSamples(data, cfg.frames, cfg.gap, cfg.seed)
     batches = StepBatches(start, stop, cfg.batch_size, shard.rank, shard.world)
     with warnings.catch_warnings():  # torch's multi-line advice on --workers: said in one line by the caller
         warnings.filterwarnings("ignore", message="This DataLoader will create")
-        loader = DataLoader(samples, batch_sampler=batches, num_workers=cfg.workers,
-                            pin_memory=device.type == "cuda", prefetch_factor=4 if cfg.workers else None)
+        loader = DataLoader(
+            samples,
+            batch_sampler=batches,
+            num_workers=cfg.workers,
+            pin_memory=device.type == "cuda",
+            prefetch_factor=4 if cfg.workers else None,
+        )
         return iter(loader)
 
 
-def train(clips_root: str | Path, output: str | Path, model_cfg: ModelConfig, cfg: TrainConfig,
-          resume: bool = False, until: int | None = None, events: TrainEvents | None = None) -> dict[str, Any]:
+def train(
+    clips_root: str | Path,
+    output: str | Path,
+    model_cfg: ModelConfig,
+    cfg: TrainConfig,
+    resume: bool = False,
+    until: int | None = None,
+    events: TrainEvents | None = None,
+) -> dict[str, Any]:
     """Train the correlator on the clips under ``clips_root``; checkpoints and logs go to ``output``.
 
     Args:
@@ -274,9 +305,18 @@ def train(clips_root: str | Path, output: str | Path, model_cfg: ModelConfig, cf
         run.release()
 
 
-def _train(run: RunFolder, created: bool, clips_root: str | Path, model_cfg: ModelConfig, cfg: TrainConfig,
-           shard: Shard, device: torch.device, resume: bool, until: int | None,
-           events: TrainEvents) -> dict[str, Any]:
+def _train(
+    run: RunFolder,
+    created: bool,
+    clips_root: str | Path,
+    model_cfg: ModelConfig,
+    cfg: TrainConfig,
+    shard: Shard,
+    device: torch.device,
+    resume: bool,
+    until: int | None,
+    events: TrainEvents,
+) -> dict[str, Any]:
     if run.swept:
         events.warn(f"removed what killed runs left in {run.path}: {', '.join(r.path.name for r in run.swept)}")
     if run.unsaved():  # stopped before its first checkpoint: nothing learned to keep, it starts again
@@ -285,8 +325,11 @@ def _train(run: RunFolder, created: bool, clips_root: str | Path, model_cfg: Mod
     try:
         clips = find_clips(Path(clips_root))
         session = _Session(model_cfg, cfg, run, shard, device, events, resume)
-        start = run.restore(session.correlator, session.optimizer, session.scheduler, session.configs,
-                            session.scaler) if resume else 0
+        start = (
+            run.restore(session.correlator, session.optimizer, session.scheduler, session.configs, session.scaler)
+            if resume
+            else 0
+        )
     except BaseException:
         run.release()
         if created and run.writer and not any(run.path.iterdir()):
@@ -317,24 +360,36 @@ def _train(run: RunFolder, created: bool, clips_root: str | Path, model_cfg: Mod
 class _Session:
     """The models, optimizer and run folder of one training process."""
 
-    def __init__(self, model_cfg: ModelConfig, cfg: TrainConfig, run: RunFolder, shard: Shard, device: torch.device,
-                 events: TrainEvents, resume: bool) -> None:
+    def __init__(
+        self,
+        model_cfg: ModelConfig,
+        cfg: TrainConfig,
+        run: RunFolder,
+        shard: Shard,
+        device: torch.device,
+        events: TrainEvents,
+        resume: bool,
+    ) -> None:
         self.cfg, self.run, self.shard, self.device, self.events = cfg, run, shard, device, events
         plan = None
         if model_cfg.checkpoint != "none" and not resume:  # fine-tuning: start from that correlator and its backbone
             plan = plan_weights(model_cfg)
             model_cfg = plan.model_config(model_cfg)
         else:  # a new correlator, or a resumed run (its state comes from last.pt)
-            model_cfg = replace(model_cfg, backbone=model_cfg.backbone or DEFAULT_BACKBONE,
-                                backbone_weights=model_cfg.backbone_weights or "hub")
+            model_cfg = replace(
+                model_cfg,
+                backbone=model_cfg.backbone or DEFAULT_BACKBONE,
+                backbone_weights=model_cfg.backbone_weights or "hub",
+            )
         self.configs = to_dict(model_cfg, cfg)
         loaded = plan.backbone_loaded if plan is not None else None
         self.backbone = build_backbone(model_cfg.backbone, model_cfg.backbone_weights, loaded).to(device)
         cfg.check_tokens(self.backbone.patch_size)
         self.correlator = new_correlator(self.backbone.embed_dim, model_cfg, cfg).to(device)
         if plan is not None and plan.checkpoint_file is not None:
-            start = load_correlator(plan.checkpoint_file, self.backbone.embed_dim, model_cfg.correlator_heads,
-                                    plan.loaded)
+            start = load_correlator(
+                plan.checkpoint_file, self.backbone.embed_dim, model_cfg.correlator_heads, plan.loaded
+            )
             self.correlator.load_state_dict(start.state_dict())
         self.optimizer, self.scheduler = make_optimizer(self.correlator, cfg)
         # fp16 gradients need loss scaling; with float32 or bf16 the scaler does nothing
@@ -344,16 +399,23 @@ class _Session:
         """Say what the steps will cost; stop before them when they cannot fit this machine's memory."""
         patch = self.backbone.patch_size
         grid = (self.cfg.resolution[0] // patch, self.cfg.resolution[1] // patch)
-        estimate = train_estimate(self.cfg.batch_size // self.shard.world, self.cfg.frames, grid, stop - start,
-                                  self.device, self.backbone.embed_dim, self.correlator.heads, self.cfg.with_cls)
+        estimate = train_estimate(
+            self.cfg.batch_size // self.shard.world,
+            self.cfg.frames,
+            grid,
+            stop - start,
+            self.device,
+            self.backbone.embed_dim,
+            self.correlator.heads,
+            self.cfg.with_cls,
+        )
         self.events.estimate(estimate, start, stop)
         too_big = over_budget(estimate, self.device, TRAIN_OPTIONS)
         if too_big:
             raise ResourceError(f"training {too_big}")
 
     def save(self, step: int, numbered: bool) -> None:
-        path = self.run.save(self.correlator, self.optimizer, self.scheduler, self.configs, step, numbered,
-                             self.scaler)
+        path = self.run.save(self.correlator, self.optimizer, self.scheduler, self.configs, step, numbered, self.scaler)
         if path is not None:
             self.events.checkpoint(path, step)
 
@@ -362,16 +424,22 @@ class _Session:
         cfg, shard, device = self.cfg, self.shard, self.device
         model: nn.Module = self.correlator
         if shard.world > 1:  # only the correlator is synchronised
-            model = nn.parallel.DistributedDataParallel(self.correlator, device_ids=[device.index]
-                                                        if device.type == "cuda" else None)
+            model = nn.parallel.DistributedDataParallel(
+                self.correlator, device_ids=[device.index] if device.type == "cuda" else None
+            )
         model.train()
         if cfg.workers > default_workers() and shard.rank == 0:
-            self.events.warn(f"--workers {cfg.workers} on a machine with {default_workers()} cores: loading "
-                             "competes with training for the cores")
+            self.events.warn(
+                f"--workers {cfg.workers} on a machine with {default_workers()} cores: loading "
+                "competes with training for the cores"
+            )
         batches = make_loader(data, cfg, start, stop, shard, device)
         # the process's one blur sigma, from its own seed (no step draws from step -1)
-        sigma = (process_sigma(torch.Generator().manual_seed(step_seed(cfg.seed, -1, shard.rank)))
-                 if cfg.blur_sigma == "process" else None)
+        sigma = (
+            process_sigma(torch.Generator().manual_seed(step_seed(cfg.seed, -1, shard.rank)))
+            if cfg.blur_sigma == "process"
+            else None
+        )
         meter, record, done = _Meter(), None, start
         try:
             for step in range(start, stop):
@@ -380,8 +448,7 @@ class _Session:
                 waited = time.perf_counter() - waited
                 seed = step_seed(cfg.seed, step, shard.rank)
                 torch.manual_seed(seed)  # dropout
-                losses = batch_losses(self.backbone, model, frames, cfg, torch.Generator().manual_seed(seed + 1),
-                                      sigma)
+                losses = batch_losses(self.backbone, model, frames, cfg, torch.Generator().manual_seed(seed + 1), sigma)
                 _check_finite(losses, step, shard, self.run)
                 lr = self.optimizer.param_groups[0]["lr"]  # this step's (the schedule moves it after the update)
                 apply_gradients(losses, self.optimizer, self.scheduler, self.scaler)
@@ -408,7 +475,12 @@ def _check_finite(losses: Losses, step: int, shard: Shard, run: RunFolder) -> No
     if bad.item():
         total, sem, mot = (float(v.detach()) for v in (losses.total, losses.semantic, losses.motion))
         terms = f"semantic {sem:.4g}, motion {mot:.4g}"
-        kept = (f"the last good checkpoint is {run.last} (step {run.saved_step})" if run.saved_step
-                else "no checkpoint had been written yet")
-        raise TrainError(f"the loss became {total} at step {step + 1} ({terms}); training stopped and {kept}; "
-                         "lower --lr or check the clips")
+        kept = (
+            f"the last good checkpoint is {run.last} (step {run.saved_step})"
+            if run.saved_step
+            else "no checkpoint had been written yet"
+        )
+        raise TrainError(
+            f"the loss became {total} at step {step + 1} ({terms}); training stopped and {kept}; "
+            "lower --lr or check the clips"
+        )

@@ -6,7 +6,7 @@ The resolved configuration is written into every output (``summary.json``) and e
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import Field, asdict, dataclass, field, fields, replace
 from typing import Any, Literal
 
 from bavos.errors import ConfigError
@@ -28,6 +28,47 @@ NORMALIZATION: dict[str, tuple[tuple[float, float, float], tuple[float, float, f
     "kinetics": ((0.43216, 0.394666, 0.37645), (0.22803, 0.22145, 0.216989)),
     "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
 }
+
+
+# The panels of `bavos segment --help` (and `bavos train --help`), in the order they are shown.
+WHAT, LEARNED, WEIGHTS = "What you get", "What is learned", "Weights"
+SPEED, OUTPUTS, RUN = "Speed and memory", "Outputs", "The run"
+PANELS = (WHAT, LEARNED, WEIGHTS, SPEED, OUTPUTS, RUN)
+
+
+@dataclass(frozen=True)
+class Flag:
+    """How a config field appears on the command line: ``bavos.cli.options`` builds the option from this, so the
+    help, metavar and panel are written once, next to the field."""
+
+    help: str  # one sentence; the docs say the rest
+    metavar: str | None = None  # what a value is ("H W", "MB"); None for on/off flags
+    panel: str = RUN  # one of PANELS
+    names: tuple[str, ...] = ()  # the option's names; () = "--" + the field's name with dashes
+    shown: str | None = None  # the default as the help says it, where the field's own default does not say it
+
+
+def flag(
+    default: Any,
+    help: str,
+    *,
+    metavar: str | None = None,
+    panel: str = RUN,
+    names: tuple[str, ...] = (),
+    shown: str | None = None,
+) -> Any:
+    """A dataclass field with ``default`` whose command-line option is described by a ``Flag`` (its metadata)."""
+    return field(default=default, metadata={"flag": Flag(help, metavar, panel, names, shown)})
+
+
+def flag_of(config: type, name: str) -> Flag | None:
+    """The Flag of ``config``'s field ``name`` (None: the field has no option)."""
+    return fields_of(config)[name].metadata.get("flag")
+
+
+def fields_of(config: type) -> dict[str, Field[Any]]:
+    """``config``'s dataclass fields by name."""
+    return {f.name: f for f in fields(config)}
 
 
 def _raise_first(checks: list[tuple[bool, str]]) -> None:
@@ -59,16 +100,32 @@ class ModelConfig:
     """Which networks to build and where their weights come from (None: decided by the checkpoint, see
     ``bavos.models.weights.plan_weights``)."""
 
-    # timm model name of the frozen ViT backbone; None = the one a bavos checkpoint was trained with, else DINO
-    # ViT-S/8 (tests use "bavos_test_vit").
-    backbone: str | None = None
-    # "hub" (timm download/cache), "none" (random weights, explicit), or a path to a local weights file; None = the
-    # release checkpoint's own encoder, or what a bavos checkpoint was trained with, else "hub".
-    backbone_weights: str | None = None
-    # The correlator: "release" (the paper's checkpoint, downloaded once into the cache), "none" (training-free
-    # mode, METHOD.md 7.9), or a path to a bavos or release checkpoint.
-    checkpoint: str = "release"
-    # Number of heads of the temporal correlator (8 in the paper; head width = backbone width / heads).
+    # None: the one a bavos checkpoint was trained with, else DINO ViT-S/8 (tests use "bavos_test_vit").
+    backbone: str | None = flag(
+        None,
+        "timm ViT name of the frozen backbone.",
+        metavar="NAME",
+        panel=WEIGHTS,
+        shown=f"the checkpoint's, else {DEFAULT_BACKBONE}",
+    )
+    # None: the release checkpoint's own encoder, or what a bavos checkpoint was trained with, else "hub".
+    backbone_weights: str | None = flag(
+        None,
+        "'hub' (timm's DINO weights, downloaded once), a weights file, or 'none' (random weights: masks are "
+        "meaningless).",
+        metavar="hub|none|PATH",
+        panel=WEIGHTS,
+        shown="the checkpoint's, else hub",
+    )
+    # "none" is the training-free mode (METHOD.md 7.9); a path is a bavos or release checkpoint.
+    checkpoint: str = flag(
+        "release",
+        "The correlator: 'release' (the paper's, downloaded once), 'none' (training-free: DINO's own "
+        "attention) or a checkpoint file.",
+        metavar="release|none|PATH",
+        panel=WEIGHTS,
+    )
+    # Heads of the temporal correlator (8 in the paper; head width = backbone width / heads).
     correlator_heads: int = 8
 
     def __post_init__(self) -> None:
@@ -84,70 +141,158 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class SegmentConfig:
-    """How one video is segmented and what is written."""
+    """How one video is segmented and what is written. Each field's flag carries the help of its option."""
 
-    # Model input size (height, width), multiples of the backbone's patch size (METHOD.md 1.5); None = the paper's
-    # 320 x 480 on a GPU, CPU_RESOLUTION on a CPU (see ``for_device``).
-    resolution: tuple[int, int] | None = None
-    # Every key_ratio-th processed frame is a key frame; at least one key frame always (METHOD.md 2.3, 7.4).
-    key_ratio: int = 10
-    # At most this many key frames, spread evenly over the video (0 = no limit): bounds time and memory per frame.
-    # None: GPU_MAX_KEY_FRAMES on a GPU, CPU_MAX_KEY_FRAMES on a CPU (see ``for_device``).
-    max_key_frames: int | None = None
-    # MB of queries kept in host memory from the clustering's first pass for its second (0: decode and run the
-    # backbone again). None ("auto"): on a CPU, every query in a temporary file beside the result when they take at
-    # most a quarter of the disk's free space; on a GPU (or without that space), every query in memory when they take
-    # at most min(512 MB, a tenth of the available memory), else none. So the backbone runs once per frame on a CPU
-    # whatever the length, and long videos keep flat memory (``bavos.models.costs.query_plan``). The results are the
-    # same either way.
-    query_cache_mb: int | None = None
+    # None: the paper's 320 x 480 on a GPU, CPU_RESOLUTION on a CPU (``for_device``; METHOD.md 1.5).
+    resolution: tuple[int, int] | None = flag(
+        None,
+        "Model input size, multiples of 8: larger finds smaller objects, at a steep cost in time.",
+        metavar="H W",
+        panel=WHAT,
+        shown="320 480 on a GPU (the paper's), 160 240 on a CPU",
+    )
+    # At least one key frame always (METHOD.md 2.3, 7.4).
+    key_ratio: int = flag(
+        10, "Every R-th processed frame is a key frame that every frame attends to.", metavar="R", panel=WHAT
+    )
+    # Spread evenly over the video (0 = no limit): bounds time and memory per frame. None: GPU_MAX_KEY_FRAMES on a
+    # GPU, CPU_MAX_KEY_FRAMES on a CPU (``for_device``).
+    max_key_frames: int | None = flag(
+        None,
+        "At most N key frames, spread over the video (0: no limit); bounds the cost of long videos.",
+        metavar="N",
+        panel=SPEED,
+        shown="30 on a GPU, 10 on a CPU",
+    )
+    # MB of queries kept from the clustering's first pass for its second (0: decode and run the backbone again).
+    # None (auto): ``bavos.models.costs.query_plan`` decides (a temporary file beside the result on a CPU, memory on
+    # a GPU). The results are the same either way.
+    query_cache_mb: int | None = flag(
+        None,
+        "MB of frame features kept for the clustering's second pass (0: none); the README's Long videos "
+        "says what auto keeps.",
+        metavar="auto|MB",
+        panel=SPEED,
+        names=("--query-cache",),
+        shown="auto",
+    )
     # MB of attention rows kept from the clustering's first pass for its second (0: computed again); GPU memory on
-    # CUDA, host memory on CPU. None ("auto"): on a CPU, every window's rows when they take at most min(512 MB, a
-    # tenth of the available memory), else none; on a GPU none (``bavos.models.costs.attention_plan``). Trades memory
-    # for time; the results are the same.
-    attention_cache_mb: int | None = None
-    # Symmetric-KL merge threshold of the hierarchical clustering (METHOD.md 2.6).
-    tau: float = 1.0
+    # CUDA, host memory on CPU. None (auto): ``bavos.models.costs.attention_plan`` decides. The results are the same.
+    attention_cache_mb: int | None = flag(
+        None,
+        "MB of attention kept for the clustering's second pass (0: none); the README's Long videos says what "
+        "auto keeps.",
+        metavar="auto|MB",
+        panel=SPEED,
+        names=("--attention-cache",),
+        shown="auto",
+    )
+    # The symmetric-KL merge threshold of the hierarchical clustering (METHOD.md 2.6).
+    tau: float = flag(1.0, "Merge threshold: higher gives fewer, larger objects.", metavar="TAU", panel=WHAT)
     # Frames per level-1 clustering window (METHOD.md 2.6, ts = 3).
-    window: int = 3
-    # Hierarchy level to cut: 0 = per-window clusters, 1.. = global merge rounds; None = the converged level.
-    level: int | None = None
-    # Keep the cut level's this many largest clusters, the others merged into their nearest (0 = no limit).
-    max_objects: int = 20
-    # How patch-level labels reach full frame size: "bilinear" (per-cluster masks, then argmax) or "nearest".
-    upsample: Literal["bilinear", "nearest"] = "bilinear"
-    # Feed every stride-th frame to the model; skipped frames take the labels of the nearest processed frame.
-    # None: 1 on a GPU, CPU_STRIDE on a CPU (see ``for_device``).
-    stride: int | None = None
-    # "auto" (CUDA when available), "cpu" or "cuda".
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    # Input normalisation statistics: "kinetics" (the release's inference) or "imagenet" (its training).
-    normalization: Literal["kinetics", "imagenet"] = "kinetics"
-    # Precision of the backbone and the correlator: "float32" (as released; strict, no TF32, on CUDA), or "bf16" /
-    # "fp16" autocast. Attention and clustering are float32 either way.
-    precision: Literal["float32", "bf16", "fp16"] = "float32"
-    # Frames per backbone batch.
-    batch_size: int = 8
-    # Decode frames ahead of the model, and write masks and overlay frames behind it, in background threads; None: on
-    # a GPU (where the model would wait for the CPU work), not on a CPU (where the threads only compete with the
-    # model for the cores). The results are the same either way.
-    background: bool | None = None
-    # Frame rate given to the overlay of a frame folder (video files keep their own timing).
-    fps: float = 24.0
-    # Write overlay.mp4 next to the masks.
-    overlay: bool = True
-    # Write hierarchy.npz (patch-level labels of every level) next to the masks.
-    save_hierarchy: bool = True
-    # Opacity of the object colours in the overlay.
-    overlay_alpha: float = 0.5
-    # Part of the video: from this frame ("120") or time ("12.5s"), included, to this one, excluded (None: all).
-    start: str | None = None
-    end: str | None = None
-    # Exports written next to the masks: "coco" (coco.json, YouTube-VIS layout), "objects" (objects/<id>/*.png),
-    # "video" (masks.mp4).
-    exports: tuple[str, ...] = ()
-    # Most PNGs ``--export objects`` writes (one per object per frame) without being asked for more (0: no limit).
-    max_export_files: int = 100_000
+    window: int = flag(
+        3, "Frames clustered together before the global merges (the paper's 3).", metavar="N", panel=WHAT
+    )
+    # 0 = per-window clusters, 1.. = global merge rounds; None = the converged level.
+    level: int | None = flag(
+        None,
+        "Hierarchy level to cut: 0 = per-window clusters, each level above one more merge round.",
+        metavar="L",
+        panel=WHAT,
+        shown="the converged level",
+    )
+    # The cut level's this many largest clusters kept, the others merged into their nearest (0 = no limit).
+    max_objects: int = flag(
+        20,
+        "Keep the N largest objects, background included, the others merged into them (0: no limit).",
+        metavar="N",
+        panel=WHAT,
+    )
+    # "bilinear": per-cluster masks upsampled, then argmax; "nearest": the release's 8-pixel blocks.
+    upsample: Literal["bilinear", "nearest"] = flag(
+        "bilinear",
+        "How masks reach the frame size: smooth edges, or 8-pixel blocks (as released).",
+        metavar="bilinear|nearest",
+        panel=WHAT,
+    )
+    # Skipped frames take the labels of the nearest processed frame. None: 1 on a GPU, CPU_STRIDE on a CPU.
+    stride: int | None = flag(
+        None,
+        "Feed every K-th frame to the model; the others take the nearest processed frame's masks.",
+        metavar="K",
+        panel=SPEED,
+        shown="1 on a GPU, 2 on a CPU",
+    )
+    device: Literal["auto", "cpu", "cuda"] = flag(
+        "auto", "Where to run: 'auto' takes CUDA when there is one.", metavar="auto|cpu|cuda", panel=SPEED
+    )
+    # "kinetics": the release's inference statistics; "imagenet": its training's.
+    normalization: Literal["kinetics", "imagenet"] = flag(
+        "kinetics",
+        "Input statistics: the paper's inference (kinetics) or its training (imagenet).",
+        metavar="kinetics|imagenet",
+        panel=WHAT,
+    )
+    # Of the backbone and the correlator: "float32" as released (strict, no TF32, on CUDA), or "bf16" / "fp16"
+    # autocast. Attention and clustering are float32 either way.
+    precision: Literal["float32", "bf16", "fp16"] = flag(
+        "float32",
+        "Backbone and correlator precision: bf16 / fp16 are faster on a GPU but move tokens to other objects.",
+        metavar="float32|bf16|fp16",
+        panel=SPEED,
+    )
+    batch_size: int = flag(8, "Frames per backbone batch (memory, not the result).", metavar="N", panel=SPEED)
+    # None: on a GPU, where the model would wait for the CPU work; not on a CPU, where the threads only compete with
+    # the model for the cores. The results are the same either way.
+    background: bool | None = flag(
+        None,
+        "Decode ahead of the model and write behind it in background threads.",
+        panel=SPEED,
+        names=("--background/--no-background",),
+        shown="on a GPU only",
+    )
+    # Video files keep their own timing.
+    fps: float = flag(24.0, "Overlay frame rate for frame folders.", metavar="FPS", panel=OUTPUTS)
+    overlay: bool = flag(True, "Write overlay.mp4.", panel=OUTPUTS, names=("--overlay/--no-overlay",))
+    # Patch-level labels of every level, for `bavos recut`.
+    save_hierarchy: bool = flag(
+        True,
+        "Write hierarchy.npz (every level, for other cuts later).",
+        panel=OUTPUTS,
+        names=("--hierarchy/--no-hierarchy",),
+    )
+    overlay_alpha: float = flag(0.5, "Opacity of the object colours in the overlay.", metavar="A", panel=OUTPUTS)
+    # From this frame ("120") or time ("12.5s"), included, to this one, excluded (None: all).
+    start: str | None = flag(
+        None,
+        "Segment from this frame number (120) or time (12.5s); names and times stay the video's.",
+        metavar="FRAME|SECONDS",
+        panel=WHAT,
+        shown="the first frame",
+    )
+    end: str | None = flag(
+        None,
+        "Segment up to this frame number or time, excluded.",
+        metavar="FRAME|SECONDS",
+        panel=WHAT,
+        shown="the last frame",
+    )
+    # The writers of ``bavos.io.exports`` (EXPORTS).
+    exports: tuple[str, ...] = flag(
+        (),
+        "Also write coco.json, objects/<id>/*.png or masks.mp4; repeat for several.",
+        metavar="|".join(EXPORTS),
+        panel=OUTPUTS,
+        names=("--export",),
+        shown="none",
+    )
+    # One PNG per object and frame; over it the rest is written and a warning names the recut that writes them.
+    max_export_files: int = flag(
+        100_000,
+        "Most PNGs --export objects writes without being asked for more (0: no limit).",
+        metavar="N",
+        panel=OUTPUTS,
+    )
 
     def __post_init__(self) -> None:
         h, w = self.resolution or PAPER_RESOLUTION
@@ -236,26 +381,35 @@ RUNTIME_FIELDS = frozenset({"workers", "log_every", "checkpoint_every", "device"
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """How the temporal correlator is trained (METHOD.md 3); defaults are the release's."""
+    """How the temporal correlator is trained (METHOD.md 3); defaults are the release's. The fields with a flag are
+    options of `bavos train` (given as None there: the preset's or the resumed run's value holds)."""
 
-    # "release" (batch 8, lr 1e-5, 60k steps) or "paper" (batch 16, lr 1e-4, 30k steps); sets the next three.
-    preset: Literal["release", "paper"] = "release"
-    # Optimizer steps in the whole run (the cosine schedule spans them).
-    steps: int = 60_000
-    # Clips per step over all processes (split evenly across torchrun processes).
-    batch_size: int = 8
-    # Peak learning rate, decayed by a cosine without warm-up to min_lr.
-    lr: float = 1e-5
+    # Sets steps, batch_size and lr (PRESETS).
+    preset: Literal["release", "paper"] = flag(
+        "release",
+        "'release': batch 8, lr 1e-5, 60k steps (the released script); 'paper': batch 16, lr 1e-4, 30k "
+        "steps (as the paper reports).",
+        metavar="release|paper",
+        panel=LEARNED,
+    )
+    steps: int = flag(
+        60_000, "Optimizer steps (the cosine schedule spans them).", metavar="N", panel=LEARNED, shown="the preset's"
+    )
+    # Split evenly across torchrun processes.
+    batch_size: int = flag(8, "Clips per step, over all processes.", metavar="N", panel=LEARNED, shown="the preset's")
+    # Decayed by a cosine without warm-up to min_lr.
+    lr: float = flag(
+        1e-5, "Peak learning rate (cosine decay to 1e-6).", metavar="LR", panel=LEARNED, shown="the preset's"
+    )
     # Learning rate at the end of the schedule.
     min_lr: float = 1e-6
     # AdamW weight decay of the weight matrices (biases and LayerNorms get none).
     weight_decay: float = 0.1
-    # Training frame size (height, width), multiples of the patch size.
-    resolution: tuple[int, int] = (192, 384)
+    # Multiples of the patch size.
+    resolution: tuple[int, int] = flag((192, 384), "Training frame size.", metavar="H W", panel=LEARNED)
     # Frames per clip sample.
     frames: int = 3
-    # Distance in frames between the sampled frames (shrunk for short clips).
-    gap: int = 4
+    gap: int = flag(4, "Frames between the 3 sampled frames (shrunk for short clips).", metavar="N", panel=LEARNED)
     # Query positions per clip (the same in its frames), drawn for each clip at every step.
     points: int = 8
     # Semantic consistency: positives (most attended) and negatives (least attended) per query and frame.
@@ -268,37 +422,62 @@ class TrainConfig:
     motion_pos: int = 10
     motion_neg: int = 50
     motion_margin: float = 1.0
-    # Use the query's weighted centre as an extra motion positive (the release computes it but leaves it out).
-    motion_centre: bool = False
-    # Attention the losses see: "dropped" (after attention dropout, the release's) or "clean" (before it).
-    loss_attention: Literal["dropped", "clean"] = "dropped"
+    # The release computes the query's weighted centre but leaves it out.
+    motion_centre: bool = flag(
+        False,
+        "Add the weighted centre as a motion positive (the release computes it and leaves it out).",
+        panel=LEARNED,
+        names=("--motion-centre/--no-motion-centre",),
+    )
+    # "dropped": after attention dropout, the release's; "clean": before it.
+    loss_attention: Literal["dropped", "clean"] = flag(
+        "dropped",
+        "Attention the losses read: after attention dropout (as released) or before it.",
+        metavar="dropped|clean",
+        panel=LEARNED,
+    )
     # Prepend each frame's last-block CLS token to its keys (the release's training input).
     with_cls: bool = True
     # Correlator dropout on the attention, and after the projection and inside the MLP.
     attn_drop: float = 0.4
     drop: float = 0.1
-    # Colour, grayscale and blur augmentation with the same parameters on the frames of a clip.
-    augment: bool = True
-    # The blur's sigma: once for the whole run of each process ("process", the release's, METHOD.md B17), or drawn
-    # for each clip ("clip").
-    blur_sigma: Literal["clip", "process"] = "process"
-    # Input normalisation: "imagenet" (the release's training) or "kinetics".
-    normalization: Literal["kinetics", "imagenet"] = "imagenet"
-    # Base seed; the randomness of step s on process r is derived from (seed, s, r).
-    seed: int = 0
-    # Write last.pt and step-<n>.pt every this many steps (and at the end).
-    checkpoint_every: int = 1_000
-    # Add a line to metrics.jsonl every this many steps.
-    log_every: int = 10
-    # Decoding / loading worker processes (default: this machine's cores, at most 8).
-    workers: int = field(default_factory=lambda: default_workers())
-    # Frame cache folder (None: <run>/cache); frames are decoded once at training size.
-    cache: str | None = None
-    # "auto" (CUDA when available), "cpu" or "cuda".
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    # Precision of the backbone and the correlator: "float32" (as released), or "bf16" / "fp16" autocast (fp16 with
-    # loss scaling).
-    precision: Literal["float32", "bf16", "fp16"] = "float32"
+    # The same parameters on the frames of a clip.
+    augment: bool = flag(
+        True, "Colour, grayscale and blur augmentation.", panel=LEARNED, names=("--augment/--no-augment",)
+    )
+    # "process": once for the whole run of each process (the release's, METHOD.md B17); "clip": for each clip.
+    blur_sigma: Literal["clip", "process"] = flag(
+        "process",
+        "Blur sigma drawn once per process for the whole run (as released), or for each clip.",
+        metavar="process|clip",
+        panel=LEARNED,
+    )
+    normalization: Literal["kinetics", "imagenet"] = flag(
+        "imagenet", "Input statistics (imagenet as released).", metavar="imagenet|kinetics", panel=LEARNED
+    )
+    # The randomness of step s on process r is derived from (seed, s, r).
+    seed: int = flag(0, "Base seed.", metavar="N", panel=LEARNED)
+    # last.pt and step-<n>.pt, and at the end.
+    checkpoint_every: int = flag(1_000, "Steps between checkpoints.", metavar="N", panel=RUN)
+    log_every: int = flag(10, "Steps between metrics.jsonl lines.", metavar="N", panel=RUN)
+    workers: int = field(
+        default_factory=lambda: default_workers(),
+        metadata={"flag": Flag("Decoding and loading workers.", "N", SPEED, (), "this machine's cores, at most 8")},
+    )
+    # Frames are decoded once at training size. None: <run>/cache.
+    cache: str | None = flag(
+        None, "Frame cache folder (shareable between runs).", metavar="DIR", panel=SPEED, shown="OUTPUT/cache"
+    )
+    device: Literal["auto", "cpu", "cuda"] = flag(
+        "auto", "Where to run: 'auto' takes CUDA when there is one.", metavar="auto|cpu|cuda", panel=SPEED
+    )
+    # "bf16" / "fp16" autocast (fp16 with loss scaling); "float32" as released.
+    precision: Literal["float32", "bf16", "fp16"] = flag(
+        "float32",
+        "float32 as released; bf16 / fp16 autocast (fp16 with loss scaling).",
+        metavar="float32|bf16|fp16",
+        panel=SPEED,
+    )
 
     def __post_init__(self) -> None:
         h, w = self.resolution

@@ -11,6 +11,8 @@ from typing import Any
 
 from typer.core import TyperCommand, TyperGroup
 
+from bavos.config import PANELS
+
 _TYPE_METAVARS = {"integer": "N", "float": "X", "text": "TEXT", "path": "PATH", "boolean": "BOOL"}
 
 
@@ -65,12 +67,22 @@ class Command(TyperCommand):
 
     def format_options(self, ctx: Any, formatter: Any) -> None:
         params = [p for p in self.get_params(ctx) if not getattr(p, "hidden", False)]
-        arguments = [_row(p) for p in params if p.param_type_name == "argument"]
-        options = [_row(p) for p in params if p.param_type_name == "option"]
-        for title, rows in (("Arguments", arguments), ("Options", options)):
-            if rows:
+        sections: dict[str, list[tuple[str, str]]] = {"Arguments": []}
+        for p in params:
+            if p.param_type_name == "argument":
+                sections["Arguments"].append(_row(p))
+            else:
+                sections.setdefault(getattr(p, "rich_help_panel", None) or "Options", []).append(_row(p))
+        for title in sorted(sections, key=_panel_order):
+            if sections[title]:
                 with formatter.section(title):
-                    formatter.write_dl(rows, col_max=26)
+                    formatter.write_dl(sections[title], col_max=26)
+
+
+def _panel_order(title: str) -> int:
+    """Arguments first, then the panels in PANELS's order, then the options of no panel (--help)."""
+    order = ("Arguments", *PANELS)
+    return order.index(title) if title in order else len(order)
 
 
 COMMAND_ORDER = ("segment", "recut", "eval", "weights", "train")  # the order of a user's day, not the alphabet

@@ -10,7 +10,10 @@ import typer
 
 from bavos.cli.app import app, debug, import_torch, usage_error
 from bavos.cli.help import Command
+from bavos.cli.options import field_default, option
 from bavos.cli.output import count, error, progress_for, say_swept
+from bavos.config import RUN
+from bavos.config import SegmentConfig as S
 from bavos.errors import BavosError, plain_os_error
 
 
@@ -20,28 +23,12 @@ def recut(
         list[Path],
         typer.Argument(metavar="RESULT", help="Output folders of bavos segment (OUT/<name>).", show_default=False),
     ],
-    level: Annotated[
-        int | None,
-        typer.Option(
-            metavar="L", show_default="the converged level", help="Hierarchy level to cut (0 = per-window clusters)."
-        ),
-    ] = None,
-    max_objects: Annotated[
-        int,
-        typer.Option(
-            metavar="N",
-            help="Then keep the N largest clusters, every other merged into its nearest of them (0: no limit).",
-        ),
-    ] = 20,
-    max_export_files: Annotated[
-        int | None,
-        typer.Option(
-            metavar="N",
-            show_default="the result's own (100,000)",
-            help="Most PNGs --export objects may write (one per object per frame); over it nothing is written.",
-        ),
-    ] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress and no result lines.")] = False,
+    level: Annotated[int | None, option(S, "level")] = field_default(S, "level"),
+    max_objects: Annotated[int, option(S, "max_objects")] = field_default(S, "max_objects"),
+    max_export_files: Annotated[int | None, option(S, "max_export_files", shown="the result's own")] = None,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="No progress and no result lines.", rich_help_panel=RUN)
+    ] = False,
 ) -> int:
     """Cut a result's hierarchy at another level or cap, without the model: masks, overlay, pictures,
     hierarchy.npz, exports and summary are rewritten as bavos segment would write them with these options (the

@@ -12,6 +12,7 @@ import contextlib
 import os
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any
@@ -20,12 +21,15 @@ import typer
 
 from bavos.cli.app import app, debug, import_torch, usage_error
 from bavos.cli.help import Command
+from bavos.cli.options import config_values, field_default, option
 from bavos.cli.output import Progress, Results, duration, error, note, progress_for, say_swept, warn
 from bavos.config import (
     DEFAULT_BACKBONE,
     GPU_MAX_KEY_FRAMES,
     KNOWN_PATCH_SIZES,
+    OUTPUTS,
     PAPER_RESOLUTION,
+    RUN,
     ModelConfig,
     SegmentConfig,
     parse_part,
@@ -400,6 +404,17 @@ def check_before_loading(model_cfg: ModelConfig, cfg: SegmentConfig) -> None:
             raise ConfigError(str(e)) from e
 
 
+AUTO = "auto"  # the default of an ``auto|MB`` option
+# From a parsed option to its field's value.
+CONVERT: dict[str, Callable[[Any], Any]] = {
+    "resolution": lambda v: tuple(v) if v else None,
+    "attention_cache_mb": lambda v: _megabytes(v, "--attention-cache"),
+    "query_cache_mb": lambda v: _megabytes(v, "--query-cache"),
+    "exports": lambda v: tuple(dict.fromkeys(v or ())),
+}
+S, M = SegmentConfig, ModelConfig  # the configs whose fields the options set
+
+
 @app.command(cls=Command)
 def segment(
     inputs: Annotated[
@@ -409,244 +424,82 @@ def segment(
         ),
     ],
     output: Annotated[
-        Path, typer.Option("--output", "-o", metavar="DIR", help="Folder that receives one sub-folder per input.")
+        Path,
+        typer.Option(
+            "--output",
+            "-o",
+            metavar="DIR",
+            help="Folder that receives one sub-folder per input.",
+            rich_help_panel=OUTPUTS,
+        ),
     ] = Path("out"),
-    checkpoint: Annotated[
-        str,
-        typer.Option(
-            metavar="release|none|PATH",
-            help="The correlator: 'release', the paper's trained model (downloaded once, about 95 MB); 'none', the "
-            "training-free mode (DINO's own attention, a weaker baseline); or a checkpoint file.",
-        ),
-    ] = "release",
-    backbone: Annotated[
-        str | None,
-        typer.Option(
-            metavar="NAME",
-            show_default=f"the checkpoint's, else {DEFAULT_BACKBONE}",
-            help="timm ViT name of the frozen backbone.",
-        ),
-    ] = None,
-    backbone_weights: Annotated[
-        str | None,
-        typer.Option(
-            metavar="hub|none|PATH",
-            show_default="the checkpoint's, else hub",
-            help="'hub' (timm's DINO weights, downloaded once), a weights file, or 'none' (random weights: masks are "
-            "meaningless; for tests).",
-        ),
-    ] = None,
-    resolution: Annotated[
-        tuple[int, int] | None,
-        typer.Option(
-            metavar="H W",
-            show_default="320 480 on a GPU (the paper's), 160 240 on a CPU",
-            help="Model input size, multiples of 8. Larger finds smaller objects and follows edges better; the "
-            "clustering's time grows with the cube of the pixel count.",
-        ),
-    ] = None,
-    key_ratio: Annotated[
-        int,
-        typer.Option(
-            metavar="R",
-            help="Every R-th frame is a key frame that every frame attends to. Lower: more key frames, "
-            "better for objects seen briefly, more time and memory.",
-        ),
-    ] = 10,
-    max_key_frames: Annotated[
-        int | None,
-        typer.Option(
-            metavar="N",
-            show_default="30 on a GPU, 10 on a CPU",
-            help="At most N key frames, spread over the video (0: no limit). 30 keeps every key frame of clips up to "
-            "300 frames and makes longer videos cost linear time; fewer key frames may merge an object seen only "
-            "between them into another.",
-        ),
-    ] = None,
-    tau: Annotated[
-        float,
-        typer.Option(
-            "--tau",
-            metavar="TAU",
-            help="Merge threshold (symmetric KL). Higher merges more: fewer, larger objects; lower "
-            "splits: more, smaller ones.",
-        ),
-    ] = 1.0,
-    window: Annotated[
-        int,
-        typer.Option(
-            metavar="N",
-            help="Frames clustered together before the global merges (the paper's 3). Larger windows "
-            "cost the square in time and memory.",
-        ),
-    ] = 3,
-    level: Annotated[
-        int | None,
-        typer.Option(
-            metavar="L",
-            show_default="the converged level",
-            help="Hierarchy level to cut: 0 = per-window clusters (most objects), each level above = one more global "
-            "merge round (fewer).",
-        ),
-    ] = None,
-    max_objects: Annotated[
-        int,
-        typer.Option(
-            metavar="N",
-            help="Then keep the N largest clusters, background included, every other merged into its "
-            "nearest of them (0: no limit, the paper's partition).",
-        ),
-    ] = 20,
-    upsample: Annotated[
-        str,
-        typer.Option(
-            metavar="bilinear|nearest",
-            help="How masks reach the frame size: smooth edges, or 8-pixel blocks (as released).",
-        ),
-    ] = "bilinear",
-    stride: Annotated[
-        int | None,
-        typer.Option(
-            metavar="K",
-            show_default="1 on a GPU, 2 on a CPU",
-            help="Feed every K-th frame to the model; the others take the nearest processed frame's masks. K times "
-            "less work; masks follow fast motion less closely.",
-        ),
-    ] = None,
-    device: Annotated[
-        str, typer.Option(metavar="auto|cpu|cuda", help="Where to run: 'auto' takes CUDA when there is one.")
-    ] = "auto",
-    precision: Annotated[
-        str,
-        typer.Option(
-            metavar="float32|bf16|fp16",
-            help="Backbone and correlator precision: float32 as released; bf16 / fp16 are "
-            "faster on a GPU but move many tokens to other clusters.",
-        ),
-    ] = "float32",
-    normalization: Annotated[
-        str,
-        typer.Option(
-            metavar="kinetics|imagenet",
-            help="Input statistics: the paper's inference (kinetics) or its training (imagenet).",
-        ),
-    ] = "kinetics",
-    batch_size: Annotated[
-        int, typer.Option(metavar="N", help="Frames per backbone batch (memory, not the result).")
-    ] = 8,
-    attention_cache: Annotated[
-        str,
-        typer.Option(
-            metavar="auto|MB",
-            help="Keep up to MB of attention from the clustering's first pass for its second: faster, "
-            "more memory, the same result (0: compute it again). auto: on a CPU all of it when "
-            "it takes at most 512 MB and a tenth of the free memory, else none; on a GPU none.",
-        ),
-    ] = "auto",
-    query_cache: Annotated[
-        str,
-        typer.Option(
-            metavar="auto|MB",
-            help="Keep up to MB of the frames' queries for the clustering's second pass instead of "
-            "decoding and running the backbone again: faster, more memory, the same result (0: "
-            "none; not needed where --attention-cache keeps all of the attention). "
-            "auto: on a CPU all of them in a temporary file beside the result (when they take at "
-            "most a quarter of the free disk space); on a GPU all of them when they take at most "
-            "512 MB and a tenth of the free memory, else none.",
-        ),
-    ] = "auto",
-    fps: Annotated[float, typer.Option("--fps", metavar="FPS", help="Overlay frame rate for frame folders.")] = 24.0,
-    start: Annotated[
-        str | None,
-        typer.Option(
-            metavar="FRAME|SECONDS",
-            show_default="the first frame",
-            help="Segment from this frame number (120) or time (12.5s); names and times stay the video's.",
-        ),
-    ] = None,
-    end: Annotated[
-        str | None,
-        typer.Option(
-            metavar="FRAME|SECONDS",
-            show_default="the last frame",
-            help="Segment up to this frame number or time, excluded.",
-        ),
-    ] = None,
-    export: Annotated[
-        list[str] | None,
-        typer.Option(
-            metavar="coco|objects|video",
-            show_default="none",
-            help="Also write: coco.json (YouTube-VIS results with RLE masks), objects/<id>/*.png (one black-and-white "
-            "mask per object and frame) or masks.mp4 (the colour masks as a video); repeat for several.",
-        ),
-    ] = None,
-    max_export_files: Annotated[
-        int,
-        typer.Option(
-            metavar="N",
-            help="Most PNGs --export objects writes (one per object per frame, said before writing); over "
-            "it the rest of the result is written and a warning names the recut that writes them "
-            "(0: no limit).",
-        ),
-    ] = 100_000,
-    overlay: Annotated[bool, typer.Option("--overlay/--no-overlay", help="Write overlay.mp4.")] = True,
-    hierarchy: Annotated[
-        bool,
-        typer.Option("--hierarchy/--no-hierarchy", help="Write hierarchy.npz (every level, for other cuts later)."),
-    ] = True,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress, notes or result lines.")] = False,
+    checkpoint: Annotated[str, option(M, "checkpoint")] = field_default(M, "checkpoint"),
+    backbone: Annotated[str | None, option(M, "backbone")] = field_default(M, "backbone"),
+    backbone_weights: Annotated[str | None, option(M, "backbone_weights")] = field_default(M, "backbone_weights"),
+    resolution: Annotated[tuple[int, int] | None, option(S, "resolution")] = field_default(S, "resolution"),
+    key_ratio: Annotated[int, option(S, "key_ratio")] = field_default(S, "key_ratio"),
+    max_key_frames: Annotated[int | None, option(S, "max_key_frames")] = field_default(S, "max_key_frames"),
+    tau: Annotated[float, option(S, "tau")] = field_default(S, "tau"),
+    window: Annotated[int, option(S, "window")] = field_default(S, "window"),
+    level: Annotated[int | None, option(S, "level")] = field_default(S, "level"),
+    max_objects: Annotated[int, option(S, "max_objects")] = field_default(S, "max_objects"),
+    upsample: Annotated[str, option(S, "upsample")] = field_default(S, "upsample"),
+    stride: Annotated[int | None, option(S, "stride")] = field_default(S, "stride"),
+    device: Annotated[str, option(S, "device")] = field_default(S, "device"),
+    precision: Annotated[str, option(S, "precision")] = field_default(S, "precision"),
+    normalization: Annotated[str, option(S, "normalization")] = field_default(S, "normalization"),
+    batch_size: Annotated[int, option(S, "batch_size")] = field_default(S, "batch_size"),
+    attention_cache_mb: Annotated[str, option(S, "attention_cache_mb")] = AUTO,
+    query_cache_mb: Annotated[str, option(S, "query_cache_mb")] = AUTO,
+    background: Annotated[bool | None, option(S, "background")] = field_default(S, "background"),
+    fps: Annotated[float, option(S, "fps")] = field_default(S, "fps"),
+    start: Annotated[str | None, option(S, "start")] = field_default(S, "start"),
+    end: Annotated[str | None, option(S, "end")] = field_default(S, "end"),
+    exports: Annotated[list[str] | None, option(S, "exports")] = None,
+    max_export_files: Annotated[int, option(S, "max_export_files")] = field_default(S, "max_export_files"),
+    overlay: Annotated[bool, option(S, "overlay")] = field_default(S, "overlay"),
+    overlay_alpha: Annotated[float, option(S, "overlay_alpha")] = field_default(S, "overlay_alpha"),
+    save_hierarchy: Annotated[bool, option(S, "save_hierarchy")] = field_default(S, "save_hierarchy"),
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="No progress, notes or result lines.", rich_help_panel=RUN)
+    ] = False,
     json_out: Annotated[
         bool,
         typer.Option(
             "--json",
-            help="One JSON line per input on stdout (input, status, output, frames, objects, seconds, "
-            "error, warnings) and nothing else there.",
+            help="One JSON line per input on stdout (input, status, output, frames, objects, seconds, error, warnings)"
+            " and nothing else there.",
+            rich_help_panel=RUN,
         ),
     ] = False,
     skip_existing: Annotated[
-        bool, typer.Option("--skip-existing", help="Skip inputs whose finished output was made with the same settings.")
+        bool,
+        typer.Option(
+            "--skip-existing",
+            help="Skip inputs whose finished output was made with the same settings.",
+            rich_help_panel=RUN,
+        ),
     ] = False,
-    fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Stop at the first input that fails.")] = False,
+    fail_fast: Annotated[
+        bool, typer.Option("--fail-fast", help="Stop at the first input that fails.", rich_help_panel=RUN)
+    ] = False,
     shard: Annotated[
         str | None,
         typer.Option(
             metavar="I/N",
             show_default="SLURM_ARRAY_TASK_ID's place in its array, else all",
-            help="Take part I (0 to N-1) of N of the inputs, names planned from the whole list: N calls into one -o "
-            "write what one call writes (a job array).",
+            help="Take part I (0 to N-1) of N of the inputs, so that N calls into one -o write what one call writes.",
+            rich_help_panel=RUN,
         ),
     ] = None,
 ) -> int:
     """Segment every object of each input into OUTPUT/<name>/: masks/*.png, overlay.mp4, preview.png,
     hierarchy.png, hierarchy.npz and summary.json (and the --export files). Everything is checked before a model
     loads."""
+    params = dict(locals())
     try:
-        model_cfg = ModelConfig(backbone=backbone, backbone_weights=backbone_weights, checkpoint=checkpoint)
-        cfg = SegmentConfig(
-            resolution=tuple(resolution) if resolution else None,
-            key_ratio=key_ratio,
-            max_key_frames=max_key_frames,
-            attention_cache_mb=_megabytes(attention_cache, "--attention-cache"),
-            query_cache_mb=_megabytes(query_cache, "--query-cache"),
-            tau=tau,
-            window=window,
-            level=level,
-            max_objects=max_objects,
-            upsample=upsample,
-            stride=stride,
-            device=device,
-            precision=precision,
-            normalization=normalization,
-            batch_size=batch_size,
-            fps=fps,
-            overlay=overlay,
-            save_hierarchy=hierarchy,
-            start=start,
-            end=end,
-            exports=tuple(dict.fromkeys(export or ())),
-            max_export_files=max_export_files,
-        )
+        model_cfg = ModelConfig(**config_values(ModelConfig, params))
+        cfg = SegmentConfig(**config_values(SegmentConfig, params, CONVERT))
         part = parse_part(shard) if shard is not None else slurm_part(dict(os.environ))
         check_before_loading(model_cfg, cfg)
     except ConfigError as e:

@@ -9,10 +9,14 @@ import typer
 
 from bavos.cli.app import app, check_weight_names, import_torch, usage_error
 from bavos.cli.help import Command
+from bavos.cli.options import config_values, option
 from bavos.cli.output import warn
-from bavos.config import DEFAULT_BACKBONE, ModelConfig
+from bavos.config import DEFAULT_BACKBONE, RUN, WEIGHTS, ModelConfig, TrainConfig
 from bavos.errors import ConfigError
 from bavos.io.files import display_name
+
+T = TrainConfig  # the config whose fields the options set
+CONVERT = {"cache": lambda v: str(v) if v else None}  # from a parsed option to its field's value
 
 
 @app.command(cls=Command)
@@ -33,51 +37,18 @@ def train(
             metavar="DIR",
             help="Run folder: checkpoints, metrics.jsonl, frame cache.",
             show_default=False,
+            rich_help_panel=RUN,
         ),
     ],
-    preset: Annotated[
-        str | None,
-        typer.Option(
-            metavar="release|paper",
-            show_default="release",
-            help="'release': batch 8, lr 1e-5, 60k steps (the released script); 'paper': batch 16, lr 1e-4, 30k steps "
-            "(as the paper reports).",
-        ),
-    ] = None,
-    steps: Annotated[
-        int | None,
-        typer.Option(
-            metavar="N", show_default="the preset's", help="Optimizer steps (the cosine schedule spans them)."
-        ),
-    ] = None,
-    batch_size: Annotated[
-        int | None, typer.Option(metavar="N", show_default="the preset's", help="Clips per step, over all processes.")
-    ] = None,
-    lr: Annotated[
-        float | None,
-        typer.Option(
-            "--lr", metavar="LR", show_default="the preset's", help="Peak learning rate (cosine decay to 1e-6)."
-        ),
-    ] = None,
-    resolution: Annotated[
-        tuple[int, int] | None, typer.Option(metavar="H W", show_default="192 384", help="Training frame size.")
-    ] = None,
-    gap: Annotated[
-        int | None,
-        typer.Option(
-            metavar="N", show_default="4", help="Frames between the 3 sampled frames (shrunk for short clips)."
-        ),
-    ] = None,
-    backbone: Annotated[
-        str | None, typer.Option(metavar="NAME", show_default=DEFAULT_BACKBONE, help="timm ViT name.")
-    ] = None,
+    preset: Annotated[str | None, option(T, "preset", given=True)] = None,
+    steps: Annotated[int | None, option(T, "steps", given=True)] = None,
+    batch_size: Annotated[int | None, option(T, "batch_size", given=True)] = None,
+    lr: Annotated[float | None, option(T, "lr", given=True)] = None,
+    resolution: Annotated[tuple[int, int] | None, option(T, "resolution", given=True)] = None,
+    gap: Annotated[int | None, option(T, "gap", given=True)] = None,
+    backbone: Annotated[str | None, option(ModelConfig, "backbone", shown=DEFAULT_BACKBONE)] = None,
     backbone_weights: Annotated[
-        str | None,
-        typer.Option(
-            metavar="hub|none|PATH",
-            show_default="hub; with --init-from, that checkpoint's",
-            help="'hub', a weights file, or 'none' (random weights: tests only).",
-        ),
+        str | None, option(ModelConfig, "backbone_weights", shown="hub; with --init-from, that checkpoint's")
     ] = None,
     init_from: Annotated[
         str | None,
@@ -85,81 +56,36 @@ def train(
             metavar="release|PATH",
             show_default="a new correlator, as released",
             help="Start a new run from a trained correlator (fine-tuning); --resume continues a run.",
+            rich_help_panel=WEIGHTS,
         ),
     ] = None,
-    loss_attention: Annotated[
-        str | None,
-        typer.Option(
-            metavar="dropped|clean",
-            show_default="dropped",
-            help="Attention the losses read: after attention dropout (as released) or before it.",
-        ),
-    ] = None,
-    motion_centre: Annotated[
-        bool | None,
-        typer.Option(
-            "--motion-centre/--no-motion-centre",
-            show_default="--no-motion-centre",
-            help="Add the weighted centre as a motion positive (the release computes it and leaves it out).",
-        ),
-    ] = None,
-    augment: Annotated[
-        bool | None,
-        typer.Option(
-            "--augment/--no-augment", show_default="--augment", help="Colour, grayscale and blur augmentation."
-        ),
-    ] = None,
-    blur_sigma: Annotated[
-        str | None,
-        typer.Option(
-            metavar="process|clip",
-            show_default="process",
-            help="Blur sigma drawn once per process for the whole run (as released), or for each clip.",
-        ),
-    ] = None,
-    normalization: Annotated[
-        str | None,
-        typer.Option(
-            metavar="imagenet|kinetics", show_default="imagenet", help="Input statistics (imagenet as released)."
-        ),
-    ] = None,
-    precision: Annotated[
-        str | None,
-        typer.Option(
-            metavar="float32|bf16|fp16",
-            show_default="float32",
-            help="float32 as released; bf16 / fp16 autocast (fp16 with loss scaling).",
-        ),
-    ] = None,
-    seed: Annotated[int | None, typer.Option(metavar="N", show_default="0", help="Base seed.")] = None,
-    checkpoint_every: Annotated[
-        int | None, typer.Option(metavar="N", show_default="1000", help="Steps between checkpoints.")
-    ] = None,
-    log_every: Annotated[
-        int | None, typer.Option(metavar="N", show_default="10", help="Steps between metrics.jsonl lines.")
-    ] = None,
-    workers: Annotated[
-        int | None,
-        typer.Option(metavar="N", show_default="this machine's cores, at most 8", help="Decoding and loading workers."),
-    ] = None,
-    cache: Annotated[
-        Path | None,
-        typer.Option(metavar="DIR", show_default="OUTPUT/cache", help="Frame cache folder (shareable between runs)."),
-    ] = None,
-    device: Annotated[
-        str | None,
-        typer.Option(
-            metavar="auto|cpu|cuda", show_default="auto", help="Where to run: 'auto' takes CUDA when there is one."
-        ),
-    ] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in OUTPUT from last.pt.")] = False,
+    loss_attention: Annotated[str | None, option(T, "loss_attention", given=True)] = None,
+    motion_centre: Annotated[bool | None, option(T, "motion_centre", given=True)] = None,
+    augment: Annotated[bool | None, option(T, "augment", given=True)] = None,
+    blur_sigma: Annotated[str | None, option(T, "blur_sigma", given=True)] = None,
+    normalization: Annotated[str | None, option(T, "normalization", given=True)] = None,
+    precision: Annotated[str | None, option(T, "precision", given=True)] = None,
+    seed: Annotated[int | None, option(T, "seed", given=True)] = None,
+    checkpoint_every: Annotated[int | None, option(T, "checkpoint_every", given=True)] = None,
+    log_every: Annotated[int | None, option(T, "log_every", given=True)] = None,
+    workers: Annotated[int | None, option(T, "workers", given=True)] = None,
+    cache: Annotated[Path | None, option(T, "cache", given=True)] = None,
+    device: Annotated[str | None, option(T, "device", given=True)] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue the run in OUTPUT from last.pt.", rich_help_panel=RUN)
+    ] = False,
     until: Annotated[
         int | None,
         typer.Option(
-            metavar="STEP", show_default="the last step", help="Stop after this step (checkpointed); resume later."
+            metavar="STEP",
+            show_default="the last step",
+            help="Stop after this step (checkpointed); resume later.",
+            rich_help_panel=RUN,
         ),
     ] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress and no result line.")] = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="No progress and no result line.", rich_help_panel=RUN)
+    ] = False,
 ) -> int:
     """Train the temporal correlator on your own clips (self-supervised; torchrun for several GPUs)."""
     from bavos.cli.output import TrainView
@@ -168,25 +94,8 @@ def train(
     import_torch()
     from bavos.training.train import train as run_training
 
-    given = {
-        "steps": steps,
-        "batch_size": batch_size,
-        "lr": lr,
-        "resolution": resolution,
-        "gap": gap,
-        "loss_attention": loss_attention,
-        "motion_centre": motion_centre,
-        "augment": augment,
-        "blur_sigma": blur_sigma,
-        "normalization": normalization,
-        "seed": seed,
-        "checkpoint_every": checkpoint_every,
-        "log_every": log_every,
-        "workers": workers,
-        "cache": str(cache) if cache else None,
-        "device": device,
-        "precision": precision,
-    }
+    params = dict(locals())
+    given = config_values(TrainConfig, {k: v for k, v in params.items() if k != "preset"}, CONVERT)
     models = {"backbone": backbone, "backbone_weights": backbone_weights, "checkpoint": init_from}
     try:
         check_weight_names(

@@ -1,7 +1,7 @@
 """bavos from Python: the models loaded once, videos (files, frame folders, arrays, iterables of frames) segmented,
 results looked at, re-cut and saved. Nothing is written unless asked.
 
-    seg = bavos.Segmenter(device="auto")            # plus any segment option: checkpoint, tau, resolution, ...
+    seg = bavos.Segmenter.from_checkpoint("release")  # plus device="auto" and any segment option: tau, resolution
     result = seg("video.mp4")                       # or a (T, H, W, 3) uint8 array, or an iterable of frames
     result.masks                                    # (T, H, W) ids, 0 = the largest cluster (background)
     result.hierarchy.sizes                          # clusters per level
@@ -14,7 +14,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -22,78 +22,13 @@ from typing import Any
 import numpy as np
 
 from bavos.config import ModelConfig, SegmentConfig
-from bavos.errors import BavosError, ConfigError, InputError
+from bavos.errors import BavosError, ConfigError
 from bavos.io.owners import Heartbeat, owner_tag
-from bavos.io.video import DEFAULT_FOLDER_FPS, Frame, FrameRange, VideoInfo, VideoSource
+from bavos.io.sources import FrameSource, Video, open_source
+from bavos.io.video import FrameRange
 from bavos.models.loading import load_models
 from bavos.pipeline.segment import Analysis, Estimates, Models, analyse, iter_masks, output_name
-
-Progress = Callable[[str, int, int | None], None]
-
-
-class ArraySource(VideoSource):
-    """Frames held in a (T, H, W, 3) uint8 array, read like a frame folder (names 00000, 00001, ...)."""
-
-    from_path = False
-
-    def __init__(
-        self, frames: np.ndarray, fps: float = DEFAULT_FOLDER_FPS, frame_range: FrameRange | None = None
-    ) -> None:
-        frames = np.asarray(frames)
-        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or not len(frames):
-            raise InputError(f"frames must be a (T, H, W, 3) uint8 array with T > 0, got {frames.shape} {frames.dtype}")
-        self._frames = frames
-        self._setup(Path("array"), frames.shape[1:], len(frames), fps, frame_range)
-
-    def _setup(
-        self, path: Path, shape: tuple[int, ...], count: int, fps: float, frame_range: FrameRange | None
-    ) -> None:
-        self.path, self.range, self._files = path, frame_range or FrameRange(), None
-        self.warnings: list[str] = []
-        self.info = VideoInfo(path, True, shape[1], shape[0], fps, None, 0, count)
-        if not self.range.whole:
-            self.info = replace(self.info, frame_count=self._range_count())
-
-    def _all_frames(self) -> Iterator[Frame]:
-        for i, image in enumerate(self._frames):
-            yield Frame(i, np.ascontiguousarray(image), f"{i:05d}", None, i)
-
-
-class IterableSource(ArraySource):
-    """Frames from an iterable (a generator, a camera), read once into a raw temporary file: later passes read it
-    back, so memory does not hold the video."""
-
-    def __init__(
-        self,
-        frames: Iterable[np.ndarray],
-        folder: Path,
-        fps: float = DEFAULT_FOLDER_FPS,
-        frame_range: FrameRange | None = None,
-    ) -> None:
-        self._raw = Path(folder) / "frames.u8"
-        shape = None
-        count = 0
-        with open(self._raw, "wb") as out:
-            for image in frames:
-                image = np.asarray(image)
-                if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
-                    raise InputError(f"frame {count}: expected (H, W, 3) uint8, got {image.shape} {image.dtype}")
-                if shape is not None and image.shape != shape:
-                    raise InputError(f"frame {count} is {image.shape[:2]}, the first was {shape[:2]}")
-                shape = image.shape
-                out.write(np.ascontiguousarray(image).tobytes())
-                count += 1
-        if shape is None:
-            raise InputError("the iterable gave no frames")
-        self._shape, self._count = shape, count
-        self._setup(Path("frames"), shape, count, fps, frame_range)
-
-    def _all_frames(self) -> Iterator[Frame]:
-        size = int(np.prod(self._shape))
-        with open(self._raw, "rb") as f:
-            for i in range(self._count):
-                image = np.frombuffer(f.read(size), dtype=np.uint8).reshape(self._shape)
-                yield Frame(i, image, f"{i:05d}", None, i)
+from bavos.progress import Callback, Progress
 
 
 class Hierarchy:
@@ -129,7 +64,7 @@ class Result:
 
     def __init__(
         self,
-        source: VideoSource,
+        source: FrameSource,
         analysis: Analysis,
         config: SegmentConfig,
         models: Models,
@@ -183,7 +118,9 @@ class Result:
         videos."""
         return np.stack(list(self.iter_masks()))
 
-    def save(self, folder: str | Path, progress: Progress | None = None, keep_others: bool = False) -> dict[str, Any]:
+    def save(
+        self, folder: str | Path, progress: Progress | Callback | None = None, keep_others: bool = False
+    ) -> dict[str, Any]:
         """Write the files of ``bavos segment`` into ``folder`` (a result there is replaced when this one is
         complete); returns the summary, whose ``output`` says where it went.
 
@@ -204,7 +141,7 @@ class Result:
             self.analysis,
             self.config,
             self.models,
-            progress or (lambda *a: None),
+            progress,
             self._started,
             keep_others,
         )
@@ -247,54 +184,69 @@ class Segmenter:
     """Segment videos with the models loaded once.
 
     Args:
-        checkpoint: "release" (the paper's, cached), "none" (training-free) or a checkpoint file.
-        backbone, backbone_weights: as ``bavos segment``'s options (None: the checkpoint's).
-        device: "auto", "cpu" or "cuda".
-        **options: any other segment option, as ``SegmentConfig``'s fields (``tau=0.8``, ``resolution=(320, 480)``,
-            ``max_objects=10``, ...).
+        models: the networks, loaded (``Segmenter.from_checkpoint`` loads them; ``bavos.models.loading.load_models``
+            too).
+        config: how videos are segmented (default: ``SegmentConfig()``); what the device decides (the resolution, the
+            key frames, the stride) is decided for ``models``'s device.
     """
 
-    def __init__(
-        self,
+    def __init__(self, models: Models, config: SegmentConfig | None = None) -> None:
+        self.models = models
+        self.model_config: ModelConfig = models.requested
+        self.config = (config or SegmentConfig()).for_device(models.device.type)
+
+    @classmethod
+    def from_checkpoint(
+        cls,
         checkpoint: str = "release",
         *,
         backbone: str | None = None,
         backbone_weights: str | None = None,
         device: str = "auto",
         **options: Any,
-    ) -> None:
-        _check_options(options)
-        self.model_config = ModelConfig(backbone=backbone, backbone_weights=backbone_weights, checkpoint=checkpoint)
-        self.models = load_models(self.model_config, device)
-        self.config = SegmentConfig(device=device, **options).for_device(self.models.device.type)
+    ) -> Segmenter:
+        """Load the models and make a segmenter.
 
-    @classmethod
-    def using(cls, models: Models, config: SegmentConfig) -> Segmenter:
-        """A segmenter around models already loaded (many inputs, one load)."""
-        seg = cls.__new__(cls)
-        seg.model_config, seg.models = models.requested, models
-        seg.config = config.for_device(models.device.type)
-        return seg
+        Args:
+            checkpoint: "release" (the paper's, downloaded once into the cache), "none" (training-free) or a checkpoint
+                file.
+            backbone, backbone_weights: as ``bavos segment``'s options (None: the checkpoint's).
+            device: "auto", "cpu" or "cuda".
+            **options: any other segment option, as ``SegmentConfig``'s fields (``tau=0.8``, ``resolution=(320,
+                480)``, ``max_objects=10``, ...).
+
+        Raises:
+            ConfigError: an option that does not exist, or a value it does not take.
+            WeightsError: the weights cannot be found, fetched or loaded.
+        """
+        _check_options(options)
+        model_config = ModelConfig(backbone=backbone, backbone_weights=backbone_weights, checkpoint=checkpoint)
+        models = load_models(model_config, device)
+        return cls(models, SegmentConfig(device=device, **options))
 
     def __call__(
         self,
-        video: str | Path | VideoSource | np.ndarray | Iterable[np.ndarray],
+        video: Video,
         *,
         start: str | int | None = None,
         end: str | int | None = None,
-        progress: Progress | None = None,
+        progress: Progress | Callback | None = None,
         workdir: str | Path | None = None,
         estimates: Estimates | None = None,
     ) -> Result:
-        """Segment ``video``: a path (video file or frame folder), a VideoSource already opened on one (its own range
-        then holds), a (T, H, W, 3) uint8 array or an iterable of (H, W, 3) frames.
+        """Segment ``video``: a path (video file or frame folder), a source opened already (its own range then
+        holds), a (T, H, W, 3) uint8 array or an iterable of (H, W, 3) frames.
 
         Args:
             start, end: part of the video, a frame number or a time ("12.5s"), end excluded (default: the config's).
+            progress: told each pass's progress, ``progress(stage, done, total)``.
             workdir: where the labels wait while the result lives, in a new folder removed by ``Result.close``; by
                 default the system's temporary folder. Put it on a disk, not a RAM disk, for long videos.
             estimates: called with the run's cost estimate refined as the run learns its clusters
                 (``bavos.pipeline.segment.analyse``).
+
+        Raises:
+            InputError: the video cannot be read.
         """
         start = self.config.start if start is None else str(start)
         end = self.config.end if end is None else str(end)
@@ -305,35 +257,26 @@ class Segmenter:
         work = Path(tempfile.mkdtemp(prefix=f".bavos-work-{owner_tag()}-", dir=workdir))
         Heartbeat.add(work)
         try:
-            source = self._source(video, frame_range, work)
-            analysis = analyse(source, self.models, self.config, progress or (lambda *a: None), work, estimates)
+            source = open_source(video, frame_range, self.config.fps, work)
+            analysis = analyse(source, self.models, self.config, progress, work, estimates)
         except BaseException:
             Heartbeat.remove(work)
             shutil.rmtree(work, ignore_errors=True)
             raise
         return Result(source, analysis, replace(self.config, start=start, end=end), self.models, work)
 
-    def _source(self, video: Any, frame_range: FrameRange, workdir: Path) -> VideoSource:
-        if isinstance(video, VideoSource):  # opened already (its own range)
-            return video
-        if isinstance(video, str | Path):
-            return VideoSource(video, frame_range)
-        if isinstance(video, np.ndarray):
-            return ArraySource(video, self.config.fps, frame_range)
-        return IterableSource(video, workdir, self.config.fps, frame_range)
-
 
 def segment_video(
-    video: str | Path | VideoSource,
+    video: str | Path | FrameSource,
     output: str | Path = "out",
     config: SegmentConfig | None = None,
     models: Models | None = None,
     model_config: ModelConfig | None = None,
-    progress: Progress | None = None,
+    progress: Progress | Callback | None = None,
     name: str | None = None,
     estimates: Estimates | None = None,
 ) -> dict[str, Any]:
-    """Segment one video (file or frame folder, or a VideoSource opened on one) into ``output/<name>/`` (default
+    """Segment one video (file or frame folder, or a FrameSource opened on one) into ``output/<name>/`` (default
     name: ``output_name``).
 
     Writes ``masks/*.png`` (one mask per decoded frame), ``overlay.mp4``, ``hierarchy.npz`` and, last,
@@ -345,8 +288,8 @@ def segment_video(
     """
     cfg = config or SegmentConfig()
     models = models or load_models(model_config or ModelConfig(), cfg.device)
-    final = Path(output) / (name or output_name(video.path if isinstance(video, VideoSource) else Path(video)))
-    with Segmenter.using(models, cfg)(
+    final = Path(output) / (name or output_name(video.path if isinstance(video, FrameSource) else Path(video)))
+    with Segmenter(models, cfg)(
         video,
         progress=progress,
         workdir=final.parent,  # a disk, not /tmp

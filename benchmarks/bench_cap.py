@@ -92,7 +92,7 @@ def segment(video: Path, end: str | None) -> tuple[torch.Tensor, np.ndarray, np.
     """The converged level's centroids (k, M), token counts (k,) and presence (frames, k) of the clip."""
     from bavos.api import Segmenter
 
-    seg = Segmenter("none", backbone_weights="none", device="cpu", max_objects=0)
+    seg = Segmenter.from_checkpoint("none", backbone_weights="none", device="cpu", max_objects=0)
     with seg(video, end=end) as result:
         analysis = result.analysis
         h = analysis.hierarchy

@@ -16,7 +16,7 @@ from bavos.errors import InputError
 
 @pytest.fixture(scope="module")
 def segmenter(sharp_weights: Path, device: str) -> bavos.Segmenter:
-    return bavos.Segmenter(
+    return bavos.Segmenter.from_checkpoint(
         "none",
         backbone="bavos_test_vit",
         backbone_weights=str(sharp_weights),
@@ -110,7 +110,7 @@ def test_recut_equals_segmenting_with_those_options(segmenter: bavos.Segmenter) 
         assert result.hierarchy.level == result.hierarchy.converged and len(result.hierarchy.sizes) >= 2
         for level, cap in ((0, 0), (None, 1)):
             again = result.hierarchy.recut(level=level, max_objects=cap)
-            fresh = bavos.Segmenter.using(segmenter.models, replace(segmenter.config, level=level, max_objects=cap))
+            fresh = bavos.Segmenter(segmenter.models, replace(segmenter.config, level=level, max_objects=cap))
             with fresh(frames) as want:
                 np.testing.assert_array_equal(again.masks, want.masks)
                 assert again.hierarchy.level == want.hierarchy.level
@@ -133,4 +133,4 @@ def test_an_unknown_option_names_the_closest() -> None:
     from bavos.errors import ConfigError
 
     with pytest.raises(ConfigError, match=r"Segmenter: no option 'taux'; did you mean 'tau'\? \(the options: "):
-        bavos.Segmenter(checkpoint="none", backbone="bavos_test_vit", backbone_weights="none", taux=0.8)
+        bavos.Segmenter.from_checkpoint(checkpoint="none", backbone="bavos_test_vit", backbone_weights="none", taux=0.8)

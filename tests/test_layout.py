@@ -1,7 +1,7 @@
 """The package's layout holds: imports point one way, and no module imports itself back through others.
 
 Every ``import`` of bavos, at module level or inside a function, is an edge. Layers, from the bottom:
-errors and version; config; io; models; pipeline, training and evaluation (side by side: none imports another);
+errors, version and progress; config; io; models; pipeline, training and evaluation (side by side: none imports another);
 api; cli; the package itself (``bavos/__init__.py``, ``__main__``). A module may import its own sub-package and
 anything in a lower layer.
 """
@@ -13,7 +13,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "bavos"
 LAYERS = [
-    {"errors", "version"},
+    {"errors", "version", "progress"},
     {"config"},
     {"io"},
     {"models"},

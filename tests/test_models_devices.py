@@ -77,7 +77,7 @@ def test_a_cuda_device_always_has_its_index(monkeypatch: pytest.MonkeyPatch) -> 
 def _labels(device: str, weights: Path, frames: np.ndarray) -> np.ndarray:
     import bavos
 
-    segmenter = bavos.Segmenter(
+    segmenter = bavos.Segmenter.from_checkpoint(
         "none",
         backbone="bavos_test_vit",
         backbone_weights=str(weights),

@@ -303,9 +303,9 @@ def test_global_rounds_compare_only_pairs_with_a_group_of_several(dtype: torch.d
 
     monkeypatch.setattr(cluster, "sym_kl", counted)
 
-    def finish() -> cluster.Hierarchy:
+    def finish() -> cluster.MergeTree:
         nonlocal counting
-        builder, counting = cluster.HierarchyBuilder(2.0), False
+        builder, counting = cluster.MergeTreeBuilder(2.0), False
         for s in range(0, 12, 2):
             builder.add_window(attn[s : s + 2].reshape(-1, 24))
         counting = True

@@ -6,7 +6,7 @@ Predictions are folders of indexed PNGs, one folder per sequence, named like the
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,13 +25,13 @@ from bavos.evaluation.metrics import (
     video_miou,
 )
 from bavos.io.files import atomic_path
+from bavos.progress import Callback
 
 PROTOCOLS = ("official", "per-frame", "release")
 MAX_PROPOSALS = {"official": 20, "per-frame": 300, "release": 300}
 MEASURES = ("J&F-Mean", "J-Mean", "J-Recall", "J-Decay", "F-Mean", "F-Recall", "F-Decay")
 ID_MODES = ("P", "L", "I;16", "I")  # indexed or 8-bit grey; 16-bit grey (bavos's masks above 255 clusters)
 
-Progress = Callable[[str, int, int], None]
 
 
 def protocol_name(protocol: str, max_proposals: int | None = None) -> str:
@@ -200,7 +200,7 @@ def _sequence_scores(
     protocol: str,
     limit: int,
     notes: list[str],
-    progress: Progress | None,
+    progress: Callback | None,
 ) -> list[ObjectScore]:
     """Per-object statistics of one sequence; pred and gt are (T, H, W) ids."""
     n_objs = int(np.where(gt[0] == VOID, 0, gt[0]).max())  # objects: the ids of the first annotated frame
@@ -246,7 +246,7 @@ def evaluate_davis(
     protocol: str = "official",
     sequences: Sequence[str] | None = None,
     max_proposals: int | None = None,
-    progress: Progress | None = None,
+    progress: Callback | None = None,
 ) -> DavisResult:
     """Score prediction folders against DAVIS-2017 unsupervised annotations.
 
@@ -310,7 +310,7 @@ class InstanceResult:
 
 
 def evaluate_instances(
-    preds: Path, gt: Path, sequences: Sequence[str] | None = None, progress: Progress | None = None
+    preds: Path, gt: Path, sequences: Sequence[str] | None = None, progress: Callback | None = None
 ) -> InstanceResult:
     """FG-ARI (per frame, on ground-truth foreground) and video-level mIoU of folders of instance masks.
 

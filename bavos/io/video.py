@@ -319,7 +319,81 @@ def _open_container(path: Path) -> tuple[av.container.InputContainer, av.video.s
         raise
 
 
-class VideoSource:
+class RangedSource:
+    """What every frame source shares: the part of the frames it reads (``range``), what it holds (``info``), the
+    warnings about it, and ``frames()``, which yields the range's frames of ``_all_frames()``. Subclasses set
+    ``info`` in their ``__init__`` and then call ``_narrow()``.
+
+    ``bavos.io.sources.FrameSource`` is the protocol the pipeline reads; this class is one way to meet it.
+    """
+
+    from_path = True  # frames read from ``path`` (a file or folder on disk)
+    info: VideoInfo
+
+    def __init__(self, path: Path, frame_range: FrameRange | None) -> None:
+        self.path = path
+        self.range = frame_range or FrameRange()
+        self.warnings: list[str] = []
+
+    def _narrow(self) -> None:
+        """The frame count of ``info`` narrowed to the range."""
+        if not self.range.whole:
+            count = self._range_count()
+            self.info = replace(self.info, frame_count=None if count is None else max(count, 1))
+
+    def warn(self, message: str) -> None:
+        """Record a warning about the input (once)."""
+        if message not in self.warnings:
+            self.warnings.append(message)
+
+    def frames_expected(self) -> int | None:
+        """The frames this source is expected to give (in its range); None when it cannot tell before reading."""
+        return self.info.frame_count
+
+    def _range_count(self, total: int | None = None) -> int | None:
+        """Frames in the range, from the whole video's count (``total``, default the announced one) and rate (None
+        when unknown)."""
+        total = self.info.frame_count if total is None else total
+        if total is None:
+            return None
+
+        def frame(value: float | None, is_time: bool, default: int) -> int:
+            if value is None:
+                return default
+            return min(total, math.ceil(value * self.info.fps) if is_time else int(value))
+
+        first = frame(self.range.start, self.range.seconds[0], 0)
+        return max(0, frame(self.range.end, self.range.seconds[1], total) - first)
+
+    def frames(self) -> Iterator[Frame]:
+        """Yield every frame of the range in order, upright, as (H, W, 3) uint8 RGB.
+
+        Raises:
+            InputError: the range holds no frame.
+        """
+        index = 0
+        for frame in self._all_frames():
+            inside, past = self.range.contains(frame.number, self._seconds(frame))
+            if past:
+                break
+            if inside:
+                yield replace(frame, index=index)
+                index += 1
+        if index == 0 and not self.range.whole:
+            raise InputError(f"{self.path}: no frame in the range {self.range.text()}")
+
+    def _seconds(self, frame: Frame) -> float:
+        """Seconds from the first frame (FFmpeg's -ss takes times so)."""
+        if frame.pts is not None and self.info.time_base is not None:
+            return float(frame.pts * self.info.time_base)
+        return frame.number / self.info.fps
+
+    def _all_frames(self) -> Iterator[Frame]:
+        """Every frame of the source, the range's first and last included (those before it may be skipped)."""
+        raise NotImplementedError
+
+
+class VideoSource(RangedSource):
     """A video file or a folder of frames. ``frames()`` may be called several times (each call re-decodes).
 
     Frames come as FFmpeg would give them: the stream FFmpeg chooses; a packet that fails to decode is skipped; a
@@ -335,12 +409,8 @@ class VideoSource:
             has another size than the first.
     """
 
-    from_path = True  # frames read from ``path`` (a file or folder on disk)
-
     def __init__(self, path: str | Path, frame_range: FrameRange | None = None) -> None:
-        self.path = Path(path)
-        self.range = frame_range or FrameRange()
-        self.warnings: list[str] = []
+        super().__init__(Path(path), frame_range)
         self._decode_error: str | None = None  # the last decoding error, for the message when no frame decodes
         self._counted: int | None = None  # the video packets, counted when the container announces no count
         if not self.path.exists():
@@ -367,12 +437,7 @@ class VideoSource:
                     f"{self.path}: no frame in the range {self.range.text()} (the video has {total} "
                     f"frames, {length:.2f} s)"
                 )
-            self.info = replace(self.info, frame_count=None if count is None else max(count, 1))
-
-    def warn(self, message: str) -> None:
-        """Record a warning about the input (once)."""
-        if message not in self.warnings:
-            self.warnings.append(message)
+        self._narrow()
 
     def _check_folder(self) -> list[Path]:
         """Every frame's header read (size, readable) before any work; entries that are not frames named."""
@@ -416,7 +481,7 @@ class VideoSource:
         find another number (a damaged packet, a miscounting container)."""
         if self.info.frame_count:
             return self.info.frame_count
-        if self._files is not None or not self.from_path:
+        if self._files is not None:
             return None
         if self._counted is None:
             self._counted = self._count_packets()
@@ -434,21 +499,6 @@ class VideoSource:
             return 0
         finally:
             container.close()
-
-    def _range_count(self, total: int | None = None) -> int | None:
-        """Frames in the range, from the whole video's count (``total``, default the announced one) and rate (None
-        when unknown)."""
-        total = self.info.frame_count if total is None else total
-        if total is None:
-            return None
-
-        def frame(value: float | None, is_time: bool, default: int) -> int:
-            if value is None:
-                return default
-            return min(total, math.ceil(value * self.info.fps) if is_time else int(value))
-
-        first = frame(self.range.start, self.range.seconds[0], 0)
-        return max(0, frame(self.range.end, self.range.seconds[1], total) - first)
 
     def _probe_file(self) -> VideoInfo:
         container, stream = _open_container(self.path)
@@ -529,25 +579,6 @@ class VideoSource:
         except av.error.FFmpegError as e:
             self._decode_error = str(e.strerror or e)
             self.warn(f"reading stopped after {decoded} frames: the file is damaged or truncated ({e.strerror or e})")
-
-    def frames(self) -> Iterator[Frame]:
-        """Yield every frame of the range in order, upright, as (H, W, 3) uint8 RGB."""
-        index = 0
-        for frame in self._all_frames():
-            inside, past = self.range.contains(frame.number, self._seconds(frame))
-            if past:
-                break
-            if inside:
-                yield replace(frame, index=index)
-                index += 1
-        if index == 0 and not self.range.whole:
-            raise InputError(f"{self.path}: no frame in the range {self.range.text()}")
-
-    def _seconds(self, frame: Frame) -> float:
-        """Seconds from the first frame (FFmpeg's -ss takes times so)."""
-        if frame.pts is not None and self.info.time_base is not None:
-            return float(frame.pts * self.info.time_base)
-        return frame.number / self.info.fps
 
     def _all_frames(self) -> Iterator[Frame]:
         if self._files is not None:

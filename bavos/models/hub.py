@@ -15,7 +15,7 @@ from typing import Any
 
 from bavos.errors import WeightsError
 
-Progress = Callable[[int, int | None], None]
+Download = Callable[[int, int | None], None]  # (bytes done, total bytes or None when unknown)
 """progress(bytes done, bytes in all or None)."""
 
 HUB_FILES = ("model.safetensors", "pytorch_model.bin")  # what timm's Hugging Face repos hold, preferred first
@@ -46,7 +46,7 @@ def hub_repo(name: str) -> str:
     return cfg.hf_hub_id.split("@")[0]
 
 
-def _reporting(progress: Progress) -> type:
+def _reporting(progress: Download) -> type:
     """A tqdm class for huggingface_hub that reports bytes to ``progress`` instead of drawing a bar."""
     from tqdm.auto import tqdm
 
@@ -79,7 +79,7 @@ def _reachable(endpoint: str, timeout: float = 3.0) -> None:
         pass
 
 
-def hub_weights(name: str, progress: Progress | None = None, download_missing: bool = True) -> Path:
+def hub_weights(name: str, progress: Download | None = None, download_missing: bool = True) -> Path:
     """The hub weights of a timm model: from Hugging Face's cache (no network), else downloaded into it once.
 
     Raises:

@@ -15,7 +15,7 @@ from bavos.errors import WeightsError
 from bavos.models.backbone import Backbone, build_backbone
 from bavos.models.correlator import Correlator, load_correlator
 from bavos.models.devices import precision_context, resolve_device
-from bavos.models.weights import Progress as DownloadProgress
+from bavos.models.hub import Download
 from bavos.models.weights import WeightsPlan, plan_weights
 
 
@@ -51,7 +51,7 @@ def load_models(
     config: ModelConfig,
     device: str = "auto",
     index: int | None = None,
-    progress: DownloadProgress | None = None,
+    progress: Download | None = None,
     plan: WeightsPlan | None = None,
 ) -> Models:
     """Build the frozen backbone and the correlator (on CUDA device ``index``) as ``plan_weights`` resolves them.

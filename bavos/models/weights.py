@@ -22,7 +22,7 @@ from bavos.config import DEFAULT_BACKBONE, ModelConfig
 from bavos.errors import BavosError, CheckpointError
 from bavos.io.files import hidden_sibling
 from bavos.io.owners import sweep
-from bavos.models.hub import Progress, cache_dir
+from bavos.models.hub import Download, cache_dir
 
 RELEASE_ID = "1UhSPueJGpV4di9SVlZDmz0KWkuigQApA"  # the authors' link in the release's README
 RELEASE_FILE = "checkpoint_dino-s-8.pth"  # the name the release's start_eval.sh uses
@@ -39,7 +39,7 @@ class DownloadError(CheckpointError):
     """The paper's checkpoint is not cached and could not be downloaded."""
 
 
-def download(url: str, dest: Path, progress: Progress | None = None, timeout: float = 30.0) -> None:
+def download(url: str, dest: Path, progress: Download | None = None, timeout: float = 30.0) -> None:
     """Fetch ``url`` into ``dest`` with gdown, which follows Google Drive's confirmation page for large files (and
     fetches any other address as it is). gdown writes a partial file beside ``dest`` and moves it into place.
 
@@ -93,7 +93,7 @@ def cached_problem(path: Path) -> str | None:
     return None if cut is None else cut.removesuffix("; fetch it again")
 
 
-def release_checkpoint(progress: Progress | None = None) -> Path:
+def release_checkpoint(progress: Download | None = None) -> Path:
     """The paper's checkpoint in the cache, downloaded (and verified) on first use; no network once cached. An
     incomplete file in the cache is downloaded again (and replaced only by a verified one).
 
@@ -187,7 +187,7 @@ def recorded_model_config(obj: dict[str, Any] | None) -> dict[str, Any]:
     return model if isinstance(model, dict) else {}
 
 
-def plan_weights(cfg: ModelConfig, progress: Progress | None = None) -> WeightsPlan:
+def plan_weights(cfg: ModelConfig, progress: Download | None = None) -> WeightsPlan:
     """Resolve the checkpoint (downloading the paper's if needed) and which backbone weights go with it."""
     from bavos.models.correlator import read_checkpoint
 

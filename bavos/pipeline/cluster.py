@@ -440,19 +440,19 @@ def cap_by_area(centroids: Tensor, areas: np.ndarray, max_clusters: int) -> tupl
     return sums / total.clamp_min(1)[:, None], parent
 
 
-def cap_hierarchy(hierarchy: Hierarchy, areas: np.ndarray, max_objects: int) -> np.ndarray | None:
+def cap_hierarchy(hierarchy: MergeTree, areas: np.ndarray, max_objects: int) -> np.ndarray | None:
     """Cap the cut level at ``max_objects`` clusters (``cap_by_area`` with its clusters' token counts ``areas``),
     appended as the hierarchy's last level; returns the group of each cut-level cluster, or None when the level has
     no more clusters than that (or ``max_objects`` is 0).
 
     Raises:
-        ConfigError: the cut level's centroids were not kept (level 0: ``HierarchyBuilder(keep_level0=True)``).
+        ConfigError: the cut level's centroids were not kept (level 0: ``MergeTreeBuilder(keep_level0=True)``).
     """
     cut = hierarchy.cut
     if not max_objects or hierarchy.sizes[cut] <= max_objects:
         return None
     if hierarchy.centroids[cut] is None:
-        raise ConfigError(f"capping level {cut} needs its centroids: HierarchyBuilder(keep_level0=True)")
+        raise ConfigError(f"capping level {cut} needs its centroids: MergeTreeBuilder(keep_level0=True)")
     capped, parent = cap_by_area(hierarchy.centroids[cut], areas, max_objects)
     hierarchy.sizes.append(int(capped.shape[0]))
     hierarchy.centroids.append(capped)
@@ -538,7 +538,7 @@ class StreamingLeaders:
 
 
 @dataclass
-class Hierarchy:
+class MergeTree:
     """Centroids of the levels above 0 and how each level's clusters map onto the next.
 
     Attributes:
@@ -587,7 +587,7 @@ class Hierarchy:
         return self.sizes[-1] if self.capped_from is not None else None
 
 
-class HierarchyBuilder:
+class MergeTreeBuilder:
     """Builds the hierarchy from windows of attention rows given in temporal order, in bounded memory.
 
     ``add_window`` clusters a window (level 0), streams its centroids into the first global round and returns the
@@ -615,7 +615,7 @@ class HierarchyBuilder:
         self.level0_size += int(centroids.shape[0])
         return labels
 
-    def finish(self, level: int | None = None, max_rounds: int = 10000) -> Hierarchy:
+    def finish(self, level: int | None = None, max_rounds: int = 10000) -> MergeTree:
         """The global rounds after the first until nothing changes; then the cut. A cap needs the cut level's token
         counts, known once the tokens are labelled: ``cap_hierarchy``."""
         if not self.level0_size:
@@ -641,7 +641,7 @@ class HierarchyBuilder:
                 centroids.append(merged)
                 parents.append(labels)
                 fresh = np.bincount(labels, minlength=merged.shape[0]) > 1
-        hierarchy = Hierarchy(sizes, centroids, parents, converged=len(sizes) - 1)
+        hierarchy = MergeTree(sizes, centroids, parents, converged=len(sizes) - 1)
         cut = hierarchy.converged if level is None else level
         if cut > hierarchy.converged:  # known only now: the work is kept, cut at the top
             hierarchy.warnings.append(
@@ -653,7 +653,7 @@ class HierarchyBuilder:
         return hierarchy
 
 
-def distinct_centroids(hierarchy: Hierarchy) -> tuple[Tensor, Tensor, list[np.ndarray], Tensor, Tensor]:
+def distinct_centroids(hierarchy: MergeTree) -> tuple[Tensor, Tensor, list[np.ndarray], Tensor, Tensor]:
     """The centroids of levels 1..converged without repeats, and where each level's centroids are among them.
 
     A global round leaves most clusters alone near convergence: a cluster whose group holds one cluster of the level
@@ -688,12 +688,12 @@ def distinct_centroids(hierarchy: Hierarchy) -> tuple[Tensor, Tensor, list[np.nd
     return hierarchy.distinct
 
 
-def label_window(rows: Tensor, level0: np.ndarray, hierarchy: Hierarchy) -> np.ndarray:
+def label_window(rows: Tensor, level0: np.ndarray, hierarchy: MergeTree) -> np.ndarray:
     """Labels of a window's tokens at every level.
 
     Args:
         rows: (n, M) the window's unsmoothed attention rows.
-        level0: (n,) their level-0 labels (``HierarchyBuilder.add_window``).
+        level0: (n,) their level-0 labels (``MergeTreeBuilder.add_window``).
 
     Returns:
         (real levels, n) int32: level 0 as given, each global level the nearest of its centroids (a cap, made once
@@ -734,7 +734,7 @@ class ClusterResult:
     sizes: list[int]
     converged: int
     level: int
-    hierarchy: Hierarchy
+    hierarchy: MergeTree
 
 
 def cluster_attention(
@@ -754,7 +754,7 @@ def cluster_attention(
     if attn.ndim != 3:
         raise ValueError(f"attn must be (T, N, M), got shape {tuple(attn.shape)}")
     t, n, m = attn.shape
-    builder = HierarchyBuilder(tau, keep_level0=level == 0 and max_objects > 0)
+    builder = MergeTreeBuilder(tau, keep_level0=level == 0 and max_objects > 0)
     windows = [attn[s : s + window].reshape(-1, m) for s in range(0, t, window)]
     level0 = [builder.add_window(rows) for rows in windows]
     hierarchy = builder.finish(level)

@@ -31,17 +31,19 @@ from bavos.io.files import display_name, hidden_sibling
 from bavos.io.owners import Heartbeat, output_lock
 from bavos.io.pictures import Levels, ObjectRow, preview_frames, save_hierarchy_picture, save_preview, thumbnail
 from bavos.io.render import overlay, write_mask
-from bavos.io.video import Frame, OverlayWriter, VideoSource
+from bavos.io.sources import FrameSource
+from bavos.io.video import Frame, OverlayWriter
 from bavos.models.costs import size_text
 from bavos.pipeline.masks import upsample_ids
-from bavos.pipeline.segment import MASKS_BEHIND, Analysis, Models, Progress, iter_masks, source_id
+from bavos.pipeline.segment import MASKS_BEHIND, Analysis, Models, iter_masks, source_id
 from bavos.pipeline.store import write_npz
+from bavos.progress import Callback, Progress, as_progress
 
 RANDOM_NOTE = "RANDOM WEIGHTS: meaningless masks (they show the pipeline at work, not objects)"
 
 
 def write_frames(
-    source: VideoSource,
+    source: FrameSource,
     analysis: Analysis,
     cfg: SegmentConfig,
     folder: Path,
@@ -207,7 +209,7 @@ def save_hierarchy(path: Path, analysis: Analysis) -> None:
     )
 
 
-def result_warnings(source: VideoSource, analysis: Analysis) -> list[str]:
+def result_warnings(source: FrameSource, analysis: Analysis) -> list[str]:
     """What differed from what the input announced (the source's, once its frames were read) and from what the
     options asked (the hierarchy's): summary.json's ``warnings``."""
     return [*source.warnings, *analysis.hierarchy.warnings]
@@ -234,7 +236,7 @@ def object_entries(stats: dict[str, np.ndarray]) -> dict[str, Any]:
 
 
 def summary(
-    source: VideoSource,
+    source: FrameSource,
     analysis: Analysis,
     stats: dict[str, np.ndarray],
     cfg: SegmentConfig,
@@ -487,11 +489,11 @@ def temporary_folder(final: Path) -> Path:
 
 def write_result(
     final: Path,
-    source: VideoSource,
+    source: FrameSource,
     analysis: Analysis,
     cfg: SegmentConfig,
     models: Models,
-    progress: Progress,
+    progress: Progress | Callback | None,
     started: float,
     keep_others: bool = False,
 ) -> dict[str, Any]:
@@ -514,7 +516,7 @@ def write_result(
         source,
         analysis,
         cfg,
-        progress,
+        as_progress(progress),
         next(source.frames()).number,
         make_summary,
         random_weights=models.config.backbone_weights == "none",
@@ -524,10 +526,10 @@ def write_result(
 
 def write_folder(
     final: Path,
-    source: VideoSource,
+    source: FrameSource,
     analysis: Analysis,
     cfg: SegmentConfig,
-    progress: Progress,
+    progress: Progress | Callback | None,
     first_number: int,
     make_summary: Callable[[dict[str, Any], float], dict[str, Any]],
     fix: str = "choose another -o or move them",
@@ -549,6 +551,7 @@ def write_folder(
         LimitError: the objects export is over its limit and not ``keep_going``.
         OutputError: writing failed (the temporary folder is removed; ``final`` is untouched).
     """
+    progress = as_progress(progress)
     InputPlaces([source.path] if source.from_path else []).check(final)
     check_contents(final, fix)
     skipped = None
@@ -569,7 +572,7 @@ def write_folder(
                 f"to write them: bavos recut {final} --max-export-files {files}"
             )
             cfg = replace(cfg, exports=tuple(e for e in cfg.exports if e != "objects"))
-        elif hasattr(progress, "describe"):  # the CLI's progress: said before writing
+        else:  # said before writing
             progress.describe("writing", what.replace("would write", "writes"))
     tmp = temporary_folder(final)
     try:

@@ -22,7 +22,7 @@ import torch
 
 from bavos.config import SegmentConfig
 from bavos.errors import InputError, UsageError
-from bavos.pipeline.cluster import Hierarchy
+from bavos.pipeline.cluster import MergeTree
 from bavos.pipeline.segment import Analysis, CutLabels, Keys, capped_analysis
 
 
@@ -54,7 +54,7 @@ def recut_analysis(analysis: Analysis, level: int | None, max_objects: int, segm
     sizes, centroids, parents = h.sizes[:real], h.centroids[:real], h.parents[:real]
     areas = analysis.areas[:real]
     base = analysis.labels.base if isinstance(analysis.labels, CutLabels) else analysis.labels
-    hierarchy = Hierarchy(list(sizes), list(centroids), list(parents), h.converged, None, cut)
+    hierarchy = MergeTree(list(sizes), list(centroids), list(parents), h.converged, None, cut)
     if max_objects and sizes[cut] > max_objects and centroids[cut] is None:
         raise UsageError(
             f"capping level {cut} needs its centroids; hierarchy.npz keeps only the converged "
@@ -109,7 +109,7 @@ def _read_hierarchy(path: Path, info: Any, stride: int, decoded: int) -> Analysi
         keys = Keys(torch.empty(0), z["key_frames"].tolist(), decoded, (int(z["grid"][0]), int(z["grid"][1])))
     if labels.ndim != 3 or labels.shape[0] != real or len(parents) != real or len(areas) != real:
         raise ValueError(f"labels of shape {labels.shape} for {real} levels")
-    hierarchy = Hierarchy(sizes[:real], centroids, parents, converged, None, converged)
+    hierarchy = MergeTree(sizes[:real], centroids, parents, converged, None, converged)
     return Analysis(info, keys, hierarchy, ArrayLabels(labels), np.zeros(1, np.int64), stride, areas)
 
 

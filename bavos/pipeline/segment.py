@@ -33,7 +33,8 @@ from torch import Tensor
 from bavos.config import SegmentConfig
 from bavos.errors import InputError
 from bavos.io.background import Ahead
-from bavos.io.video import Frame, VideoInfo, VideoSource
+from bavos.io.sources import FrameSource
+from bavos.io.video import Frame, VideoInfo
 from bavos.models.costs import (
     ClusterCounts,
     Estimate,
@@ -49,18 +50,13 @@ from bavos.models.costs import (
 from bavos.models.devices import HeapTrimmer, strict_float32
 from bavos.models.loading import PREPROCESS_CHUNK_BYTES, Models, frame_tokens
 from bavos.pipeline.attention import key_frame_indices, window_attention
-from bavos.pipeline.cluster import Hierarchy, HierarchyBuilder, cap_hierarchy, distinct_centroids, label_window
+from bavos.pipeline.cluster import MergeTree, MergeTreeBuilder, cap_hierarchy, distinct_centroids, label_window
 from bavos.pipeline.masks import MAX_IDS_8BIT, ids_by_area, nearest_processed, upsample_ids
 from bavos.pipeline.store import LabelStore, QueryStore
+from bavos.progress import Callback, Progress, as_progress
 
-Progress = Callable[[str, int, int | None], None]
-"""progress(stage, done, total): stages "keys" (frames), "hierarchy" and "labels" (windows), "writing" (frames)."""
 Estimates = Callable[[str, Estimate], None]
 """estimates(what the run learnt, the whole run's estimate refined with it) (``analyse``)."""
-
-
-def _no_progress(stage: str, done: int, total: int | None) -> None:
-    return None
 
 
 class _Clock:
@@ -143,7 +139,7 @@ def _stack(images: list[np.ndarray], pin: bool) -> Tensor:
     return batch.pin_memory() if pin else batch
 
 
-def _batches(source: VideoSource, cfg: SegmentConfig, wanted: Callable[[int], bool], pin: bool) -> Iterator[_Batch]:
+def _batches(source: FrameSource, cfg: SegmentConfig, wanted: Callable[[int], bool], pin: bool) -> Iterator[_Batch]:
     """Batches of the processed frames ``wanted`` keeps, in order; a count every TICK frames; a last count."""
     positions: list[int] = []
     images: list[np.ndarray] = []
@@ -165,13 +161,13 @@ def _batches(source: VideoSource, cfg: SegmentConfig, wanted: Callable[[int], bo
     yield _Batch([], None, decoded)
 
 
-def _frames_ahead(source: VideoSource, models: Models, cfg: SegmentConfig, wanted: Callable[[int], bool]) -> Ahead:
+def _frames_ahead(source: FrameSource, models: Models, cfg: SegmentConfig, wanted: Callable[[int], bool]) -> Ahead:
     """_batches decoded in a background thread (in this one with ``cfg.background`` off)."""
     pin = models.device.type == "cuda"
     return Ahead(lambda: _batches(source, cfg, wanted, pin), AHEAD if cfg.background else 0)
 
 
-def key_pass(source: VideoSource, models: Models, cfg: SegmentConfig, clock: _Clock, progress: Progress) -> Keys:
+def key_pass(source: FrameSource, models: Models, cfg: SegmentConfig, clock: _Clock, progress: Progress) -> Keys:
     """Pass 1: count the frames and compute the key frames' keys (again for a video whose container miscounts)."""
     cfg.check_patch(models.backbone.patch_size)
     announced = source.frames_expected()  # announced, or the packets counted: pass 1 then needs no second run
@@ -179,7 +175,7 @@ def key_pass(source: VideoSource, models: Models, cfg: SegmentConfig, clock: _Cl
         set(key_frame_indices(-(-announced // cfg.stride), cfg.key_ratio, cfg.max_key_frames)) if announced else set()
     )
     computed: dict[int, tuple[Tensor, Tensor]] = {}  # position -> (q, k) in host memory
-    if chosen and hasattr(progress, "describe"):  # the CLI's progress: "keys 48/48 frames" counts frames read
+    if chosen:  # "keys 48/48 frames" counts frames read
         progress.describe(
             "keys", f"decoding every frame, the backbone on the {len(chosen)} key frame{'s' * (len(chosen) != 1)}"
         )
@@ -214,7 +210,7 @@ def key_pass(source: VideoSource, models: Models, cfg: SegmentConfig, clock: _Cl
 
 
 def query_windows(
-    source: VideoSource,
+    source: FrameSource,
     models: Models,
     cfg: SegmentConfig,
     clock: _Clock,
@@ -280,7 +276,7 @@ class Analysis:
 
     info: VideoInfo
     keys: Keys
-    hierarchy: Hierarchy
+    hierarchy: MergeTree
     labels: LabelStore
     mapping: np.ndarray
     stride: int
@@ -370,10 +366,10 @@ class _QueryCache:
 
 
 def analyse(
-    source: VideoSource,
+    source: FrameSource,
     models: Models,
     cfg: SegmentConfig,
-    progress: Progress = _no_progress,
+    progress: Progress | Callback | None = None,
     workdir: Path | None = None,
     estimates: Estimates | None = None,
 ) -> Analysis:
@@ -382,6 +378,7 @@ def analyse(
     Args:
         workdir: where the labels' temporary file goes (default: the system's temporary folder); the caller
             closes the analysis (``Analysis.close``) to remove it.
+        progress: told the stages "keys" (frames), "hierarchy" and "labels" (windows).
         estimates: called with the whole run's cost estimate (:func:`estimate_cost`) refined by what the run
             learns: after the first window ("the first window's N clusters") and after the hierarchy ("the
             hierarchy's N clusters"); not called for a video of unknown length.
@@ -391,7 +388,8 @@ def analyse(
         torch.cuda.reset_peak_memory_stats(models.device)
     try:
         with strict_float32(models.device):  # attention and clustering in float32 whatever the networks' precision
-            analysis = _analyse(source, models, cfg.for_device(models.device.type), progress, workdir, estimates)
+            resolved = cfg.for_device(models.device.type)
+            analysis = _analyse(source, models, resolved, as_progress(progress), workdir, estimates)
         if cuda:
             analysis.peak_gpu_mb = torch.cuda.max_memory_allocated(models.device) / 2**20
         return analysis
@@ -401,7 +399,7 @@ def analyse(
 
 
 def _analyse(
-    source: VideoSource,
+    source: FrameSource,
     models: Models,
     cfg: SegmentConfig,
     progress: Progress,
@@ -430,7 +428,7 @@ def _analyse(
     trim = HeapTrimmer()  # after each window: the freed heap handed back when it piles up
     trim.release()
 
-    builder = HierarchyBuilder(cfg.tau, keep_level0=cfg.level == 0 and cfg.max_objects > 0)
+    builder = MergeTreeBuilder(cfg.tau, keep_level0=cfg.level == 0 and cfg.max_objects > 0)
     workdir = Path(workdir or tempfile.gettempdir())
     store0 = LabelStore(_temp_path(workdir, "level0"), 1, n)  # level-0 labels: kept on disk for pass 3
     video_rows = attention_bytes(processed, n, keys.k.shape[0])
@@ -530,12 +528,12 @@ class CutLabels:
 
 
 def _label_pass(
-    source: VideoSource,
+    source: FrameSource,
     models: Models,
     cfg: SegmentConfig,
     clock: _Clock,
     keys: Keys,
-    hierarchy: Hierarchy,
+    hierarchy: MergeTree,
     store0: LabelStore,
     queries: _QueryCache,
     rows_cache: _WindowCache,
@@ -590,7 +588,7 @@ WRITE_BYTES_PER_PIXEL = 56
 
 
 def iter_masks(
-    source: VideoSource,
+    source: FrameSource,
     analysis: Analysis,
     upsample: str,
     background: bool = True,
@@ -634,7 +632,7 @@ def run_pace(clock: _Clock, estimate: Estimate, windows: int, seconds: float) ->
 
 
 def estimate_cost(
-    source: VideoSource,
+    source: FrameSource,
     models: Models,
     cfg: SegmentConfig,
     workdir: Path | None = None,
@@ -690,12 +688,12 @@ def frame_sets(pixels: int, batch: int, background: bool) -> FrameSets:
     )
 
 
-def video_tokens(source: VideoSource, models: Models, cfg: SegmentConfig) -> tuple[Tensor, Tensor]:
+def video_tokens(source: FrameSource, models: Models, cfg: SegmentConfig) -> tuple[Tensor, Tensor]:
     """Every processed frame's queries (T, heads, N, d) and the key set (K, heads, N, d): for tests and benchmarks
     on short videos (memory grows with the video)."""
     cfg = cfg.for_device(models.device.type)
     clock = _Clock(models.device)
-    keys = key_pass(source, models, cfg, clock, _no_progress)
+    keys = key_pass(source, models, cfg, clock, as_progress(None))
     q = torch.cat([q for _, q in query_windows(source, models, cfg, clock, "hierarchy", keys)])
     return q, keys.k
 

@@ -1,0 +1,158 @@
+"""Where frames come from: the ``FrameSource`` protocol the pipeline reads, sources for frames held in memory or
+given by an iterable, and ``open_source``, which opens any of them (a file, a folder, an array, an iterable).
+
+Every source may be read several times (the pipeline makes several passes), each time from the first frame of its
+range.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from bavos.errors import InputError
+from bavos.io.video import DEFAULT_FOLDER_FPS, Frame, FrameRange, RangedSource, VideoInfo, VideoSource
+
+
+@runtime_checkable
+class FrameSource(Protocol):
+    """Frames of one video, read as often as asked.
+
+    Attributes:
+        path: where the frames come from (a name for sources that are not on disk).
+        range: the part of the video read; frame numbers and names stay the whole video's.
+        info: size, rate and count (of the range) as far as known before decoding.
+        warnings: what differed from what the input announced, one line each.
+        from_path: the frames are read from ``path`` on disk (a result then must not replace it).
+    """
+
+    path: Path
+    range: FrameRange
+    info: VideoInfo
+    warnings: list[str]
+    from_path: bool
+
+    def frames(self) -> Iterator[Frame]:
+        """Every frame of the range in order, (H, W, 3) uint8 RGB, upright."""
+        ...
+
+    def frames_expected(self) -> int | None:
+        """The frames ``frames()`` is expected to give, or None when that is not known before reading."""
+        ...
+
+    def warn(self, message: str) -> None:
+        """Record a warning about the input (once)."""
+        ...
+
+
+class ArraySource(RangedSource):
+    """Frames held in a (T, H, W, 3) uint8 array, read like a frame folder (names 00000, 00001, ...).
+
+    Raises:
+        InputError: not a (T, H, W, 3) uint8 array with T > 0.
+    """
+
+    from_path = False
+
+    def __init__(
+        self, frames: np.ndarray, fps: float = DEFAULT_FOLDER_FPS, frame_range: FrameRange | None = None
+    ) -> None:
+        frames = np.asarray(frames)
+        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or not len(frames):
+            raise InputError(
+                f"frames must be a (T, H, W, 3) uint8 array with T > 0, got {frames.shape} {frames.dtype}"
+            )
+        super().__init__(Path("array"), frame_range)
+        self._frames = frames
+        self.info = _info(self.path, frames.shape[1:], len(frames), fps)
+        self._narrow()
+
+    def _all_frames(self) -> Iterator[Frame]:
+        for i, image in enumerate(self._frames):
+            yield Frame(i, np.ascontiguousarray(image), f"{i:05d}", None, i)
+
+
+class IterableSource(RangedSource):
+    """Frames from an iterable (a generator, a camera), read once into a raw file in ``folder``: later passes read
+    it back, so memory does not hold the video.
+
+    Raises:
+        InputError: a frame that is not (H, W, 3) uint8, a frame of another size than the first, or no frame.
+    """
+
+    from_path = False
+
+    def __init__(
+        self,
+        frames: Iterable[np.ndarray],
+        folder: Path,
+        fps: float = DEFAULT_FOLDER_FPS,
+        frame_range: FrameRange | None = None,
+    ) -> None:
+        super().__init__(Path("frames"), frame_range)
+        self._raw = Path(folder) / "frames.u8"
+        self._shape, self._count = _write_raw(frames, self._raw)
+        self.info = _info(self.path, self._shape, self._count, fps)
+        self._narrow()
+
+    def _all_frames(self) -> Iterator[Frame]:
+        size = int(np.prod(self._shape))
+        with open(self._raw, "rb") as f:
+            for i in range(self._count):
+                image = np.frombuffer(f.read(size), dtype=np.uint8).reshape(self._shape)
+                yield Frame(i, image, f"{i:05d}", None, i)
+
+
+def _write_raw(frames: Iterable[np.ndarray], raw: Path) -> tuple[tuple[int, ...], int]:
+    """Every frame's bytes into ``raw``; returns the frames' (H, W, 3) shape and their count."""
+    shape: tuple[int, ...] | None = None
+    count = 0
+    with open(raw, "wb") as out:
+        for image in frames:
+            image = np.asarray(image)
+            if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
+                raise InputError(f"frame {count}: expected (H, W, 3) uint8, got {image.shape} {image.dtype}")
+            if shape is not None and image.shape != shape:
+                raise InputError(f"frame {count} is {image.shape[:2]}, the first was {shape[:2]}")
+            shape = image.shape
+            out.write(np.ascontiguousarray(image).tobytes())
+            count += 1
+    if shape is None:
+        raise InputError("the iterable gave no frames")
+    return shape, count
+
+
+def _info(path: Path, shape: tuple[int, ...], count: int, fps: float) -> VideoInfo:
+    """What a source of ``count`` frames of ``shape`` (H, W, 3) at ``fps`` holds, as a frame folder's info."""
+    return VideoInfo(path, True, shape[1], shape[0], fps, None, 0, count)
+
+
+Video = str | Path | FrameSource | np.ndarray | Iterable[np.ndarray]
+
+
+def open_source(
+    video: Video, frame_range: FrameRange | None = None, fps: float = DEFAULT_FOLDER_FPS, workdir: Path | None = None
+) -> FrameSource:
+    """A source for ``video``: a path (a video file or a folder of frames), a source opened already (its own range
+    then holds), a (T, H, W, 3) uint8 array, or an iterable of (H, W, 3) uint8 frames.
+
+    Args:
+        frame_range: the part to read (frame numbers or times).
+        fps: the frame rate given to frames that carry none (folders take the default rate).
+        workdir: where an iterable's frames are kept while the source lives (required for iterables).
+
+    Raises:
+        InputError: the video cannot be read (see each source).
+    """
+    if isinstance(video, FrameSource):  # opened already (its own range)
+        return video
+    if isinstance(video, str | Path):
+        return VideoSource(video, frame_range)
+    if isinstance(video, np.ndarray):
+        return ArraySource(video, fps, frame_range)
+    if workdir is None:
+        raise ValueError("open_source: an iterable of frames needs a workdir")
+    return IterableSource(video, workdir, fps, frame_range)

@@ -23,6 +23,7 @@ import numpy as np
 
 from bavos.config import ModelConfig, SegmentConfig
 from bavos.errors import BavosError, ConfigError
+from bavos.io.exports import check_exports
 from bavos.io.owners import Heartbeat, owner_tag
 from bavos.io.sources import FrameSource, Video, open_source
 from bavos.io.video import FrameRange
@@ -194,6 +195,7 @@ class Segmenter:
         self.models = models
         self.model_config: ModelConfig = models.requested
         self.config = (config or SegmentConfig()).for_device(models.device.type)
+        check_exports(self.config.exports)
 
     @classmethod
     def from_checkpoint(

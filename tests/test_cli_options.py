@@ -11,6 +11,7 @@ import bavos.cli  # noqa: F401 - registers the commands
 from bavos.cli.app import app
 from bavos.cli.options import config_values, default_text, field_default
 from bavos.config import PANELS, ModelConfig, SegmentConfig, TrainConfig, fields_of, flag_of, train_config
+from bavos.io.exports import EXPORTS
 
 # Options that set no config field: how a command runs, not what it computes.
 RUN_OPTIONS = {
@@ -64,8 +65,12 @@ def test_every_option_is_a_field_with_its_flag(command: str) -> None:
         spec = flag_of(config, name)
         names = [n for part in (spec.names or (f"--{name.replace('_', '-')}",)) for n in part.split("/")]
         assert [*param.opts, *param.secondary_opts] == names, name
-        assert param.help == spec.help, name
-        assert param.metavar == spec.metavar, name
+        help, metavar = spec.help, spec.metavar
+        if "{choices}" in help:  # the exports: their registry declares the choices
+            help = help.format(choices=", ".join(e.says for e in EXPORTS.values()))
+            metavar = (metavar or "").format(choices="|".join(EXPORTS))
+        assert param.help == help, name
+        assert param.metavar == metavar, name
         assert param.rich_help_panel == spec.panel in PANELS, name
 
 

@@ -11,7 +11,9 @@ import pytest
 from conftest import TINY, write_clip
 from PIL import Image
 
-from bavos.io.exports import encode_rle
+from bavos.errors import ConfigError
+from bavos.io.exports import EXPORTS, Exporter, check_exports
+from bavos.io.exports.coco import encode_rle
 
 
 def masks(folder: Path) -> dict[str, np.ndarray]:
@@ -113,3 +115,32 @@ def test_a_frame_range_keeps_the_videos_numbers_and_times(tmp_path: Path, run_cl
         assert bad.code == 2 and message in bad.err
     empty = run_cli("segment", video, "-o", tmp_path / "x", *TINY, "--backbone-weights", "none", "--start", "50", "-q")
     assert empty.code == 1 and "no frame in the range 50.. (the video has 20 frames, 2.00 s)" in empty.err
+
+
+@pytest.mark.parametrize("name", list(EXPORTS))
+def test_each_export_writes_what_it_declares_and_a_result_may_hold_it(tmp_path: Path, name: str) -> None:
+    """The registry is the one place an export is declared: what it writes is what it says, and a result folder
+    holding it is still bavos's (RESULT_FILES and the folder checks follow from the registry)."""
+    from bavos.io.video import Frame, VideoInfo
+    from bavos.pipeline.outputs import RESULT_FILES, _foreign_entry
+
+    export = EXPORTS[name]
+    info = VideoInfo(tmp_path, True, 8, 6, 24.0, None, 0, 2)
+    exporter = Exporter(tmp_path, (name,), info, 2, 3)
+    for i in range(2):
+        ids = np.zeros((6, 8), dtype=np.uint8)
+        ids[:3, : 2 + 2 * i] = 1
+        ids[4:, 5:] = 2
+        exporter.add(Frame(i, np.zeros((6, 8, 3), np.uint8), f"{i:05d}", None, i), ids)
+    exporter.close("clip")
+    written = {p.name for p in tmp_path.iterdir()}
+    assert written == set(export.files) | ({export.folder[0]} if export.folder else set())
+    assert set(export.files) <= RESULT_FILES
+    assert _foreign_entry(tmp_path) is None
+    (tmp_path / "notes.txt").write_text("mine")
+    assert _foreign_entry(tmp_path) == "notes.txt"
+
+
+def test_an_unknown_export_is_named() -> None:
+    with pytest.raises(ConfigError, match="--export must be one of coco, objects, video, got gif, png"):
+        check_exports(("coco", "png", "gif"))

@@ -16,10 +16,14 @@ import typer
 from bavos.config import Flag, fields_of, flag_of
 
 
-def option(config: type, name: str, *, shown: str | None = None, given: bool = False) -> Any:
+def option(
+    config: type, name: str, *, shown: str | None = None, given: bool = False, choices: dict[str, str] | None = None
+) -> Any:
     """The ``typer.Option`` of ``config``'s field ``name``.
 
     Args:
+        choices: the values the option takes, each with what it gives, for a flag whose help and metavar say
+            ``{choices}`` (the exports: their registry declares them).
         shown: the default as the help says it, where this command's differs from the field's own.
         given: the command's default is None, "not given" (a preset or a resumed run decides); the help then says
             the field's default.
@@ -28,10 +32,14 @@ def option(config: type, name: str, *, shown: str | None = None, given: bool = F
     said = shown or spec.shown
     if said is None and given:
         said = default_text(spec, field_default(config, name))
+    help, metavar = spec.help, spec.metavar
+    if choices is not None:
+        help = help.format(choices=", ".join(choices.values()))
+        metavar = (metavar or "").format(choices="|".join(choices))
     return typer.Option(
         *(spec.names or (f"--{name.replace('_', '-')}",)),
-        help=spec.help,
-        metavar=spec.metavar,
+        help=help,
+        metavar=metavar,
         rich_help_panel=spec.panel,
         show_default=said if said is not None else True,
     )

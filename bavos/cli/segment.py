@@ -37,6 +37,7 @@ from bavos.config import (
     slurm_part,
 )
 from bavos.errors import BavosError, ConfigError, ResourceError, plain_os_error
+from bavos.io.exports import EXPORTS, check_exports
 
 
 @dataclass(frozen=True)
@@ -381,6 +382,7 @@ def check_before_loading(model_cfg: ModelConfig, cfg: SegmentConfig) -> None:
     from bavos.cli.app import check_weight_names
     from bavos.io.video import FrameRange
 
+    check_exports(cfg.exports)
     try:  # before torch is imported: a mistake here is said at once
         FrameRange.parse(cfg.start, cfg.end)
     except BavosError as e:
@@ -413,6 +415,7 @@ CONVERT: dict[str, Callable[[Any], Any]] = {
     "exports": lambda v: tuple(dict.fromkeys(v or ())),
 }
 S, M = SegmentConfig, ModelConfig  # the configs whose fields the options set
+EXPORT_CHOICES = {e.name: e.says for e in EXPORTS.values()}
 
 
 @app.command(cls=Command)
@@ -455,7 +458,7 @@ def segment(
     fps: Annotated[float, option(S, "fps")] = field_default(S, "fps"),
     start: Annotated[str | None, option(S, "start")] = field_default(S, "start"),
     end: Annotated[str | None, option(S, "end")] = field_default(S, "end"),
-    exports: Annotated[list[str] | None, option(S, "exports")] = None,
+    exports: Annotated[list[str] | None, option(S, "exports", choices=EXPORT_CHOICES)] = None,
     max_export_files: Annotated[int, option(S, "max_export_files")] = field_default(S, "max_export_files"),
     overlay: Annotated[bool, option(S, "overlay")] = field_default(S, "overlay"),
     overlay_alpha: Annotated[float, option(S, "overlay_alpha")] = field_default(S, "overlay_alpha"),

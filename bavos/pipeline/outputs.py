@@ -26,7 +26,7 @@ import numpy as np
 from bavos.config import SegmentConfig, result_settings, to_dict
 from bavos.errors import DestinationError, LimitError, OutputError, plain_os_error
 from bavos.io.background import Behind
-from bavos.io.exports import Exporter
+from bavos.io.exports import Exporter, export_files, export_folders
 from bavos.io.files import display_name, hidden_sibling
 from bavos.io.owners import Heartbeat, output_lock
 from bavos.io.pictures import Levels, ObjectRow, preview_frames, save_hierarchy_picture, save_preview, thumbnail
@@ -297,15 +297,9 @@ def read_summary(folder: Path) -> dict | None:
     return summary if isinstance(summary, dict) else None
 
 
-RESULT_FILES = {
-    "summary.json",
-    "overlay.mp4",
-    "preview.png",
-    "hierarchy.png",
-    "hierarchy.npz",
-    "coco.json",
-    "masks.mp4",
-}  # and the folders masks/ (PNGs) and objects/<id>/ (PNGs)
+# The files of a result: its own and the exports' (and the folders masks/, of PNGs, and the exports' own).
+RESULT_FILES = {"summary.json", "overlay.mp4", "preview.png", "hierarchy.png", "hierarchy.npz"} | export_files()
+EXPORT_FOLDERS = export_folders()
 OS_CLUTTER = {".DS_Store", "Thumbs.db", "desktop.ini"}  # what file browsers leave in any folder they show
 
 
@@ -335,18 +329,8 @@ def _foreign_entry(folder: Path) -> str | None:
             continue
         if entry.name == "masks" and entry.is_dir():
             found = pngs(entry.path, "masks/")
-        elif entry.name == "objects" and entry.is_dir():
-            found = next(
-                (
-                    f"objects/{e.name}"
-                    for e in os.scandir(entry.path)
-                    if not (e.name.isdigit() and e.is_dir(follow_symlinks=False))
-                ),
-                None,
-            )
-            found = found or next(
-                filter(None, (pngs(e.path, f"objects/{e.name}/") for e in os.scandir(entry.path))), None
-            )
+        elif entry.name in EXPORT_FOLDERS and entry.is_dir():
+            found = EXPORT_FOLDERS[entry.name](Path(entry.path), _clutter)
         else:
             found = entry.name
         if found:

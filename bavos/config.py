@@ -13,7 +13,7 @@ from bavos.errors import ConfigError
 
 DEFAULT_BACKBONE = "vit_small_patch8_224.dino"
 KNOWN_PATCH_SIZES = {DEFAULT_BACKBONE: 8, "bavos_test_vit": 8}  # checked without importing timm
-PAPER_RESOLUTION = (320, 480)  # the release's inference size (METHOD.md 1.5)
+PAPER_RESOLUTION = (320, 480)  # the release's inference size (method.md §2.5)
 # The defaults on a CPU, where the paper's settings cost several times as long (docs/performance.md, "A CPU at many
 # clusters"): half the paper's size per side, fewer key frames, every other frame.
 CPU_RESOLUTION = (160, 240)
@@ -22,7 +22,7 @@ CPU_STRIDE = 2
 GPU_MAX_KEY_FRAMES = 30  # every key frame of clips up to 300 processed frames at the paper's ratio
 PRECISIONS = ("float32", "bf16", "fp16")  # of the backbone and correlator (bavos.models.devices applies them)
 
-# Per-channel statistics used to normalise frames (METHOD.md 1.4, decision 7.5).
+# Per-channel statistics used to normalise frames (method.md §2.4, §7.5).
 NORMALIZATION: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]] = {
     "kinetics": ((0.43216, 0.394666, 0.37645), (0.22803, 0.22145, 0.216989)),
     "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
@@ -116,7 +116,7 @@ class ModelConfig:
         panel=WEIGHTS,
         shown="the checkpoint's, else hub",
     )
-    # "none" is the training-free mode (METHOD.md 7.9); a path is a bavos or release checkpoint.
+    # "none" is the training-free mode (method.md §7.9); a path is a bavos or release checkpoint.
     checkpoint: str = flag(
         "release",
         "The correlator: 'release' (the paper's, downloaded once), 'none' (training-free: DINO's own "
@@ -142,7 +142,7 @@ class ModelConfig:
 class SegmentConfig:
     """How one video is segmented and what is written. Each field's flag carries the help of its option."""
 
-    # None: the paper's 320 x 480 on a GPU, CPU_RESOLUTION on a CPU (``for_device``; METHOD.md 1.5).
+    # None: the paper's 320 x 480 on a GPU, CPU_RESOLUTION on a CPU (``for_device``; method.md §2.5).
     resolution: tuple[int, int] | None = flag(
         None,
         "Model input size, multiples of 8: larger finds smaller objects, at a steep cost in time.",
@@ -150,7 +150,7 @@ class SegmentConfig:
         panel=WHAT,
         shown="320 480 on a GPU (the paper's), 160 240 on a CPU",
     )
-    # At least one key frame always (METHOD.md 2.3, 7.4).
+    # At least one key frame always (method.md §3.3, §7.4).
     key_ratio: int = flag(
         10, "Every R-th processed frame is a key frame that every frame attends to.", metavar="R", panel=WHAT
     )
@@ -168,8 +168,7 @@ class SegmentConfig:
     # a GPU). The results are the same either way.
     query_cache_mb: int | None = flag(
         None,
-        "MB of frame features kept for the clustering's second pass (0: none); the README's Long videos "
-        "says what auto keeps.",
+        "MB of frame features kept for the clustering's second pass (0: none); docs/usage.md says what auto keeps.",
         metavar="auto|MB",
         panel=SPEED,
         names=("--query-cache",),
@@ -179,16 +178,15 @@ class SegmentConfig:
     # CUDA, host memory on CPU. None (auto): ``bavos.models.costs.attention_plan`` decides. The results are the same.
     attention_cache_mb: int | None = flag(
         None,
-        "MB of attention kept for the clustering's second pass (0: none); the README's Long videos says what "
-        "auto keeps.",
+        "MB of attention kept for the clustering's second pass (0: none); docs/usage.md says what auto keeps.",
         metavar="auto|MB",
         panel=SPEED,
         names=("--attention-cache",),
         shown="auto",
     )
-    # The symmetric-KL merge threshold of the hierarchical clustering (METHOD.md 2.6).
+    # The symmetric-KL merge threshold of the hierarchical clustering (method.md §3.6).
     tau: float = flag(1.0, "Merge threshold: higher gives fewer, larger objects.", metavar="TAU", panel=WHAT)
-    # Frames per level-1 clustering window (METHOD.md 2.6, ts = 3).
+    # Frames per level-1 clustering window (method.md §3.6, ts = 3).
     window: int = flag(
         3, "Frames clustered together before the global merges (the paper's 3).", metavar="N", panel=WHAT
     )
@@ -364,7 +362,7 @@ class SegmentConfig:
         return {option: value for option, (given, value) in taken.items() if given is None}
 
 
-# The two known training settings (METHOD.md 3.7): the released script, and the paper's as reported in issue #1.
+# The two known training settings (method.md §4.7): the released script, and the paper's as reported in issue #1.
 PRESETS: dict[str, dict[str, Any]] = {
     "release": {"batch_size": 8, "lr": 1e-5, "steps": 60_000},
     "paper": {"batch_size": 16, "lr": 1e-4, "steps": 30_000},
@@ -376,7 +374,7 @@ RUNTIME_FIELDS = frozenset({"workers", "log_every", "checkpoint_every", "device"
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """How the temporal correlator is trained (METHOD.md 3); defaults are the release's. The fields with a flag are
+    """How the temporal correlator is trained (method.md §4); defaults are the release's. The fields with a flag are
     options of `bavos train` (given as None there: the preset's or the resumed run's value holds)."""
 
     # Sets steps, batch_size and lr (PRESETS).
@@ -440,7 +438,7 @@ class TrainConfig:
     augment: bool = flag(
         True, "Colour, grayscale and blur augmentation.", panel=LEARNED, names=("--augment/--no-augment",)
     )
-    # "process": once for the whole run of each process (the release's, METHOD.md B17); "clip": for each clip.
+    # "process": once for the whole run of each process (the release's, method.md §5.4); "clip": for each clip.
     blur_sigma: Literal["clip", "process"] = flag(
         "process",
         "Blur sigma drawn once per process for the whole run (as released), or for each clip.",

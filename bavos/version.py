@@ -1,3 +1,3 @@
 """The version of bavos (read by the build, reported in summaries and checkpoints)."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

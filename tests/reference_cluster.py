@@ -1,4 +1,4 @@
-"""An independent, deliberately plain implementation of METHOD.md 2.5-2.6, written from the text only.
+"""An independent, deliberately plain implementation of method.md §3.5-§3.6, written from the text only.
 
 No matrix tricks: every distance is ``sum_c (p_c - q_c)(log p_c - log q_c)`` over explicit pairs, neighbour sets are
 built element by element, and merging follows the prose step by step. It is slow and only for small inputs.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-FLOOR = 1e-30  # the documented clamp of bavos.pipeline.cluster (decision 7.2)
+FLOOR = 1e-30  # the documented clamp of bavos.pipeline.cluster (method.md §7.2)
 
 
 def jeffreys(p: np.ndarray, q: np.ndarray) -> float:
@@ -71,7 +71,7 @@ def same_partition(a: np.ndarray, b: np.ndarray) -> bool:
 
 
 # The same algorithm on NumPy arrays, for inputs of thousands of rows (the pipeline parity tests at 320 x 480).
-# Distances use METHOD.md 2.5's four sums, two of them as matrix products; every other step follows the prose above.
+# Distances use method.md §3.5's four sums, two of them as matrix products; every other step follows the prose above.
 
 
 def jeffreys_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -123,7 +123,7 @@ def vector_partition(attn: np.ndarray, tau: float = 1.0, window: int = 3) -> np.
 
 def vector_levels(attn: np.ndarray, tau: float = 1.0, window: int = 3) -> list[np.ndarray]:
     """(T, N) labels at every level: level 0 = the nearest centroid of the token's own window, then every global
-    round's nearest centroid, the converged level last (METHOD.md 2.6; level 0's labels are bavos's addition)."""
+    round's nearest centroid, the converged level last (method.md §3.6; level 0's labels are bavos's addition)."""
     t_count, n, m = attn.shape
     level0_labels, centroids, offset = [], [], 0
     for s in range(0, t_count, window):

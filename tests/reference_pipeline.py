@@ -1,4 +1,4 @@
-"""An independent reference of what `bavos segment` computes, written from METHOD.md sections 1-2 only.
+"""An independent reference of what `bavos segment` computes, written from method.md §2-§3 only.
 
 Nothing here calls bavos: the ViT-S/8 forward pass is written out from the raw state dict (patch convolution, CLS,
 DINO's positional-embedding resize computed in NumPy, 12 pre-norm blocks), the correlator's queries and keys come

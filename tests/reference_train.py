@@ -1,4 +1,4 @@
-"""An independent reference of one step of `bavos train`, written from METHOD.md section 3 only.
+"""An independent reference of one step of `bavos train`, written from method.md §4 only.
 
 Nothing here calls bavos. The correlator block is written out from its raw state dict (pre-norm LayerNorm, one qkv
 matrix, eight heads, softmax with scale ``head_dim ** -0.5``, projection, GELU MLP, two residuals; no dropout), the
@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-# METHOD.md 3.7: weight decay on the four weight matrices, none on biases and LayerNorms.
+# method.md §4.7: weight decay on the four weight matrices, none on biases and LayerNorms.
 DECAYED = ("attn.qkv.weight", "attn.proj.weight", "mlp.fc1.weight", "mlp.fc2.weight")
 
 
@@ -45,7 +45,7 @@ def train_forward(state: dict[str, Tensor], keys: Tensor, cls: Tensor) -> tuple[
 
 
 def semantic(a: Tensor, f: Tensor, points: list[int], pos: int = 30, neg: int = 200) -> tuple[Tensor, Tensor]:
-    """METHOD.md 3.4 for one clip: (mean positive hinge, mean negative hinge)."""
+    """method.md §4.4 for one clip: (mean positive hinge, mean negative hinge)."""
     t, n, _ = f.shape
     unit = F.normalize(f, dim=-1)
     pos_terms, neg_terms = [], []
@@ -60,10 +60,10 @@ def semantic(a: Tensor, f: Tensor, points: list[int], pos: int = 30, neg: int = 
 
 
 def motion(a: Tensor, points: list[int], t: int, pos: int = 10, neg: int = 50, centre: bool = False) -> Tensor:
-    """METHOD.md 3.5 for one clip: the entropy-weighted hinge, mean over frames and (negative, positive) pairs.
+    """method.md §4.5 for one clip: the entropy-weighted hinge, mean over frames and (negative, positive) pairs.
 
     ``centre``: the weighted centre ``c = sum_j A[q, j] A[j, :]`` over the positives j, its weights without gradient
-    as in the release's (unused) code, joins them as an eleventh positive (METHOD.md D4).
+    as in the release's (unused) code, joins them as an eleventh positive (method.md §5.3).
     """
     n = a.shape[0] // t
     per_frame = []

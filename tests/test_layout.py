@@ -1,9 +1,9 @@
 """The package's layout holds: imports point one way, and no module imports itself back through others.
 
 Every ``import`` of bavos, at module level or inside a function, is an edge. Layers, from the bottom:
-errors, version and progress; config; io; models; pipeline, training and evaluation (side by side: none imports another);
-api; cli; the package itself (``bavos/__init__.py``, ``__main__``). A module may import its own sub-package and
-anything in a lower layer.
+errors, version and progress; config; io; models; pipeline, training and evaluation (side by side: none imports
+another); api; cli; the package itself (``bavos/__init__.py``, ``__main__``). A module may import its own
+sub-package and anything in a lower layer.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Same weights, same partition: `bavos segment` at its defaults against an independent reference of the release's
-pipeline (tests/reference_pipeline.py, written from METHOD.md), with a checkpoint in the release's layout.
+pipeline (tests/reference_pipeline.py, written from method.md §2-§3), with a checkpoint in the release's layout.
 
 The checkpoint has random weights; its correlator's query/key weights are scaled to make the attention sharper
 (3.4: milder, 3.5: sharper; about 60 and 130 clusters on 6 DAVIS frames at 320 x 480). The share of tokens in

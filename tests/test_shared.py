@@ -124,7 +124,9 @@ def test_the_default_cap_keeps_the_clip_s_main_segments(clip: str) -> None:
     into its nearest; none kept lives in one frame while a merged one spans the clip."""
     from bavos.api import Segmenter
 
-    seg = Segmenter.from_checkpoint("none", backbone_weights="none", device="cpu", resolution=(96, 144), stride=1, max_key_frames=30)
+    seg = Segmenter.from_checkpoint(
+        "none", backbone_weights="none", device="cpu", resolution=(96, 144), stride=1, max_key_frames=30
+    )
     with seg(SHARED / clip, end="12") as result:
         analysis = result.analysis
         h = analysis.hierarchy

@@ -12,7 +12,7 @@ IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 
 
 def _release_pipeline(height: int, width: int, sigma: float) -> VideoSequential:
-    """The release's augmentation (METHOD.md 3.2) with its kernel rule and one fixed sigma."""
+    """The release's augmentation (method.md §4.2) with its kernel rule and one fixed sigma."""
     kernel = (int(0.1 * height) // 2 * 2 + 1, int(0.1 * width) // 2 * 2 + 1)
     return VideoSequential(
         RandomGrayscale(p=0.2),

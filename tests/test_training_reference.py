@@ -1,4 +1,4 @@
-"""bavos's training step against tests/reference_train.py (METHOD.md 3, written without bavos), in float64.
+"""bavos's training step against tests/reference_train.py (method.md §4, written without bavos), in float64.
 
 The correlator's forward pass with each frame's CLS, both losses at the release's counts (30/200 and 10/50 of 256
 patches per frame), every gradient of the correlator, and the parameters after AdamW steps with the release's

@@ -479,7 +479,7 @@ def test_blur_sigma_per_clip_or_once_per_process(
     clips: Path, cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str
 ) -> None:
     """--blur-sigma process (the default): one sigma for every clip of every step of a process (the release's,
-    METHOD.md B17), drawn from (seed, rank); clip: one per clip."""
+    method.md §5.4), drawn from (seed, rank); clip: one per clip."""
     from bavos.training import augment as aug
 
     seen = []

@@ -33,7 +33,6 @@ MEASURES = ("J&F-Mean", "J-Mean", "J-Recall", "J-Decay", "F-Mean", "F-Recall", "
 ID_MODES = ("P", "L", "I;16", "I")  # indexed or 8-bit grey; 16-bit grey (bavos's masks above 255 clusters)
 
 
-
 def protocol_name(protocol: str, max_proposals: int | None = None) -> str:
     """The name every reported number carries: the protocol's, with its proposal limit when it is not the usual."""
     if protocol not in PROTOCOLS:

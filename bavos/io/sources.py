@@ -62,9 +62,7 @@ class ArraySource(RangedSource):
     ) -> None:
         frames = np.asarray(frames)
         if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or not len(frames):
-            raise InputError(
-                f"frames must be a (T, H, W, 3) uint8 array with T > 0, got {frames.shape} {frames.dtype}"
-            )
+            raise InputError(f"frames must be a (T, H, W, 3) uint8 array with T > 0, got {frames.shape} {frames.dtype}")
         super().__init__(Path("array"), frame_range)
         self._frames = frames
         self.info = _info(self.path, frames.shape[1:], len(frames), fps)

@@ -8,7 +8,7 @@ safetensors. Every key must match: a mismatch is an error that names the keys.
 The positional embedding is resized to the input's patch grid as DINO (and so the paper's release) does it, not
 as timm does: bicubic by a scale factor of ``(grid + 0.1) / base grid``, without antialiasing, and not at all when
 the grid is the embedding's own (28 x 28 for ViT-S/8 at 224 x 224). timm's own resize (bicubic to the exact size,
-with antialiasing) moves the features enough to change the clustering (METHOD.md 7.11).
+with antialiasing) moves the features enough to change the clustering (method.md §7.11).
 """
 
 from __future__ import annotations
@@ -141,7 +141,7 @@ class Backbone(nn.Module):
         return factor
 
     def train(self, mode: bool = True) -> Backbone:
-        """The backbone always stays in eval mode (METHOD.md 1.2)."""
+        """The backbone always stays in eval mode (method.md §2.2)."""
         super().train(False)
         return self
 

@@ -1,4 +1,4 @@
-"""The temporal correlator: one pre-norm transformer block (METHOD.md 1.3), and its checkpoints.
+"""The temporal correlator: one pre-norm transformer block (method.md §2.3), and its checkpoints.
 
 For ViT-S (width 384) with 8 heads the block has exactly 1,773,312 parameters. At inference only ``norm1`` and
 the query/key thirds of ``attn.qkv`` are used (:meth:`Correlator.query_key`).

@@ -1,4 +1,4 @@
-"""Spatio-temporal attention rows (METHOD.md 2.3-2.4), produced window by window in bounded memory.
+"""Spatio-temporal attention rows (method.md §3.3-§3.4), produced window by window in bounded memory.
 
 Queries come from every processed frame, keys from the sparse key frames only. For each query token the logits
 against all key tokens of all key frames share one softmax; probabilities are averaged over heads. The full
@@ -6,7 +6,7 @@ against all key tokens of all key frames share one softmax; probabilities are av
 in row chunks that fit ``budget_bytes``, with each head's softmax taken in place in one reused buffer. A softmax
 numerator of at most twice float32's smallest normal number (about 2.4e-38) is 0 rather than a subnormal number
 (``underflow_bounds``: no effect on the clustering, and a CPU's ``exp`` is 30 times slower on them). The logits are
-taken in base 2 and exponentiated with ``exp2`` (the same softmax up to rounding; docs/method.md, Attention).
+taken in base 2 and exponentiated with ``exp2`` (the same softmax up to rounding; docs/method.md §3.4).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ def key_frame_indices(num_frames: int, ratio: int, max_keys: int = 0) -> list[in
     """Indices of the key frames among ``num_frames`` processed frames.
 
     ``0, r, 2r, ..., (floor(T/r) - 1) * r`` as in the release, but never empty: a video shorter than the ratio
-    gets frame 0 as its one key frame (decision 7.4). With ``max_keys > 0`` and more candidates than that,
+    gets frame 0 as its one key frame (method.md §7.4). With ``max_keys > 0`` and more candidates than that,
     ``max_keys`` of those candidates evenly spread over the video are kept (first and last included), so the
     attention's cost per frame stops growing with the video's length.
     """

@@ -1,8 +1,8 @@
-"""Hierarchical clustering of attention distributions (METHOD.md 2.5-2.6), with every level kept (decision 7.7).
+"""Hierarchical clustering of attention distributions (method.md §3.5-§3.6), with every level kept (method.md §7.7).
 
 Distances are the symmetric KL divergence ``D(p, q) = KL(p||q) + KL(q||p)`` (not halved). Logarithms are taken of
 probabilities clamped at ``PROB_FLOOR = 1e-30``: the release's ``eps = 0`` gives NaN when a probability underflows
-to exactly zero; any probability above the floor gives the release's value unchanged (decision 7.2).
+to exactly zero; any probability above the floor gives the release's value unchanged (method.md §7.2).
 
 Levels of the hierarchy:
 - level 0: the centroids of every level-1 window (smoothing, then greedy leader merging, window by window);
@@ -75,8 +75,7 @@ BOUND_SLACK = 1e-3
 def coarse_rows(x: Tensor) -> Tensor:
     """(n, M) rows -> (n, ceil(M / COARSE_BIN)) sums of their ``PROB_FLOOR``-clamped entries over consecutive bins.
 
-    The symmetric KL of two rows' bins (``sym_kl`` of the results) is at most the rows' own: docs/method.md,
-    "Work the clustering skips".
+    The symmetric KL of two rows' bins (``sym_kl`` of the results) is at most the rows' own: docs/method.md §6.3.
     """
     x = x.clamp_min(PROB_FLOOR)
     pad = -x.shape[1] % COARSE_BIN
@@ -137,7 +136,7 @@ def within(
     """(n, m) bool ``sym_kl(p, q) <= tau``.
 
     On a CPU only the pairs whose lower bound (``coarse_rows``, given or made here) is within ``tau`` are computed
-    (docs/method.md, "Work the clustering skips"); elsewhere every pair.
+    (docs/method.md §6.3); elsewhere every pair.
     """
     if p.device.type != "cpu":
         return sym_kl(p, q, log_p, log_q, self_q) <= tau
@@ -170,7 +169,7 @@ def nearest_rows(
 
     On a CPU, a centroid whose lower bound (``coarse_rows``) exceeds the exact distance of another centroid of the
     group is never the nearest: each row's distances are computed exactly only to the centroids that can be
-    (docs/method.md, "Work the clustering skips"). Elsewhere every distance is computed.
+    (docs/method.md §6.3). Elsewhere every distance is computed.
 
     Args:
         centroids: (U, M) with their ``safe_log`` ``log_centroids`` and, if already made, ``coarse_rows`` and
@@ -334,7 +333,7 @@ class _Columns:
 
 class _KnownFar:
     """``close_rows`` for a leader pass in which two rows that are not ``fresh`` are known to be farther than tau
-    apart (docs/method.md, "Work the clustering skips"): only pairs with a fresh row are computed.
+    apart (docs/method.md §6.3): only pairs with a fresh row are computed.
 
     A fresh row is compared with every free column, ``LEADER_BLOCK`` fresh rows at a time (the next free ones, read
     ahead of the request so that each product has rows enough); a row that is not fresh with the fresh free columns
@@ -384,7 +383,7 @@ def _leader_merge(x: Tensor, tau: float, fresh: np.ndarray | None = None) -> tup
 
 
 def cluster_window(rows: Tensor, tau: float) -> Tensor:
-    """Level-1 clustering of one window (METHOD.md 2.6 steps 1-4).
+    """Level-1 clustering of one window (method.md §3.6 steps 1-4).
 
     Args:
         rows: (n, M) attention rows of the window's tokens, frame-major then raster order.
@@ -407,7 +406,7 @@ def cluster_window(rows: Tensor, tau: float) -> Tensor:
 def cap_by_area(centroids: Tensor, areas: np.ndarray, max_clusters: int) -> tuple[Tensor, np.ndarray]:
     """Keep the ``max_clusters`` largest clusters (token counts ``areas``; ties to the lower index; clusters no token
     chose are never kept) and merge every other into the kept one nearest to it by the symmetric KL of their
-    centroids (docs/method.md, "The cap").
+    centroids (docs/method.md §6.4).
 
     Args:
         centroids: (n, M) a level's centroids.
@@ -740,7 +739,7 @@ class ClusterResult:
 def cluster_attention(
     attn: Tensor, tau: float = 1.0, window: int = 3, level: int | None = None, max_objects: int = 0
 ) -> ClusterResult:
-    """Cluster precomputed attention exactly as METHOD.md 2.6 (with defaults: the converged level, no cap).
+    """Cluster precomputed attention exactly as method.md §3.6 (with defaults: the converged level, no cap).
 
     Args:
         attn: (T, N, M) row-stochastic attention of every token over the key tokens. Computations keep its dtype

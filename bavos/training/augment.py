@@ -1,4 +1,4 @@
-"""Training augmentation on the device, with the same parameters on every frame of a clip (METHOD.md 3.2).
+"""Training augmentation on the device, with the same parameters on every frame of a clip (method.md §4.2).
 
 The release's pipeline is kornia's ``VideoSequential(RandomGrayscale(p=0.2), ColorJitter(0.4, 0.4, 0.4, 0.1,
 p=0.8), RandomGaussianBlur(kernel, (sigma, sigma), p=0.5), Normalize, same_on_frame=True)``. bavos draws the
@@ -8,7 +8,7 @@ operations, those its ColorJitter (torchvision's semantics, kornia >= 0.6.4) and
 grayscale (p 0.2); colour jitter (p 0.8; brightness, contrast and saturation factors in [0.6, 1.4], hue shift in
 [-0.1, 0.1] turns, in a random order of the four); Gaussian blur (p 0.5; kernel 10% of the height and width
 rounded to odd, 19 x 39 at 192 x 384, reflect borders) with a sigma in [0.1, 2] drawn once per process for the
-whole run, as the release does (METHOD.md B17), or per clip with ``--blur-sigma clip``; then normalisation.
+whole run, as the release does (method.md §5.4), or per clip with ``--blur-sigma clip``; then normalisation.
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ def sample_params(clips: int, generator: torch.Generator, sigma: float | None = 
 
 def process_sigma(generator: torch.Generator) -> float:
     """The one blur sigma of a process for a whole run (``--blur-sigma process``, the release's: it draws it once
-    per process when the pipeline is built, METHOD.md B17), uniform in [0.1, 2], from ``generator`` (CPU)."""
+    per process when the pipeline is built, method.md §5.4), uniform in [0.1, 2], from ``generator`` (CPU)."""
     return float(SIGMA[0] + (SIGMA[1] - SIGMA[0]) * torch.rand((), generator=generator))
 
 

@@ -169,7 +169,7 @@ def cache_clips(
 
 
 def release_gap(length: int, frames: int, gap: int) -> int:
-    """The gap the release's data loader uses for a clip of ``length`` frames (METHOD.md 3.1, its ``data.py``).
+    """The gap the release's data loader uses for a clip of ``length`` frames (method.md §4.1, its ``data.py``).
 
     It keeps the largest gap ``g <= gap`` with ``g * (frames // 2) < length - g * (frames // 2) - 1``. Where that
     leaves 0 (3 frames of a 3-frame clip), the release would feed one frame three times; bavos takes 1 instead,

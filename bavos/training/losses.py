@@ -1,4 +1,4 @@
-"""The two self-supervised losses of the temporal correlator (METHOD.md 3.3-3.5).
+"""The two self-supervised losses of the temporal correlator (method.md §4.3-§4.5).
 
 Both read the correlator's head-mean attention of a clip, ``attn: (B, T*N, T*N)`` (CLS rows and columns
 removed, so rows sum to about 1, not exactly), at ``P`` query positions of each clip, shared by the frames of that
@@ -69,7 +69,7 @@ def semantic_loss(
     pos_threshold: float = 0.9,
     neg_threshold: float = 0.1,
 ) -> tuple[Tensor, Tensor]:
-    """Semantic consistency on the correlator's output features (METHOD.md 3.4).
+    """Semantic consistency on the correlator's output features (method.md §4.4).
 
     For each query (frame s, point n) and every frame t (t = s included), the ``pos`` patches of t it attends
     most are pulled above cosine ``pos_threshold`` and the ``neg`` it attends least pushed below
@@ -107,7 +107,7 @@ def _rows(attn: Tensor, tokens: Tensor) -> Tensor:
 def motion_loss(
     attn: Tensor, points: Tensor, frames: int, pos: int = 10, neg: int = 50, margin: float = 1.0, centre: bool = False
 ) -> Tensor:
-    """Motion consistency with entropy weighting (METHOD.md 3.5).
+    """Motion consistency with entropy weighting (method.md §4.5).
 
     For query (frame t, point n), its L1-normalised attention row ``p_q`` (detached) scores candidate rows
     ``p_c`` by ``sigma(c) = sum p_q log(p_c + 1e-10)``. Positives are the ``pos`` patches of frame t the query
@@ -121,7 +121,7 @@ def motion_loss(
         frames: T.
         centre: add the query's weighted centre ``sum_j A[q, j] * A[j, :]`` (j over the positives; the weights
             ``A[q, j]`` without gradient) as one more positive, L1-normalised like the others. The release computes it
-            but leaves it out (METHOD.md D4), so the default is False.
+            but leaves it out (method.md §5.3), so the default is False.
 
     Returns:
         The loss, a scalar: mean over (B, T, negatives, positives) of the weighted sum over points.

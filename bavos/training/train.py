@@ -1,4 +1,4 @@
-"""Self-supervised training of the temporal correlator (METHOD.md 3), in one process or under torchrun (DDP).
+"""Self-supervised training of the temporal correlator (method.md §4), in one process or under torchrun (DDP).
 
 Only the correlator is trained and sits in the optimizer and in DDP; the backbone is frozen in eval mode. The
 randomness of step s on process r (augmentation, query points, dropout) is re-seeded from (seed, s, r) at the
@@ -96,7 +96,7 @@ class _Cosine:
 
 
 def correlate(correlator: nn.Module, keys: Tensor, cls: Tensor | None, clean_attention: bool) -> tuple[Tensor, Tensor]:
-    """The correlator's training forward pass on the keys of clips (METHOD.md 3.3).
+    """The correlator's training forward pass on the keys of clips (method.md §4.3).
 
     Args:
         keys: (B, T, N, D) backbone keys of each frame's patches.

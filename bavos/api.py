@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -164,7 +164,7 @@ class Result:
     def __del__(self) -> None:
         try:
             self.close()
-        except Exception:  # noqa: BLE001 - at interpreter exit anything may be gone
+        except Exception:
             pass
 
 
@@ -204,7 +204,7 @@ class Segmenter:
         *,
         backbone: str | None = None,
         backbone_weights: str | None = None,
-        device: str = "auto",
+        device: Literal["auto", "cpu", "cuda"] = "auto",
         **options: Any,
     ) -> Segmenter:
         """Load the models and make a segmenter.

@@ -337,7 +337,7 @@ class SegmentConfig:
         most GPU_MAX_KEY_FRAMES key frames; on a CPU the CPU_* operating point; the background threads on CUDA
         only."""
         cuda = device_type == "cuda"
-        decided = {
+        decided: dict[str, Any] = {
             "resolution": self.resolution or (PAPER_RESOLUTION if cuda else CPU_RESOLUTION),
             "max_key_frames": self.max_key_frames
             if self.max_key_frames is not None
@@ -350,6 +350,31 @@ class SegmentConfig:
         if all(getattr(self, k) == v for k, v in decided.items()):
             return self
         return replace(self, **decided)
+
+    @property
+    def model_size(self) -> tuple[int, int]:
+        """The model's input size (H, W), as decided by ``for_device``.
+
+        Raises:
+            ValueError: the config was not resolved for a device (``for_device``).
+        """
+        return self._decided("resolution")
+
+    @property
+    def frame_stride(self) -> int:
+        """Every this many frames one goes to the model, as decided by ``for_device`` (ValueError before)."""
+        return self._decided("stride")
+
+    @property
+    def key_frame_bound(self) -> int:
+        """The most key frames (0: no bound), as decided by ``for_device`` (ValueError before)."""
+        return self._decided("max_key_frames")
+
+    def _decided(self, name: str) -> Any:
+        value = getattr(self, name)
+        if value is None:
+            raise ValueError(f"SegmentConfig.{name} is decided by for_device(device); call it first")
+        return value
 
     def cpu_defaults(self) -> dict[str, str]:
         """The CPU operating point's settings this config leaves to the device (option -> value), each differing

@@ -26,7 +26,7 @@ SIZES = ["240x320", "1080x1920", "2160x3840", "4096x16"]
 
 
 def write_clip(path: Path, frames: int, height: int, width: int, container: str | None = None) -> Path:
-    """``frames`` frames of 8x8 blocks of noise moving right, x264 ultrafast (a 4K clip in a second); ``container``:
+    """``frames`` frames of 8x8 blocks of noise moving right, x264 ultrafast (quick to make even at 4K); ``container``:
     the format when the file's suffix does not say it (``mpegts``)."""
     rng = np.random.default_rng(0)
     base = rng.integers(0, 255, (height // 8 + 1, width // 8 + 1, 3), dtype=np.uint8)

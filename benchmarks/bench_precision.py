@@ -26,7 +26,7 @@ from pathlib import Path
 DAVIS = Path(__file__).resolve().parents[2] / "shared" / "data" / "davis-mini" / "JPEGImages" / "480p" / "blackswan"
 
 
-def models_for(args: argparse.Namespace):  # noqa: ANN201
+def models_for(args: argparse.Namespace):
     import torch
 
     from bavos.config import ModelConfig

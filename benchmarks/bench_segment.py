@@ -101,7 +101,7 @@ def measure(args: argparse.Namespace, frames: int) -> dict:
     return out
 
 
-def measure_floors(clip: Path, models, cfg, summary: dict) -> dict:  # noqa: ANN001
+def measure_floors(clip: Path, models, cfg, summary: dict) -> dict:
     """Seconds of the backbone once per processed frame, and of the clustering's products at the matrix rate."""
     import torch
 

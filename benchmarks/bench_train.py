@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_segment import write_clip  # noqa: E402
+from bench_segment import write_clip
 
 
 def main() -> None:

@@ -20,7 +20,7 @@ In order, each measurement in its own process (so that peak memory is its own), 
 Synthetic clips (shapes moving over a grey background, 320x240, 24 fps, written with PyAV), a random ViT-S/8 and a
 random correlator whose query and key weights are scaled by ``--sharpness`` (8): plain random weights give nearly
 uniform attention, which converges to one cluster and would measure neither the clustering's cost nor bf16's
-effect on the partition (at 96x128 over 24 frames: 1 cluster at 1, 22 at 8, 54 at 12). Writes ``gpu_check.md``
+effect on the partition (the clusters it gives: docs/performance.md, "Precision"). Writes ``gpu_check.md``
 (one table) and ``gpu_check.json`` into ``--out`` and prints the table.
 
 Beyond torch, timm, einops, typer, rich, scipy and numpy it needs bavos's other dependencies (av and pillow to

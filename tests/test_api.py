@@ -64,7 +64,7 @@ def test_the_work_folder_lives_with_the_result(tmp_path: Path, segmenter: bavos.
 def test_save_writes_what_the_command_writes(
     tmp_path: Path,
     segmenter: bavos.Segmenter,
-    run_cli,  # noqa: ANN001
+    run_cli,
     sharp_weights: Path,
     device: str,
 ) -> None:

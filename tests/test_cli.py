@@ -69,7 +69,7 @@ def test_every_option_is_named_in_lower_case() -> None:
                 assert longs == ["--" + param.name], (name, longs)
 
 
-def test_segment_via_cli(tmp_path: Path, run_cli, sharp_weights: Path) -> None:  # noqa: ANN001
+def test_segment_via_cli(tmp_path: Path, run_cli, sharp_weights: Path) -> None:
     video = write_clip(tmp_path / "v.mp4", n=6)
     result = run_cli("segment", video, "-o", tmp_path / "out", *TINY, "--backbone-weights", sharp_weights)
     assert result.code == 0, result.err
@@ -78,7 +78,7 @@ def test_segment_via_cli(tmp_path: Path, run_cli, sharp_weights: Path) -> None: 
     assert "warning" not in result.err
 
 
-def test_random_weights_are_announced(tmp_path: Path, run_cli) -> None:  # noqa: ANN001
+def test_random_weights_are_announced(tmp_path: Path, run_cli) -> None:
     video = write_clip(tmp_path / "v.mp4", n=2)
     result = run_cli("segment", video, "-o", tmp_path / "out", *TINY, "--backbone-weights", "none", "--json")
     assert result.code == 0
@@ -100,7 +100,7 @@ def test_random_weights_are_announced(tmp_path: Path, run_cli) -> None:  # noqa:
     ],
     ids=["missing", "zero-bytes", "text", "no-frames"],
 )
-def test_input_errors_are_one_line_and_exit_1(tmp_path: Path, run_cli, make, message: str) -> None:  # noqa: ANN001
+def test_input_errors_are_one_line_and_exit_1(tmp_path: Path, run_cli, make, message: str) -> None:
     path = make(tmp_path)
     result = run_cli("segment", path, "-o", tmp_path / "out", *TINY, "--backbone-weights", "none", "-q")
     assert result.code == 1
@@ -109,7 +109,7 @@ def test_input_errors_are_one_line_and_exit_1(tmp_path: Path, run_cli, make, mes
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
-def test_one_failing_input_does_not_stop_the_others(tmp_path: Path, run_cli) -> None:  # noqa: ANN001
+def test_one_failing_input_does_not_stop_the_others(tmp_path: Path, run_cli) -> None:
     good = write_clip(tmp_path / "good.mp4", n=2)
     result = run_cli("segment", tmp_path / "bad.mp4", good, "-o", tmp_path / "out", *TINY, "--backbone-weights", "none")
     assert result.code == 1
@@ -128,7 +128,7 @@ def test_one_failing_input_does_not_stop_the_others(tmp_path: Path, run_cli) -> 
         (["segment", "x.mp4", "--attention-cache", "-1", *TINY], "--attention-cache must be auto, 0 (none) or more MB"),
     ],
 )
-def test_usage_errors_are_one_line(run_cli, args: list[str], message: str) -> None:  # noqa: ANN001
+def test_usage_errors_are_one_line(run_cli, args: list[str], message: str) -> None:
     result = run_cli(*args)
     assert result.code == 2
     lines = result.err.strip().splitlines()
@@ -136,12 +136,12 @@ def test_usage_errors_are_one_line(run_cli, args: list[str], message: str) -> No
     assert "Traceback" not in result.err
 
 
-def test_usage_error_exit_code_is_2(run_cli) -> None:  # noqa: ANN001
+def test_usage_error_exit_code_is_2(run_cli) -> None:
     assert run_cli("segment", "x.mp4", "--nope").code == 2
     assert run_cli("segment").code == 2
 
 
-def test_bad_weights_and_checkpoint_are_one_line(tmp_path: Path, run_cli) -> None:  # noqa: ANN001
+def test_bad_weights_and_checkpoint_are_one_line(tmp_path: Path, run_cli) -> None:
     video = write_clip(tmp_path / "v.mp4", n=2)
     (tmp_path / "w.pth").write_text("junk")
     result = run_cli("segment", video, *TINY, "--backbone-weights", tmp_path / "w.pth")
@@ -174,7 +174,7 @@ def test_debug_shows_the_traceback(tmp_path: Path) -> None:
     assert proc.returncode == 1 and "Traceback" in proc.stderr and "not a checkpoint bavos can load" in proc.stderr
 
 
-def test_ctrl_c_exits_130_with_one_line(tmp_path: Path, run_cli, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+def test_ctrl_c_exits_130_with_one_line(tmp_path: Path, run_cli, monkeypatch: pytest.MonkeyPatch) -> None:
     def interrupted(*args: object, **kwargs: object) -> None:
         raise KeyboardInterrupt
 
@@ -184,7 +184,7 @@ def test_ctrl_c_exits_130_with_one_line(tmp_path: Path, run_cli, monkeypatch: py
     assert result.err.strip().splitlines()[-1] == "bavos: error: interrupted"
 
 
-def test_bavos_alone_shows_the_help_and_exits_0(run_cli) -> None:  # noqa: ANN001
+def test_bavos_alone_shows_the_help_and_exits_0(run_cli) -> None:
     result = run_cli()
     assert result.code == 0 and result.err == ""
     assert result.out.startswith("Usage: bavos [OPTIONS] COMMAND") and "segment" in result.out
@@ -214,7 +214,7 @@ def test_help_at_80_columns_has_no_type_tags_and_every_default(command: str) -> 
 
 def test_bad_values_stop_before_any_model_loads(
     tmp_path: Path,
-    run_cli,  # noqa: ANN001
+    run_cli,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     def no_model(*args: object, **kwargs: object) -> None:
@@ -235,7 +235,7 @@ def test_bad_values_stop_before_any_model_loads(
     assert result.code == 1 and "no such file or folder" in result.err  # inputs too are checked first
 
 
-def test_progress_lines_in_a_log_and_nothing_when_quiet(tmp_path: Path, run_cli) -> None:  # noqa: ANN001
+def test_progress_lines_in_a_log_and_nothing_when_quiet(tmp_path: Path, run_cli) -> None:
     video = write_clip(tmp_path / "v.mp4", n=6)
     result = run_cli("segment", video, "-o", tmp_path / "out", *TINY, "--backbone-weights", "none")
     assert result.code == 0
@@ -252,7 +252,7 @@ def test_progress_lines_in_a_log_and_nothing_when_quiet(tmp_path: Path, run_cli)
 
 def test_an_interrupted_input_gets_its_own_json_line(
     tmp_path: Path,
-    run_cli,  # noqa: ANN001
+    run_cli,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     def interrupted(*args: object, **kwargs: object) -> None:
@@ -276,7 +276,7 @@ def test_an_interrupted_input_gets_its_own_json_line(
     assert line["input"] == str(video) and line["status"] == "interrupted" and line["error"] == "interrupted"
 
 
-def test_the_cpu_operating_point_is_said_and_recorded(tmp_path: Path, run_cli) -> None:  # noqa: ANN001
+def test_the_cpu_operating_point_is_said_and_recorded(tmp_path: Path, run_cli) -> None:
     video = write_clip(tmp_path / "v.mp4", n=4, height=64, width=96)
     result = run_cli(
         "segment",
@@ -375,7 +375,7 @@ def test_the_cpu_operating_point_is_said_and_recorded(tmp_path: Path, run_cli) -
 
 def test_the_cost_is_said_first_and_what_cannot_fit_stops_before_the_work(
     tmp_path: Path,
-    run_cli,  # noqa: ANN001
+    run_cli,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     video = write_clip(tmp_path / "v.mp4", n=6)
@@ -400,7 +400,7 @@ def test_the_cost_is_said_first_and_what_cannot_fit_stops_before_the_work(
 
 def test_a_long_estimate_names_the_options_that_bring_it_down(
     tmp_path: Path,
-    run_cli,  # noqa: ANN001
+    run_cli,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     video = write_clip(tmp_path / "v.mp4", n=6)
@@ -451,7 +451,7 @@ def test_sigterm_removes_the_temporary_files(tmp_path: Path) -> None:
 
 def test_a_torchvision_built_for_another_torch_is_named(
     tmp_path: Path,
-    run_cli,  # noqa: ANN001
+    run_cli,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     def mismatched(*args: object, **kwargs: object) -> None:
@@ -475,7 +475,7 @@ def test_a_torchvision_built_for_another_torch_is_named(
 
 def test_an_estimate_the_run_revises_much_is_said_again(
     tmp_path: Path,
-    run_cli,  # noqa: ANN001
+    run_cli,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The run refines its estimate with its clusters (after the first window, after the hierarchy); one that
@@ -485,7 +485,7 @@ def test_an_estimate_the_run_revises_much_is_said_again(
     real = seg.estimate_cost
     calls = []
 
-    def slower(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+    def slower(*args, **kwargs):
         estimate = real(*args, **kwargs)
         calls.append(estimate)
         if len(calls) == 1:  # the first estimate, said before the run

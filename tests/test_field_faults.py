@@ -298,7 +298,7 @@ def test_a_frame_of_extreme_aspect_gives_pictures_pillow_opens(
 
 
 def encode_fast(path: Path, n: int, height: int, width: int, container: str | None = None) -> Path:
-    """``n`` frames of 8x8 blocks of noise, x264 ultrafast (a 4K clip in a second): the benchmark's clips."""
+    """``n`` frames of 8x8 blocks of noise, x264 ultrafast (quick to make even at 4K): the benchmark's clips."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
     from bench_memory import write_clip as write_noise
 
@@ -320,7 +320,8 @@ def said_and_used(args: list[str | Path]) -> tuple[float, float, str]:
 
 
 def test_a_4k_clip_s_memory_is_said_before_it_is_used(tmp_path: Path) -> None:
-    """XMem#30: a 4K clip ran out of memory; bavos said 1.0 GB and took 2.98 GB. Frames at their own size count."""
+    """XMem#30: a 4K clip ran out of memory; bavos once said far less than it took (docs/performance.md, "Peak
+    memory"). Frames at their own size count."""
     video = encode_fast(tmp_path / "uhd.mp4", n=6, height=2160, width=3840)
     said, used, _ = said_and_used([video, "-o", tmp_path / "out", *TINY, "--backbone-weights", "none"])
     # said to 0.1 GB, and the heap's fragmentation varies from run to run (more on a busy machine): within 10 %

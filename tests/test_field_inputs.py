@@ -405,7 +405,7 @@ def test_a_full_disk_is_one_line_and_leaves_nothing(tmp_path: Path) -> None:
         preexec_fn=limit,
         env=env,
         timeout=300,
-    )  # noqa: PLW1509
+    )
     assert proc.returncode == 1, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("bavos: error: ") and "internal error" not in lines[0]

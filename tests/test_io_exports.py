@@ -33,7 +33,7 @@ def test_rle_text_decodes_to_the_mask() -> None:
             np.testing.assert_array_equal(decoded, m)
 
 
-def test_exports_decode_to_the_masks(tmp_path: Path, run_cli) -> None:  # noqa: ANN001
+def test_exports_decode_to_the_masks(tmp_path: Path, run_cli) -> None:
     mask_api = pytest.importorskip("pycocotools.mask")
     video = write_clip(tmp_path / "e.mp4", n=6, height=48, width=64)
     result = run_cli(
@@ -78,7 +78,7 @@ def test_exports_decode_to_the_masks(tmp_path: Path, run_cli) -> None:  # noqa: 
         assert sum(1 for _ in c.decode(c.streams.video[0])) == 6
 
 
-def test_a_frame_range_keeps_the_videos_numbers_and_times(tmp_path: Path, run_cli) -> None:  # noqa: ANN001
+def test_a_frame_range_keeps_the_videos_numbers_and_times(tmp_path: Path, run_cli) -> None:
     video = write_clip(tmp_path / "r.mp4", n=20, height=48, width=64, fps=10)
     by_number = run_cli(
         "segment", video, "-o", tmp_path / "n", *TINY, "--backbone-weights", "none", "-q", "--start", "5", "--end", "12"

@@ -42,7 +42,7 @@ def test_legend_shares_tell_small_objects_apart(tmp_path: Path) -> None:
         assert im.width <= 1400 and im.height <= 700  # the legend stays a legend, however many objects
 
 
-def _levels(n: int, seed: int = 0):  # noqa: ANN202
+def _levels(n: int, seed: int = 0):
     """Levels of n level-0 clusters with areas spread like real ones (a few large, many small), merged in threes
     to a converged level, cut there and capped at 20."""
     from bavos.io.pictures import Levels

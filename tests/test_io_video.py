@@ -62,7 +62,7 @@ def test_frame_folder_with_mixed_sizes_is_an_error(tmp_path: Path) -> None:
     ],
     ids=["missing", "empty-folder", "zero-bytes", "text", "random-bytes"],
 )
-def test_bad_inputs_are_input_errors(tmp_path: Path, make, message: str) -> None:  # noqa: ANN001
+def test_bad_inputs_are_input_errors(tmp_path: Path, make, message: str) -> None:
     path = make(tmp_path / "in.mp4")
     with pytest.raises(InputError, match=message):
         list(VideoSource(path).frames())

@@ -46,7 +46,7 @@ def test_dino_vit_s8_layout_without_weights() -> None:
     assert not backbone.vit.training
 
 
-def assert_loaded(backbone, state) -> None:  # noqa: ANN001
+def assert_loaded(backbone, state) -> None:
     for key, value in state.items():
         torch.testing.assert_close(backbone.vit.state_dict()[key], value)
 
@@ -122,7 +122,7 @@ def test_weights_file_errors(tmp_path: Path) -> None:
 
 
 class Payload:
-    def __reduce__(self):  # noqa: ANN204
+    def __reduce__(self):
         return (os.system, ("echo pwned",))
 
 
@@ -146,12 +146,12 @@ def test_real_dino_weights_load() -> None:
 
 
 @pytest.fixture(scope="module")
-def vit_s8():  # noqa: ANN201
+def vit_s8():
     return build_backbone("vit_small_patch8_224.dino", "none")
 
 
 @pytest.mark.parametrize("size", [(224, 224), (320, 480), (192, 384), (64, 96), (200, 136)])
-def test_positional_embedding_is_resized_as_dino_does(vit_s8, size: tuple[int, int]) -> None:  # noqa: ANN001
+def test_positional_embedding_is_resized_as_dino_does(vit_s8, size: tuple[int, int]) -> None:
     grid = (size[0] // 8, size[1] // 8)
     pos = vit_s8.vit.pos_embed.detach()
     expected = reference_pos_embed(pos[0].numpy(), 28, grid)
@@ -167,7 +167,7 @@ def test_positional_embedding_is_resized_as_dino_does(vit_s8, size: tuple[int, i
     torch.testing.assert_close(vit_s8.embed(x), tokens, rtol=1e-5, atol=1e-5)
 
 
-def test_dino_resize_differs_from_timms_antialiased_resize(vit_s8) -> None:  # noqa: ANN001
+def test_dino_resize_differs_from_timms_antialiased_resize(vit_s8) -> None:
     from timm.layers import resample_abs_pos_embed
 
     pos = vit_s8.vit.pos_embed.detach()

@@ -104,7 +104,7 @@ def test_mismatch_and_bad_files(tmp_path: Path) -> None:
 
 
 class Payload:
-    def __reduce__(self):  # noqa: ANN204
+    def __reduce__(self):
         return (print, ("code ran",))
 
 

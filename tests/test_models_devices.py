@@ -10,8 +10,8 @@ from bavos.models.devices import precision_context, resolve_device
 
 
 def test_background_threads_on_a_gpu_only_unless_asked() -> None:
-    """Measured: on a 2-core CPU the threads only competed with the model (65.9-66.4 s against 63.4-65.2 s for 70
-    frames at 160x240); on an H200 they made 70 frames at 320x480 1.12x faster."""
+    """On a 2-core CPU the threads only compete with the model for the cores; on a GPU they keep the device busy
+    (both measured: docs/performance.md, "On a GPU")."""
     assert SegmentConfig().for_device("cuda").background is True
     assert SegmentConfig().for_device("cpu").background is False
     assert SegmentConfig(background=True).for_device("cpu").background is True

@@ -42,7 +42,7 @@ class Mirror:
             def log_message(self, *args: object) -> None:
                 return None
 
-            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            def do_GET(self) -> None:
                 mirror.requests.append(self.path)
                 query = dict(urllib.parse.parse_qsl(urllib.parse.urlparse(self.path).query))
                 found = query.get("id") == RELEASE_ID
@@ -156,7 +156,7 @@ def test_a_download_that_is_not_the_papers_checkpoint_is_refused(
 def test_offline_and_not_cached_is_one_line_within_seconds(
     cache: Path,
     tmp_path: Path,
-    run_cli,  # noqa: ANN001
+    run_cli,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     with socket.socket() as s:  # a port nobody listens on: connection refused, as offline
@@ -183,7 +183,7 @@ def test_offline_and_not_cached_is_one_line_within_seconds(
 
 def test_cached_checkpoint_is_used_with_no_network_at_all(
     cache: Path, release_file: Path, tmp_path: Path, run_cli, no_network
-) -> None:  # noqa: ANN001
+) -> None:
     cache.mkdir()
     (cache / RELEASE_FILE).symlink_to(release_file)
     video = write_clip(tmp_path / "v.mp4", n=3, height=48, width=64)
@@ -240,7 +240,7 @@ def test_which_backbone_weights_go_with_which_checkpoint(tmp_path: Path, release
         ModelConfig(backbone="bavos_test_vit")
 
 
-def test_segment_with_a_bavos_checkpoint_needs_no_backbone_options(tmp_path: Path, run_cli) -> None:  # noqa: ANN001
+def test_segment_with_a_bavos_checkpoint_needs_no_backbone_options(tmp_path: Path, run_cli) -> None:
     from bavos.models.correlator import Correlator, save_checkpoint
 
     trained = tmp_path / "run.pt"
@@ -327,7 +327,7 @@ def hf_cache(monkeypatch: pytest.MonkeyPatch) -> Callable[[Path], Path]:
 
 def test_hub_weights_in_huggingfaces_cache_need_no_network(
     tmp_path: Path,
-    vit_s8_safetensors: Path,  # noqa: ANN001
+    vit_s8_safetensors: Path,
     monkeypatch: pytest.MonkeyPatch,
     no_network,
     hf_cache: Callable[[Path], Path],
@@ -378,7 +378,7 @@ def test_hub_weights_are_downloaded_once_by_huggingface_hub(
 
 def test_hub_offline_and_not_cached_is_one_line_within_seconds(
     tmp_path: Path,
-    run_cli,  # noqa: ANN001
+    run_cli,
     monkeypatch: pytest.MonkeyPatch,
     hf_cache: Callable[[Path], Path],
 ) -> None:
@@ -405,7 +405,7 @@ def test_hub_offline_and_not_cached_is_one_line_within_seconds(
 def test_weights_command_fetches_both_and_check_reports(
     cache: Path,
     drive: Mirror,
-    tmp_path: Path,  # noqa: ANN001
+    tmp_path: Path,
     vit_s8_safetensors: Path,
     run_cli,
     hf_cache: Callable[[Path], Path],
@@ -429,7 +429,7 @@ def test_weights_command_fetches_both_and_check_reports(
 
 def test_a_truncated_checkpoint_is_said_to_be_incomplete(
     cache: Path, drive: Mirror, release_file: Path, tmp_path: Path, run_cli
-) -> None:  # noqa: ANN001
+) -> None:
     """An incomplete .pth (a download cut short, Track-Anything#103) is named as such, never as a file to re-save."""
     cut = tmp_path / "cut.pth"
     cut.write_bytes(release_file.read_bytes()[: 2**20])
@@ -490,7 +490,7 @@ def test_what_a_killed_download_left_in_the_cache_goes_with_the_next(
     assert sorted(p.name for p in cache.iterdir()) == [RELEASE_FILE, "notes.txt"]
 
 
-def test_safetensors_weights_are_read_by_content_and_a_cut_one_is_incomplete(tmp_path: Path, run_cli) -> None:  # noqa: ANN001
+def test_safetensors_weights_are_read_by_content_and_a_cut_one_is_incomplete(tmp_path: Path, run_cli) -> None:
     """airllm#137, marker#970: "incomplete metadata, file not fully covered" is a partial download."""
     import timm
     from conftest import TINY, write_clip

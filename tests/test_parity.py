@@ -30,7 +30,7 @@ def textured_frames(n: int, height: int, width: int, seed: int = 0) -> list[np.n
     return [np.ascontiguousarray(field[:, 2 * t : 2 * t + width]) for t in range(n)]
 
 
-def bavos_labels(run_cli, frames: list[np.ndarray], checkpoint: Path, tmp: Path, *options: str) -> np.ndarray:  # noqa: ANN001
+def bavos_labels(run_cli, frames: list[np.ndarray], checkpoint: Path, tmp: Path, *options: str) -> np.ndarray:
     """(T, N) labels of `bavos segment` (the paper's settings, which a CPU's defaults are not, and --max-objects 0) on
     frames given as a lossless PNG folder."""
     folder = tmp / "frames"
@@ -72,7 +72,7 @@ def test_vector_reference_is_the_plain_reference() -> None:
 
 
 @pytest.mark.parametrize("sharpness", [3.4, 3.5])
-def test_synthetic_frames_give_the_reference_partition(sharpness: float, tmp_path: Path, run_cli) -> None:  # noqa: ANN001
+def test_synthetic_frames_give_the_reference_partition(sharpness: float, tmp_path: Path, run_cli) -> None:
     checkpoint = make_release_checkpoint(tmp_path / "release.pth", sharpness=sharpness)
     frames = textured_frames(13, 64, 96)  # 13 frames: 2 key frames at ratio 10, windows of 3, 3, 3, 3, 1
     got = bavos_labels(run_cli, frames, checkpoint, tmp_path, "--resolution", "64", "96")
@@ -83,7 +83,7 @@ def test_synthetic_frames_give_the_reference_partition(sharpness: float, tmp_pat
 
 @pytest.mark.shared
 @pytest.mark.skipif(not (SHARED / "data" / "davis-mini").is_dir(), reason="needs ../shared/data/davis-mini")
-def test_davis_frames_at_320x480_give_the_reference_partition(tmp_path: Path, run_cli) -> None:  # noqa: ANN001
+def test_davis_frames_at_320x480_give_the_reference_partition(tmp_path: Path, run_cli) -> None:
     """Real frames resized once to 320 x 480 (so neither side resizes), the sharper checkpoint, 4 frames (two
     windows), every other option at its default (320 x 480 is the default on a GPU; a CPU's is smaller)."""
     files = sorted((SHARED / "data" / "davis-mini" / "JPEGImages" / "480p" / "blackswan").glob("*.jpg"))[:4]

@@ -64,7 +64,7 @@ def test_the_default_key_bound_keeps_the_papers_key_frames_up_to_300_frames() ->
 
 def test_underflowing_numerators_are_zero_and_change_no_cluster(device: str) -> None:
     """Sharp attention: most logits are far below their row's largest, where exp underflows to subnormal numbers
-    (and a CPU's exp is 30 times slower). Those numerators are 0; every other entry is the softmax's (as close to
+    (where a CPU's exp is far slower). Those numerators are 0; every other entry is the softmax's (as close to
     the float64 softmax as torch's float32 softmax is: the logits are taken in base 2), and the clustering gives the
     same labels as on the plain softmax."""
     from bavos.pipeline.attention import underflow_bounds

@@ -100,7 +100,7 @@ def test_a_slurm_array_task_takes_its_place_among_the_tasks() -> None:
 # ---- --json, --skip-existing, --fail-fast --------------------------------------------------------------------
 
 
-def test_json_lines_and_same_stem_outputs(tmp_path: Path, run_cli, sharp_weights: Path) -> None:  # noqa: ANN001
+def test_json_lines_and_same_stem_outputs(tmp_path: Path, run_cli, sharp_weights: Path) -> None:
     a = write_clip((tmp_path / "a").mkdir() or tmp_path / "a" / "x.mp4", n=3)
     b = write_clip((tmp_path / "b").mkdir() or tmp_path / "b" / "x.mp4", n=5)
     out = tmp_path / "out"
@@ -123,7 +123,7 @@ def test_json_lines_and_same_stem_outputs(tmp_path: Path, run_cli, sharp_weights
 def test_skip_existing_touches_nothing_and_loads_no_model(
     tmp_path: Path,
     run_cli,
-    sharp_weights: Path,  # noqa: ANN001
+    sharp_weights: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     clip = write_clip(tmp_path / "c.mp4", n=3)
@@ -154,7 +154,7 @@ def test_skip_existing_touches_nothing_and_loads_no_model(
     assert {p: p.stat().st_mtime_ns for p in (out / "c").rglob("*")} == before
 
 
-def test_fail_fast_stops_at_the_first_failure(tmp_path: Path, run_cli) -> None:  # noqa: ANN001
+def test_fail_fast_stops_at_the_first_failure(tmp_path: Path, run_cli) -> None:
     good = write_clip(tmp_path / "good.mp4", n=2)
     out = tmp_path / "out"
     result = run_cli(
@@ -272,7 +272,7 @@ BAD = {
 
 
 @pytest.mark.parametrize("kind", list(BAD))
-def test_bad_inputs_fail_with_one_line(tmp_path: Path, run_cli, kind: str) -> None:  # noqa: ANN001
+def test_bad_inputs_fail_with_one_line(tmp_path: Path, run_cli, kind: str) -> None:
     make, message = BAD[kind]
     path = make(tmp_path)
     result = run_cli("segment", path, "-o", tmp_path / "out", *FAST, "--backbone-weights", "none", "--json")
@@ -284,19 +284,19 @@ def test_bad_inputs_fail_with_one_line(tmp_path: Path, run_cli, kind: str) -> No
     assert not (tmp_path / "out").exists()  # nothing half-written, not even the empty folder the run created
 
 
-def segment_ok(run_cli, path: Path, out: Path, *extra: str) -> dict:  # noqa: ANN001
+def segment_ok(run_cli, path: Path, out: Path, *extra: str) -> dict:
     result = run_cli("segment", path, "-o", out, *TINY, "--backbone-weights", "none", "--json", *extra)
     assert result.code == 0, result.err
     (line,) = json_lines(result.out)
     return json.loads((Path(line["output"]) / "summary.json").read_text())
 
 
-def test_one_frame_video(tmp_path: Path, run_cli) -> None:  # noqa: ANN001
+def test_one_frame_video(tmp_path: Path, run_cli) -> None:
     summary = segment_ok(run_cli, write_clip(tmp_path / "one.mp4", n=1), tmp_path / "out", "--no-overlay")
     assert summary["frames"] == 1 and summary["key_frames"] == 1
 
 
-def test_huge_frame_is_resized_and_masks_keep_its_size(tmp_path: Path, run_cli) -> None:  # noqa: ANN001
+def test_huge_frame_is_resized_and_masks_keep_its_size(tmp_path: Path, run_cli) -> None:
     folder = tmp_path / "huge"
     folder.mkdir()
     img = np.full((3000, 4000, 3), 90, np.uint8)
@@ -309,7 +309,7 @@ def test_huge_frame_is_resized_and_masks_keep_its_size(tmp_path: Path, run_cli) 
 
 
 @pytest.mark.parametrize("pix_fmt", ["yuv420p10le", "yuv444p"])
-def test_ten_bit_and_444_video(tmp_path: Path, run_cli, pix_fmt: str) -> None:  # noqa: ANN001
+def test_ten_bit_and_444_video(tmp_path: Path, run_cli, pix_fmt: str) -> None:
     clip = write_clip(tmp_path / "deep.mp4", n=4, height=48, width=64, pix_fmt=pix_fmt)
     with av.open(str(clip)) as c:
         assert c.streams.video[0].codec_context.pix_fmt == pix_fmt
@@ -317,7 +317,7 @@ def test_ten_bit_and_444_video(tmp_path: Path, run_cli, pix_fmt: str) -> None:  
     assert summary["frames"] == 4
 
 
-def test_rotation_metadata_gives_upright_masks(tmp_path: Path, run_cli) -> None:  # noqa: ANN001
+def test_rotation_metadata_gives_upright_masks(tmp_path: Path, run_cli) -> None:
     clip = write_clip(tmp_path / "rot.mp4", n=3, height=48, width=64, rotation=90)
     summary = segment_ok(run_cli, clip, tmp_path / "out")
     assert (summary["width"], summary["height"]) == (48, 64)
@@ -327,7 +327,7 @@ def test_rotation_metadata_gives_upright_masks(tmp_path: Path, run_cli) -> None:
         assert (c.streams.video[0].width, c.streams.video[0].height) == (48, 64)
 
 
-def test_variable_frame_rate_overlay_keeps_the_timing(tmp_path: Path, run_cli) -> None:  # noqa: ANN001
+def test_variable_frame_rate_overlay_keeps_the_timing(tmp_path: Path, run_cli) -> None:
     path = tmp_path / "vfr.mp4"
     times_ms = [0, 40, 200, 240, 900, 1000]
     with av.open(str(path), "w") as c:
@@ -351,7 +351,7 @@ def test_variable_frame_rate_overlay_keeps_the_timing(tmp_path: Path, run_cli) -
     assert frame_times(tmp_path / "out" / "vfr" / "overlay.mp4") == times_ms
 
 
-def test_output_folder_not_writable(tmp_path: Path, run_cli, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+def test_output_folder_not_writable(tmp_path: Path, run_cli, monkeypatch: pytest.MonkeyPatch) -> None:
     clip = write_clip(tmp_path / "c.mp4", n=2)
     blocker = tmp_path / "file"
     blocker.write_text("")
@@ -374,7 +374,7 @@ def test_output_folder_not_writable(tmp_path: Path, run_cli, monkeypatch: pytest
     )
 
 
-def test_disk_full_while_writing(tmp_path: Path, run_cli, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+def test_disk_full_while_writing(tmp_path: Path, run_cli, monkeypatch: pytest.MonkeyPatch) -> None:
     clip = write_clip(tmp_path / "c.mp4", n=3)
     real_write_text = Path.write_text
 
@@ -391,7 +391,7 @@ def test_disk_full_while_writing(tmp_path: Path, run_cli, monkeypatch: pytest.Mo
     assert not (tmp_path / "out").exists()
 
 
-def test_skip_existing_redoes_outputs_made_with_other_settings(tmp_path: Path, run_cli) -> None:  # noqa: ANN001
+def test_skip_existing_redoes_outputs_made_with_other_settings(tmp_path: Path, run_cli) -> None:
     clip = write_clip(tmp_path / "c.mp4", n=3)
     out = tmp_path / "out"
     base = ["segment", clip, "-o", out, *FAST, "--backbone-weights", "none"]

@@ -286,7 +286,7 @@ def test_a_video_that_converges_at_level_0_can_be_capped() -> None:
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_global_rounds_compare_only_pairs_with_a_group_of_several(dtype: torch.dtype, monkeypatch) -> None:  # noqa: ANN001
+def test_global_rounds_compare_only_pairs_with_a_group_of_several(dtype: torch.dtype, monkeypatch) -> None:
     """Two groups of one are their members, found farther than tau apart by the pass that left them alone: the next
     round computes no distance between them, and gives the hierarchy that comparing every pair gives."""
     from bavos.pipeline import cluster

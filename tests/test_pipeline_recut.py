@@ -54,7 +54,7 @@ def args(sharp_weights: Path, device: str) -> list[str]:
 def test_recut_is_byte_identical_to_segment_with_those_options(
     tmp_path: Path,
     run_cli,
-    video: Path,  # noqa: ANN001
+    video: Path,
     args: list[str],
     level: str | None,
     cap: str,
@@ -83,7 +83,7 @@ def test_recut_is_byte_identical_to_segment_with_those_options(
 def test_every_level_a_summary_names_is_one_recut_takes(
     tmp_path: Path,
     run_cli,
-    video: Path,  # noqa: ANN001
+    video: Path,
     args: list[str],
 ) -> None:
     assert run_cli("segment", video, "-o", tmp_path, *args, "--max-objects", "5").code == 0
@@ -97,7 +97,7 @@ def test_every_level_a_summary_names_is_one_recut_takes(
         assert json.loads((tmp_path / "clip" / "summary.json").read_text())["level"] == level
 
 
-def test_a_recut_keeps_no_stale_warning(tmp_path: Path, run_cli, video: Path, args: list[str]) -> None:  # noqa: ANN001
+def test_a_recut_keeps_no_stale_warning(tmp_path: Path, run_cli, video: Path, args: list[str]) -> None:
     assert run_cli("segment", video, "-o", tmp_path, *args, "--level", "99", "--max-objects", "0").code == 0
     before = json.loads((tmp_path / "clip" / "summary.json").read_text())["warnings"]
     assert before == ["--level 99 does not exist: this video's hierarchy has levels 0..2; cut at the top level, 2"]
@@ -105,7 +105,7 @@ def test_a_recut_keeps_no_stale_warning(tmp_path: Path, run_cli, video: Path, ar
     assert json.loads((tmp_path / "clip" / "summary.json").read_text())["warnings"] == []  # level 0 exists
 
 
-def test_recut_errors(tmp_path: Path, run_cli, video: Path, args: list[str]) -> None:  # noqa: ANN001
+def test_recut_errors(tmp_path: Path, run_cli, video: Path, args: list[str]) -> None:
     assert run_cli("segment", video, "-o", tmp_path, *args).code == 0
     converged = json.loads((tmp_path / "clip" / "summary.json").read_text())["converged_level"]
     result = run_cli("recut", tmp_path / "clip", "--level", str(converged + 1))  # bad usage: exit 2, as in segment
@@ -122,7 +122,7 @@ def test_recut_errors(tmp_path: Path, run_cli, video: Path, args: list[str]) -> 
 def test_hierarchy_npz_holds_what_recut_needs(
     tmp_path: Path,
     run_cli,
-    video: Path,  # noqa: ANN001
+    video: Path,
     args: list[str],
 ) -> None:
     assert run_cli("segment", video, "-o", tmp_path, *args, "--max-objects", "3").code == 0
@@ -143,7 +143,7 @@ def test_hierarchy_npz_holds_what_recut_needs(
 
 def test_a_hierarchy_converged_at_level_0_is_capped_by_recut_as_by_segment(
     tmp_path: Path,
-    run_cli,  # noqa: ANN001
+    run_cli,
     sharp_weights: Path,
 ) -> None:
     """Every cut segment can make, recut can make: one window and a tiny tau merge nothing, so the hierarchy

@@ -90,7 +90,7 @@ def test_ids_by_area_puts_the_largest_first() -> None:
 
 
 @pytest.fixture(scope="module")
-def tiny_models(sharp_weights: Path, device: str):  # noqa: ANN201
+def tiny_models(sharp_weights: Path, device: str):
     return load_models(
         ModelConfig(backbone="bavos_test_vit", backbone_weights=str(sharp_weights), checkpoint="none"), device
     )
@@ -107,7 +107,7 @@ def tiny_config(**kw: object) -> SegmentConfig:
     )
 
 
-def test_outputs_of_an_odd_sized_clip(tmp_path: Path, tiny_models) -> None:  # noqa: ANN001
+def test_outputs_of_an_odd_sized_clip(tmp_path: Path, tiny_models) -> None:
     video = write_clip(tmp_path / "walk.mp4", n=13, height=53, width=75, fps=12)
     summary = segment_video(video, tmp_path / "out", tiny_config(), tiny_models)
     folder = tmp_path / "out" / "walk"
@@ -153,7 +153,7 @@ def test_outputs_of_an_odd_sized_clip(tmp_path: Path, tiny_models) -> None:  # n
     assert hierarchy["labels"].shape == (len(summary["level_sizes"]), 13, 8 * 12)
 
 
-def test_background_threads_change_nothing_in_the_result(tmp_path: Path, tiny_models) -> None:  # noqa: ANN001
+def test_background_threads_change_nothing_in_the_result(tmp_path: Path, tiny_models) -> None:
     """Decoding ahead and writing behind in threads, or everything in one thread: the same files, byte for byte
     (the overlay too); and each side's waits are counted."""
     video = write_clip(tmp_path / "c.mp4", n=23, height=48, width=64)
@@ -182,7 +182,7 @@ def test_background_threads_change_nothing_in_the_result(tmp_path: Path, tiny_mo
     ] == pytest.approx(inline["decode"], rel=0.05, abs=0.01)
 
 
-def test_ids_are_consistent_over_time(tmp_path: Path, tiny_models) -> None:  # noqa: ANN001
+def test_ids_are_consistent_over_time(tmp_path: Path, tiny_models) -> None:
     video = write_clip(tmp_path / "c.mp4", n=12, height=64, width=96)
     segment_video(video, tmp_path / "out", tiny_config(upsample="nearest"), tiny_models)
     masks = read_masks(tmp_path / "out" / "c")
@@ -197,14 +197,14 @@ def test_ids_are_consistent_over_time(tmp_path: Path, tiny_models) -> None:  # n
 
 
 @pytest.mark.parametrize("frames", [1, 3])
-def test_clips_shorter_than_the_key_ratio(tmp_path: Path, tiny_models, frames: int) -> None:  # noqa: ANN001
+def test_clips_shorter_than_the_key_ratio(tmp_path: Path, tiny_models, frames: int) -> None:
     video = write_clip(tmp_path / "s.mp4", n=frames, height=40, width=56)
     summary = segment_video(video, tmp_path / "out", tiny_config(key_ratio=10), tiny_models)
     assert summary["frames"] == frames and summary["key_frames"] == 1
     assert len(read_masks(tmp_path / "out" / "s")) == frames
 
 
-def test_stride_still_writes_every_frame(tmp_path: Path, tiny_models) -> None:  # noqa: ANN001
+def test_stride_still_writes_every_frame(tmp_path: Path, tiny_models) -> None:
     video = write_clip(tmp_path / "s.mp4", n=10, height=48, width=64)
     summary = segment_video(video, tmp_path / "out", tiny_config(stride=3), tiny_models)
     assert summary["frames"] == 10 and summary["processed_frames"] == 4
@@ -213,7 +213,7 @@ def test_stride_still_writes_every_frame(tmp_path: Path, tiny_models) -> None:  
     np.testing.assert_array_equal(masks[1], masks[0])  # frame 1 takes processed frame 0's labels
 
 
-def test_max_objects_and_levels(tmp_path: Path, tiny_models) -> None:  # noqa: ANN001
+def test_max_objects_and_levels(tmp_path: Path, tiny_models) -> None:
     video = write_clip(tmp_path / "m.mp4", n=8, height=64, width=96)
     one = segment_video(video, tmp_path / "a", tiny_config(max_objects=1), tiny_models)
     assert one["objects"] == 0 and one["capped_from"] == one["converged_level"]
@@ -231,7 +231,7 @@ def test_max_objects_and_levels(tmp_path: Path, tiny_models) -> None:  # noqa: A
     assert capped["level"] == capped["converged_level"] == capped["capped_from"] and capped["capped_to"] == 1
 
 
-def test_frame_folder_masks_take_the_frame_names(tmp_path: Path, tiny_models) -> None:  # noqa: ANN001
+def test_frame_folder_masks_take_the_frame_names(tmp_path: Path, tiny_models) -> None:
     folder = tmp_path / "bear"
     folder.mkdir()
     for i in range(5):
@@ -246,7 +246,7 @@ def test_frame_folder_masks_take_the_frame_names(tmp_path: Path, tiny_models) ->
 
 def test_failure_while_writing_leaves_nothing_finished(
     tmp_path: Path,
-    tiny_models,  # noqa: ANN001
+    tiny_models,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     video = write_clip(tmp_path / "f.mp4", n=30, height=48, width=64)  # more frames than are decoded ahead
@@ -270,7 +270,7 @@ def test_failure_while_writing_leaves_nothing_finished(
         assert not [t.name for t in threading.enumerate() if t.name.startswith("bavos-")]  # no thread left
 
 
-def test_a_new_run_replaces_an_older_result(tmp_path: Path, tiny_models) -> None:  # noqa: ANN001
+def test_a_new_run_replaces_an_older_result(tmp_path: Path, tiny_models) -> None:
     video = write_clip(tmp_path / "r.mp4", n=4, height=48, width=64)
     segment_video(video, tmp_path / "out", tiny_config(), tiny_models)
     (tmp_path / "out" / "r" / "masks" / "99999.png").write_bytes(b"stale")
@@ -279,7 +279,7 @@ def test_a_new_run_replaces_an_older_result(tmp_path: Path, tiny_models) -> None
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["r"]
 
 
-def test_resolution_must_fit_the_patch(tmp_path: Path, tiny_models) -> None:  # noqa: ANN001
+def test_resolution_must_fit_the_patch(tmp_path: Path, tiny_models) -> None:
     video = write_clip(tmp_path / "p.mp4", n=2, height=48, width=64)
     with pytest.raises(ConfigError, match="multiple of the patch size 8"):
         segment_video(video, tmp_path / "out", tiny_config(resolution=(60, 96)), tiny_models)
@@ -299,7 +299,7 @@ def test_correlator_checkpoint_mode(tmp_path: Path, sharp_weights: Path) -> None
     assert summary["mode"] == "correlator" and summary["frames"] == 5
 
 
-def test_max_key_frames_bounds_the_key_set(tmp_path: Path, tiny_models) -> None:  # noqa: ANN001
+def test_max_key_frames_bounds_the_key_set(tmp_path: Path, tiny_models) -> None:
     video = write_clip(tmp_path / "long.mp4", n=20, height=48, width=64)
     full = segment_video(video, tmp_path / "a", tiny_config(key_ratio=2, overlay=False), tiny_models)
     bounded = segment_video(
@@ -309,7 +309,7 @@ def test_max_key_frames_bounds_the_key_set(tmp_path: Path, tiny_models) -> None:
     assert bounded["config"]["SegmentConfig"]["max_key_frames"] == 3 and bounded["frames"] == 20
 
 
-def test_attention_cache_gives_the_same_masks(tmp_path: Path, tiny_models) -> None:  # noqa: ANN001
+def test_attention_cache_gives_the_same_masks(tmp_path: Path, tiny_models) -> None:
     video = write_clip(tmp_path / "clip.mp4", n=8, height=48, width=64)
     plain = segment_video(video, tmp_path / "a", tiny_config(overlay=False), tiny_models)
     cached = segment_video(video, tmp_path / "b", tiny_config(overlay=False, attention_cache_mb=64), tiny_models)
@@ -319,7 +319,7 @@ def test_attention_cache_gives_the_same_masks(tmp_path: Path, tiny_models) -> No
     assert plain["level_sizes"] == cached["level_sizes"]
 
 
-def analysis_levels(video: Path, models, cfg: SegmentConfig, tmp_path: Path):  # noqa: ANN001, ANN201
+def analysis_levels(video: Path, models, cfg: SegmentConfig, tmp_path: Path):
     """(levels, T, N) labels of the streaming pipeline, and the analysis."""
     from bavos.io.video import VideoSource
     from bavos.pipeline.segment import analyse
@@ -336,7 +336,7 @@ def analysis_levels(video: Path, models, cfg: SegmentConfig, tmp_path: Path):  #
 )
 def test_streaming_pipeline_matches_the_float64_reference(
     tmp_path: Path,
-    tiny_models,  # noqa: ANN001
+    tiny_models,
     frames: int,
     caches: tuple[int, int | None],
 ) -> None:
@@ -361,7 +361,7 @@ def test_streaming_pipeline_matches_the_float64_reference(
     assert not list(tmp_path.glob(".bavos-*"))  # the temporary label files are gone
 
 
-def test_bf16_backbone_and_correlator_stay_close(tmp_path: Path, tiny_models) -> None:  # noqa: ANN001
+def test_bf16_backbone_and_correlator_stay_close(tmp_path: Path, tiny_models) -> None:
     """--precision bf16 (CPU autocast here, as on CUDA): q and k within 2% of float32 (relative L2), the converged
     partitions share at least 99% of their tokens."""
     from bavos.evaluation.metrics import matched_share
@@ -385,7 +385,7 @@ def test_bf16_backbone_and_correlator_stay_close(tmp_path: Path, tiny_models) ->
 @pytest.mark.parametrize("frame_count", [None, 1, 5, 400])
 def test_a_wrong_announced_frame_count_gives_the_same_result(
     tmp_path: Path,
-    tiny_models,  # noqa: ANN001
+    tiny_models,
     frame_count: int | None,
 ) -> None:
     """The key frames are chosen from the container's frame count and computed again when the decode finds
@@ -410,7 +410,7 @@ def test_a_wrong_announced_frame_count_gives_the_same_result(
 
 def test_the_heap_trimmer_is_asked_after_the_key_pass_and_every_window(
     tmp_path: Path,
-    tiny_models,  # noqa: ANN001
+    tiny_models,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     import bavos.pipeline.segment as seg
@@ -512,7 +512,7 @@ def test_freed_memory_is_kept_for_reuse_in_a_bavos_process_only(tmp_path: Path) 
     assert said["default"][0] == "False" and int(said["default"][1]) > 20  # handed back at the free
 
 
-def test_more_than_255_clusters_are_written_as_16_bit_masks(tmp_path: Path, tiny_models) -> None:  # noqa: ANN001
+def test_more_than_255_clusters_are_written_as_16_bit_masks(tmp_path: Path, tiny_models) -> None:
     """A near-zero tau leaves most tokens alone: hundreds of clusters are a result, with masks, overlay and eval."""
     from bavos.evaluation.evaluate import evaluate_instances
 
@@ -545,7 +545,7 @@ def test_more_than_255_clusters_are_written_as_16_bit_masks(tmp_path: Path, tiny
 @pytest.mark.parametrize(("disk", "room", "passes"), [(None, None, 1), (0, None, 1), (0, 0, 2)])
 def test_query_cache_auto_runs_the_backbone_once_per_frame_when_the_clip_fits(
     tmp_path: Path, tiny_models, monkeypatch: pytest.MonkeyPatch, disk: int | None, room: int | None, passes: int
-) -> None:  # noqa: ANN001
+) -> None:
     """--query-cache auto (the default) on a CPU: the queries wait in a temporary file, so every frame goes through
     the backbone once (the key frames' queries come from pass 1); without the disk space, in memory; with neither,
     the other frames' queries are computed again. The same masks either way, and the same as --query-cache 0."""
@@ -559,14 +559,14 @@ def test_query_cache_auto_runs_the_backbone_once_per_frame_when_the_clip_fits(
     real = loading.frame_tokens
     seen = []
 
-    def counted(models, cfg, images):  # noqa: ANN001, ANN202
+    def counted(models, cfg, images):
         seen.append(len(images))
         return real(models, cfg, images)
 
     files = []
     real_store = store.QueryStore
 
-    def recorded(path):  # noqa: ANN001, ANN202
+    def recorded(path):
         files.append(Path(path))
         return real_store(path)
 
@@ -590,7 +590,7 @@ def test_query_cache_auto_runs_the_backbone_once_per_frame_when_the_clip_fits(
 @pytest.mark.parametrize(("cache", "room", "kept"), [(None, None, True), (None, 2**20, False), (0, None, False)])
 def test_attention_cache_auto_computes_the_attention_once_when_the_clip_fits(
     tmp_path: Path, tiny_models, monkeypatch: pytest.MonkeyPatch, cache: int | None, room: int | None, kept: bool
-) -> None:  # noqa: ANN001
+) -> None:
     """--attention-cache auto (the default) on a CPU keeps every window's rows when the video's fit its budget: the
     labels pass then computes no attention and needs no queries (no temporary query file); where they do not fit,
     or with 0, every window's attention is computed twice. The same masks either way."""
@@ -599,11 +599,11 @@ def test_attention_cache_auto_computes_the_attention_once_when_the_clip_fits(
     real_attention, real_store = seg.window_attention, seg.QueryStore
     calls, stores = [], []
 
-    def counted(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+    def counted(*args, **kwargs):
         calls.append(1)
         return real_attention(*args, **kwargs)
 
-    def recorded(path):  # noqa: ANN001, ANN202
+    def recorded(path):
         stores.append(path)
         return real_store(path)
 
@@ -650,7 +650,7 @@ def test_the_estimate_counts_the_kept_attention_rows() -> None:
     counts = ClusterCounts(per_window=1, sizes=(16, 1), distinct=1, ids=1)
     rows = 48 * 600 * 3000 * 4  # 48 frames of 600 tokens over 5 key frames' 3,000, float32
 
-    def estimate(cache: int):  # noqa: ANN202
+    def estimate(cache: int):
         return segment_estimate(
             48, (20, 30), 5, 8, 3, torch.device("cpu"), cache_bytes=cache, queries=QueryPlan(), counts=counts
         )
@@ -670,7 +670,7 @@ def test_the_estimate_counts_the_kept_attention_rows() -> None:
     assert kept.peak_bytes - plain.peak_bytes == pytest.approx(rows, rel=0.01)  # resident memory moves a little
 
 
-def test_the_run_refines_its_estimate_with_its_clusters(tmp_path: Path, tiny_models) -> None:  # noqa: ANN001
+def test_the_run_refines_its_estimate_with_its_clusters(tmp_path: Path, tiny_models) -> None:
     seen = []
     video = write_clip(tmp_path / "e.mp4", n=9, height=48, width=64)
     summary = segment_video(

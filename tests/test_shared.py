@@ -12,7 +12,7 @@ pytestmark = [pytest.mark.shared, pytest.mark.skipif(not SHARED.is_dir(), reason
 
 
 @pytest.mark.parametrize(("name", "stride"), [("trackanything_test-sample2.mp4", 2), ("01_dog.mp4", 6)])
-def test_real_videos(tmp_path: Path, run_cli, sharp_weights: Path, name: str, stride: int) -> None:  # noqa: ANN001
+def test_real_videos(tmp_path: Path, run_cli, sharp_weights: Path, name: str, stride: int) -> None:
     video = SHARED / "videos" / name
     result = run_cli(
         "segment",
@@ -31,7 +31,7 @@ def test_real_videos(tmp_path: Path, run_cli, sharp_weights: Path, name: str, st
         "nearest",
         "-q",
     )
-    # nearest: bilinear masks at 1280x720 took 52 of this test's 62 s (tested on small frames elsewhere)
+    # nearest: bilinear masks at 1280x720 were most of this test's time (tested on small frames elsewhere)
     assert result.code == 0, result.err
     summary = json.loads((tmp_path / video.stem / "summary.json").read_text())
     masks = sorted((tmp_path / video.stem / "masks").glob("*.png"))
@@ -40,7 +40,7 @@ def test_real_videos(tmp_path: Path, run_cli, sharp_weights: Path, name: str, st
         assert im.mode == "P" and im.size == (summary["width"], summary["height"])
 
 
-def test_davis_frame_folder(tmp_path: Path, run_cli, sharp_weights: Path) -> None:  # noqa: ANN001
+def test_davis_frame_folder(tmp_path: Path, run_cli, sharp_weights: Path) -> None:
     folder = SHARED / "data/davis-mini/JPEGImages/480p/blackswan"
     gt = SHARED / "data/davis-mini/Annotations_unsupervised/480p/blackswan"
     result = run_cli("segment", folder, "-o", tmp_path, *TINY, "--backbone-weights", sharp_weights, "-q")
@@ -105,7 +105,7 @@ OFFICIAL = {
 
 
 @pytest.mark.parametrize("protocol", ["official", "per-frame"])
-def test_davis_mini_agrees_with_official_evaluator(tmp_path: Path, run_cli, protocol: str) -> None:  # noqa: ANN001
+def test_davis_mini_agrees_with_official_evaluator(tmp_path: Path, run_cli, protocol: str) -> None:
     davis_mini_proposals(tmp_path / "preds")
     result = run_cli(
         "eval", tmp_path / "preds", "--davis", SHARED / "data/davis-mini", "--protocol", protocol, "--json"

@@ -24,13 +24,13 @@ def _release_pipeline(height: int, width: int, sigma: float) -> VideoSequential:
     )
 
 
-def _release_params(params, i: int, frames: int) -> list:  # noqa: ANN001
+def _release_params(params, i: int, frames: int) -> list:
     """Clip i's bavos parameters in the form the release's VideoSequential replays (one entry per frame)."""
 
-    def each(v) -> torch.Tensor:  # noqa: ANN001
+    def each(v) -> torch.Tensor:
         return torch.full((frames,), float(v))
 
-    def on(v) -> torch.Tensor:  # noqa: ANN001
+    def on(v) -> torch.Tensor:
         return torch.full((frames,), bool(v))
 
     return [

@@ -7,13 +7,13 @@ import torch
 from bavos.training.losses import motion_loss, semantic_loss
 
 
-def _reference_semantic(attn, feats, points):  # noqa: ANN001, ANN202
+def _reference_semantic(attn, feats, points):
     """tests/reference_train.py's loops (method.md §4.4), the mean over clips, at 5 positives and 9 negatives."""
     terms = [ref.semantic(attn[b], feats[b], points[b].tolist(), pos=5, neg=9) for b in range(len(attn))]
     return [float(sum(t[k] for t in terms) / len(terms)) for k in range(2)]
 
 
-def _reference_motion(attn, points):  # noqa: ANN001, ANN202
+def _reference_motion(attn, points):
     """tests/reference_train.py's loops (method.md §4.5), the mean over clips, at 4 positives and 7 negatives."""
     return float(sum(ref.motion(attn[b], points[b].tolist(), 3, pos=4, neg=7) for b in range(len(attn))) / len(attn))
 

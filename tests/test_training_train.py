@@ -111,7 +111,7 @@ def test_training_lowers_the_loss_on_a_fixed_batch(clips: Path, cache: Path, tmp
 
     before = loss(new_correlator(32, MODEL, cfg))
     result = train(clips, tmp_path / "run", MODEL, cfg)
-    after = loss(load_correlator(result["checkpoint"], dim=32))
+    after = loss(load_correlator(result.checkpoint, dim=32))
     assert after < before - 0.05, (before, after)
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [5, 10, 15, 20, 25]
@@ -131,7 +131,7 @@ def test_resume_repeats_an_uninterrupted_run(
     cfg = _cfg(cache, steps=5, precision=precision, device=device)
     train(clips, tmp_path / "straight", MODEL, cfg)
     first = train(clips, tmp_path / "split", MODEL, cfg, until=3)
-    assert first["step"] == 3
+    assert first.step == 3
     with (tmp_path / "split" / "metrics.jsonl").open("a") as f:  # a line written after the checkpoint was lost
         f.write(json.dumps({"step": 4, "loss": 9.0}) + "\n")
     train(clips, tmp_path / "split", MODEL, cfg, resume=True)
@@ -424,7 +424,7 @@ def test_query_points_are_drawn_per_clip(clips: Path, cache: Path, monkeypatch: 
     seen = []
     real = train_mod.clip_losses
 
-    def spy(attn, feats, points, cfg):  # noqa: ANN001, ANN202
+    def spy(attn, feats, points, cfg):
         seen.append(points)
         return real(attn, feats, points, cfg)
 
@@ -441,7 +441,7 @@ def test_query_points_are_drawn_per_clip(clips: Path, cache: Path, monkeypatch: 
 
 def test_training_says_its_cost_and_one_line_for_too_many_workers(
     clips: Path, cache: Path, tmp_path: Path, run_cli, monkeypatch: pytest.MonkeyPatch
-) -> None:  # noqa: ANN001
+) -> None:
     from bavos.config import default_workers
 
     args = [a for a in TRAIN_ARGS if a not in ("--workers", "0")]
@@ -485,7 +485,7 @@ def test_blur_sigma_per_clip_or_once_per_process(
     seen = []
     real = train_mod.augment
 
-    def spy(x, params):  # noqa: ANN001, ANN202
+    def spy(x, params):
         seen.append(params.sigma.tolist())
         return real(x, params)
 

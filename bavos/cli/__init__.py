@@ -123,7 +123,7 @@ def _run(argv: list[str], terminated: _Terminated) -> None:
             raise
         error(plain_os_error(e))
         sys.exit(1)
-    except Exception as e:  # noqa: BLE001 - the one place that turns any failure into one line
+    except Exception as e:
         if debug():
             raise
         if "torchvision::" in str(e):  # torchvision built for another torch: it fails on first use

@@ -55,11 +55,12 @@ def _root(
 def import_torch() -> None:
     """Import torch and timm (with torchvision) with Python's garbage collector paused, then freeze what exists.
 
-    Their import makes about a million Python objects, which the collector would otherwise walk again and again
+    Their import makes a great many Python objects, which the collector would otherwise walk again and again
     while they load and once more when the process exits; none of them is garbage. Paused and frozen
-    (``gc.freeze``), the imports take about 1 s less and the exit about 1.2 s less (docs/performance.md). The
-    collector runs as usual afterwards: only objects that exist now are left out of its walks. Commands call
-    this before their first torch import; a caller that had paused the collector finds it still paused.
+    (``gc.freeze``), both the imports and the exit are shorter (docs/performance.md, "The demo at the CPU's
+    defaults"). The collector runs as usual afterwards: only objects that exist now are left out of its walks.
+    Commands call this before their first torch import; a caller that had paused the collector finds it still
+    paused.
     """
     if "timm" in sys.modules:
         return

@@ -55,7 +55,7 @@ def _flag(config: type, name: str) -> Flag:
 def field_default(config: type, name: str) -> Any:
     """The default of ``config``'s field ``name`` (its factory called, where it has one)."""
     f = fields_of(config)[name]
-    return f.default_factory() if f.default is MISSING else f.default  # type: ignore[misc]
+    return f.default if f.default_factory is MISSING else f.default_factory()
 
 
 def default_text(spec: Flag, value: Any) -> str:

@@ -119,17 +119,15 @@ def train(
     with TrainView(enabled=not quiet, label=display_name(Path(clips))) as view:
         result = run_training(clips, output, model_cfg, cfg, resume=resume, until=until, events=view)
     if not quiet and view.rank == 0:
-        last = result["last"] or {}
+        last = result.last or {}
         loss = f", loss {last['loss']:.4f}" if "loss" in last else ""
-        if result.get("done_before"):
+        if result.done_before:
             typer.echo(
-                f"{result['checkpoint']}: step {result['step']} of {cfg.steps}: the run had already finished; "
+                f"{result.checkpoint}: step {result.step} of {cfg.steps}: the run had already finished; "
                 "nothing to do (raise --steps to train further)"
             )
         else:
-            typer.echo(
-                f"{result['checkpoint']}: step {result['step']} of {cfg.steps}{loss} ({result['seconds']:.1f} s)"
-            )
+            typer.echo(f"{result.checkpoint}: step {result.step} of {cfg.steps}{loss} ({result.seconds:.1f} s)")
     return 0
 
 

@@ -74,7 +74,7 @@ class Ahead(Generic[T]):
                 finally:
                     self.busy += time.perf_counter() - start
                 self._put(item)
-        except BaseException as e:  # noqa: BLE001 - handed to the consumer, which raises it
+        except BaseException as e:
             self._put(_Failed(e))
 
     def _put(self, item: object) -> None:
@@ -163,7 +163,7 @@ class Behind(Generic[T]):
                 continue  # drain: nothing more is consumed after a failure
             try:
                 self._consume(item)
-            except BaseException as e:  # noqa: BLE001 - raised in the caller's thread
+            except BaseException as e:
                 self._error = e
 
     def _raise(self) -> None:

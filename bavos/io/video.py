@@ -603,7 +603,7 @@ class VideoSource(RangedSource):
         width, height = self.info.coded_size or (0, 0)
         i, sizes = -1, {(width, height)}
         try:
-            for i, frame in enumerate(self._decode(container, stream, self.info.start_pts)):  # noqa: B007 - i is the count after the loop
+            for i, frame in enumerate(self._decode(container, stream, self.info.start_pts)):
                 if (frame.width, frame.height) != (width, height):
                     if (frame.width, frame.height) not in sizes:
                         sizes.add((frame.width, frame.height))

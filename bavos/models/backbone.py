@@ -129,8 +129,8 @@ class Backbone(nn.Module):
         that the pipeline works. A query and a key of a layer-normed token have entries of standard deviation
         ``s_q * sqrt(D)`` and ``s_k * sqrt(D)`` for weights of spread ``s_q``, ``s_k``, so their scaled dot product
         spreads by about ``s_q * s_k * D``: 0.15 for timm's ViT-S/8 initialisation, whose attention is then flat.
-        At 10 it is peaked enough to form clusters (ViT-S/8 on the demo at 96x144: 1 cluster at a factor of 4, 235
-        at 8, capped to 19 objects). The masks stay meaningless: they show the pipeline at work, not objects.
+        At 10 it is peaked enough to form clusters (the clusters it gives: docs/performance.md, its opening "The
+        weights"). The masks stay meaningless: they show the pipeline at work, not objects.
         """
         with torch.no_grad():
             weight = self.vit.blocks[-1].attn.qkv.weight
@@ -276,7 +276,7 @@ def _weights_only_load(path: Path) -> object:
         # argparse.Namespace: the full DINO training checkpoint stores its arguments as one.
         with torch.serialization.safe_globals([argparse.Namespace]):
             return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - pickle and zip errors have no common base
+    except Exception as e:
         raise WeightsError(f"{path}: not a weights file bavos can load: {unloadable(path, e)}") from e
 
 
@@ -324,7 +324,7 @@ def load_backbone_file(vit: nn.Module, path: Path, loaded: dict | None = None, h
 
         try:
             state = load_file(str(path))
-        except Exception as e:  # noqa: BLE001 - safetensors raises several unrelated types
+        except Exception as e:
             size = safetensors_size(path)
             if size is not None and size > path.stat().st_size:
                 raise WeightsError(
@@ -363,9 +363,9 @@ def uninitialised(build: Callable[[], nn.Module]) -> nn.Module:
     """``build()`` without its random initialisation, for a module whose every weight is loaded next.
 
     Built on the meta device (no random draws, no memory), then given uninitialised CPU memory: the DINO ViT-S/8's
-    and the correlator's initialisations took about 0.35 s of each ``bavos segment`` on this project's CPU, for
-    numbers the checkpoint replaces. Every persistent tensor must then be loaded (``load_state_dict(strict=True)``
-    after ``check_state_keys``).
+    and the correlator's initialisations cost each ``bavos segment`` time (docs/performance.md, "The demo at the
+    CPU's defaults") for numbers the checkpoint replaces. Every persistent tensor must then be loaded
+    (``load_state_dict(strict=True)`` after ``check_state_keys``).
 
     Raises:
         WeightsError: the module has a buffer that no state dict holds (it would stay uninitialised).

@@ -2,10 +2,10 @@
 
 Time: each stage's work is counted from the shapes (matrix-product flops, and elementwise passes over the
 attention rows), and turned into seconds with two rates measured once per process on the device: a matrix product
-and an elementwise pass of about the sizes the pipeline uses (about 0.2 s on a CPU). The clustering's and the
-writing's work depend on the video (how many clusters each window holds, how many the hierarchy keeps): the first
-estimate assumes ``CLUSTERS_PER_WINDOW``; the pipeline refines it after the first window (its level-0 clusters) and
-after the hierarchy (every level's size), see :class:`ClusterCounts`.
+and an elementwise pass of about the sizes the pipeline uses (a short calibration: docs/performance.md, "The
+estimates"). The clustering's and the writing's work depend on the video (how many clusters each window holds,
+how many the hierarchy keeps): the first estimate assumes ``CLUSTERS_PER_WINDOW``; the pipeline refines it after
+the first window (its level-0 clusters) and after the hierarchy (every level's size), see :class:`ClusterCounts`.
 
 Memory: the process's resident memory when the estimate is made (the libraries and the models), plus what the run
 allocates: the queries kept in host memory (``--query-cache``), the key set, and the largest window's working set
@@ -24,12 +24,12 @@ import torch
 
 CLUSTERS_PER_WINDOW = 16  # the clustering's data-dependent work is estimated for this many clusters per window
 # Until the hierarchy is known: the global levels' distinct centroids (what the labels pass compares every token
-# with) per level-0 cluster, also taken as each global level's size. Measured on the demo at 160x240 with 16 to 5,324
-# level-0 clusters: distinct 0.06-0.37, level 1 0.06-0.34 of level 0 (``benchmarks/bench_estimate.py``).
+# with) per level-0 cluster, also taken as each global level's size: just above the largest share
+# ``benchmarks/bench_estimate.py`` measured over the cluster count (docs/performance.md, "The estimates").
 DISTINCT_PER_LEVEL0 = 0.4
 # The writing, in elementwise operations per decoded pixel: PNG, overlay and preview; and, when the output has more
-# than one id, the bilinear upsampling of the ids and the many-coloured PNG and overlay (fitted to the demo at 1 and
-# 1,096 output ids: 0.56 s and 1.57 s for 48 frames of 320x240).
+# than one id, the bilinear upsampling of the ids and the many-coloured PNG and overlay (fitted to the demo's
+# writing at one output id and at many: docs/performance.md, "Where the time goes on a CPU").
 WRITE_PER_PIXEL = 200
 WRITE_PER_PIXEL_IDS = 300
 LEADER_BLOCK = 64  # candidate rows the leader pass asks for at once (bavos.pipeline.cluster)
@@ -155,7 +155,7 @@ def attention_plan(asked_mb: int | None, video_bytes: int, device: torch.device)
             CPU: every window's rows in host memory when the video's take at most min(AUTO_ATTENTION_CAP, a tenth
             of the available memory), else none (a part would cost that memory for a part of the time). The rows
             are the attention's result: keeping them saves the labels pass its attention, the largest part of its
-            cost at few clusters (the demo's attention stage 3.2-3.7 s -> 1.5-1.8 s on this project's 2-core CPU).
+            cost at few clusters (docs/performance.md, "The caches").
             On a GPU none: the attention costs milliseconds a window there, and the device's memory is kept for the
             batches.
         video_bytes: the rows of every window (processed frames x N x K*N x 4 bytes).
@@ -178,7 +178,8 @@ def available_bytes(device: torch.device) -> int | None:
 @dataclass(frozen=True)
 class Pace:
     """Measured seconds over estimated seconds of the work done so far, per kind: the run's own speed, which scales
-    what is left (a calibration of a fraction of a second misreads a busy machine by 20 % or more)."""
+    what is left (a calibration of a fraction of a second misreads a busy machine: docs/performance.md, "The
+    estimates")."""
 
     backbone: float = 1.0
     clustering: float = 1.0
@@ -261,8 +262,8 @@ def vit_flops(tokens: int, dim: int = 384, depth: int = 12) -> float:
 
 def leader_rows(clusters: float, rows: int) -> float:
     """Candidate rows the greedy leader pass over ``rows`` rows asks for when it makes ``clusters`` groups: every
-    leader, plus the rows of a block taken by a leader before them in it (fitted: 64, 140, 220 and 350 rows asked
-    for 1, 17, 45 and 220 groups of 1,800 rows)."""
+    leader, plus the rows of a block taken by a leader before them in it (fitted to the rows it asked for over the
+    cluster count: docs/performance.md, "The estimates")."""
     return min(rows, max(clusters, LEADER_BLOCK + 20 * clusters**0.5))
 
 

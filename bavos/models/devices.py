@@ -97,13 +97,12 @@ class HeapTrimmer:
     """Hands the C heap's free pages back to the OS when they pile up (glibc's malloc_trim; nothing elsewhere).
 
     Each clustering window allocates and frees the same buffers. Long-lived small allocations between them stop
-    glibc from reusing all of that memory, so without any trim the resident memory grows window after window (330
-    MB over 128 windows at 160x224) although the live data does not. Trimming after every window bounds it, but
-    then the next window faults every page of its buffers in again (the demo: 0.9 to 1.4 million page faults, 3 to
-    4.5 s of system time; docs/performance.md). So the first window's call trims and measures what a window leaves
-    free (``working``); each later call trims only when the resident memory is over what the last trim left plus
-    ``working`` plus ``slack``. Memory stays within one window's buffers plus the slack of where it was, and a
-    window reuses the pages the one before it freed.
+    glibc from reusing all of that memory, so without any trim the resident memory grows window after window
+    although the live data does not. Trimming after every window bounds it, but then the next window faults every
+    page of its buffers in again, in system time (both: docs/performance.md, "Peak memory"). So the first window's
+    call trims and measures what a window leaves free (``working``); each later call trims only when the resident
+    memory is over what the last trim left plus ``working`` plus ``slack``. Memory stays within one window's
+    buffers plus the slack of where it was, and a window reuses the pages the one before it freed.
 
     Args:
         slack: bytes of growth allowed beyond one window's buffers (``TRIM_SLACK_BYTES`` when None).
@@ -157,9 +156,8 @@ def keep_freed_memory() -> bool:
     trimmed the heap after every window, so each window faulted its buffers in again, page by page. Here blocks up
     to 32 MB come from the heap from the start and its top is kept; ``HeapTrimmer`` decides when freed pages go
     back. Larger blocks keep a mapping of their own: from the heap, a window's freed 207 MB buffer that the next
-    block does not fit stays resident beside it (at 320x480 the peak memory rose from 1,778-1,817 MB to
-    1,822-1,986 MB). Process-wide and not undone, so only bavos's own command calls it (``bavos segment``), never
-    the library.
+    block does not fit stays resident beside it and raises the peak memory (docs/performance.md, "Peak memory").
+    Process-wide and not undone, so only bavos's own command calls it (``bavos segment``), never the library.
     """
     libc = _glibc()
     if libc is None:

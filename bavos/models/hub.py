@@ -50,7 +50,7 @@ def _reporting(progress: Download) -> type:
     """A tqdm class for huggingface_hub that reports bytes to ``progress`` instead of drawing a bar."""
     from tqdm.auto import tqdm
 
-    class Reporting(tqdm):  # type: ignore[misc, valid-type]
+    class Reporting(tqdm):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             kwargs["disable"] = True
             super().__init__(*args, **kwargs)

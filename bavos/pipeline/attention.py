@@ -5,8 +5,9 @@ against all key tokens of all key frames share one softmax; probabilities are av
 ``(T*N, K*N)`` matrix is never built: a window of frames gives ``(w, N, K*N)`` rows, computed head by head and
 in row chunks that fit ``budget_bytes``, with each head's softmax taken in place in one reused buffer. A softmax
 numerator of at most twice float32's smallest normal number (about 2.4e-38) is 0 rather than a subnormal number
-(``underflow_bounds``: no effect on the clustering, and a CPU's ``exp`` is 30 times slower on them). The logits are
-taken in base 2 and exponentiated with ``exp2`` (the same softmax up to rounding; docs/method.md §3.4).
+(``underflow_bounds``: no effect on the clustering, and a CPU's ``exp`` is far slower on them; docs/performance.md,
+"Where the time goes on a CPU"). The logits are taken in base 2 and exponentiated with ``exp2`` (the same softmax
+up to rounding; docs/method.md §3.4).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import math
 import torch
 from einops import rearrange
 from torch import Tensor
-from torch.nn.functional import threshold_
+from torch.nn.functional import threshold_  # type: ignore[attr-defined]  # in torch, not in its stubs
 
 from bavos.models.costs import ATTENTION_BLOCK_BYTES
 
@@ -49,8 +50,8 @@ def underflow_bounds(dtype: torch.dtype) -> tuple[float, float]:
 
     Without it such numerators are subnormal numbers or 0; they are below the clustering's probability floor
     (``PROB_FLOOR``, 1e-30) by eight orders of magnitude and below the rounding of the row's sum (at least 1) by
-    thirty, but a CPU's vectorised ``exp`` takes a slow path for every logit under about -87 (30 times slower in
-    float32 on this project's CPU; ``exp2`` under -126, 2.4 times slower), and sharp attention is mostly made of
+    thirty, but a CPU's vectorised ``exp`` takes a slow path for every logit under about -87 (``exp2`` under -126;
+    how much slower: docs/performance.md, "Where the time goes on a CPU"), and sharp attention is mostly made of
     them. The clamp keeps the results normal numbers, so the slow path is never taken.
     """
     tiny = torch.finfo(dtype).tiny
@@ -72,8 +73,8 @@ def window_attention(q: Tensor, k: Tensor, scale: float, budget_bytes: int = DEF
     """
     dtype = torch.promote_types(q.dtype, torch.float32)
     w, heads, n, _ = q.shape
-    # (heads, w*N, d) with the scale folded in, and log2(e): base-2 logits, whose exp2 is e**logit (a CPU's exp2 takes
-    # 0.6 of exp's time; the same softmax up to rounding)
+    # (heads, w*N, d) with the scale folded in, and log2(e): base-2 logits, whose exp2 is e**logit (a CPU computes
+    # exp2 faster than exp: docs/performance.md, "Where the time goes on a CPU"; the same softmax up to rounding)
     queries = rearrange(q.to(dtype) * (scale * math.log2(math.e)), "w h n d -> h (w n) d")
     keys = rearrange(k.to(dtype), "k h n d -> h (k n) d")  # (heads, K*N, d)
     m = keys.shape[1]

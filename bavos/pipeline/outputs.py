@@ -17,7 +17,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,27 @@ from bavos.pipeline.segment import MASKS_BEHIND, Analysis, Models, iter_masks, s
 from bavos.pipeline.store import write_npz
 from bavos.progress import Callback, Progress, as_progress
 
+
+@dataclass
+class FrameStats:
+    """What the writing pass learns of a result's ids, frame by frame.
+
+    Attributes:
+        area: (ids,) pixels of each output id over every frame.
+        first, last: (ids,) the first and last frame number (of the whole video) where each id is present; -1: never.
+        thumbs: the preview's (frame number, thumbnail) pairs.
+        waits: seconds the writing pass waited, by what it waited for (``write_frames``).
+        first_number: the number of the result's first frame in the whole video.
+    """
+
+    area: np.ndarray
+    first: np.ndarray
+    last: np.ndarray
+    thumbs: list[tuple[int, Any]]
+    waits: dict[str, float]
+    first_number: int = 0
+
+
 RANDOM_NOTE = "RANDOM WEIGHTS: meaningless masks (they show the pipeline at work, not objects)"
 
 
@@ -49,7 +70,7 @@ def write_frames(
     folder: Path,
     progress: Progress,
     waits: dict[str, float] | None = None,
-) -> dict[str, Any]:
+) -> FrameStats:
     """Write masks/, overlay.mp4 and the exports into ``folder`` (pass 4); return each id's area, first and last
     frame (numbers of the whole video) and the preview's thumbnails.
 
@@ -78,11 +99,12 @@ def write_frames(
     def write(item: tuple[Frame, np.ndarray]) -> None:
         frame, ids = item
         write_mask(masks / f"{frame.name}.png", ids)
-        blended = overlay(frame.image, ids, cfg.overlay_alpha) if writer is not None or frame.index in chosen else None
-        if writer is not None:
-            writer.write(blended, frame.pts)
-        if frame.index in chosen:
-            thumbs.append((frame.number, thumbnail(blended)))
+        if writer is not None or frame.index in chosen:
+            blended = overlay(frame.image, ids, cfg.overlay_alpha)
+            if writer is not None:
+                writer.write(blended, frame.pts)
+            if frame.index in chosen:
+                thumbs.append((frame.number, thumbnail(blended)))
         if exporter is not None:
             exporter.add(frame, ids)
         counts = np.bincount(ids.ravel(), minlength=n_ids)[:n_ids]
@@ -108,7 +130,7 @@ def write_frames(
             writer.close()
         if exporter is not None:
             exporter.close(display_name(source.path))
-    return {"area": area, "first": first, "last": last, "thumbs": thumbs, "waits": waits}
+    return FrameStats(area, first, last, thumbs, waits)
 
 
 def run_timings(analysis: Analysis, waits: dict[str, float], writing: float, total: float) -> dict[str, Any]:
@@ -144,15 +166,15 @@ def objects_export_size(analysis: Analysis, upsample: str) -> tuple[int, int, in
     return objects, files, int(files * np.mean(sample))
 
 
-def save_pictures(folder: Path, title: str, stats: dict[str, Any], levels: Levels) -> None:
+def save_pictures(folder: Path, title: str, stats: FrameStats, levels: Levels) -> None:
     """preview.png (the thumbnails and a legend of the objects) and hierarchy.png."""
-    total = max(1, int(stats["area"].sum()))
+    total = max(1, int(stats.area.sum()))
     objects = [
-        ObjectRow(i, float(stats["area"][i]) / total, int(stats["first"][i]), int(stats["last"][i]))
-        for i in range(1, len(stats["area"]))
-        if stats["area"][i] > 0
+        ObjectRow(i, float(stats.area[i]) / total, int(stats.first[i]), int(stats.last[i]))
+        for i in range(1, len(stats.area))
+        if stats.area[i] > 0
     ]
-    save_preview(folder / "preview.png", title, stats["thumbs"], objects)
+    save_preview(folder / "preview.png", title, stats.thumbs, objects)
     save_hierarchy_picture(folder / "hierarchy.png", levels)
 
 
@@ -215,18 +237,18 @@ def result_warnings(source: FrameSource, analysis: Analysis) -> list[str]:
     return [*source.warnings, *analysis.hierarchy.warnings]
 
 
-def object_entries(stats: dict[str, np.ndarray]) -> dict[str, Any]:
+def object_entries(stats: FrameStats) -> dict[str, Any]:
     """summary.json's ``objects`` (count), ``background`` (id 0) and ``object_stats``: each present id's area and
     first and last frame."""
     objects = [
         {
             "id": i,
-            "area": int(stats["area"][i]),
-            "first_frame": int(stats["first"][i]),
-            "last_frame": int(stats["last"][i]),
+            "area": int(stats.area[i]),
+            "first_frame": int(stats.first[i]),
+            "last_frame": int(stats.last[i]),
         }
-        for i in range(len(stats["area"]))
-        if stats["area"][i] > 0
+        for i in range(len(stats.area))
+        if stats.area[i] > 0
     ]
     return {
         "objects": sum(1 for o in objects if o["id"] > 0),
@@ -238,7 +260,7 @@ def object_entries(stats: dict[str, np.ndarray]) -> dict[str, Any]:
 def summary(
     source: FrameSource,
     analysis: Analysis,
-    stats: dict[str, np.ndarray],
+    stats: FrameStats,
     cfg: SegmentConfig,
     models: Models,
     output: Path,
@@ -254,7 +276,7 @@ def summary(
         "output": str(output),
         "frames": analysis.decoded,
         "processed_frames": analysis.processed,
-        "first_frame": stats["first_number"],
+        "first_frame": stats.first_number,
         "fps": info.fps,
         "width": info.width,
         "height": info.height,
@@ -421,7 +443,7 @@ def _place(final: Path, source: str | None) -> Path:
     """Where a result of ``source`` goes: ``final``, unless a finished result of another source is there (a run
     beside this one wrote it since the names were planned); None keeps ``final`` whatever it holds."""
     held = read_summary(final) if source is not None else None
-    if held is not None and str(held.get("source", "")) != source:
+    if held is not None and source is not None and str(held.get("source", "")) != source:
         return final.with_name(other_place(final.name, source))
     return final
 
@@ -484,7 +506,7 @@ def write_result(
     """Write every output of an analysis into the folder ``final`` (a temporary folder renamed into place; with
     ``keep_others``, elsewhere when another source's result took ``final`` meanwhile, see ``write_folder``)."""
 
-    def make_summary(stats: dict[str, Any], seconds: float) -> dict[str, Any]:
+    def make_summary(stats: FrameStats, seconds: float) -> dict[str, Any]:
         return summary(
             source,
             analysis,
@@ -492,7 +514,7 @@ def write_result(
             cfg,
             models,
             final,
-            run_timings(analysis, stats["waits"], seconds, time.perf_counter() - started),
+            run_timings(analysis, stats.waits, seconds, time.perf_counter() - started),
         )
 
     return write_folder(
@@ -515,7 +537,7 @@ def write_folder(
     cfg: SegmentConfig,
     progress: Progress | Callback | None,
     first_number: int,
-    make_summary: Callable[[dict[str, Any], float], dict[str, Any]],
+    make_summary: Callable[[FrameStats, float], dict[str, Any]],
     fix: str = "choose another -o or move them",
     keep_going: bool = True,
     random_weights: bool = False,
@@ -562,8 +584,8 @@ def write_folder(
     try:
         start = time.perf_counter()
         stats = write_frames(source, analysis, cfg, tmp, progress)
-        stats["first_number"] = first_number
-        frames, objects = analysis.decoded, int((stats["area"][1:] > 0).sum())
+        stats.first_number = first_number
+        frames, objects = analysis.decoded, int((stats.area[1:] > 0).sum())
         title = (
             f"{display_name(source.path)}: {frames} frame{'s' * (frames != 1)}, "
             f"{objects} object{'s' * (objects != 1)}, {level_text(analysis.hierarchy)}"

@@ -15,7 +15,7 @@ import time
 import zipfile
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -24,6 +24,9 @@ from bavos.config import SegmentConfig
 from bavos.errors import InputError, UsageError
 from bavos.pipeline.cluster import MergeTree
 from bavos.pipeline.segment import Analysis, CutLabels, Keys, capped_analysis
+
+if TYPE_CHECKING:  # for annotations: the functions import the writing code when they write
+    from bavos.pipeline.outputs import FrameStats
 
 
 class ArrayLabels:
@@ -84,7 +87,9 @@ def load_analysis(folder: Path, info: Any, stride: int, decoded: int) -> Analysi
     except (OSError, ValueError, KeyError, IndexError, EOFError, zipfile.BadZipFile) as e:
         reason = str(e).splitlines()[0][:120] if str(e) else type(e).__name__
         raise InputError(f"{path}: damaged, recut cannot read it ({reason}): run bavos segment again") from e
-    processed, held = len(range(0, decoded, stride)), analysis.labels.labels.shape[1]
+    labels = analysis.labels
+    assert isinstance(labels, ArrayLabels)  # as _read_hierarchy makes them
+    processed, held = len(range(0, decoded, stride)), labels.labels.shape[1]
     if held != processed:
         raise InputError(
             f"{path}: holds the labels of {held} frames, the result's summary.json says {processed}: it "
@@ -139,7 +144,9 @@ def recut_folder(
                 f"{folder}/* or one of them"
             ) from e
         raise InputError(f"{folder}: not a finished bavos output (no readable summary.json)") from e
-    values = {k: tuple(v) if isinstance(v, list) else v for k, v in old["config"]["SegmentConfig"].items()}
+    values: dict[str, Any] = {
+        k: tuple(v) if isinstance(v, list) else v for k, v in old["config"]["SegmentConfig"].items()
+    }
     cfg = replace(SegmentConfig(**values), level=level, max_objects=max_objects)
     if max_export_files is not None:
         cfg = replace(cfg, max_export_files=max_export_files)
@@ -151,7 +158,7 @@ def recut_folder(
     segment = f"bavos segment {shlex.quote(str(old['source']))} -o {shlex.quote(str(folder.parent))}"
     _check_source(source, old, segment)
     analysis = recut_analysis(
-        load_analysis(folder, source.info, cfg.stride, int(old["frames"])), level, max_objects, segment
+        load_analysis(folder, source.info, cfg.frame_stride, int(old["frames"])), level, max_objects, segment
     )
     if cfg.fps and source.info.is_folder:
         analysis = replace(analysis, info=replace(analysis.info, fps=cfg.fps))
@@ -187,7 +194,7 @@ def _check_source(source: Any, old: dict[str, Any], segment: str) -> None:
 
 def _recut_summary(
     old: dict[str, Any],
-    stats: dict[str, Any],
+    stats: FrameStats,
     analysis: Analysis,
     cfg: SegmentConfig,
     seconds: float,

@@ -20,11 +20,10 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -52,7 +51,7 @@ from bavos.models.loading import PREPROCESS_CHUNK_BYTES, Models, frame_tokens
 from bavos.pipeline.attention import key_frame_indices, window_attention
 from bavos.pipeline.cluster import MergeTree, MergeTreeBuilder, cap_hierarchy, distinct_centroids, label_window
 from bavos.pipeline.masks import MAX_IDS_8BIT, ids_by_area, nearest_processed, upsample_ids
-from bavos.pipeline.store import LabelStore, QueryStore
+from bavos.pipeline.store import FrameLabels, LabelStore, QueryStore
 from bavos.progress import Callback, Progress, as_progress
 
 Estimates = Callable[[str, Estimate], None]
@@ -146,8 +145,8 @@ def _batches(source: FrameSource, cfg: SegmentConfig, wanted: Callable[[int], bo
     decoded = 0
     for frame in source.frames():
         decoded += 1
-        if frame.index % cfg.stride == 0 and wanted(frame.index // cfg.stride):
-            positions.append(frame.index // cfg.stride)
+        if frame.index % cfg.frame_stride == 0 and wanted(frame.index // cfg.frame_stride):
+            positions.append(frame.index // cfg.frame_stride)
             images.append(frame.image)
             if len(images) == cfg.batch_size:
                 batch = _Batch(positions, _stack(images, pin), decoded)
@@ -172,7 +171,9 @@ def key_pass(source: FrameSource, models: Models, cfg: SegmentConfig, clock: _Cl
     cfg.check_patch(models.backbone.patch_size)
     announced = source.frames_expected()  # announced, or the packets counted: pass 1 then needs no second run
     chosen = (
-        set(key_frame_indices(-(-announced // cfg.stride), cfg.key_ratio, cfg.max_key_frames)) if announced else set()
+        set(key_frame_indices(-(-announced // cfg.frame_stride), cfg.key_ratio, cfg.key_frame_bound))
+        if announced
+        else set()
     )
     computed: dict[int, tuple[Tensor, Tensor]] = {}  # position -> (q, k) in host memory
     if chosen:  # "keys 48/48 frames" counts frames read
@@ -198,12 +199,12 @@ def key_pass(source: FrameSource, models: Models, cfg: SegmentConfig, clock: _Cl
     decoded = run(chosen.__contains__, True)
     if not decoded:
         raise InputError(f"{source.path}: no frames were decoded")
-    final = key_frame_indices(-(-decoded // cfg.stride), cfg.key_ratio, cfg.max_key_frames)
+    final = key_frame_indices(-(-decoded // cfg.frame_stride), cfg.key_ratio, cfg.key_frame_bound)
     missing = set(final) - set(computed)
     if missing:  # the container announced another frame count (or none)
         run(missing.__contains__, False)
     patch = models.backbone.patch_size
-    grid = (cfg.resolution[0] // patch, cfg.resolution[1] // patch)
+    grid = (cfg.model_size[0] // patch, cfg.model_size[1] // patch)
     progress("keys", decoded, decoded)
     k = torch.stack([computed[p][1] for p in final]).to(models.device)
     return Keys(k, final, decoded, grid, {p: computed[p][0] for p in final})
@@ -217,7 +218,7 @@ def query_windows(
     stage: str,
     keys: Keys,
     skip: set[int] | None = None,
-) -> Iterator[tuple[int, Tensor | None]]:
+) -> Generator[tuple[int, Tensor | None], None, None]:
     """Every window's (w, heads, N, d) queries in order, on the models' device; None for the windows in ``skip``,
     whose frames are decoded but not run through the backbone. The key frames' queries come from ``keys.q`` (pass 1),
     the others from the backbone. ``stage`` names the pass in the clock's waits.
@@ -226,12 +227,14 @@ def query_windows(
         InputError: the video gave fewer frames than in pass 1.
     """
     skip = skip or set()
-    total = keys.processed(cfg.stride)
+    total = keys.processed(cfg.frame_stride)
 
     def wanted(position: int) -> bool:
         return position // cfg.window not in skip and position not in keys.q
 
-    def computed() -> Iterator[tuple[int, Tensor]]:  # (position, queries) of the frames run through the backbone
+    def computed() -> Generator[
+        tuple[int, Tensor], None, None
+    ]:  # (position, queries) of the frames run through the backbone
         with _frames_ahead(source, models, cfg, wanted) as batches:
             for batch in batches:
                 if batch.images is None:
@@ -253,7 +256,7 @@ def query_windows(
                     rows.append(keys.q[position].to(models.device, non_blocking=True))
                     continue
                 got, q = next(stream, (None, None))
-                if got != position:
+                if got != position or q is None:
                     raise InputError(
                         f"{source.path}: decoding gave other frames than in the first pass "
                         f"(frame {position} of {total} expected)"
@@ -277,7 +280,7 @@ class Analysis:
     info: VideoInfo
     keys: Keys
     hierarchy: MergeTree
-    labels: LabelStore
+    labels: FrameLabels
     mapping: np.ndarray
     stride: int
     areas: list[np.ndarray] = field(default_factory=list)  # per level, the tokens of each cluster
@@ -358,7 +361,10 @@ class _QueryCache:
         q = self.memory.take(window)
         if self.store is None or q is not None:
             return q if read else None
-        return self.store.take(window) if read else self.store.drop(window)
+        if not read:
+            self.store.drop(window)
+            return None
+        return self.store.take(window)
 
     def close(self) -> None:
         if self.store is not None:
@@ -422,7 +428,7 @@ def _analyse(
 
     started = time.perf_counter()
     keys = key_pass(source, models, cfg, clock, progress)
-    processed = keys.processed(cfg.stride)
+    processed = keys.processed(cfg.frame_stride)
     windows = -(-processed // cfg.window)
     n = keys.grid[0] * keys.grid[1]
     trim = HeapTrimmer()  # after each window: the freed heap handed back when it piles up
@@ -443,6 +449,7 @@ def _analyse(
     windows_q = query_windows(source, models, cfg, clock, "hierarchy", keys)
     try:
         for index, q in windows_q:
+            assert q is not None  # this pass skips no window
             with clock("attention"):
                 rows = window_attention(q, keys.k, models.scale)  # (w, N, M)
             with clock("clustering"):
@@ -488,7 +495,7 @@ def _analyse(
         hierarchy,
         CutLabels(labels, hierarchy.converged + 1),
         np.zeros(1, np.int64),
-        cfg.stride,
+        cfg.frame_stride,
         areas,
         timings,
         dict(clock.waits),
@@ -502,6 +509,8 @@ def capped_analysis(analysis: Analysis, max_objects: int) -> Analysis:
     kept, the others merged into their nearest), the capped labels following the merge tree, and the output ids by
     area. Its hierarchy must hold the real levels only, and its labels be ``CutLabels`` of them."""
     hierarchy, areas, labels = analysis.hierarchy, list(analysis.areas), analysis.labels
+    if not isinstance(labels, CutLabels):
+        raise TypeError("capped_analysis: the labels must be CutLabels of the real levels")
     cut = hierarchy.cut
     parent = cap_hierarchy(hierarchy, areas[cut], max_objects)
     if parent is not None:
@@ -513,14 +522,16 @@ def capped_analysis(analysis: Analysis, max_objects: int) -> Analysis:
 class CutLabels:
     """The labels of the real levels (0 .. converged) of some store, with a capped level computed on the fly."""
 
-    def __init__(self, base: Any, real: int, capped_from: int | None = None, parent: np.ndarray | None = None) -> None:
+    def __init__(
+        self, base: FrameLabels, real: int, capped_from: int | None = None, parent: np.ndarray | None = None
+    ) -> None:
         self.base, self.real, self.capped_from, self.parent = base, real, capped_from, parent
 
     def frame(self, index: int) -> np.ndarray:
         rows = self.base.frame(index)[: self.real]  # (real levels, N)
         if self.parent is None:
             return rows
-        capped = self.parent[rows[self.capped_from]].astype(rows.dtype)
+        capped = self.parent[rows[self.capped_from or 0]].astype(rows.dtype)
         return np.concatenate([rows, capped[None]])
 
     def close(self) -> None:
@@ -544,7 +555,7 @@ def _label_pass(
     """Pass 3: every token's label at every level, window by window, into a temporary file; and each cluster's
     token count, per level."""
     n = keys.grid[0] * keys.grid[1]
-    windows = -(-keys.processed(cfg.stride) // cfg.window)
+    windows = -(-keys.processed(cfg.frame_stride) // cfg.window)
     dtype = np.uint16 if max(hierarchy.sizes) <= 65536 else np.int32
     store = LabelStore(_temp_path(workdir, "labels"), len(hierarchy.sizes), n, dtype)
     areas = [np.zeros(size, dtype=np.int64) for size in hierarchy.sizes]
@@ -558,6 +569,8 @@ def _label_pass(
             if rows is None:
                 with clock("attention"):
                     q = q if q is not None else fresh
+                    if q is None:  # neither kept nor decoded: the windows' order broke
+                        raise RuntimeError(f"window {index}: no queries")
                     rows = window_attention(q.to(models.device), keys.k, models.scale)
             with clock("labels"):
                 labels = label_window(
@@ -593,7 +606,7 @@ def iter_masks(
     upsample: str,
     background: bool = True,
     waits: dict[str, float] | None = None,
-) -> Iterator[tuple[Frame, np.ndarray]]:
+) -> Generator[tuple[Frame, np.ndarray], None, None]:
     """Pass 4: every decoded frame with its (H, W) ids at frame size.
 
     Args:
@@ -645,10 +658,10 @@ def estimate_cost(
     expected = source.frames_expected()
     if not expected:
         return None
-    frames = -(-expected // cfg.stride)
+    frames = -(-expected // cfg.frame_stride)
     patch = models.backbone.patch_size
-    keys = len(key_frame_indices(frames, cfg.key_ratio, cfg.max_key_frames))
-    grid = (cfg.resolution[0] // patch, cfg.resolution[1] // patch)
+    keys = len(key_frame_indices(frames, cfg.key_ratio, cfg.key_frame_bound))
+    grid = (cfg.model_size[0] // patch, cfg.model_size[1] // patch)
     n = grid[0] * grid[1]
     queries = query_plan(
         cfg.query_cache_mb,
@@ -694,7 +707,7 @@ def video_tokens(source: FrameSource, models: Models, cfg: SegmentConfig) -> tup
     cfg = cfg.for_device(models.device.type)
     clock = _Clock(models.device)
     keys = key_pass(source, models, cfg, clock, as_progress(None))
-    q = torch.cat([q for _, q in query_windows(source, models, cfg, clock, "hierarchy", keys)])
+    q = torch.cat([q for _, q in query_windows(source, models, cfg, clock, "hierarchy", keys) if q is not None])
     return q, keys.k
 
 

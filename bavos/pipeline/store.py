@@ -15,11 +15,25 @@ import zipfile
 import zlib
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
 
 from bavos.errors import OutputError, plain_os_error
+
+
+class FrameLabels(Protocol):
+    """Labels read frame by frame: ``frame(index)`` gives one processed frame's (levels, N) labels."""
+
+    def frame(self, index: int) -> np.ndarray:
+        """(levels, N) labels of processed frame ``index``."""
+        ...
+
+    def close(self) -> None:
+        """Let go of what holds the labels (a temporary file)."""
+        ...
+
 
 _EPOCH = (1980, 1, 1, 0, 0, 0)  # fixed zip entry times: the same arrays give the same bytes
 
@@ -31,7 +45,7 @@ class _TemporaryFile:
     def __init__(self, path: Path, what: str) -> None:
         self.path = Path(path)
         try:
-            self._file = open(self.path, "w+b", buffering=0)  # noqa: SIM115 - closed by close()
+            self._file = open(self.path, "w+b", buffering=0)
         except OSError as e:
             raise OutputError(f"cannot create the temporary {what} file: {plain_os_error(e, self.path)}") from e
 
@@ -122,7 +136,7 @@ class QueryStore(_TemporaryFile):
         array = np.ascontiguousarray(q.detach().cpu().numpy(), dtype=np.float32)
         try:
             self._file.seek(self._end)
-            self._file.write(memoryview(array).cast("B"))
+            self._file.write(array.data.cast("B"))
         except OSError:
             self.failed = True
             self._windows.clear()
@@ -139,7 +153,7 @@ class QueryStore(_TemporaryFile):
         offset, shape = self._windows.pop(index)
         array = np.empty(shape, dtype=np.float32)
         self._file.seek(offset)
-        view = memoryview(array).cast("B")
+        view = array.data.cast("B")
         done = 0
         while done < len(view):  # an unbuffered read may return less than asked
             got = self._file.readinto(view[done:])

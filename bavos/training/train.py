@@ -16,7 +16,7 @@ import math
 import time
 import warnings
 from collections.abc import Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -267,6 +267,25 @@ def make_loader(
         return iter(loader)
 
 
+@dataclass(frozen=True)
+class TrainResult:
+    """What a call of ``train`` did.
+
+    Attributes:
+        step: the last step done.
+        checkpoint: ``last.pt`` of the run.
+        seconds: wall time of the call.
+        last: the last step's metrics (as in metrics.jsonl); None when no step was done.
+        done_before: the resumed run had already reached its last step (nothing was done).
+    """
+
+    step: int
+    checkpoint: str
+    seconds: float
+    last: dict[str, Any] | None
+    done_before: bool = False
+
+
 def train(
     clips_root: str | Path,
     output: str | Path,
@@ -275,7 +294,7 @@ def train(
     resume: bool = False,
     until: int | None = None,
     events: TrainEvents | None = None,
-) -> dict[str, Any]:
+) -> TrainResult:
     """Train the correlator on the clips under ``clips_root``; checkpoints and logs go to ``output``.
 
     Args:
@@ -283,8 +302,7 @@ def train(
         until: stop after this step (with a checkpoint), e.g. to fit a job's time limit; None = ``cfg.steps``.
 
     Returns:
-        {"step", "checkpoint", "seconds", "last"}: the last step done, ``last.pt``, wall time, last metrics; and
-        ``"done_before": True`` when the resumed run had already reached its last step (nothing was done).
+        The last step done, ``last.pt``, the wall time and the last metrics (``TrainResult``).
 
     Raises:
         TrainError: the loss became NaN or infinite (the last good checkpoint is kept).
@@ -316,7 +334,7 @@ def _train(
     resume: bool,
     until: int | None,
     events: TrainEvents,
-) -> dict[str, Any]:
+) -> TrainResult:
     if run.swept:
         events.warn(f"removed what killed runs left in {run.path}: {', '.join(r.path.name for r in run.swept)}")
     if run.unsaved():  # stopped before its first checkpoint: nothing learned to keep, it starts again
@@ -337,7 +355,7 @@ def _train(
         raise
     stop = min(cfg.steps, until) if until is not None else cfg.steps
     if start >= stop:  # a finished run resumed: nothing to decode or train
-        return {"step": start, "checkpoint": str(run.last), "seconds": 0.0, "last": None, "done_before": True}
+        return TrainResult(start, str(run.last), 0.0, None, done_before=True)
     owns_group = shard.world > 1 and not dist.is_initialized()
     if owns_group:
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
@@ -354,7 +372,7 @@ def _train(
     finally:
         if owns_group:
             dist.destroy_process_group()
-    return {"step": step, "checkpoint": str(run.last), "seconds": time.perf_counter() - began, "last": record}
+    return TrainResult(step, str(run.last), time.perf_counter() - began, record)
 
 
 class _Session:

@@ -86,12 +86,13 @@ def write_clip(
 
 def same_pictures(a: bytes, b: bytes) -> bool:
     """Two videos' decoded frames (``decoded``) are the same pictures: equal, or differing as x264's encodes of the
-    same frames can (seen in this suite: one 8-bit value off by one in a frame). Other masks or colours differ in
-    whole regions, far past this bound."""
+    same frames can within one process (seen in this suite: one 8-bit value off by one; once, 2 % of the values of
+    a masks.mp4 off by up to 5). Other masks or colours differ by a palette step (at least 32 even at half opacity),
+    far past this bound."""
     if len(a) != len(b):
         return False
     diff = np.abs(np.frombuffer(a, np.uint8).astype(np.int16) - np.frombuffer(b, np.uint8).astype(np.int16))
-    return int(diff.max(initial=0)) <= 8 and np.count_nonzero(diff) <= max(1, len(a) // 1000)
+    return int(diff.max(initial=0)) <= 8 and np.count_nonzero(diff) <= max(1, len(a) // 20)
 
 
 def decoded(path: Path) -> bytes:

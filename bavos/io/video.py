@@ -144,7 +144,7 @@ def _natural_key(path: Path) -> list[object]:
     return [int(t) if t.isdecimal() else t for t in re.split(r"(\d+)", path.name)]
 
 
-def _list_frames(folder: Path) -> tuple[list[Path], list[str]]:
+def list_frames(folder: Path) -> tuple[list[Path], list[str]]:
     """The frames of a folder in natural order, and the names of the entries that are not frames.
 
     Frames are the regular files (symlinks followed) with an image extension of FRAME_EXTENSIONS whose name does not
@@ -254,7 +254,7 @@ def to_rgb(im: Image.Image) -> np.ndarray:
     return np.repeat(grey[..., None], 3, axis=2)
 
 
-def _read_image(path: Path) -> np.ndarray:
+def read_image(path: Path) -> np.ndarray:
     """(H, W, 3) uint8 of an image file, upright: its EXIF orientation is applied, as photo viewers and bavos's
     handling of video rotation metadata do (the width and height bavos reports are the upright ones)."""
     try:
@@ -264,7 +264,7 @@ def _read_image(path: Path) -> np.ndarray:
         raise InputError(f"{path}: cannot read frame ({_reason(e)})") from e
 
 
-def _upright(image: np.ndarray, rotation: int) -> np.ndarray:
+def upright(image: np.ndarray, rotation: int) -> np.ndarray:
     """(H, W, 3) uint8 rotated counter-clockwise by ``rotation`` degrees (the display matrix's)."""
     k = round(rotation / 90) % 4
     return np.ascontiguousarray(np.rot90(image, k)) if k else image
@@ -305,7 +305,7 @@ def video_stream(container: av.container.InputContainer, path: Path) -> av.video
     )
 
 
-def _open_container(path: Path) -> tuple[av.container.InputContainer, av.video.stream.VideoStream]:
+def open_container(path: Path) -> tuple[av.container.InputContainer, av.video.stream.VideoStream]:
     try:
         container = av.open(str(path), mode="r")
     except (av.error.FFmpegError, OSError) as e:
@@ -441,7 +441,7 @@ class VideoSource(RangedSource):
 
     def _check_folder(self) -> list[Path]:
         """Every frame's header read (size, readable) before any work; entries that are not frames named."""
-        files, left_out = _list_frames(self.path)
+        files, left_out = list_frames(self.path)
         first = _header(files[0])
         for f in files[1:]:
             size = _header(f)
@@ -464,7 +464,7 @@ class VideoSource(RangedSource):
         decoding (only when the estimate says the range is empty)."""
         if not self.range.seconds[0] or self._files is not None:
             return False
-        container, stream = _open_container(self.path)
+        container, stream = open_container(self.path)
         try:
             last = max((p.pts for p in container.demux(stream) if p.pts is not None), default=None)
         except av.error.FFmpegError:
@@ -490,7 +490,7 @@ class VideoSource(RangedSource):
     def _count_packets(self) -> int:
         """The video stream's packets that hold data, read without decoding (0 when the file cannot be read)."""
         try:
-            container, stream = _open_container(self.path)
+            container, stream = open_container(self.path)
         except InputError:
             return 0
         try:
@@ -501,7 +501,7 @@ class VideoSource(RangedSource):
             container.close()
 
     def _probe_file(self) -> VideoInfo:
-        container, stream = _open_container(self.path)
+        container, stream = open_container(self.path)
         try:
             first = next(self._decode(container, stream), None)
             if first is None:
@@ -588,7 +588,7 @@ class VideoSource(RangedSource):
                     return
                 if not inside:  # before the range: not even read
                     continue
-                image = _read_image(f)
+                image = read_image(f)
                 if image.shape[:2] != (self.info.height, self.info.width):
                     raise InputError(
                         f"{f}: frame is {image.shape[1]}x{image.shape[0]}, the first frame of the "
@@ -599,7 +599,7 @@ class VideoSource(RangedSource):
         yield from self._file_frames()
 
     def _file_frames(self) -> Iterator[Frame]:
-        container, stream = _open_container(self.path)
+        container, stream = open_container(self.path)
         width, height = self.info.coded_size or (0, 0)
         i, sizes = -1, {(width, height)}
         try:
@@ -617,7 +617,7 @@ class VideoSource(RangedSource):
                 else:
                     image = frame.to_ndarray(format="rgb24")
                 pts = None if frame.pts is None else frame.pts - self.info.start_pts
-                yield Frame(i, _upright(image, getattr(frame, "rotation", 0)), f"{i:05d}", pts, i)
+                yield Frame(i, upright(image, getattr(frame, "rotation", 0)), f"{i:05d}", pts, i)
         finally:
             container.close()
         announced = self.info.frame_count if self.range.whole else None

@@ -13,7 +13,7 @@ import json
 import shlex
 import time
 import zipfile
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +22,7 @@ import torch
 
 from bavos.config import SegmentConfig
 from bavos.errors import InputError, UsageError
+from bavos.io.video import FrameRange, VideoInfo, VideoSource
 from bavos.pipeline.cluster import MergeTree
 from bavos.pipeline.segment import Analysis, CutLabels, Keys, capped_analysis
 
@@ -118,6 +119,72 @@ def _read_hierarchy(path: Path, info: Any, stride: int, decoded: int) -> Analysi
     return Analysis(info, keys, hierarchy, ArrayLabels(labels), np.zeros(1, np.int64), stride, areas)
 
 
+@dataclass
+class Opened:
+    """A finished result as recut reads it.
+
+    Attributes:
+        folder: the result's folder.
+        summary: its summary.json.
+        config: the settings it was made with.
+        source: the video it was made from, opened (None when gone or changed: ``problem`` says which).
+        problem: why the source cannot give the result's frames, as one line naming the command that makes it again.
+        info: the source's VideoInfo, or one made from the summary when the source is gone.
+    """
+
+    folder: Path
+    summary: dict[str, Any]
+    config: SegmentConfig
+    source: VideoSource | None
+    problem: str | None
+    info: VideoInfo
+
+    def analysis(self) -> Analysis:
+        """The hierarchy the result kept (hierarchy.npz), at its converged level uncapped.
+
+        Raises:
+            InputError: no hierarchy.npz, or one that is damaged or another result's.
+        """
+        return load_analysis(self.folder, self.info, self.config.frame_stride, int(self.summary["frames"]))
+
+
+def open_result(folder: Path) -> Opened:
+    """Read a finished result's summary, settings and source (checked as recut checks it).
+
+    Raises:
+        InputError: no readable summary.json (naming the results inside when ``folder`` holds several).
+    """
+    folder = Path(folder)
+    try:
+        old = json.loads((folder / "summary.json").read_text())
+        values: dict[str, Any] = {
+            k: tuple(v) if isinstance(v, list) else v for k, v in old["config"]["SegmentConfig"].items()
+        }
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        results = sorted(p.parent.name for p in folder.glob("*/summary.json")) if folder.is_dir() else []
+        if results:
+            raise InputError(
+                f"{folder}: holds {len(results)} result{'s' * (len(results) != 1)} "
+                f"({', '.join(results[:3])}{', ...' if len(results) > 3 else ''}), not one: pass "
+                f"{folder}/* or one of them"
+            ) from e
+        raise InputError(f"{folder}: not a finished bavos output (no readable summary.json)") from e
+    cfg = SegmentConfig(**values)
+    segment = f"bavos segment {shlex.quote(str(old['source']))} -o {shlex.quote(str(folder.parent))}"
+    kept = VideoInfo(Path(old["source"]), False, old["width"], old["height"], float(old["fps"]), None, 0, old["frames"])
+    if not Path(old["source"]).exists():
+        problem = (
+            f"{old['source']}: the source video is gone; recut needs it for the frames of the masks and the overlay"
+        )
+        return Opened(folder, old, cfg, None, problem, kept)
+    try:
+        source = VideoSource(old["source"], FrameRange.parse(cfg.start, cfg.end))
+        _check_source(source, old, segment)
+    except InputError as e:
+        return Opened(folder, old, cfg, None, str(e), kept)
+    return Opened(folder, old, cfg, source, None, source.info)
+
+
 def recut_folder(
     folder: Path, level: int | None, max_objects: int, progress: Any, max_export_files: int | None = None
 ) -> dict[str, Any]:
@@ -127,43 +194,27 @@ def recut_folder(
     Args:
         max_export_files: most PNGs of ``--export objects`` (None: the result's own setting); over it, the recut is
             refused before anything is written (LimitError).
+
+    Raises:
+        InputError: not a result, its source gone or changed, its hierarchy.npz missing or damaged.
+        UsageError: a level or cap the hierarchy cannot give.
     """
-    from bavos.io.video import FrameRange, VideoSource
     from bavos.pipeline.outputs import result_warnings, write_folder
 
     started = time.perf_counter()
-    folder = Path(folder)
-    try:
-        old = json.loads((folder / "summary.json").read_text())
-    except (OSError, ValueError) as e:
-        results = sorted(p.parent.name for p in folder.glob("*/summary.json")) if folder.is_dir() else []
-        if results:
-            raise InputError(
-                f"{folder}: holds {len(results)} result{'s' * (len(results) != 1)} "
-                f"({', '.join(results[:3])}{', ...' if len(results) > 3 else ''}), not one: pass "
-                f"{folder}/* or one of them"
-            ) from e
-        raise InputError(f"{folder}: not a finished bavos output (no readable summary.json)") from e
-    values: dict[str, Any] = {
-        k: tuple(v) if isinstance(v, list) else v for k, v in old["config"]["SegmentConfig"].items()
-    }
-    cfg = replace(SegmentConfig(**values), level=level, max_objects=max_objects)
+    opened = open_result(folder)
+    if opened.source is None:
+        raise InputError(opened.problem or f"{folder}: the source cannot be read")
+    old, source = opened.summary, opened.source
+    cfg = replace(opened.config, level=level, max_objects=max_objects)
     if max_export_files is not None:
         cfg = replace(cfg, max_export_files=max_export_files)
-    if not Path(old["source"]).exists():
-        raise InputError(
-            f"{old['source']}: the source video is gone; recut needs it for the frames of the masks and the overlay"
-        )
-    source = VideoSource(old["source"], FrameRange.parse(cfg.start, cfg.end))
-    segment = f"bavos segment {shlex.quote(str(old['source']))} -o {shlex.quote(str(folder.parent))}"
-    _check_source(source, old, segment)
-    analysis = recut_analysis(
-        load_analysis(folder, source.info, cfg.frame_stride, int(old["frames"])), level, max_objects, segment
-    )
+    segment = f"bavos segment {shlex.quote(str(old['source']))} -o {shlex.quote(str(opened.folder.parent))}"
+    analysis = recut_analysis(opened.analysis(), level, max_objects, segment)
     if cfg.fps and source.info.is_folder:
         analysis = replace(analysis, info=replace(analysis.info, fps=cfg.fps))
     return write_folder(
-        folder,
+        opened.folder,
         source,
         analysis,
         replace(cfg, save_hierarchy=True),

@@ -1,0 +1,115 @@
+"""Any frame of a video by its number, without decoding the video from its start: what a viewer scrubbing a long
+video needs. The frames are those ``VideoSource.frames()`` gives (the same numbering, size and rotation).
+
+A video file's packets are indexed once, without decoding (their timestamps, and which start a keyframe); a frame is
+then decoded from the keyframe before it, and frames that follow are decoded on from there. A file whose packets carry
+no timestamps (a raw H.264 stream) is decoded from its start, forward only. A folder's frames are its files.
+"""
+
+from __future__ import annotations
+
+import bisect
+from pathlib import Path
+
+import av
+import numpy as np
+
+from bavos.errors import InputError
+from bavos.io.video import list_frames, open_container, read_image, upright
+
+FORWARD = 48  # frames decoded on from the decoder's place rather than seeking again
+
+
+class FrameReader:
+    """Frames of a video file or a folder of frames by their number in the whole video.
+
+    Args:
+        path: the video file or the folder.
+        size: (H, W) of the frames as ``VideoSource`` reports them (a picture size that changes is scaled to it).
+
+    Raises:
+        InputError: the path cannot be read, or a frame number it does not hold is asked for.
+    """
+
+    def __init__(self, path: Path, size: tuple[int, int]) -> None:
+        self.path, self.size = Path(path), size
+        self._files: list[Path] | None = list_frames(self.path)[0] if self.path.is_dir() else None
+        self._container: av.container.InputContainer | None = None
+        self._pts: list[int] | None = None  # presentation timestamps in order: frame number -> pts
+        self._keys: list[int] = []  # the keyframes' timestamps, in order
+        self._decoded: object = None  # the decoder's frames from its place on
+        self._next = -1  # the number of the frame the decoder gives next (-1: no decoder)
+        self._number: dict[int, int] = {}
+
+    def read(self, number: int) -> np.ndarray:
+        """Frame ``number`` as (H, W, 3) uint8 RGB, upright.
+
+        Raises:
+            InputError: the video has no such frame (or cannot be decoded there).
+        """
+        if number < 0:
+            raise InputError(f"{self.path}: no frame {number}")
+        if self._files is not None:
+            if number >= len(self._files):
+                raise InputError(f"{self.path}: no frame {number}, the folder holds {len(self._files)}")
+            return read_image(self._files[number])
+        return self._decode(number)
+
+    def close(self) -> None:
+        """Close the video file (a later ``read`` opens it again)."""
+        if self._container is not None:
+            self._container.close()
+        self._container, self._decoded, self._next = None, None, -1
+
+    def _open(self) -> None:
+        self._container, stream = open_container(self.path)
+        if self._pts is None:  # the packets' timestamps, read once without decoding
+            pts, keys = [], []
+            for packet in self._container.demux(stream):
+                if packet.pts is not None and packet.size > 0:
+                    pts.append(packet.pts)
+                    if packet.is_keyframe:
+                        keys.append(packet.pts)
+            self._container.seek(0)
+            self._pts, self._keys = sorted(pts), sorted(keys)
+            self._number = {t: i for i, t in enumerate(self._pts)}
+
+    def _decode(self, number: int) -> np.ndarray:
+        if self._container is None:
+            self._open()
+        assert self._pts is not None and self._container is not None
+        timed = len(self._pts) > 0
+        if timed and number >= len(self._pts):
+            raise InputError(f"{self.path}: no frame {number}, the video holds {len(self._pts)}")
+        if not (self._next >= 0 and self._next <= number < self._next + FORWARD):
+            self._restart(self._pts[number] if timed else None)
+        for frame in self._decoded:  # type: ignore[attr-defined]
+            at = self._number.get(frame.pts, -1) if timed else self._next
+            self._next = at + 1
+            if at == number:
+                return self._image(frame)
+            if at > number:
+                break
+        self._next = -1
+        raise InputError(f"{self.path}: frame {number} could not be decoded")
+
+    def _restart(self, target: int | None) -> None:
+        """The decoder placed at the keyframe at or before ``target`` (None: at the start)."""
+        assert self._container is not None
+        stream = self._container.streams.video[0]
+        key = 0
+        if target is not None and self._keys:
+            key = self._keys[max(0, bisect.bisect_right(self._keys, target) - 1)]
+        self._container.seek(key, stream=stream, backward=True, any_frame=False)
+        stream.codec_context.flush_buffers()
+        self._decoded = self._container.decode(stream)
+        self._next = 0 if target is None else self._number.get(key, 0)
+
+    def _image(self, frame: av.VideoFrame) -> np.ndarray:
+        h, w = self.size
+        rotation = round(getattr(frame, "rotation", 0) / 90) % 4 * 90
+        coded = (h, w) if rotation in (0, 180) else (w, h)  # the decoder's size, before turning upright
+        if (frame.height, frame.width) != coded:
+            image = frame.reformat(width=coded[1], height=coded[0], format="rgb24", interpolation="BICUBIC")
+            return upright(image.to_ndarray(), getattr(frame, "rotation", 0))
+        return upright(frame.to_ndarray(format="rgb24"), getattr(frame, "rotation", 0))

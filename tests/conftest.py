@@ -177,3 +177,30 @@ def make_release_checkpoint(path: Path, seed: int = 0, sharpness: float = 1.0) -
 def release_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random-weight checkpoint in the release's layout (about 95 MB)."""
     return make_release_checkpoint(tmp_path_factory.mktemp("release") / "checkpoint_dino-s-8.pth")
+
+
+def segment_in_process(*args: str | Path) -> None:
+    """`bavos segment ARGS` in this process; AssertionError unless it exits 0."""
+    from bavos.cli import main
+
+    try:
+        main(["segment", *(str(a) for a in args)])
+    except SystemExit as e:
+        assert not e.code, f"bavos segment exited {e.code}"
+
+
+@pytest.fixture(scope="session")
+def view_result(tmp_path_factory: pytest.TempPathFactory, sharp_weights: Path) -> Path:
+    """A finished result for the viewer's tests: 9 frames, three levels of 58, 34 and 33 clusters capped to 20
+    (copy it before writing into it)."""
+    root = tmp_path_factory.mktemp("view")
+    video = write_clip(root / "clip.mp4", n=9, height=48, width=64)
+    segment_in_process(video, "-o", root / "out", *TINY, "--backbone-weights", sharp_weights, "--tau", "0.2", "-q")
+    return root / "out" / "clip"
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> None:
+    """Marks a test whose call failed (``item.failed_call``): the browser tests then keep a screenshot."""
+    if call.when == "call" and call.excinfo is not None:
+        item.failed_call = True  # type: ignore[attr-defined]

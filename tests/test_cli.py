@@ -190,7 +190,7 @@ def test_bavos_alone_shows_the_help_and_exits_0(run_cli) -> None:
     assert result.out.startswith("Usage: bavos [OPTIONS] COMMAND") and "segment" in result.out
 
 
-@pytest.mark.parametrize("command", ["segment", "eval", "train", "weights"])
+@pytest.mark.parametrize("command", ["segment", "view", "eval", "train", "weights"])
 def test_help_at_80_columns_has_no_type_tags_and_every_default(command: str) -> None:
     env = {**os.environ, "COLUMNS": "80"}
     proc = subprocess.run(

@@ -18,7 +18,7 @@ LAYERS = [
     {"io"},
     {"models"},
     {"pipeline", "training", "evaluation"},
-    {"api"},
+    {"api", "view"},
     {"cli"},
     {"", "__main__"},
 ]

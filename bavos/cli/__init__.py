@@ -18,6 +18,7 @@ from bavos.cli import eval as _eval  # noqa: F401 - registers `bavos eval`
 from bavos.cli import recut as _recut  # noqa: F401 - registers `bavos recut`
 from bavos.cli import segment as _segment  # noqa: F401 - registers `bavos segment`
 from bavos.cli import train as _train  # noqa: F401 - registers `bavos train`
+from bavos.cli import view as _view  # noqa: F401 - registers `bavos view`
 from bavos.cli import weights as _weights  # noqa: F401 - registers `bavos weights`
 from bavos.cli.app import app, debug, usage_errors
 from bavos.cli.output import error
@@ -72,7 +73,7 @@ def main(argv: list[str] | None = None) -> None:
 def _quiet_ffmpeg(argv: list[str]) -> None:
     """FFmpeg's own log lines off for commands that decode video: bavos names what went wrong in its warnings
     (BAVOS_DEBUG=1 keeps FFmpeg's lines)."""
-    if argv and argv[0] in ("segment", "recut", "train") and not debug():
+    if argv and argv[0] in ("segment", "recut", "train", "view") and not debug():
         import av.logging
 
         av.logging.set_libav_level(av.logging.PANIC)
@@ -106,7 +107,7 @@ def _run(argv: list[str], terminated: _Terminated) -> None:
         named = (
             ctx.info_name
             if ctx is not None and ctx.parent is not None
-            else next((a for a in argv if a in ("segment", "recut", "eval", "weights", "train")), None)
+            else next((a for a in argv if a in ("segment", "view", "recut", "eval", "weights", "train")), None)
         )
         command = f"bavos {named} --help" if named else "bavos --help"
         error(f"{_pair_form(e, argv) or e.format_message()} (see '{command}')")

@@ -85,7 +85,7 @@ def _panel_order(title: str) -> int:
     return order.index(title) if title in order else len(order)
 
 
-COMMAND_ORDER = ("segment", "recut", "eval", "weights", "train")  # the order of a user's day, not the alphabet
+COMMAND_ORDER = ("segment", "view", "recut", "eval", "weights", "train")  # the order of a user's day, not the alphabet
 
 
 class Group(TyperGroup):

@@ -1,0 +1,126 @@
+"""`bavos view`: results in the browser, served on this machine until Ctrl-C (the page: bavos/view/static)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import sys
+import threading
+import webbrowser
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from bavos.cli.app import app, import_torch, usage_error
+from bavos.cli.help import Command
+from bavos.cli.output import error, warn
+from bavos.config import RUN
+from bavos.errors import BavosError
+
+INSTALL = 'pip install "bavos[view]"'
+PORT_TRIES = 20  # ports tried from --port on when it is taken, as Jupyter does
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+@app.command(cls=Command)
+def view(
+    results: Annotated[
+        list[Path],
+        typer.Argument(metavar="RESULT", help="Output folders of bavos segment (OUT/<name>).", show_default=False),
+    ],
+    port: Annotated[
+        int, typer.Option(metavar="N", help="Port to serve on (the next free one when taken).", rich_help_panel=RUN)
+    ] = 8765,
+    host: Annotated[
+        str,
+        typer.Option(
+            metavar="ADDRESS",
+            help="Address to serve on; 0.0.0.0 lets other machines in (with the token).",
+            rich_help_panel=RUN,
+        ),
+    ] = "127.0.0.1",
+    browser: Annotated[
+        bool, typer.Option("--browser/--no-browser", help="Open the page in the default browser.", rich_help_panel=RUN)
+    ] = True,
+) -> int:
+    """Look at results in the browser: play them with their masks, see every object and when it is present, move
+    the cut (level, number of objects) live, and save the cut you like as bavos recut would. Ctrl-C stops it."""
+    try:
+        import uvicorn  # noqa: F401 - the extra's libraries, checked before anything else
+        from starlette.applications import Starlette  # noqa: F401
+    except ImportError:
+        error(f"bavos view needs the viewer's libraries: {INSTALL}")
+        raise typer.Exit(1) from None
+    import_torch()
+    from bavos.view.results import ViewedResult
+
+    opened = []
+    for folder in results:
+        try:
+            opened.append(ViewedResult(folder))
+        except BavosError as e:
+            usage_error(str(e), "view")
+    if not opened:
+        usage_error("name at least one result folder", "view")
+    chosen = _free_port(host, port)
+    if chosen is None:
+        usage_error(f"--port {port}: it and the {PORT_TRIES - 1} after it are taken on {host}", "view")
+    return _serve(opened, host, chosen, browser)
+
+
+def _free_port(host: str, port: int) -> int | None:
+    """``port``, or the first free one of the PORT_TRIES from it (None: all taken)."""
+    for candidate in range(port, port + PORT_TRIES):
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((host, candidate))
+            except OSError:
+                if candidate == 0:
+                    return None
+                continue
+            return s.getsockname()[1] if candidate == 0 else candidate
+    return None
+
+
+def _serve(opened: list, host: str, port: int, browser: bool) -> int:
+    import uvicorn
+
+    from bavos.view.server import make_app
+
+    token = secrets.token_urlsafe(18)
+    shown = host if host not in ("0.0.0.0", "::") else socket.gethostname()
+    address = f"http://{shown}:{port}/?token={token}"
+    if host not in LOOPBACK:
+        warn(f"--host {host}: anyone who gets the address can read these results (and save cuts of them)")
+    server = uvicorn.Server(uvicorn.Config(make_app(opened, token), host=host, port=port, log_level="warning"))
+    threading.Thread(target=_when_up, args=(server, address, browser and _has_display()), daemon=True).start()
+    try:
+        server.run()
+    except KeyboardInterrupt:  # Ctrl-C is how the viewer is stopped: uvicorn has shut down, and passes it on
+        pass
+    finally:
+        for result in opened:
+            result.close()
+    return 0
+
+
+def _has_display() -> bool:
+    """A browser can be shown: macOS and Windows always; elsewhere an X or Wayland display."""
+    return sys.platform in ("darwin", "win32") or bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+def _when_up(server: object, address: str, browser: bool) -> None:
+    """Once the server answers: the address on stdout (one line), and the page in the browser, as Jupyter does."""
+    import time
+
+    while not getattr(server, "started", False):
+        if getattr(server, "should_exit", False):
+            return
+        time.sleep(0.02)
+    typer.echo(address)
+    sys.stdout.flush()
+    if browser:
+        webbrowser.open(address)

@@ -1,0 +1,200 @@
+"""The viewer's web server: the page, and each result's frames, ids, objects and hierarchy, to whoever holds the
+token (a Starlette app; uvicorn serves it).
+
+What it serves is named by numbers only: result ``i`` of those given on the command line, frame ``k`` of it, and
+the page's three files. No path from a request reaches the disk, so nothing else of the disk can be read; the one
+write is "Save this cut" (``ViewedResult.save``).
+
+Endpoints (every one needs ``?token=``):
+    GET  /                                  the page
+    GET  /static/{app.js,style.css}         its code and style
+    GET  /api/results                       the results: name, frames, objects, random weights
+    GET  /api/results/{i}                   one result's info (``ViewedResult.info``)
+    GET  /api/results/{i}/cut?level=L&max_objects=N      the cut's objects and their presence
+    GET  /api/results/{i}/frame/{k}         frame k, raw RGB bytes (H, W, 3) uint8
+    GET  /api/results/{i}/ids/{k}?level=&max_objects=    frame k's ids, raw little-endian uint16 (H, W)
+    GET  /api/results/{i}/preview.png       the result's preview.png
+    GET  /api/results/{i}/hierarchy.png?level=&max_objects=   hierarchy.png of the cut
+    POST /api/results/{i}/save              {"level", "max_objects", "name"?}: the cut written as recut writes it
+"""
+
+from __future__ import annotations
+
+import secrets
+from importlib import resources
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from bavos.errors import BavosError
+from bavos.view.results import Cut, ViewedResult
+
+STATIC = {"app.js": "text/javascript", "style.css": "text/css", "index.html": "text/html"}
+NO_STORE = {"Cache-Control": "no-store"}
+
+
+class _Token(BaseHTTPMiddleware):
+    """Every request carries the token (``?token=``); others get 403 and nothing else."""
+
+    def __init__(self, app: Any, token: str) -> None:
+        super().__init__(app)
+        self.token = token
+
+    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
+        if request.url.path == "/favicon.ico":  # browsers ask for it unasked: nothing, and nothing to read
+            return Response(status_code=204)
+        given = request.query_params.get("token", "")
+        if not secrets.compare_digest(given.encode(), self.token.encode()):
+            return JSONResponse({"error": "this address needs the token bavos view printed"}, 403)
+        return await call_next(request)
+
+
+class _Viewer:
+    """The endpoints, over the results given on the command line."""
+
+    def __init__(self, results: list[ViewedResult], token: str) -> None:
+        self.results, self.token = results, token
+
+    def result(self, request: Request) -> ViewedResult:
+        i = int(request.path_params["i"])
+        if not 0 <= i < len(self.results):
+            raise _NotFound()
+        return self.results[i]
+
+    @staticmethod
+    def index(request: Request, r: ViewedResult) -> int:
+        k = int(request.path_params["k"])
+        if not 0 <= k < r.frames:
+            raise _NotFound()
+        return k
+
+    @staticmethod
+    def cut_of(request: Request) -> tuple[int | None, int | None]:
+        q = request.query_params
+        return _int(q.get("level")), _int(q.get("max_objects"))
+
+    def page(self, request: Request) -> Response:
+        html = resources.files("bavos.view").joinpath("static", "index.html").read_text()
+        return Response(html.replace("%TOKEN%", self.token), media_type="text/html", headers=NO_STORE)
+
+    def static(self, request: Request) -> Response:
+        name = request.path_params["name"]
+        if name not in STATIC or name == "index.html":
+            raise _NotFound()
+        return _static(name)
+
+    def listing(self, request: Request) -> Response:
+        return JSONResponse(
+            [
+                {"index": i, "name": r.name, "frames": r.frames, "objects": r.summary["objects"]}
+                | {"random": r.random_weights}
+                for i, r in enumerate(self.results)
+            ]
+        )
+
+    def info(self, request: Request) -> Response:
+        return JSONResponse(self.result(request).info())
+
+    def cut(self, request: Request) -> Response:
+        return JSONResponse(_cut_json(self.result(request).cut(*self.cut_of(request))))
+
+    def frame(self, request: Request) -> Response:
+        r = self.result(request)
+        image = r.frame(self.index(request, r))
+        return Response(image.tobytes(), media_type="application/octet-stream", headers=NO_STORE)
+
+    def ids(self, request: Request) -> Response:
+        r = self.result(request)
+        values = r.ids(self.index(request, r), *self.cut_of(request))
+        return Response(values.astype("<u2").tobytes(), media_type="application/octet-stream", headers=NO_STORE)
+
+    def preview(self, request: Request) -> Response:
+        return Response((self.result(request).folder / "preview.png").read_bytes(), media_type="image/png")
+
+    def hierarchy(self, request: Request) -> Response:
+        picture = self.result(request).hierarchy_picture(*self.cut_of(request))
+        return Response(picture, media_type="image/png", headers=NO_STORE)
+
+    async def save(self, request: Request) -> Response:
+        from starlette.concurrency import run_in_threadpool
+
+        r = self.result(request)
+        body = await request.json()
+        level, cap = _int(body.get("level")), _int(body.get("max_objects"))
+        name = body.get("name") or None
+        summary = await run_in_threadpool(r.save, r.level if level is None else level, cap or 0, name)
+        return JSONResponse(
+            {"output": summary["output"], "level": summary["level"], "objects": summary["objects"], "name": name}
+        )
+
+
+def make_app(results: list[ViewedResult], token: str) -> Starlette:
+    """The viewer's app for ``results``; requests must carry ``token``."""
+    v = _Viewer(results, token)
+    routes = [
+        Route("/", v.page),
+        Route("/static/{name}", v.static),
+        Route("/api/results", v.listing),
+        Route("/api/results/{i:int}", v.info),
+        Route("/api/results/{i:int}/cut", v.cut),
+        Route("/api/results/{i:int}/frame/{k:int}", v.frame),
+        Route("/api/results/{i:int}/ids/{k:int}", v.ids),
+        Route("/api/results/{i:int}/preview.png", v.preview),
+        Route("/api/results/{i:int}/hierarchy.png", v.hierarchy),
+        Route("/api/results/{i:int}/save", v.save, methods=["POST"]),
+    ]
+    return Starlette(
+        routes=routes,
+        middleware=[Middleware(_Token, token=token)],
+        exception_handlers={BavosError: _said, _NotFound: _not_found, ValueError: _bad_value},
+    )
+
+
+class _NotFound(Exception):
+    """Nothing of that number."""
+
+
+def _int(value: Any) -> int | None:
+    """A whole number from a query or a body (None: not given); ValueError otherwise."""
+    if value is None or value == "":
+        return None
+    return int(value)
+
+
+def _static(name: str) -> Response:
+    data = resources.files("bavos.view").joinpath("static", name).read_bytes()
+    return Response(data, media_type=STATIC[name], headers=NO_STORE)
+
+
+def _cut_json(cut: Cut) -> dict[str, Any]:
+    h = cut.analysis.hierarchy
+    return {
+        "level": cut.level,
+        "max_objects": cut.max_objects,
+        "clusters": h.real_sizes[cut.level],
+        "capped_to": cut.capped_to,
+        "warnings": list(h.warnings),
+        "objects": [
+            {"id": o.id, "colour": o.colour, "share": o.share, "first": o.first, "last": o.last, "lanes": o.lanes}
+            for o in cut.objects
+        ],
+    }
+
+
+async def _said(request: Request, exc: Exception) -> Response:
+    """A bavos error is the line the command line would print; 400 for what the user asked, 409 for the disk."""
+    status = 400 if getattr(exc, "exit_code", 1) == 2 else 409
+    return JSONResponse({"error": str(exc)}, status)
+
+
+async def _not_found(request: Request, exc: Exception) -> Response:
+    return JSONResponse({"error": "no such result or frame"}, 404)
+
+
+async def _bad_value(request: Request, exc: Exception) -> Response:
+    return JSONResponse({"error": f"not a whole number: {exc}"}, 400)

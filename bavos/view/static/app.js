@@ -1,0 +1,343 @@
+// bavos view: one result's frames with their masks, its objects and their presence, its cut moved live.
+// Frames and ids come from the server as raw bytes; the blend is bavos's overlay rule (bavos/io/render.py),
+// computed in float32 as NumPy does, so the page shows the pixels overlay.mp4's frames are made from.
+"use strict";
+
+const token = new URLSearchParams(location.search).get("token") || "";
+const $ = (id) => document.getElementById(id);
+const f32 = Math.fround;
+
+function url(path, params = {}) {
+  const q = new URLSearchParams({ ...params, token });
+  return `${path}?${q}`;
+}
+
+async function getJSON(path, params) {
+  const r = await fetch(url(path, params));
+  const body = await r.json();
+  if (!r.ok) throw new Error(body.error || r.statusText);
+  return body;
+}
+
+async function getBytes(path, params) {
+  const r = await fetch(url(path, params));
+  if (!r.ok) throw new Error((await r.json()).error || r.statusText);
+  return r.arrayBuffer();
+}
+
+const state = {
+  results: [], index: -1, info: null, cut: null, k: 0, playing: false, alpha: 0.5, mode: "fill",
+  hidden: new Set(), only: null, selected: null, ids: null, colours: new Map(), drawing: 0,
+};
+
+function cutParams() {
+  return { level: state.cut ? state.cut.level : state.info.level, max_objects: state.cut ? state.cut.max_objects : state.info.max_objects };
+}
+
+// ---- results -------------------------------------------------------------------------------------------------
+async function start() {
+  state.results = await getJSON("/api/results");
+  const select = $("results");
+  select.innerHTML = "";
+  state.results.forEach((r) => select.add(new Option(`${r.name} (${r.frames} frames, ${r.objects} objects)`, r.index)));
+  select.onchange = () => openResult(Number(select.value));
+  select.hidden = state.results.length < 2;
+  if (state.results.length > 1) showList();
+  else await openResult(0);
+}
+
+function showList() {
+  const list = $("list");
+  list.innerHTML = "";
+  for (const r of state.results) {
+    const card = document.createElement("div");
+    card.className = "card";
+    card.dataset.index = r.index;
+    card.innerHTML = `<img src="${url(`/api/results/${r.index}/preview.png`)}" alt="preview of ${r.name}">
+      <div><b></b> · ${r.frames} frames · ${r.objects} objects${r.random ? " · random weights" : ""}</div>`;
+    card.querySelector("b").textContent = r.name;
+    card.onclick = () => openResult(r.index);
+    list.appendChild(card);
+  }
+  list.hidden = false;
+  $("viewer").hidden = true;
+}
+
+async function openResult(i) {
+  state.index = i;
+  state.info = await getJSON(`/api/results/${i}`);
+  const info = state.info;
+  $("results").value = String(i);
+  $("list").hidden = true;
+  $("viewer").hidden = false;
+  $("summary").textContent = `${info.name}: ${info.frames} frames, ${info.width}x${info.height}, ${info.fps} fps`;
+  const problems = [info.random_weights ? info.note : null, info.source_problem, info.hierarchy_problem].filter(Boolean);
+  $("banner").textContent = problems.join(" · ");
+  $("banner").hidden = problems.length === 0;
+  const canvas = $("frame");
+  canvas.width = info.width;
+  canvas.height = info.height;
+  fit();
+  $("scrub").max = info.frames - 1;
+  $("level").max = info.converged;
+  $("level").value = info.level;
+  $("cap").value = info.max_objects;
+  state.alpha = info.overlay_alpha;
+  $("alpha").value = info.overlay_alpha;
+  state.cut = null;
+  state.hidden.clear();
+  state.only = null;
+  state.selected = null;
+  state.k = 0;
+  await loadCut(info.level, info.max_objects);
+  await show(0);
+}
+
+// ---- the cut -------------------------------------------------------------------------------------------------
+async function loadCut(level, maxObjects) {
+  $("levelv").textContent = level;
+  try {
+    const cut = await getJSON(`/api/results/${state.index}/cut`, { level, max_objects: maxObjects });
+    state.cut = cut;
+    $("cuterr").textContent = cut.warnings.join(" ");
+  } catch (e) {
+    $("cuterr").textContent = e.message; // as bavos recut says it
+    return false;
+  }
+  state.colours = new Map(state.cut.objects.map((o) => [o.id, hexRGB(o.colour)]));
+  const c = state.cut;
+  $("cutinfo").textContent = `level ${c.level}: ${c.clusters} clusters` +
+    (c.capped_to !== null ? `, capped to ${c.capped_to}` : "") + `; ${c.objects.length} objects`;
+  $("hier").src = url(`/api/results/${state.index}/hierarchy.png`, { level: c.level, max_objects: c.max_objects });
+  renderObjects();
+  drawLanes();
+  return true;
+}
+
+// The frame shown as large as the page allows, its shape kept (so a pointer's place maps to one pixel).
+function fit() {
+  if (!state.info) return;
+  const room = [$("player").clientWidth || 800, Math.max(240, window.innerHeight * 0.7)];
+  const scale = Math.min(room[0] / state.info.width, room[1] / state.info.height);
+  $("frame").style.width = `${Math.floor(state.info.width * scale)}px`;
+  $("frame").style.height = `${Math.floor(state.info.height * scale)}px`;
+}
+
+function hexRGB(hex) {
+  return [1, 3, 5].map((i) => parseInt(hex.slice(i, i + 2), 16));
+}
+
+let cutTimer = null;
+function cutChanged() {
+  clearTimeout(cutTimer);
+  cutTimer = setTimeout(async () => {
+    const level = Number($("level").value);
+    const cap = Math.max(0, Number($("cap").value) || 0);
+    if (await loadCut(level, cap)) await show(state.k);
+  }, 120);
+}
+
+function visible(id) {
+  if (id === 0) return false;
+  if (state.only !== null) return id === state.only;
+  return !state.hidden.has(id);
+}
+
+function renderObjects() {
+  const body = $("objects").querySelector("tbody");
+  body.innerHTML = "";
+  for (const o of state.cut.objects) {
+    const tr = document.createElement("tr");
+    tr.dataset.id = o.id;
+    tr.className = o.id === state.selected ? "selected" : "";
+    tr.innerHTML = `<td><span class="swatch" style="background:${o.colour}"></span></td><td>${o.id}</td>
+      <td>${(100 * o.share).toFixed(o.share < 0.01 ? 2 : 1)} %</td>
+      <td>${state.info.first_frame + o.first}-${state.info.first_frame + o.last}</td>
+      <td><input type="checkbox" ${state.hidden.has(o.id) ? "" : "checked"}></td><td><button>only</button></td>`;
+    tr.querySelector("input").onclick = (ev) => {
+      ev.stopPropagation();
+      if (ev.target.checked) state.hidden.delete(o.id);
+      else state.hidden.add(o.id);
+      draw();
+    };
+    tr.querySelector("button").onclick = (ev) => {
+      ev.stopPropagation();
+      state.only = state.only === o.id ? null : o.id;
+      draw();
+    };
+    tr.onclick = () => select(o.id);
+    body.appendChild(tr);
+  }
+}
+
+function select(id) {
+  state.selected = id;
+  for (const tr of $("objects").querySelectorAll("tbody tr")) {
+    tr.classList.toggle("selected", Number(tr.dataset.id) === id);
+    if (Number(tr.dataset.id) === id) tr.scrollIntoView({ block: "nearest" });
+  }
+  drawLanes();
+}
+
+// ---- lanes ---------------------------------------------------------------------------------------------------
+const LANE = 8;
+function drawLanes() {
+  const canvas = $("lanes");
+  const objects = state.cut ? state.cut.objects : [];
+  canvas.width = Math.max(200, canvas.clientWidth || 800);
+  canvas.height = Math.max(LANE, objects.length * LANE);
+  const ctx = canvas.getContext("2d");
+  ctx.clearRect(0, 0, canvas.width, canvas.height);
+  const x = (k) => (k / state.info.frames) * canvas.width;
+  objects.forEach((o, row) => {
+    if (o.id === state.selected) {
+      ctx.fillStyle = "#35507a";
+      ctx.fillRect(0, row * LANE, canvas.width, LANE);
+    }
+    ctx.fillStyle = o.colour;
+    for (const [a, b] of o.lanes) ctx.fillRect(x(a), row * LANE + 1, Math.max(1, x(b + 1) - x(a)), LANE - 2);
+  });
+  ctx.fillStyle = "#fff";
+  ctx.fillRect(x(state.k), 0, 1, canvas.height);
+}
+
+// ---- frames --------------------------------------------------------------------------------------------------
+async function show(k) {
+  k = Math.max(0, Math.min(state.info.frames - 1, k));
+  state.k = k;
+  const ticket = ++state.drawing;
+  const base = `/api/results/${state.index}`;
+  const [frame, ids] = await Promise.all([
+    state.info.source_problem ? Promise.resolve(null) : getBytes(`${base}/frame/${k}`),
+    getBytes(`${base}/ids/${k}`, cutParams()),
+  ]);
+  if (ticket !== state.drawing) return; // a later frame was asked for meanwhile
+  state.frame = frame ? new Uint8Array(frame) : null;
+  state.ids = new Uint16Array(ids);
+  $("scrub").value = k;
+  const n = state.info.first_frame + k;
+  $("pos").textContent = `frame ${n} · ${(n / state.info.fps).toFixed(3)} s`;
+  draw();
+  drawLanes();
+}
+
+function draw() {
+  const { width: w, height: h } = state.info;
+  const ids = state.ids;
+  if (!ids) return;
+  const frame = state.frame;
+  const out = new ImageData(w, h);
+  const px = out.data;
+  const a = f32(state.alpha);
+  const keep = f32(1 - state.alpha);
+  const mode = state.mode;
+  for (let p = 0; p < w * h; p++) {
+    const id = ids[p];
+    const on = visible(id);
+    const colour = on ? state.colours.get(id) : null;
+    let paint = on && colour;
+    if (paint && mode === "outline") {
+      const x = p % w;
+      paint = (x > 0 && ids[p - 1] !== id) || (x < w - 1 && ids[p + 1] !== id) ||
+        (p >= w && ids[p - w] !== id) || (p < w * (h - 1) && ids[p + w] !== id);
+    }
+    for (let c = 0; c < 3; c++) {
+      const f = frame ? frame[3 * p + c] : 128;
+      let v = f;
+      if (mode === "cutout") v = on ? f : 0;
+      else if (paint && mode === "outline") v = colour[c];
+      else if (paint) v = Math.trunc(f32(f32(f32(f * keep) + f32(colour[c] * a)) + 0.5));
+      px[4 * p + c] = v;
+    }
+    px[4 * p + 3] = 255;
+  }
+  const canvas = $("frame");
+  canvas.getContext("2d").putImageData(out, 0, 0);
+  canvas.dataset.frame = state.k; // what is drawn, for scripts and tests
+  canvas.dataset.cut = `${state.cut ? state.cut.level : ""}/${state.cut ? state.cut.max_objects : ""}`;
+}
+
+function idAt(ev) {
+  const canvas = $("frame");
+  const r = canvas.getBoundingClientRect();
+  const x = Math.floor(((ev.clientX - r.left) / r.width) * canvas.width);
+  const y = Math.floor(((ev.clientY - r.top) / r.height) * canvas.height);
+  if (!state.ids || x < 0 || y < 0 || x >= canvas.width || y >= canvas.height) return null;
+  return state.ids[y * canvas.width + x];
+}
+
+// ---- playing -------------------------------------------------------------------------------------------------
+async function play() {
+  state.playing = !state.playing;
+  $("play").innerHTML = state.playing ? "&#10074;&#10074;" : "&#9654;";
+  while (state.playing) {
+    const began = performance.now();
+    if (state.k >= state.info.frames - 1) await show(0);
+    else await show(state.k + 1);
+    const wait = 1000 / state.info.fps - (performance.now() - began);
+    if (wait > 0) await new Promise((done) => setTimeout(done, wait));
+  }
+}
+
+// ---- saving --------------------------------------------------------------------------------------------------
+async function save() {
+  const name = $("savename").value.trim();
+  $("saved").textContent = "saving…";
+  try {
+    const r = await fetch(url(`/api/results/${state.index}/save`), {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ ...cutParams(), name: name || null }),
+    });
+    const body = await r.json();
+    if (!r.ok) throw new Error(body.error);
+    $("saved").textContent = `saved ${body.output}: level ${body.level}, ${body.objects} objects`;
+    if (!name) await openResult(state.index);
+  } catch (e) {
+    $("saved").textContent = e.message;
+  }
+}
+
+// ---- wiring --------------------------------------------------------------------------------------------------
+function wire() {
+  $("scrub").oninput = () => show(Number($("scrub").value));
+  $("play").onclick = play;
+  $("alpha").oninput = () => { state.alpha = Number($("alpha").value); draw(); };
+  $("mode").onchange = () => { state.mode = $("mode").value; draw(); };
+  $("all").onclick = () => { state.hidden.clear(); state.only = null; renderObjects(); draw(); };
+  $("level").oninput = cutChanged;
+  $("cap").oninput = cutChanged;
+  $("save").onclick = save;
+  const canvas = $("frame");
+  canvas.onmousemove = (ev) => {
+    const id = idAt(ev);
+    const hover = $("hover");
+    hover.hidden = id === null;
+    if (id === null) return;
+    hover.textContent = id === 0 ? "background (id 0)" : `object ${id}`;
+    hover.style.left = `${ev.offsetX + 12}px`;
+    hover.style.top = `${ev.offsetY + 12}px`;
+  };
+  canvas.onmouseleave = () => { $("hover").hidden = true; };
+  canvas.onclick = (ev) => {
+    const id = idAt(ev);
+    if (id !== null && id > 0) select(id);
+  };
+  $("lanes").onclick = (ev) => {
+    const r = $("lanes").getBoundingClientRect();
+    show(Math.floor(((ev.clientX - r.left) / r.width) * state.info.frames));
+  };
+  window.onresize = () => { fit(); drawLanes(); };
+  document.onkeydown = (ev) => {
+    if (ev.target.tagName === "INPUT" && ev.target.type !== "range") return;
+    if (ev.key === "ArrowRight") { ev.preventDefault(); show(state.k + 1); }
+    if (ev.key === "ArrowLeft") { ev.preventDefault(); show(state.k - 1); }
+    if (ev.key === " ") { ev.preventDefault(); play(); }
+  };
+}
+
+wire();
+start().catch((e) => {
+  $("banner").textContent = e.message;
+  $("banner").hidden = false;
+});

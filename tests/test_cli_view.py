@@ -1,0 +1,59 @@
+"""`bavos view`: what it refuses before serving, the line it prints, Ctrl-C, and the missing extra."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("uvicorn", reason='needs the viewer\'s extra: pip install "bavos[view]"')
+
+
+def test_what_is_not_a_result_is_one_line_before_serving(tmp_path: Path, run_cli) -> None:
+    result = run_cli("view", tmp_path, "--no-browser")
+    assert result.code == 2 and result.err.count("\n") == 1
+    assert result.err.startswith(f"bavos: error: {tmp_path}: not a finished result of bavos segment")
+
+
+def test_without_the_extra_it_names_the_install(view_result: Path) -> None:
+    code = "import sys; sys.modules['uvicorn'] = None; from bavos.cli import main; main(sys.argv[1:])"
+    proc = subprocess.run(
+        [sys.executable, "-c", code, "view", str(view_result), "--no-browser"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 1
+    assert proc.stderr == 'bavos: error: bavos view needs the viewer\'s libraries: pip install "bavos[view]"\n'
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "0.0.0.0"])
+def test_it_prints_the_address_serves_and_stops_cleanly_on_ctrl_c(view_result: Path, host: str) -> None:
+    before = sorted(p.name for p in view_result.parent.iterdir())
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bavos", "view", str(view_result), "--no-browser", "--host", host, "--port", "8811"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        address = proc.stdout.readline().strip()
+        assert address.startswith("http://") and "/?token=" in address
+        token = address.split("token=")[1]
+        port = address.split(":")[2].split("/")[0]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/results?token={token}", timeout=30) as r:
+            assert json.loads(r.read())[0]["name"] == "clip"
+        with pytest.raises(urllib.error.HTTPError, match="403"):
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/api/results?token=nope", timeout=30)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    warned = [line for line in err.splitlines() if "anyone who gets the address" in line]
+    assert len(warned) == (1 if host == "0.0.0.0" else 0), err
+    assert sorted(p.name for p in view_result.parent.iterdir()) == before  # nothing left behind

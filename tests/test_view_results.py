@@ -1,0 +1,116 @@
+"""The viewer's results: frames and ids on demand equal to the result's files, cuts equal to recut's, saving a cut
+equal to `bavos recut`, and what a result without its source or hierarchy still shows."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import same_pictures
+from PIL import Image
+
+from bavos.errors import InputError, UsageError
+from bavos.io.video import VideoSource
+from bavos.view.results import ViewedResult
+
+
+def _masks(folder: Path) -> list[np.ndarray]:
+    return [np.asarray(Image.open(p)) for p in sorted((folder / "masks").glob("*.png"))]
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _same_result(got: Path, want: Path) -> None:
+    a, b = _files(got), _files(want)
+    assert sorted(a) == sorted(b)
+    for name in b:
+        if name == "summary.json":
+            sa, sb = json.loads(a[name]), json.loads(b[name])
+            for key in ("objects", "object_stats", "level", "level_sizes", "capped_from", "capped_to", "settings"):
+                assert sa[key] == sb[key], key
+        elif name.endswith(".mp4"):
+            from conftest import decoded
+
+            assert same_pictures(decoded(got / name), decoded(want / name)), name
+        else:
+            assert a[name] == b[name], name
+
+
+def test_frames_and_ids_are_the_results(view_result: Path) -> None:
+    r = ViewedResult(view_result)
+    masks = _masks(view_result)
+    frames = [f.image for f in VideoSource(r.summary["source"]).frames()]
+    assert r.frames == len(masks) == 9 and r.info()["level"] == 2 and r.info()["level_sizes"] == [58, 34, 33]
+    for k in (4, 0, 8, 5):
+        np.testing.assert_array_equal(r.ids(k), masks[k])
+        np.testing.assert_array_equal(r.frame(k), frames[k])
+    with pytest.raises(InputError, match="no frame 9"):
+        r.frame(9)
+
+
+def test_a_cut_lists_what_recut_writes(view_result: Path, tmp_path: Path, run_cli) -> None:
+    r = ViewedResult(view_result)
+    for level, cap in ((0, 0), (1, 0), (2, 5)):
+        copy = tmp_path / f"c{level}-{cap}"
+        shutil.copytree(view_result, copy)
+        assert run_cli("recut", copy, "--level", level, "--max-objects", cap, "-q").code == 0
+        summary = json.loads((copy / "summary.json").read_text())
+        cut = r.cut(level, cap)
+        assert [o.id for o in cut.objects] == [o["id"] for o in summary["object_stats"]]
+        assert [(o.first, o.last) for o in cut.objects] == [
+            (o["first_frame"], o["last_frame"]) for o in summary["object_stats"]
+        ]
+        masks = _masks(copy)
+        for k in (0, 7):
+            np.testing.assert_array_equal(r.ids(k, level, cap), masks[k])
+    with pytest.raises(UsageError, match="--level 7 does not exist: this video's hierarchy has levels 0..2"):
+        r.cut(7, 0)
+    with pytest.raises(UsageError, match="capping level 0 needs its centroids"):
+        r.cut(0, 5)
+
+
+def test_saving_a_cut_is_bavos_recut(view_result: Path, tmp_path: Path, run_cli) -> None:
+    here, there = tmp_path / "a" / "clip", tmp_path / "b" / "clip"
+    shutil.copytree(view_result, here)
+    shutil.copytree(view_result, there)
+    assert run_cli("recut", there, "--level", "2", "--max-objects", "4", "-q").code == 0
+    r = ViewedResult(here)
+    summary = r.save(2, 4)
+    assert summary["level"] == 2 and r.level == 2 and r.max_objects == 4  # the viewer follows the saved cut
+    _same_result(here, there)
+    named = r.save(2, 4, "clip-coarse")
+    assert named["output"] == str(here.parent / "clip-coarse")
+    _same_result(here.parent / "clip-coarse", there)
+    for bad in ("../x", "a/b", ".hidden", "", "clip-coarse"):
+        with pytest.raises((UsageError, InputError)):
+            r.save(2, 4, bad)
+    assert sorted(p.name for p in here.parent.iterdir()) == ["clip", "clip-coarse"]  # nothing else made
+
+
+def test_a_result_whose_source_is_gone_shows_its_masks(view_result: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "clip"
+    shutil.copytree(view_result, folder)
+    summary = json.loads((folder / "summary.json").read_text())
+    (folder / "summary.json").write_text(json.dumps({**summary, "source": str(tmp_path / "moved.mp4")}))
+    r = ViewedResult(folder)
+    assert "the source video is gone" in r.info()["source_problem"]
+    np.testing.assert_array_equal(r.ids(3), _masks(view_result)[3])
+    with pytest.raises(InputError, match="the source video is gone"):
+        r.frame(3)
+    with pytest.raises(InputError, match="the source video is gone"):
+        r.save(1, 0)
+
+
+def test_what_is_not_a_result(tmp_path: Path, view_result: Path) -> None:
+    with pytest.raises(InputError, match="not a finished result of bavos segment"):
+        ViewedResult(tmp_path)
+    folder = tmp_path / "clip"
+    shutil.copytree(view_result, folder)
+    (folder / "escape").symlink_to("/etc")  # a link out of the result: not bavos's
+    with pytest.raises(InputError, match="not a finished result"):
+        ViewedResult(folder)

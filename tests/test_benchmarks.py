@@ -37,3 +37,18 @@ def test_gpu_check_smoke_runs_every_measurement(tmp_path: Path) -> None:
     table = (tmp_path / "gpu_check.md").read_text()
     assert table in proc.stdout and table.count("\n| ") == 12
     assert ": failed |" not in table and "| failed |" not in table
+
+
+def test_bench_view_runs(view_result: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_view.py"), str(view_result), "--scrubs", "2"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith(f"{view_result}: 9 frames of 64x48")
+    assert any(line.startswith("far frame (cold): median") for line in lines)
+    assert lines[-2].startswith("cut level 0, max objects 0:") and "objects)" in lines[-2]

@@ -172,3 +172,34 @@ def test_the_page_shows_the_overlay_follows_the_cut_and_saves_it(
     assert sorted(p.name for p in saved.rglob("*")) == sorted(p.name for p in want.rglob("*"))
     for name in ("masks/00000.png", "masks/00008.png", "hierarchy.npz", "hierarchy.png", "preview.png"):
         assert (saved / name).read_bytes() == (want / name).read_bytes(), name
+
+
+def test_several_results_are_listed_and_one_opens(view_result: Path, tmp_path: Path, browser: Any) -> None:
+    import uvicorn
+
+    from bavos.cli.view import _free_port
+    from bavos.view.results import ViewedResult
+    from bavos.view.server import make_app
+
+    folders = [tmp_path / name / "clip" for name in ("a", "b")]
+    for folder in folders:
+        shutil.copytree(view_result, folder)
+    port = _free_port("127.0.0.1", 8795)
+    assert port is not None
+    app = make_app([ViewedResult(f) for f in folders], "tok")
+    server = uvicorn.Server(uvicorn.Config(app, port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.02)
+    try:
+        browser.get(f"http://127.0.0.1:{port}/?token=tok")
+        assert wait(browser, "return document.querySelectorAll('.card').length") == 2
+        assert browser.execute_script("return document.getElementById('viewer').offsetParent === null")  # not shown
+        browser.execute_script("document.querySelectorAll('.card')[1].click()")
+        drawn(browser, 0, "2/20")
+        assert browser.execute_script("return document.getElementById('list').offsetParent === null")
+        assert browser.execute_script("return document.getElementById('results').value") == "1"
+    finally:
+        server.should_exit = True
+        thread.join(10)

@@ -205,13 +205,15 @@ class ViewedResult:
             counts = np.bincount(analysis.ids(p).ravel(), minlength=count)[:count]
             tokens += counts
             present[p] = counts > 0
+        # the frames each processed frame stands for (contiguous): a lane over processed frames maps onto frames
         nearest = np.array([nearest_processed(k, analysis.stride, analysis.processed) for k in range(self.frames)])
-        by_frame = present[nearest]  # (frames, ids)
+        starts = np.searchsorted(nearest, np.arange(analysis.processed), side="left")
+        ends = np.searchsorted(nearest, np.arange(analysis.processed), side="right") - 1
         colours = palette(count)
         total = max(1, int(tokens.sum()))
         rows = []
         for i in range(1, count):
-            lanes = _runs(by_frame[:, i])
+            lanes = [(int(starts[a]), int(ends[b])) for a, b in _runs(present[:, i])]
             if lanes:
                 colour = "#{:02x}{:02x}{:02x}".format(*(int(c) for c in colours[i]))
                 rows.append(ObjectRow(i, colour, tokens[i] / total, lanes[0][0], lanes[-1][1], lanes))

@@ -143,10 +143,18 @@ function visible(id) {
   return !state.hidden.has(id);
 }
 
+const LISTED = 400; // objects listed and laned, largest first: a level of thousands stays usable
+
+function listed() {
+  return state.cut ? state.cut.objects.slice(0, LISTED) : [];
+}
+
 function renderObjects() {
   const body = $("objects").querySelector("tbody");
   body.innerHTML = "";
-  for (const o of state.cut.objects) {
+  const all = state.cut.objects.length;
+  $("cutinfo").textContent += all > LISTED ? ` (the ${LISTED} largest listed)` : "";
+  for (const o of listed()) {
     const tr = document.createElement("tr");
     tr.dataset.id = o.id;
     tr.className = o.id === state.selected ? "selected" : "";
@@ -183,7 +191,7 @@ function select(id) {
 const LANE = 8;
 function drawLanes() {
   const canvas = $("lanes");
-  const objects = state.cut ? state.cut.objects : [];
+  const objects = listed();
   canvas.width = Math.max(200, canvas.clientWidth || 800);
   canvas.height = Math.max(LANE, objects.length * LANE);
   const ctx = canvas.getContext("2d");

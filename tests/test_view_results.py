@@ -114,3 +114,25 @@ def test_what_is_not_a_result(tmp_path: Path, view_result: Path) -> None:
     (folder / "escape").symlink_to("/etc")  # a link out of the result: not bavos's
     with pytest.raises(InputError, match="not a finished result"):
         ViewedResult(folder)
+
+
+def test_a_result_without_its_hierarchy_shows_its_own_cut(tmp_path: Path, sharp_weights: Path) -> None:
+    from conftest import TINY, segment_in_process, write_clip
+
+    video = write_clip(tmp_path / "clip.mp4", n=5, height=48, width=64)
+    segment_in_process(
+        video, "-o", tmp_path / "out", *TINY, "--backbone-weights", sharp_weights, "--no-hierarchy", "-q"
+    )
+    folder = tmp_path / "out" / "clip"
+    r = ViewedResult(folder)
+    assert "no hierarchy.npz" in r.info()["hierarchy_problem"]
+    summary = json.loads((folder / "summary.json").read_text())
+    cut = r.cut()
+    assert [(o.id, o.first, o.last) for o in cut.objects] == [
+        (o["id"], o["first_frame"], o["last_frame"]) for o in summary["object_stats"]
+    ]
+    for k in (0, 4, 2):
+        np.testing.assert_array_equal(r.ids(k), _masks(folder)[k])
+    assert r.hierarchy_picture() == (folder / "hierarchy.png").read_bytes()
+    with pytest.raises(InputError, match="no hierarchy.npz"):
+        r.cut(0, 0)

@@ -138,7 +138,7 @@ class VideoInfo:
         return float(self.start_pts * self.time_base) if self.time_base is not None else 0.0
 
 
-def _natural_key(path: Path) -> list[object]:
+def natural_key(path: Path) -> list[object]:
     """Natural order: frame_2 before frame_10. Only decimal digits are numbers (what the pattern's digits match):
     the superscript in "1²0.png" is text."""
     return [int(t) if t.isdecimal() else t for t in re.split(r"(\d+)", path.name)]
@@ -156,7 +156,7 @@ def list_frames(folder: Path) -> tuple[list[Path], list[str]]:
     """
     frames, left_out = [], []
     try:
-        entries = sorted(folder.iterdir(), key=_natural_key)
+        entries = sorted(folder.iterdir(), key=natural_key)
     except OSError as e:
         raise InputError(f"cannot list the frames: {plain_os_error(e, folder)}") from e
     for entry in entries:

@@ -48,13 +48,17 @@ class ObjectRow:
 
 @dataclass(frozen=True)
 class Cut:
-    """A cut of the hierarchy: ``level`` capped at ``max_objects`` (0: no cap), its analysis and its objects."""
+    """A cut of the hierarchy: ``level`` capped at ``max_objects`` (0: no cap), its objects, the clusters of its
+    level, the cap's count, what it could not give, and its analysis (None: the result's own cut of a result kept
+    without hierarchy.npz, read from its files)."""
 
     level: int
     max_objects: int
-    analysis: Analysis
+    analysis: Analysis | None
     objects: list[ObjectRow]
+    clusters: int
     capped_to: int | None
+    warnings: list[str]
 
 
 class _Cache(OrderedDict[Any, Any]):
@@ -106,6 +110,7 @@ class ViewedResult:
         self._frames = _Cache(CACHED_FRAMES)
         self._ids = _Cache(CACHED_IDS)
         self._cuts = _Cache(CACHED_CUTS)
+        self._masks: list[Path] | None = None  # the mask files, for a result without hierarchy.npz
 
     @property
     def level(self) -> int:
@@ -168,7 +173,21 @@ class ViewedResult:
         cut = self.cut(level, max_objects)
         key = (cut.level, cut.max_objects, index)
         with self._lock:
-            return self._ids.get_or(key, lambda: self._make_ids(cut.analysis, index))
+            analysis = cut.analysis
+            if analysis is None:
+                return self._ids.get_or(key, lambda: self._mask_file(index))
+            return self._ids.get_or(key, lambda: self._make_ids(analysis, index))
+
+    def _mask_file(self, index: int) -> np.ndarray:
+        """masks/ of the result, its ``index``-th file in the frames' order."""
+        from PIL import Image
+
+        from bavos.io.video import natural_key
+
+        if self._masks is None:
+            self._masks = sorted((self.folder / "masks").glob("*.png"), key=natural_key)
+        with Image.open(self._masks[index]) as image:
+            return np.asarray(image).astype(np.uint16)
 
     def _make_ids(self, analysis: Analysis, index: int) -> np.ndarray:
         position = nearest_processed(index, analysis.stride, analysis.processed)
@@ -189,6 +208,8 @@ class ViewedResult:
         level = self.level if level is None else int(level)
         cap = self.max_objects if max_objects is None else int(max_objects)
         if self._base is None:
+            if (level, cap) == (self.level, self.max_objects):
+                return self._own_cut()
             raise InputError(self.hierarchy_problem or f"{self.folder}: no hierarchy.npz")
         base = self._base
         with self._lock:
@@ -217,8 +238,24 @@ class ViewedResult:
             if lanes:
                 colour = "#{:02x}{:02x}{:02x}".format(*(int(c) for c in colours[i]))
                 rows.append(ObjectRow(i, colour, tokens[i] / total, lanes[0][0], lanes[-1][1], lanes))
-        capped = analysis.hierarchy.capped_size if analysis.hierarchy.capped_from is not None else None
-        return Cut(level, cap, analysis, rows, capped)
+        h = analysis.hierarchy
+        capped = h.capped_size if h.capped_from is not None else None
+        return Cut(level, cap, analysis, rows, h.real_sizes[level], capped, list(h.warnings))
+
+    def _own_cut(self) -> Cut:
+        """The result's own cut from its summary and masks, for a result kept without hierarchy.npz: each object's
+        share of the pixels and its first and last frame (its lane spans them)."""
+        s = self.summary
+        stats = s["object_stats"]
+        total = max(1, sum(o["area"] for o in stats) + (s["background"] or {}).get("area", 0))
+        colours = palette(max([o["id"] for o in stats], default=0) + 1)
+        rows = []
+        for o in stats:
+            first, last = o["first_frame"] - self.first_frame, o["last_frame"] - self.first_frame
+            colour = "#{:02x}{:02x}{:02x}".format(*(int(c) for c in colours[o["id"]]))
+            rows.append(ObjectRow(o["id"], colour, o["area"] / total, first, last, [(first, last)]))
+        size = s["level_sizes"][self.level]
+        return Cut(self.level, self.max_objects, None, rows, size, s.get("capped_to"), [])
 
     def _segment_command(self) -> str:
         import shlex
@@ -230,6 +267,8 @@ class ViewedResult:
         from bavos.io.pictures import save_hierarchy_picture
 
         cut = self.cut(level, max_objects)
+        if cut.analysis is None:
+            return (self.folder / "hierarchy.png").read_bytes()
         with tempfile.TemporaryDirectory(prefix=".bavos-view-") as tmp:
             path = Path(tmp) / "hierarchy.png"
             save_hierarchy_picture(path, levels_of(cut.analysis))

@@ -172,13 +172,12 @@ def _static(name: str) -> Response:
 
 
 def _cut_json(cut: Cut) -> dict[str, Any]:
-    h = cut.analysis.hierarchy
     return {
         "level": cut.level,
         "max_objects": cut.max_objects,
-        "clusters": h.real_sizes[cut.level],
+        "clusters": cut.clusters,
         "capped_to": cut.capped_to,
-        "warnings": list(h.warnings),
+        "warnings": cut.warnings,
         "objects": [
             {"id": o.id, "colour": o.colour, "share": o.share, "first": o.first, "last": o.last, "lanes": o.lanes}
             for o in cut.objects

@@ -20,7 +20,13 @@ CPU_RESOLUTION = (160, 240)
 CPU_MAX_KEY_FRAMES = 10
 CPU_STRIDE = 2
 GPU_MAX_KEY_FRAMES = 30  # every key frame of clips up to 300 processed frames at the paper's ratio
-PRECISIONS = ("float32", "bf16", "fp16")  # of the backbone and correlator (bavos.models.devices applies them)
+PRECISIONS = ("float32", "bf16", "fp16")
+PRODUCTS = (
+    "float32",
+    "fp32-tensor",
+    "tf32",
+    "bf16",
+)  # of the clustering (bavos.pipeline.products)  # of the backbone and correlator (bavos.models.devices applies them)
 
 # Per-channel statistics used to normalise frames (method.md §2.4, §7.5).
 NORMALIZATION: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]] = {
@@ -291,6 +297,15 @@ class SegmentConfig:
         metavar="N",
         panel=OUTPUTS,
     )
+    # The clustering's whole-window products (bavos.pipeline.products): "float32" the paper's; the others use a
+    # GPU's tensor cores, "fp32-tensor" at float32's accuracy.
+    products: Literal["float32", "fp32-tensor", "tf32", "bf16"] = flag(
+        "float32",
+        "The clustering's products: float32 (the paper's), or fp32-tensor, tf32, bf16 on a GPU's tensor cores "
+        "(docs/usage.md).",
+        metavar="|".join(PRODUCTS),
+        panel=SPEED,
+    )
 
     def __post_init__(self) -> None:
         h, w = self.resolution or PAPER_RESOLUTION
@@ -324,6 +339,7 @@ class SegmentConfig:
                 f"--max-export-files must be 0 (no limit) or more, got {self.max_export_files}",
             ),
             (0.0 <= self.overlay_alpha <= 1.0, f"overlay alpha must be in [0, 1], got {self.overlay_alpha}"),
+            (self.products in PRODUCTS, f"--products must be one of {', '.join(PRODUCTS)}, got {self.products}"),
             (self.upsample in ("bilinear", "nearest"), f"--upsample must be bilinear or nearest, got {self.upsample}"),
         ] + [_precision_check(self.precision)]
         _raise_first(checks + _device_checks(self.device, self.normalization))
@@ -617,8 +633,8 @@ def result_settings(model: ModelConfig, segment: SegmentConfig) -> dict[str, Any
         "correlator_heads": model.correlator_heads,
     }
     for key, value in asdict(segment).items():
-        if key not in RESULT_FREE:
-            out[key] = list(value) if isinstance(value, tuple) else value
+        if key not in RESULT_FREE and not (key == "products" and value == "float32"):  # float32: what results
+            out[key] = list(value) if isinstance(value, tuple) else value  # made before --products were made with
     return out
 
 

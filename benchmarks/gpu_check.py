@@ -8,8 +8,9 @@ In order, each measurement in its own process (so that peak memory is its own), 
 1. ``pytest -m gpu``: every model test on CUDA, and CUDA against the CPU (partition, training step, checkpoints);
 2. a 70-frame clip end to end: frames/s, seconds by stage (decode, backbone, attention, clustering, labels,
    writing), the waits for frames and masks, peak GPU memory; again with the background threads off (everything
-   in one thread: the "before" of decoding and writing beside the device); and in bf16 (speed, tokens in matching
-   clusters against float32);
+   in one thread: the "before" of decoding and writing beside the device); in bf16 (speed, tokens in matching
+   clusters against float32); and with each ``--products`` mode of the clustering (fp32-tensor, tf32, bf16: speed,
+   tokens in matching clusters against float32);
 3. a ``--long-frames`` clip (1,000): frames/s, peak GPU and host memory;
 4. 20 short clips in one call, the models loaded once: clips/s and frames/s;
 5. a training step at 192x384, batch 8, float32 and bf16: steps/s and peak GPU memory;
@@ -236,6 +237,9 @@ def _matmul(args: argparse.Namespace) -> dict[str, Any]:
     return {"n": n, "tflops": 2 * n**3 / seconds / 1e12}
 
 
+PRODUCT_RUNS = {"clip-fp32-tensor": "fp32-tensor", "clip-tf32": "tf32", "clip-bf16-products": "bf16"}  # --products
+
+
 def child(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as name:
         tmp = Path(name)
@@ -245,6 +249,8 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
             return _segment(args, size(args, "clip"), tmp, background=False)
         if args.child == "clip-bf16":
             return _segment(args, size(args, "clip"), tmp, precision="bf16")
+        if args.child in PRODUCT_RUNS:
+            return _segment(args, size(args, "clip"), tmp, products=PRODUCT_RUNS[args.child])
         if args.child == "long":
             return _segment(args, args.long_frames or size(args, "long"), tmp)
         if args.child == "clips":
@@ -356,6 +362,14 @@ def table(results: dict[str, Any], args: argparse.Namespace) -> str:
             f"{waits(r)}; {cell(r, 'clusters', '{}')} clusters; "
             f"peak GPU {cell(r, 'peak_gpu_mb', '{:.0f}')} MB |"
         )
+    for key, mode in PRODUCT_RUNS.items():
+        r = results[key]
+        matched = results.get(f"{key}_tokens_matched")
+        lines.append(
+            f"| {size(args, 'clip')} frames at {h}x{w}, --products {mode} | {cell(r, 'frames_per_s')} frames/s | "
+            f"{'-' if matched is None else f'{matched:.2%}'} of tokens in matching clusters against float32; "
+            f"{cell(r, 'clusters', '{}')} clusters; stages s: {stages(r)} |"
+        )
     if results.get("bf16_tokens_matched") is not None:
         lines.append(
             f"| bf16 against float32 | {results['bf16_tokens_matched']:.2%} of tokens in matching clusters | "
@@ -452,7 +466,17 @@ def main() -> None:
         else run_tests(args)
     )
     print(f"tests: {results['tests']['summary']}", flush=True)
-    names = ("clip", "clip-inline", "clip-bf16", "long", "clips", "train-float32", "train-bf16", "matmul")
+    names = (
+        "clip",
+        "clip-inline",
+        "clip-bf16",
+        *PRODUCT_RUNS,
+        "long",
+        "clips",
+        "train-float32",
+        "train-bf16",
+        "matmul",
+    )
     with tempfile.TemporaryDirectory() as keep, ThreadPoolExecutor(max(1, args.jobs)) as pool:
         runs = {name: pool.submit(run_child, name, argv, Path(keep)) for name in names}
         for name, run in runs.items():
@@ -463,6 +487,8 @@ def main() -> None:
                 flush=True,
             )
         results["bf16_tokens_matched"] = _tokens_matched(results["clip"], results["clip-bf16"])
+        for key in PRODUCT_RUNS:
+            results[f"{key}_tokens_matched"] = _tokens_matched(results["clip"], results[key])
     if "error" not in results["clip"] and "error" not in results["clip-bf16"]:
         results["bf16_speedup"] = results["clip-bf16"]["frames_per_s"] / results["clip"]["frames_per_s"]
     if "error" not in results["clip"] and "error" not in results["matmul"]:

@@ -8,7 +8,19 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-MEASUREMENTS = ("clip", "clip-inline", "clip-bf16", "long", "clips", "train-float32", "train-bf16", "matmul")
+MEASUREMENTS = (
+    "clip",
+    "clip-inline",
+    "clip-bf16",
+    "clip-fp32-tensor",
+    "clip-tf32",
+    "clip-bf16-products",
+    "long",
+    "clips",
+    "train-float32",
+    "train-bf16",
+    "matmul",
+)
 
 
 def test_gpu_check_smoke_runs_every_measurement(tmp_path: Path) -> None:
@@ -35,7 +47,8 @@ def test_gpu_check_smoke_runs_every_measurement(tmp_path: Path) -> None:
     assert 0 < data["clustering_share"] < 10
     assert data["train-float32"]["steps_per_s"] > 0 and data["train-bf16"]["precision"] == "bf16"
     table = (tmp_path / "gpu_check.md").read_text()
-    assert table in proc.stdout and table.count("\n| ") == 12
+    assert table in proc.stdout and table.count("\n| ") == 15
+    assert 0.9 <= data["clip-fp32-tensor_tokens_matched"] <= 1
     assert ": failed |" not in table and "| failed |" not in table
 
 

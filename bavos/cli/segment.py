@@ -460,6 +460,7 @@ def segment(
     end: Annotated[str | None, option(S, "end")] = field_default(S, "end"),
     exports: Annotated[list[str] | None, option(S, "exports", choices=EXPORT_CHOICES)] = None,
     max_export_files: Annotated[int, option(S, "max_export_files")] = field_default(S, "max_export_files"),
+    products: Annotated[str, option(S, "products")] = field_default(S, "products"),
     overlay: Annotated[bool, option(S, "overlay")] = field_default(S, "overlay"),
     overlay_alpha: Annotated[float, option(S, "overlay_alpha")] = field_default(S, "overlay_alpha"),
     save_hierarchy: Annotated[bool, option(S, "save_hierarchy")] = field_default(S, "save_hierarchy"),

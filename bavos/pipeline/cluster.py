@@ -29,6 +29,7 @@ from torch import Tensor
 
 from bavos.errors import ConfigError
 from bavos.models.costs import COARSE_BIN, LEADER_BLOCK, SAMPLED_PAIR_COST
+from bavos.pipeline import products
 
 PROB_FLOOR = 1e-30
 
@@ -60,13 +61,13 @@ def sym_kl(
     log_p = safe_log(p) if log_p is None else log_p
     self_p = _row_dot(p, log_p)  # (n,)
     if q is p:  # distances within one set: log_p @ p.T is the transpose of p @ log_p.T, one product suffices
-        cross = p @ log_p.T  # (n, n)
+        cross = products.cross(p, log_p)  # (n, n)
         pair = cross + cross.T  # c_ij + c_ji, the same number both ways
         # (s_i + s_j) - pair in cross's memory: each sum is the same both ways, so D is symmetric bit for bit
         return cross.copy_(self_p[:, None].expand_as(cross)).add_(self_p[None, :]).sub_(pair)
     log_q = safe_log(q) if log_q is None else log_q
     self_q = _row_dot(q, log_q) if self_q is None else self_q  # (m,)
-    return self_p[:, None] + self_q[None, :] - p @ log_q.T - log_p @ q.T
+    return self_p[:, None] + self_q[None, :] - products.cross(p, log_q) - products.cross(log_p, q)
 
 
 BOUND_SLACK = 1e-3
@@ -397,7 +398,7 @@ def cluster_window(rows: Tensor, tau: float) -> Tensor:
     close.fill_diagonal_(True)
     adjacency = close.to(rows.dtype)
     del close, log_rows
-    smooth = (adjacency @ rows).div_(adjacency.sum(1, keepdim=True))  # (n, M) mean of each row's neighbours
+    smooth = products.smooth(adjacency, rows).div_(adjacency.sum(1, keepdim=True))  # (n, M) neighbours' mean
     del adjacency
     centroids, _ = _leader_merge(smooth, tau)
     return centroids

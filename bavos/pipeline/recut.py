@@ -24,6 +24,7 @@ from bavos.config import SegmentConfig
 from bavos.errors import InputError, UsageError
 from bavos.io.video import FrameRange, VideoInfo, VideoSource
 from bavos.pipeline.cluster import MergeTree
+from bavos.pipeline.products import products
 from bavos.pipeline.segment import Analysis, CutLabels, Keys, capped_analysis
 
 if TYPE_CHECKING:  # for annotations: the functions import the writing code when they write
@@ -210,7 +211,8 @@ def recut_folder(
     if max_export_files is not None:
         cfg = replace(cfg, max_export_files=max_export_files)
     segment = f"bavos segment {shlex.quote(str(old['source']))} -o {shlex.quote(str(opened.folder.parent))}"
-    analysis = recut_analysis(opened.analysis(), level, max_objects, segment)
+    with products(cfg.products):  # a cap's distances as the segmentation computed them
+        analysis = recut_analysis(opened.analysis(), level, max_objects, segment)
     if cfg.fps and source.info.is_folder:
         analysis = replace(analysis, info=replace(analysis.info, fps=cfg.fps))
     return write_folder(

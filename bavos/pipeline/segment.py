@@ -51,6 +51,7 @@ from bavos.models.loading import PREPROCESS_CHUNK_BYTES, Models, frame_tokens
 from bavos.pipeline.attention import key_frame_indices, window_attention
 from bavos.pipeline.cluster import MergeTree, MergeTreeBuilder, cap_hierarchy, distinct_centroids, label_window
 from bavos.pipeline.masks import MAX_IDS_8BIT, ids_by_area, nearest_processed, upsample_ids
+from bavos.pipeline.products import products
 from bavos.pipeline.store import FrameLabels, LabelStore, QueryStore
 from bavos.progress import Callback, Progress, as_progress
 
@@ -393,7 +394,8 @@ def analyse(
     if cuda:
         torch.cuda.reset_peak_memory_stats(models.device)
     try:
-        with strict_float32(models.device):  # attention and clustering in float32 whatever the networks' precision
+        # attention and clustering in float32 whatever the networks' precision, the clustering's products as asked
+        with strict_float32(models.device), products(cfg.products):
             resolved = cfg.for_device(models.device.type)
             analysis = _analyse(source, models, resolved, as_progress(progress), workdir, estimates)
         if cuda:

@@ -24,6 +24,7 @@ from bavos.io.render import palette
 from bavos.io.seek import FrameReader
 from bavos.pipeline.masks import nearest_processed, upsample_ids
 from bavos.pipeline.outputs import is_bavos_result, levels_of
+from bavos.pipeline.products import products
 from bavos.pipeline.recut import Opened, open_result, recut_analysis, recut_folder
 from bavos.pipeline.segment import Analysis
 from bavos.progress import as_progress
@@ -218,7 +219,8 @@ class ViewedResult:
     def _make_cut(self, base: Analysis, level: int, cap: int) -> Cut:
         if level < 0:
             raise UsageError(f"--level {level}: levels are 0 or more")
-        analysis = recut_analysis(base, level, cap, self._segment_command())
+        with products(self.opened.config.products):
+            analysis = recut_analysis(base, level, cap, self._segment_command())
         count = int(analysis.mapping.max()) + 1
         present = np.zeros((analysis.processed, count), dtype=bool)
         tokens = np.zeros(count, dtype=np.int64)

@@ -150,6 +150,22 @@ def test_the_page_shows_the_overlay_follows_the_cut_and_saves_it(
     level0 = np.asarray(Image.open(recut / "masks" / "00005.png"))
     np.testing.assert_array_equal(canvas_pixels(browser), overlay(frame, level0, 0.5))
 
+    # another level with the default cap of 20: shown whole, as --level 1 --max-objects 0 cuts it, and said
+    browser.execute_script(
+        "document.getElementById('cap').value = 20; const l = document.getElementById('level');"
+        "l.value = 1; l.dispatchEvent(new Event('input'));"
+    )
+    drawn(browser, 5, "1/0")
+    assert browser.execute_script("return document.getElementById('cap').value") == "0"
+    assert "objects set to 0" in browser.find_element(By.ID, "cuterr").text
+    set_cut(browser, 1, 5)  # a cap of a level without centroids: recut's line, and the controls show what is shown
+    wait(browser, "return document.getElementById('cuterr').textContent.startsWith('capping level 1 needs')")
+    assert browser.execute_script(
+        "return [document.getElementById('level').value, document.getElementById('cap').value]"
+    ) == ["1", "0"]
+    set_cut(browser, 0, 0)
+    drawn(browser, 5, "0/0")
+
     ids = ViewedResult(folder).ids(5, 0, 0)
     y, x = (int(v[len(v) // 2]) for v in np.nonzero(ids == ids.max()))
     canvas = browser.find_element(By.ID, "frame")

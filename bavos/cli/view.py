@@ -15,7 +15,7 @@ import typer
 
 from bavos.cli.app import app, import_torch, usage_error
 from bavos.cli.help import Command
-from bavos.cli.output import error, warn
+from bavos.cli.output import error, note, warn
 from bavos.config import RUN
 from bavos.errors import BavosError
 
@@ -67,6 +67,8 @@ def view(
     chosen = _free_port(host, port)
     if chosen is None:
         usage_error(f"--port {port}: it and the {PORT_TRIES - 1} after it are taken on {host}", "view")
+    if port and chosen != port:
+        note(f"port {port} is taken on {host}: serving on {chosen}")
     return _serve(opened, host, chosen, browser)
 
 

@@ -94,14 +94,24 @@ async function openResult(i) {
 }
 
 // ---- the cut -------------------------------------------------------------------------------------------------
-async function loadCut(level, maxObjects) {
+async function loadCut(level, maxObjects, note = "") {
   $("levelv").textContent = level;
   try {
     const cut = await getJSON(`/api/results/${state.index}/cut`, { level, max_objects: maxObjects });
+    if (state.cut && (cut.level !== state.cut.level || cut.max_objects !== state.cut.max_objects)) {
+      state.selected = null; // ids belong to their cut
+      state.hidden.clear();
+      state.only = null;
+    }
     state.cut = cut;
-    $("cuterr").textContent = cut.warnings.join(" ");
+    $("cuterr").textContent = [note, ...cut.warnings].filter(Boolean).join(" ");
   } catch (e) {
     $("cuterr").textContent = e.message; // as bavos recut says it
+    if (state.cut) { // the controls show the cut that is shown (and saved)
+      $("level").value = state.cut.level;
+      $("cap").value = state.cut.max_objects;
+      $("levelv").textContent = state.cut.level;
+    }
     return false;
   }
   state.colours = new Map(state.cut.objects.map((o) => [o.id, hexRGB(o.colour)]));
@@ -128,12 +138,20 @@ function hexRGB(hex) {
 }
 
 let cutTimer = null;
-function cutChanged() {
+function cutChanged(ev) {
   clearTimeout(cutTimer);
   cutTimer = setTimeout(async () => {
     const level = Number($("level").value);
-    const cap = Math.max(0, Number($("cap").value) || 0);
-    if (await loadCut(level, cap)) await show(state.k);
+    let cap = Math.max(0, Number($("cap").value) || 0);
+    let note = "";
+    if (ev && ev.target === $("level") && level !== state.info.converged && cap > 0) {
+      // only the converged level keeps the centroids a cap needs: another level is shown whole, as the CLI's
+      // --level L --max-objects 0 cuts it
+      cap = 0;
+      $("cap").value = 0;
+      note = `a cap of objects needs the converged level (${state.info.converged}): objects set to 0, no cap.`;
+    }
+    if (await loadCut(level, cap, note)) await show(state.k);
   }, 120);
 }
 
@@ -179,7 +197,7 @@ function renderObjects() {
 }
 
 function select(id) {
-  state.selected = id;
+  state.selected = state.selected === id ? null : id; // a second click lets go
   for (const tr of $("objects").querySelectorAll("tbody tr")) {
     tr.classList.toggle("selected", Number(tr.dataset.id) === id);
     if (Number(tr.dataset.id) === id) tr.scrollIntoView({ block: "nearest" });
@@ -312,7 +330,14 @@ function wire() {
   $("play").onclick = play;
   $("alpha").oninput = () => { state.alpha = Number($("alpha").value); draw(); };
   $("mode").onchange = () => { state.mode = $("mode").value; draw(); };
-  $("all").onclick = () => { state.hidden.clear(); state.only = null; renderObjects(); draw(); };
+  $("all").onclick = () => {
+    state.hidden.clear();
+    state.only = null;
+    state.selected = null;
+    renderObjects();
+    draw();
+    drawLanes();
+  };
   $("level").oninput = cutChanged;
   $("cap").oninput = cutChanged;
   $("save").onclick = save;

@@ -131,6 +131,7 @@ class Opened:
         source: the video it was made from, opened (None when gone or changed: ``problem`` says which).
         problem: why the source cannot give the result's frames, as one line naming the command that makes it again.
         info: the source's VideoInfo, or one made from the summary when the source is gone.
+        segment: the `bavos segment` command that makes the result again (named where a cut cannot be made).
     """
 
     folder: Path
@@ -139,6 +140,7 @@ class Opened:
     source: VideoSource | None
     problem: str | None
     info: VideoInfo
+    segment: str
 
     def analysis(self) -> Analysis:
         """The hierarchy the result kept (hierarchy.npz), at its converged level uncapped.
@@ -177,13 +179,13 @@ def open_result(folder: Path) -> Opened:
         problem = (
             f"{old['source']}: the source video is gone; recut needs it for the frames of the masks and the overlay"
         )
-        return Opened(folder, old, cfg, None, problem, kept)
+        return Opened(folder, old, cfg, None, problem, kept, segment)
     try:
         source = VideoSource(old["source"], FrameRange.parse(cfg.start, cfg.end))
         _check_source(source, old, segment)
     except InputError as e:
-        return Opened(folder, old, cfg, None, str(e), kept)
-    return Opened(folder, old, cfg, source, None, source.info)
+        return Opened(folder, old, cfg, None, str(e), kept, segment)
+    return Opened(folder, old, cfg, source, None, source.info, segment)
 
 
 def recut_folder(
@@ -210,9 +212,8 @@ def recut_folder(
     cfg = replace(opened.config, level=level, max_objects=max_objects)
     if max_export_files is not None:
         cfg = replace(cfg, max_export_files=max_export_files)
-    segment = f"bavos segment {shlex.quote(str(old['source']))} -o {shlex.quote(str(opened.folder.parent))}"
     with products(cfg.products):  # a cap's distances as the segmentation computed them
-        analysis = recut_analysis(opened.analysis(), level, max_objects, segment)
+        analysis = recut_analysis(opened.analysis(), level, max_objects, opened.segment)
     if cfg.fps and source.info.is_folder:
         analysis = replace(analysis, info=replace(analysis.info, fps=cfg.fps))
     return write_folder(

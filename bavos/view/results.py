@@ -7,7 +7,6 @@ and a cut holds the hierarchy's labels at the patch grid (2 bytes per token and 
 
 from __future__ import annotations
 
-import io
 import shutil
 import tempfile
 import threading
@@ -88,7 +87,7 @@ class ViewedResult:
 
     def __init__(self, folder: Path) -> None:
         self.folder = Path(folder)
-        if not (self.folder / "summary.json").is_file() or not is_bavos_result(self.folder):
+        if not is_bavos_result(self.folder):
             raise InputError(f"{self.folder}: not a finished result of bavos segment (no summary.json of bavos's)")
         self._lock = threading.Lock()  # the server's threads share the decoder and the caches
         self._load()
@@ -220,7 +219,7 @@ class ViewedResult:
         if level < 0:
             raise UsageError(f"--level {level}: levels are 0 or more")
         with products(self.opened.config.products):
-            analysis = recut_analysis(base, level, cap, self._segment_command())
+            analysis = recut_analysis(base, level, cap, self.opened.segment)
         count = int(analysis.mapping.max()) + 1
         present = np.zeros((analysis.processed, count), dtype=bool)
         tokens = np.zeros(count, dtype=np.int64)
@@ -238,8 +237,7 @@ class ViewedResult:
         for i in range(1, count):
             lanes = [(int(starts[a]), int(ends[b])) for a, b in _runs(present[:, i])]
             if lanes:
-                colour = "#{:02x}{:02x}{:02x}".format(*(int(c) for c in colours[i]))
-                rows.append(ObjectRow(i, colour, tokens[i] / total, lanes[0][0], lanes[-1][1], lanes))
+                rows.append(ObjectRow(i, _hex(colours[i]), tokens[i] / total, lanes[0][0], lanes[-1][1], lanes))
         h = analysis.hierarchy
         capped = h.capped_size if h.capped_from is not None else None
         return Cut(level, cap, analysis, rows, h.real_sizes[level], capped, list(h.warnings))
@@ -254,15 +252,9 @@ class ViewedResult:
         rows = []
         for o in stats:
             first, last = o["first_frame"] - self.first_frame, o["last_frame"] - self.first_frame
-            colour = "#{:02x}{:02x}{:02x}".format(*(int(c) for c in colours[o["id"]]))
-            rows.append(ObjectRow(o["id"], colour, o["area"] / total, first, last, [(first, last)]))
+            rows.append(ObjectRow(o["id"], _hex(colours[o["id"]]), o["area"] / total, first, last, [(first, last)]))
         size = s["level_sizes"][self.level]
         return Cut(self.level, self.max_objects, None, rows, size, s.get("capped_to"), [])
-
-    def _segment_command(self) -> str:
-        import shlex
-
-        return f"bavos segment {shlex.quote(str(self.summary['source']))} -o {shlex.quote(str(self.folder.parent))}"
 
     def hierarchy_picture(self, level: int | None = None, max_objects: int | None = None) -> bytes:
         """hierarchy.png of a cut, as bavos recut would draw it (PNG bytes)."""
@@ -310,6 +302,11 @@ class ViewedResult:
             self._reader_close()
 
 
+def _hex(colour: np.ndarray) -> str:
+    """(3,) uint8 RGB as the page writes colours ("#800000")."""
+    return "#{:02x}{:02x}{:02x}".format(*(int(c) for c in colour))
+
+
 def _runs(present: np.ndarray) -> list[tuple[int, int]]:
     """(first, last) index ranges, both included, where ``present`` (T,) holds."""
     edges = np.diff(np.concatenate([[0], present.astype(np.int8), [0]]))
@@ -344,12 +341,3 @@ def _copy_for_recut(folder: Path, target: Path) -> None:
         raise
     finally:
         Heartbeat.remove(tmp)
-
-
-def png_bytes(image: np.ndarray) -> bytes:
-    """An image as PNG bytes (fast compression: the page is on this machine)."""
-    from PIL import Image
-
-    out = io.BytesIO()
-    Image.fromarray(image).save(out, format="PNG", compress_level=1)
-    return out.getvalue()

@@ -173,3 +173,19 @@ def test_a_checkpoint_saved_on_one_device_loads_on_the_other(tmp_path: Path, sav
         got = loaded.eval()(x.to(loaded_on))[0].cpu()
         want = model.eval()(x.to(saved_on))[0].cpu()
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_the_kernels_run_on_cuda_unless_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    """bavos's Triton kernels: on CUDA by default, not with BAVOS_KERNELS=0; never on a CPU unless a test asks."""
+    from bavos.models.devices import kernels, triton_installed, use_kernels
+
+    cuda, cpu = torch.device("cuda", 0), torch.device("cpu")
+    monkeypatch.delenv("BAVOS_KERNELS", raising=False)
+    assert use_kernels(cuda) == triton_installed() and not use_kernels(cpu)
+    monkeypatch.setenv("BAVOS_KERNELS", "0")
+    assert not use_kernels(cuda)
+    with kernels(True):
+        assert use_kernels(cpu) == triton_installed()
+    with kernels(False):
+        monkeypatch.setenv("BAVOS_KERNELS", "1")
+        assert not use_kernels(cuda)

@@ -9,6 +9,7 @@ matching clusters (``bavos.evaluation.metrics.matched_share``) must reach 99.9%.
 from __future__ import annotations
 
 import json
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ from reference_cluster import reference_partition, same_partition, vector_partit
 from reference_pipeline import reference_segment
 
 from bavos.evaluation.metrics import matched_share
+from bavos.models.devices import gpu_ways
 
 
 def textured_frames(n: int, height: int, width: int, seed: int = 0) -> list[np.ndarray]:
@@ -71,11 +73,13 @@ def test_vector_reference_is_the_plain_reference() -> None:
             assert same_partition(vector_partition(attn, tau), reference_partition(attn, tau))
 
 
-@pytest.mark.parametrize("sharpness", [3.4, 3.5])
-def test_synthetic_frames_give_the_reference_partition(sharpness: float, tmp_path: Path, run_cli) -> None:
+@pytest.mark.parametrize(("sharpness", "way"), [(3.4, "cpu"), (3.5, "cpu"), (3.5, "gpu")])
+def test_synthetic_frames_give_the_reference_partition(sharpness: float, way: str, tmp_path: Path, run_cli) -> None:
+    """At both sharpnesses in a CPU's way; the sharper in a GPU's way too (on this CPU: ``gpu_ways``)."""
     checkpoint = make_release_checkpoint(tmp_path / "release.pth", sharpness=sharpness)
     frames = textured_frames(13, 64, 96)  # 13 frames: 2 key frames at ratio 10, windows of 3, 3, 3, 3, 1
-    got = bavos_labels(run_cli, frames, checkpoint, tmp_path, "--resolution", "64", "96")
+    with gpu_ways() if way == "gpu" else nullcontext():
+        got = bavos_labels(run_cli, frames, checkpoint, tmp_path, "--resolution", "64", "96")
     expected = reference_segment(frames, torch.load(checkpoint, weights_only=True)["model_state_dict"])
     assert len(np.unique(expected)) >= 5  # enough clusters for the comparison to mean something
     assert matched_share(got, expected) >= 0.999

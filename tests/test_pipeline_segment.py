@@ -153,6 +153,14 @@ def test_outputs_of_an_odd_sized_clip(tmp_path: Path, tiny_models) -> None:
     assert hierarchy["labels"].shape == (len(summary["level_sizes"]), 13, 8 * 12)
 
 
+def test_a_run_on_cuda_warms_up_beside_the_decoding(tmp_path: Path, tiny_models, device: str) -> None:
+    """On CUDA the backbone and the kernels run once on blank frames while the first frames are decoded (timed
+    apart as "warm-up"); a CPU has nothing to warm up."""
+    video = write_clip(tmp_path / "w.mp4", n=8, height=48, width=64, fps=12)
+    summary = segment_video(video, tmp_path / "out", tiny_config(device=device), tiny_models)
+    assert ("warm-up" in summary["timings"]) == (device == "cuda")
+
+
 def test_background_threads_change_nothing_in_the_result(tmp_path: Path, tiny_models) -> None:
     """Decoding ahead and writing behind in threads, or everything in one thread: the same files, byte for byte
     (the overlay too); and each side's waits are counted."""
@@ -626,7 +634,7 @@ def test_attention_cache_auto_computes_the_attention_once_when_the_clip_fits(
 
 def test_the_attention_plan() -> None:
     """--attention-cache: MB as asked; auto keeps every row on a CPU when they fit min(512 MB, a tenth of the
-    available memory), else none (and none on a GPU)."""
+    available memory), on a GPU when they fit half of its free memory; else none."""
     from unittest import mock
 
     from bavos.models import costs
@@ -636,7 +644,8 @@ def test_the_attention_plan() -> None:
     with mock.patch.object(costs, "available_bytes", lambda device: 10 * 2**30):  # room: the 512 MB cap
         assert costs.attention_plan(None, 276 * mb, cpu) == 276 * mb
         assert costs.attention_plan(None, 513 * mb, cpu) == 0  # not a part of them: all or none
-        assert costs.attention_plan(None, 276 * mb, torch.device("cuda")) == 0
+        assert costs.attention_plan(None, 5 * 2**30, torch.device("cuda")) == 5 * 2**30
+        assert costs.attention_plan(None, 5 * 2**30 + 1, torch.device("cuda")) == 0
     with mock.patch.object(costs, "available_bytes", lambda device: 2**30):  # room: a tenth of 1 GB
         assert costs.attention_plan(None, 102 * mb, cpu) == 102 * mb
         assert costs.attention_plan(None, 103 * mb, cpu) == 0
@@ -724,7 +733,7 @@ def test_the_runs_pace_leaves_out_the_backbones_first_batch() -> None:
     with clock.backbone(8):
         pass
     assert (clock.batches, clock.paced_frames) == (2, 8) and clock.seconds["backbone"] >= clock.paced_seconds
-    clock.paced_seconds = 4.0  # 8 frames in 4 s against 0.25 s a frame: twice as slow as estimated
+    clock._paced = 4.0  # 8 frames in 4 s against 0.25 s a frame: twice as slow as estimated
     assert run_pace(clock, estimate, 2, 2.0) == Pace(backbone=2.0, clustering=0.5)
 
 

@@ -135,6 +135,7 @@ def query_plan(asked_mb: int | None, video_bytes: int, device: torch.device, fol
 
 
 AUTO_ATTENTION_CAP = 512 * 2**20  # --attention-cache auto keeps at most this much (and a tenth of what is free)
+DEVICE_ROWS_SHARE = 0.5  # ... on a GPU, at most this share of its free memory
 
 
 def query_bytes(frames: int, tokens: int, width: int) -> int:
@@ -156,15 +157,14 @@ def attention_plan(asked_mb: int | None, video_bytes: int, device: torch.device)
             of the available memory), else none (a part would cost that memory for a part of the time). The rows
             are the attention's result: keeping them saves the labels pass its attention, the largest part of its
             cost at few clusters (docs/performance.md, "The caches").
-            On a GPU none: the attention costs milliseconds a window there, and the device's memory is kept for the
-            batches.
+            On a GPU: every window's rows on the device when they take at most ``DEVICE_ROWS_SHARE`` of its free
+            memory, else none; the rest is left to the windows' work and the backbone's batches.
         video_bytes: the rows of every window (processed frames x N x K*N x 4 bytes).
     """
     if asked_mb is not None:
         return asked_mb * 2**20
-    if device.type != "cpu":
-        return 0
-    room = min(AUTO_ATTENTION_CAP, (available_bytes(device) or 0) // 10)
+    free = available_bytes(device) or 0
+    room = int(free * DEVICE_ROWS_SHARE) if device.type != "cpu" else min(AUTO_ATTENTION_CAP, free // 10)
     return video_bytes if video_bytes <= room else 0
 
 

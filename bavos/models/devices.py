@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import importlib.util
 import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 import torch
@@ -64,6 +66,59 @@ def strict_float32(device: torch.device) -> Iterator[None]:
         yield
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+_GPU_WAYS: ContextVar[bool] = ContextVar("bavos_gpu_ways", default=False)
+
+
+def gpu_way(device: torch.device) -> bool:
+    """Whether the attention and the clustering take a GPU's way on ``device`` rather than a CPU's.
+
+    A CPU's way skips work through lower bounds and host-side decisions, and keeps the attention's softmax in place
+    in one buffer; a GPU's way computes whole products and keeps the decisions on the device, where each host read
+    waits for everything queued (method.md §6.3). Both give the same partition. Inside ``gpu_ways()`` a CPU takes the
+    GPU's way too: for tests of its results and of its costs (``bavos.pipeline.traffic``), not for speed.
+    """
+    return device.type != "cpu" or _GPU_WAYS.get()
+
+
+@contextmanager
+def gpu_ways() -> Iterator[None]:
+    """Every device takes the GPU's way inside the block (``gpu_way``)."""
+    token = _GPU_WAYS.set(True)
+    try:
+        yield
+    finally:
+        _GPU_WAYS.reset(token)
+
+
+_KERNELS: ContextVar[bool | None] = ContextVar("bavos_kernels", default=None)
+
+
+@functools.cache
+def triton_installed() -> bool:
+    return importlib.util.find_spec("triton") is not None
+
+
+def use_kernels(device: torch.device) -> bool:
+    """Whether the attention and the clustering run bavos's Triton kernels (``bavos.pipeline.fused``) on ``device``:
+    on CUDA where Triton is installed, unless ``BAVOS_KERNELS=0`` is set or inside ``kernels(False)``; elsewhere
+    only inside ``kernels(True)``, which on a CPU needs Triton's interpreter (``TRITON_INTERPRET=1`` set before the
+    kernels are imported): for tests."""
+    asked = _KERNELS.get()
+    if asked is None:
+        asked = device.type == "cuda" and os.environ.get("BAVOS_KERNELS", "1") != "0"
+    return asked and triton_installed()
+
+
+@contextmanager
+def kernels(on: bool) -> Iterator[None]:
+    """Inside the block, the Triton kernels on (every device) or off (the GPU's way in torch's operations)."""
+    token = _KERNELS.set(on)
+    try:
+        yield
+    finally:
+        _KERNELS.reset(token)
 
 
 @contextmanager

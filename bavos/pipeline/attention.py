@@ -7,7 +7,8 @@ in row chunks that fit ``budget_bytes``, with each head's softmax taken in place
 numerator of at most twice float32's smallest normal number (about 2.4e-38) is 0 rather than a subnormal number
 (``underflow_bounds``: no effect on the clustering, and a CPU's ``exp`` is far slower on them; docs/performance.md,
 "Where the time goes on a CPU"). The logits are taken in base 2 and exponentiated with ``exp2`` (the same softmax
-up to rounding; docs/method.md §3.4).
+up to rounding; docs/method.md §3.4). On a GPU, bavos's kernels compute the rows without the logits in memory
+(``fused_attention``, method.md §6.6).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from torch import Tensor
 from torch.nn.functional import threshold_  # type: ignore[attr-defined]  # in torch, not in its stubs
 
 from bavos.models.costs import ATTENTION_BLOCK_BYTES
+from bavos.models.devices import use_kernels
 
 DEFAULT_BUDGET_BYTES = ATTENTION_BLOCK_BYTES  # the largest logit block (what the cost estimate counts)
 
@@ -72,11 +74,10 @@ def window_attention(q: Tensor, k: Tensor, scale: float, budget_bytes: int = DEF
         an entry whose softmax numerator is at most ``underflow_bounds(dtype)[1]`` is 0.
     """
     dtype = torch.promote_types(q.dtype, torch.float32)
+    if use_kernels(q.device) and dtype == torch.float32:
+        return fused_attention(q, k, scale)
     w, heads, n, _ = q.shape
-    # (heads, w*N, d) with the scale folded in, and log2(e): base-2 logits, whose exp2 is e**logit (a CPU computes
-    # exp2 faster than exp: docs/performance.md, "Where the time goes on a CPU"; the same softmax up to rounding)
-    queries = rearrange(q.to(dtype) * (scale * math.log2(math.e)), "w h n d -> h (w n) d")
-    keys = rearrange(k.to(dtype), "k h n d -> h (k n) d")  # (heads, K*N, d)
+    queries, keys = _base2(q, k, scale, dtype)
     m = keys.shape[1]
     low, floor = underflow_bounds(dtype)
     out = torch.zeros(w * n, m, dtype=dtype, device=q.device)  # (w*N, K*N)
@@ -91,3 +92,23 @@ def window_attention(q: Tensor, k: Tensor, scale: float, budget_bytes: int = DEF
             threshold_(torch.exp2(buf.clamp_min_(low), out=buf), floor, 0.0)  # no subnormals (underflow_bounds)
             block.addcdiv_(buf, buf.sum(1, keepdim=True), value=1 / heads)
     return out.reshape(w, n, m)  # (w, N, K*N)
+
+
+def _base2(q: Tensor, k: Tensor, scale: float, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """(heads, w*N, d) queries with the scale and log2(e) folded in, and (heads, K*N, d) keys: their products are
+    base-2 logits, whose exp2 is e**logit (a CPU computes exp2 faster than exp: docs/performance.md, "Where the time
+    goes on a CPU"; the same softmax up to rounding)."""
+    queries = rearrange(q.to(dtype) * (scale * math.log2(math.e)), "w h n d -> h (w n) d").contiguous()
+    return queries, rearrange(k.to(dtype), "k h n d -> h (k n) d").contiguous()
+
+
+def fused_attention(q: Tensor, k: Tensor, scale: float) -> Tensor:
+    """``window_attention`` in Triton's two kernels (``bavos.pipeline.fused``): the logits never in memory, the rows
+    written once. The same (w, N, K*N) rows up to rounding (``bavos.models.devices.use_kernels`` says where)."""
+    from bavos.pipeline.fused import attention_rows  # Triton: imported only where it runs
+
+    dtype = torch.promote_types(q.dtype, torch.float32)
+    w, _, n, _ = q.shape
+    queries, keys = _base2(q, k, scale, dtype)
+    low, floor = underflow_bounds(dtype)
+    return attention_rows(queries, keys, low, floor).reshape(w, n, keys.shape[1])  # (w, N, K*N)

@@ -15,6 +15,10 @@ tau, or lead a new group, which gives the groups of the batch pass while holding
 so memory does not grow with the video's length. Labels: a token's level-0 label is the nearest of its own window's
 centroids; at levels 1, 2, ... the nearest of that level's centroids (argmin of the unsmoothed row, as the release
 labels tokens); at a capped level, the merged cluster its cut-level cluster went into.
+
+A CPU skips work through lower bounds; a GPU computes whole products and, with bavos's kernels, fuses the passes
+over them (``gpu_way``, ``use_kernels``: method.md §6.3, §6.6). Every result the host needs is read through
+``traffic.to_host``, so that tests can count the reads.
 """
 
 from __future__ import annotations
@@ -29,7 +33,9 @@ from torch import Tensor
 
 from bavos.errors import ConfigError
 from bavos.models.costs import COARSE_BIN, LEADER_BLOCK, SAMPLED_PAIR_COST
+from bavos.models.devices import gpu_way, use_kernels
 from bavos.pipeline import products
+from bavos.pipeline.traffic import to_host
 
 PROB_FLOOR = 1e-30
 
@@ -44,8 +50,28 @@ def _row_dot(a: Tensor, b: Tensor) -> Tensor:
     return torch.einsum("nm,nm->n", a, b)
 
 
+def log_and_dots(x: Tensor) -> tuple[Tensor, Tensor]:
+    """(n, M) rows that are distributions -> their (n, M) ``safe_log`` and (n,) ``sum_c x_c log x_c``.
+
+    With the GPU's kernels (``bavos.models.devices.use_kernels``) one pass over the rows (``fused.log_rows``), else
+    torch's three. Every set of rows gets both from here, so that a set's distances are computed one way throughout
+    a run (the leader passes rely on a pair's distance being the same number each time it is computed).
+    """
+    if use_kernels(x.device) and x.dtype == torch.float32:
+        from bavos.pipeline.fused import log_rows  # Triton: imported only where it runs
+
+        return log_rows(x.contiguous(), PROB_FLOOR)
+    log = safe_log(x)
+    return log, _row_dot(x, log)
+
+
 def sym_kl(
-    p: Tensor, q: Tensor, log_p: Tensor | None = None, log_q: Tensor | None = None, self_q: Tensor | None = None
+    p: Tensor,
+    q: Tensor,
+    log_p: Tensor | None = None,
+    log_q: Tensor | None = None,
+    self_q: Tensor | None = None,
+    self_p: Tensor | None = None,
 ) -> Tensor:
     """Pairwise symmetric KL divergences.
 
@@ -53,19 +79,21 @@ def sym_kl(
         p: (n, M) rows that are distributions.
         q: (m, M) rows that are distributions.
         log_p, log_q: their ``safe_log`` if already computed.
-        self_q: (m,) ``sum_c q_jc log q_jc`` if already computed (when the same ``q`` meets many ``p``).
+        self_q, self_p: (m,) ``sum_c q_jc log q_jc`` and (n,) ``sum_c p_ic log p_ic`` if already computed.
 
     Returns:
         (n, m) with ``D[i, j] = sum_c (p_ic - q_jc) (log p_ic - log q_jc)``; exactly symmetric when ``q is p``.
     """
-    log_p = safe_log(p) if log_p is None else log_p
-    self_p = _row_dot(p, log_p)  # (n,)
+    if log_p is None:
+        log_p, self_p = log_and_dots(p)
+    self_p = _row_dot(p, log_p) if self_p is None else self_p  # (n,)
     if q is p:  # distances within one set: log_p @ p.T is the transpose of p @ log_p.T, one product suffices
         cross = products.cross(p, log_p)  # (n, n)
         pair = cross + cross.T  # c_ij + c_ji, the same number both ways
         # (s_i + s_j) - pair in cross's memory: each sum is the same both ways, so D is symmetric bit for bit
         return cross.copy_(self_p[:, None].expand_as(cross)).add_(self_p[None, :]).sub_(pair)
-    log_q = safe_log(q) if log_q is None else log_q
+    if log_q is None:
+        log_q, self_q = log_and_dots(q)
     self_q = _row_dot(q, log_q) if self_q is None else self_q  # (m,)
     return self_p[:, None] + self_q[None, :] - products.cross(p, log_q) - products.cross(log_p, q)
 
@@ -83,6 +111,12 @@ def coarse_rows(x: Tensor) -> Tensor:
     if pad:  # entries at the floor in both rows add nothing to either side
         x = torch.nn.functional.pad(x, (0, pad), value=PROB_FLOOR)
     return x.view(x.shape[0], -1, COARSE_BIN).sum(2)
+
+
+def bins(x: Tensor) -> Tensor:
+    """``coarse_rows(x)`` where the bounds are used (a CPU's way), else an empty (n, 0) tensor that indexes and
+    concatenates like them at no cost (``bavos.models.devices.gpu_way``)."""
+    return x.new_empty(x.shape[0], 0) if gpu_way(x.device) else coarse_rows(x)
 
 
 def lower_bounds(coarse_p: Tensor, coarse_q: Tensor) -> Tensor:
@@ -139,8 +173,8 @@ def within(
     On a CPU only the pairs whose lower bound (``coarse_rows``, given or made here) is within ``tau`` are computed
     (docs/method.md §6.3); elsewhere every pair.
     """
-    if p.device.type != "cpu":
-        return sym_kl(p, q, log_p, log_q, self_q) <= tau
+    if gpu_way(p.device):
+        return sym_kl(p, q, log_p, log_q, self_q, self_p) <= tau
     coarse_p = coarse_rows(p) if coarse_p is None else coarse_p
     coarse_q = coarse_rows(q) if coarse_q is None else coarse_q
     bound = torch.tensor(tau, dtype=p.dtype)
@@ -165,6 +199,9 @@ def nearest_rows(
     coarse_centroids: Tensor | None = None,
     self_centroids: Tensor | None = None,
     guesses: Tensor | None = None,
+    log_rows: Tensor | None = None,
+    self_rows: Tensor | None = None,
+    coarse: Tensor | None = None,
 ) -> Tensor:
     """For each group of centroids, the nearest of them to each row by ``sym_kl`` (the first of equals).
 
@@ -179,19 +216,22 @@ def nearest_rows(
         groups: per group, (k_g,) indices into ``centroids`` (on their device).
         guesses: (groups, n) indices into ``centroids`` of a member of each group likely to be near each row (the
             closer, the fewer exact distances); None: each group's least lower bound.
+        log_rows, self_rows, coarse: the rows' ``safe_log``, ``_row_dot(rows, log_rows)`` and ``coarse_rows`` if
+            already computed.
 
     Returns:
         (groups, n) int64 positions within each group.
     """
-    if rows.device.type != "cpu":
-        dist = sym_kl(centroids, rows, log_centroids)  # (U, n)
+    if log_rows is None:
+        log_rows, self_rows = log_and_dots(rows)
+    self_r = _row_dot(rows, log_rows) if self_rows is None else self_rows
+    if gpu_way(rows.device):
+        dist = sym_kl(centroids, rows, log_centroids, log_rows, self_r, self_centroids)  # (U, n)
         return torch.stack([dist[at].argmin(0) for at in groups])
     u, n = centroids.shape[0], rows.shape[0]
-    log_rows = safe_log(rows)
     self_c = _row_dot(centroids, log_centroids) if self_centroids is None else self_centroids
-    self_r = _row_dot(rows, log_rows)
     coarse_c = coarse_rows(centroids) if coarse_centroids is None else coarse_centroids
-    lower = lower_bounds(coarse_c, coarse_rows(rows))  # (U, n)
+    lower = lower_bounds(coarse_c, coarse_rows(rows) if coarse is None else coarse)  # (U, n)
     if guesses is None:
         guesses = torch.stack([at[lower[at].argmin(0)] for at in groups])
     columns = torch.arange(n, device=rows.device).expand_as(guesses)
@@ -270,7 +310,7 @@ def add_rows(sums: Tensor, index: Tensor, x: Tensor) -> Tensor:
     differ in the last bits of a centroid and then in a label; there the sums are one product with the rows' one-hot
     group matrix instead, whose order is fixed. On a CPU ``index_add_`` adds in row order.
     """
-    if x.device.type != "cuda":
+    if not gpu_way(x.device):
         return sums.index_add_(0, index, x)
     onehot = x.new_zeros(sums.shape[0], x.shape[0])
     onehot[index, torch.arange(x.shape[0], device=x.device)] = 1
@@ -319,9 +359,9 @@ class _Columns:
             self.coarse_x[at],
             self._coarse,
         )  # (b, held)
-        if len(columns) < len(self.held):
-            close = close[:, torch.as_tensor(np.searchsorted(self.held, columns), device=self.x.device)]
-        return close.cpu().numpy()
+        if len(columns) < len(self.held):  # picked on the host: no index to send to the device
+            return to_host(close)[:, np.searchsorted(self.held, columns)]
+        return to_host(close)
 
     def _hold(self, columns: np.ndarray) -> None:
         self.held = columns.copy()
@@ -374,34 +414,56 @@ def _leader_merge(x: Tensor, tau: float, fresh: np.ndarray | None = None) -> tup
         fresh: (n,) bool; when given, two rows that are not fresh are farther than ``tau`` apart (known from an
             earlier pass), and their distance is not computed. None: nothing is known.
     """
-    log_x = safe_log(x)
-    self_x = _row_dot(x, log_x)  # once, not once per request
-    coarse_x = coarse_rows(x)
+    log_x, self_x = log_and_dots(x)  # once, not once per request
+    coarse_x = bins(x)
     every = _Columns(x, log_x, self_x, coarse_x, tau)
     close_rows = every.close if fresh is None else _KnownFar(every, _Columns(x, log_x, self_x, coarse_x, tau), fresh)
     labels = greedy_leaders(close_rows, x.shape[0])
     return group_means(x, labels), labels
 
 
-def cluster_window(rows: Tensor, tau: float) -> Tensor:
+def cluster_window(
+    rows: Tensor,
+    tau: float,
+    log_rows: Tensor | None = None,
+    self_rows: Tensor | None = None,
+    coarse: Tensor | None = None,
+) -> Tensor:
     """Level-1 clustering of one window (method.md §3.6 steps 1-4).
 
     Args:
         rows: (n, M) attention rows of the window's tokens, frame-major then raster order.
+        log_rows, self_rows, coarse: their ``safe_log``, ``_row_dot(rows, log_rows)`` and ``bins`` if already
+            computed.
 
     Returns:
         (k, M) centroids of the window's clusters, in order of their leaders.
     """
-    log_rows = safe_log(rows)
-    self_rows, coarse = _row_dot(rows, log_rows), coarse_rows(rows)
-    close = within(rows, rows, log_rows, log_rows, self_rows, self_rows, tau, coarse, coarse)  # (n, n) symmetric
-    close.fill_diagonal_(True)
-    adjacency = close.to(rows.dtype)
-    del close, log_rows
-    smooth = products.smooth(adjacency, rows).div_(adjacency.sum(1, keepdim=True))  # (n, M) neighbours' mean
+    if log_rows is None:
+        log_rows, self_rows = log_and_dots(rows)
+    self_rows = _row_dot(rows, log_rows) if self_rows is None else self_rows
+    coarse = bins(rows) if coarse is None else coarse
+    adjacency, counts = neighbours(rows, log_rows, self_rows, coarse, tau)
+    del log_rows
+    smooth = products.smooth(adjacency, rows).div_(counts)  # (n, M) neighbours' mean
     del adjacency
     centroids, _ = _leader_merge(smooth, tau)
     return centroids
+
+
+def neighbours(rows: Tensor, log_rows: Tensor, self_rows: Tensor, coarse: Tensor, tau: float) -> tuple[Tensor, Tensor]:
+    """The (n, n) 0/1 neighbour matrix of a window's rows (the pairs within ``tau``, and the diagonal) in their
+    dtype, and its (n, 1) row counts: with the GPU's kernels their one product and one pass over it
+    (``fused.close_pairs``), else ``within``'s distances thresholded in torch's passes; the same pairs either way."""
+    if use_kernels(rows.device) and rows.dtype == torch.float32:
+        from bavos.pipeline.fused import close_pairs  # Triton: imported only where it runs
+
+        adjacency, counts = close_pairs(products.cross(rows, log_rows).contiguous(), self_rows.contiguous(), tau)
+        return adjacency, counts[:, None]
+    close = within(rows, rows, log_rows, log_rows, self_rows, self_rows, tau, coarse, coarse)  # (n, n) symmetric
+    close.fill_diagonal_(True)
+    adjacency = close.to(rows.dtype)
+    return adjacency, adjacency.sum(1, keepdim=True)
 
 
 def cap_by_area(centroids: Tensor, areas: np.ndarray, max_clusters: int) -> tuple[Tensor, np.ndarray]:
@@ -428,7 +490,7 @@ def cap_by_area(centroids: Tensor, areas: np.ndarray, max_clusters: int) -> tupl
     if len(others):
         at = torch.as_tensor(kept, device=centroids.device)
         dist = sym_kl(centroids[torch.as_tensor(others, device=centroids.device)], centroids[at])  # (others, k)
-        parent[others] = dist.argmin(1).cpu().numpy()  # the first of equals: the lower kept index
+        parent[others] = to_host(dist.argmin(1))  # the first of equals: the lower kept index
     index = torch.as_tensor(parent, device=centroids.device)
     weight = torch.as_tensor(areas, dtype=centroids.dtype, device=centroids.device)
     total = torch.zeros(len(kept), dtype=centroids.dtype, device=centroids.device).index_add_(0, index, weight)
@@ -483,16 +545,16 @@ class StreamingLeaders:
 
     def add(self, centroids: Tensor) -> None:
         """Add (k, M) centroids, in order."""
-        logs = safe_log(centroids)
-        own, coarse = _row_dot(centroids, logs), coarse_rows(centroids)
+        logs, own = log_and_dots(centroids)
+        coarse = bins(centroids)
+        near = within(centroids, centroids, logs, logs, own, own, self.tau, coarse, coarse)  # (k, k)
         near_old = None
-        if self.leaders is not None:
-            near_old = (
-                within(centroids, self.leaders, logs, self._log, own, self._self, self.tau, coarse, self._coarse)
-                .cpu()
-                .numpy()
-            )
-        near_new = within(centroids, centroids, logs, logs, own, own, self.tau, coarse, coarse).cpu().numpy()
+        if self.leaders is not None:  # (k, L) and (k, k) read by the host at once
+            old = within(centroids, self.leaders, logs, self._log, own, self._self, self.tau, coarse, self._coarse)
+            both = to_host(torch.cat([old, near], 1))
+            near_old, near_new = both[:, : old.shape[1]], both[:, old.shape[1] :]
+        else:
+            near_new = to_host(near)
         first_new = len(self._counts)
         new_leaders: list[int] = []  # rows of ``centroids`` that lead
         for j in range(len(centroids)):
@@ -606,9 +668,23 @@ class MergeTreeBuilder:
 
     def add_window(self, rows: Tensor) -> np.ndarray:
         """(n, M) rows of a window, frame-major then raster order -> (n,) level-0 labels (video-wide indices)."""
-        centroids = cluster_window(rows, self.tau)
+        log_rows, self_rows = log_and_dots(rows)  # once for the window's distances and its labels
+        coarse = bins(rows)
+        centroids = cluster_window(rows, self.tau, log_rows, self_rows, coarse)
         every = torch.arange(centroids.shape[0], device=rows.device)
-        labels = nearest_rows(centroids, rows, safe_log(centroids), [every])[0].cpu().numpy() + self.level0_size
+        log_centroids, self_centroids = log_and_dots(centroids)
+        nearest = nearest_rows(
+            centroids,
+            rows,
+            log_centroids,
+            [every],
+            self_centroids=self_centroids,
+            log_rows=log_rows,
+            self_rows=self_rows,
+            coarse=coarse,
+        )
+        del log_rows
+        labels = to_host(nearest[0]) + self.level0_size
         self._first.add(centroids)
         if self.keep_level0:
             self._level0.append(centroids)
@@ -683,8 +759,8 @@ def distinct_centroids(hierarchy: MergeTree) -> tuple[Tensor, Tensor, list[np.nd
         index.append(at)
         count += len(new)
     stacked = torch.cat(rows)
-    log_stacked = safe_log(stacked)
-    hierarchy.distinct = (stacked, log_stacked, index, coarse_rows(stacked), _row_dot(stacked, log_stacked))
+    log_stacked, own = log_and_dots(stacked)
+    hierarchy.distinct = (stacked, log_stacked, index, bins(stacked), own)
     return hierarchy.distinct
 
 
@@ -712,7 +788,7 @@ def label_window(rows: Tensor, level0: np.ndarray, hierarchy: MergeTree) -> np.n
         nearest = nearest_rows(
             stacked, rows, log_stacked, groups, coarse, own, torch.as_tensor(np.stack(guesses), device=rows.device)
         )
-        out[1 : hierarchy.converged + 1] = nearest.cpu().numpy()  # one copy to the host for every level
+        out[1 : hierarchy.converged + 1] = to_host(nearest)  # one copy to the host for every level
     return out
 
 

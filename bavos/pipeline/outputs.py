@@ -34,6 +34,7 @@ from bavos.io.render import overlay, write_mask
 from bavos.io.sources import FrameSource
 from bavos.io.video import Frame, OverlayWriter
 from bavos.models.costs import size_text
+from bavos.models.devices import use_kernels
 from bavos.pipeline.masks import upsample_ids
 from bavos.pipeline.segment import MASKS_BEHIND, Analysis, Models, iter_masks, source_id
 from bavos.pipeline.store import write_npz
@@ -299,6 +300,7 @@ def summary(
         },
         "settings": result_settings(models.requested, cfg),
         "device": str(models.device),
+        "kernels": use_kernels(models.device),  # bavos's Triton kernels made the attention and clustering
         "peak_gpu_mb": None if analysis.peak_gpu_mb is None else round(analysis.peak_gpu_mb, 1),
         "config": to_dict(models.config, cfg),
         "timings": _rounded(timings),

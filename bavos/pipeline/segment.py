@@ -21,7 +21,7 @@ import os
 import tempfile
 import time
 from collections.abc import Callable, Generator, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -49,7 +49,16 @@ from bavos.models.costs import (
 from bavos.models.devices import HeapTrimmer, strict_float32
 from bavos.models.loading import PREPROCESS_CHUNK_BYTES, Models, frame_tokens
 from bavos.pipeline.attention import key_frame_indices, window_attention
-from bavos.pipeline.cluster import MergeTree, MergeTreeBuilder, cap_hierarchy, distinct_centroids, label_window
+from bavos.pipeline.cluster import (
+    MergeTree,
+    MergeTreeBuilder,
+    bins,
+    cap_hierarchy,
+    distinct_centroids,
+    label_window,
+    log_and_dots,
+    neighbours,
+)
 from bavos.pipeline.masks import MAX_IDS_8BIT, ids_by_area, nearest_processed, upsample_ids
 from bavos.pipeline.products import products
 from bavos.pipeline.store import FrameLabels, LabelStore, QueryStore
@@ -60,35 +69,74 @@ Estimates = Callable[[str, Estimate], None]
 
 
 class _Clock:
-    """Seconds spent per kind of work: ``with clock("backbone"): ...`` (the device synchronised on CUDA, to time it);
-    and, per pass, the seconds the model waited for decoded frames (``waits``) and spent decoding (``decode``)."""
+    """Seconds spent per kind of work: ``with clock("backbone"): ...``; and, per pass, the seconds the model waited
+    for decoded frames (``waits``) and spent decoding (``decode``).
+
+    On CUDA each interval is a pair of CUDA events, read once the device has passed them (``seconds``): timing a
+    stage never makes the host wait for the device, which would stall the work queued behind it.
+    """
 
     def __init__(self, device: torch.device) -> None:
         self.device = device
-        self.seconds: dict[str, float] = {}
+        self._seconds: dict[str, float] = {}
+        self._paced = 0.0  # the backbone's seconds after its first batch (see run_pace)
+        self._pending: list[tuple[str, bool, torch.cuda.Event, torch.cuda.Event]] = []  # kind, paced, start, end
         self.waits: dict[str, float] = dict.fromkeys(("keys", "hierarchy", "labels"), 0.0)  # 0: nothing decoded
         self.decode = 0.0
         self.batches = 0  # backbone batches run
-        self.paced_frames, self.paced_seconds = 0, 0.0  # the backbone's after its first batch (see run_pace)
+        self.paced_frames = 0  # the backbone's frames after its first batch
 
     @contextmanager
     def backbone(self, frames: int) -> Iterator[None]:
         """``with clock.backbone(frames): ...``: time a backbone batch of ``frames`` frames."""
-        before = self.seconds.get("backbone", 0.0)
-        with self("backbone"):
+        paced = self.batches > 0  # the first batch pays the libraries' and the device's warm-up: not the run's pace
+        with self._timed("backbone", paced):
             yield
-        if self.batches:  # the first batch pays the libraries' and the device's warm-up: not the run's pace
-            self.paced_frames += frames
-            self.paced_seconds += self.seconds["backbone"] - before  # the very interval the clock counted
+        self.paced_frames += frames if paced else 0
         self.batches += 1
 
+    def __call__(self, kind: str) -> AbstractContextManager[None]:
+        return self._timed(kind, False)
+
     @contextmanager
-    def __call__(self, kind: str) -> Iterator[None]:
-        start = time.perf_counter()
-        yield
+    def _timed(self, kind: str, paced: bool) -> Iterator[None]:
         if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        self.seconds[kind] = self.seconds.get(kind, 0.0) + time.perf_counter() - start
+            start = torch.cuda.Event(enable_timing=True)
+            start.record()
+            yield
+            end = torch.cuda.Event(enable_timing=True)
+            end.record()
+            self._pending.append((kind, paced, start, end))
+            while self._pending and self._pending[0][3].query():  # those the device has passed: no wait
+                self._count(*self._pending.pop(0))
+            return
+        began = time.perf_counter()
+        yield
+        self._add(kind, paced, time.perf_counter() - began)
+
+    def _add(self, kind: str, paced: bool, seconds: float) -> None:
+        self._seconds[kind] = self._seconds.get(kind, 0.0) + seconds
+        self._paced += seconds if paced else 0.0
+
+    def _count(self, kind: str, paced: bool, start: torch.cuda.Event, end: torch.cuda.Event) -> None:
+        end.synchronize()
+        self._add(kind, paced, start.elapsed_time(end) / 1000)
+
+    def _settle(self) -> None:
+        while self._pending:
+            self._count(*self._pending.pop(0))
+
+    @property
+    def seconds(self) -> dict[str, float]:
+        """Seconds per kind so far (on CUDA, once the device has done the work timed)."""
+        self._settle()
+        return dict(self._seconds)
+
+    @property
+    def paced_seconds(self) -> float:
+        """The backbone's seconds after its first batch."""
+        self._settle()
+        return self._paced
 
     def frames(self, ahead: Ahead, stage: str) -> None:
         """Count a finished stream of frames of pass ``stage``."""
@@ -185,6 +233,8 @@ def key_pass(source: FrameSource, models: Models, cfg: SegmentConfig, clock: _Cl
     def run(wanted: Callable[[int], bool], count: bool) -> int:
         frames = 0
         with _frames_ahead(source, models, cfg, wanted) as batches:
+            if count:  # the first run: the device warms up while the first frames are decoded
+                warm_up(models, cfg, clock)
             for batch in batches:
                 frames = batch.decoded
                 if count:
@@ -209,6 +259,21 @@ def key_pass(source: FrameSource, models: Models, cfg: SegmentConfig, clock: _Cl
     progress("keys", decoded, decoded)
     k = torch.stack([computed[p][1] for p in final]).to(models.device)
     return Keys(k, final, decoded, grid, {p: computed[p][0] for p in final})
+
+
+def warm_up(models: Models, cfg: SegmentConfig, clock: _Clock) -> None:
+    """On CUDA: the backbone on a blank batch of the run's size, and the attention's and the clustering's kernels
+    on its tokens, so that the libraries' set-up (cuDNN's and cuBLAS's choices for these shapes, the Triton kernels'
+    compilation or loading) is paid beside the decoding of the first frames rather than by the first window. Timed
+    as "warm-up". Nothing elsewhere: a CPU has no such set-up."""
+    if models.device.type != "cuda":
+        return
+    h, w = cfg.model_size
+    with clock("warm-up"):
+        q, k = frame_tokens(models, cfg, torch.zeros(cfg.batch_size, h, w, 3, dtype=torch.uint8))
+        rows = window_attention(q[:1], k[:1], models.scale).flatten(0, 1)  # (N, N)
+        log, dots = log_and_dots(rows)
+        neighbours(rows, log, dots, bins(rows), cfg.tau)
 
 
 def query_windows(
@@ -416,14 +481,15 @@ def _analyse(
 ) -> Analysis:
     clock = _Clock(models.device)
 
-    def refine(said: str, counts: ClusterCounts, windows_done: int, seconds: float) -> None:
+    def refine(said: str, counts: ClusterCounts, windows_done: int, seconds: Callable[[], float]) -> None:
         """Say the whole run's estimate again with what is now known: its clusters, and its own pace so far (the
-        backbone's frames and the windows' attention and clustering, against their estimates)."""
+        backbone's frames and the ``seconds()`` of the windows' attention and clustering, against their
+        estimates). Asked for only when someone listens: on CUDA the clock's reading waits for the device."""
         if estimates is None:
             return
         estimate = estimate_cost(source, models, cfg, workdir, counts)
         if estimate is not None:
-            estimates(said, estimate.paced(run_pace(clock, estimate, windows_done, seconds)))
+            estimates(said, estimate.paced(run_pace(clock, estimate, windows_done, seconds())))
 
     def windows_seconds() -> float:
         return clock.seconds.get("attention", 0.0) + clock.seconds.get("clustering", 0.0)
@@ -463,14 +529,14 @@ def _analyse(
                     f"the first window's {first_window} cluster{'s' * (first_window != 1)}",
                     ClusterCounts(per_window=first_window),
                     1,
-                    windows_seconds(),
+                    windows_seconds,
                 )
             if not rows_cache.offer(index, rows):  # kept rows need no queries in the labels pass
                 queries.offer(index, q)
             del rows
             trim()
             progress("hierarchy", index + 1, windows)
-        clustered = windows_seconds()
+        clustered = windows_seconds() if estimates is not None else 0.0  # the windows' alone, without the rounds
         with clock("clustering"):
             hierarchy = builder.finish(cfg.level)
         distinct = len(distinct_centroids(hierarchy)[0]) if hierarchy.converged else 0
@@ -479,7 +545,7 @@ def _analyse(
             f"the hierarchy's {top} cluster{'s' * (top != 1)}",
             ClusterCounts(builder.level0_size / windows, tuple(hierarchy.real_sizes), distinct, top),
             windows,
-            clustered,
+            lambda: clustered,
         )
         labels, areas = _label_pass(
             source, models, cfg, clock, keys, hierarchy, store0, queries, rows_cache, progress, workdir, trim

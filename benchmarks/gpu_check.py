@@ -1,22 +1,29 @@
 """One command that measures bavos on a GPU: the CUDA tests, then speed and memory of everything a user runs.
 
-    python benchmarks/gpu_check.py --out DIR             # on a GPU machine, in at most about 8 minutes
+    python benchmarks/gpu_check.py --out DIR             # on a GPU machine, in about 6 minutes
     python benchmarks/gpu_check.py --out DIR --smoke     # the same code at tiny sizes on the CPU (a test runs this)
 
 In order, each measurement in its own process (so that peak memory is its own), float32 at 320x480 unless said:
 
-1. ``pytest -m gpu``: every model test on CUDA, and CUDA against the CPU (partition, training step, checkpoints);
-2. a 70-frame clip end to end: frames/s, seconds by stage (decode, backbone, attention, clustering, labels,
+1. ``pytest -m gpu``: every model test on CUDA, and CUDA against the CPU (partition, training step, checkpoints,
+   bavos's Triton kernels against torch's operations);
+2. the backbone's first batch against its second (the warm-up a run's first window pays);
+3. one window of 3 frames against 7 and against 30 key frames, with bavos's kernels and with torch's operations
+   (the code before the kernels): the attention, the clustering and the labels, and whether they agree;
+4. a 70-frame clip end to end: frames/s, seconds by stage (decode, backbone, attention, clustering, labels,
    writing), the waits for frames and masks, peak GPU memory; again with the background threads off (everything
    in one thread: the "before" of decoding and writing beside the device); in bf16 (speed, tokens in matching
-   clusters against float32); and with each ``--products`` mode of the clustering (fp32-tensor, tf32, bf16: speed,
-   tokens in matching clusters against float32);
-3. a ``--long-frames`` clip (1,000): frames/s, peak GPU and host memory;
-4. 20 short clips in one call, the models loaded once: clips/s and frames/s;
-5. a training step at 192x384, batch 8, float32 and bf16: steps/s and peak GPU memory;
-6. the device's float32 matrix-product rate (TensorFloat-32 off), and the attention and clustering's achieved share
-   of it (their matrix-product flops counted from the shapes, ``bavos.models.costs.window_work``, over their
-   measured seconds).
+   clusters against float32);
+5. the 70-frame clip, a 150-frame clip (15 key frames) in each ``--products`` mode (float32, fp32-tensor, tf32,
+   bf16: speed, tokens in matching clusters against float32), and a ``--long-frames`` clip (300: 30 key frames) in
+   float32 and fp32-tensor;
+6. 20 short clips in one call, the models loaded once: clips/s and frames/s;
+7. a training step at 192x384, batch 8, float32 and bf16: steps/s and peak GPU memory;
+8. the device's matrix-product rates (float32 with TensorFloat-32 off, TF32, bf16) and a window's two clustering
+   products in each ``--products`` mode; the attention and clustering's achieved share of the float32 rate (their
+   matrix-product flops counted from the shapes, ``bavos.models.costs.window_work``, over their measured seconds);
+9. the goals of the GPU work (frames/s at 70 and 300 frames in float32 and fp32-tensor, fp32-tensor's tokens in
+   matching clusters), each against this run's figure.
 
 Synthetic clips (shapes moving over a grey background, 320x240, 24 fps, written with PyAV), a random ViT-S/8 and a
 random correlator whose query and key weights are scaled by ``--sharpness`` (8): plain random weights give nearly
@@ -61,7 +68,9 @@ NEEDED = {
 SIZES = {  # full run, --smoke
     "resolution": ((320, 480), (64, 96)),
     "clip": (70, 12),
-    "long": (1000, 40),
+    "mid": (150, 21),
+    "long": (300, 40),
+    "window_keys": ((7, 30), (2, 3)),
     "clips": ((20, 24), (3, 6)),
     "train": (((192, 384), 8, 5), ((128, 160), 2, 1)),
     "matmul": (8192, 256),
@@ -215,29 +224,128 @@ def _train(args: argparse.Namespace, tmp: Path, precision: str) -> dict[str, Any
     }
 
 
+def _best(fn: Any, device: Any, repeats: int = 3) -> float:
+    """Best seconds of ``fn()`` over ``repeats`` calls after one warm-up, the device synchronised around each."""
+    import torch
+
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    fn()
+    times = []
+    for _ in range(repeats):
+        sync()
+        start = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
 def _matmul(args: argparse.Namespace) -> dict[str, Any]:
+    """The device's matrix-product rates: float32 (TF32 off), TF32, bf16 with float32 sums, and the clustering's two
+    products in each --products mode at a window's shapes (7,200 tokens against 7 key frames at 320x480)."""
     import torch
 
     from bavos.models.devices import resolve_device, strict_float32
+    from bavos.pipeline import products
 
     device = resolve_device(args.device)
     n = size(args, "matmul")
     a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    out: dict[str, Any] = {"n": n}
     with strict_float32(device):
-        for _ in range(2):
-            a @ b
+        out["tflops"] = 2 * n**3 / _best(lambda: a @ b, device, 10) / 1e12
+        for mode in ("tf32", "bf16"):
+            with products.products(mode):
+                out[f"tflops_{mode}"] = 2 * n**3 / _best(lambda: products.cross(a, b), device, 10) / 1e12
+        rows, m = (96, 240) if args.smoke else (7200, 7 * 2400)
+        p = torch.softmax(torch.randn(rows, m, device=device) * 4, 1)
+        adjacency = (torch.rand(rows, rows, device=device) < 0.1).float()
+        for mode in ("float32", "fp32-tensor", "tf32", "bf16"):
+            with products.products(mode):
+                cross = _best(lambda: products.cross(p, p), device)
+                smooth = _best(lambda: products.smooth(adjacency, p), device)
+            out[f"window_products_{mode}"] = {
+                "cross_s": cross,
+                "smooth_s": smooth,
+                "tflops": 4 * rows * rows * m / (cross + smooth) / 1e12,
+            }
+    return out
+
+
+def _window(args: argparse.Namespace, tmp: Path, keys: int) -> dict[str, Any]:
+    """One window of 3 frames against ``keys`` key frames of a clip, with bavos's kernels and with torch's
+    operations (the code before the kernels): the attention, the clustering and the labels, best of 3 each; the
+    rows' largest difference and whether the window's clusters are the same."""
+    import numpy as np
+    from bench_segment import write_clip
+
+    from bavos.config import SegmentConfig
+    from bavos.io.sources import open_source
+    from bavos.models.devices import kernels, strict_float32
+    from bavos.pipeline.segment import _Clock, key_pass, query_windows
+    from bavos.progress import as_progress
+
+    models = _models(args)
+    clip = tmp / "clip.mp4"
+    write_clip(clip, 10 * keys)
+    cfg = SegmentConfig(resolution=size(args, "resolution"), device=args.device, stride=1).for_device(
+        models.device.type
+    )
+    clock, source = _Clock(models.device), open_source(clip)
+    key_set = key_pass(source, models, cfg, clock, as_progress(None))
+    _, q = next(query_windows(source, models, cfg, clock, "hierarchy", key_set))
+    out: dict[str, Any] = {"key_frames": int(key_set.k.shape[0])}
+    rows_by_way, labels_by_way = {}, {}
+    with strict_float32(models.device):
+        for way, on in (("torch", False), ("kernels", True)):
+            with kernels(on):
+                out[way], rows_by_way[way], labels_by_way[way] = _time_window(q, key_set.k, models, cfg.tau)
+    out["clusters"] = int(len(np.unique(labels_by_way["torch"])))
+    out["rows_max_difference"] = float((rows_by_way["torch"] - rows_by_way["kernels"]).abs().max())
+    out["same_clusters"] = bool(np.array_equal(labels_by_way["torch"], labels_by_way["kernels"]))
+    return out
+
+
+def _time_window(q: Any, k: Any, models: Any, tau: float) -> tuple[dict[str, float], Any, Any]:
+    """Seconds of a window's attention, clustering and labels (best of 3 each); its rows and level-0 labels."""
+    from bavos.pipeline.attention import window_attention
+    from bavos.pipeline.cluster import MergeTreeBuilder, label_window
+
+    rows = window_attention(q, k, models.scale).reshape(-1, k.shape[0] * q.shape[2])  # (n, M)
+    attention = _best(lambda: window_attention(q, k, models.scale), models.device)
+    clustering = _best(lambda: MergeTreeBuilder(tau).add_window(rows), models.device)
+    builder = MergeTreeBuilder(tau)
+    level0 = builder.add_window(rows)
+    hierarchy = builder.finish()
+    labels = _best(lambda: label_window(rows, level0, hierarchy), models.device)
+    return {"attention_s": attention, "clustering_s": clustering, "labels_s": labels}, rows, level0
+
+
+def _first_batch(args: argparse.Namespace) -> dict[str, Any]:
+    """The backbone's first batch at the run's size against its second (the warm-up a run's first window pays)."""
+    import torch
+
+    from bavos.config import SegmentConfig
+    from bavos.models.loading import frame_tokens
+
+    models = _models(args)
+    cfg = SegmentConfig(resolution=size(args, "resolution"), device=args.device).for_device(models.device.type)
+    h, w = cfg.model_size
+    batch = torch.zeros(cfg.batch_size, h, w, 3, dtype=torch.uint8)
+    sync = torch.cuda.synchronize if models.device.type == "cuda" else (lambda: None)
+    seconds = []
+    for _ in range(2):
         sync()
-        repeats = 10
         start = time.perf_counter()
-        for _ in range(repeats):
-            a @ b
+        frame_tokens(models, cfg, batch)
         sync()
-    seconds = (time.perf_counter() - start) / repeats
-    return {"n": n, "tflops": 2 * n**3 / seconds / 1e12}
+        seconds.append(time.perf_counter() - start)
+    return {"batch": cfg.batch_size, "first_s": seconds[0], "second_s": seconds[1]}
 
 
 PRODUCT_RUNS = {"clip-fp32-tensor": "fp32-tensor", "clip-tf32": "tf32", "clip-bf16-products": "bf16"}  # --products
+MID_RUNS = {"mid": "float32", "mid-fp32-tensor": "fp32-tensor", "mid-tf32": "tf32", "mid-bf16-products": "bf16"}
+LONG_RUNS = {"long": "float32", "long-fp32-tensor": "fp32-tensor"}
 
 
 def child(args: argparse.Namespace) -> dict[str, Any]:
@@ -251,8 +359,14 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
             return _segment(args, size(args, "clip"), tmp, precision="bf16")
         if args.child in PRODUCT_RUNS:
             return _segment(args, size(args, "clip"), tmp, products=PRODUCT_RUNS[args.child])
-        if args.child == "long":
-            return _segment(args, args.long_frames or size(args, "long"), tmp)
+        if args.child in MID_RUNS:
+            return _segment(args, size(args, "mid"), tmp, products=MID_RUNS[args.child])
+        if args.child in LONG_RUNS:
+            return _segment(args, args.long_frames or size(args, "long"), tmp, products=LONG_RUNS[args.child])
+        if args.child.startswith("window-"):
+            return _window(args, tmp, int(args.child.split("-")[1]))
+        if args.child == "first-batch":
+            return _first_batch(args)
         if args.child == "clips":
             return _clips(args, tmp)
         if args.child in ("train-float32", "train-bf16"):
@@ -267,6 +381,8 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
 
 def run_child(name: str, argv: list[str], keep: Path) -> dict[str, Any]:
     env = {**os.environ, "BAVOS_GPU_CHECK_KEEP": str(keep)}
+    if "--smoke" in argv and name.startswith("window-"):  # the kernels on the CPU: Triton's interpreter
+        env["TRITON_INTERPRET"] = "1"
     start = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, __file__, "--child", name, *argv], capture_output=True, text=True, env=env, check=False
@@ -362,13 +478,17 @@ def table(results: dict[str, Any], args: argparse.Namespace) -> str:
             f"{waits(r)}; {cell(r, 'clusters', '{}')} clusters; "
             f"peak GPU {cell(r, 'peak_gpu_mb', '{:.0f}')} MB |"
         )
-    for key, mode in PRODUCT_RUNS.items():
+    runs = [(key, mode, size(args, "clip")) for key, mode in PRODUCT_RUNS.items()]
+    runs += [(key, mode, size(args, "mid")) for key, mode in MID_RUNS.items()]
+    runs += [(key, mode, args.long_frames or size(args, "long")) for key, mode in LONG_RUNS.items()]
+    for key, mode, frames in runs:
         r = results[key]
         matched = results.get(f"{key}_tokens_matched")
         lines.append(
-            f"| {size(args, 'clip')} frames at {h}x{w}, --products {mode} | {cell(r, 'frames_per_s')} frames/s | "
+            f"| {frames} frames at {h}x{w}, --products {mode} | {cell(r, 'frames_per_s')} frames/s | "
             f"{'-' if matched is None else f'{matched:.2%}'} of tokens in matching clusters against float32; "
-            f"{cell(r, 'clusters', '{}')} clusters; stages s: {stages(r)} |"
+            f"{cell(r, 'key_frames', '{}')} key frames, {cell(r, 'clusters', '{}')} clusters; stages s: {stages(r)}; "
+            f"peak GPU {cell(r, 'peak_gpu_mb', '{:.0f}')} MB |"
         )
     if results.get("bf16_tokens_matched") is not None:
         lines.append(
@@ -376,13 +496,7 @@ def table(results: dict[str, Any], args: argparse.Namespace) -> str:
             f"{results['clip'].get('clusters')} clusters in float32, {results['clip-bf16'].get('clusters')} "
             f"in bf16; speed {results['bf16_speedup']:.2f}x float32's |"
         )
-    r = results["long"]
-    lines.append(
-        f"| {r.get('frames', args.long_frames)} frames at {h}x{w}, float32 | {cell(r, 'frames_per_s')} "
-        f"frames/s | {r.get('key_frames', '-')} key frames, {r.get('clusters', '-')} clusters; "
-        f"peak GPU {cell(r, 'peak_gpu_mb', '{:.0f}')} "
-        f"MB, peak host {cell(r, 'peak_rss_mb', '{:.0f}')} MB |"
-    )
+    lines += window_rows(results, args)
     r = results["clips"]
     lines.append(
         f"| {r.get('clips', '-')} short clips in one call (models loaded once) | "
@@ -398,13 +512,74 @@ def table(results: dict[str, Any], args: argparse.Namespace) -> str:
     r = results["matmul"]
     share = results.get("clustering_share")
     lines.append(
-        f"| float32 matrix product {r.get('n', '-')}^3, TF32 off | {cell(r, 'tflops', '{:.2f}')} TFLOP/s | "
-        f"attention and clustering achieve {'-' if share is None else f'{share:.1%}'} of it |"
+        f"| matrix product {r.get('n', '-')}^3: float32 (TF32 off), TF32, bf16 | {cell(r, 'tflops', '{:.1f}')}, "
+        f"{cell(r, 'tflops_tf32', '{:.1f}')}, {cell(r, 'tflops_bf16', '{:.1f}')} TFLOP/s | attention and clustering "
+        f"achieve {'-' if share is None else f'{share:.1%}'} of float32's |"
     )
+    for mode in ("float32", "fp32-tensor", "tf32", "bf16"):
+        w = r.get(f"window_products_{mode}")
+        if w:
+            lines.append(
+                f"| a window's two products, --products {mode} | {w['tflops']:.1f} TFLOP/s | "
+                f"distances {1e3 * w['cross_s']:.1f} ms, smoothing {1e3 * w['smooth_s']:.1f} ms |"
+            )
+    lines += goals(results, args)
     for key, r in results.items():
         if isinstance(r, dict) and "error" in r:
             lines.append(f"| {key}: failed | {r['error'][:300]} | |")
     return "\n".join(lines)
+
+
+def window_rows(results: dict[str, Any], args: argparse.Namespace) -> list[str]:
+    """The windows timed with torch's operations and with bavos's kernels, and the backbone's first batch."""
+    lines = []
+    for keys in size(args, "window_keys"):
+        r = results[f"window-{keys}"]
+        if "error" in r:
+            continue
+        old, new = r["torch"], r["kernels"]
+        lines.append(
+            f"| a window of 3 frames, {keys} key frames, {r['clusters']} clusters: torch's operations -> bavos's "
+            f"kernels | attention {1e3 * old['attention_s']:.1f} -> {1e3 * new['attention_s']:.1f} ms, clustering "
+            f"{1e3 * old['clustering_s']:.1f} -> {1e3 * new['clustering_s']:.1f} ms, labels "
+            f"{1e3 * old['labels_s']:.1f} -> {1e3 * new['labels_s']:.1f} ms | rows differ by at most "
+            f"{r['rows_max_difference']:.1e}; the same clusters: {r['same_clusters']} |"
+        )
+    r = results["first-batch"]
+    if "error" not in r:
+        lines.append(
+            f"| the backbone's first batch of {r['batch']} frames, then its second | {r['first_s']:.2f} s, then "
+            f"{r['second_s']:.3f} s | the warm-up a run's first window pays |"
+        )
+    return lines
+
+
+def goals(results: dict[str, Any], args: argparse.Namespace) -> list[str]:
+    """The issue's goals against this run's figures, one row each."""
+    rows = []
+    for key, label, floor in (
+        ("clip", "float32", 30),
+        ("clip-fp32-tensor", "fp32-tensor", 55),
+        ("long", "float32", 8.5),
+        ("long-fp32-tensor", "fp32-tensor", 20),
+    ):
+        r = results[key]
+        got = r.get("frames_per_s")
+        frames = r.get("frames", "-")
+        verdict = "-" if got is None else ("met" if got >= floor else "not met")
+        rows.append(
+            f"| goal: {frames} frames, {label}, >= {floor} frames/s | {'-' if got is None else f'{got:.1f}'} | "
+            f"{verdict} |"
+        )
+    shares = [results.get(f"{k}_tokens_matched") for k in ("clip-fp32-tensor", "mid-fp32-tensor", "long-fp32-tensor")]
+    known = [x for x in shares if x is not None]
+    lowest = min(known) if known else None
+    rows.append(
+        f"| goal: fp32-tensor against float32 >= 99.9 % of tokens at every count | "
+        f"{'-' if lowest is None else f'{lowest:.2%} at the lowest'} | "
+        f"{'-' if lowest is None else ('met' if lowest >= 0.999 else 'not met')} |"
+    )
+    return rows
 
 
 def main() -> None:
@@ -413,7 +588,7 @@ def main() -> None:
     parser.add_argument("--smoke", action="store_true", help="tiny sizes on the CPU: checks that the script runs")
     parser.add_argument("--device", default=None, help="default: cuda (cpu with --smoke)")
     parser.add_argument(
-        "--long-frames", type=int, default=0, help="frames of the long clip (default 1000; 40 with --smoke)"
+        "--long-frames", type=int, default=0, help="frames of the long clip (default 300; 40 with --smoke)"
     )
     parser.add_argument("--skip-tests", action="store_true", help="do not run pytest -m gpu")
     parser.add_argument(
@@ -467,11 +642,14 @@ def main() -> None:
     )
     print(f"tests: {results['tests']['summary']}", flush=True)
     names = (
+        "first-batch",
+        *(f"window-{keys}" for keys in size(args, "window_keys")),
         "clip",
         "clip-inline",
         "clip-bf16",
         *PRODUCT_RUNS,
-        "long",
+        *MID_RUNS,
+        *LONG_RUNS,
         "clips",
         "train-float32",
         "train-bf16",
@@ -489,6 +667,10 @@ def main() -> None:
         results["bf16_tokens_matched"] = _tokens_matched(results["clip"], results["clip-bf16"])
         for key in PRODUCT_RUNS:
             results[f"{key}_tokens_matched"] = _tokens_matched(results["clip"], results[key])
+        for runs, base in ((MID_RUNS, "mid"), (LONG_RUNS, "long")):
+            for key in runs:
+                if key != base:
+                    results[f"{key}_tokens_matched"] = _tokens_matched(results[base], results[key])
     if "error" not in results["clip"] and "error" not in results["clip-bf16"]:
         results["bf16_speedup"] = results["clip-bf16"]["frames_per_s"] / results["clip"]["frames_per_s"]
     if "error" not in results["clip"] and "error" not in results["matmul"]:

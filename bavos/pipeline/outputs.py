@@ -16,7 +16,9 @@ import json
 import os
 import shutil
 import time
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -36,7 +38,7 @@ from bavos.io.video import Frame, OverlayWriter
 from bavos.models.costs import size_text
 from bavos.models.devices import use_kernels
 from bavos.pipeline.masks import upsample_ids
-from bavos.pipeline.segment import MASKS_BEHIND, Analysis, Models, iter_masks, source_id
+from bavos.pipeline.segment import MASKS_BEHIND, Analysis, Models, iter_masks, source_id, write_threads
 from bavos.pipeline.store import write_npz
 from bavos.progress import Callback, Progress, as_progress
 
@@ -64,6 +66,12 @@ class FrameStats:
 RANDOM_NOTE = "RANDOM WEIGHTS: meaningless masks (they show the pipeline at work, not objects)"
 
 
+def _done(value: np.ndarray | None) -> Future[np.ndarray | None]:
+    done: Future[np.ndarray | None] = Future()
+    done.set_result(value)
+    return done
+
+
 def write_frames(
     source: FrameSource,
     analysis: Analysis,
@@ -75,9 +83,12 @@ def write_frames(
     """Write masks/, overlay.mp4 and the exports into ``folder`` (pass 4); return each id's area, first and last
     frame (numbers of the whole video) and the preview's thumbnails.
 
-    Frames are decoded ahead and written behind (PNG, video and export encoding) in background threads, unless
-    ``cfg.background`` is off. ``waits`` gets the seconds the masks waited for frames (``"writing"``), the writer for
-    masks (``"masks"``), the masks for the writer (``"writer"``), and adds the decoding's seconds to ``"decode"``.
+    With ``cfg.background`` (a GPU's default), frames are decoded ahead and written behind (video and export
+    encoding) in background threads, and each frame's mask PNG and overlay frame are made in a pool of
+    ``write_threads()`` threads, up to that many frames at once, the video and the exports taking them in order;
+    without it, everything in this thread. ``waits`` gets the seconds the masks waited for frames (``"writing"``),
+    the writer for masks (``"masks"``), the masks for the writer (``"writer"``), and adds the decoding's seconds to
+    ``"decode"``.
     """
     info = analysis.info
     masks = folder / "masks"
@@ -97,11 +108,18 @@ def write_frames(
     )
     exporter = Exporter(folder, cfg.exports, info, analysis.decoded, n_ids) if cfg.exports else None
 
-    def write(item: tuple[Frame, np.ndarray]) -> None:
-        frame, ids = item
+    def picture(frame: Frame, ids: np.ndarray) -> np.ndarray | None:
+        """The frame's own work, any frame at any time (in the pool): its mask PNG, and its overlay frame."""
         write_mask(masks / f"{frame.name}.png", ids)
         if writer is not None or frame.index in chosen:
-            blended = overlay(frame.image, ids, cfg.overlay_alpha)
+            return overlay(frame.image, ids, cfg.overlay_alpha)
+        return None
+
+    def write(item: tuple[Frame, np.ndarray, Future[np.ndarray | None]]) -> None:
+        """The frames' shared work, in order: the overlay video, the preview, the exports, the objects' counts."""
+        frame, ids, made = item
+        blended = made.result()
+        if blended is not None:
             if writer is not None:
                 writer.write(blended, frame.pts)
             if frame.index in chosen:
@@ -117,16 +135,28 @@ def write_frames(
     waits = {} if waits is None else waits
     background = bool(cfg.background)  # decided by the device (SegmentConfig.for_device); None: off
     behind = Behind(write, MASKS_BEHIND if background else 0)
+    threads = write_threads() if background else 0
+    pool = ThreadPoolExecutor(threads, thread_name_prefix="bavos-write") if threads else None
+    made: deque[tuple[Frame, np.ndarray, Future[np.ndarray | None]]] = deque()
     frames = iter_masks(source, analysis, cfg.upsample, background, waits)
     try:
         for frame, ids in frames:
-            behind.put((frame, ids))
+            if pool is None:  # in this thread, frame after frame
+                behind.put((frame, ids, _done(picture(frame, ids))))
+            else:
+                made.append((frame, ids, pool.submit(picture, frame, ids)))
+                if len(made) > threads:  # the pool busy with the frames after it
+                    behind.put(made.popleft())
             progress("writing", frame.index + 1, analysis.decoded)
+        while made:
+            behind.put(made.popleft())
         behind.close()
         waits["masks"], waits["writer"] = behind.waited, behind.blocked
     finally:
         frames.close()  # its decoding thread ends now, not when a traceback holding it goes
         behind.abandon()
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)  # nothing written into the folder after this returns
         if writer is not None:
             writer.close()
         if exporter is not None:

@@ -663,6 +663,20 @@ def _label_pass(
 
 FRAMES_AHEAD = 8  # frames decoded ahead of the masks in pass 4
 MASKS_BEHIND = 8  # frames with their masks waiting for the writer thread at most
+WRITE_THREADS_MAX = 8  # the pool that makes the frames' PNGs and overlay frames: at most this many threads
+
+
+def write_threads() -> int:
+    """Threads of the writing pool (with the background threads: ``outputs.write_frames``): the cores this process
+    may use (its CPU affinity), at most ``WRITE_THREADS_MAX``. The model has finished when the writing starts, so
+    they take no core from it."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # no affinity on this system
+        cores = os.cpu_count() or 1
+    return max(1, min(WRITE_THREADS_MAX, cores))
+
+
 # a written frame's own working bytes per pixel beyond the queues: the encoder's frames (its lookahead, in 4:4:4 at
 # worst), the ids at frame size, the overlay and the mask PNG (measured, docs/performance.md)
 WRITE_BYTES_PER_PIXEL = 56
@@ -762,9 +776,10 @@ def frame_sets(pixels: int, batch: int, background: bool) -> FrameSets:
     held = batch * ((AHEAD if background else 0) + 2)  # the batches waiting, the one made, the one in use
     floats = 4 * 3 * pixels * max(1, min(batch, PREPROCESS_CHUNK_BYTES // max(1, 12 * pixels)))
     ahead, behind = (FRAMES_AHEAD, MASKS_BEHIND) if background else (0, 0)
+    pooled = write_threads() + 1 if background else 0  # frames with their ids and overlay frames in the pool
     return FrameSets(
         3 * pixels * held + floats,
-        pixels * (3 * ahead + (3 + 2) * behind + WRITE_BYTES_PER_PIXEL),
+        pixels * (3 * ahead + (3 + 2) * behind + (3 + 2 + 3) * pooled + WRITE_BYTES_PER_PIXEL),
         3 * pixels * batch + floats,
     )
 

@@ -396,8 +396,9 @@ def segment_estimate(
         "writing": seconds["writing"],
     }
     rows = min(window, frames) * n_tokens
-    # rows, their logs, smoothed rows; distances, neighbours; one head's logits of a row block
-    window_set = 3 * rows * m * 4 + 3 * rows * rows * 4 + min(ATTENTION_BLOCK_BYTES, rows * m * 4)
+    # rows and their logs (kept for the window's labels), smoothed rows and theirs; distances, neighbours; one
+    # head's logits of a row block
+    window_set = 4 * rows * m * 4 + 3 * rows * rows * 4 + min(ATTENTION_BLOCK_BYTES, rows * m * 4)
     backbone_set = batch * (n_tokens + 1) * 12 * dim * 4  # a block's activations (fused attention: no L x L)
     key_set = keys * n_tokens * dim * 4
     said = {

@@ -587,7 +587,8 @@ def test_query_cache_auto_runs_the_backbone_once_per_frame_when_the_clip_fits(
         monkeypatch.setattr("bavos.models.costs.available_bytes", lambda device: room)
     video = write_clip(tmp_path / "q.mp4", n=14, height=48, width=64)
     auto = segment_video(video, tmp_path / "auto", tiny_config(overlay=False, attention_cache_mb=0), tiny_models)
-    assert sum(seen) == 14 + (passes - 1) * (14 - auto["key_frames"])
+    warm_up = tiny_config().batch_size if tiny_models.device.type == "cuda" else 0  # blank frames (warm_up)
+    assert sum(seen) == warm_up + 14 + (passes - 1) * (14 - auto["key_frames"])
     on_disk = disk is None and tiny_models.device.type == "cpu"  # a GPU keeps them in memory
     assert len(files) == on_disk and not any(f.exists() for f in files)  # the temporary file is gone
     segment_video(video, tmp_path / "none", tiny_config(overlay=False, query_cache_mb=0), tiny_models)
@@ -599,9 +600,9 @@ def test_query_cache_auto_runs_the_backbone_once_per_frame_when_the_clip_fits(
 def test_attention_cache_auto_computes_the_attention_once_when_the_clip_fits(
     tmp_path: Path, tiny_models, monkeypatch: pytest.MonkeyPatch, cache: int | None, room: int | None, kept: bool
 ) -> None:
-    """--attention-cache auto (the default) on a CPU keeps every window's rows when the video's fit its budget: the
-    labels pass then computes no attention and needs no queries (no temporary query file); where they do not fit,
-    or with 0, every window's attention is computed twice. The same masks either way."""
+    """--attention-cache auto (the default) keeps every window's rows when the video's fit its budget (a CPU's or a
+    GPU's): the labels pass then computes no attention and needs no queries (no temporary query file); where they
+    do not fit, or with 0, every window's attention is computed twice. The same masks either way."""
     import bavos.pipeline.segment as seg
 
     real_attention, real_store = seg.window_attention, seg.QueryStore
@@ -617,14 +618,14 @@ def test_attention_cache_auto_computes_the_attention_once_when_the_clip_fits(
 
     monkeypatch.setattr(seg, "window_attention", counted)
     monkeypatch.setattr(seg, "QueryStore", recorded)
-    if room is not None:  # a tenth of 10 MB available: the tiny clip's 2 MB of rows do not fit
-        monkeypatch.setattr("bavos.models.costs.available_bytes", lambda device: room * 10)
+    if room is not None:  # 1 MB available: the tiny clip's 2 MB of rows fit neither a tenth nor a half of it
+        monkeypatch.setattr("bavos.models.costs.available_bytes", lambda device: room)
     video = write_clip(tmp_path / "a.mp4", n=14, height=48, width=64)
     segment_video(video, tmp_path / "run", tiny_config(overlay=False, attention_cache_mb=cache), tiny_models)
     cpu = tiny_models.device.type == "cpu"
     windows = -(-14 // 3)
-    assert len(calls) == (windows if kept and cpu else 2 * windows)
-    assert len(stores) == (0 if kept and cpu else 1)  # queries on disk only where the rows are not kept
+    assert len(calls) == (windows if kept else 2 * windows)
+    assert len(stores) == (0 if kept or not cpu else 1)  # queries on disk on a CPU only, where rows are not kept
     segment_video(
         video, tmp_path / "none", tiny_config(overlay=False, attention_cache_mb=0, query_cache_mb=0), tiny_models
     )
@@ -649,6 +650,24 @@ def test_the_attention_plan() -> None:
     with mock.patch.object(costs, "available_bytes", lambda device: 2**30):  # room: a tenth of 1 GB
         assert costs.attention_plan(None, 102 * mb, cpu) == 102 * mb
         assert costs.attention_plan(None, 103 * mb, cpu) == 0
+
+
+def test_the_query_plan(tmp_path: Path) -> None:
+    """--query-cache: MB as asked; auto keeps them on a GPU in its memory when they take at most a quarter of what
+    is free there, else in host memory within min(512 MB, a tenth of the available memory); on a CPU in a file."""
+    from unittest import mock
+
+    from bavos.models import costs
+    from bavos.models.costs import QueryPlan
+
+    cuda, cpu, mb = torch.device("cuda"), torch.device("cpu"), 2**20
+    assert costs.query_plan(64, 10**12, cuda, tmp_path) == QueryPlan(memory=64 * mb)
+    with mock.patch.object(costs, "available_bytes", lambda device: 8 * 2**30):  # free, on the device and the host
+        assert costs.query_plan(None, 2 * 2**30, cuda, tmp_path) == QueryPlan(memory=2 * 2**30, device=True)
+        assert costs.query_plan(None, 2 * 2**30 + 1, cuda, tmp_path) == QueryPlan()  # nor 512 MB of the host's
+        assert costs.query_plan(None, 2 * 2**30, cpu, tmp_path) == QueryPlan(disk=True)
+    with mock.patch.object(costs, "available_bytes", lambda device: 2**30 if device.type == "cuda" else 8 * 2**30):
+        assert costs.query_plan(None, 300 * mb, cuda, tmp_path) == QueryPlan(memory=300 * mb)  # in the host's
 
 
 def test_the_estimate_counts_the_kept_attention_rows() -> None:

@@ -95,15 +95,17 @@ def resident_bytes() -> int:
 
 AUTO_QUERY_CAP = 512 * 2**20  # --query-cache auto keeps at most this much in memory (and a tenth of what is free)
 AUTO_QUERY_DISK_SHARE = 4  # on a CPU, auto keeps the queries on disk when they take at most 1/4 of the free space
+DEVICE_QUERIES_SHARE = 0.25  # on a GPU, auto keeps them in its memory when they take at most this share of its free
 
 
 @dataclass(frozen=True)
 class QueryPlan:
-    """Where the labels pass gets the frames' queries: up to ``memory`` bytes of them kept in host memory, or all of
-    them in a temporary file (``disk``); the others are computed again."""
+    """Where the labels pass gets the frames' queries: up to ``memory`` bytes of them kept in host memory (in the
+    device's with ``device``), or all of them in a temporary file (``disk``); the others are computed again."""
 
     memory: int = 0
     disk: bool = False
+    device: bool = False
 
 
 def query_plan(asked_mb: int | None, video_bytes: int, device: torch.device, folder: Path) -> QueryPlan:
@@ -113,13 +115,17 @@ def query_plan(asked_mb: int | None, video_bytes: int, device: torch.device, fol
         asked_mb: ``--query-cache`` in MB (kept in host memory), or None for auto. Auto, on a CPU: in a temporary file
             in ``folder`` when the video's take at most a quarter of its free space (writing and reading them back
             costs a small part of what the backbone costs on a CPU, and memory stays flat whatever the length).
-            On a GPU (where the backbone is faster than a disk) or without the disk space: in host memory when they
-            take at most min(AUTO_QUERY_CAP, a tenth of the available host memory), else not kept.
+            On a GPU (where the backbone is faster than a disk): in the device's memory when they take at most
+            ``DEVICE_QUERIES_SHARE`` of what is free there (a 300-frame video's take 1.1 GB at 320x480). Else, and
+            without the disk space: in host memory when they take at most min(AUTO_QUERY_CAP, a tenth of the
+            available host memory), else not kept.
         video_bytes: the queries of every processed frame.
         folder: where the temporary file would go.
     """
     if asked_mb is not None:
         return QueryPlan(memory=asked_mb * 2**20)
+    if device.type == "cuda" and video_bytes <= (available_bytes(device) or 0) * DEVICE_QUERIES_SHARE:
+        return QueryPlan(memory=video_bytes, device=True)
     if device.type == "cpu":
         folder = Path(folder).absolute()
         while not folder.exists() and folder != folder.parent:  # the output folder may not be made yet
@@ -414,11 +420,12 @@ def segment_estimate(
     # the writing's frames come on top of the model passes': the heap keeps much of their frames' blocks (those
     # under its mmap threshold, a 4K frame among them) however it is trimmed (measured, docs/performance.md)
     at_frame_size = frames_held.model + frames_held.writing + WRITE_FIXED_BYTES
-    if device.type == "cuda":  # the kept rows stay on the device
+    if device.type == "cuda":  # the kept rows stay on the device, and the queries kept there
+        on_device = in_memory if queries.device else 0
         return Estimate(
             seconds,
-            resident_bytes() + in_memory + 2 * key_set + at_frame_size,
-            key_set + max(window_set, backbone_set + frames_held.device) + rows_kept,
+            resident_bytes() + in_memory - on_device + 2 * key_set + at_frame_size,
+            key_set + max(window_set, backbone_set + frames_held.device) + rows_kept + on_device,
             passes,
             **said,
         )

@@ -408,11 +408,12 @@ class _WindowCache:
 
 
 class _QueryCache:
-    """The frames' queries kept from the hierarchy pass for the labels pass: in host memory within a byte budget
-    (windows in order), or in a temporary file (``QueryStore``)."""
+    """The frames' queries kept from the hierarchy pass for the labels pass: in host memory (or where they are, on
+    the device, with ``on_device``) within a byte budget (windows in order), or in a temporary file
+    (``QueryStore``)."""
 
-    def __init__(self, budget: int, store: QueryStore | None) -> None:
-        self.memory, self.store = _WindowCache(budget, host=True), store
+    def __init__(self, budget: int, store: QueryStore | None, on_device: bool = False) -> None:
+        self.memory, self.store = _WindowCache(budget, host=not on_device), store
 
     @property
     def kept(self) -> set[int]:
@@ -513,7 +514,9 @@ def _analyse(
         if rows_cache.room >= video_rows
         else query_plan(cfg.query_cache_mb, video_queries, models.device, workdir)
     )
-    queries = _QueryCache(plan.memory, QueryStore(_temp_path(workdir, "queries")) if plan.disk else None)
+    queries = _QueryCache(
+        plan.memory, QueryStore(_temp_path(workdir, "queries")) if plan.disk else None, on_device=plan.device
+    )
     windows_q = query_windows(source, models, cfg, clock, "hierarchy", keys)
     try:
         for index, q in windows_q:

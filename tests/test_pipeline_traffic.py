@@ -109,7 +109,7 @@ class _FakeEvent:
     def __init__(self, enable_timing: bool = False) -> None:
         self.at = 0.0
 
-    def record(self) -> None:
+    def record(self, stream: object = None) -> None:
         import time
 
         self.at = time.perf_counter()
@@ -132,6 +132,7 @@ def test_the_clock_on_cuda_never_waits_for_the_device_until_it_is_read(monkeypat
 
     monkeypatch.setattr(torch.cuda, "Event", _FakeEvent)
     monkeypatch.setattr(torch.cuda, "synchronize", no_sync)
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: None)
     clock = _Clock(torch.device("cuda"))
     for _ in range(3):
         with clock.backbone(4):

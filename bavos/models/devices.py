@@ -76,8 +76,8 @@ def gpu_way(device: torch.device) -> bool:
 
     A CPU's way skips work through lower bounds and host-side decisions, and keeps the attention's softmax in place
     in one buffer; a GPU's way computes whole products and keeps the decisions on the device, where each host read
-    waits for everything queued (method.md §6.3). Both give the same partition. Inside ``gpu_ways()`` a CPU takes the
-    GPU's way too: for tests of its results and of its costs (``bavos.pipeline.traffic``), not for speed.
+    waits for everything queued (method.md §6.3, §6.6). Both give the same partition. Inside ``gpu_ways()`` a CPU
+    takes the GPU's way too: for tests of its results and of its costs (``bavos.pipeline.traffic``), not for speed.
     """
     return device.type != "cpu" or _GPU_WAYS.get()
 

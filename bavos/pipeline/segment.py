@@ -101,11 +101,12 @@ class _Clock:
     @contextmanager
     def _timed(self, kind: str, paced: bool) -> Iterator[None]:
         if self.device.type == "cuda":
+            stream = torch.cuda.current_stream(self.device)  # the run's device, which need not be the current one
             start = torch.cuda.Event(enable_timing=True)
-            start.record()
+            start.record(stream)
             yield
             end = torch.cuda.Event(enable_timing=True)
-            end.record()
+            end.record(stream)
             self._pending.append((kind, paced, start, end))
             while self._pending and self._pending[0][3].query():  # those the device has passed: no wait
                 self._count(*self._pending.pop(0))

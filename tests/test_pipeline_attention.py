@@ -88,3 +88,29 @@ def test_underflowing_numerators_are_zero_and_change_no_cluster(device: str) -> 
     for tau in (0.5, 1.0, 4.0):
         ours, theirs = cluster_attention(out, tau), cluster_attention(plain, tau)
         assert ours.sizes == theirs.sizes and (ours.level_labels == theirs.level_labels).all()
+
+
+def test_the_key_set_is_laid_out_once_for_every_window() -> None:
+    """Every window attends to the same key set: its layout is made once, made again when the keys change, and let
+    go with them."""
+    import gc
+
+    from bavos.pipeline import attention
+    from bavos.pipeline.traffic import counting
+
+    g = torch.Generator().manual_seed(0)
+    q, k = torch.randn(2, 3, 16, 8, generator=g), torch.randn(4, 3, 16, 8, generator=g)
+    first = window_attention(q, k, 8**-0.5)
+    with counting() as again:
+        second = window_attention(q, k, 8**-0.5)
+    k_bytes = k.numel() * k.element_size()
+    with counting() as changed:
+        k.mul_(1.0)  # the same values, a new version: laid out again
+        window_attention(q, k, 8**-0.5)
+    assert torch.equal(first, second)
+    assert changed.bytes - 2 * k_bytes == again.bytes + 2 * k_bytes  # mul_ reads and writes k; the copy, the same
+    assert id(k) in attention._LAID_OUT
+    key = id(k)
+    del k
+    gc.collect()
+    assert key not in attention._LAID_OUT

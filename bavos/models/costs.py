@@ -425,11 +425,11 @@ def segment_estimate(
         return Estimate(
             seconds,
             resident_bytes() + in_memory - on_device + 2 * key_set + at_frame_size,
-            key_set + max(window_set, backbone_set + frames_held.device) + rows_kept + on_device,
+            2 * key_set + max(window_set, backbone_set + frames_held.device) + rows_kept + on_device,
             passes,
             **said,
         )
-    grow = in_memory + 2 * key_set + rows_kept  # queries and rows kept on the host; the key frames' keys
+    grow = in_memory + 3 * key_set + rows_kept  # kept queries and rows; the key frames' keys, their layout, queries
     return Estimate(
         seconds, resident_bytes() + grow + max(window_set, backbone_set) + at_frame_size, None, passes, **said
     )

@@ -14,6 +14,7 @@ up to rounding; docs/method.md §3.4). On a GPU, bavos's kernels compute the row
 from __future__ import annotations
 
 import math
+import weakref
 
 import torch
 from einops import rearrange
@@ -99,7 +100,23 @@ def _base2(q: Tensor, k: Tensor, scale: float, dtype: torch.dtype) -> tuple[Tens
     base-2 logits, whose exp2 is e**logit (a CPU computes exp2 faster than exp: docs/performance.md, "Where the time
     goes on a CPU"; the same softmax up to rounding)."""
     queries = rearrange(q.to(dtype) * (scale * math.log2(math.e)), "w h n d -> h (w n) d").contiguous()
-    return queries, rearrange(k.to(dtype), "k h n d -> h (k n) d").contiguous()
+    return queries, _laid_out_keys(k, dtype)
+
+
+_LAID_OUT: dict[int, tuple[int, torch.dtype, Tensor]] = {}  # id of a key set -> its version, the dtype, the layout
+
+
+def _laid_out_keys(k: Tensor, dtype: torch.dtype) -> Tensor:
+    """(heads, K*N, d) keys of a (K, heads, N, d) key set, laid out once for every window of a video (each attends to
+    the same key set): kept while that very tensor lives unchanged, and let go with it."""
+    held = _LAID_OUT.get(id(k))
+    if held is not None and held[0] == k._version and held[1] == dtype:
+        return held[2]
+    if held is None:
+        weakref.finalize(k, _LAID_OUT.pop, id(k), None)  # before its id can name another tensor
+    keys = rearrange(k.to(dtype), "k h n d -> h (k n) d").contiguous()
+    _LAID_OUT[id(k)] = (k._version, dtype, keys)
+    return keys
 
 
 def fused_attention(q: Tensor, k: Tensor, scale: float) -> Tensor:

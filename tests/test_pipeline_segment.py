@@ -652,6 +652,38 @@ def test_the_attention_plan() -> None:
         assert costs.attention_plan(None, 103 * mb, cpu) == 0
 
 
+def test_every_query_kept_in_pass_1_decodes_the_video_once_for_the_model(
+    tmp_path: Path, tiny_models, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a GPU with room (``every_query_plan``, forced here), pass 1 runs the backbone on every frame and keeps the
+    queries: the model's passes decode the video once, the backbone runs once a frame, the masks are the same."""
+    import bavos.pipeline.segment as seg
+
+    video = write_clip(tmp_path / "e.mp4", n=14, height=48, width=64)
+    plain = segment_video(video, tmp_path / "plain", tiny_config(overlay=False, attention_cache_mb=0), tiny_models)
+    real_ahead, real_tokens = seg._frames_ahead, seg.frame_tokens
+    streams, frames = [], []
+
+    def counted_ahead(*args, **kwargs):
+        streams.append(1)
+        return real_ahead(*args, **kwargs)
+
+    def counted_tokens(models, cfg, images):
+        frames.append(len(images))
+        return real_tokens(models, cfg, images)
+
+    monkeypatch.setattr(seg, "every_query_plan", lambda video_bytes, device: True)
+    monkeypatch.setattr(seg, "_frames_ahead", counted_ahead)
+    monkeypatch.setattr(seg, "frame_tokens", counted_tokens)
+    every = segment_video(video, tmp_path / "every", tiny_config(overlay=False, attention_cache_mb=0), tiny_models)
+    warm_up = tiny_config().batch_size if tiny_models.device.type == "cuda" else 0
+    assert len(streams) == 1 and sum(frames) == warm_up + 14  # one decoding for the model; the backbone once a frame
+    assert every["level_sizes"] == plain["level_sizes"]
+    masks = sorted((tmp_path / "plain" / "e" / "masks").iterdir())
+    again = tmp_path / "every" / "e" / "masks"
+    assert [m.read_bytes() for m in masks] == [(again / m.name).read_bytes() for m in masks]
+
+
 def test_the_query_plan(tmp_path: Path) -> None:
     """--query-cache: MB as asked; auto keeps them on a GPU in its memory when they take at most a quarter of what
     is free there, else in host memory within min(512 MB, a tenth of the available memory); on a CPU in a file."""

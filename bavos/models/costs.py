@@ -144,6 +144,13 @@ AUTO_ATTENTION_CAP = 512 * 2**20  # --attention-cache auto keeps at most this mu
 DEVICE_ROWS_SHARE = 0.5  # ... on a GPU, at most this share of its free memory
 
 
+def every_query_plan(video_bytes: int, device: torch.device) -> bool:
+    """Whether pass 1 runs the backbone on every processed frame and keeps their queries (``video_bytes``) on the
+    device: on a GPU, when they take at most ``DEVICE_QUERIES_SHARE`` of its free memory. The later passes then
+    decode nothing and run no backbone (a CPU keeps its memory flat instead: its queries wait on disk)."""
+    return device.type == "cuda" and video_bytes <= (available_bytes(device) or 0) * DEVICE_QUERIES_SHARE
+
+
 def query_bytes(frames: int, tokens: int, width: int) -> int:
     """Bytes of the float32 queries of ``frames`` frames of ``tokens`` tokens of ``width`` (heads x head dim)."""
     return frames * tokens * width * 4

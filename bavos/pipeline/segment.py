@@ -42,6 +42,7 @@ from bavos.models.costs import (
     QueryPlan,
     attention_bytes,
     attention_plan,
+    every_query_plan,
     query_bytes,
     query_plan,
     segment_estimate,
@@ -155,7 +156,8 @@ class Keys:
         decoded: number of decoded frames.
         grid: patch grid (h, w), N = h * w.
         q: processed-frame position -> (heads, N, d) float32 queries of that key frame, in host memory (computed
-            with its keys, so passes 2 and 3 need not run the backbone on key frames again).
+            with its keys, so passes 2 and 3 need not run the backbone on key frames again); of every processed
+            frame, on the device, where pass 1 kept them all (``costs.every_query_plan``).
     """
 
     k: Tensor
@@ -217,7 +219,11 @@ def _frames_ahead(source: FrameSource, models: Models, cfg: SegmentConfig, wante
 
 
 def key_pass(source: FrameSource, models: Models, cfg: SegmentConfig, clock: _Clock, progress: Progress) -> Keys:
-    """Pass 1: count the frames and compute the key frames' keys (again for a video whose container miscounts)."""
+    """Pass 1: count the frames and compute the key frames' keys (again for a video whose container miscounts).
+
+    On a GPU with room for every processed frame's queries (``costs.every_query_plan``), the backbone runs on every
+    frame here and keeps their queries on the device: the later passes then decode nothing and run no backbone.
+    """
     cfg.check_patch(models.backbone.patch_size)
     announced = source.frames_expected()  # announced, or the packets counted: pass 1 then needs no second run
     chosen = (
@@ -225,11 +231,17 @@ def key_pass(source: FrameSource, models: Models, cfg: SegmentConfig, clock: _Cl
         if announced
         else set()
     )
-    computed: dict[int, tuple[Tensor, Tensor]] = {}  # position -> (q, k) in host memory
+    patch = models.backbone.patch_size
+    grid = (cfg.model_size[0] // patch, cfg.model_size[1] // patch)
+    every = False  # every processed frame's queries kept on the device
+    if announced:
+        video = query_bytes(-(-announced // cfg.frame_stride), grid[0] * grid[1], models.backbone.embed_dim)
+        every = every_query_plan(video, models.device)
+    computed: dict[int, tuple[Tensor, Tensor]] = {}  # position -> (q, k) in host memory (on the device: every)
+    queries: dict[int, Tensor] = {}  # position -> q of every processed frame, on the device (every)
     if chosen:  # "keys 48/48 frames" counts frames read
-        progress.describe(
-            "keys", f"decoding every frame, the backbone on the {len(chosen)} key frame{'s' * (len(chosen) != 1)}"
-        )
+        which = "every frame" if every else f"the {len(chosen)} key frame{'s' * (len(chosen) != 1)}"
+        progress.describe("keys", f"decoding every frame, the backbone on {which}")
 
     def run(wanted: Callable[[int], bool], count: bool) -> int:
         frames = 0
@@ -244,21 +256,26 @@ def key_pass(source: FrameSource, models: Models, cfg: SegmentConfig, clock: _Cl
                     continue
                 with clock.backbone(len(batch.images)):
                     q, k = frame_tokens(models, cfg, batch.images)
-                computed.update((p, (q[i].cpu(), k[i].cpu())) for i, p in enumerate(batch.positions))
+                for i, p in enumerate(batch.positions):
+                    if every:
+                        queries[p] = q[i]
+                    if p in chosen or not every:  # a key frame's keys apart from their batch's, which goes
+                        computed[p] = (q[i], k[i].clone()) if every else (q[i].cpu(), k[i].cpu())
             clock.frames(batches, "keys")
         return frames
 
-    decoded = run(chosen.__contains__, True)
+    decoded = run((lambda position: True) if every else chosen.__contains__, True)
     if not decoded:
         raise InputError(f"{source.path}: no frames were decoded")
     final = key_frame_indices(-(-decoded // cfg.frame_stride), cfg.key_ratio, cfg.key_frame_bound)
     missing = set(final) - set(computed)
     if missing:  # the container announced another frame count (or none)
+        every = False  # its own frames' queries are all there; those of the keys run again may be on the host
         run(missing.__contains__, False)
-    patch = models.backbone.patch_size
-    grid = (cfg.model_size[0] // patch, cfg.model_size[1] // patch)
     progress("keys", decoded, decoded)
     k = torch.stack([computed[p][1] for p in final]).to(models.device)
+    if len(queries) == -(-decoded // cfg.frame_stride):  # every processed frame's: no frame needs the backbone again
+        return Keys(k, final, decoded, grid, queries)
     return Keys(k, final, decoded, grid, {p: computed[p][0] for p in final})
 
 
@@ -312,6 +329,7 @@ def query_windows(
             clock.frames(batches, stage)
 
     stream = computed()
+    wanted_any = any(wanted(position) for position in range(total))  # else nothing is decoded at all
     try:
         for window in range(-(-total // cfg.window)):
             if window in skip:
@@ -330,7 +348,8 @@ def query_windows(
                     )
                 rows.append(q)
             yield window, torch.stack(rows)
-        next(stream, None)  # ends the stream: its waits are counted
+        if wanted_any:
+            next(stream, None)  # ends the stream: its waits are counted
     finally:
         stream.close()
 
@@ -510,9 +529,10 @@ def _analyse(
     video_rows = attention_bytes(processed, n, keys.k.shape[0])
     rows_cache = _WindowCache(attention_plan(cfg.attention_cache_mb, video_rows, models.device))
     video_queries = query_bytes(processed, n, models.backbone.embed_dim)
+    every = len(keys.q) == processed  # pass 1 kept every frame's queries on the device
     plan = (
         QueryPlan()
-        if rows_cache.room >= video_rows
+        if rows_cache.room >= video_rows or every
         else query_plan(cfg.query_cache_mb, video_queries, models.device, workdir)
     )
     queries = _QueryCache(

@@ -69,6 +69,7 @@ def rows_kernel(
     rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
     keys = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
     dims = tl.arange(0, BLOCK_D)
+    at = rows.to(tl.int64)[:, None] * M + keys[None, :]  # R * M can pass 2**31: 64-bit offsets
     row_mask = (rows[:, None] < R) & (dims[None, :] < d)
     key_mask = (keys[:, None] < M) & (dims[None, :] < d)
     acc = tl.zeros([BLOCK_R, BLOCK_M], dtype=out_ptr.dtype.element_ty)
@@ -81,7 +82,7 @@ def rows_kernel(
         p = tl.exp2(tl.maximum(logits - largest[:, None], low))
         p = tl.where(p <= floor, 0.0, p)
         acc += p / total[:, None]
-    tl.store(out_ptr + rows[:, None] * M + keys[None, :], acc / heads, mask=(rows[:, None] < R) & (keys[None, :] < M))
+    tl.store(out_ptr + at, acc / heads, mask=(rows[:, None] < R) & (keys[None, :] < M))
 
 
 @triton.jit
@@ -93,7 +94,7 @@ def log_kernel(
     floor,
     BLOCK_M: tl.constexpr,
 ):
-    row = tl.program_id(0)
+    row = tl.program_id(0).to(tl.int64)  # n * M can pass 2**31: 64-bit offsets
     acc = tl.zeros([BLOCK_M], dtype=log_ptr.dtype.element_ty)
     for start in range(0, M, BLOCK_M):
         cols = start + tl.arange(0, BLOCK_M)
@@ -117,12 +118,13 @@ def pairs_kernel(
     i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     j = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     inside = (i[:, None] < n) & (j[None, :] < n)
-    c_ij = tl.load(cross_ptr + i[:, None] * n + j[None, :], mask=inside, other=0.0)
-    c_ji = tl.load(cross_ptr + j[None, :] * n + i[:, None], mask=inside, other=0.0)
+    i64, j64 = i.to(tl.int64), j.to(tl.int64)  # 64-bit offsets, as n * n may pass 2**31
+    c_ij = tl.load(cross_ptr + i64[:, None] * n + j64[None, :], mask=inside, other=0.0)
+    c_ji = tl.load(cross_ptr + j64[None, :] * n + i64[:, None], mask=inside, other=0.0)
     s_i = tl.load(dots_ptr + i, mask=i < n, other=0.0)
     s_j = tl.load(dots_ptr + j, mask=j < n, other=0.0)
     distance = (s_i[:, None] + s_j[None, :]) - (c_ij + c_ji)  # as cluster.sym_kl assembles it: symmetric
     close = ((distance <= tau) | (i[:, None] == j[None, :])) & inside
     ones = tl.where(close, 1.0, 0.0).to(adjacency_ptr.dtype.element_ty)
-    tl.store(adjacency_ptr + i[:, None] * n + j[None, :], ones, mask=inside)
+    tl.store(adjacency_ptr + i64[:, None] * n + j64[None, :], ones, mask=inside)
     tl.atomic_add(counts_ptr + i, tl.sum(ones, 1), mask=i < n)  # whole numbers: the same sum in any order

@@ -15,7 +15,7 @@ import av
 import numpy as np
 
 from bavos.errors import InputError
-from bavos.io.video import list_frames, open_container, read_image, upright
+from bavos.io.video import frame_image, list_frames, open_container, read_image
 
 FORWARD = 48  # frames decoded on from the decoder's place rather than seeking again
 
@@ -108,8 +108,5 @@ class FrameReader:
     def _image(self, frame: av.VideoFrame) -> np.ndarray:
         h, w = self.size
         rotation = round(getattr(frame, "rotation", 0) / 90) % 4 * 90
-        coded = (h, w) if rotation in (0, 180) else (w, h)  # the decoder's size, before turning upright
-        if (frame.height, frame.width) != coded:
-            image = frame.reformat(width=coded[1], height=coded[0], format="rgb24", interpolation="BICUBIC")
-            return upright(image.to_ndarray(), getattr(frame, "rotation", 0))
-        return upright(frame.to_ndarray(format="rgb24"), getattr(frame, "rotation", 0))
+        coded = (w, h) if rotation in (0, 180) else (h, w)  # the decoder's (width, height), before turning upright
+        return frame_image(frame, coded)

@@ -305,6 +305,17 @@ def video_stream(container: av.container.InputContainer, path: Path) -> av.video
     )
 
 
+def frame_image(frame: av.VideoFrame, coded: tuple[int, int]) -> np.ndarray:
+    """A decoded frame as (H, W, 3) uint8 RGB, upright: scaled to the ``coded`` (width, height) the video's first
+    frame had when its picture size changes (as FFmpeg scales when it encodes such a stream), then turned by its
+    rotation metadata."""
+    if (frame.width, frame.height) != coded:
+        image = frame.reformat(width=coded[0], height=coded[1], format="rgb24", interpolation="BICUBIC").to_ndarray()
+    else:
+        image = frame.to_ndarray(format="rgb24")
+    return upright(image, getattr(frame, "rotation", 0))
+
+
 def open_container(path: Path) -> tuple[av.container.InputContainer, av.video.stream.VideoStream]:
     try:
         container = av.open(str(path), mode="r")
@@ -604,20 +615,14 @@ class VideoSource(RangedSource):
         i, sizes = -1, {(width, height)}
         try:
             for i, frame in enumerate(self._decode(container, stream, self.info.start_pts)):
-                if (frame.width, frame.height) != (width, height):
-                    if (frame.width, frame.height) not in sizes:
-                        sizes.add((frame.width, frame.height))
-                        self.warn(
-                            f"the picture size changes to {frame.width}x{frame.height} at frame {i}: scaled to "
-                            f"the first frame's {width}x{height}, as FFmpeg does when it encodes such a stream"
-                        )
-                    image = frame.reformat(
-                        width=width, height=height, format="rgb24", interpolation="BICUBIC"
-                    ).to_ndarray()
-                else:
-                    image = frame.to_ndarray(format="rgb24")
+                if (frame.width, frame.height) not in sizes:
+                    sizes.add((frame.width, frame.height))
+                    self.warn(
+                        f"the picture size changes to {frame.width}x{frame.height} at frame {i}: scaled to "
+                        f"the first frame's {width}x{height}, as FFmpeg does when it encodes such a stream"
+                    )
                 pts = None if frame.pts is None else frame.pts - self.info.start_pts
-                yield Frame(i, upright(image, getattr(frame, "rotation", 0)), f"{i:05d}", pts, i)
+                yield Frame(i, frame_image(frame, (width, height)), f"{i:05d}", pts, i)
         finally:
             container.close()
         announced = self.info.frame_count if self.range.whole else None

@@ -20,13 +20,8 @@ CPU_RESOLUTION = (160, 240)
 CPU_MAX_KEY_FRAMES = 10
 CPU_STRIDE = 2
 GPU_MAX_KEY_FRAMES = 30  # every key frame of clips up to 300 processed frames at the paper's ratio
-PRECISIONS = ("float32", "bf16", "fp16")
-PRODUCTS = (
-    "float32",
-    "fp32-tensor",
-    "tf32",
-    "bf16",
-)  # of the clustering (bavos.pipeline.products)  # of the backbone and correlator (bavos.models.devices applies them)
+PRECISIONS = ("float32", "bf16", "fp16")  # of the backbone and correlator (bavos.models.devices applies them)
+PRODUCTS = ("float32", "fp32-tensor", "tf32", "bf16")  # of the clustering (bavos.pipeline.products)
 
 # Per-channel statistics used to normalise frames (method.md §2.4, §7.5).
 NORMALIZATION: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]] = {

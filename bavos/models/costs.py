@@ -124,7 +124,7 @@ def query_plan(asked_mb: int | None, video_bytes: int, device: torch.device, fol
     """
     if asked_mb is not None:
         return QueryPlan(memory=asked_mb * 2**20)
-    if device.type == "cuda" and video_bytes <= (available_bytes(device) or 0) * DEVICE_QUERIES_SHARE:
+    if every_query_plan(video_bytes, device):
         return QueryPlan(memory=video_bytes, device=True)
     if device.type == "cpu":
         folder = Path(folder).absolute()

@@ -65,6 +65,13 @@ def log_and_dots(x: Tensor) -> tuple[Tensor, Tensor]:
     return log, _row_dot(x, log)
 
 
+def _given_or_made(x: Tensor, log: Tensor | None, dots: Tensor | None) -> tuple[Tensor, Tensor]:
+    """``x``'s ``safe_log`` and row dots: as given, the dots made from a given log, or both made (``log_and_dots``)."""
+    if log is None:
+        return log_and_dots(x)
+    return log, _row_dot(x, log) if dots is None else dots
+
+
 def sym_kl(
     p: Tensor,
     q: Tensor,
@@ -84,17 +91,13 @@ def sym_kl(
     Returns:
         (n, m) with ``D[i, j] = sum_c (p_ic - q_jc) (log p_ic - log q_jc)``; exactly symmetric when ``q is p``.
     """
-    if log_p is None:
-        log_p, self_p = log_and_dots(p)
-    self_p = _row_dot(p, log_p) if self_p is None else self_p  # (n,)
+    log_p, self_p = _given_or_made(p, log_p, self_p)  # (n, M), (n,)
     if q is p:  # distances within one set: log_p @ p.T is the transpose of p @ log_p.T, one product suffices
         cross = products.cross(p, log_p)  # (n, n)
         pair = cross + cross.T  # c_ij + c_ji, the same number both ways
         # (s_i + s_j) - pair in cross's memory: each sum is the same both ways, so D is symmetric bit for bit
         return cross.copy_(self_p[:, None].expand_as(cross)).add_(self_p[None, :]).sub_(pair)
-    if log_q is None:
-        log_q, self_q = log_and_dots(q)
-    self_q = _row_dot(q, log_q) if self_q is None else self_q  # (m,)
+    log_q, self_q = _given_or_made(q, log_q, self_q)  # (m, M), (m,)
     return self_p[:, None] + self_q[None, :] - products.cross(p, log_q) - products.cross(log_p, q)
 
 
@@ -222,9 +225,7 @@ def nearest_rows(
     Returns:
         (groups, n) int64 positions within each group.
     """
-    if log_rows is None:
-        log_rows, self_rows = log_and_dots(rows)
-    self_r = _row_dot(rows, log_rows) if self_rows is None else self_rows
+    log_rows, self_r = _given_or_made(rows, log_rows, self_rows)
     if gpu_way(rows.device):
         dist = sym_kl(centroids, rows, log_centroids, log_rows, self_r, self_centroids)  # (U, n)
         return torch.stack([dist[at].argmin(0) for at in groups])
@@ -439,9 +440,7 @@ def cluster_window(
     Returns:
         (k, M) centroids of the window's clusters, in order of their leaders.
     """
-    if log_rows is None:
-        log_rows, self_rows = log_and_dots(rows)
-    self_rows = _row_dot(rows, log_rows) if self_rows is None else self_rows
+    log_rows, self_rows = _given_or_made(rows, log_rows, self_rows)
     coarse = bins(rows) if coarse is None else coarse
     adjacency, counts = neighbours(rows, log_rows, self_rows, coarse, tau)
     del log_rows

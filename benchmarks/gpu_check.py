@@ -3,7 +3,9 @@
     python benchmarks/gpu_check.py --out DIR             # on a GPU machine, in about 6 minutes
     python benchmarks/gpu_check.py --out DIR --smoke     # the same code at tiny sizes on the CPU (a test runs this)
 
-In order, each measurement in its own process (so that peak memory is its own), float32 at 320x480 unless said:
+In order, each measurement in its own process (so that peak memory is its own), float32 at 320x480 unless said
+(``--smoke`` runs them in one process per ``--jobs``, the kernels' windows apart: starting a process costs more than
+a tiny measurement, and its figures are not read):
 
 1. ``pytest -m gpu``: every model test on CUDA, and CUDA against the CPU (partition, training step, checkpoints,
    bavos's Triton kernels against torch's operations);
@@ -274,7 +276,8 @@ def _matmul(args: argparse.Namespace) -> dict[str, Any]:
 
 def _window(args: argparse.Namespace, tmp: Path, keys: int) -> dict[str, Any]:
     """One window of 3 frames against ``keys`` key frames of a clip, with bavos's kernels and with torch's
-    operations (the code before the kernels): the attention, the clustering and the labels, best of 3 each; the
+    operations (the code before the kernels): the attention, the clustering and the labels, best of 3 each (1 with
+    ``--smoke``); the
     rows' largest difference and whether the window's clusters are the same."""
     import numpy as np
     from bench_segment import write_clip
@@ -299,25 +302,32 @@ def _window(args: argparse.Namespace, tmp: Path, keys: int) -> dict[str, Any]:
     with strict_float32(models.device):
         for way, on in (("torch", False), ("kernels", True)):
             with kernels(on):
-                out[way], rows_by_way[way], labels_by_way[way] = _time_window(q, key_set.k, models, cfg.tau)
+                out[way], rows_by_way[way], labels_by_way[way] = _time_window(
+                    q,
+                    key_set.k,
+                    models,
+                    cfg.tau,
+                    1 if args.smoke else 3,  # --smoke: interpreted, not timed
+                )
     out["clusters"] = int(len(np.unique(labels_by_way["torch"])))
     out["rows_max_difference"] = float((rows_by_way["torch"] - rows_by_way["kernels"]).abs().max())
     out["same_clusters"] = bool(np.array_equal(labels_by_way["torch"], labels_by_way["kernels"]))
     return out
 
 
-def _time_window(q: Any, k: Any, models: Any, tau: float) -> tuple[dict[str, float], Any, Any]:
-    """Seconds of a window's attention, clustering and labels (best of 3 each); its rows and level-0 labels."""
+def _time_window(q: Any, k: Any, models: Any, tau: float, repeats: int) -> tuple[dict[str, float], Any, Any]:
+    """Seconds of a window's attention, clustering and labels (best of ``repeats`` each); its rows and level-0
+    labels."""
     from bavos.pipeline.attention import window_attention
     from bavos.pipeline.cluster import MergeTreeBuilder, label_window
 
     rows = window_attention(q, k, models.scale).reshape(-1, k.shape[0] * q.shape[2])  # (n, M)
-    attention = _best(lambda: window_attention(q, k, models.scale), models.device)
-    clustering = _best(lambda: MergeTreeBuilder(tau).add_window(rows), models.device)
+    attention = _best(lambda: window_attention(q, k, models.scale), models.device, repeats)
+    clustering = _best(lambda: MergeTreeBuilder(tau).add_window(rows), models.device, repeats)
     builder = MergeTreeBuilder(tau)
     level0 = builder.add_window(rows)
     hierarchy = builder.finish()
-    labels = _best(lambda: label_window(rows, level0, hierarchy), models.device)
+    labels = _best(lambda: label_window(rows, level0, hierarchy), models.device, repeats)
     return {"attention_s": attention, "clustering_s": clustering, "labels_s": labels}, rows, level0
 
 
@@ -348,9 +358,10 @@ MID_RUNS = {"mid": "float32", "mid-fp32-tensor": "fp32-tensor", "mid-tf32": "tf3
 LONG_RUNS = {"long": "float32", "long-fp32-tensor": "fp32-tensor"}
 
 
-def child(args: argparse.Namespace) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory() as name:
-        tmp = Path(name)
+def child(args: argparse.Namespace, name: str) -> dict[str, Any]:
+    args.child = name
+    with tempfile.TemporaryDirectory() as folder:
+        tmp = Path(folder)
         if args.child == "clip":
             return _segment(args, size(args, "clip"), tmp, background=True)
         if args.child == "clip-inline":
@@ -379,22 +390,41 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
 # --- the parent: run each, keep going on failure, write the table -------------------------------------------------
 
 
-def run_child(name: str, argv: list[str], keep: Path) -> dict[str, Any]:
+RESULT = "gpu_check result:"  # a child's line that holds one measurement's JSON
+
+
+def run_child(names: list[str], argv: list[str], keep: Path) -> dict[str, dict[str, Any]]:
+    """``names`` measured in one child process, in turn: each one's result, or its error (the child's last line on
+    stderr; the ones after a failure are not run)."""
     env = {**os.environ, "BAVOS_GPU_CHECK_KEEP": str(keep)}
-    if "--smoke" in argv and name.startswith("window-"):  # the kernels on the CPU: Triton's interpreter
+    if "--smoke" in argv and names[0].startswith("window-"):  # the kernels on the CPU: Triton's interpreter
         env["TRITON_INTERPRET"] = "1"
     start = time.perf_counter()
     proc = subprocess.run(
-        [sys.executable, __file__, "--child", name, *argv], capture_output=True, text=True, env=env, check=False
+        [sys.executable, __file__, "--child", ",".join(names), *argv],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
     )
-    if proc.returncode:
-        return {
-            "error": (proc.stderr.strip().splitlines() or ["exit code " + str(proc.returncode)])[-1],
-            "wall_s": time.perf_counter() - start,
-        }
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
-    out["wall_s"] = time.perf_counter() - start
-    return out
+    wall = (time.perf_counter() - start) / len(names)  # a group's wall time shared (--smoke only groups them)
+    done = [json.loads(line[len(RESULT) :]) for line in proc.stdout.splitlines() if line.startswith(RESULT)]
+    error = (proc.stderr.strip().splitlines() or ["exit code " + str(proc.returncode)])[-1]
+    return {
+        name: {**done[i], "wall_s": wall} if i < len(done) else {"error": error, "wall_s": wall}
+        for i, name in enumerate(names)
+    }
+
+
+def groups(names: tuple[str, ...], args: argparse.Namespace) -> list[list[str]]:
+    """The child processes' measurements: one each, or with ``--smoke`` the kernels' windows in one (it interprets
+    them) and the others dealt among ``--jobs`` processes."""
+    if not args.smoke:
+        return [[name] for name in names]
+    windows = [name for name in names if name.startswith("window-")]
+    others = [name for name in names if name not in windows]
+    jobs = max(1, args.jobs)
+    return [windows, *(others[i::jobs] for i in range(jobs))]
 
 
 def run_tests(args: argparse.Namespace) -> dict[str, Any]:
@@ -606,8 +636,9 @@ def main() -> None:
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.device = args.device or ("cpu" if args.smoke else "cuda")
-    if args.child:
-        print(json.dumps(child(args)))
+    if args.child:  # one measurement, or several in turn (--smoke): one JSON line each
+        for name in args.child.split(","):
+            print(RESULT, json.dumps(child(args, name)), flush=True)
         return
     if args.out is None:
         parser.error("--out DIR is required")
@@ -656,9 +687,10 @@ def main() -> None:
         "matmul",
     )
     with tempfile.TemporaryDirectory() as keep, ThreadPoolExecutor(max(1, args.jobs)) as pool:
-        runs = {name: pool.submit(run_child, name, argv, Path(keep)) for name in names}
-        for name, run in runs.items():
-            results[name] = run.result()
+        runs = [pool.submit(run_child, group, argv, Path(keep)) for group in groups(names, args)]
+        done = {name: result for run in runs for name, result in run.result().items()}
+        for name in names:
+            results[name] = done[name]
             print(
                 f"{name}: {'failed: ' + results[name]['error'] if 'error' in results[name] else 'done'} "
                 f"({results[name]['wall_s']:.0f} s)",

@@ -21,10 +21,11 @@ a tiny measurement, and its figures are not read):
    float32 and fp32-tensor;
 6. 20 short clips in one call, the models loaded once: clips/s and frames/s;
 7. a training step at 192x384, batch 8, float32 and bf16: steps/s and peak GPU memory;
-8. the device's matrix-product rates (float32 with TensorFloat-32 off, TF32, bf16) and a window's two clustering
+8. pass 4's upsampling of a frame's ids to 1080p on the device and on the CPU;
+9. the device's matrix-product rates (float32 with TensorFloat-32 off, TF32, bf16) and a window's two clustering
    products in each ``--products`` mode; the attention and clustering's achieved share of the float32 rate (their
    matrix-product flops counted from the shapes, ``bavos.models.costs.window_work``, over their measured seconds);
-9. the goals of the GPU work (frames/s at 70 and 300 frames in float32 and fp32-tensor, fp32-tensor's tokens in
+10. the goals of the GPU work (frames/s at 70 and 300 frames in float32 and fp32-tensor, fp32-tensor's tokens in
    matching clusters), each against this run's figure.
 
 Synthetic clips (shapes moving over a grey background, 320x240, 24 fps, written with PyAV), a random ViT-S/8 and a
@@ -76,6 +77,7 @@ SIZES = {  # full run, --smoke
     "clips": ((20, 24), (3, 6)),
     "train": (((192, 384), 8, 5), ((128, 160), 2, 1)),
     "matmul": (8192, 256),
+    "upsample": (((45, 80), (1080, 1920)), ((8, 12), (120, 160))),  # patch grid, frame
     "backbone": ("vit_small_patch8_224.dino", "bavos_test_vit"),
 }
 
@@ -242,6 +244,28 @@ def _best(fn: Any, device: Any, repeats: int = 3) -> float:
     return min(times)
 
 
+def _upsample(args: argparse.Namespace) -> dict[str, Any]:
+    """Pass 4's upsampling of a frame's ids (20 objects, bilinear) to 1080p, on the device and on the CPU (where it
+    ran before): milliseconds a frame, best of 3, and whether the ids are the same."""
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+
+    from bavos.pipeline.masks import upsample_ids
+
+    grid, frame = size(args, "upsample")
+    torch.manual_seed(0)
+    smooth = F.avg_pool2d(torch.randn(1, 20, *grid), 5, 1, 2, count_include_pad=False)[0]  # objects, not noise
+    ids = smooth.argmax(0).numpy().astype(np.uint8)
+    device = torch.device(args.device)
+    out: dict[str, Any] = {"grid": list(grid), "frame": list(frame)}
+    for where, on in (("device", device), ("cpu", None)):
+        out[f"{where}_ms"] = 1e3 * _best(lambda on=on: upsample_ids(ids, frame, "bilinear", device=on), device)
+    same = upsample_ids(ids, frame, "bilinear", device=device)
+    out["same_ids"] = bool(np.array_equal(same, upsample_ids(ids, frame, "bilinear")))
+    return out
+
+
 def _matmul(args: argparse.Namespace) -> dict[str, Any]:
     """The device's matrix-product rates: float32 (TF32 off), TF32, bf16 with float32 sums, and the clustering's two
     products in each --products mode at a window's shapes (7,200 tokens against 7 key frames at 320x480)."""
@@ -384,6 +408,8 @@ def child(args: argparse.Namespace, name: str) -> dict[str, Any]:
             return _train(args, tmp, args.child.split("-")[1])
         if args.child == "matmul":
             return _matmul(args)
+        if args.child == "upsample":
+            return _upsample(args)
     raise SystemExit(f"unknown measurement {args.child}")
 
 
@@ -553,6 +579,12 @@ def table(results: dict[str, Any], args: argparse.Namespace) -> str:
                 f"| a window's two products, --products {mode} | {w['tflops']:.1f} TFLOP/s | "
                 f"distances {1e3 * w['cross_s']:.1f} ms, smoothing {1e3 * w['smooth_s']:.1f} ms |"
             )
+    r = results["upsample"]
+    lines.append(
+        f"| pass 4: a frame's ids (20 objects) upsampled to {'x'.join(map(str, r.get('frame', [])))}, bilinear | "
+        f"{cell(r, 'device_ms')} ms on the device, {cell(r, 'cpu_ms')} ms on the CPU | same ids: "
+        f"{cell(r, 'same_ids', '{}')} |"
+    )
     lines += goals(results, args)
     for key, r in results.items():
         if isinstance(r, dict) and "error" in r:
@@ -684,6 +716,7 @@ def main() -> None:
         "clips",
         "train-float32",
         "train-bf16",
+        "upsample",
         "matmul",
     )
     with tempfile.TemporaryDirectory() as keep, ThreadPoolExecutor(max(1, args.jobs)) as pool:

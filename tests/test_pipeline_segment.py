@@ -68,6 +68,19 @@ def test_bilinear_upsampling_takes_the_best_of_four_corners_as_every_ids_mask_wo
     assert upsample_ids(np.array([[0, 1]], np.uint8), (1, 1), "bilinear").tolist() == [[0]]
 
 
+@pytest.mark.gpu
+def test_upsampling_on_cuda_gives_the_cpus_ids() -> None:
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    rng = np.random.default_rng(5)
+    for k, grid, size in ((2, (4, 6), (9, 50)), (40, (40, 60), (720, 1280)), (300, (30, 40), (123, 457))):
+        ids = rng.integers(0, k, size=grid).astype(np.uint16)
+        for mode in ("bilinear", "nearest"):
+            got = upsample_ids(ids, size, mode, band=100, device=torch.device("cuda"))
+            np.testing.assert_array_equal(got, upsample_ids(ids, size, mode, band=100))
+            assert got.dtype == np.uint16
+
+
 def test_nearest_upsampling() -> None:
     ids = np.array([[0, 1], [2, 3]], dtype=np.uint8)
     up = upsample_ids(ids, (4, 6), "nearest")
@@ -192,6 +205,27 @@ def test_background_threads_change_nothing_in_the_result(
     assert inline["waits"]["keys"] + inline["waits"]["hierarchy"] + inline["waits"]["labels"] + inline["waits"][
         "writing"
     ] == pytest.approx(inline["decode"], rel=0.05, abs=0.01)
+
+
+def test_pass_4_upsamples_on_the_models_gpu(tmp_path: Path, tiny_models, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run on a GPU upsamples its masks there (the same ids: test_upsampling_on_cuda_gives_the_cpus_ids); a run on
+    a CPU on the CPU."""
+    from bavos.io.sources import open_source
+    from bavos.pipeline import segment
+
+    source = open_source(write_clip(tmp_path / "u.mp4", n=4, height=48, width=64))
+    analysis = segment.analyse(source, tiny_models, tiny_config())
+    assert analysis.device == tiny_models.device
+    devices = []
+
+    def upsample(ids: np.ndarray, size: tuple[int, int], mode: str, device: torch.device | None = None) -> np.ndarray:
+        devices.append(device)
+        return upsample_ids(ids, size, mode)
+
+    monkeypatch.setattr(segment, "upsample_ids", upsample)
+    for model, upsampled in ((torch.device("cpu"), None), (torch.device("cuda", 0), torch.device("cuda", 0))):
+        analysis.device, devices[:] = model, []
+        assert len(list(segment.iter_masks(source, analysis, "bilinear"))) == 4 and devices == [upsampled] * 4
 
 
 def test_ids_are_consistent_over_time(tmp_path: Path, tiny_models) -> None:

@@ -53,8 +53,11 @@ def _corners(out_size: int, in_size: int) -> tuple[Tensor, Tensor, Tensor, Tenso
     return lo, hi, m[rows, lo].double(), torch.where(hi != lo, m[rows, hi], 0.0).double()
 
 
-def upsample_ids(ids: np.ndarray, size: tuple[int, int], mode: str, band: int = 256) -> np.ndarray:
-    """Patch-grid ids (h, w) -> (H, W) ids at frame size, of the same dtype.
+def upsample_ids(
+    ids: np.ndarray, size: tuple[int, int], mode: str, band: int = 256, device: torch.device | None = None
+) -> np.ndarray:
+    """Patch-grid ids (h, w) -> (H, W) ids at frame size, of the same dtype, computed on ``device`` (default the
+    CPU; a GPU gives the same ids, every operation being exact or correctly rounded alike).
 
     "bilinear": each id's mask upsampled bilinearly (as ``F.interpolate(align_corners=False)``), every pixel taking
     the id of the largest value, ties to the lowest id. A pixel interpolates between four patches, so only their ids
@@ -63,15 +66,14 @@ def upsample_ids(ids: np.ndarray, size: tuple[int, int], mode: str, band: int = 
     stay in bounded memory. "nearest": nearest neighbour.
     """
     height, width = size
-    grid = torch.from_numpy(ids.astype(np.int64))
+    grid = torch.from_numpy(ids.astype(np.int64)).to(device or "cpu")
     if mode == "nearest":
         up = F.interpolate(grid[None, None].float(), size=size, mode="nearest")[0, 0]
-        return up.numpy().astype(ids.dtype)
-    present = torch.unique(grid)
-    if len(present) == 1:
-        return np.full(size, int(present[0]), dtype=ids.dtype)
-    y0, y1, wy0, wy1 = _corners(height, grid.shape[0])
-    x0, x1, wx0, wx1 = _corners(width, grid.shape[1])
+        return up.cpu().numpy().astype(ids.dtype)
+    if bool((grid == grid.view(-1)[0]).all()):  # one id
+        return np.full(size, int(ids.flat[0]), dtype=ids.dtype)
+    y0, y1, wy0, wy1 = (t.to(grid.device) for t in _corners(height, grid.shape[0]))
+    x0, x1, wx0, wx1 = (t.to(grid.device) for t in _corners(width, grid.shape[1]))
     out = np.empty(size, dtype=ids.dtype)
     for start in range(0, height, band):
         top, bottom = grid[y0[start : start + band]], grid[y1[start : start + band]]  # (band, w)
@@ -88,7 +90,7 @@ def upsample_ids(ids: np.ndarray, size: tuple[int, int], mode: str, band: int = 
         for i in range(1, 4):
             better = (value[i] > best) | ((value[i] == best) & (corner[i] < best_id))
             best, best_id = torch.where(better, value[i], best), torch.where(better, corner[i], best_id)
-        out[start : start + band] = best_id.numpy()
+        out[start : start + band] = best_id.cpu().numpy()
     return out
 
 

@@ -374,6 +374,7 @@ class Analysis:
     waits: dict[str, float] = field(default_factory=dict)  # per pass, seconds the model waited for frames
     seconds: float = 0.0  # wall time of passes 1 to 3
     peak_gpu_mb: float | None = None  # CUDA memory allocated at most during passes 1 to 3 (None: not on CUDA)
+    device: torch.device = torch.device("cpu")  # the model's: a GPU upsamples the masks in pass 4 (iter_masks)
 
     @property
     def decoded(self) -> int:
@@ -592,6 +593,7 @@ def _analyse(
         timings,
         dict(clock.waits),
         time.perf_counter() - started,
+        device=models.device,
     )
     return capped_analysis(analysis, cfg.max_objects)  # as bavos recut caps it: one rule, one result
 
@@ -713,7 +715,8 @@ def iter_masks(
     background: bool = True,
     waits: dict[str, float] | None = None,
 ) -> Generator[tuple[Frame, np.ndarray], None, None]:
-    """Pass 4: every decoded frame with its (H, W) ids at frame size.
+    """Pass 4: every decoded frame with its (H, W) ids at frame size (upsampled on the analysis's device when it is
+    a GPU: the same ids, without the CPU's time).
 
     Args:
         background: decode the frames ahead in a background thread.
@@ -721,13 +724,14 @@ def iter_masks(
             spent decoding, when the frames end.
     """
     seen = 0
+    device = analysis.device if analysis.device.type == "cuda" else None
     with Ahead(source.frames, FRAMES_AHEAD if background else 0) as frames:
         for frame in frames:
             seen += 1
             if seen > analysis.decoded:
                 break
             ids = analysis.ids(nearest_processed(frame.index, analysis.stride, analysis.processed))
-            yield frame, upsample_ids(ids, frame.image.shape[:2], upsample)
+            yield frame, upsample_ids(ids, frame.image.shape[:2], upsample, device=device)
         if waits is not None:
             waits["writing"] = frames.waited
             waits["decode"] = waits.get("decode", 0.0) + frames.busy

@@ -301,8 +301,8 @@ def _matmul(args: argparse.Namespace) -> dict[str, Any]:
 def _window(args: argparse.Namespace, tmp: Path, keys: int) -> dict[str, Any]:
     """One window of 3 frames against ``keys`` key frames of a clip, with bavos's kernels and with torch's
     operations (the code before the kernels): the attention, the clustering and the labels, best of 3 each (1 with
-    ``--smoke``); the
-    rows' largest difference and whether the window's clusters are the same."""
+    ``--smoke``, which interprets the kernels); the rows' largest difference and whether the window's clusters are the
+    same."""
     import numpy as np
     from bench_segment import write_clip
 
@@ -323,16 +323,11 @@ def _window(args: argparse.Namespace, tmp: Path, keys: int) -> dict[str, Any]:
     _, q = next(query_windows(source, models, cfg, clock, "hierarchy", key_set))
     out: dict[str, Any] = {"key_frames": int(key_set.k.shape[0])}
     rows_by_way, labels_by_way = {}, {}
+    repeats = 1 if args.smoke else 3
     with strict_float32(models.device):
         for way, on in (("torch", False), ("kernels", True)):
             with kernels(on):
-                out[way], rows_by_way[way], labels_by_way[way] = _time_window(
-                    q,
-                    key_set.k,
-                    models,
-                    cfg.tau,
-                    1 if args.smoke else 3,  # --smoke: interpreted, not timed
-                )
+                out[way], rows_by_way[way], labels_by_way[way] = _time_window(q, key_set.k, models, cfg.tau, repeats)
     out["clusters"] = int(len(np.unique(labels_by_way["torch"])))
     out["rows_max_difference"] = float((rows_by_way["torch"] - rows_by_way["kernels"]).abs().max())
     out["same_clusters"] = bool(np.array_equal(labels_by_way["torch"], labels_by_way["kernels"]))
@@ -450,7 +445,7 @@ def groups(names: tuple[str, ...], args: argparse.Namespace) -> list[list[str]]:
     windows = [name for name in names if name.startswith("window-")]
     others = [name for name in names if name not in windows]
     jobs = max(1, args.jobs)
-    return [windows, *(others[i::jobs] for i in range(jobs))]
+    return [group for group in (windows, *(others[i::jobs] for i in range(jobs))) if group]
 
 
 def run_tests(args: argparse.Namespace) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,6 +92,18 @@ def video_shape(path: Path) -> tuple[int, int, int]:
     with av.open(str(path)) as container:
         frames = [f.to_ndarray(format="rgb24").shape[:2] for f in container.decode(video=0)]
     return (len(frames), *frames[0]) if frames else (0, 0, 0)
+
+
+def comparable(path: Path) -> object:
+    """A result file's content as two runs of the same work must give it: its bytes; a video's frame count and size
+    (``EncoderInputs``); the manifest of bavos's files (``.bavos-files``) without the sizes of summary.json (its
+    timings) and of the videos. summary.json itself is each test's to compare."""
+    if path.suffix == ".mp4":
+        return video_shape(path)
+    if path.name == ".bavos-files":
+        files = json.loads(path.read_text())["files"]
+        return {k: None if k.endswith(("summary.json", ".mp4")) else v for k, v in files.items()}
+    return path.read_bytes()
 
 
 class EncoderInputs:

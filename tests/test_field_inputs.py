@@ -167,6 +167,38 @@ def test_recut_refuses_a_result_holding_files_of_the_users(tmp_path: Path, run_c
     assert tree(tmp_path / "out") == before
 
 
+@pytest.mark.parametrize(
+    ("place", "what"),
+    [
+        ("masks/myedit.png", "masks/myedit.png"),  # named like bavos's masks, not one of them
+        ("masks/00000_fixed.png", "masks/00000_fixed.png"),
+        ("coco.json", "coco.json"),  # an export's name, in a result made without it
+        ("masks.mp4", "masks.mp4"),
+        ("objects/1/00000.png", "objects/1/00000.png"),
+        ("masks/00002.png", "masks/00002.png (changed since bavos wrote it)"),  # a mask edited in place
+    ],
+)
+def test_a_result_holding_the_users_files_named_like_bavos_s_is_not_replaced(
+    tmp_path: Path, run_cli: Callable, place: str, what: str
+) -> None:
+    """bavos knows the files it wrote (their names and sizes, kept in the result): a file of the user's is refused
+    whatever its name, and so is a mask changed since."""
+    clip = write_clip(tmp_path / "c.mp4", n=6)
+    assert run_cli("segment", clip, "-o", tmp_path / "out", *QUIET).code == 0
+    result = tmp_path / "out" / "c"
+    mine = result / place
+    mine.parent.mkdir(parents=True, exist_ok=True)
+    mine.write_bytes((result / "preview.png").read_bytes())  # a picture of the user's
+    before = tree(tmp_path / "out")
+    for args in (("recut", result, "--max-objects", "3", "-q"), ("segment", clip, "-o", tmp_path / "out", *QUIET)):
+        r = run_cli(*args)
+        assert r.code == 2 and f"holds files bavos did not write ({what})" in r.err, r.err
+        assert len(r.err.strip().splitlines()) == 1
+    assert tree(tmp_path / "out") == before
+    mine.unlink()  # the user's file moved out (a changed mask deleted): the result is bavos's again
+    assert run_cli("recut", result, "--max-objects", "3", "-q").code == 0
+
+
 def test_segment_refuses_a_file_or_a_link_where_a_result_would_go(tmp_path: Path, run_cli: Callable) -> None:
     clip = write_clip(tmp_path / "c.mp4", n=4)
     (tmp_path / "out").mkdir()

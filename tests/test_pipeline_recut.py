@@ -7,19 +7,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import TINY, EncoderInputs, on, video_shape, write_clip
+from conftest import TINY, EncoderInputs, comparable, on, write_clip
 
 FILES = ("hierarchy.npz", "overlay.mp4", "hierarchy.png", "preview.png", "coco.json", "masks.mp4")
 
 
 def tree(folder: Path) -> dict[str, object]:
-    """Each file's bytes; a video's frame count and size instead (x264's bitstream varies for the same frames:
-    ``conftest.EncoderInputs`` compares what the videos were made of)."""
-    return {
-        str(p.relative_to(folder)): video_shape(p) if p.suffix == ".mp4" else p.read_bytes()
-        for p in sorted(folder.rglob("*"))
-        if p.is_file()
-    }
+    """Each file's content as two runs must give it (``conftest.comparable``: a video's frame count and size, x264's
+    bitstream varying for the same frames; ``conftest.EncoderInputs`` compares what the videos were made of)."""
+    return {str(p.relative_to(folder)): comparable(p) for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ import os
 import shutil
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -357,12 +357,55 @@ EXPORT_FOLDERS = export_folders()
 OS_CLUTTER = {".DS_Store", "Thumbs.db", "desktop.ini"}  # what file browsers leave in any folder they show
 
 
+# In a result: every file bavos wrote there and its size (JSON). A file of the user's is told from bavos's whatever
+# its name, and so is a picture changed since bavos wrote it (a mask edited by hand); a product cut short or emptied
+# (a disk that filled) is damage bavos repairs (``batch.damage_reason``), not the user's work. Results of bavos 0.2.0
+# have none: their files are told by their names.
+MANIFEST = ".bavos-files"
+
+
 def _clutter(name: str) -> bool:
     return name in OS_CLUTTER or name.startswith("._")  # macOS's AppleDouble files too
 
 
+def _walk(folder: Path, prefix: str = "") -> Iterator[tuple[str, os.DirEntry[str]]]:
+    """Every entry under ``folder`` but folders (links included, not followed), with its path relative to it."""
+    for entry in os.scandir(folder):
+        if entry.is_dir(follow_symlinks=False):
+            yield from _walk(Path(entry.path), f"{prefix}{entry.name}/")
+        else:
+            yield prefix + entry.name, entry
+
+
+def write_manifest(folder: Path) -> None:
+    """Record in the finished result ``folder`` each file in it and its size: all bavos's, about to be published."""
+    files = {name: entry.stat(follow_symlinks=False).st_size for name, entry in _walk(folder) if name != MANIFEST}
+    (folder / MANIFEST).write_text(json.dumps({"files": files}, separators=(",", ":")) + "\n")
+
+
+def _manifest(folder: Path) -> dict[str, int] | None:
+    """The files and sizes bavos recorded in ``folder`` (None: none recorded, or unreadable)."""
+    try:
+        files = json.loads((folder / MANIFEST).read_text())["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return files if isinstance(files, dict) else None
+
+
 def _foreign_entry(folder: Path) -> str | None:
-    """The first entry under ``folder`` that bavos does not write into a result (None: every entry is bavos's)."""
+    """The first entry under ``folder`` that bavos did not write into a result, or changed since (None: every entry
+    is bavos's)."""
+    known = _manifest(Path(folder))
+    if known is not None:
+        for name, entry in _walk(Path(folder)):
+            if _clutter(entry.name) and entry.is_file(follow_symlinks=False) or name == MANIFEST:
+                continue
+            if entry.is_symlink() or name not in known:
+                return name
+            size = entry.stat(follow_symlinks=False).st_size
+            if name.endswith(".png") and size not in (0, known[name]):
+                return f"{name} (changed since bavos wrote it)"
+        return None
 
     def pngs(path: str, prefix: str) -> str | None:
         return next(
@@ -503,6 +546,7 @@ def publish(
         check_contents(place, fix)
         result["output"] = str(place)
         (tmp / "summary.json").write_text(json.dumps(result, indent=2) + "\n")
+        write_manifest(tmp)
         old = hidden_sibling(place, "old")
         if place.exists():
             place.rename(old)

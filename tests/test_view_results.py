@@ -12,7 +12,7 @@ import pytest
 from conftest import EncoderInputs, comparable
 from PIL import Image
 
-from bavos.errors import InputError, UsageError
+from bavos.errors import DestinationError, InputError, UsageError
 from bavos.io.video import VideoSource
 from bavos.view.results import ViewedResult
 
@@ -108,11 +108,27 @@ def test_a_result_whose_source_is_gone_shows_its_masks(view_result: Path, tmp_pa
 def test_what_is_not_a_result(tmp_path: Path, view_result: Path) -> None:
     with pytest.raises(InputError, match="not a finished result of bavos segment"):
         ViewedResult(tmp_path)
+    with pytest.raises(InputError, match=r"nothere: no such folder$"):
+        ViewedResult(tmp_path / "nothere")
     folder = tmp_path / "clip"
     shutil.copytree(view_result, folder)
-    (folder / "escape").symlink_to("/etc")  # a link out of the result: not bavos's
-    with pytest.raises(InputError, match="not a finished result"):
+    with pytest.raises(InputError, match=rf"^{tmp_path}: holds 1 result \(clip\), not one: pass {tmp_path}/\* or one"):
+        ViewedResult(tmp_path)
+    (folder / "notes.txt").write_text("mine")  # shown: a file of the user's harms no view
+    ViewedResult(folder)
+    (folder / "masks" / "escape").symlink_to("/etc")  # a link out of the result: not followed
+    with pytest.raises(InputError, match=r"clip: holds a link \(masks/escape\), which bavos does not write"):
         ViewedResult(folder)
+
+
+def test_saving_a_cut_into_a_result_holding_the_users_files_is_refused(view_result: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "clip"
+    shutil.copytree(view_result, folder)
+    (folder / "masks" / "00000_fixed.png").write_bytes(b"mine")
+    r = ViewedResult(folder)
+    with pytest.raises(DestinationError, match=r"holds files bavos did not write \(masks/00000_fixed.png\)"):
+        r.save(1, 0)
+    assert (folder / "masks" / "00000_fixed.png").read_bytes() == b"mine"
 
 
 def test_a_result_without_its_hierarchy_shows_its_own_cut(tmp_path: Path, sharp_weights: Path) -> None:

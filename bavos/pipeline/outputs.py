@@ -435,12 +435,19 @@ def _foreign_entry(folder: Path) -> str | None:
     return None
 
 
+def first_link(folder: Path) -> str | None:
+    """The first link under ``folder`` (bavos writes none), as its path in it; None when there is none."""
+    return next((name for name, entry in _walk(Path(folder)) if entry.is_symlink()), None)
+
+
+def is_bavos_summary(summary: dict | None) -> bool:
+    """``summary`` (``read_summary``'s) is a summary.json bavos wrote."""
+    return summary is not None and {"version", "source", "settings"} <= summary.keys()
+
+
 def is_bavos_result(folder: Path) -> bool:
     """A finished bavos result: a summary.json written by bavos, and nothing in the folder bavos did not write."""
-    summary = read_summary(folder)
-    return (
-        summary is not None and {"version", "source", "settings"} <= summary.keys() and _foreign_entry(folder) is None
-    )
+    return is_bavos_summary(read_summary(folder)) and _foreign_entry(folder) is None
 
 
 class InputPlaces:

@@ -164,14 +164,8 @@ def open_result(folder: Path) -> Opened:
             k: tuple(v) if isinstance(v, list) else v for k, v in old["config"]["SegmentConfig"].items()
         }
     except (OSError, ValueError, KeyError, TypeError) as e:
-        results = sorted(p.parent.name for p in folder.glob("*/summary.json")) if folder.is_dir() else []
-        if results:
-            raise InputError(
-                f"{folder}: holds {len(results)} result{'s' * (len(results) != 1)} "
-                f"({', '.join(results[:3])}{', ...' if len(results) > 3 else ''}), not one: pass "
-                f"{folder}/* or one of them"
-            ) from e
-        raise InputError(f"{folder}: not a finished bavos output (no readable summary.json)") from e
+        said = results_inside(folder) or f"{folder}: not a finished bavos output (no readable summary.json)"
+        raise InputError(said) from e
     cfg = SegmentConfig(**values)
     segment = f"bavos segment {shlex.quote(str(old['source']))} -o {shlex.quote(str(folder.parent))}"
     kept = VideoInfo(Path(old["source"]), False, old["width"], old["height"], float(old["fps"]), None, 0, old["frames"])
@@ -186,6 +180,17 @@ def open_result(folder: Path) -> Opened:
     except InputError as e:
         return Opened(folder, old, cfg, None, str(e), kept, segment)
     return Opened(folder, old, cfg, source, None, source.info, segment)
+
+
+def results_inside(folder: Path) -> str | None:
+    """What to say of a folder that holds results rather than being one (None: it holds none)."""
+    results = sorted(p.parent.name for p in Path(folder).glob("*/summary.json")) if Path(folder).is_dir() else []
+    if not results:
+        return None
+    return (
+        f"{folder}: holds {len(results)} result{'s' * (len(results) != 1)} "
+        f"({', '.join(results[:3])}{', ...' if len(results) > 3 else ''}), not one: pass {folder}/* or one of them"
+    )
 
 
 def recut_folder(

@@ -22,9 +22,9 @@ from bavos.errors import InputError, UsageError
 from bavos.io.render import palette
 from bavos.io.seek import FrameReader
 from bavos.pipeline.masks import nearest_processed, upsample_ids
-from bavos.pipeline.outputs import is_bavos_result, levels_of
+from bavos.pipeline.outputs import first_link, is_bavos_summary, levels_of, read_summary
 from bavos.pipeline.products import products
-from bavos.pipeline.recut import Opened, open_result, recut_analysis, recut_folder
+from bavos.pipeline.recut import Opened, open_result, recut_analysis, recut_folder, results_inside
 from bavos.pipeline.segment import Analysis
 from bavos.progress import as_progress
 
@@ -79,16 +79,28 @@ class _Cache(OrderedDict[Any, Any]):
 
 
 class ViewedResult:
-    """A finished result of ``bavos segment``, opened for the viewer.
+    """A finished result of ``bavos segment``, opened for the viewer (files of the user's in it are shown around:
+    saving a cut into it is refused, as ``bavos recut`` refuses).
 
     Raises:
-        InputError: ``folder`` is not a finished bavos result.
+        InputError: ``folder`` is not there, is not a finished bavos result (or holds several), or holds a link,
+            which bavos never writes and the viewer would not follow out of the result.
     """
 
     def __init__(self, folder: Path) -> None:
         self.folder = Path(folder)
-        if not is_bavos_result(self.folder):
-            raise InputError(f"{self.folder}: not a finished result of bavos segment (no summary.json of bavos's)")
+        if not self.folder.exists():
+            raise InputError(f"{self.folder}: no such folder")
+        if not is_bavos_summary(read_summary(self.folder)):
+            raise InputError(
+                results_inside(self.folder)
+                or f"{self.folder}: not a finished result of bavos segment (no summary.json of bavos's)"
+            )
+        link = first_link(self.folder)
+        if link is not None:
+            raise InputError(
+                f"{self.folder}: holds a link ({link}), which bavos does not write: not a result as bavos wrote it"
+            )
         self._lock = threading.Lock()  # the server's threads share the decoder and the caches
         self._load()
 

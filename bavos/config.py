@@ -6,7 +6,8 @@ The resolved configuration is written into every output (``summary.json``) and e
 from __future__ import annotations
 
 import os
-from dataclasses import Field, asdict, dataclass, field, fields, replace
+from collections.abc import Collection
+from dataclasses import MISSING, Field, asdict, dataclass, field, fields, replace
 from typing import Any, Literal
 
 from bavos.errors import ConfigError
@@ -612,6 +613,33 @@ def to_dict(*configs: ModelConfig | SegmentConfig | TrainConfig) -> dict[str, An
 RESULT_FREE = frozenset(
     {"batch_size", "attention_cache_mb", "query_cache_mb", "device", "background", "max_export_files"}
 )
+
+
+def segment_options(config: dict[str, dict[str, Any]], leave_out: Collection[str] = ()) -> list[str]:
+    """The options of ``bavos segment`` that give a result's settings again, from its summary.json's ``config``
+    (``to_dict`` of its ModelConfig and SegmentConfig): each one not at its default, but those that change how a
+    result is computed and not what it is (``RESULT_FREE``), and the fields named in ``leave_out``."""
+    args: list[str] = []
+    for config_type in (ModelConfig, SegmentConfig):
+        values = config.get(config_type.__name__, {})
+        for name, f in fields_of(config_type).items():
+            spec = f.metadata.get("flag")
+            if spec is None or name in RESULT_FREE or name in leave_out or name not in values:
+                continue
+            value = tuple(values[name]) if isinstance(values[name], list) else values[name]
+            default = f.default if f.default_factory is MISSING else f.default_factory()
+            if value is None or value == default or (name == "backbone" and value == DEFAULT_BACKBONE):
+                continue
+            option = spec.names[0] if spec.names else f"--{name.replace('_', '-')}"
+            if "/" in option:  # an on/off flag
+                args.append(option.split("/")[0 if value else 1])
+            elif isinstance(value, tuple) and " " in (spec.metavar or ""):  # one option, several values ("H W")
+                args += [option, *(str(v) for v in value)]
+            elif isinstance(value, tuple):  # an option given once a value
+                args += [a for v in value for a in (option, str(v))]
+            else:
+                args += [option, str(value)]
+    return args
 
 
 def result_settings(model: ModelConfig, segment: SegmentConfig) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 
 import numpy as np
@@ -111,8 +112,28 @@ def test_recut_errors(tmp_path: Path, run_cli, video: Path, args: list[str]) -> 
     for level in ("0", "1"):  # only the converged level's centroids are kept
         result = run_cli("recut", tmp_path / "clip", "--level", level, "--max-objects", "2")
         assert result.code == 2 and f"capping level {level} needs its centroids" in result.err
-        assert result.err.strip().endswith(f"run bavos segment {video} -o {tmp_path} --level {level} --max-objects 2")
+        assert f"--max-objects 0 gives level {level} uncapped without the model, or run bavos segment " in result.err
+        assert result.err.strip().endswith(f"--level {level} --max-objects 2")
     assert run_cli("recut", tmp_path / "clip", "--max-objects", "-1").code == 2
+
+
+def test_the_segment_command_recut_names_makes_the_result_with_its_settings(
+    tmp_path: Path, run_cli, video: Path, args: list[str]
+) -> None:
+    """Where recut cannot make a cut, it names the `bavos segment` that does: with the weights, resolution, tau,
+    exports... the result was made with (a command without them would fail offline, or make another result)."""
+    assert run_cli("segment", video, "-o", tmp_path / "a", *args, "--end", "7", "--overlay-alpha", "0.3").code == 0
+    result = run_cli("recut", tmp_path / "a" / "clip", "--level", "0", "--max-objects", "2")
+    assert result.code == 2
+    command = shlex.split(result.err.strip().split(", or run ")[1])
+    assert command[:3] == ["bavos", "segment", str(video)] and command[3:5] == ["-o", str(tmp_path / "a")]
+    assert "--device" not in command and "--batch-size" not in command  # how it ran, not what it is
+    command[4] = str(tmp_path / "b")
+    assert run_cli(*command[1:], "-q").code == 0
+    first, made = (json.loads((tmp_path / side / "clip" / "summary.json").read_text()) for side in "ab")
+    for key in ("settings", "weights"):
+        assert made[key] == {**first[key], **({"level": 0, "max_objects": 2} if key == "settings" else {})}, key
+    assert made["frames"] == 7 and made["capped_to"] == 2 and made["level"] == 0
 
 
 def test_hierarchy_npz_holds_what_recut_needs(

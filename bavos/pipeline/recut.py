@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from bavos.config import SegmentConfig
+from bavos.config import SegmentConfig, segment_options
 from bavos.errors import InputError, UsageError
 from bavos.io.video import FrameRange, VideoInfo, VideoSource
 from bavos.pipeline.cluster import MergeTree
@@ -62,8 +62,9 @@ def recut_analysis(analysis: Analysis, level: int | None, max_objects: int, segm
     hierarchy = MergeTree(list(sizes), list(centroids), list(parents), h.converged, None, cut)
     if max_objects and sizes[cut] > max_objects and centroids[cut] is None:
         raise UsageError(
-            f"capping level {cut} needs its centroids; hierarchy.npz keeps only the converged "
-            f"level's ({h.converged}): run {segment} --level {cut} --max-objects {max_objects}"
+            f"capping level {cut} needs its centroids; hierarchy.npz keeps only the converged level's "
+            f"({h.converged}): --max-objects 0 gives level {cut} uncapped without the model, or run {segment} "
+            f"--level {cut} --max-objects {max_objects}"
         )
     return capped_analysis(
         replace(analysis, hierarchy=hierarchy, labels=CutLabels(base, real), areas=list(areas)), max_objects
@@ -131,7 +132,8 @@ class Opened:
         source: the video it was made from, opened (None when gone or changed: ``problem`` says which).
         problem: why the source cannot give the result's frames, as one line naming the command that makes it again.
         info: the source's VideoInfo, or one made from the summary when the source is gone.
-        segment: the `bavos segment` command that makes the result again (named where a cut cannot be made).
+        segment: the `bavos segment` command that makes the result again, but for its cut (named, with the cut asked
+            for, where recut cannot make it).
     """
 
     folder: Path
@@ -167,7 +169,7 @@ def open_result(folder: Path) -> Opened:
         said = results_inside(folder) or f"{folder}: not a finished bavos output (no readable summary.json)"
         raise InputError(said) from e
     cfg = SegmentConfig(**values)
-    segment = f"bavos segment {shlex.quote(str(old['source']))} -o {shlex.quote(str(folder.parent))}"
+    segment = segment_command(old, folder, cut=False)
     kept = VideoInfo(Path(old["source"]), False, old["width"], old["height"], float(old["fps"]), None, 0, old["frames"])
     if not Path(old["source"]).exists():
         problem = (
@@ -176,10 +178,18 @@ def open_result(folder: Path) -> Opened:
         return Opened(folder, old, cfg, None, problem, kept, segment)
     try:
         source = VideoSource(old["source"], FrameRange.parse(cfg.start, cfg.end))
-        _check_source(source, old, segment)
+        _check_source(source, old, segment_command(old, folder))
     except InputError as e:
         return Opened(folder, old, cfg, None, str(e), kept, segment)
     return Opened(folder, old, cfg, source, None, source.info, segment)
+
+
+def segment_command(summary: dict[str, Any], folder: Path, cut: bool = True) -> str:
+    """The ``bavos segment`` command that makes the result in ``folder`` again: its source, ``-o`` the folder's
+    parent, and each setting it was made with that is not the default (``config.segment_options``; its --level and
+    --max-objects only with ``cut``)."""
+    options = segment_options(summary.get("config") or {}, () if cut else ("level", "max_objects"))
+    return shlex.join(["bavos", "segment", str(summary["source"]), "-o", str(Path(folder).parent), *options])
 
 
 def results_inside(folder: Path) -> str | None:

@@ -334,7 +334,7 @@ class SegmentConfig:
                 self.max_export_files >= 0,
                 f"--max-export-files must be 0 (no limit) or more, got {self.max_export_files}",
             ),
-            (0.0 <= self.overlay_alpha <= 1.0, f"overlay alpha must be in [0, 1], got {self.overlay_alpha}"),
+            (0.0 <= self.overlay_alpha <= 1.0, f"--overlay-alpha must be in [0, 1], got {self.overlay_alpha}"),
             (self.products in PRODUCTS, f"--products must be one of {', '.join(PRODUCTS)}, got {self.products}"),
             (self.upsample in ("bilinear", "nearest"), f"--upsample must be bilinear or nearest, got {self.upsample}"),
         ] + [_precision_check(self.precision)]

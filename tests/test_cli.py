@@ -126,6 +126,9 @@ def test_one_failing_input_does_not_stop_the_others(tmp_path: Path, run_cli) -> 
         (["segment", "x.mp4", "--upsample", "cubic", *TINY], "--upsample must be bilinear or nearest"),
         (["segment", "x.mp4", "--precision", "fp8", *TINY], "--precision must be one of float32, bf16, fp16"),
         (["segment", "x.mp4", "--attention-cache", "-1", *TINY], "--attention-cache must be auto, 0 (none) or more MB"),
+        (["segment", "x.mp4", "--overlay-alpha", "2", *TINY], "--overlay-alpha must be in [0, 1], got 2.0"),
+        (["recut", "out/x", "--max-objects", "-3"], "--max-objects must be in 0..65536 (0 = no limit), got -3 (see"),
+        (["recut", "out/x", "--level", "-1"], "--level must be 0 or more, got -1 (see 'bavos recut --help')"),
     ],
 )
 def test_usage_errors_are_one_line(run_cli, args: list[str], message: str) -> None:

@@ -14,7 +14,7 @@ from bavos.cli.options import field_default, option
 from bavos.cli.output import count, error, progress_for, say_swept
 from bavos.config import RUN
 from bavos.config import SegmentConfig as S
-from bavos.errors import BavosError, plain_os_error
+from bavos.errors import BavosError, ConfigError, plain_os_error
 
 
 @app.command(cls=Command)
@@ -33,8 +33,10 @@ def recut(
     """Cut a result's hierarchy at another level or cap, without the model: masks, overlay, pictures,
     hierarchy.npz, exports and summary are rewritten as bavos segment would write them with these options (the
     source video is read again for the frames)."""
-    if level is not None and level < 0 or max_objects < 0:
-        usage_error("--level and --max-objects must be 0 or more", "recut")
+    try:
+        S(level=level, max_objects=max_objects)  # segment's rules for them, and its words
+    except ConfigError as e:
+        usage_error(str(e), "recut")
     import_torch()
     from bavos.io.owners import sweep
     from bavos.pipeline.recut import recut_folder

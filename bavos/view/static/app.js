@@ -70,7 +70,7 @@ async function openResult(i) {
   $("results").value = String(i);
   $("list").hidden = true;
   $("viewer").hidden = false;
-  $("summary").textContent = `${info.name}: ${info.frames} frames, ${info.width}x${info.height}, ${info.fps} fps`;
+  $("summary").textContent = `${info.name}: ${info.frames} frames, ${info.width}x${info.height}, ${+info.fps.toFixed(3)} fps`;
   const problems = [info.random_weights ? info.note : null, info.source_problem, info.hierarchy_problem].filter(Boolean);
   $("banner").textContent = problems.join(" · ");
   $("banner").hidden = problems.length === 0;

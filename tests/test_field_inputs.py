@@ -590,3 +590,30 @@ def test_a_frame_held_to_the_end_is_in_a_late_range(tmp_path: Path, run_cli: Cal
     assert (result["frames"], result["first_frame"]) == (1, 6)
     r = run_cli("segment", path, "-o", tmp_path / "late", *QUIET, "--start", "3s")
     assert r.code == 1 and "no frame in the range 3s.." in r.err
+
+
+@pytest.mark.parametrize(
+    ("end", "said"),
+    [("20s", "--end 20s"), ("90", "--end 90"), ("8", "--end 8"), ("2.5s", None), ("2.55s", None), ("7", None)],
+)
+def test_an_end_past_the_video_is_a_warning(tmp_path: Path, run_cli: Callable, end: str, said: str | None) -> None:
+    """A range cut short by the video's end is said (once, however many passes read it), not run silently."""
+    path = encode(tmp_path / "held.mp4", clip_frames(7, 48, 64), pts=[0, 1, 2, 3, 4, 5, 25])
+    r = run_cli("segment", path, "-o", tmp_path / "out", *TINY, "--backbone-weights", "none", "--end", end)
+    assert r.code == 0, r.err
+    warnings = summary(tmp_path / "out" / "held")["warnings"]
+    if said is None:  # the range ends with the last frame (frame 6, shown from 2.5 s): nothing to say
+        assert not any("--end" in w for w in warnings)
+    else:
+        line = f"{said} lies past the video's end: the range stops at its last frame, 6 (2.50 s)"
+        assert warnings == [line] and r.err.count(line) == 1
+
+
+@pytest.mark.parametrize(("end", "warned"), [("3", False), ("0.25s", False), ("6", False), ("7", True), ("1s", True)])
+def test_an_end_past_a_frame_folder_is_a_warning(tmp_path: Path, run_cli: Callable, end: str, warned: bool) -> None:
+    """Six frames at 24 fps (the last shown from 0.208 s to 0.25 s); a folder stops reading at the range's end."""
+    folder = frame_folder(tmp_path / "shots", n=6)
+    r = run_cli("segment", folder, "-o", tmp_path / "out", *TINY, "--backbone-weights", "none", "--end", end)
+    assert r.code == 0, r.err
+    said = [w for w in summary(tmp_path / "out" / "shots")["warnings"] if "--end" in w]
+    assert said == ([f"--end {end} lies past the video's end: the range stops at its last frame, 5 (0.21 s)"] * warned)

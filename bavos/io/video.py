@@ -109,10 +109,13 @@ class FrameRange:
         return not before and not past, past
 
     def text(self) -> str:
-        def one(value: float | None, is_time: bool) -> str:
-            return "" if value is None else (f"{value:g}s" if is_time else str(int(value)))
+        return f"{self.start_text()}..{self.end_text()}"
 
-        return f"{one(self.start, self.seconds[0])}..{one(self.end, self.seconds[1])}"
+    def start_text(self) -> str:
+        return "" if self.start is None else (f"{self.start:g}s" if self.seconds[0] else str(int(self.start)))
+
+    def end_text(self) -> str:
+        return "" if self.end is None else (f"{self.end:g}s" if self.seconds[1] else str(int(self.end)))
 
 
 @dataclass(frozen=True)
@@ -345,6 +348,7 @@ class RangedSource:
         self.path = path
         self.range = frame_range or FrameRange()
         self.warnings: list[str] = []
+        self._range_ended = False
 
     def _narrow(self) -> None:
         """The frame count of ``info`` narrowed to the range."""
@@ -382,7 +386,8 @@ class RangedSource:
         Raises:
             InputError: the range holds no frame.
         """
-        index = 0
+        index, last = 0, None
+        self._range_ended = False  # set by _all_frames where it stops at the range's end itself
         for frame in self._all_frames():
             inside, past = self.range.contains(frame.number, self._seconds(frame))
             if past:
@@ -390,8 +395,24 @@ class RangedSource:
             if inside:
                 yield replace(frame, index=index)
                 index += 1
+            last = frame
+        else:  # the video ended inside the range
+            if last is not None and not self._range_ended and self._ends_before_range(last):
+                self.warn(
+                    f"--end {self.range.end_text()} lies past the video's end: the range stops at its last frame, "
+                    f"{last.number} ({self._seconds(last):.2f} s)"
+                )
         if index == 0 and not self.range.whole:
             raise InputError(f"{self.path}: no frame in the range {self.range.text()}")
+
+    def _ends_before_range(self, last: Frame) -> bool:
+        """The video's ``last`` frame ends before the range's end (a frame number past it, or a time a frame period
+        or more after its start)."""
+        if self.range.end is None:
+            return False
+        if self.range.seconds[1]:
+            return self._seconds(last) + 1 / self.info.fps < self.range.end - 1e-6  # a microsecond: rounding
+        return last.number + 1 < self.range.end
 
     def _seconds(self, frame: Frame) -> float:
         """Seconds from the first frame (FFmpeg's -ss takes times so)."""
@@ -596,6 +617,7 @@ class VideoSource(RangedSource):
             for i, f in enumerate(self._files):
                 inside, past = self.range.contains(i, i / self.info.fps)
                 if past:
+                    self._range_ended = True
                     return
                 if not inside:  # before the range: not even read
                     continue

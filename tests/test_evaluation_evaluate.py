@@ -194,10 +194,14 @@ def test_bad_predictions_are_one_clear_error(davis: Path, tmp_path: Path, proble
         write_ids(preds / "b", np.concatenate([gt_b, gt_b[:1]]))
     elif problem == "sequence":
         write_ids(preds / "b", gt_b)
+    scored = []
     with pytest.raises(EvalError) as err:
-        evaluate.evaluate_davis(preds, davis, sequences=["a", "zz"] if problem == "sequence" else None)
+        evaluate.evaluate_davis(
+            preds, davis, sequences=["a", "zz"] if problem == "sequence" else None, progress=lambda *a: scored.append(a)
+        )
     assert message in str(err.value)
     assert "\n" not in str(err.value)
+    assert not scored or problem not in ("missing", "sequence")  # said before the first sequence is scored
 
 
 def test_missing_davis_parts(tmp_path: Path) -> None:

@@ -268,10 +268,11 @@ def evaluate_davis(
     preds = Path(preds)
     if not preds.is_dir():
         raise EvalError(f"prediction folder {preds} does not exist")
+    found = {seq: prediction_dir(preds, seq) for seq in names}  # a missing one said before any is scored
     objects: list[ObjectScore] = []
     notes: list[str] = []
     for seq in names:
-        pred, gt = _load_pairs(prediction_dir(preds, seq), layout.annotations / seq, exact=True)
+        pred, gt = _load_pairs(found[seq], layout.annotations / seq, exact=True)
         objects += _sequence_scores(seq, pred, gt, protocol, limit, notes, progress)
     return DavisResult(name, names, objects, notes)
 

@@ -398,7 +398,7 @@ def _foreign_entry(folder: Path) -> str | None:
     known = _manifest(Path(folder))
     if known is not None:
         for name, entry in _walk(Path(folder)):
-            if _clutter(entry.name) and entry.is_file(follow_symlinks=False) or name == MANIFEST:
+            if (_clutter(entry.name) and entry.is_file(follow_symlinks=False)) or name == MANIFEST:
                 continue
             if entry.is_symlink() or name not in known:
                 return name

@@ -113,6 +113,7 @@ def measure_floors(clip: Path, models, cfg, summary: dict) -> dict:
         if models.device.type == "cuda":
             torch.cuda.synchronize(models.device)
 
+    cfg = cfg.for_device(models.device.type)  # the stride and size the run had (a CPU's and a GPU's differ)
     warm = []
 
     def timed(batch: list) -> float:  # seconds of one batch's frame_tokens (its decoding not counted)
@@ -127,7 +128,7 @@ def measure_floors(clip: Path, models, cfg, summary: dict) -> dict:
 
     backbone, batch = 0.0, []
     for i, frame in enumerate(VideoSource(clip).frames()):  # streamed: a long clip's frames are not all held
-        if i % cfg.stride == 0:
+        if i % cfg.frame_stride == 0:
             batch.append(frame.image)
         if len(batch) == cfg.batch_size:
             backbone += timed(batch)

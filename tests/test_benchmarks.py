@@ -80,3 +80,17 @@ def test_bench_view_runs(view_result: Path) -> None:
     assert lines[0].startswith(f"{view_result}: 9 frames of 64x48")
     assert any(line.startswith("far frame (cold): median") for line in lines)
     assert lines[-2].startswith("cut level 0, max objects 0:") and "objects)" in lines[-2]
+
+
+def test_bench_segment_runs_at_the_cpus_operating_point() -> None:
+    """Without --stride, as a CPU runs (every second frame): the floors sample the frames the run processed."""
+    args = ["--frames", "6", "--factor", "2", "--resolution", "64", "96", "--device", "cpu", "--backbone"]
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_segment.py"), *args, "bavos_test_vit"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert proc.stdout.strip().splitlines()[-1].startswith("2x the frames: time ")

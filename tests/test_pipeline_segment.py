@@ -222,9 +222,12 @@ def test_pass_4_upsamples_on_the_models_gpu(tmp_path: Path, tiny_models, monkeyp
         return upsample_ids(ids, size, mode)
 
     monkeypatch.setattr(segment, "upsample_ids", upsample)
-    for model, upsampled in ((torch.device("cpu"), None), (torch.device("cuda", 0), torch.device("cuda", 0))):
-        analysis.device, devices[:] = model, []
-        assert len(list(segment.iter_masks(source, analysis, "bilinear"))) == 4 and devices == [upsampled] * 4
+    try:
+        for model, upsampled in ((torch.device("cpu"), None), (torch.device("cuda", 0), torch.device("cuda", 0))):
+            analysis.device, devices[:] = model, []
+            assert len(list(segment.iter_masks(source, analysis, "bilinear"))) == 4 and devices == [upsampled] * 4
+    finally:
+        analysis.close()  # its labels' temporary file
 
 
 def test_ids_are_consistent_over_time(tmp_path: Path, tiny_models) -> None:

@@ -110,11 +110,11 @@ class EncoderInputs:
     """What bavos gave its video writers (``OverlayWriter``) since the last ``take``, by file name (overlay.mp4,
     masks.mp4): the writer's size, rate, time base and aspect, then each frame's pixels and timestamp, hashed.
 
-    x264 does not always give the same bitstream for the same frames. Measured with PyAV's x264 (one thread), the same
-    9 frames given 40 times: at 48x64, a second bitstream once in 3 of 6 processes; at 144x192, one bitstream per
-    process, a different one in each of 3 processes; decoded, such encodes differed by a level or a few, and once (in
-    this suite) by 17 levels on 9 % of the values. So two runs' videos compare by what bavos gave the encoder, byte
-    for byte, and by the decoded frames' count and size (``video_shape``).
+    x264 does not always give the same bitstream for the same frames. Measured with PyAV's x264 (with one thread
+    too), the same 9 frames given 40 times: at 48x64, a second bitstream once in 3 of 6 processes; at 144x192, one
+    bitstream per process, a different one in each of 3 processes; decoded, such encodes differed by a level or a few,
+    and once (in this suite) by 17 levels on 9 % of the values. So two runs' videos compare by what bavos gave the
+    encoder, byte for byte, and by the decoded frames' count and size (``video_shape``).
     """
 
     def __init__(self) -> None:

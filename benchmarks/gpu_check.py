@@ -11,7 +11,8 @@ a tiny measurement, and its figures are not read):
    bavos's Triton kernels against torch's operations);
 2. the backbone's first batch against its second (the warm-up a run's first window pays);
 3. one window of 3 frames against 7 and against 30 key frames, with bavos's kernels and with torch's operations
-   (the code before the kernels): the attention, the clustering and the labels, and whether they agree;
+   (the code before the kernels): the attention, the clustering and the labels, and whether they agree; the
+   attention kernels at a few choices of tiles and warps;
 4. a 70-frame clip end to end: frames/s, seconds by stage (decode, backbone, attention, clustering, labels,
    writing), the waits for frames and masks, peak GPU memory; again with the background threads off (everything
    in one thread: the "before" of decoding and writing beside the device); in bf16 (speed, tokens in matching
@@ -334,6 +335,41 @@ def _window(args: argparse.Namespace, tmp: Path, keys: int) -> dict[str, Any]:
     return out
 
 
+TILE_CHOICES = ((64, 64, 4), (64, 64, 8), (64, 64, 16), (32, 64, 8), (64, 32, 8), (32, 32, 8))  # rows, keys, warps
+
+
+def _tiles(args: argparse.Namespace) -> dict[str, Any]:
+    """The attention kernels (``fused.fused_rows``) at each of ``TILE_CHOICES`` on a window's shapes (3 frames against
+    7 key frames, ViT-S's 6 heads of 64): best of 3 seconds each, and the rows' largest difference from the default
+    tiles' (``fused.ATTENTION_TILES``; the first choice is the tiles before it). ``--smoke`` (interpreted) times once
+    the first choice and the default against 2 key frames."""
+    import math
+
+    import torch
+
+    from bavos.pipeline import fused
+    from bavos.pipeline.attention import underflow_bounds
+
+    device = torch.device(args.device)
+    heads, d = (2, 16) if args.smoke else (6, 64)
+    tokens = math.prod(s // 8 for s in size(args, "resolution"))
+    g = torch.Generator().manual_seed(0)
+    q = (torch.randn(heads, 3 * tokens, d, generator=g) * d**-0.5 * math.log2(math.e)).to(device)
+    k = torch.randn(heads, (2 if args.smoke else 7) * tokens, d, generator=g).to(device)
+    low, floor = underflow_bounds(torch.float32)
+    default = fused.fused_rows(q, k, low, floor)
+    out: dict[str, Any] = {"rows": q.shape[1], "keys": k.shape[1], "default": list(fused.ATTENTION_TILES)}
+    choices = (TILE_CHOICES[0], tuple(fused.ATTENTION_TILES)) if args.smoke else TILE_CHOICES
+    for choice in choices:
+        tiles = fused.Tiles(*choice)
+        rows = fused.fused_rows(q, k, low, floor, tiles)
+        out["x".join(map(str, choice))] = {
+            "seconds": _best(lambda t=tiles: fused.fused_rows(q, k, low, floor, t), device, 1 if args.smoke else 3),
+            "max_difference": float((rows - default).abs().max()),
+        }
+    return out
+
+
 def _time_window(q: Any, k: Any, models: Any, tau: float, repeats: int) -> tuple[dict[str, float], Any, Any]:
     """Seconds of a window's attention, clustering and labels (best of ``repeats`` each); its rows and level-0
     labels."""
@@ -393,6 +429,8 @@ def child(args: argparse.Namespace, name: str) -> dict[str, Any]:
             return _segment(args, size(args, "mid"), tmp, products=MID_RUNS[args.child])
         if args.child in LONG_RUNS:
             return _segment(args, args.long_frames or size(args, "long"), tmp, products=LONG_RUNS[args.child])
+        if args.child == "window-tiles":
+            return _tiles(args)
         if args.child.startswith("window-"):
             return _window(args, tmp, int(args.child.split("-")[1]))
         if args.child == "first-batch":
@@ -602,6 +640,18 @@ def window_rows(results: dict[str, Any], args: argparse.Namespace) -> list[str]:
             f"{1e3 * old['labels_s']:.1f} -> {1e3 * new['labels_s']:.1f} ms | rows differ by at most "
             f"{r['rows_max_difference']:.1e}; the same clusters: {r['same_clusters']} |"
         )
+    r = results["window-tiles"]
+    if "error" not in r:
+        timed = [c for c in TILE_CHOICES if "x".join(map(str, c)) in r]
+        cells = ", ".join(
+            f"{'x'.join(map(str, c[:2]))}/{c[2]}: {1e3 * r['x'.join(map(str, c))]['seconds']:.1f} ms" for c in timed
+        )
+        spread = max(r["x".join(map(str, c))]["max_difference"] for c in timed)
+        lines.append(
+            f"| the attention kernels' tiles (rows x keys/warps), {r['rows']} rows against {r['keys']} key tokens | "
+            f"{cells} | default {'x'.join(map(str, r['default'][:2]))}/{r['default'][2]}, the first the tiles before "
+            f"it; rows differ by at most {spread:.1e} |"
+        )
     r = results["first-batch"]
     if "error" not in r:
         lines.append(
@@ -702,6 +752,7 @@ def main() -> None:
     names = (
         "first-batch",
         *(f"window-{keys}" for keys in size(args, "window_keys")),
+        "window-tiles",
         "clip",
         "clip-inline",
         "clip-bf16",

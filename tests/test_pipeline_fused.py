@@ -61,6 +61,23 @@ def test_a_window_with_the_kernels_moves_at_most_its_budget(checked: dict, objec
     assert label_bytes <= 25 and label_reads == 1
 
 
+H100 = 90  # compute capability of the H100 and H200, which allow a block 227 KB of shared memory
+
+
+@pytest.mark.parametrize("name", ["stats_kernel", "rows_kernel", "log_kernel", "pairs_kernel"])
+def test_the_kernels_compile_for_an_h100_without_spilling(name: str) -> None:
+    """What only the compiler checks (the interpreter runs anything): each kernel compiles for an H100 as bavos
+    launches it (Triton's compiler and ptxas, no GPU), its shared memory fits the card, its registers are not
+    spilled to memory (a stack frame), and the attention's products are IEEE float32, not TF32."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from bench_kernels import compiled_for
+
+    got = compiled_for(name, H100)
+    assert got.shared <= 227 * 1024
+    assert got.stack == 0
+    assert "tf32" not in got.ptx
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_the_kernels_compiled_on_cuda_give_the_cpus_numbers() -> None:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any, NamedTuple
 
 import torch
 import triton
@@ -33,17 +34,36 @@ from torch import Tensor
 
 from bavos.pipeline import kernels
 
-ROWS_PER_TILE = 64
-KEYS_PER_TILE = 64
+
+class Tiles(NamedTuple):
+    """The attention kernels' tiles: query rows and key tokens per tile, and the warps (Triton's ``num_warps``) that
+    share one."""
+
+    rows: int
+    keys: int
+    warps: int
 
 
-def fused_rows(queries: Tensor, keys: Tensor, low: float, floor: float) -> Tensor:
+# Float32 products without tensor cores hold their operands in registers: with 4 warps to a 64 x 64 tile the rows
+# kernel spills registers to memory on an H100, with 16 neither kernel does (tests/test_pipeline_fused.py compiles
+# them for one; docs/performance.md, "The kernels' registers")
+ATTENTION_TILES = Tiles(rows=64, keys=64, warps=16)
+
+
+def attention_launch(d: int, tiles: Tiles = ATTENTION_TILES) -> dict[str, int]:
+    """The constants and warps ``stats_kernel`` and ``rows_kernel`` are launched with for a head size ``d``."""
+    block_d = max(16, triton.next_power_of_2(d))  # the products' inner size: a power of two, at least 16
+    return {"BLOCK_R": tiles.rows, "BLOCK_M": tiles.keys, "BLOCK_D": block_d, "num_warps": tiles.warps}
+
+
+def fused_rows(queries: Tensor, keys: Tensor, low: float, floor: float, tiles: Tiles = ATTENTION_TILES) -> Tensor:
     """Head-averaged softmax rows of base-2 logits, computed tile by tile.
 
     Args:
         queries: (heads, R, d) queries, contiguous, scaled so that ``queries @ keys.T`` are base-2 logits.
         keys: (heads, M, d) keys, contiguous, of the same dtype and device.
         low, floor: ``attention.underflow_bounds`` of the dtype.
+        tiles: the kernels' tiles (other than the default only to time them: ``benchmarks/gpu_check.py``).
 
     Returns:
         (R, M) rows in the inputs' dtype, each a probability distribution.
@@ -53,13 +73,12 @@ def fused_rows(queries: Tensor, keys: Tensor, low: float, floor: float) -> Tenso
     largest = queries.new_empty(heads, r)
     total = queries.new_empty(heads, r)
     out = queries.new_empty(r, m)
-    block_d = max(16, triton.next_power_of_2(d))  # the products' inner size: a power of two, at least 16
-    tiles = triton.cdiv(r, ROWS_PER_TILE)
-    blocks = {"BLOCK_R": ROWS_PER_TILE, "BLOCK_M": KEYS_PER_TILE, "BLOCK_D": block_d}
+    launch = attention_launch(d, tiles)
+    row_tiles = triton.cdiv(r, tiles.rows)
     with _on(queries):
-        kernels.stats_kernel[(tiles, heads)](queries, keys, largest, total, r, m, d, **blocks)
-        grid = (tiles, triton.cdiv(m, KEYS_PER_TILE))
-        kernels.rows_kernel[grid](queries, keys, largest, total, out, r, m, d, heads, low, floor, **blocks)
+        kernels.stats_kernel[(row_tiles, heads)](queries, keys, largest, total, r, m, d, **launch)
+        grid = (row_tiles, triton.cdiv(m, tiles.keys))
+        kernels.rows_kernel[grid](queries, keys, largest, total, out, r, m, d, heads, low, floor, **launch)
     return out
 
 
@@ -86,8 +105,9 @@ def _(queries: Tensor, keys: Tensor, low: float, floor: float) -> Tensor:
     return queries.new_empty(queries.shape[1], keys.shape[1])
 
 
-LOG_BLOCK = 1024
-PAIR_BLOCK = 64
+LOG_LAUNCH: dict[str, Any] = {"BLOCK_M": 1024}
+# with 4 warps to a 64 x 64 tile of pairs some Triton releases spill registers, with 8 none does (as above)
+PAIR_LAUNCH: dict[str, Any] = {"BLOCK": 64, "num_warps": 8}
 
 
 @torch.library.custom_op("bavos::log_rows", mutates_args=())
@@ -96,7 +116,7 @@ def log_rows(x: Tensor, floor: float) -> tuple[Tensor, Tensor]:
     n, m = x.shape
     log, dots = torch.empty_like(x), x.new_empty(n)
     with _on(x):
-        kernels.log_kernel[(n,)](x, log, dots, m, floor, BLOCK_M=LOG_BLOCK)
+        kernels.log_kernel[(n,)](x, log, dots, m, floor, **LOG_LAUNCH)
     return log, dots
 
 
@@ -111,9 +131,9 @@ def close_pairs(cross: Tensor, dots: Tensor, tau: float) -> tuple[Tensor, Tensor
     ``tau``, and the diagonal) in ``cross``'s dtype, and its (n,) row counts."""
     n = cross.shape[0]
     adjacency, counts = torch.empty_like(cross), cross.new_zeros(n)
-    tiles = triton.cdiv(n, PAIR_BLOCK)
+    tiles = triton.cdiv(n, PAIR_LAUNCH["BLOCK"])
     with _on(cross):
-        kernels.pairs_kernel[(tiles, tiles)](cross, dots, adjacency, counts, n, tau, BLOCK=PAIR_BLOCK)
+        kernels.pairs_kernel[(tiles, tiles)](cross, dots, adjacency, counts, n, tau, **PAIR_LAUNCH)
     return adjacency, counts
 
 

@@ -335,7 +335,9 @@ def _window(args: argparse.Namespace, tmp: Path, keys: int) -> dict[str, Any]:
     return out
 
 
-TILE_CHOICES = ((64, 64, 4), (64, 64, 8), (64, 64, 16), (32, 64, 8), (64, 32, 8), (32, 32, 8))  # rows, keys, warps
+# rows, keys, warps: the tiles before, the default and the two others that spill nothing on an H100 with fewer
+# registers (docs/performance.md, "The kernels' registers"); each costs a compilation (seconds)
+TILE_CHOICES = ((64, 64, 4), (64, 64, 16), (32, 64, 8), (32, 32, 8))
 
 
 def _tiles(args: argparse.Namespace) -> dict[str, Any]:

@@ -2,6 +2,7 @@ import json
 import math
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -234,9 +235,15 @@ def test_cli_train_then_segment_with_the_checkpoint(clips: Path, cache: Path, tm
         "train", clips, "-o", run, *TRAIN_ARGS, "--steps", "2", "--batch-size", "1", "--cache", cache, "--resume"
     )  # a finished run: said, nothing redone (it printed "steps 3..2")
     assert again.code == 0 and again.out.strip() == (
-        f"{run / 'last.pt'}: step 2 of 2: the run had already finished; nothing to do (raise --steps to train further)"
+        f"{run / 'last.pt'}: step 2 of 2: the run had already finished; nothing to do (to train further, start a new "
+        f"run from it with --init-from {run / 'last.pt'})"
     )
     assert "3..2" not in again.err and "decode" not in again.err
+    further = run_cli(  # what the line says works (it said to raise --steps, which --resume refuses)
+        "train", clips, "-o", tmp_path / "further", *TRAIN_ARGS, "--steps", "1", "--batch-size", "1", "--cache", cache,
+        "--init-from", run / "last.pt", "-q",
+    )  # fmt: skip
+    assert further.code == 0, further.err
     quiet = run_cli(
         "train",
         clips,
@@ -313,6 +320,38 @@ def _last_loss(run: Path) -> float:
 
 def _secs(out: str) -> str:
     return out.rsplit("(", 1)[1].split(" s)")[0]
+
+
+def test_resume_refuses_other_clips(clips: Path, cache: Path, tmp_path: Path, run_cli) -> None:
+    """A run goes on with the clips it trained on, wherever their folder is now; other clips are refused before the
+    run's data.json is replaced (it was, and the run went on with them)."""
+    args = [*TRAIN_ARGS, "--steps", "3", "--batch-size", "1", "--cache", cache, "-q"]
+    run = tmp_path / "run"
+    assert run_cli("train", clips, "-o", run, *args, "--until", "1").code == 0
+    data = (run / "data.json").read_bytes()
+    other = tmp_path / "other"
+    other.mkdir()
+    for name in ("clip0.mp4", "clip1.mp4"):
+        shutil.copy(clips / name, other / name)
+    fewer = run_cli("train", other, "-o", run, "--resume", "--until", "2", "-q")
+    assert fewer.code == 2 and fewer.err.strip() == (
+        f"bavos: error: --resume: {other} does not hold the clips the run trained on ({clips / 'clip2.mp4'} is not "
+        f"under {other}; {run / 'data.json'} lists them): resume with the run's clips, or start a new run from it "
+        f"with --init-from {run / 'last.pt'}"
+    )
+    (other / "clip2.mp4").write_bytes((clips / "clip0.mp4").read_bytes())  # the right name, another length
+    shorter = run_cli("train", other, "-o", run, "--resume", "--until", "2", "-q")
+    assert shorter.code == 2 and f"({other / 'clip2.mp4'} has 8 frames, the run's had 12;" in shorter.err
+    (other / "extra").mkdir()
+    shutil.copy(clips / "clip0.mp4", other / "extra" / "clip3.mp4")
+    shutil.copy(clips / "clip2.mp4", other / "clip2.mp4")
+    more = run_cli("train", other, "-o", run, "--resume", "--until", "2", "-q")
+    assert more.code == 2 and f"({other / 'extra' / 'clip3.mp4'} is not one of them;" in more.err
+    assert (run / "data.json").read_bytes() == data
+    (other / "extra" / "clip3.mp4").unlink()
+    moved = run_cli("train", other, "-o", run, "--resume", "--until", "2", "-q")  # the same clips, moved: goes on
+    assert moved.code == 0, moved.err
+    assert torch.load(run / "last.pt", weights_only=True)["step"] == 2
 
 
 def test_cli_errors_are_one_line(tmp_path: Path, run_cli, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -124,7 +124,7 @@ def train(
         if result.done_before:
             typer.echo(
                 f"{result.checkpoint}: step {result.step} of {cfg.steps}: the run had already finished; "
-                "nothing to do (raise --steps to train further)"
+                f"nothing to do (to train further, start a new run from it with --init-from {result.checkpoint})"
             )
         else:
             typer.echo(f"{result.checkpoint}: step {result.step} of {cfg.steps}{loss} ({result.seconds:.1f} s)")

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from bavos.config import RUNTIME_FIELDS
-from bavos.errors import CheckpointError, ConfigError, DestinationError, OutputError, plain_os_error
+from bavos.errors import CheckpointError, ConfigError, DestinationError, OutputError, UsageError, plain_os_error
 from bavos.io.files import atomic_path, prepare_output, write_json
 from bavos.io.owners import Heartbeat, live_entries, owner_tag, sweep
 from bavos.models.backbone import check_state_keys
@@ -31,6 +31,7 @@ from bavos.training.clips import CachedClip, Skipped
 LAST = "last.pt"
 METRICS = "metrics.jsonl"
 CONFIG = "config.json"
+DATA = "data.json"  # the clips a run trained on
 _CACHED = re.compile(r"^(\.|[0-9a-f]{40}(\.|$))")  # a cached clip's files (training.clips.cache_key), or hidden
 
 
@@ -117,7 +118,7 @@ class RunFolder:
         try:
             settings = json.loads((self.path / CONFIG).read_text())
             if isinstance(settings, dict) and "TrainConfig" in settings:
-                own |= {CONFIG, "data.json", METRICS}
+                own |= {CONFIG, DATA, METRICS}
         except (OSError, ValueError):
             pass
         cache = self.path / "cache"
@@ -205,13 +206,50 @@ class RunFolder:
         self.saved_step = int(obj["step"])
         return self.saved_step
 
+    def check_clips(self, root: Path, clips: list[Path], data: list[CachedClip] | None = None) -> None:
+        """On resume: ``clips`` (found under ``root``) are the clips the run trained on (its data.json), wherever
+        their folder is now, and with ``data`` (the usable ones, decoded) each has the frames it had: the samples of a
+        step are drawn from them, so other clips would not continue the run but change it. A run without data.json
+        is not checked.
+
+        Raises:
+            UsageError: a clip is missing, added, or of another length.
+        """
+        try:
+            saved = json.loads((self.path / DATA).read_text())
+            had = {e["source"]: e["frames"] for e in saved["used"]}
+            had |= {e["source"]: None for e in saved["skipped_clips"]}
+        except (OSError, ValueError, KeyError, TypeError):
+            return
+        frames = {c.source: c.frames for c in data} if data is not None else {}
+        left = dict(had)
+        problem = None
+        for clip in clips:
+            tail = clip.relative_to(root).parts or (clip.name,)
+            source = next((s for s in left if Path(s).parts[-len(tail) :] == tail), None)
+            if source is None:
+                problem = f"{clip} is not one of them"
+                break
+            was, now = left.pop(source), frames.get(str(clip))
+            if was is not None and now is not None and was != now:
+                problem = f"{clip} has {now} frames, the run's had {was}"
+                break
+        if problem is None and left:
+            problem = f"{next(iter(left))} is not under {root}"
+        if problem is not None:
+            raise UsageError(
+                f"--resume: {root} does not hold the clips the run trained on ({problem}; {self.path / DATA} "
+                "lists them): resume with the run's clips, or start a new run from it with --init-from "
+                f"{self.last}"
+            )
+
     def begin(self, configs: dict[str, Any], data: list[CachedClip], skipped: list[Skipped], start: int) -> None:
         """Write config.json and data.json; keep only the metrics lines of steps up to ``start``."""
         if not self.writer:
             return
         write_json(self.path / "config.json", configs, indent=2)
         write_json(
-            self.path / "data.json",
+            self.path / DATA,
             {
                 "clips": len(data),
                 "frames": sum(c.frames for c in data),

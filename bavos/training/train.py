@@ -360,8 +360,12 @@ def _train(
     if owns_group:
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     try:
+        if start:  # a run going on: its clips, before they are decoded
+            run.check_clips(Path(clips_root), clips)
         cache = Path(cfg.cache) if cfg.cache else run.path / "cache"
         data, skipped = _prepare_data(Path(clips_root), clips, cache, cfg, shard, session.events)
+        if start:  # and their lengths
+            run.check_clips(Path(clips_root), clips, data)
         session.check_cost(start, stop)  # before the run's files: a refused run leaves none to trip over
         run.begin(session.configs, data, skipped, start)
         session.events.start(start, stop, len(data), len(skipped))

@@ -5,12 +5,13 @@ The resolved configuration is written into every output (``summary.json``) and e
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Collection
 from dataclasses import MISSING, Field, asdict, dataclass, field, fields, replace
 from typing import Any, Literal
 
-from bavos.errors import ConfigError
+from bavos.errors import ConfigError, UsageError
 
 DEFAULT_BACKBONE = "vit_small_patch8_224.dino"
 KNOWN_PATCH_SIZES = {DEFAULT_BACKBONE: 8, "bavos_test_vit": 8}  # checked without importing timm
@@ -93,7 +94,7 @@ def _precision_check(precision: str) -> tuple[bool, str]:
 def _check_resolution(resolution: tuple[int, int], patch: int) -> None:
     h, w = resolution
     if h % patch or w % patch:
-        raise ConfigError(f"--resolution {h} {w} must be a multiple of the patch size {patch} in both sides")
+        raise UsageError(f"--resolution {h} {w} must be a multiple of the patch size {patch} in both sides")
 
 
 @dataclass(frozen=True)
@@ -545,15 +546,22 @@ class TrainConfig:
         _raise_first(checks + _device_checks(self.device, self.normalization))
 
     def check_tokens(self, patch: int) -> None:
-        """Raise ConfigError unless the resolution fits the patch size and each frame has enough patches."""
+        """Raise UsageError (a ConfigError) unless the resolution fits the patch size and each frame has enough
+        patches for the losses' samples; the error names the smallest resolution of the same shape that has."""
         _check_resolution(self.resolution, patch)
         h, w = self.resolution
         n = (h // patch) * (w // patch)
         need = max(self.semantic_pos, self.semantic_neg, self.motion_pos, self.motion_neg, self.points)
         if n < need:
-            raise ConfigError(
-                f"--resolution {h} {w} gives {n} patches per frame; the losses need at least {need} "
-                "(raise the resolution or lower the positive/negative counts)"
+            scale = math.sqrt(need / max(1, n))
+            while True:
+                size = [math.ceil(side * scale / patch) * patch for side in (h, w)]
+                if (size[0] // patch) * (size[1] // patch) >= need:
+                    break
+                scale *= 1.01
+            raise UsageError(
+                f"--resolution {h} {w} gives {n} patches of {patch}x{patch} pixels a frame; the losses sample "
+                f"{need} a frame: give at least --resolution {size[0]} {size[1]}"
             )
 
 

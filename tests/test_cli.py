@@ -236,6 +236,14 @@ def test_bad_values_stop_before_any_model_loads(
         assert result.err.count("\n") == 1 and "(see 'bavos segment --help')" in result.err
     result = run_cli("segment", tmp_path / "missing.mp4", "-o", tmp_path / "out", *TINY, "--backbone-weights", "none")
     assert result.code == 1 and "no such file or folder" in result.err  # inputs too are checked first
+    monkeypatch.setattr("bavos.training.train.build_backbone", no_model)
+    for args, message in (  # train's were said with exit code 1 once the backbone had loaded
+        (["--resolution", "64", "128"], "a frame; the losses sample 200 a frame: give at least --resolution 80 160"),
+        (["--resolution", "90", "190"], "--resolution 90 190 must be a multiple of the patch size 8"),
+    ):
+        result = run_cli("train", tmp_path, "-o", tmp_path / "run", "--backbone-weights", "none", *args)
+        assert result.code == 2 and message in result.err and result.err.count("\n") == 1, result.err
+        assert not (tmp_path / "run").exists()
 
 
 def test_progress_lines_in_a_log_and_nothing_when_quiet(tmp_path: Path, run_cli) -> None:

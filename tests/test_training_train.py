@@ -12,7 +12,7 @@ import torch
 from conftest import CUDA, TINY, on, write_clip
 
 from bavos.config import ModelConfig, TrainConfig, train_config
-from bavos.errors import ConfigError
+from bavos.errors import ConfigError, UsageError
 from bavos.models.backbone import build_backbone
 from bavos.models.correlator import Correlator, load_correlator
 from bavos.training import train as train_mod
@@ -74,8 +74,13 @@ def test_presets_and_overrides() -> None:
     assert train_config(saved=saved, workers=1).workers == 1  # runtime options may change on resume
     with pytest.raises(ConfigError, match="--gap 2 differs"):
         train_config(saved=saved, gap=2)
-    with pytest.raises(ConfigError, match="patches per frame"):
+    with pytest.raises(UsageError) as refused:  # it named counts no option sets
         TrainConfig(resolution=(64, 96)).check_tokens(8)
+    assert str(refused.value) == (
+        "--resolution 64 96 gives 96 patches of 8x8 pixels a frame; the losses sample 200 a frame: give at least "
+        "--resolution 96 144"
+    )
+    TrainConfig(resolution=(96, 144)).check_tokens(8)
 
 
 def test_optimizer_holds_the_correlator_only_with_decay_on_matrices() -> None:

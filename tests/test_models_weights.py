@@ -179,6 +179,14 @@ def test_offline_and_not_cached_is_one_line_within_seconds(
         "none --backbone-weights none runs on random weights (meaningless masks)"
     )
     assert not cache.exists()
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    (tmp_path / "v.mp4").rename(clips / "v.mp4")
+    trained = run_cli("train", clips, "-o", tmp_path / "run", "--init-from", "release", "--device", "cpu")
+    said = trained.err.strip().splitlines()  # train's own options (it named segment's --checkpoint)
+    assert trained.code == 1 and len(said) == 1 and "or pass --init-from PATH. Without it: --init-from none " in said[0]
+    assert said[0].endswith("--backbone-weights none trains on random weights (it learns nothing useful)")
+    assert "--checkpoint" not in said[0] and not (tmp_path / "run").exists()
 
 
 def test_cached_checkpoint_is_used_with_no_network_at_all(

@@ -93,14 +93,26 @@ def cached_problem(path: Path) -> str | None:
     return None if cut is None else cut.removesuffix("; fetch it again")
 
 
-def release_checkpoint(progress: Download | None = None) -> Path:
+# What to do without the paper's checkpoint, by the option that asked for it (segment's, train's)
+WITHOUT_RELEASE = {
+    "--checkpoint": "Without it: --checkpoint none (the training-free mode) needs DINO's weights from timm's hub "
+    "(downloaded once, or --backbone-weights FILE); offline with neither, --checkpoint none --backbone-weights none "
+    "runs on random weights (meaningless masks)",
+    "--init-from": "Without it: --init-from none trains a new correlator on DINO's weights from timm's hub "
+    "(downloaded once, or --backbone-weights FILE); offline with neither, --backbone-weights none trains on random "
+    "weights (it learns nothing useful)",
+}
+
+
+def release_checkpoint(progress: Download | None = None, option: str = "--checkpoint") -> Path:
     """The paper's checkpoint in the cache, downloaded (and verified) on first use; no network once cached. An
     incomplete file in the cache is downloaded again (and replaced only by a verified one).
 
     ``$BAVOS_RELEASE_URL`` replaces the Google Drive address (e.g. a mirror on a network without Drive).
 
     Raises:
-        DownloadError: not cached and not downloadable; the message says where to put the file by hand.
+        DownloadError: not cached and not downloadable; the message says where to put the file by hand, or what
+            to give ``option`` (one of ``WITHOUT_RELEASE``) instead.
     """
     path = release_path()
     if path.is_file() and cached_problem(path) is None:
@@ -121,10 +133,7 @@ def release_checkpoint(progress: Download | None = None) -> Path:
         there = f"in the cache is {cached_problem(path)}" if path.is_file() else "is not in the cache"
         raise DownloadError(
             f"the paper's checkpoint {there} and could not be downloaded: {reason}. "
-            f"Download {RELEASE_PAGE} and save it as {path}, or pass --checkpoint PATH. "
-            "Without it: --checkpoint none (the training-free mode) needs DINO's weights from "
-            "timm's hub (downloaded once, or --backbone-weights FILE); offline with neither, "
-            "--checkpoint none --backbone-weights none runs on random weights (meaningless masks)"
+            f"Download {RELEASE_PAGE} and save it as {path}, or pass {option} PATH. {WITHOUT_RELEASE[option]}"
         ) from e
     finally:
         part.unlink(missing_ok=True)
@@ -187,13 +196,14 @@ def recorded_model_config(obj: dict[str, Any] | None) -> dict[str, Any]:
     return model if isinstance(model, dict) else {}
 
 
-def plan_weights(cfg: ModelConfig, progress: Download | None = None) -> WeightsPlan:
-    """Resolve the checkpoint (downloading the paper's if needed) and which backbone weights go with it."""
+def plan_weights(cfg: ModelConfig, progress: Download | None = None, option: str = "--checkpoint") -> WeightsPlan:
+    """Resolve the checkpoint (downloading the paper's if needed) and which backbone weights go with it; ``option``
+    is the one that named the checkpoint (``release_checkpoint``'s)."""
     from bavos.models.correlator import read_checkpoint
 
     file: Path | None = None
     if cfg.checkpoint == "release":
-        file = release_checkpoint(progress)
+        file = release_checkpoint(progress, option)
     elif cfg.checkpoint != "none":
         file = Path(cfg.checkpoint)
     loaded = read_checkpoint(file) if file is not None else None

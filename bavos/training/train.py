@@ -395,7 +395,7 @@ class _Session:
         self.cfg, self.run, self.shard, self.device, self.events = cfg, run, shard, device, events
         plan = None
         if model_cfg.checkpoint != "none" and not resume:  # fine-tuning: start from that correlator and its backbone
-            plan = plan_weights(model_cfg)
+            plan = plan_weights(model_cfg, option="--init-from")
             model_cfg = plan.model_config(model_cfg)
         else:  # a new correlator, or a resumed run (its state comes from last.pt)
             model_cfg = replace(

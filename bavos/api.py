@@ -33,7 +33,15 @@ from bavos.progress import Callback, Progress
 
 
 class Hierarchy:
-    """The levels of a result: sizes, the converged level and the cut, and other cuts without the model."""
+    """The levels of a result: sizes, the converged level and the cut, and other cuts without the model.
+
+    Attributes:
+        sizes: clusters at each level, 0 (the finest) to ``converged``.
+        converged: the level where merging stopped (nothing left within tau).
+        level: the level the result is cut at (``--level``; ``converged`` by default).
+        capped_from, capped_to: where ``--max-objects`` merged the cut, its clusters before and after; None where
+            it did not.
+    """
 
     def __init__(self, result: Result) -> None:
         self._result = result
@@ -45,14 +53,19 @@ class Hierarchy:
         self.capped_to: int | None = h.capped_size  # clusters after --max-objects merged the level, or None
 
     def recut(self, level: int | None = None, max_objects: int = 0) -> Result:
-        """The same video cut at ``level`` (None: converged) and capped at ``max_objects`` (0: no cap)."""
+        """The same video cut at ``level`` (None: converged) and capped at ``max_objects`` (0: no cap), without the
+        model; the new result shares this one's files (closing either closes its labels).
+
+        Raises:
+            ConfigError: a value of the wrong type or out of range. UsageError: a level the hierarchy does not have.
+            BavosError: this result is closed.
+        """
         from bavos.pipeline.recut import recut_analysis
 
         r = self._result
+        config = replace(r.config, level=level, max_objects=max_objects)  # the values checked first
         analysis = recut_analysis(r.analysis, level, max_objects)
-        return Result(
-            r.source, analysis, replace(r.config, level=level, max_objects=max_objects), r.models, r._workdir, owner=r
-        )
+        return Result(r.source, analysis, config, r.models, r._workdir, owner=r)
 
 
 class Result:
@@ -61,6 +74,8 @@ class Result:
     Attributes:
         source: what was segmented.
         analysis: the pipeline's analysis (key frames, hierarchy, labels).
+        config: the settings it was made with.
+        hierarchy: its levels and other cuts (``Hierarchy``).
     """
 
     def __init__(
@@ -81,6 +96,7 @@ class Result:
 
     @property
     def frames(self) -> int:
+        """Frames read from the video (the processed ones are every ``stride``-th of them)."""
         return self.analysis.decoded
 
     @property
@@ -218,13 +234,16 @@ class Segmenter:
                 480)``, ``max_objects=10``, ...).
 
         Raises:
-            ConfigError: an option that does not exist, or a value it does not take.
+            ConfigError: an option that does not exist, or a value it does not take (said before the models load;
+                a resolution the backbone's patches do not divide, once they have).
             WeightsError: the weights cannot be found, fetched or loaded.
         """
         _check_options(options)
+        config = SegmentConfig(device=device, **options)  # every value checked before the models load
         model_config = ModelConfig(backbone=backbone, backbone_weights=backbone_weights, checkpoint=checkpoint)
         models = load_models(model_config, device)
-        return cls(models, SegmentConfig(device=device, **options))
+        config.for_device(models.device.type).check_patch(models.backbone.patch_size)  # not at the first video
+        return cls(models, config)
 
     def __call__(
         self,
@@ -248,7 +267,7 @@ class Segmenter:
                 (``bavos.pipeline.segment.analyse``).
 
         Raises:
-            InputError: the video cannot be read.
+            InputError: the video cannot be read, or is none of the above.
         """
         start = self.config.start if start is None else str(start)
         end = self.config.end if end is None else str(end)

@@ -6,7 +6,10 @@ The resolved configuration is written into every output (``summary.json``) and e
 from __future__ import annotations
 
 import math
+import numbers
 import os
+import types
+import typing
 from collections.abc import Collection
 from dataclasses import MISSING, Field, asdict, dataclass, field, fields, replace
 from typing import Any, Literal
@@ -78,6 +81,64 @@ def _raise_first(checks: list[tuple[bool, str]]) -> None:
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)
+
+
+_HINTS: dict[type, dict[str, Any]] = {}  # each config class's fields' types, resolved once
+
+
+def _hints(config_type: type) -> dict[str, Any]:
+    if config_type not in _HINTS:
+        _HINTS[config_type] = typing.get_type_hints(config_type)
+    return _HINTS[config_type]
+
+
+def _wanted(hint: Any, value: Any) -> str | None:
+    """What a value of type ``hint`` is, said for a user, where ``value`` is not one (else None); only numbers,
+    flags and tuples are checked here (names and choices have their own checks)."""
+    args = typing.get_args(hint)
+    if type(None) in args:
+        rest = [a for a in args if a is not type(None)]
+        wanted = None if value is None or len(rest) != 1 else _wanted(rest[0], value)
+        return None if wanted is None else wanted + " or None"
+    if hint is bool:
+        return None if isinstance(value, bool) else "True or False"
+    if hint is int:
+        return None if isinstance(value, numbers.Integral) and not isinstance(value, bool) else "a whole number"
+    if hint is float:
+        return None if isinstance(value, numbers.Real) and not isinstance(value, bool) else "a number"
+    if typing.get_origin(hint) is tuple and args and args[-1] is not Ellipsis:
+        fits = isinstance(value, tuple) and len(value) == len(args)
+        fits = fits and all(_wanted(a, v) is None for a, v in zip(args, value, strict=False))
+        return None if fits else f"a tuple of {len(args)} {'whole numbers' if set(args) == {int} else 'values'}"
+    return None
+
+
+def _type_checks(config: Any) -> list[tuple[bool, str]]:
+    """A config's numbers, flags and tuples of the wrong type, as ``_raise_first`` checks (a Python caller's
+    mistake: the CLI parses them), to be checked before the values are compared. Lists become tuples first."""
+    checks = []
+    for name, hint in _hints(type(config)).items():
+        given = value = getattr(config, name)
+        if isinstance(value, list) and typing.get_origin(hint) in (tuple, types.UnionType, typing.Union):
+            value = tuple(value)
+        wanted = _wanted(hint, value)
+        checks.append((wanted is None, f"{type(config).__name__}.{name} must be {wanted}, got {value!r}"))
+        value = _plain(value)  # numpy's numbers as Python's (summary.json, checkpoints)
+        if wanted is None and value is not given:
+            object.__setattr__(config, name, value)  # frozen: the one change a config makes to itself
+    return checks
+
+
+def _plain(value: Any) -> Any:
+    """numpy's (or any) integers and reals as Python's int and float, in tuples too; other values as they are."""
+    if isinstance(value, tuple):
+        items = tuple(_plain(v) for v in value)
+        return value if all(a is b for a, b in zip(items, value, strict=True)) else items
+    if isinstance(value, numbers.Integral) and not isinstance(value, int):
+        return int(value)
+    if isinstance(value, numbers.Real) and not isinstance(value, int | float):
+        return float(value)
+    return value
 
 
 def _device_checks(device: str, normalization: str) -> list[tuple[bool, str]]:
@@ -305,6 +366,7 @@ class SegmentConfig:
     )
 
     def __post_init__(self) -> None:
+        _raise_first(_type_checks(self))
         h, w = self.resolution or PAPER_RESOLUTION
         checks = [
             (h > 0 and w > 0, f"--resolution must be positive, got {h} {w}"),
@@ -511,6 +573,7 @@ class TrainConfig:
     )
 
     def __post_init__(self) -> None:
+        _raise_first(_type_checks(self))
         h, w = self.resolution
         positive = (
             "steps",

@@ -134,3 +134,36 @@ def test_an_unknown_option_names_the_closest() -> None:
 
     with pytest.raises(ConfigError, match=r"Segmenter: no option 'taux'; did you mean 'tau'\? \(the options: "):
         bavos.Segmenter.from_checkpoint(checkpoint="none", backbone="bavos_test_vit", backbone_weights="none", taux=0.8)
+
+
+def test_wrong_values_and_types_are_said_before_the_models_load(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Python caller's mistakes are ConfigErrors naming the option (they were torch's RuntimeError, TypeErrors from
+    a comparison or an unpacking, or said at the first video only)."""
+    from bavos.errors import ConfigError
+
+    weightless = {"checkpoint": "none", "backbone": "bavos_test_vit", "backbone_weights": "none"}
+    for given, said in (
+        ({"device": "gpu"}, "--device must be auto, cpu or cuda, got gpu"),
+        ({"tau": "0.8"}, "SegmentConfig.tau must be a number, got '0.8'"),
+        ({"resolution": 96}, "SegmentConfig.resolution must be a tuple of 2 whole numbers or None, got 96"),
+        ({"max_objects": 2.5}, "SegmentConfig.max_objects must be a whole number, got 2.5"),
+    ):
+        with pytest.raises(ConfigError) as refused:
+            with monkeypatch.context() as m:
+                m.setattr("bavos.api.load_models", lambda *a, **k: pytest.fail("the models loaded"))
+                bavos.Segmenter.from_checkpoint(**weightless, **given)  # type: ignore[arg-type]
+        assert str(refused.value) == said
+    with pytest.raises(ConfigError, match=r"--resolution 100 130 must be a multiple of the patch size 8"):
+        bavos.Segmenter.from_checkpoint(**weightless, device="cpu", resolution=(100, 130))
+    listed = bavos.Segmenter.from_checkpoint(**weightless, device="cpu", resolution=[np.int64(64), 96])
+    assert listed.config.resolution == (64, 96) and type(listed.config.resolution[0]) is int
+
+
+def test_what_is_not_a_video_or_a_cut_is_said(segmenter: bavos.Segmenter) -> None:
+    from bavos.errors import ConfigError
+
+    with pytest.raises(InputError, match=r"^cannot segment an object of type int: give a path \(a video file"):
+        segmenter(5)  # type: ignore[arg-type]
+    with segmenter(np.stack(clip_frames(4, 48, 64))) as result:
+        with pytest.raises(ConfigError, match="SegmentConfig.max_objects must be a whole number, got '5'"):
+            result.hierarchy.recut(max_objects="5")  # type: ignore[arg-type]

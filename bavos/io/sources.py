@@ -151,6 +151,11 @@ def open_source(
         return VideoSource(video, frame_range)
     if isinstance(video, np.ndarray):
         return ArraySource(video, fps, frame_range)
+    if not isinstance(video, Iterable) or isinstance(video, bytes | bytearray):
+        raise InputError(
+            f"cannot segment an object of type {type(video).__name__}: give a path (a video file or a folder of "
+            "frames), a (T, H, W, 3) uint8 array or an iterable of (H, W, 3) uint8 frames"
+        )
     if workdir is None:
         raise ValueError("open_source: an iterable of frames needs a workdir")
     return IterableSource(video, workdir, fps, frame_range)

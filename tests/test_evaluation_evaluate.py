@@ -174,7 +174,7 @@ def test_objects_come_from_the_first_frame(tmp_path: Path) -> None:
         ("missing", "no predictions for sequence 'b'"),
         ("missing", "does not exist; predictions are there for 1 sequence: score it alone with --sequences a"),
         ("size", "prediction is 50x36, the ground truth is 52x36"),
-        ("rgb", "must be indexed (palette) or 16-bit grey PNGs"),
+        ("rgb", "must be PNGs of ids: indexed (palette), 8-bit or 16-bit grey; this one is mode RGB"),
         ("count", "5 prediction frames, the ground truth has 6 (first missing: 00005.png)"),
         ("extra", "7 prediction frames, the ground truth has 6"),
         ("sequence", "sequence 'zz' has no annotations"),
@@ -212,6 +212,12 @@ def test_missing_davis_parts(tmp_path: Path) -> None:
         evaluate.evaluate_davis(tmp_path, tmp_path / "D")
     with pytest.raises(EvalError, match="Annotations_unsupervised"):
         evaluate.evaluate_davis(tmp_path, tmp_path)
+
+
+def test_the_csv_has_no_negative_zero() -> None:
+    """FG-ARI of chance agreement can be a tiny negative number: 0 in the CSV, as in the table."""
+    res = evaluate.InstanceResult(fg_ari={"s": -4e-9}, miou={"s": 0.5})
+    assert evaluate.instance_report(res).rows == [["s", "0.000000", "0.500000"]]
 
 
 def test_instances_fg_ari_and_miou(tmp_path: Path) -> None:
@@ -269,6 +275,16 @@ def test_cli_errors_are_one_line(davis: Path, tmp_path: Path, run_cli) -> None:
     write_ids(tmp_path / "p" / "s", moving_objects())
     res = run_cli("eval", str(tmp_path / "p"), "--fg-ari", "--gt", str(tmp_path / "g"), "--json")
     assert res.code == 0 and json.loads(res.out) == {"FG-ARI": 1.0, "mIoU": 1.0, "sequences": ["s"]}
+    res = run_cli("eval", str(tmp_path / "p"), "--gt", str(tmp_path / "g"))  # it said to give --davis only
+    assert res.code == 2 and "--gt is the ground truth of --fg-ari; J and F take the DAVIS-2017 root" in res.err
+    a_file = tmp_path / "p" / "s" / "00000.png"
+    res = run_cli("eval", str(a_file), "--davis", str(davis))  # it said the file does not exist
+    assert res.code == 1 and f"prediction folder {a_file} is a file, not a folder" in res.err
+    res = run_cli("eval", str(a_file), "--fg-ari", "--gt", str(tmp_path / "g"))
+    assert res.code == 1 and f"prediction folder {a_file} is a file, not a folder" in res.err
+    nowhere = tmp_path / "no" / "x.csv"  # a CSV that cannot be written is said before the scoring, not after it
+    res = run_cli("eval", str(tmp_path / "p"), "--fg-ari", "--gt", str(tmp_path / "g"), "--csv", nowhere)
+    assert res.code == 1 and f"folder {tmp_path / 'no'} does not exist" in res.err and "scoring" not in res.err
 
 
 def test_fg_ari_says_when_a_sequence_never_shows_two_objects(tmp_path: Path, run_cli) -> None:

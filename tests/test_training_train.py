@@ -244,6 +244,10 @@ def test_cli_train_then_segment_with_the_checkpoint(clips: Path, cache: Path, tm
         f"run from it with --init-from {run / 'last.pt'})"
     )
     assert "3..2" not in again.err and "decode" not in again.err
+    folder = run_cli("segment", clips / "clip0.mp4", "-o", tmp_path / "seg", *TINY, "--checkpoint", run, "-q")
+    assert folder.code == 1 and folder.err.strip() == (  # it said "checkpoint not found"
+        f"bavos: error: {run}: is a folder, not a checkpoint file (a training run's: give its last.pt)"
+    )
     further = run_cli(  # what the line says works (it said to raise --steps, which --resume refuses)
         "train", clips, "-o", tmp_path / "further", *TRAIN_ARGS, "--steps", "1", "--batch-size", "1", "--cache", cache,
         "--init-from", run / "last.pt", "-q",

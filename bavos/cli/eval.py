@@ -89,11 +89,17 @@ def eval_(
         usage_error("--quiet alone would show nothing: add --json or --csv", "eval")
     if protocol not in PROTOCOLS:
         usage_error(f"--protocol must be one of {', '.join(PROTOCOLS)}, got {protocol}", "eval")
+    if not fg_ari and gt is not None:
+        usage_error("--gt is the ground truth of --fg-ari; J and F take the DAVIS-2017 root with --davis", "eval")
     if not fg_ari and davis is None:
         usage_error("give the DAVIS-2017 root with --davis", "eval")
     if fg_ari and gt is None and davis is None:
         usage_error("--fg-ari needs the ground truth: --gt (or --davis)", "eval")
     names = _split(sequences)
+    if csv is not None:  # before the scoring, which can take minutes
+        from bavos.evaluation.evaluate import check_csv
+
+        check_csv(csv)
     with progress_for(quiet) as progress:
 
         def scored(sequence: str, done: int, total: int) -> None:

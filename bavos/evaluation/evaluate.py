@@ -105,7 +105,8 @@ def read_ids(path: Path, what: str) -> np.ndarray:
         with Image.open(path) as img:
             if img.mode not in ID_MODES:
                 raise EvalError(
-                    f"{path}: {what} must be indexed (palette) or 16-bit grey PNGs of ids, this one is mode {img.mode}"
+                    f"{path}: {what} must be PNGs of ids: indexed (palette), 8-bit or 16-bit grey; this one is mode "
+                    f"{img.mode}"
                 )
             ids = np.asarray(img)
     except OSError as exc:
@@ -267,7 +268,7 @@ def evaluate_davis(
     names = layout.sequences(sequences)
     preds = Path(preds)
     if not preds.is_dir():
-        raise EvalError(f"prediction folder {preds} does not exist")
+        raise EvalError(f"prediction folder {preds} {_not_a_folder(preds)}")
     found = {seq: prediction_dir(preds, seq) for seq in names}  # a missing one said before any is scored
     objects: list[ObjectScore] = []
     notes: list[str] = []
@@ -321,9 +322,11 @@ def evaluate_instances(
         sequences: names to score; default: every sub-folder of ``gt``.
         progress: called with (sequence, frames done, frames).
     """
-    gt = Path(gt)
+    gt, preds = Path(gt), Path(preds)
+    if not preds.is_dir():
+        raise EvalError(f"prediction folder {preds} {_not_a_folder(preds)}")
     if not gt.is_dir():
-        raise EvalError(f"ground-truth folder {gt} does not exist")
+        raise EvalError(f"ground-truth folder {gt} {_not_a_folder(gt)}")
     names = list(sequences) if sequences else sorted(p.name for p in gt.iterdir() if p.is_dir())
     if not names:
         raise EvalError(f"{gt}: no sequence folders")
@@ -352,6 +355,24 @@ def evaluate_instances(
     return InstanceResult(aris, mious, one_object)
 
 
+def _not_a_folder(path: Path) -> str:
+    """Why ``path`` is no folder, said after its name."""
+    return "is a file, not a folder" if path.exists() else "does not exist"
+
+
+def check_csv(path: Path) -> None:
+    """What ``write_csv`` can tell before the scoring: the folder is there and ``path`` is not one.
+
+    Raises:
+        DestinationError: ``path`` is a folder. EvalError: its folder does not exist.
+    """
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise EvalError(f"cannot write {path}: folder {path.parent} {_not_a_folder(path.parent)}")
+    if path.is_dir():
+        raise DestinationError(f"--csv {path}: is a folder; name the file to write")
+
+
 def write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
     """Write a CSV file atomically (a temporary name in the same folder, then a rename). An existing file is
     replaced only when it is such a table (its first line is ``header``): bavos never replaces a file of yours.
@@ -363,10 +384,7 @@ def write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[object]
     import csv
 
     path = Path(path)
-    if not path.parent.is_dir():
-        raise EvalError(f"cannot write {path}: folder {path.parent} does not exist")
-    if path.is_dir():
-        raise DestinationError(f"--csv {path}: is a folder; name the file to write")
+    check_csv(path)
     if path.exists():
         try:
             with open(path, newline="") as fh:
@@ -390,8 +408,14 @@ def davis_rows(result: DavisResult) -> tuple[list[str], list[list[object]]]:
     rows: list[list[object]] = []
     for seq, measures in result.per_sequence().items():
         count = sum(o.sequence == seq for o in result.objects)
-        rows.append([seq, count, result.protocol, *(f"{measures[m]:.6f}" for m in MEASURES)])
+        rows.append([seq, count, result.protocol, *(_six(measures[m]) for m in MEASURES)])
     return header, rows
+
+
+def _six(value: float) -> str:
+    """Six decimals for a CSV file, without the '-0.000000' of tiny negative values (as ``shown3``)."""
+    text = f"{value:.6f}"
+    return "0.000000" if text == "-0.000000" else text
 
 
 def shown3(value: float) -> str:
@@ -416,7 +440,7 @@ def instance_report(res: InstanceResult) -> Report:
     """FG-ARI / mIoU per sequence and overall."""
     overall = res.overall()
     header = ["Sequence", "FG-ARI", "mIoU"]
-    rows: list[list[object]] = [[s, f"{res.fg_ari[s]:.6f}", f"{res.miou[s]:.6f}"] for s in res.fg_ari]
+    rows: list[list[object]] = [[s, _six(res.fg_ari[s]), _six(res.miou[s])] for s in res.fg_ari]
     shown = [[s, shown3(res.fg_ari[s]), shown3(res.miou[s])] for s in res.fg_ari]
     shown.append(["overall", *(shown3(v) for v in overall.values())])
     payload: dict[str, object] = {**{k: round(v, 6) for k, v in overall.items()}, "sequences": list(res.fg_ari)}

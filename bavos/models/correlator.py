@@ -129,6 +129,9 @@ def save_checkpoint(path: Path, model: Correlator, config: dict[str, Any], **ext
 
 def read_checkpoint(path: Path) -> dict[str, Any]:
     """A checkpoint file as a dict, loaded with weights_only=True (CheckpointError if missing or unsafe)."""
+    if path.is_dir():
+        run = " (a training run's: give its last.pt)" if (path / "last.pt").is_file() else ""
+        raise CheckpointError(f"{path}: is a folder, not a checkpoint file{run}")
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
     try:

@@ -336,7 +336,9 @@ def test_resume_refuses_other_clips(clips: Path, cache: Path, tmp_path: Path, ru
     run's data.json is replaced (it was, and the run went on with them)."""
     args = [*TRAIN_ARGS, "--steps", "3", "--batch-size", "1", "--cache", cache, "-q"]
     run = tmp_path / "run"
-    assert run_cli("train", clips, "-o", run, *args, "--until", "1").code == 0
+    first = run_cli("train", clips, "-o", run, *args[:-1], "--until", "1", "--log-every", "1")
+    assert first.code == 0 and "steps 1..1 of 3 (--until 1)" in first.err  # it said "steps 1..1", then "step 1/1"
+    assert re.search(r"step 1/3 loss .* left to step 1\n", first.err), first.err
     data = (run / "data.json").read_bytes()
     other = tmp_path / "other"
     other.mkdir()

@@ -315,11 +315,12 @@ def progress_for(quiet: bool) -> Progress:
 class TrainView:
     """Training progress: a bar with loss, steps/s and ETA on a terminal, else a line per metrics record."""
 
-    def __init__(self, enabled: bool, label: str = "training") -> None:
+    def __init__(self, enabled: bool, label: str = "training", steps: int | None = None) -> None:
         self.rank = int(os.environ.get("RANK", "0"))
         self.enabled = enabled and self.rank == 0
         self._progress = progress_for(not self.enabled)
         self._progress.start(label)  # names the lines; the first stage's clock starts now
+        self._steps = steps  # the run's, where this call stops before them (--until)
         self._stop = 0
         self._began = 0.0
         self._first = 0
@@ -345,7 +346,8 @@ class TrainView:
     def start(self, step: int, stop: int, clips: int, skipped: int) -> None:
         self._stop, self._first, self._began = stop, step, time.monotonic()
         if self.enabled:
-            note(f"training on {clips} clips ({skipped} skipped), steps {step + 1}..{stop}")
+            until = f" of {self._steps} (--until {stop})" if self._steps and self._steps > stop else ""
+            note(f"training on {clips} clips ({skipped} skipped), steps {step + 1}..{stop}{until}")
         self._progress.start("train")
         if isinstance(self._progress, Bars):
             self._progress("train", step, stop)
@@ -364,7 +366,9 @@ class TrainView:
         if isinstance(self._progress, Bars):
             self._progress.describe("train", text)
         else:
-            note(f"step {step}/{self._stop} {text}, {record['steps_per_s']:.3g} steps/s, about {duration(left)} left")
+            total = self._steps or self._stop
+            until = f" to step {self._stop}" if total > self._stop else ""
+            note(f"step {step}/{total} {text}, {record['steps_per_s']:.3g} steps/s, about {duration(left)} left{until}")
 
     def checkpoint(self, path: Path, step: int) -> None:
         return None

@@ -53,8 +53,8 @@ def train(
     init_from: Annotated[
         str | None,
         typer.Option(
-            metavar="release|PATH",
-            show_default="a new correlator, as released",
+            metavar="release|none|PATH",
+            show_default="none: a new correlator, initialised as released",
             help="Start a new run from a trained correlator (fine-tuning); --resume continues a run.",
             rich_help_panel=WEIGHTS,
         ),
@@ -117,7 +117,7 @@ def train(
         usage_error(str(e), "train")
     if model_cfg.backbone_weights == "none" and not quiet:
         warn("--backbone-weights none: the backbone has random weights; the correlator learns nothing useful")
-    with TrainView(enabled=not quiet, label=display_name(Path(clips))) as view:
+    with TrainView(enabled=not quiet, label=display_name(Path(clips)), steps=cfg.steps) as view:
         result = run_training(clips, output, model_cfg, cfg, resume=resume, until=until, events=view)
     if not quiet and view.rank == 0:
         last = result.last or {}

@@ -115,8 +115,8 @@ class Result:
     def _check_open(self) -> None:
         if self._closed or (self._owner is not None and self._owner._closed):
             raise BavosError(
-                "this result is closed: its labels went when its with-block ended; read result.masks "
-                "(or save it) inside the block, or keep a copy"
+                "this result is closed: its labels went with close() or the end of its with-block; read "
+                "result.masks (or save it) before, or keep a copy"
             )
 
     def iter_masks(self) -> Iterator[np.ndarray]:

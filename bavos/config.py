@@ -610,7 +610,7 @@ class TrainConfig:
 
     def check_tokens(self, patch: int) -> None:
         """Raise UsageError (a ConfigError) unless the resolution fits the patch size and each frame has enough
-        patches for the losses' samples; the error names the smallest resolution of the same shape that has."""
+        patches for the losses' samples; the error names a resolution of about the same shape that has."""
         _check_resolution(self.resolution, patch)
         h, w = self.resolution
         n = (h // patch) * (w // patch)

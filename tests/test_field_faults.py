@@ -104,6 +104,27 @@ def test_what_a_killed_run_left_is_removed_by_the_next_run(tmp_path: Path, run_c
     assert sorted(p.name for p in out.iterdir()) == [".keep-me", "short"]
 
 
+def test_a_run_killed_between_its_two_renames_loses_no_result(tmp_path: Path, run_cli: Callable) -> None:
+    """The old result set aside and the new one not yet in place (a SIGKILL between publishing's renames, found with
+    strace's fault injection): the next run puts the old result back and says so; it removed it."""
+    from bavos.io.owners import owner_tag
+
+    out, video = tmp_path / "out", write_clip(tmp_path / "clip.mp4", n=3)
+    assert run_cli("segment", video, "-o", out, *QUIET).code == 0
+
+    def files(folder: Path) -> dict[str, bytes]:
+        return {str(f.relative_to(folder)): f.read_bytes() for f in sorted(folder.rglob("*")) if f.is_file()}
+
+    before = files(out / "clip")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    host, _, start = owner_tag().split("~")
+    (out / "clip").rename(out / f".clip.bavos-old-{host}~{dead.stdout.strip()}~{start}")  # a dead run's
+    result = run_cli("segment", write_clip(tmp_path / "other.mp4", n=3), "-o", out, *TINY, "--backbone-weights", "none")
+    assert result.code == 0, result.err
+    assert f"bavos: put back {out / 'clip'}: a killed run was replacing that result" in result.err
+    assert files(out / "clip") == before and sorted(p.name for p in out.iterdir()) == ["clip", "other"]
+
+
 # Slurm job arrays: N parts into one -o write what one call writes.
 
 

@@ -55,6 +55,27 @@ def test_a_dead_process_s_entries_are_swept_and_nothing_else(tmp_path: Path) -> 
     assert sorted(tmp_path.iterdir()) == sorted(kept)
 
 
+def test_a_result_a_killed_run_was_replacing_is_put_back(tmp_path: Path) -> None:
+    """Killed between publishing's two renames (the old result set aside, the new one not yet in place), a run left
+    the old result only under its hidden name: the next sweep puts it back (it removed it); where the new result
+    made it into place, the old one goes."""
+    host, _, start = owner_tag().split("~")
+    dead = f"{host}~{dead_pid()}~{start}"
+    aside, new = tmp_path / f".clip.bavos-old-{dead}", tmp_path / f".clip.bavos-tmp-{dead}"
+    for folder in (aside, new):
+        (folder / "masks").mkdir(parents=True)
+        (folder / "summary.json").write_text(folder.name)
+    replaced = tmp_path / f".done.bavos-old-{dead}"
+    replaced.mkdir()
+    (tmp_path / "done").mkdir()  # its new result is in place
+    swept = sweep(tmp_path)
+    assert sorted((r.path.name, r.restored) for r in swept) == sorted(
+        [("clip", True), (new.name, False), (replaced.name, False)]
+    )
+    assert (tmp_path / "clip" / "summary.json").read_text() == aside.name
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip", "done"]
+
+
 def test_another_machine_s_entries_live_while_touched(tmp_path: Path) -> None:
     entry = tmp_path / ".clip.bavos-tmp-node042~1234~999"
     entry.mkdir()

@@ -61,10 +61,14 @@ def note(message: str) -> None:
 
 def say_swept(removed: list, folder: object) -> None:
     """One line for what dead runs left in ``folder`` and this run removed (``owners.sweep``'s ``Leftover``s)."""
-    if not removed:
-        return
     from bavos.models.costs import size_text
 
+    for r in removed:
+        if r.restored:
+            note(f"put back {r.path}: a killed run was replacing that result and had not put its own in its place")
+    removed = [r for r in removed if not r.restored]
+    if not removed:
+        return
     names = ", ".join(r.path.name for r in removed[:3]) + (f" and {len(removed) - 3} more" if len(removed) > 3 else "")
     total = size_text(sum(r.bytes for r in removed))
     note(f"removed what killed runs left in {folder} ({total}): {names}")

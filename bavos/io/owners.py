@@ -71,10 +71,15 @@ def _pid_lives(pid: int) -> bool:
 
 @dataclass(frozen=True)
 class Leftover:
-    """A hidden entry of bavos's whose process is gone."""
+    """A hidden entry of bavos's whose process is gone: removed, or ``restored`` (then ``path`` is where it went)."""
 
     path: Path
     bytes: int
+    restored: bool = False
+
+
+# a result being replaced (``outputs.publish``): ``.<name>.bavos-old-<owner>``
+_REPLACED = re.compile(rf"^\.(?P<name>.+)\.bavos-old(?:-\d+)?-{_TAG.pattern}$")
 
 
 def _size(path: Path) -> int:
@@ -115,8 +120,9 @@ def is_left_over(path: Path, now: float | None = None) -> bool:
 
 def sweep(folder: Path) -> list[Leftover]:
     """Remove from ``folder`` the hidden entries that dead bavos processes left (a run killed by the OOM killer or a
-    scheduler's hard limit); return what was removed. Nothing else is touched; a folder that cannot be read gives
-    nothing."""
+    scheduler's hard limit); return what was removed. A finished result that a run killed between its two renames
+    was replacing (its ``-old-`` entry, and nothing at its name) is put back under its name instead. Nothing else is
+    touched; a folder that cannot be read gives nothing."""
     removed = []
     try:
         entries = [Path(e.path) for e in os.scandir(folder) if e.name.startswith(".")]
@@ -127,6 +133,14 @@ def sweep(folder: Path) -> list[Leftover]:
         if not is_left_over(path, now):
             continue
         size = _size(path)
+        replaced = _REPLACED.match(path.name)
+        if replaced is not None and not os.path.lexists(Path(folder) / replaced["name"]):
+            try:
+                path.rename(Path(folder) / replaced["name"])
+            except OSError:
+                continue  # another run put it back first, or it cannot be moved: left for the user
+            removed.append(Leftover(Path(folder) / replaced["name"], size, restored=True))
+            continue
         try:
             if path.is_dir() and not path.is_symlink():
                 shutil.rmtree(path)

@@ -408,12 +408,12 @@ def test_skip_existing_redoes_a_damaged_result(tmp_path: Path, run_cli: Callable
     args = ["segment", video, "-o", out, *TINY, "--backbone-weights", "none", "--skip-existing", "--json"]
     assert run_cli(*args).code == 0
     damages = [
-        (lambda: (result / "masks" / "00004.png").unlink(), "its masks/ holds 5 of its 6 masks"),
+        (lambda: (result / "masks" / "00004.png").unlink(), "its masks/00004.png is missing"),
         (
             lambda: (result / "hierarchy.npz").write_bytes((result / "hierarchy.npz").read_bytes()[:300]),
             "its hierarchy.npz is cut short",
         ),
-        (lambda: (result / "overlay.mp4").write_bytes(b""), "its overlay.mp4 is missing or empty"),
+        (lambda: (result / "overlay.mp4").write_bytes(b""), "its overlay.mp4 is empty"),
     ]
     for damage, said in damages:
         damage()
@@ -422,6 +422,12 @@ def test_skip_existing_redoes_a_damaged_result(tmp_path: Path, run_cli: Callable
         assert f"bavos: {result}: redoing it, {said}" in again.err
     skipped = run_cli(*args)
     assert json.loads(skipped.out)["status"] == "skipped"
+    (result / "masks" / "00002.png").rename(result / "masks" / "00002_fixed.png")  # it counted 6 masks: "skipped"
+    renamed = run_cli(*args)  # damaged, and a file of the user's in it: said, not redone, not skipped
+    assert renamed.code == 2 and json.loads(renamed.out)["status"] == "failed", renamed.err
+    assert f"bavos: {result}: redoing it, its masks/00002.png is missing" in renamed.err
+    assert "masks/00002_fixed.png" in renamed.err and (result / "masks" / "00002_fixed.png").is_file()
+    (result / "masks" / "00002_fixed.png").rename(result / "masks" / "00002.png")
     (result / "summary.json").write_text('{"input": "c.mp4", "sour')  # damaged
     refused = run_cli("segment", video, "-o", out, *QUIET)
     assert refused.code == 2 and "(None)" not in refused.err

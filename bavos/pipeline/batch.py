@@ -77,12 +77,21 @@ def stale_reason(summary: dict, settings: dict) -> str | None:
 
 
 def damage_reason(folder: Path, summary: dict) -> str | None:
-    """Why a finished output (its folder and summary) no longer holds its whole result, or None: a mask missing,
-    a file its settings wrote missing or empty, a hierarchy.npz cut short (a disk that filled, a copy or sync that
-    stopped). Cheap: it lists and sizes files, and reads no image."""
+    """Why a finished output (its folder and summary) no longer holds its whole result, or None: a file bavos
+    recorded there (``.bavos-files``) missing or emptied, a mask missing, a file its settings wrote missing or empty, a
+    hierarchy.npz cut short (a disk that filled, a copy or sync that stopped). Cheap: it lists and sizes files, and
+    reads no image."""
     import zipfile
 
+    from bavos.pipeline.outputs import recorded_files
+
     folder = Path(folder)
+    for name, size in sorted((recorded_files(folder) or {}).items()):  # every file bavos wrote there, by name
+        path = folder / name
+        if not path.is_file():
+            return f"its {name} is missing"
+        if size and path.stat().st_size == 0:
+            return f"its {name} is empty"
     frames = summary.get("frames")
     masks = sum(1 for p in (folder / "masks").glob("*.png")) if (folder / "masks").is_dir() else 0
     if isinstance(frames, int) and masks != frames:

@@ -383,7 +383,7 @@ def write_manifest(folder: Path) -> None:
     (folder / MANIFEST).write_text(json.dumps({"files": files}, separators=(",", ":")) + "\n")
 
 
-def _manifest(folder: Path) -> dict[str, int] | None:
+def recorded_files(folder: Path) -> dict[str, int] | None:
     """The files and sizes bavos recorded in ``folder`` (None: none recorded, or unreadable)."""
     try:
         files = json.loads((folder / MANIFEST).read_text())["files"]
@@ -395,7 +395,7 @@ def _manifest(folder: Path) -> dict[str, int] | None:
 def _foreign_entry(folder: Path) -> str | None:
     """The first entry under ``folder`` that bavos did not write into a result, or changed since (None: every entry
     is bavos's)."""
-    known = _manifest(Path(folder))
+    known = recorded_files(Path(folder))
     if known is not None:
         for name, entry in _walk(Path(folder)):
             if (_clutter(entry.name) and entry.is_file(follow_symlinks=False)) or name == MANIFEST:

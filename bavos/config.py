@@ -758,8 +758,10 @@ def parse_part(text: str) -> Part:
         raise ConfigError(
             f"--shard takes I/N, part I (0 to N-1) of N, e.g. --shard 0/4; got {text or 'nothing'}"
         ) from None
+    if count < 1:
+        raise ConfigError(f"--shard {text}: N, the number of parts, must be at least 1")
     if not 0 <= index < count:
-        raise ConfigError(f"--shard {text}: I runs from 0 to N-1 (--shard 0/{max(count, 1)} is the first part)")
+        raise ConfigError(f"--shard {text}: I runs from 0 to N-1 (--shard 0/{count} is the first part)")
     return Part(index, count)
 
 

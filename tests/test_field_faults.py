@@ -140,9 +140,9 @@ def test_the_parts_of_an_array_write_what_one_call_writes(
     inputs.append(frame_folder(tmp_path / "d" / "shots", n=3))
     whole = run_cli("segment", *inputs, "-o", tmp_path / "one", *QUIET)
     assert whole.code == 0, whole.err
-    for i in (1, 0, 2):  # in any order, one after another
-        part = run_cli("segment", *inputs, "-o", tmp_path / "parts", *QUIET, "--shard", f"{i}/3")
-        assert part.code == 0, part.err
+    for i, given in ((1, inputs[::-1]), (0, inputs), (2, inputs[1:] + inputs[:1])):  # each its own order
+        part = run_cli("segment", *given, "-o", tmp_path / "parts", *QUIET, "--shard", f"{i}/3")
+        assert part.code == 0, part.err  # it split the list as given: some inputs twice, some never
     one, parts = tree(tmp_path / "one"), tree(tmp_path / "parts")
     assert sorted(one) == sorted(parts) and len({Path(k).parts[0] for k in one}) == 4
     for key in one:
@@ -175,7 +175,14 @@ def test_the_parts_of_an_array_write_what_one_call_writes(
 
 @pytest.mark.parametrize(
     ("given", "said"),
-    [("3/3", "I runs from 0 to N-1"), ("1", "takes I/N"), ("a/b", "takes I/N"), ("-1/2", "I runs from 0 to N-1")],
+    [
+        ("3/3", "I runs from 0 to N-1"),
+        ("1", "takes I/N"),
+        ("a/b", "takes I/N"),
+        ("-1/2", "I runs from 0 to N-1"),
+        ("1/0", "N, the number of parts, must be at least 1"),  # it said I runs from 0 to N-1
+        ("0/-2", "N, the number of parts, must be at least 1"),
+    ],
 )
 def test_a_wrong_shard_is_a_usage_error(tmp_path: Path, run_cli: Callable, given: str, said: str) -> None:
     result = run_cli("segment", write_clip(tmp_path / "v.mp4", n=2), "-o", tmp_path / "out", *QUIET, "--shard", given)

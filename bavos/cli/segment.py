@@ -56,12 +56,13 @@ def run(inputs: list[Path], output: Path, model_cfg: ModelConfig, cfg: SegmentCo
     bavos's (nothing done), else 1. An output folder this run created is removed again when it stays empty."""
     from bavos.models.devices import shard_from_env
     from bavos.pipeline.batch import check_destinations, plan_outputs
+    from bavos.pipeline.segment import source_id
 
     shard = shard_from_env()
     planned = plan_outputs(list(inputs), output)  # from the whole list: every part and process names alike
     if opts.part is not None and opts.part.count > 1:
         _say_part(opts.part, len(planned), shard.rank == 0 and not opts.quiet)
-        planned = opts.part.take(planned)
+        planned = opts.part.take(sorted(planned, key=lambda job: source_id(job[0])))  # whatever order each task got
     jobs = shard.take(planned)
     problems = check_destinations(jobs, output, list(inputs))  # before anything is created
     if problems:

@@ -19,28 +19,28 @@ def finished_source(folder: Path) -> str | None:
 
 
 def plan_outputs(inputs: list[Path], output: Path) -> list[tuple[Path, str]]:
-    """(input, output folder name) for each distinct input, in order.
+    """(input, output folder name) for each distinct input, in the order given.
 
-    The name is the stem (``output_name``) unless another input already holds it, earlier in this list or as a
-    finished output of a different source in ``output``; then it is ``<stem>-<first 8 hex digits of the SHA-1
-    of the input's absolute path>``. The rule is deterministic, so a re-run finds the same folders. An input
+    The name is the stem (``output_name``) unless another input already holds it, one before it in the order of
+    their absolute paths (not the order given: array tasks that list the inputs in different orders name them
+    alike) or a finished output of a different source in ``output``; then it is ``<stem>-<first 8 hex digits of the
+    SHA-1 of the input's absolute path>``. The rule is deterministic, so a re-run finds the same folders. An input
     given twice is planned once.
     """
-    owners: dict[str, str] = {}
-    plan = []
-    seen = set()
+    first: dict[str, Path] = {}
     for path in inputs:
-        src = source_id(path)
-        if src in seen:
-            continue
-        seen.add(src)
+        first.setdefault(source_id(path), path)
+    distinct = list(first.items())
+    owners: dict[str, str] = {}
+    names = {}
+    for src, path in sorted(distinct):
         name = output_name(path)
         owner = owners.get(name) or finished_source(Path(output) / name)
         if owner and owner != src:
             name = other_place(name, src)
         owners.setdefault(name, src)
-        plan.append((path, name))
-    return plan
+        names[src] = name
+    return [(path, names[src]) for src, path in distinct]
 
 
 _OPTIONS = {"save_hierarchy": "--hierarchy", "overlay_alpha": "overlay opacity"}

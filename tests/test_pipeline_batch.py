@@ -199,40 +199,31 @@ def test_killed_run_leaves_nothing_finished_and_a_rerun_completes(tmp_path: Path
     assert all(is_finished(out / f"k{i}") for i in range(3))
 
 
+def torchrun(inputs: list[Path], out: Path, weights: Path) -> subprocess.CompletedProcess:
+    """``bavos segment`` over ``inputs`` in two CPU processes started by torchrun."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "bavos"]
+    command += ["segment", *map(str, inputs), "-o", str(out), *FAST, "--backbone-weights", str(weights), "--json"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+
+
 def test_torchrun_shards_inputs_across_two_cpu_processes(tmp_path: Path, sharp_weights: Path) -> None:
     clips = [write_clip(tmp_path / f"t{i}.mp4", n=2 + i) for i in range(3)]
     out = tmp_path / "out"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc-per-node",
-            "2",
-            "-m",
-            "bavos",
-            "segment",
-            *map(str, clips),
-            "-o",
-            str(out),
-            *FAST,
-            "--backbone-weights",
-            str(sharp_weights),
-            "--json",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env=env,
-        timeout=300,
-    )
+    proc = torchrun(clips, out, sharp_weights)
     assert proc.returncode == 0, proc.stderr[-2000:]
     lines = json_lines(proc.stdout)
     assert sorted(Path(line["input"]).stem for line in lines) == ["t0", "t1", "t2"]  # each input exactly once
     assert all(line["status"] == "ok" for line in lines)
     assert sorted(p.name for p in out.iterdir()) == ["t0", "t1", "t2"]
+    bad = tmp_path / "bad.mp4"
+    bad.write_text("not a video")
+    long = write_clip(tmp_path / "long.mp4", n=120)
+    proc = torchrun([long, bad], tmp_path / "out2", sharp_weights)  # the second process: the bad input alone
+    assert proc.returncode == 1
+    lines = {Path(line["input"]).stem: line["status"] for line in json_lines(proc.stdout)}
+    assert lines == {"long": "ok", "bad": "failed"}, proc.stderr[-2000:]  # torchrun stopped the first: no line
+    assert sorted(p.name for p in (tmp_path / "out2").iterdir()) == ["long"]
 
 
 # ---- bad inputs ------------------------------------------------------------------------------------------------

@@ -69,11 +69,31 @@ def run(inputs: list[Path], output: Path, model_cfg: ModelConfig, cfg: SegmentCo
         return _refuse(problems, output, Results(opts.json, opts.quiet))
     created = not output.exists()
     try:
-        return _run(jobs, shard, output, model_cfg, cfg, opts)
+        code = _run(jobs, shard, output, model_cfg, cfg, opts)
     finally:
         if created:
             with contextlib.suppress(OSError):
                 output.rmdir()  # only when empty: a run that failed leaves no empty folder behind
+    if shard.world > 1:
+        wait_for_the_others()
+    return code
+
+
+def wait_for_the_others() -> None:
+    """Under torchrun, return when every process of the call is done with its inputs: torchrun stops them all as soon
+    as one ends with an error, which cut the others' good inputs short (one process given only a bad input)."""
+    import datetime
+
+    import torch.distributed as dist
+
+    if not dist.is_available() or "MASTER_ADDR" not in os.environ or dist.is_initialized():
+        return
+    # joining is the waiting: every process joins when done, however long the others take
+    dist.init_process_group("gloo", timeout=datetime.timedelta(days=7))
+    try:
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
 
 
 def _run(

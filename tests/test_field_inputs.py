@@ -214,6 +214,13 @@ def test_segment_refuses_a_file_or_a_link_where_a_result_would_go(tmp_path: Path
     assert (tmp_path / "elsewhere" / "keep.txt").read_text() == "mine"
     r = run_cli("segment", clip, "-o", clip, *QUIET)
     assert r.code == 2 and "is a file, not a folder" in r.err
+    other = write_clip(tmp_path / "d.mp4", n=4)  # with --json every input gets its line (the others had none)
+    r = run_cli("segment", clip, other, "-o", tmp_path / "out", *TINY, "--backbone-weights", "none", "--json")
+    lines = [json.loads(line) for line in r.out.splitlines()]
+    said = [(Path(x["input"]).name, x["status"]) for x in lines]
+    assert r.code == 2 and said == [("c.mp4", "failed"), ("d.mp4", "failed")]
+    assert "is a link" in lines[0]["error"] and lines[1]["error"].startswith("not run: the run stopped before any work")
+    assert not (tmp_path / "out" / "d").exists()
 
 
 def test_train_and_eval_outputs_never_replace_the_users_files(tmp_path: Path, run_cli: Callable) -> None:

@@ -66,7 +66,7 @@ def run(inputs: list[Path], output: Path, model_cfg: ModelConfig, cfg: SegmentCo
     jobs = shard.take(planned)
     problems = check_destinations(jobs, output, list(inputs))  # before anything is created
     if problems:
-        return _refuse(problems, output, Results(opts.json, opts.quiet))
+        return _refuse(problems, jobs, output, Results(opts.json, opts.quiet))
     created = not output.exists()
     try:
         code = _run(jobs, shard, output, model_cfg, cfg, opts)
@@ -115,7 +115,7 @@ def _run(
         todo, failed = _prepare(jobs, output, model_cfg, cfg, opts, report)
         problems = check_destinations(todo, output)  # what is there, where a result will be written
         if problems:
-            return _refuse(problems, output, report)
+            return _refuse(problems, todo, output, report)
         if not todo:
             return 1 if failed else 0
         try:
@@ -174,11 +174,16 @@ def _say_part(part: Any, inputs: int, say: bool) -> None:
     note(f"{where}part {part.index}/{part.count} of the inputs, {share} of {inputs}{off}")
 
 
-def _refuse(problems: list[tuple[Path, str, str]], output: Path, report: Results) -> int:
-    """Destinations that would replace what is not bavos's: one line each (and a --json line), nothing done."""
+def _refuse(problems: list[tuple[Path, str, str]], jobs: list[tuple[Path, str]], output: Path, report: Results) -> int:
+    """Destinations that would replace what is not bavos's: one line each, nothing done; with --json a line for
+    every input of ``jobs``, those not refused saying why they did not run."""
     for path, name, why in problems:
         error(why)
         report.failed(path, output / name, why, 0.0)
+    refused = {path for path, _, _ in problems}
+    for path, name in jobs:
+        if path not in refused:
+            report.failed(path, output / name, "not run: the run stopped before any work (see the refusal)", 0.0)
     return 2
 
 

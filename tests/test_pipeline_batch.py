@@ -17,7 +17,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from conftest import TINY, write_clip
+from conftest import TINY, clip_frames, write_clip
 from PIL import Image
 
 from bavos.errors import ConfigError
@@ -397,3 +397,24 @@ def test_skip_existing_redoes_outputs_made_with_other_settings(tmp_path: Path, r
     (out / "c" / "summary.json").write_text(json.dumps({**summary, "settings": None}))
     old = run_cli(*base, "--skip-existing", "--tau", "0.5")
     assert "made by an older bavos that did not record its settings" in old.err
+
+
+def test_skip_existing_redoes_outputs_of_a_changed_source(tmp_path: Path, run_cli) -> None:
+    """Another video of the same size, frame count and rate in the input's place was 'skipped': a finished output
+    records its source's size and modification time, and a change of either redoes it (as make would)."""
+    clip, folder = write_clip(tmp_path / "c.mp4", n=3), tmp_path / "frames"
+    folder.mkdir()
+    for i, image in enumerate(clip_frames(3, 48, 64)):
+        Image.fromarray(image).save(folder / f"{i:05d}.png")
+    out = tmp_path / "out"
+    base = ["segment", clip, folder, "-o", out, *FAST, "--backbone-weights", "none", "--skip-existing", "--json"]
+    assert run_cli(*base).code == 0
+    assert {x["status"] for x in json_lines(run_cli(*base).out)} == {"skipped"}
+    write_clip(tmp_path / "other.mp4", n=3).replace(clip)  # another file in its place, written later
+    stamp = os.stat(folder / "00001.png")
+    os.utime(folder / "00001.png", ns=(stamp.st_atime_ns, stamp.st_mtime_ns + 10**9))  # a frame touched
+    again = run_cli(*base)
+    assert [x["status"] for x in json_lines(again.out)] == ["ok", "ok"], again.err
+    for name in ("c", "frames"):
+        assert f"bavos: {out / name}: redoing it, its source changed since it was made" in again.err
+    assert {x["status"] for x in json_lines(run_cli(*base).out)} == {"skipped"}

@@ -211,7 +211,7 @@ def _prepare(
 ) -> tuple[list[tuple[Path, str]], int]:
     """The inputs left to do (skipped and unreadable ones reported), and how many failed."""
     from bavos.models.devices import resolve_device
-    from bavos.pipeline.batch import check_input, damage_reason, stale_reason
+    from bavos.pipeline.batch import changed_reason, check_input, damage_reason, stale_reason
     from bavos.pipeline.outputs import read_summary
 
     settings = None
@@ -221,7 +221,11 @@ def _prepare(
     for path, name in jobs:
         summary = read_summary(output / name) if settings is not None else None
         if summary is not None:
-            reason = stale_reason(summary, settings) or damage_reason(output / name, summary)
+            reason = (
+                stale_reason(summary, settings)
+                or changed_reason(summary, path)
+                or damage_reason(output / name, summary)
+            )
             if reason is None:
                 report.skipped(path, output / name, summary)
                 continue

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bavos.errors import OutputError
-from bavos.pipeline.outputs import other_place, read_summary
+from bavos.pipeline.outputs import other_place, read_summary, source_stamp
 from bavos.pipeline.segment import output_name, source_id
 
 
@@ -74,6 +74,15 @@ def stale_reason(summary: dict, settings: dict) -> str | None:
     ]
     more = f" and {len(changed) - 4} more" if len(changed) > 4 else ""
     return f"it was made with other settings: {', '.join(parts)}{more}"
+
+
+def changed_reason(summary: dict, path: Path) -> str | None:
+    """Why the source ``path`` is not what a finished output (its summary) was made from, or None: its size or
+    modification time differ (``outputs.source_stamp``; results made before bavos recorded them are not checked)."""
+    old = summary.get("source_stamp")
+    if old is None or old == source_stamp(path):
+        return None
+    return "its source changed since it was made (its size or modification time)"
 
 
 def damage_reason(folder: Path, summary: dict) -> str | None:

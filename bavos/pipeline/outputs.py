@@ -304,6 +304,7 @@ def summary(
     return {
         "input": str(source.path),
         "source": source_id(source.path),
+        "source_stamp": source_stamp(source.path),
         "output": str(output),
         "frames": analysis.decoded,
         "processed_frames": analysis.processed,
@@ -336,6 +337,30 @@ def summary(
         "timings": _rounded(timings),
         "version": __version__,
     }
+
+
+def source_stamp(path: Path) -> dict[str, int] | None:
+    """A video file's, or a frame folder's frames', size in bytes and latest modification time in ns: how
+    ``--skip-existing`` tells a source changed since its result was made, as make does (a copy that keeps neither
+    redoes it). None for what is not a file or folder (arrays, iterables)."""
+    from bavos.io.video import FRAME_EXTENSIONS
+
+    path = Path(path)
+    try:
+        if path.is_file():
+            stat = path.stat()
+            return {"bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+        if path.is_dir():
+            frames = [
+                e.stat()
+                for e in os.scandir(path)
+                if not e.name.startswith(".") and Path(e.name).suffix.lower() in FRAME_EXTENSIONS and e.is_file()
+            ]
+            latest = max((f.st_mtime_ns for f in frames), default=0)
+            return {"bytes": sum(f.st_size for f in frames), "mtime_ns": latest}
+    except OSError:
+        return None
+    return None
 
 
 def _rounded(values: dict[str, Any]) -> dict[str, Any]:

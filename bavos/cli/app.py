@@ -16,6 +16,7 @@ import typer
 
 from bavos.cli.help import Group
 from bavos.cli.output import error
+from bavos.config import DEFAULT_BACKBONE, KNOWN_PATCH_SIZES, ModelConfig
 from bavos.errors import ConfigError
 
 app = typer.Typer(
@@ -83,6 +84,25 @@ def usage_errors() -> tuple[type[Exception], ...]:
         except (ImportError, AttributeError):
             continue
     return tuple(found)
+
+
+def named_patch_size(model_cfg: ModelConfig) -> int | None:
+    """The patch size of the backbone the options name (the default one without a checkpoint that decides it), read
+    without loading it; None where a checkpoint names the backbone (checked once it is read).
+
+    Raises:
+        ConfigError: an unknown backbone name (a usage error).
+    """
+    from bavos.errors import WeightsError
+    from bavos.models.backbone import patch_size_of
+
+    name = model_cfg.backbone or (DEFAULT_BACKBONE if model_cfg.checkpoint in ("release", "none") else None)
+    if name is None:
+        return None
+    try:
+        return KNOWN_PATCH_SIZES.get(name) or patch_size_of(name)
+    except WeightsError as e:
+        raise ConfigError(str(e)) from e
 
 
 def check_weight_names(values: dict[str, str | None], words: dict[str, tuple[str, ...]]) -> None:

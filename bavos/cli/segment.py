@@ -24,9 +24,7 @@ from bavos.cli.help import Command
 from bavos.cli.options import config_values, field_default, option
 from bavos.cli.output import Progress, Results, duration, error, note, progress_for, say_swept, warn
 from bavos.config import (
-    DEFAULT_BACKBONE,
     GPU_MAX_KEY_FRAMES,
-    KNOWN_PATCH_SIZES,
     OUTPUTS,
     PAPER_RESOLUTION,
     RUN,
@@ -409,7 +407,7 @@ def _segment_one(
 
 def check_before_loading(model_cfg: ModelConfig, cfg: SegmentConfig) -> None:
     """Option values that only the device or the backbone can judge (ConfigError, a usage error)."""
-    from bavos.cli.app import check_weight_names
+    from bavos.cli.app import check_weight_names, named_patch_size
     from bavos.io.video import FrameRange
 
     check_exports(cfg.exports)
@@ -422,18 +420,13 @@ def check_before_loading(model_cfg: ModelConfig, cfg: SegmentConfig) -> None:
         {"--checkpoint": ("release", "none"), "--backbone-weights": ("hub", "none")},
     )
     import_torch()
-    from bavos.errors import WeightsError
-    from bavos.models.backbone import patch_size_of
     from bavos.models.devices import check_precision, resolve_device
 
     device = resolve_device(cfg.device)
     check_precision(device, cfg.precision)
-    name = model_cfg.backbone or (DEFAULT_BACKBONE if model_cfg.checkpoint in ("release", "none") else None)
-    if name is not None:  # else the checkpoint names it: checked once it is read
-        try:
-            cfg.for_device(device.type).check_patch(KNOWN_PATCH_SIZES.get(name) or patch_size_of(name))
-        except WeightsError as e:
-            raise ConfigError(str(e)) from e
+    patch = named_patch_size(model_cfg)
+    if patch is not None:  # else the checkpoint names the backbone: checked once it is read
+        cfg.for_device(device.type).check_patch(patch)
 
 
 AUTO = "auto"  # the default of an ``auto|MB`` option

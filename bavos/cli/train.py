@@ -7,11 +7,11 @@ from typing import Annotated, Any
 
 import typer
 
-from bavos.cli.app import app, check_weight_names, import_torch, usage_error
+from bavos.cli.app import app, check_weight_names, import_torch, named_patch_size, usage_error
 from bavos.cli.help import Command
 from bavos.cli.options import config_values, option
 from bavos.cli.output import warn
-from bavos.config import DEFAULT_BACKBONE, KNOWN_PATCH_SIZES, RUN, WEIGHTS, ModelConfig, TrainConfig
+from bavos.config import DEFAULT_BACKBONE, RUN, WEIGHTS, ModelConfig, TrainConfig
 from bavos.errors import ConfigError
 from bavos.io.files import display_name
 
@@ -112,7 +112,9 @@ def train(
         else:
             cfg = train_config(preset, **given)
             model_cfg = ModelConfig(**{"checkpoint": "none", **{k: v for k, v in models.items() if v is not None}})
-        _check_tokens(model_cfg, cfg)
+        patch = named_patch_size(model_cfg)
+        if patch is not None:  # else a checkpoint names the backbone: training checks it once that is read
+            cfg.check_tokens(patch)
     except ConfigError as e:
         usage_error(str(e), "train")
     if model_cfg.backbone_weights == "none" and not quiet:
@@ -130,20 +132,6 @@ def train(
         else:
             typer.echo(f"{result.checkpoint}: step {result.step} of {cfg.steps}{loss} ({result.seconds:.1f} s)")
     return 0
-
-
-def _check_tokens(model_cfg: ModelConfig, cfg: TrainConfig) -> None:
-    """The resolution against the backbone's patches, before any model loads where the backbone is named (else a
-    checkpoint names it, and training checks it once that is read)."""
-    from bavos.errors import WeightsError
-    from bavos.models.backbone import patch_size_of
-
-    name = model_cfg.backbone or (DEFAULT_BACKBONE if model_cfg.checkpoint in ("release", "none") else None)
-    if name is not None:
-        try:
-            cfg.check_tokens(KNOWN_PATCH_SIZES.get(name) or patch_size_of(name))
-        except WeightsError as e:
-            raise ConfigError(str(e)) from e
 
 
 def _resumed_model_config(saved: dict[str, Any], given: dict[str, str | None], learned: bool = True) -> ModelConfig:

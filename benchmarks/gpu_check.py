@@ -229,12 +229,14 @@ def _train(args: argparse.Namespace, tmp: Path, precision: str) -> dict[str, Any
     }
 
 
-def _best(fn: Any, device: Any, repeats: int = 3) -> float:
-    """Best seconds of ``fn()`` over ``repeats`` calls after one warm-up, the device synchronised around each."""
+def _best(fn: Any, device: Any, repeats: int = 3, warm_up: bool = True) -> float:
+    """Best seconds of ``fn()`` over ``repeats`` calls after one warm-up (none where ``warm_up`` is false: Triton's
+    interpreter, with ``--smoke``, compiles nothing), the device synchronised around each."""
     import torch
 
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    fn()
+    if warm_up:
+        fn()
     times = []
     for _ in range(repeats):
         sync()
@@ -328,7 +330,9 @@ def _window(args: argparse.Namespace, tmp: Path, keys: int) -> dict[str, Any]:
     with strict_float32(models.device):
         for way, on in (("torch", False), ("kernels", True)):
             with kernels(on):
-                out[way], rows_by_way[way], labels_by_way[way] = _time_window(q, key_set.k, models, cfg.tau, repeats)
+                out[way], rows_by_way[way], labels_by_way[way] = _time_window(
+                    q, key_set.k, models, cfg.tau, repeats, not args.smoke
+                )
     out["clusters"] = int(len(np.unique(labels_by_way["torch"])))
     out["rows_max_difference"] = float((rows_by_way["torch"] - rows_by_way["kernels"]).abs().max())
     out["same_clusters"] = bool(np.array_equal(labels_by_way["torch"], labels_by_way["kernels"]))
@@ -366,25 +370,29 @@ def _tiles(args: argparse.Namespace) -> dict[str, Any]:
         tiles = fused.Tiles(*choice)
         rows = fused.fused_rows(q, k, low, floor, tiles)
         out["x".join(map(str, choice))] = {
-            "seconds": _best(lambda t=tiles: fused.fused_rows(q, k, low, floor, t), device, 1 if args.smoke else 3),
+            "seconds": _best(
+                lambda t=tiles: fused.fused_rows(q, k, low, floor, t), device, 1 if args.smoke else 3, not args.smoke
+            ),
             "max_difference": float((rows - default).abs().max()),
         }
     return out
 
 
-def _time_window(q: Any, k: Any, models: Any, tau: float, repeats: int) -> tuple[dict[str, float], Any, Any]:
-    """Seconds of a window's attention, clustering and labels (best of ``repeats`` each); its rows and level-0
-    labels."""
+def _time_window(
+    q: Any, k: Any, models: Any, tau: float, repeats: int, warm: bool
+) -> tuple[dict[str, float], Any, Any]:
+    """Seconds of a window's attention, clustering and labels (best of ``repeats`` each, after a warm-up if ``warm``);
+    its rows and level-0 labels."""
     from bavos.pipeline.attention import window_attention
     from bavos.pipeline.cluster import MergeTreeBuilder, label_window
 
     rows = window_attention(q, k, models.scale).reshape(-1, k.shape[0] * q.shape[2])  # (n, M)
-    attention = _best(lambda: window_attention(q, k, models.scale), models.device, repeats)
-    clustering = _best(lambda: MergeTreeBuilder(tau).add_window(rows), models.device, repeats)
+    attention = _best(lambda: window_attention(q, k, models.scale), models.device, repeats, warm)
+    clustering = _best(lambda: MergeTreeBuilder(tau).add_window(rows), models.device, repeats, warm)
     builder = MergeTreeBuilder(tau)
     level0 = builder.add_window(rows)
     hierarchy = builder.finish()
-    labels = _best(lambda: label_window(rows, level0, hierarchy), models.device, repeats)
+    labels = _best(lambda: label_window(rows, level0, hierarchy), models.device, repeats, warm)
     return {"attention_s": attention, "clustering_s": clustering, "labels_s": labels}, rows, level0
 
 

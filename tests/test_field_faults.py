@@ -403,6 +403,13 @@ def test_recut_names_a_damaged_or_foreign_hierarchy_and_a_changed_source(tmp_pat
         assert changed.code == 1 and f"{video}: not the video this result was made from (now " in changed.err
         assert "the result's 64x48, 12 frames" in changed.err and "bavos segment" in changed.err
     assert {p.name: p.read_bytes() for p in result.rglob("*") if p.is_file()} == before  # untouched
+    video.write_bytes(write_clip(tmp_path / "same.mp4", n=12, height=48, width=64, pix_fmt="yuv444p").read_bytes())
+    reencoded = run_cli("recut", result, "--max-objects", "2")  # its size and frame count, other bytes
+    assert reencoded.code == 0, reencoded.err
+    said = "its source changed since it was made (its size or modification time): "
+    assert f"bavos: warning: {result}: {said}" in reencoded.err
+    assert "the overlay and pictures show its frames now" in reencoded.err
+    assert said in json.loads((result / "summary.json").read_text())["warnings"][-1]
 
 
 # Runs that reuse an output place: a damaged result is redone, or named, never skipped as finished.

@@ -11,7 +11,7 @@ import typer
 from bavos.cli.app import app, debug, import_torch, usage_error
 from bavos.cli.help import Command
 from bavos.cli.options import field_default, option
-from bavos.cli.output import count, error, progress_for, say_swept
+from bavos.cli.output import count, error, progress_for, say_swept, warn
 from bavos.config import RUN
 from bavos.config import SegmentConfig as S
 from bavos.errors import BavosError, ConfigError, plain_os_error
@@ -59,6 +59,8 @@ def recut(
                 code = max(code, getattr(e, "exit_code", 1))
                 continue
             if not quiet:
+                for message in summary["warnings"]:  # about the input and the cut, as segment says them
+                    warn(f"{folder}: {message}")
                 progress.line(
                     f"{folder}: level {summary['level']}, {count(summary['objects'], 'object')} "
                     f"({summary['timings']['recut']:.1f} s)"

@@ -217,6 +217,7 @@ def recut_folder(
         InputError: not a result, its source gone or changed, its hierarchy.npz missing or damaged.
         UsageError: a level or cap the hierarchy cannot give.
     """
+    from bavos.pipeline.batch import changed_reason
     from bavos.pipeline.outputs import result_warnings, write_folder
 
     started = time.perf_counter()
@@ -231,6 +232,13 @@ def recut_folder(
         analysis = recut_analysis(opened.analysis(), level, max_objects, opened.segment)
     if cfg.fps and source.info.is_folder:
         analysis = replace(analysis, info=replace(analysis.info, fps=cfg.fps))
+    # the same size and frame count (``_check_source``) but other bytes: a re-encode, an edit, or only a copy that
+    # kept neither size nor time; the cut is the old frames', the pictures show the new ones
+    changed = [
+        f"{reason}: the masks are cut from its analysis then, the overlay and pictures show its frames now"
+        for reason in [changed_reason(old, source.path)]
+        if reason
+    ]
     return write_folder(
         opened.folder,
         source,
@@ -239,7 +247,7 @@ def recut_folder(
         progress,
         old.get("first_frame", 0),
         lambda stats, _: _recut_summary(
-            old, stats, analysis, cfg, time.perf_counter() - started, result_warnings(source, analysis)
+            old, stats, analysis, cfg, time.perf_counter() - started, [*result_warnings(source, analysis), *changed]
         ),
         fix="move them out of it first",
         keep_going=False,

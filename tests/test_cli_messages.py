@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import subprocess
 import sys
 from collections.abc import Callable
@@ -156,6 +157,23 @@ def test_objects_export_is_counted_and_bounded(tmp_path: Path, run_cli: Callable
     assert len(list((result / "objects").rglob("*.png"))) == files
     r = run_cli("segment", clip, "-o", tmp_path / "out2", *args[:-2], "-q", "--export", "objects")
     assert r.code == 0 and len(list((tmp_path / "out2" / "c" / "objects").rglob("*.png"))) == files
+    cuts = [
+        (["--max-objects", "0"], "bavos recut"),  # a cut recut gives: named with its cap
+        (["--level", "0", "--max-objects", "3"], "bavos segment"),  # a cap of a level without centroids kept
+        (["--no-hierarchy"], "bavos segment"),  # nothing for recut to read
+    ]
+    for cut, command in cuts:
+        out = tmp_path / ("out" + "".join(cut))
+        r = run_cli("segment", clip, "-o", out, *args, "--max-export-files", "2", *cut)
+        made = json.loads((out / "c" / "summary.json").read_text())
+        named = r.err.split("to write them: ")[1].splitlines()[0]
+        assert named.startswith(command) and named.endswith(f" --max-export-files {6 * made['objects']}"), named
+        assert all(option in named for option in cut), named
+        r = run_cli(*shlex.split(named)[1:])
+        assert r.code == 0, r.err
+        again = json.loads((out / "c" / "summary.json").read_text())
+        assert (again["objects"], again["level"]) == (made["objects"], made["level"])
+        assert len(list((out / "c" / "objects").rglob("*.png"))) == 6 * made["objects"]
 
 
 def test_weightless_mode_shows_clusters_labelled_meaningless(

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shlex
 import shutil
 import time
 from collections import deque
@@ -25,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from bavos.config import SegmentConfig, result_settings, to_dict
+from bavos.config import SegmentConfig, result_settings, segment_options, to_dict
 from bavos.errors import DestinationError, LimitError, OutputError, plain_os_error
 from bavos.io.background import Behind
 from bavos.io.exports import Exporter, export_files, export_folders
@@ -638,6 +639,27 @@ def write_result(
     )
 
 
+def segment_command(summary: dict[str, Any], folder: Path, cut: bool = True) -> str:
+    """The ``bavos segment`` command that makes the result in ``folder`` again: its source, ``-o`` the folder's
+    parent, and each setting it was made with that is not the default (``config.segment_options``; its --level and
+    --max-objects only with ``cut``)."""
+    options = segment_options(summary.get("config") or {}, () if cut else ("level", "max_objects"))
+    return shlex.join(["bavos", "segment", str(summary["source"]), "-o", str(Path(folder).parent), *options])
+
+
+def rewrite_command(folder: Path, summary: dict[str, Any], analysis: Analysis, cfg: SegmentConfig, *more: str) -> str:
+    """The command that writes the result in ``folder`` again with its cut, and ``more`` options: a ``bavos recut``
+    where its hierarchy.npz can give the cut (the level and cap said where they are not recut's defaults), else the
+    ``bavos segment`` that made it (no hierarchy.npz, or a cap of a level whose centroids it does not keep)."""
+    h = analysis.hierarchy
+    if not cfg.save_hierarchy or h.capped_from not in (None, h.converged):
+        return " ".join([segment_command(summary, folder), *map(shlex.quote, more)])
+    cut = [] if h.level == h.converged else ["--level", str(h.level)]
+    if cfg.max_objects != SegmentConfig.max_objects:
+        cut += ["--max-objects", str(cfg.max_objects)]
+    return shlex.join(["bavos", "recut", str(folder), *cut, *more])
+
+
 def write_folder(
     final: Path,
     source: FrameSource,
@@ -683,7 +705,7 @@ def write_folder(
                 )
             skipped = (
                 f"{what}, more than --max-export-files {cfg.max_export_files:,}: they were not written; "
-                f"to write them: bavos recut {final} --max-export-files {files}"
+                "to write them: {command}"
             )
             cfg = replace(cfg, exports=tuple(e for e in cfg.exports if e != "objects"))
         else:  # said before writing
@@ -704,7 +726,8 @@ def write_folder(
             save_hierarchy(tmp / "hierarchy.npz", analysis)
         result = make_summary(stats, time.perf_counter() - start)
         if skipped:
-            result["warnings"] = [*result["warnings"], skipped]
+            command = rewrite_command(final, result, analysis, cfg, "--max-export-files", str(files))
+            result["warnings"] = [*result["warnings"], skipped.format(command=command)]
         if cfg.exports and not objects:
             empty = (
                 f"--export {' '.join(cfg.exports)}: this result has no object, so the exports hold none (a lower "

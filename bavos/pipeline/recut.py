@@ -10,7 +10,6 @@ than the cap) and gives each token the merged cluster of its own, so the result 
 from __future__ import annotations
 
 import json
-import shlex
 import time
 import zipfile
 from dataclasses import dataclass, replace
@@ -20,10 +19,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from bavos.config import SegmentConfig, segment_options
+from bavos.config import SegmentConfig
 from bavos.errors import InputError, UsageError
 from bavos.io.video import FrameRange, VideoInfo, VideoSource
 from bavos.pipeline.cluster import MergeTree
+from bavos.pipeline.outputs import segment_command
 from bavos.pipeline.products import products
 from bavos.pipeline.segment import Analysis, CutLabels, Keys, capped_analysis
 
@@ -182,14 +182,6 @@ def open_result(folder: Path) -> Opened:
     except InputError as e:
         return Opened(folder, old, cfg, None, str(e), kept, segment)
     return Opened(folder, old, cfg, source, None, source.info, segment)
-
-
-def segment_command(summary: dict[str, Any], folder: Path, cut: bool = True) -> str:
-    """The ``bavos segment`` command that makes the result in ``folder`` again: its source, ``-o`` the folder's
-    parent, and each setting it was made with that is not the default (``config.segment_options``; its --level and
-    --max-objects only with ``cut``)."""
-    options = segment_options(summary.get("config") or {}, () if cut else ("level", "max_objects"))
-    return shlex.join(["bavos", "segment", str(summary["source"]), "-o", str(Path(folder).parent), *options])
 
 
 def results_inside(folder: Path) -> str | None:

@@ -39,8 +39,8 @@ class Hierarchy:
         sizes: clusters at each level, 0 (the finest) to ``converged``.
         converged: the level where merging stopped (nothing left within tau).
         level: the level the result is cut at (``--level``; ``converged`` by default).
-        capped_from, capped_to: where ``--max-objects`` merged the cut, its clusters before and after; None where
-            it did not.
+        capped_from: the level ``--max-objects`` merged further (the cut's level), or None where it merged none.
+        capped_to: the clusters that merge left (``max_objects``, background included), or None.
     """
 
     def __init__(self, result: Result) -> None:
@@ -54,7 +54,8 @@ class Hierarchy:
 
     def recut(self, level: int | None = None, max_objects: int = 0) -> Result:
         """The same video cut at ``level`` (None: converged) and capped at ``max_objects`` (0: no cap), without the
-        model; the new result shares this one's files (closing either closes its labels).
+        model; the new result shares this one's files (closing either closes its labels). Unlike ``bavos recut``,
+        whose ``--max-objects`` defaults to segment's 20, no argument means the level uncapped.
 
         Raises:
             ConfigError: a value of the wrong type or out of range. UsageError: a level the hierarchy does not have.
@@ -300,9 +301,10 @@ def segment_video(
     """Segment one video (file or frame folder, or a FrameSource opened on one) into ``output/<name>/`` (default
     name: ``output_name``).
 
-    Writes ``masks/*.png`` (one mask per decoded frame), ``overlay.mp4``, ``hierarchy.npz`` and, last,
-    ``summary.json``, all in a temporary folder renamed into place at the end: an interrupted run leaves nothing
-    that looks finished.
+    Writes what ``bavos segment`` writes for ``config`` (docs/usage.md, "What comes out"): ``masks/*.png`` (one
+    mask per decoded frame), ``overlay.mp4``, ``preview.png``, ``hierarchy.png``, ``hierarchy.npz`` (unless
+    ``save_hierarchy`` is off), the exports asked for and, last, ``summary.json``, all in a temporary folder renamed
+    into place at the end: an interrupted run leaves nothing that looks finished.
 
     Returns:
         The summary (also written to summary.json).

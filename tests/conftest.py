@@ -108,7 +108,7 @@ def comparable(path: Path) -> object:
 
 class EncoderInputs:
     """What bavos gave its video writers (``OverlayWriter``) since the last ``take``, by file name (overlay.mp4,
-    masks.mp4): the writer's size, rate, time base and aspect, then each frame's pixels and timestamp, hashed.
+    masks.mp4): the writer's size, rate, time base and aspect, then each frame's pixels, timestamp and duration, hashed.
 
     x264 does not always give the same bitstream for the same frames. Measured with PyAV's x264 (with one thread
     too), the same 9 frames given 40 times: at 48x64, a second bitstream once in 3 of 6 processes; at 144x192, one
@@ -139,9 +139,12 @@ def encoder_inputs(monkeypatch: pytest.MonkeyPatch) -> EncoderInputs:
         inputs.record(Path(path).name, repr((args, kwargs)).encode())
         init(self, path, *args, **kwargs)
 
-    def recorded_write(self: OverlayWriter, image: np.ndarray, pts: int | None = None) -> None:
-        inputs.record(self._path.name, np.ascontiguousarray(image).tobytes() + repr((image.shape, pts)).encode())
-        write(self, image, pts)
+    def recorded_write(
+        self: OverlayWriter, image: np.ndarray, pts: int | None = None, duration: int | None = None
+    ) -> None:
+        said = repr((image.shape, pts, duration)).encode()
+        inputs.record(self._path.name, np.ascontiguousarray(image).tobytes() + said)
+        write(self, image, pts, duration)
 
     monkeypatch.setattr(OverlayWriter, "__init__", recorded_init)
     monkeypatch.setattr(OverlayWriter, "write", recorded_write)

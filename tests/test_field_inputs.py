@@ -295,7 +295,9 @@ def test_a_change_of_picture_size_is_scaled_with_one_warning(tmp_path: Path, run
     assert line["frames"] == 19
     assert line["warnings"] == [
         "the picture size changes to 160x120 at frame 9: scaled to the first frame's 96x64, "
-        "as FFmpeg does when it encodes such a stream"
+        "as FFmpeg does when it encodes such a stream",
+        "the timestamps of frame 9 and 9 more are no later than an earlier frame's: the overlay shows each one "
+        "frame period (10 fps) after the frame before",  # the second file's clock starts again at the seam
     ]
     assert summary(tmp_path / "out" / "joined")["warnings"] == line["warnings"]
     with av.open(str(tmp_path / "out" / "joined" / "overlay.mp4")) as c:
@@ -624,3 +626,59 @@ def test_an_end_past_a_frame_folder_is_a_warning(tmp_path: Path, run_cli: Callab
     assert r.code == 0, r.err
     said = [w for w in summary(tmp_path / "out" / "shots")["warnings"] if "--end" in w]
     assert said == ([f"--end {end} lies past the video's end: the range stops at its last frame, 5 (0.21 s)"] * warned)
+
+
+def overlay_times(video: Path) -> tuple[list[float], float]:
+    """The overlay's frame times and its duration (the container's, as ffprobe and players read it), in seconds."""
+    with av.open(str(video)) as c:
+        times = sorted(float(f.pts * f.time_base) for f in c.decode(c.streams.video[0]))
+        return times, c.duration / av.time_base
+
+
+def test_an_overlay_lasts_until_its_last_frame_ends(tmp_path: Path, run_cli: Callable) -> None:
+    """A variable rate cut with --start/--end ended its overlay 0.24 s in with its last frame at 0.71 s: with
+    B-frames a video's end is its decode times' plus the muxer's guess of the last duration. The last frame now
+    lasts until the next frame of the source, or as the container says at the video's end (a GIF's own delays)."""
+    path = encode(tmp_path / "vfr.mp4", clip_frames(8, 48, 64), pts=[0, 1, 2, 3, 4, 5, 25, 26])
+    assert run_cli("segment", path, "-o", tmp_path / "cut", *QUIET, "--start", "1", "--end", "7").code == 0
+    times, duration = overlay_times(tmp_path / "cut" / "vfr" / "overlay.mp4")
+    assert times == pytest.approx([0, 0.1, 0.2, 0.3, 0.4, 2.4]) and duration == pytest.approx(2.5)
+    assert run_cli("segment", path, "-o", tmp_path / "whole", *QUIET).code == 0
+    times, duration = overlay_times(tmp_path / "whole" / "vfr" / "overlay.mp4")
+    assert times[-1] == pytest.approx(2.6) and duration == pytest.approx(2.7)
+    gif = tmp_path / "delays.gif"
+    images = [Image.fromarray(img) for img in clip_frames(5, 48, 64)]
+    images[0].save(gif, save_all=True, append_images=images[1:], duration=[100, 100, 100, 500, 200], loop=0)
+    assert run_cli("segment", gif, "-o", tmp_path / "gif", *QUIET).code == 0
+    times, duration = overlay_times(tmp_path / "gif" / "delays" / "overlay.mp4")
+    assert times == pytest.approx([0, 0.1, 0.2, 0.3, 0.8]) and duration == pytest.approx(1.0)
+
+
+def test_frames_sharing_a_timestamp_are_spaced_with_a_warning(tmp_path: Path, run_cli: Callable) -> None:
+    """Every packet at time 0 (a broken muxer's file): the overlay spaces the frames by the rate, and says so."""
+    path = tmp_path / "same.mkv"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mjpeg", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuvj420p"
+        for img in clip_frames(6, 48, 64):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                packet.pts = packet.dts = 0
+                container.mux(packet)
+    line, err = segment_json(run_cli, path, tmp_path / "out")
+    assert line["frames"] == 6
+    said = "the timestamps of frame 1 and 4 more are no later than an earlier frame's: the overlay shows each one"
+    assert any(w.startswith(said) for w in line["warnings"]) and said in err
+    times, _ = overlay_times(tmp_path / "out" / "same" / "overlay.mp4")
+    assert len(times) == 6 and all(b > a for a, b in zip(times, times[1:], strict=False))
+
+
+def test_a_cut_short_container_without_a_frame_count_is_said(tmp_path: Path, run_cli: Callable) -> None:
+    """Matroska announces a duration, not a frame count: 48 frames cut to about a third decoded in silence."""
+    full = write_stream(tmp_path / "full.mkv", 48, 64, 48, fps=24, codec="libx264", fmt="matroska")
+    data = full.read_bytes()
+    (tmp_path / "cut.mkv").write_bytes(data[: len(data) // 2])
+    line, _ = segment_json(run_cli, tmp_path / "cut.mkv", tmp_path / "out")
+    assert 0 < line["frames"] < 48
+    assert any(w.startswith("the container announces 2.00 s; its frames end at ") for w in line["warnings"])
+    line, _ = segment_json(run_cli, full, tmp_path / "out")
+    assert line["frames"] == 48 and not line["warnings"]

@@ -52,6 +52,8 @@ class Frame:
         name: file stem for frame folders ("00000"), else the zero-padded frame number.
         pts: presentation timestamp in ``time_base`` units, or None (frame folders, missing timestamps).
         number: position in the whole video (decode order, from 0): ``index`` plus the range's start.
+        duration: how long the frame is shown, in ``time_base`` units: until the next frame's time, or for the last
+            one as the container says it (None: not known).
     """
 
     index: int
@@ -59,6 +61,7 @@ class Frame:
     name: str
     pts: int | None = None
     number: int = -1
+    duration: int | None = None
 
 
 @dataclass(frozen=True)
@@ -635,6 +638,9 @@ class VideoSource(RangedSource):
         container, stream = open_container(self.path)
         width, height = self.info.coded_size or (0, 0)
         i, sizes = -1, {(width, height)}
+        held: Frame | None = None  # a frame waits for the next one, whose time ends it
+        untimed: list[int] = []  # frames whose time is not after every one before (OverlayWriter re-times them)
+        latest: int | None = None
         try:
             for i, frame in enumerate(self._decode(container, stream, self.info.start_pts)):
                 if (frame.width, frame.height) not in sizes:
@@ -644,12 +650,50 @@ class VideoSource(RangedSource):
                         f"the first frame's {width}x{height}, as FFmpeg does when it encodes such a stream"
                     )
                 pts = None if frame.pts is None else frame.pts - self.info.start_pts
-                yield Frame(i, frame_image(frame, (width, height)), f"{i:05d}", pts, i)
+                # the container's duration of the last frame; the others last until the next one (a packet's
+                # duration belongs to its place in decode order, which B-frames make another frame's)
+                shown = getattr(frame, "duration", None)  # not in every PyAV release
+                shown = shown if shown and shown > 0 else None
+                current = Frame(i, frame_image(frame, (width, height)), f"{i:05d}", pts, i, shown)
+                if pts is not None and latest is not None and pts <= latest:
+                    untimed.append(i)
+                latest = pts if latest is None or (pts is not None and pts > latest) else latest
+                if held is not None:
+                    yield _lasting_until(held, current)
+                held = current
+            if held is not None:
+                yield held
         finally:
             container.close()
+        if untimed:  # the overlay cannot show two frames at one time: OverlayWriter spaces them by the rate
+            which = f"frame {untimed[0]}" + (f" and {len(untimed) - 1} more" if len(untimed) > 1 else "")
+            self.warn(
+                f"the timestamps of {which} are no later than an earlier frame's: the overlay shows each one "
+                f"frame period ({self.info.fps:g} fps) after the frame before"
+            )
         announced = self.info.frame_count if self.range.whole else None
         if announced and i + 1 != announced:
             self.warn(f"the container announces {announced} frames; {i + 1} were decoded")
+        elif held is not None and self.range.whole and not announced:
+            self._check_duration(held)
+
+    def _check_duration(self, last: Frame) -> None:
+        """Warn where the frames end well before the duration the container states (a file cut short; Matroska,
+        WebM and MPEG-TS announce no frame count, only a duration). Well: more than two frame periods and a tenth
+        of it, since a container's duration may take in a longer audio stream."""
+        stated, period = self.info.duration, 1 / self.info.fps
+        if not stated or last.pts is None or self.info.time_base is None:
+            return
+        ended = float((last.pts + (last.duration or 0)) * self.info.time_base) + (0 if last.duration else period)
+        if stated - ended > max(2 * period, 0.1 * stated):
+            self.warn(f"the container announces {stated:.2f} s; its frames end at {ended:.2f} s")
+
+
+def _lasting_until(frame: Frame, following: Frame) -> Frame:
+    """``frame`` shown until ``following`` starts (its own duration where either has no time)."""
+    if frame.pts is None or following.pts is None or following.pts <= frame.pts:
+        return frame
+    return replace(frame, duration=following.pts - frame.pts)
 
 
 class OverlayWriter:
@@ -691,10 +735,14 @@ class OverlayWriter:
         self._last_pts = -1
         self._count = 0
         self._offset: int | None = None  # the first frame's pts: the video starts at 0
+        self._end = 0  # where the last frame shown ends, in the time base
+        self._first_dts: int | None = None
+        self._held: av.Packet | None = None  # the last packet, muxed at close with the duration that ends the video
 
-    def write(self, image: np.ndarray, pts: int | None = None) -> None:
-        """Encode one (H, W, 3) uint8 frame; ``pts`` in the writer's time base (else frame order). Timestamps count
-        from the first frame's, so the video starts at 0 and keeps the input's spacing."""
+    def write(self, image: np.ndarray, pts: int | None = None, duration: int | None = None) -> None:
+        """Encode one (H, W, 3) uint8 frame; ``pts`` in the writer's time base (else frame order), shown for
+        ``duration`` (else one frame period). Timestamps count from the first frame's, so the video starts at 0 and
+        keeps the input's spacing, and it ends when its last frame does."""
         if any(self._pad):
             image = np.pad(image, ((0, self._pad[0]), (0, self._pad[1]), (0, 0)), mode="edge")
         frame = av.VideoFrame.from_ndarray(image, format="rgb24")
@@ -702,22 +750,41 @@ class OverlayWriter:
             self._offset = pts if self._offset is None else self._offset
             pts -= self._offset
         if pts is None or pts <= self._last_pts:
-            pts = self._last_pts + self._step if self._count else 0
+            pts, duration = (self._last_pts + self._step if self._count else 0), None
         frame.pts, frame.time_base = pts, self._time_base
+        self._end = max(self._end, pts + (duration if duration and duration > 0 else self._step))
         self._last_pts = pts
         self._count += 1
         self._mux(self._stream.encode(frame))
 
-    def _mux(self, packets: list[av.Packet]) -> None:
+    def _mux(self, packets: list[av.Packet], last: bool = False) -> None:
         try:
             for packet in packets:
-                self._container.mux(packet)
+                if self._first_dts is None:
+                    self._first_dts = packet.dts
+                if self._held is not None:
+                    self._container.mux(self._held)
+                self._held = packet
+            if last and self._held is not None:
+                self._container.mux(self._ending(self._held))
+                self._held = None
         except (av.error.FFmpegError, OSError) as e:
             raise OutputError(
                 f"cannot write the video {self._path.name}: {plain_os_error(e, '') if isinstance(e, OSError) else e}"
             ) from e
 
+    def _ending(self, packet: av.Packet) -> av.Packet:
+        """The last packet, lasting until the last frame shown ends. A video's duration is its packets' decode
+        times' span plus the last one's duration; with B-frames the decode times trail the frames' times, so at a
+        variable rate the muxer's guess of the last duration (one period) ended the video before its last frame."""
+        if packet.dts is not None and self._first_dts is not None and packet.time_base is not None:
+            end = round(self._end * self._time_base / packet.time_base)
+            lasting = end - (packet.dts - self._first_dts)
+            if lasting > 0:
+                packet.duration = lasting
+        return packet
+
     def close(self) -> None:
         """Flush the encoder and close the file."""
-        self._mux(self._stream.encode(None))
+        self._mux(self._stream.encode(None), last=True)
         self._container.close()

@@ -122,7 +122,7 @@ def write_frames(
         blended = made.result()
         if blended is not None:
             if writer is not None:
-                writer.write(blended, frame.pts)
+                writer.write(blended, frame.pts, frame.duration)
             if frame.index in chosen:
                 thumbs.append((frame.number, thumbnail(blended)))
         if exporter is not None:

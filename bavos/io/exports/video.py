@@ -26,7 +26,7 @@ class MaskVideoWriter:
         self._colours = palette(max(ids, 1))
 
     def add(self, frame: Frame, ids: np.ndarray) -> None:
-        self._video.write(self._colours[ids], frame.pts)
+        self._video.write(self._colours[ids], frame.pts, frame.duration)
 
     def close(self, video_name: str) -> None:
         self._video.close()

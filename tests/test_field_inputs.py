@@ -581,6 +581,18 @@ def test_a_pipe_is_said_to_be_a_pipe(tmp_path: Path, run_cli: Callable) -> None:
     )
 
 
+def test_standard_input_is_said_to_be_unread(
+    tmp_path: Path, run_cli: Callable, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`bavos segment - < clip.mp4` said "-: no such file or folder", exit 1; a file named "-" is still read."""
+    monkeypatch.chdir(tmp_path)
+    r = run_cli("segment", "-", "-o", tmp_path / "out", *QUIET)
+    assert r.code == 2 and r.err.startswith("bavos: error: -: bavos does not read standard input (it reads a video")
+    assert "save it to a file first" in r.err and not (tmp_path / "out").exists()
+    write_clip(tmp_path / "x.mp4", n=3, height=48, width=64).rename(tmp_path / "-")
+    assert run_cli("segment", "-", "-o", tmp_path / "out", *QUIET).code == 0
+
+
 def test_anamorphic_video_keeps_its_pixel_aspect_ratio(tmp_path: Path, run_cli: Callable) -> None:
     """64x64 stored, 3:2 pixels: shown 96x64; the overlay keeps the ratio (jellyfin #2273)."""
     path = encode(tmp_path / "sar.mp4", clip_frames(4, 64, 64), sample_aspect_ratio=Fraction(3, 2))

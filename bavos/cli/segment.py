@@ -524,6 +524,9 @@ def segment(
     hierarchy.png, hierarchy.npz and summary.json (and the --export files). Everything is checked before a model
     loads."""
     params = dict(locals())
+    if any(str(path) == "-" and not path.exists() for path in inputs):  # as ffmpeg's "-i -"
+        error("-: bavos does not read standard input (it reads a video several times): save it to a file first")
+        raise typer.Exit(2)
     try:
         model_cfg = ModelConfig(**config_values(ModelConfig, params))
         cfg = SegmentConfig(**config_values(SegmentConfig, params, CONVERT))

@@ -581,6 +581,19 @@ def test_a_pipe_is_said_to_be_a_pipe(tmp_path: Path, run_cli: Callable) -> None:
     )
 
 
+def test_an_animated_webp_is_said_to_be_one(tmp_path: Path, run_cli: Callable) -> None:
+    """FFmpeg decodes still WebP only: an animated one was "damaged or truncated" (it is neither)."""
+    images = [Image.fromarray(img) for img in clip_frames(4, 48, 64)]
+    images[0].save(tmp_path / "anim.webp", save_all=True, append_images=images[1:], duration=100)
+    r = run_cli("segment", tmp_path / "anim.webp", "-o", tmp_path / "out", *QUIET)
+    assert r.code == 1 and r.err.strip() == (
+        f"bavos: error: {tmp_path / 'anim.webp'}: an animated WebP, which FFmpeg cannot decode: convert it to a "
+        "video or to a folder of frames first"
+    )
+    images[0].save(tmp_path / "still.webp")
+    assert run_cli("segment", tmp_path / "still.webp", "-o", tmp_path / "out", *QUIET).code == 0
+
+
 def test_standard_input_is_said_to_be_unread(
     tmp_path: Path, run_cli: Callable, monkeypatch: pytest.MonkeyPatch
 ) -> None:

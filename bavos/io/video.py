@@ -540,6 +540,11 @@ class VideoSource(RangedSource):
         try:
             first = next(self._decode(container, stream), None)
             if first is None:
+                if stream.codec_context.name == "webp" and _animated(self.path):
+                    raise InputError(
+                        f"{self.path}: an animated WebP, which FFmpeg cannot decode: convert it to a video or to a "
+                        "folder of frames first"
+                    )
                 why = f"; the file is damaged or truncated ({self._decode_error})" if self._decode_error else ""
                 raise InputError(f"{self.path}: holds no decodable video frames{why}")
             rotation = round(getattr(first, "rotation", 0) / 90) % 4 * 90
@@ -687,6 +692,15 @@ class VideoSource(RangedSource):
         ended = float((last.pts + (last.duration or 0)) * self.info.time_base) + (0 if last.duration else period)
         if stated - ended > max(2 * period, 0.1 * stated):
             self.warn(f"the container announces {stated:.2f} s; its frames end at {ended:.2f} s")
+
+
+def _animated(path: Path) -> bool:
+    """Whether Pillow reads several frames in ``path`` (FFmpeg's WebP decoder reads stills only)."""
+    try:
+        with Image.open(path) as image:
+            return bool(getattr(image, "is_animated", False))
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return False
 
 
 def _lasting_until(frame: Frame, following: Frame) -> Frame:

@@ -29,7 +29,35 @@ def test_without_the_extra_it_names_the_install(view_result: Path) -> None:
         timeout=60,
     )
     assert proc.returncode == 1
-    assert proc.stderr == 'bavos: error: bavos view needs the viewer\'s libraries: pip install "bavos[view]"\n'
+    from bavos.cli.view import install_command
+
+    assert proc.stderr == f"bavos: error: bavos view needs the viewer's libraries: {install_command('view')}\n"
+
+
+@pytest.mark.parametrize(
+    ("recorded", "command"),
+    [
+        ('{"url": "file:///src/my%20bavos", "dir_info": {"editable": true}}', 'pip install -e "/src/my bavos[view]"'),
+        ('{"url": "file:///src/bavos", "dir_info": {}}', 'pip install "/src/bavos[view]"'),  # pip install .
+        ('{"url": "file:///w/bavos-1.0-py3-none-any.whl", "archive_info": {}}', 'pip install "bavos[view]"'),
+        (None, 'pip install "bavos[view]"'),  # from the package index
+    ],
+)
+def test_the_install_named_is_this_installation_s(
+    recorded: str | None, command: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The README installs from a clone (`pip install .`), where `pip install "bavos[view]"` would look for bavos in
+    the package index: the extra is named from where pip says bavos came from."""
+    from importlib import metadata
+
+    from bavos.cli.view import install_command
+
+    class Installed:
+        def read_text(self, name: str) -> str | None:
+            return recorded if name == "direct_url.json" else None
+
+    monkeypatch.setattr(metadata, "distribution", lambda name: Installed())
+    assert install_command("view") == command
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "0.0.0.0"])

@@ -19,9 +19,26 @@ from bavos.cli.output import error, note, warn
 from bavos.config import RUN
 from bavos.errors import BavosError
 
-INSTALL = 'pip install "bavos[view]"'
 PORT_TRIES = 20  # ports tried from --port on when it is taken, as Jupyter does
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def install_command(extra: str) -> str:
+    """The pip command that adds bavos's ``extra`` to this installation: from the folder it was installed from
+    (pip records it; editable kept editable), else from the package index."""
+    import json
+    from importlib import metadata
+    from urllib.parse import unquote, urlparse
+
+    try:
+        found = json.loads(metadata.distribution("bavos").read_text("direct_url.json") or "null")
+    except (metadata.PackageNotFoundError, ValueError):
+        found = None
+    url = urlparse(found.get("url", "")) if isinstance(found, dict) else None
+    if url is None or url.scheme != "file" or "dir_info" not in found:
+        return f'pip install "bavos[{extra}]"'
+    editable = "-e " if found["dir_info"].get("editable") else ""
+    return f'pip install {editable}"{unquote(url.path)}[{extra}]"'
 
 
 @app.command(cls=Command)
@@ -51,7 +68,7 @@ def view(
         import uvicorn  # noqa: F401 - the extra's libraries, checked before anything else
         from starlette.applications import Starlette  # noqa: F401
     except ImportError:
-        error(f"bavos view needs the viewer's libraries: {INSTALL}")
+        error(f"bavos view needs the viewer's libraries: {install_command('view')}")
         raise typer.Exit(1) from None
     import_torch()
     from bavos.view.results import ViewedResult

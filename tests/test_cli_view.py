@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("uvicorn", reason='needs the viewer\'s extra: pip install "bavos[view]"')
+pytest.importorskip("uvicorn", reason='needs the viewer\'s extra: pip install ".[view]"')
 
 
 def test_what_is_not_a_result_is_one_line_before_serving(tmp_path: Path, run_cli) -> None:

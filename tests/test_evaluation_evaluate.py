@@ -151,8 +151,18 @@ def test_proposal_limit_and_non_standard_name(davis: Path, tmp_path: Path) -> No
     many = moving_objects(objects=1)
     many[:, 30:, 40:] = 21  # id 21: one more than the official limit
     write_ids(preds / "b", many)
-    with pytest.raises(EvalError, match="more than the 20 proposals"):
+    with pytest.raises(EvalError) as said:
         evaluate.evaluate_davis(preds, davis, "official", ["b"])
+    assert "the predictions hold id 21, more than the 20 proposals the official protocol allows: cut them to " in str(
+        said.value
+    ) and "(bavos recut --max-objects 21: the background is one)" in str(said.value)
+    write_ids(preds / "b", np.minimum(many, 20))  # ids 0..20, as --max-objects 21 gives: within the protocol
+    evaluate.evaluate_davis(preds, davis, "official", ["b"])
+    write_ids(preds / "b", many)
+    with pytest.raises(EvalError, match=r"more than the 5 proposals of --max-proposals 5: .*--max-objects 6"):
+        evaluate.evaluate_davis(preds, davis, "official", ["b"], max_proposals=5)
+    with pytest.raises(EvalError, match=r"hold 22 clusters \(ids 0..21\), more than the 21 proposals of "):
+        evaluate.evaluate_davis(preds, davis, "release", ["b"], max_proposals=21)
     res = evaluate.evaluate_davis(preds, davis, "official", ["b"], max_proposals=21)
     assert res.protocol == "official (non-standard: up to 21 proposals)"
     assert evaluate.evaluate_davis(preds, davis, "per-frame", ["b"]).protocol == "per-frame"

@@ -51,7 +51,8 @@ def eval_(
         typer.Option(
             metavar="N",
             show_default="the protocol's",
-            help="Proposal limit; any other value is reported as non-standard.",
+            help="Most proposals a sequence may hold (more is an error, not cut); another value is reported as "
+            "non-standard.",
         ),
     ] = None,
     fg_ari: Annotated[

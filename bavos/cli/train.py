@@ -35,7 +35,7 @@ def train(
             "--output",
             "-o",
             metavar="DIR",
-            help="Run folder: checkpoints, metrics.jsonl, frame cache.",
+            help="Run folder, required: checkpoints, metrics.jsonl, frame cache.",
             show_default=False,
             rich_help_panel=RUN,
         ),

@@ -85,3 +85,8 @@ def plain_os_error(e: OSError, path: object = None) -> str:
     cause = _PLAIN.get(name) or (e.strerror or str(e)).rstrip(".").lower() or type(e).__name__
     where = path if path is not None else (e.filename or "")
     return f"{where}: {cause}" if where else cause
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, a job scheduler's time limit), raised as Ctrl-C is so that the same clean-up runs; its
+    reports say "terminated", and the exit code is 143."""

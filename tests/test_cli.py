@@ -446,7 +446,9 @@ def test_sigterm_removes_the_temporary_files(tmp_path: Path) -> None:
             "--backbone-weights",
             "none",
             "-q",
+            "--json",
         ],
+        stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
@@ -454,9 +456,11 @@ def test_sigterm_removes_the_temporary_files(tmp_path: Path) -> None:
     while not list(out.glob(".bavos-work-*/.bavos-level0-*")) and time.monotonic() < deadline:
         time.sleep(0.05)  # until the hierarchy pass has begun
     proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=120)
+    stdout, err = proc.communicate(timeout=120)
     assert proc.returncode == 143, err
     assert err.strip().endswith("bavos: error: terminated")
+    line = json.loads(stdout)  # a scheduler's time limit, told from a Ctrl-C
+    assert (line["status"], line["error"]) == ("interrupted", "terminated")
     assert not out.exists()  # no work folder, no half-written result, not even the folder the run created
 
 

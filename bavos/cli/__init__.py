@@ -22,7 +22,7 @@ from bavos.cli import view as _view  # noqa: F401 - registers `bavos view`
 from bavos.cli import weights as _weights  # noqa: F401 - registers `bavos weights`
 from bavos.cli.app import app, debug, usage_errors
 from bavos.cli.output import error
-from bavos.errors import BavosError, plain_os_error
+from bavos.errors import BavosError, Terminated, plain_os_error
 
 __all__ = ["app", "main"]
 
@@ -42,7 +42,7 @@ class _Terminated:
 
     def _handle(self, signum: int, frame: Any) -> None:
         self.received = True
-        raise KeyboardInterrupt
+        raise Terminated
 
     def __exit__(self, *exc: object) -> None:
         if self._previous is not None:

@@ -440,8 +440,9 @@ class Results:
     def failed(self, path: Path, folder: Path, error: str, seconds: float) -> None:
         self._emit(path, "failed", folder, None, None, seconds, error)
 
-    def interrupted(self, path: Path, folder: Path, seconds: float) -> None:
-        self._emit(path, "interrupted", folder, None, None, seconds, "interrupted")
+    def interrupted(self, path: Path, folder: Path, seconds: float, why: str = "interrupted") -> None:
+        """An input stopped by Ctrl-C (``why`` "interrupted") or SIGTERM ("terminated"): status "interrupted"."""
+        self._emit(path, "interrupted", folder, None, None, seconds, why)
 
     def skipped(self, path: Path, folder: Path, summary: dict[str, Any]) -> None:
         self._emit(

@@ -34,7 +34,7 @@ from bavos.config import (
     result_settings,
     slurm_part,
 )
-from bavos.errors import BavosError, ConfigError, ResourceError, plain_os_error
+from bavos.errors import BavosError, ConfigError, ResourceError, Terminated, plain_os_error
 from bavos.io.exports import EXPORTS, check_exports
 
 
@@ -398,8 +398,9 @@ def _segment_one(
         error(message)
         report.failed(path, output / name, message, time.perf_counter() - start)
         return 1
-    except KeyboardInterrupt:
-        report.interrupted(path, output / name, time.perf_counter() - start)
+    except KeyboardInterrupt as e:
+        why = "terminated" if isinstance(e, Terminated) else "interrupted"
+        report.interrupted(path, output / name, time.perf_counter() - start, why)
         raise
     report.ok(path, summary, time.perf_counter() - start)
     return 0

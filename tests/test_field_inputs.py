@@ -296,7 +296,7 @@ def test_a_change_of_picture_size_is_scaled_with_one_warning(tmp_path: Path, run
     assert line["warnings"] == [
         "the picture size changes to 160x120 at frame 9: scaled to the first frame's 96x64, "
         "as FFmpeg does when it encodes such a stream",
-        "the timestamps of frame 9 and 9 more are no later than an earlier frame's: the overlay shows each one "
+        "the timestamps of frame 9 and 8 more are no later than an earlier frame's: the overlay shows each one "
         "frame period (10 fps) after the frame before",  # the second file's clock starts again at the seam
     ]
     assert summary(tmp_path / "out" / "joined")["warnings"] == line["warnings"]

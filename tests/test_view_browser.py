@@ -216,6 +216,76 @@ def test_several_results_are_listed_and_one_opens(view_result: Path, tmp_path: P
         drawn(browser, 0, "2/20")
         assert browser.execute_script("return document.getElementById('list').offsetParent === null")
         assert browser.execute_script("return document.getElementById('results').value") == "1"
+        browser.execute_script(  # "all results" in the menu: back to the list
+            "const s = document.getElementById('results'); s.value = '-1'; s.dispatchEvent(new Event('change'));"
+        )
+        assert wait(browser, "return document.getElementById('viewer').offsetParent === null")
+        assert browser.execute_script("return document.getElementById('list').offsetParent !== null")
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+def test_keys_lanes_playing_in_time_and_a_stopped_server(
+    view_result: Path, tmp_path: Path, browser: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A focused slider keeps its arrows; a lane's click selects its object; playing skips frames that take
+    longer to fetch than the video shows them; and a stopped server is said, with playing stopped."""
+    import uvicorn
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    from bavos.cli.view import _free_port
+    from bavos.view.results import ViewedResult
+    from bavos.view.server import make_app
+
+    folder = tmp_path / "out" / "clip"
+    shutil.copytree(view_result, folder)
+    fetched = []
+    frame = ViewedResult.frame
+
+    def slow(self: ViewedResult, k: int) -> Any:  # a large frame on a busy machine: slower than 12 fps
+        fetched.append(k)
+        if len(fetched) > 1:
+            time.sleep(0.5)
+        return frame(self, k)
+
+    monkeypatch.setattr(ViewedResult, "frame", slow)
+    port = _free_port("127.0.0.1", 8797)
+    assert port is not None
+    server = uvicorn.Server(uvicorn.Config(make_app([ViewedResult(folder)], "tok"), port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.02)
+    try:
+        browser.get(f"http://127.0.0.1:{port}/?token=tok")
+        drawn(browser, 0, "2/20")
+        alpha = browser.find_element(By.ID, "alpha")
+        alpha.send_keys(Keys.ARROW_RIGHT)
+        assert browser.execute_script("return [document.getElementById('alpha').value, state.k]") == ["0.55", 0]
+
+        first = browser.execute_script("return listed()[0].id")
+        browser.execute_script(
+            "const c = document.getElementById('lanes'), r = c.getBoundingClientRect();"
+            "c.dispatchEvent(new MouseEvent('click', {clientX: r.left + r.width * 0.5, clientY: r.top + 2}));"
+        )
+        drawn(browser, 4, "2/20")  # the middle of the lane's 9 frames
+        assert wait(browser, "const r = document.querySelector('#objects tr.selected'); return r && r.dataset.id")
+        assert (
+            browser.execute_script("return Number(document.querySelector('#objects tr.selected').dataset.id)") == first
+        )
+
+        browser.execute_script("show(0)")
+        drawn(browser, 0, "2/20")
+        fetched.clear()
+        browser.find_element(By.ID, "play").click()
+        wait(browser, "return Number(document.getElementById('frame').dataset.frame) >= 6")
+        assert len(fetched) < 6, fetched  # frames skipped to keep time, and said
+        assert "frames skipped to keep time" in browser.find_element(By.ID, "pos").text
+    finally:
+        server.should_exit = True
+        thread.join(10)
+    browser.execute_script("show(1)")
+    wait(browser, "return document.getElementById('banner').textContent.startsWith('bavos view has stopped')")
+    assert browser.execute_script("return state.playing") is False

@@ -9,7 +9,7 @@ import sys
 import threading
 import webbrowser
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -94,6 +94,8 @@ def _free_port(host: str, port: int) -> int | None:
     for candidate in range(port, port + PORT_TRIES):
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         with socket.socket(family, socket.SOCK_STREAM) as s:
+            # as uvicorn binds: a port whose last connections wait out TIME_WAIT (a viewer just stopped) is free
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 s.bind((host, candidate))
             except OSError:
@@ -114,7 +116,8 @@ def _serve(opened: list, host: str, port: int, browser: bool) -> int:
     address = f"http://{shown}:{port}/?token={token}"
     if host not in LOOPBACK:
         warn(f"--host {host}: anyone who gets the address can read these results (and save cuts of them)")
-    server = uvicorn.Server(uvicorn.Config(make_app(opened, token), host=host, port=port, log_level="warning"))
+    app = make_app(opened, token)
+    server = _server_class()(uvicorn.Config(app, host=host, port=port, log_level="warning"), app.state.saving)
     threading.Thread(target=_when_up, args=(server, address, browser and _has_display()), daemon=True).start()
     try:
         server.run()
@@ -124,6 +127,26 @@ def _serve(opened: list, host: str, port: int, browser: bool) -> int:
         for result in opened:
             result.close()
     return 0
+
+
+def _server_class() -> type:
+    """uvicorn's Server, saying on a stop what it waits for (imported only where the viewer runs)."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        def __init__(self, config: uvicorn.Config, saving: list[str]) -> None:
+            super().__init__(config)
+            self.saving = saving
+
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            if self.saving and not self.should_exit:  # uvicorn lets the requests in flight finish
+                note(
+                    f"stopping once the save into {', '.join(self.saving)} is written; Ctrl-C again stops at once, "
+                    "leaving the result as it was or as saved, never half-written"
+                )
+            super().handle_exit(sig, frame)
+
+    return Server
 
 
 def _has_display() -> bool:

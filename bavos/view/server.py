@@ -59,6 +59,7 @@ class _Viewer:
 
     def __init__(self, results: list[ViewedResult], token: str) -> None:
         self.results, self.token = results, token
+        self.saving: list[str] = []  # the folders being written now (a stop waits for them)
 
     def result(self, request: Request) -> ViewedResult:
         i = int(request.path_params["i"])
@@ -127,7 +128,12 @@ class _Viewer:
         body = await request.json()
         level, cap = _int(body.get("level")), _int(body.get("max_objects"))
         name = body.get("name") or None
-        summary = await run_in_threadpool(r.save, r.level if level is None else level, cap or 0, name)
+        where = str(r.folder if name is None else r.folder.parent / str(name))
+        self.saving.append(where)
+        try:
+            summary = await run_in_threadpool(r.save, r.level if level is None else level, cap or 0, name)
+        finally:
+            self.saving.remove(where)
         return JSONResponse(
             {"output": summary["output"], "level": summary["level"], "objects": summary["objects"], "name": name}
         )
@@ -148,11 +154,13 @@ def make_app(results: list[ViewedResult], token: str) -> Starlette:
         Route("/api/results/{i:int}/hierarchy.png", v.hierarchy),
         Route("/api/results/{i:int}/save", v.save, methods=["POST"]),
     ]
-    return Starlette(
+    app = Starlette(
         routes=routes,
         middleware=[Middleware(_Token, token=token)],
         exception_handlers={BavosError: _said, _NotFound: _not_found, ValueError: _bad_value},
     )
+    app.state.saving = v.saving
+    return app
 
 
 class _NotFound(Exception):
@@ -160,9 +168,11 @@ class _NotFound(Exception):
 
 
 def _int(value: Any) -> int | None:
-    """A whole number from a query or a body (None: not given); ValueError otherwise."""
+    """A whole number from a query or a body (None: not given); ValueError naming the value otherwise."""
     if value is None or value == "":
         return None
+    if isinstance(value, bool) or not (isinstance(value, int) or str(value).strip().lstrip("-").isdigit()):
+        raise ValueError(f"{value!r} is not a whole number")
     return int(value)
 
 
@@ -196,4 +206,4 @@ async def _not_found(request: Request, exc: Exception) -> Response:
 
 
 async def _bad_value(request: Request, exc: Exception) -> Response:
-    return JSONResponse({"error": f"not a whole number: {exc}"}, 400)
+    return JSONResponse({"error": str(exc)}, 400)

@@ -12,22 +12,43 @@ function url(path, params = {}) {
   return `${path}?${q}`;
 }
 
+// The server gone (Ctrl-C, a closed terminal): said once, on top, and playing stops; nothing else can work.
+const GONE = "bavos view has stopped: the page cannot read or save anything until it runs again (the same command)";
+
+async function ask(address, options) {
+  try {
+    return await fetch(address, options);
+  } catch (e) {
+    lost();
+    throw new Error(GONE);
+  }
+}
+
+function lost() {
+  state.playing = false;
+  $("play").innerHTML = "&#9654;";
+  $("banner").textContent = GONE;
+  $("banner").hidden = false;
+  document.body.classList.add("gone");
+}
+
 async function getJSON(path, params) {
-  const r = await fetch(url(path, params));
+  const r = await ask(url(path, params));
   const body = await r.json();
   if (!r.ok) throw new Error(body.error || r.statusText);
   return body;
 }
 
 async function getBytes(path, params) {
-  const r = await fetch(url(path, params));
+  const r = await ask(url(path, params));
   if (!r.ok) throw new Error((await r.json()).error || r.statusText);
   return r.arrayBuffer();
 }
 
 const state = {
   results: [], index: -1, info: null, cut: null, k: 0, playing: false, alpha: 0.5, mode: "fill",
-  hidden: new Set(), only: null, selected: null, ids: null, colours: new Map(), drawing: 0,
+  hidden: new Set(), only: null, selected: null, ids: null, colours: new Map(), drawing: 0, cap: null,
+  skipped: 0,
 };
 
 function cutParams() {
@@ -39,8 +60,9 @@ async function start() {
   state.results = await getJSON("/api/results");
   const select = $("results");
   select.innerHTML = "";
+  if (state.results.length > 1) select.add(new Option("all results", "-1"));
   state.results.forEach((r) => select.add(new Option(`${r.name} (${r.frames} frames, ${r.objects} objects)`, r.index)));
-  select.onchange = () => openResult(Number(select.value));
+  select.onchange = () => (Number(select.value) < 0 ? showList() : openResult(Number(select.value)));
   select.hidden = state.results.length < 2;
   if (state.results.length > 1) showList();
   else await openResult(0);
@@ -61,10 +83,17 @@ function showList() {
   }
   list.hidden = false;
   $("viewer").hidden = true;
+  state.playing = false;
+  $("results").value = "-1";
+  $("summary").textContent = `${state.results.length} results`;
 }
 
-async function openResult(i) {
+async function openResult(i, keep = false) {
+  const same = keep && state.index === i;
+  const kept = { k: state.k, hidden: new Set(state.hidden), only: state.only, selected: state.selected };
+  state.playing = false;
   state.index = i;
+  $("summary").textContent = "loading…";
   state.info = await getJSON(`/api/results/${i}`);
   const info = state.info;
   $("results").value = String(i);
@@ -85,12 +114,22 @@ async function openResult(i) {
   state.alpha = info.overlay_alpha;
   $("alpha").value = info.overlay_alpha;
   state.cut = null;
+  state.cap = null;
   state.hidden.clear();
   state.only = null;
   state.selected = null;
   state.k = 0;
+  if (!same) $("saved").textContent = ""; // another result's message
+  $("cuterr").textContent = "";
   await loadCut(info.level, info.max_objects);
-  await show(0);
+  if (same) { // the cut just saved in place: the same ids, so the same view
+    state.hidden = kept.hidden;
+    state.only = kept.only;
+    state.selected = kept.selected;
+    renderObjects();
+    drawLanes();
+  }
+  await show(same ? kept.k : 0);
 }
 
 // ---- the cut -------------------------------------------------------------------------------------------------
@@ -117,8 +156,13 @@ async function loadCut(level, maxObjects, note = "") {
   state.colours = new Map(state.cut.objects.map((o) => [o.id, hexRGB(o.colour)]));
   const c = state.cut;
   $("cutinfo").textContent = `level ${c.level}: ${c.clusters} clusters` +
-    (c.capped_to !== null ? `, capped to ${c.capped_to}` : "") + `; ${c.objects.length} objects`;
-  $("hier").src = url(`/api/results/${state.index}/hierarchy.png`, { level: c.level, max_objects: c.max_objects });
+    (c.capped_to !== null ? `, capped to ${c.capped_to}` : "") + `; ${c.objects.length} objects` +
+    (c.objects.length > LISTED ? ` (the ${LISTED} largest listed)` : "");
+  const picture = url(`/api/results/${state.index}/hierarchy.png`, { level: c.level, max_objects: c.max_objects });
+  $("hier").hidden = true; // no broken image while it loads
+  $("hier").onload = () => { $("hier").hidden = false; };
+  $("hier").src = picture;
+  $("hierlink").href = picture;
   renderObjects();
   drawLanes();
   return true;
@@ -142,14 +186,24 @@ function cutChanged(ev) {
   clearTimeout(cutTimer);
   cutTimer = setTimeout(async () => {
     const level = Number($("level").value);
-    let cap = Math.max(0, Number($("cap").value) || 0);
+    const typed = $("cap").value.trim();
+    if (!/^\d+$/.test(typed)) { // what --max-objects takes
+      $("cuterr").textContent = "objects: a whole number, 0 or more (0: no cap)";
+      return;
+    }
+    let cap = Number(typed);
     let note = "";
     if (ev && ev.target === $("level") && level !== state.info.converged && cap > 0) {
       // only the converged level keeps the centroids a cap needs: another level is shown whole, as the CLI's
-      // --level L --max-objects 0 cuts it
+      // --level L --max-objects 0 cuts it; the cap comes back with the converged level
+      state.cap = cap;
       cap = 0;
       $("cap").value = 0;
       note = `a cap of objects needs the converged level (${state.info.converged}): objects set to 0, no cap.`;
+    } else if (ev && ev.target === $("level") && level === state.info.converged && state.cap !== null && cap === 0) {
+      cap = state.cap;
+      $("cap").value = cap;
+      state.cap = null;
     }
     if (await loadCut(level, cap, note)) await show(state.k);
   }, 120);
@@ -170,8 +224,7 @@ function listed() {
 function renderObjects() {
   const body = $("objects").querySelector("tbody");
   body.innerHTML = "";
-  const all = state.cut.objects.length;
-  $("cutinfo").textContent += all > LISTED ? ` (the ${LISTED} largest listed)` : "";
+  body.classList.toggle("only", state.only !== null);
   for (const o of listed()) {
     const tr = document.createElement("tr");
     tr.dataset.id = o.id;
@@ -179,7 +232,8 @@ function renderObjects() {
     tr.innerHTML = `<td><span class="swatch" style="background:${o.colour}"></span></td><td>${o.id}</td>
       <td>${(100 * o.share).toFixed(o.share < 0.01 ? 2 : 1)} %</td>
       <td>${state.info.first_frame + o.first}-${state.info.first_frame + o.last}</td>
-      <td><input type="checkbox" ${state.hidden.has(o.id) ? "" : "checked"}></td><td><button>only</button></td>`;
+      <td><input type="checkbox" ${state.hidden.has(o.id) ? "" : "checked"}></td>
+      <td><button class="${state.only === o.id ? "on" : ""}" title="show only this object">only</button></td>`;
     tr.querySelector("input").onclick = (ev) => {
       ev.stopPropagation();
       if (ev.target.checked) state.hidden.delete(o.id);
@@ -189,6 +243,7 @@ function renderObjects() {
     tr.querySelector("button").onclick = (ev) => {
       ev.stopPropagation();
       state.only = state.only === o.id ? null : o.id;
+      renderObjects();
       draw();
     };
     tr.onclick = () => select(o.id);
@@ -242,7 +297,8 @@ async function show(k) {
   state.ids = new Uint16Array(ids);
   $("scrub").value = k;
   const n = state.info.first_frame + k;
-  $("pos").textContent = `frame ${n} · ${(n / state.info.fps).toFixed(3)} s`;
+  $("pos").textContent = `frame ${n} · ${(n / state.info.fps).toFixed(3)} s` +
+    (state.playing && state.skipped ? " · frames skipped to keep time" : "");
   draw();
   drawLanes();
 }
@@ -293,34 +349,57 @@ function idAt(ev) {
 }
 
 // ---- playing -------------------------------------------------------------------------------------------------
+// In real time, as a player does: where a frame takes longer to fetch and draw than the video shows it, the frames
+// between are skipped (said beside the time), and scrubbing while playing goes on from there.
 async function play() {
   state.playing = !state.playing;
   $("play").innerHTML = state.playing ? "&#10074;&#10074;" : "&#9654;";
+  const period = 1000 / state.info.fps;
+  let t0 = performance.now();
+  let k0 = state.k >= state.info.frames - 1 ? -1 : state.k; // from the start once at the end
+  let last = state.k;
+  state.skipped = 0;
   while (state.playing) {
-    const began = performance.now();
-    if (state.k >= state.info.frames - 1) await show(0);
-    else await show(state.k + 1);
-    const wait = 1000 / state.info.fps - (performance.now() - began);
+    if (state.k !== last) { t0 = performance.now(); k0 = state.k; last = state.k; } // moved by hand meanwhile
+    let next = Math.max(last + 1, k0 + Math.floor((performance.now() - t0) / period) + 1);
+    if (next >= state.info.frames) { // again from the start
+      if (last < state.info.frames - 1) next = state.info.frames - 1;
+      else { t0 = performance.now(); k0 = -1; next = 0; }
+    }
+    state.skipped = next > last + 1 && next !== 0 ? next - last - 1 : 0;
+    await show(next);
+    last = state.k;
+    const wait = t0 + (next - k0) * period - performance.now();
     if (wait > 0) await new Promise((done) => setTimeout(done, wait));
   }
+  state.skipped = 0;
 }
 
 // ---- saving --------------------------------------------------------------------------------------------------
+// The cut's controls wait while a save writes (the cut saved is the one shown when it was asked for).
 async function save() {
   const name = $("savename").value.trim();
-  $("saved").textContent = "saving…";
+  const saved = $("saved");
+  saved.className = "";
+  saved.textContent = "saving…";
+  for (const id of ["save", "level", "cap"]) $(id).disabled = true;
   try {
-    const r = await fetch(url(`/api/results/${state.index}/save`), {
+    const r = await ask(url(`/api/results/${state.index}/save`), {
       method: "POST",
       headers: { "Content-Type": "application/json" },
       body: JSON.stringify({ ...cutParams(), name: name || null }),
     });
     const body = await r.json();
     if (!r.ok) throw new Error(body.error);
-    $("saved").textContent = `saved ${body.output}: level ${body.level}, ${body.objects} objects`;
-    if (!name) await openResult(state.index);
+    saved.className = "done";
+    saved.textContent = `saved ${body.output}: level ${body.level}, ${body.objects} objects`;
+    if (!name) await openResult(state.index, true);
   } catch (e) {
-    $("saved").textContent = e.message;
+    saved.className = "error";
+    // the server stopped before answering: it finishes a save before it stops, so the save may be there
+    saved.textContent = e.message === GONE ? "no answer: the viewer stopped; the save may have been written" : e.message;
+  } finally {
+    for (const id of ["save", "level", "cap"]) $(id).disabled = false;
   }
 }
 
@@ -356,13 +435,28 @@ function wire() {
     const id = idAt(ev);
     if (id !== null && id > 0) select(id);
   };
-  $("lanes").onclick = (ev) => {
+  const laneAt = (ev) => {
     const r = $("lanes").getBoundingClientRect();
-    show(Math.floor(((ev.clientX - r.left) / r.width) * state.info.frames));
+    const row = Math.floor(((ev.clientY - r.top) / r.height) * ($("lanes").height / LANE));
+    return [listed()[row], Math.floor(((ev.clientX - r.left) / r.width) * state.info.frames)];
+  };
+  $("lanes").onclick = (ev) => {
+    const [object, k] = laneAt(ev);
+    if (object && object.id !== state.selected) select(object.id);
+    show(k);
+  };
+  $("lanes").onmousemove = (ev) => {
+    const [object, k] = laneAt(ev);
+    $("lanes").title = object ? `object ${object.id} · frame ${state.info.first_frame + k} (click: select it, go there)` : "";
   };
   window.onresize = () => { fit(); drawLanes(); };
   document.onkeydown = (ev) => {
-    if (ev.target.tagName === "INPUT" && ev.target.type !== "range") return;
+    // a focused control keeps its keys: a slider, box or menu all of them, a button space and Enter; the frame's
+    // scrub moves itself with the arrows (and shows the frame), and leaves space to play
+    const tag = ev.target.tagName;
+    if (["SELECT", "TEXTAREA"].includes(tag) || (tag === "INPUT" && ev.target !== $("scrub"))) return;
+    if (ev.target === $("scrub") && ev.key !== " ") return;
+    if (tag === "BUTTON" && (ev.key === " " || ev.key === "Enter")) return;
     if (ev.key === "ArrowRight") { ev.preventDefault(); show(state.k + 1); }
     if (ev.key === "ArrowLeft") { ev.preventDefault(); show(state.k - 1); }
     if (ev.key === " ") { ev.preventDefault(); play(); }

@@ -85,3 +85,37 @@ def test_it_prints_the_address_serves_and_stops_cleanly_on_ctrl_c(view_result: P
     warned = [line for line in err.splitlines() if "anyone who gets the address" in line]
     assert len(warned) == (1 if host == "0.0.0.0" else 0), err
     assert sorted(p.name for p in view_result.parent.iterdir()) == before  # nothing left behind
+
+
+def test_a_stop_during_a_save_says_it_finishes_it(capsys: pytest.CaptureFixture[str]) -> None:
+    import signal
+
+    import uvicorn
+
+    from bavos.cli.view import _server_class
+
+    server = _server_class()(uvicorn.Config(lambda scope, receive, send: None), ["out/clip"])
+    server.handle_exit(signal.SIGINT, None)
+    assert capsys.readouterr().err == (
+        "bavos: stopping once the save into out/clip is written; Ctrl-C again stops at once, leaving the result as "
+        "it was or as saved, never half-written\n"
+    )
+    server.handle_exit(signal.SIGINT, None)  # the second: said by no one, uvicorn stops at once
+    assert capsys.readouterr().err == "" and server.force_exit
+
+
+def test_the_port_of_a_viewer_just_stopped_is_free_again() -> None:
+    """Its connections wait out TIME_WAIT for a minute; uvicorn binds with SO_REUSEADDR, so the check does too."""
+    import socket
+
+    from bavos.cli.view import _free_port
+
+    port = _free_port("127.0.0.1", 8830)
+    assert port is not None
+    listening = socket.create_server(("127.0.0.1", port))
+    client = socket.create_connection(("127.0.0.1", port))
+    accepted, _ = listening.accept()
+    accepted.close()  # the server's side closes first: it is the one left in TIME_WAIT
+    client.close()
+    listening.close()
+    assert _free_port("127.0.0.1", port) == port

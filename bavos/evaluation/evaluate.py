@@ -217,17 +217,14 @@ def _sequence_scores(
     n_props = int(pred.max()) + shift
     if n_props > limit:
         held = f"{n_props} clusters (ids 0..{n_props - 1})" if shift else f"id {n_props}"
-        standard = MAX_PROPOSALS[protocol]
-        allowed = (
-            f"the {limit} proposals of --max-proposals {limit}"
-            if limit != standard
-            else (f"the {limit} proposals the {protocol} protocol allows")
-        )
+        if limit == MAX_PROPOSALS[protocol]:
+            allowed = f"the {limit} proposals the {protocol} protocol allows"
+        else:
+            allowed = f"the {limit} proposals of --max-proposals {limit}"
         raise EvalError(
-            f"{sequence}: the predictions hold {held}, more than {allowed}: cut them to fewer "
-            f"(bavos recut --max-objects {limit + 1 - shift}: the background is one) or raise --max-proposals, which "
-            "makes "
-            "the scores non-standard"
+            f"{sequence}: the predictions hold {held}, more than {allowed}: cut them to fewer (bavos recut "
+            f"--max-objects {limit + 1 - shift}: the background is one) or raise --max-proposals, which makes the "
+            "scores non-standard"
         )
     n_slots = max(n_props, n_objs)  # fewer proposals than objects: pad with empty ones
     n_frames = len(gt)

@@ -84,6 +84,7 @@ function showList() {
   list.hidden = false;
   $("viewer").hidden = true;
   state.playing = false;
+  $("play").innerHTML = "&#9654;";
   $("results").value = "-1";
   $("summary").textContent = `${state.results.length} results`;
 }
@@ -92,6 +93,7 @@ async function openResult(i, keep = false) {
   const same = keep && state.index === i;
   const kept = { k: state.k, hidden: new Set(state.hidden), only: state.only, selected: state.selected };
   state.playing = false;
+  $("play").innerHTML = "&#9654;";
   state.index = i;
   $("summary").textContent = "loading…";
   state.info = await getJSON(`/api/results/${i}`);

@@ -13,6 +13,7 @@ import shutil
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -28,26 +29,37 @@ webdriver = pytest.importorskip("selenium.webdriver", reason=HOW)
 pytestmark = pytest.mark.skipif(not (CHROMIUM and DRIVER), reason=HOW)
 
 
-@pytest.fixture
-def served(view_result: Path, tmp_path: Path) -> Iterator[tuple[str, Path]]:
+@contextmanager
+def serving(folders: list[Path], port: int) -> Iterator[tuple[str, Any]]:
+    """The viewer's app over ``folders`` in a thread, from the first free port from ``port`` on: its address (token
+    "tok") and the uvicorn server (stopped on the way out, if not already)."""
     import uvicorn
 
     from bavos.cli.view import _free_port
     from bavos.view.results import ViewedResult
     from bavos.view.server import make_app
 
-    folder = tmp_path / "out" / "clip"
-    shutil.copytree(view_result, folder)
-    port = _free_port("127.0.0.1", 8790)
-    assert port is not None
-    server = uvicorn.Server(uvicorn.Config(make_app([ViewedResult(folder)], "tok"), port=port, log_level="warning"))
+    chosen = _free_port("127.0.0.1", port)
+    assert chosen is not None
+    app = make_app([ViewedResult(f) for f in folders], "tok")
+    server = uvicorn.Server(uvicorn.Config(app, port=chosen, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     while not server.started:
         time.sleep(0.02)
-    yield f"http://127.0.0.1:{port}/?token=tok", folder
-    server.should_exit = True
-    thread.join(10)
+    try:
+        yield f"http://127.0.0.1:{chosen}/?token=tok", server
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+@pytest.fixture
+def served(view_result: Path, tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    folder = tmp_path / "out" / "clip"
+    shutil.copytree(view_result, folder)
+    with serving([folder], 8790) as (address, _):
+        yield address, folder
 
 
 @pytest.fixture
@@ -191,25 +203,11 @@ def test_the_page_shows_the_overlay_follows_the_cut_and_saves_it(
 
 
 def test_several_results_are_listed_and_one_opens(view_result: Path, tmp_path: Path, browser: Any) -> None:
-    import uvicorn
-
-    from bavos.cli.view import _free_port
-    from bavos.view.results import ViewedResult
-    from bavos.view.server import make_app
-
     folders = [tmp_path / name / "clip" for name in ("a", "b")]
     for folder in folders:
         shutil.copytree(view_result, folder)
-    port = _free_port("127.0.0.1", 8795)
-    assert port is not None
-    app = make_app([ViewedResult(f) for f in folders], "tok")
-    server = uvicorn.Server(uvicorn.Config(app, port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.02)
-    try:
-        browser.get(f"http://127.0.0.1:{port}/?token=tok")
+    with serving(folders, 8795) as (address, _):
+        browser.get(address)
         assert wait(browser, "return document.querySelectorAll('.card').length") == 2
         assert browser.execute_script("return document.getElementById('viewer').offsetParent === null")  # not shown
         browser.execute_script("document.querySelectorAll('.card')[1].click()")
@@ -221,9 +219,6 @@ def test_several_results_are_listed_and_one_opens(view_result: Path, tmp_path: P
         )
         assert wait(browser, "return document.getElementById('viewer').offsetParent === null")
         assert browser.execute_script("return document.getElementById('list').offsetParent !== null")
-    finally:
-        server.should_exit = True
-        thread.join(10)
 
 
 def test_keys_lanes_playing_in_time_and_a_stopped_server(
@@ -231,13 +226,10 @@ def test_keys_lanes_playing_in_time_and_a_stopped_server(
 ) -> None:
     """A focused slider keeps its arrows; a lane's click selects its object; playing skips frames that take
     longer to fetch than the video shows them; and a stopped server is said, with playing stopped."""
-    import uvicorn
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
 
-    from bavos.cli.view import _free_port
     from bavos.view.results import ViewedResult
-    from bavos.view.server import make_app
 
     folder = tmp_path / "out" / "clip"
     shutil.copytree(view_result, folder)
@@ -251,15 +243,8 @@ def test_keys_lanes_playing_in_time_and_a_stopped_server(
         return frame(self, k)
 
     monkeypatch.setattr(ViewedResult, "frame", slow)
-    port = _free_port("127.0.0.1", 8797)
-    assert port is not None
-    server = uvicorn.Server(uvicorn.Config(make_app([ViewedResult(folder)], "tok"), port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.02)
-    try:
-        browser.get(f"http://127.0.0.1:{port}/?token=tok")
+    with serving([folder], 8797) as (address, _):
+        browser.get(address)
         drawn(browser, 0, "2/20")
         alpha = browser.find_element(By.ID, "alpha")
         alpha.send_keys(Keys.ARROW_RIGHT)
@@ -283,9 +268,6 @@ def test_keys_lanes_playing_in_time_and_a_stopped_server(
         wait(browser, "return Number(document.getElementById('frame').dataset.frame) >= 6")
         assert len(fetched) < 6, fetched  # frames skipped to keep time, and said
         assert "frames skipped to keep time" in browser.find_element(By.ID, "pos").text
-    finally:
-        server.should_exit = True
-        thread.join(10)
-    browser.execute_script("show(1)")
+    browser.execute_script("show(1)")  # the server stopped
     wait(browser, "return document.getElementById('banner').textContent.startsWith('bavos view has stopped')")
     assert browser.execute_script("return state.playing") is False

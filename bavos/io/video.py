@@ -662,7 +662,8 @@ class VideoSource(RangedSource):
                 current = Frame(i, frame_image(frame, (width, height)), f"{i:05d}", pts, i, shown)
                 if pts is not None and latest is not None and pts <= latest:
                     untimed.append(i)
-                latest = pts if latest is None or (pts is not None and pts > latest) else latest
+                if pts is not None and (latest is None or pts > latest):
+                    latest = pts
                 if held is not None:
                     yield _lasting_until(held, current)
                 held = current
@@ -689,7 +690,8 @@ class VideoSource(RangedSource):
         stated, period = self.info.duration, 1 / self.info.fps
         if not stated or last.pts is None or self.info.time_base is None:
             return
-        ended = float((last.pts + (last.duration or 0)) * self.info.time_base) + (0 if last.duration else period)
+        shown = float(last.duration * self.info.time_base) if last.duration else period
+        ended = float(last.pts * self.info.time_base) + shown
         if stated - ended > max(2 * period, 0.1 * stated):
             self.warn(f"the container announces {stated:.2f} s; its frames end at {ended:.2f} s")
 

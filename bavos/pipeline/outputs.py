@@ -703,10 +703,7 @@ def write_folder(
                     f"{what}, more than --max-export-files {cfg.max_export_files:,}: pass "
                     f"--max-export-files {files} to write them, or cut fewer objects (--max-objects)"
                 )
-            skipped = (
-                f"{what}, more than --max-export-files {cfg.max_export_files:,}: they were not written; "
-                "to write them: {command}"
-            )
+            skipped = f"{what}, more than --max-export-files {cfg.max_export_files:,}: they were not written"
             cfg = replace(cfg, exports=tuple(e for e in cfg.exports if e != "objects"))
         else:  # said before writing
             progress.describe("writing", what.replace("would write", "writes"))
@@ -727,7 +724,7 @@ def write_folder(
         result = make_summary(stats, time.perf_counter() - start)
         if skipped:
             command = rewrite_command(final, result, analysis, cfg, "--max-export-files", str(files))
-            result["warnings"] = [*result["warnings"], skipped.format(command=command)]
+            result["warnings"] = [*result["warnings"], f"{skipped}; to write them: {command}"]
         if cfg.exports and not objects:
             empty = (
                 f"--export {' '.join(cfg.exports)}: this result has no object, so the exports hold none (a lower "

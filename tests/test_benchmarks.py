@@ -11,7 +11,6 @@ ROOT = Path(__file__).resolve().parents[1]
 MEASUREMENTS = (
     "first-batch",
     "window-2",
-    "window-3",
     "window-tiles",
     "clip",
     "clip-inline",
@@ -57,12 +56,11 @@ def test_gpu_check_smoke_runs_every_measurement(tmp_path: Path) -> None:
     assert 0 < data["clustering_share"] < 10
     assert data["train-float32"]["steps_per_s"] > 0 and data["train-bf16"]["precision"] == "bf16"
     table = (tmp_path / "gpu_check.md").read_text()
-    assert table in proc.stdout and table.count("\n| ") == 34
+    assert table in proc.stdout and table.count("\n| ") == 33
     assert 0.9 <= data["clip-fp32-tensor_tokens_matched"] <= 1
     assert 0.9 <= data["long-fp32-tensor_tokens_matched"] <= 1 and data["mid"]["frames"] == 21
-    for keys in (2, 3):  # bavos's kernels (in Triton's interpreter here) against torch's operations
-        window = data[f"window-{keys}"]
-        assert window["key_frames"] == keys and window["same_clusters"] and window["rows_max_difference"] < 1e-6
+    window = data["window-2"]  # bavos's kernels (in Triton's interpreter here) against torch's operations
+    assert window["key_frames"] == 2 and window["same_clusters"] and window["rows_max_difference"] < 1e-6
     tiles = data["window-tiles"]  # the tiles before and the default, the same rows in the interpreter
     default = "x".join(map(str, tiles["default"]))
     assert tiles[default]["max_difference"] == 0 and tiles["64x64x4"]["max_difference"] < 1e-6

@@ -17,6 +17,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+import torch
 from conftest import TINY, clip_frames, write_clip
 from PIL import Image
 
@@ -397,6 +398,32 @@ def test_skip_existing_redoes_outputs_made_with_other_settings(tmp_path: Path, r
     (out / "c" / "summary.json").write_text(json.dumps({**summary, "settings": None}))
     old = run_cli(*base, "--skip-existing", "--tau", "0.5")
     assert "made by an older bavos that did not record its settings" in old.err
+
+
+def test_skip_existing_redoes_outputs_of_a_checkpoint_replaced_under_its_name(tmp_path: Path, run_cli) -> None:
+    """A training run's last.pt is replaced by each checkpoint: a result made from it earlier is redone, as for a
+    changed source; the same file again is skipped."""
+    from bavos.models.correlator import Correlator, save_checkpoint
+
+    def checkpoint(seed: int) -> None:
+        torch.manual_seed(seed)
+        model = {"backbone": "bavos_test_vit", "backbone_weights": "none", "correlator_heads": 4}
+        save_checkpoint(tmp_path / "last.pt", Correlator(32, 4), {"ModelConfig": model}, step=seed)
+
+    checkpoint(1)
+    clip, out = write_clip(tmp_path / "c.mp4", n=3), tmp_path / "out"
+    base = ["segment", clip, "-o", out, "--checkpoint", tmp_path / "last.pt", *FAST[4:], "--skip-existing", "--json"]
+    assert run_cli(*base).code == 0
+    assert [x["status"] for x in json_lines(run_cli(*base).out)] == ["skipped"]
+    stamp = os.stat(tmp_path / "last.pt")
+    checkpoint(2)  # the next checkpoint of the run, in its place
+    os.utime(tmp_path / "last.pt", ns=(stamp.st_atime_ns, stamp.st_mtime_ns + 10**9))  # written later
+    again = run_cli(*base)
+    assert [x["status"] for x in json_lines(again.out)] == ["ok"], again.err
+    assert f"bavos: {out / 'c'}: redoing it, its --checkpoint {tmp_path / 'last.pt'} changed since it was made" in (
+        again.err
+    )
+    assert [x["status"] for x in json_lines(run_cli(*base).out)] == ["skipped"]
 
 
 def test_skip_existing_redoes_outputs_of_a_changed_source(tmp_path: Path, run_cli) -> None:

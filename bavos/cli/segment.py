@@ -209,7 +209,7 @@ def _prepare(
 ) -> tuple[list[tuple[Path, str]], int]:
     """The inputs left to do (skipped and unreadable ones reported), and how many failed."""
     from bavos.models.devices import resolve_device
-    from bavos.pipeline.batch import changed_reason, check_input, damage_reason, stale_reason
+    from bavos.pipeline.batch import changed_reason, check_input, damage_reason, stale_reason, weights_reason
     from bavos.pipeline.outputs import read_summary
 
     settings = None
@@ -222,6 +222,7 @@ def _prepare(
             reason = (
                 stale_reason(summary, settings)
                 or changed_reason(summary, path)
+                or weights_reason(summary, model_cfg)
                 or damage_reason(output / name, summary)
             )
             if reason is None:

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from bavos.config import ModelConfig
 from bavos.errors import OutputError
-from bavos.pipeline.outputs import other_place, read_summary, source_stamp
+from bavos.pipeline.outputs import other_place, read_summary, source_stamp, weights_stamp
 from bavos.pipeline.segment import output_name, source_id
 
 
@@ -83,6 +84,22 @@ def changed_reason(summary: dict, path: Path) -> str | None:
     if old is None or old == source_stamp(path):
         return None
     return "its source changed since it was made (its size or modification time)"
+
+
+def weights_reason(summary: dict, model: ModelConfig) -> str | None:
+    """Why the weights files named by ``model`` are not those a finished output (its summary) was made with, or None:
+    a file's size or modification time differ (``outputs.weights_stamp``; results made before bavos recorded them
+    are not checked)."""
+    old = summary.get("weights_stamp")
+    if not isinstance(old, dict):
+        return None
+    now = weights_stamp(model)
+    changed = [option for option in ("checkpoint", "backbone_weights") if old.get(option) != now.get(option)]
+    if not changed:
+        return None
+    named = {"checkpoint": model.checkpoint, "backbone_weights": model.backbone_weights}
+    option = changed[0]
+    return f"its --{option.replace('_', '-')} {named[option]} changed since it was made (its size or modification time)"
 
 
 def damage_reason(folder: Path, summary: dict) -> str | None:

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from bavos.config import SegmentConfig, result_settings, segment_options, to_dict
+from bavos.config import ModelConfig, SegmentConfig, result_settings, segment_options, to_dict
 from bavos.errors import DestinationError, LimitError, OutputError, plain_os_error
 from bavos.io.background import Behind
 from bavos.io.exports import Exporter, export_files, export_folders
@@ -306,6 +306,7 @@ def summary(
         "input": str(source.path),
         "source": source_id(source.path),
         "source_stamp": source_stamp(source.path),
+        "weights_stamp": weights_stamp(models.requested),
         "output": str(output),
         "frames": analysis.decoded,
         "processed_frames": analysis.processed,
@@ -362,6 +363,20 @@ def source_stamp(path: Path) -> dict[str, int] | None:
     except OSError:
         return None
     return None
+
+
+def weights_stamp(model: ModelConfig) -> dict[str, dict[str, int]]:
+    """The size and modification time (``source_stamp``) of each weights file named by the options, by option
+    (``checkpoint``, ``backbone_weights``): how ``--skip-existing`` tells a checkpoint that has changed under the
+    same name since a result was made, as a run's ``last.pt`` does while it trains."""
+    named = {"checkpoint": model.checkpoint, "backbone_weights": model.backbone_weights}
+    return {
+        option: stamp
+        for option, value in named.items()
+        if value not in (None, "release", "none", "hub")
+        and Path(value).is_file()
+        and (stamp := source_stamp(Path(value))) is not None
+    }
 
 
 def _rounded(values: dict[str, Any]) -> dict[str, Any]:

@@ -599,6 +599,7 @@ class TrainConfig:
             (self.gap >= 1, f"--gap must be at least 1, got {self.gap}"),
             (0 <= self.attn_drop < 1 and 0 <= self.drop < 1, "dropout rates must be in [0, 1)"),
             (self.workers >= 0, f"--workers must be 0 or more, got {self.workers}"),
+            (0 <= self.seed < 2**64, f"--seed must be from 0 to 2**64 - 1, got {self.seed}"),  # numpy's and torch's
             (
                 self.loss_attention in ("dropped", "clean"),
                 f"--loss-attention must be dropped or clean, got {self.loss_attention}",
@@ -642,6 +643,11 @@ def _tuples(values: dict[str, Any]) -> dict[str, Any]:
     return {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
 
 
+def _spoken(value: Any) -> str:
+    """An option's value as it is typed: ``96 160``, not ``(96, 160)``."""
+    return " ".join(map(str, value)) if isinstance(value, tuple | list) else str(value)
+
+
 def train_config(
     preset: str | None = None, saved: dict[str, Any] | None = None, learned: bool = True, **given: Any
 ) -> TrainConfig:
@@ -666,8 +672,8 @@ def train_config(
     for key, value in given.items():
         if learned and key not in RUNTIME_FIELDS and value != values.get(key):
             raise ConfigError(
-                f"--resume: --{key.replace('_', '-')} {value} differs from the run's "
-                f"{values.get(key)}; resume with the run's settings or start a new run"
+                f"--resume: --{key.replace('_', '-')} {_spoken(value)} differs from the run's "
+                f"{_spoken(values.get(key))}; resume with the run's settings or start a new run"
             )
     return TrainConfig(**{**values, **given})
 

@@ -30,6 +30,12 @@ class UsageError(ConfigError):
     exit_code = 2
 
 
+class ClipsFolderError(InputError, UsageError):
+    """`bavos train`'s clips folder missing or not a folder: exit code 2, as for any bad usage."""
+
+    exit_code = 2
+
+
 class LimitError(UsageError):
     """More asked of the disk than a limit allows without saying so (``--max-export-files``): a usage error, found
     before writing."""
@@ -48,6 +54,13 @@ class DestinationError(OutputError):
 
 class EvalError(BavosError):
     """Predictions or ground truth that cannot be evaluated."""
+
+
+class EvalUsageError(EvalError, UsageError):
+    """An evaluation pointed at what is not there (a folder, a --davis root, a sequence named with --sequences) or
+    asked for what it cannot do: exit code 2, as for any bad usage."""
+
+    exit_code = 2
 
 
 class TrainError(BavosError):

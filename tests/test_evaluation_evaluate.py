@@ -273,8 +273,8 @@ def test_cli_json_csv_and_table(davis: Path, tmp_path: Path, run_cli) -> None:
 
 
 def test_cli_errors_are_one_line(davis: Path, tmp_path: Path, run_cli) -> None:
-    res = run_cli("eval", str(tmp_path / "none"), "--davis", str(davis))
-    assert res.code == 1 and res.err.count("\n") == 1 and res.err.startswith("bavos: error: ")
+    res = run_cli("eval", str(tmp_path / "none"), "--davis", str(davis))  # a folder given that is not there: usage
+    assert res.code == 2 and res.err.count("\n") == 1 and res.err.startswith("bavos: error: ")
     res = run_cli("eval", str(tmp_path))
     assert res.code == 2 and "--davis" in res.err
     res = run_cli("eval", str(tmp_path), "--davis", str(davis), "--protocol", "lenient")
@@ -289,12 +289,40 @@ def test_cli_errors_are_one_line(davis: Path, tmp_path: Path, run_cli) -> None:
     assert res.code == 2 and "--gt is the ground truth of --fg-ari; J and F take the DAVIS-2017 root" in res.err
     a_file = tmp_path / "p" / "s" / "00000.png"
     res = run_cli("eval", str(a_file), "--davis", str(davis))  # it said the file does not exist
-    assert res.code == 1 and f"prediction folder {a_file} is a file, not a folder" in res.err
+    assert res.code == 2 and f"prediction folder {a_file} is a file, not a folder" in res.err
     res = run_cli("eval", str(a_file), "--fg-ari", "--gt", str(tmp_path / "g"))
-    assert res.code == 1 and f"prediction folder {a_file} is a file, not a folder" in res.err
+    assert res.code == 2 and f"prediction folder {a_file} is a file, not a folder" in res.err
     nowhere = tmp_path / "no" / "x.csv"  # a CSV that cannot be written is said before the scoring, not after it
     res = run_cli("eval", str(tmp_path / "p"), "--fg-ari", "--gt", str(tmp_path / "g"), "--csv", nowhere)
-    assert res.code == 1 and f"folder {tmp_path / 'no'} does not exist" in res.err and "scoring" not in res.err
+    assert res.code == 2 and f"folder {tmp_path / 'no'} does not exist" in res.err and "scoring" not in res.err
+    res = run_cli("eval", str(tmp_path / "p"), "--davis", str(tmp_path / "nope"))  # each was exit code 1
+    assert res.code == 2 and f"DAVIS root {tmp_path / 'nope'} does not exist" in res.err
+    res = run_cli("eval", str(tmp_path / "p"), "--davis", str(davis), "--sequences", "a,zz")
+    assert res.code == 2 and "sequence 'zz' has no annotations in " in res.err
+    res = run_cli("eval", str(tmp_path / "p"), "--fg-ari", "--gt", str(tmp_path / "g"), "--sequences", "zz")
+    assert res.code == 2 and f"sequence 'zz' has no ground truth in {tmp_path / 'g'}" in res.err
+
+
+def test_one_result_given_for_the_folder_of_results_is_named(davis: Path, tmp_path: Path, run_cli) -> None:
+    """`bavos eval out/a` (one result of bavos segment, with its masks/) hinted at scoring a sequence named masks."""
+    write_ids(tmp_path / "out" / "a" / "masks", moving_objects())
+    res = run_cli("eval", str(tmp_path / "out" / "a"), "--davis", str(davis), "--sequences", "a")
+    assert res.code == 2 and res.err.strip() == (
+        f"bavos: error: {tmp_path / 'out' / 'a'} is one result (it holds masks/), not a folder of results: give the "
+        f"folder above it, {tmp_path / 'out'}, with --sequences a"
+    )
+    followed = run_cli("eval", str(tmp_path / "out"), "--davis", str(davis), "--sequences", "a", "--json")
+    assert followed.code == 0 and json.loads(followed.out)["J-Mean"] == 1.0
+
+
+def test_masks_named_in_capitals_are_the_same_frames(davis: Path, tmp_path: Path) -> None:
+    """00000.PNG beside ground truth named 00000.png: it said "6 prediction frames, the ground truth has 6 (first
+    missing: 00000.png)"."""
+    write_ids(tmp_path / "preds" / "a", moving_objects())
+    for png in (tmp_path / "preds" / "a").glob("*.png"):
+        png.rename(png.with_suffix(".PNG"))
+    res = evaluate.evaluate_davis(tmp_path / "preds", davis, sequences=["a"])
+    assert res.objects and all(o.j[0] == 1.0 for o in res.objects)
 
 
 def test_fg_ari_says_when_a_sequence_never_shows_two_objects(tmp_path: Path, run_cli) -> None:

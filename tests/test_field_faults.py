@@ -264,7 +264,7 @@ def test_a_run_refused_for_memory_leaves_nothing_to_trip_over(
         m.setattr("bavos.models.costs.available_bytes", lambda device: 1024)
         refused = run_cli("train", clips, "-o", run, *TRAIN, "--steps", "1")
     assert refused.code == 1 and "training needs about" in refused.err
-    assert not [p for p in ("config.json", "data.json", "metrics.jsonl") if (run / p).exists()]
+    assert not run.exists()  # refused before decoding (frames too large to train on may be too large to decode)
     follows = run_cli("train", clips, "-o", run, *TRAIN, "--steps", "1")  # the advice followed: it runs
     assert follows.code == 0, follows.err
 

@@ -221,10 +221,21 @@ def test_interrupt_saves_the_steps_done(
             raise KeyboardInterrupt
         return real(*args, **kw)
 
+    class Said(train_mod.TrainEvents):
+        def __init__(self) -> None:
+            self.warnings: list[str] = []
+
+        def warn(self, message: str) -> None:
+            self.warnings.append(message)
+
     monkeypatch.setattr(train_mod, "batch_losses", interrupted)
+    said = Said()
     with pytest.raises(KeyboardInterrupt):
-        train(clips, tmp_path / "run", MODEL, _cfg(cache, steps=10, checkpoint_every=100))
+        train(clips, tmp_path / "run", MODEL, _cfg(cache, steps=10, checkpoint_every=100), events=said)
     assert torch.load(tmp_path / "run" / "last.pt", weights_only=True)["step"] == 3
+    assert said.warnings[-1] == (
+        f"stopped after step 3, saved in {tmp_path / 'run' / 'last.pt'}: go on with the same command and --resume"
+    )
 
 
 def test_cli_train_then_segment_with_the_checkpoint(clips: Path, cache: Path, tmp_path: Path, run_cli) -> None:
@@ -352,7 +363,15 @@ def test_resume_refuses_other_clips(clips: Path, cache: Path, tmp_path: Path, ru
     )
     (other / "clip2.mp4").write_bytes((clips / "clip0.mp4").read_bytes())  # the right name, another length
     shorter = run_cli("train", other, "-o", run, "--resume", "--until", "2", "-q")
+    assert shorter.code == 2 and f"({other / 'clip2.mp4'} is not the clip the run trained on: " in shorter.err
+    recorded = json.loads(data)  # a run that recorded no sizes: told by the frames, once decoded
+    (run / "data.json").write_text(json.dumps({**recorded, "used": [{**e, "bytes": None} for e in recorded["used"]]}))
+    shorter = run_cli("train", other, "-o", run, "--resume", "--until", "2", "-q")
     assert shorter.code == 2 and f"({other / 'clip2.mp4'} has 8 frames, the run's had 12;" in shorter.err
+    (run / "data.json").write_bytes(data)
+    write_clip(other / "clip2.mp4", n=12, height=80, width=96)  # the right name and length, another video
+    replaced = run_cli("train", other, "-o", run, "--resume", "--until", "2", "-q")
+    assert replaced.code == 2 and f"({other / 'clip2.mp4'} is not the clip the run trained on: " in replaced.err
     (other / "extra").mkdir()
     shutil.copy(clips / "clip0.mp4", other / "extra" / "clip3.mp4")
     shutil.copy(clips / "clip2.mp4", other / "clip2.mp4")
@@ -388,6 +407,76 @@ def test_cli_errors_are_one_line(tmp_path: Path, run_cli, monkeypatch: pytest.Mo
     monkeypatch.setenv("RANK", "0")
     res = run_cli("train", bad, "-o", tmp_path / "run3", *TRAIN_ARGS, "--batch-size", "3")
     assert res.code == 1 and "--batch-size 3 must be divisible by the 2 processes" in res.err
+
+
+@pytest.mark.parametrize(
+    ("given", "said"),
+    [
+        (["--seed", "-1"], "--seed must be from 0 to 2**64 - 1, got -1"),
+        (["--backbone", "resnet50"], "backbone 'resnet50' is not a plain timm VisionTransformer: give a ViT such as"),
+        (["--until", "0"], "--until must be at least 1, got 0"),
+        (["--device", "cuda"], "--device cuda was asked for but no CUDA device is available; use --device cpu"),
+        (["CLIPS=FILE"], "not a folder; give a folder of videos and/or frame folders"),
+        (["CLIPS=MISSING"], "no such folder"),
+    ],
+)
+def test_wrong_options_are_usage_errors_that_leave_nothing(
+    clips: Path, tmp_path: Path, run_cli, given: list[str], said: str
+) -> None:
+    """From a newcomer's trial: each was a traceback, "internal error" or exit 1 (a DataLoader worker's numpy error
+    for --seed -1; timm's TypeError for a ResNet); --until 0 said a run that never started "had already finished"."""
+    if given == ["--device", "cuda"] and CUDA:
+        pytest.skip("there is a GPU here")
+    folder = {"CLIPS=FILE": clips / "clip0.mp4", "CLIPS=MISSING": tmp_path / "gone"}.get(given[0], clips)
+    options = [] if given[0].startswith("CLIPS=") else given
+    result = run_cli("train", folder, "-o", tmp_path / "run", *TRAIN_ARGS, *options)
+    lines = [line for line in result.err.strip().splitlines() if "random weights" not in line]  # TRAIN_ARGS' warning
+    assert result.code == 2 and len(lines) == 1 and lines[0].startswith("bavos: error: ") and said in lines[0], lines
+    assert not (tmp_path / "run").exists()
+
+
+def test_until_past_the_last_step_and_a_resume_already_past_it_are_said(
+    clips: Path, cache: Path, tmp_path: Path, run_cli
+) -> None:
+    run, args = tmp_path / "run", [*TRAIN_ARGS, "--batch-size", "1", "--cache", cache]
+    past = run_cli("train", clips, "-o", run, *args, "--steps", "2", "--until", "5", "-q")
+    assert past.code == 0 and "bavos: warning: --until 5 is past the run's last step, 2: it stops there" in past.err
+    assert torch.load(run / "last.pt", weights_only=True)["step"] == 2
+    run = tmp_path / "run2"
+    assert run_cli("train", clips, "-o", run, *args, "--steps", "4", "--until", "2", "-q").code == 0
+    behind = run_cli("train", clips, "-o", run, "--resume", "--until", "1")
+    assert behind.code == 0 and behind.out.strip() == (
+        f"{run / 'last.pt'}: step 2 of 4, already past --until 1; nothing to do"
+    )
+
+
+def test_a_last_pt_of_the_users_is_not_taken_for_a_run(clips: Path, tmp_path: Path, run_cli) -> None:
+    """A folder holding only a file named last.pt (no run's config.json beside it): a new run refuses it as the
+    user's file, and --resume does not advise removing it."""
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "last.pt").write_bytes(b"my own notes")
+    new = run_cli("train", clips, "-o", folder, *TRAIN_ARGS)
+    assert new.code == 2 and "holds files bavos did not write (last.pt)" in new.err
+    resumed = run_cli("train", clips, "-o", folder, "--resume")
+    assert resumed.code == 1 and "remove it" not in resumed.err
+    assert f"{folder} holds no bavos run (config.json with a run's settings): nothing to resume there" in resumed.err
+    assert (folder / "last.pt").read_bytes() == b"my own notes" and sorted(os.listdir(folder)) == ["last.pt"]
+
+
+def test_fine_tuning_from_a_random_backbone_checkpoint_is_said(
+    clips: Path, cache: Path, tmp_path: Path, run_cli
+) -> None:
+    args = ["--resolution", "128", "160", "--device", "cpu", "--workers", "0", "--batch-size", "1", "--cache", cache]
+    assert run_cli("train", clips, "-o", tmp_path / "a", *TRAIN_ARGS, "--steps", "1", "-q").code == 0
+    tuned = run_cli(
+        "train", clips, "-o", tmp_path / "b", "--init-from", tmp_path / "a" / "last.pt", *args, "--steps", "1"
+    )
+    assert tuned.code == 0, tuned.err
+    assert (
+        f"bavos: warning: --init-from {tmp_path / 'a' / 'last.pt'}: that checkpoint was trained on a backbone with "
+        "random weights (it records backbone weights 'none'), so this run trains on random weights too"
+    ) in tuned.err
 
 
 def test_two_process_torchrun_on_cpu(clips: Path, cache: Path, tmp_path: Path) -> None:

@@ -10,7 +10,6 @@ import typer
 from bavos.cli.app import app, check_weight_names, import_torch, named_patch_size, usage_error
 from bavos.cli.help import Command
 from bavos.cli.options import config_values, option
-from bavos.cli.output import warn
 from bavos.config import DEFAULT_BACKBONE, RUN, WEIGHTS, ModelConfig, TrainConfig
 from bavos.errors import ConfigError
 from bavos.io.files import display_name
@@ -92,6 +91,7 @@ def train(
     from bavos.config import train_config
 
     import_torch()
+    from bavos.models.devices import resolve_device
     from bavos.training.train import train as run_training
 
     params = dict(locals())
@@ -115,16 +115,25 @@ def train(
         patch = named_patch_size(model_cfg)
         if patch is not None:  # else a checkpoint names the backbone: training checks it once that is read
             cfg.check_tokens(patch)
+        if until is not None and until < 1:
+            raise ConfigError(f"--until must be at least 1, got {until}")
+        resolve_device(cfg.device)  # --device cuda without a GPU: said before anything is read
     except ConfigError as e:
         usage_error(str(e), "train")
-    if model_cfg.backbone_weights == "none" and not quiet:
-        warn("--backbone-weights none: the backbone has random weights; the correlator learns nothing useful")
     with TrainView(enabled=not quiet, label=display_name(Path(clips)), steps=cfg.steps) as view:
+        if model_cfg.backbone_weights == "none" and not quiet:  # once, from process 0 (torchrun)
+            view.warn("--backbone-weights none: the backbone has random weights; the correlator learns nothing useful")
+        if until is not None and until > cfg.steps:
+            view.warn(f"--until {until} is past the run's last step, {cfg.steps}: it stops there")
         result = run_training(clips, output, model_cfg, cfg, resume=resume, until=until, events=view)
     if not quiet and view.rank == 0:
         last = result.last or {}
         loss = f", loss {last['loss']:.4f}" if "loss" in last else ""
-        if result.done_before:
+        if result.done_before and result.step < cfg.steps:
+            typer.echo(
+                f"{result.checkpoint}: step {result.step} of {cfg.steps}, already past --until {until}; nothing to do"
+            )
+        elif result.done_before:
             typer.echo(
                 f"{result.checkpoint}: step {result.step} of {cfg.steps}: the run had already finished; "
                 f"nothing to do (to train further, start a new run from it with --init-from {result.checkpoint})"

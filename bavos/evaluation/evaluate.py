@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from bavos.errors import DestinationError, EvalError
+from bavos.errors import DestinationError, EvalError, EvalUsageError
 from bavos.evaluation.metrics import (
     VOID,
     fg_ari,
@@ -36,7 +36,7 @@ ID_MODES = ("P", "L", "I;16", "I")  # indexed or 8-bit grey; 16-bit grey (bavos'
 def protocol_name(protocol: str, max_proposals: int | None = None) -> str:
     """The name every reported number carries: the protocol's, with its proposal limit when it is not the usual."""
     if protocol not in PROTOCOLS:
-        raise EvalError(f"unknown protocol {protocol!r}: choose one of {', '.join(PROTOCOLS)}")
+        raise EvalUsageError(f"unknown protocol {protocol!r}: choose one of {', '.join(PROTOCOLS)}")
     limit = MAX_PROPOSALS[protocol] if max_proposals is None else max_proposals
     if limit == MAX_PROPOSALS[protocol]:
         return protocol
@@ -123,6 +123,11 @@ def prediction_dir(preds: Path, sequence: str) -> Path:
     for candidate in (preds / sequence / "masks", preds / sequence):
         if candidate.is_dir():
             return candidate
+    if (preds / "masks").is_dir():  # one result given for the folder of results
+        raise EvalUsageError(
+            f"{preds} is one result (it holds masks/), not a folder of results: give the folder above it, "
+            f"{preds.parent}, with --sequences {preds.name}"
+        )
     there = sorted(p.name for p in preds.iterdir() if p.is_dir()) if preds.is_dir() else []
     hint = (
         (
@@ -145,18 +150,18 @@ def _load_pairs(pred_dir: Path, gt_dir: Path, exact: bool) -> tuple[np.ndarray, 
     gt_files = _pngs(gt_dir)
     if not gt_files:
         raise EvalError(f"{gt_dir}: no ground-truth PNGs")
-    have = {p.name: p for p in _pngs(pred_dir)}
-    missing = [p.name for p in gt_files if p.name not in have]
+    have = {p.stem: p for p in _pngs(pred_dir)}  # by stem: 00000.PNG is frame 00000 too
+    missing = [p.name for p in gt_files if p.stem not in have]
     if missing or (exact and len(have) != len(gt_files)):
         first = f" (first missing: {missing[0]})" if missing else ""
         raise EvalError(f"{pred_dir}: {len(have)} prediction frames, the ground truth has {len(gt_files)}{first}")
     gts, preds = [], []
     for gt_file in gt_files:
         gt = read_ids(gt_file, "ground-truth")
-        pred = read_ids(have[gt_file.name], "prediction")
+        pred = read_ids(have[gt_file.stem], "prediction")
         if pred.shape != gt.shape:
             raise EvalError(
-                f"{have[gt_file.name]}: prediction is {pred.shape[1]}x{pred.shape[0]}, "
+                f"{have[gt_file.stem]}: prediction is {pred.shape[1]}x{pred.shape[0]}, "
                 f"the ground truth is {gt.shape[1]}x{gt.shape[0]}"
             )
         gts.append(gt)
@@ -172,9 +177,9 @@ class DavisLayout:
         self.annotations = self.root / "Annotations_unsupervised" / resolution
         self.imageset = self.root / "ImageSets" / "2017" / f"{subset}.txt"
         if not self.root.is_dir():
-            raise EvalError(f"DAVIS root {self.root} does not exist")
+            raise EvalUsageError(f"DAVIS root {self.root} does not exist")
         if not self.annotations.is_dir():
-            raise EvalError(
+            raise EvalUsageError(
                 f"{self.annotations} does not exist: --davis must be a DAVIS-2017 root with the "
                 "unsupervised annotations (Annotations_unsupervised/480p)"
             )
@@ -188,8 +193,9 @@ class DavisLayout:
         else:
             raise EvalError(f"{self.imageset} does not exist: give the sequences with --sequences")
         for name in names:
-            if not (self.annotations / name).is_dir():
-                raise EvalError(f"sequence {name!r} has no annotations in {self.annotations}")
+            if not (self.annotations / name).is_dir():  # named by --sequences: a usage error; by val.txt: the data's
+                error = EvalUsageError if requested else EvalError
+                raise error(f"sequence {name!r} has no annotations in {self.annotations}")
         return names
 
 
@@ -267,12 +273,12 @@ def evaluate_davis(
     name = protocol_name(protocol, max_proposals)
     limit = MAX_PROPOSALS[protocol] if max_proposals is None else max_proposals
     if limit < 1:
-        raise EvalError(f"--max-proposals must be at least 1, not {limit}")
+        raise EvalUsageError(f"--max-proposals must be at least 1, not {limit}")
     layout = DavisLayout(davis)
     names = layout.sequences(sequences)
     preds = Path(preds)
     if not preds.is_dir():
-        raise EvalError(f"prediction folder {preds} {_not_a_folder(preds)}")
+        raise EvalUsageError(f"prediction folder {preds} {_not_a_folder(preds)}")
     found = {seq: prediction_dir(preds, seq) for seq in names}  # a missing one said before any is scored
     objects: list[ObjectScore] = []
     notes: list[str] = []
@@ -328,9 +334,9 @@ def evaluate_instances(
     """
     gt, preds = Path(gt), Path(preds)
     if not preds.is_dir():
-        raise EvalError(f"prediction folder {preds} {_not_a_folder(preds)}")
+        raise EvalUsageError(f"prediction folder {preds} {_not_a_folder(preds)}")
     if not gt.is_dir():
-        raise EvalError(f"ground-truth folder {gt} {_not_a_folder(gt)}")
+        raise EvalUsageError(f"ground-truth folder {gt} {_not_a_folder(gt)}")
     names = list(sequences) if sequences else sorted(p.name for p in gt.iterdir() if p.is_dir())
     if not names:
         raise EvalError(f"{gt}: no sequence folders")
@@ -338,8 +344,8 @@ def evaluate_instances(
     mious: dict[str, float] = {}
     one_object: list[str] = []
     for seq in names:
-        if not (gt / seq).is_dir():
-            raise EvalError(f"sequence {seq!r} has no ground truth in {gt}")
+        if not (gt / seq).is_dir():  # only a name given with --sequences can be missing
+            raise EvalUsageError(f"sequence {seq!r} has no ground truth in {gt}")
         pred, ann = _load_pairs(prediction_dir(Path(preds), seq), gt / seq, exact=False)
         table = np.zeros((int(pred.max()) + 1, 256), dtype=np.int64)  # predicted ids may be 16-bit
         frame_aris = []
@@ -368,11 +374,11 @@ def check_csv(path: Path) -> None:
     """What ``write_csv`` can tell before the scoring: the folder is there and ``path`` is not one.
 
     Raises:
-        DestinationError: ``path`` is a folder. EvalError: its folder does not exist.
+        DestinationError: ``path`` is a folder. EvalUsageError: its folder does not exist.
     """
     path = Path(path)
     if not path.parent.is_dir():
-        raise EvalError(f"cannot write {path}: folder {path.parent} {_not_a_folder(path.parent)}")
+        raise EvalUsageError(f"cannot write {path}: folder {path.parent} {_not_a_folder(path.parent)}")
     if path.is_dir():
         raise DestinationError(f"--csv {path}: is a folder; name the file to write")
 

@@ -28,6 +28,7 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor, nn
 
+from bavos.config import DEFAULT_BACKBONE
 from bavos.errors import BavosError, WeightsError
 
 TEST_BACKBONE = "bavos_test_vit"
@@ -390,33 +391,46 @@ def build_backbone(
         loaded: the contents of that file when they were already read.
         progress: reports a download of hub weights (bytes done, bytes in all).
     """
-    kwargs = {"num_classes": 0, "dynamic_img_size": True}
-    try:
-        if weights == "none":
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(0)  # the same random weights in every run (resumable, reproducible)
-                vit = timm.create_model(name, pretrained=False, **kwargs)
-        else:  # every weight comes from the file
-            vit = uninitialised(lambda: timm.create_model(name, pretrained=False, **kwargs))
-    except RuntimeError as e:
-        raise WeightsError(f"unknown backbone {name!r}: give a timm ViT name") from e
+    if weights == "none":
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)  # the same random weights in every run (resumable, reproducible)
+            vit = _create(name)
+    else:  # every weight comes from the file
+        vit = uninitialised(lambda: _create(name))
     if weights == "hub":  # cached (timm's Hugging Face cache or bavos's): no network; else downloaded once
         from bavos.models.hub import hub_weights
 
         load_backbone_file(vit, hub_weights(name, progress), hub=True)
     elif weights != "none":
         load_backbone_file(vit, Path(weights), loaded)
-    if not isinstance(vit, VisionTransformer):
-        raise WeightsError(f"backbone {name!r} is not a plain timm VisionTransformer")
     return Backbone(vit)
 
 
-def patch_size_of(name: str) -> int:
-    """The patch size of a timm ViT, read from the model built on the meta device (no memory, no weights)."""
+def _create(name: str) -> VisionTransformer:
+    """timm's model ``name`` with random weights, as the backbone is built.
+
+    Raises:
+        WeightsError: a name timm does not know, or a model that is not a plain ViT (a ResNet, a Swin, ...).
+    """
+    not_a_vit = f"backbone {name!r} is not a plain timm VisionTransformer: give a ViT such as {DEFAULT_BACKBONE}"
     try:
-        with torch.device("meta"):
-            vit = timm.create_model(name, pretrained=False, num_classes=0, dynamic_img_size=True)
+        vit = timm.create_model(name, pretrained=False, num_classes=0, dynamic_img_size=True)
+    except TypeError as e:  # a model of another family refuses the ViT's keyword
+        raise WeightsError(not_a_vit) from e
     except RuntimeError as e:
         raise WeightsError(f"unknown backbone {name!r}: give a timm ViT name") from e
+    if not isinstance(vit, VisionTransformer):
+        raise WeightsError(not_a_vit)
+    return vit
+
+
+def patch_size_of(name: str) -> int:
+    """The patch size of a timm ViT, read from the model built on the meta device (no memory, no weights).
+
+    Raises:
+        WeightsError: as ``_create``.
+    """
+    with torch.device("meta"):
+        vit = _create(name)
     patch = vit.patch_embed.patch_size
     return patch[0] if isinstance(patch, tuple) else int(patch)

@@ -29,7 +29,7 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset, Sampler
 
-from bavos.errors import InputError, plain_os_error
+from bavos.errors import ClipsFolderError, InputError, plain_os_error
 from bavos.io.files import atomic_path, write_json
 from bavos.io.owners import sweep
 from bavos.io.video import FRAME_EXTENSIONS, VIDEO_EXTENSIONS, VideoSource
@@ -69,12 +69,13 @@ def find_clips(root: Path) -> list[Path]:
     """Video files and frame folders under ``root``, recursively, in sorted order (hidden entries skipped).
 
     Raises:
-        InputError: ``root`` is missing, not a folder, or holds no clips.
+        ClipsFolderError: ``root`` is missing or not a folder (an InputError and a UsageError).
+        InputError: ``root`` holds no clips.
     """
     if not root.exists():
-        raise InputError(f"{root}: no such folder")
+        raise ClipsFolderError(f"{root}: no such folder")
     if not root.is_dir():
-        raise InputError(f"{root}: not a folder; give a folder of videos and/or frame folders")
+        raise ClipsFolderError(f"{root}: not a folder; give a folder of videos and/or frame folders")
     found: list[Path] = []
     for folder, dirs, files in os.walk(root, followlinks=True):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
@@ -86,6 +87,22 @@ def find_clips(root: Path) -> list[Path]:
     if not found:
         raise InputError(f"{root}: holds no videos ({', '.join(sorted(VIDEO_EXTENSIONS))}) and no folders of frames")
     return sorted(found)
+
+
+def clip_bytes(clip: Path) -> int | None:
+    """A clip's size in bytes: the video file's, or the sum of a frame folder's frames'; None when it cannot be read.
+    A copy or a move keeps it, where a modification time would change: how a resumed run tells a clip replaced by
+    another of the same length."""
+    try:
+        if clip.is_dir():
+            return sum(
+                e.stat().st_size
+                for e in os.scandir(clip)
+                if not e.name.startswith(".") and Path(e.name).suffix.lower() in FRAME_EXTENSIONS and e.is_file()
+            )
+        return clip.stat().st_size
+    except OSError:
+        return None
 
 
 def cache_key(clip: Path, resolution: tuple[int, int]) -> str:

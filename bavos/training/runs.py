@@ -26,7 +26,7 @@ from bavos.io.files import atomic_path, prepare_output, write_json
 from bavos.io.owners import Heartbeat, live_entries, owner_tag, sweep
 from bavos.models.backbone import check_state_keys
 from bavos.models.correlator import read_checkpoint, save_checkpoint
-from bavos.training.clips import CachedClip, Skipped
+from bavos.training.clips import CachedClip, Skipped, clip_bytes
 
 LAST = "last.pt"
 METRICS = "metrics.jsonl"
@@ -69,15 +69,30 @@ def read_last(last: Path) -> dict[str, Any]:
     try:
         return read_checkpoint(last)
     except CheckpointError as e:
-        steps = sorted(last.parent.glob("step-*.pt"))
         reason = str(e).removeprefix(f"{last}: ").removeprefix("not a checkpoint bavos can load: ")
         reason = reason.removesuffix("; fetch it again")
+        if not _holds_settings(last.parent):  # not a run bavos wrote: the file is not bavos's to have removed
+            raise CheckpointError(
+                f"{last}: not a checkpoint bavos can load ({reason}), and {last.parent} holds no bavos run "
+                f"({CONFIG} with a run's settings): nothing to resume there"
+            ) from e
+        steps = sorted(last.parent.glob("step-*.pt"))
         fix = (
             f"copy {steps[-1].name} over it to resume from that step"
             if steps
             else "remove it to start the run again from step 0"
         )
         raise CheckpointError(f"{last}: the run's last checkpoint is damaged ({reason}); {fix}") from e
+
+
+def _holds_settings(folder: Path) -> bool:
+    """``folder`` holds a config.json with a training run's settings (every run writes one before its first
+    checkpoint): what tells a run's ``last.pt`` from a file of the same name put there by hand."""
+    try:
+        settings = json.loads((folder / CONFIG).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(settings, dict) and "TrainConfig" in settings
 
 
 def _learned(configs: dict[str, Any]) -> dict[str, Any]:
@@ -114,13 +129,7 @@ class RunFolder:
     def _own_files(self) -> set[str]:
         """The entries of the folder that a run wrote before its first checkpoint: config.json when it holds a
         run's settings, then data.json and metrics.jsonl; cache/ when it holds only cached clips."""
-        own = set()
-        try:
-            settings = json.loads((self.path / CONFIG).read_text())
-            if isinstance(settings, dict) and "TrainConfig" in settings:
-                own |= {CONFIG, DATA, METRICS}
-        except (OSError, ValueError):
-            pass
+        own = {CONFIG, DATA, METRICS} if _holds_settings(self.path) else set()
         cache = self.path / "cache"
         with contextlib.suppress(OSError):
             if cache.is_dir() and all(_CACHED.match(e.name) for e in os.scandir(cache)):
@@ -140,7 +149,7 @@ class RunFolder:
         unsaved = self.unsaved()
         if resume and not self.last.is_file() and not unsaved:
             raise ConfigError(f"{self.path}: nothing to resume ({LAST} not found); start the run without --resume")
-        if not resume and self.last.is_file():
+        if not resume and self.last.is_file() and _holds_settings(self.path):  # else last.pt is not bavos's
             raise DestinationError(
                 f"{self.path}: already holds a training run; continue it with --resume or choose another -o"
             )
@@ -213,13 +222,15 @@ class RunFolder:
         is not checked.
 
         Raises:
-            UsageError: a clip is missing, added, or of another length.
+            UsageError: a clip is missing, added, of another length, or of another size in bytes (a clip replaced
+                by another of the same length; runs that recorded no sizes are not checked for it).
         """
         try:
             saved = json.loads((self.path / DATA).read_text())
             had = {e["source"]: e["frames"] for e in saved["used"]}
             had |= {e["source"]: None for e in saved["skipped_clips"]}
-        except (OSError, ValueError, KeyError, TypeError):
+            sizes = {e["source"]: e.get("bytes") for e in saved["used"]}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return
         frames = {c.source: c.frames for c in data} if data is not None else {}
         left = dict(had)
@@ -233,6 +244,10 @@ class RunFolder:
             was, now = left.pop(source), frames.get(str(clip))
             if was is not None and now is not None and was != now:
                 problem = f"{clip} has {now} frames, the run's had {was}"
+                break
+            size = sizes.get(source)
+            if size is not None and size != clip_bytes(clip):
+                problem = f"{clip} is not the clip the run trained on: {clip_bytes(clip)} bytes, the run's had {size}"
                 break
         if problem is None and left:
             problem = f"{next(iter(left))} is not under {root}"
@@ -254,7 +269,7 @@ class RunFolder:
                 "clips": len(data),
                 "frames": sum(c.frames for c in data),
                 "skipped": len(skipped),
-                "used": [{"source": c.source, "frames": c.frames} for c in data],
+                "used": [{"source": c.source, "frames": c.frames, "bytes": clip_bytes(Path(c.source))} for c in data],
                 "skipped_clips": [{"source": s.source, "reason": s.reason} for s in skipped],
             },
             indent=2,

@@ -11,6 +11,7 @@ Run folder: ``last.pt`` and ``step-<n>.pt`` checkpoints, ``metrics.jsonl`` (one 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import time
@@ -26,7 +27,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from bavos.config import DEFAULT_BACKBONE, ModelConfig, TrainConfig, default_workers, to_dict
-from bavos.errors import ConfigError, InputError, ResourceError, TrainError
+from bavos.errors import ConfigError, InputError, ResourceError, TrainError, UsageError
 from bavos.models.backbone import Backbone, build_backbone
 from bavos.models.correlator import Correlator, load_correlator
 from bavos.models.costs import TRAIN_OPTIONS, Estimate, over_budget, train_estimate
@@ -309,6 +310,8 @@ def train(
         BavosError: unreadable clips folder, weights, run folder conflicts, bad options.
     """
     shard = shard_from_env()
+    if until is not None and until < 1:
+        raise UsageError(f"--until must be at least 1, got {until}")
     if cfg.batch_size % shard.world:
         raise ConfigError(f"--batch-size {cfg.batch_size} must be divisible by the {shard.world} processes")
     device = resolve_device(cfg.device, shard.local_rank if shard.world > 1 else None)
@@ -318,14 +321,19 @@ def train(
     created = not run.path.exists()
     run.check(resume, Path(clips_root))
     try:
-        return _train(run, created, clips_root, model_cfg, cfg, shard, device, resume, until, events or TrainEvents())
+        return _train(run, clips_root, model_cfg, cfg, shard, device, resume, until, events or TrainEvents())
+    except BaseException:
+        run.release()
+        if created and run.writer:  # a run that could not start leaves no empty folder behind
+            with contextlib.suppress(OSError):
+                run.path.rmdir()  # only when empty
+        raise
     finally:
         run.release()
 
 
 def _train(
     run: RunFolder,
-    created: bool,
     clips_root: str | Path,
     model_cfg: ModelConfig,
     cfg: TrainConfig,
@@ -340,19 +348,13 @@ def _train(
     if run.unsaved():  # stopped before its first checkpoint: nothing learned to keep, it starts again
         events.warn(f"{run.path}: the run there stopped before its first checkpoint; starting it again from step 0")
         resume = False
-    try:
-        clips = find_clips(Path(clips_root))
-        session = _Session(model_cfg, cfg, run, shard, device, events, resume)
-        start = (
-            run.restore(session.correlator, session.optimizer, session.scheduler, session.configs, session.scaler)
-            if resume
-            else 0
-        )
-    except BaseException:
-        run.release()
-        if created and run.writer and not any(run.path.iterdir()):
-            run.path.rmdir()  # a run that could not start leaves no empty folder behind
-        raise
+    clips = find_clips(Path(clips_root))
+    session = _Session(model_cfg, cfg, run, shard, device, events, resume)
+    start = (
+        run.restore(session.correlator, session.optimizer, session.scheduler, session.configs, session.scaler)
+        if resume
+        else 0
+    )
     stop = min(cfg.steps, until) if until is not None else cfg.steps
     if start >= stop:  # a finished run resumed: nothing to decode or train
         return TrainResult(start, str(run.last), 0.0, None, done_before=True)
@@ -362,11 +364,13 @@ def _train(
     try:
         if start:  # a run going on: its clips, before they are decoded
             run.check_clips(Path(clips_root), clips)
+        # before decoding (frames too large to decode are too large to train on) and before the run's files (a
+        # refused run leaves none to trip over)
+        session.check_cost(start, stop)
         cache = Path(cfg.cache) if cfg.cache else run.path / "cache"
         data, skipped = _prepare_data(Path(clips_root), clips, cache, cfg, shard, session.events)
         if start:  # and their lengths
             run.check_clips(Path(clips_root), clips, data)
-        session.check_cost(start, stop)  # before the run's files: a refused run leaves none to trip over
         run.begin(session.configs, data, skipped, start)
         session.events.start(start, stop, len(data), len(skipped))
         began = time.perf_counter()
@@ -397,6 +401,12 @@ class _Session:
         if model_cfg.checkpoint != "none" and not resume:  # fine-tuning: start from that correlator and its backbone
             plan = plan_weights(model_cfg, option="--init-from")
             model_cfg = plan.model_config(model_cfg)
+            if plan.backbone_weights == "none" and plan.backbone_weights_from == "checkpoint":
+                events.warn(
+                    f"--init-from {plan.checkpoint}: that checkpoint was trained on a backbone with random weights "
+                    "(it records backbone weights 'none'), so this run trains on random weights too: the "
+                    "correlator learns nothing useful; pass --backbone-weights hub or a file for real ones"
+                )
         else:  # a new correlator, or a resumed run (its state comes from last.pt)
             model_cfg = replace(
                 model_cfg,
@@ -486,6 +496,11 @@ class _Session:
         except KeyboardInterrupt:
             if done > self.run.saved_step:
                 self.save(done, numbered=False)
+            if self.run.saved_step and shard.rank == 0:
+                self.events.warn(
+                    f"stopped after step {self.run.saved_step}, saved in {self.run.last}: go on with the same "
+                    "command and --resume"
+                )
             raise
         return done, record
 

@@ -185,17 +185,21 @@ class Result:
             pass
 
 
-def _check_options(options: dict[str, Any]) -> None:
-    """Raises ConfigError for a name that is not a segment option, naming the closest one."""
+WEIGHT_OPTIONS = ("checkpoint", "backbone", "backbone_weights")  # ModelConfig's, as keywords
+
+
+def _check_options(options: dict[str, Any], caller: str = "Segmenter", taken: tuple[str, ...] = ("device",)) -> None:
+    """Raises ConfigError for a name that is not a segment option (SegmentConfig's fields but ``taken``, which the
+    caller takes itself), naming the closest one."""
     import dataclasses
     import difflib
 
-    names = sorted(f.name for f in dataclasses.fields(SegmentConfig) if f.name != "device")
+    names = sorted(f.name for f in dataclasses.fields(SegmentConfig) if f.name not in taken)
     for key in options:
         if key not in names:
             close = difflib.get_close_matches(key, names, n=1)
             hint = f"did you mean {close[0]!r}? " if close else ""
-            raise ConfigError(f"Segmenter: no option {key!r}; {hint}(the options: {', '.join(names)})")
+            raise ConfigError(f"{caller}: no option {key!r}; {hint}(the options: {', '.join(names)})")
 
 
 class Segmenter:
@@ -297,9 +301,15 @@ def segment_video(
     progress: Progress | Callback | None = None,
     name: str | None = None,
     estimates: Estimates | None = None,
+    **options: Any,
 ) -> dict[str, Any]:
     """Segment one video (file or frame folder, or a FrameSource opened on one) into ``output/<name>/`` (default
     name: ``output_name``).
+
+    The settings come as configs (``config``, ``model_config``; ``models`` when loaded already) or as keywords, the
+    options' names with underscores as ``Segmenter.from_checkpoint`` takes them: ``checkpoint``, ``backbone``,
+    ``backbone_weights``, ``device`` and every other segment option (``segment_video(path, "out",
+    checkpoint="none", tau=0.8)``).
 
     Writes what ``bavos segment`` writes for ``config`` (docs/usage.md, "What comes out"): ``masks/*.png`` (one
     mask per decoded frame), ``overlay.mp4``, ``preview.png``, ``hierarchy.png``, ``hierarchy.npz`` (unless
@@ -308,7 +318,24 @@ def segment_video(
 
     Returns:
         The summary (also written to summary.json).
+
+    Raises:
+        ConfigError: a keyword that is no option, a value it does not take, or a keyword given beside the config
+            (or loaded models) that would hold it.
     """
+    weights = {key: options.pop(key) for key in WEIGHT_OPTIONS if key in options}
+    if weights:
+        if model_config is not None or models is not None:
+            raise ConfigError(
+                f"segment_video: {', '.join(weights)} given beside {'models' if models is not None else 'model_config'}"
+                "; give the weights one way"
+            )
+        model_config = ModelConfig(**weights)
+    if options:
+        if config is not None:
+            raise ConfigError(f"segment_video: {', '.join(options)} given beside config; give the settings one way")
+        _check_options(options, "segment_video", taken=())
+        config = SegmentConfig(**options)
     cfg = config or SegmentConfig()
     models = models or load_models(model_config or ModelConfig(), cfg.device)
     final = Path(output) / (name or output_name(video.path if isinstance(video, FrameSource) else Path(video)))

@@ -167,3 +167,27 @@ def test_what_is_not_a_video_or_a_cut_is_said(segmenter: bavos.Segmenter) -> Non
     with segmenter(np.stack(clip_frames(4, 48, 64))) as result:
         with pytest.raises(ConfigError, match="SegmentConfig.max_objects must be a whole number, got '5'"):
             result.hierarchy.recut(max_objects="5")  # type: ignore[arg-type]
+
+
+def test_segment_video_takes_the_options_as_keywords(tmp_path: Path, sharp_weights: Path, segmenter) -> None:
+    """From a newcomer's trial: ``segment_video(path, "out", checkpoint="none")`` raised TypeError, and its configs
+    are not in ``bavos``'s namespace, so it could not run without the paper's weights. The same video with the same
+    settings gives the Segmenter's masks."""
+    from bavos.config import ModelConfig
+    from bavos.errors import ConfigError
+
+    video = write_clip(tmp_path / "v.mp4", n=5, height=48, width=64)
+    keywords = {"backbone": "bavos_test_vit", "backbone_weights": str(sharp_weights), "resolution": (64, 96)}
+    keywords |= {"key_ratio": 4, "stride": 1, "max_key_frames": 30}
+    summary = bavos.segment_video(
+        video, tmp_path / "out", checkpoint="none", device=segmenter.config.device, **keywords
+    )
+    assert summary["frames"] == 5 and summary["settings"]["key_ratio"] == 4
+    saved = [np.asarray(Image.open(p)) for p in sorted((tmp_path / "out" / "v" / "masks").glob("*.png"))]
+    with segmenter(video) as result:
+        assert np.array_equal(np.stack(saved), result.masks)
+    with pytest.raises(ConfigError, match="segment_video: no option 'taux'; did you mean 'tau'"):
+        bavos.segment_video(video, tmp_path / "o2", checkpoint="none", taux=0.8)
+    with pytest.raises(ConfigError, match="segment_video: checkpoint given beside model_config; give the weights"):
+        bavos.segment_video(video, tmp_path / "o2", model_config=ModelConfig(), checkpoint="none")
+    assert not (tmp_path / "o2").exists()

@@ -357,9 +357,9 @@ def test_resume_refuses_other_clips(clips: Path, cache: Path, tmp_path: Path, ru
         shutil.copy(clips / name, other / name)
     fewer = run_cli("train", other, "-o", run, "--resume", "--until", "2", "-q")
     assert fewer.code == 2 and fewer.err.strip() == (
-        f"bavos: error: --resume: {other} does not hold the clips the run trained on ({clips / 'clip2.mp4'} is not "
-        f"under {other}; {run / 'data.json'} lists them): resume with the run's clips, or start a new run from it "
-        f"with --init-from {run / 'last.pt'}"
+        f"bavos: error: --resume: {other} does not hold the clips the run trained on (clip2.mp4 is missing: the run "
+        f"trained on {clips / 'clip2.mp4'}; {run / 'data.json'} lists them): resume with the run's clips, or start a "
+        f"new run from it with --init-from {run / 'last.pt'}"
     )
     (other / "clip2.mp4").write_bytes((clips / "clip0.mp4").read_bytes())  # the right name, another length
     shorter = run_cli("train", other, "-o", run, "--resume", "--until", "2", "-q")

@@ -30,7 +30,7 @@ NOTES = {
     "keys": "decoding every frame, the backbone on the key frames",
     "hierarchy": "decoding, the backbone, attention and clusters of each window",
     "labels": "each token's label at every level",
-    "decode": "each clip decoded once into the frame cache",
+    "decode": "each clip decoded into the frame cache, or found there",
 }
 
 

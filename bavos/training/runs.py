@@ -250,7 +250,7 @@ class RunFolder:
                 problem = f"{clip} is not the clip the run trained on: {clip_bytes(clip)} bytes, the run's had {size}"
                 break
         if problem is None and left:
-            problem = f"{next(iter(left))} is not under {root}"
+            problem = f"{Path(next(iter(left))).name} is missing: the run trained on {next(iter(left))}"
         if problem is not None:
             raise UsageError(
                 f"--resume: {root} does not hold the clips the run trained on ({problem}; {self.path / DATA} "

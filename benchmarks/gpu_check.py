@@ -496,6 +496,18 @@ def groups(names: tuple[str, ...], args: argparse.Namespace) -> list[list[str]]:
     return [group for group in (windows, *(others[i::jobs] for i in range(jobs))) if group]
 
 
+def _all_matched(results: dict[str, Any]) -> dict[str, Any]:
+    """Tokens in matching clusters of each run against its float32 run: bf16, each --products mode."""
+    out = {"bf16_tokens_matched": _tokens_matched(results["clip"], results["clip-bf16"])}
+    for key in PRODUCT_RUNS:
+        out[f"{key}_tokens_matched"] = _tokens_matched(results["clip"], results[key])
+    for runs, base in ((MID_RUNS, "mid"), (LONG_RUNS, "long")):
+        for key in runs:
+            if key != base:
+                out[f"{key}_tokens_matched"] = _tokens_matched(results[base], results[key])
+    return out
+
+
 def run_tests(args: argparse.Namespace) -> dict[str, Any]:
     """pytest -m gpu (with --smoke: collected only, there being no GPU)."""
     root = Path(__file__).resolve().parents[1]
@@ -790,13 +802,7 @@ def main() -> None:
             results["tests"] = tests.result()
             print(f"tests: {results['tests']['summary']}", flush=True)
         beside.shutdown()
-        results["bf16_tokens_matched"] = _tokens_matched(results["clip"], results["clip-bf16"])
-        for key in PRODUCT_RUNS:
-            results[f"{key}_tokens_matched"] = _tokens_matched(results["clip"], results[key])
-        for runs, base in ((MID_RUNS, "mid"), (LONG_RUNS, "long")):
-            for key in runs:
-                if key != base:
-                    results[f"{key}_tokens_matched"] = _tokens_matched(results[base], results[key])
+        results |= _all_matched(results)
     if "error" not in results["clip"] and "error" not in results["clip-bf16"]:
         results["bf16_speedup"] = results["clip-bf16"]["frames_per_s"] / results["clip"]["frames_per_s"]
     if "error" not in results["clip"] and "error" not in results["matmul"]:

@@ -11,6 +11,7 @@ results looked at, re-cut and saved. Nothing is written unless asked.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
 import time
@@ -22,13 +23,14 @@ from typing import Any, Literal
 import numpy as np
 
 from bavos.config import ModelConfig, SegmentConfig
-from bavos.errors import BavosError, ConfigError
+from bavos.errors import BavosError, ConfigError, OutputError, ResourceError, plain_os_error
 from bavos.io.exports import check_exports
-from bavos.io.owners import Heartbeat, owner_tag
+from bavos.io.owners import Heartbeat, owner_tag, sweep
 from bavos.io.sources import FrameSource, Video, open_source
 from bavos.io.video import FrameRange
+from bavos.models.costs import over_budget
 from bavos.models.loading import load_models
-from bavos.pipeline.segment import Analysis, Estimates, Models, analyse, iter_masks, output_name
+from bavos.pipeline.segment import Analysis, Estimates, Models, analyse, estimate_cost, iter_masks, output_name
 from bavos.progress import Callback, Progress
 
 
@@ -202,6 +204,17 @@ def _check_options(options: dict[str, Any], caller: str = "Segmenter", taken: tu
             raise ConfigError(f"{caller}: no option {key!r}; {hint}(the options: {', '.join(names)})")
 
 
+def _check_range(config: SegmentConfig) -> None:
+    """Raises ConfigError for a ``start`` or ``end`` that is neither a frame number nor a time (said before the models
+    load, not at the first video)."""
+    from bavos.errors import InputError
+
+    try:
+        FrameRange.parse(config.start, config.end)
+    except InputError as e:
+        raise ConfigError(str(e)) from None
+
+
 class Segmenter:
     """Segment videos with the models loaded once.
 
@@ -213,6 +226,11 @@ class Segmenter:
     """
 
     def __init__(self, models: Models, config: SegmentConfig | None = None) -> None:
+        if not isinstance(models, Models):
+            raise ConfigError(
+                f"Segmenter takes models already loaded, not {models!r}: Segmenter.from_checkpoint({models!r}) loads "
+                "them"
+            )
         self.models = models
         self.model_config: ModelConfig = models.requested
         self.config = (config or SegmentConfig()).for_device(models.device.type)
@@ -241,10 +259,12 @@ class Segmenter:
         Raises:
             ConfigError: an option that does not exist, or a value it does not take (said before the models load;
                 a resolution the backbone's patches do not divide, once they have).
-            WeightsError: the weights cannot be found, fetched or loaded.
+            WeightsError, CheckpointError: the weights cannot be found, fetched or loaded (``DownloadError``, a
+                CheckpointError, for the paper's checkpoint offline).
         """
         _check_options(options)
         config = SegmentConfig(device=device, **options)  # every value checked before the models load
+        _check_range(config)
         model_config = ModelConfig(backbone=backbone, backbone_weights=backbone_weights, checkpoint=checkpoint)
         models = load_models(model_config, device)
         config.for_device(models.device.type).check_patch(models.backbone.patch_size)  # not at the first video
@@ -268,32 +288,46 @@ class Segmenter:
             progress: told each pass's progress, ``progress(stage, done, total)``.
             workdir: where the labels wait while the result lives, in a new folder removed by ``Result.close``; by
                 default the system's temporary folder. Put it on a disk, not a RAM disk, for long videos.
-            estimates: called with the run's cost estimate refined as the run learns its clusters
-                (``bavos.pipeline.segment.analyse``).
+            estimates: called as ``estimates(said, estimate)`` each time the run's cost estimate is refined by what
+                it has learnt (``said``: what it learnt; ``estimate``: a ``bavos.models.costs.Estimate``).
 
         Raises:
             InputError: the video cannot be read, or is none of the above.
+            ResourceError: the run would need more memory than this machine has (checked before the work, as
+                ``bavos segment`` does).
         """
         start = self.config.start if start is None else str(start)
         end = self.config.end if end is None else str(end)
         frame_range = FrameRange.parse(start, end)
-        if workdir is not None:
-            Path(workdir).mkdir(parents=True, exist_ok=True)
-        # a new folder, inside workdir if given, named by this process (owners.sweep removes a dead one's)
-        work = Path(tempfile.mkdtemp(prefix=f".bavos-work-{owner_tag()}-", dir=workdir))
+        where = Path(workdir) if workdir is not None else Path(tempfile.gettempdir())
+        created = not where.exists()
+        try:
+            where.mkdir(parents=True, exist_ok=True)
+            sweep(where)  # what killed processes left there
+            # a new folder named by this process (owners.sweep removes a dead one's)
+            work = Path(tempfile.mkdtemp(prefix=f".bavos-work-{owner_tag()}-", dir=where))
+        except OSError as e:
+            raise OutputError(f"workdir {where}: cannot make a folder there: {plain_os_error(e, '')}") from e
         Heartbeat.add(work)
         try:
             source = open_source(video, frame_range, self.config.fps, work)
+            estimate = estimate_cost(source, self.models, self.config, work)
+            too_big = over_budget(estimate, self.models.device) if estimate is not None else None
+            if too_big:
+                raise ResourceError(f"{source.path if source.from_path else 'the frames'}: {too_big}")
             analysis = analyse(source, self.models, self.config, progress, work, estimates)
         except BaseException:
             Heartbeat.remove(work)
             shutil.rmtree(work, ignore_errors=True)
+            if created:  # a run that could not be made leaves no empty folder (segment_video's output) behind
+                with contextlib.suppress(OSError):
+                    where.rmdir()
             raise
         return Result(source, analysis, replace(self.config, start=start, end=end), self.models, work)
 
 
 def segment_video(
-    video: str | Path | FrameSource,
+    video: Video,
     output: str | Path = "out",
     config: SegmentConfig | None = None,
     models: Models | None = None,
@@ -303,8 +337,8 @@ def segment_video(
     estimates: Estimates | None = None,
     **options: Any,
 ) -> dict[str, Any]:
-    """Segment one video (file or frame folder, or a FrameSource opened on one) into ``output/<name>/`` (default
-    name: ``output_name``).
+    """Segment one video (file or frame folder, a FrameSource opened on one, or frames in memory as ``Segmenter``
+    takes them, given a ``name``) into ``output/<name>/`` (default name: ``output_name``).
 
     The settings come as configs (``config``, ``model_config``; ``models`` when loaded already) or as keywords, the
     options' names with underscores as ``Segmenter.from_checkpoint`` takes them: ``checkpoint``, ``backbone``,
@@ -321,7 +355,10 @@ def segment_video(
 
     Raises:
         ConfigError: a keyword that is no option, a value it does not take, or a keyword given beside the config
-            (or loaded models) that would hold it.
+            (or loaded models) that would hold it; frames in memory without a ``name``.
+        InputError, ResourceError: as ``Segmenter.__call__``.
+        WeightsError, CheckpointError: the weights cannot be found, fetched or loaded.
+        DestinationError, OutputError: ``output/<name>`` holds files of the user's, or cannot be written.
     """
     weights = {key: options.pop(key) for key in WEIGHT_OPTIONS if key in options}
     if weights:
@@ -337,8 +374,18 @@ def segment_video(
         _check_options(options, "segment_video", taken=())
         config = SegmentConfig(**options)
     cfg = config or SegmentConfig()
+    _check_range(cfg)
+    if name is None and isinstance(video, FrameSource):
+        name = output_name(video.path)
+    elif name is None and isinstance(video, str | Path):
+        name = output_name(Path(video))
+    elif name is None:  # before the models load
+        raise ConfigError(
+            f"segment_video: frames in memory ({type(video).__name__}) have no name to write their result under: "
+            "give name=..."
+        )
     models = models or load_models(model_config or ModelConfig(), cfg.device)
-    final = Path(output) / (name or output_name(video.path if isinstance(video, FrameSource) else Path(video)))
+    final = Path(output) / name
     with Segmenter(models, cfg)(
         video,
         progress=progress,

@@ -366,6 +366,12 @@ class SegmentConfig:
     )
 
     def __post_init__(self) -> None:
+        for name in ("start", "end"):  # a frame number from Python (start=120) is kept as the command line's text
+            value = getattr(self, name)
+            if isinstance(value, int) and not isinstance(value, bool):
+                object.__setattr__(self, name, str(value))
+        if isinstance(self.exports, str):  # exports="coco" from Python: one name, not the letters of one
+            object.__setattr__(self, "exports", tuple(x.strip() for x in self.exports.split(",") if x.strip()))
         _raise_first(_type_checks(self))
         h, w = self.resolution or PAPER_RESOLUTION
         checks = [

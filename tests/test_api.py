@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from conftest import clip_frames, write_clip
 from PIL import Image
+from test_io_owners import dead_pid
 
 import bavos
 from bavos.errors import InputError
@@ -191,3 +192,57 @@ def test_segment_video_takes_the_options_as_keywords(tmp_path: Path, sharp_weigh
     with pytest.raises(ConfigError, match="segment_video: checkpoint given beside model_config; give the weights"):
         bavos.segment_video(video, tmp_path / "o2", model_config=ModelConfig(), checkpoint="none")
     assert not (tmp_path / "o2").exists()
+
+
+def test_from_python_a_run_too_big_for_memory_is_refused_before_the_work(
+    tmp_path: Path, segmenter: bavos.Segmenter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """From a newcomer's trial: the memory check was the command line's only; resolution=(2000, 2000) from Python
+    started the work (and ran for minutes). Nothing is left in the workdir."""
+    from bavos.errors import ResourceError
+
+    video = write_clip(tmp_path / "v.mp4", n=5, height=48, width=64)
+    monkeypatch.setattr("bavos.models.costs.available_bytes", lambda device: 1024)
+    with pytest.raises(ResourceError, match=rf"^{tmp_path / 'v.mp4'}: needs about .* more memory"):
+        segmenter(video, workdir=tmp_path / "work")
+    with pytest.raises(ResourceError, match="^the frames: needs about"):
+        segmenter(np.stack(clip_frames(5, 48, 64)), workdir=tmp_path / "work")
+    assert not (tmp_path / "work").exists()  # made for the run, removed with it
+    with pytest.raises(ResourceError):
+        bavos.segment_video(video, tmp_path / "out", segmenter.config, segmenter.models)
+    assert not (tmp_path / "out").exists()  # no empty output folder left
+
+
+def test_frame_numbers_as_ints_and_wrong_calls_are_said(
+    tmp_path: Path, sharp_weights: Path, segmenter: bavos.Segmenter, run_cli
+) -> None:
+    """start=1 / end=4 as ints raised AttributeError ('int' object has no attribute 'strip') after the models had
+    loaded; a bad start was taken until the first video; an array given to segment_video, and Segmenter('none'),
+    were a TypeError and an AttributeError."""
+    from bavos.config import SegmentConfig
+    from bavos.errors import ConfigError
+    from bavos.io.owners import owner_tag
+
+    video = write_clip(tmp_path / "v.mp4", n=6, height=48, width=64)
+    keywords = {"backbone": "bavos_test_vit", "backbone_weights": str(sharp_weights), "resolution": (64, 96)}
+    keywords |= {"key_ratio": 4, "stride": 1, "max_key_frames": 30, "device": segmenter.config.device}
+    summary = bavos.segment_video(video, tmp_path / "out", checkpoint="none", start=1, end=4, **keywords)
+    assert summary["frames"] == 3 and summary["first_frame"] == 1 and summary["settings"]["start"] == "1"
+    assert SegmentConfig(exports="coco").exports == ("coco",)  # it said "--export must be ..., got c, o"
+    with pytest.raises(ConfigError, match=r"--start abc: give a frame number \(120\) or a time in seconds"):
+        bavos.Segmenter.from_checkpoint("none", start="abc", **keywords)  # before the models load
+    with pytest.raises(ConfigError, match=r"segment_video: frames in memory \(ndarray\) have no name .* give name="):
+        bavos.segment_video(np.stack(clip_frames(3, 48, 64)), tmp_path / "out", checkpoint="none", **keywords)
+    with pytest.raises(ConfigError, match=r"Segmenter takes models already loaded, not 'none': Segmenter.from_check"):
+        bavos.Segmenter("none")  # type: ignore[arg-type]
+    made = bavos.segment_video(
+        np.stack(clip_frames(3, 48, 64)), tmp_path / "out", name="mem", checkpoint="none", **keywords
+    )
+    assert made["in_memory"] and (tmp_path / "out" / "mem" / "masks" / "00002.png").is_file()
+    said = run_cli("recut", tmp_path / "out" / "mem", "--max-objects", "2")  # it read "<cwd>/array" if there
+    assert said.code == 1 and "it was made from frames in memory (an array or an iterable), which recut" in said.err
+    host, _, start = owner_tag().split("~")  # a killed process's working folder in the workdir is removed
+    left = tmp_path / "work" / f".bavos-work-{host}~{dead_pid()}~{start}-x"
+    left.mkdir(parents=True)
+    with segmenter(video, workdir=tmp_path / "work"):
+        assert not left.exists()

@@ -624,8 +624,9 @@ def test_query_cache_auto_runs_the_backbone_once_per_frame_when_the_clip_fits(
     if disk is not None:
         usage = namedtuple("usage", "total used free")
         monkeypatch.setattr(shutil, "disk_usage", lambda folder: usage(disk, disk, disk))
-    if room is not None:
+    if room is not None:  # the plan at little memory, the check that refuses such a run aside
         monkeypatch.setattr("bavos.models.costs.available_bytes", lambda device: room)
+        monkeypatch.setattr("bavos.api.over_budget", lambda estimate, device: None)
     video = write_clip(tmp_path / "q.mp4", n=14, height=48, width=64)
     auto = segment_video(video, tmp_path / "auto", tiny_config(overlay=False, attention_cache_mb=0), tiny_models)
     warm_up = tiny_config().batch_size if tiny_models.device.type == "cuda" else 0  # blank frames (warm_up)
@@ -661,6 +662,7 @@ def test_attention_cache_auto_computes_the_attention_once_when_the_clip_fits(
     monkeypatch.setattr(seg, "QueryStore", recorded)
     if room is not None:  # 1 MB available: the tiny clip's 2 MB of rows fit neither a tenth nor a half of it
         monkeypatch.setattr("bavos.models.costs.available_bytes", lambda device: room)
+        monkeypatch.setattr("bavos.api.over_budget", lambda estimate, device: None)  # the plan, not the refusal
     video = write_clip(tmp_path / "a.mp4", n=14, height=48, width=64)
     segment_video(video, tmp_path / "run", tiny_config(overlay=False, attention_cache_mb=cache), tiny_models)
     cpu = tiny_models.device.type == "cpu"

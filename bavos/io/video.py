@@ -74,14 +74,18 @@ class FrameRange:
     seconds: tuple[bool, bool] = (False, False)
 
     @staticmethod
-    def parse(start: str | None, end: str | None) -> FrameRange:
-        """Raises InputError for a value that is neither a frame number nor a time ('12.5s'), or an empty range."""
+    def parse(start: str | int | None, end: str | int | None) -> FrameRange:
+        """Raises InputError for a value that is neither a frame number (an int, or its text) nor a time ('12.5s'),
+        or an empty range."""
         values, seconds = [], []
-        for option, text in (("--start", start), ("--end", end)):
-            if text is None:
+        for option, given in (("--start", start), ("--end", end)):
+            if given is None:
                 values.append(None)
                 seconds.append(False)
                 continue
+            text = str(given) if isinstance(given, int) and not isinstance(given, bool) else given
+            if not isinstance(text, str):
+                raise InputError(f"{option} {given!r}: give a frame number (120) or a time in seconds (12.5s)")
             is_time = text.strip().endswith("s")
             number = text.strip()[:-1] if is_time else text.strip()
             try:

@@ -304,6 +304,7 @@ def summary(
     info, h = analysis.info, analysis.hierarchy
     return {
         "input": str(source.path),
+        **({} if source.from_path else {"in_memory": True}),  # an array's or an iterable's frames: no file to read
         "source": source_id(source.path),
         "source_stamp": source_stamp(source.path),
         "weights_stamp": weights_stamp(models.requested),

@@ -171,6 +171,13 @@ def open_result(folder: Path) -> Opened:
     cfg = SegmentConfig(**values)
     segment = segment_command(old, folder, cut=False)
     kept = VideoInfo(Path(old["source"]), False, old["width"], old["height"], float(old["fps"]), None, 0, old["frames"])
+    if old.get("in_memory"):  # its "source" names no file: never read whatever has that name now
+        problem = (
+            f"{folder}: it was made from frames in memory (an array or an iterable), which recut cannot read again; "
+            "recut needs them for the frames of the masks and the overlay (in Python, cut with "
+            "result.hierarchy.recut before the result is closed)"
+        )
+        return Opened(folder, old, cfg, None, problem, kept, segment)
     if not Path(old["source"]).exists():
         problem = (
             f"{old['source']}: the source video is gone; recut needs it for the frames of the masks and the overlay"

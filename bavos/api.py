@@ -56,8 +56,9 @@ class Hierarchy:
 
     def recut(self, level: int | None = None, max_objects: int = 0) -> Result:
         """The same video cut at ``level`` (None: converged) and capped at ``max_objects`` (0: no cap), without the
-        model; the new result shares this one's files (closing either closes its labels). Unlike ``bavos recut``,
-        whose ``--max-objects`` defaults to segment's 20, no argument means the level uncapped.
+        model; the new result shares the files of the result first segmented: closing that one closes every cut made
+        from it, closing a cut closes it alone. Unlike ``bavos recut``, whose ``--max-objects`` defaults to segment's
+        20, no argument means the level uncapped.
 
         Raises:
             ConfigError: a value of the wrong type or out of range. UsageError: a level the hierarchy does not have.
@@ -66,9 +67,10 @@ class Hierarchy:
         from bavos.pipeline.recut import recut_analysis
 
         r = self._result
+        r._check_open()
         config = replace(r.config, level=level, max_objects=max_objects)  # the values checked first
         analysis = recut_analysis(r.analysis, level, max_objects)
-        return Result(r.source, analysis, config, r.models, r._workdir, owner=r)
+        return Result(r.source, analysis, config, r.models, r._workdir, owner=r._owner or r)  # the files' owner
 
 
 class Result:
@@ -116,6 +118,7 @@ class Result:
         return np.stack([self.analysis.ids(t) for t in range(self.analysis.processed)])
 
     def _check_open(self) -> None:
+        """Raises BavosError where this result, or the result whose files it shares, is closed."""
         if self._closed or (self._owner is not None and self._owner._closed):
             raise BavosError(
                 "this result is closed: its labels went with close() or the end of its with-block; read "
@@ -167,8 +170,11 @@ class Result:
         )
 
     def close(self) -> None:
-        """Remove the temporary files (a re-cut's are its parent's). Closing twice does nothing."""
-        if self._owner is None and not self._closed:
+        """Remove the temporary files (a re-cut's are the first result's: closing a re-cut closes it alone).
+        Closing twice does nothing."""
+        if self._owner is not None:
+            self._closed = True
+        elif not self._closed:
             self._closed = True
             self.analysis.close()
             Heartbeat.remove(self._workdir)

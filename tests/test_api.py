@@ -127,7 +127,16 @@ def test_a_closed_result_says_so(segmenter: bavos.Segmenter) -> None:
     with pytest.raises(bavos.BavosError, match="this result is closed"):
         result.masks  # noqa: B018 - the property is what a user reads
     with pytest.raises(bavos.BavosError, match="this result is closed"):
-        result.hierarchy.recut(max_objects=2).masks  # noqa: B018
+        result.hierarchy.recut(max_objects=2)  # it returned a result, which failed only when read
+    with segmenter(frames) as result:  # a cut of a cut shares the first result's files, not the cut's
+        first = result.hierarchy.recut(max_objects=3)
+        second = first.hierarchy.recut(max_objects=2)
+        first.close()  # closes the cut alone
+        assert second.masks.shape == (4, 48, 64) and result.masks.shape == (4, 48, 64)
+        with pytest.raises(bavos.BavosError, match="this result is closed"):
+            first.masks  # noqa: B018
+    with pytest.raises(bavos.BavosError, match="this result is closed"):
+        second.masks  # noqa: B018 - it read the closed files ("I/O operation on closed file")
 
 
 def test_an_unknown_option_names_the_closest() -> None:

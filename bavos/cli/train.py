@@ -115,8 +115,6 @@ def train(
         patch = named_patch_size(model_cfg)
         if patch is not None:  # else a checkpoint names the backbone: training checks it once that is read
             cfg.check_tokens(patch)
-        if until is not None and until < 1:
-            raise ConfigError(f"--until must be at least 1, got {until}")
         resolve_device(cfg.device)  # --device cuda without a GPU: said before anything is read
     except ConfigError as e:
         usage_error(str(e), "train")

@@ -154,6 +154,29 @@ def natural_key(path: Path) -> list[object]:
     return [int(t) if t.isdecimal() else t for t in re.split(r"(\d+)", path.name)]
 
 
+def source_stamp(path: Path) -> dict[str, int] | None:
+    """A video file's, or a frame folder's frames', size in bytes and latest modification time in ns: how
+    ``--skip-existing`` tells a source changed since its result was made, as make does (a copy that keeps neither
+    redoes it), and a resumed training run a clip replaced by another (by its bytes, which a copy keeps). None for
+    what is not a file or folder (arrays, iterables)."""
+    path = Path(path)
+    try:
+        if path.is_file():
+            stat = path.stat()
+            return {"bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+        if path.is_dir():
+            frames = [
+                e.stat()
+                for e in os.scandir(path)
+                if not e.name.startswith(".") and Path(e.name).suffix.lower() in FRAME_EXTENSIONS and e.is_file()
+            ]
+            latest = max((f.st_mtime_ns for f in frames), default=0)
+            return {"bytes": sum(f.st_size for f in frames), "mtime_ns": latest}
+    except OSError:
+        return None
+    return None
+
+
 def list_frames(folder: Path) -> tuple[list[Path], list[str]]:
     """The frames of a folder in natural order, and the names of the entries that are not frames.
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from bavos.config import ModelConfig
 from bavos.errors import OutputError
-from bavos.pipeline.outputs import other_place, read_summary, source_stamp, weights_stamp
+from bavos.pipeline.outputs import WEIGHT_FILES, other_place, read_summary, source_stamp, weights_stamp
 from bavos.pipeline.segment import output_name, source_id
 
 
@@ -94,12 +94,14 @@ def weights_reason(summary: dict, model: ModelConfig) -> str | None:
     if not isinstance(old, dict):
         return None
     now = weights_stamp(model)
-    changed = [option for option in ("checkpoint", "backbone_weights") if old.get(option) != now.get(option)]
+    changed = [option for option in WEIGHT_FILES if old.get(option) != now.get(option)]
     if not changed:
         return None
-    named = {"checkpoint": model.checkpoint, "backbone_weights": model.backbone_weights}
     option = changed[0]
-    return f"its --{option.replace('_', '-')} {named[option]} changed since it was made (its size or modification time)"
+    return (
+        f"its --{option.replace('_', '-')} {getattr(model, option)} changed since it was made (its size or "
+        "modification time)"
+    )
 
 
 def damage_reason(folder: Path, summary: dict) -> str | None:

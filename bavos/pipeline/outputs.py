@@ -35,7 +35,7 @@ from bavos.io.owners import Heartbeat, output_lock
 from bavos.io.pictures import Levels, ObjectRow, preview_frames, save_hierarchy_picture, save_preview, thumbnail
 from bavos.io.render import overlay, write_mask
 from bavos.io.sources import FrameSource
-from bavos.io.video import Frame, OverlayWriter
+from bavos.io.video import Frame, OverlayWriter, source_stamp
 from bavos.models.costs import size_text
 from bavos.models.devices import use_kernels
 from bavos.pipeline.masks import upsample_ids
@@ -342,39 +342,17 @@ def summary(
     }
 
 
-def source_stamp(path: Path) -> dict[str, int] | None:
-    """A video file's, or a frame folder's frames', size in bytes and latest modification time in ns: how
-    ``--skip-existing`` tells a source changed since its result was made, as make does (a copy that keeps neither
-    redoes it). None for what is not a file or folder (arrays, iterables)."""
-    from bavos.io.video import FRAME_EXTENSIONS
-
-    path = Path(path)
-    try:
-        if path.is_file():
-            stat = path.stat()
-            return {"bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns}
-        if path.is_dir():
-            frames = [
-                e.stat()
-                for e in os.scandir(path)
-                if not e.name.startswith(".") and Path(e.name).suffix.lower() in FRAME_EXTENSIONS and e.is_file()
-            ]
-            latest = max((f.st_mtime_ns for f in frames), default=0)
-            return {"bytes": sum(f.st_size for f in frames), "mtime_ns": latest}
-    except OSError:
-        return None
-    return None
+WEIGHT_FILES = ("checkpoint", "backbone_weights")  # the options that may name a weights file
 
 
 def weights_stamp(model: ModelConfig) -> dict[str, dict[str, int]]:
     """The size and modification time (``source_stamp``) of each weights file named by the options, by option
     (``checkpoint``, ``backbone_weights``): how ``--skip-existing`` tells a checkpoint that has changed under the
     same name since a result was made, as a run's ``last.pt`` does while it trains."""
-    named = {"checkpoint": model.checkpoint, "backbone_weights": model.backbone_weights}
     return {
         option: stamp
-        for option, value in named.items()
-        if value not in (None, "release", "none", "hub")
+        for option in WEIGHT_FILES
+        if (value := getattr(model, option)) not in (None, "release", "none", "hub")
         and Path(value).is_file()
         and (stamp := source_stamp(Path(value))) is not None
     }

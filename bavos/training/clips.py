@@ -89,22 +89,6 @@ def find_clips(root: Path) -> list[Path]:
     return sorted(found)
 
 
-def clip_bytes(clip: Path) -> int | None:
-    """A clip's size in bytes: the video file's, or the sum of a frame folder's frames'; None when it cannot be read.
-    A copy or a move keeps it, where a modification time would change: how a resumed run tells a clip replaced by
-    another of the same length."""
-    try:
-        if clip.is_dir():
-            return sum(
-                e.stat().st_size
-                for e in os.scandir(clip)
-                if not e.name.startswith(".") and Path(e.name).suffix.lower() in FRAME_EXTENSIONS and e.is_file()
-            )
-        return clip.stat().st_size
-    except OSError:
-        return None
-
-
 def cache_key(clip: Path, resolution: tuple[int, int]) -> str:
     """Hash of the clip's absolute path, size and modification time (every file's, for a folder) and resolution."""
     h = hashlib.sha1(f"{clip.resolve()}|{resolution[0]}x{resolution[1]}".encode())

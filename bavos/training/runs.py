@@ -24,9 +24,10 @@ from bavos.config import RUNTIME_FIELDS
 from bavos.errors import CheckpointError, ConfigError, DestinationError, OutputError, UsageError, plain_os_error
 from bavos.io.files import atomic_path, prepare_output, write_json
 from bavos.io.owners import Heartbeat, live_entries, owner_tag, sweep
+from bavos.io.video import source_stamp
 from bavos.models.backbone import check_state_keys
 from bavos.models.correlator import read_checkpoint, save_checkpoint
-from bavos.training.clips import CachedClip, Skipped, clip_bytes
+from bavos.training.clips import CachedClip, Skipped
 
 LAST = "last.pt"
 METRICS = "metrics.jsonl"
@@ -93,6 +94,13 @@ def _holds_settings(folder: Path) -> bool:
     except (OSError, ValueError):
         return False
     return isinstance(settings, dict) and "TrainConfig" in settings
+
+
+def _bytes(clip: Path) -> int | None:
+    """A clip's size in bytes (a frame folder's: its frames'), which a copy or a move keeps: how a resumed run tells
+    a clip replaced by another of the same length. None when it cannot be read."""
+    stamp = source_stamp(clip)
+    return None if stamp is None else stamp["bytes"]
 
 
 def _learned(configs: dict[str, Any]) -> dict[str, Any]:
@@ -245,9 +253,9 @@ class RunFolder:
             if was is not None and now is not None and was != now:
                 problem = f"{clip} has {now} frames, the run's had {was}"
                 break
-            size = sizes.get(source)
-            if size is not None and size != clip_bytes(clip):
-                problem = f"{clip} is not the clip the run trained on: {clip_bytes(clip)} bytes, the run's had {size}"
+            size, size_now = sizes.get(source), _bytes(clip)
+            if size is not None and size != size_now:
+                problem = f"{clip} is not the clip the run trained on: {size_now} bytes, the run's had {size}"
                 break
         if problem is None and left:
             problem = f"{Path(next(iter(left))).name} is missing: the run trained on {next(iter(left))}"
@@ -269,7 +277,7 @@ class RunFolder:
                 "clips": len(data),
                 "frames": sum(c.frames for c in data),
                 "skipped": len(skipped),
-                "used": [{"source": c.source, "frames": c.frames, "bytes": clip_bytes(Path(c.source))} for c in data],
+                "used": [{"source": c.source, "frames": c.frames, "bytes": _bytes(Path(c.source))} for c in data],
                 "skipped_clips": [{"source": s.source, "reason": s.reason} for s in skipped],
             },
             indent=2,

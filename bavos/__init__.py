@@ -1,16 +1,17 @@
 """bavos: segment every object in a video with no labels and no prompts.
 
 The public API: ``Segmenter`` (models loaded once; videos, arrays or iterables of frames in, results out, nothing
-written unless asked), ``segment_video`` (one video into an output folder) and ``BavosError``. Importing
+written unless asked), ``segment_video`` (one video into an output folder), ``BavosError`` and ``RandomWeightsWarning``
+(models whose backbone has random weights: the masks mean nothing). Importing
 :mod:`bavos` does not import torch; the pipeline is imported on first use so that ``bavos --help`` stays fast.
 """
 
 from typing import Any
 
-from bavos.errors import BavosError
+from bavos.errors import BavosError, RandomWeightsWarning
 from bavos.version import __version__
 
-__all__ = ["BavosError", "Result", "Segmenter", "__version__", "segment_video"]
+__all__ = ["BavosError", "RandomWeightsWarning", "Result", "Segmenter", "__version__", "segment_video"]
 
 
 def __getattr__(name: str) -> Any:

@@ -15,6 +15,7 @@ import contextlib
 import shutil
 import tempfile
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -23,7 +24,7 @@ from typing import Any, Literal
 import numpy as np
 
 from bavos.config import ModelConfig, SegmentConfig
-from bavos.errors import BavosError, ConfigError, OutputError, ResourceError, plain_os_error
+from bavos.errors import BavosError, ConfigError, OutputError, RandomWeightsWarning, ResourceError, plain_os_error
 from bavos.io.exports import check_exports
 from bavos.io.owners import Heartbeat, owner_tag, sweep
 from bavos.io.sources import FrameSource, Video, open_source
@@ -53,6 +54,10 @@ class Hierarchy:
         self.level: int = h.level  # the level cut at (what --level and recut take)
         self.capped_from: int | None = h.capped_from
         self.capped_to: int | None = h.capped_size  # clusters after --max-objects merged the level, or None
+
+    def __repr__(self) -> str:
+        cap = f", capped_from={self.capped_from}, capped_to={self.capped_to}" if self.capped_to is not None else ""
+        return f"Hierarchy(sizes={self.sizes}, converged={self.converged}, level={self.level}{cap})"
 
     def recut(self, level: int | None = None, max_objects: int = 0) -> Result:
         """The same video cut at ``level`` (None: converged) and capped at ``max_objects`` (0: no cap), without the
@@ -98,6 +103,13 @@ class Result:
         self._owner = owner  # a re-cut shares its parent's files
         self._closed = False
         self.hierarchy = Hierarchy(self)
+
+    def __repr__(self) -> str:
+        name = str(self.source.path) if self.source.from_path else "frames in memory"
+        h = self.hierarchy
+        clusters = h.capped_to if h.capped_to is not None else h.sizes[h.level]
+        state = ", closed" if self._closed or (self._owner is not None and self._owner._closed) else ""
+        return f"Result({name!r}, {self.frames} frames, {clusters} clusters at level {h.level}{state})"
 
     @property
     def frames(self) -> int:
@@ -221,6 +233,18 @@ def _check_range(config: SegmentConfig) -> None:
         raise ConfigError(str(e)) from None
 
 
+def _caller_level() -> int:
+    """``warnings.warn``'s stacklevel that names the user's line: Segmenter() itself, or from_checkpoint's caller."""
+    import sys
+    from types import FrameType
+
+    frame: FrameType | None = sys._getframe(2)
+    level = 2
+    while frame is not None and frame.f_globals.get("__name__") == __name__:
+        frame, level = frame.f_back, level + 1
+    return level
+
+
 class Segmenter:
     """Segment videos with the models loaded once.
 
@@ -241,6 +265,16 @@ class Segmenter:
         self.model_config: ModelConfig = models.requested
         self.config = (config or SegmentConfig()).for_device(models.device.type)
         check_exports(self.config.exports)
+        if models.weights.backbone_weights == "none":
+            warnings.warn(RandomWeightsWarning(models.weights.random_note(python=True)), stacklevel=_caller_level())
+
+    def __repr__(self) -> str:
+        c = self.config
+        return (
+            f"Segmenter(checkpoint={self.models.weights.checkpoint!r}, backbone={self.models.weights.backbone!r}, "
+            f"backbone_weights={self.models.weights.backbone_weights!r}, device={str(self.models.device)!r}, "
+            f"resolution={c.resolution}, tau={c.tau}, max_objects={c.max_objects})"
+        )
 
     @classmethod
     def from_checkpoint(

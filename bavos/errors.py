@@ -7,6 +7,11 @@ class BavosError(Exception):
     exit_code = 1  # the CLI's exit code for it
 
 
+class RandomWeightsWarning(UserWarning):
+    """Models whose backbone has random weights (``backbone_weights="none"``, or a checkpoint trained on such a
+    backbone): every output is made, but the masks mean nothing."""
+
+
 class InputError(BavosError):
     """A video or frame folder that cannot be read."""
 

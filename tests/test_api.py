@@ -255,3 +255,26 @@ def test_frame_numbers_as_ints_and_wrong_calls_are_said(
     left.mkdir(parents=True)
     with segmenter(video, workdir=tmp_path / "work"):
         assert not left.exists()
+
+
+def test_random_weights_are_said_from_python_at_the_user_s_line(device: str) -> None:
+    with pytest.warns(bavos.RandomWeightsWarning, match=r"backbone_weights='none': the backbone has random") as said:
+        seg = bavos.Segmenter.from_checkpoint("none", backbone="bavos_test_vit", backbone_weights="none", device=device)
+    assert [Path(w.filename).name for w in said] == ["test_api.py"]  # this line, not bavos's own
+    with pytest.warns(bavos.RandomWeightsWarning) as said:
+        bavos.Segmenter(seg.models, seg.config)
+    assert [Path(w.filename).name for w in said] == ["test_api.py"]
+
+
+def test_the_public_objects_say_what_they_are(segmenter: bavos.Segmenter) -> None:
+    weights = segmenter.models.weights.backbone_weights
+    assert repr(segmenter) == (
+        f"Segmenter(checkpoint='none', backbone='bavos_test_vit', backbone_weights={weights!r}, "
+        f"device={str(segmenter.models.device)!r}, resolution=(64, 96), tau=1.0, max_objects=20)"
+    )
+    with segmenter(np.stack(clip_frames(4, 48, 64))) as result:
+        h = result.hierarchy
+        cut = h.capped_to if h.capped_to is not None else h.sizes[h.level]
+        assert repr(result) == f"Result('frames in memory', 4 frames, {cut} clusters at level {h.level})"
+        assert repr(h).startswith(f"Hierarchy(sizes={h.sizes}, converged={h.converged}, level={h.level}")
+    assert repr(result).endswith(", closed)")

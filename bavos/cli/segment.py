@@ -12,6 +12,7 @@ import contextlib
 import os
 import time
 import traceback
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -34,7 +35,7 @@ from bavos.config import (
     result_settings,
     slurm_part,
 )
-from bavos.errors import BavosError, ConfigError, ResourceError, Terminated, plain_os_error
+from bavos.errors import BavosError, ConfigError, RandomWeightsWarning, ResourceError, Terminated, plain_os_error
 from bavos.io.exports import EXPORTS, check_exports
 
 
@@ -121,15 +122,17 @@ def _run(
         except BavosError as e:
             return _fail_all(todo, output, report, e)
         if models.config.backbone_weights == "none" and not opts.quiet:
-            warn(random_backbone_warning(models.weights))
+            warn(models.weights.random_note())
         resolved = cfg.for_device(models.device.type)
         taken = cfg.cpu_defaults() if models.device.type == "cpu" else {}
         if taken and not opts.quiet:
             note(cpu_point_note(taken))
-        for path, name in todo:
-            failed += _segment_one(path, name, output, resolved, models, progress, report)
-            if failed and opts.fail_fast:
-                break
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RandomWeightsWarning)  # said above, once, as the command line says it
+            for path, name in todo:
+                failed += _segment_one(path, name, output, resolved, models, progress, report)
+                if failed and opts.fail_fast:
+                    break
     return 1 if failed else 0
 
 
@@ -250,17 +253,6 @@ def _megabytes(value: str, option: str) -> int | None:
         return int(value)
     except ValueError:
         raise ConfigError(f"{option} must be auto or a whole number of MB, got {value or 'nothing'}") from None
-
-
-def random_backbone_warning(weights: Any) -> str:
-    """The warning for a backbone with random weights, naming where that setting came from."""
-    if weights.backbone_weights_from == "checkpoint":
-        return (
-            f"the checkpoint {weights.checkpoint} was trained on a backbone with random weights (it records "
-            "backbone weights 'none'), so this run uses random weights too: masks are meaningless; pass "
-            "--backbone-weights hub or a file for real ones"
-        )
-    return "--backbone-weights none: the backbone has random weights; masks are meaningless (tests, benchmarks)"
 
 
 def _load(model_cfg: ModelConfig, cfg: SegmentConfig, local_rank: int | None, progress: Progress) -> Any:

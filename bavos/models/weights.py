@@ -176,6 +176,22 @@ class WeightsPlan:
 
         return replace(base, backbone=self.backbone, backbone_weights=self.backbone_weights)
 
+    def random_note(self, python: bool = False) -> str:
+        """What a user is told of a backbone with random weights (``backbone_weights == "none"``), naming where that
+        setting came from, in the command line's words or (``python``) in keywords'."""
+        none, hub = (
+            ("backbone_weights='none'", "backbone_weights='hub'")
+            if python
+            else ("--backbone-weights none", "--backbone-weights hub")
+        )
+        if self.backbone_weights_from == "checkpoint":
+            return (
+                f"the checkpoint {self.checkpoint} was trained on a backbone with random weights (it records "
+                f"backbone weights 'none'), so this run uses random weights too: masks are meaningless; pass {hub} "
+                "or a file for real ones"
+            )
+        return f"{none}: the backbone has random weights; masks are meaningless (tests, benchmarks)"
+
     def describe(self) -> dict[str, Any]:
         """What summary.json says of the weights."""
         return {

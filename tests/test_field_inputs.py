@@ -199,6 +199,29 @@ def test_a_result_holding_the_users_files_named_like_bavos_s_is_not_replaced(
     assert run_cli("recut", result, "--max-objects", "3", "-q").code == 0
 
 
+def test_a_mask_edited_in_place_to_the_same_size_is_not_replaced(tmp_path: Path, run_cli: Callable) -> None:
+    """A field report: a mask recoloured by hand (its palette changed, the same bytes long) was overwritten in
+    silence, since only sizes were recorded. A copy that does not keep the files' times (``cp -r``) is still
+    bavos's."""
+    import shutil
+
+    clip = write_clip(tmp_path / "c.mp4", n=6)
+    assert run_cli("segment", clip, "-o", tmp_path / "out", *QUIET).code == 0
+    copy = tmp_path / "copy"
+    shutil.copytree(tmp_path / "out", copy, copy_function=shutil.copyfile)  # new times, the same bytes
+    mask = tmp_path / "out" / "c" / "masks" / "00003.png"
+    data = bytearray(mask.read_bytes())
+    at = data.index(b"PLTE") + 4 + 3  # the second colour of the palette (id 1)
+    data[at] ^= 0xFF
+    mask.write_bytes(bytes(data))
+    before = tree(tmp_path / "out")
+    r = run_cli("segment", clip, "-o", tmp_path / "out", *QUIET, "--tau", "1.3")
+    assert r.code == 2 and "holds files bavos did not write (masks/00003.png (changed since bavos wrote it))" in r.err
+    assert tree(tmp_path / "out") == before
+    r = run_cli("segment", clip, "-o", copy, *QUIET, "--tau", "1.3")  # the copy is replaced as bavos's own
+    assert r.code == 0, r.err
+
+
 def test_segment_refuses_a_file_or_a_link_where_a_result_would_go(tmp_path: Path, run_cli: Callable) -> None:
     clip = write_clip(tmp_path / "c.mp4", n=4)
     (tmp_path / "out").mkdir()

@@ -377,10 +377,12 @@ EXPORT_FOLDERS = export_folders()
 OS_CLUTTER = {".DS_Store", "Thumbs.db", "desktop.ini"}  # what file browsers leave in any folder they show
 
 
-# In a result: every file bavos wrote there and its size (JSON). A file of the user's is told from bavos's whatever
-# its name, and so is a picture changed since bavos wrote it (a mask edited by hand); a product cut short or emptied
-# (a disk that filled) is damage bavos repairs (``batch.damage_reason``), not the user's work. Results of bavos 0.2.0
-# have none: their files are told by their names.
+# In a result: every file bavos wrote there, its size, its modification time and a digest of its bytes (JSON;
+# results written before the digests have sizes alone). A file of the user's is told from bavos's whatever its name,
+# and so is a file changed since bavos wrote it (a mask edited by hand, of the same size too): a file whose time moved
+# is read again, so that a copy that did not keep the times (``cp -r``) is still bavos's. A product cut short or
+# emptied (a disk that filled) is damage bavos repairs (``batch.damage_reason``), not the user's work. Results of
+# bavos 0.2.0 have none: their files are told by their names.
 MANIFEST = ".bavos-files"
 
 
@@ -397,33 +399,63 @@ def _walk(folder: Path, prefix: str = "") -> Iterator[tuple[str, os.DirEntry[str
             yield prefix + entry.name, entry
 
 
+def _digest(path: str | Path) -> str:
+    """A digest of the file's bytes (what tells an edit from a copy)."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, lambda: hashlib.blake2b(digest_size=16)).hexdigest()
+
+
 def write_manifest(folder: Path) -> None:
-    """Record in the finished result ``folder`` each file in it and its size: all bavos's, about to be published."""
-    files = {name: entry.stat(follow_symlinks=False).st_size for name, entry in _walk(folder) if name != MANIFEST}
-    (folder / MANIFEST).write_text(json.dumps({"files": files}, separators=(",", ":")) + "\n")
+    """Record in the finished result ``folder`` each file in it, its size, its modification time (ns) and its
+    digest: all bavos's, about to be published."""
+    files, stamps = {}, {}
+    for name, entry in _walk(folder):
+        if name != MANIFEST:
+            st = entry.stat(follow_symlinks=False)
+            files[name] = st.st_size
+            stamps[name] = [st.st_mtime_ns, _digest(entry.path)]
+    (folder / MANIFEST).write_text(json.dumps({"files": files, "stamps": stamps}, separators=(",", ":")) + "\n")
+
+
+def _manifest(folder: Path) -> dict[str, Any] | None:
+    try:
+        held = json.loads((folder / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+    return held if isinstance(held, dict) and isinstance(held.get("files"), dict) else None
 
 
 def recorded_files(folder: Path) -> dict[str, int] | None:
     """The files and sizes bavos recorded in ``folder`` (None: none recorded, or unreadable)."""
-    try:
-        files = json.loads((folder / MANIFEST).read_text())["files"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    return files if isinstance(files, dict) else None
+    held = _manifest(folder)
+    return None if held is None else held["files"]
+
+
+def _changed(entry: os.DirEntry[str], name: str, size: int, stamp: Any) -> bool:
+    """The recorded file ``entry`` holds other bytes than bavos wrote: a picture of another size, or any file of
+    the same size whose time moved and whose digest differs (an empty file is damage, not an edit)."""
+    now = entry.stat(follow_symlinks=False)
+    if now.st_size == 0:
+        return False
+    if name.endswith(".png") and now.st_size != size:
+        return True
+    if now.st_size != size or not (isinstance(stamp, list) and len(stamp) == 2):
+        return False  # another size of a product is damage (``batch.damage_reason``); no stamp: sizes alone
+    return now.st_mtime_ns != stamp[0] and _digest(entry.path) != stamp[1]
 
 
 def _foreign_entry(folder: Path) -> str | None:
     """The first entry under ``folder`` that bavos did not write into a result, or changed since (None: every entry
     is bavos's)."""
-    known = recorded_files(Path(folder))
-    if known is not None:
+    held = _manifest(Path(folder))
+    if held is not None:
+        known, stamps = held["files"], held.get("stamps") or {}
         for name, entry in _walk(Path(folder)):
             if (_clutter(entry.name) and entry.is_file(follow_symlinks=False)) or name == MANIFEST:
                 continue
             if entry.is_symlink() or name not in known:
                 return name
-            size = entry.stat(follow_symlinks=False).st_size
-            if name.endswith(".png") and size not in (0, known[name]):
+            if _changed(entry, name, known[name], stamps.get(name)):
                 return f"{name} (changed since bavos wrote it)"
         return None
 

@@ -758,17 +758,21 @@ class Part:
         return items[self.index :: self.count]
 
 
-def parse_part(text: str) -> Part:
-    """``--shard I/N``: part I (0 to N-1) of N.
+def parse_part(text: str, env: dict[str, str] | None = None) -> Part:
+    """``--shard I/N``: part I (0 to N-1) of N; ``--shard slurm``: this Slurm array task's part (``slurm_part``,
+    read from ``env``).
 
     Raises:
-        ConfigError: not two whole numbers with 0 <= I < N.
+        ConfigError: not two whole numbers with 0 <= I < N; ``slurm`` outside an array, or an array whose parts
+            cannot be told.
     """
+    if text == "slurm":
+        return slurm_part(env if env is not None else {})
     try:
         index, count = (int(x) for x in text.split("/"))
     except ValueError:
         raise ConfigError(
-            f"--shard takes I/N, part I (0 to N-1) of N, e.g. --shard 0/4; got {text or 'nothing'}"
+            f"--shard takes I/N, part I (0 to N-1) of N, e.g. --shard 0/4, or slurm; got {text or 'nothing'}"
         ) from None
     if count < 1:
         raise ConfigError(f"--shard {text}: N, the number of parts, must be at least 1")
@@ -777,18 +781,34 @@ def parse_part(text: str) -> Part:
     return Part(index, count)
 
 
+SLURM_RERUN = (
+    "pass --shard I/N with the part each task takes of the whole array's (--shard $SLURM_ARRAY_TASK_ID/10 for "
+    "tasks of --array=0-9)"
+)
+
+
 def slurm_part(env: dict[str, str]) -> Part:
-    """The part a Slurm array task takes: its place among the array's tasks (SLURM_ARRAY_TASK_ID between
-    SLURM_ARRAY_TASK_MIN and _MAX in steps of SLURM_ARRAY_TASK_STEP); the whole list outside an array.
+    """The part a Slurm array task takes (``--shard slurm``): its place among the array's tasks
+    (SLURM_ARRAY_TASK_ID between SLURM_ARRAY_TASK_MIN and _MAX in steps of SLURM_ARRAY_TASK_STEP).
 
     Raises:
-        ConfigError: the variables do not fit together.
+        ConfigError: not in an array; variables that do not fit together; an array that is a list of tasks
+            (``--array=3,7``) or starts past task 1 (``--array=5-6``): a rerun of some tasks of a larger array,
+            whose parts the variables do not tell.
     """
     if "SLURM_ARRAY_TASK_ID" not in env:
-        return Part()
+        raise ConfigError(
+            "--shard slurm: not a task of a Slurm job array (no SLURM_ARRAY_TASK_ID; sbatch --array sets it); "
+            "without --shard every input is taken"
+        )
+    missing = [k for k in ("SLURM_ARRAY_TASK_MIN", "SLURM_ARRAY_TASK_MAX") if k not in env]
+    if missing:
+        raise ConfigError(
+            f"--shard slurm: {' and '.join(missing)} not set, so the array's parts are unknown; {SLURM_RERUN}"
+        )
     try:
         task = int(env["SLURM_ARRAY_TASK_ID"])
-        low, high = int(env.get("SLURM_ARRAY_TASK_MIN", task)), int(env.get("SLURM_ARRAY_TASK_MAX", task))
+        low, high = int(env["SLURM_ARRAY_TASK_MIN"]), int(env["SLURM_ARRAY_TASK_MAX"])
         step = int(env.get("SLURM_ARRAY_TASK_STEP", "1"))
     except ValueError as e:
         raise ConfigError(f"the Slurm array's variables must be integers ({e}); pass --shard I/N") from None
@@ -800,7 +820,20 @@ def slurm_part(env: dict[str, str]) -> Part:
     if told != str(count):  # a list of tasks (--array=3,7: a rerun of the failed ones), not every step of a range
         raise ConfigError(
             f"the Slurm array holds {told} tasks between {low} and {high}, not every step of {span}: "
-            "its parts cannot be told from its variables; pass --shard I/N with the part each task "
-            "takes of the whole array's (--shard 3/10 for task 3 of --array=0-9)"
+            f"its parts cannot be told from its variables; {SLURM_RERUN}"
+        )
+    if low > 1:  # --array=3 or --array=5-6: looks like a rerun of some tasks, which a whole array does not
+        raise ConfigError(
+            f"the Slurm array {span} starts at task {low}, not 0 or 1: if it runs some tasks of a larger array again, "
+            f"its parts cannot be told from its variables; {SLURM_RERUN}"
         )
     return Part((task - low) // step, count, f"task {task} of {span}")
+
+
+def slurm_task(env: dict[str, str]) -> str | None:
+    """ "task 3 of 0-9" where this process is a Slurm array task (what the note without ``--shard`` names), else
+    None."""
+    if "SLURM_ARRAY_TASK_ID" not in env:
+        return None
+    low, high = env.get("SLURM_ARRAY_TASK_MIN", "?"), env.get("SLURM_ARRAY_TASK_MAX", "?")
+    return f"task {env['SLURM_ARRAY_TASK_ID']} of {low}-{high}"

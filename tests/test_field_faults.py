@@ -156,19 +156,32 @@ def test_the_parts_of_an_array_write_what_one_call_writes(
         elif not key.endswith(".mp4"):  # x264 may encode the same frames differently
             assert one[key] == parts[key], key
 
-    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "7")
-    monkeypatch.setenv("SLURM_ARRAY_TASK_MIN", "3")
-    monkeypatch.setenv("SLURM_ARRAY_TASK_MAX", "9")
-    monkeypatch.setenv("SLURM_ARRAY_TASK_STEP", "2")  # tasks 3, 5, 7, 9: this one is the third
-    task = run_cli("segment", *inputs, "-o", tmp_path / "slurm", *TINY, "--backbone-weights", "none", "--json")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "5")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_MIN", "1")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_MAX", "7")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_STEP", "2")  # tasks 1, 3, 5, 7: this one is the third
+    task = run_cli(
+        "segment", *inputs, "-o", tmp_path / "slurm", *TINY, "--backbone-weights", "none", "--json", "--shard", "slurm"
+    )
     assert task.code == 0, task.err
     assert (
-        "bavos: Slurm array task 7 of 3-9:2: part 2/4 of the inputs, 1 of 4; --shard 0/1 takes them all"
+        "bavos: Slurm array task 5 of 1-7:2: part 2/4 of the inputs, 1 of 4; --shard 0/1 takes them all"
         in task.err.splitlines()
     )
     (line,) = [json.loads(x) for x in task.out.splitlines()]
     named = {json.loads(v)["source"]: Path(k).parts[0] for k, v in one.items() if k.endswith("summary.json")}
     assert line["input"] == str(inputs[2]) and Path(line["output"]).name == named[str(inputs[2].resolve())]
+    # a field report: a task that chose its own input (bavos segment "${FILES[$SLURM_ARRAY_TASK_ID]}") got an empty
+    # part, in silence; without --shard every input given is taken
+    mine = run_cli("segment", inputs[3], "-o", tmp_path / "own", *TINY, "--backbone-weights", "none", "--json")
+    assert mine.code == 0 and [json.loads(x)["status"] for x in mine.out.splitlines()] == ["ok"], mine.err
+    assert "Slurm array" not in mine.err  # one input: nothing to share
+    both = run_cli("segment", *inputs[2:], "-o", tmp_path / "own", *TINY, "--backbone-weights", "none", "--json")
+    assert both.code == 0 and len(both.out.splitlines()) == 2, both.err
+    assert (
+        "bavos: Slurm array task 5 of 1-7: every input (2); --shard slurm gives each task of the array a share"
+        in both.err.splitlines()
+    )
     everything = run_cli("segment", *inputs[:1], "-o", tmp_path / "slurm", *QUIET, "--shard", "0/1")
     assert everything.code == 0 and (tmp_path / "slurm" / "clip").is_dir()  # --shard 0/1: the whole list
 
@@ -182,6 +195,7 @@ def test_the_parts_of_an_array_write_what_one_call_writes(
         ("-1/2", "I runs from 0 to N-1"),
         ("1/0", "N, the number of parts, must be at least 1"),  # it said I runs from 0 to N-1
         ("0/-2", "N, the number of parts, must be at least 1"),
+        ("slurm", "--shard slurm: not a task of a Slurm job array"),  # outside an array
     ],
 )
 def test_a_wrong_shard_is_a_usage_error(tmp_path: Path, run_cli: Callable, given: str, said: str) -> None:

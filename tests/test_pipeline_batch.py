@@ -68,10 +68,11 @@ def test_shards_split_inputs_without_overlap() -> None:
 def test_a_slurm_array_task_takes_its_place_among_the_tasks() -> None:
     from bavos.config import Part, parse_part, slurm_part
 
-    assert slurm_part({}) == Part()  # not in an array: everything
-    assert slurm_part({"SLURM_ARRAY_TASK_ID": "1", "SLURM_ARRAY_TASK_MIN": "1", "SLURM_ARRAY_TASK_MAX": "8"}) == Part(
-        0, 8, "task 1 of 1-8"
-    )  # --array=1-8: numbered from 1, parts from 0
+    with pytest.raises(ConfigError, match=r"--shard slurm: not a task of a Slurm job array"):
+        slurm_part({})
+    assert parse_part(
+        "slurm", {"SLURM_ARRAY_TASK_ID": "1", "SLURM_ARRAY_TASK_MIN": "1", "SLURM_ARRAY_TASK_MAX": "8"}
+    ) == Part(0, 8, "task 1 of 1-8")  # --array=1-8: numbered from 1, parts from 0
     parts = [
         slurm_part({"SLURM_ARRAY_TASK_ID": str(t), "SLURM_ARRAY_TASK_MIN": "0", "SLURM_ARRAY_TASK_MAX": "4"})
         for t in range(5)
@@ -84,9 +85,24 @@ def test_a_slurm_array_task_takes_its_place_among_the_tasks() -> None:
         "SLURM_ARRAY_TASK_MAX": "7",
         "SLURM_ARRAY_TASK_COUNT": "2",
     }  # --array=3,7: the failed tasks of --array=0-9 again (canu#337)
-    with pytest.raises(ConfigError, match=r"holds 2 tasks between 3 and 7, .*pass --shard I/N .*--shard 3/10"):
+    with pytest.raises(
+        ConfigError, match=r"holds 2 tasks between 3 and 7, .*pass --shard I/N .*SLURM_ARRAY_TASK_ID/10"
+    ):
         slurm_part(rerun)
-    assert slurm_part({**rerun, "SLURM_ARRAY_TASK_COUNT": "5"}) == Part(0, 5, "task 3 of 3-7")
+    # a field report: --array=3 and --array=5-6, reruns of some tasks of --array=0-9, look like whole arrays of one
+    # and two tasks (Slurm sets a STEP only from ":N"): they were split again, in silence
+    for low, high in ((3, 3), (5, 6)):
+        task = {
+            "SLURM_ARRAY_TASK_ID": str(low),
+            "SLURM_ARRAY_TASK_MIN": str(low),
+            "SLURM_ARRAY_TASK_MAX": str(high),
+            "SLURM_ARRAY_TASK_COUNT": str(high - low + 1),
+            "SLURM_ARRAY_TASK_STEP": "1",
+        }
+        with pytest.raises(ConfigError, match=rf"array {low}-{high} starts at task {low}, not 0 or 1: .*--shard I/N"):
+            slurm_part(task)
+    with pytest.raises(ConfigError, match="SLURM_ARRAY_TASK_MIN and SLURM_ARRAY_TASK_MAX not set"):
+        slurm_part({"SLURM_ARRAY_TASK_ID": "2", "SLURM_ARRAY_TASK_COUNT": "3"})
     with pytest.raises(ConfigError, match="does not fit the array 0-4:2"):
         slurm_part(
             {

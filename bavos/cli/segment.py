@@ -30,10 +30,11 @@ from bavos.config import (
     PAPER_RESOLUTION,
     RUN,
     ModelConfig,
+    Part,
     SegmentConfig,
     parse_part,
     result_settings,
-    slurm_part,
+    slurm_task,
 )
 from bavos.errors import BavosError, ConfigError, RandomWeightsWarning, ResourceError, Terminated, plain_os_error
 from bavos.io.exports import EXPORTS, check_exports
@@ -59,8 +60,9 @@ def run(inputs: list[Path], output: Path, model_cfg: ModelConfig, cfg: SegmentCo
 
     shard = shard_from_env()
     planned = plan_outputs(list(inputs), output)  # from the whole list: every part and process names alike
-    if opts.part is not None and opts.part.count > 1:
+    if opts.part is not None and (opts.part.count > 1 or opts.part.slurm):
         _say_part(opts.part, len(planned), shard.rank == 0 and not opts.quiet)
+    if opts.part is not None and opts.part.count > 1:
         planned = opts.part.take(sorted(planned, key=lambda job: source_id(job[0])))  # whatever order each task got
     jobs = shard.take(planned)
     problems = check_destinations(jobs, output, list(inputs))  # before anything is created
@@ -168,6 +170,12 @@ def cpu_point_note(taken: dict[str, str]) -> str:
 
 def _say_part(part: Any, inputs: int, say: bool) -> None:
     if not say:
+        return
+    if part.count == 1:  # a Slurm array task given no --shard: every input, as each other task (maybe its own)
+        if inputs > 1:
+            note(
+                f"Slurm array {part.slurm}: every input ({inputs}); --shard slurm gives each task of the array a share"
+            )
         return
     share = len(range(part.index, inputs, part.count))
     where = f"Slurm array {part.slurm}: " if part.slurm else ""
@@ -508,8 +516,9 @@ def segment(
         str | None,
         typer.Option(
             metavar="I/N",
-            show_default="SLURM_ARRAY_TASK_ID's place in its array, else all",
-            help="Take part I (0 to N-1) of N of the inputs, so that N calls into one -o write what one call writes.",
+            show_default="all",
+            help="Take part I (0 to N-1) of N of the inputs, so that N calls into one -o write what one call writes; "
+            "slurm: this Slurm array task's part (from SLURM_ARRAY_TASK_ID and the array's bounds).",
             rich_help_panel=RUN,
         ),
     ] = None,
@@ -524,7 +533,7 @@ def segment(
     try:
         model_cfg = ModelConfig(**config_values(ModelConfig, params))
         cfg = SegmentConfig(**config_values(SegmentConfig, params, CONVERT))
-        part = parse_part(shard) if shard is not None else slurm_part(dict(os.environ))
+        part = parse_part(shard, dict(os.environ)) if shard is not None else Part(slurm=slurm_task(dict(os.environ)))
         check_before_loading(model_cfg, cfg)
     except ConfigError as e:
         usage_error(str(e), "segment")

@@ -55,6 +55,26 @@ def test_a_dead_process_s_entries_are_swept_and_nothing_else(tmp_path: Path) -> 
     assert sorted(tmp_path.iterdir()) == sorted(kept)
 
 
+def test_a_live_run_in_another_pid_namespace_is_not_swept(tmp_path: Path) -> None:
+    """A field report: a run inside ``unshare --pid`` (a container sharing the host's name) took a live run's working
+    folders for a dead process's, its process id unknown here, and removed them. Another namespace is another
+    machine: alive while touched."""
+    from bavos.io.owners import STALE_SECONDS, live_entries
+
+    host, _, start = owner_tag().split("~")
+    if "." not in host:
+        pytest.skip("no PID namespace to read here (/proc/self/ns/pid)")
+    name, _, space = host.partition(".")
+    other = f"{name}.{int(space, 16) + 1:x}~{dead_pid()}~{start}"  # a process id this namespace does not know
+    live, old = tmp_path / f".clip.bavos-tmp-{other}", tmp_path / f".bavos-work-{other}-abc"
+    for path in (live, old):
+        path.mkdir()
+    then = time.time() - STALE_SECONDS - 60
+    os.utime(old, (then, then))
+    assert [r.path for r in sweep(tmp_path)] == [old]
+    assert live_entries(tmp_path) == [f"process {other.split('~')[1]} on {name} (in another PID namespace)"]
+
+
 def test_a_result_a_killed_run_was_replacing_is_put_back(tmp_path: Path) -> None:
     """Killed between publishing's two renames (the old result set aside, the new one not yet in place), a run left
     the old result only under its hidden name: the next sweep puts it back (it removed it); where the new result

@@ -2,11 +2,12 @@
 
 Every hidden entry a run makes beside its outputs (a result being written, ``.<name>.bavos-tmp-<owner>``; a result
 being replaced, ``-old-``; the labels and queries of a run, ``.bavos-work-<owner>-*``) carries its process's owner
-tag, ``<host>~<pid>~<start>``: the machine, the process id and the process's start time (clock ticks since boot,
-so that a reused process id is not taken for the dead process). A later run removes what a dead process left
-(``sweep``). A process on another machine cannot be asked whether it lives, so its entries count as alive while it
-touches them (``Heartbeat``) and as left over once untouched for ``STALE_SECONDS``: a run on a shared file system
-(a Slurm array) never removes what a live run on another node is writing.
+tag, ``<host>~<pid>~<start>``: the machine (its name and, after a dot, its PID namespace: a container or an
+``unshare`` on the same machine numbers its processes apart), the process id and the process's start time (clock
+ticks since boot, so that a reused process id is not taken for the dead process). A later run removes what a dead
+process left (``sweep``). A process on another machine cannot be asked whether it lives, so its entries count as
+alive while it touches them (``Heartbeat``) and as left over once untouched for ``STALE_SECONDS``: a run on a shared
+file system (a Slurm array) never removes what a live run on another node is writing.
 
 ``output_lock`` makes a short decision (which folder a result goes to, replacing an older one) one process at a
 time among every bavos writing into the same folder, on this machine or another (POSIX record locks, which NFS and
@@ -49,8 +50,20 @@ def _start_ticks(pid: int) -> int:
 
 
 def _host() -> str:
-    name = re.sub(r"[^A-Za-z0-9.-]", "-", socket.gethostname().split(".")[0])[:40]
-    return name or "host"
+    """This machine's name and, after a dot, the inode of this process's PID namespace in hex (where /proc tells
+    it): processes in another namespace on the same machine cannot be asked whether they live by their ids."""
+    name = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname().split(".")[0])[:30] or "host"
+    try:
+        return f"{name}.{os.stat('/proc/self/ns/pid').st_ino:x}"
+    except OSError:
+        return name
+
+
+def _machine(host: str) -> str:
+    """How a tag's host is named to a user: the machine, and "in another PID namespace" where only that differs."""
+    name, _, space = host.partition(".")
+    mine, _, my_space = _host().partition(".")
+    return f"{name} (in another PID namespace)" if name == mine and space != my_space else name
 
 
 def owner_tag() -> str:
@@ -166,7 +179,7 @@ def live_entries(folder: Path) -> list[str]:
             and f"{match['host']}~{match['pid']}~{match['start']}" != mine
             and not is_left_over(Path(folder) / name)
         ):
-            live.append(f"process {match['pid']} on {match['host']}")
+            live.append(f"process {match['pid']} on {_machine(match['host'])}")
     return live
 
 

@@ -730,3 +730,33 @@ def test_a_cut_short_container_without_a_frame_count_is_said(tmp_path: Path, run
     assert any(w.startswith("the container announces 2.00 s; its frames end at ") for w in line["warnings"])
     line, _ = segment_json(run_cli, full, tmp_path / "out")
     assert line["frames"] == 48 and not line["warnings"]
+
+
+def test_a_name_with_a_newline_is_drawn_and_a_bug_on_one_input_spares_the_others(
+    tmp_path: Path, run_cli: Callable, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A field report: ``new\\nline.mp4`` stopped the whole batch with "internal error: ValueError: can't measure
+    length of multiline text" (the preview's title), and the inputs after it never ran, with no --json line."""
+    odd = write_clip(tmp_path / "new\nline.mp4", n=3)
+    after = write_clip(tmp_path / "z.mp4", n=3)
+    r = run_cli("segment", odd, after, "-o", tmp_path / "out", *QUIET, "--json")
+    assert r.code == 0 and [json.loads(x)["status"] for x in r.out.splitlines()] == ["ok", "ok"], r.err
+    assert Image.open(tmp_path / "out" / "new\nline" / "preview.png").size[0] > 0
+
+    import bavos.pipeline.outputs as outputs
+
+    real = outputs.save_pictures
+
+    def flaky(folder: Path, title: str, *rest: object) -> None:
+        if title.startswith("first"):
+            raise ValueError("a bug\nover two lines")
+        real(folder, title, *rest)
+
+    monkeypatch.setattr(outputs, "save_pictures", flaky)
+    first = write_clip(tmp_path / "first.mp4", n=3)
+    r = run_cli("segment", first, after, "-o", tmp_path / "again", *QUIET, "--json")
+    lines = [json.loads(x) for x in r.out.splitlines()]
+    assert r.code == 1 and [x["status"] for x in lines] == ["failed", "ok"]
+    said = "internal error: ValueError: a bug (run with BAVOS_DEBUG=1 for the traceback)"
+    assert lines[0]["error"] == said and r.err.strip().splitlines() == [f"bavos: error: {first}: {said}"]
+    assert sorted(p.name for p in (tmp_path / "again").iterdir()) == ["z"]  # nothing half-written left

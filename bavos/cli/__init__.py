@@ -21,7 +21,7 @@ from bavos.cli import train as _train  # noqa: F401 - registers `bavos train`
 from bavos.cli import view as _view  # noqa: F401 - registers `bavos view`
 from bavos.cli import weights as _weights  # noqa: F401 - registers `bavos weights`
 from bavos.cli.app import app, debug, usage_errors
-from bavos.cli.output import error
+from bavos.cli.output import error, internal_error
 from bavos.errors import BavosError, Terminated, plain_os_error
 
 __all__ = ["app", "main"]
@@ -130,7 +130,7 @@ def _run(argv: list[str], terminated: _Terminated) -> None:
         if "torchvision::" in str(e):  # torchvision built for another torch: it fails on first use
             error(f"torch and torchvision do not match ({str(e).splitlines()[0]}): {torchvision_fix()}")
         else:
-            error(f"internal error: {type(e).__name__}: {e} (run with BAVOS_DEBUG=1 for the traceback)")
+            error(internal_error(e))
         sys.exit(1)
     code = code if isinstance(code, int) else 0
     if code == 130:  # Ctrl-C: caught here, or turned into exit code 130 by Typer inside a command

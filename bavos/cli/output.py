@@ -49,6 +49,12 @@ def error(message: str) -> None:
     _stderr_line(f"bavos: error: {message}")
 
 
+def internal_error(e: BaseException) -> str:
+    """What is said of an exception bavos did not foresee (a bug): its kind and first line, and how to see more."""
+    first = (str(e).splitlines() or [""])[0]
+    return f"internal error: {type(e).__name__}: {first} (run with BAVOS_DEBUG=1 for the traceback)"
+
+
 def warn(message: str) -> None:
     """One warning line on stderr."""
     _stderr_line(f"bavos: warning: {message}")

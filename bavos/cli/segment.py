@@ -23,7 +23,17 @@ import typer
 from bavos.cli.app import app, debug, import_torch, usage_error
 from bavos.cli.help import Command
 from bavos.cli.options import config_values, field_default, option
-from bavos.cli.output import Progress, Results, duration, error, note, progress_for, say_swept, warn
+from bavos.cli.output import (
+    Progress,
+    Results,
+    duration,
+    error,
+    internal_error,
+    note,
+    progress_for,
+    say_swept,
+    warn,
+)
 from bavos.config import (
     GPU_MAX_KEY_FRAMES,
     OUTPUTS,
@@ -403,6 +413,12 @@ def _segment_one(
         why = "terminated" if isinstance(e, Terminated) else "interrupted"
         report.interrupted(path, output / name, time.perf_counter() - start, why)
         raise
+    except Exception as e:  # a bug met on one input: that input fails, the others still run
+        _debug_traceback()
+        message = internal_error(e)
+        error(f"{path}: {message}")
+        report.failed(path, output / name, message, time.perf_counter() - start)
+        return 1
     report.ok(path, summary, time.perf_counter() - start)
     return 0
 

@@ -71,6 +71,7 @@ class ObjectRow:
 def save_preview(path: Path, title: str, thumbs: list[tuple[int, Image.Image]], objects: list[ObjectRow]) -> None:
     """Write the contact sheet: thumbnails (frame number, picture) in rows of 4, then the legend."""
     font, small = _font(16), _font(13)
+    title = "".join(c if c.isprintable() else "?" for c in title)  # a file name may hold a newline or stray bytes
     columns = min(SHEET_COLUMNS, max(1, len(thumbs)))
     tw = max(thumbs[0][1].width if thumbs else THUMB_WIDTH, LABEL_WIDTH)  # a cell holds its frame number at least
     th = max((t.height for _, t in thumbs), default=1)

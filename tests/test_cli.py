@@ -427,7 +427,10 @@ def test_a_long_estimate_names_the_options_that_bring_it_down(
     assert "faster" not in quiet.err
 
 
-def test_sigterm_removes_the_temporary_files(tmp_path: Path) -> None:
+@pytest.mark.parametrize("burst", [None, "SIGINT"])
+def test_sigterm_removes_the_temporary_files(tmp_path: Path, burst: str | None) -> None:
+    """A SIGTERM; and (a field report) Ctrl-C held down, 30 SIGINTs, which broke off the way out: the temporary
+    folder stayed and a traceback was printed."""
     import signal
     import time
 
@@ -455,12 +458,18 @@ def test_sigterm_removes_the_temporary_files(tmp_path: Path) -> None:
     deadline = time.monotonic() + 120
     while not list(out.glob(".bavos-work-*/.bavos-level0-*")) and time.monotonic() < deadline:
         time.sleep(0.05)  # until the hierarchy pass has begun
-    proc.send_signal(signal.SIGTERM)
+    if burst is None:
+        proc.send_signal(signal.SIGTERM)
+    else:
+        for _ in range(30):
+            proc.send_signal(signal.SIGINT)
+            time.sleep(0.01)
     stdout, err = proc.communicate(timeout=120)
-    assert proc.returncode == 143, err
-    assert err.strip().endswith("bavos: error: terminated")
+    code, why = (143, "terminated") if burst is None else (130, "interrupted")
+    assert proc.returncode == code, err
+    assert err.strip().splitlines() == [f"bavos: error: {why}"]  # no traceback
     line = json.loads(stdout)  # a scheduler's time limit, told from a Ctrl-C
-    assert (line["status"], line["error"]) == ("interrupted", "terminated")
+    assert (line["status"], line["error"]) == ("interrupted", why)
     assert not out.exists()  # no work folder, no half-written result, not even the folder the run created
 
 

@@ -29,24 +29,34 @@ __all__ = ["app", "main"]
 
 class _Terminated:
     """SIGTERM (``kill``, a job scheduler's time limit) taken as Ctrl-C, so temporary files are removed on the way
-    out; the exit code is then 143."""
+    out; the exit code is then 143. After the first SIGINT or SIGTERM both are ignored: the way out (removing the
+    temporary files) is short, and a Ctrl-C held down or pressed again broke it off, leaving them and a traceback."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self) -> None:
-        self.received = False
-        self._previous: Any = None
+        self.received = False  # a SIGTERM
+        self._signalled = False  # either: ignored until the process ends (atexit's clean-ups too)
+        self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> _Terminated:
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGTERM, self._handle)
+            self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
         return self
 
     def _handle(self, signum: int, frame: Any) -> None:
-        self.received = True
-        raise Terminated
+        self._signalled = True
+        for s in self.SIGNALS:
+            signal.signal(s, signal.SIG_IGN)
+        if signum == signal.SIGTERM:
+            self.received = True
+            raise Terminated
+        raise KeyboardInterrupt
 
     def __exit__(self, *exc: object) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
+        for s, previous in self._previous.items():
+            if previous is not None and not self._signalled:
+                signal.signal(s, previous)
 
 
 def torchvision_fix() -> str:

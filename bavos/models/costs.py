@@ -220,12 +220,16 @@ class Estimate:
         return sum(self.seconds.values())
 
     def paced(self, pace: Pace) -> Estimate:
-        """This estimate at the run's measured pace: the backbone's seconds scaled by ``pace.backbone``, the rest
-        (the clustering's, and the writing's: both elementwise work in the host's memory) by ``pace.clustering``."""
-        other = pace.clustering
-        seconds = {k: v * (pace.backbone if k == "backbone" else other) for k, v in self.seconds.items()}
+        """This estimate at the run's measured pace: the clustering's seconds scaled by ``pace.clustering``, the rest
+        (the backbone's, and the writing's) by ``pace.backbone``. The clustering's pace also holds its fixed costs
+        per window, which the count of its work leaves out: tens of times the estimate on small windows, where the
+        writing, at the frames' own size, is not slower for it (docs/performance.md, "The estimates")."""
+        seconds = {k: v * (pace.clustering if k == "clustering" else pace.backbone) for k, v in self.seconds.items()}
         passes = {
-            k: (b := self.backbone_passes.get(k, 0.0)) * pace.backbone + (v - b) * other for k, v in self.passes.items()
+            k: v * pace.backbone
+            if k == "writing"
+            else (b := self.backbone_passes.get(k, 0.0)) * pace.backbone + (v - b) * pace.clustering
+            for k, v in self.passes.items()
         }
         return replace(self, seconds=seconds, passes=passes)
 

@@ -188,3 +188,34 @@ def test_exif_orientation_is_applied(tmp_path: Path) -> None:
     image = next(source.frames()).image
     assert image.shape == (40, 30, 3)
     assert image[:8].mean() > 200 and image[-20:].mean() < 30  # the left band is now on top
+
+
+def test_a_decoder_short_of_memory_is_not_called_damage(tmp_path: Path) -> None:
+    """A trial under ``ulimit -v``: FFmpeg could not start its decoding threads (EAGAIN), and a sound video was said
+    to be "damaged or truncated", its --json line "failed" as a bad file."""
+    import subprocess
+    import sys
+
+    video = write_clip(tmp_path / "v.mp4", n=4, height=96, width=128)
+    code = (
+        "import resource, sys; from bavos.models import costs; from bavos.io.video import VideoSource\n"
+        "vm = costs._proc_bytes('/proc/self/status', 'VmSize')\n"
+        "resource.setrlimit(resource.RLIMIT_AS, (vm + 4 * 2**20, resource.RLIM_INFINITY))\n"
+        "try:\n    VideoSource(sys.argv[1])\nexcept Exception as e:\n    print(type(e).__name__, e)\n"
+    )
+    said = subprocess.run([sys.executable, "-c", code, str(video)], capture_output=True, text=True).stdout
+    assert said.startswith("ResourceError ") and "for want of resources" in said and "damaged" not in said, said
+
+
+def test_memory_that_runs_out_is_named_so() -> None:
+    from bavos.cli.output import internal_error
+
+    for e in (
+        MemoryError(),
+        RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: you"),
+        ImportError("libtorch_cpu.so: failed to map segment from shared object"),
+    ):
+        assert internal_error(e).startswith("out of memory (") and "ulimit -v, a cgroup" in internal_error(e)
+    assert (
+        internal_error(ValueError("x\ny")) == "internal error: ValueError: x (run with BAVOS_DEBUG=1 for the traceback)"
+    )

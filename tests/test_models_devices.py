@@ -189,3 +189,58 @@ def test_the_kernels_run_on_cuda_unless_turned_off(monkeypatch: pytest.MonkeyPat
     with kernels(False):
         monkeypatch.setenv("BAVOS_KERNELS", "1")
         assert not use_kernels(cuda)
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_a_cgroup_s_memory_limit_bounds_what_the_run_may_take(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, version: int
+) -> None:
+    """A trial's finding: only MemAvailable was read, so in a Slurm job's or a container's cgroup the check passed
+    and the kernel's OOM killer stopped the run instead. The least room over the cgroup and those above it counts,
+    inactive file pages as free; "max" (v2) or v1's huge number is no limit."""
+    from bavos.models import costs
+
+    proc = tmp_path / "cgroup"
+    if version == 2:
+        root = tmp_path / "sys"
+        (root / "job" / "step").mkdir(parents=True)
+        (root / "cgroup.controllers").write_text("memory\n")
+        proc.write_text("0::/job/step\n")
+        files = {"job": ("3221225472", "2147483648"), "job/step": ("max", "2000000000")}
+        stat, limit_name, use_name = "inactive_file", "memory.max", "memory.current"
+    else:
+        root = tmp_path / "sys"
+        (root / "memory" / "job" / "step").mkdir(parents=True)
+        proc.write_text("4:memory:/job/step\n3:cpuset:/\n")
+        files = {"memory/job": ("3221225472", "2147483648"), "memory/job/step": ("9223372036854771712", "2000000000")}
+        stat, limit_name, use_name = "total_inactive_file", "memory.limit_in_bytes", "memory.usage_in_bytes"
+    for folder, (limit, use) in files.items():
+        (root / folder / limit_name).write_text(limit + "\n")
+        (root / folder / use_name).write_text(use + "\n")
+    (root / list(files)[0] / "memory.stat").write_text(f"cache 1\n{stat} 104857600\n")
+    monkeypatch.setattr(costs, "CGROUP_ROOT", root)
+    monkeypatch.setattr(costs, "PROC_CGROUP", proc)
+    assert costs._cgroup_room() == 3221225472 - 2147483648 + 104857600  # 1.1 GB: the job's, not the step's
+    monkeypatch.setattr(costs, "_proc_bytes", lambda path, field: 64 * 2**30 if field == "MemAvailable" else 0)
+    assert costs.host_room() == (3221225472 - 2147483648 + 104857600, "its cgroup's memory limit leaves")
+    proc.write_text("0::/\n" if version == 2 else "4:memory:/\n")
+    for folder in files:
+        (root / folder / limit_name).write_text("max\n" if version == 2 else "9223372036854771712\n")
+    assert costs._cgroup_room() is None and costs.host_room() == (64 * 2**30, "this machine has")
+
+
+def test_ulimit_v_is_read_and_a_refusal_names_it(tmp_path: Path) -> None:
+    """Under ``ulimit -v`` a run died midway ("can't allocate memory", "resource temporarily unavailable"): the
+    room it leaves counts, and a refusal says which bound it met."""
+    import subprocess
+    import sys
+
+    code = (
+        "import resource; from bavos.models import costs; "
+        "resource.setrlimit(resource.RLIMIT_AS, (costs._proc_bytes('/proc/self/status', 'VmSize') + 2**30, "
+        "resource.RLIM_INFINITY)); room, said = costs.host_room(); print(room, said)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split(
+        maxsplit=1
+    )
+    assert 0.9 * 2**30 < int(out[0]) <= 2**30 and out[1].strip() == "ulimit -v leaves"

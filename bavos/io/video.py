@@ -18,7 +18,7 @@ import av
 import numpy as np
 from PIL import Image, ImageOps
 
-from bavos.errors import InputError, OutputError, plain_os_error
+from bavos.errors import InputError, OutputError, ResourceError, plain_os_error
 
 FRAME_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 VIDEO_EXTENSIONS = {
@@ -624,6 +624,11 @@ class VideoSource(RangedSource):
                 try:
                     frames = stream.decode(packet)
                 except av.error.FFmpegError as e:
+                    if e.errno in (errno.EAGAIN, errno.ENOMEM):  # the decoder's threads or buffers: not the file
+                        raise ResourceError(
+                            f"{self.path}: FFmpeg could not decode it for want of resources ({e.strerror or e}), "
+                            "not for damage: a memory or process limit (ulimit -v, ulimit -u, a cgroup) is too low"
+                        ) from e
                     self._decode_error = str(e.strerror or e)
                     if packet.size == 0:  # the decoder's flush: with frame threads, errors of the last packets
                         self.warn(

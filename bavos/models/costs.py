@@ -14,7 +14,9 @@ allocates: the queries kept in host memory (``--query-cache``), the key set, and
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import resource
 import shutil
 import time
 from dataclasses import dataclass, field, replace
@@ -181,11 +183,86 @@ def attention_plan(asked_mb: int | None, video_bytes: int, device: torch.device)
     return video_bytes if video_bytes <= room else 0
 
 
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+PROC_CGROUP = Path("/proc/self/cgroup")
+# cgroup v2's files, then v1's: the limit, the use, and the use's part the kernel reclaims first (file pages)
+CGROUP_FILES = {
+    2: ("memory.max", "memory.current", "inactive_file"),
+    1: ("memory.limit_in_bytes", "memory.usage_in_bytes", "total_inactive_file"),
+}
+
+
+def _read_int(path: Path) -> int | None:
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None  # cgroup v2 writes "max" for no limit
+
+
+def _stat_field(path: Path, field: str) -> int:
+    with contextlib.suppress(OSError):
+        for line in path.read_text().splitlines():
+            key, _, value = line.partition(" ")
+            if key == field and value.strip().isdigit():
+                return int(value)
+    return 0
+
+
+def _cgroup_room() -> int | None:
+    """Memory this process's cgroups (a Slurm job's, a container's) leave it: the least over its cgroup and the
+    ones above, of the limit less the use, the inactive file pages counted as free (None: no limit)."""
+    try:
+        lines = PROC_CGROUP.read_text().splitlines()
+    except OSError:
+        return None
+    places = []
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if controllers == "" and (CGROUP_ROOT / "cgroup.controllers").exists():
+            places.append((2, CGROUP_ROOT, path))
+        elif "memory" in controllers.split(","):
+            places.append((1, CGROUP_ROOT / "memory", path))
+    rooms = []
+    for version, base, path in places:
+        limit_name, use_name, inactive = CGROUP_FILES[version]
+        here = base / path.lstrip("/")
+        here = here if here.is_dir() else base  # a container sees its own cgroup as the root
+        for folder in (here, *[p for p in here.parents if base in (p, *p.parents)]):
+            limit, use = _read_int(folder / limit_name), _read_int(folder / use_name)
+            if limit is not None and use is not None and limit < 2**60:  # v1 writes a huge number for none
+                rooms.append(max(0, limit - use + _stat_field(folder / "memory.stat", inactive)))
+    return min(rooms) if rooms else None
+
+
+def _address_room() -> int | None:
+    """What ``ulimit -v`` (RLIMIT_AS) leaves this process's address space (None: no limit)."""
+    limit = resource.getrlimit(resource.RLIMIT_AS)[0]
+    if limit == resource.RLIM_INFINITY:
+        return None
+    return max(0, limit - (_proc_bytes("/proc/self/status", "VmSize") or 0))
+
+
+def host_room() -> tuple[int | None, str]:
+    """Memory the run can still take on the host and what bounds it: "this machine has" (MemAvailable), "its
+    cgroup's limit leaves" or "ulimit -v leaves" where that is less (None: unknown)."""
+    bounds = [
+        (room, said)
+        for room, said in (
+            (_proc_bytes("/proc/meminfo", "MemAvailable"), "this machine has"),
+            (_cgroup_room(), "its cgroup's memory limit leaves"),
+            (_address_room(), "ulimit -v leaves"),
+        )
+        if room is not None
+    ]
+    return min(bounds, key=lambda b: b[0]) if bounds else (None, "this machine has")
+
+
 def available_bytes(device: torch.device) -> int | None:
-    """Memory the run can still take: free GPU memory on CUDA, else MemAvailable (None when unknown)."""
+    """Memory the run can still take: free GPU memory on CUDA, else ``host_room`` (None when unknown)."""
     if device.type == "cuda":
         return torch.cuda.mem_get_info(device)[0]
-    return _proc_bytes("/proc/meminfo", "MemAvailable")
+    return host_room()[0]
 
 
 @dataclass(frozen=True)
@@ -470,7 +547,8 @@ def over_budget(estimate: Estimate, device: torch.device, options: str = SEGMENT
         need, kind = estimate.peak_bytes - resident_bytes(), "memory"
     if need <= free:
         return None
-    return f"needs about {gigabytes(need)} more {kind}, this machine has {gigabytes(free)} free; {options}"
+    has = "this machine has" if device.type == "cuda" else host_room()[1]
+    return f"needs about {gigabytes(need)} more {kind}, {has} {gigabytes(free)} free; {options}"
 
 
 def train_estimate(

@@ -414,6 +414,8 @@ def _segment_one(
         report.interrupted(path, output / name, time.perf_counter() - start, why)
         raise
     except Exception as e:  # a bug met on one input: that input fails, the others still run
+        if "torchvision::" in str(e):  # torchvision built for another torch: every input would fail alike
+            raise
         _debug_traceback()
         message = internal_error(e)
         error(f"{path}: {message}")

@@ -51,3 +51,29 @@ def test_what_open_source_refuses(tmp_path: Path) -> None:
         open_source(iter([np.zeros((4, 4, 3), np.uint8), np.zeros((4, 6, 3), np.uint8)]), workdir=tmp_path)
     with pytest.raises(ValueError, match="needs a workdir"):
         open_source(iter([np.zeros((4, 4, 3), np.uint8)]))
+
+
+def test_an_endless_iterable_is_read_to_the_range_s_end_and_keeps_only_the_range(tmp_path: Path) -> None:
+    """A trial: ``seg(frames(), end=30)`` pulled all 1,500 frames of a generator and kept them raw on disk (a camera
+    would never return)."""
+    import itertools
+
+    from bavos.errors import OutputError
+
+    pulled = []
+
+    def camera():  # never ends
+        for i in itertools.count():
+            pulled.append(i)
+            yield np.full((4, 6, 3), i % 256, np.uint8)
+
+    source = open_source(camera(), FrameRange.parse("5", "9"), workdir=tmp_path)
+    assert pulled == list(range(9))  # frames 0..8: the 9th is not asked for
+    assert (tmp_path / "frames.u8").stat().st_size == 4 * 4 * 6 * 3  # frames 5..8 alone
+    got = list(source.frames())
+    assert [f.number for f in got] == [5, 6, 7, 8] and [int(f.image[0, 0, 0]) for f in got] == [5, 6, 7, 8]
+    assert source.frames_expected() == 4
+    timed = open_source(camera(), FrameRange.parse("0", "0.5s"), fps=10, workdir=tmp_path)
+    assert [f.number for f in timed.frames()] == [0, 1, 2, 3, 4]
+    with pytest.raises(OutputError, match=r"cannot keep the frames there"):
+        open_source(iter(clip_frames(2, 4, 6)), workdir=tmp_path / "gone")

@@ -13,7 +13,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from bavos.errors import InputError
+from bavos.errors import InputError, OutputError, plain_os_error
 from bavos.io.video import DEFAULT_FOLDER_FPS, Frame, FrameRange, RangedSource, VideoInfo, VideoSource
 
 
@@ -75,10 +75,12 @@ class ArraySource(RangedSource):
 
 class IterableSource(RangedSource):
     """Frames from an iterable (a generator, a camera), read once into a raw file in ``folder``: later passes read
-    it back, so memory does not hold the video.
+    it back, so memory does not hold the video. Only the range's frames are kept, and the iterable is not read past
+    the range's end (a camera's stream need not end).
 
     Raises:
         InputError: a frame that is not (H, W, 3) uint8, a frame of another size than the first, or no frame.
+        OutputError: ``folder`` cannot hold the frames (a full disk).
     """
 
     from_path = False
@@ -92,35 +94,50 @@ class IterableSource(RangedSource):
     ) -> None:
         super().__init__(Path("frames"), frame_range)
         self._raw = Path(folder) / "frames.u8"
-        self._shape, self._count = _write_raw(frames, self._raw)
-        self.info = _info(self.path, self._shape, self._count, fps)
+        self._shape, self._first, self._count = _write_raw(frames, self._raw, self.range, fps)
+        self.info = _info(self.path, self._shape, self._first + self._count, fps)
         self._narrow()
 
     def _all_frames(self) -> Iterator[Frame]:
         size = int(np.prod(self._shape))
         with open(self._raw, "rb") as f:
-            for i in range(self._count):
+            for j in range(self._count):
+                i = self._first + j
                 image = np.frombuffer(f.read(size), dtype=np.uint8).reshape(self._shape)
                 yield Frame(i, image, f"{i:05d}", None, i)
 
 
-def _write_raw(frames: Iterable[np.ndarray], raw: Path) -> tuple[tuple[int, ...], int]:
-    """Every frame's bytes into ``raw``; returns the frames' (H, W, 3) shape and their count."""
+def _write_raw(
+    frames: Iterable[np.ndarray], raw: Path, frame_range: FrameRange, fps: float
+) -> tuple[tuple[int, ...], int, int]:
+    """The bytes of the frames in ``frame_range`` into ``raw``, the iterable read no further than its end; returns
+    the frames' (H, W, 3) shape, the number of the first kept and how many were kept."""
     shape: tuple[int, ...] | None = None
-    count = 0
-    with open(raw, "wb") as out:
-        for image in frames:
-            image = np.asarray(image)
-            if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
-                raise InputError(f"frame {count}: expected (H, W, 3) uint8, got {image.shape} {image.dtype}")
-            if shape is not None and image.shape != shape:
-                raise InputError(f"frame {count} is {image.shape[:2]}, the first was {shape[:2]}")
-            shape = image.shape
-            out.write(np.ascontiguousarray(image).tobytes())
-            count += 1
+    count = kept = 0
+    first: int | None = None
+    try:
+        with open(raw, "wb") as out:
+            iterator = iter(frames)
+            while not frame_range.contains(count, count / fps)[1]:  # past the end: the next frame is not pulled
+                image = next(iterator, None)
+                if image is None:
+                    break
+                image = np.asarray(image)
+                if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
+                    raise InputError(f"frame {count}: expected (H, W, 3) uint8, got {image.shape} {image.dtype}")
+                if shape is not None and image.shape != shape:
+                    raise InputError(f"frame {count} is {image.shape[:2]}, the first was {shape[:2]}")
+                shape = image.shape
+                if frame_range.contains(count, count / fps)[0]:
+                    first = count if first is None else first
+                    out.write(np.ascontiguousarray(image).tobytes())
+                    kept += 1
+                count += 1
+    except OSError as e:
+        raise OutputError(f"{raw.parent}: cannot keep the frames there: {plain_os_error(e, '')}") from e
     if shape is None:
         raise InputError("the iterable gave no frames")
-    return shape, count
+    return shape, count if first is None else first, kept
 
 
 def _info(path: Path, shape: tuple[int, ...], count: int, fps: float) -> VideoInfo:

@@ -227,12 +227,13 @@ def torchrun(inputs: list[Path], out: Path, weights: Path) -> subprocess.Complet
 def test_torchrun_shards_inputs_across_two_cpu_processes(tmp_path: Path, sharp_weights: Path) -> None:
     clips = [write_clip(tmp_path / f"t{i}.mp4", n=2 + i) for i in range(3)]
     out = tmp_path / "out"
-    proc = torchrun(clips, out, sharp_weights)
+    proc = torchrun(clips, out, Path("none"))  # random weights: a run-wide warning
     assert proc.returncode == 0, proc.stderr[-2000:]
     lines = json_lines(proc.stdout)
     assert sorted(Path(line["input"]).stem for line in lines) == ["t0", "t1", "t2"]  # each input exactly once
     assert all(line["status"] == "ok" for line in lines)
     assert sorted(p.name for p in out.iterdir()) == ["t0", "t1", "t2"]
+    assert proc.stderr.count("warning: --backbone-weights none") == 1  # the run's notes once, not once per process
     bad = tmp_path / "bad.mp4"
     bad.write_text("not a video")
     long = write_clip(tmp_path / "long.mp4", n=120)
@@ -461,3 +462,38 @@ def test_skip_existing_redoes_outputs_of_a_changed_source(tmp_path: Path, run_cl
     for name in ("c", "frames"):
         assert f"bavos: {out / name}: redoing it, its source changed since it was made" in again.err
     assert {x["status"] for x in json_lines(run_cli(*base).out)} == {"skipped"}
+
+
+def test_a_process_waiting_for_the_others_hears_ctrl_c(tmp_path: Path) -> None:
+    """A field report: under torchrun, a process done with its inputs waited in gloo's barrier, which does not come
+    back to Python for a signal: Ctrl-C or SIGTERM left it hanging until torchrun killed it 30 s later. The wait is
+    mimicked by a call that holds SIGINT off in the thread that makes it, as a C call does."""
+    import signal
+    import time
+
+    script = tmp_path / "wait.py"
+    script.write_text(
+        "import os, signal, sys, time\n"
+        "os.environ['MASTER_ADDR'] = '127.0.0.1'\n"
+        "import torch.distributed as dist\n"
+        "def stuck(*args, **kwargs):\n"
+        "    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})\n"
+        "    time.sleep(60)\n"
+        "dist.init_process_group = stuck\n"
+        "from bavos.cli.segment import wait_for_the_others\n"
+        "print('waiting', flush=True)\n"
+        "try:\n"
+        "    wait_for_the_others()\n"
+        "except KeyboardInterrupt:\n"
+        "    print('interrupted', flush=True)\n"
+    )
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "waiting"
+    time.sleep(0.5)  # inside the wait
+    started = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    try:
+        out, _ = proc.communicate(timeout=10)
+    finally:
+        proc.kill()
+    assert out.strip() == "interrupted" and time.monotonic() - started < 5

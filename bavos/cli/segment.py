@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 import time
 import traceback
 import warnings
@@ -99,12 +100,26 @@ def wait_for_the_others() -> None:
 
     if not dist.is_available() or "MASTER_ADDR" not in os.environ or dist.is_initialized():
         return
-    # joining is the waiting: every process joins when done, however long the others take
-    dist.init_process_group("gloo", timeout=datetime.timedelta(days=7))
-    try:
-        dist.barrier()
-    finally:
-        dist.destroy_process_group()
+    failed: list[BaseException] = []
+
+    def join() -> None:
+        try:  # joining is the waiting: every process joins when done, however long the others take
+            dist.init_process_group("gloo", timeout=datetime.timedelta(days=7))
+            try:
+                dist.barrier()
+            finally:
+                dist.destroy_process_group()
+        except BaseException as e:
+            failed.append(e)
+
+    # in a thread: gloo's wait does not come back to Python for a signal, and a Ctrl-C or a scheduler's SIGTERM to a
+    # process that was done left it hanging until torchrun killed it, 30 s later
+    waiting = threading.Thread(target=join, name="bavos-wait-for-the-others", daemon=True)
+    waiting.start()
+    while waiting.is_alive():
+        waiting.join(0.2)
+    if failed:
+        raise failed[0]
 
 
 def _run(
@@ -133,11 +148,12 @@ def _run(
             models = _load(model_cfg, cfg, shard.local_rank, progress)
         except BavosError as e:
             return _fail_all(todo, output, report, e)
-        if models.config.backbone_weights == "none" and not opts.quiet:
+        said = not opts.quiet and shard.rank == 0  # the run's notes once, not once per torchrun process
+        if models.config.backbone_weights == "none" and said:
             warn(models.weights.random_note())
         resolved = cfg.for_device(models.device.type)
         taken = cfg.cpu_defaults() if models.device.type == "cpu" else {}
-        if taken and not opts.quiet:
+        if taken and said:
             note(cpu_point_note(taken))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RandomWeightsWarning)  # said above, once, as the command line says it

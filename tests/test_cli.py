@@ -443,6 +443,7 @@ def test_sigterm_removes_the_temporary_files(tmp_path: Path, burst: str | None) 
             "bavos",
             "segment",
             str(video),
+            str(write_clip(tmp_path / "next.mp4", n=2)),
             "-o",
             str(out),
             *TINY,
@@ -468,8 +469,13 @@ def test_sigterm_removes_the_temporary_files(tmp_path: Path, burst: str | None) 
     code, why = (143, "terminated") if burst is None else (130, "interrupted")
     assert proc.returncode == code, err
     assert err.strip().splitlines() == [f"bavos: error: {why}"]  # no traceback
-    line = json.loads(stdout)  # a scheduler's time limit, told from a Ctrl-C
+    line, rest = (json.loads(x) for x in stdout.splitlines())  # a scheduler's time limit, told from a Ctrl-C
     assert (line["status"], line["error"]) == ("interrupted", why)
+    assert (Path(rest["input"]).name, rest["status"], rest["error"]) == (
+        "next.mp4",
+        "not-run",
+        f"{why} before it started",
+    )
     assert not out.exists()  # no work folder, no half-written result, not even the folder the run created
 
 

@@ -241,8 +241,8 @@ def test_segment_refuses_a_file_or_a_link_where_a_result_would_go(tmp_path: Path
     r = run_cli("segment", clip, other, "-o", tmp_path / "out", *TINY, "--backbone-weights", "none", "--json")
     lines = [json.loads(line) for line in r.out.splitlines()]
     said = [(Path(x["input"]).name, x["status"]) for x in lines]
-    assert r.code == 2 and said == [("c.mp4", "failed"), ("d.mp4", "failed")]
-    assert "is a link" in lines[0]["error"] and lines[1]["error"].startswith("not run: the run stopped before any work")
+    assert r.code == 2 and said == [("c.mp4", "failed"), ("d.mp4", "not-run")]
+    assert "is a link" in lines[0]["error"] and lines[1]["error"] == "the run stopped before any work (see the refusal)"
     assert not (tmp_path / "out" / "d").exists()
 
 

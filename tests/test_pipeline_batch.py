@@ -178,7 +178,9 @@ def test_fail_fast_stops_at_the_first_failure(tmp_path: Path, run_cli) -> None:
         "segment", tmp_path / "bad.mp4", good, "-o", out, *FAST, "--backbone-weights", "none", "--fail-fast", "--json"
     )
     assert result.code == 1
-    assert [line["status"] for line in json_lines(result.out)] == ["failed"]
+    lines = json_lines(result.out)  # a field report: the inputs not run had no line, and a retry list missed them
+    assert [(Path(x["input"]).name, x["status"]) for x in lines] == [("bad.mp4", "failed"), ("good.mp4", "not-run")]
+    assert lines[1]["error"] == "--fail-fast: an input before it failed"
     assert not (out / "good").exists()
 
 

@@ -440,7 +440,7 @@ class Results:
             )
             typer.echo(line)
             sys.stdout.flush()  # one write per line: lines of torchrun processes sharing stdout stay whole
-        elif not self.quiet and status not in ("failed", "interrupted"):
+        elif not self.quiet and status not in ("failed", "interrupted", "not-run"):
             what = f"skipped, {why}" if status == "skipped" else f"{count(frames, 'frame')}, {count(objects, 'object')}"
             self.progress.line(f"{output}: {what} ({seconds:.1f} s)")
 
@@ -460,6 +460,11 @@ class Results:
     def interrupted(self, path: Path, folder: Path, seconds: float, why: str = "interrupted") -> None:
         """An input stopped by Ctrl-C (``why`` "interrupted") or SIGTERM ("terminated"): status "interrupted"."""
         self._emit(path, "interrupted", folder, None, None, seconds, why)
+
+    def not_run(self, path: Path, folder: Path, why: str) -> None:
+        """An input never started, for what stopped the run before it (a refusal, ``--fail-fast``, a signal):
+        status "not-run", ``why`` its error."""
+        self._emit(path, "not-run", folder, None, None, 0.0, why)
 
     def skipped(self, path: Path, folder: Path, summary: dict[str, Any]) -> None:
         self._emit(

@@ -155,14 +155,26 @@ def _run(
         taken = cfg.cpu_defaults() if models.device.type == "cpu" else {}
         if taken and said:
             note(cpu_point_note(taken))
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RandomWeightsWarning)  # said above, once, as the command line says it
-            for path, name in todo:
-                failed += _segment_one(path, name, output, resolved, models, progress, report)
-                if failed and opts.fail_fast:
-                    break
+        done = 0
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RandomWeightsWarning)  # said above, once, as the command line says it
+                for path, name in todo:
+                    if failed and opts.fail_fast:
+                        break
+                    done += 1
+                    failed += _segment_one(path, name, output, resolved, models, progress, report)
+        except KeyboardInterrupt as e:
+            why = "terminated" if isinstance(e, Terminated) else "interrupted"
+            for path, name in todo[done:]:
+                report.not_run(path, output / name, f"{why} before it started")
+            raise
+        for path, name in todo[done:]:  # --fail-fast
+            report.not_run(path, output / name, FAIL_FAST)
     return 1 if failed else 0
 
+
+FAIL_FAST = "--fail-fast: an input before it failed"  # the error of an input --fail-fast did not run
 
 PAPER_SETTINGS = {
     "--resolution": " ".join(map(str, PAPER_RESOLUTION)),
@@ -218,7 +230,7 @@ def _refuse(problems: list[tuple[Path, str, str]], jobs: list[tuple[Path, str]],
     refused = {path for path, _, _ in problems}
     for path, name in jobs:
         if path not in refused:
-            report.failed(path, output / name, "not run: the run stopped before any work (see the refusal)", 0.0)
+            report.not_run(path, output / name, "the run stopped before any work (see the refusal)")
     return 2
 
 
@@ -253,7 +265,7 @@ def _prepare(
     if opts.skip_existing:
         settings = result_settings(model_cfg, cfg.for_device(resolve_device(cfg.device).type))
     todo, failed = [], 0
-    for path, name in jobs:
+    for k, (path, name) in enumerate(jobs):
         summary = read_summary(output / name) if settings is not None else None
         if summary is not None:
             reason = (
@@ -273,6 +285,8 @@ def _prepare(
             report.failed(path, output / name, problem, 0.0)
             failed += 1
             if opts.fail_fast:
+                for rest, rest_name in todo + jobs[k + 1 :]:
+                    report.not_run(rest, output / rest_name, FAIL_FAST)
                 return [], failed
             continue
         todo.append((path, name))

@@ -244,3 +244,23 @@ def test_ulimit_v_is_read_and_a_refusal_names_it(tmp_path: Path) -> None:
         maxsplit=1
     )
     assert 0.9 * 2**30 < int(out[0]) <= 2**30 and out[1].strip() == "ulimit -v leaves"
+
+
+def test_a_refusal_names_the_caches_when_they_hold_most_of_the_need(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A trial: --attention-cache 200000 kept 193 GB and the refusal named --resolution, --max-key-frames, --stride
+    and --batch-size, but not the option that asked for it. Sizes: "3 kB" for what a killed run left, not "1 MB"."""
+    from bavos.models import costs
+
+    monkeypatch.setattr(costs, "available_bytes", lambda device: 20 * 2**30)
+    monkeypatch.setattr(costs, "resident_bytes", lambda: 0)
+    monkeypatch.setattr(costs, "host_room", lambda: (20 * 2**30, "this machine has"))
+    cpu = torch.device("cpu")
+    big = costs.Estimate({"backbone": 1.0}, 275 * 2**30, rows_kept=193 * 2**30, queries_kept=10 * 2**30)
+    assert costs.over_budget(big, cpu) == (
+        "needs about 275.0 GB more memory, this machine has 20.0 GB free; lower --attention-cache or --query-cache "
+        "(kept: 193.0 GB and 10.0 GB), or --resolution, bound the key set with --max-key-frames, raise --stride or "
+        "lower --batch-size"
+    )
+    on_disk = costs.Estimate({"backbone": 1.0}, 100 * 2**30, queries_kept=90 * 2**30, queries_on_disk=True)
+    assert costs.over_budget(on_disk, cpu).endswith(f"free; {costs.SEGMENT_OPTIONS}")  # a file holds them, not memory
+    assert [costs.size_text(n) for n in (3455, 5 * 2**20, 1.5 * 2**30)] == ["3 kB", "5 MB", "1.5 GB"]

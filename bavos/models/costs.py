@@ -524,8 +524,10 @@ def segment_estimate(
 
 
 def size_text(n: float) -> str:
-    """A size in MB (at least 1) below 1 GB, else in GB: "44 MB", "1.4 GB"."""
-    return gigabytes(n) if n >= 2**30 else f"{max(1, round(n / 2**20))} MB"
+    """A size in kB (at least 1) below 1 MB, in MB below 1 GB, else in GB: "4 kB", "44 MB", "1.4 GB"."""
+    if n >= 2**30:
+        return gigabytes(n)
+    return f"{max(1, round(n / 2**20))} MB" if n >= 2**20 else f"{max(1, round(n / 2**10))} kB"
 
 
 def gigabytes(n: float) -> str:
@@ -548,6 +550,14 @@ def over_budget(estimate: Estimate, device: torch.device, options: str = SEGMENT
     if need <= free:
         return None
     has = "this machine has" if device.type == "cuda" else host_room()[1]
+    caches = {
+        "--attention-cache": estimate.rows_kept,
+        "--query-cache": 0 if estimate.queries_on_disk else estimate.queries_kept,
+    }
+    kept = {option: size for option, size in caches.items() if size > 0}
+    if device.type != "cuda" and kept and sum(kept.values()) >= need / 2:  # what the caches hold is most of it
+        held = " and ".join(size_text(size) for size in kept.values())
+        options = f"lower {' or '.join(kept)} (kept: {held}), or {options.removeprefix('lower ')}"
     return f"needs about {gigabytes(need)} more {kind}, {has} {gigabytes(free)} free; {options}"
 
 

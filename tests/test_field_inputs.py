@@ -760,3 +760,14 @@ def test_a_name_with_a_newline_is_drawn_and_a_bug_on_one_input_spares_the_others
     said = "internal error: ValueError: a bug (run with BAVOS_DEBUG=1 for the traceback)"
     assert lines[0]["error"] == said and r.err.strip().splitlines() == [f"bavos: error: {first}: {said}"]
     assert sorted(p.name for p in (tmp_path / "again").iterdir()) == ["z"]  # nothing half-written left
+
+
+def test_a_result_refused_is_not_first_said_to_be_redone(tmp_path: Path, run_cli: Callable) -> None:
+    """A field report: with --skip-existing, a mask of the user's in masks/ made bavos say "redoing it, its masks/
+    holds 9 of its 8 masks" and then refuse the folder as holding the user's file."""
+    clip = write_clip(tmp_path / "c.mp4", n=6)
+    assert run_cli("segment", clip, "-o", tmp_path / "out", *QUIET).code == 0
+    (tmp_path / "out" / "c" / "masks" / "00001_fixed.png").write_bytes(b"mine")
+    r = run_cli("segment", clip, "-o", tmp_path / "out", *TINY, "--backbone-weights", "none", "--skip-existing")
+    assert r.code == 2 and "holds files bavos did not write (masks/00001_fixed.png)" in r.err
+    assert "redoing it" not in r.err

@@ -138,10 +138,12 @@ def _run(
         removed = sweep(output)  # what runs killed before (OOM, a scheduler's limit) left beside the results
         if not opts.quiet:
             say_swept(removed, output)
-        todo, failed = _prepare(jobs, output, model_cfg, cfg, opts, report)
+        todo, failed, redoing = _prepare(jobs, output, model_cfg, cfg, opts, report)
         problems = check_destinations(todo, output)  # what is there, where a result will be written
         if problems:
             return _refuse(problems, todo, output, report)
+        for message in redoing:  # said once the folders pass: not "redoing it" and then a refusal of it
+            note(message)
         if not todo:
             return 1 if failed else 0
         try:
@@ -255,8 +257,9 @@ def _prepare(
     cfg: SegmentConfig,
     opts: RunOptions,
     report: Results,
-) -> tuple[list[tuple[Path, str]], int]:
-    """The inputs left to do (skipped and unreadable ones reported), and how many failed."""
+) -> tuple[list[tuple[Path, str]], int, list[str]]:
+    """The inputs left to do (skipped and unreadable ones reported), how many failed, and the notes on results
+    redone (why each is)."""
     from bavos.models.devices import resolve_device
     from bavos.pipeline.batch import changed_reason, check_input, damage_reason, stale_reason, weights_reason
     from bavos.pipeline.outputs import read_summary
@@ -264,7 +267,7 @@ def _prepare(
     settings = None
     if opts.skip_existing:
         settings = result_settings(model_cfg, cfg.for_device(resolve_device(cfg.device).type))
-    todo, failed = [], 0
+    todo, failed, redoing = [], 0, []
     for k, (path, name) in enumerate(jobs):
         summary = read_summary(output / name) if settings is not None else None
         if summary is not None:
@@ -278,7 +281,7 @@ def _prepare(
                 report.skipped(path, output / name, summary)
                 continue
             if not opts.quiet:
-                note(f"{output / name}: redoing it, {reason}")
+                redoing.append(f"{output / name}: redoing it, {reason}")
         problem = check_input(path, cfg.start, cfg.end)
         if problem is not None:
             error(problem)
@@ -287,10 +290,10 @@ def _prepare(
             if opts.fail_fast:
                 for rest, rest_name in todo + jobs[k + 1 :]:
                     report.not_run(rest, output / rest_name, FAIL_FAST)
-                return [], failed
+                return [], failed, []
             continue
         todo.append((path, name))
-    return todo, failed
+    return todo, failed, redoing
 
 
 def _megabytes(value: str, option: str) -> int | None:

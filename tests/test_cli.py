@@ -283,8 +283,9 @@ def test_an_interrupted_input_gets_its_own_json_line(
         "--json",
     )
     assert result.code == 130
-    (line,) = [json.loads(x) for x in result.out.splitlines()]
+    line, rest = (json.loads(x) for x in result.out.splitlines())
     assert line["input"] == str(video) and line["status"] == "interrupted" and line["error"] == "interrupted"
+    assert (Path(rest["input"]).name, rest["status"]) == ("w.mp4", "not-run")  # the input after it: its line too
 
 
 def test_the_cpu_operating_point_is_said_and_recorded(tmp_path: Path, run_cli) -> None:
@@ -452,6 +453,7 @@ def test_sigterm_removes_the_temporary_files(tmp_path: Path, burst: str | None) 
             "-q",
             "--json",
         ],
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # not ignored as in a background job
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -477,6 +479,28 @@ def test_sigterm_removes_the_temporary_files(tmp_path: Path, burst: str | None) 
         f"{why} before it started",
     )
     assert not out.exists()  # no work folder, no half-written result, not even the folder the run created
+
+
+def test_a_run_started_with_sigint_ignored_keeps_ignoring_it(tmp_path: Path) -> None:
+    """A shell starts its background jobs (``bavos segment … &`` in a script) with SIGINT ignored, so that a Ctrl-C
+    meant for the script's foreground does not stop them: bavos leaves it so."""
+    import signal
+    import time
+
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "bavos", "segment", str(write_clip(tmp_path / "v.mp4", n=24, height=48, width=64))]
+    proc = subprocess.Popen(
+        [*command, "-o", str(out), *TINY, "--backbone-weights", "none", "-q"],
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while not list(out.glob(".bavos-work-*")) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0 and (out / "v" / "summary.json").is_file(), err
 
 
 def test_a_torchvision_built_for_another_torch_is_named(

@@ -476,6 +476,7 @@ def test_a_process_waiting_for_the_others_hears_ctrl_c(tmp_path: Path) -> None:
     script = tmp_path / "wait.py"
     script.write_text(
         "import os, signal, sys, time\n"
+        "signal.signal(signal.SIGINT, signal.default_int_handler)\n"  # a shell's background job starts with it ignored
         "os.environ['MASTER_ADDR'] = '127.0.0.1'\n"
         "import torch.distributed as dist\n"
         "def stuck(*args, **kwargs):\n"

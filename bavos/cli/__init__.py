@@ -41,7 +41,10 @@ class _Terminated:
 
     def __enter__(self) -> _Terminated:
         if threading.current_thread() is threading.main_thread():
-            self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+            # a signal ignored from the start stays ignored: a shell starts its background jobs with SIGINT ignored
+            self._previous = {
+                s: signal.signal(s, self._handle) for s in self.SIGNALS if signal.getsignal(s) is not signal.SIG_IGN
+            }
         return self
 
     def _handle(self, signum: int, frame: Any) -> None:

@@ -566,7 +566,7 @@ def segment(
     shard: Annotated[
         str | None,
         typer.Option(
-            metavar="I/N",
+            metavar="I/N|slurm",
             show_default="all",
             help="Take part I (0 to N-1) of N of the inputs, so that N calls into one -o write what one call writes; "
             "slurm: this Slurm array task's part (from SLURM_ARRAY_TASK_ID and the array's bounds).",

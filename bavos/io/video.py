@@ -676,8 +676,22 @@ class VideoSource(RangedSource):
         width, height = self.info.coded_size or (0, 0)
         i, sizes = -1, {(width, height)}
         held: Frame | None = None  # a frame waits for the next one, whose time ends it
+        before: int | None = None  # the time of the frame given out before ``held``
         untimed: list[int] = []  # frames whose time is not after every one before (OverlayWriter re-times them)
+        moved: list[int] = []  # frames stamped past the next one, put back between their neighbours
         latest: int | None = None
+        tb = self.info.time_base
+        period = max(1, round(1 / (self.info.fps * tb))) if tb else 1
+
+        def given(frame: Frame) -> Frame:
+            nonlocal latest, before
+            if frame.pts is not None and latest is not None and frame.pts <= latest:
+                untimed.append(frame.number)
+            if frame.pts is not None and (latest is None or frame.pts > latest):
+                latest = frame.pts
+            before = frame.pts
+            return frame
+
         try:
             for i, frame in enumerate(self._decode(container, stream, self.info.start_pts)):
                 if (frame.width, frame.height) not in sizes:
@@ -692,40 +706,47 @@ class VideoSource(RangedSource):
                 shown = getattr(frame, "duration", None)  # not in every PyAV release
                 shown = shown if shown and shown > 0 else None
                 current = Frame(i, frame_image(frame, (width, height)), f"{i:05d}", pts, i, shown)
-                if pts is not None and latest is not None and pts <= latest:
-                    untimed.append(i)
-                if pts is not None and (latest is None or pts > latest):
-                    latest = pts
                 if held is not None:
-                    yield _lasting_until(held, current)
+                    back = _between(held, before, pts, period)
+                    if back is not held:
+                        moved.append(held.number)
+                    yield given(_lasting_until(back, current))
                 held = current
             if held is not None:
-                yield held
+                yield given(held)
         finally:
             container.close()
+        if moved:  # one frame stamped ahead (a muxer's slip, a damaged packet) would push every later one back
+            which = f"frame {moved[0]}" + (f" and {len(moved) - 1} more" if len(moved) > 1 else "")
+            self.warn(
+                f"the timestamp of {which} lies past the next frame's: the overlay shows it between the frames "
+                "around it"
+            )
         if untimed:  # the overlay cannot show two frames at one time: OverlayWriter spaces them by the rate
             which = f"frame {untimed[0]}" + (f" and {len(untimed) - 1} more" if len(untimed) > 1 else "")
             self.warn(
                 f"the timestamps of {which} are no later than an earlier frame's: the overlay shows each one "
                 f"frame period ({self.info.fps:g} fps) after the frame before"
             )
-        announced = self.info.frame_count if self.range.whole else None
-        if announced and i + 1 != announced:
-            self.warn(f"the container announces {announced} frames; {i + 1} were decoded")
-        elif held is not None and self.range.whole and not announced:
-            self._check_duration(held)
+        if held is not None and self.range.whole:
+            self._check_duration(held, i + 1)
 
-    def _check_duration(self, last: Frame) -> None:
-        """Warn where the frames end well before the duration the container states (a file cut short; Matroska,
-        WebM and MPEG-TS announce no frame count, only a duration). Well: more than two frame periods and a tenth
-        of it, since a container's duration may take in a longer audio stream."""
+    def _check_duration(self, last: Frame, decoded: int) -> None:
+        """Warn where the frames end well before the duration the container states (a file cut short). Well: more
+        than two frame periods and a tenth of it, since a container's duration may take in a longer audio stream.
+        The frame count a container announces is said beside it, not alone: an edit list (an encoder's pre-roll)
+        hides frames the count includes, in a sound file."""
         stated, period = self.info.duration, 1 / self.info.fps
         if not stated or last.pts is None or self.info.time_base is None:
             return
         shown = float(last.duration * self.info.time_base) if last.duration else period
         ended = float(last.pts * self.info.time_base) + shown
         if stated - ended > max(2 * period, 0.1 * stated):
-            self.warn(f"the container announces {stated:.2f} s; its frames end at {ended:.2f} s")
+            announced = self.info.frame_count
+            counts = f" ({announced} frames)" if announced and announced != decoded else ""
+            self.warn(
+                f"the container announces {stated:.2f} s{counts}; its frames end at {ended:.2f} s ({decoded} decoded)"
+            )
 
 
 def _animated(path: Path) -> bool:
@@ -735,6 +756,15 @@ def _animated(path: Path) -> bool:
             return bool(getattr(image, "is_animated", False))
     except (OSError, ValueError, Image.DecompressionBombError):
         return False
+
+
+def _between(frame: Frame, before: int | None, after: int | None, period: int) -> Frame:
+    """``frame`` put back between the frames around it (times ``before`` and ``after``) where its time lies past the
+    next one's although that one follows the one before: one frame period after the one before, or halfway where
+    that is not before the next. As it is where no time fits between them."""
+    if frame.pts is None or before is None or after is None or not before < after < frame.pts or after - before < 2:
+        return frame
+    return replace(frame, pts=before + min(period, (after - before) // 2), duration=None)
 
 
 def _lasting_until(frame: Frame, following: Frame) -> Frame:

@@ -256,7 +256,13 @@ def recut_folder(
 
 def _check_source(source: Any, old: dict[str, Any], segment: str) -> None:
     """Raises InputError when the source is not what the result was made from: its frame size, or the frames its
-    container announces (a video replaced under the same name since)."""
+    container announces (a video replaced under the same name since). A file of the same size and time as the
+    result recorded is the same: a container's announced count is not always what decodes (an edit list hides
+    frames, a file cut short), and such a result was refused for good."""
+    from bavos.io.video import source_stamp
+
+    if old.get("source_stamp") is not None and old["source_stamp"] == source_stamp(source.path):
+        return
     now = (source.info.width, source.info.height, source.frames_expected())
     was = (old.get("width"), old.get("height"), old.get("frames"))
     if now[:2] == was[:2] and (now[2] is None or now[2] == was[2]):

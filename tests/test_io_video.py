@@ -219,3 +219,32 @@ def test_memory_that_runs_out_is_named_so() -> None:
     assert (
         internal_error(ValueError("x\ny")) == "internal error: ValueError: x (run with BAVOS_DEBUG=1 for the traceback)"
     )
+
+
+def test_the_overlay_is_bt709_tagged_and_its_index_comes_first(tmp_path: Path) -> None:
+    """A trial after video2x#403: the overlay was converted with BT.601's matrix and left untagged, which players
+    show as BT.709 for HD: its saturated object colours shifted ((0, 255, 0) showed as (0, 215, 0)). Its index came
+    last, so a browser needed the whole file before playing it."""
+    import av
+    from av.video.reformatter import ColorRange, Colorspace
+
+    from bavos.io.video import OverlayWriter
+
+    colours = np.array([[0, 255, 0], [255, 0, 0], [0, 0, 255], [200, 120, 40]], np.uint8)
+    image = np.repeat(np.repeat(colours[None], 16, axis=0), 16, axis=1).reshape(16, 64, 3)
+    writer = OverlayWriter(tmp_path / "o.mp4", 64, 16, 10.0)
+    for _ in range(3):
+        writer.write(image)
+    writer.close()
+    data = (tmp_path / "o.mp4").read_bytes()
+    assert data.find(b"moov") < data.find(b"mdat")  # faststart
+    with av.open(str(tmp_path / "o.mp4")) as container:
+        stream = container.streams.video[0]
+        context = stream.codec_context
+        assert (context.colorspace, context.color_primaries, context.color_trc, context.color_range) == (1, 1, 1, 1)
+        frame = next(container.decode(stream))
+        shown = frame.reformat(
+            format="rgb24", src_colorspace=Colorspace.ITU709, src_color_range=ColorRange.MPEG
+        ).to_ndarray()  # as a player that honours the tags shows it
+    centres = shown[8, 8::16].astype(int)
+    assert np.abs(centres - colours.astype(int)).max() <= 8, centres

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import av
 import numpy as np
+from av.video.reformatter import ColorRange, Colorspace
 from PIL import Image, ImageOps
 
 from bavos.errors import InputError, OutputError, ResourceError, plain_os_error
@@ -774,12 +775,19 @@ def _lasting_until(frame: Frame, following: Frame) -> Frame:
     return replace(frame, duration=following.pts - frame.pts)
 
 
+BT709 = 1  # the H.264 VUI's (and FFmpeg's) number for BT.709: matrix, primaries and transfer
+LIMITED_RANGE = 1  # FFmpeg's AVCOL_RANGE_MPEG: 16-235
+
+
 class OverlayWriter:
     """H.264 writer for overlay videos: same size as the frames, constant rate or the input's own timestamps, and
     the input's pixel aspect ratio (an anamorphic video plays at its display shape).
 
     Always 4:2:0 (yuv420p, H.264 High), the one layout every player plays (browsers and QuickTime refuse 4:4:4). It
-    holds only even sizes, so an odd width or height gets one more column or row, a copy of the last one.
+    holds only even sizes, so an odd width or height gets one more column or row, a copy of the last one. The colours
+    are converted with BT.709's matrix at limited range and tagged so (an untagged HD video is shown as BT.709, an
+    SD one as BT.601: a player guessed), and the index comes first in the file (``faststart``), so that a browser
+    plays it before it has the whole file.
     """
 
     def __init__(
@@ -793,7 +801,7 @@ class OverlayWriter:
     ) -> None:
         self._path = Path(path)
         try:
-            self._container = av.open(str(path), mode="w")
+            self._container = av.open(str(path), mode="w", options={"movflags": "+faststart"})
         except (av.error.FFmpegError, OSError) as e:
             raise OutputError(
                 f"cannot create the video {path.name}: {plain_os_error(e, '') if isinstance(e, OSError) else e}"
@@ -805,6 +813,9 @@ class OverlayWriter:
         self._stream.pix_fmt = "yuv420p"
         if sample_aspect_ratio is not None:
             self._stream.codec_context.sample_aspect_ratio = sample_aspect_ratio
+        context = self._stream.codec_context
+        context.colorspace = context.color_primaries = context.color_trc = BT709
+        context.color_range = LIMITED_RANGE
         self._stream.options = {"crf": "20", "preset": "veryfast"}
         self._time_base = time_base if time_base is not None else 1 / rate
         self._stream.time_base = self._time_base
@@ -823,7 +834,9 @@ class OverlayWriter:
         keeps the input's spacing, and it ends when its last frame does."""
         if any(self._pad):
             image = np.pad(image, ((0, self._pad[0]), (0, self._pad[1]), (0, 0)), mode="edge")
-        frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+        frame = av.VideoFrame.from_ndarray(image, format="rgb24").reformat(
+            format="yuv420p", dst_colorspace=Colorspace.ITU709, dst_color_range=ColorRange.MPEG
+        )
         if pts is not None:
             self._offset = pts if self._offset is None else self._offset
             pts -= self._offset

@@ -56,6 +56,22 @@ def test_a_folder_of_videos_names_them(tmp_path: Path, run_cli: Callable) -> Non
     )
 
 
+def test_a_folder_of_sequence_folders_names_them(tmp_path: Path, run_cli: Callable) -> None:
+    """A trial (after sam2#762): DAVIS's JPEGImages/480p, a folder of sequence folders, was only "folder holds no
+    frames"."""
+    from PIL import Image
+
+    root = tmp_path / "480p"
+    for name in ("bear", "car"):
+        (root / name).mkdir(parents=True)
+        Image.new("RGB", (8, 8)).save(root / name / "00000.jpg")
+    r = run_cli("segment", root, "-o", tmp_path / "out", *QUIET)
+    assert r.code == 1
+    assert (
+        r.err.strip() == f"bavos: error: {root}: a folder of 2 folders of frames, not of frames: pass them ({root}/*)"
+    )
+
+
 def test_recut_of_the_results_parent_names_them(tmp_path: Path, run_cli: Callable) -> None:
     for name in ("a", "b"):
         assert run_cli("segment", write_clip(tmp_path / f"{name}.mp4", n=3), "-o", tmp_path / "out", *QUIET).code == 0

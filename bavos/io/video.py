@@ -212,12 +212,29 @@ def list_frames(folder: Path) -> tuple[list[Path], list[str]]:
                 f"{folder}: a folder of {len(videos)} video{'s' * (len(videos) != 1)}, not of frames: "
                 f"pass the videos ({pattern})"
             )
+        sequences = [e for e in entries if not e.name.startswith(".") and e.is_dir() and _holds_frames(e)]
+        if sequences:  # DAVIS's JPEGImages/480p: one folder per sequence
+            raise InputError(
+                f"{folder}: a folder of {len(sequences)} folder{'s' * (len(sequences) != 1)} of frames, not of "
+                f"frames: pass them ({folder}/*)"
+            )
         raise InputError(f"{folder}: folder holds no frames (expected {', '.join(sorted(FRAME_EXTENSIONS))} files)")
     stems = [p.stem for p in frames]
     if len(set(stems)) != len(stems):
         dup = next(s for s in stems if stems.count(s) > 1)
         raise InputError(f"{folder}: two frames share the name {dup!r}; keep one image format per folder")
     return frames, left_out
+
+
+def _holds_frames(folder: Path) -> bool:
+    """Whether ``folder`` holds a file named like a frame (read up to the first one)."""
+    try:
+        return any(
+            e.suffix.lower() in FRAME_EXTENSIONS and not e.name.startswith(".") and e.is_file()
+            for e in folder.iterdir()
+        )
+    except OSError:
+        return False
 
 
 _TRANSPOSED = {5, 6, 7, 8}  # EXIF orientations that swap width and height

@@ -500,3 +500,14 @@ def test_a_process_waiting_for_the_others_hears_ctrl_c(tmp_path: Path) -> None:
     finally:
         proc.kill()
     assert out.strip() == "interrupted" and time.monotonic() - started < 5
+
+
+def test_two_inputs_with_one_long_stem_both_get_a_name_that_fits(tmp_path: Path, run_cli) -> None:
+    """A trial: two inputs whose 250-character stems are the same refused the whole batch (exit 2): the second's
+    name with its 9-character suffix was too long for the file system."""
+    stem = "w" * 245 + "é"  # 247 bytes: the suffix must not split a character
+    clips = [write_clip((tmp_path / d).mkdir() or tmp_path / d / f"{stem}.mp4", n=2) for d in ("d1", "d2")]
+    r = run_cli("segment", *clips, "-o", tmp_path / "out", *FAST, "--backbone-weights", "none", "--json")
+    assert r.code == 0, r.err
+    (other,) = {p.name for p in (tmp_path / "out").iterdir()} - {stem}
+    assert len(os.fsencode(other)) == 254 and other.startswith("w" * 245 + "-")  # "é" is 2 bytes: it went whole

@@ -567,10 +567,18 @@ def check_contents(final: Path, fix: str = "choose another -o or move them") -> 
     )
 
 
+NAME_MAX = 255  # bytes in a file name on every common file system
+
+
 def other_place(name: str, source: str) -> str:
     """The folder name an input takes when ``name`` is held by another input's result: ``<name>-<first 8 hex digits
-    of the SHA-1 of its source>``, the same on every run."""
-    return f"{name}-{hashlib.sha1(source.encode()).hexdigest()[:8]}"
+    of the SHA-1 of its source>``, the same on every run; ``name`` shortened where the two would pass ``NAME_MAX``
+    bytes (a stem of 250 characters, whose own name fits)."""
+    suffix = f"-{hashlib.sha1(source.encode()).hexdigest()[:8]}"
+    room = NAME_MAX - len(suffix)
+    while len(os.fsencode(name)) > room:
+        name = name[:-1]
+    return name + suffix
 
 
 def _place(final: Path, source: str | None) -> Path:

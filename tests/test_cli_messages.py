@@ -225,12 +225,12 @@ def test_the_caches_auto_plans_are_said_in_the_estimate(
         return next(line for line in r.err.splitlines() if "estimated" in line)
 
     said = estimate("a")  # a short clip's rows are kept: no attention computed again, no queries needed
-    assert re.search(r", peak memory [\d.]+ GB, attention kept: \d+ MB$", said), said
+    assert re.search(r", peak memory [\d.]+ GB, attention kept: \d+ [kM]B$", said), said
     said = estimate("b", "--attention-cache", "0")  # asked for none: said of the queries only (the backbone runs once)
-    assert re.search(r", peak memory [\d.]+ GB, queries kept on disk: \d+ MB$", said), said
+    assert re.search(r", peak memory [\d.]+ GB, queries kept on disk: \d+ [kM]B$", said), said
     monkeypatch.setattr("bavos.models.costs.AUTO_ATTENTION_CAP", 1)  # no room for the rows: their size is said
     said = estimate("c")
-    assert re.search(r", attention recomputed: the video's takes \d+ MB, queries kept on disk: \d+ MB$", said), said
+    assert re.search(r", attention recomputed: the video's takes \d+ [kM]B, queries kept on disk: \d+ [kM]B$", said), said
     for option in ("--query-cache", "--attention-cache"):
         for value, said in (("lots", "lots"), ("", "nothing")):
             r = run_cli("segment", clip, "-o", tmp_path / "out", *TINY, option, value)

@@ -230,7 +230,9 @@ def test_the_caches_auto_plans_are_said_in_the_estimate(
     assert re.search(r", peak memory [\d.]+ GB, queries kept on disk: \d+ [kM]B$", said), said
     monkeypatch.setattr("bavos.models.costs.AUTO_ATTENTION_CAP", 1)  # no room for the rows: their size is said
     said = estimate("c")
-    assert re.search(r", attention recomputed: the video's takes \d+ [kM]B, queries kept on disk: \d+ [kM]B$", said), said
+    assert re.search(r", attention recomputed: the video's takes \d+ [kM]B, queries kept on disk: \d+ [kM]B$", said), (
+        said
+    )
     for option in ("--query-cache", "--attention-cache"):
         for value, said in (("lots", "lots"), ("", "nothing")):
             r = run_cli("segment", clip, "-o", tmp_path / "out", *TINY, option, value)

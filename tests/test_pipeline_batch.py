@@ -511,3 +511,22 @@ def test_two_inputs_with_one_long_stem_both_get_a_name_that_fits(tmp_path: Path,
     assert r.code == 0, r.err
     (other,) = {p.name for p in (tmp_path / "out").iterdir()} - {stem}
     assert len(os.fsencode(other)) == 254 and other.startswith("w" * 245 + "-")  # "é" is 2 bytes: it went whole
+
+
+def test_a_reader_that_goes_away_stops_the_run_quietly(tmp_path: Path) -> None:
+    """A field report: ``bavos segment … --json | head -1`` exited 1 with nothing said. The reader gone, the run
+    stops as a tool killed by SIGPIPE does: exit code 141, nothing on stderr, the results written so far kept."""
+    clips = [write_clip(tmp_path / f"p{i}.mp4", n=2) for i in range(3)]
+    command = [sys.executable, "-m", "bavos", "segment", *map(str, clips), "-o", str(tmp_path / "out"), *FAST]
+    proc = subprocess.Popen(
+        [*command, "--backbone-weights", "none", "-q", "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None and json.loads(proc.stdout.readline())["status"] == "ok"
+    proc.stdout.close()  # as head -1 does
+    err = proc.stderr.read() if proc.stderr is not None else ""
+    assert proc.wait(timeout=120) == 141 and err == ""
+    done = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert done in (["p0"], ["p0", "p1"])  # the second is written before its line finds the pipe gone

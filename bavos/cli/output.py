@@ -404,6 +404,9 @@ class TrainView:
             )
 
 
+STDOUT_CLOSED = 141  # the exit code of a process killed by SIGPIPE, as shells report it
+
+
 class Results:
     """Per-input results: a line of text, or with --json exactly one JSON line per input on stdout."""
 
@@ -438,8 +441,12 @@ class Results:
                     "warnings": warnings or [],
                 }
             )
-            typer.echo(line)
-            sys.stdout.flush()  # one write per line: lines of torchrun processes sharing stdout stay whole
+            try:
+                typer.echo(line)
+                sys.stdout.flush()  # one write per line: lines of torchrun processes sharing stdout stay whole
+            except BrokenPipeError:  # the reader went away (`| head -1`): stop quietly, as a tool killed by SIGPIPE
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing more to flush at exit
+                raise SystemExit(STDOUT_CLOSED) from None
         elif not self.quiet and status not in ("failed", "interrupted", "not-run"):
             what = f"skipped, {why}" if status == "skipped" else f"{count(frames, 'frame')}, {count(objects, 'object')}"
             self.progress.line(f"{output}: {what} ({seconds:.1f} s)")

@@ -218,6 +218,8 @@ def _cgroup_room() -> int | None:
         return None
     places = []
     for line in lines:
+        if line.count(":") < 2:
+            continue
         _, controllers, path = line.split(":", 2)
         if controllers == "" and (CGROUP_ROOT / "cgroup.controllers").exists():
             places.append((2, CGROUP_ROOT, path))

@@ -24,7 +24,15 @@ from typing import Any, Literal
 import numpy as np
 
 from bavos.config import ModelConfig, SegmentConfig
-from bavos.errors import BavosError, ConfigError, OutputError, RandomWeightsWarning, ResourceError, plain_os_error
+from bavos.errors import (
+    BavosError,
+    ConfigError,
+    InputError,
+    OutputError,
+    RandomWeightsWarning,
+    ResourceError,
+    plain_os_error,
+)
 from bavos.io.exports import check_exports
 from bavos.io.owners import Heartbeat, owner_tag, sweep
 from bavos.io.sources import FrameSource, Video, open_source
@@ -225,8 +233,6 @@ def _check_options(options: dict[str, Any], caller: str = "Segmenter", taken: tu
 def _check_range(config: SegmentConfig) -> None:
     """Raises ConfigError for a ``start`` or ``end`` that is neither a frame number nor a time (said before the models
     load, not at the first video)."""
-    from bavos.errors import InputError
-
     try:
         FrameRange.parse(config.start, config.end)
     except InputError as e:

@@ -21,7 +21,7 @@ import torch
 
 from bavos.config import SegmentConfig
 from bavos.errors import InputError, UsageError
-from bavos.io.video import FrameRange, VideoInfo, VideoSource
+from bavos.io.video import FrameRange, VideoInfo, VideoSource, source_stamp
 from bavos.pipeline.cluster import MergeTree
 from bavos.pipeline.outputs import segment_command
 from bavos.pipeline.products import products
@@ -259,8 +259,6 @@ def _check_source(source: Any, old: dict[str, Any], segment: str) -> None:
     container announces (a video replaced under the same name since). A file of the same size and time as the
     result recorded is the same: a container's announced count is not always what decodes (an edit list hides
     frames, a file cut short), and such a result was refused for good."""
-    from bavos.io.video import source_stamp
-
     if old.get("source_stamp") is not None and old["source_stamp"] == source_stamp(source.path):
         return
     now = (source.info.width, source.info.height, source.frames_expected())

@@ -19,12 +19,15 @@ from conftest import write_clip
 from bavos.config import ModelConfig
 from bavos.errors import ConfigError
 from bavos.models.weights import (
+    LEARNS_NOTHING,
+    MEANINGLESS,
     RELEASE_FILE,
     RELEASE_ID,
     RELEASE_PAGE,
     RELEASE_URL,
     DownloadError,
     plan_weights,
+    random_weights_note,
     release_checkpoint,
 )
 
@@ -521,3 +524,14 @@ def test_safetensors_weights_are_read_by_content_and_a_cut_one_is_incomplete(tmp
         f"{cut}: an incomplete file (" in result.err
         and "its header announces: a download or copy cut short" in result.err
     )
+
+
+def test_one_random_weights_warning_for_every_command() -> None:
+    assert random_weights_note(MEANINGLESS) == (
+        "--backbone-weights none: the backbone has random weights; masks are meaningless (tests, benchmarks)"
+    )
+    said = random_weights_note(LEARNS_NOTHING, "a/last.pt", "--init-from")
+    assert said.startswith("--init-from a/last.pt: that checkpoint was trained on a backbone with random weights")
+    assert said.endswith(": the correlator learns nothing useful; pass --backbone-weights hub or a file for real ones")
+    said = random_weights_note(MEANINGLESS, "a/last.pt", python=True)  # the Python API names its keywords
+    assert said.startswith("checkpoint='a/last.pt': that checkpoint") and "pass backbone_weights='hub'" in said

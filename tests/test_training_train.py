@@ -321,8 +321,8 @@ def test_cli_train_then_segment_with_the_checkpoint(clips: Path, cache: Path, tm
     )  # the backbone's random weights come from the checkpoint: the warning says so
     assert seg.code == 0, seg.err
     assert (
-        f"bavos: warning: the checkpoint {run / 'last.pt'} was trained on a backbone with random weights (it "
-        "records backbone weights 'none')"
+        f"bavos: warning: --checkpoint {run / 'last.pt'}: that checkpoint was trained on a backbone with random "
+        "weights (it records backbone weights 'none'), so this run uses random weights too: masks are meaningless"
     ) in seg.err and "--backbone-weights none:" not in seg.err
     masks = sorted((tmp_path / "out" / "clip0" / "masks").iterdir())
     assert [m.read_bytes() for m in masks] == [
@@ -475,7 +475,8 @@ def test_fine_tuning_from_a_random_backbone_checkpoint_is_said(
     assert tuned.code == 0, tuned.err
     assert (
         f"bavos: warning: --init-from {tmp_path / 'a' / 'last.pt'}: that checkpoint was trained on a backbone with "
-        "random weights (it records backbone weights 'none'), so this run trains on random weights too"
+        "random weights (it records backbone weights 'none'), so this run uses random weights too: the correlator "
+        "learns nothing useful"
     ) in tuned.err
 
 

@@ -120,7 +120,9 @@ def train(
         usage_error(str(e), "train")
     with TrainView(enabled=not quiet, label=display_name(Path(clips)), steps=cfg.steps) as view:
         if model_cfg.backbone_weights == "none" and not quiet:  # once, from process 0 (torchrun)
-            view.warn("--backbone-weights none: the backbone has random weights; the correlator learns nothing useful")
+            from bavos.models.weights import LEARNS_NOTHING, random_weights_note
+
+            view.warn(random_weights_note(LEARNS_NOTHING))
         if until is not None and until > cfg.steps:
             view.warn(f"--until {until} is past the run's last step, {cfg.steps}: it stops there")
         result = run_training(clips, output, model_cfg, cfg, resume=resume, until=until, events=view)

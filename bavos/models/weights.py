@@ -93,6 +93,31 @@ def cached_problem(path: Path) -> str | None:
     return None if cut is None else cut.removesuffix("; fetch it again")
 
 
+# What random weights mean for each command's work
+MEANINGLESS = "masks are meaningless (tests, benchmarks)"
+LEARNS_NOTHING = "the correlator learns nothing useful"
+
+
+def random_weights_note(
+    outcome: str, checkpoint: str | None = None, option: str = "--checkpoint", python: bool = False
+) -> str:
+    """The one warning about a backbone with random weights, for segment, train and the Python API: set by
+    ``--backbone-weights none``, or (``checkpoint`` given, as ``option`` named it) recorded by a checkpoint trained
+    on such a backbone; ``outcome`` says what that means for the work."""
+    none, hub = (
+        ("backbone_weights='none'", "backbone_weights='hub'")
+        if python
+        else ("--backbone-weights none", "--backbone-weights hub")
+    )
+    if checkpoint is None:
+        return f"{none}: the backbone has random weights; {outcome}"
+    named = f"checkpoint={checkpoint!r}" if python else f"{option} {checkpoint}"
+    return (
+        f"{named}: that checkpoint was trained on a backbone with random weights (it records backbone weights "
+        f"'none'), so this run uses random weights too: {outcome}; pass {hub} or a file for real ones"
+    )
+
+
 # What to do without the paper's checkpoint, by the option that asked for it (segment's, train's)
 WITHOUT_RELEASE = {
     "--checkpoint": "Without it: --checkpoint none (the training-free mode) needs DINO's weights from timm's hub "
@@ -176,21 +201,11 @@ class WeightsPlan:
 
         return replace(base, backbone=self.backbone, backbone_weights=self.backbone_weights)
 
-    def random_note(self, python: bool = False) -> str:
-        """What a user is told of a backbone with random weights (``backbone_weights == "none"``), naming where that
-        setting came from, in the command line's words or (``python``) in keywords'."""
-        none, hub = (
-            ("backbone_weights='none'", "backbone_weights='hub'")
-            if python
-            else ("--backbone-weights none", "--backbone-weights hub")
-        )
-        if self.backbone_weights_from == "checkpoint":
-            return (
-                f"the checkpoint {self.checkpoint} was trained on a backbone with random weights (it records "
-                f"backbone weights 'none'), so this run uses random weights too: masks are meaningless; pass {hub} "
-                "or a file for real ones"
-            )
-        return f"{none}: the backbone has random weights; masks are meaningless (tests, benchmarks)"
+    def random_note(self, python: bool = False, option: str = "--checkpoint", outcome: str = MEANINGLESS) -> str:
+        """What a user is told of a backbone with random weights (``backbone_weights == "none"``): where that setting
+        came from, in the command line's words (the checkpoint's ``option``) or, with ``python``, in keywords'."""
+        from_checkpoint = self.checkpoint if self.backbone_weights_from == "checkpoint" else None
+        return random_weights_note(outcome, from_checkpoint, option, python)
 
     def describe(self) -> dict[str, Any]:
         """What summary.json says of the weights."""

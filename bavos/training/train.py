@@ -32,7 +32,7 @@ from bavos.models.backbone import Backbone, build_backbone
 from bavos.models.correlator import Correlator, load_correlator
 from bavos.models.costs import TRAIN_OPTIONS, Estimate, over_budget, train_estimate
 from bavos.models.devices import Shard, precision_context, resolve_device, shard_from_env
-from bavos.models.weights import plan_weights
+from bavos.models.weights import LEARNS_NOTHING, plan_weights
 from bavos.training.augment import augment, normalize, process_sigma, sample_params
 from bavos.training.clips import CachedClip, ClipSamples, Skipped, StepBatches, cache_clips, find_clips
 from bavos.training.losses import Losses, clip_losses
@@ -402,11 +402,7 @@ class _Session:
             plan = plan_weights(model_cfg, option="--init-from")
             model_cfg = plan.model_config(model_cfg)
             if plan.backbone_weights == "none" and plan.backbone_weights_from == "checkpoint":
-                events.warn(
-                    f"--init-from {plan.checkpoint}: that checkpoint was trained on a backbone with random weights "
-                    "(it records backbone weights 'none'), so this run trains on random weights too: the "
-                    "correlator learns nothing useful; pass --backbone-weights hub or a file for real ones"
-                )
+                events.warn(plan.random_note(option="--init-from", outcome=LEARNS_NOTHING))
         else:  # a new correlator, or a resumed run (its state comes from last.pt)
             model_cfg = replace(
                 model_cfg,

@@ -285,6 +285,7 @@ def test_an_interrupted_input_gets_its_own_json_line(
     assert result.code == 130
     line, rest = (json.loads(x) for x in result.out.splitlines())
     assert line["input"] == str(video) and line["status"] == "interrupted" and line["error"] == "interrupted"
+    assert line["output"] is None and rest["output"] is None  # neither has a result
     assert (Path(rest["input"]).name, rest["status"]) == ("w.mp4", "not-run")  # the input after it: its line too
 
 

@@ -181,7 +181,7 @@ def test_fail_fast_stops_at_the_first_failure(tmp_path: Path, run_cli) -> None:
     lines = json_lines(result.out)  # a field report: the inputs not run had no line, and a retry list missed them
     assert [(Path(x["input"]).name, x["status"]) for x in lines] == [("bad.mp4", "failed"), ("good.mp4", "not-run")]
     assert lines[1]["error"] == "--fail-fast: an input before it failed"
-    assert not (out / "good").exists()
+    assert not (out / "good").exists() and [x["output"] for x in lines] == [None, None]  # no folder was made
 
 
 def test_killed_run_leaves_nothing_finished_and_a_rerun_completes(tmp_path: Path, sharp_weights: Path) -> None:

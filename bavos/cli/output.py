@@ -418,7 +418,7 @@ class Results:
         self,
         path: Path,
         status: str,
-        output: Path | str,
+        output: Path | str | None,
         frames: int | None,
         objects: int | None,
         seconds: float,
@@ -433,7 +433,7 @@ class Results:
                 {
                     "input": str(path),
                     "status": status,
-                    "output": str(output),
+                    "output": None if output is None else str(output),
                     "frames": frames,
                     "objects": objects,
                     "seconds": round(seconds, 3),
@@ -461,17 +461,19 @@ class Results:
                 warn(f"{display_name(path)}: {message}")
         self._emit(path, "ok", summary["output"], summary["frames"], summary["objects"], seconds, None, "", warnings)
 
-    def failed(self, path: Path, folder: Path, error: str, seconds: float) -> None:
-        self._emit(path, "failed", folder, None, None, seconds, error)
+    # An input that failed, was stopped or never ran has no result: its "output" is null, as its frames and objects
 
-    def interrupted(self, path: Path, folder: Path, seconds: float, why: str = "interrupted") -> None:
+    def failed(self, path: Path, error: str, seconds: float) -> None:
+        self._emit(path, "failed", None, None, None, seconds, error)
+
+    def interrupted(self, path: Path, seconds: float, why: str = "interrupted") -> None:
         """An input stopped by Ctrl-C (``why`` "interrupted") or SIGTERM ("terminated"): status "interrupted"."""
-        self._emit(path, "interrupted", folder, None, None, seconds, why)
+        self._emit(path, "interrupted", None, None, None, seconds, why)
 
-    def not_run(self, path: Path, folder: Path, why: str) -> None:
+    def not_run(self, path: Path, why: str) -> None:
         """An input never started, for what stopped the run before it (a refusal, ``--fail-fast``, a signal):
         status "not-run", ``why`` its error."""
-        self._emit(path, "not-run", folder, None, None, 0.0, why)
+        self._emit(path, "not-run", None, None, None, 0.0, why)
 
     def skipped(self, path: Path, folder: Path, summary: dict[str, Any]) -> None:
         self._emit(

@@ -78,7 +78,7 @@ def run(inputs: list[Path], output: Path, model_cfg: ModelConfig, cfg: SegmentCo
     jobs = shard.take(planned)
     problems = check_destinations(jobs, output, list(inputs))  # before anything is created
     if problems:
-        return _refuse(problems, jobs, output, Results(opts.json, opts.quiet))
+        return _refuse(problems, jobs, Results(opts.json, opts.quiet))
     created = not output.exists()
     try:
         code = _run(jobs, shard, output, model_cfg, cfg, opts)
@@ -134,14 +134,14 @@ def _run(
         try:
             prepare_output(output)
         except BavosError as e:
-            return _fail_all(jobs, output, report, e)
+            return _fail_all(jobs, report, e)
         removed = sweep(output)  # what runs killed before (OOM, a scheduler's limit) left beside the results
         if not opts.quiet:
             say_swept(removed, output)
         todo, failed, redoing = _prepare(jobs, output, model_cfg, cfg, opts, report)
         problems = check_destinations(todo, output)  # what is there, where a result will be written
         if problems:
-            return _refuse(problems, todo, output, report)
+            return _refuse(problems, todo, report)
         for message in redoing:  # said once the folders pass: not "redoing it" and then a refusal of it
             note(message)
         if not todo:
@@ -149,7 +149,7 @@ def _run(
         try:
             models = _load(model_cfg, cfg, shard.local_rank, progress)
         except BavosError as e:
-            return _fail_all(todo, output, report, e)
+            return _fail_all(todo, report, e)
         said = not opts.quiet and shard.rank == 0  # the run's notes once, not once per torchrun process
         if models.config.backbone_weights == "none" and said:
             warn(models.weights.random_note())
@@ -168,11 +168,11 @@ def _run(
                     failed += _segment_one(path, name, output, resolved, models, progress, report)
         except KeyboardInterrupt as e:
             why = "terminated" if isinstance(e, Terminated) else "interrupted"
-            for path, name in todo[done:]:
-                report.not_run(path, output / name, f"{why} before it started")
+            for path, _ in todo[done:]:
+                report.not_run(path, f"{why} before it started")
             raise
-        for path, name in todo[done:]:  # --fail-fast
-            report.not_run(path, output / name, FAIL_FAST)
+        for path, _ in todo[done:]:  # --fail-fast
+            report.not_run(path, FAIL_FAST)
     return 1 if failed else 0
 
 
@@ -223,16 +223,16 @@ def _say_part(part: Any, inputs: int, say: bool) -> None:
     note(f"{where}part {part.index}/{part.count} of the inputs, {share} of {inputs}{off}")
 
 
-def _refuse(problems: list[tuple[Path, str, str]], jobs: list[tuple[Path, str]], output: Path, report: Results) -> int:
+def _refuse(problems: list[tuple[Path, str, str]], jobs: list[tuple[Path, str]], report: Results) -> int:
     """Destinations that would replace what is not bavos's: one line each, nothing done; with --json a line for
     every input of ``jobs``, those not refused saying why they did not run."""
-    for path, name, why in problems:
+    for path, _, why in problems:
         error(why)
-        report.failed(path, output / name, why, 0.0)
+        report.failed(path, why, 0.0)
     refused = {path for path, _, _ in problems}
-    for path, name in jobs:
+    for path, _ in jobs:
         if path not in refused:
-            report.not_run(path, output / name, "the run stopped before any work (see the refusal)")
+            report.not_run(path, "the run stopped before any work (see the refusal)")
     return 2
 
 
@@ -242,11 +242,11 @@ def _debug_traceback() -> None:
         traceback.print_exc()
 
 
-def _fail_all(jobs: list[tuple[Path, str]], output: Path, report: Results, e: BavosError) -> int:
+def _fail_all(jobs: list[tuple[Path, str]], report: Results, e: BavosError) -> int:
     _debug_traceback()
     error(str(e))
-    for path, name in jobs:
-        report.failed(path, output / name, str(e), 0.0)
+    for path, _ in jobs:
+        report.failed(path, str(e), 0.0)
     return e.exit_code
 
 
@@ -285,11 +285,11 @@ def _prepare(
         problem = check_input(path, cfg.start, cfg.end)
         if problem is not None:
             error(problem)
-            report.failed(path, output / name, problem, 0.0)
+            report.failed(path, problem, 0.0)
             failed += 1
             if opts.fail_fast:
-                for rest, rest_name in todo + jobs[k + 1 :]:
-                    report.not_run(rest, output / rest_name, FAIL_FAST)
+                for rest, _ in todo + jobs[k + 1 :]:
+                    report.not_run(rest, FAIL_FAST)
                 return [], failed, []
             continue
         todo.append((path, name))
@@ -440,11 +440,11 @@ def _segment_one(
         _debug_traceback()
         message = plain_os_error(e) if isinstance(e, OSError) else str(e)
         error(message)
-        report.failed(path, output / name, message, time.perf_counter() - start)
+        report.failed(path, message, time.perf_counter() - start)
         return 1
     except KeyboardInterrupt as e:
         why = "terminated" if isinstance(e, Terminated) else "interrupted"
-        report.interrupted(path, output / name, time.perf_counter() - start, why)
+        report.interrupted(path, time.perf_counter() - start, why)
         raise
     except Exception as e:  # a bug met on one input: that input fails, the others still run
         if "torchvision::" in str(e):  # torchvision built for another torch: every input would fail alike
@@ -452,7 +452,7 @@ def _segment_one(
         _debug_traceback()
         message = internal_error(e)
         error(f"{path}: {message}")
-        report.failed(path, output / name, message, time.perf_counter() - start)
+        report.failed(path, message, time.perf_counter() - start)
         return 1
     report.ok(path, summary, time.perf_counter() - start)
     return 0

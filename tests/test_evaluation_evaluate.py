@@ -55,7 +55,7 @@ def test_ground_truth_as_prediction_scores_one(davis: Path, tmp_path: Path) -> N
     for protocol in evaluate.PROTOCOLS:
         res = evaluate.evaluate_davis(preds, davis, protocol)
         out = res.to_json()
-        assert list(out) == [*evaluate.MEASURES, "protocol", "sequences"]
+        assert list(out) == [*evaluate.MEASURES, "protocol", "sequences", "per_sequence"]
         assert out["protocol"] == protocol and out["sequences"] == ["a", "b"]
         assert out["J&F-Mean"] == out["J-Mean"] == out["F-Mean"] == out["J-Recall"] == 1.0
         assert out["J-Decay"] == 0.0
@@ -150,15 +150,16 @@ def test_proposal_limit_and_non_standard_name(davis: Path, tmp_path: Path) -> No
     preds = tmp_path / "preds"
     many = moving_objects(objects=1)
     many[:, 30:, 40:] = 21  # id 21: one more than the official limit
-    write_ids(preds / "b", many)
+    write_ids(preds / "b" / "masks", many)  # a result of bavos segment, which bavos recut can cut
+    (preds / "b" / "summary.json").write_text("{}")
     with pytest.raises(EvalError) as said:
         evaluate.evaluate_davis(preds, davis, "official", ["b"])
     assert "the predictions hold id 21, more than the 20 proposals the official protocol allows: cut them to " in str(
         said.value
     ) and "(bavos recut --max-objects 21: the background is one)" in str(said.value)
-    write_ids(preds / "b", np.minimum(many, 20))  # ids 0..20, as --max-objects 21 gives: within the protocol
+    write_ids(preds / "b" / "masks", np.minimum(many, 20))  # ids 0..20, as --max-objects 21 gives: within the protocol
     evaluate.evaluate_davis(preds, davis, "official", ["b"])
-    write_ids(preds / "b", many)
+    write_ids(preds / "b" / "masks", many)
     with pytest.raises(EvalError, match=r"more than the 5 proposals of --max-proposals 5: .*--max-objects 6"):
         evaluate.evaluate_davis(preds, davis, "official", ["b"], max_proposals=5)
     with pytest.raises(EvalError, match=r"hold 22 clusters \(ids 0..21\), more than the 21 proposals of "):
@@ -261,7 +262,7 @@ def test_cli_json_csv_and_table(davis: Path, tmp_path: Path, run_cli) -> None:
     lines = res.out.strip().splitlines()
     assert len(lines) == 1
     payload = json.loads(lines[-1])
-    assert set(payload) == {*evaluate.MEASURES, "protocol", "sequences"}
+    assert set(payload) == {*evaluate.MEASURES, "protocol", "sequences", "per_sequence"}
     assert payload["protocol"] == "official"
     assert all(0 <= payload[m] <= 1 for m in ("J-Mean", "F-Mean", "J&F-Mean"))
     assert "protocol: official" in res.err  # the table goes to stderr when stdout carries JSON
@@ -284,7 +285,12 @@ def test_cli_errors_are_one_line(davis: Path, tmp_path: Path, run_cli) -> None:
     write_ids(tmp_path / "g" / "s", moving_objects())
     write_ids(tmp_path / "p" / "s", moving_objects())
     res = run_cli("eval", str(tmp_path / "p"), "--fg-ari", "--gt", str(tmp_path / "g"), "--json")
-    assert res.code == 0 and json.loads(res.out) == {"FG-ARI": 1.0, "mIoU": 1.0, "sequences": ["s"]}
+    assert res.code == 0 and json.loads(res.out) == {
+        "FG-ARI": 1.0,
+        "mIoU": 1.0,
+        "sequences": ["s"],
+        "per_sequence": {"s": {"FG-ARI": 1.0, "mIoU": 1.0}},
+    }
     res = run_cli("eval", str(tmp_path / "p"), "--gt", str(tmp_path / "g"))  # it said to give --davis only
     assert res.code == 2 and "--gt is the ground truth of --fg-ari; J and F take the DAVIS-2017 root" in res.err
     a_file = tmp_path / "p" / "s" / "00000.png"
@@ -345,3 +351,172 @@ def test_fg_ari_says_when_a_sequence_never_shows_two_objects(tmp_path: Path, run
     ) in r.err
     kept_whole = [not ((split[t] == 1).any() and (split[t] == 5).any()) for t in range(len(one))]
     assert res.fg_ari["one"] == pytest.approx(np.mean(kept_whole))  # what the warning says it is
+
+
+# Inputs after other evaluators' bug reports (davis2017-evaluation and others), each once a fault in bavos eval
+
+
+def test_a_sequence_named_twice_is_scored_once(davis: Path, tmp_path: Path) -> None:
+    """--sequences a,a,b scored a twice (its objects counted twice in the means); so did a val.txt line twice."""
+    preds = tmp_path / "preds"
+    write_ids(preds / "a", moving_objects(shift=1))
+    write_ids(preds / "b", moving_objects(objects=1))
+    once = evaluate.evaluate_davis(preds, davis, sequences=["a", "b"])
+    twice = evaluate.evaluate_davis(preds, davis, sequences=["a", "a", "b"])
+    assert twice.sequences == ["a", "b"] and twice.overall() == once.overall() and len(twice.objects) == 3
+    (davis / "ImageSets" / "2017" / "val.txt").write_text("a\nb\na\n")
+    listed = evaluate.evaluate_davis(preds, davis)
+    assert listed.sequences == ["a", "b"] and listed.overall() == once.overall()
+    assert any("lists a twice" in n for n in listed.notes)
+
+
+def test_sequence_lists_that_are_empty_or_not_text(davis: Path, tmp_path: Path) -> None:
+    preds = tmp_path / "preds"
+    write_ids(preds / "a", moving_objects())
+    write_ids(preds / "b", moving_objects(objects=1))
+    val = davis / "ImageSets" / "2017" / "val.txt"
+    val.write_text("\n \n")  # it scored nothing and said J&F NaN, exit code 0
+    with pytest.raises(EvalError, match=f"^{val} lists no sequence"):
+        evaluate.evaluate_davis(preds, davis)
+    val.write_bytes(b"a\nb\n# caf\xe9\n")  # it was an internal UnicodeDecodeError, naming no file
+    with pytest.raises(EvalError, match=f"^{val} is not UTF-8 text"):
+        evaluate.evaluate_davis(preds, davis)
+    val.write_bytes(b"\xef\xbb\xbfa\r\nb\r\n")  # as Notepad saves it: it asked for a sequence '\ufeffa'
+    assert evaluate.evaluate_davis(preds, davis).sequences == ["a", "b"]
+
+
+def test_json_has_per_sequence_scores_and_no_nan(davis: Path, tmp_path: Path, run_cli) -> None:
+    """`--json` printed NaN (not JSON) for a sequence with nothing to score, and only the overall means."""
+    empty_first = moving_objects()
+    empty_first[0] = 0  # no object in the first annotated frame: nothing to score there
+    make_davis(davis, {"a": moving_objects(), "b": empty_first})
+    preds = tmp_path / "preds"
+    write_ids(preds / "a", moving_objects(shift=1))
+    write_ids(preds / "b", moving_objects())
+    r = run_cli("eval", preds, "--davis", davis, "--json", "-q")
+    assert r.code == 0, r.err
+    payload = json.loads(r.out, parse_constant=lambda c: pytest.fail(f"{c} is not JSON"))
+    assert payload["per_sequence"]["b"] == {"objects": 0, **dict.fromkeys(evaluate.MEASURES)}
+    a = payload["per_sequence"]["a"]
+    assert a["objects"] == 2 and a["J&F-Mean"] == payload["J&F-Mean"] < 1
+    nothing = run_cli("eval", preds, "--davis", davis, "--sequences", "b", "--json")  # every measure was NaN, exit 0
+    assert nothing.code == 1 and "nothing to score: no sequence has an object in its first annotated frame" in (
+        nothing.err
+    )
+
+
+@pytest.mark.filterwarnings("error::RuntimeWarning")
+def test_fg_ari_without_foreground_is_null_not_nan(tmp_path: Path, run_cli) -> None:
+    write_ids(tmp_path / "g" / "s", moving_objects())
+    write_ids(tmp_path / "g" / "bare", np.zeros((3, 36, 52), np.uint8))
+    for name in ("s", "bare"):
+        write_ids(tmp_path / "p" / name, moving_objects()[:3] if name == "bare" else moving_objects())
+    res = evaluate.evaluate_instances(tmp_path / "p", tmp_path / "g")  # numpy's "Mean of empty slice" came out
+    assert any("bare: no foreground in the ground truth" in n for n in res.notes)
+    r = run_cli("eval", tmp_path / "p", "--fg-ari", "--gt", tmp_path / "g", "--json", "-q")
+    payload = json.loads(r.out, parse_constant=lambda c: pytest.fail(f"{c} is not JSON"))
+    assert r.code == 0 and payload["per_sequence"] == {
+        "bare": {"FG-ARI": None, "mIoU": None},
+        "s": {"FG-ARI": 1.0, "mIoU": 1.0},
+    }
+    assert payload["FG-ARI"] == payload["mIoU"] == 1.0 and "RuntimeWarning" not in r.err
+    with pytest.raises(EvalError, match="nothing to score: no sequence has ground-truth foreground"):
+        evaluate.evaluate_instances(tmp_path / "p", tmp_path / "g", ["bare"])
+
+
+def test_fg_ari_with_16_bit_ground_truth_ids_past_255(tmp_path: Path) -> None:
+    """Ids 1 and 256: the count table had 256 columns, so object 256 was counted as object 0 (mIoU 0.375, not
+    0.5); ids 1 and 300 raised an internal ValueError."""
+    gt = np.zeros((3, 60, 80), np.uint16)
+    gt[:, 5:25, 5:25], gt[:, 30:50, 40:70] = 1, 256
+    pred = np.where(gt == 1, 1, 0).astype(np.uint8)  # object 1 exactly, object 256 missed
+    pred[:, 0, 0] = 3
+    write_ids(tmp_path / "p" / "s", pred)
+    for top in (256, 300):
+        (tmp_path / "g" / "s").mkdir(parents=True, exist_ok=True)
+        for t, ids in enumerate(np.where(gt == 256, top, gt).astype(np.uint16)):
+            Image.fromarray(ids).save(tmp_path / "g" / "s" / f"{t:05d}.png")  # 16-bit grey
+        assert evaluate.evaluate_instances(tmp_path / "p", tmp_path / "g").miou["s"] == pytest.approx(0.5)
+
+
+def test_jpeg_data_named_png_is_refused(davis: Path, tmp_path: Path) -> None:
+    """A lossy mask under a .png name was scored (J&F 0.979 for the ground truth itself)."""
+    preds = tmp_path / "preds"
+    write_ids(preds / "a", moving_objects())
+    write_ids(preds / "b", moving_objects(objects=1))
+    lossy = preds / "b" / "00003.png"
+    Image.fromarray(moving_objects(objects=1)[3] * 40, mode="L").save(lossy, format="JPEG", quality=90)
+    with pytest.raises(EvalError, match=f"^{lossy}: a JPEG file named .png: masks must be PNGs"):
+        evaluate.evaluate_davis(preds, davis)
+
+
+def test_hints_name_folders_that_can_be_scored(davis: Path, tmp_path: Path, run_cli) -> None:
+    """The hint named folders without annotations (--sequences run1, which then failed) and missed a folder named
+    in other capitals."""
+    nested = tmp_path / "n"
+    write_ids(nested / "run1" / "a", moving_objects())
+    write_ids(nested / "run1" / "b", moving_objects(objects=1))
+    r = run_cli("eval", nested, "--davis", davis)
+    assert r.code == 2 and r.err.strip().endswith(f"{nested / 'run1'} holds the sequences' folders: give it instead")
+    other = tmp_path / "o"
+    write_ids(other / "A", moving_objects())
+    write_ids(other / "b", moving_objects(objects=1))
+    r = run_cli("eval", other, "--davis", davis)
+    assert r.code == 1 and "a folder A is there: sequence names are case-sensitive" in r.err
+    assert "score it alone with --sequences b" in r.err and "--sequences A" not in r.err
+    r = run_cli("eval", other / "b", "--davis", davis)  # one sequence's folder of masks: exit 1, no hint
+    assert r.code == 2 and f"{other / 'b'} holds mask PNGs: it is one sequence; give the folder above it, {other}" in (
+        r.err
+    )
+
+
+def test_fg_ari_with_a_davis_root_scores_its_val_sequences(davis: Path, tmp_path: Path) -> None:
+    """--fg-ari --davis took every folder of the annotations, train sequences too, not ImageSets/2017/val.txt."""
+    write_ids(davis / "Annotations_unsupervised" / "480p" / "train_only", moving_objects())
+    preds = tmp_path / "preds"
+    write_ids(preds / "a", moving_objects())
+    write_ids(preds / "b", moving_objects(objects=1))
+    res = evaluate.evaluate_instances(preds, davis=davis)
+    assert list(res.fg_ari) == ["a", "b"]
+
+
+def test_options_that_would_do_nothing_are_refused(davis: Path, tmp_path: Path, run_cli) -> None:
+    write_ids(tmp_path / "g" / "s", moving_objects())
+    write_ids(tmp_path / "p" / "s", moving_objects())
+    fg = ["eval", tmp_path / "p", "--fg-ari", "--gt", tmp_path / "g"]
+    for extra, said in (
+        (["--protocol", "release"], "--protocol is for J and F; --fg-ari has none"),
+        (["--max-proposals", "3"], "--max-proposals is for J and F; --fg-ari has none"),
+        (["--davis", davis], "--fg-ari takes its ground truth from --gt or --davis, not both"),
+    ):
+        r = run_cli(*fg, *extra)
+        assert r.code == 2 and said in r.err, r.err
+    a_file = tmp_path / "p" / "s" / "00000.png"
+    r = run_cli("eval", tmp_path / "p", "--davis", a_file)
+    assert r.code == 2 and f"DAVIS root {a_file} is a file, not a folder" in r.err
+
+
+def test_csv_onto_a_file_of_yours_is_refused_before_the_scoring(davis: Path, tmp_path: Path, run_cli) -> None:
+    preds = tmp_path / "preds"
+    write_ids(preds / "a", moving_objects())
+    write_ids(preds / "b", moving_objects(objects=1))
+    mine = tmp_path / "mine.csv"
+    mine.write_text("hello\n")
+    r = run_cli("eval", preds, "--davis", davis, "--csv", mine, "--json")
+    assert r.code == 2 and "a file that is not a bavos table is there" in r.err and "scoring" not in r.err
+    assert mine.read_text() == "hello\n"
+
+
+def test_smaller_eval_messages(davis: Path, tmp_path: Path) -> None:
+    preds = tmp_path / "preds"
+    write_ids(preds / "a", moving_objects())
+    gt_b = moving_objects(objects=1)
+    write_ids(preds / "b", np.concatenate([gt_b, gt_b[:1]]))
+    with pytest.raises(EvalError, match=r"7 prediction frames, the ground truth has 6 \(not in it: 00006.png\)"):
+        evaluate.evaluate_davis(preds, davis)
+    (preds / "b" / "00006.png").unlink()
+    write_ids(preds / "b", np.where(gt_b > 0, 255, 0))  # a 0/255 mask, not bavos's: bavos recut cannot cut it
+    with pytest.raises(EvalError, match="relabel them with ids 1..20") as err:
+        evaluate.evaluate_davis(preds, davis)
+    assert "recut" not in str(err.value)
+    assert evaluate.protocol_name("official", 1) == "official (non-standard: up to 1 proposal)"

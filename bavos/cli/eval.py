@@ -35,14 +35,15 @@ def eval_(
         ),
     ] = None,
     protocol: Annotated[
-        str,
+        str | None,
         typer.Option(
             metavar="official|per-frame|release",
+            show_default="official",
             help="'official': one Hungarian match per sequence, ids 1..20 (id 0 is background); 'per-frame': a match "
             "in every frame, ids 1..300; 'release': the paper's evaluator, a match in every frame with every "
             "cluster (id 0 too) a proposal, at most 300.",
         ),
-    ] = "official",
+    ] = None,
     sequences: Annotated[
         str | None, typer.Option(metavar="A,B,...", show_default="ImageSets/2017/val.txt", help="Sequences to score.")
     ] = None,
@@ -84,23 +85,14 @@ def eval_(
     """Score predictions: DAVIS-2017 unsupervised J and F (the protocol always named), or FG-ARI and mIoU."""
     import json
 
-    from bavos.evaluation.evaluate import PROTOCOLS
-
     if quiet and not json_out and csv is None:
         usage_error("--quiet alone would show nothing: add --json or --csv", "eval")
-    if protocol not in PROTOCOLS:
-        usage_error(f"--protocol must be one of {', '.join(PROTOCOLS)}, got {protocol}", "eval")
-    if not fg_ari and gt is not None:
-        usage_error("--gt is the ground truth of --fg-ari; J and F take the DAVIS-2017 root with --davis", "eval")
-    if not fg_ari and davis is None:
-        usage_error("give the DAVIS-2017 root with --davis", "eval")
-    if fg_ari and gt is None and davis is None:
-        usage_error("--fg-ari needs the ground truth: --gt (or --davis)", "eval")
+    _check_ground_truth(fg_ari, protocol, max_proposals, gt, davis)
     names = _split(sequences)
     if csv is not None:  # before the scoring, which can take minutes
-        from bavos.evaluation.evaluate import check_csv
+        from bavos.evaluation.evaluate import DAVIS_HEADER, INSTANCE_HEADER, check_csv
 
-        check_csv(csv)
+        check_csv(csv, INSTANCE_HEADER if fg_ari else DAVIS_HEADER)
     with progress_for(quiet) as progress:
 
         def scored(sequence: str, done: int, total: int) -> None:
@@ -111,7 +103,7 @@ def eval_(
         report = (
             _instance_report(preds, gt, davis, names, scored)
             if fg_ari
-            else _davis_report(preds, davis, protocol, names, max_proposals, scored)
+            else _davis_report(preds, davis, protocol or "official", names, max_proposals, scored)
         )
     if csv is not None:
         from bavos.evaluation.evaluate import write_csv
@@ -124,11 +116,32 @@ def eval_(
     return 0
 
 
-def _instance_report(preds: Path, gt: Path | None, davis: Path | None, names: list[str] | None, progress: Any) -> Any:
-    from bavos.evaluation.evaluate import DavisLayout, evaluate_instances, instance_report
+def _check_ground_truth(
+    fg_ari: bool, protocol: str | None, max_proposals: int | None, gt: Path | None, davis: Path | None
+) -> None:
+    """The options of the measures asked for, and none of the others' (they would be ignored)."""
+    from bavos.evaluation.evaluate import PROTOCOLS
 
-    root = gt if gt is not None else DavisLayout(davis).annotations
-    res = evaluate_instances(preds, root, names, progress=progress)
+    if protocol is not None and protocol not in PROTOCOLS:
+        usage_error(f"--protocol must be one of {', '.join(PROTOCOLS)}, got {protocol}", "eval")
+    if fg_ari:
+        for option, value in (("--protocol", protocol), ("--max-proposals", max_proposals)):
+            if value is not None:
+                usage_error(f"{option} is for J and F; --fg-ari has none", "eval")
+        if gt is not None and davis is not None:
+            usage_error("--fg-ari takes its ground truth from --gt or --davis, not both", "eval")
+        if gt is None and davis is None:
+            usage_error("--fg-ari needs the ground truth: --gt (or --davis)", "eval")
+    elif gt is not None:
+        usage_error("--gt is the ground truth of --fg-ari; J and F take the DAVIS-2017 root with --davis", "eval")
+    elif davis is None:
+        usage_error("give the DAVIS-2017 root with --davis", "eval")
+
+
+def _instance_report(preds: Path, gt: Path | None, davis: Path | None, names: list[str] | None, progress: Any) -> Any:
+    from bavos.evaluation.evaluate import evaluate_instances, instance_report
+
+    res = evaluate_instances(preds, gt, names, progress=progress, davis=davis)
     for note in res.notes:
         warn(note)
     return instance_report(res)

@@ -40,9 +40,13 @@ def protocol_name(protocol: str, max_proposals: int | None = None) -> str:
     limit = MAX_PROPOSALS[protocol] if max_proposals is None else max_proposals
     if limit == MAX_PROPOSALS[protocol]:
         return protocol
-    if protocol == "official":
-        return f"official (non-standard: up to {limit} proposals)"
-    return f"{protocol} (up to {limit} proposals)"
+    proposals = f"up to {limit} proposal{'s' * (limit != 1)}"
+    return f"official (non-standard: {proposals})" if protocol == "official" else f"{protocol} ({proposals})"
+
+
+def _number(value: float) -> float | None:
+    """A measure as JSON gives it: six decimals, null where there is nothing to score (NaN is not JSON)."""
+    return None if np.isnan(value) else round(value, 6)
 
 
 @dataclass(frozen=True)
@@ -88,11 +92,16 @@ class DavisResult:
         return {s: _mean_measures([o for o in self.objects if o.sequence == s]) for s in self.sequences}
 
     def to_json(self) -> dict[str, object]:
-        """Exactly the seven DAVIS measures (0..1), ``protocol`` and ``sequences``."""
+        """The seven DAVIS measures (0..1), ``protocol``, ``sequences`` and ``per_sequence`` (each sequence's objects
+        and measures; null where it has no object to score)."""
         return {
-            **{k: round(v, 6) for k, v in self.overall().items()},
+            **{k: _number(v) for k, v in self.overall().items()},
             "protocol": self.protocol,
             "sequences": list(self.sequences),
+            "per_sequence": {
+                s: {"objects": sum(o.sequence == s for o in self.objects), **{k: _number(v) for k, v in m.items()}}
+                for s, m in self.per_sequence().items()
+            },
         }
 
 
@@ -103,6 +112,11 @@ def read_ids(path: Path, what: str) -> np.ndarray:
     """
     try:
         with Image.open(path) as img:
+            if img.format != "PNG":  # a lossy format under a .png name changes the ids at the objects' edges
+                raise EvalError(
+                    f"{path}: a {img.format} file named {path.suffix}: masks must be PNGs ({what} ids are exact only "
+                    "in a lossless format)"
+                )
             if img.mode not in ID_MODES:
                 raise EvalError(
                     f"{path}: {what} must be PNGs of ids: indexed (palette), 8-bit or 16-bit grey; this one is mode "
@@ -118,8 +132,14 @@ def read_ids(path: Path, what: str) -> np.ndarray:
     return ids.astype(np.uint8, copy=False)
 
 
-def prediction_dir(preds: Path, sequence: str) -> Path:
-    """``PREDS/<seq>/masks`` when it exists (bavos segment's layout), else ``PREDS/<seq>``."""
+def prediction_dir(preds: Path, sequence: str, known: Sequence[str] = ()) -> Path:
+    """``PREDS/<seq>/masks`` when it exists (bavos segment's layout), else ``PREDS/<seq>``.
+
+    Raises:
+        EvalUsageError: ``preds`` is one result or one sequence's masks, or the sequences' folders lie a level down.
+        EvalError: no folder for ``sequence``; the message names those there that can be scored (among ``known``,
+            the sequences with ground truth) and one named in other capitals.
+    """
     for candidate in (preds / sequence / "masks", preds / sequence):
         if candidate.is_dir():
             return candidate
@@ -128,17 +148,31 @@ def prediction_dir(preds: Path, sequence: str) -> Path:
             f"{preds} is one result (it holds masks/), not a folder of results: give the folder above it, "
             f"{preds.parent}, with --sequences {preds.name}"
         )
-    there = sorted(p.name for p in preds.iterdir() if p.is_dir()) if preds.is_dir() else []
-    hint = (
-        (
-            f"; predictions are there for {len(there)} sequence{'s' * (len(there) != 1)}: score "
-            f"{'them' if len(there) != 1 else 'it'} alone with --sequences {','.join(there[:10])}"
-            f"{',...' if len(there) > 10 else ''}"
+    if preds.is_dir() and _pngs(preds):  # one sequence's masks given for the folder of sequences
+        raise EvalUsageError(
+            f"{preds} holds mask PNGs: it is one sequence; give the folder above it, {preds.parent}, with "
+            f"--sequences {preds.name}"
         )
-        if there
-        else ""
-    )
-    raise EvalError(f"no predictions for sequence {sequence!r}: {preds / sequence} does not exist{hint}")
+    there = sorted(p.name for p in preds.iterdir() if p.is_dir()) if preds.is_dir() else []
+    wanted = set(known) | {sequence}
+    for sub in there:  # the sequences' folders one level down (PREDS/run1/<seq>)
+        if any((preds / sub / name).is_dir() for name in wanted):
+            raise EvalUsageError(
+                f"no predictions for sequence {sequence!r} in {preds}: {preds / sub} holds the sequences' folders: "
+                "give it instead"
+            )
+    said = f"no predictions for sequence {sequence!r}: {preds / sequence} does not exist"
+    other_case = [name for name in there if name.lower() == sequence.lower()]
+    if other_case:
+        said += f"; a folder {other_case[0]} is there: sequence names are case-sensitive"
+    scorable = [name for name in there if name in wanted]
+    if scorable:
+        said += (
+            f"; predictions are there for {len(scorable)} sequence{'s' * (len(scorable) != 1)}: score "
+            f"{'them' if len(scorable) != 1 else 'it'} alone with --sequences {','.join(scorable[:10])}"
+            f"{',...' if len(scorable) > 10 else ''}"
+        )
+    raise EvalError(said)
 
 
 def _pngs(folder: Path) -> list[Path]:
@@ -152,8 +186,9 @@ def _load_pairs(pred_dir: Path, gt_dir: Path, exact: bool) -> tuple[np.ndarray, 
         raise EvalError(f"{gt_dir}: no ground-truth PNGs")
     have = {p.stem: p for p in _pngs(pred_dir)}  # by stem: 00000.PNG is frame 00000 too
     missing = [p.name for p in gt_files if p.stem not in have]
-    if missing or (exact and len(have) != len(gt_files)):
-        first = f" (first missing: {missing[0]})" if missing else ""
+    extra = sorted(set(have) - {p.stem for p in gt_files}) if exact else []
+    if missing or extra:
+        first = f" (first missing: {missing[0]})" if missing else f" (not in it: {have[extra[0]].name})"
         raise EvalError(f"{pred_dir}: {len(have)} prediction frames, the ground truth has {len(gt_files)}{first}")
     gts, preds = [], []
     for gt_file in gt_files:
@@ -176,8 +211,9 @@ class DavisLayout:
         self.root = Path(root)
         self.annotations = self.root / "Annotations_unsupervised" / resolution
         self.imageset = self.root / "ImageSets" / "2017" / f"{subset}.txt"
+        self.notes: list[str] = []  # what sequences() dropped (a name listed twice)
         if not self.root.is_dir():
-            raise EvalUsageError(f"DAVIS root {self.root} does not exist")
+            raise EvalUsageError(f"DAVIS root {self.root} {_not_a_folder(self.root)}")
         if not self.annotations.is_dir():
             raise EvalUsageError(
                 f"{self.annotations} does not exist: --davis must be a DAVIS-2017 root with the "
@@ -185,18 +221,45 @@ class DavisLayout:
             )
 
     def sequences(self, requested: Sequence[str] | None = None) -> list[str]:
-        """The requested sequences, or those listed in ImageSets/2017/val.txt; each must have annotations."""
+        """The requested sequences, or those listed in ImageSets/2017/val.txt, each once; each must have annotations.
+
+        Raises:
+            EvalError: val.txt is missing, empty or not UTF-8 text, or names a sequence without annotations.
+            EvalUsageError: a requested sequence has no annotations.
+        """
         if requested:
-            names = list(requested)
+            names, source = list(requested), "--sequences"
         elif self.imageset.is_file():
-            names = [line.strip() for line in self.imageset.read_text().splitlines() if line.strip()]
+            names, source = _listed(self.imageset), str(self.imageset)
         else:
             raise EvalError(f"{self.imageset} does not exist: give the sequences with --sequences")
         for name in names:
             if not (self.annotations / name).is_dir():  # named by --sequences: a usage error; by val.txt: the data's
                 error = EvalUsageError if requested else EvalError
                 raise error(f"sequence {name!r} has no annotations in {self.annotations}")
-        return names
+        once = list(dict.fromkeys(names))  # each sequence counts once in the means, as in the official code
+        self.notes = [
+            f"{source} lists {name} {names.count(name)} times: it is scored once"
+            if names.count(name) > 2
+            else f"{source} lists {name} twice: it is scored once"
+            for name in once
+            if names.count(name) > 1
+        ]
+        return once
+
+
+def _listed(path: Path) -> list[str]:
+    """The names in a sequence list, one a line (UTF-8, a byte-order mark and CRLF line ends allowed)."""
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise EvalError(f"{path} is not UTF-8 text (byte {e.start}): it must list one sequence name a line") from e
+    except OSError as e:
+        raise EvalError(f"{path}: cannot read it ({e.strerror or e})") from e
+    names = [line.strip() for line in text.splitlines() if line.strip()]
+    if not names:
+        raise EvalError(f"{path} lists no sequence: it must list one sequence name a line")
+    return names
 
 
 def _sequence_scores(
@@ -207,8 +270,10 @@ def _sequence_scores(
     limit: int,
     notes: list[str],
     progress: Callback | None,
+    ours: bool = True,
 ) -> list[ObjectScore]:
-    """Per-object statistics of one sequence; pred and gt are (T, H, W) ids."""
+    """Per-object statistics of one sequence; pred and gt are (T, H, W) ids; ``ours``: the predictions are a
+    result of bavos segment (which bavos recut can cut to fewer objects)."""
     n_objs = int(np.where(gt[0] == VOID, 0, gt[0]).max())  # objects: the ids of the first annotated frame
     later = int(np.where(gt == VOID, 0, gt).max())
     if later > n_objs:
@@ -227,10 +292,14 @@ def _sequence_scores(
             allowed = f"the {limit} proposals the {protocol} protocol allows"
         else:
             allowed = f"the {limit} proposals of --max-proposals {limit}"
+        fewer = (
+            f"cut them to fewer (bavos recut --max-objects {limit + 1 - shift}: the background is one)"
+            if ours
+            else f"relabel them with ids {1 - shift}..{limit - shift} (0 is the background)"
+        )
         raise EvalError(
-            f"{sequence}: the predictions hold {held}, more than {allowed}: cut them to fewer (bavos recut "
-            f"--max-objects {limit + 1 - shift}: the background is one) or raise --max-proposals, which makes the "
-            "scores non-standard"
+            f"{sequence}: the predictions hold {held}, more than {allowed}: {fewer} or raise --max-proposals, which "
+            "makes the scores non-standard"
         )
     n_slots = max(n_props, n_objs)  # fewer proposals than objects: pad with empty ones
     n_frames = len(gt)
@@ -279,12 +348,18 @@ def evaluate_davis(
     preds = Path(preds)
     if not preds.is_dir():
         raise EvalUsageError(f"prediction folder {preds} {_not_a_folder(preds)}")
-    found = {seq: prediction_dir(preds, seq) for seq in names}  # a missing one said before any is scored
+    found = {seq: prediction_dir(preds, seq, names) for seq in names}  # a missing one said before any is scored
     objects: list[ObjectScore] = []
-    notes: list[str] = []
+    notes: list[str] = list(layout.notes)
     for seq in names:
         pred, gt = _load_pairs(found[seq], layout.annotations / seq, exact=True)
-        objects += _sequence_scores(seq, pred, gt, protocol, limit, notes, progress)
+        ours = found[seq].name == "masks" and (found[seq].parent / "summary.json").is_file()
+        objects += _sequence_scores(seq, pred, gt, protocol, limit, notes, progress, ours)
+    if not objects:
+        raise EvalError(
+            "nothing to score: no sequence has an object in its first annotated frame (the objects are those of the "
+            f"first frame) in {layout.annotations}"
+        )
     return DavisResult(name, names, objects, notes)
 
 
@@ -295,59 +370,96 @@ class InstanceResult:
     fg_ari: dict[str, float]  # mean over frames with ground-truth foreground
     miou: dict[str, float]  # mean over objects after one Hungarian match per video
     one_object: list[str] = field(default_factory=list)  # sequences with never two objects in one annotated frame
+    bare: list[str] = field(default_factory=list)  # sequences without ground-truth foreground: nothing to score
+    listed: list[str] = field(default_factory=list)  # what choosing the sequences dropped (a name listed twice)
 
     @property
     def notes(self) -> list[str]:
         """What the scores cannot say (one line each)."""
+        said = [*self.listed, *(f"{s}: no foreground in the ground truth, nothing to score" for s in self.bare)]
         if not self.one_object:
-            return []
+            return said
         shown = ", ".join(self.one_object[:5]) + (
             f" and {len(self.one_object) - 5} more" if len(self.one_object) > 5 else ""
         )
         one = len(self.one_object) == 1
         return [
+            *said,
             f"FG-ARI needs two or more objects in a frame: {len(self.one_object)} sequence{'' if one else 's'} "
             f"({shown}) never show{'s' if one else ''} two, so {'its' if one else 'their'} FG-ARI is only the "
             "share of frames in which the one object was kept whole (a frame scores 1.000 if it was, 0.000 if "
-            f"it was split); mIoU still scores {'it' if one else 'them'}"
+            f"it was split); mIoU still scores {'it' if one else 'them'}",
         ]
 
     def overall(self) -> dict[str, float]:
-        """Means over sequences (sequences without foreground left out)."""
+        """Means over sequences (sequences without foreground left out; NaN when none has any)."""
+
+        def mean(values: dict[str, float]) -> float:
+            scored = [v for v in values.values() if not np.isnan(v)]
+            return float(np.mean(scored)) if scored else float("nan")
+
+        return {"FG-ARI": mean(self.fg_ari), "mIoU": mean(self.miou)}
+
+    def to_json(self) -> dict[str, object]:
+        """FG-ARI and mIoU over the sequences, ``sequences`` and ``per_sequence`` (null where nothing was scored)."""
         return {
-            "FG-ARI": float(np.nanmean(list(self.fg_ari.values()))) if self.fg_ari else float("nan"),
-            "mIoU": float(np.nanmean(list(self.miou.values()))) if self.miou else float("nan"),
+            **{k: _number(v) for k, v in self.overall().items()},
+            "sequences": list(self.fg_ari),
+            "per_sequence": {
+                s: {"FG-ARI": _number(self.fg_ari[s]), "mIoU": _number(self.miou[s])} for s in self.fg_ari
+            },
         }
 
 
 def evaluate_instances(
-    preds: Path, gt: Path, sequences: Sequence[str] | None = None, progress: Callback | None = None
+    preds: Path,
+    gt: Path | None = None,
+    sequences: Sequence[str] | None = None,
+    progress: Callback | None = None,
+    davis: Path | None = None,
 ) -> InstanceResult:
     """FG-ARI (per frame, on ground-truth foreground) and video-level mIoU of folders of instance masks.
 
     Args:
         preds: one sub-folder of indexed PNGs per sequence (ids as predicted; 0 = background for mIoU).
-        gt: one sub-folder of indexed PNGs per sequence (0 = background, 255 = void); predictions are needed for
-            every ground-truth frame, extra predicted frames (sparse annotations) are ignored.
-        sequences: names to score; default: every sub-folder of ``gt``.
+        gt: one sub-folder of indexed PNGs per sequence (0 = background, 255 = void; 16-bit ids too); predictions
+            are needed for every ground-truth frame, extra predicted frames (sparse annotations) are ignored.
+        sequences: names to score; default: every sub-folder of ``gt``, or with ``davis`` its val.txt.
         progress: called with (sequence, frames done, frames).
+        davis: a DAVIS-2017 root, instead of ``gt``: its unsupervised annotations and val.txt.
+
+    Raises:
+        EvalUsageError: a folder or a sequence named is not there. EvalError: the masks cannot be scored, or no
+            sequence has foreground.
     """
-    gt, preds = Path(gt), Path(preds)
+    preds = Path(preds)
     if not preds.is_dir():
         raise EvalUsageError(f"prediction folder {preds} {_not_a_folder(preds)}")
-    if not gt.is_dir():
-        raise EvalUsageError(f"ground-truth folder {gt} {_not_a_folder(gt)}")
-    names = list(sequences) if sequences else sorted(p.name for p in gt.iterdir() if p.is_dir())
+    listed: list[str] = []
+    if davis is not None:
+        layout = DavisLayout(davis)
+        gt, names = layout.annotations, layout.sequences(sequences)
+        listed = layout.notes
+    elif gt is None:
+        raise EvalUsageError("the ground truth is needed: gt (a folder of sequence folders) or davis (a DAVIS root)")
+    else:
+        gt = Path(gt)
+        if not gt.is_dir():
+            raise EvalUsageError(f"ground-truth folder {gt} {_not_a_folder(gt)}")
+        names = list(dict.fromkeys(sequences)) if sequences else sorted(p.name for p in gt.iterdir() if p.is_dir())
     if not names:
         raise EvalError(f"{gt}: no sequence folders")
+    for seq in names:
+        if not (gt / seq).is_dir():  # only a name given with --sequences can be missing
+            raise EvalUsageError(f"sequence {seq!r} has no ground truth in {gt}")
+    found = {seq: prediction_dir(preds, seq, names) for seq in names}  # a missing one said before any is scored
     aris: dict[str, float] = {}
     mious: dict[str, float] = {}
     one_object: list[str] = []
     for seq in names:
-        if not (gt / seq).is_dir():  # only a name given with --sequences can be missing
-            raise EvalUsageError(f"sequence {seq!r} has no ground truth in {gt}")
-        pred, ann = _load_pairs(prediction_dir(Path(preds), seq), gt / seq, exact=False)
-        table = np.zeros((int(pred.max()) + 1, 256), dtype=np.int64)  # predicted ids may be 16-bit
+        pred, ann = _load_pairs(found[seq], gt / seq, exact=False)
+        # every id a column: 16-bit ground truth holds ids past 255 (255 itself is void and left out below)
+        table = np.zeros((int(pred.max()) + 1, max(VOID, int(ann.max())) + 1), dtype=np.int64)
         frame_aris = []
         several = False
         for t in range(len(ann)):
@@ -362,7 +474,10 @@ def evaluate_instances(
         mious[seq] = video_miou(table).miou
         if scored and not several:
             one_object.append(seq)
-    return InstanceResult(aris, mious, one_object)
+    bare = [seq for seq in names if np.isnan(aris[seq])]
+    if len(bare) == len(names):
+        raise EvalError(f"nothing to score: no sequence has ground-truth foreground in {gt}")
+    return InstanceResult(aris, mious, one_object, bare, listed)
 
 
 def _not_a_folder(path: Path) -> str:
@@ -370,31 +485,25 @@ def _not_a_folder(path: Path) -> str:
     return "is a file, not a folder" if path.exists() else "does not exist"
 
 
-def check_csv(path: Path) -> None:
-    """What ``write_csv`` can tell before the scoring: the folder is there and ``path`` is not one.
+DAVIS_HEADER = ["Sequence", "Objects", "Protocol", *MEASURES]
+INSTANCE_HEADER = ["Sequence", "FG-ARI", "mIoU"]
+
+
+def check_csv(path: Path, header: Sequence[str]) -> None:
+    """Whether a table with ``header`` can be written at ``path``: its folder is there, and ``path`` is not a folder
+    or a file other than such a table (bavos never replaces a file of yours). Said before the scoring too.
 
     Raises:
-        DestinationError: ``path`` is a folder. EvalUsageError: its folder does not exist.
+        DestinationError: ``path`` is a folder, or a file that is not such a table. EvalUsageError: its folder does
+            not exist.
     """
+    import csv
+
     path = Path(path)
     if not path.parent.is_dir():
         raise EvalUsageError(f"cannot write {path}: folder {path.parent} {_not_a_folder(path.parent)}")
     if path.is_dir():
         raise DestinationError(f"--csv {path}: is a folder; name the file to write")
-
-
-def write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
-    """Write a CSV file atomically (a temporary name in the same folder, then a rename). An existing file is
-    replaced only when it is such a table (its first line is ``header``): bavos never replaces a file of yours.
-
-    Raises:
-        DestinationError: ``path`` is a folder, or a file that is not a table bavos wrote.
-        EvalError: the file cannot be written.
-    """
-    import csv
-
-    path = Path(path)
-    check_csv(path)
     if path.exists():
         try:
             with open(path, newline="") as fh:
@@ -406,7 +515,20 @@ def write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[object]
                 f"--csv {path}: a file that is not a bavos table is there; bavos replaces only its "
                 "own: choose another name or move it"
             )
-    with atomic_path(path, EvalError) as tmp, open(tmp, "w", newline="") as fh:
+
+
+def write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+    """Write a CSV file atomically (a temporary name in the same folder, then a rename). An existing file is
+    replaced only when it is such a table (its first line is ``header``).
+
+    Raises:
+        DestinationError: ``path`` is a folder, or a file that is not a table bavos wrote.
+        EvalError: the file cannot be written.
+    """
+    import csv
+
+    check_csv(path, header)
+    with atomic_path(Path(path), EvalError) as tmp, open(tmp, "w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(header)
         writer.writerows(rows)
@@ -414,7 +536,7 @@ def write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[object]
 
 def davis_rows(result: DavisResult) -> tuple[list[str], list[list[object]]]:
     """The per-sequence table: sequence, objects, protocol and the seven measures (means over its objects)."""
-    header = ["Sequence", "Objects", "Protocol", *MEASURES]
+    header = DAVIS_HEADER
     rows: list[list[object]] = []
     for seq, measures in result.per_sequence().items():
         count = sum(o.sequence == seq for o in result.objects)
@@ -423,13 +545,19 @@ def davis_rows(result: DavisResult) -> tuple[list[str], list[list[object]]]:
 
 
 def _six(value: float) -> str:
-    """Six decimals for a CSV file, without the '-0.000000' of tiny negative values (as ``shown3``)."""
+    """Six decimals for a CSV file, without the '-0.000000' of tiny negative values (as ``shown3``); empty where
+    nothing was scored."""
+    if np.isnan(value):
+        return ""
     text = f"{value:.6f}"
     return "0.000000" if text == "-0.000000" else text
 
 
 def shown3(value: float) -> str:
-    """Three decimals for a table, without the '-0.000' of tiny negative values (FG-ARI of chance agreement)."""
+    """Three decimals for a table, without the '-0.000' of tiny negative values (FG-ARI of chance agreement); a
+    dash where nothing was scored."""
+    if np.isnan(value):
+        return "-"
     text = f"{value:.3f}"
     return "0.000" if text == "-0.000" else text
 
@@ -449,12 +577,11 @@ class Report:
 def instance_report(res: InstanceResult) -> Report:
     """FG-ARI / mIoU per sequence and overall."""
     overall = res.overall()
-    header = ["Sequence", "FG-ARI", "mIoU"]
+    header = INSTANCE_HEADER
     rows: list[list[object]] = [[s, _six(res.fg_ari[s]), _six(res.miou[s])] for s in res.fg_ari]
     shown = [[s, shown3(res.fg_ari[s]), shown3(res.miou[s])] for s in res.fg_ari]
     shown.append(["overall", *(shown3(v) for v in overall.values())])
-    payload: dict[str, object] = {**{k: round(v, 6) for k, v in overall.items()}, "sequences": list(res.fg_ari)}
-    return Report("FG-ARI / video mIoU", header, rows, header, shown, payload)
+    return Report("FG-ARI / video mIoU", header, rows, header, shown, res.to_json())
 
 
 def davis_report(res: DavisResult) -> Report:

@@ -310,7 +310,7 @@ def video_miou(table: np.ndarray) -> VideoIoU:
     Args:
         table: (n_pred, n_gt) pixel counts over the whole video (``pair_counts`` summed over frames).
     """
-    objs = [g for g in range(1, min(table.shape[1], VOID)) if table[:, g].sum() > 0]
+    objs = [g for g in range(1, table.shape[1]) if g != VOID and table[:, g].sum() > 0]
     preds = list(range(1, table.shape[0]))
     if not objs:
         return VideoIoU(float("nan"), {}, {})

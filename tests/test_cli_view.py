@@ -60,8 +60,15 @@ def test_the_install_named_is_this_installation_s(
     assert install_command("view") == command
 
 
-@pytest.mark.parametrize("host", ["127.0.0.1", "0.0.0.0"])
-def test_it_prints_the_address_serves_and_stops_cleanly_on_ctrl_c(view_result: Path, host: str) -> None:
+@pytest.mark.parametrize(
+    ("host", "stop", "code"),
+    [("127.0.0.1", signal.SIGINT, 0), ("0.0.0.0", signal.SIGINT, 0), ("127.0.0.1", signal.SIGTERM, 143)],
+)
+def test_it_prints_the_address_serves_and_stops_cleanly_on_ctrl_c(
+    view_result: Path, host: str, stop: signal.Signals, code: int
+) -> None:
+    """Ctrl-C is how the viewer is stopped (0); SIGTERM, a scheduler's or kill's, is 143 as for any command (it
+    was 0)."""
     before = sorted(p.name for p in view_result.parent.iterdir())
     proc = subprocess.Popen(
         [sys.executable, "-m", "bavos", "view", str(view_result), "--no-browser", "--host", host, "--port", "8811"],
@@ -79,9 +86,9 @@ def test_it_prints_the_address_serves_and_stops_cleanly_on_ctrl_c(view_result: P
         with pytest.raises(urllib.error.HTTPError, match="403"):
             urllib.request.urlopen(f"http://127.0.0.1:{port}/api/results?token=nope", timeout=30)
     finally:
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(stop)
         out, err = proc.communicate(timeout=30)
-    assert proc.returncode == 0, err
+    assert proc.returncode == code, err
     warned = [line for line in err.splitlines() if "anyone who gets the address" in line]
     assert len(warned) == (1 if host == "0.0.0.0" else 0), err
     assert sorted(p.name for p in view_result.parent.iterdir()) == before  # nothing left behind
@@ -119,3 +126,31 @@ def test_the_port_of_a_viewer_just_stopped_is_free_again() -> None:
     client.close()
     listening.close()
     assert _free_port("127.0.0.1", port) == port
+
+
+def test_ports_and_hosts_that_cannot_be_served_are_usage_errors(view_result: Path, run_cli) -> None:
+    """--port 99999 was an internal OverflowError; a bad --host was reported as 20 ports taken."""
+    for port in ("99999", "-1"):
+        r = run_cli("view", view_result, "--no-browser", "--port", port)
+        assert r.code == 2 and r.err.startswith(f"bavos: error: --port {port}: ports are 0..65535 (0: any free one)")
+    for host in ("999.1.1.1", "nosuchhost.invalid"):
+        r = run_cli("view", view_result, "--no-browser", "--host", host)
+        assert (
+            r.code == 2
+            and r.err.startswith(f"bavos: error: --host {host}: cannot serve there (")
+            and ("taken" not in r.err)
+        ), r.err
+
+
+def test_the_last_ports_are_tried_without_passing_65535() -> None:
+    """From --port 65535 taken, the next tried was 65536: an internal OverflowError."""
+    import socket
+
+    from bavos.cli.view import _free_port
+
+    try:
+        held = socket.create_server(("127.0.0.1", 65535))
+    except OSError:
+        pytest.skip("port 65535 is in use here")
+    with held:
+        assert _free_port("127.0.0.1", 65535) is None

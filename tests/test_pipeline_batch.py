@@ -23,7 +23,7 @@ from PIL import Image
 
 from bavos.errors import ConfigError
 from bavos.models.devices import Shard, shard_from_env
-from bavos.pipeline.batch import is_finished, plan_outputs
+from bavos.pipeline.batch import is_finished, plan_outputs, stale_reason
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = [*TINY, "--no-overlay", "--no-hierarchy"]
@@ -530,3 +530,13 @@ def test_a_reader_that_goes_away_stops_the_run_quietly(tmp_path: Path) -> None:
     assert proc.wait(timeout=120) == 141 and err == ""
     done = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert done in (["p0"], ["p0", "p1"])  # the second is written before its line finds the pipe gone
+
+
+def test_a_level_recorded_at_the_converged_level_is_the_default_s_cut() -> None:
+    """A cut saved from `bavos view` records its level; `--skip-existing` then redid it for the default --level,
+    whose cut it is ("--level 3 (now default)"), while it skipped `bavos recut`'s, which recorded none."""
+    summary = {"settings": {"level": 3, "max_objects": 4}, "converged_level": 3}
+    assert stale_reason(summary, {"level": None, "max_objects": 4}) is None
+    assert stale_reason({**summary, "converged_level": 4}, {"level": None, "max_objects": 4}) == (
+        "it was made with other settings: --level 3 (now default)"
+    )

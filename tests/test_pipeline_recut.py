@@ -182,3 +182,34 @@ def test_a_hierarchy_converged_at_level_0_is_capped_by_recut_as_by_segment(
     assert json.loads((tmp_path / "a" / "clip" / "summary.json").read_text())["capped_to"] == 3
     assert all(got[name] == want[name] for name in want if name != "summary.json")
     assert made == encoder_inputs.take() and list(made) == ["overlay.mp4"]
+
+
+def test_the_segment_command_named_for_a_renamed_result_writes_it_again(tmp_path: Path, run_cli) -> None:
+    """For a result renamed or saved under a name, recut named `bavos segment SRC -o out`, which writes out/<stem>,
+    another result (replacing it); --name writes the named one."""
+    from bavos.pipeline.outputs import segment_command
+
+    summary = {"source": str(tmp_path / "clip.mp4"), "config": {}}
+    assert (
+        segment_command(summary, tmp_path / "out" / "clip")
+        == f"bavos segment {tmp_path / 'clip.mp4'} -o {tmp_path / 'out'}"
+    )
+    assert segment_command(summary, tmp_path / "out" / "cap4").endswith(f"-o {tmp_path / 'out'} --name cap4")
+    video = write_clip(tmp_path / "clip.mp4", n=3)
+    made = run_cli(
+        "segment", video, "-o", tmp_path / "out", "--name", "cap4", *TINY, "--backbone-weights", "none", "-q"
+    )
+    assert made.code == 0, made.err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["cap4"]
+    for args, said in (
+        ([video, video.with_name("b.mp4"), "--name", "x"], "--name names one result; 2 inputs were given"),
+        ([video, "--name", "../x"], "--name '../x': a plain folder name is needed"),
+        (
+            [video, "--export", "coco", "objects"],
+            "objects: no such file or folder; --export takes one kind each time: --export coco --export objects",
+        ),
+    ):
+        r = run_cli("segment", *args, "-o", tmp_path / "out", *TINY, "--backbone-weights", "none")
+        assert r.code == 2 and said in r.err, r.err
+    r = run_cli("recut", tmp_path / "out" / "cap4", "--max-export-files", "-3")  # exit code 1
+    assert r.code == 2 and "--max-export-files must be 0 (no limit) or more, got -3" in r.err

@@ -202,13 +202,34 @@ def test_the_page_shows_the_overlay_follows_the_cut_and_saves_it(
         assert (saved / name).read_bytes() == (want / name).read_bytes(), name
 
 
+NO_SIDEWAYS = "const e = document.documentElement; return e.scrollWidth <= e.clientWidth"
+
+
 def test_several_results_are_listed_and_one_opens(view_result: Path, tmp_path: Path, browser: Any) -> None:
-    folders = [tmp_path / name / "clip" for name in ("a", "b")]
+    """Results of one name were all listed by it; a 204-character name stretched the page sideways; a save in place
+    left the menu's object count as it was."""
+    folders = [tmp_path / name / "clip" for name in ("a", "b")] + [tmp_path / "c" / ("long-" * 40 + "name")]
     for folder in folders:
         shutil.copytree(view_result, folder)
     with serving(folders, 8795) as (address, _):
         browser.get(address)
-        assert wait(browser, "return document.querySelectorAll('.card').length") == 2
+        assert wait(browser, "return document.querySelectorAll('.card').length") == 3
+        names = browser.execute_script("return [...document.querySelectorAll('.card b')].map((b) => b.textContent)")
+        assert names[:2] == ["a/clip", "b/clip"] and browser.execute_script(NO_SIDEWAYS)
+        browser.execute_script("document.querySelectorAll('.card')[2].click()")
+        drawn(browser, 0, "2/20")
+        assert browser.execute_script(NO_SIDEWAYS)
+        set_cut(browser, 2, 3)
+        drawn(browser, 0, "2/3")
+        browser.execute_script("document.getElementById('save').click()")
+        wait(browser, "return document.getElementById('saved').className === 'done'")
+        objects = len(json.loads((folders[2] / "summary.json").read_text())["object_stats"])
+        wait(
+            browser, f"return document.getElementById('results').selectedOptions[0].text.includes('{objects} objects')"
+        )
+        browser.execute_script(
+            "const s = document.getElementById('results'); s.value = '-1'; s.dispatchEvent(new Event('change'));"
+        )
         assert browser.execute_script("return document.getElementById('viewer').offsetParent === null")  # not shown
         browser.execute_script("document.querySelectorAll('.card')[1].click()")
         drawn(browser, 0, "2/20")

@@ -151,3 +151,42 @@ def test_a_result_without_its_hierarchy_shows_its_own_cut(tmp_path: Path, sharp_
     assert r.hierarchy_picture() == (folder / "hierarchy.png").read_bytes()
     with pytest.raises(InputError, match="no hierarchy.npz"):
         r.cut(0, 0)
+
+
+def test_a_recut_beside_the_viewer_is_seen_and_never_undone(view_result: Path, tmp_path: Path, run_cli) -> None:
+    """A page open on a result that `bavos recut` then rewrote showed the old cut, and its Save wrote it back."""
+    folder = tmp_path / "clip"
+    shutil.copytree(view_result, folder)
+    r = ViewedResult(folder)
+    read = r.info()
+    assert run_cli("recut", folder, "--level", "1", "--max-objects", "0", "-q").code == 0
+    with pytest.raises(InputError, match="rewritten since the page read it .* reload the page"):
+        r.save(read["level"], 3, stamp=read["stamp"])
+    now = r.info()  # read again, as it is on disk
+    assert now["level"] == 1 and now["stamp"] != read["stamp"] and r.cut().level == 1
+    assert json.loads((folder / "summary.json").read_text())["level"] == 1  # the recut stands
+    assert r.save(2, 3, stamp=now["stamp"])["level"] == 2
+
+
+def test_the_page_says_a_changed_source_and_edited_masks(tmp_path: Path, sharp_weights: Path) -> None:
+    """A touched source and a mask painted over were shown with no word (recut warns of the one, refuses the
+    other); and a save under a new name without hierarchy.npz was an internal FileNotFoundError."""
+    import os
+
+    from conftest import TINY, segment_in_process, write_clip
+
+    video = write_clip(tmp_path / "clip.mp4", n=4, height=48, width=64)
+    segment_in_process(video, "-o", tmp_path / "out", *TINY, "--backbone-weights", sharp_weights, "-q")
+    folder = tmp_path / "out" / "clip"
+    os.utime(video, ns=(video.stat().st_atime_ns, video.stat().st_mtime_ns + 10**9))
+    assert "its source changed since it was made" in ViewedResult(folder).info()["source_note"]
+    mask = folder / "masks" / "00000.png"
+    painted = np.asarray(Image.open(mask)).copy()
+    painted[:8, :8] = 0
+    Image.fromarray(painted).save(mask)
+    problem = ViewedResult(folder).info()["files_problem"]
+    assert "masks/00000.png (changed since bavos wrote it)" in problem and "cut of hierarchy.npz" in problem
+    (folder / "hierarchy.npz").unlink()
+    with pytest.raises(InputError, match=r"no hierarchy.npz .*: bavos segment .* --level L --max-objects N"):
+        ViewedResult(folder).save(0, 0, "other")
+    assert not (tmp_path / "out" / "other").exists()

@@ -92,3 +92,39 @@ def test_a_save_writes_only_beside_the_result(client: TestClient, tmp_path: Path
         assert r.status_code == 400, name
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["clip"]
     assert not (tmp_path / "escape").exists()
+
+
+def test_the_listing_follows_saves_and_tells_results_of_one_name_apart(view_result: Path, tmp_path: Path) -> None:
+    """After a save in place the menu and cards kept the old object count; out/clip and exp/clip were both "clip"."""
+    for parent in ("out", "exp"):
+        shutil.copytree(view_result, tmp_path / parent / "clip")
+    client = TestClient(make_app([ViewedResult(tmp_path / p / "clip") for p in ("out", "exp")], TOKEN))
+    listing = get(client, "/api/results").json()
+    assert [r["name"] for r in listing] == ["out/clip", "exp/clip"]
+    stamp = get(client, "/api/results/0").json()["stamp"]
+    saved = client.post(
+        "/api/results/0/save", params={"token": TOKEN}, json={"level": 2, "max_objects": 3, "stamp": stamp}
+    )
+    assert saved.status_code == 200, saved.text
+    after = get(client, "/api/results").json()
+    assert after[0]["objects"] == saved.json()["objects"] != listing[0]["objects"] and after[1] == listing[1]
+    again = client.post(  # the page's cut was chosen on what the save has replaced
+        "/api/results/0/save", params={"token": TOKEN}, json={"level": 2, "max_objects": 4, "stamp": stamp}
+    )
+    assert again.status_code == 409 and "rewritten since the page read it" in again.json()["error"]
+    assert get(client, "/api/results/0/preview.png").headers["cache-control"] == "no-store"
+
+
+def test_a_cut_past_what_the_options_take_and_a_bug_are_one_line(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    said = get(client, "/api/results/0/cut", level=2, max_objects=99999999)  # recut takes 0..65536
+    assert said.status_code == 400 and said.json()["error"].startswith("--max-objects must be in 0..65536")
+
+    def broken(*args: object) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(ViewedResult, "cut", broken)  # a request's bug: one line, not "Internal Server Error"
+    r = get(client, "/api/results/0/cut", level=1, max_objects=0)
+    assert r.status_code == 500 and r.json()["error"].startswith("internal error: RuntimeError: boom (run with")
+    assert capsys.readouterr().err.startswith("bavos: error: /api/results/0/cut: internal error: RuntimeError: boom")

@@ -34,7 +34,8 @@ def recut(
     hierarchy.npz, exports and summary are rewritten as bavos segment would write them with these options (the
     source video is read again for the frames)."""
     try:
-        S(level=level, max_objects=max_objects)  # segment's rules for them, and its words
+        limit = S.max_export_files if max_export_files is None else max_export_files
+        S(level=level, max_objects=max_objects, max_export_files=limit)  # segment's rules for them, and its words
     except ConfigError as e:
         usage_error(str(e), "recut")
     import_torch()

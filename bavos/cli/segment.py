@@ -60,6 +60,7 @@ class RunOptions:
     skip_existing: bool = False
     fail_fast: bool = False
     part: Any = None  # config.Part: this call's share of the inputs (--shard, a Slurm array)
+    name: str | None = None  # --name: the one input's result folder name
 
 
 def run(inputs: list[Path], output: Path, model_cfg: ModelConfig, cfg: SegmentConfig, opts: RunOptions) -> int:
@@ -71,6 +72,8 @@ def run(inputs: list[Path], output: Path, model_cfg: ModelConfig, cfg: SegmentCo
 
     shard = shard_from_env()
     planned = plan_outputs(list(inputs), output)  # from the whole list: every part and process names alike
+    if opts.name is not None:
+        planned = [(planned[0][0], opts.name)]  # one input (checked with the options)
     if opts.part is not None and (opts.part.count > 1 or opts.part.slurm):
         _say_part(opts.part, len(planned), shard.rank == 0 and not opts.quiet)
     if opts.part is not None and opts.part.count > 1:
@@ -512,6 +515,15 @@ def segment(
             rich_help_panel=OUTPUTS,
         ),
     ] = Path("out"),
+    name: Annotated[
+        str | None,
+        typer.Option(
+            metavar="NAME",
+            show_default="the input's name",
+            help="The result's folder name, OUTPUT/NAME (one input only).",
+            rich_help_panel=OUTPUTS,
+        ),
+    ] = None,
     checkpoint: Annotated[str, option(M, "checkpoint")] = field_default(M, "checkpoint"),
     backbone: Annotated[str | None, option(M, "backbone")] = field_default(M, "backbone"),
     backbone_weights: Annotated[str | None, option(M, "backbone_weights")] = field_default(M, "backbone_weights"),
@@ -581,6 +593,7 @@ def segment(
     if any(str(path) == "-" and not path.exists() for path in inputs):  # as ffmpeg's "-i -"
         error("-: bavos does not read standard input (it reads a video several times): save it to a file first")
         raise typer.Exit(2)
+    _check_names(inputs, name, exports)
     try:
         model_cfg = ModelConfig(**config_values(ModelConfig, params))
         cfg = SegmentConfig(**config_values(SegmentConfig, params, CONVERT))
@@ -591,4 +604,24 @@ def segment(
     from bavos.models.devices import keep_freed_memory
 
     keep_freed_memory()  # the windows' buffers reused, not faulted in again each window (this process only)
-    return run(list(inputs), output, model_cfg, cfg, RunOptions(quiet, json_out, skip_existing, fail_fast, part))
+    opts = RunOptions(quiet, json_out, skip_existing, fail_fast, part, name)
+    return run(list(inputs), output, model_cfg, cfg, opts)
+
+
+def _check_names(inputs: list[Path], name: str | None, exports: list[str] | None) -> None:
+    """--name with one input only, a plain folder name; an input not there that is an export's name was meant for
+    --export, which takes one kind each time (``--export coco objects`` read ``objects`` as an input)."""
+    from bavos.io.files import plain_name
+
+    if name is not None:
+        if len(dict.fromkeys(inputs)) != 1:
+            usage_error(f"--name names one result; {len(inputs)} inputs were given", "segment")
+        try:
+            plain_name(name, "--name")
+        except ConfigError as e:
+            usage_error(str(e), "segment")
+    if exports:
+        meant = [str(p) for p in inputs if str(p) in EXPORTS and not p.exists()]
+        if meant:
+            kinds = " ".join(f"--export {kind}" for kind in [*exports, *meant])
+            usage_error(f"{meant[0]}: no such file or folder; --export takes one kind each time: {kinds}", "segment")

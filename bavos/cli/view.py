@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import signal
 import socket
 import sys
 import threading
@@ -70,35 +71,52 @@ def view(
     except ImportError:
         error(f"bavos view needs the viewer's libraries: {install_command('view')}")
         raise typer.Exit(1) from None
+    if not 0 <= port <= 65535:
+        usage_error(f"--port {port}: ports are 0..65535 (0: any free one)", "view")
     import_torch()
     from bavos.view.results import ViewedResult
 
-    opened = []
+    opened, seen = [], set()
     for folder in results:
+        if folder.resolve() in seen:  # named twice: listed once
+            continue
+        seen.add(folder.resolve())
         try:
             opened.append(ViewedResult(folder))
         except BavosError as e:
             usage_error(str(e), "view")
     if not opened:
         usage_error("name at least one result folder", "view")
-    chosen = _free_port(host, port)
+    try:
+        chosen = _free_port(host, port)
+    except OSError as e:  # not a port taken: the address itself (not this machine's, not an address)
+        usage_error(f"--host {host}: cannot serve there ({e.strerror or e})", "view")
     if chosen is None:
-        usage_error(f"--port {port}: it and the {PORT_TRIES - 1} after it are taken on {host}", "view")
+        after = min(PORT_TRIES, 65536 - port) - 1
+        usage_error(f"--port {port}: it and the {after} after it are taken on {host}", "view")
     if port and chosen != port:
         note(f"port {port} is taken on {host}: serving on {chosen}")
     return _serve(opened, host, chosen, browser)
 
 
 def _free_port(host: str, port: int) -> int | None:
-    """``port``, or the first free one of the PORT_TRIES from it (None: all taken)."""
-    for candidate in range(port, port + PORT_TRIES):
+    """``port``, or the first free one of the PORT_TRIES from it (None: all taken).
+
+    Raises:
+        OSError: ``host`` cannot be served on (no such address here, or no address at all).
+    """
+    import errno
+
+    for candidate in range(port, min(port + PORT_TRIES, 65536)):
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         with socket.socket(family, socket.SOCK_STREAM) as s:
             # as uvicorn binds: a port whose last connections wait out TIME_WAIT (a viewer just stopped) is free
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 s.bind((host, candidate))
-            except OSError:
+            except OSError as e:
+                if e.errno not in (errno.EADDRINUSE, errno.EACCES):  # the address, not the port
+                    raise
                 if candidate == 0:
                     return None
                 continue
@@ -117,16 +135,23 @@ def _serve(opened: list, host: str, port: int, browser: bool) -> int:
     if host not in LOOPBACK:
         warn(f"--host {host}: anyone who gets the address can read these results (and save cuts of them)")
     app = make_app(opened, token)
-    server = _server_class()(uvicorn.Config(app, host=host, port=port, log_level="warning"), app.state.saving)
+    # uvicorn's own log stays quiet: requests' errors are said by the app, one line each, and a second Ctrl-C
+    # cancels the requests in flight, which uvicorn would log as tracebacks
+    server = _server_class()(uvicorn.Config(app, host=host, port=port, log_level="critical"), app.state.saving)
     threading.Thread(target=_when_up, args=(server, address, browser and _has_display()), daemon=True).start()
     try:
         server.run()
     except KeyboardInterrupt:  # Ctrl-C is how the viewer is stopped: uvicorn has shut down, and passes it on
         pass
+    except SystemExit:  # uvicorn could not start (the port taken between the check and the start)
+        error(f"cannot serve on {host}:{port}: it was taken just before the start; run bavos view again")
+        return 1
     finally:
         for result in opened:
             result.close()
-    return 0
+    if signal.SIGTERM in server.signals:  # stopped by a scheduler or kill, as any bavos command reports it
+        return 143
+    return 130 if len(server.signals) > 1 else 0  # a second Ctrl-C stopped it at once
 
 
 def _server_class() -> type:
@@ -137,8 +162,10 @@ def _server_class() -> type:
         def __init__(self, config: uvicorn.Config, saving: list[str]) -> None:
             super().__init__(config)
             self.saving = saving
+            self.signals: list[int] = []  # those that stopped it
 
         def handle_exit(self, sig: int, frame: Any) -> None:
+            self.signals.append(sig)
             if self.saving and not self.should_exit:  # uvicorn lets the requests in flight finish
                 note(
                     f"stopping once the save into {', '.join(self.saving)} is written; Ctrl-C again stops at once, "

@@ -23,6 +23,20 @@ def display_name(path: Path) -> str:
     return Path(os.path.abspath(path)).name or str(path)
 
 
+def plain_name(name: str, what: str) -> str:
+    """``name`` as a result folder's name: one path component, not hidden, no way out of its folder.
+
+    Raises:
+        UsageError: it is not such a name (``what`` says where it was given).
+    """
+    from bavos.errors import UsageError
+
+    name = name.strip()
+    if not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name or name.startswith("."):
+        raise UsageError(f"{what} {name!r}: a plain folder name is needed (no slashes, not hidden)")
+    return name
+
+
 def hidden_sibling(path: Path, tag: str) -> Path:
     """A hidden name beside ``path`` for bavos's own temporary use: ``.<name>.bavos-<tag>-<owner>`` (``owner_tag``:
     machine, process and its start, so that a later run can tell a dead process's leftovers, ``owners.sweep``), the

@@ -66,6 +66,8 @@ def stale_reason(summary: dict, settings: dict) -> str | None:
     old = summary.get("settings")
     if not isinstance(old, dict):
         return "it was made by an older bavos that did not record its settings"
+    if old.get("level") is not None and old.get("level") == summary.get("converged_level"):
+        old = {**old, "level": None}  # --level at the converged level is the default's cut (a page's save asks so)
     changed = [key for key in settings if old.get(key) != settings[key]]
     if not changed:
         return None

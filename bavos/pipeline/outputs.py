@@ -39,7 +39,15 @@ from bavos.io.video import Frame, OverlayWriter, source_stamp
 from bavos.models.costs import size_text
 from bavos.models.devices import use_kernels
 from bavos.pipeline.masks import upsample_ids
-from bavos.pipeline.segment import MASKS_BEHIND, Analysis, Models, iter_masks, source_id, write_threads
+from bavos.pipeline.segment import (
+    MASKS_BEHIND,
+    Analysis,
+    Models,
+    iter_masks,
+    output_name,
+    source_id,
+    write_threads,
+)
 from bavos.pipeline.store import write_npz
 from bavos.progress import Callback, Progress, as_progress
 
@@ -675,10 +683,13 @@ def write_result(
 
 def segment_command(summary: dict[str, Any], folder: Path, cut: bool = True) -> str:
     """The ``bavos segment`` command that makes the result in ``folder`` again: its source, ``-o`` the folder's
-    parent, and each setting it was made with that is not the default (``config.segment_options``; its --level and
-    --max-objects only with ``cut``)."""
+    parent, ``--name`` the folder's name where it is not the source's, and each setting it was made with that is not
+    the default (``config.segment_options``; its --level and --max-objects only with ``cut``)."""
     options = segment_options(summary.get("config") or {}, () if cut else ("level", "max_objects"))
-    return shlex.join(["bavos", "segment", str(summary["source"]), "-o", str(Path(folder).parent), *options])
+    folder = Path(folder)
+    if folder.name != output_name(Path(summary["source"])):  # renamed, or saved under a name: written there again
+        options = ["--name", folder.name, *options]
+    return shlex.join(["bavos", "segment", str(summary["source"]), "-o", str(folder.parent), *options])
 
 
 def rewrite_command(folder: Path, summary: dict[str, Any], analysis: Analysis, cfg: SegmentConfig, *more: str) -> str:

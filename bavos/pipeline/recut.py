@@ -75,16 +75,20 @@ def _split(values: np.ndarray, offsets: np.ndarray) -> list[np.ndarray]:
     return [values[a:b] for a, b in zip(offsets[:-1], offsets[1:], strict=True)]
 
 
-def load_analysis(folder: Path, info: Any, stride: int, decoded: int) -> Analysis:
+def load_analysis(folder: Path, info: Any, stride: int, decoded: int, segment: str = "bavos segment") -> Analysis:
     """The analysis a finished output folder kept in hierarchy.npz (its real levels; a cap is dropped).
 
     Args:
         info: the source's VideoInfo.
         decoded: the frames the run decoded (its summary's ``frames``).
+        segment: the command that makes the result again, named where hierarchy.npz is missing.
     """
     path = folder / "hierarchy.npz"
     if not path.is_file():
-        raise InputError(f"{folder}: no hierarchy.npz (the run was made with --no-hierarchy): run bavos segment")
+        raise InputError(
+            f"{folder}: no hierarchy.npz (the run was made with --no-hierarchy): another cut needs the model: "
+            f"{segment} --level L --max-objects N"
+        )
     try:
         analysis = _read_hierarchy(path, info, stride, decoded)
     except (OSError, ValueError, KeyError, IndexError, EOFError, zipfile.BadZipFile) as e:
@@ -150,7 +154,9 @@ class Opened:
         Raises:
             InputError: no hierarchy.npz, or one that is damaged or another result's.
         """
-        return load_analysis(self.folder, self.info, self.config.frame_stride, int(self.summary["frames"]))
+        return load_analysis(
+            self.folder, self.info, self.config.frame_stride, int(self.summary["frames"]), self.segment
+        )
 
 
 def open_result(folder: Path) -> Opened:

@@ -18,11 +18,13 @@ from typing import Any
 
 import numpy as np
 
-from bavos.errors import InputError, UsageError
+from bavos.errors import DestinationError, InputError, UsageError
+from bavos.io.files import plain_name
 from bavos.io.render import palette
 from bavos.io.seek import FrameReader
+from bavos.pipeline.batch import changed_reason
 from bavos.pipeline.masks import nearest_processed, upsample_ids
-from bavos.pipeline.outputs import first_link, is_bavos_summary, levels_of, read_summary
+from bavos.pipeline.outputs import check_contents, first_link, is_bavos_summary, levels_of, read_summary
 from bavos.pipeline.products import products
 from bavos.pipeline.recut import Opened, open_result, recut_analysis, recut_folder, results_inside
 from bavos.pipeline.segment import Analysis
@@ -102,13 +104,16 @@ class ViewedResult:
                 f"{self.folder}: holds a link ({link}), which bavos does not write: not a result as bavos wrote it"
             )
         self._lock = threading.Lock()  # the server's threads share the decoder and the caches
+        self.name = self.folder.name  # the page's name for it (the server tells results of one name apart)
         self._load()
 
     def _load(self) -> None:
+        self.stamp = self._stamp_now()  # read before the files: a write meanwhile is seen by the next refresh
         self.opened: Opened = open_result(self.folder)
         s = self.opened.summary
         self.summary = s
-        self.name = self.folder.name
+        # what the page says beside the masks: a source changed in place (recut warns alike)
+        self.source_note = changed_reason(s, self.opened.source.path) if self.opened.source is not None else None
         self.frames, self.first_frame = int(s["frames"]), int(s.get("first_frame", 0))
         self.size = (int(s["height"]), int(s["width"]))
         self.random_weights = s.get("weights", {}).get("backbone_weights") == "none"
@@ -119,10 +124,33 @@ class ViewedResult:
             self._base = self.opened.analysis()
         except InputError as e:
             self.hierarchy_problem = str(e)
+        self.files_problem: str | None = None  # files edited by hand: a save in place is refused, as recut refuses
+        try:
+            check_contents(self.folder, fix="move them out of it first")
+        except DestinationError as e:
+            shown = "the page shows the cut of hierarchy.npz" if self._base is not None else "saving is refused"
+            self.files_problem = f"{e} ({shown})"
         self._frames = _Cache(CACHED_FRAMES)
         self._ids = _Cache(CACHED_IDS)
         self._cuts = _Cache(CACHED_CUTS)
         self._masks: list[Path] | None = None  # the mask files, for a result without hierarchy.npz
+
+    def _stamp_now(self) -> str:
+        """summary.json's modification time and size: a result rewritten (by bavos recut, another viewer) differs."""
+        try:
+            st = (self.folder / "summary.json").stat()
+        except OSError:
+            return ""
+        return f"{st.st_mtime_ns}-{st.st_size}"
+
+    def refresh(self) -> None:
+        """Read the result again when it was rewritten since it was read (a bavos recut run beside the viewer)."""
+        if self._stamp_now() == self.stamp:
+            return
+        with self._lock:
+            if self._stamp_now() != self.stamp and is_bavos_summary(read_summary(self.folder)):
+                self._reader_close()
+                self._load()
 
     @property
     def level(self) -> int:
@@ -139,7 +167,9 @@ class ViewedResult:
         return int(self.summary["converged_level"])
 
     def info(self) -> dict[str, Any]:
-        """What the page shows of the result before any frame (JSON-ready)."""
+        """What the page shows of the result before any frame (JSON-ready); ``stamp`` names this state of it, for
+        ``save``."""
+        self.refresh()
         s = self.summary
         return {
             "name": self.name,
@@ -159,7 +189,10 @@ class ViewedResult:
             "note": s.get("weights", {}).get("note"),
             "source_problem": self.opened.problem,
             "hierarchy_problem": self.hierarchy_problem,
+            "source_note": self.source_note,
+            "files_problem": self.files_problem,
             "source": str(s["source"]),
+            "stamp": self.stamp,
         }
 
     def frame(self, index: int) -> np.ndarray:
@@ -217,6 +250,7 @@ class ViewedResult:
             InputError: the result has no usable hierarchy.npz.
             UsageError: a level the hierarchy does not have, or a cap of a level without centroids (as recut says).
         """
+        self.refresh()
         level = self.level if level is None else int(level)
         cap = self.max_objects if max_objects is None else int(max_objects)
         if self._base is None:
@@ -280,23 +314,32 @@ class ViewedResult:
             save_hierarchy_picture(path, levels_of(cut.analysis))
             return path.read_bytes()
 
-    def save(self, level: int, max_objects: int, name: str | None = None) -> dict[str, Any]:
+    def save(self, level: int, max_objects: int, name: str | None = None, stamp: str | None = None) -> dict[str, Any]:
         """Write the cut as ``bavos recut RESULT --level L --max-objects N`` writes it: into the result itself, or
         (``name``) into a new folder of that name beside it, holding a copy of the result re-cut. Returns the summary.
+        ``stamp``: the state of the result the cut was chosen on (``info``); a result rewritten since is not
+        overwritten.
 
         Raises:
             InputError, UsageError, LimitError, DestinationError, OutputError: as bavos recut; a name that is not a
-                plain folder name, or that exists already.
+                plain folder name, or that exists already; the result rewritten since ``stamp``.
         """
+        if stamp is not None and stamp != self._stamp_now():
+            raise InputError(
+                f"{self.folder}: rewritten since the page read it (a bavos recut, or a save from another page): "
+                "reload the page to see it as it is now, then save"
+            )
         if name is None:
             with self._lock:
                 summary = recut_folder(self.folder, level, max_objects, as_progress(None))
                 self._reader_close()
                 self._load()
             return summary
-        target = self.folder.parent / _plain_name(name)
+        target = self.folder.parent / plain_name(name, "a new folder beside the result:")
         if target.exists() or target.is_symlink():
             raise InputError(f"{target}: exists already; name a new folder")
+        if self._base is None:  # no hierarchy.npz to copy: what recut says of it
+            raise InputError(self.hierarchy_problem or f"{self.folder}: no hierarchy.npz")
         _copy_for_recut(self.folder, target)
         try:
             return recut_folder(target, level, max_objects, as_progress(None))
@@ -324,14 +367,6 @@ def _runs(present: np.ndarray) -> list[tuple[int, int]]:
     edges = np.diff(np.concatenate([[0], present.astype(np.int8), [0]]))
     starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1) - 1
     return [(int(a), int(b)) for a, b in zip(starts, ends, strict=True)]
-
-
-def _plain_name(name: str) -> str:
-    """A folder name given on the page: one path component, no way out of the results' folder."""
-    name = name.strip()
-    if not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name or name.startswith("."):
-        raise UsageError(f"{name!r}: name a new folder beside the result (a plain name, no slashes, not hidden)")
-    return name
 
 
 def _copy_for_recut(folder: Path, target: Path) -> None:

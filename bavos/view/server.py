@@ -51,7 +51,14 @@ class _Token(BaseHTTPMiddleware):
         given = request.query_params.get("token", "")
         if not secrets.compare_digest(given.encode(), self.token.encode()):
             return JSONResponse({"error": "this address needs the token bavos view printed"}, 403)
-        return await call_next(request)
+        try:
+            return await call_next(request)
+        except Exception as e:  # a bug met by one request: one line for the page and the terminal, the server goes on
+            from bavos.cli.output import error, internal_error
+
+            said = internal_error(e)
+            error(f"{request.url.path}: {said}")
+            return JSONResponse({"error": said}, 500)
 
 
 class _Viewer:
@@ -77,7 +84,7 @@ class _Viewer:
     @staticmethod
     def cut_of(request: Request) -> tuple[int | None, int | None]:
         q = request.query_params
-        return _int(q.get("level")), _int(q.get("max_objects"))
+        return _cut(_int(q.get("level")), _int(q.get("max_objects")))
 
     def page(self, request: Request) -> Response:
         html = resources.files("bavos.view").joinpath("static", "index.html").read_text()
@@ -90,10 +97,12 @@ class _Viewer:
         return _static(name)
 
     def listing(self, request: Request) -> Response:
+        for r in self.results:
+            r.refresh()  # a result saved or recut since: as it is now
         return JSONResponse(
             [
                 {"index": i, "name": r.name, "frames": r.frames, "objects": r.summary["objects"]}
-                | {"random": r.random_weights}
+                | {"random": r.random_weights, "stamp": r.stamp}
                 for i, r in enumerate(self.results)
             ]
         )
@@ -115,7 +124,8 @@ class _Viewer:
         return Response(values.astype("<u2").tobytes(), media_type="application/octet-stream", headers=NO_STORE)
 
     def preview(self, request: Request) -> Response:
-        return Response((self.result(request).folder / "preview.png").read_bytes(), media_type="image/png")
+        picture = (self.result(request).folder / "preview.png").read_bytes()
+        return Response(picture, media_type="image/png", headers=NO_STORE)  # a save rewrites it
 
     def hierarchy(self, request: Request) -> Response:
         picture = self.result(request).hierarchy_picture(*self.cut_of(request))
@@ -126,12 +136,15 @@ class _Viewer:
 
         r = self.result(request)
         body = await request.json()
-        level, cap = _int(body.get("level")), _int(body.get("max_objects"))
+        level, cap = _cut(_int(body.get("level")), _int(body.get("max_objects")))
         name = body.get("name") or None
+        stamp = body.get("stamp")
         where = str(r.folder if name is None else r.folder.parent / str(name))
         self.saving.append(where)
         try:
-            summary = await run_in_threadpool(r.save, r.level if level is None else level, cap or 0, name)
+            summary = await run_in_threadpool(
+                r.save, r.level if level is None else level, cap or 0, name, None if stamp is None else str(stamp)
+            )
         finally:
             self.saving.remove(where)
         return JSONResponse(
@@ -142,6 +155,10 @@ class _Viewer:
 def make_app(results: list[ViewedResult], token: str) -> Starlette:
     """The viewer's app for ``results``; requests must carry ``token``."""
     v = _Viewer(results, token)
+    names = [r.folder.name for r in results]
+    for r in results:  # results of one name (out/clip, exp/clip) are told apart by their folders
+        if names.count(r.folder.name) > 1:
+            r.name = f"{r.folder.parent.name}/{r.folder.name}"
     routes = [
         Route("/", v.page),
         Route("/static/{name}", v.static),
@@ -174,6 +191,18 @@ def _int(value: Any) -> int | None:
     if isinstance(value, bool) or not (isinstance(value, int) or str(value).strip().lstrip("-").isdigit()):
         raise ValueError(f"{value!r} is not a whole number")
     return int(value)
+
+
+def _cut(level: int | None, max_objects: int | None) -> tuple[int | None, int | None]:
+    """A cut asked for, within what --level and --max-objects take (ConfigError, said as the command line says it)."""
+    from bavos.config import SegmentConfig
+    from bavos.errors import ConfigError, UsageError
+
+    try:
+        SegmentConfig(level=level, max_objects=0 if max_objects is None else max_objects)
+    except ConfigError as e:
+        raise UsageError(str(e)) from e
+    return level, max_objects
 
 
 def _static(name: str) -> Response:

@@ -57,15 +57,22 @@ function cutParams() {
 
 // ---- results -------------------------------------------------------------------------------------------------
 async function start() {
+  await loadList();
+  $("results").onchange = () => (Number($("results").value) < 0 ? showList() : openResult(Number($("results").value)));
+  if (state.results.length > 1) showList();
+  else await openResult(0);
+}
+
+// The results as they are now (a save or a bavos recut since changes their objects and previews).
+async function loadList() {
   state.results = await getJSON("/api/results");
   const select = $("results");
+  const shown = select.value;
   select.innerHTML = "";
   if (state.results.length > 1) select.add(new Option("all results", "-1"));
   state.results.forEach((r) => select.add(new Option(`${r.name} (${r.frames} frames, ${r.objects} objects)`, r.index)));
-  select.onchange = () => (Number(select.value) < 0 ? showList() : openResult(Number(select.value)));
   select.hidden = state.results.length < 2;
-  if (state.results.length > 1) showList();
-  else await openResult(0);
+  if (shown !== "") select.value = shown;
 }
 
 function showList() {
@@ -75,9 +82,10 @@ function showList() {
     const card = document.createElement("div");
     card.className = "card";
     card.dataset.index = r.index;
-    card.innerHTML = `<img src="${url(`/api/results/${r.index}/preview.png`)}" alt="preview of ${r.name}">
+    card.innerHTML = `<img src="${url(`/api/results/${r.index}/preview.png`, { v: r.stamp })}" alt="">
       <div><b></b> · ${r.frames} frames · ${r.objects} objects${r.random ? " · random weights" : ""}</div>`;
     card.querySelector("b").textContent = r.name;
+    card.querySelector("img").alt = `preview of ${r.name}`;
     card.onclick = () => openResult(r.index);
     list.appendChild(card);
   }
@@ -102,7 +110,10 @@ async function openResult(i, keep = false) {
   $("list").hidden = true;
   $("viewer").hidden = false;
   $("summary").textContent = `${info.name}: ${info.frames} frames, ${info.width}x${info.height}, ${+info.fps.toFixed(3)} fps`;
-  const problems = [info.random_weights ? info.note : null, info.source_problem, info.hierarchy_problem].filter(Boolean);
+  const problems = [
+    info.random_weights ? info.note : null, info.source_problem, info.source_note, info.hierarchy_problem,
+    info.files_problem,
+  ].filter(Boolean);
   $("banner").textContent = problems.join(" · ");
   $("banner").hidden = problems.length === 0;
   const canvas = $("frame");
@@ -381,21 +392,24 @@ async function play() {
 // The cut's controls wait while a save writes (the cut saved is the one shown when it was asked for).
 async function save() {
   const name = $("savename").value.trim();
+  const index = state.index; // the result saved, whatever is shown when the answer comes
   const saved = $("saved");
   saved.className = "";
   saved.textContent = "saving…";
   for (const id of ["save", "level", "cap"]) $(id).disabled = true;
   try {
-    const r = await ask(url(`/api/results/${state.index}/save`), {
+    const r = await ask(url(`/api/results/${index}/save`), {
       method: "POST",
       headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ ...cutParams(), name: name || null }),
+      body: JSON.stringify({ ...cutParams(), name: name || null, stamp: state.info.stamp }),
     });
     const body = await r.json();
     if (!r.ok) throw new Error(body.error);
+    await loadList();
+    if (state.index !== index) { saved.textContent = ""; return; } // another result is shown now
     saved.className = "done";
     saved.textContent = `saved ${body.output}: level ${body.level}, ${body.objects} objects`;
-    if (!name) await openResult(state.index, true);
+    if (!name) await openResult(index, true);
   } catch (e) {
     saved.className = "error";
     // the server stopped before answering: it finishes a save before it stops, so the save may be there

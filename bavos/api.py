@@ -11,7 +11,7 @@ results looked at, re-cut and saved. Nothing is written unless asked.
 
 from __future__ import annotations
 
-import contextlib
+import os
 import shutil
 import tempfile
 import time
@@ -34,8 +34,9 @@ from bavos.errors import (
     plain_os_error,
 )
 from bavos.io.exports import check_exports
+from bavos.io.files import plain_name
 from bavos.io.owners import Heartbeat, owner_tag, sweep
-from bavos.io.sources import FrameSource, Video, open_source
+from bavos.io.sources import FrameSource, Video, as_path, open_source
 from bavos.io.video import FrameRange
 from bavos.models.costs import over_budget
 from bavos.models.loading import load_models
@@ -104,9 +105,11 @@ class Result:
         models: Models,
         workdir: Path,
         owner: Result | None = None,
+        made: tuple[Path, ...] = (),
     ) -> None:
         self.source, self.analysis, self.config, self.models = source, analysis, config, models
         self._workdir = workdir
+        self._made = made  # the folders above ``workdir`` this call made (removed by close when left empty)
         self._started = time.perf_counter() - analysis.seconds
         self._owner = owner  # a re-cut shares its parent's files
         self._closed = False
@@ -152,7 +155,13 @@ class Result:
             BavosError: the result is closed.
         """
         self._check_open()
-        for _, ids in iter_masks(self.source, self.analysis, self.config.upsample, bool(self.config.background)):
+        masks = iter_masks(self.source, self.analysis, self.config.upsample, bool(self.config.background))
+        while True:
+            self._check_open()  # an iterator kept past close() says so, as a new one would
+            try:
+                _, ids = next(masks)
+            except StopIteration:
+                return
             yield ids
 
     @property
@@ -199,6 +208,7 @@ class Result:
             self.analysis.close()
             Heartbeat.remove(self._workdir)
             shutil.rmtree(self._workdir, ignore_errors=True)
+            _remove_empty(self._made)
 
     def __enter__(self) -> Result:
         return self
@@ -237,6 +247,15 @@ def _check_range(config: SegmentConfig) -> None:
         FrameRange.parse(config.start, config.end)
     except InputError as e:
         raise ConfigError(str(e)) from None
+
+
+def _remove_empty(folders: tuple[Path, ...]) -> None:
+    """The folders a call made (the deepest first), each removed while it is empty."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:  # something is there now (a result saved into it, another run's files): kept, and above it
+            return
 
 
 def _caller_level() -> int:
@@ -289,7 +308,7 @@ class Segmenter:
         *,
         backbone: str | None = None,
         backbone_weights: str | None = None,
-        device: Literal["auto", "cpu", "cuda"] = "auto",
+        device: Literal["auto", "cpu", "cuda"] | Any = "auto",
         **options: Any,
     ) -> Segmenter:
         """Load the models and make a segmenter.
@@ -298,7 +317,7 @@ class Segmenter:
             checkpoint: "release" (the paper's, downloaded once into the cache), "none" (training-free) or a checkpoint
                 file.
             backbone, backbone_weights: as ``bavos segment``'s options (None: the checkpoint's).
-            device: "auto", "cpu" or "cuda".
+            device: "auto", "cpu" or "cuda" (a ``torch.device`` too).
             **options: any other segment option, as ``SegmentConfig``'s fields (``tau=0.8``, ``resolution=(320,
                 480)``, ``max_objects=10``, ...).
 
@@ -309,6 +328,7 @@ class Segmenter:
                 CheckpointError, for the paper's checkpoint offline).
         """
         _check_options(options)
+        device = str(device) if not isinstance(device, str) else device  # torch.device("cpu") too
         config = SegmentConfig(device=device, **options)  # every value checked before the models load
         _check_range(config)
         model_config = ModelConfig(backbone=backbone, backbone_weights=backbone_weights, checkpoint=checkpoint)
@@ -326,8 +346,9 @@ class Segmenter:
         workdir: str | Path | None = None,
         estimates: Estimates | None = None,
     ) -> Result:
-        """Segment ``video``: a path (video file or frame folder), a source opened already (its own range then
-        holds), a (T, H, W, 3) uint8 array or an iterable of (H, W, 3) frames.
+        """Segment ``video``: a path (video file or frame folder; ``str``, ``bytes`` or ``os.PathLike``), a source
+        opened already (its own range then holds), a (T, H, W, 3) uint8 array or tensor, or an iterable of (H, W, 3)
+        uint8 frames (arrays or tensors).
 
         Args:
             start, end: part of the video, a frame number or a time ("12.5s"), end excluded (default: the config's).
@@ -346,7 +367,7 @@ class Segmenter:
         end = self.config.end if end is None else str(end)
         frame_range = FrameRange.parse(start, end)
         where = Path(workdir) if workdir is not None else Path(tempfile.gettempdir())
-        created = not where.exists()
+        made = tuple(p for p in (where.absolute(), *where.absolute().parents) if not p.exists())  # the deepest first
         try:
             where.mkdir(parents=True, exist_ok=True)
             sweep(where)  # what killed processes left there
@@ -365,11 +386,9 @@ class Segmenter:
         except BaseException:
             Heartbeat.remove(work)
             shutil.rmtree(work, ignore_errors=True)
-            if created:  # a run that could not be made leaves no empty folder (segment_video's output) behind
-                with contextlib.suppress(OSError):
-                    where.rmdir()
+            _remove_empty(made)  # a run that could not be made leaves no empty folder (segment_video's output) behind
             raise
-        return Result(source, analysis, replace(self.config, start=start, end=end), self.models, work)
+        return Result(source, analysis, replace(self.config, start=start, end=end), self.models, work, made=made)
 
 
 def segment_video(
@@ -421,11 +440,13 @@ def segment_video(
         config = SegmentConfig(**options)
     cfg = config or SegmentConfig()
     _check_range(cfg)
-    if name is None and isinstance(video, FrameSource):
+    if name is not None:
+        name = plain_name(name, "segment_video: name")  # never a way out of ``output``, as --name
+    elif isinstance(video, FrameSource):
         name = output_name(video.path)
-    elif name is None and isinstance(video, str | Path):
-        name = output_name(Path(video))
-    elif name is None:  # before the models load
+    elif isinstance(video, str | bytes | os.PathLike):
+        name = output_name(as_path(video))
+    else:  # before the models load
         raise ConfigError(
             f"segment_video: frames in memory ({type(video).__name__}) have no name to write their result under: "
             "give name=..."

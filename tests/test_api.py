@@ -278,3 +278,61 @@ def test_the_public_objects_say_what_they_are(segmenter: bavos.Segmenter) -> Non
         assert repr(result) == f"Result('frames in memory', 4 frames, {cut} clusters at level {h.level})"
         assert repr(h).startswith(f"Hierarchy(sizes={h.sizes}, converged={h.converged}, level={h.level}")
     assert repr(result).endswith(", closed)")
+
+
+# Inputs after other tools' Python bug reports (a newcomer's trial of the API)
+
+
+def test_paths_of_every_kind_and_what_is_no_path(tmp_path: Path, segmenter: bavos.Segmenter, run_cli) -> None:
+    """os.PathLike and bytes were refused as "an object of type P"; "" segmented the working folder; a URL was
+    said as a missing file named "http:/host/…", one slash dropped."""
+    video = write_clip(tmp_path / "clip.mp4", n=3)
+
+    class Named:
+        def __fspath__(self) -> str:
+            return str(video)
+
+    with segmenter(str(video)) as by_str, segmenter(Named()) as by_pathlike, segmenter(bytes(video)) as by_bytes:
+        np.testing.assert_array_equal(by_pathlike.masks, by_str.masks)
+        np.testing.assert_array_equal(by_bytes.masks, by_str.masks)
+    with pytest.raises(InputError, match="^an empty path: give a video file or a folder of frames$"):
+        segmenter("")
+    for url in ("http://127.0.0.1:9/clip.mp4", "rtsp://127.0.0.1:9/cam"):
+        with pytest.raises(InputError, match=f"^{url}: a URL; bavos reads video files and frame folders on disk"):
+            segmenter(url)
+    said = run_cli("segment", "http://127.0.0.1:9/clip.mp4", "-o", tmp_path / "out")
+    assert said.code == 1 and "bavos: error: http://127.0.0.1:9/clip.mp4: a URL;" in said.err
+    with pytest.raises(bavos.BavosError, match=r"name '\.\./x': a plain folder name is needed"):
+        bavos.segment_video(np.stack(clip_frames(2, 48, 64)), tmp_path / "out", name="../x")  # it wrote out/../x
+    assert not (tmp_path / "x").exists() and not (tmp_path / "out").exists()
+
+
+def test_tensors_and_a_device_given_as_torch_s(segmenter: bavos.Segmenter) -> None:
+    """Tensors NumPy cannot take directly failed deep in torch (TypeError, RuntimeError); torch.device("cpu") was
+    "--device must be auto, cpu or cuda, got cpu"."""
+    import torch
+
+    frames = np.stack(clip_frames(3, 48, 64))
+    with segmenter(frames) as want, segmenter(torch.from_numpy(frames)) as got:
+        np.testing.assert_array_equal(got.masks, want.masks)
+    with pytest.raises(InputError, match="^frames: a tensor on the meta device holds no values$"):
+        segmenter(torch.empty(3, 48, 64, 3, dtype=torch.uint8, device="meta"))
+    with pytest.raises(InputError, match=r"uint8 array with T > 0, got \(3, 48, 64, 3\) float32"):
+        segmenter(torch.rand(3, 48, 64, 3, requires_grad=True))
+    with pytest.raises(InputError, match="^frame 1: a tensor on the meta device"):
+        segmenter([torch.from_numpy(frames[0]), torch.empty(48, 64, 3, dtype=torch.uint8, device="meta")])
+    cpu = bavos.Segmenter.from_checkpoint(
+        "none", backbone="bavos_test_vit", backbone_weights="none", device=torch.device("cpu"), resolution=(64, 96)
+    )
+    assert cpu.models.device.type == "cpu"
+
+
+def test_what_close_ends_and_what_the_call_made(tmp_path: Path, segmenter: bavos.Segmenter) -> None:
+    """An iter_masks() kept past close() went on from a cached window (or a closed file's ValueError); a workdir
+    made by the call stayed, empty, after it."""
+    with segmenter(np.stack(clip_frames(6, 48, 64)), workdir=tmp_path / "new" / "sub") as result:
+        masks = result.iter_masks()
+        next(masks)
+    with pytest.raises(bavos.BavosError, match="this result is closed"):
+        next(masks)
+    assert not (tmp_path / "new").exists()  # made for the call, empty again: removed

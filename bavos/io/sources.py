@@ -7,9 +7,10 @@ range.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -60,7 +61,7 @@ class ArraySource(RangedSource):
     def __init__(
         self, frames: np.ndarray, fps: float = DEFAULT_FOLDER_FPS, frame_range: FrameRange | None = None
     ) -> None:
-        frames = np.asarray(frames)
+        frames = as_array(frames, "frames")
         if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or not len(frames):
             raise InputError(f"frames must be a (T, H, W, 3) uint8 array with T > 0, got {frames.shape} {frames.dtype}")
         super().__init__(Path("array"), frame_range)
@@ -122,7 +123,7 @@ def _write_raw(
                 image = next(iterator, None)
                 if image is None:
                     break
-                image = np.asarray(image)
+                image = as_array(image, f"frame {count}")
                 if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
                     raise InputError(f"frame {count}: expected (H, W, 3) uint8, got {image.shape} {image.dtype}")
                 if shape is not None and image.shape != shape:
@@ -140,12 +141,39 @@ def _write_raw(
     return shape, count if first is None else first, kept
 
 
+def as_array(value: object, what: str) -> np.ndarray:
+    """``value`` as a NumPy array: a torch tensor is taken from its device (a copy where it is not the CPU's), and
+    one that holds no data (the meta device) is refused.
+
+    Raises:
+        InputError: ``value`` cannot give its values.
+    """
+    if type(value).__module__.startswith("torch") and hasattr(value, "detach"):
+        tensor: Any = value
+        if tensor.device.type == "meta":
+            raise InputError(f"{what}: a tensor on the meta device holds no values")
+        return np.asarray(tensor.detach().cpu())
+    return np.asarray(value)
+
+
+def as_path(video: str | bytes | os.PathLike[str] | os.PathLike[bytes]) -> Path:
+    """A path given as ``str``, ``bytes`` or any ``os.PathLike``.
+
+    Raises:
+        InputError: it is empty (``Path("")`` would be the working folder).
+    """
+    text = os.fsdecode(os.fspath(video))
+    if not text:
+        raise InputError("an empty path: give a video file or a folder of frames")
+    return Path(text)
+
+
 def _info(path: Path, shape: tuple[int, ...], count: int, fps: float) -> VideoInfo:
     """What a source of ``count`` frames of ``shape`` (H, W, 3) at ``fps`` holds, as a frame folder's info."""
     return VideoInfo(path, True, shape[1], shape[0], fps, None, 0, count)
 
 
-Video = str | Path | FrameSource | np.ndarray | Iterable[np.ndarray]
+Video = str | bytes | os.PathLike[str] | FrameSource | np.ndarray | Iterable[np.ndarray]
 
 
 def open_source(
@@ -164,11 +192,11 @@ def open_source(
     """
     if isinstance(video, FrameSource):  # opened already (its own range)
         return video
-    if isinstance(video, str | Path):
-        return VideoSource(video, frame_range)
-    if isinstance(video, np.ndarray):
-        return ArraySource(video, fps, frame_range)
-    if not isinstance(video, Iterable) or isinstance(video, bytes | bytearray):
+    if isinstance(video, str | bytes | os.PathLike):
+        return VideoSource(as_path(video), frame_range)
+    if isinstance(video, np.ndarray) or type(video).__module__.startswith("torch"):
+        return ArraySource(as_array(video, "frames"), fps, frame_range)
+    if not isinstance(video, Iterable) or isinstance(video, bytearray):
         raise InputError(
             f"cannot segment an object of type {type(video).__name__}: give a path (a video file or a folder of "
             "frames), a (T, H, W, 3) uint8 array or an iterable of (H, W, 3) uint8 frames"

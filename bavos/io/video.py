@@ -65,6 +65,9 @@ class Frame:
     duration: int | None = None
 
 
+URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:/")  # http://, rtsp://, file:// (a Path of one keeps one slash)
+
+
 @dataclass(frozen=True)
 class FrameRange:
     """Part of a video: frames from ``start`` (included) to ``end`` (excluded), each a frame number or, with
@@ -494,6 +497,12 @@ class VideoSource(RangedSource):
         self._decode_error: str | None = None  # the last decoding error, for the message when no frame decodes
         self._counted: int | None = None  # the video packets, counted when the container announces no count
         if not self.path.exists():
+            if URL.match(str(path)):
+                shown = re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*):/(?!/)", r"\1://", str(path))  # the slash a Path drops
+                raise InputError(
+                    f"{shown}: a URL; bavos reads video files and frame folders on disk (it reads a video several "
+                    "times): download it first"
+                )
             raise InputError(f"{self.path}: no such file or folder")
         if self.path.is_dir():
             self._files: list[Path] | None = self._check_folder()

@@ -328,11 +328,11 @@ class Segmenter:
                 CheckpointError, for the paper's checkpoint offline).
         """
         _check_options(options)
-        device = str(device) if not isinstance(device, str) else device  # torch.device("cpu") too
-        config = SegmentConfig(device=device, **options)  # every value checked before the models load
+        named: Any = device if isinstance(device, str) else str(device)  # torch.device("cpu") too
+        config = SegmentConfig(device=named, **options)  # every value checked before the models load
         _check_range(config)
         model_config = ModelConfig(backbone=backbone, backbone_weights=backbone_weights, checkpoint=checkpoint)
-        models = load_models(model_config, device)
+        models = load_models(model_config, named)
         config.for_device(models.device.type).check_patch(models.backbone.patch_size)  # not at the first video
         return cls(models, config)
 

@@ -600,7 +600,10 @@ class TrainConfig:
         checks += [
             (self.preset in PRESETS, f"--preset must be release or paper, got {self.preset}"),
             (h > 0 and w > 0, f"--resolution must be positive, got {h} {w}"),
-            (self.lr > 0 and 0 <= self.min_lr <= self.lr, f"need 0 <= min lr <= --lr and --lr > 0, got {self.lr}"),
+            (
+                math.isfinite(self.lr) and self.lr > 0 and 0 <= self.min_lr <= self.lr,
+                f"need 0 <= min lr <= --lr and --lr > 0 (a finite number), got {self.lr}",
+            ),
             (self.weight_decay >= 0, f"--weight-decay must be 0 or more, got {self.weight_decay}"),
             (self.gap >= 1, f"--gap must be at least 1, got {self.gap}"),
             (0 <= self.attn_drop < 1 and 0 <= self.drop < 1, "dropout rates must be in [0, 1)"),
@@ -654,6 +657,14 @@ def _spoken(value: Any) -> str:
     return " ".join(map(str, value)) if isinstance(value, tuple | list) else str(value)
 
 
+def _typed(key: str, value: Any) -> str:
+    """An option as it is typed: ``--resolution 96 160``, ``--no-augment``."""
+    name = key.replace("_", "-")
+    if isinstance(value, bool):
+        return f"--{name}" if value else f"--no-{name}"
+    return f"--{name} {_spoken(value)}"
+
+
 def train_config(
     preset: str | None = None, saved: dict[str, Any] | None = None, learned: bool = True, **given: Any
 ) -> TrainConfig:
@@ -678,8 +689,9 @@ def train_config(
     for key, value in given.items():
         if learned and key not in RUNTIME_FIELDS and value != values.get(key):
             raise ConfigError(
-                f"--resume: --{key.replace('_', '-')} {_spoken(value)} differs from the run's "
-                f"{_spoken(values.get(key))}; resume with the run's settings or start a new run"
+                f"--resume: {_typed(key, value)} differs from the run's "
+                f"{_typed(key, was) if isinstance(was := values.get(key), bool) else _spoken(was)}; resume with the "
+                "run's settings or start a new run"
             )
     return TrainConfig(**{**values, **given})
 

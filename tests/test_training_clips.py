@@ -159,3 +159,64 @@ def test_a_cache_a_killed_run_left_is_mended(tmp_path: Path) -> None:
         damage()  # nnUNet#291: "mmap length is greater than file size" from a cache entry cut short
         mended = cache_clips([clip], cache, (32, 48), min_frames=3)[0]
         assert mended.frames == 5 and mended.data.stat().st_size == 5 * 32 * 48 * 3
+
+
+# Inputs after other trainers' bug reports (a newcomer's trial of bavos train)
+
+
+def test_links_loops_and_what_is_left_out_are_said(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A link back up made the search repeat a clip 41 times, or never end (two links to "."); palette PNG folders
+    and files of other kinds were left out without a word; a PNG too large for Pillow's check was an internal
+    DecompressionBombError."""
+    root = tmp_path / "clips"
+    (root / "x").mkdir(parents=True)
+    (root / "a.mp4").write_bytes(b"not decoded by the search")
+    (root / "x" / "up").symlink_to("..")
+    (root / "l1").symlink_to(".")
+    (root / "l2").symlink_to(".")
+    (root / "again.mp4").symlink_to("a.mp4")
+    (root / "b.mxf").write_bytes(b"")  # a video by its extension (bavos segment reads it)
+    (root / "notes.txt").write_text("mine")
+    (root / "c.xyz").write_bytes(b"")
+    palette = root / "pal"
+    palette.mkdir()
+    for i in range(3):
+        Image.new("RGB", (16, 12), (i * 30, 90, 200)).convert("P").save(palette / f"{i:05d}.png")
+    notes: list[str] = []
+    assert find_clips(root, notes) == [root / "a.mp4", root / "b.mxf"]
+    assert sum("(a link): searched once" in n for n in notes) == 3
+    assert f"{root / 'again.mp4'}: the same file as {root / 'a.mp4'} (a link): used once" in notes
+    assert any(n.startswith(f"{palette}: palette PNGs, taken for annotation masks") for n in notes)
+    assert any(n.startswith("c.xyz: neither videos nor frames by their names, left out") for n in notes)
+    assert not any("notes.txt" in n for n in notes)
+    huge = tmp_path / "huge"
+    _frame_folder(huge, 2, "png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # as a 16000 x 12000 frame meets the default limit
+    assert find_clips(huge) == [huge]
+
+
+def test_a_clip_named_in_other_bytes_and_what_decoding_found(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A name that is not UTF-8 was an internal UnicodeEncodeError (the cache key); what decoding found (as
+    bavos segment warns of it: a size that changes, timestamps that do not advance) was dropped."""
+    import os
+
+    from bavos.io.video import VideoSource
+
+    odd = tmp_path / os.fsdecode(b"caf\xe9.mp4")
+    write_clip(odd, n=5, height=32, width=48)
+    (cached,) = cache_clips([odd], tmp_path / "cache", (32, 48), min_frames=3)
+    assert isinstance(cached, CachedClip) and cached.frames == 5 and cached.warnings == ()
+
+    class Warns(VideoSource):
+        def frames(self):  # type: ignore[no-untyped-def]
+            self.warn("the picture size changes at frame 2")
+            yield from super().frames()
+
+    monkeypatch.setattr(clips_mod, "VideoSource", Warns)
+    clip = write_clip(tmp_path / "b.mp4", n=5, height=32, width=48)
+    (first,) = cache_clips([clip], tmp_path / "cache", (32, 48), min_frames=3)
+    (again,) = cache_clips([clip], tmp_path / "cache", (32, 48), min_frames=3)  # read back from the cache
+    assert isinstance(first, CachedClip) and first.warnings == ("the picture size changes at frame 2",)
+    assert isinstance(again, CachedClip) and again.warnings == first.warnings
+    with pytest.raises(InputError, match=r"--cache .*: is a file; give a folder for the decoded clips"):
+        cache_clips([clip], clip, (32, 48), min_frames=3)

@@ -354,7 +354,7 @@ class TrainView:
         self._progress.__exit__(*exc)
 
     def warn(self, message: str) -> None:
-        if self.rank == 0:
+        if self.rank == 0 and self.enabled:  # -q: errors only
             warn(message)
 
     def note(self, message: str) -> None:

@@ -83,7 +83,8 @@ def train(
         ),
     ] = None,
     quiet: Annotated[
-        bool, typer.Option("--quiet", "-q", help="No progress and no result line.", rich_help_panel=RUN)
+        bool,
+        typer.Option("--quiet", "-q", help="Errors only: no progress, warnings or result line.", rich_help_panel=RUN),
     ] = False,
 ) -> int:
     """Train the temporal correlator on your own clips (self-supervised; torchrun for several GPUs)."""

@@ -39,6 +39,13 @@ VIDEO_EXTENSIONS = {
     ".3gp",
     ".ogv",
     ".gif",
+    ".mxf",
+    ".y4m",
+    ".vob",
+    ".dv",
+    ".asf",
+    ".f4v",
+    ".nut",
 }  # what a folder of clips (bavos train) is searched for
 DEFAULT_FOLDER_FPS = 24.0
 

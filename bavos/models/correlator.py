@@ -11,6 +11,7 @@ loads too; its block's key names are assumed to follow the usual timm block layo
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -124,7 +125,25 @@ def save_checkpoint(path: Path, model: Correlator, config: dict[str, Any], **ext
 
     payload = {"model": model.state_dict(), "config": config, "version": __version__, **extra}
     with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+        try:
+            torch.save(payload, tmp)
+        except RuntimeError as e:  # torch's writer says a short write so ("unexpected pos", "file write failed")
+            raise _write_failure(tmp, e) from e
+
+
+def _write_failure(tmp: Path, e: RuntimeError) -> OSError:
+    """What torch's RuntimeError for a file it could not write was: a full disk where little space is left, else
+    the error's first line."""
+    import errno
+    import shutil
+
+    try:
+        free = shutil.disk_usage(tmp.parent).free
+    except OSError:
+        free = None
+    if free is not None and free < 64 * 2**20:
+        return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    return OSError(errno.EIO, f"torch could not write it ({(str(e).splitlines() or [''])[0][:160]})")
 
 
 def read_checkpoint(path: Path) -> dict[str, Any]:

@@ -44,6 +44,7 @@ class CachedClip:
     frames: int
     height: int
     width: int
+    warnings: tuple[str, ...] = ()  # what decoding it found (as bavos segment says it)
 
 
 @dataclass(frozen=True)
@@ -61,12 +62,19 @@ def _is_mask_folder(first_frame: Path) -> bool:
     try:
         with Image.open(first_frame) as im:
             return im.mode == "P"
-    except OSError:
+    except (OSError, Image.DecompressionBombError):  # a frame too large to be a mask: decoding says what it is
         return False
 
 
-def find_clips(root: Path) -> list[Path]:
-    """Video files and frame folders under ``root``, recursively, in sorted order (hidden entries skipped).
+# files a folder of clips often holds beside them, left out without a word (any other is named in a note)
+KNOWN_OTHERS = {".txt", ".json", ".jsonl", ".csv", ".md", ".xml", ".yaml", ".yml", ".pkl", ".npy", ".npz", ".pt"}
+
+
+def find_clips(root: Path, notes: list[str] | None = None) -> list[Path]:
+    """Video files and frame folders under ``root``, recursively, in sorted order (hidden entries skipped), each
+    once: links are followed, but a folder or file reached again (a link back up, two links to one clip) is not
+    taken twice. What is left out is said in ``notes``: folders of palette PNGs (annotation masks), files that are
+    neither videos nor frames, what was reached again.
 
     Raises:
         ClipsFolderError: ``root`` is missing or not a folder (an InputError and a UsageError).
@@ -76,26 +84,69 @@ def find_clips(root: Path) -> list[Path]:
         raise ClipsFolderError(f"{root}: no such folder")
     if not root.is_dir():
         raise ClipsFolderError(f"{root}: not a folder; give a folder of videos and/or frame folders")
+    said = notes if notes is not None else []
     found: list[Path] = []
+    seen: dict[str, Path] = {}  # real path -> where it was found first
+    masks: list[str] = []
+    others: list[str] = []
     for folder, dirs, files in os.walk(root, followlinks=True):
+        here = Path(folder)
+        real = os.path.realpath(here)
+        if real in seen:  # a link back to a folder searched already: a loop, or the same clips twice
+            dirs[:] = []
+            said.append(f"{here}: the same folder as {seen[real]} (a link): searched once")
+            continue
+        seen[real] = here
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         visible = sorted(f for f in files if not f.startswith("."))
         frames = sorted(f for f in visible if Path(f).suffix.lower() in FRAME_EXTENSIONS)
-        if frames and not _is_mask_folder(Path(folder) / frames[0]):
-            found.append(Path(folder))
-        found.extend(Path(folder) / f for f in visible if Path(f).suffix.lower() in VIDEO_EXTENSIONS)
+        if frames and _is_mask_folder(here / frames[0]):
+            masks.append(str(here))
+        elif frames:
+            found.append(here)
+        for name in visible:
+            suffix = Path(name).suffix.lower()
+            if suffix in VIDEO_EXTENSIONS:
+                path = here / name
+                real_file = os.path.realpath(path)
+                if real_file in seen:
+                    said.append(f"{path}: the same file as {seen[real_file]} (a link): used once")
+                    continue
+                seen[real_file] = path
+                found.append(path)
+            elif suffix not in FRAME_EXTENSIONS and suffix not in KNOWN_OTHERS:
+                others.append(name)
+    if masks:
+        said.append(
+            f"{_listed(masks)}: palette PNGs, taken for annotation masks (DAVIS, YouTube-VIS), not frames: left out "
+            "(convert them to RGB to train on them)"
+        )
+    if others:
+        said.append(
+            f"{_listed(others)}: neither videos nor frames by their names, left out (videos are taken by their "
+            f"extension: {', '.join(sorted(VIDEO_EXTENSIONS))})"
+        )
     if not found:
-        raise InputError(f"{root}: holds no videos ({', '.join(sorted(VIDEO_EXTENSIONS))}) and no folders of frames")
+        raise InputError(
+            f"{root}: holds no videos ({', '.join(sorted(VIDEO_EXTENSIONS))}) and no folders of frames"
+            + (f"; {said[-1]}" if said else "")
+        )
     return sorted(found)
+
+
+def _listed(names: list[str]) -> str:
+    """A few names of a list, and how many more."""
+    more = f" and {len(names) - 3} more" if len(names) > 3 else ""
+    return ", ".join(names[:3]) + more
 
 
 def cache_key(clip: Path, resolution: tuple[int, int]) -> str:
     """Hash of the clip's absolute path, size and modification time (every file's, for a folder) and resolution."""
-    h = hashlib.sha1(f"{clip.resolve()}|{resolution[0]}x{resolution[1]}".encode())
+    h = hashlib.sha1(os.fsencode(f"{clip.resolve()}|{resolution[0]}x{resolution[1]}"))  # any name's bytes
     files = sorted(clip.iterdir()) if clip.is_dir() else [clip]
     for f in files:
         st = f.stat()
-        h.update(f"|{f.name}|{st.st_size}|{st.st_mtime_ns}".encode())
+        h.update(os.fsencode(f"|{f.name}|{st.st_size}|{st.st_mtime_ns}"))
     return h.hexdigest()
 
 
@@ -109,9 +160,12 @@ def _decode(clip: Path, base: Path, resolution: tuple[int, int], min_frames: int
     """Decode ``clip`` into ``base``.u8 + ``base``.json, or record why it is skipped in ``base``.skip.json."""
     data = base.with_name(base.name + ".u8")
     count = 0
+    found: list[str] = []
     try:
         with atomic_path(data) as tmp, open(tmp, "wb") as out:
-            for frame in VideoSource(clip).frames():
+            source = VideoSource(clip)
+            found = source.warnings
+            for frame in source.frames():
                 out.write(_resize(frame.image, resolution).tobytes())
                 count += 1
             if count < min_frames:
@@ -121,8 +175,9 @@ def _decode(clip: Path, base: Path, resolution: tuple[int, int], min_frames: int
         write_json(base.with_name(base.name + ".skip.json"), {"source": str(clip), "reason": reason})
         return Skipped(str(clip), reason)
     h, w = resolution
-    write_json(base.with_name(base.name + ".json"), {"source": str(clip), "frames": count, "height": h, "width": w})
-    return CachedClip(str(clip), data, count, h, w)
+    meta = {"source": str(clip), "frames": count, "height": h, "width": w, "warnings": found}
+    write_json(base.with_name(base.name + ".json"), meta)
+    return CachedClip(str(clip), data, count, h, w, tuple(found))
 
 
 def _lookup(clip: Path, base: Path) -> CachedClip | Skipped | None:
@@ -133,7 +188,7 @@ def _lookup(clip: Path, base: Path) -> CachedClip | Skipped | None:
             data = base.with_name(base.name + ".u8")
             if data.stat().st_size != m["frames"] * m["height"] * m["width"] * 3:
                 return None  # frames missing or cut short (a shared cache, a copy that stopped): decoded again
-            return CachedClip(str(clip), data, m["frames"], m["height"], m["width"])
+            return CachedClip(str(clip), data, m["frames"], m["height"], m["width"], tuple(m.get("warnings", ())))
         if skip.is_file():
             return Skipped(str(clip), json.loads(skip.read_text())["reason"])
     except (OSError, ValueError, KeyError, TypeError):
@@ -149,7 +204,13 @@ def cache_clips(
     workers: int = 1,
     progress: Callable[[int, int], None] | None = None,
 ) -> list[CachedClip | Skipped]:
-    """Decode every clip not yet in ``cache`` (in ``workers`` threads); one result per clip, in order."""
+    """Decode every clip not yet in ``cache`` (in ``workers`` threads); one result per clip, in order.
+
+    Raises:
+        ClipsFolderError: ``cache`` is a file.
+    """
+    if cache.exists() and not cache.is_dir():
+        raise ClipsFolderError(f"--cache {cache}: is a file; give a folder for the decoded clips")
     cache.mkdir(parents=True, exist_ok=True)
     sweep(cache)  # what a killed run left half-written (a clip's frames: GBs for long clips)
 

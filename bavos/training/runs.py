@@ -14,6 +14,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +87,19 @@ def read_last(last: Path) -> dict[str, Any]:
         raise CheckpointError(f"{last}: the run's last checkpoint is damaged ({reason}); {fix}") from e
 
 
+def _same_file(done: Path, path: Path) -> None:
+    """``path`` made to hold ``done``'s bytes, atomically: a hard link, else a copy.
+
+    Raises:
+        OutputError: it cannot be written.
+    """
+    with atomic_path(path) as tmp:
+        try:
+            os.link(done, tmp)
+        except OSError:  # a file system without hard links (some network and FAT ones)
+            shutil.copyfile(done, tmp)
+
+
 def _holds_settings(folder: Path) -> bool:
     """``folder`` holds a config.json with a training run's settings (every run writes one before its first
     checkpoint): what tells a run's ``last.pt`` from a file of the same name put there by hand."""
@@ -154,6 +168,12 @@ class RunFolder:
         Raises:
             DestinationError: the folder holds a run (without --resume), a live run, or files that are not bavos's.
         """
+        steps = sorted(self.path.glob("step-*.pt"))
+        if steps and not self.last.is_file() and _holds_settings(self.path):  # last.pt removed (or an older bavos)
+            raise ConfigError(
+                f"{self.path}: holds numbered checkpoints but no {LAST}: copy {steps[-1].name} to {LAST} to resume "
+                "from its step (--resume), or choose another -o"
+            )
         unsaved = self.unsaved()
         if resume and not self.last.is_file() and not unsaved:
             raise ConfigError(f"{self.path}: nothing to resume ({LAST} not found); start the run without --resume")
@@ -250,6 +270,11 @@ class RunFolder:
                 problem = f"{clip} is not one of them"
                 break
             was, now = left.pop(source), frames.get(str(clip))
+            if data is not None and (was is None) != (now is None):  # left out then and used now, or the other way
+                problem = f"{clip} was {'left out' if was is None else 'used'} by the run and is " + (
+                    "usable now" if now is not None else "left out now"
+                )
+                break
             if was is not None and now is not None and was != now:
                 problem = f"{clip} has {now} frames, the run's had {was}"
                 break
@@ -277,7 +302,11 @@ class RunFolder:
                 "clips": len(data),
                 "frames": sum(c.frames for c in data),
                 "skipped": len(skipped),
-                "used": [{"source": c.source, "frames": c.frames, "bytes": _bytes(Path(c.source))} for c in data],
+                "used": [
+                    {"source": c.source, "frames": c.frames, "bytes": _bytes(Path(c.source))}
+                    | ({"warnings": list(c.warnings)} if c.warnings else {})
+                    for c in data
+                ],
                 "skipped_clips": [{"source": s.source, "reason": s.reason} for s in skipped],
             },
             indent=2,
@@ -323,8 +352,10 @@ class RunFolder:
         }
         if scaler is not None and scaler.is_enabled():
             extra["scaler"] = scaler.state_dict()
-        if numbered:
-            save_checkpoint(self.path / f"step-{step:07d}.pt", model, configs, **extra)
+        # last.pt first: a run stopped (killed, a full disk) between the two files resumes from it; the numbered
+        # checkpoint is the same bytes, linked (or copied where links cannot be made)
         save_checkpoint(self.last, model, configs, **extra)
+        if numbered:
+            _same_file(self.last, self.path / f"step-{step:07d}.pt")
         self.saved_step = step
         return self.last

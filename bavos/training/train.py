@@ -245,6 +245,9 @@ def _prepare_data(
     if shard.rank == 0:
         for s in skipped:
             events.warn(f"{s.source}: skipped: {s.reason}")
+        for c in usable:  # what decoding found, as bavos segment says it (the clip is used as decoded)
+            for message in c.warnings:
+                events.warn(f"{c.source}: {message}")
     if not usable:
         raise InputError(f"{clips_root}: no usable clips: all {len(clips)} were skipped")
     return usable, skipped
@@ -348,7 +351,11 @@ def _train(
     if run.unsaved():  # stopped before its first checkpoint: nothing learned to keep, it starts again
         events.warn(f"{run.path}: the run there stopped before its first checkpoint; starting it again from step 0")
         resume = False
-    clips = find_clips(Path(clips_root))
+    found: list[str] = []
+    clips = find_clips(Path(clips_root), found)
+    if shard.rank == 0:
+        for message in found:
+            events.warn(message)
     session = _Session(model_cfg, cfg, run, shard, device, events, resume)
     start = (
         run.restore(session.correlator, session.optimizer, session.scheduler, session.configs, session.scaler)

@@ -19,7 +19,7 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -42,6 +42,9 @@ from bavos.models.costs import over_budget
 from bavos.models.loading import load_models
 from bavos.pipeline.segment import Analysis, Estimates, Models, analyse, estimate_cost, iter_masks, output_name
 from bavos.progress import Callback, Progress
+
+if TYPE_CHECKING:
+    import torch
 
 
 class Hierarchy:
@@ -308,7 +311,7 @@ class Segmenter:
         *,
         backbone: str | None = None,
         backbone_weights: str | None = None,
-        device: Literal["auto", "cpu", "cuda"] | Any = "auto",
+        device: Literal["auto", "cpu", "cuda"] | torch.device = "auto",
         **options: Any,
     ) -> Segmenter:
         """Load the models and make a segmenter.

@@ -194,7 +194,7 @@ def _int(value: Any) -> int | None:
 
 
 def _cut(level: int | None, max_objects: int | None) -> tuple[int | None, int | None]:
-    """A cut asked for, within what --level and --max-objects take (ConfigError, said as the command line says it)."""
+    """A cut asked for, within what --level and --max-objects take (UsageError, said as the command line says it)."""
     from bavos.config import SegmentConfig
     from bavos.errors import ConfigError, UsageError
 

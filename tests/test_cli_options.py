@@ -15,7 +15,7 @@ from bavos.io.exports import EXPORTS
 
 # Options that set no config field: how a command runs, not what it computes.
 RUN_OPTIONS = {
-    "segment": {"inputs", "output", "quiet", "json_out", "skip_existing", "fail_fast", "shard", "help"},
+    "segment": {"inputs", "output", "name", "quiet", "json_out", "skip_existing", "fail_fast", "shard", "help"},
     "train": {"clips", "output", "init_from", "resume", "until", "quiet", "help"},
     "recut": {"folders", "quiet", "help"},
 }

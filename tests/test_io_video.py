@@ -208,7 +208,7 @@ def test_a_decoder_short_of_memory_is_not_called_damage(tmp_path: Path) -> None:
 
 
 def test_memory_that_runs_out_is_named_so() -> None:
-    from bavos.cli.output import internal_error
+    from bavos.errors import internal_error
 
     for e in (
         MemoryError(),

@@ -116,8 +116,11 @@ def test_the_listing_follows_saves_and_tells_results_of_one_name_apart(view_resu
 
 
 def test_a_cut_past_what_the_options_take_and_a_bug_are_one_line(
-    client: TestClient, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    view_result: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    shutil.copytree(view_result, tmp_path / "clip")
+    told: list[str] = []
+    client = TestClient(make_app([ViewedResult(tmp_path / "clip")], TOKEN, told.append))
     said = get(client, "/api/results/0/cut", level=2, max_objects=99999999)  # recut takes 0..65536
     assert said.status_code == 400 and said.json()["error"].startswith("--max-objects must be in 0..65536")
 
@@ -127,4 +130,4 @@ def test_a_cut_past_what_the_options_take_and_a_bug_are_one_line(
     monkeypatch.setattr(ViewedResult, "cut", broken)  # a request's bug: one line, not "Internal Server Error"
     r = get(client, "/api/results/0/cut", level=1, max_objects=0)
     assert r.status_code == 500 and r.json()["error"].startswith("internal error: RuntimeError: boom (run with")
-    assert capsys.readouterr().err.startswith("bavos: error: /api/results/0/cut: internal error: RuntimeError: boom")
+    assert told == [f"/api/results/0/cut: {r.json()['error']}"]  # the command line prints it as an error

@@ -21,8 +21,8 @@ from bavos.cli import train as _train  # noqa: F401 - registers `bavos train`
 from bavos.cli import view as _view  # noqa: F401 - registers `bavos view`
 from bavos.cli import weights as _weights  # noqa: F401 - registers `bavos weights`
 from bavos.cli.app import app, debug, usage_errors
-from bavos.cli.output import error, internal_error
-from bavos.errors import BavosError, Terminated, plain_os_error
+from bavos.cli.output import error
+from bavos.errors import BavosError, Terminated, internal_error, plain_os_error
 
 __all__ = ["app", "main"]
 

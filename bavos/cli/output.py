@@ -49,23 +49,6 @@ def error(message: str) -> None:
     _stderr_line(f"bavos: error: {message}")
 
 
-# what allocators and loaders say when memory or address space runs out (torch's CPU allocator, the dynamic loader)
-OUT_OF_MEMORY = ("can't allocate memory", "failed to map segment", "out of memory")
-
-
-def internal_error(e: BaseException) -> str:
-    """What is said of an exception bavos did not foresee: memory that ran out, named as such; else (a bug) its kind
-    and first line, and how to see more."""
-    first = (str(e).splitlines() or [""])[0]
-    if isinstance(e, MemoryError) or any(words in str(e).lower() for words in OUT_OF_MEMORY):
-        said = f" ({type(e).__name__}: {first[:160]})" if first else f" ({type(e).__name__})"
-        return (
-            f"out of memory{said}: the machine's memory or a limit on it (ulimit -v, a cgroup) is too small for this "
-            "run"
-        )
-    return f"internal error: {type(e).__name__}: {first} (run with BAVOS_DEBUG=1 for the traceback)"
-
-
 def warn(message: str) -> None:
     """One warning line on stderr."""
     _stderr_line(f"bavos: warning: {message}")

@@ -29,7 +29,6 @@ from bavos.cli.output import (
     Results,
     duration,
     error,
-    internal_error,
     note,
     progress_for,
     say_swept,
@@ -47,7 +46,15 @@ from bavos.config import (
     result_settings,
     slurm_task,
 )
-from bavos.errors import BavosError, ConfigError, RandomWeightsWarning, ResourceError, Terminated, plain_os_error
+from bavos.errors import (
+    BavosError,
+    ConfigError,
+    RandomWeightsWarning,
+    ResourceError,
+    Terminated,
+    internal_error,
+    plain_os_error,
+)
 from bavos.io.exports import EXPORTS, check_exports
 
 

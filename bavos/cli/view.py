@@ -134,7 +134,7 @@ def _serve(opened: list, host: str, port: int, browser: bool) -> int:
     address = f"http://{shown}:{port}/?token={token}"
     if host not in LOOPBACK:
         warn(f"--host {host}: anyone who gets the address can read these results (and save cuts of them)")
-    app = make_app(opened, token)
+    app = make_app(opened, token, error)
     # uvicorn's own log stays quiet: requests' errors are said by the app, one line each, and a second Ctrl-C
     # cancels the requests in flight, which uvicorn would log as tracebacks
     server = _server_class()(uvicorn.Config(app, host=host, port=port, log_level="critical"), app.state.saving)

@@ -21,6 +21,7 @@ Endpoints (every one needs ``?token=``):
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from importlib import resources
 from typing import Any
 
@@ -31,7 +32,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from bavos.errors import BavosError
+from bavos.errors import BavosError, internal_error
 from bavos.view.results import Cut, ViewedResult
 
 STATIC = {"app.js": "text/javascript", "style.css": "text/css", "index.html": "text/html"}
@@ -41,9 +42,9 @@ NO_STORE = {"Cache-Control": "no-store"}
 class _Token(BaseHTTPMiddleware):
     """Every request carries the token (``?token=``); others get 403 and nothing else."""
 
-    def __init__(self, app: Any, token: str) -> None:
+    def __init__(self, app: Any, token: str, report: Callable[[str], None]) -> None:
         super().__init__(app)
-        self.token = token
+        self.token, self.report = token, report
 
     async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
         if request.url.path == "/favicon.ico":  # browsers ask for it unasked: nothing, and nothing to read
@@ -54,10 +55,8 @@ class _Token(BaseHTTPMiddleware):
         try:
             return await call_next(request)
         except Exception as e:  # a bug met by one request: one line for the page and the terminal, the server goes on
-            from bavos.cli.output import error, internal_error
-
             said = internal_error(e)
-            error(f"{request.url.path}: {said}")
+            self.report(f"{request.url.path}: {said}")
             return JSONResponse({"error": said}, 500)
 
 
@@ -152,8 +151,9 @@ class _Viewer:
         )
 
 
-def make_app(results: list[ViewedResult], token: str) -> Starlette:
-    """The viewer's app for ``results``; requests must carry ``token``."""
+def make_app(results: list[ViewedResult], token: str, report: Callable[[str], None] = lambda line: None) -> Starlette:
+    """The viewer's app for ``results``; requests must carry ``token``; ``report`` is told, in one line, of a bug a
+    request met (the command line prints it as an error)."""
     v = _Viewer(results, token)
     names = [r.folder.name for r in results]
     for r in results:  # results of one name (out/clip, exp/clip) are told apart by their folders
@@ -173,7 +173,7 @@ def make_app(results: list[ViewedResult], token: str) -> Starlette:
     ]
     app = Starlette(
         routes=routes,
-        middleware=[Middleware(_Token, token=token)],
+        middleware=[Middleware(_Token, token=token, report=report)],
         exception_handlers={BavosError: _said, _NotFound: _not_found, ValueError: _bad_value},
     )
     app.state.saving = v.saving

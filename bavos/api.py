@@ -436,6 +436,8 @@ def segment_video(
                 "; give the weights one way"
             )
         model_config = ModelConfig(**weights)
+    if not isinstance(options.get("device", ""), str):
+        options["device"] = str(options["device"])  # torch.device("cpu") too, as Segmenter.from_checkpoint takes it
     if options:
         if config is not None:
             raise ConfigError(f"segment_video: {', '.join(options)} given beside config; give the settings one way")

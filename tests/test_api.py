@@ -297,17 +297,19 @@ def test_paths_of_every_kind_and_what_is_no_path(tmp_path: Path, segmenter: bavo
         np.testing.assert_array_equal(by_bytes.masks, by_str.masks)
     with pytest.raises(InputError, match="^an empty path: give a video file or a folder of frames$"):
         segmenter("")
-    for url in ("http://127.0.0.1:9/clip.mp4", "rtsp://127.0.0.1:9/cam"):
+    for url in ("http://127.0.0.1:9/clip.mp4", "rtsp://127.0.0.1:9/cam", "file:///nowhere/v.mp4"):
         with pytest.raises(InputError, match=f"^{url}: a URL; bavos reads video files and frame folders on disk"):
-            segmenter(url)
-    said = run_cli("segment", "http://127.0.0.1:9/clip.mp4", "-o", tmp_path / "out")
-    assert said.code == 1 and "bavos: error: http://127.0.0.1:9/clip.mp4: a URL;" in said.err
+            segmenter(url)  # as typed: a Path drops a slash ("file://nowhere")
+        said = run_cli("segment", url, "-o", tmp_path / "out", "--json")  # as "-" (standard input) is refused
+        assert said.code == 2 and said.err.startswith(f"bavos: error: {url}: a URL;") and not said.out
+    said = run_cli("segment", "", "-o", tmp_path / "out")  # it read the working folder
+    assert said.code == 2 and "bavos: error: an empty input name" in said.err
     with pytest.raises(bavos.BavosError, match=r"name '\.\./x': a plain folder name is needed"):
         bavos.segment_video(np.stack(clip_frames(2, 48, 64)), tmp_path / "out", name="../x")  # it wrote out/../x
     assert not (tmp_path / "x").exists() and not (tmp_path / "out").exists()
 
 
-def test_tensors_and_a_device_given_as_torch_s(segmenter: bavos.Segmenter) -> None:
+def test_tensors_and_a_device_given_as_torch_s(segmenter: bavos.Segmenter, tmp_path: Path) -> None:
     """Tensors NumPy cannot take directly failed deep in torch (TypeError, RuntimeError); torch.device("cpu") was
     "--device must be auto, cpu or cuda, got cpu"."""
     import torch
@@ -325,6 +327,8 @@ def test_tensors_and_a_device_given_as_torch_s(segmenter: bavos.Segmenter) -> No
         "none", backbone="bavos_test_vit", backbone_weights="none", device=torch.device("cpu"), resolution=(64, 96)
     )
     assert cpu.models.device.type == "cpu"
+    summary = bavos.segment_video(frames, tmp_path, name="t", models=cpu.models, device=torch.device("cpu"))
+    assert summary["frames"] == 3  # segment_video too: it was "--device must be auto, cpu or cuda, got cpu"
 
 
 def test_what_close_ends_and_what_the_call_made(tmp_path: Path, segmenter: bavos.Segmenter) -> None:

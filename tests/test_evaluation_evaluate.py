@@ -520,3 +520,21 @@ def test_smaller_eval_messages(davis: Path, tmp_path: Path) -> None:
         evaluate.evaluate_davis(preds, davis)
     assert "recut" not in str(err.value)
     assert evaluate.protocol_name("official", 1) == "official (non-standard: up to 1 proposal)"
+
+
+def test_ground_truth_given_a_level_too_high_is_named(davis: Path, tmp_path: Path, run_cli) -> None:
+    """--gt .../Annotations_unsupervised (480p below it) blamed the predictions for a sequence '480p'; a folder
+    holding the DAVIS root was "Annotations_unsupervised/480p does not exist" with no more; FG-ARI's --csv onto
+    bavos's J and F table said it was no bavos table."""
+    preds = tmp_path / "preds"
+    write_ids(preds / "a", moving_objects())
+    write_ids(preds / "b", moving_objects(objects=1))
+    high = davis / "Annotations_unsupervised"
+    r = run_cli("eval", preds, "--fg-ari", "--gt", high)
+    assert r.code == 2 and f"{high}: its folders hold no masks; {high / '480p'} holds the sequences' folders" in r.err
+    r = run_cli("eval", preds, "--davis", davis.parent)
+    assert r.code == 2 and f"Annotations_unsupervised/480p); {davis} is one: give it" in r.err
+    table = tmp_path / "t.csv"
+    assert run_cli("eval", preds, "--davis", davis, "--csv", table, "-q").code == 0
+    r = run_cli("eval", preds, "--fg-ari", "--davis", davis, "--csv", table, "-q")
+    assert r.code == 2 and f"--csv {table}: holds bavos's table of the other measures (its columns: Sequence, " in r.err

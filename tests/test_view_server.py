@@ -131,3 +131,10 @@ def test_a_cut_past_what_the_options_take_and_a_bug_are_one_line(
     r = get(client, "/api/results/0/cut", level=1, max_objects=0)
     assert r.status_code == 500 and r.json()["error"].startswith("internal error: RuntimeError: boom (run with")
     assert told == [f"/api/results/0/cut: {r.json()['error']}"]  # the command line prints it as an error
+
+
+def test_results_of_one_name_are_told_apart_by_as_many_folders_as_it_takes() -> None:
+    from bavos.view.server import _told_apart
+
+    folders = [Path("/r/mv/mv"), Path("/r/a/out/clip"), Path("/r/b/out/clip"), Path("/r/c/clip")]
+    assert _told_apart(folders) == ["mv", "a/out/clip", "b/out/clip", "c/clip"]  # "out/clip" twice before

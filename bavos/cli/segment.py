@@ -507,7 +507,7 @@ EXPORT_CHOICES = {e.name: e.says for e in EXPORTS.values()}
 @app.command(cls=Command)
 def segment(
     inputs: Annotated[
-        list[Path],
+        list[str],  # as typed: a Path would drop a slash of a URL
         typer.Argument(
             help="Video files (anything FFmpeg reads) or folders of frames.", metavar="INPUT", show_default=False
         ),
@@ -597,10 +597,13 @@ def segment(
     hierarchy.png, hierarchy.npz and summary.json (and the --export files). Everything is checked before a model
     loads."""
     params = dict(locals())
-    if any(str(path) == "-" and not path.exists() for path in inputs):  # as ffmpeg's "-i -"
-        error("-: bavos does not read standard input (it reads a video several times): save it to a file first")
-        raise typer.Exit(2)
-    _check_names(inputs, name, exports)
+    for typed in inputs:
+        said = _not_a_path(typed)
+        if said is not None:
+            error(said)
+            raise typer.Exit(2)
+    paths = [Path(typed) for typed in inputs]
+    _check_names(paths, name, exports)
     try:
         model_cfg = ModelConfig(**config_values(ModelConfig, params))
         cfg = SegmentConfig(**config_values(SegmentConfig, params, CONVERT))
@@ -612,7 +615,18 @@ def segment(
 
     keep_freed_memory()  # the windows' buffers reused, not faulted in again each window (this process only)
     opts = RunOptions(quiet, json_out, skip_existing, fail_fast, part, name)
-    return run(list(inputs), output, model_cfg, cfg, opts)
+    return run(paths, output, model_cfg, cfg, opts)
+
+
+def _not_a_path(typed: str) -> str | None:
+    """What an input that names no file or folder is, as typed: standard input (ffmpeg's "-i -"), nothing, a URL."""
+    from bavos.io.video import url_problem
+
+    if typed == "-" and not Path(typed).exists():
+        return "-: bavos does not read standard input (it reads a video several times): save it to a file first"
+    if not typed:
+        return "an empty input name: give a video file or a folder of frames"
+    return url_problem(typed)
 
 
 def _check_names(inputs: list[Path], name: str | None, exports: list[str] | None) -> None:

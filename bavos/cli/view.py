@@ -146,9 +146,16 @@ def _serve(opened: list, host: str, port: int, browser: bool) -> int:
     except SystemExit:  # uvicorn could not start (the port taken between the check and the start)
         error(f"cannot serve on {host}:{port}: it was taken just before the start; run bavos view again")
         return 1
-    finally:
-        for result in opened:
-            result.close()
+    if len(server.signals) > 1 and server.saving:  # Ctrl-C again: stop at once, not when the save is written
+        warn(
+            f"stopped with the save into {', '.join(server.saving)} unfinished: the result is as it was (the save's "
+            "temporary folder beside it goes with the next bavos run there)"
+        )
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)  # the save's thread would be waited for; what it wrote is a temporary folder, never the result
+    for result in opened:
+        result.close()
     if signal.SIGTERM in server.signals:  # stopped by a scheduler or kill, as any bavos command reports it
         return 143
     return 130 if len(server.signals) > 1 else 0  # a second Ctrl-C stopped it at once

@@ -215,9 +215,11 @@ class DavisLayout:
         if not self.root.is_dir():
             raise EvalUsageError(f"DAVIS root {self.root} {_not_a_folder(self.root)}")
         if not self.annotations.is_dir():
+            below = sorted(self.root.glob(f"*/Annotations_unsupervised/{resolution}"))
+            hint = f"; {below[0].parent.parent} is one: give it" if below else ""
             raise EvalUsageError(
                 f"{self.annotations} does not exist: --davis must be a DAVIS-2017 root with the "
-                "unsupervised annotations (Annotations_unsupervised/480p)"
+                f"unsupervised annotations (Annotations_unsupervised/480p){hint}"
             )
 
     def sequences(self, requested: Sequence[str] | None = None) -> list[str]:
@@ -447,6 +449,12 @@ def evaluate_instances(
         if not gt.is_dir():
             raise EvalUsageError(f"ground-truth folder {gt} {_not_a_folder(gt)}")
         names = list(dict.fromkeys(sequences)) if sequences else sorted(p.name for p in gt.iterdir() if p.is_dir())
+        if not sequences and names and not any(_pngs(gt / n) for n in names):  # a level too high (.../480p below)
+            inner = next((gt / n for n in names if any(p.is_dir() for p in (gt / n).iterdir())), None)
+            if inner is not None:
+                raise EvalUsageError(
+                    f"{gt}: its folders hold no masks; {inner} holds the sequences' folders: give it as --gt"
+                )
     if not names:
         raise EvalError(f"{gt}: no sequence folders")
     for seq in names:
@@ -511,9 +519,13 @@ def check_csv(path: Path, header: Sequence[str]) -> None:
         except (OSError, UnicodeDecodeError, csv.Error):
             first = None
         if first != list(header):
+            other = first in (DAVIS_HEADER, INSTANCE_HEADER)  # bavos's table of the other measures
             raise DestinationError(
-                f"--csv {path}: a file that is not a bavos table is there; bavos replaces only its "
-                "own: choose another name or move it"
+                f"--csv {path}: holds bavos's table of the other measures (its columns: {', '.join(first or [])}); "
+                "choose another name or move it"
+                if other
+                else f"--csv {path}: a file that is not a bavos table is there; bavos replaces only its own: choose "
+                "another name or move it"
             )
 
 

@@ -15,7 +15,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from bavos.errors import InputError, OutputError, plain_os_error
-from bavos.io.video import DEFAULT_FOLDER_FPS, Frame, FrameRange, RangedSource, VideoInfo, VideoSource
+from bavos.io.video import DEFAULT_FOLDER_FPS, Frame, FrameRange, RangedSource, VideoInfo, VideoSource, url_problem
 
 
 @runtime_checkable
@@ -160,11 +160,14 @@ def as_path(video: str | bytes | os.PathLike[str] | os.PathLike[bytes]) -> Path:
     """A path given as ``str``, ``bytes`` or any ``os.PathLike``.
 
     Raises:
-        InputError: it is empty (``Path("")`` would be the working folder).
+        InputError: it is empty (``Path("")`` would be the working folder), or a URL.
     """
     text = os.fsdecode(os.fspath(video))
     if not text:
         raise InputError("an empty path: give a video file or a folder of frames")
+    url = url_problem(text)  # said as typed, before a Path drops a slash of it
+    if url is not None:
+        raise InputError(url)
     return Path(text)
 
 

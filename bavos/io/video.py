@@ -72,7 +72,18 @@ class Frame:
     duration: int | None = None
 
 
-URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:/")  # http://, rtsp://, file:// (a Path of one keeps one slash)
+URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:/")  # http://, rtsp://, file:// (a Path made of one keeps one slash)
+
+
+def url_problem(text: str) -> str | None:
+    """Why ``text``, as the user typed it, cannot be read: a URL that is no file here (bavos reads a video several
+    times, from a disk); None for anything else."""
+    if not URL.match(text) or os.path.exists(text):
+        return None
+    return (
+        f"{text}: a URL; bavos reads video files and frame folders on disk (it reads a video several times): "
+        "download it first"
+    )
 
 
 @dataclass(frozen=True)
@@ -504,13 +515,7 @@ class VideoSource(RangedSource):
         self._decode_error: str | None = None  # the last decoding error, for the message when no frame decodes
         self._counted: int | None = None  # the video packets, counted when the container announces no count
         if not self.path.exists():
-            if URL.match(str(path)):
-                shown = re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*):/(?!/)", r"\1://", str(path))  # the slash a Path drops
-                raise InputError(
-                    f"{shown}: a URL; bavos reads video files and frame folders on disk (it reads a video several "
-                    "times): download it first"
-                )
-            raise InputError(f"{self.path}: no such file or folder")
+            raise InputError(url_problem(str(path)) or f"{self.path}: no such file or folder")
         if self.path.is_dir():
             self._files: list[Path] | None = self._check_folder()
             width, height = _header(self._files[0])

@@ -115,7 +115,7 @@ def find_clips(root: Path, notes: list[str] | None = None) -> list[Path]:
                 seen[real_file] = path
                 found.append(path)
             elif suffix not in FRAME_EXTENSIONS and suffix not in KNOWN_OTHERS:
-                others.append(name)
+                others.append(str(here / name))
     if masks:
         said.append(
             f"{_listed(masks)}: palette PNGs, taken for annotation masks (DAVIS, YouTube-VIS), not frames: left out "

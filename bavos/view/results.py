@@ -171,6 +171,8 @@ class ViewedResult:
         ``save``."""
         self.refresh()
         s = self.summary
+        if self.opened.source is not None:  # a source touched while the viewer runs: said on the next read
+            self.source_note = changed_reason(s, self.opened.source.path)
         return {
             "name": self.name,
             "frames": self.frames,

@@ -23,6 +23,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
@@ -139,13 +140,17 @@ class _Viewer:
         name = body.get("name") or None
         stamp = body.get("stamp")
         where = str(r.folder if name is None else r.folder.parent / str(name))
+
+        def write() -> dict[str, Any]:
+            try:
+                return r.save(
+                    r.level if level is None else level, cap or 0, name, None if stamp is None else str(stamp)
+                )
+            finally:  # in the thread: a request cancelled by a forced stop leaves it listed while it still writes
+                self.saving.remove(where)
+
         self.saving.append(where)
-        try:
-            summary = await run_in_threadpool(
-                r.save, r.level if level is None else level, cap or 0, name, None if stamp is None else str(stamp)
-            )
-        finally:
-            self.saving.remove(where)
+        summary = await run_in_threadpool(write)
         return JSONResponse(
             {"output": summary["output"], "level": summary["level"], "objects": summary["objects"], "name": name}
         )
@@ -155,10 +160,8 @@ def make_app(results: list[ViewedResult], token: str, report: Callable[[str], No
     """The viewer's app for ``results``; requests must carry ``token``; ``report`` is told, in one line, of a bug a
     request met (the command line prints it as an error)."""
     v = _Viewer(results, token)
-    names = [r.folder.name for r in results]
-    for r in results:  # results of one name (out/clip, exp/clip) are told apart by their folders
-        if names.count(r.folder.name) > 1:
-            r.name = f"{r.folder.parent.name}/{r.folder.name}"
+    for r, name in zip(results, _told_apart([r.folder for r in results]), strict=True):
+        r.name = name
     routes = [
         Route("/", v.page),
         Route("/static/{name}", v.static),
@@ -191,6 +194,20 @@ def _int(value: Any) -> int | None:
     if isinstance(value, bool) or not (isinstance(value, int) or str(value).strip().lstrip("-").isdigit()):
         raise ValueError(f"{value!r} is not a whole number")
     return int(value)
+
+
+def _told_apart(folders: list[Path]) -> list[str]:
+    """The folders' names, with as many of their parents as tell results of one name apart (out/clip, exp/clip;
+    a/out/clip, b/out/clip)."""
+    parts = [f.absolute().parts for f in folders]
+    depth = [1] * len(folders)
+    while True:
+        names = ["/".join(p[-d:]) for p, d in zip(parts, depth, strict=True)]
+        clash = [i for i, n in enumerate(names) if names.count(n) > 1 and depth[i] < len(parts[i])]
+        if not clash:
+            return names
+        for i in clash:
+            depth[i] += 1
 
 
 def _cut(level: int | None, max_objects: int | None) -> tuple[int | None, int | None]:

@@ -364,8 +364,9 @@ def test_resume_refuses_other_clips(clips: Path, cache: Path, tmp_path: Path, ru
     (other / "clip2.mp4").write_bytes((clips / "clip0.mp4").read_bytes())  # the right name, another length
     shorter = run_cli("train", other, "-o", run, "--resume", "--until", "2", "-q")
     assert shorter.code == 2 and f"({other / 'clip2.mp4'} is not the clip the run trained on: " in shorter.err
-    recorded = json.loads(data)  # a run that recorded no sizes: told by the frames, once decoded
-    (run / "data.json").write_text(json.dumps({**recorded, "used": [{**e, "bytes": None} for e in recorded["used"]]}))
+    recorded = json.loads(data)  # a run that recorded no sizes nor digests: told by the frames, once decoded
+    unrecorded = [{**e, "bytes": None, "digest": None} for e in recorded["used"]]
+    (run / "data.json").write_text(json.dumps({**recorded, "used": unrecorded}))
     shorter = run_cli("train", other, "-o", run, "--resume", "--until", "2", "-q")
     assert shorter.code == 2 and f"({other / 'clip2.mp4'} has 8 frames, the run's had 12;" in shorter.err
     (run / "data.json").write_bytes(data)
@@ -711,3 +712,20 @@ def test_train_options_said_as_typed_and_quiet_is_errors_only(clips: Path, tmp_p
     quiet = run_cli("train", root, "-o", tmp_path / "q", *TRAIN_ARGS, "--steps", "1", "--batch-size", "1", "-q")
     assert quiet.code == 0 and quiet.err == ""  # the skipped clip is in data.json, not on stderr
     assert json.loads((tmp_path / "q" / "data.json").read_text())["skipped"] == 1
+
+
+def test_a_resume_on_a_clip_replaced_by_one_of_the_same_size_is_refused(tmp_path: Path, run_cli) -> None:
+    """A clip replaced by another of the same byte size and length went unnoticed: the sizes were all compared."""
+    root = tmp_path / "clips"
+    root.mkdir()
+    write_clip(root / "a.mp4", n=10, height=64, width=96)
+    args = [*TRAIN_ARGS, "--steps", "2", "--batch-size", "1", "--cache", tmp_path / "cache", "-q"]
+    assert run_cli("train", root, "-o", tmp_path / "run", *args, "--until", "1").code == 0
+    moved = tmp_path / "moved"
+    root.rename(moved)  # a move keeps the clips: the run goes on from there
+    assert run_cli("train", moved, "-o", tmp_path / "run", *args, "--resume", "--until", "1").code == 0
+    data = bytearray((moved / "a.mp4").read_bytes())
+    data[-100] ^= 0xFF  # other bytes, the same size
+    (moved / "a.mp4").write_bytes(bytes(data))
+    r = run_cli("train", moved, "-o", tmp_path / "run", *args, "--resume")
+    assert r.code == 2 and f"{moved / 'a.mp4'} is not the clip the run trained on: its bytes differ" in r.err

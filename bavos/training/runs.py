@@ -117,6 +117,35 @@ def _bytes(clip: Path) -> int | None:
     return None if stamp is None else stamp["bytes"]
 
 
+def _digest(clip: Path) -> str | None:
+    """A digest of a clip's bytes where they tell clips apart, cheap at any size: the first and last 64 kB of a video
+    file (its header, index and data at both ends), the first and last 4 kB of each frame of a folder (with its
+    name). A copy or a move keeps it; a clip replaced by another of the same size and length does not. None when it
+    cannot be read."""
+    import hashlib
+
+    from bavos.io.video import FRAME_EXTENSIONS
+
+    h = hashlib.blake2b(digest_size=16)
+    try:
+        if clip.is_dir():
+            files = sorted(p for p in clip.iterdir() if p.suffix.lower() in FRAME_EXTENSIONS and p.is_file())
+            files = [p for p in files if not p.name.startswith(".")]
+            sampled = 4 * 1024
+        else:
+            files, sampled = [clip], 64 * 1024
+        for f in files:
+            with open(f, "rb") as fh:
+                size = os.fstat(fh.fileno()).st_size
+                h.update(os.fsencode(f.name) + size.to_bytes(8, "little") + fh.read(sampled))
+                if size > 2 * sampled:
+                    fh.seek(size - sampled)
+                h.update(fh.read(sampled))  # the end (or, for a small file, the rest of it)
+    except OSError:
+        return None
+    return h.hexdigest()
+
+
 def _learned(configs: dict[str, Any]) -> dict[str, Any]:
     """The settings that change what is learned (runtime fields left out)."""
     train = {k: v for k, v in configs["TrainConfig"].items() if k not in RUNTIME_FIELDS}
@@ -258,6 +287,7 @@ class RunFolder:
             had = {e["source"]: e["frames"] for e in saved["used"]}
             had |= {e["source"]: None for e in saved["skipped_clips"]}
             sizes = {e["source"]: e.get("bytes") for e in saved["used"]}
+            digests = {e["source"]: e.get("digest") for e in saved["used"]}
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return
         frames = {c.source: c.frames for c in data} if data is not None else {}
@@ -282,6 +312,10 @@ class RunFolder:
             if size is not None and size != size_now:
                 problem = f"{clip} is not the clip the run trained on: {size_now} bytes, the run's had {size}"
                 break
+            digest = digests.get(source)
+            if digest is not None and digest != _digest(clip):  # of the same size: other bytes
+                problem = f"{clip} is not the clip the run trained on: its bytes differ (the same size, {size_now})"
+                break
         if problem is None and left:
             problem = f"{Path(next(iter(left))).name} is missing: the run trained on {next(iter(left))}"
         if problem is not None:
@@ -303,7 +337,12 @@ class RunFolder:
                 "frames": sum(c.frames for c in data),
                 "skipped": len(skipped),
                 "used": [
-                    {"source": c.source, "frames": c.frames, "bytes": _bytes(Path(c.source))}
+                    {
+                        "source": c.source,
+                        "frames": c.frames,
+                        "bytes": _bytes(Path(c.source)),
+                        "digest": _digest(Path(c.source)),
+                    }
                     | ({"warnings": list(c.warnings)} if c.warnings else {})
                     for c in data
                 ],

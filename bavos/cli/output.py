@@ -444,9 +444,9 @@ class Results:
                 warn(f"{display_name(path)}: {message}")
         self._emit(path, "ok", summary["output"], summary["frames"], summary["objects"], seconds, None, "", warnings)
 
-    # An input that failed, was stopped or never ran has no result: its "output" is null, as its frames and objects
-
     def failed(self, path: Path, error: str, seconds: float) -> None:
+        """An input that failed. It, and one stopped or never run, has no result: its "output" is null, as its frames
+        and objects are."""
         self._emit(path, "failed", None, None, None, seconds, error)
 
     def interrupted(self, path: Path, seconds: float, why: str = "interrupted") -> None:

@@ -148,12 +148,17 @@ def as_array(value: object, what: str) -> np.ndarray:
     Raises:
         InputError: ``value`` cannot give its values.
     """
-    if type(value).__module__.startswith("torch") and hasattr(value, "detach"):
+    if _is_tensor(value):
         tensor: Any = value
         if tensor.device.type == "meta":
             raise InputError(f"{what}: a tensor on the meta device holds no values")
         return np.asarray(tensor.detach().cpu())
     return np.asarray(value)
+
+
+def _is_tensor(value: object) -> bool:
+    """A torch tensor, told without importing torch."""
+    return type(value).__module__.startswith("torch") and hasattr(value, "detach")
 
 
 def as_path(video: str | bytes | os.PathLike[str] | os.PathLike[bytes]) -> Path:
@@ -197,7 +202,7 @@ def open_source(
         return video
     if isinstance(video, str | bytes | os.PathLike):
         return VideoSource(as_path(video), frame_range)
-    if isinstance(video, np.ndarray) or type(video).__module__.startswith("torch"):
+    if isinstance(video, np.ndarray) or _is_tensor(video):
         return ArraySource(as_array(video, "frames"), fps, frame_range)
     if not isinstance(video, Iterable) or isinstance(video, bytearray):
         raise InputError(

@@ -22,7 +22,15 @@ import torch
 from torch import nn
 
 from bavos.config import RUNTIME_FIELDS
-from bavos.errors import CheckpointError, ConfigError, DestinationError, OutputError, UsageError, plain_os_error
+from bavos.errors import (
+    CheckpointError,
+    ConfigError,
+    DestinationError,
+    InputError,
+    OutputError,
+    UsageError,
+    plain_os_error,
+)
 from bavos.io.files import atomic_path, prepare_output, write_json
 from bavos.io.owners import Heartbeat, live_entries, owner_tag, sweep
 from bavos.io.video import source_stamp
@@ -124,14 +132,12 @@ def _digest(clip: Path) -> str | None:
     cannot be read."""
     import hashlib
 
-    from bavos.io.video import FRAME_EXTENSIONS
+    from bavos.io.video import list_frames
 
     h = hashlib.blake2b(digest_size=16)
     try:
         if clip.is_dir():
-            files = sorted(p for p in clip.iterdir() if p.suffix.lower() in FRAME_EXTENSIONS and p.is_file())
-            files = [p for p in files if not p.name.startswith(".")]
-            sampled = 4 * 1024
+            files, sampled = list_frames(clip)[0], 4 * 1024  # the frames a clip is decoded from
         else:
             files, sampled = [clip], 64 * 1024
         for f in files:
@@ -141,7 +147,7 @@ def _digest(clip: Path) -> str | None:
                 if size > 2 * sampled:
                     fh.seek(size - sampled)
                 h.update(fh.read(sampled))  # the end (or, for a small file, the rest of it)
-    except OSError:
+    except (OSError, InputError):
         return None
     return h.hexdigest()
 
@@ -312,7 +318,7 @@ class RunFolder:
             if size is not None and size != size_now:
                 problem = f"{clip} is not the clip the run trained on: {size_now} bytes, the run's had {size}"
                 break
-            digest = digests.get(source)
+            digest = digests.get(source) if data is None else None  # read once, in the check before decoding
             if digest is not None and digest != _digest(clip):  # of the same size: other bytes
                 problem = f"{clip} is not the clip the run trained on: its bytes differ (the same size, {size_now})"
                 break

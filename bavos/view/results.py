@@ -112,8 +112,6 @@ class ViewedResult:
         self.opened: Opened = open_result(self.folder)
         s = self.opened.summary
         self.summary = s
-        # what the page says beside the masks: a source changed in place (recut warns alike)
-        self.source_note = changed_reason(s, self.opened.source.path) if self.opened.source is not None else None
         self.frames, self.first_frame = int(s["frames"]), int(s.get("first_frame", 0))
         self.size = (int(s["height"]), int(s["width"]))
         self.random_weights = s.get("weights", {}).get("backbone_weights") == "none"
@@ -171,8 +169,9 @@ class ViewedResult:
         ``save``."""
         self.refresh()
         s = self.summary
-        if self.opened.source is not None:  # a source touched while the viewer runs: said on the next read
-            self.source_note = changed_reason(s, self.opened.source.path)
+        # a source changed in place (recut warns alike), touched while the viewer runs too: said on each read
+        source = self.opened.source
+        source_note = changed_reason(s, source.path) if source is not None else None
         return {
             "name": self.name,
             "frames": self.frames,
@@ -191,7 +190,7 @@ class ViewedResult:
             "note": s.get("weights", {}).get("note"),
             "source_problem": self.opened.problem,
             "hierarchy_problem": self.hierarchy_problem,
-            "source_note": self.source_note,
+            "source_note": source_note,
             "files_problem": self.files_problem,
             "source": str(s["source"]),
             "stamp": self.stamp,

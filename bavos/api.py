@@ -41,7 +41,7 @@ from bavos.io.video import FrameRange
 from bavos.models.costs import over_budget
 from bavos.models.loading import load_models
 from bavos.pipeline.segment import Analysis, Estimates, Models, analyse, estimate_cost, iter_masks, output_name
-from bavos.progress import Callback, Progress
+from bavos.progress import Callback, Progress, as_progress
 
 if TYPE_CHECKING:
     import torch
@@ -186,9 +186,11 @@ class Result:
         Raises:
             DestinationError: ``folder`` holds files bavos did not write.
             OutputError: writing failed (nothing is left half-written).
+            ConfigError: ``progress`` cannot be called.
         """
         from bavos.pipeline.outputs import write_result
 
+        progress = as_progress(progress)
         self._check_open()
         return write_result(
             Path(folder),
@@ -365,7 +367,9 @@ class Segmenter:
             InputError: the video cannot be read, or is none of the above.
             ResourceError: the run would need more memory than this machine has (checked before the work, as
                 ``bavos segment`` does).
+            ConfigError: ``progress`` cannot be called.
         """
+        progress = as_progress(progress)  # a wrong one said before any folder is made
         start = self.config.start if start is None else str(start)
         end = self.config.end if end is None else str(end)
         frame_range = FrameRange.parse(start, end)
@@ -423,11 +427,13 @@ def segment_video(
 
     Raises:
         ConfigError: a keyword that is no option, a value it does not take, or a keyword given beside the config
-            (or loaded models) that would hold it; frames in memory without a ``name``.
+            (or loaded models) that would hold it; frames in memory without a ``name``; a ``progress`` that cannot
+            be called.
         InputError, ResourceError: as ``Segmenter.__call__``.
         WeightsError, CheckpointError: the weights cannot be found, fetched or loaded.
         DestinationError, OutputError: ``output/<name>`` holds files of the user's, or cannot be written.
     """
+    progress = as_progress(progress)  # before the models load
     weights = {key: options.pop(key) for key in WEIGHT_OPTIONS if key in options}
     if weights:
         if model_config is not None or models is not None:

@@ -25,7 +25,7 @@ from bavos.evaluation.metrics import (
     video_miou,
 )
 from bavos.io.files import atomic_path
-from bavos.progress import Callback
+from bavos.progress import Callback, as_progress
 
 PROTOCOLS = ("official", "per-frame", "release")
 MAX_PROPOSALS = {"official": 20, "per-frame": 300, "release": 300}
@@ -340,7 +340,12 @@ def evaluate_davis(
         sequences: names to score; default: ImageSets/2017/val.txt.
         max_proposals: proposal limit; a value other than the protocol's makes it non-standard (named so).
         progress: called with (sequence, frames done, frames).
+
+    Raises:
+        EvalUsageError: a folder or a sequence named is not there, or a proposal limit below 1. EvalError: the
+            masks cannot be scored. ConfigError: ``progress`` cannot be called.
     """
+    as_progress(progress)  # one that cannot be called is said before the scoring
     name = protocol_name(protocol, max_proposals)
     limit = MAX_PROPOSALS[protocol] if max_proposals is None else max_proposals
     if limit < 1:
@@ -432,8 +437,9 @@ def evaluate_instances(
 
     Raises:
         EvalUsageError: a folder or a sequence named is not there. EvalError: the masks cannot be scored, or no
-            sequence has foreground.
+            sequence has foreground. ConfigError: ``progress`` cannot be called.
     """
+    as_progress(progress)  # one that cannot be called is said before the scoring
     preds = Path(preds)
     if not preds.is_dir():
         raise EvalUsageError(f"prediction folder {preds} {_not_a_folder(preds)}")

@@ -122,11 +122,20 @@ def _type_checks(config: Any) -> list[tuple[bool, str]]:
         if isinstance(value, list) and typing.get_origin(hint) in (tuple, types.UnionType, typing.Union):
             value = tuple(value)
         wanted = _wanted(hint, value)
-        checks.append((wanted is None, f"{type(config).__name__}.{name} must be {wanted}, got {value!r}"))
+        checks.append((wanted is None, f"{_option(type(config), name)} must be {wanted}, got {value!r}"))
         value = _plain(value)  # numpy's numbers as Python's (summary.json, checkpoints)
         if wanted is None and value is not given:
             object.__setattr__(config, name, value)  # frozen: the one change a config makes to itself
     return checks
+
+
+def _option(config_type: type, name: str) -> str:
+    """A field as the user names it: its option (``--tau``, as the errors of its values say), else
+    ``Config.field``."""
+    said = flag_of(config_type, name)
+    if said is None:
+        return f"{config_type.__name__}.{name}"
+    return said.names[0] if said.names else "--" + name.replace("_", "-")
 
 
 def _plain(value: Any) -> Any:
@@ -764,6 +773,7 @@ class Part:
     index: int = 0
     count: int = 1
     slurm: str | None = None  # "task 3 of 0-9" when read from SLURM_ARRAY_TASK_ID
+    shard: bool = False  # asked for with --shard slurm (else a Slurm task's call that takes every input)
 
     def take(self, items: list) -> list:
         """Every count-th item from index on: over the parts, each item goes to exactly one."""
@@ -813,11 +823,11 @@ def slurm_part(env: dict[str, str]) -> Part:
             "--shard slurm: not a task of a Slurm job array (no SLURM_ARRAY_TASK_ID; sbatch --array sets it); "
             "without --shard every input is taken"
         )
-    missing = [k for k in ("SLURM_ARRAY_TASK_MIN", "SLURM_ARRAY_TASK_MAX") if k not in env]
+    # without the count a list of tasks (--array=0,4,5) passed for every step of its range, and half the inputs
+    # were never done
+    missing = [k for k in ("SLURM_ARRAY_TASK_MIN", "SLURM_ARRAY_TASK_MAX", "SLURM_ARRAY_TASK_COUNT") if k not in env]
     if missing:
-        raise ConfigError(
-            f"--shard slurm: {' and '.join(missing)} not set, so the array's parts are unknown; {SLURM_RERUN}"
-        )
+        raise ConfigError(f"--shard slurm: {_listed(missing)} not set, so the array's parts are unknown; {SLURM_RERUN}")
     try:
         task = int(env["SLURM_ARRAY_TASK_ID"])
         low, high = int(env["SLURM_ARRAY_TASK_MIN"]), int(env["SLURM_ARRAY_TASK_MAX"])
@@ -828,7 +838,7 @@ def slurm_part(env: dict[str, str]) -> Part:
         raise ConfigError(f"SLURM_ARRAY_TASK_ID={task} does not fit the array {low}-{high}:{step}; pass --shard I/N")
     count = (high - low) // step + 1
     span = f"{low}-{high}" + (f":{step}" if step > 1 else "")
-    told = env.get("SLURM_ARRAY_TASK_COUNT", str(count))
+    told = env["SLURM_ARRAY_TASK_COUNT"]
     if told != str(count):  # a list of tasks (--array=3,7: a rerun of the failed ones), not every step of a range
         raise ConfigError(
             f"the Slurm array holds {told} tasks between {low} and {high}, not every step of {span}: "
@@ -839,7 +849,11 @@ def slurm_part(env: dict[str, str]) -> Part:
             f"the Slurm array {span} starts at task {low}, not 0 or 1: if it runs some tasks of a larger array again, "
             f"its parts cannot be told from its variables; {SLURM_RERUN}"
         )
-    return Part((task - low) // step, count, f"task {task} of {span}")
+    return Part((task - low) // step, count, f"task {task} of {span}", shard=True)
+
+
+def _listed(names: list[str]) -> str:
+    return ", ".join(names[:-1]) + (" and " if len(names) > 1 else "") + names[-1]
 
 
 def slurm_task(env: dict[str, str]) -> str | None:

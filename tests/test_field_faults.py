@@ -160,6 +160,7 @@ def test_the_parts_of_an_array_write_what_one_call_writes(
     monkeypatch.setenv("SLURM_ARRAY_TASK_MIN", "1")
     monkeypatch.setenv("SLURM_ARRAY_TASK_MAX", "7")
     monkeypatch.setenv("SLURM_ARRAY_TASK_STEP", "2")  # tasks 1, 3, 5, 7: this one is the third
+    monkeypatch.setenv("SLURM_ARRAY_TASK_COUNT", "4")
     task = run_cli(
         "segment", *inputs, "-o", tmp_path / "slurm", *TINY, "--backbone-weights", "none", "--json", "--shard", "slurm"
     )
@@ -182,6 +183,22 @@ def test_the_parts_of_an_array_write_what_one_call_writes(
         "bavos: Slurm array task 5 of 1-7: every input (2); --shard slurm gives each task of the array a share"
         in both.err.splitlines()
     )
+    for key, value in {"ID": "0", "MIN": "0", "MAX": "0", "COUNT": "1"}.items():  # --array=0
+        monkeypatch.setenv(f"SLURM_ARRAY_TASK_{key}", value)
+    monkeypatch.delenv("SLURM_ARRAY_TASK_STEP")
+    only = run_cli(
+        "segment",
+        *inputs[2:],
+        "-o",
+        tmp_path / "own",
+        *TINY,
+        "--backbone-weights",
+        "none",
+        "--skip-existing",
+        "--shard",
+        "slurm",
+    )  # a trial: it said "--shard slurm gives each task of the array a share", --shard slurm given
+    assert only.code == 0 and "bavos: Slurm array task 0 of 0-0: the array's only task, every input (2)" in only.err
     everything = run_cli("segment", *inputs[:1], "-o", tmp_path / "slurm", *QUIET, "--shard", "0/1")
     assert everything.code == 0 and (tmp_path / "slurm" / "clip").is_dir()  # --shard 0/1: the whole list
 

@@ -1,3 +1,4 @@
+import json
 import os
 import subprocess
 import sys
@@ -150,3 +151,23 @@ def test_the_lock_is_held_by_one_process_at_a_time(tmp_path: Path) -> None:
     finally:
         child.communicate("", timeout=30)
     assert not (tmp_path / owners.LOCK_NAME).exists()  # present only while held
+
+
+def test_a_result_whose_name_was_cut_is_put_back_under_its_whole_name(tmp_path: Path) -> None:
+    """A result being replaced waits under a hidden name holding its own cut to fit (files.hidden_sibling); a run
+    killed then left it, and the sweep put it back under the cut name."""
+    name = "漢" * 80  # 240 bytes: the hidden name holds 40 of its characters
+    final = tmp_path / name
+    old = hidden_sibling(final, "old")
+    assert len(os.fsencode(old.name)) <= 255
+    host, _, start = owner_tag().split("~")
+    left = old.with_name(old.name.replace(owner_tag(), f"{host}~{dead_pid()}~{start}"))
+    left.mkdir()
+    (left / "summary.json").write_text(json.dumps({"output": str(final)}), encoding="utf-8")
+    (restored,) = sweep(tmp_path)
+    assert restored.restored and restored.path == final and (final / "summary.json").is_file()
+    short = tmp_path / f".clip.bavos-old-{host}~{dead_pid()}~{start}"  # a name not cut: its own, whatever recorded
+    short.mkdir()
+    (short / "summary.json").write_text(json.dumps({"output": str(tmp_path / "clip-renamed")}), encoding="utf-8")
+    sweep(tmp_path)
+    assert (tmp_path / "clip").is_dir() and not (tmp_path / "clip-renamed").exists()

@@ -20,8 +20,9 @@ import pytest
 import torch
 from conftest import TINY, clip_frames, write_clip
 from PIL import Image
+from test_io_owners import dead_pid
 
-from bavos.errors import ConfigError
+from bavos.errors import ConfigError, UsageError
 from bavos.models.devices import Shard, shard_from_env
 from bavos.pipeline.batch import is_finished, plan_outputs, stale_reason
 
@@ -61,7 +62,7 @@ def test_shards_split_inputs_without_overlap() -> None:
     assert sorted(sum(parts, [])) == items
     assert shard_from_env({}) == Shard(0, 1, None)
     assert shard_from_env({"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1"}) == Shard(1, 2, 1)
-    with pytest.raises(ConfigError, match="does not fit"):
+    with pytest.raises(UsageError, match="does not fit"):  # a launcher's mistake: bad usage, exit 2 (a trial)
         shard_from_env({"RANK": "2", "WORLD_SIZE": "2"})
 
 
@@ -70,11 +71,22 @@ def test_a_slurm_array_task_takes_its_place_among_the_tasks() -> None:
 
     with pytest.raises(ConfigError, match=r"--shard slurm: not a task of a Slurm job array"):
         slurm_part({})
-    assert parse_part(
-        "slurm", {"SLURM_ARRAY_TASK_ID": "1", "SLURM_ARRAY_TASK_MIN": "1", "SLURM_ARRAY_TASK_MAX": "8"}
-    ) == Part(0, 8, "task 1 of 1-8")  # --array=1-8: numbered from 1, parts from 0
+    first = {"SLURM_ARRAY_TASK_ID": "1", "SLURM_ARRAY_TASK_MIN": "1", "SLURM_ARRAY_TASK_MAX": "8"}
+    assert parse_part("slurm", first | {"SLURM_ARRAY_TASK_COUNT": "8"}) == Part(
+        0, 8, "task 1 of 1-8", shard=True
+    )  # --array=1-8: numbered from 1, parts from 0
+    # a trial: a Slurm that sets no count, --array=0,4,5: each task took a sixth (of 0-5), half the inputs not done
+    with pytest.raises(ConfigError, match=r"--shard slurm: SLURM_ARRAY_TASK_COUNT not set, .*--shard I/N"):
+        slurm_part(first)
     parts = [
-        slurm_part({"SLURM_ARRAY_TASK_ID": str(t), "SLURM_ARRAY_TASK_MIN": "0", "SLURM_ARRAY_TASK_MAX": "4"})
+        slurm_part(
+            {
+                "SLURM_ARRAY_TASK_ID": str(t),
+                "SLURM_ARRAY_TASK_MIN": "0",
+                "SLURM_ARRAY_TASK_MAX": "4",
+                "SLURM_ARRAY_TASK_COUNT": "5",
+            }
+        )
         for t in range(5)
     ]
     assert sorted(sum((p.take(list(range(13))) for p in parts), [])) == list(range(13))
@@ -110,6 +122,7 @@ def test_a_slurm_array_task_takes_its_place_among_the_tasks() -> None:
                 "SLURM_ARRAY_TASK_MIN": "0",
                 "SLURM_ARRAY_TASK_MAX": "4",
                 "SLURM_ARRAY_TASK_STEP": "2",
+                "SLURM_ARRAY_TASK_COUNT": "3",
             }
         )
 
@@ -372,7 +385,7 @@ def test_output_folder_not_writable(tmp_path: Path, run_cli, monkeypatch: pytest
     real_mkdir = Path.mkdir
 
     def denied(self: Path, *args: object, **kwargs: object) -> None:
-        if self.name.startswith(".bavos-write-test"):
+        if self.name.startswith(".bavos-work-") and self.name.endswith("-probe"):
             raise PermissionError(errno.EACCES, "Permission denied")
         real_mkdir(self, *args, **kwargs)
 
@@ -513,18 +526,25 @@ def test_two_inputs_with_one_long_stem_both_get_a_name_that_fits(tmp_path: Path,
     assert len(os.fsencode(other)) == 254 and other.startswith("w" * 245 + "-")  # "é" is 2 bytes: it went whole
 
 
-def test_a_reader_that_goes_away_stops_the_run_quietly(tmp_path: Path) -> None:
-    """A field report: ``bavos segment … --json | head -1`` exited 1 with nothing said. The reader gone, the run
-    stops as a tool killed by SIGPIPE does: exit code 141, nothing on stderr, the results written so far kept."""
+@pytest.mark.parametrize("lines", ["--json", "text"])
+def test_a_reader_that_goes_away_stops_the_run_quietly(tmp_path: Path, lines: str) -> None:
+    """A field report: ``bavos segment … --json | head -1`` exited 1 with nothing said (and, a trial, so did the
+    result lines without --json: exit 1 means an input failed). The reader gone, the run stops as a tool killed by
+    SIGPIPE does: exit code 141, nothing on stderr, the results written so far kept."""
     clips = [write_clip(tmp_path / f"p{i}.mp4", n=2) for i in range(3)]
     command = [sys.executable, "-m", "bavos", "segment", *map(str, clips), "-o", str(tmp_path / "out"), *FAST]
     proc = subprocess.Popen(
-        [*command, "--backbone-weights", "none", "-q", "--json"],
+        [*command, "--backbone-weights", "none", *(["-q", "--json"] if lines == "--json" else [])],
         stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stderr=subprocess.PIPE if lines == "--json" else subprocess.DEVNULL,  # text: notes and warnings there
         text=True,
     )
-    assert proc.stdout is not None and json.loads(proc.stdout.readline())["status"] == "ok"
+    assert proc.stdout is not None
+    first = proc.stdout.readline()
+    if lines == "--json":
+        assert json.loads(first)["status"] == "ok"
+    else:
+        assert first.startswith(f"{tmp_path / 'out' / 'p0'}: 2 frames, "), first
     proc.stdout.close()  # as head -1 does
     err = proc.stderr.read() if proc.stderr is not None else ""
     assert proc.wait(timeout=120) == 141 and err == ""
@@ -540,3 +560,74 @@ def test_a_level_recorded_at_the_converged_level_is_the_default_s_cut() -> None:
     assert stale_reason({**summary, "converged_level": 4}, {"level": None, "max_objects": 4}) == (
         "it was made with other settings: --level 3 (now default)"
     )
+
+
+@pytest.mark.parametrize("signal_name", ["INT", "TERM"])
+def test_a_signal_while_the_models_load_gives_every_input_its_line(
+    tmp_path: Path, run_cli, monkeypatch: pytest.MonkeyPatch, signal_name: str
+) -> None:
+    """A trial: Ctrl-C or a scheduler's SIGTERM while the models loaded (a download, a slow disk) gave no --json line
+    at all, and a script's "what is left to do" found nothing left."""
+    import bavos.cli.segment as segment_cli
+
+    def stopped(*args: object) -> None:
+        if signal_name == "TERM":
+            os.kill(os.getpid(), signal.SIGTERM)  # bavos's handler raises; SIGINT may start ignored (a CI job)
+            time.sleep(5)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(segment_cli, "_load", stopped)
+    clips = [write_clip(tmp_path / f"s{i}.mp4", n=2) for i in range(2)]
+    result = run_cli("segment", *clips, "-o", tmp_path / "out", *FAST, "--backbone-weights", "none", "--json")
+    why = "terminated" if signal_name == "TERM" else "interrupted"
+    assert result.code == (143 if signal_name == "TERM" else 130)
+    lines = json_lines(result.out)
+    assert [(line["input"], line["status"], line["error"]) for line in lines] == [
+        (str(clip), "not-run", f"{why} before it started") for clip in clips
+    ]
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_long_name_in_many_bytes_is_written(tmp_path: Path, run_cli) -> None:
+    """A trial: a stem of 80 CJK characters (240 bytes, a legal name) failed after all the work, "the name is too
+    long": the hidden folder beside it cut the name to 120 characters, 360 bytes."""
+    stem = "漢" * 80
+    clip = write_clip(tmp_path / f"{stem}.mp4", n=2)
+    result = run_cli("segment", clip, "-o", tmp_path / "out", *FAST, "--backbone-weights", "none", "-q")
+    assert result.code == 0, result.err
+    assert (tmp_path / "out" / stem / "summary.json").is_file()
+
+
+def test_what_is_no_place_to_write_is_said_as_such(tmp_path: Path, run_cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A trial: an -o that is a link to nothing was "not writable: something is already there" (exit 1); a folder
+    named .bavos-write-test-<pid> left by a killed run blocked every later run given that process number (each
+    container's bavos can be process 1), and no run removed it."""
+    from bavos.io import owners
+    from bavos.io.files import prepare_output
+
+    clip = write_clip(tmp_path / "c.mp4", n=2)
+    (tmp_path / "gone").symlink_to(tmp_path / "nowhere")
+    result = run_cli("segment", clip, "-o", tmp_path / "gone", *FAST, "--backbone-weights", "none", "--json")
+    assert result.code == 2 and json_lines(result.out)[0]["status"] == "failed"
+    assert result.err.splitlines()[-1] == (
+        f"bavos: error: {tmp_path / 'gone'}: a link to {tmp_path / 'nowhere'}, which is not there; make that folder "
+        "or give another -o"
+    )
+    out = tmp_path / "out"
+    (out / f".bavos-write-test-{os.getpid()}").mkdir(parents=True)  # what an older bavos left
+    made: list[Path] = []
+    real_rmdir = Path.rmdir
+
+    def killed_here(self: Path) -> None:
+        made.append(self)  # a run killed between making its probe and removing it
+
+    monkeypatch.setattr(Path, "rmdir", killed_here)
+    prepare_output(out)
+    monkeypatch.setattr(Path, "rmdir", real_rmdir)
+    (probe,) = made
+    assert probe.parent == out and owners._ENTRY.match(probe.name)  # swept once its process is gone
+    assert not owners.is_left_over(probe)  # this process lives
+    older = out / f".bavos-write-test-{dead_pid()}"  # an older bavos's, a day old: swept as its other entries
+    older.mkdir()
+    os.utime(older, (time.time() - 25 * 3600,) * 2)
+    assert [left.path for left in owners.sweep(out)] == [older]

@@ -15,7 +15,7 @@ from typing import Annotated, NoReturn
 import typer
 
 from bavos.cli.help import Group
-from bavos.cli.output import error
+from bavos.cli.output import echo, error
 from bavos.config import DEFAULT_BACKBONE, KNOWN_PATCH_SIZES, ModelConfig
 from bavos.errors import ConfigError
 
@@ -37,7 +37,7 @@ def _print_version(value: bool) -> None:
     if value:
         from bavos.version import __version__
 
-        typer.echo(__version__)
+        echo(__version__)
         raise typer.Exit(0)
 
 

@@ -9,7 +9,7 @@ import typer
 
 from bavos.cli.app import app, usage_error
 from bavos.cli.help import Command
-from bavos.cli.output import print_table, progress_for, warn
+from bavos.cli.output import echo, print_table, progress_for, warn
 
 
 def _split(names: str | None) -> list[str] | None:
@@ -112,7 +112,7 @@ def eval_(
     if not quiet:
         print_table(report.title, report.shown_header, report.shown, to_stderr=json_out)
     if json_out:
-        typer.echo(json.dumps(report.payload))
+        echo(json.dumps(report.payload))
     return 0
 
 

@@ -8,9 +8,11 @@ each stage gets a plain line every 30 s (or at a new 10 % step, 5 s after its la
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +59,27 @@ def warn(message: str) -> None:
 def note(message: str) -> None:
     """One information line on stderr (costs, defaults chosen for this machine)."""
     _stderr_line(f"bavos: {message}")
+
+
+STDOUT_CLOSED = 141  # the exit code of a process killed by SIGPIPE, as shells report it
+
+
+@contextlib.contextmanager
+def _to_stdout() -> Iterator[None]:
+    """Writes to stdout, flushed; the reader gone (``| head -1``), the command stops quietly with exit code 141, as a
+    tool killed by SIGPIPE (Click made it 1, which scripts take for a failed input)."""
+    try:
+        yield
+        sys.stdout.flush()  # one write per line: lines of torchrun processes sharing stdout stay whole
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing more to flush at exit
+        raise SystemExit(STDOUT_CLOSED) from None
+
+
+def echo(text: str) -> None:
+    """A line on stdout (a result, a path, JSON)."""
+    with _to_stdout():
+        typer.echo(text)
 
 
 def say_swept(removed: list, folder: object) -> None:
@@ -161,7 +184,7 @@ class Progress:
 
     def line(self, text: str) -> None:
         """A result line on stdout that stays (above the bars on a terminal)."""
-        typer.echo(text)
+        echo(text)
 
 
 class Bars(Progress):
@@ -242,7 +265,7 @@ class Bars(Progress):
         if self._stdout_tty:  # the same terminal: print above the bars, where it stays
             self._rich.console.print(text, markup=False, highlight=False, soft_wrap=True)
         else:  # stdout is a file or a pipe: the bars are elsewhere
-            typer.echo(text)
+            echo(text)
 
 
 class LogLines(Progress):
@@ -387,15 +410,19 @@ class TrainView:
             )
 
 
-STDOUT_CLOSED = 141  # the exit code of a process killed by SIGPIPE, as shells report it
-
-
 class Results:
     """Per-input results: a line of text, or with --json exactly one JSON line per input on stdout."""
 
     def __init__(self, as_json: bool, quiet: bool, progress: Progress | None = None) -> None:
         self.as_json, self.quiet = as_json, quiet
         self.progress = progress or Progress()
+        self.reported: set[Path] = set()  # the inputs given their line
+
+    def not_run_rest(self, paths: list[Path], why: str) -> None:
+        """Each of ``paths`` not given its line yet is not run, for ``why``."""
+        for path in paths:
+            if path not in self.reported:
+                self.not_run(path, why)
 
     def _emit(
         self,
@@ -409,6 +436,7 @@ class Results:
         why: str = "",
         warnings: list[str] | None = None,
     ) -> None:
+        self.reported.add(path)
         if self.as_json:
             import json
 
@@ -424,12 +452,7 @@ class Results:
                     "warnings": warnings or [],
                 }
             )
-            try:
-                typer.echo(line)
-                sys.stdout.flush()  # one write per line: lines of torchrun processes sharing stdout stay whole
-            except BrokenPipeError:  # the reader went away (`| head -1`): stop quietly, as a tool killed by SIGPIPE
-                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing more to flush at exit
-                raise SystemExit(STDOUT_CLOSED) from None
+            echo(line)
         elif not self.quiet and status not in ("failed", "interrupted", "not-run"):
             what = f"skipped, {why}" if status == "skipped" else f"{count(frames, 'frame')}, {count(objects, 'object')}"
             self.progress.line(f"{output}: {what} ({seconds:.1f} s)")
@@ -484,4 +507,8 @@ def print_table(title: str, columns: list[str], rows: list[list[str]], to_stderr
         table.add_column(col, justify="left" if i == 0 else "right")
     for i, row in enumerate(rows):
         table.add_row(*row, end_section=i == len(rows) - 2)
-    console.print(table)
+    if to_stderr:
+        console.print(table)
+        return
+    with _to_stdout():
+        console.print(table)

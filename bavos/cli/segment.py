@@ -135,54 +135,63 @@ def wait_for_the_others() -> None:
 def _run(
     jobs: list[tuple[Path, str]], shard: Any, output: Path, model_cfg: ModelConfig, cfg: SegmentConfig, opts: RunOptions
 ) -> int:
+    with progress_for(opts.quiet) as progress:
+        report = Results(opts.json, opts.quiet, progress)
+        try:
+            return _run_reported(jobs, shard, output, model_cfg, cfg, opts, report)
+        except KeyboardInterrupt as e:  # also while the models load: every input gets its line (usage.md)
+            why = "terminated" if isinstance(e, Terminated) else "interrupted"
+            report.not_run_rest([path for path, _ in jobs], f"{why} before it started")
+            raise
+
+
+def _run_reported(
+    jobs: list[tuple[Path, str]],
+    shard: Any,
+    output: Path,
+    model_cfg: ModelConfig,
+    cfg: SegmentConfig,
+    opts: RunOptions,
+    report: Results,
+) -> int:
     from bavos.io.files import prepare_output
     from bavos.io.owners import sweep
     from bavos.pipeline.batch import check_destinations
 
-    with progress_for(opts.quiet) as progress:
-        report = Results(opts.json, opts.quiet, progress)
-        try:
-            prepare_output(output)
-        except BavosError as e:
-            return _fail_all(jobs, report, e)
-        removed = sweep(output)  # what runs killed before (OOM, a scheduler's limit) left beside the results
-        if not opts.quiet:
-            say_swept(removed, output)
-        todo, failed, redoing = _prepare(jobs, output, model_cfg, cfg, opts, report)
-        problems = check_destinations(todo, output)  # what is there, where a result will be written
-        if problems:
-            return _refuse(problems, todo, report)
-        for message in redoing:  # said once the folders pass: not "redoing it" and then a refusal of it
-            note(message)
-        if not todo:
-            return 1 if failed else 0
-        try:
-            models = _load(model_cfg, cfg, shard.local_rank, progress)
-        except BavosError as e:
-            return _fail_all(todo, report, e)
-        said = not opts.quiet and shard.rank == 0  # the run's notes once, not once per torchrun process
-        if models.config.backbone_weights == "none" and said:
-            warn(models.weights.random_note())
-        resolved = cfg.for_device(models.device.type)
-        taken = cfg.cpu_defaults() if models.device.type == "cpu" else {}
-        if taken and said:
-            note(cpu_point_note(taken))
-        done = 0
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RandomWeightsWarning)  # said above, once, as the command line says it
-                for path, name in todo:
-                    if failed and opts.fail_fast:
-                        break
-                    done += 1
-                    failed += _segment_one(path, name, output, resolved, models, progress, report)
-        except KeyboardInterrupt as e:
-            why = "terminated" if isinstance(e, Terminated) else "interrupted"
-            for path, _ in todo[done:]:
-                report.not_run(path, f"{why} before it started")
-            raise
-        for path, _ in todo[done:]:  # --fail-fast
-            report.not_run(path, FAIL_FAST)
+    progress = report.progress
+    try:
+        prepare_output(output)
+    except BavosError as e:
+        return _fail_all(jobs, report, e)
+    removed = sweep(output)  # what runs killed before (OOM, a scheduler's limit) left beside the results
+    if not opts.quiet:
+        say_swept(removed, output)
+    todo, failed, redoing = _prepare(jobs, output, model_cfg, cfg, opts, report)
+    problems = check_destinations(todo, output)  # what is there, where a result will be written
+    if problems:
+        return _refuse(problems, todo, report)
+    for message in redoing:  # said once the folders pass: not "redoing it" and then a refusal of it
+        note(message)
+    if not todo:
+        return 1 if failed else 0
+    try:
+        models = _load(model_cfg, cfg, shard.local_rank, progress)
+    except BavosError as e:
+        return _fail_all(todo, report, e)
+    said = not opts.quiet and shard.rank == 0  # the run's notes once, not once per torchrun process
+    if models.config.backbone_weights == "none" and said:
+        warn(models.weights.random_note())
+    resolved = cfg.for_device(models.device.type)
+    taken = cfg.cpu_defaults() if models.device.type == "cpu" else {}
+    if taken and said:
+        note(cpu_point_note(taken))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RandomWeightsWarning)  # said above, once, as the command line says it
+        for path, name in todo:
+            if failed and opts.fail_fast:
+                break
+            failed += _segment_one(path, name, output, resolved, models, progress, report)
+    report.not_run_rest([path for path, _ in todo], FAIL_FAST)
     return 1 if failed else 0
 
 
@@ -220,6 +229,9 @@ def cpu_point_note(taken: dict[str, str]) -> str:
 
 def _say_part(part: Any, inputs: int, say: bool) -> None:
     if not say:
+        return
+    if part.count == 1 and part.shard:  # --shard slurm in an array of one task
+        note(f"Slurm array {part.slurm}: the array's only task, every input ({inputs})")
         return
     if part.count == 1:  # a Slurm array task given no --shard: every input, as each other task (maybe its own)
         if inputs > 1:

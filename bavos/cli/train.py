@@ -88,7 +88,7 @@ def train(
     ] = False,
 ) -> int:
     """Train the temporal correlator on your own clips (self-supervised; torchrun for several GPUs)."""
-    from bavos.cli.output import TrainView
+    from bavos.cli.output import TrainView, echo
     from bavos.config import train_config
 
     import_torch()
@@ -131,16 +131,14 @@ def train(
         last = result.last or {}
         loss = f", loss {last['loss']:.4f}" if "loss" in last else ""
         if result.done_before and result.step < cfg.steps:
-            typer.echo(
-                f"{result.checkpoint}: step {result.step} of {cfg.steps}, already past --until {until}; nothing to do"
-            )
+            echo(f"{result.checkpoint}: step {result.step} of {cfg.steps}, already past --until {until}; nothing to do")
         elif result.done_before:
-            typer.echo(
+            echo(
                 f"{result.checkpoint}: step {result.step} of {cfg.steps}: the run had already finished; "
                 f"nothing to do (to train further, start a new run from it with --init-from {result.checkpoint})"
             )
         else:
-            typer.echo(f"{result.checkpoint}: step {result.step} of {cfg.steps}{loss} ({result.seconds:.1f} s)")
+            echo(f"{result.checkpoint}: step {result.step} of {cfg.steps}{loss} ({result.seconds:.1f} s)")
     return 0
 
 

@@ -16,7 +16,7 @@ import typer
 
 from bavos.cli.app import app, import_torch, usage_error
 from bavos.cli.help import Command
-from bavos.cli.output import error, note, warn
+from bavos.cli.output import echo, error, note, warn
 from bavos.config import RUN
 from bavos.errors import BavosError
 
@@ -196,7 +196,7 @@ def _when_up(server: object, address: str, browser: bool) -> None:
         if getattr(server, "should_exit", False):
             return
         time.sleep(0.02)
-    typer.echo(address)
+    echo(address)
     sys.stdout.flush()
     if browser:
         webbrowser.open(address)

@@ -9,7 +9,7 @@ import typer
 
 from bavos.cli.app import app
 from bavos.cli.help import Command
-from bavos.cli.output import error, warn
+from bavos.cli.output import echo, error, warn
 from bavos.config import DEFAULT_BACKBONE
 from bavos.errors import BavosError
 
@@ -41,7 +41,7 @@ def weights(
                 return True
             error(f"{what}: {e}")
             return False
-        typer.echo(f"{what}: {path} ({path.stat().st_size / 2**20:.1f} MB)")
+        echo(f"{what}: {path} ({path.stat().st_size / 2**20:.1f} MB)")
         return True
 
     def release() -> Path:
@@ -51,7 +51,7 @@ def weights(
             raise BavosError(f"{release_path()}: {cached_problem(release_path())}; bavos weights downloads it again")
         return release_checkpoint()
 
-    typer.echo(f"cache: {cache_dir()} (set BAVOS_CACHE to move it)")
+    echo(f"cache: {cache_dir()} (set BAVOS_CACHE to move it)")
     ok = fetched("paper's checkpoint (--checkpoint release)", release)
     ok &= fetched(
         f"{DEFAULT_BACKBONE} from timm's hub (--backbone-weights hub)",

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from bavos.errors import BavosError, DestinationError, OutputError, plain_os_error
-from bavos.io.owners import owner_tag
+from bavos.io.owners import HIDDEN_NAME_BYTES, owner_tag
 
 
 def display_name(path: Path) -> str:
@@ -40,10 +40,17 @@ def plain_name(name: str, what: str) -> str:
 def hidden_sibling(path: Path, tag: str) -> Path:
     """A hidden name beside ``path`` for bavos's own temporary use: ``.<name>.bavos-<tag>-<owner>`` (``owner_tag``:
     machine, process and its start, so that a later run can tell a dead process's leftovers, ``owners.sweep``), the
-    name cut to 120 characters so that the longest names a file system allows still leave room (255 bytes on
-    most)."""
+    name cut to ``HIDDEN_NAME_BYTES`` bytes so that the longest names a file system allows still leave room (255
+    bytes on most; a name of 80 CJK characters is 240)."""
     path = Path(path)
-    return path.with_name(f".{path.name[:120]}.bavos-{tag}-{owner_tag()}")
+    return path.with_name(f".{cut_name(path.name)}.bavos-{tag}-{owner_tag()}")
+
+
+def cut_name(name: str, limit: int = HIDDEN_NAME_BYTES) -> str:
+    """``name`` cut to at most ``limit`` bytes, whole characters only."""
+    while len(os.fsencode(name)) > limit:
+        name = name[:-1]
+    return name
 
 
 @contextmanager
@@ -75,7 +82,13 @@ def prepare_output(output: Path) -> None:
     output = Path(output)
     if output.exists() and not output.is_dir():
         raise DestinationError(f"{output}: is a file, not a folder; -o names the folder that receives the results")
-    probe = output / f".bavos-write-test-{os.getpid()}"
+    if output.is_symlink() and not output.exists():
+        raise DestinationError(
+            f"{output}: a link to {os.readlink(output)}, which is not there; make that folder or give another -o"
+        )
+    # named as bavos's working entries are, so that one left by a process killed here is swept (a bare process
+    # number collided: each container's bavos can be process 1)
+    probe = output / f".bavos-work-{owner_tag()}-probe"
     try:
         output.mkdir(parents=True, exist_ok=True)
         probe.mkdir()

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 import re
 import shutil
@@ -31,12 +32,16 @@ from pathlib import Path
 STALE_SECONDS = 600  # another machine's entry untouched this long is left over (the heartbeat touches it each minute)
 HEARTBEAT_SECONDS = 60
 LOCK_NAME = ".bavos-lock"
+HIDDEN_NAME_BYTES = 120  # of a name in a hidden entry's (files.hidden_sibling): the rest of 255 is for the tags
 
 _TAG = re.compile(r"(?P<host>[A-Za-z0-9.-]{1,40})~(?P<pid>\d+)~(?P<start>\d+)")
 # the owner tag ends the name, or a "-" and a suffix does (a work folder's random part; "-download", and the part
 # files gdown makes of that name: "<name><8 random characters>.part")
 _ENTRY = re.compile(rf"^\.(?:.+\.bavos-(?:tmp|old)(?:-\d+)?|bavos-work)-{_TAG.pattern}(?:-[A-Za-z0-9_]+(?:\.part)?)?$")
-_OLD_ENTRY = re.compile(r"^\.(?:.+\.bavos-(?:tmp|old)(?:-\d+)?-(?P<pid>\d+)|bavos-work-[A-Za-z0-9_]{8})$")
+# entries of bavos before owner tags, and its output folder's write test, named by the process number alone
+_OLD_ENTRY = re.compile(
+    r"^\.(?:(?:.+\.bavos-(?:tmp|old)(?:-\d+)?|bavos-write-test)-(?P<pid>\d+)|bavos-work-[A-Za-z0-9_]{8})$"
+)
 OLD_STALE_SECONDS = 24 * 3600  # entries of bavos before owner tags: no machine named, so only when this old
 
 
@@ -131,6 +136,18 @@ def is_left_over(path: Path, now: float | None = None) -> bool:
     return False
 
 
+def _replaced_name(entry: Path, name: str) -> str:
+    """The name of the result that the hidden ``entry`` held while it was replaced: ``name``, read from the entry's
+    own, or where that was cut to fit (``HIDDEN_NAME_BYTES``) the whole name its summary.json records."""
+    if len(os.fsencode(name)) <= HIDDEN_NAME_BYTES - 4:  # not cut: the cut leaves fewer than a character's 4 bytes
+        return name
+    try:
+        recorded = Path(json.loads((entry / "summary.json").read_text(encoding="utf-8"))["output"]).name
+    except (OSError, ValueError, KeyError, TypeError):
+        return name
+    return recorded if recorded.startswith(name) else name
+
+
 def sweep(folder: Path) -> list[Leftover]:
     """Remove from ``folder`` the hidden entries that dead bavos processes left (a run killed by the OOM killer or a
     scheduler's hard limit); return what was removed. A finished result that a run killed between its two renames
@@ -147,12 +164,13 @@ def sweep(folder: Path) -> list[Leftover]:
             continue
         size = _size(path)
         replaced = _REPLACED.match(path.name)
-        if replaced is not None and not os.path.lexists(Path(folder) / replaced["name"]):
+        name = _replaced_name(path, replaced["name"]) if replaced is not None else ""
+        if replaced is not None and not os.path.lexists(Path(folder) / name):
             try:
-                path.rename(Path(folder) / replaced["name"])
+                path.rename(Path(folder) / name)
             except OSError:
                 continue  # another run put it back first, or it cannot be moved: left for the user
-            removed.append(Leftover(Path(folder) / replaced["name"], size, restored=True))
+            removed.append(Leftover(Path(folder) / name, size, restored=True))
             continue
         try:
             if path.is_dir() and not path.is_symlink():
@@ -209,6 +227,11 @@ class Heartbeat:
             ending.join(timeout=1.0)  # gone when the last entry is: no thread outlives the work
 
     @classmethod
+    def _forked(cls) -> None:
+        """In a forked child: no thread runs there and the parent's entries are the parent's."""
+        cls._changed, cls._paths, cls._thread = threading.Condition(), set(), None
+
+    @classmethod
     def _run(cls) -> None:
         while True:
             with cls._changed:
@@ -222,6 +245,9 @@ class Heartbeat:
             for path in paths:
                 with contextlib.suppress(OSError):
                     os.utime(path)
+
+
+_THREADS = threading.RLock()  # output_lock within this process
 
 
 _NO_LOCKS = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL, errno.EBADF}
@@ -257,11 +283,16 @@ def output_lock(folder: Path) -> Iterator[None]:
         OSError: the lock file cannot be created (the folder is missing or not writable).
     """
     path = Path(folder) / LOCK_NAME
-    fd = _locked(path) if os.name == "posix" else None
-    try:
-        yield
-    finally:
-        if fd is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(path)
-            os.close(fd)  # closing releases the lock
+    with _THREADS:  # POSIX locks are a process's: threads of one (two saves at once from Python) wait here
+        fd = _locked(path) if os.name == "posix" else None
+        try:
+            yield
+        finally:
+            if fd is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+                os.close(fd)  # closing releases the lock
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=Heartbeat._forked)

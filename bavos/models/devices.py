@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from bavos.config import PRECISIONS
-from bavos.errors import ConfigError
+from bavos.errors import ConfigError, UsageError
 from bavos.models.costs import resident_bytes
 
 _AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -236,14 +236,18 @@ class Shard:
 
 
 def shard_from_env(env: dict[str, str] | None = None) -> Shard:
-    """Read RANK, WORLD_SIZE and LOCAL_RANK as set by torchrun; inconsistent values are an error."""
+    """Read RANK, WORLD_SIZE and LOCAL_RANK as set by torchrun.
+
+    Raises:
+        UsageError: values that are not integers or do not fit together (exit code 2).
+    """
     env = dict(os.environ) if env is None else env
     try:
         world = int(env.get("WORLD_SIZE", "1"))
         rank = int(env.get("RANK", "0"))
         local = int(env["LOCAL_RANK"]) if "LOCAL_RANK" in env else None
     except ValueError as e:
-        raise ConfigError(f"RANK, WORLD_SIZE and LOCAL_RANK must be integers ({e})") from e
+        raise UsageError(f"RANK, WORLD_SIZE and LOCAL_RANK must be integers ({e})") from e
     if world < 1 or not 0 <= rank < world:
-        raise ConfigError(f"RANK={rank} does not fit WORLD_SIZE={world}")
+        raise UsageError(f"RANK={rank} does not fit WORLD_SIZE={world}")
     return Shard(rank, world, local)

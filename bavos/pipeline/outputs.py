@@ -16,6 +16,7 @@ import json
 import os
 import shlex
 import shutil
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -30,7 +31,7 @@ from bavos.config import ModelConfig, SegmentConfig, result_settings, segment_op
 from bavos.errors import DestinationError, LimitError, OutputError, plain_os_error
 from bavos.io.background import Behind
 from bavos.io.exports import Exporter, export_files, export_folders
-from bavos.io.files import display_name, hidden_sibling
+from bavos.io.files import cut_name, display_name, hidden_sibling
 from bavos.io.owners import Heartbeat, output_lock
 from bavos.io.pictures import Levels, ObjectRow, preview_frames, save_hierarchy_picture, save_preview, thumbnail
 from bavos.io.render import overlay, write_mask
@@ -583,10 +584,7 @@ def other_place(name: str, source: str) -> str:
     of the SHA-1 of its source>``, the same on every run; ``name`` shortened where the two would pass ``NAME_MAX``
     bytes (a stem of 250 characters, whose own name fits)."""
     suffix = f"-{hashlib.sha1(source.encode()).hexdigest()[:8]}"
-    room = NAME_MAX - len(suffix)
-    while len(os.fsencode(name)) > room:
-        name = name[:-1]
-    return name + suffix
+    return cut_name(name, NAME_MAX - len(suffix)) + suffix
 
 
 def _place(final: Path, source: str | None) -> Path:
@@ -622,7 +620,7 @@ def publish(
         result["output"] = str(place)
         (tmp / "summary.json").write_text(json.dumps(result, indent=2) + "\n")
         write_manifest(tmp)
-        old = hidden_sibling(place, "old")
+        old = hidden_sibling(place, f"old-{threading.get_ident()}")  # removed after the lock: one per thread
         if place.exists():
             place.rename(old)
         tmp.rename(place)
@@ -634,7 +632,7 @@ def publish(
 def temporary_folder(final: Path) -> Path:
     """A fresh hidden folder beside ``final`` (``.<name>.bavos-tmp-<owner>``, ``owners.owner_tag``) for a result being
     written."""
-    tmp = hidden_sibling(final, "tmp")
+    tmp = hidden_sibling(final, f"tmp-{threading.get_ident()}")  # two saves of one process at once: two folders
     try:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)

@@ -387,10 +387,113 @@ def test_a_truncated_video_gives_the_frames_before_the_cut(tmp_path: Path) -> No
     cut.write_bytes(data[: len(data) * 2 // 3])
     source = VideoSource(cut)
     frames = list(source.frames())
-    assert 0 < len(frames) < 30
+    # a trial: FFmpeg's frame threads dropped the frames in flight at the damaged last packet, and its error; FFmpeg
+    # (ffmpeg -i cut.mp4 -f null -) decodes them, as one thread does
+    with av.open(str(cut)) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "SLICE"
+        decoded, damaged = 0, []
+        for packet in container.demux(stream):
+            try:
+                decoded += len(stream.decode(packet))
+            except av.error.InvalidDataError:
+                damaged.append(float(packet.pts * packet.time_base))
+    assert 0 < len(frames) == decoded < 30 and len(damaged) == 1
+    assert source.warnings[0] == (
+        f"packet {decoded + 1} at {damaged[0]:.3f} s could not be decoded (Invalid data found when processing input): "
+        "its frame was skipped, as FFmpeg does"
+    )
     said = source.warnings[-1]
     assert said.startswith("the container announces 3.00 s (30 frames); its frames end at ")
     assert said.endswith(f" s ({len(frames)} decoded)")
+    assert [f.pts for f in frames] == [round(i / 10 / stream.time_base) for i in range(decoded)]
+
+
+def h264_bframes(path: Path, n: int, fmt: str | None = None) -> Path:
+    """``n`` frames of noise at 25 fps, H.264 with B-frames (x264's defaults), in ``fmt``'s container."""
+    with av.open(str(path), "w", format=fmt) as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for img in np.random.default_rng(1).integers(0, 256, (n, 48, 64, 3), np.uint8):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def test_h264_with_b_frames_in_avi_is_timed_as_ffmpeg_times_it(tmp_path: Path, run_cli: Callable) -> None:
+    """A trial: in AVI the frames of H.264 with B-frames carry their packets' order (PyAV makes times up from it),
+    so the overlay skipped a slot and two warnings came for a plain file; --start 0.2s --end 0.4s took 4 frames.
+    FFmpeg times each frame by its decoding time there (its best-effort timestamp): 40 ms apart, 5 in that range."""
+    from bavos.io.video import FrameRange, VideoSource
+
+    clip = h264_bframes(tmp_path / "cam.avi", 30, "avi")
+    with av.open(str(clip)) as container:
+        stream = container.streams.video[0]
+        assert stream.codec_context.has_b_frames  # what makes the fault
+        own = [f.pts for f in container.decode(stream)]
+    assert own != sorted(own)  # the frames' own times go back
+    source = VideoSource(clip)
+    frames = list(source.frames())
+    assert len(frames) == 30 and source.warnings == []
+    timed = [f.pts for f in frames if f.pts is not None]  # the last ones have no decoding time: the rate places them
+    assert timed == list(range(len(timed))) and len(timed) >= 27 and frames[len(timed) - 1].pts is not None
+    ranged = VideoSource(clip, FrameRange.parse("0.2s", "0.4s"))
+    assert [f.number for f in ranged.frames()] == [5, 6, 7, 8, 9]
+    r = run_cli("segment", clip, "-o", tmp_path / "out", *QUIET, "--json")
+    assert r.code == 0 and json.loads(r.out)["warnings"] == [], r.err
+    with av.open(str(tmp_path / "out" / "cam" / "overlay.mp4")) as c:
+        times = [float(f.pts * f.time_base) for f in c.decode(video=0)]
+    assert times == pytest.approx([i / 25 for i in range(30)])
+
+
+def damaged_first_keyframe(path: Path) -> Path:
+    """50 frames of noise at 25 fps, a keyframe every 12, the first packet's bytes replaced by noise."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=25, options={"g": "12"})
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for img in np.random.default_rng(2).integers(0, 256, (50, 48, 64, 3), np.uint8):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    with av.open(str(path)) as container:
+        first = next(p for p in container.demux(video=0) if p.size)
+        at, size = first.pos, first.size
+    data = bytearray(path.read_bytes())
+    data[at : at + size] = np.random.default_rng(3).integers(0, 256, size, np.uint8).tobytes()
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_a_damaged_first_keyframe_is_said_once_and_where(tmp_path: Path) -> None:
+    """A trial: the first keyframe's packet garbled, its warning came twice (once at a negative time), the frames
+    lost at the start were said to end early ("its frames end at 1.52 s" of 2.00 s), and start_time was the first
+    decoded frame's, not ffprobe's."""
+    from bavos.io.video import VideoSource
+
+    clip = damaged_first_keyframe(tmp_path / "cam.mp4")
+    decoded = []
+    with av.open(str(clip)) as container:  # one thread, as ffmpeg -i cam.mp4 -f null - counts (39 from 0.44 s here)
+        stream = container.streams.video[0]
+        stream.thread_type = "SLICE"
+        for packet in container.demux(stream):
+            try:
+                decoded += [float(f.pts * f.time_base) for f in stream.decode(packet)]
+            except av.error.InvalidDataError:
+                continue
+    source = VideoSource(clip)
+    frames = list(source.frames())
+    assert len(frames) == len(decoded) < 50 and decoded[0] > 0.08
+    assert source.info.start_time == 0.0 and source.info.first_time == pytest.approx(decoded[0])
+    damaged = [w for w in source.warnings if w.startswith("packet ")]
+    assert len(damaged) == 1 and " at -" not in damaged[0]
+    assert source.warnings[-1] == (
+        f"the first {decoded[0]:.3f} s could not be decoded (a damaged keyframe, or a cut between keyframes): frame 0 "
+        f"is the first that decodes, at {decoded[0]:.3f} s"
+    )
+    assert not any("announces" in w for w in source.warnings)  # they end at 2.00 s, as stated
 
 
 # 2. Frame folders: every entry accounted for.

@@ -3,12 +3,15 @@ video needs. The frames are those ``VideoSource.frames()`` gives (the same numbe
 
 A video file's packets are indexed once, without decoding (their timestamps, and which start a keyframe); a frame is
 then decoded from the keyframe before it, and frames that follow are decoded on from there. A file whose packets carry
-no timestamps (a raw H.264 stream) is decoded from its start, forward only. A folder's frames are its files.
+no timestamps (a raw H.264 stream), or whose frames turn out not to be numbered by them (a damaged packet, frames lost
+before the first keyframe, H.264 with B-frames in AVI), is decoded from its start, forward only. A folder's frames
+are its files.
 """
 
 from __future__ import annotations
 
 import bisect
+from collections.abc import Iterator
 from pathlib import Path
 
 import av
@@ -20,19 +23,34 @@ from bavos.io.video import frame_image, list_frames, open_container, read_image
 FORWARD = 48  # frames decoded on from the decoder's place rather than seeking again
 
 
+def _decoded(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> Iterator[av.VideoFrame]:
+    """The frames from the container's place on, a packet that fails to decode skipped (as ``VideoSource`` does)."""
+    for packet in container.demux(stream):
+        try:
+            frames = stream.decode(packet)
+        except av.error.FFmpegError:
+            if packet.size == 0:
+                return
+            continue
+        yield from frames
+
+
 class FrameReader:
     """Frames of a video file or a folder of frames by their number in the whole video.
 
     Args:
         path: the video file or the folder.
         size: (H, W) of the frames as ``VideoSource`` reports them (a picture size that changes is scaled to it).
+        frames: how many frames the whole video decodes to, where known: another count than its packets' (a damaged
+            packet, frames lost before the first keyframe) numbers the frames by decoding from the start.
 
     Raises:
         InputError: the path cannot be read, or a frame number it does not hold is asked for.
     """
 
-    def __init__(self, path: Path, size: tuple[int, int]) -> None:
+    def __init__(self, path: Path, size: tuple[int, int], frames: int | None = None) -> None:
         self.path, self.size = Path(path), size
+        self._frames = frames
         self._files: list[Path] | None = list_frames(self.path)[0] if self.path.is_dir() else None
         self._container: av.container.InputContainer | None = None
         self._pts: list[int] | None = None  # presentation timestamps in order: frame number -> pts
@@ -40,6 +58,7 @@ class FrameReader:
         self._decoded: object = None  # the decoder's frames from its place on
         self._next = -1  # the number of the frame the decoder gives next (-1: no decoder)
         self._number: dict[int, int] = {}
+        self._sought = False  # the decoder was placed by a seek (not opened at the start)
 
     def read(self, number: int) -> np.ndarray:
         """Frame ``number`` as (H, W, 3) uint8 RGB, upright.
@@ -63,6 +82,7 @@ class FrameReader:
 
     def _open(self) -> None:
         self._container, stream = open_container(self.path)
+        stream.thread_type = "SLICE"  # one thread: FFmpeg's frame threads drop the frames in flight at a damaged end
         if self._pts is None:  # the packets' timestamps, read once without decoding
             pts, keys = [], []
             for packet in self._container.demux(stream):
@@ -70,9 +90,17 @@ class FrameReader:
                     pts.append(packet.pts)
                     if packet.is_keyframe:
                         keys.append(packet.pts)
-            self._container.seek(0)
+            self._container.close()  # opened again rather than sought back: a raw stream cannot seek
+            self._container, stream = open_container(self.path)
+            stream.thread_type = "SLICE"
             self._pts, self._keys = sorted(pts), sorted(keys)
             self._number = {t: i for i, t in enumerate(self._pts)}
+            if self._frames is not None and self._frames != len(pts):
+                self._forward_only()
+
+    def _forward_only(self) -> None:
+        """Number the frames by decoding from the start: the packets' times do not tell the frames' numbers."""
+        self._pts, self._keys, self._number, self._next = [], [], {}, -1
 
     def _decode(self, number: int) -> np.ndarray:
         if self._container is None:
@@ -85,25 +113,42 @@ class FrameReader:
             self._restart(self._pts[number] if timed else None)
         for frame in self._decoded:  # type: ignore[attr-defined]
             at = self._number.get(frame.pts, -1) if timed else self._next
+            if timed and (at > self._next or at < 0):  # a frame that did not decode, or times in the packets' order
+                self._forward_only()
+                return self._decode(number)
             self._next = at + 1
             if at == number:
                 return self._image(frame)
             if at > number:
                 break
+        else:
+            if timed and self._sought:  # a seek that found nothing (seen in MPEG-TS): the frames read from the start
+                self._forward_only()
+                return self._decode(number)
+            if not timed:  # read to the end from the start: the count is known
+                count, self._next = self._next, -1
+                raise InputError(f"{self.path}: no frame {number}, the video holds {count}")
         self._next = -1
         raise InputError(f"{self.path}: frame {number} could not be decoded")
 
     def _restart(self, target: int | None) -> None:
         """The decoder placed at the keyframe at or before ``target`` (None: at the start)."""
         assert self._container is not None
-        stream = self._container.streams.video[0]
-        key = 0
+        key = None
         if target is not None and self._keys:
             key = self._keys[max(0, bisect.bisect_right(self._keys, target) - 1)]
-        self._container.seek(key, stream=stream, backward=True, any_frame=False)
-        stream.codec_context.flush_buffers()
-        self._decoded = self._container.decode(stream)
-        self._next = 0 if target is None else self._number.get(key, 0)
+        if key is None or key == self._keys[0]:  # from the start: opened again, as a seek to a time may miss it
+            self.close()
+            self._open()
+            assert self._container is not None
+            stream = self._container.streams.video[0]
+            self._next, self._sought = 0, False  # the first frame that decodes is frame 0, as VideoSource numbers them
+        else:
+            stream = self._container.streams.video[0]
+            self._container.seek(key, stream=stream, backward=True, any_frame=False)
+            stream.codec_context.flush_buffers()
+            self._next, self._sought = self._number.get(key, 0), True
+        self._decoded = _decoded(self._container, stream)
 
     def _image(self, frame: av.VideoFrame) -> np.ndarray:
         h, w = self.size

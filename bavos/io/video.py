@@ -163,11 +163,25 @@ class VideoInfo:
     coded_size: tuple[int, int] | None = None  # (width, height) of the first frame before rotation (video files)
     duration: float | None = None  # seconds, as the container states it (None: unknown)
     sample_aspect_ratio: Fraction | None = None  # of the upright pixels, when not square (anamorphic video)
+    stream_start: float | None = None  # seconds where the stream starts (ffprobe's start_time), when stated
 
     @property
     def start_time(self) -> float:
-        """Seconds of the first frame on the container's clock (ffprobe's start_time; 0 for frame folders)."""
+        """Seconds where the video starts on the container's clock: ffprobe's start_time, else its first frame's (0
+        for frame folders)."""
+        if self.stream_start is not None:
+            return self.stream_start
+        return self.first_time
+
+    @property
+    def first_time(self) -> float:
+        """Seconds of the first frame that decodes on the container's clock (0 for frame folders)."""
         return float(self.start_pts * self.time_base) if self.time_base is not None else 0.0
+
+    @property
+    def lead(self) -> float:
+        """Seconds from the stream's start to its first frame that decodes (frames that could not be decoded)."""
+        return self.first_time - self.stream_start if self.stream_start is not None else 0.0
 
 
 def natural_key(path: Path) -> list[object]:
@@ -632,7 +646,7 @@ class VideoSource(RangedSource):
                 duration = container.duration / av.time_base if container.duration is not None else None
             sar = stream.sample_aspect_ratio or stream.codec_context.sample_aspect_ratio
             sar = None if not sar or sar == 1 else (1 / Fraction(sar) if rotation in (90, 270) else Fraction(sar))
-            return VideoInfo(
+            info = VideoInfo(
                 self.path,
                 False,
                 w,
@@ -645,51 +659,104 @@ class VideoSource(RangedSource):
                 (first.width, first.height),
                 duration,
                 sar,
+                float(stream.start_time * stream.time_base)
+                if stream.start_time is not None and stream.time_base
+                else None,
             )
+            if info.lead > 2 / fps:  # a damaged first keyframe, or a cut that starts between keyframes
+                self.warn(
+                    f"the first {info.lead:.3f} s could not be decoded (a damaged keyframe, or a cut between "
+                    f"keyframes): frame 0 is the first that decodes, at {info.first_time:.3f} s"
+                )
+            return info
         finally:
             container.close()
 
     def _decode(
-        self, container: av.container.InputContainer, stream: av.video.stream.VideoStream, start_pts: int = 0
+        self, container: av.container.InputContainer, stream: av.video.stream.VideoStream
     ) -> Iterator[av.VideoFrame]:
-        """Decoded frames in order. A packet that fails to decode is skipped and named in a warning; a read error
-        ends the stream with a warning (FFmpeg does both)."""
+        """Decoded frames in order, each timed as FFmpeg times it (``BestEffort``). A packet that fails to decode is
+        skipped and named in a warning; a read error ends the stream with a warning (FFmpeg does both)."""
         stream.thread_type = "AUTO"
-        packets = decoded = 0
         self._decode_error = None
+        state = _Decoding(stream)
         try:
             for packet in container.demux(stream):
-                packets += packet.size > 0
+                state.packets += packet.size > 0
+                if packet.pts is not None:
+                    state.numbers[packet.pts] = state.packets
                 try:
                     frames = stream.decode(packet)
                 except av.error.FFmpegError as e:
-                    if e.errno in (errno.EAGAIN, errno.ENOMEM):  # the decoder's threads or buffers: not the file
-                        raise ResourceError(
-                            f"{self.path}: FFmpeg could not decode it for want of resources ({e.strerror or e}), "
-                            "not for damage: a memory or process limit (ulimit -v, ulimit -u, a cgroup) is too low"
-                        ) from e
-                    self._decode_error = str(e.strerror or e)
                     if packet.size == 0:  # the decoder's flush: with frame threads, errors of the last packets
+                        self._failed(e, None, state)
                         self.warn(
-                            f"the last packets could not be decoded ({e.strerror or e}): {decoded} frames decoded"
+                            f"the last packets could not be decoded ({e.strerror or e}): {state.decoded} frames decoded"
                         )
                         break
-                    when = (
-                        ""
-                        if packet.pts is None or packet.time_base is None
-                        else f" at {float((packet.pts - start_pts) * packet.time_base):.3f} s"
-                    )
-                    self.warn(
-                        f"packet {packets}{when} could not be decoded ({e.strerror or e}): its frame was "
-                        "skipped, as FFmpeg does"
-                    )
+                    self._failed(e, packet, state)
                     continue
                 for frame in frames:
-                    decoded += 1
-                    yield frame
+                    yield from state.given(frame)
         except av.error.FFmpegError as e:
             self._decode_error = str(e.strerror or e)
-            self.warn(f"reading stopped after {decoded} frames: the file is damaged or truncated ({e.strerror or e})")
+            self.warn(
+                f"reading stopped after {state.decoded} frames: the file is damaged or truncated ({e.strerror or e})"
+            )
+            yield from state.release()
+            return
+        yield from state.release()
+        if state.decoded < state.packets and state.last is not None and not state.best.reordered:
+            yield from self._tail(state)
+
+    def _tail(self, state: _Decoding) -> Iterator[av.VideoFrame]:
+        """The frames after the last one given, decoded again on one thread from the keyframe before it: where a
+        packet near the end is damaged (a file cut short), FFmpeg's frame threads drop the frames still in flight
+        and the error with them, which FFmpeg itself decodes and reports."""
+        try:
+            container, stream = open_container(self.path)
+        except InputError:
+            return
+        try:
+            stream.thread_type = "SLICE"
+            container.seek(state.last, stream=stream, backward=True, any_frame=False)
+            for packet in container.demux(stream):
+                try:
+                    frames = stream.decode(packet)
+                except av.error.FFmpegError as e:
+                    if packet.size == 0:
+                        break
+                    self._failed(e, packet, state)
+                    continue
+                for frame in frames:
+                    if frame.pts is not None and state.last is not None and frame.pts > state.last:
+                        yield from state.given(frame)
+        except av.error.FFmpegError:
+            return  # what the first pass read is all there is
+        finally:
+            container.close()
+
+    def _failed(self, e: av.error.FFmpegError, packet: av.Packet | None, state: _Decoding) -> None:
+        """A packet that failed to decode: a warning naming it (once, whichever pass met it), or ResourceError where
+        the decoder lacked threads or memory."""
+        if e.errno in (errno.EAGAIN, errno.ENOMEM):  # the decoder's threads or buffers: not the file
+            raise ResourceError(
+                f"{self.path}: FFmpeg could not decode it for want of resources ({e.strerror or e}), "
+                "not for damage: a memory or process limit (ulimit -v, ulimit -u, a cgroup) is too low"
+            ) from e
+        self._decode_error = str(e.strerror or e)
+        if packet is None:
+            return
+        number = state.numbers.get(packet.pts, state.packets) if packet.pts is not None else state.packets
+        # the time on the stream's clock, as ffprobe's: the same in the probe and in the run, whatever decodes first
+        when = (
+            ""
+            if packet.pts is None or packet.time_base is None
+            else f" at {float((packet.pts - state.origin) * packet.time_base):.3f} s"
+        )
+        self.warn(
+            f"packet {number}{when} could not be decoded ({e.strerror or e}): its frame was skipped, as FFmpeg does"
+        )
 
     def _all_frames(self) -> Iterator[Frame]:
         if self._files is not None:
@@ -732,7 +799,7 @@ class VideoSource(RangedSource):
             return frame
 
         try:
-            for i, frame in enumerate(self._decode(container, stream, self.info.start_pts)):
+            for i, frame in enumerate(self._decode(container, stream)):
                 if (frame.width, frame.height) not in sizes:
                     sizes.add((frame.width, frame.height))
                     self.warn(
@@ -779,13 +846,92 @@ class VideoSource(RangedSource):
         if not stated or last.pts is None or self.info.time_base is None:
             return
         shown = float(last.duration * self.info.time_base) if last.duration else period
-        ended = float(last.pts * self.info.time_base) + shown
+        ended = self.info.lead + float(last.pts * self.info.time_base) + shown  # from the stream's start, as stated
         if stated - ended > max(2 * period, 0.1 * stated):
             announced = self.info.frame_count
             counts = f" ({announced} frames)" if announced and announced != decoded else ""
             self.warn(
                 f"the container announces {stated:.2f} s{counts}; its frames end at {ended:.2f} s ({decoded} decoded)"
             )
+
+
+class _Decoding:
+    """Where a decoding pass is: packets read (with data), frames given, each packet's number by its time, and the
+    time the last frame given carried (in the decoder's terms, before ``BestEffort``)."""
+
+    def __init__(self, stream: av.video.stream.VideoStream) -> None:
+        self.packets = self.decoded = 0
+        self.numbers: dict[int, int] = {}
+        self.last: int | None = None
+        self.best = BestEffort()
+        self._held: list[tuple[av.VideoFrame, int | None]] | None = []  # None once the first frames are given
+        self.origin = stream.start_time or 0  # the stream's clock starts there (ffprobe's start_time)
+
+    def given(self, frame: av.VideoFrame) -> list[av.VideoFrame]:
+        """The frames ready to give after ``frame``: the first ``LOOKAHEAD`` wait, so that they are timed as the
+        frames after them show the stream's times to be (FFmpeg's rule decides only once a time has gone back)."""
+        self.decoded += 1
+        self.last = frame.pts
+        dts = getattr(frame, "dts", None)
+        timed = self.best(frame.pts, dts)
+        if self._held is None:
+            return [_timed(frame, timed)]
+        self._held.append((frame, dts))
+        return self.release() if len(self._held) >= LOOKAHEAD else []
+
+    def release(self) -> list[av.VideoFrame]:
+        """The frames waiting, timed by what the stream's times turned out to be."""
+        held, self._held = self._held or [], None
+        by_dts = self.best.reordered and not self.best.dts_reordered
+        return [_timed(frame, dts if (by_dts or frame.pts is None) else frame.pts) for frame, dts in held]
+
+
+LOOKAHEAD = 4  # frames: B-frames show a time that goes back within the first three
+
+
+def _timed(frame: av.VideoFrame, pts: int | None) -> av.VideoFrame:
+    if pts != frame.pts:
+        frame.pts = pts
+    return frame
+
+
+class BestEffort:
+    """FFmpeg's best-effort timestamp of each decoded frame (libavcodec's ``guess_correct_pts``, which PyAV does not
+    give): the frame's own time while the times frames carry go back no more often than their decoding times, else
+    its decoding time. Without it, H.264 with B-frames in AVI, whose frames carry their packets' order, came out
+    re-timed and warned about."""
+
+    def __init__(self) -> None:
+        self._faulty_pts = self._faulty_dts = 0
+        self._last_pts: int | None = None
+        self._last_dts: int | None = None
+
+    def __call__(self, pts: int | None, dts: int | None) -> int | None:
+        if dts is not None:
+            self._faulty_dts += self._last_dts is not None and dts <= self._last_dts
+            self._last_dts = dts
+        elif pts is not None:
+            self._last_dts = pts
+        if pts is not None:
+            self._faulty_pts += self._last_pts is not None and pts <= self._last_pts
+            self._last_pts = pts
+        elif dts is not None:
+            self._last_pts = dts
+        if pts is not None and self._faulty_pts <= self._faulty_dts:
+            return pts
+        # FFmpeg takes the frame's own time where there is no decoding time, but its own is none there: PyAV's is
+        # made up from the packets' order (AVFMT_FLAG_GENPTS), so no time, which the overlay fills by the rate
+        return dts
+
+    @property
+    def reordered(self) -> bool:
+        """Whether the frames' own times went back at least once (their packets' order, not the frames')."""
+        return self._faulty_pts > 0
+
+    @property
+    def dts_reordered(self) -> bool:
+        """Whether the frames' decoding times went back as often as their own times did."""
+        return self._faulty_dts >= self._faulty_pts
 
 
 def _animated(path: Path) -> bool:

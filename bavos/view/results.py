@@ -115,7 +115,13 @@ class ViewedResult:
         self.frames, self.first_frame = int(s["frames"]), int(s.get("first_frame", 0))
         self.size = (int(s["height"]), int(s["width"]))
         self.random_weights = s.get("weights", {}).get("backbone_weights") == "none"
-        self._reader = FrameReader(self.opened.source.path, self.size) if self.opened.source is not None else None
+        settings = s.get("settings", {})
+        whole = self.first_frame == 0 and not settings.get("start") and not settings.get("end")
+        self._reader = (
+            FrameReader(self.opened.source.path, self.size, self.frames if whole else None)
+            if self.opened.source is not None
+            else None
+        )
         self.hierarchy_problem: str | None = None
         self._base: Analysis | None = None
         try:

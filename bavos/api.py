@@ -116,6 +116,7 @@ class Result:
         self._started = time.perf_counter() - analysis.seconds
         self._owner = owner  # a re-cut shares its parent's files
         self._closed = False
+        self._pid = os.getpid()  # the process that removes the files (not a forked child)
         self.hierarchy = Hierarchy(self)
 
     def __repr__(self) -> str:
@@ -206,7 +207,7 @@ class Result:
     def close(self) -> None:
         """Remove the temporary files (a re-cut's are the first result's: closing a re-cut closes it alone).
         Closing twice does nothing."""
-        if self._owner is not None:
+        if self._owner is not None or os.getpid() != self._pid:  # a forked child's copy: the files are the parent's
             self._closed = True
         elif not self._closed:
             self._closed = True
@@ -373,7 +374,8 @@ class Segmenter:
         start = self.config.start if start is None else str(start)
         end = self.config.end if end is None else str(end)
         frame_range = FrameRange.parse(start, end)
-        where = Path(workdir) if workdir is not None else Path(tempfile.gettempdir())
+        # absolute: the result's files stay found (and removed) after the caller changes its working folder
+        where = Path(workdir).absolute() if workdir is not None else Path(tempfile.gettempdir()).absolute()
         made = tuple(p for p in (where.absolute(), *where.absolute().parents) if not p.exists())  # the deepest first
         try:
             where.mkdir(parents=True, exist_ok=True)

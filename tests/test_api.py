@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from conftest import clip_frames, write_clip
 from PIL import Image
 from test_io_owners import dead_pid
@@ -154,9 +157,9 @@ def test_wrong_values_and_types_are_said_before_the_models_load(monkeypatch: pyt
     weightless = {"checkpoint": "none", "backbone": "bavos_test_vit", "backbone_weights": "none"}
     for given, said in (
         ({"device": "gpu"}, "--device must be auto, cpu or cuda, got gpu"),
-        ({"tau": "0.8"}, "SegmentConfig.tau must be a number, got '0.8'"),
-        ({"resolution": 96}, "SegmentConfig.resolution must be a tuple of 2 whole numbers or None, got 96"),
-        ({"max_objects": 2.5}, "SegmentConfig.max_objects must be a whole number, got 2.5"),
+        ({"tau": "0.8"}, "--tau must be a number, got '0.8'"),  # named as the errors of values are (a trial)
+        ({"resolution": 96}, "--resolution must be a tuple of 2 whole numbers or None, got 96"),
+        ({"max_objects": 2.5}, "--max-objects must be a whole number, got 2.5"),
     ):
         with pytest.raises(ConfigError) as refused:
             with monkeypatch.context() as m:
@@ -175,7 +178,7 @@ def test_what_is_not_a_video_or_a_cut_is_said(segmenter: bavos.Segmenter) -> Non
     with pytest.raises(InputError, match=r"^cannot segment an object of type int: give a path \(a video file"):
         segmenter(5)  # type: ignore[arg-type]
     with segmenter(np.stack(clip_frames(4, 48, 64))) as result:
-        with pytest.raises(ConfigError, match="SegmentConfig.max_objects must be a whole number, got '5'"):
+        with pytest.raises(ConfigError, match="--max-objects must be a whole number, got '5'"):
             result.hierarchy.recut(max_objects="5")  # type: ignore[arg-type]
 
 
@@ -342,9 +345,7 @@ def test_what_close_ends_and_what_the_call_made(tmp_path: Path, segmenter: bavos
     assert not (tmp_path / "new").exists()  # made for the call, empty again: removed
 
 
-def test_a_progress_that_cannot_be_called_is_said_before_any_work(
-    tmp_path: Path, segmenter: bavos.Segmenter
-) -> None:
+def test_a_progress_that_cannot_be_called_is_said_before_any_work(tmp_path: Path, segmenter: bavos.Segmenter) -> None:
     """progress=True (as tqdm's switch) was a TypeError ('bool' object is not callable) at the first count, after
     the work folder was made and the frames decoded."""
     from bavos.errors import ConfigError
@@ -363,3 +364,86 @@ def test_a_progress_that_cannot_be_called_is_said_before_any_work(
         with pytest.raises(ConfigError, match=said):
             result.save(tmp_path / "saved", progress=True)  # type: ignore[arg-type]
     assert not (tmp_path / "saved").exists() and not (tmp_path / "out").exists()
+
+
+def test_threads_forks_and_the_callers_state(
+    tmp_path: Path, segmenter: bavos.Segmenter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A trial of the API in applications: two threads saving results of one name into one folder mixed them (a
+    summary of 16 frames beside 24 masks); threads reading one result broke zlib; a None from a camera ended the
+    video in silence; a relative workdir was lost after a chdir; a forked child removed its parent's files at exit
+    and never had a heartbeat; the first call moved the caller's torch random stream."""
+    import threading
+
+    from bavos.io.owners import Heartbeat
+    from bavos.models.costs import calibrate
+
+    clips = {}
+    for folder, n in (("d1", 12), ("d2", 8)):
+        (tmp_path / folder).mkdir()
+        clips[folder] = write_clip(tmp_path / folder / "clip.mp4", n=n, height=48, width=64)
+    said: dict[str, object] = {}
+
+    def save(folder: str) -> None:
+        try:
+            said[folder] = bavos.segment_video(
+                clips[folder], tmp_path / "out", segmenter.config, models=segmenter.models
+            )
+        except Exception as e:  # what the thread met is the test's to see
+            said[folder] = e
+
+    threads = [threading.Thread(target=save, args=(folder,)) for folder in clips]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert all(isinstance(s, dict) for s in said.values()), said
+    for summary in said.values():
+        assert isinstance(summary, dict)
+        result = Path(summary["output"])
+        written = json.loads((result / "summary.json").read_text())
+        assert written["source"] == summary["source"]
+        assert len(list((result / "masks").glob("*.png"))) == written["frames"] == summary["frames"]
+    assert {Path(s["output"]).name for s in said.values() if isinstance(s, dict)} >= {"clip"}
+
+    frames = np.stack(clip_frames(20, 48, 64))
+    with segmenter(frames) as result:
+        alone = result.masks
+        seen: list[object] = []
+        readers = [threading.Thread(target=lambda: seen.append(result.masks)) for _ in range(3)]
+        for reader in readers:
+            reader.start()
+        for reader in readers:
+            reader.join()
+        assert len(seen) == 3 and all(np.array_equal(s, alone) for s in seen)  # type: ignore[arg-type]
+
+    with pytest.raises(InputError, match=r"frame 3: expected \(H, W, 3\) uint8, got None"):
+        segmenter(iter([*frames[:3], None, *frames[4:]]))
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "elsewhere").mkdir()
+    with segmenter(iter(frames), workdir="work") as result:
+        monkeypatch.chdir(tmp_path / "elsewhere")
+        assert np.array_equal(result.masks, alone)
+    assert not (tmp_path / "work").exists()
+
+    with segmenter(iter(frames)) as result:
+        pid = os.fork()
+        if pid == 0:  # the child: its copy closes at exit; its own heartbeat starts afresh
+            ok = Heartbeat._thread is None and not Heartbeat._paths
+            os._exit(0 if ok else 3)  # what sys.exit would run: the copy's close, as garbage
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        copy = object.__new__(type(result))
+        copy.__dict__.update(result.__dict__)
+        copy._pid = -1  # as a forked child's copy is: its close leaves the files
+        copy.close()
+        assert np.array_equal(result.masks, alone)
+
+    calibrate.cache_clear()
+    torch.manual_seed(7)
+    expected = torch.rand(3)
+    torch.manual_seed(7)
+    with segmenter(frames[:4]):
+        pass
+    assert torch.equal(torch.rand(3), expected)

@@ -108,6 +108,9 @@ class IterableSource(RangedSource):
                 yield Frame(i, image, f"{i:05d}", None, i)
 
 
+_END = object()  # what an iterable gives past its last frame
+
+
 def _write_raw(
     frames: Iterable[np.ndarray], raw: Path, frame_range: FrameRange, fps: float
 ) -> tuple[tuple[int, ...], int, int]:
@@ -120,9 +123,11 @@ def _write_raw(
         with open(raw, "wb") as out:
             iterator = iter(frames)
             while not frame_range.contains(count, count / fps)[1]:  # past the end: the next frame is not pulled
-                image = next(iterator, None)
-                if image is None:
+                image = next(iterator, _END)
+                if image is _END:
                     break
+                if image is None:  # a camera's failed read: not the end of the frames
+                    raise InputError(f"frame {count}: expected (H, W, 3) uint8, got None")
                 image = as_array(image, f"frame {count}")
                 if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
                     raise InputError(f"frame {count}: expected (H, W, 3) uint8, got {image.shape} {image.dtype}")

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import bisect
 import io
+import os
+import threading
 import zipfile
 import zlib
 from collections.abc import Callable, Iterable
@@ -76,6 +78,7 @@ class LabelStore(_TemporaryFile):
         self._first: list[int] = []  # the first frame of each window
         self.frames = 0
         self._cached: tuple[int, np.ndarray] | None = None
+        self._reading = threading.Lock()
 
     def append(self, labels: np.ndarray) -> None:
         """Store a window's (frames, rows, tokens) labels after the ones already there."""
@@ -92,14 +95,20 @@ class LabelStore(_TemporaryFile):
 
     def window(self, index: int) -> np.ndarray:
         """(frames, rows, tokens) of the ``index``-th appended window."""
-        if self._cached is not None and self._cached[0] == index:
-            return self._cached[1]
+        cached = self._cached  # one read: threads reading one result share it
+        if cached is not None and cached[0] == index:
+            return cached[1]
         offset, size, frames = self._chunks[index]
-        self._file.seek(offset)
-        array = np.frombuffer(zlib.decompress(self._file.read(size)), dtype=self.dtype)
+        data = os.pread(self._file.fileno(), size, offset) if hasattr(os, "pread") else self._read_at(offset, size)
+        array = np.frombuffer(zlib.decompress(data), dtype=self.dtype)
         array = array.reshape(frames, self.rows, self.tokens)
         self._cached = (index, array)
         return array
+
+    def _read_at(self, offset: int, size: int) -> bytes:
+        with self._reading:  # no pread (Windows): a seek and a read, one thread at a time
+            self._file.seek(offset)
+            return self._file.read(size)
 
     def frame(self, index: int) -> np.ndarray:
         """(rows, tokens) labels of frame ``index``."""

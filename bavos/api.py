@@ -187,7 +187,7 @@ class Result:
         Raises:
             DestinationError: ``folder`` holds files bavos did not write.
             OutputError: writing failed (nothing is left half-written).
-            ConfigError: ``progress`` cannot be called.
+            TypeError: ``progress`` cannot be called.
         """
         from bavos.pipeline.outputs import write_result
 
@@ -368,7 +368,7 @@ class Segmenter:
             InputError: the video cannot be read, or is none of the above.
             ResourceError: the run would need more memory than this machine has (checked before the work, as
                 ``bavos segment`` does).
-            ConfigError: ``progress`` cannot be called.
+            TypeError: ``progress`` cannot be called.
         """
         progress = as_progress(progress)  # a wrong one said before any folder is made
         start = self.config.start if start is None else str(start)
@@ -429,8 +429,8 @@ def segment_video(
 
     Raises:
         ConfigError: a keyword that is no option, a value it does not take, or a keyword given beside the config
-            (or loaded models) that would hold it; frames in memory without a ``name``; a ``progress`` that cannot
-            be called.
+            (or loaded models) that would hold it; frames in memory without a ``name``.
+        TypeError: ``progress`` cannot be called.
         InputError, ResourceError: as ``Segmenter.__call__``.
         WeightsError, CheckpointError: the weights cannot be found, fetched or loaded.
         DestinationError, OutputError: ``output/<name>`` holds files of the user's, or cannot be written.

@@ -7,8 +7,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
-from bavos.errors import ConfigError
-
 Callback = Callable[[str, int, "int | None"], None]  # (stage, done, total or None when unknown)
 
 
@@ -43,13 +41,12 @@ def as_progress(progress: Progress | Callback | None) -> Progress:
     """``progress`` itself when it is a Progress, else a Progress around the callback (None: shows nothing).
 
     Raises:
-        ConfigError: ``progress`` cannot be called (``progress=True``), said before any work rather than as a
-            TypeError at the first count.
+        TypeError: ``progress`` cannot be called (``progress=True``): said before any work, not at the first count.
     """
     if progress is not None and isinstance(progress, Progress):
         return progress
     if progress is not None and not callable(progress):
-        raise ConfigError(
+        raise TypeError(
             f"progress must be called as progress(stage, done, total), or be None; got {type(progress).__name__}"
         )
     return _Plain(progress)

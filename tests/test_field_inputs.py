@@ -391,6 +391,7 @@ def test_a_truncated_video_gives_the_frames_before_the_cut(tmp_path: Path) -> No
     # (ffmpeg -i cut.mp4 -f null -) decodes them, as one thread does
     with av.open(str(cut)) as container:
         stream = container.streams.video[0]
+        time_base = stream.time_base
         stream.thread_type = "SLICE"
         decoded, damaged = 0, []
         for packet in container.demux(stream):
@@ -406,7 +407,7 @@ def test_a_truncated_video_gives_the_frames_before_the_cut(tmp_path: Path) -> No
     said = source.warnings[-1]
     assert said.startswith("the container announces 3.00 s (30 frames); its frames end at ")
     assert said.endswith(f" s ({len(frames)} decoded)")
-    assert [f.pts for f in frames] == [round(i / 10 / stream.time_base) for i in range(decoded)]
+    assert [f.pts for f in frames] == [round(i / 10 / time_base) for i in range(decoded)]
 
 
 def h264_bframes(path: Path, n: int, fmt: str | None = None) -> Path:

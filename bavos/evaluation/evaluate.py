@@ -343,7 +343,7 @@ def evaluate_davis(
 
     Raises:
         EvalUsageError: a folder or a sequence named is not there, or a proposal limit below 1. EvalError: the
-            masks cannot be scored. ConfigError: ``progress`` cannot be called.
+            masks cannot be scored. TypeError: ``progress`` cannot be called.
     """
     as_progress(progress)  # one that cannot be called is said before the scoring
     name = protocol_name(protocol, max_proposals)
@@ -437,7 +437,7 @@ def evaluate_instances(
 
     Raises:
         EvalUsageError: a folder or a sequence named is not there. EvalError: the masks cannot be scored, or no
-            sequence has foreground. ConfigError: ``progress`` cannot be called.
+            sequence has foreground. TypeError: ``progress`` cannot be called.
     """
     as_progress(progress)  # one that cannot be called is said before the scoring
     preds = Path(preds)

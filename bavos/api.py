@@ -376,7 +376,7 @@ class Segmenter:
         frame_range = FrameRange.parse(start, end)
         # absolute: the result's files stay found (and removed) after the caller changes its working folder
         where = Path(workdir).absolute() if workdir is not None else Path(tempfile.gettempdir()).absolute()
-        made = tuple(p for p in (where.absolute(), *where.absolute().parents) if not p.exists())  # the deepest first
+        made = tuple(p for p in (where, *where.parents) if not p.exists())  # the deepest first
         try:
             where.mkdir(parents=True, exist_ok=True)
             sweep(where)  # what killed processes left there

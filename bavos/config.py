@@ -827,7 +827,7 @@ def slurm_part(env: dict[str, str]) -> Part:
     # were never done
     missing = [k for k in ("SLURM_ARRAY_TASK_MIN", "SLURM_ARRAY_TASK_MAX", "SLURM_ARRAY_TASK_COUNT") if k not in env]
     if missing:
-        raise ConfigError(f"--shard slurm: {_listed(missing)} not set, so the array's parts are unknown; {SLURM_RERUN}")
+        raise ConfigError(f"--shard slurm: {listed(missing)} not set, so the array's parts are unknown; {SLURM_RERUN}")
     try:
         task = int(env["SLURM_ARRAY_TASK_ID"])
         low, high = int(env["SLURM_ARRAY_TASK_MIN"]), int(env["SLURM_ARRAY_TASK_MAX"])
@@ -852,7 +852,8 @@ def slurm_part(env: dict[str, str]) -> Part:
     return Part((task - low) // step, count, f"task {task} of {span}", shard=True)
 
 
-def _listed(names: list[str]) -> str:
+def listed(names: list[str]) -> str:
+    """``a``, ``a and b``, ``a, b and c``."""
     return ", ".join(names[:-1]) + (" and " if len(names) > 1 else "") + names[-1]
 
 

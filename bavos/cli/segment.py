@@ -42,6 +42,7 @@ from bavos.config import (
     ModelConfig,
     Part,
     SegmentConfig,
+    listed,
     parse_part,
     result_settings,
     slurm_task,
@@ -222,9 +223,8 @@ def cpu_point_note(taken: dict[str, str]) -> str:
         for option, value in taken.items()
     ]
     restore = " ".join(f"{option} {PAPER_SETTINGS[option]}" for option in taken)
-    listed = ", ".join(said[:-1]) + (" and " if len(said) > 1 else "") + said[-1]
     cost = PAPER_COST["size" if list(taken) == ["--resolution"] else "frames"]
-    return f"on a CPU the defaults are {listed} ({cost}); {restore} restores them"
+    return f"on a CPU the defaults are {listed(said)} ({cost}); {restore} restores them"
 
 
 def _say_part(part: Any, inputs: int, say: bool) -> None:

@@ -11,28 +11,15 @@ are its files.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterator
 from pathlib import Path
 
 import av
 import numpy as np
 
 from bavos.errors import InputError
-from bavos.io.video import frame_image, list_frames, open_container, read_image
+from bavos.io.video import decode_skipping, frame_image, list_frames, open_container, read_image
 
 FORWARD = 48  # frames decoded on from the decoder's place rather than seeking again
-
-
-def _decoded(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> Iterator[av.VideoFrame]:
-    """The frames from the container's place on, a packet that fails to decode skipped (as ``VideoSource`` does)."""
-    for packet in container.demux(stream):
-        try:
-            frames = stream.decode(packet)
-        except av.error.FFmpegError:
-            if packet.size == 0:
-                return
-            continue
-        yield from frames
 
 
 class FrameReader:
@@ -81,22 +68,28 @@ class FrameReader:
         self._container, self._decoded, self._next = None, None, -1
 
     def _open(self) -> None:
+        if self._pts is None:
+            self._index()
         self._container, stream = open_container(self.path)
         stream.thread_type = "SLICE"  # one thread: FFmpeg's frame threads drop the frames in flight at a damaged end
-        if self._pts is None:  # the packets' timestamps, read once without decoding
-            pts, keys = [], []
-            for packet in self._container.demux(stream):
+
+    def _index(self) -> None:
+        """The packets' timestamps, read once without decoding, in a container of their own (a raw stream cannot
+        seek back)."""
+        container, stream = open_container(self.path)
+        pts, keys = [], []
+        try:
+            for packet in container.demux(stream):
                 if packet.pts is not None and packet.size > 0:
                     pts.append(packet.pts)
                     if packet.is_keyframe:
                         keys.append(packet.pts)
-            self._container.close()  # opened again rather than sought back: a raw stream cannot seek
-            self._container, stream = open_container(self.path)
-            stream.thread_type = "SLICE"
-            self._pts, self._keys = sorted(pts), sorted(keys)
-            self._number = {t: i for i, t in enumerate(self._pts)}
-            if self._frames is not None and self._frames != len(pts):
-                self._forward_only()
+        finally:
+            container.close()
+        self._pts, self._keys = sorted(pts), sorted(keys)
+        self._number = {t: i for i, t in enumerate(self._pts)}
+        if self._frames is not None and self._frames != len(pts):
+            self._forward_only()
 
     def _forward_only(self) -> None:
         """Number the frames by decoding from the start: the packets' times do not tell the frames' numbers."""
@@ -148,7 +141,7 @@ class FrameReader:
             self._container.seek(key, stream=stream, backward=True, any_frame=False)
             stream.codec_context.flush_buffers()
             self._next, self._sought = self._number.get(key, 0), True
-        self._decoded = _decoded(self._container, stream)
+        self._decoded = decode_skipping(self._container, stream, lambda e, packet: None)  # as VideoSource skips
 
     def _image(self, frame: av.VideoFrame) -> np.ndarray:
         h, w = self.size

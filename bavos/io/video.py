@@ -9,7 +9,7 @@ import errno
 import math
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
@@ -720,17 +720,9 @@ class VideoSource(RangedSource):
         try:
             stream.thread_type = "SLICE"
             container.seek(state.last, stream=stream, backward=True, any_frame=False)
-            for packet in container.demux(stream):
-                try:
-                    frames = stream.decode(packet)
-                except av.error.FFmpegError as e:
-                    if packet.size == 0:
-                        break
-                    self._failed(e, packet, state)
-                    continue
-                for frame in frames:
-                    if frame.pts is not None and state.last is not None and frame.pts > state.last:
-                        yield from state.given(frame)
+            for frame in decode_skipping(container, stream, lambda e, packet: self._failed(e, packet, state)):
+                if frame.pts is not None and state.last is not None and frame.pts > state.last:
+                    yield from state.given(frame)
         except av.error.FFmpegError:
             return  # what the first pass read is all there is
         finally:
@@ -855,6 +847,24 @@ class VideoSource(RangedSource):
             )
 
 
+def decode_skipping(
+    container: av.container.InputContainer,
+    stream: av.video.stream.VideoStream,
+    failed: Callable[[av.error.FFmpegError, av.Packet], None],
+) -> Iterator[av.VideoFrame]:
+    """The frames from the container's place on; a packet with data that fails to decode is given to ``failed``
+    (which may raise) and skipped, and a flush that fails ends the frames."""
+    for packet in container.demux(stream):
+        try:
+            frames = stream.decode(packet)
+        except av.error.FFmpegError as e:
+            if packet.size == 0:
+                return
+            failed(e, packet)
+            continue
+        yield from frames
+
+
 class _Decoding:
     """Where a decoding pass is: packets read (with data), frames given, each packet's number by its time, and the
     time the last frame given carried (in the decoder's terms, before ``BestEffort``)."""
@@ -882,7 +892,7 @@ class _Decoding:
     def release(self) -> list[av.VideoFrame]:
         """The frames waiting, timed by what the stream's times turned out to be."""
         held, self._held = self._held or [], None
-        by_dts = self.best.reordered and not self.best.dts_reordered
+        by_dts = self.best.by_dts
         return [_timed(frame, dts if (by_dts or frame.pts is None) else frame.pts) for frame, dts in held]
 
 
@@ -917,7 +927,7 @@ class BestEffort:
             self._last_pts = pts
         elif dts is not None:
             self._last_pts = dts
-        if pts is not None and self._faulty_pts <= self._faulty_dts:
+        if pts is not None and not self.by_dts:
             return pts
         # FFmpeg takes the frame's own time where there is no decoding time, but its own is none there: PyAV's is
         # made up from the packets' order (AVFMT_FLAG_GENPTS), so no time, which the overlay fills by the rate
@@ -929,9 +939,9 @@ class BestEffort:
         return self._faulty_pts > 0
 
     @property
-    def dts_reordered(self) -> bool:
-        """Whether the frames' decoding times went back as often as their own times did."""
-        return self._faulty_dts >= self._faulty_pts
+    def by_dts(self) -> bool:
+        """Whether frames are timed by their decoding times: their own went back more often."""
+        return self._faulty_pts > self._faulty_dts
 
 
 def _animated(path: Path) -> bool:

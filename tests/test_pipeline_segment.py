@@ -740,7 +740,11 @@ def test_the_query_plan(tmp_path: Path) -> None:
     with mock.patch.object(costs, "available_bytes", lambda device: 8 * 2**30):  # free, on the device and the host
         assert costs.query_plan(None, 2 * 2**30, cuda, tmp_path) == QueryPlan(memory=2 * 2**30, device=True)
         assert costs.query_plan(None, 2 * 2**30 + 1, cuda, tmp_path) == QueryPlan()  # nor 512 MB of the host's
-        assert costs.query_plan(None, 2 * 2**30, cpu, tmp_path) == QueryPlan(disk=True)
+        # the file needs a quarter of the folder's free space: set it, as CI's disk may have less than 8 GB free
+        with mock.patch.object(costs.shutil, "disk_usage", lambda folder: mock.Mock(free=8 * 2**30)):
+            assert costs.query_plan(None, 2 * 2**30, cpu, tmp_path) == QueryPlan(disk=True)
+        with mock.patch.object(costs.shutil, "disk_usage", lambda folder: mock.Mock(free=8 * 2**30 - 4)):
+            assert costs.query_plan(None, 2 * 2**30, cpu, tmp_path) == QueryPlan()  # nor 512 MB of the host's
     with mock.patch.object(costs, "available_bytes", lambda device: 2**30 if device.type == "cuda" else 8 * 2**30):
         assert costs.query_plan(None, 300 * mb, cuda, tmp_path) == QueryPlan(memory=300 * mb)  # in the host's
 

@@ -27,6 +27,8 @@ CPU_STRIDE = 2
 GPU_MAX_KEY_FRAMES = 30  # every key frame of clips up to 300 processed frames at the paper's ratio
 PRECISIONS = ("float32", "bf16", "fp16")  # of the backbone and correlator (bavos.models.devices applies them)
 PRODUCTS = ("float32", "fp32-tensor", "tf32", "bf16")  # of the clustering (bavos.pipeline.products)
+# --fps: the videos bavos writes hold a rate with a denominator up to 1001 (29.97 as 30000/1001) and a 32-bit numerator
+FPS_RANGE = (0.001, 1_000_000.0)
 
 # Per-channel statistics used to normalise frames (method.md §2.4, §7.5).
 NORMALIZATION: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]] = {
@@ -322,7 +324,12 @@ class SegmentConfig:
         shown="on a GPU only",
     )
     # Video files keep their own timing.
-    fps: float = flag(24.0, "Overlay frame rate for frame folders.", metavar="FPS", panel=OUTPUTS)
+    fps: float = flag(
+        24.0,
+        "Frame rate of frame folders and arrays: their overlay and the times of --start/--end.",
+        metavar="FPS",
+        panel=OUTPUTS,
+    )
     overlay: bool = flag(True, "Write overlay.mp4.", panel=OUTPUTS, names=("--overlay/--no-overlay",))
     # Patch-level labels of every level, for `bavos recut`.
     save_hierarchy: bool = flag(
@@ -407,7 +414,10 @@ class SegmentConfig:
             ),
             (self.stride is None or self.stride >= 1, f"--stride must be at least 1, got {self.stride}"),
             (self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}"),
-            (self.fps > 0, f"--fps must be positive, got {self.fps}"),
+            (
+                FPS_RANGE[0] <= self.fps <= FPS_RANGE[1],
+                f"--fps must be from {FPS_RANGE[0]:g} to {FPS_RANGE[1]:.0f} frames per second, got {self.fps:g}",
+            ),
             (
                 self.max_export_files >= 0,
                 f"--max-export-files must be 0 (no limit) or more, got {self.max_export_files}",

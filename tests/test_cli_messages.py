@@ -44,6 +44,29 @@ def test_range_mistakes_are_said_before_torch_loads(tmp_path: Path) -> None:
     assert proc.stdout.split() == ["2", "False"] and "--end 2s must come after --start 5s" in proc.stderr
 
 
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        # a trial: --end 0 was "no frame in the range" (exit 1, after the probe) where --start 0 --end 0 was exit 2
+        (["--end", "0"], "--end 0 takes no frame: the range ends before the first frame"),
+        (["--start", "3", "--end", "0s"], "--end 0s takes no frame: the range ends before the first frame"),
+        (["--start", "nans"], "--start nans: give a frame number (120) or a time in seconds (12.5s)"),
+        (["--end", "infs"], "--end infs: give a frame number (120) or a time in seconds (12.5s)"),
+        # --fps inf and 1e-9 ran the whole video and failed writing the overlay (exit 1, an internal error)
+        (["--fps", "inf"], "--fps must be from 0.001 to 1000000 frames per second, got inf"),
+        (["--fps", "1e-9"], "--fps must be from 0.001 to 1000000 frames per second, got 1e-09"),
+        (["--fps", "1e10"], "--fps must be from 0.001 to 1000000 frames per second, got 1e+10"),
+    ],
+)
+def test_values_that_cannot_work_are_usage_errors(
+    tmp_path: Path, run_cli: Callable, args: list[str], expected: str
+) -> None:
+    clip = write_clip(tmp_path / "c.mp4", n=2)
+    r = run_cli("segment", clip, "-o", tmp_path / "out", *QUIET, *args)
+    assert r.code == 2 and r.err.strip() == f"bavos: error: {expected} (see 'bavos segment --help')"
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_folder_of_videos_names_them(tmp_path: Path, run_cli: Callable) -> None:
     clips = tmp_path / "clips"
     clips.mkdir()

@@ -117,6 +117,23 @@ def test_a_frame_range_keeps_the_videos_numbers_and_times(tmp_path: Path, run_cl
     assert empty.code == 1 and "no frame in the range 50.. (the video has 20 frames, 2.00 s)" in empty.err
 
 
+def test_a_folders_times_count_at_its_fps(tmp_path: Path, run_cli) -> None:
+    """A trial: a folder's time range was read at 24 fps whatever --fps said (the overlay then used --fps)."""
+    from conftest import clip_frames
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i, img in enumerate(clip_frames(10, 48, 64)):
+        Image.fromarray(img).save(folder / f"{i:05d}.png")
+    args = ("segment", folder, *TINY, "--backbone-weights", "none", "-q", "--fps", "10", "--start", "0.5s")
+    result = run_cli(*args, "--end", "0.8s", "-o", tmp_path / "a")  # each input is checked, then run: both at 10
+    assert result.code == 0, result.err
+    assert list(masks(tmp_path / "a" / "frames")) == ["00005", "00006", "00007"]  # 24 fps: 00012.. (none)
+    with av.open(str(tmp_path / "a" / "frames" / "overlay.mp4")) as c:
+        times = [round(float(f.pts * f.time_base), 2) for f in c.decode(c.streams.video[0])]
+    assert times == [0.0, 0.1, 0.2]
+
+
 @pytest.mark.parametrize("name", list(EXPORTS))
 def test_each_export_writes_what_it_declares_and_a_result_may_hold_it(tmp_path: Path, name: str) -> None:
     """The registry is the one place an export is declared: what it writes is what it says, and a result folder

@@ -304,7 +304,7 @@ def _prepare(
                 continue
             if not opts.quiet:
                 redoing.append(f"{output / name}: redoing it, {reason}")
-        problem = check_input(path, cfg.start, cfg.end)
+        problem = check_input(path, cfg.start, cfg.end, cfg.fps)
         if problem is not None:
             error(problem)
             report.failed(path, problem, 0.0)
@@ -440,7 +440,9 @@ def _segment_one(
     progress.start(label)
     start = time.perf_counter()
     try:
-        source = VideoSource(path, FrameRange.parse(cfg.start, cfg.end))  # probed once, for the estimate and the run
+        source = VideoSource(
+            path, FrameRange.parse(cfg.start, cfg.end), cfg.fps
+        )  # probed once, for the estimate and the run
         estimate = seg.estimate_cost(source, models, cfg, output)  # the temporary files go beside the result
         too_big = _say_cost(label, estimate, cfg, models, progress)
         if estimate is not None and estimate.total > SAY_FASTER_SECONDS and not progress.silent and not too_big:

@@ -197,7 +197,7 @@ def open_source(
 
     Args:
         frame_range: the part to read (frame numbers or times).
-        fps: the frame rate given to frames that carry none (folders take the default rate).
+        fps: the frame rate given to frames that carry none (folders, arrays, iterables), in frames per second.
         workdir: where an iterable's frames are kept while the source lives (required for iterables).
 
     Raises:
@@ -206,7 +206,7 @@ def open_source(
     if isinstance(video, FrameSource):  # opened already (its own range)
         return video
     if isinstance(video, str | bytes | os.PathLike):
-        return VideoSource(as_path(video), frame_range)
+        return VideoSource(as_path(video), frame_range, fps)
     if isinstance(video, np.ndarray) or _is_tensor(video):
         return ArraySource(as_array(video, "frames"), fps, frame_range)
     if not isinstance(video, Iterable) or isinstance(video, bytearray):

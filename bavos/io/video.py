@@ -112,6 +112,8 @@ class FrameRange:
             number = text.strip()[:-1] if is_time else text.strip()
             try:
                 value = float(number) if is_time else int(number)
+                if not math.isfinite(value):  # "nans", "infs": float() reads them, no time is one
+                    raise ValueError(number)
             except ValueError:
                 raise InputError(f"{option} {text}: give a frame number (120) or a time in seconds (12.5s)") from None
             if value < 0:
@@ -119,6 +121,8 @@ class FrameRange:
             values.append(value)
             seconds.append(is_time)
         rng = FrameRange(values[0], values[1], (seconds[0], seconds[1]))
+        if rng.end == 0:  # before every video's first frame, whatever the start
+            raise InputError(f"--end {end} takes no frame: the range ends before the first frame")
         if rng.start is not None and rng.end is not None and seconds[0] == seconds[1] and rng.end <= rng.start:
             raise InputError(f"--end {end} must come after --start {start}")
         return rng
@@ -518,13 +522,17 @@ class VideoSource(RangedSource):
     Args:
         frame_range: read only these frames (their numbers and names stay the whole video's; times count from the
             first frame, as FFmpeg's ``-ss`` takes them).
+        folder_fps: a folder's frame rate (frames per second), which its time ranges count in (``--fps``); a video
+            file's own rate holds.
 
     Raises:
         InputError: the path is missing, empty, not a video, or holds no frames; a frame of a folder cannot be read or
             has another size than the first.
     """
 
-    def __init__(self, path: str | Path, frame_range: FrameRange | None = None) -> None:
+    def __init__(
+        self, path: str | Path, frame_range: FrameRange | None = None, folder_fps: float = DEFAULT_FOLDER_FPS
+    ) -> None:
         super().__init__(Path(path), frame_range)
         self._decode_error: str | None = None  # the last decoding error, for the message when no frame decodes
         self._counted: int | None = None  # the video packets, counted when the container announces no count
@@ -533,7 +541,7 @@ class VideoSource(RangedSource):
         if self.path.is_dir():
             self._files: list[Path] | None = self._check_folder()
             width, height = _header(self._files[0])
-            self.info = VideoInfo(self.path, True, width, height, DEFAULT_FOLDER_FPS, None, 0, len(self._files))
+            self.info = VideoInfo(self.path, True, width, height, folder_fps, None, 0, len(self._files))
         else:
             if not self.path.is_file():
                 raise InputError(

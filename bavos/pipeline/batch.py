@@ -142,14 +142,14 @@ def damage_reason(folder: Path, summary: dict) -> str | None:
     return None
 
 
-def check_input(path: Path, start: str | None = None, end: str | None = None) -> str | None:
+def check_input(path: Path, start: str | None, end: str | None, fps: float) -> str | None:
     """None when ``path`` is a video or frame folder bavos can read (its first frame decodes) with frames in the
-    range ``start``..``end``, else why not."""
+    range ``start``..``end`` (a folder's times at ``fps``), else why not."""
     from bavos.errors import InputError
     from bavos.io.video import FrameRange, VideoSource
 
     try:
-        VideoSource(path, FrameRange.parse(start, end))
+        VideoSource(path, FrameRange.parse(start, end), fps)
     except InputError as e:
         return str(e)
     return None

@@ -190,7 +190,7 @@ def open_result(folder: Path) -> Opened:
         )
         return Opened(folder, old, cfg, None, problem, kept, segment)
     try:
-        source = VideoSource(old["source"], FrameRange.parse(cfg.start, cfg.end))
+        source = VideoSource(old["source"], FrameRange.parse(cfg.start, cfg.end), cfg.fps)
         _check_source(source, old, segment_command(old, folder))
     except InputError as e:
         return Opened(folder, old, cfg, None, str(e), kept, segment)

@@ -14,9 +14,16 @@ from bavos.version import __version__
 __all__ = ["BavosError", "RandomWeightsWarning", "Result", "Segmenter", "__version__", "segment_video"]
 
 
+_LAZY = ("Segmenter", "Result", "segment_video")  # bavos.api's, imported on first use (it imports torch)
+
+
 def __getattr__(name: str) -> Any:
-    if name in ("Segmenter", "Result", "segment_video"):
+    if name in _LAZY:
         import bavos.api
 
         return getattr(bavos.api, name)
     raise AttributeError(f"module 'bavos' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})

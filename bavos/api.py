@@ -16,7 +16,8 @@ import shutil
 import tempfile
 import time
 import warnings
-from collections.abc import Iterator
+import weakref
+from collections.abc import Generator, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -117,7 +118,15 @@ class Result:
         self._owner = owner  # a re-cut shares its parent's files
         self._closed = False
         self._pid = os.getpid()  # the process that removes the files (not a forked child)
-        self.hierarchy = Hierarchy(self)
+        # the frame iterators reading the video for this result and its cuts (which close() ends, each holding it
+        # open), by the result they serve; kept by the files' owner
+        self._readers: weakref.WeakKeyDictionary[Generator[Any, None, None], Result] = weakref.WeakKeyDictionary()
+
+    @property
+    def hierarchy(self) -> Hierarchy:
+        """Its levels and other cuts (made on each access: a Hierarchy kept here would be a reference cycle, and a
+        result dropped would keep its files until the cyclic garbage collector ran)."""
+        return Hierarchy(self)
 
     def __repr__(self) -> str:
         name = str(self.source.path) if self.source.from_path else "frames in memory"
@@ -160,6 +169,7 @@ class Result:
         """
         self._check_open()
         masks = iter_masks(self.source, self.analysis, self.config.upsample, bool(self.config.background))
+        (self._owner or self)._readers[masks] = self
         while True:
             self._check_open()  # an iterator kept past close() says so, as a new one would
             try:
@@ -207,6 +217,10 @@ class Result:
     def close(self) -> None:
         """Remove the temporary files (a re-cut's are the first result's: closing a re-cut closes it alone).
         Closing twice does nothing."""
+        root = self._owner or self
+        for reader, served in list(root._readers.items()) if os.getpid() == self._pid else []:
+            if served is self or self is root:
+                reader.close()  # the video it holds open is closed now, not when it is next advanced
         if self._owner is not None or os.getpid() != self._pid:  # a forked child's copy: the files are the parent's
             self._closed = True
         elif not self._closed:
@@ -218,6 +232,12 @@ class Result:
 
     def __enter__(self) -> Result:
         return self
+
+    def __reduce_ex__(self, protocol: object) -> Any:
+        raise TypeError(
+            "a bavos Result cannot be pickled or copied: its labels are in this process's temporary files; send "
+            "result.masks or result.labels, or save it (result.save(folder)) and send the folder"
+        )
 
     def __exit__(self, *exc: object) -> None:
         self.close()

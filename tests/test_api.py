@@ -446,3 +446,55 @@ def test_threads_forks_and_the_callers_state(
     with segmenter(frames[:4]):
         pass
     assert torch.equal(torch.rand(3), expected)
+
+
+def test_a_result_lets_go_of_its_files_when_dropped_or_closed(tmp_path: Path, segmenter: bavos.Segmenter) -> None:
+    """A trial: a dropped result waited for the cyclic garbage collector (its Hierarchy pointed back at it), an
+    iterator kept past close() held the video open until advanced, pickling said "cannot pickle '_io.FileIO'", saving
+    into the call's workdir named bavos's own working folder as files bavos did not write, and dir(bavos) lacked
+    the names it imports on first use."""
+    import copy
+    import gc
+    import pickle
+
+    gc.collect()
+    gc.disable()  # only reference counting: the files go when the last reference does
+    try:
+        result = segmenter(np.stack(clip_frames(4, 48, 64)), workdir=tmp_path / "w")
+        (work,) = (tmp_path / "w").iterdir()
+        with pytest.raises(bavos.BavosError, match=r"bavos works there \(\.bavos-work-.*such as .*/w/result$"):
+            result.save(tmp_path / "w")
+        for make in (pickle.dumps, copy.copy):
+            with pytest.raises(TypeError, match="a bavos Result cannot be pickled or copied: .* send result.masks"):
+                make(result)
+        assert result.hierarchy.sizes and result.hierarchy.recut(level=0).frames == 4
+        del result
+        assert not work.exists()
+    finally:
+        gc.enable()
+
+    def open_fds() -> int:
+        names = []
+        for fd in os.listdir("/proc/self/fd"):
+            try:
+                names.append(os.readlink(f"/proc/self/fd/{fd}"))
+            except OSError:  # the listing's own
+                pass
+        return sum(name == str(video) for name in names)
+
+    if not Path("/proc/self/fd").is_dir():
+        pytest.skip("counts open files in /proc")
+    video = write_clip(tmp_path / "c.mp4", n=6, height=48, width=64).resolve()
+    result = segmenter(video)
+    cut = result.hierarchy.recut(level=0)
+    mine, its = result.iter_masks(), cut.iter_masks()
+    next(mine), next(its)
+    assert open_fds() == 2
+    cut.close()  # its own reader alone
+    assert open_fds() == 1 and next(mine).shape == (48, 64)
+    result.close()
+    assert open_fds() == 0
+    for reader in (mine, its):
+        with pytest.raises(bavos.BavosError, match="this result is closed"):
+            next(reader)
+    assert {"Segmenter", "Result", "segment_video", "BavosError"} <= set(dir(bavos))

@@ -183,6 +183,12 @@ def sweep(folder: Path) -> list[Leftover]:
     return removed
 
 
+def is_working_entry(name: str) -> bool:
+    """Whether ``name`` is one of bavos's hidden working entries (a result being written or replaced, a run's
+    labels and queries), of any process."""
+    return bool(_ENTRY.match(name) or _OLD_ENTRY.match(name))
+
+
 def live_entries(folder: Path) -> list[str]:
     """Other live processes with hidden working entries in ``folder``: "process 4242 on node1" for each entry."""
     try:

@@ -32,7 +32,7 @@ from bavos.errors import DestinationError, LimitError, OutputError, plain_os_err
 from bavos.io.background import Behind
 from bavos.io.exports import Exporter, export_files, export_folders
 from bavos.io.files import cut_name, display_name, hidden_sibling
-from bavos.io.owners import Heartbeat, output_lock
+from bavos.io.owners import Heartbeat, is_working_entry, output_lock
 from bavos.io.pictures import Levels, ObjectRow, preview_frames, save_hierarchy_picture, save_preview, thumbnail
 from bavos.io.render import overlay, write_mask
 from bavos.io.sources import FrameSource
@@ -570,6 +570,11 @@ def check_contents(final: Path, fix: str = "choose another -o or move them") -> 
         raise DestinationError(
             f"{final}: holds a damaged result (its summary.json cannot be read), which bavos "
             f"cannot tell for its own: remove it to make it again, or {fix}"
+        )
+    if is_working_entry(found):  # a workdir given to the Python call, or an -o, named as the result's folder
+        raise DestinationError(
+            f"{final}: bavos works there ({found}), so it cannot be a result's folder: save into one of its own, "
+            f"such as {final / 'result'}"
         )
     raise DestinationError(
         f"{final}: holds files bavos did not write ({found}); bavos replaces only its own finished results: {fix}"

@@ -39,6 +39,45 @@ def test_float32_on_cuda_turns_tensorfloat32_off_and_restores_it() -> None:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
+def test_threads_overlapping_strict_float32_keep_it_until_the_last_ends() -> None:
+    """Read from the code in a trial: each block saved and restored TF32 itself, so a thread ending first switched
+    it back on under another still running (two threads sharing a Segmenter on CUDA: the second one's float32
+    products in TF32). The switches are process-wide flags, set without a GPU."""
+    import threading
+
+    from bavos.models.devices import strict_float32
+
+    cuda = torch.device("cuda")
+    flags = (torch.backends.cuda.matmul, torch.backends.cudnn)
+    saved = [f.allow_tf32 for f in flags]
+    entered, first_done, seen = threading.Barrier(2), threading.Event(), {}
+
+    def first() -> None:
+        with strict_float32(cuda):
+            entered.wait()
+        first_done.set()
+
+    def second() -> None:
+        with strict_float32(cuda):
+            entered.wait()
+            first_done.wait()
+            seen["inside"] = [f.allow_tf32 for f in flags]
+
+    try:
+        for f in flags:
+            f.allow_tf32 = True  # the process's own setting
+        threads = [threading.Thread(target=first), threading.Thread(target=second)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert seen["inside"] == [False, False]  # the first block's end left it off
+        assert [f.allow_tf32 for f in flags] == [True, True]  # the last one's restored it
+    finally:
+        for f, value in zip(flags, saved, strict=True):
+            f.allow_tf32 = value
+
+
 @pytest.mark.parametrize(
     ("precision", "dtype"), [("float32", torch.float32), ("bf16", torch.bfloat16), ("fp16", torch.float16)]
 )

@@ -11,6 +11,7 @@ import functools
 import importlib.util
 import os
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -53,19 +54,50 @@ def check_precision(device: torch.device, precision: str) -> None:
         raise ConfigError("--precision bf16: this GPU has no bfloat16; use --precision fp16 or float32")
 
 
+class _Strict:
+    """The process's strict-float32 sections. TensorFloat-32 is a process-wide switch: each section saving and
+    restoring it would let a thread that ends first switch it back on under another one still running (its float32
+    products then in TF32). So the first section in saves the process's setting and the last one out restores it."""
+
+    lock = threading.Lock()
+    depth = 0
+    saved = (False, False)
+
+
 @contextmanager
 def strict_float32(device: torch.device) -> Iterator[None]:
     """On CUDA, float32 matrix products and convolutions in full float32 (TensorFloat-32 off), whatever the process
-    set (``torch.set_float32_matmul_precision``); restored on exit. Nothing on a CPU."""
+    set (``torch.set_float32_matmul_precision``); restored when the last such block of the process ends (threads may
+    overlap theirs). Nothing on a CPU."""
     if device.type != "cuda":
         yield
         return
-    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    with _Strict.lock:
+        if _Strict.depth == 0:
+            _Strict.saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+        _Strict.depth += 1
     try:
         yield
     finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+        with _Strict.lock:
+            _Strict.depth -= 1
+            if _Strict.depth == 0:
+                torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = _Strict.saved
+
+
+def tf32_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a @ b`` of CUDA float32 tensors on the tensor cores in TF32, inside a strict section or not. TF32 is on
+    while the product is dispatched only; a float32 product that another thread dispatches at that moment gets TF32
+    too (the switch is the process's): calls with other ``--products`` than float32 belong in a process of their
+    own where threads share one."""
+    with _Strict.lock:
+        saved = torch.backends.cuda.matmul.allow_tf32
+        torch.backends.cuda.matmul.allow_tf32 = True
+        try:
+            return a @ b
+        finally:
+            torch.backends.cuda.matmul.allow_tf32 = saved
 
 
 _GPU_WAYS: ContextVar[bool] = ContextVar("bavos_gpu_ways", default=False)

@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 from bavos.config import PRODUCTS
+from bavos.models.devices import tf32_matmul
 
 _MODE: ContextVar[str] = ContextVar("bavos_products", default="float32")
 TF32_DROPPED_BITS = 13  # float32's 23 mantissa bits, TF32's 10
@@ -108,9 +109,4 @@ def _mm_tf32(a: Tensor, b: Tensor) -> Tensor:
     to TF32 and multiplied in float32."""
     if not a.is_cuda:
         return to_tf32(a) @ to_tf32(b)
-    saved = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = True
-    try:
-        return a @ b
-    finally:
-        torch.backends.cuda.matmul.allow_tf32 = saved
+    return tf32_matmul(a, b)

@@ -49,6 +49,24 @@ def test_frames_and_ids_are_the_results(view_result: Path) -> None:
         r.frame(9)
 
 
+def test_a_part_of_a_damaged_video_shows_its_own_frames(tmp_path: Path, run_cli) -> None:
+    """A trial's leftover: in a result of part of a video, after a packet that did not decode the viewer showed the
+    next frame (it numbers frames by their packets, and only the whole video's count told it otherwise)."""
+    from conftest import TINY
+    from test_field_inputs import damaged_mjpeg
+
+    video = damaged_mjpeg(tmp_path / "cam.avi")  # packet 10 of 20 has no frame
+    args = ("segment", video, *TINY, "--backbone-weights", "none", "-q")
+    assert run_cli(*args, "-o", tmp_path / "out", "--start", "4", "--end", "14").code == 0
+    r = ViewedResult(tmp_path / "out" / "cam")
+    assert r.summary["skipped_packets"] is True and r.first_frame == 4 and r.frames == 10
+    frames = [f.image for f in VideoSource(video).frames()]
+    for k in (9, 0, 6, 5, 4, 3):  # frames 13, 4, 10, 9, 8 and 7 of the video, the first three after the damage
+        np.testing.assert_array_equal(r.frame(k), frames[4 + k], err_msg=f"frame {k}")
+    assert run_cli(*args, "-o", tmp_path / "clean", "--end", "5").code == 0  # before the damage: nothing skipped
+    assert json.loads((tmp_path / "clean" / "cam" / "summary.json").read_text())["skipped_packets"] is False
+
+
 def test_a_cut_lists_what_recut_writes(view_result: Path, tmp_path: Path, run_cli) -> None:
     r = ViewedResult(view_result)
     for level, cap in ((0, 0), (1, 0), (2, 5)):

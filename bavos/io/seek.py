@@ -30,14 +30,18 @@ class FrameReader:
         size: (H, W) of the frames as ``VideoSource`` reports them (a picture size that changes is scaled to it).
         frames: how many frames the whole video decodes to, where known: another count than its packets' (a damaged
             packet, frames lost before the first keyframe) numbers the frames by decoding from the start.
+        skipped_packets: packets gave no frame (``FrameSource.skipped_packets``, summary.json's): the frames are
+            numbered by decoding from the start (where ``frames`` cannot tell: a part of the video).
 
     Raises:
         InputError: the path cannot be read, or a frame number it does not hold is asked for.
     """
 
-    def __init__(self, path: Path, size: tuple[int, int], frames: int | None = None) -> None:
+    def __init__(
+        self, path: Path, size: tuple[int, int], frames: int | None = None, skipped_packets: bool = False
+    ) -> None:
         self.path, self.size = Path(path), size
-        self._frames = frames
+        self._frames, self._skipped = frames, skipped_packets
         self._files: list[Path] | None = list_frames(self.path)[0] if self.path.is_dir() else None
         self._container: av.container.InputContainer | None = None
         self._pts: list[int] | None = None  # presentation timestamps in order: frame number -> pts
@@ -88,7 +92,7 @@ class FrameReader:
             container.close()
         self._pts, self._keys = sorted(pts), sorted(keys)
         self._number = {t: i for i, t in enumerate(self._pts)}
-        if self._frames is not None and self._frames != len(pts):
+        if self._skipped or (self._frames is not None and self._frames != len(pts)):
             self._forward_only()
 
     def _forward_only(self) -> None:

@@ -28,6 +28,9 @@ class FrameSource(Protocol):
         info: size, rate and count (of the range) as far as known before decoding.
         warnings: what differed from what the input announced, one line each.
         from_path: the frames are read from ``path`` on disk (a result then must not replace it).
+        skipped_packets: packets of the file gave no frame (damaged, or before the first frame that decodes), so its
+            frames are numbered by decoding it from the start, not by its packets (a reader seeking by packets is
+            off after them); set while ``frames()`` reads.
     """
 
     path: Path
@@ -35,6 +38,7 @@ class FrameSource(Protocol):
     info: VideoInfo
     warnings: list[str]
     from_path: bool
+    skipped_packets: bool
 
     def frames(self) -> Iterator[Frame]:
         """Every frame of the range in order, (H, W, 3) uint8 RGB, upright."""

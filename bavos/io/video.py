@@ -429,6 +429,7 @@ class RangedSource:
     """
 
     from_path = True  # frames read from ``path`` (a file or folder on disk)
+    skipped_packets = False  # packets gave no frame (FrameSource); a video file's decoding finds out
     info: VideoInfo
 
     def __init__(self, path: Path, frame_range: FrameRange | None) -> None:
@@ -671,6 +672,7 @@ class VideoSource(RangedSource):
                 if stream.start_time is not None and stream.time_base
                 else None,
             )
+            self.skipped_packets = info.lead > 0.5 / fps  # frames lost before the first that decodes
             if info.lead > 2 / fps:  # a damaged first keyframe, or a cut that starts between keyframes
                 self.warn(
                     f"the first {info.lead:.3f} s could not be decoded (a damaged keyframe, or a cut between "
@@ -745,6 +747,7 @@ class VideoSource(RangedSource):
                 "not for damage: a memory or process limit (ulimit -v, ulimit -u, a cgroup) is too low"
             ) from e
         self._decode_error = str(e.strerror or e)
+        self.skipped_packets = True
         if packet is None:
             return
         number = state.numbers.get(packet.pts, state.packets) if packet.pts is not None else state.packets

@@ -328,6 +328,7 @@ def summary(
         "start_time": info.start_time,
         "duration": info.duration,
         "warnings": result_warnings(source, analysis),
+        "skipped_packets": source.skipped_packets,  # the viewer then numbers the frames by decoding (io.seek)
         **object_entries(stats),
         "key_frames": len(analysis.keys.positions),
         "patch_grid": list(analysis.grid),

@@ -118,7 +118,9 @@ class ViewedResult:
         settings = s.get("settings", {})
         whole = self.first_frame == 0 and not settings.get("start") and not settings.get("end")
         self._reader = (
-            FrameReader(self.opened.source.path, self.size, self.frames if whole else None)
+            FrameReader(
+                self.opened.source.path, self.size, self.frames if whole else None, bool(s.get("skipped_packets"))
+            )
             if self.opened.source is not None
             else None
         )

@@ -440,9 +440,8 @@ def _segment_one(
     progress.start(label)
     start = time.perf_counter()
     try:
-        source = VideoSource(
-            path, FrameRange.parse(cfg.start, cfg.end), cfg.fps
-        )  # probed once, for the estimate and the run
+        # probed once, for the estimate and the run
+        source = VideoSource(path, FrameRange.parse(cfg.start, cfg.end), cfg.fps)
         estimate = seg.estimate_cost(source, models, cfg, output)  # the temporary files go beside the result
         too_big = _say_cost(label, estimate, cfg, models, progress)
         if estimate is not None and estimate.total > SAY_FASTER_SECONDS and not progress.silent and not too_big:

@@ -30,7 +30,7 @@ class FrameSource(Protocol):
         from_path: the frames are read from ``path`` on disk (a result then must not replace it).
         skipped_packets: packets of the file gave no frame (damaged, or before the first frame that decodes), so its
             frames are numbered by decoding it from the start, not by its packets (a reader seeking by packets is
-            off after them); set while ``frames()`` reads.
+            off after them); known once ``frames()`` has read them.
     """
 
     path: Path

@@ -541,7 +541,7 @@ def _share(clip: dict[str, Any], heads: int, dim: int, grid: tuple[int, int], ra
     n = grid[0] * grid[1]
     m = clip["key_frames"] * n
     windows = -(-clip["frames"] // 3)
-    passes = window_work(3 * n, m, dim, heads, DISTINCT_PER_LEVEL0 * windows * CLUSTERS_PER_WINDOW)  # on CUDA the
+    passes = window_work(3 * n, m, dim, heads, DISTINCT_PER_LEVEL0 * windows * CLUSTERS_PER_WINDOW)[:2]  # on CUDA the
     flops = windows * sum(flops for flops, _ in passes)  # labels pass computes the attention again (attention_plan)
     return flops / seconds / (rate * 1e12)
 

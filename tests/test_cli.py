@@ -533,8 +533,8 @@ def test_an_estimate_the_run_revises_much_is_said_again(
     run_cli,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The run refines its estimate with its clusters (after the first window, after the hierarchy); one that
-    moved the total by more than 1.25x either way is said, once per move."""
+    """The run refines its estimate with its clusters (after the first window, after the hierarchy, after the labels
+    pass's first window of two); one that moved the total by more than 1.25x either way is said, once per move."""
     import bavos.pipeline.segment as seg
 
     real = seg.estimate_cost
@@ -551,7 +551,7 @@ def test_an_estimate_the_run_revises_much_is_said_again(
     monkeypatch.setattr(seg, "run_pace", lambda *args: seg.Pace())  # the tiny run's own pace aside
     video = write_clip(tmp_path / "v.mp4", n=6)
     result = run_cli("segment", video, "-o", tmp_path / "out", *TINY, "--backbone-weights", "none", "--no-overlay")
-    assert result.code == 0 and len(calls) == 3
+    assert result.code == 0 and len(calls) == 4
     revised = [x for x in result.err.splitlines() if "revised estimate" in x]
     assert len(revised) == 1, result.err  # the second refinement is as far from the first as the first said
     assert re.match(

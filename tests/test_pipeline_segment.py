@@ -787,11 +787,14 @@ def test_the_run_refines_its_estimate_with_its_clusters(tmp_path: Path, tiny_mod
         tiny_models,
         estimates=lambda what, estimate: seen.append((what, estimate)),
     )
-    (first, one), (second, two) = seen
+    (first, one), (second, two), (third, three), (fourth, four) = seen  # 3 windows: labels after 1 and 2
     assert re.fullmatch(r"the first window's (1 cluster|\d+ clusters)", first)
     top = summary["level_sizes"][summary["converged_level"]]
     assert second == f"the hierarchy's {top} cluster{'s' if top != 1 else ''}"
-    assert one.total > 0 and two.total > 0 and one.passes.keys() == two.passes.keys()
+    # a trial: the labels pass took 2.5 times the whole estimate (its lower bounds pruned half the pairs, not all
+    # but a few a token), and nothing said so; its own pace now revises the estimate as it goes
+    assert (third, fourth) == ("the labels pass's first window", "the labels pass's first 2 windows")
+    assert all(e.total > 0 and e.passes.keys() == one.passes.keys() for e in (one, two, three, four))
 
 
 def test_a_refined_estimate_goes_at_the_runs_own_pace() -> None:
@@ -810,6 +813,15 @@ def test_a_refined_estimate_goes_at_the_runs_own_pace() -> None:
     assert paced.passes["keys"] == pytest.approx(2 * estimate.passes["keys"])  # the backbone only
     assert sum(paced.passes.values()) == pytest.approx(paced.total)
     assert estimate.paced(Pace()) == estimate
+    # the labels pass's assignment at its own pace, once measured: the rest of the clustering at the hierarchy's
+    assert 0 < estimate.assigning < estimate.passes["labels"]
+    labelled = estimate.paced(Pace(backbone=2.0, clustering=0.5, labels=3.0))
+    assert labelled.seconds["clustering"] == pytest.approx(
+        0.5 * (estimate.seconds["clustering"] - estimate.assigning) + 3.0 * estimate.assigning
+    )
+    assert labelled.passes["labels"] - paced.passes["labels"] == pytest.approx(2.5 * estimate.assigning)
+    assert labelled.passes["hierarchy"] == pytest.approx(paced.passes["hierarchy"])
+    assert sum(labelled.passes.values()) == pytest.approx(labelled.total)
     # no query cache: the 5 key frames run once, the 43 others twice
     assert estimate.frame_seconds * (5 + 2 * 43) == pytest.approx(estimate.seconds["backbone"])
 
@@ -835,6 +847,9 @@ def test_the_runs_pace_leaves_out_the_backbones_first_batch() -> None:
     assert (clock.batches, clock.paced_frames) == (2, 8) and clock.seconds["backbone"] >= clock.paced_seconds
     clock._paced = 4.0  # 8 frames in 4 s against 0.25 s a frame: twice as slow as estimated
     assert run_pace(clock, estimate, 2, 2.0) == Pace(backbone=2.0, clustering=0.5)
+    estimate = replace(estimate, label_window_seconds=0.5)
+    clock._seconds["labels"] = 3.0  # the labels pass's first 2 windows in 3 s against 0.5 s a window
+    assert run_pace(clock, estimate, 2, 2.0, labelled=2) == Pace(backbone=2.0, clustering=0.5, labels=3.0)
 
 
 def test_the_estimate_grows_with_the_clusters() -> None:

@@ -276,6 +276,7 @@ class Pace:
 
     backbone: float = 1.0
     clustering: float = 1.0
+    labels: float | None = None  # the labels pass's assignment, once one of its windows is measured (else clustering)
 
 
 @dataclass(frozen=True)
@@ -291,6 +292,8 @@ class Estimate:
     queries_on_disk: bool = False  # the kept queries wait in a temporary file (--query-cache auto on a CPU)
     frame_seconds: float = 0.0  # one frame's backbone (what the run's pace is measured against)
     window_seconds: float = 0.0  # one full window's attention and clustering in the hierarchy pass
+    label_window_seconds: float = 0.0  # one full window's assignment to the global levels in the labels pass
+    assigning: float = 0.0  # the labels pass's assignment in all (within the clustering's seconds and that pass's)
     backbone_passes: dict[str, float] = field(default_factory=dict)  # the backbone's seconds within each pass
     rows_kept: int = 0  # bytes of attention rows kept for the labels pass (--attention-cache)
     rows_total: int = 0  # bytes of the whole video's attention rows
@@ -300,15 +303,26 @@ class Estimate:
         return sum(self.seconds.values())
 
     def paced(self, pace: Pace) -> Estimate:
-        """This estimate at the run's measured pace: the clustering's seconds scaled by ``pace.clustering``, the rest
-        (the backbone's, and the writing's) by ``pace.backbone``. The clustering's pace also holds its fixed costs
-        per window, which the count of its work leaves out: tens of times the estimate on small windows, where the
-        writing, at the frames' own size, is not slower for it (docs/performance.md, "The estimates")."""
-        seconds = {k: v * (pace.clustering if k == "clustering" else pace.backbone) for k, v in self.seconds.items()}
+        """This estimate at the run's measured pace: the clustering's seconds scaled by ``pace.clustering`` (the
+        labels pass's assignment by ``pace.labels`` where it was measured), the rest (the backbone's, and the
+        writing's) by ``pace.backbone``. The clustering's pace also holds its fixed costs per window, which the count
+        of its work leaves out: tens of times the estimate on small windows, where the writing, at the frames' own
+        size, is not slower for it; and the assignment's lower bounds prune far fewer pairs where the centroids lie
+        close together (docs/performance.md, "The estimates")."""
+        labels = pace.clustering if pace.labels is None else pace.labels
+
+        def clustering(total: float, assigning: float) -> float:
+            return (total - assigning) * pace.clustering + assigning * labels
+
+        seconds = {
+            k: clustering(v, self.assigning) if k == "clustering" else v * pace.backbone
+            for k, v in self.seconds.items()
+        }
         passes = {
             k: v * pace.backbone
             if k == "writing"
-            else (b := self.backbone_passes.get(k, 0.0)) * pace.backbone + (v - b) * pace.clustering
+            else (b := self.backbone_passes.get(k, 0.0)) * pace.backbone
+            + clustering(v - b, self.assigning if k == "labels" else 0.0)
             for k, v in self.passes.items()
         }
         return replace(self, seconds=seconds, passes=passes)
@@ -379,11 +393,11 @@ def window_work(
     per_window: float = CLUSTERS_PER_WINDOW,
     attention_again: float = 1.0,
     levels: int = 3,
-) -> tuple[tuple[float, float], tuple[float, float]]:
-    """(flops, elementwise operations) of one window of n rows over m key tokens in the hierarchy pass, and in the
-    labels pass, with ``per_window`` level-0 clusters and ``distinct`` centroids over ``levels`` global levels; the
-    labels pass computes the window's attention again with probability ``attention_again`` (0 where
-    ``--attention-cache`` keeps its rows)."""
+) -> tuple[tuple[float, float], tuple[float, float], tuple[float, float]]:
+    """(flops, elementwise operations) of one window of n rows over m key tokens in the hierarchy pass, in the
+    labels pass, and of the labels pass's assignment alone (within the labels pass's), with ``per_window`` level-0
+    clusters and ``distinct`` centroids over ``levels`` global levels; the labels pass computes the window's
+    attention again with probability ``attention_again`` (0 where ``--attention-cache`` keeps its rows)."""
     attention = 2 * n * dim * m, 8 * heads * n * m  # q k^T of every head; in-place softmax passes
     # self-distances and smoothing (whole products); the leader pass and the level-0 labels through lower bounds
     hierarchy = (
@@ -392,9 +406,11 @@ def window_work(
         + bounded_flops(per_window, n, m, PAIRS_PER_TOKEN * n)
     )
     assignment = bounded_flops(distinct, n, m, PAIRS_PER_TOKEN * n * levels)  # every global level's nearest
+    assigning = assignment, 4 * n * m + 4 * distinct * n
     return (
         (attention[0] + hierarchy, attention[1] + 8 * n * m + 8 * n * n),
-        (attention_again * attention[0] + assignment, attention_again * attention[1] + 4 * n * m + 4 * distinct * n),
+        (attention_again * attention[0] + assigning[0], attention_again * attention[1] + assigning[1]),
+        assigning,
     )
 
 
@@ -464,7 +480,7 @@ def segment_estimate(
     full, last = (
         window_work(f * n_tokens, m, dim, heads, distinct, counts.per_window, 1 - rows_share, levels)
         for f in (window, last_frames)
-    )  # each: (hierarchy pass, labels pass)
+    )  # each: (hierarchy pass, labels pass, the labels pass's assignment)
 
     def time_of(work: tuple[float, float]) -> float:
         return work[0] / rates.flops + work[1] / rates.elementwise
@@ -473,6 +489,7 @@ def segment_estimate(
     per_window = time_of(full[0])
     hierarchy = (windows - 1) * per_window + time_of(last[0]) + rounds_work(m, sizes) / rates.flops
     labelling = (windows - 1) * time_of(full[1]) + time_of(last[1])
+    assigning = (windows - 1) * time_of(full[2]) + time_of(last[2])
     video_queries = query_bytes(frames, n_tokens, dim)
     # the windows whose rows are kept need no queries; the others' queries on disk, or in memory while they fit
     in_memory = min(video_queries * (1 - rows_share), queries.memory)
@@ -504,6 +521,8 @@ def segment_estimate(
         "queries_on_disk": queries.disk,
         "frame_seconds": per_frame,
         "window_seconds": per_window,
+        "label_window_seconds": time_of(full[2]),
+        "assigning": assigning,
         "backbone_passes": backbone,
         "rows_kept": rows_kept,
         "rows_total": rows_total,

@@ -102,6 +102,7 @@ def sym_kl(
 
 
 BOUND_SLACK = 1e-3
+NEAREST_BLOCK_BYTES = 64 * 2**20  # nearest_rows' gather of a group's distances to a block of rows, at most
 
 
 def coarse_rows(x: Tensor) -> Tensor:
@@ -248,19 +249,18 @@ def nearest_rows(
         member.zero_()[members] = True
         wanted |= (lower <= bound + slack(bound)).logical_and_(member[:, None])
     wanted &= ~guessed  # their distances are known
-    # (K, 2) the pairs that can be a group's nearest and their distances (the order does not matter below)
-    at = torch.cat([known, wanted.nonzero()])
-    value = torch.cat([found, pair_distances(centroids, rows, log_centroids, log_rows, self_c, self_r, wanted)])
+    # the distances computed, in the bounds' table (no longer needed), the others infinite: each group's nearest is
+    # then its rows' argmin (the first of equals), column block by column block. Where bounds prune little, a
+    # bookkeeping of the pairs by group costs more than their distances (docs/performance.md, "The labels pass.")
+    table = lower.fill_(float("inf"))
+    table[known[:, 0], known[:, 1]] = found
+    table[wanted] = pair_distances(centroids, rows, log_centroids, log_rows, self_c, self_r, wanted)
     out = torch.empty(len(groups), n, dtype=torch.int64)
-    for g, members in enumerate(groups):
-        position = torch.full((u,), -1, dtype=torch.int64)
-        position[members] = torch.arange(len(members))
-        pos = position[at[:, 0]]
-        mine = pos >= 0
-        row, pos, v = at[mine, 1], pos[mine], value[mine]
-        best = torch.full((n,), float("inf"), dtype=value.dtype).scatter_reduce(0, row, v, "amin")
-        first = v == best[row]  # the first of equals, as argmin gives it
-        out[g] = torch.full((n,), u, dtype=torch.int64).scatter_reduce(0, row[first], pos[first], "amin")
+    block = max(1, NEAREST_BLOCK_BYTES // (4 * max(len(members) for members in groups)))
+    for start in range(0, n, block):
+        part = table[:, start : start + block]
+        for g, members in enumerate(groups):
+            out[g, start : start + block] = part.index_select(0, members).argmin(0)
     return out
 
 

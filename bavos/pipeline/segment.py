@@ -503,15 +503,18 @@ def _analyse(
 ) -> Analysis:
     clock = _Clock(models.device)
 
-    def refine(said: str, counts: ClusterCounts, windows_done: int, seconds: Callable[[], float]) -> None:
+    def refine(
+        said: str, counts: ClusterCounts, windows_done: int, seconds: Callable[[], float], labelled: int = 0
+    ) -> None:
         """Say the whole run's estimate again with what is now known: its clusters, and its own pace so far (the
-        backbone's frames and the ``seconds()`` of the windows' attention and clustering, against their
-        estimates). Asked for only when someone listens: on CUDA the clock's reading waits for the device."""
+        backbone's frames, the ``seconds()`` of the windows' attention and clustering, and the assignment of the
+        ``labelled`` windows of the labels pass, against their estimates). Asked for only when someone listens: on
+        CUDA the clock's reading waits for the device."""
         if estimates is None:
             return
         estimate = estimate_cost(source, models, cfg, workdir, counts)
         if estimate is not None:
-            estimates(said, estimate.paced(run_pace(clock, estimate, windows_done, seconds())))
+            estimates(said, estimate.paced(run_pace(clock, estimate, windows_done, seconds(), labelled)))
 
     def windows_seconds() -> float:
         return clock.seconds.get("attention", 0.0) + clock.seconds.get("clustering", 0.0)
@@ -566,14 +569,28 @@ def _analyse(
             hierarchy = builder.finish(cfg.level)
         distinct = len(distinct_centroids(hierarchy)[0]) if hierarchy.converged else 0
         top = hierarchy.sizes[hierarchy.cut]
-        refine(
-            f"the hierarchy's {top} cluster{'s' * (top != 1)}",
-            ClusterCounts(builder.level0_size / windows, tuple(hierarchy.real_sizes), distinct, top),
-            windows,
-            lambda: clustered,
-        )
+        known = ClusterCounts(builder.level0_size / windows, tuple(hierarchy.real_sizes), distinct, top)
+        refine(f"the hierarchy's {top} cluster{'s' * (top != 1)}", known, windows, lambda: clustered)
         labels, areas = _label_pass(
-            source, models, cfg, clock, keys, hierarchy, store0, queries, rows_cache, progress, workdir, trim
+            source,
+            models,
+            cfg,
+            clock,
+            keys,
+            hierarchy,
+            store0,
+            queries,
+            rows_cache,
+            progress,
+            workdir,
+            trim,
+            lambda done: refine(
+                "the labels pass's first window" if done == 1 else f"the labels pass's first {done} windows",
+                known,
+                windows,
+                lambda: clustered,
+                labelled=done,
+            ),
         )
         trim.release()  # the windows' buffers are not needed again: writing starts from a trimmed heap
     finally:
@@ -645,9 +662,12 @@ def _label_pass(
     progress: Progress,
     workdir: Path,
     trim: HeapTrimmer,
+    labelled: Callable[[int], None],
 ) -> tuple[LabelStore, list[np.ndarray]]:
     """Pass 3: every token's label at every level, window by window, into a temporary file; and each cluster's
-    token count, per level."""
+    token count, per level. ``labelled(done)`` is called after the first 1, 2, 4, 8, ... windows while more follow:
+    the run's estimate then takes the pace of this pass's assignment, which the hierarchy pass does not tell, and
+    which differs from window to window."""
     n = keys.grid[0] * keys.grid[1]
     windows = -(-keys.processed(cfg.frame_stride) // cfg.window)
     dtype = np.uint16 if max(hierarchy.sizes) <= 65536 else np.int32
@@ -675,6 +695,8 @@ def _label_pass(
                 counts += np.bincount(labels[level], minlength=len(counts))
             del rows
             trim()
+            if index + 1 < windows and (index + 1) & index == 0:  # a power of two
+                labelled(index + 1)
             progress("labels", index + 1, windows)
         if decoded is not None:
             next(decoded, None)  # ends the stream: its waits are counted
@@ -742,15 +764,18 @@ def iter_masks(
         )
 
 
-def run_pace(clock: _Clock, estimate: Estimate, windows: int, seconds: float) -> Pace:
+def run_pace(clock: _Clock, estimate: Estimate, windows: int, seconds: float, labelled: int = 0) -> Pace:
     """The run's pace so far: its backbone's seconds over the estimate's for the frames it ran after its first batch
-    (which pays the warm-up, seconds on a GPU), and the attention and clustering ``seconds`` of its first ``windows``
-    windows over the estimate's for them; 1 where nothing was measured yet."""
+    (which pays the warm-up, seconds on a GPU), the attention and clustering ``seconds`` of its first ``windows``
+    windows over the estimate's for them, and the labels pass's assignment of its first ``labelled`` full windows
+    over the estimate's; 1 (the labels': the clustering's) where nothing was measured yet."""
     backbone = clock.paced_frames * estimate.frame_seconds
     clustering = windows * estimate.window_seconds
+    assigned, assigning = clock.seconds.get("labels", 0.0), labelled * estimate.label_window_seconds
     return Pace(
         clock.paced_seconds / backbone if backbone > 0 else 1.0,
         seconds / clustering if clustering > 0 and seconds > 0 else 1.0,
+        assigned / assigning if assigning > 0 and assigned > 0 else None,
     )
 
 

@@ -41,6 +41,13 @@ class ClipsFolderError(InputError, UsageError):
     exit_code = 2
 
 
+class ResultPathError(InputError, UsageError):
+    """A path given to `bavos recut` or `bavos view` that names no result folder (missing, a file, a folder of
+    results): exit code 2, as for any bad usage."""
+
+    exit_code = 2
+
+
 class LimitError(UsageError):
     """More asked of the disk than a limit allows without saying so (``--max-export-files``): a usage error, found
     before writing."""

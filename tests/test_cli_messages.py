@@ -95,13 +95,26 @@ def test_a_folder_of_sequence_folders_names_them(tmp_path: Path, run_cli: Callab
     )
 
 
-def test_recut_of_the_results_parent_names_them(tmp_path: Path, run_cli: Callable) -> None:
+def test_recut_and_view_answer_a_path_that_is_no_result_alike(tmp_path: Path, run_cli: Callable) -> None:
+    """A trial: recut said "not a finished bavos output (no readable summary.json)" for a missing path and for the
+    result's summary.json named instead of its folder, and gave exit 1 where view gave 2 for the same mistake."""
     for name in ("a", "b"):
         assert run_cli("segment", write_clip(tmp_path / f"{name}.mp4", n=3), "-o", tmp_path / "out", *QUIET).code == 0
-    r = run_cli("recut", tmp_path / "out", "-q")
-    assert r.code == 1
     out = tmp_path / "out"
-    assert r.err.strip() == f"bavos: error: {out}: holds 2 results (a, b), not one: pass {out}/* or one of them"
+    for path, said in (
+        (out, f"{out}: holds 2 results (a, b), not one: pass {out}/* or one of them"),
+        (tmp_path / "nope", f"{tmp_path / 'nope'}: no such folder"),
+        (
+            out / "a" / "summary.json",
+            f"{out / 'a' / 'summary.json'}: a file, not a result folder: pass the folder that holds it ({out / 'a'})",
+        ),
+        (tmp_path / "a.mp4", f"{tmp_path / 'a.mp4'}: a file, not a result folder"),
+    ):
+        r = run_cli("recut", path, "-q")
+        assert (r.code, r.err.strip()) == (2, f"bavos: error: {said}")
+        pytest.importorskip("starlette")
+        r = run_cli("view", path, "--no-browser")
+        assert (r.code, r.err.strip()) == (2, f"bavos: error: {said} (see 'bavos view --help')")
 
 
 def test_recut_shows_the_traceback_in_debug_mode(

@@ -108,6 +108,9 @@ def test_recut_errors(tmp_path: Path, run_cli, video: Path, args: list[str]) -> 
     result = run_cli("recut", tmp_path / "clip", "--level", str(converged + 1))  # bad usage: exit 2, as in segment
     assert result.code == 2 and f"--level {converged + 1} does not exist" in result.err
     result = run_cli("recut", tmp_path / "nothing")
+    assert result.code == 2 and "nothing: no such folder" in result.err  # a usage error, as in view
+    (tmp_path / "empty").mkdir()
+    result = run_cli("recut", tmp_path / "empty")
     assert result.code == 1 and "not a finished bavos output" in result.err
     for level in ("0", "1"):  # only the converged level's centroids are kept
         result = run_cli("recut", tmp_path / "clip", "--level", level, "--max-objects", "2")

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from bavos.config import SegmentConfig
-from bavos.errors import InputError, UsageError
+from bavos.errors import InputError, ResultPathError, UsageError
 from bavos.io.video import FrameRange, VideoInfo, VideoSource, source_stamp
 from bavos.pipeline.cluster import MergeTree
 from bavos.pipeline.outputs import segment_command
@@ -163,17 +163,18 @@ def open_result(folder: Path) -> Opened:
     """Read a finished result's summary, settings and source (checked as recut checks it).
 
     Raises:
-        InputError: no readable summary.json (naming the results inside when ``folder`` holds several).
+        ResultPathError: ``folder`` is missing, a file or a folder of results (``check_result_path``).
+        InputError: no readable summary.json.
     """
     folder = Path(folder)
+    check_result_path(folder)
     try:
         old = json.loads((folder / "summary.json").read_text())
         values: dict[str, Any] = {
             k: tuple(v) if isinstance(v, list) else v for k, v in old["config"]["SegmentConfig"].items()
         }
     except (OSError, ValueError, KeyError, TypeError) as e:
-        said = results_inside(folder) or f"{folder}: not a finished bavos output (no readable summary.json)"
-        raise InputError(said) from e
+        raise InputError(f"{folder}: not a finished bavos output (no readable summary.json)") from e
     cfg = SegmentConfig(**values)
     segment = segment_command(old, folder, cut=False)
     kept = VideoInfo(Path(old["source"]), False, old["width"], old["height"], float(old["fps"]), None, 0, old["frames"])
@@ -206,6 +207,21 @@ def results_inside(folder: Path) -> str | None:
         f"{folder}: holds {len(results)} result{'s' * (len(results) != 1)} "
         f"({', '.join(results[:3])}{', ...' if len(results) > 3 else ''}), not one: pass {folder}/* or one of them"
     )
+
+
+def check_result_path(folder: Path) -> None:
+    """Raises ResultPathError where ``folder`` cannot be a result folder: it is missing, a file (a result's
+    summary.json named instead of its folder), or a folder of results; the same answer in recut and in view."""
+    folder = Path(folder)
+    if folder.is_file():
+        holder = folder.parent
+        hint = f": pass the folder that holds it ({holder})" if (holder / "summary.json").is_file() else ""
+        raise ResultPathError(f"{folder}: a file, not a result folder{hint}")
+    if not folder.is_dir():
+        raise ResultPathError(f"{folder}: no such folder")
+    said = results_inside(folder)
+    if said is not None and not (folder / "summary.json").is_file():
+        raise ResultPathError(said)
 
 
 def recut_folder(

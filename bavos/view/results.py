@@ -26,7 +26,7 @@ from bavos.pipeline.batch import changed_reason
 from bavos.pipeline.masks import nearest_processed, upsample_ids
 from bavos.pipeline.outputs import check_contents, first_link, is_bavos_summary, levels_of, read_summary
 from bavos.pipeline.products import products
-from bavos.pipeline.recut import Opened, open_result, recut_analysis, recut_folder, results_inside
+from bavos.pipeline.recut import Opened, check_result_path, open_result, recut_analysis, recut_folder
 from bavos.pipeline.segment import Analysis
 from bavos.progress import as_progress
 
@@ -85,19 +85,16 @@ class ViewedResult:
     saving a cut into it is refused, as ``bavos recut`` refuses).
 
     Raises:
-        InputError: ``folder`` is not there, is not a finished bavos result (or holds several), or holds a link,
+        ResultPathError: ``folder`` is missing, a file or a folder of results (as recut says it).
+        InputError: ``folder`` is not a finished bavos result, or holds a link,
             which bavos never writes and the viewer would not follow out of the result.
     """
 
     def __init__(self, folder: Path) -> None:
         self.folder = Path(folder)
-        if not self.folder.exists():
-            raise InputError(f"{self.folder}: no such folder")
+        check_result_path(self.folder)
         if not is_bavos_summary(read_summary(self.folder)):
-            raise InputError(
-                results_inside(self.folder)
-                or f"{self.folder}: not a finished result of bavos segment (no summary.json of bavos's)"
-            )
+            raise InputError(f"{self.folder}: not a finished result of bavos segment (no summary.json of bavos's)")
         link = first_link(self.folder)
         if link is not None:
             raise InputError(

@@ -411,6 +411,8 @@ def test_hub_offline_and_not_cached_is_one_line_within_seconds(
         "not be downloaded (no connection"
     )
     assert "bavos weights" in line and "--backbone-weights PATH" in line
+    # a trial: the first error's hint, --checkpoint none, led here, and the way out without weights went unsaid
+    assert line.endswith("with neither, --backbone-weights none runs on random weights (meaningless masks)")
 
 
 def test_weights_command_fetches_both_and_check_reports(

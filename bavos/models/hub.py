@@ -113,6 +113,7 @@ def hub_weights(name: str, progress: Download | None = None, download_missing: b
             reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
         raise WeightsError(
             f"the weights of {name} are not in the cache and could not be downloaded ({reason}); run "
-            "`bavos weights` where there is a connection, or pass --backbone-weights PATH (e.g. "
-            "dino_deitsmall8_pretrain.pth)"
+            "`bavos weights` on a machine with a connection and copy its cache here, or pass --backbone-weights "
+            "PATH (e.g. dino_deitsmall8_pretrain.pth); with neither, --backbone-weights none runs on random weights "
+            "(meaningless masks)"
         ) from e

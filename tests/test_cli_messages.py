@@ -67,6 +67,26 @@ def test_values_that_cannot_work_are_usage_errors(
     assert not (tmp_path / "out").exists()
 
 
+def test_a_result_without_objects_says_what_to_try(tmp_path: Path, run_cli: Callable) -> None:
+    """A trial: a checkpoint trained for two steps gave "0 objects" (levels of 10 and 1 clusters) and nothing more."""
+    from bavos.cli.output import no_object_hint
+
+    clip = write_clip(tmp_path / "c.mp4", n=6)
+    r = run_cli("segment", clip, "-o", tmp_path / "out", *TINY, "--backbone-weights", "none", "--tau", "1000")
+    out = tmp_path / "out" / "c"
+    summary = json.loads((out / "summary.json").read_text())
+    assert r.code == 0 and f"{out}: 6 frames, 0 objects" in r.out and summary["level_sizes"][-1] == 1
+    assert r.err.strip().endswith(no_object_hint(summary))
+    assert "no object" not in run_cli("segment", clip, "-o", tmp_path / "q", *QUIET, "--tau", "1000").err
+    summary = {"objects": 0, "level_sizes": [10, 1], "level": 1, "output": "o/c", "capped_to": None}
+    assert no_object_hint(summary) == (
+        "o/c: no object: one cluster covers every frame at level 1 (the levels hold 10, 1 clusters): "
+        "`bavos recut o/c --level 0` cuts finer, a lower --tau merges less"
+    )
+    assert no_object_hint({**summary, "capped_to": 1}) is None  # --max-objects 1 asked for it
+    assert no_object_hint({**summary, "objects": 3}) is None
+
+
 def test_a_folder_of_videos_names_them(tmp_path: Path, run_cli: Callable) -> None:
     clips = tmp_path / "clips"
     clips.mkdir()

@@ -56,6 +56,21 @@ def warn(message: str) -> None:
     _stderr_line(f"bavos: warning: {message}")
 
 
+def no_object_hint(summary: dict[str, Any]) -> str | None:
+    """What to try where a result holds no object (one cluster covers every frame at its level), else None."""
+    if summary.get("objects") != 0 or summary.get("capped_to") is not None:  # a cap to 1 was asked for
+        return None
+    sizes, level, output = summary.get("level_sizes") or [], summary.get("level"), summary.get("output")
+    finer = max((lv for lv, size in enumerate(sizes) if size > 1), default=None)
+    said = f"{output}: no object: one cluster covers every frame at level {level}"
+    if finer is None or level is None or finer >= level:
+        return f"{said}; a lower --tau merges less"
+    return (
+        f"{said} (the levels hold {', '.join(map(str, sizes))} clusters): `bavos recut {output} --level {finer}` "
+        "cuts finer, a lower --tau merges less"
+    )
+
+
 def note(message: str) -> None:
     """One information line on stderr (costs, defaults chosen for this machine)."""
     _stderr_line(f"bavos: {message}")
@@ -466,6 +481,9 @@ class Results:
             for message in warnings:
                 warn(f"{display_name(path)}: {message}")
         self._emit(path, "ok", summary["output"], summary["frames"], summary["objects"], seconds, None, "", warnings)
+        hint = no_object_hint(summary)
+        if hint and not self.quiet and not self.as_json:
+            note(hint)
 
     def failed(self, path: Path, error: str, seconds: float) -> None:
         """An input that failed. It, and one stopped or never run, has no result: its "output" is null, as its frames

@@ -358,7 +358,7 @@ class SegmentConfig:
     # come from that registry.
     exports: tuple[str, ...] = flag(
         (),
-        "Also write {choices}; repeat for several.",
+        "Also write {choices}; several: repeat it, or list them (coco,video).",
         metavar="{choices}",
         panel=OUTPUTS,
         names=("--export",),
@@ -386,8 +386,12 @@ class SegmentConfig:
             value = getattr(self, name)
             if isinstance(value, int) and not isinstance(value, bool):
                 object.__setattr__(self, name, str(value))
-        if isinstance(self.exports, str):  # exports="coco" from Python: one name, not the letters of one
-            object.__setattr__(self, "exports", tuple(x.strip() for x in self.exports.split(",") if x.strip()))
+        # "coco" from Python is one name, not its letters; "coco,video" (--export coco,video) two, as ffmpeg's lists
+        listed = (self.exports,) if isinstance(self.exports, str) else self.exports
+        if isinstance(listed, tuple | list) and all(isinstance(x, str) for x in listed):
+            object.__setattr__(
+                self, "exports", tuple(x.strip() for item in listed for x in item.split(",") if x.strip())
+            )
         _raise_first(_type_checks(self))
         h, w = self.resolution or PAPER_RESOLUTION
         checks = [
@@ -619,9 +623,10 @@ class TrainConfig:
         checks += [
             (self.preset in PRESETS, f"--preset must be release or paper, got {self.preset}"),
             (h > 0 and w > 0, f"--resolution must be positive, got {h} {w}"),
+            (math.isfinite(self.lr) and self.lr > 0, f"--lr must be a finite number above 0, got {self.lr:g}"),
             (
-                math.isfinite(self.lr) and self.lr > 0 and 0 <= self.min_lr <= self.lr,
-                f"need 0 <= min lr <= --lr and --lr > 0 (a finite number), got {self.lr}",
+                0 <= self.min_lr <= self.lr or not self.lr > 0,
+                f"--lr must be at least {self.min_lr:g}, where its cosine schedule ends, got {self.lr:g}",
             ),
             (self.weight_decay >= 0, f"--weight-decay must be 0 or more, got {self.weight_decay}"),
             (self.gap >= 1, f"--gap must be at least 1, got {self.gap}"),

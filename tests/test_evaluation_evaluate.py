@@ -156,7 +156,7 @@ def test_proposal_limit_and_non_standard_name(davis: Path, tmp_path: Path) -> No
         evaluate.evaluate_davis(preds, davis, "official", ["b"])
     assert "the predictions hold id 21, more than the 20 proposals the official protocol allows: cut them to " in str(
         said.value
-    ) and "(bavos recut --max-objects 21: the background is one)" in str(said.value)
+    ) and f"(bavos recut {preds / 'b'} --max-objects 21: the background is one)" in str(said.value)
     write_ids(preds / "b" / "masks", np.minimum(many, 20))  # ids 0..20, as --max-objects 21 gives: within the protocol
     evaluate.evaluate_davis(preds, davis, "official", ["b"])
     write_ids(preds / "b" / "masks", many)
@@ -307,6 +307,12 @@ def test_cli_errors_are_one_line(davis: Path, tmp_path: Path, run_cli) -> None:
     assert res.code == 2 and "sequence 'zz' has no annotations in " in res.err
     res = run_cli("eval", str(tmp_path / "p"), "--fg-ari", "--gt", str(tmp_path / "g"), "--sequences", "zz")
     assert res.code == 2 and f"sequence 'zz' has no ground truth in {tmp_path / 'g'}" in res.err
+    for empty in ("", " , "):  # a trial: "" scored every sequence of val.txt, silently
+        res = run_cli("eval", str(tmp_path / "p"), "--davis", str(davis), "--sequences", empty)
+        assert res.code == 2 and res.err.strip() == (
+            f"bavos: error: --sequences {empty!r} names no sequence: give A,B, or leave it out for val.txt's "
+            "(see 'bavos eval --help')"
+        )
 
 
 def test_one_result_given_for_the_folder_of_results_is_named(davis: Path, tmp_path: Path, run_cli) -> None:

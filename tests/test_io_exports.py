@@ -161,3 +161,19 @@ def test_each_export_writes_what_it_declares_and_a_result_may_hold_it(tmp_path: 
 def test_an_unknown_export_is_named() -> None:
     with pytest.raises(ConfigError, match="--export must be one of coco, objects, video, got gif, png"):
         check_exports(("coco", "png", "gif"))
+
+
+def test_exports_listed_with_commas_are_several(tmp_path: Path, run_cli) -> None:
+    """A trial: --export coco,video was "--export must be one of coco, objects, video, got coco,video"."""
+    from bavos.config import SegmentConfig
+
+    assert SegmentConfig(exports=("coco,video", "objects")).exports == ("coco", "video", "objects")
+    assert SegmentConfig(exports="coco, video").exports == ("coco", "video")
+    video = write_clip(tmp_path / "e.mp4", n=3, height=48, width=64)
+    result = run_cli(
+        "segment", video, "-o", tmp_path / "o", *TINY, "--backbone-weights", "none", "-q", "--export", "coco,video"
+    )
+    assert result.code == 0, result.err
+    assert (tmp_path / "o" / "e" / "coco.json").is_file() and (tmp_path / "o" / "e" / "masks.mp4").is_file()
+    bad = run_cli("segment", video, "-o", tmp_path / "x", *TINY, "--backbone-weights", "none", "--export", "coco,gif")
+    assert bad.code == 2 and "--export must be one of coco, objects, video, got gif" in bad.err

@@ -135,9 +135,14 @@ def test_json_lines_and_same_stem_outputs(tmp_path: Path, run_cli, sharp_weights
     b = write_clip((tmp_path / "b").mkdir() or tmp_path / "b" / "x.mp4", n=5)
     out = tmp_path / "out"
     result = run_cli(
-        "segment", a, b, tmp_path / "missing.mp4", "-o", out, *FAST, "--backbone-weights", sharp_weights, "--json"
+        "segment", a, b, tmp_path / "missing.mp4", a, "-o", out, *FAST, "--backbone-weights", sharp_weights, "--json"
     )
     assert result.code == 1
+    # a trial: an input given twice was segmented once, and one of a taken name went to x-<hash>, both unsaid
+    assert f"bavos: given more than once, segmented once: {a}\n" in result.err
+    assert (
+        f"bavos: {b}: its result goes to {out / f'x-{short_hash(b)}'}, as {out / 'x'} is another video's" in result.err
+    )
     lines = json_lines(result.out)  # every stdout line is JSON
     assert [line["status"] for line in lines] == ["failed", "ok", "ok"]  # unreadable inputs: before any model loads
     lines = lines[1:] + lines[:1]

@@ -396,6 +396,14 @@ def test_cli_errors_are_one_line(tmp_path: Path, run_cli, monkeypatch: pytest.Mo
     assert not (tmp_path / "run").exists()  # a run that could not start leaves no folder
     res = run_cli("train", empty, "-o", tmp_path / "none", "--resume")
     assert res.code == 2 and "nothing to resume (last.pt not found)" in res.err
+    theirs = tmp_path / "theirs"  # a trial: "start the run without --resume", which was then refused for these
+    theirs.mkdir()
+    (theirs / "notes.txt").write_text("mine")
+    res = run_cli("train", empty, "-o", theirs, "--resume")
+    assert res.code == 2 and res.err.strip().splitlines()[-1] == (
+        f"bavos: error: {theirs}: nothing to resume (last.pt not found), and it holds files bavos did not write "
+        "(notes.txt): choose another -o"
+    )
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "x.mp4").write_text("not a video")
@@ -419,6 +427,8 @@ def test_cli_errors_are_one_line(tmp_path: Path, run_cli, monkeypatch: pytest.Mo
         (["--device", "cuda"], "--device cuda was asked for but no CUDA device is available; use --device cpu"),
         (["CLIPS=FILE"], "not a folder; give a folder of videos and/or frame folders"),
         (["CLIPS=MISSING"], "no such folder"),
+        (["--lr", "-1"], "--lr must be a finite number above 0, got -1"),  # "need 0 <= min lr <= --lr": no such option
+        (["--lr", "1e-7"], "--lr must be at least 1e-06, where its cosine schedule ends, got 1e-07"),
     ],
 )
 def test_wrong_options_are_usage_errors_that_leave_nothing(
@@ -702,7 +712,7 @@ def test_a_resume_on_clips_left_out_then_and_usable_now_is_refused(tmp_path: Pat
 
 def test_train_options_said_as_typed_and_quiet_is_errors_only(clips: Path, tmp_path: Path, run_cli) -> None:
     r = run_cli("train", clips, "-o", tmp_path / "a", *TRAIN_ARGS, "--lr", "inf")  # it failed at step 2: nan loss
-    assert r.code == 2 and "--lr > 0 (a finite number), got inf" in r.err
+    assert r.code == 2 and "--lr must be a finite number above 0, got inf" in r.err
     with pytest.raises(ConfigError, match="--resume: --no-augment differs from the run's --augment;"):
         train_config(saved=train_config().__dict__ | {"resolution": [96, 160]}, augment=False)  # "--augment False"
     root = tmp_path / "clips"

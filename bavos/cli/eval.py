@@ -13,7 +13,13 @@ from bavos.cli.output import echo, print_table, progress_for, warn
 
 
 def _split(names: str | None) -> list[str] | None:
-    return [n.strip() for n in names.split(",") if n.strip()] if names else None
+    """--sequences A,B as a list (None: not given); given, it must name one (an empty one is no "all")."""
+    if names is None:
+        return None
+    listed = [n.strip() for n in names.split(",") if n.strip()]
+    if not listed:
+        usage_error(f"--sequences {names!r} names no sequence: give A,B, or leave it out for val.txt's", "eval")
+    return listed
 
 
 @app.command(name="eval", cls=Command)

@@ -14,6 +14,7 @@ import threading
 import time
 import traceback
 import warnings
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -76,10 +77,19 @@ def run(inputs: list[Path], output: Path, model_cfg: ModelConfig, cfg: SegmentCo
     bavos's (nothing done), else 1. An output folder this run created is removed again when it stays empty."""
     from bavos.models.devices import shard_from_env
     from bavos.pipeline.batch import check_destinations, plan_outputs
-    from bavos.pipeline.segment import source_id
+    from bavos.pipeline.segment import output_name, source_id
 
     shard = shard_from_env()
     planned = plan_outputs(list(inputs), output)  # from the whole list: every part and process names alike
+    if len(planned) < len(inputs) and shard.rank == 0 and not opts.quiet:
+        given = Counter(source_id(path) for path in inputs)
+        twice = [path for path, _ in planned if given[source_id(path)] > 1]
+        shown = ", ".join(map(str, twice[:3])) + (f" and {len(twice) - 3} more" if len(twice) > 3 else "")
+        note(f"given more than once, segmented once: {shown}")
+    if opts.name is None and shard.rank == 0 and not opts.quiet:
+        for path, name in planned:
+            if name != output_name(path):  # the result line names the folder; this says why it is not the stem
+                note(f"{path}: its result goes to {output / name}, as {output / output_name(path)} is another video's")
     if opts.name is not None:
         planned = [(planned[0][0], opts.name)]  # one input (checked with the options)
     if opts.part is not None and (opts.part.count > 1 or opts.part.slurm):

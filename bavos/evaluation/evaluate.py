@@ -6,6 +6,7 @@ Predictions are folders of indexed PNGs, one folder per sequence, named like the
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -272,10 +273,10 @@ def _sequence_scores(
     limit: int,
     notes: list[str],
     progress: Callback | None,
-    ours: bool = True,
+    result: Path | None = None,
 ) -> list[ObjectScore]:
-    """Per-object statistics of one sequence; pred and gt are (T, H, W) ids; ``ours``: the predictions are a
-    result of bavos segment (which bavos recut can cut to fewer objects)."""
+    """Per-object statistics of one sequence; pred and gt are (T, H, W) ids; ``result``: the folder of bavos
+    segment's result that holds the predictions (which bavos recut can cut to fewer objects), or None."""
     n_objs = int(np.where(gt[0] == VOID, 0, gt[0]).max())  # objects: the ids of the first annotated frame
     later = int(np.where(gt == VOID, 0, gt).max())
     if later > n_objs:
@@ -295,8 +296,9 @@ def _sequence_scores(
         else:
             allowed = f"the {limit} proposals of --max-proposals {limit}"
         fewer = (
-            f"cut them to fewer (bavos recut --max-objects {limit + 1 - shift}: the background is one)"
-            if ours
+            f"cut them to fewer (bavos recut {shlex.quote(str(result))} --max-objects {limit + 1 - shift}: the "
+            "background is one)"
+            if result is not None
             else f"relabel them with ids {1 - shift}..{limit - shift} (0 is the background)"
         )
         raise EvalError(
@@ -361,7 +363,9 @@ def evaluate_davis(
     for seq in names:
         pred, gt = _load_pairs(found[seq], layout.annotations / seq, exact=True)
         ours = found[seq].name == "masks" and (found[seq].parent / "summary.json").is_file()
-        objects += _sequence_scores(seq, pred, gt, protocol, limit, notes, progress, ours)
+        objects += _sequence_scores(
+            seq, pred, gt, protocol, limit, notes, progress, found[seq].parent if ours else None
+        )
     if not objects:
         raise EvalError(
             "nothing to score: no sequence has an object in its first annotated frame (the objects are those of the "

@@ -16,7 +16,7 @@ import os
 import re
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 from torch import nn
@@ -45,6 +45,37 @@ DATA = "data.json"  # the clips a run trained on
 _CACHED = re.compile(r"^(\.|[0-9a-f]{40}(\.|$))")  # a cached clip's files (training.clips.cache_key), or hidden
 
 
+def _own_files(path: Path) -> set[str]:
+    """The entries of a folder that a run wrote before its first checkpoint: config.json when it holds a run's
+    settings, then data.json and metrics.jsonl; cache/ when it holds only cached clips."""
+    own = {CONFIG, DATA, METRICS} if _holds_settings(path) else set()
+    cache = path / "cache"
+    with contextlib.suppress(OSError):
+        if cache.is_dir() and all(_CACHED.match(e.name) for e in os.scandir(cache)):
+            own.add("cache")
+    return own
+
+
+def _theirs(path: Path) -> list[str]:
+    """The entries of a run folder that are not a run's own files (one without a checkpoint: checked before)."""
+    if not path.is_dir():
+        return []
+    own = _own_files(path)
+    return sorted(e.name for e in path.iterdir() if not e.name.startswith(".") and e.name not in own)
+
+
+def _nothing_to_resume(path: Path) -> NoReturn:
+    """Raises the refusal of --resume where ``path`` holds no run: ConfigError (start it without --resume), or
+    DestinationError where it holds files bavos did not write (starting there is refused too)."""
+    theirs = _theirs(path)
+    if theirs:
+        raise DestinationError(
+            f"{path}: nothing to resume ({LAST} not found), and it holds files bavos did not write "
+            f"({', '.join(theirs[:3])}): choose another -o"
+        )
+    raise ConfigError(f"{path}: nothing to resume ({LAST} not found); start the run without --resume")
+
+
 def read_run_config(path: Path) -> dict[str, Any]:
     """The resolved configs of the run in ``path`` ({"ModelConfig": ..., "TrainConfig": ...}): those saved in
     ``last.pt``, or in ``config.json`` for a run that stopped before its first checkpoint.
@@ -63,7 +94,7 @@ def read_run_config(path: Path) -> dict[str, Any]:
             raise CheckpointError(f"{saved}: unreadable ({e}); start the run again without --resume") from e
         where = saved
     else:
-        raise ConfigError(f"{path}: nothing to resume ({LAST} not found); start the run without --resume")
+        _nothing_to_resume(Path(path))
     if not isinstance(config, dict) or "TrainConfig" not in config:
         raise CheckpointError(f"{where}: not a bavos training run's settings (no TrainConfig in it)")
     return config
@@ -184,14 +215,7 @@ class RunFolder:
         return not self.last.is_file() and CONFIG in self._own_files()
 
     def _own_files(self) -> set[str]:
-        """The entries of the folder that a run wrote before its first checkpoint: config.json when it holds a
-        run's settings, then data.json and metrics.jsonl; cache/ when it holds only cached clips."""
-        own = {CONFIG, DATA, METRICS} if _holds_settings(self.path) else set()
-        cache = self.path / "cache"
-        with contextlib.suppress(OSError):
-            if cache.is_dir() and all(_CACHED.match(e.name) for e in os.scandir(cache)):
-                own.add("cache")
-        return own
+        return _own_files(self.path)
 
     def check(self, resume: bool, clips: Path | None = None) -> None:
         """Refuse to overwrite a run, to start one in a folder holding anything else, to resume one that is not
@@ -211,7 +235,7 @@ class RunFolder:
             )
         unsaved = self.unsaved()
         if resume and not self.last.is_file() and not unsaved:
-            raise ConfigError(f"{self.path}: nothing to resume ({LAST} not found); start the run without --resume")
+            _nothing_to_resume(self.path)
         if not resume and self.last.is_file() and _holds_settings(self.path):  # else last.pt is not bavos's
             raise DestinationError(
                 f"{self.path}: already holds a training run; continue it with --resume or choose another -o"
@@ -220,9 +244,8 @@ class RunFolder:
             raise DestinationError(
                 f"{self.path}: the run folder would lie inside the clips folder {clips}; choose an -o outside it"
             )
-        if not resume and self.path.is_dir():
-            own = self._own_files()  # a run's own files, with no checkpoint (checked above)
-            theirs = sorted(e.name for e in self.path.iterdir() if not e.name.startswith(".") and e.name not in own)
+        if not resume:
+            theirs = _theirs(self.path)
             if theirs:
                 raise DestinationError(
                     f"{self.path}: holds files bavos did not write ({', '.join(theirs[:3])}); a "

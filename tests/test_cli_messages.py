@@ -141,7 +141,8 @@ def test_recut_shows_the_traceback_in_debug_mode(
     tmp_path: Path, run_cli: Callable, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("BAVOS_DEBUG", "1")
-    r = run_cli("recut", tmp_path / "nothing", "-q")
+    (tmp_path / "empty").mkdir()
+    r = run_cli("recut", tmp_path / "empty", "-q")
     assert r.code == 1 and "Traceback (most recent call last)" in r.err and "not a finished bavos output" in r.err
 
 

@@ -217,10 +217,11 @@ class Result:
     def close(self) -> None:
         """Remove the temporary files (a re-cut's are the first result's: closing a re-cut closes it alone).
         Closing twice does nothing."""
-        root = self._owner or self
-        for reader, served in list(root._readers.items()) if os.getpid() == self._pid else []:
-            if served is self or self is root:
-                reader.close()  # the video it holds open is closed now, not when it is next advanced
+        if os.getpid() == self._pid:  # a forked child's readers are its copies of the parent's
+            root = self._owner or self
+            for reader, served in list(root._readers.items()):
+                if served is self or self is root:
+                    reader.close()  # the video it holds open is closed now, not when it is next advanced
         if self._owner is not None or os.getpid() != self._pid:  # a forked child's copy: the files are the parent's
             self._closed = True
         elif not self._closed:

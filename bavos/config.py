@@ -625,7 +625,7 @@ class TrainConfig:
             (h > 0 and w > 0, f"--resolution must be positive, got {h} {w}"),
             (math.isfinite(self.lr) and self.lr > 0, f"--lr must be a finite number above 0, got {self.lr:g}"),
             (
-                0 <= self.min_lr <= self.lr or not self.lr > 0,
+                0 <= self.min_lr <= self.lr,
                 f"--lr must be at least {self.min_lr:g}, where its cosine schedule ends, got {self.lr:g}",
             ),
             (self.weight_decay >= 0, f"--weight-decay must be 0 or more, got {self.weight_decay}"),

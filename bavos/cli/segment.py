@@ -77,19 +77,12 @@ def run(inputs: list[Path], output: Path, model_cfg: ModelConfig, cfg: SegmentCo
     bavos's (nothing done), else 1. An output folder this run created is removed again when it stays empty."""
     from bavos.models.devices import shard_from_env
     from bavos.pipeline.batch import check_destinations, plan_outputs
-    from bavos.pipeline.segment import output_name, source_id
+    from bavos.pipeline.segment import source_id
 
     shard = shard_from_env()
     planned = plan_outputs(list(inputs), output)  # from the whole list: every part and process names alike
-    if len(planned) < len(inputs) and shard.rank == 0 and not opts.quiet:
-        given = Counter(source_id(path) for path in inputs)
-        twice = [path for path, _ in planned if given[source_id(path)] > 1]
-        shown = ", ".join(map(str, twice[:3])) + (f" and {len(twice) - 3} more" if len(twice) > 3 else "")
-        note(f"given more than once, segmented once: {shown}")
-    if opts.name is None and shard.rank == 0 and not opts.quiet:
-        for path, name in planned:
-            if name != output_name(path):  # the result line names the folder; this says why it is not the stem
-                note(f"{path}: its result goes to {output / name}, as {output / output_name(path)} is another video's")
+    if shard.rank == 0 and not opts.quiet:
+        _say_plan(inputs, planned, output, renamed=opts.name is None)
     if opts.name is not None:
         planned = [(planned[0][0], opts.name)]  # one input (checked with the options)
     if opts.part is not None and (opts.part.count > 1 or opts.part.slurm):
@@ -253,6 +246,24 @@ def _say_part(part: Any, inputs: int, say: bool) -> None:
     where = f"Slurm array {part.slurm}: " if part.slurm else ""
     off = "; --shard 0/1 takes them all" if part.slurm else ""
     note(f"{where}part {part.index}/{part.count} of the inputs, {share} of {inputs}{off}")
+
+
+def _say_plan(inputs: list[Path], planned: list[tuple[Path, str]], output: Path, renamed: bool) -> None:
+    """Say the inputs given more than once (each is segmented once) and, where ``renamed``, why a result's folder is
+    not its input's name (another video's result has it): the result lines name the folders, not why."""
+    from bavos.pipeline.segment import output_name, source_id
+
+    if len(planned) < len(inputs):
+        given = Counter(source_id(path) for path in inputs)
+        twice = [path for path, _ in planned if given[source_id(path)] > 1]
+        shown = ", ".join(map(str, twice[:3])) + (f" and {len(twice) - 3} more" if len(twice) > 3 else "")
+        note(f"given more than once, segmented once: {shown}")
+    if not renamed:  # --name chose the folder
+        return
+    for path, name in planned:
+        stem = output_name(path)
+        if name != stem:
+            note(f"{path}: its result goes to {output / name}, as {output / stem} is another video's")
 
 
 def _refuse(problems: list[tuple[Path, str, str]], jobs: list[tuple[Path, str]], report: Results) -> int:

@@ -362,10 +362,9 @@ def evaluate_davis(
     notes: list[str] = list(layout.notes)
     for seq in names:
         pred, gt = _load_pairs(found[seq], layout.annotations / seq, exact=True)
-        ours = found[seq].name == "masks" and (found[seq].parent / "summary.json").is_file()
-        objects += _sequence_scores(
-            seq, pred, gt, protocol, limit, notes, progress, found[seq].parent if ours else None
-        )
+        ours = found[seq].name == "masks" and (found[seq].parent / "summary.json").is_file()  # a bavos result
+        result = found[seq].parent if ours else None
+        objects += _sequence_scores(seq, pred, gt, protocol, limit, notes, progress, result)
     if not objects:
         raise EvalError(
             "nothing to score: no sequence has an object in its first annotated frame (the objects are those of the "

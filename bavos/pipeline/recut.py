@@ -219,8 +219,10 @@ def check_result_path(folder: Path) -> None:
         raise ResultPathError(f"{folder}: a file, not a result folder{hint}")
     if not folder.is_dir():
         raise ResultPathError(f"{folder}: no such folder")
+    if (folder / "summary.json").is_file():  # a result (or its damaged summary, said by the caller)
+        return
     said = results_inside(folder)
-    if said is not None and not (folder / "summary.json").is_file():
+    if said is not None:
         raise ResultPathError(said)
 
 
